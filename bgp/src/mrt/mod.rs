@@ -1,0 +1,1 @@
+//! MRT reader (RFC 6396).

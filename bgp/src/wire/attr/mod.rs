@@ -1,0 +1,717 @@
+//! Path attributes (RFC 4271 §4.3, §5) and their error handling (RFC 7606).
+//!
+//! Known attributes are typed fields of [`PathAttributes`]; anything else is
+//! a [`RawAttribute`] slice of the received message, so unknown optional
+//! transitive attributes travel on untouched (with the Partial bit, RFC 4271
+//! §5). Decoding applies RFC 7606: each problem is classified as attribute
+//! discard, treat-as-withdraw or session reset ([`Action`]), the first two are
+//! recorded on the result and the last becomes a NOTIFICATION.
+
+pub mod as_path;
+pub mod community;
+pub mod mp;
+
+pub use as_path::{AsPath, AsPathError, Segment, SegmentType};
+pub use community::{Community, ExtCommunity, Ipv6ExtCommunity, LargeCommunity};
+pub use mp::{MpError, MpReach, MpUnreach, NextHop};
+
+use super::codec::CodecContext;
+use super::family::Family;
+use super::notification::{ErrorCode, Notification, UpdateError};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+pub const FLAG_OPTIONAL: u8 = 0x80;
+pub const FLAG_TRANSITIVE: u8 = 0x40;
+pub const FLAG_PARTIAL: u8 = 0x20;
+pub const FLAG_EXTENDED_LENGTH: u8 = 0x10;
+
+pub const ORIGIN: u8 = 1;
+pub const AS_PATH: u8 = 2;
+pub const NEXT_HOP: u8 = 3;
+pub const MULTI_EXIT_DISC: u8 = 4;
+pub const LOCAL_PREF: u8 = 5;
+pub const ATOMIC_AGGREGATE: u8 = 6;
+pub const AGGREGATOR: u8 = 7;
+pub const COMMUNITIES: u8 = 8;
+pub const ORIGINATOR_ID: u8 = 9;
+pub const CLUSTER_LIST: u8 = 10;
+pub const MP_REACH_NLRI: u8 = 14;
+pub const MP_UNREACH_NLRI: u8 = 15;
+pub const EXTENDED_COMMUNITIES: u8 = 16;
+pub const AS4_PATH: u8 = 17;
+pub const AS4_AGGREGATOR: u8 = 18;
+pub const IPV6_EXT_COMMUNITIES: u8 = 25;
+pub const AIGP: u8 = 26;
+pub const LARGE_COMMUNITY: u8 = 32;
+pub const OTC: u8 = 35;
+pub const ATTR_SET: u8 = 128;
+
+/// The attribute's name for logs.
+pub fn type_name(code: u8) -> &'static str {
+    match code {
+        ORIGIN => "ORIGIN",
+        AS_PATH => "AS_PATH",
+        NEXT_HOP => "NEXT_HOP",
+        MULTI_EXIT_DISC => "MULTI_EXIT_DISC",
+        LOCAL_PREF => "LOCAL_PREF",
+        ATOMIC_AGGREGATE => "ATOMIC_AGGREGATE",
+        AGGREGATOR => "AGGREGATOR",
+        COMMUNITIES => "COMMUNITIES",
+        ORIGINATOR_ID => "ORIGINATOR_ID",
+        CLUSTER_LIST => "CLUSTER_LIST",
+        MP_REACH_NLRI => "MP_REACH_NLRI",
+        MP_UNREACH_NLRI => "MP_UNREACH_NLRI",
+        EXTENDED_COMMUNITIES => "EXTENDED_COMMUNITIES",
+        AS4_PATH => "AS4_PATH",
+        AS4_AGGREGATOR => "AS4_AGGREGATOR",
+        22 => "PMSI_TUNNEL",
+        23 => "TUNNEL_ENCAPSULATION",
+        IPV6_EXT_COMMUNITIES => "IPV6_ADDRESS_SPECIFIC_EXTENDED_COMMUNITY",
+        AIGP => "AIGP",
+        29 => "BGP-LS",
+        LARGE_COMMUNITY => "LARGE_COMMUNITY",
+        33 => "BGPsec_PATH",
+        OTC => "OTC",
+        40 => "PREFIX_SID",
+        ATTR_SET => "ATTR_SET",
+        _ => "unknown",
+    }
+}
+
+/// The Optional and Transitive bits a known attribute must carry
+/// (RFC 4271 §5 and each attribute's RFC). `None` for unknown codes.
+fn expected_flags(code: u8) -> Option<u8> {
+    const WK: u8 = FLAG_TRANSITIVE;
+    const OT: u8 = FLAG_OPTIONAL | FLAG_TRANSITIVE;
+    const ON: u8 = FLAG_OPTIONAL;
+    Some(match code {
+        ORIGIN | AS_PATH | NEXT_HOP | LOCAL_PREF | ATOMIC_AGGREGATE => WK,
+        MULTI_EXIT_DISC | ORIGINATOR_ID | CLUSTER_LIST | MP_REACH_NLRI | MP_UNREACH_NLRI | AIGP => ON,
+        AGGREGATOR | COMMUNITIES | EXTENDED_COMMUNITIES | AS4_PATH | AS4_AGGREGATOR | IPV6_EXT_COMMUNITIES
+        | LARGE_COMMUNITY | OTC | ATTR_SET => OT,
+        _ => return None,
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    Igp = 0,
+    Egp = 1,
+    Incomplete = 2,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::Igp => "IGP",
+            Origin::Egp => "EGP",
+            Origin::Incomplete => "INCOMPLETE",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Aggregator {
+    pub asn: u32,
+    pub addr: Ipv4Addr,
+}
+
+/// An attribute petrel does not interpret, kept as received.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RawAttribute {
+    pub flags: u8,
+    pub type_code: u8,
+    pub value: Bytes,
+}
+
+/// The path attributes of a route, without the NLRI-carrying MP attributes
+/// (those belong to the UPDATE, see [`super::update::Update`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PathAttributes {
+    pub origin: Option<Origin>,
+    pub as_path: Option<AsPath>,
+    pub next_hop: Option<Ipv4Addr>,
+    pub med: Option<u32>,
+    pub local_pref: Option<u32>,
+    pub atomic_aggregate: bool,
+    pub aggregator: Option<Aggregator>,
+    pub communities: Option<Vec<Community>>,
+    pub originator_id: Option<Ipv4Addr>,
+    pub cluster_list: Option<Vec<Ipv4Addr>>,
+    pub ext_communities: Option<Vec<ExtCommunity>>,
+    pub as4_path: Option<AsPath>,
+    pub as4_aggregator: Option<Aggregator>,
+    pub ipv6_ext_communities: Option<Vec<Ipv6ExtCommunity>>,
+    pub large_communities: Option<Vec<LargeCommunity>>,
+    /// Other attributes, in the order received.
+    pub other: Vec<RawAttribute>,
+}
+
+/// RFC 7606 §2 error-handling approaches, weakest first, so that `max`
+/// picks the one to apply when several errors occur (RFC 7606 §3 (h)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    AttributeDiscard,
+    TreatAsWithdraw,
+    SessionReset,
+}
+
+/// What was wrong with an attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AttrErrorKind {
+    /// Optional/Transitive bits conflict with the type code (RFC 7606 §3 (c)).
+    Flags,
+    /// The length is wrong for the attribute.
+    Length,
+    /// ORIGIN value other than 0, 1, 2 (RFC 7606 §7.1).
+    InvalidOrigin,
+    AsPath(AsPathError),
+    /// A repeated attribute, all but the first discarded (RFC 7606 §3 (g)).
+    Duplicate,
+    /// The attribute runs past the Total Path Attribute Length (RFC 7606 §4).
+    Overrun,
+    /// A well-known mandatory attribute is absent (RFC 7606 §3 (d)).
+    Missing,
+}
+
+impl fmt::Display for AttrErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flags => f.write_str("attribute flags conflict with the type code"),
+            Self::Length => f.write_str("invalid attribute length"),
+            Self::InvalidOrigin => f.write_str("invalid ORIGIN value"),
+            Self::AsPath(e) => write!(f, "malformed path: {e}"),
+            Self::Duplicate => f.write_str("attribute repeated"),
+            Self::Overrun => f.write_str("attribute overruns the path attributes"),
+            Self::Missing => f.write_str("well-known mandatory attribute missing"),
+        }
+    }
+}
+
+/// One attribute error that did not reset the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AttrError {
+    pub type_code: u8,
+    pub kind: AttrErrorKind,
+    pub action: Action,
+}
+
+impl fmt::Display for AttrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let action = match self.action {
+            Action::AttributeDiscard => "attribute discarded",
+            Action::TreatAsWithdraw => "treated as withdraw",
+            Action::SessionReset => "session reset",
+        };
+        write!(f, "{} ({}): {}, {}", type_name(self.type_code), self.type_code, self.kind, action)
+    }
+}
+
+/// How the attributes are framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttrContext {
+    /// In an UPDATE message.
+    Update,
+    /// In an MRT TABLE_DUMP_V2 RIB entry for this family (RFC 6396 §4.3.4):
+    /// MP_REACH_NLRI may be abbreviated and no attribute is mandatory.
+    MrtRib(Family),
+}
+
+/// The result of decoding a path attribute block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DecodedAttributes {
+    pub attrs: PathAttributes,
+    pub mp_reach: Option<MpReach>,
+    pub mp_unreach: Option<MpUnreach>,
+    pub errors: Vec<AttrError>,
+}
+
+fn reset(sub: UpdateError, data: Bytes) -> Notification {
+    Notification::new(ErrorCode::Update(sub), data)
+}
+
+/// Decodes the Path Attributes field of an UPDATE (or an MRT RIB entry).
+/// Returns `Err` only for errors that require a session reset.
+pub fn decode_attributes(ctx: &CodecContext, buf: &Bytes, actx: AttrContext) -> Result<DecodedAttributes, Notification> {
+    let mut out = DecodedAttributes::default();
+    let mut seen = [0u64; 4];
+    let mut p = 0;
+    let v = &buf[..];
+    while p < v.len() {
+        // RFC 7606 §4: fewer octets than an attribute header is an overrun;
+        // treat-as-withdraw, the Total Path Attribute Length locating the NLRI.
+        let ext = v[p] & FLAG_EXTENDED_LENGTH != 0;
+        let hdr = if ext { 4 } else { 3 };
+        if p + hdr > v.len() {
+            out.errors.push(AttrError { type_code: v.get(p + 1).copied().unwrap_or(0), kind: AttrErrorKind::Overrun, action: Action::TreatAsWithdraw });
+            break;
+        }
+        let flags = v[p];
+        let code = v[p + 1];
+        let len = if ext { u16::from_be_bytes([v[p + 2], v[p + 3]]) as usize } else { v[p + 2] as usize };
+        let start = p + hdr;
+        if start + len > v.len() {
+            // RFC 7606 §4: the last attribute overruns the attributes field.
+            // MP attributes can't be trusted then: RFC 7606 §5.3 / §7.11.
+            if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
+                return Err(reset(UpdateError::OptionalAttributeError, buf.slice(p..)));
+            }
+            out.errors.push(AttrError { type_code: code, kind: AttrErrorKind::Overrun, action: Action::TreatAsWithdraw });
+            break;
+        }
+        let value = buf.slice(start..start + len);
+        let attr_start = p;
+        let whole = || buf.slice(attr_start..start + len);
+        p = start + len;
+
+        let bit = 1u64 << (code % 64);
+        let slot = &mut seen[(code / 64) as usize];
+        if *slot & bit != 0 {
+            // RFC 7606 §3 (g): a repeated MP_REACH_NLRI or MP_UNREACH_NLRI is
+            // Malformed Attribute List; any other repeat is discarded.
+            if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
+                return Err(reset(UpdateError::MalformedAttributeList, Bytes::new()));
+            }
+            out.errors.push(AttrError { type_code: code, kind: AttrErrorKind::Duplicate, action: Action::AttributeDiscard });
+            continue;
+        }
+        *slot |= bit;
+
+        if let Some(expected) = expected_flags(code) {
+            // RFC 7606 §3 (c): Optional/Transitive bits in conflict with the
+            // type code make the attribute malformed: treat-as-withdraw. For
+            // the MP attributes the NLRI could not be trusted: session reset.
+            if flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE) != expected {
+                if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
+                    return Err(reset(UpdateError::AttributeFlagsError, whole()));
+                }
+                out.errors.push(AttrError { type_code: code, kind: AttrErrorKind::Flags, action: Action::TreatAsWithdraw });
+                continue;
+            }
+        } else if flags & FLAG_OPTIONAL == 0 {
+            // RFC 4271 §6.3: an unrecognized well-known attribute; RFC 7606
+            // does not relax this, the data is the attribute.
+            return Err(reset(UpdateError::UnrecognizedWellKnownAttribute, whole()));
+        }
+
+        if let Err((kind, action)) = decode_one(ctx, actx, flags, code, &value, &mut out) {
+            if action == Action::SessionReset {
+                let sub = match code {
+                    MP_REACH_NLRI | MP_UNREACH_NLRI => UpdateError::OptionalAttributeError,
+                    _ => UpdateError::MalformedAttributeList,
+                };
+                return Err(reset(sub, whole()));
+            }
+            out.errors.push(AttrError { type_code: code, kind, action });
+        }
+    }
+
+    Ok(out)
+}
+
+/// RFC 7606 §3 (d): a missing well-known mandatory attribute is
+/// treat-as-withdraw. Only meaningful when the UPDATE announces something,
+/// so the UPDATE decoder calls it once it knows the NLRI.
+pub(crate) fn missing_mandatory(attrs: &DecodedAttributes, has_v4_nlri: bool) -> Option<AttrError> {
+    let has_mp_nlri = attrs.mp_reach.as_ref().is_some_and(|m| !m.nlri.is_empty());
+    if !has_v4_nlri && !has_mp_nlri {
+        return None;
+    }
+    // RFC 4271 §5: ORIGIN and AS_PATH always; NEXT_HOP only for NLRI in the
+    // UPDATE's own NLRI field (RFC 4760 §3).
+    let missing = if attrs.attrs.origin.is_none() && !attrs.errors.iter().any(|e| e.type_code == ORIGIN) {
+        Some(ORIGIN)
+    } else if attrs.attrs.as_path.is_none() && !attrs.errors.iter().any(|e| e.type_code == AS_PATH) {
+        Some(AS_PATH)
+    } else if has_v4_nlri && attrs.attrs.next_hop.is_none() && !attrs.errors.iter().any(|e| e.type_code == NEXT_HOP) {
+        Some(NEXT_HOP)
+    } else {
+        None
+    };
+    missing.map(|type_code| AttrError { type_code, kind: AttrErrorKind::Missing, action: Action::TreatAsWithdraw })
+}
+
+type AttrResult = Result<(), (AttrErrorKind, Action)>;
+
+fn u32_of(v: &[u8]) -> u32 {
+    u32::from_be_bytes([v[0], v[1], v[2], v[3]])
+}
+
+fn ipv4_of(v: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(v[0], v[1], v[2], v[3])
+}
+
+fn decode_one(ctx: &CodecContext, actx: AttrContext, flags: u8, code: u8, value: &Bytes, out: &mut DecodedAttributes) -> AttrResult {
+    use Action::*;
+    use AttrErrorKind::*;
+    let v = &value[..];
+    let a = &mut out.attrs;
+    match code {
+        ORIGIN => {
+            // RFC 7606 §7.1: wrong length or undefined value: treat-as-withdraw.
+            if v.len() != 1 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.origin = Some(match v[0] {
+                0 => Origin::Igp,
+                1 => Origin::Egp,
+                2 => Origin::Incomplete,
+                _ => return Err((InvalidOrigin, TreatAsWithdraw)),
+            });
+        }
+        AS_PATH => {
+            // RFC 7606 §7.2: a syntactically malformed AS_PATH: treat-as-withdraw.
+            a.as_path = Some(as_path::AsPath::decode(v, ctx.four_octet_as).map_err(|e| (AsPath(e), TreatAsWithdraw))?);
+        }
+        NEXT_HOP => {
+            // RFC 7606 §7.3: length other than 4: treat-as-withdraw.
+            if v.len() != 4 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.next_hop = Some(ipv4_of(v));
+        }
+        MULTI_EXIT_DISC => {
+            // RFC 7606 §7.4: length other than 4: treat-as-withdraw.
+            if v.len() != 4 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.med = Some(u32_of(v));
+        }
+        LOCAL_PREF => {
+            // RFC 7606 §7.5: length other than 4: treat-as-withdraw. (Discarding
+            // it from external peers is the session's job: the codec can't tell.)
+            if v.len() != 4 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.local_pref = Some(u32_of(v));
+        }
+        ATOMIC_AGGREGATE => {
+            // RFC 7606 §7.6: length other than 0: attribute discard.
+            if !v.is_empty() {
+                return Err((Length, AttributeDiscard));
+            }
+            a.atomic_aggregate = true;
+        }
+        AGGREGATOR => {
+            // RFC 7606 §7.7: length other than 6 (or 8 with 4-octet AS): attribute discard.
+            a.aggregator = Some(match (v.len(), ctx.four_octet_as) {
+                (6, false) => Aggregator { asn: u16::from_be_bytes([v[0], v[1]]) as u32, addr: ipv4_of(&v[2..]) },
+                (8, true) => Aggregator { asn: u32_of(v), addr: ipv4_of(&v[4..]) },
+                _ => return Err((Length, AttributeDiscard)),
+            });
+        }
+        COMMUNITIES => {
+            // RFC 7606 §7.8: length zero or not a multiple of 4: treat-as-withdraw.
+            if v.is_empty() || v.len() % 4 != 0 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.communities = Some(v.chunks_exact(4).map(|c| Community(u32_of(c))).collect());
+        }
+        ORIGINATOR_ID => {
+            // RFC 7606 §7.9: length other than 4: treat-as-withdraw.
+            if v.len() != 4 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.originator_id = Some(ipv4_of(v));
+        }
+        CLUSTER_LIST => {
+            // RFC 7606 §7.10: length zero or not a multiple of 4: treat-as-withdraw.
+            if v.is_empty() || v.len() % 4 != 0 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.cluster_list = Some(v.chunks_exact(4).map(ipv4_of).collect());
+        }
+        MP_REACH_NLRI => {
+            // RFC 7606 §7.11: a malformed MP_REACH_NLRI: session reset (we do
+            // not implement the AFI/SAFI-disable alternative).
+            let mp = match actx {
+                AttrContext::Update => MpReach::decode(value, |f| ctx.add_path_rx.contains(f)),
+                AttrContext::MrtRib(family) => MpReach::decode_rib(value, family),
+            };
+            out.mp_reach = Some(mp.map_err(|_| (Length, SessionReset))?);
+        }
+        MP_UNREACH_NLRI => {
+            // RFC 7606 §7.12: a malformed MP_UNREACH_NLRI: session reset.
+            out.mp_unreach =
+                Some(MpUnreach::decode(value, |f| ctx.add_path_rx.contains(f)).map_err(|_| (Length, SessionReset))?);
+        }
+        EXTENDED_COMMUNITIES => {
+            // RFC 7606 §7.14: length not a multiple of 8: treat-as-withdraw.
+            if v.is_empty() || v.len() % 8 != 0 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.ext_communities = Some(v.chunks_exact(8).map(|c| ExtCommunity(c.try_into().unwrap_or([0; 8]))).collect());
+        }
+        AS4_PATH => {
+            // RFC 6793 §6: a malformed AS4_PATH is discarded, and so is one
+            // carrying confederation segments.
+            let path = as_path::AsPath::decode(v, true).map_err(|e| (AsPath(e), AttributeDiscard))?;
+            if path.segments().any(|s| s.kind.is_confed()) {
+                return Err((AsPath(AsPathError::BadSegmentType(3)), AttributeDiscard));
+            }
+            a.as4_path = Some(path);
+        }
+        AS4_AGGREGATOR => {
+            // RFC 6793 §6: length other than 8: attribute discard.
+            if v.len() != 8 {
+                return Err((Length, AttributeDiscard));
+            }
+            a.as4_aggregator = Some(Aggregator { asn: u32_of(v), addr: ipv4_of(&v[4..]) });
+        }
+        IPV6_EXT_COMMUNITIES => {
+            // RFC 7606 §7.15: length not a multiple of 20: treat-as-withdraw.
+            if v.is_empty() || v.len() % 20 != 0 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.ipv6_ext_communities =
+                Some(v.chunks_exact(20).map(|c| Ipv6ExtCommunity(c.try_into().unwrap_or([0; 20]))).collect());
+        }
+        LARGE_COMMUNITY => {
+            // RFC 8092 §6: length zero or not a multiple of 12: treat-as-withdraw.
+            if v.is_empty() || v.len() % 12 != 0 {
+                return Err((Length, TreatAsWithdraw));
+            }
+            a.large_communities = Some(
+                v.chunks_exact(12)
+                    .map(|c| LargeCommunity { global: u32_of(c), local1: u32_of(&c[4..]), local2: u32_of(&c[8..]) })
+                    .collect(),
+            );
+        }
+        OTC if v.len() != 4 => {
+            // RFC 9234 §5: an OTC attribute of length other than 4: treat-as-withdraw.
+            return Err((Length, TreatAsWithdraw));
+        }
+        ATTR_SET if v.len() < 4 => {
+            // RFC 7606 §7.16 / RFC 6368 §5: ATTR_SET shorter than its origin AS: treat-as-withdraw.
+            return Err((Length, TreatAsWithdraw));
+        }
+        AIGP if v.len() < 3 => {
+            // RFC 7311 §3.2: a malformed AIGP is discarded.
+            return Err((Length, AttributeDiscard));
+        }
+        _ => a.other.push(RawAttribute { flags, type_code: code, value: value.clone() }),
+    }
+    Ok(())
+}
+
+fn put_header(out: &mut BytesMut, flags: u8, code: u8, len: usize) {
+    if len > 255 {
+        out.put_u8(flags | FLAG_EXTENDED_LENGTH);
+        out.put_u8(code);
+        out.put_u16(len as u16);
+    } else {
+        out.put_u8(flags & !FLAG_EXTENDED_LENGTH);
+        out.put_u8(code);
+        out.put_u8(len as u8);
+    }
+}
+
+fn header_len(len: usize) -> usize {
+    if len > 255 {
+        4
+    } else {
+        3
+    }
+}
+
+impl PathAttributes {
+    /// Whether the 2-octet encoding needs AS4_PATH / AS4_AGGREGATOR
+    /// generated (RFC 6793 §4.2.2): we hold 4-octet ASes and none were received.
+    fn as4_path_needed(&self, ctx: &CodecContext) -> Option<&AsPath> {
+        if ctx.four_octet_as || self.as4_path.is_some() {
+            return None;
+        }
+        self.as_path.as_ref().filter(|p| p.has_four_octet_asns())
+    }
+
+    fn as4_aggregator_needed(&self, ctx: &CodecContext) -> Option<Aggregator> {
+        if ctx.four_octet_as || self.as4_aggregator.is_some() {
+            return None;
+        }
+        self.aggregator.filter(|a| a.asn > 0xffff)
+    }
+
+    /// The encoded length of these attributes, MP attributes excluded.
+    pub fn encoded_len(&self, ctx: &CodecContext) -> usize {
+        let mut b = BytesMut::new();
+        self.encode(ctx, &mut b);
+        b.len()
+    }
+
+    /// Encodes the attributes in ascending type-code order (RFC 4271 §5
+    /// recommends it), each with the extended-length bit only when needed.
+    pub fn encode(&self, ctx: &CodecContext, out: &mut BytesMut) {
+        const WK: u8 = FLAG_TRANSITIVE;
+        const OT: u8 = FLAG_OPTIONAL | FLAG_TRANSITIVE;
+        const ON: u8 = FLAG_OPTIONAL;
+        let four = ctx.four_octet_as;
+        let mut others = self.other.iter().peekable();
+        let mut flush_others_below = |code: u8, out: &mut BytesMut| {
+            while let Some(o) = others.next_if(|o| o.type_code < code) {
+                put_header(out, o.flags, o.type_code, o.value.len());
+                out.put_slice(&o.value);
+            }
+        };
+        if let Some(o) = self.origin {
+            put_header(out, WK, ORIGIN, 1);
+            out.put_u8(o as u8);
+        }
+        if let Some(p) = &self.as_path {
+            put_header(out, WK, AS_PATH, p.encoded_len(four));
+            p.encode(four, out);
+        }
+        if let Some(nh) = self.next_hop {
+            put_header(out, WK, NEXT_HOP, 4);
+            out.put_slice(&nh.octets());
+        }
+        if let Some(m) = self.med {
+            put_header(out, ON, MULTI_EXIT_DISC, 4);
+            out.put_u32(m);
+        }
+        if let Some(l) = self.local_pref {
+            put_header(out, WK, LOCAL_PREF, 4);
+            out.put_u32(l);
+        }
+        if self.atomic_aggregate {
+            put_header(out, WK, ATOMIC_AGGREGATE, 0);
+        }
+        if let Some(a) = self.aggregator {
+            if four {
+                put_header(out, OT, AGGREGATOR, 8);
+                out.put_u32(a.asn);
+            } else {
+                put_header(out, OT, AGGREGATOR, 6);
+                out.put_u16(u16::try_from(a.asn).unwrap_or(super::open::AS_TRANS));
+            }
+            out.put_slice(&a.addr.octets());
+        }
+        if let Some(c) = &self.communities {
+            put_header(out, OT, COMMUNITIES, 4 * c.len());
+            for x in c {
+                out.put_u32(x.0);
+            }
+        }
+        if let Some(o) = self.originator_id {
+            put_header(out, ON, ORIGINATOR_ID, 4);
+            out.put_slice(&o.octets());
+        }
+        if let Some(c) = &self.cluster_list {
+            put_header(out, ON, CLUSTER_LIST, 4 * c.len());
+            for x in c {
+                out.put_slice(&x.octets());
+            }
+        }
+        flush_others_below(EXTENDED_COMMUNITIES, out);
+        if let Some(c) = &self.ext_communities {
+            put_header(out, OT, EXTENDED_COMMUNITIES, 8 * c.len());
+            for x in c {
+                out.put_slice(&x.0);
+            }
+        }
+        let as4 = self.as4_path.as_ref().or(self.as4_path_needed(ctx));
+        if let Some(p) = as4 {
+            put_header(out, OT, AS4_PATH, p.encoded_len(true));
+            p.encode(true, out);
+        }
+        if let Some(a) = self.as4_aggregator.or(self.as4_aggregator_needed(ctx)) {
+            put_header(out, OT, AS4_AGGREGATOR, 8);
+            out.put_u32(a.asn);
+            out.put_slice(&a.addr.octets());
+        }
+        flush_others_below(IPV6_EXT_COMMUNITIES, out);
+        if let Some(c) = &self.ipv6_ext_communities {
+            put_header(out, OT, IPV6_EXT_COMMUNITIES, 20 * c.len());
+            for x in c {
+                out.put_slice(&x.0);
+            }
+        }
+        flush_others_below(LARGE_COMMUNITY, out);
+        if let Some(c) = &self.large_communities {
+            put_header(out, OT, LARGE_COMMUNITY, 12 * c.len());
+            for x in c {
+                out.put_u32(x.global);
+                out.put_u32(x.local1);
+                out.put_u32(x.local2);
+            }
+        }
+        flush_others_below(255, out);
+        for o in others {
+            put_header(out, o.flags, o.type_code, o.value.len());
+            out.put_slice(&o.value);
+        }
+    }
+
+    /// The AS path as an OLD/NEW-aware speaker sees it: AS_PATH merged with
+    /// AS4_PATH (RFC 6793 §4.2.3). If AGGREGATOR carries an AS other than
+    /// AS_TRANS while AS4_AGGREGATOR is present, AS4_PATH is ignored.
+    pub fn effective_as_path(&self) -> Option<AsPath> {
+        let path = self.as_path.as_ref()?;
+        let Some(as4) = &self.as4_path else { return Some(path.clone()) };
+        if self.as4_aggregator.is_some()
+            && self.aggregator.is_some_and(|a| a.asn != super::open::AS_TRANS as u32)
+        {
+            return Some(path.clone());
+        }
+        Some(path.merge_as4(as4))
+    }
+
+    /// The aggregator per RFC 6793 §4.2.3: AS4_AGGREGATOR when AGGREGATOR
+    /// holds AS_TRANS.
+    pub fn effective_aggregator(&self) -> Option<Aggregator> {
+        let a = self.aggregator?;
+        match self.as4_aggregator {
+            Some(a4) if a.asn == super::open::AS_TRANS as u32 => Some(a4),
+            _ => Some(a),
+        }
+    }
+
+    /// Folds AS4_PATH / AS4_AGGREGATOR into AS_PATH / AGGREGATOR (RFC 6793
+    /// §4.2.3) and drops them: what a NEW speaker keeps after receiving from
+    /// an OLD one.
+    pub fn normalize_as4(&mut self) {
+        self.as_path = self.effective_as_path();
+        self.aggregator = self.effective_aggregator();
+        self.as4_path = None;
+        self.as4_aggregator = None;
+    }
+
+    /// The attributes as they may be passed on to another peer: unknown
+    /// optional non-transitive attributes dropped, unknown optional transitive
+    /// ones kept with the Partial bit set (RFC 4271 §5).
+    pub fn for_propagation(&self) -> PathAttributes {
+        let mut out = self.clone();
+        out.other = self
+            .other
+            .iter()
+            .filter(|o| o.flags & FLAG_TRANSITIVE != 0)
+            .map(|o| RawAttribute { flags: o.flags | FLAG_PARTIAL, ..o.clone() })
+            .collect();
+        out
+    }
+
+    pub fn raw(&self, code: u8) -> Option<&RawAttribute> {
+        self.other.iter().find(|o| o.type_code == code)
+    }
+}
+
+pub(crate) fn mp_reach_len(mp: &MpReach) -> usize {
+    let l = mp.encoded_len();
+    header_len(l) + l
+}
+
+pub(crate) fn mp_unreach_len(mp: &MpUnreach) -> usize {
+    let l = mp.encoded_len();
+    header_len(l) + l
+}
+
+pub(crate) fn encode_mp_reach(mp: &MpReach, out: &mut BytesMut) {
+    put_header(out, FLAG_OPTIONAL, MP_REACH_NLRI, mp.encoded_len());
+    mp.encode(out);
+}
+
+pub(crate) fn encode_mp_unreach(mp: &MpUnreach, out: &mut BytesMut) {
+    put_header(out, FLAG_OPTIONAL, MP_UNREACH_NLRI, mp.encoded_len());
+    mp.encode(out);
+}

@@ -1,0 +1,276 @@
+//! UPDATE (RFC 4271 §4.3): decoding with RFC 7606 error handling, End-of-RIB
+//! recognition (RFC 4724 §2), and an encoder that packs NLRI sharing one
+//! attribute set into as few messages as the negotiated size allows.
+
+use super::attr::{self, Action, AttrContext, AttrError, MpReach, MpUnreach, NextHop, PathAttributes};
+use super::codec::CodecContext;
+use super::family::Family;
+use super::header::{HEADER_LEN, TYPE_UPDATE};
+use super::nlri::{Nlri, NlriEntry};
+use super::notification::{ErrorCode, Notification, UpdateError};
+use bytes::{BufMut, Bytes, BytesMut};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Update {
+    /// Withdrawn Routes field: IPv4 unicast.
+    pub withdrawn: Nlri,
+    pub attrs: PathAttributes,
+    pub mp_reach: Option<MpReach>,
+    pub mp_unreach: Option<MpUnreach>,
+    /// NLRI field: IPv4 unicast.
+    pub nlri: Nlri,
+    /// RFC 7606 outcomes short of a session reset.
+    pub errors: Vec<AttrError>,
+}
+
+/// An UPDATE that cannot be encoded within the negotiated message size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("UPDATE of {len} octets exceeds the maximum message size of {max}")]
+pub struct TooLarge {
+    pub len: usize,
+    pub max: usize,
+}
+
+fn malformed_list() -> Notification {
+    Notification::bare(ErrorCode::Update(UpdateError::MalformedAttributeList))
+}
+
+impl Update {
+    pub fn new(attrs: PathAttributes) -> Self {
+        Self {
+            withdrawn: Nlri::empty(Family::IPV4_UNICAST),
+            attrs,
+            mp_reach: None,
+            mp_unreach: None,
+            nlri: Nlri::empty(Family::IPV4_UNICAST),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The End-of-RIB marker for a family (RFC 4724 §2).
+    pub fn end_of_rib(family: Family) -> Self {
+        let mut u = Self::new(PathAttributes::default());
+        if family != Family::IPV4_UNICAST {
+            u.mp_unreach = Some(MpUnreach { family, withdrawn: Nlri::empty(family) });
+        }
+        u
+    }
+
+    /// Decodes an UPDATE body (the octets after the header).
+    pub fn decode(ctx: &CodecContext, body: &Bytes) -> Result<Self, Notification> {
+        let v = &body[..];
+        // RFC 4271 §6.3 / RFC 7606 §3 (a): Withdrawn Routes Length or Total
+        // Path Attribute Length too large for the message: Malformed
+        // Attribute List, session reset.
+        if v.len() < 4 {
+            return Err(malformed_list());
+        }
+        let wlen = u16::from_be_bytes([v[0], v[1]]) as usize;
+        if 2 + wlen + 2 > v.len() {
+            return Err(malformed_list());
+        }
+        let alen = u16::from_be_bytes([v[2 + wlen], v[3 + wlen]]) as usize;
+        let astart = 4 + wlen;
+        if astart + alen > v.len() {
+            return Err(malformed_list());
+        }
+        let v4_add_path = ctx.add_path_rx.contains(Family::IPV4_UNICAST);
+        // RFC 7606 §5.3 and §3 (i): syntactically incorrect Withdrawn Routes
+        // or NLRI fields cannot be trusted to delimit anything: session reset.
+        let withdrawn = Nlri::parse(Family::IPV4_UNICAST, v4_add_path, body.slice(2..2 + wlen))
+            .map_err(|_| Notification::bare(ErrorCode::Update(UpdateError::InvalidNetworkField)))?;
+        let nlri = Nlri::parse(Family::IPV4_UNICAST, v4_add_path, body.slice(astart + alen..))
+            .map_err(|_| Notification::bare(ErrorCode::Update(UpdateError::InvalidNetworkField)))?;
+        let mut d = attr::decode_attributes(ctx, &body.slice(astart..astart + alen), AttrContext::Update)?;
+        if let Some(e) = attr::missing_mandatory(&d, !nlri.is_empty()) {
+            d.errors.push(e);
+        }
+        Ok(Update { withdrawn, attrs: d.attrs, mp_reach: d.mp_reach, mp_unreach: d.mp_unreach, nlri, errors: d.errors })
+    }
+
+    /// The RFC 7606 action to apply: the strongest of the recorded errors
+    /// (RFC 7606 §3 (h)). `None` when the UPDATE is clean.
+    pub fn action(&self) -> Option<Action> {
+        self.errors.iter().map(|e| e.action).max()
+    }
+
+    /// RFC 7606 §2: every NLRI of this UPDATE, announced or not, is to be
+    /// handled as withdrawn.
+    pub fn treat_as_withdraw(&self) -> bool {
+        self.action() == Some(Action::TreatAsWithdraw)
+    }
+
+    /// RFC 4724 §2: an UPDATE with nothing in it is the IPv4 unicast
+    /// End-of-RIB; one whose only attribute is an empty MP_UNREACH_NLRI is
+    /// the End-of-RIB of that family.
+    pub fn end_of_rib_family(&self) -> Option<Family> {
+        if !self.withdrawn.is_empty() || !self.nlri.is_empty() || self.mp_reach.is_some() || self.attrs != PathAttributes::default() {
+            return None;
+        }
+        match &self.mp_unreach {
+            None => Some(Family::IPV4_UNICAST),
+            Some(mp) if mp.withdrawn.is_empty() => Some(mp.family),
+            Some(_) => None,
+        }
+    }
+
+    /// All announced NLRI, IPv4 field and MP_REACH_NLRI together.
+    pub fn announced(&self) -> impl Iterator<Item = (Family, NlriEntry)> + '_ {
+        let v4 = self.nlri.iter().map(|e| (Family::IPV4_UNICAST, e));
+        let mp = self.mp_reach.iter().flat_map(|m| m.nlri.iter().map(move |e| (m.family, e)));
+        v4.chain(mp)
+    }
+
+    /// All withdrawn NLRI, IPv4 field and MP_UNREACH_NLRI together.
+    pub fn withdrawals(&self) -> impl Iterator<Item = (Family, NlriEntry)> + '_ {
+        let v4 = self.withdrawn.iter().map(|e| (Family::IPV4_UNICAST, e));
+        let mp = self.mp_unreach.iter().flat_map(|m| m.withdrawn.iter().map(move |e| (m.family, e)));
+        v4.chain(mp)
+    }
+
+    /// Octets of the body once encoded.
+    pub fn body_len(&self, ctx: &CodecContext) -> usize {
+        let mp = self.mp_reach.as_ref().map_or(0, attr::mp_reach_len)
+            + self.mp_unreach.as_ref().map_or(0, attr::mp_unreach_len);
+        4 + self.withdrawn.raw().len() + mp + self.attrs.encoded_len(ctx) + self.nlri.raw().len()
+    }
+
+    /// Encodes the body. RFC 7606 §5.1: MP_REACH_NLRI / MP_UNREACH_NLRI go
+    /// first among the attributes, so a receiver can find the NLRI even if a
+    /// later attribute is malformed.
+    pub fn encode_body(&self, ctx: &CodecContext, out: &mut BytesMut) {
+        out.put_u16(self.withdrawn.raw().len() as u16);
+        out.put_slice(self.withdrawn.raw());
+        let len_at = out.len();
+        out.put_u16(0);
+        let start = out.len();
+        if let Some(mp) = &self.mp_reach {
+            attr::encode_mp_reach(mp, out);
+        }
+        if let Some(mp) = &self.mp_unreach {
+            attr::encode_mp_unreach(mp, out);
+        }
+        self.attrs.encode(ctx, out);
+        let alen = (out.len() - start) as u16;
+        out[len_at..len_at + 2].copy_from_slice(&alen.to_be_bytes());
+        out.put_slice(self.nlri.raw());
+    }
+
+    /// Encodes a whole message, refusing to exceed the negotiated size.
+    pub fn encode(&self, ctx: &CodecContext, out: &mut BytesMut) -> Result<(), TooLarge> {
+        let len = HEADER_LEN + self.body_len(ctx);
+        if len > ctx.max_message_len {
+            return Err(TooLarge { len, max: ctx.max_message_len });
+        }
+        super::header_into(out, TYPE_UPDATE, len);
+        self.encode_body(ctx, out);
+        Ok(())
+    }
+}
+
+/// Builds the UPDATE messages that announce or withdraw many NLRI.
+///
+/// The attributes are encoded once; NLRI are then packed into each message
+/// until the next one would not fit (RFC 4271 §4.3: one attribute set per
+/// UPDATE; RFC 8654 raises the size to 65535 when negotiated). IPv4 unicast
+/// with an IPv4 next hop uses the NLRI fields; every other family, and IPv4
+/// over an IPv6 next hop (RFC 8950), goes in MP_REACH_NLRI / MP_UNREACH_NLRI.
+pub struct UpdatePacker<'a> {
+    ctx: &'a CodecContext,
+}
+
+impl<'a> UpdatePacker<'a> {
+    pub fn new(ctx: &'a CodecContext) -> Self {
+        Self { ctx }
+    }
+
+    fn add_path(&self, family: Family) -> bool {
+        self.ctx.add_path_tx.contains(family)
+    }
+
+    /// Withdraws `entries` of `family`; returns whole messages, headers included.
+    pub fn withdraw(&self, family: Family, entries: &[NlriEntry]) -> Result<Vec<Bytes>, TooLarge> {
+        let add_path = self.add_path(family);
+        let entry_len = |e: &NlriEntry| e.prefix.wire_len() + if add_path { 4 } else { 0 };
+        let classic = family == Family::IPV4_UNICAST;
+        // Header, both length fields, and for MP the attribute header (4 with
+        // extended length) plus AFI/SAFI.
+        let fixed = HEADER_LEN + 4 + if classic { 0 } else { 4 + 3 };
+        let mut out = Vec::new();
+        for chunk in chunks(entries, self.ctx.max_message_len - fixed, entry_len) {
+            let nlri = Nlri::from_entries(family, add_path, chunk);
+            let mut u = Update::new(PathAttributes::default());
+            if classic {
+                u.withdrawn = nlri;
+            } else {
+                u.mp_unreach = Some(MpUnreach { family, withdrawn: nlri });
+            }
+            out.push(self.finish(&u)?);
+        }
+        Ok(out)
+    }
+
+    /// Announces `entries` of `family` with `attrs` and `next_hop`. Fails
+    /// only when the attributes leave no room for even one prefix.
+    pub fn announce(
+        &self,
+        family: Family,
+        attrs: &PathAttributes,
+        next_hop: &NextHop,
+        entries: &[NlriEntry],
+    ) -> Result<Vec<Bytes>, TooLarge> {
+        let add_path = self.add_path(family);
+        let entry_len = |e: &NlriEntry| e.prefix.wire_len() + if add_path { 4 } else { 0 };
+        let classic = family == Family::IPV4_UNICAST && matches!(next_hop, NextHop::V4(_));
+        let mut attrs = attrs.clone();
+        if classic {
+            if let NextHop::V4(a) = next_hop {
+                attrs.next_hop = Some(*a);
+            }
+        } else {
+            attrs.next_hop = None;
+        }
+        let mut abuf = BytesMut::new();
+        attrs.encode(self.ctx, &mut abuf);
+        let fixed = HEADER_LEN + 4 + abuf.len() + if classic { 0 } else { 4 + 5 + next_hop.encoded_len() };
+        let mut out = Vec::new();
+        let room = self.ctx.max_message_len.saturating_sub(fixed);
+        for chunk in chunks(entries, room, entry_len) {
+            let nlri = Nlri::from_entries(family, add_path, chunk);
+            let mut u = Update::new(attrs.clone());
+            if classic {
+                u.nlri = nlri;
+            } else {
+                u.mp_reach = Some(MpReach { family, next_hop: next_hop.clone(), nlri });
+            }
+            out.push(self.finish(&u)?);
+        }
+        Ok(out)
+    }
+
+    fn finish(&self, u: &Update) -> Result<Bytes, TooLarge> {
+        let mut b = BytesMut::with_capacity(HEADER_LEN + u.body_len(self.ctx));
+        u.encode(self.ctx, &mut b)?;
+        Ok(b.freeze())
+    }
+}
+
+/// Splits `entries` into runs whose encoded size stays within `room`.
+fn chunks<'e>(entries: &'e [NlriEntry], room: usize, len: impl Fn(&NlriEntry) -> usize) -> Vec<&'e [NlriEntry]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut used = 0;
+    for (i, e) in entries.iter().enumerate() {
+        let l = len(e);
+        if used + l > room && i > start {
+            out.push(&entries[start..i]);
+            start = i;
+            used = 0;
+        }
+        used += l;
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
+}

@@ -1,0 +1,3 @@
+//! petreld, the node daemon, and petrelctl, its operator tool.
+
+pub mod ctl;

@@ -1,0 +1,1 @@
+//! petrel integration suites.
