@@ -127,8 +127,14 @@ pub enum Capability {
     /// RFC 9494 §2.
     LongLivedGracefulRestart(Vec<LlgrFamily>),
     /// draft-walton-bgp-hostname-capability, as FRR sends it.
-    Fqdn { hostname: Bytes, domain: Bytes },
-    Unknown { code: u8, value: Bytes },
+    Fqdn {
+        hostname: Bytes,
+        domain: Bytes,
+    },
+    Unknown {
+        code: u8,
+        value: Bytes,
+    },
 }
 
 type IResult<'a, T> = nom::IResult<&'a [u8], T>;
@@ -183,7 +189,9 @@ impl Capability {
                 // RFC 4760 §8: AFI(2), reserved(1), SAFI(1).
                 Self::Multiprotocol(Family::new(u16::from_be_bytes([v[0], v[1]]), v[3]))
             }
-            CAP_ROUTE_REFRESH | CAP_ENHANCED_ROUTE_REFRESH | CAP_EXTENDED_MESSAGE if !v.is_empty() => {
+            CAP_ROUTE_REFRESH | CAP_ENHANCED_ROUTE_REFRESH | CAP_EXTENDED_MESSAGE
+                if !v.is_empty() =>
+            {
                 return Err(malformed(code));
             }
             CAP_ROUTE_REFRESH => Self::RouteRefresh,
@@ -194,7 +202,14 @@ impl Capability {
                     let (i, nlri_afi) = be_u16(i)?;
                     let (i, nlri_safi) = be_u16(i)?;
                     let (i, next_hop_afi) = be_u16(i)?;
-                    Ok((i, ExtendedNextHop { nlri_afi, nlri_safi, next_hop_afi }))
+                    Ok((
+                        i,
+                        ExtendedNextHop {
+                            nlri_afi,
+                            nlri_safi,
+                            next_hop_afi,
+                        },
+                    ))
                 })
                 .ok_or_else(|| malformed(code))?,
             ),
@@ -209,10 +224,15 @@ impl Capability {
                     Ok((i, GracefulRestartFamily { family, flags }))
                 })
                 .ok_or_else(|| malformed(code))?;
-                Self::GracefulRestart(GracefulRestart { flags: (word >> 12) as u8, restart_time: word & 0x0fff, families })
+                Self::GracefulRestart(GracefulRestart {
+                    flags: (word >> 12) as u8,
+                    restart_time: word & 0x0fff,
+                    families,
+                })
             }
             CAP_FOUR_OCTET_AS => {
-                let (_, asn) = be_u32::<_, nom::error::Error<&[u8]>>(v).map_err(|_| malformed(code))?;
+                let (_, asn) =
+                    be_u32::<_, nom::error::Error<&[u8]>>(v).map_err(|_| malformed(code))?;
                 if v.len() != 4 {
                     return Err(malformed(code));
                 }
@@ -232,7 +252,14 @@ impl Capability {
                     let (i, flags) = be_u8(i)?;
                     let (i, hi) = be_u8(i)?;
                     let (i, lo) = be_u16(i)?;
-                    Ok((i, LlgrFamily { family, flags, stale_time: (hi as u32) << 16 | lo as u32 }))
+                    Ok((
+                        i,
+                        LlgrFamily {
+                            family,
+                            flags,
+                            stale_time: (hi as u32) << 16 | lo as u32,
+                        },
+                    ))
                 })
                 .ok_or_else(|| malformed(code))?,
             ),
@@ -242,9 +269,15 @@ impl Capability {
                 if v.len() != 2 + h + d {
                     return Err(malformed(code));
                 }
-                Self::Fqdn { hostname: value.slice(1..1 + h), domain: value.slice(2 + h..2 + h + d) }
+                Self::Fqdn {
+                    hostname: value.slice(1..1 + h),
+                    domain: value.slice(2 + h..2 + h + d),
+                }
             }
-            _ => Self::Unknown { code, value: value.clone() },
+            _ => Self::Unknown {
+                code,
+                value: value.clone(),
+            },
         };
         Ok(cap)
     }

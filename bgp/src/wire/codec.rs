@@ -60,7 +60,10 @@ impl Default for CodecContext {
 impl CodecContext {
     /// A context for modern peers: 4-octet AS, no ADD-PATH, 4096-octet messages.
     pub fn four_octet() -> Self {
-        Self { four_octet_as: true, ..Self::default() }
+        Self {
+            four_octet_as: true,
+            ..Self::default()
+        }
     }
 
     /// Builds the session's context from the capabilities each side sent.
@@ -72,7 +75,11 @@ impl CodecContext {
             && has(remote, |c| matches!(c, Capability::ExtendedMessage));
         let mut ctx = Self {
             four_octet_as,
-            max_message_len: if extended { MAX_EXTENDED_MESSAGE_LEN } else { MAX_MESSAGE_LEN },
+            max_message_len: if extended {
+                MAX_EXTENDED_MESSAGE_LEN
+            } else {
+                MAX_MESSAGE_LEN
+            },
             ..Self::default()
         };
         let add_path = |caps: &[Capability]| -> Vec<(Family, AddPathMode)> {

@@ -18,8 +18,14 @@ pub const SAFI_LABELED_UNICAST: u8 = 4;
 pub const SAFI_FLOWSPEC: u8 = 133;
 
 impl Family {
-    pub const IPV4_UNICAST: Family = Family { afi: AFI_IPV4, safi: SAFI_UNICAST };
-    pub const IPV6_UNICAST: Family = Family { afi: AFI_IPV6, safi: SAFI_UNICAST };
+    pub const IPV4_UNICAST: Family = Family {
+        afi: AFI_IPV4,
+        safi: SAFI_UNICAST,
+    };
+    pub const IPV6_UNICAST: Family = Family {
+        afi: AFI_IPV6,
+        safi: SAFI_UNICAST,
+    };
 
     pub const fn new(afi: u16, safi: u8) -> Self {
         Self { afi, safi }

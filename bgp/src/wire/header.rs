@@ -21,7 +21,10 @@ pub struct Header {
 
 fn bad_length(length: u16) -> Notification {
     // RFC 4271 §6.1: the data field contains the erroneous Length field.
-    Notification::new(ErrorCode::MessageHeader(HeaderError::BadMessageLength), length.to_be_bytes().to_vec())
+    Notification::new(
+        ErrorCode::MessageHeader(HeaderError::BadMessageLength),
+        length.to_be_bytes().to_vec(),
+    )
 }
 
 impl Header {
@@ -30,7 +33,9 @@ impl Header {
     pub fn parse(h: &[u8; HEADER_LEN], max_len: usize) -> Result<Self, Notification> {
         // RFC 4271 §6.1: the marker must be all ones.
         if h[..16] != MARKER {
-            return Err(Notification::bare(ErrorCode::MessageHeader(HeaderError::ConnectionNotSynchronized)));
+            return Err(Notification::bare(ErrorCode::MessageHeader(
+                HeaderError::ConnectionNotSynchronized,
+            )));
         }
         let length = u16::from_be_bytes([h[16], h[17]]);
         let msg_type = h[18];
@@ -48,7 +53,10 @@ impl Header {
             TYPE_ROUTE_REFRESH => 23,
             // RFC 4271 §6.1: unrecognised type; the data is the type octet.
             _ => {
-                return Err(Notification::new(ErrorCode::MessageHeader(HeaderError::BadMessageType), vec![msg_type]))
+                return Err(Notification::new(
+                    ErrorCode::MessageHeader(HeaderError::BadMessageType),
+                    vec![msg_type],
+                ))
             }
         };
         if (length as usize) < min || (msg_type == TYPE_KEEPALIVE && length != 19) {
@@ -65,7 +73,10 @@ impl Header {
 
 /// Splits one whole message off the front of a receive buffer, without
 /// copying. Returns `Ok(None)` while more octets are needed.
-pub fn split_message(buf: &mut BytesMut, max_len: usize) -> Result<Option<(Header, BytesMut)>, Notification> {
+pub fn split_message(
+    buf: &mut BytesMut,
+    max_len: usize,
+) -> Result<Option<(Header, BytesMut)>, Notification> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }

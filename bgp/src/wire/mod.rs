@@ -83,7 +83,11 @@ impl Message {
     }
 
     /// Decodes a body whose header was already checked.
-    pub fn decode_body(ctx: &CodecContext, msg_type: u8, body: &Bytes) -> Result<Message, Notification> {
+    pub fn decode_body(
+        ctx: &CodecContext,
+        msg_type: u8,
+        body: &Bytes,
+    ) -> Result<Message, Notification> {
         Ok(match msg_type {
             TYPE_OPEN => Message::Open(Open::decode(body)?),
             TYPE_UPDATE => Message::Update(Update::decode(ctx, body)?),
@@ -112,7 +116,9 @@ impl Message {
         let len = HEADER_LEN + body_len;
         // RFC 8654 §4: OPEN and KEEPALIVE stay within 4096 octets.
         let max = match self {
-            Message::Update(_) | Message::Notification(_) | Message::RouteRefresh(_) => ctx.max_message_len,
+            Message::Update(_) | Message::Notification(_) | Message::RouteRefresh(_) => {
+                ctx.max_message_len
+            }
             _ => codec::MAX_MESSAGE_LEN,
         };
         if len > max {

@@ -26,11 +26,21 @@ impl Prefix {
         match addr {
             IpAddr::V4(a) if len <= 32 => {
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-                Some(Prefix::V4 { addr: Ipv4Addr::from(u32::from(a) & mask), len })
+                Some(Prefix::V4 {
+                    addr: Ipv4Addr::from(u32::from(a) & mask),
+                    len,
+                })
             }
             IpAddr::V6(a) if len <= 128 => {
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-                Some(Prefix::V6 { addr: Ipv6Addr::from(u128::from(a) & mask), len })
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
+                Some(Prefix::V6 {
+                    addr: Ipv6Addr::from(u128::from(a) & mask),
+                    len,
+                })
             }
             _ => None,
         }
@@ -146,10 +156,18 @@ impl fmt::Debug for Nlri {
         let mut l = f.debug_list();
         if self.family.is_unicast_ip() {
             for e in self.iter() {
-                l.entry(&format_args!("{}{}", e.prefix, e.path_id.map(|p| format!(" id {p}")).unwrap_or_default()));
+                l.entry(&format_args!(
+                    "{}{}",
+                    e.prefix,
+                    e.path_id.map(|p| format!(" id {p}")).unwrap_or_default()
+                ));
             }
         } else {
-            l.entry(&format_args!("{} raw {} octets", self.family, self.raw.len()));
+            l.entry(&format_args!(
+                "{} raw {} octets",
+                self.family,
+                self.raw.len()
+            ));
         }
         l.finish()
     }
@@ -157,7 +175,11 @@ impl fmt::Debug for Nlri {
 
 impl Nlri {
     pub fn empty(family: Family) -> Self {
-        Self { family, add_path: false, raw: Bytes::new() }
+        Self {
+            family,
+            add_path: false,
+            raw: Bytes::new(),
+        }
     }
 
     /// Validates `raw` as NLRI of `family` (RFC 7606 §5.3 checks: every
@@ -167,11 +189,19 @@ impl Nlri {
         if let Some(max) = ip_width(family) {
             validate(&raw, add_path, max)?;
         }
-        Ok(Self { family, add_path, raw })
+        Ok(Self {
+            family,
+            add_path,
+            raw,
+        })
     }
 
     /// Builds NLRI from entries (path ids are written when `add_path`).
-    pub fn from_entries<'a>(family: Family, add_path: bool, entries: impl IntoIterator<Item = &'a NlriEntry>) -> Self {
+    pub fn from_entries<'a>(
+        family: Family,
+        add_path: bool,
+        entries: impl IntoIterator<Item = &'a NlriEntry>,
+    ) -> Self {
         let mut b = BytesMut::new();
         for e in entries {
             if add_path {
@@ -179,7 +209,11 @@ impl Nlri {
             }
             e.prefix.encode(&mut b);
         }
-        Self { family, add_path, raw: b.freeze() }
+        Self {
+            family,
+            add_path,
+            raw: b.freeze(),
+        }
     }
 
     pub fn from_prefixes(family: Family, prefixes: &[Prefix]) -> Self {
@@ -187,12 +221,20 @@ impl Nlri {
         for p in prefixes {
             p.encode(&mut b);
         }
-        Self { family, add_path: false, raw: b.freeze() }
+        Self {
+            family,
+            add_path: false,
+            raw: b.freeze(),
+        }
     }
 
     /// Opaque NLRI of a family petrel does not decode.
     pub fn opaque(family: Family, raw: Bytes) -> Self {
-        Self { family, add_path: false, raw }
+        Self {
+            family,
+            add_path: false,
+            raw,
+        }
     }
 
     pub fn family(&self) -> Family {
@@ -215,7 +257,11 @@ impl Nlri {
     /// Iterates the entries. Only meaningful for IP families (`is_ip`); for
     /// opaque NLRI it yields nothing.
     pub fn iter(&self) -> NlriIter<'_> {
-        NlriIter { buf: if self.is_ip() { &self.raw } else { &[] }, v6: self.family.afi == AFI_IPV6, add_path: self.add_path }
+        NlriIter {
+            buf: if self.is_ip() { &self.raw } else { &[] },
+            v6: self.family.afi == AFI_IPV6,
+            add_path: self.add_path,
+        }
     }
 
     pub fn count(&self) -> usize {
@@ -240,7 +286,9 @@ fn validate(raw: &[u8], add_path: bool, max: u8) -> Result<(), NlriError> {
     let step = if add_path { 4 } else { 0 };
     while p < raw.len() {
         p += step;
-        let Some(&len) = raw.get(p) else { return Err(NlriError::Truncated(p)) };
+        let Some(&len) = raw.get(p) else {
+            return Err(NlriError::Truncated(p));
+        };
         if len > max {
             return Err(NlriError::LengthTooLong(len));
         }
@@ -307,11 +355,19 @@ mod tests {
     #[test]
     fn rejects_overlong_and_truncated() {
         assert_eq!(
-            Nlri::parse(Family::IPV4_UNICAST, false, Bytes::from_static(&[33, 1, 2, 3, 4, 5])),
+            Nlri::parse(
+                Family::IPV4_UNICAST,
+                false,
+                Bytes::from_static(&[33, 1, 2, 3, 4, 5])
+            ),
             Err(NlriError::LengthTooLong(33))
         );
         assert!(matches!(
-            Nlri::parse(Family::IPV4_UNICAST, false, Bytes::from_static(&[24, 10, 0])),
+            Nlri::parse(
+                Family::IPV4_UNICAST,
+                false,
+                Bytes::from_static(&[24, 10, 0])
+            ),
             Err(NlriError::Truncated(_))
         ));
         assert!(Nlri::parse(Family::IPV6_UNICAST, false, Bytes::from_static(&[129])).is_err());
@@ -322,7 +378,13 @@ mod tests {
         let raw = Bytes::from_static(&[0, 0, 0, 7, 16, 10, 1]);
         let n = Nlri::parse(Family::IPV4_UNICAST, true, raw).unwrap();
         let e: Vec<_> = n.iter().collect();
-        assert_eq!(e, [NlriEntry { path_id: Some(7), prefix: "10.1.0.0/16".parse().unwrap() }]);
+        assert_eq!(
+            e,
+            [NlriEntry {
+                path_id: Some(7),
+                prefix: "10.1.0.0/16".parse().unwrap()
+            }]
+        );
         assert!(Nlri::parse(Family::IPV4_UNICAST, true, Bytes::from_static(&[0, 0, 7])).is_err());
     }
 

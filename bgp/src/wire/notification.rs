@@ -23,7 +23,10 @@ pub enum ErrorCode {
     /// RFC 7313 §5.
     RouteRefresh(RouteRefreshError),
     /// A code this implementation does not know (kept verbatim).
-    Other { code: u8, subcode: u8 },
+    Other {
+        code: u8,
+        subcode: u8,
+    },
 }
 
 macro_rules! subcodes {
@@ -189,8 +192,21 @@ impl ErrorCode {
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.subcode_text() {
-            Some(s) => write!(f, "{} / {} ({}/{})", self.code_text(), s, self.code(), self.subcode()),
-            None => write!(f, "{} ({}/{})", self.code_text(), self.code(), self.subcode()),
+            Some(s) => write!(
+                f,
+                "{} / {} ({}/{})",
+                self.code_text(),
+                s,
+                self.code(),
+                self.subcode()
+            ),
+            None => write!(
+                f,
+                "{} ({}/{})",
+                self.code_text(),
+                self.code(),
+                self.subcode()
+            ),
         }
     }
 }
@@ -207,11 +223,17 @@ pub const MAX_SHUTDOWN_COMMUNICATION: usize = 255;
 
 impl Notification {
     pub fn new(error: ErrorCode, data: impl Into<Bytes>) -> Self {
-        Self { error, data: data.into() }
+        Self {
+            error,
+            data: data.into(),
+        }
     }
 
     pub fn bare(error: ErrorCode) -> Self {
-        Self { error, data: Bytes::new() }
+        Self {
+            error,
+            data: Bytes::new(),
+        }
     }
 
     /// A Cease with a shutdown communication (RFC 9003 §2): only for the
@@ -226,7 +248,10 @@ impl Notification {
         let mut data = BytesMut::with_capacity(1 + text.len());
         data.put_u8(text.len() as u8);
         data.put_slice(text);
-        Self { error: ErrorCode::Cease(subcode), data: data.freeze() }
+        Self {
+            error: ErrorCode::Cease(subcode),
+            data: data.freeze(),
+        }
     }
 
     /// The RFC 9003 shutdown communication carried in the data, if this is a
@@ -245,7 +270,10 @@ impl Notification {
         if len + 1 > self.data.len() {
             return Some(Err(ShutdownCommunicationError::LengthOverrun));
         }
-        Some(std::str::from_utf8(&self.data[1..1 + len]).map_err(|_| ShutdownCommunicationError::InvalidUtf8))
+        Some(
+            std::str::from_utf8(&self.data[1..1 + len])
+                .map_err(|_| ShutdownCommunicationError::InvalidUtf8),
+        )
     }
 
     pub(crate) fn decode(body: &Bytes) -> Result<Self, Notification> {
@@ -253,10 +281,15 @@ impl Notification {
             // RFC 4271 §6.1: the minimum NOTIFICATION length is 21 octets.
             return Err(Notification::new(
                 ErrorCode::MessageHeader(HeaderError::BadMessageLength),
-                ((body.len() + super::header::HEADER_LEN) as u16).to_be_bytes().to_vec(),
+                ((body.len() + super::header::HEADER_LEN) as u16)
+                    .to_be_bytes()
+                    .to_vec(),
             ));
         }
-        Ok(Self { error: ErrorCode::from_parts(body[0], body[1]), data: body.slice(2..) })
+        Ok(Self {
+            error: ErrorCode::from_parts(body[0], body[1]),
+            data: body.slice(2..),
+        })
     }
 
     pub(crate) fn encoded_len(&self) -> usize {
@@ -317,21 +350,36 @@ mod tests {
 
     #[test]
     fn shutdown_communication_rfc9003() {
-        let n = Notification::shutdown(CeaseError::AdministrativeShutdown, "maintenance, back at 10:00");
+        let n = Notification::shutdown(
+            CeaseError::AdministrativeShutdown,
+            "maintenance, back at 10:00",
+        );
         assert_eq!(n.data[0] as usize, n.data.len() - 1);
-        assert_eq!(n.shutdown_communication(), Some(Ok("maintenance, back at 10:00")));
+        assert_eq!(
+            n.shutdown_communication(),
+            Some(Ok("maintenance, back at 10:00"))
+        );
         let long = "é".repeat(200);
         let n = Notification::shutdown(CeaseError::AdministrativeReset, &long);
         assert!(n.data.len() - 1 <= 255);
         assert!(n.shutdown_communication().unwrap().is_ok());
-        let bad = Notification::new(ErrorCode::Cease(CeaseError::AdministrativeShutdown), vec![10, b'a']);
-        assert_eq!(bad.shutdown_communication(), Some(Err(ShutdownCommunicationError::LengthOverrun)));
+        let bad = Notification::new(
+            ErrorCode::Cease(CeaseError::AdministrativeShutdown),
+            vec![10, b'a'],
+        );
+        assert_eq!(
+            bad.shutdown_communication(),
+            Some(Err(ShutdownCommunicationError::LengthOverrun))
+        );
         assert!(bad.to_string().contains("exceeds"));
     }
 
     #[test]
     fn display_names_code_and_subcode() {
         let n = Notification::bare(ErrorCode::Open(OpenError::UnsupportedCapability));
-        assert_eq!(n.to_string(), "OPEN message error / unsupported capability (2/7)");
+        assert_eq!(
+            n.to_string(),
+            "OPEN message error / unsupported capability (2/7)"
+        );
     }
 }

@@ -37,7 +37,13 @@ impl Open {
     /// My Autonomous System (RFC 6793 §3).
     pub fn new(asn: u32, hold_time: u16, bgp_id: Ipv4Addr, capabilities: Vec<Capability>) -> Self {
         let my_as = u16::try_from(asn).unwrap_or(AS_TRANS);
-        Self { version: 4, my_as, hold_time, bgp_id, params: vec![capabilities] }
+        Self {
+            version: 4,
+            my_as,
+            hold_time,
+            bgp_id,
+            params: vec![capabilities],
+        }
     }
 
     pub fn capabilities(&self) -> impl Iterator<Item = &Capability> {
@@ -80,15 +86,19 @@ impl Open {
         }
         let off = body.len() - rest.len();
         // RFC 9072 §2: extended optional parameters format.
-        let (extended, params_start, params_len) = if plen == PARAM_EXTENDED && rest.first() == Some(&PARAM_EXTENDED)
-        {
-            if rest.len() < 3 {
-                return Err(open_err(OpenError::Unspecific, Vec::new()));
-            }
-            (true, off + 3, u16::from_be_bytes([rest[1], rest[2]]) as usize)
-        } else {
-            (false, off, plen as usize)
-        };
+        let (extended, params_start, params_len) =
+            if plen == PARAM_EXTENDED && rest.first() == Some(&PARAM_EXTENDED) {
+                if rest.len() < 3 {
+                    return Err(open_err(OpenError::Unspecific, Vec::new()));
+                }
+                (
+                    true,
+                    off + 3,
+                    u16::from_be_bytes([rest[1], rest[2]]) as usize,
+                )
+            } else {
+                (false, off, plen as usize)
+            };
         // RFC 4271 §6.2 / RFC 9072 §2: the parameters must fill the message exactly.
         if params_start + params_len != body.len() {
             return Err(open_err(OpenError::Unspecific, Vec::new()));
@@ -102,30 +112,49 @@ impl Open {
                 return Err(open_err(OpenError::Unspecific, Vec::new()));
             }
             let ptype = body[p];
-            let plen = if extended { u16::from_be_bytes([body[p + 1], body[p + 2]]) as usize } else { body[p + 1] as usize };
+            let plen = if extended {
+                u16::from_be_bytes([body[p + 1], body[p + 2]]) as usize
+            } else {
+                body[p + 1] as usize
+            };
             let vstart = p + hdr;
             if vstart + plen > end {
                 return Err(open_err(OpenError::Unspecific, Vec::new()));
             }
             // RFC 5492 §4 / RFC 4271 §6.2: only capabilities are supported.
             if ptype != PARAM_CAPABILITIES {
-                return Err(open_err(OpenError::UnsupportedOptionalParameter, Vec::new()));
+                return Err(open_err(
+                    OpenError::UnsupportedOptionalParameter,
+                    Vec::new(),
+                ));
             }
             params.push(decode_capabilities(&body.slice(vstart..vstart + plen))?);
             p = vstart + plen;
         }
-        Ok(Open { version, my_as, hold_time, bgp_id: Ipv4Addr::from(id), params })
+        Ok(Open {
+            version,
+            my_as,
+            hold_time,
+            bgp_id: Ipv4Addr::from(id),
+            params,
+        })
     }
 
     fn params_len(&self, extended: bool) -> usize {
         let hdr = if extended { 3 } else { 2 };
-        self.params.iter().map(|caps| hdr + caps.iter().map(|c| 2 + c.value_len()).sum::<usize>()).sum()
+        self.params
+            .iter()
+            .map(|caps| hdr + caps.iter().map(|c| 2 + c.value_len()).sum::<usize>())
+            .sum()
     }
 
     /// Whether the parameters need the RFC 9072 format.
     fn needs_extended(&self) -> bool {
         self.params_len(false) > 254
-            || self.params.iter().any(|caps| caps.iter().map(|c| 2 + c.value_len()).sum::<usize>() > 255)
+            || self
+                .params
+                .iter()
+                .any(|caps| caps.iter().map(|c| 2 + c.value_len()).sum::<usize>() > 255)
     }
 
     pub(crate) fn encoded_len(&self) -> usize {

@@ -24,7 +24,10 @@ pub struct RouteRefresh {
 
 impl RouteRefresh {
     pub fn request(family: Family) -> Self {
-        Self { family, subtype: RefreshSubtype::Request }
+        Self {
+            family,
+            subtype: RefreshSubtype::Request,
+        }
     }
 
     pub fn decode(body: &Bytes) -> Result<Self, Notification> {
@@ -43,7 +46,10 @@ impl RouteRefresh {
             // RFC 7313 §5: other subtypes are ignored by the session, kept here.
             s => RefreshSubtype::Reserved(s),
         };
-        Ok(Self { family: Family::new(u16::from_be_bytes([body[0], body[1]]), body[3]), subtype })
+        Ok(Self {
+            family: Family::new(u16::from_be_bytes([body[0], body[1]]), body[3]),
+            subtype,
+        })
     }
 
     pub fn encode_body(&self, out: &mut BytesMut) {

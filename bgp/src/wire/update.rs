@@ -2,7 +2,9 @@
 //! recognition (RFC 4724 §2), and an encoder that packs NLRI sharing one
 //! attribute set into as few messages as the negotiated size allows.
 
-use super::attr::{self, Action, AttrContext, AttrError, MpReach, MpUnreach, NextHop, PathAttributes};
+use super::attr::{
+    self, Action, AttrContext, AttrError, MpReach, MpUnreach, NextHop, PathAttributes,
+};
 use super::codec::CodecContext;
 use super::family::Family;
 use super::header::{HEADER_LEN, TYPE_UPDATE};
@@ -51,7 +53,10 @@ impl Update {
     pub fn end_of_rib(family: Family) -> Self {
         let mut u = Self::new(PathAttributes::default());
         if family != Family::IPV4_UNICAST {
-            u.mp_unreach = Some(MpUnreach { family, withdrawn: Nlri::empty(family) });
+            u.mp_unreach = Some(MpUnreach {
+                family,
+                withdrawn: Nlri::empty(family),
+            });
         }
         u
     }
@@ -79,13 +84,25 @@ impl Update {
         // or NLRI fields cannot be trusted to delimit anything: session reset.
         let withdrawn = Nlri::parse(Family::IPV4_UNICAST, v4_add_path, body.slice(2..2 + wlen))
             .map_err(|_| Notification::bare(ErrorCode::Update(UpdateError::InvalidNetworkField)))?;
-        let nlri = Nlri::parse(Family::IPV4_UNICAST, v4_add_path, body.slice(astart + alen..))
-            .map_err(|_| Notification::bare(ErrorCode::Update(UpdateError::InvalidNetworkField)))?;
-        let mut d = attr::decode_attributes(ctx, &body.slice(astart..astart + alen), AttrContext::Update)?;
+        let nlri = Nlri::parse(
+            Family::IPV4_UNICAST,
+            v4_add_path,
+            body.slice(astart + alen..),
+        )
+        .map_err(|_| Notification::bare(ErrorCode::Update(UpdateError::InvalidNetworkField)))?;
+        let mut d =
+            attr::decode_attributes(ctx, &body.slice(astart..astart + alen), AttrContext::Update)?;
         if let Some(e) = attr::missing_mandatory(&d, !nlri.is_empty()) {
             d.errors.push(e);
         }
-        Ok(Update { withdrawn, attrs: d.attrs, mp_reach: d.mp_reach, mp_unreach: d.mp_unreach, nlri, errors: d.errors })
+        Ok(Update {
+            withdrawn,
+            attrs: d.attrs,
+            mp_reach: d.mp_reach,
+            mp_unreach: d.mp_unreach,
+            nlri,
+            errors: d.errors,
+        })
     }
 
     /// The RFC 7606 action to apply: the strongest of the recorded errors
@@ -104,7 +121,11 @@ impl Update {
     /// End-of-RIB; one whose only attribute is an empty MP_UNREACH_NLRI is
     /// the End-of-RIB of that family.
     pub fn end_of_rib_family(&self) -> Option<Family> {
-        if !self.withdrawn.is_empty() || !self.nlri.is_empty() || self.mp_reach.is_some() || self.attrs != PathAttributes::default() {
+        if !self.withdrawn.is_empty()
+            || !self.nlri.is_empty()
+            || self.mp_reach.is_some()
+            || self.attrs != PathAttributes::default()
+        {
             return None;
         }
         match &self.mp_unreach {
@@ -117,14 +138,20 @@ impl Update {
     /// All announced NLRI, IPv4 field and MP_REACH_NLRI together.
     pub fn announced(&self) -> impl Iterator<Item = (Family, NlriEntry)> + '_ {
         let v4 = self.nlri.iter().map(|e| (Family::IPV4_UNICAST, e));
-        let mp = self.mp_reach.iter().flat_map(|m| m.nlri.iter().map(move |e| (m.family, e)));
+        let mp = self
+            .mp_reach
+            .iter()
+            .flat_map(|m| m.nlri.iter().map(move |e| (m.family, e)));
         v4.chain(mp)
     }
 
     /// All withdrawn NLRI, IPv4 field and MP_UNREACH_NLRI together.
     pub fn withdrawals(&self) -> impl Iterator<Item = (Family, NlriEntry)> + '_ {
         let v4 = self.withdrawn.iter().map(|e| (Family::IPV4_UNICAST, e));
-        let mp = self.mp_unreach.iter().flat_map(|m| m.withdrawn.iter().map(move |e| (m.family, e)));
+        let mp = self
+            .mp_unreach
+            .iter()
+            .flat_map(|m| m.withdrawn.iter().map(move |e| (m.family, e)));
         v4.chain(mp)
     }
 
@@ -160,7 +187,10 @@ impl Update {
     pub fn encode(&self, ctx: &CodecContext, out: &mut BytesMut) -> Result<(), TooLarge> {
         let len = HEADER_LEN + self.body_len(ctx);
         if len > ctx.max_message_len {
-            return Err(TooLarge { len, max: ctx.max_message_len });
+            return Err(TooLarge {
+                len,
+                max: ctx.max_message_len,
+            });
         }
         super::header_into(out, TYPE_UPDATE, len);
         self.encode_body(ctx, out);
@@ -203,7 +233,10 @@ impl<'a> UpdatePacker<'a> {
             if classic {
                 u.withdrawn = nlri;
             } else {
-                u.mp_unreach = Some(MpUnreach { family, withdrawn: nlri });
+                u.mp_unreach = Some(MpUnreach {
+                    family,
+                    withdrawn: nlri,
+                });
             }
             out.push(self.finish(&u)?);
         }
@@ -232,7 +265,14 @@ impl<'a> UpdatePacker<'a> {
         }
         let mut abuf = BytesMut::new();
         attrs.encode(self.ctx, &mut abuf);
-        let fixed = HEADER_LEN + 4 + abuf.len() + if classic { 0 } else { 4 + 5 + next_hop.encoded_len() };
+        let fixed = HEADER_LEN
+            + 4
+            + abuf.len()
+            + if classic {
+                0
+            } else {
+                4 + 5 + next_hop.encoded_len()
+            };
         let mut out = Vec::new();
         let room = self.ctx.max_message_len.saturating_sub(fixed);
         for chunk in chunks(entries, room, entry_len) {
@@ -241,7 +281,11 @@ impl<'a> UpdatePacker<'a> {
             if classic {
                 u.nlri = nlri;
             } else {
-                u.mp_reach = Some(MpReach { family, next_hop: next_hop.clone(), nlri });
+                u.mp_reach = Some(MpReach {
+                    family,
+                    next_hop: next_hop.clone(),
+                    nlri,
+                });
             }
             out.push(self.finish(&u)?);
         }
@@ -256,7 +300,11 @@ impl<'a> UpdatePacker<'a> {
 }
 
 /// Splits `entries` into runs whose encoded size stays within `room`.
-fn chunks<'e>(entries: &'e [NlriEntry], room: usize, len: impl Fn(&NlriEntry) -> usize) -> Vec<&'e [NlriEntry]> {
+fn chunks<'e>(
+    entries: &'e [NlriEntry],
+    room: usize,
+    len: impl Fn(&NlriEntry) -> usize,
+) -> Vec<&'e [NlriEntry]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut used = 0;

@@ -5,7 +5,11 @@ pub mod mrt;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "petrelctl", version, about = "Operate petrel: BGP, IPAM and MRT tools")]
+#[command(
+    name = "petrelctl",
+    version,
+    about = "Operate petrel: BGP, IPAM and MRT tools"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -104,9 +104,15 @@ impl AsPath {
             data.push((kind as u32) << 16 | n as u32);
             let body = &v[p + 2..end];
             if four_octet {
-                data.extend(body.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])));
+                data.extend(
+                    body.chunks_exact(4)
+                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+                );
             } else {
-                data.extend(body.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32));
+                data.extend(
+                    body.chunks_exact(2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32),
+                );
             }
             p = end;
         }
@@ -154,12 +160,18 @@ impl AsPath {
 
     /// The neighbouring AS: first AS of a leading AS_SEQUENCE.
     pub fn first_as(&self) -> Option<u32> {
-        self.segments().find(|s| !s.kind.is_confed()).filter(|s| s.kind == SegmentType::Sequence).map(|s| s.asns[0])
+        self.segments()
+            .find(|s| !s.kind.is_confed())
+            .filter(|s| s.kind == SegmentType::Sequence)
+            .map(|s| s.asns[0])
     }
 
     /// The originating AS: last AS of a trailing AS_SEQUENCE.
     pub fn origin_as(&self) -> Option<u32> {
-        self.segments().last().filter(|s| s.kind == SegmentType::Sequence).and_then(|s| s.asns.last().copied())
+        self.segments()
+            .last()
+            .filter(|s| s.kind == SegmentType::Sequence)
+            .and_then(|s| s.asns.last().copied())
     }
 
     pub fn contains(&self, asn: u32) -> bool {
@@ -168,7 +180,9 @@ impl AsPath {
 
     /// How often `asn` occurs (for allow-own-as N).
     pub fn count(&self, asn: u32) -> usize {
-        self.segments().map(|s| s.asns.iter().filter(|&&a| a == asn).count()).sum()
+        self.segments()
+            .map(|s| s.asns.iter().filter(|&&a| a == asn).count())
+            .sum()
     }
 
     /// Prepends `asn` `times` times to the leading AS_SEQUENCE (RFC 4271 §5.1.2).
@@ -298,9 +312,15 @@ mod tests {
 
     #[test]
     fn malformed_paths() {
-        assert_eq!(AsPath::decode(&[2, 2, 0, 1], false), Err(AsPathError::Overrun));
+        assert_eq!(
+            AsPath::decode(&[2, 2, 0, 1], false),
+            Err(AsPathError::Overrun)
+        );
         assert_eq!(AsPath::decode(&[2, 0], false), Err(AsPathError::ZeroLength));
-        assert_eq!(AsPath::decode(&[7, 1, 0, 1], false), Err(AsPathError::BadSegmentType(7)));
+        assert_eq!(
+            AsPath::decode(&[7, 1, 0, 1], false),
+            Err(AsPathError::BadSegmentType(7))
+        );
         assert_eq!(AsPath::decode(&[2], false), Err(AsPathError::Overrun));
     }
 

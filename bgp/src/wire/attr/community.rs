@@ -33,7 +33,9 @@ impl fmt::Display for Community {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid community {0:?}: expected ASN:VALUE with both parts 0..=65535, or a well-known name")]
+#[error(
+    "invalid community {0:?}: expected ASN:VALUE with both parts 0..=65535, or a well-known name"
+)]
 pub struct CommunityParseError(pub String);
 
 impl std::str::FromStr for Community {
@@ -49,7 +51,10 @@ impl std::str::FromStr for Community {
         }
         let err = || CommunityParseError(s.to_string());
         let (a, v) = s.split_once(':').ok_or_else(err)?;
-        Ok(Self::new(a.parse().map_err(|_| err())?, v.parse().map_err(|_| err())?))
+        Ok(Self::new(
+            a.parse().map_err(|_| err())?,
+            v.parse().map_err(|_| err())?,
+        ))
     }
 }
 
@@ -75,15 +80,33 @@ impl fmt::Display for ExtCommunity {
         match (v[0] & 0x3f, kind) {
             // Two-octet AS specific (RFC 4360 §3.1).
             (0x00, k) if !k.is_empty() => {
-                write!(f, "{k} {}:{}", u16::from_be_bytes([v[2], v[3]]), u32::from_be_bytes([v[4], v[5], v[6], v[7]]))
+                write!(
+                    f,
+                    "{k} {}:{}",
+                    u16::from_be_bytes([v[2], v[3]]),
+                    u32::from_be_bytes([v[4], v[5], v[6], v[7]])
+                )
             }
             // IPv4 address specific (RFC 4360 §3.2).
             (0x01, k) if !k.is_empty() => {
-                write!(f, "{k} {}.{}.{}.{}:{}", v[2], v[3], v[4], v[5], u16::from_be_bytes([v[6], v[7]]))
+                write!(
+                    f,
+                    "{k} {}.{}.{}.{}:{}",
+                    v[2],
+                    v[3],
+                    v[4],
+                    v[5],
+                    u16::from_be_bytes([v[6], v[7]])
+                )
             }
             // Four-octet AS specific (RFC 5668).
             (0x02, k) if !k.is_empty() => {
-                write!(f, "{k} {}:{}", u32::from_be_bytes([v[2], v[3], v[4], v[5]]), u16::from_be_bytes([v[6], v[7]]))
+                write!(
+                    f,
+                    "{k} {}:{}",
+                    u32::from_be_bytes([v[2], v[3], v[4], v[5]]),
+                    u16::from_be_bytes([v[6], v[7]])
+                )
             }
             _ => {
                 write!(f, "0x")?;
@@ -119,10 +142,15 @@ impl std::str::FromStr for LargeCommunity {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || CommunityParseError(s.to_string());
         let mut it = s.split(':').map(|p| p.parse::<u32>().map_err(|_| err()));
-        let (Some(g), Some(l1), Some(l2), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        let (Some(g), Some(l1), Some(l2), None) = (it.next(), it.next(), it.next(), it.next())
+        else {
             return Err(err());
         };
-        Ok(Self { global: g?, local1: l1?, local2: l2? })
+        Ok(Self {
+            global: g?,
+            local1: l1?,
+            local2: l2?,
+        })
     }
 }
 

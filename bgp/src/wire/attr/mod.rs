@@ -88,9 +88,11 @@ fn expected_flags(code: u8) -> Option<u8> {
     const ON: u8 = FLAG_OPTIONAL;
     Some(match code {
         ORIGIN | AS_PATH | NEXT_HOP | LOCAL_PREF | ATOMIC_AGGREGATE => WK,
-        MULTI_EXIT_DISC | ORIGINATOR_ID | CLUSTER_LIST | MP_REACH_NLRI | MP_UNREACH_NLRI | AIGP => ON,
-        AGGREGATOR | COMMUNITIES | EXTENDED_COMMUNITIES | AS4_PATH | AS4_AGGREGATOR | IPV6_EXT_COMMUNITIES
-        | LARGE_COMMUNITY | OTC | ATTR_SET => OT,
+        MULTI_EXIT_DISC | ORIGINATOR_ID | CLUSTER_LIST | MP_REACH_NLRI | MP_UNREACH_NLRI | AIGP => {
+            ON
+        }
+        AGGREGATOR | COMMUNITIES | EXTENDED_COMMUNITIES | AS4_PATH | AS4_AGGREGATOR
+        | IPV6_EXT_COMMUNITIES | LARGE_COMMUNITY | OTC | ATTR_SET => OT,
         _ => return None,
     })
 }
@@ -205,7 +207,14 @@ impl fmt::Display for AttrError {
             Action::TreatAsWithdraw => "treated as withdraw",
             Action::SessionReset => "session reset",
         };
-        write!(f, "{} ({}): {}, {}", type_name(self.type_code), self.type_code, self.kind, action)
+        write!(
+            f,
+            "{} ({}): {}, {}",
+            type_name(self.type_code),
+            self.type_code,
+            self.kind,
+            action
+        )
     }
 }
 
@@ -234,7 +243,11 @@ fn reset(sub: UpdateError, data: Bytes) -> Notification {
 
 /// Decodes the Path Attributes field of an UPDATE (or an MRT RIB entry).
 /// Returns `Err` only for errors that require a session reset.
-pub fn decode_attributes(ctx: &CodecContext, buf: &Bytes, actx: AttrContext) -> Result<DecodedAttributes, Notification> {
+pub fn decode_attributes(
+    ctx: &CodecContext,
+    buf: &Bytes,
+    actx: AttrContext,
+) -> Result<DecodedAttributes, Notification> {
     let mut out = DecodedAttributes::default();
     let mut seen = [0u64; 4];
     let mut p = 0;
@@ -245,12 +258,20 @@ pub fn decode_attributes(ctx: &CodecContext, buf: &Bytes, actx: AttrContext) -> 
         let ext = v[p] & FLAG_EXTENDED_LENGTH != 0;
         let hdr = if ext { 4 } else { 3 };
         if p + hdr > v.len() {
-            out.errors.push(AttrError { type_code: v.get(p + 1).copied().unwrap_or(0), kind: AttrErrorKind::Overrun, action: Action::TreatAsWithdraw });
+            out.errors.push(AttrError {
+                type_code: v.get(p + 1).copied().unwrap_or(0),
+                kind: AttrErrorKind::Overrun,
+                action: Action::TreatAsWithdraw,
+            });
             break;
         }
         let flags = v[p];
         let code = v[p + 1];
-        let len = if ext { u16::from_be_bytes([v[p + 2], v[p + 3]]) as usize } else { v[p + 2] as usize };
+        let len = if ext {
+            u16::from_be_bytes([v[p + 2], v[p + 3]]) as usize
+        } else {
+            v[p + 2] as usize
+        };
         let start = p + hdr;
         if start + len > v.len() {
             // RFC 7606 §4: the last attribute overruns the attributes field.
@@ -258,7 +279,11 @@ pub fn decode_attributes(ctx: &CodecContext, buf: &Bytes, actx: AttrContext) -> 
             if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
                 return Err(reset(UpdateError::OptionalAttributeError, buf.slice(p..)));
             }
-            out.errors.push(AttrError { type_code: code, kind: AttrErrorKind::Overrun, action: Action::TreatAsWithdraw });
+            out.errors.push(AttrError {
+                type_code: code,
+                kind: AttrErrorKind::Overrun,
+                action: Action::TreatAsWithdraw,
+            });
             break;
         }
         let value = buf.slice(start..start + len);
@@ -274,7 +299,11 @@ pub fn decode_attributes(ctx: &CodecContext, buf: &Bytes, actx: AttrContext) -> 
             if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
                 return Err(reset(UpdateError::MalformedAttributeList, Bytes::new()));
             }
-            out.errors.push(AttrError { type_code: code, kind: AttrErrorKind::Duplicate, action: Action::AttributeDiscard });
+            out.errors.push(AttrError {
+                type_code: code,
+                kind: AttrErrorKind::Duplicate,
+                action: Action::AttributeDiscard,
+            });
             continue;
         }
         *slot |= bit;
@@ -287,7 +316,11 @@ pub fn decode_attributes(ctx: &CodecContext, buf: &Bytes, actx: AttrContext) -> 
                 if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
                     return Err(reset(UpdateError::AttributeFlagsError, whole()));
                 }
-                out.errors.push(AttrError { type_code: code, kind: AttrErrorKind::Flags, action: Action::TreatAsWithdraw });
+                out.errors.push(AttrError {
+                    type_code: code,
+                    kind: AttrErrorKind::Flags,
+                    action: Action::TreatAsWithdraw,
+                });
                 continue;
             }
         } else if flags & FLAG_OPTIONAL == 0 {
@@ -304,7 +337,11 @@ pub fn decode_attributes(ctx: &CodecContext, buf: &Bytes, actx: AttrContext) -> 
                 };
                 return Err(reset(sub, whole()));
             }
-            out.errors.push(AttrError { type_code: code, kind, action });
+            out.errors.push(AttrError {
+                type_code: code,
+                kind,
+                action,
+            });
         }
     }
 
@@ -321,16 +358,26 @@ pub(crate) fn missing_mandatory(attrs: &DecodedAttributes, has_v4_nlri: bool) ->
     }
     // RFC 4271 §5: ORIGIN and AS_PATH always; NEXT_HOP only for NLRI in the
     // UPDATE's own NLRI field (RFC 4760 §3).
-    let missing = if attrs.attrs.origin.is_none() && !attrs.errors.iter().any(|e| e.type_code == ORIGIN) {
+    let missing = if attrs.attrs.origin.is_none()
+        && !attrs.errors.iter().any(|e| e.type_code == ORIGIN)
+    {
         Some(ORIGIN)
-    } else if attrs.attrs.as_path.is_none() && !attrs.errors.iter().any(|e| e.type_code == AS_PATH) {
+    } else if attrs.attrs.as_path.is_none() && !attrs.errors.iter().any(|e| e.type_code == AS_PATH)
+    {
         Some(AS_PATH)
-    } else if has_v4_nlri && attrs.attrs.next_hop.is_none() && !attrs.errors.iter().any(|e| e.type_code == NEXT_HOP) {
+    } else if has_v4_nlri
+        && attrs.attrs.next_hop.is_none()
+        && !attrs.errors.iter().any(|e| e.type_code == NEXT_HOP)
+    {
         Some(NEXT_HOP)
     } else {
         None
     };
-    missing.map(|type_code| AttrError { type_code, kind: AttrErrorKind::Missing, action: Action::TreatAsWithdraw })
+    missing.map(|type_code| AttrError {
+        type_code,
+        kind: AttrErrorKind::Missing,
+        action: Action::TreatAsWithdraw,
+    })
 }
 
 type AttrResult = Result<(), (AttrErrorKind, Action)>;
@@ -343,7 +390,14 @@ fn ipv4_of(v: &[u8]) -> Ipv4Addr {
     Ipv4Addr::new(v[0], v[1], v[2], v[3])
 }
 
-fn decode_one(ctx: &CodecContext, actx: AttrContext, flags: u8, code: u8, value: &Bytes, out: &mut DecodedAttributes) -> AttrResult {
+fn decode_one(
+    ctx: &CodecContext,
+    actx: AttrContext,
+    flags: u8,
+    code: u8,
+    value: &Bytes,
+    out: &mut DecodedAttributes,
+) -> AttrResult {
     use Action::*;
     use AttrErrorKind::*;
     let v = &value[..];
@@ -363,7 +417,10 @@ fn decode_one(ctx: &CodecContext, actx: AttrContext, flags: u8, code: u8, value:
         }
         AS_PATH => {
             // RFC 7606 §7.2: a syntactically malformed AS_PATH: treat-as-withdraw.
-            a.as_path = Some(as_path::AsPath::decode(v, ctx.four_octet_as).map_err(|e| (AsPath(e), TreatAsWithdraw))?);
+            a.as_path = Some(
+                as_path::AsPath::decode(v, ctx.four_octet_as)
+                    .map_err(|e| (AsPath(e), TreatAsWithdraw))?,
+            );
         }
         NEXT_HOP => {
             // RFC 7606 §7.3: length other than 4: treat-as-withdraw.
@@ -397,8 +454,14 @@ fn decode_one(ctx: &CodecContext, actx: AttrContext, flags: u8, code: u8, value:
         AGGREGATOR => {
             // RFC 7606 §7.7: length other than 6 (or 8 with 4-octet AS): attribute discard.
             a.aggregator = Some(match (v.len(), ctx.four_octet_as) {
-                (6, false) => Aggregator { asn: u16::from_be_bytes([v[0], v[1]]) as u32, addr: ipv4_of(&v[2..]) },
-                (8, true) => Aggregator { asn: u32_of(v), addr: ipv4_of(&v[4..]) },
+                (6, false) => Aggregator {
+                    asn: u16::from_be_bytes([v[0], v[1]]) as u32,
+                    addr: ipv4_of(&v[2..]),
+                },
+                (8, true) => Aggregator {
+                    asn: u32_of(v),
+                    addr: ipv4_of(&v[4..]),
+                },
                 _ => return Err((Length, AttributeDiscard)),
             });
         }
@@ -434,20 +497,27 @@ fn decode_one(ctx: &CodecContext, actx: AttrContext, flags: u8, code: u8, value:
         }
         MP_UNREACH_NLRI => {
             // RFC 7606 §7.12: a malformed MP_UNREACH_NLRI: session reset.
-            out.mp_unreach =
-                Some(MpUnreach::decode(value, |f| ctx.add_path_rx.contains(f)).map_err(|_| (Length, SessionReset))?);
+            out.mp_unreach = Some(
+                MpUnreach::decode(value, |f| ctx.add_path_rx.contains(f))
+                    .map_err(|_| (Length, SessionReset))?,
+            );
         }
         EXTENDED_COMMUNITIES => {
             // RFC 7606 §7.14: length not a multiple of 8: treat-as-withdraw.
             if v.is_empty() || v.len() % 8 != 0 {
                 return Err((Length, TreatAsWithdraw));
             }
-            a.ext_communities = Some(v.chunks_exact(8).map(|c| ExtCommunity(c.try_into().unwrap_or([0; 8]))).collect());
+            a.ext_communities = Some(
+                v.chunks_exact(8)
+                    .map(|c| ExtCommunity(c.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            );
         }
         AS4_PATH => {
             // RFC 6793 §6: a malformed AS4_PATH is discarded, and so is one
             // carrying confederation segments.
-            let path = as_path::AsPath::decode(v, true).map_err(|e| (AsPath(e), AttributeDiscard))?;
+            let path =
+                as_path::AsPath::decode(v, true).map_err(|e| (AsPath(e), AttributeDiscard))?;
             if path.segments().any(|s| s.kind.is_confed()) {
                 return Err((AsPath(AsPathError::BadSegmentType(3)), AttributeDiscard));
             }
@@ -458,15 +528,21 @@ fn decode_one(ctx: &CodecContext, actx: AttrContext, flags: u8, code: u8, value:
             if v.len() != 8 {
                 return Err((Length, AttributeDiscard));
             }
-            a.as4_aggregator = Some(Aggregator { asn: u32_of(v), addr: ipv4_of(&v[4..]) });
+            a.as4_aggregator = Some(Aggregator {
+                asn: u32_of(v),
+                addr: ipv4_of(&v[4..]),
+            });
         }
         IPV6_EXT_COMMUNITIES => {
             // RFC 7606 §7.15: length not a multiple of 20: treat-as-withdraw.
             if v.is_empty() || v.len() % 20 != 0 {
                 return Err((Length, TreatAsWithdraw));
             }
-            a.ipv6_ext_communities =
-                Some(v.chunks_exact(20).map(|c| Ipv6ExtCommunity(c.try_into().unwrap_or([0; 20]))).collect());
+            a.ipv6_ext_communities = Some(
+                v.chunks_exact(20)
+                    .map(|c| Ipv6ExtCommunity(c.try_into().unwrap_or([0; 20])))
+                    .collect(),
+            );
         }
         LARGE_COMMUNITY => {
             // RFC 8092 §6: length zero or not a multiple of 12: treat-as-withdraw.
@@ -475,7 +551,11 @@ fn decode_one(ctx: &CodecContext, actx: AttrContext, flags: u8, code: u8, value:
             }
             a.large_communities = Some(
                 v.chunks_exact(12)
-                    .map(|c| LargeCommunity { global: u32_of(c), local1: u32_of(&c[4..]), local2: u32_of(&c[8..]) })
+                    .map(|c| LargeCommunity {
+                        global: u32_of(c),
+                        local1: u32_of(&c[4..]),
+                        local2: u32_of(&c[8..]),
+                    })
                     .collect(),
             );
         }
@@ -491,7 +571,11 @@ fn decode_one(ctx: &CodecContext, actx: AttrContext, flags: u8, code: u8, value:
             // RFC 7311 §3.2: a malformed AIGP is discarded.
             return Err((Length, AttributeDiscard));
         }
-        _ => a.other.push(RawAttribute { flags, type_code: code, value: value.clone() }),
+        _ => a.other.push(RawAttribute {
+            flags,
+            type_code: code,
+            value: value.clone(),
+        }),
     }
     Ok(())
 }
@@ -648,9 +732,13 @@ impl PathAttributes {
     /// AS_TRANS while AS4_AGGREGATOR is present, AS4_PATH is ignored.
     pub fn effective_as_path(&self) -> Option<AsPath> {
         let path = self.as_path.as_ref()?;
-        let Some(as4) = &self.as4_path else { return Some(path.clone()) };
+        let Some(as4) = &self.as4_path else {
+            return Some(path.clone());
+        };
         if self.as4_aggregator.is_some()
-            && self.aggregator.is_some_and(|a| a.asn != super::open::AS_TRANS as u32)
+            && self
+                .aggregator
+                .is_some_and(|a| a.asn != super::open::AS_TRANS as u32)
         {
             return Some(path.clone());
         }
@@ -686,7 +774,10 @@ impl PathAttributes {
             .other
             .iter()
             .filter(|o| o.flags & FLAG_TRANSITIVE != 0)
-            .map(|o| RawAttribute { flags: o.flags | FLAG_PARTIAL, ..o.clone() })
+            .map(|o| RawAttribute {
+                flags: o.flags | FLAG_PARTIAL,
+                ..o.clone()
+            })
             .collect();
         out
     }

@@ -13,7 +13,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub enum NextHop {
     V4(Ipv4Addr),
     /// RFC 2545 §3: a global address and optionally a link-local one.
-    V6 { global: Ipv6Addr, link_local: Option<Ipv6Addr> },
+    V6 {
+        global: Ipv6Addr,
+        link_local: Option<Ipv6Addr>,
+    },
     /// Next hops of other families (VPN route distinguishers, ...), as sent.
     Other(Bytes),
 }
@@ -22,8 +25,13 @@ impl NextHop {
     pub fn encoded_len(&self) -> usize {
         match self {
             NextHop::V4(_) => 4,
-            NextHop::V6 { link_local: None, .. } => 16,
-            NextHop::V6 { link_local: Some(_), .. } => 32,
+            NextHop::V6 {
+                link_local: None, ..
+            } => 16,
+            NextHop::V6 {
+                link_local: Some(_),
+                ..
+            } => 32,
             NextHop::Other(b) => b.len(),
         }
     }
@@ -55,10 +63,14 @@ impl NextHop {
         match (family.afi, v.len()) {
             (AFI_IPV4, 4) if ip => Some(NextHop::V4(Ipv4Addr::new(v[0], v[1], v[2], v[3]))),
             // RFC 8950 §3: IPv4 NLRI with an IPv6 next hop of 16 or 32 octets.
-            (AFI_IPV4 | AFI_IPV6, 16) if ip => Some(NextHop::V6 { global: v6(&v[..16]), link_local: None }),
-            (AFI_IPV4 | AFI_IPV6, 32) if ip => {
-                Some(NextHop::V6 { global: v6(&v[..16]), link_local: Some(v6(&v[16..32])) })
-            }
+            (AFI_IPV4 | AFI_IPV6, 16) if ip => Some(NextHop::V6 {
+                global: v6(&v[..16]),
+                link_local: None,
+            }),
+            (AFI_IPV4 | AFI_IPV6, 32) if ip => Some(NextHop::V6 {
+                global: v6(&v[..16]),
+                link_local: Some(v6(&v[16..32])),
+            }),
             // RFC 7606 §7.11: a next hop length inconsistent with the AFI/SAFI.
             (AFI_IPV4 | AFI_IPV6, _) if ip => None,
             _ => Some(NextHop::Other(v.clone())),
@@ -76,8 +88,14 @@ impl fmt::Display for NextHop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NextHop::V4(a) => write!(f, "{a}"),
-            NextHop::V6 { global, link_local: None } => write!(f, "{global}"),
-            NextHop::V6 { global, link_local: Some(ll) } => write!(f, "{global} {ll}"),
+            NextHop::V6 {
+                global,
+                link_local: None,
+            } => write!(f, "{global}"),
+            NextHop::V6 {
+                global,
+                link_local: Some(ll),
+            } => write!(f, "{global} {ll}"),
             NextHop::Other(b) => write!(f, "raw:{}", b.len()),
         }
     }
@@ -122,11 +140,16 @@ impl MpReach {
         if 4 + nh_len + 1 > v.len() {
             return Err(MpError::NextHopOverrun(nh_len));
         }
-        let next_hop = NextHop::decode(family, &v.slice(4..4 + nh_len)).ok_or(MpError::NextHopLength(nh_len))?;
+        let next_hop = NextHop::decode(family, &v.slice(4..4 + nh_len))
+            .ok_or(MpError::NextHopLength(nh_len))?;
         // RFC 4760 §3: the Reserved octet is ignored on receipt.
         let raw = v.slice(4 + nh_len + 1..);
         let nlri = Nlri::parse(family, add_path(family), raw).map_err(MpError::Nlri)?;
-        Ok(Self { family, next_hop, nlri })
+        Ok(Self {
+            family,
+            next_hop,
+            nlri,
+        })
     }
 
     /// Decodes the MP_REACH_NLRI of an MRT RIB entry: RFC 6396 §4.3.4 keeps
@@ -134,8 +157,13 @@ impl MpReach {
     /// record. Some collectors write the full attribute; both are accepted.
     pub fn decode_rib(v: &Bytes, family: Family) -> Result<Self, MpError> {
         if !v.is_empty() && v[0] as usize + 1 == v.len() {
-            let next_hop = NextHop::decode(family, &v.slice(1..)).ok_or(MpError::NextHopLength(v[0] as usize))?;
-            return Ok(Self { family, next_hop, nlri: Nlri::empty(family) });
+            let next_hop = NextHop::decode(family, &v.slice(1..))
+                .ok_or(MpError::NextHopLength(v[0] as usize))?;
+            return Ok(Self {
+                family,
+                next_hop,
+                nlri: Nlri::empty(family),
+            });
         }
         Self::decode(v, |_| false)
     }
@@ -161,7 +189,8 @@ impl MpUnreach {
             return Err(MpError::TooShort);
         }
         let family = Family::new(u16::from_be_bytes([v[0], v[1]]), v[2]);
-        let withdrawn = Nlri::parse(family, add_path(family), v.slice(3..)).map_err(MpError::Nlri)?;
+        let withdrawn =
+            Nlri::parse(family, add_path(family), v.slice(3..)).map_err(MpError::Nlri)?;
         Ok(Self { family, withdrawn })
     }
 
