@@ -97,6 +97,20 @@ fn expected_flags(code: u8) -> Option<u8> {
     })
 }
 
+/// What a malformed instance of a known attribute calls for (RFC 7606 §7,
+/// RFC 6793 §6, RFC 7311 §3.2): attributes that do not affect route selection
+/// are discarded (§3 (f)), the MP attributes reset the session, the rest are
+/// treat-as-withdraw.
+fn malformed_action(code: u8) -> Action {
+    match code {
+        ATOMIC_AGGREGATE | AGGREGATOR | AS4_PATH | AS4_AGGREGATOR | AIGP => {
+            Action::AttributeDiscard
+        }
+        MP_REACH_NLRI | MP_UNREACH_NLRI => Action::SessionReset,
+        _ => Action::TreatAsWithdraw,
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Origin {
     Igp = 0,
@@ -176,6 +190,8 @@ pub enum AttrErrorKind {
     Overrun,
     /// A well-known mandatory attribute is absent (RFC 7606 §3 (d)).
     Missing,
+    /// A NEXT_HOP no router can forward to: 0.0.0.0, multicast or broadcast.
+    InvalidNextHop,
 }
 
 impl fmt::Display for AttrErrorKind {
@@ -188,6 +204,7 @@ impl fmt::Display for AttrErrorKind {
             Self::Duplicate => f.write_str("attribute repeated"),
             Self::Overrun => f.write_str("attribute overruns the path attributes"),
             Self::Missing => f.write_str("well-known mandatory attribute missing"),
+            Self::InvalidNextHop => f.write_str("NEXT_HOP is not a unicast address"),
         }
     }
 }
@@ -310,16 +327,18 @@ pub fn decode_attributes(
 
         if let Some(expected) = expected_flags(code) {
             // RFC 7606 §3 (c): Optional/Transitive bits in conflict with the
-            // type code make the attribute malformed: treat-as-withdraw. For
-            // the MP attributes the NLRI could not be trusted: session reset.
+            // type code make the attribute malformed: treat-as-withdraw,
+            // "unless the specification for the attribute mandates different
+            // handling" (§3 (f), §7.6, §7.7: discard; §7.11, §7.12: reset).
             if flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE) != expected {
-                if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
+                let action = malformed_action(code);
+                if action == Action::SessionReset {
                     return Err(reset(UpdateError::AttributeFlagsError, whole()));
                 }
                 out.errors.push(AttrError {
                     type_code: code,
                     kind: AttrErrorKind::Flags,
-                    action: Action::TreatAsWithdraw,
+                    action,
                 });
                 continue;
             }
@@ -427,7 +446,15 @@ fn decode_one(
             if v.len() != 4 {
                 return Err((Length, TreatAsWithdraw));
             }
-            a.next_hop = Some(ipv4_of(v));
+            let nh = ipv4_of(v);
+            // RFC 4271 §6.3 and RFC 7606 §3 (e): a NEXT_HOP that cannot be a
+            // unicast neighbour makes the routes unusable, but must not reset
+            // the session: treat-as-withdraw. (Whether it is one of our own
+            // addresses is the session's check.)
+            if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
+                return Err((InvalidNextHop, TreatAsWithdraw));
+            }
+            a.next_hop = Some(nh);
         }
         MULTI_EXIT_DISC => {
             // RFC 7606 §7.4: length other than 4: treat-as-withdraw.
