@@ -1,2 +1,21 @@
 //! petrel's IP address management: pools of pod addresses cut into per-node
-//! blocks, stored in etcd or an embedded store. Built by the IPAM issue.
+//! blocks, stored in etcd or an embedded store.
+//!
+//! Layers, from the inside out: [`model`] (the records), [`block`],
+//! [`claim`] and [`check`] (pure decisions, no I/O), [`store`] (a
+//! compare-and-swap key-value interface and its backends), [`ipam`] (the
+//! driver that applies decisions to the store, retrying lost races), and
+//! [`cni`] (the CNI plugin's logic).
+
+pub mod block;
+pub mod check;
+pub mod claim;
+pub mod ipam;
+pub mod keys;
+pub mod model;
+pub mod selector;
+pub mod store;
+#[doc(hidden)]
+pub mod testing;
+
+pub use ipam::{AssignRequest, Assigned, Ipam, IpamError};

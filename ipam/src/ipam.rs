@@ -1,0 +1,1148 @@
+//! The allocator driver: reads records, applies the pure operations of
+//! [`crate::block`] and [`crate::claim`], and writes back with
+//! compare-and-swap, retrying when another node won a race.
+//!
+//! Write order is chosen so that a client dying between two writes leaves
+//! something `check` reports and `gc` (or the next claim) repairs, never a
+//! double allocation: the handle record is raised before a block assigns
+//! (so release by handle still finds the block), a block is created only
+//! under a pending affinity, and a block is deleted only under a
+//! pending-deletion affinity and only at the revision seen empty.
+
+use crate::block::Release;
+use crate::check::{self, Report, Snapshot};
+use crate::claim;
+use crate::keys;
+use crate::model::{
+    Affinity, AffinityState, Attributes, Block, Family, Handle, IpamConfig, Node, Pool, PoolUse,
+};
+use crate::selector::{Selector, SelectorError};
+use crate::store::{Store, StoreError};
+use ipnet::IpNet;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Attempts at one compare-and-swap before giving up; each lost race means
+/// another writer made progress, so this bounds only pathological storms.
+const CAS_ATTEMPTS: usize = 200;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{key}: stored record cannot be decoded ({detail}); run `petrelctl ipam check`")]
+    Corrupt { key: String, detail: String },
+    #[error("no enabled {family:?} pool for node {node}{}; add one with `petrelctl pool add`", if .pools.is_empty() { String::new() } else { format!(" among {:?}", .pools) })]
+    NoPool { family: Family, node: String, pools: Vec<String> },
+    #[error("only {got} of {wanted} {family:?} address(es) available to node {node}: pools are full{}; add a pool, release addresses or raise max blocks per host", if *.strict { " (strict affinity forbids borrowing)" } else { "" })]
+    Exhausted { family: Family, wanted: u32, got: u32, node: String, strict: bool },
+    #[error("invalid pool: {0}")]
+    InvalidPool(String),
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    #[error("pool {0} already exists")]
+    PoolExists(String),
+    #[error("no pool named {0}; `petrelctl pool list` shows them")]
+    NoSuchPool(String),
+    #[error("pool {name} still holds {in_use} assigned address(es); release them or disable the pool instead")]
+    PoolInUse { name: String, in_use: u32 },
+    #[error("{0} is in no pool")]
+    NotInPool(IpAddr),
+    #[error("{addr} is already assigned (to {handle})")]
+    AddressInUse { addr: IpAddr, handle: String },
+    #[error("gave up on {key} after {CAS_ATTEMPTS} lost races; the datastore is under unusual contention, retry")]
+    Contention { key: String },
+}
+
+pub type Result<T, E = IpamError> = std::result::Result<T, E>;
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone)]
+pub struct AssignRequest {
+    pub handle: String,
+    pub node: String,
+    pub attrs: Attributes,
+    pub num_v4: u32,
+    pub num_v6: u32,
+    /// Restrict to these pools (names or CIDRs); empty means any.
+    pub pools: Vec<String>,
+    pub pool_use: PoolUse,
+}
+
+impl AssignRequest {
+    pub fn new(handle: &str, node: &str, num_v4: u32, num_v6: u32) -> Self {
+        AssignRequest {
+            handle: handle.to_string(),
+            node: node.to_string(),
+            attrs: Attributes {
+                node: Some(node.to_string()),
+                ..Default::default()
+            },
+            num_v4,
+            num_v6,
+            pools: Vec::new(),
+            pool_use: PoolUse::Workload,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Assigned {
+    pub addr: IpAddr,
+    /// The block it came from.
+    pub block: IpNet,
+    pub pool: String,
+    /// From another node's block (or an unaffine one): the daemon
+    /// advertises it as a host route.
+    pub borrowed: bool,
+}
+
+/// What gc did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    pub released: Vec<IpAddr>,
+    pub handles_fixed: usize,
+    pub affinities_fixed: usize,
+    pub blocks_fixed: usize,
+    pub blocks_deleted: usize,
+}
+
+#[derive(Clone)]
+pub struct Ipam {
+    store: Arc<dyn Store>,
+}
+
+fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T> {
+    serde_json::from_slice(raw).map_err(|e| IpamError::Corrupt {
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising plain records with string map keys cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Ipam {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Ipam { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    async fn read<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, i64)>> {
+        match self.store.get(key).await? {
+            None => Ok(None),
+            Some(kv) => Ok(Some((decode(key, &kv.value)?, kv.mod_revision))),
+        }
+    }
+
+    async fn list<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<(T, i64)>> {
+        let l = self.store.list(prefix).await?;
+        l.kvs
+            .iter()
+            .map(|kv| Ok((decode(&kv.key, &kv.value)?, kv.mod_revision)))
+            .collect()
+    }
+
+    // ---- configuration, pools, nodes -------------------------------------
+
+    pub async fn config(&self) -> Result<IpamConfig> {
+        Ok(self
+            .read::<IpamConfig>(keys::CONFIG)
+            .await?
+            .map(|(c, _)| c)
+            .unwrap_or_default())
+    }
+
+    pub async fn set_config(&self, cfg: &IpamConfig) -> Result<()> {
+        for _ in 0..CAS_ATTEMPTS {
+            let r = match self.store.get(keys::CONFIG).await? {
+                None => self.store.create(keys::CONFIG, encode(cfg)).await,
+                Some(kv) => self.store.update(keys::CONFIG, encode(cfg), kv.mod_revision).await,
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key: keys::CONFIG.into() })
+    }
+
+    pub async fn pools(&self) -> Result<Vec<Pool>> {
+        Ok(self.list::<Pool>(keys::POOLS).await?.into_iter().map(|(p, _)| p).collect())
+    }
+
+    pub async fn add_pool(&self, pool: &Pool) -> Result<()> {
+        validate_pool(pool)?;
+        for other in self.pools().await? {
+            if other.cidr.contains(&pool.cidr) || pool.cidr.contains(&other.cidr) {
+                return Err(IpamError::InvalidPool(format!(
+                    "{} overlaps pool {} ({})",
+                    pool.cidr, other.name, other.cidr
+                )));
+            }
+        }
+        match self.store.create(&keys::pool(&pool.name), encode(pool)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Err(IpamError::PoolExists(pool.name.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn disable_pool(&self, name: &str, disabled: bool) -> Result<()> {
+        let key = keys::pool(name);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut p, rev)) = self.read::<Pool>(&key).await? else {
+                return Err(IpamError::NoSuchPool(name.into()));
+            };
+            p.disabled = disabled;
+            match self.store.update(&key, encode(&p), rev).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
+    }
+
+    /// Delete a pool with no assigned addresses, and its empty blocks and
+    /// their affinities. Disable it first so no node claims a block from it
+    /// meanwhile.
+    pub async fn delete_pool(&self, name: &str) -> Result<()> {
+        let key = keys::pool(name);
+        let Some((pool, _)) = self.read::<Pool>(&key).await? else {
+            return Err(IpamError::NoSuchPool(name.into()));
+        };
+        self.disable_pool(name, true).await?;
+        let blocks: Vec<(Block, i64)> = self
+            .list::<Block>(keys::BLOCKS)
+            .await?
+            .into_iter()
+            .filter(|(b, _)| pool.cidr.contains(&b.cidr))
+            .collect();
+        let in_use: u32 = blocks.iter().map(|(b, _)| b.in_use()).sum();
+        if in_use > 0 {
+            self.disable_pool(name, pool.disabled).await?;
+            return Err(IpamError::PoolInUse { name: name.into(), in_use });
+        }
+        for (b, rev) in blocks {
+            self.delete_block(&b, rev).await?;
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(kv) = self.store.get(&key).await? else { return Ok(()) };
+            match self.store.delete(&key, kv.mod_revision).await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
+    }
+
+    pub async fn set_node(&self, node: &Node) -> Result<()> {
+        let key = keys::node(&node.name);
+        for _ in 0..CAS_ATTEMPTS {
+            let r = match self.store.get(&key).await? {
+                None => self.store.create(&key, encode(node)).await,
+                Some(kv) => self.store.update(&key, encode(node), kv.mod_revision).await,
+            };
+            match r {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
+    }
+
+    async fn node_labels(&self, node: &str) -> Result<BTreeMap<String, String>> {
+        Ok(self
+            .read::<Node>(&keys::node(node))
+            .await?
+            .map(|(n, _)| n.labels)
+            .unwrap_or_default())
+    }
+
+    /// Pools of `family` this request may draw from, in name order.
+    async fn eligible_pools(&self, req: &AssignRequest, family: Family) -> Result<Vec<Pool>> {
+        let labels = self.node_labels(&req.node).await?;
+        let mut out = Vec::new();
+        for p in self.pools().await? {
+            let named = req.pools.is_empty()
+                || req.pools.iter().any(|n| *n == p.name || *n == p.cidr.to_string());
+            if p.family() != family || p.disabled || !named || !p.allowed_uses.contains(&req.pool_use) {
+                continue;
+            }
+            // A stored selector that no longer parses selects nothing rather
+            // than everything.
+            if Selector::parse(&p.node_selector).is_ok_and(|s| s.matches(&labels)) {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- assignment ---------------------------------------------------------
+
+    /// Assign `num_v4` + `num_v6` addresses to the request's handle. All or
+    /// nothing: on failure what this call took is released again.
+    pub async fn assign(&self, req: &AssignRequest) -> Result<Vec<Assigned>> {
+        let cfg = self.config().await?;
+        let mut out: Vec<Assigned> = Vec::new();
+        for (family, n) in [(Family::V4, req.num_v4), (Family::V6, req.num_v6)] {
+            if n == 0 {
+                continue;
+            }
+            let result = async {
+                let pools = self.eligible_pools(req, family).await?;
+                if pools.is_empty() {
+                    return Err(IpamError::NoPool {
+                        family,
+                        node: req.node.clone(),
+                        pools: req.pools.clone(),
+                    });
+                }
+                self.assign_family(req, &cfg, &pools, n, &mut out).await?;
+                let got = out.iter().filter(|a| Family::of(&a.addr) == family).count() as u32;
+                if got < n {
+                    return Err(IpamError::Exhausted {
+                        family,
+                        wanted: n,
+                        got,
+                        node: req.node.clone(),
+                        strict: cfg.strict_affinity,
+                    });
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                if !out.is_empty() {
+                    let addrs: Vec<IpAddr> = out.iter().map(|a| a.addr).collect();
+                    if let Err(undo) = self.release_addrs(&addrs).await {
+                        tracing::warn!(error = %undo, "could not undo a partial assignment; gc will");
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn assign_family(
+        &self,
+        req: &AssignRequest,
+        cfg: &IpamConfig,
+        pools: &[Pool],
+        n: u32,
+        out: &mut Vec<Assigned>,
+    ) -> Result<()> {
+        let family = pools[0].family();
+        let need = |out: &Vec<Assigned>| {
+            n - (out.iter().filter(|a| Family::of(&a.addr) == family).count() as u32).min(n)
+        };
+        // 1. The node's own blocks, then claim more while allowed.
+        loop {
+            let affs = self.node_affinities(&req.node).await?;
+            for (a, _) in affs.iter().filter(|(a, _)| a.state == AffinityState::Confirmed) {
+                if need(out) == 0 {
+                    return Ok(());
+                }
+                let Some(pool) = pools.iter().find(|p| p.cidr.contains(&a.cidr)) else {
+                    continue;
+                };
+                let got = self
+                    .assign_from_block(&a.cidr, need(out), req, cfg, Some(&req.node))
+                    .await?;
+                out.extend(got.into_iter().map(|(addr, _)| Assigned {
+                    addr,
+                    block: a.cidr,
+                    pool: pool.name.clone(),
+                    borrowed: false,
+                }));
+            }
+            if need(out) == 0 || !cfg.auto_allocate_blocks {
+                break;
+            }
+            match self.claim_block(&req.node, pools, cfg).await? {
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        if need(out) == 0 || cfg.strict_affinity {
+            return Ok(());
+        }
+        // 2. Borrow from any block with room, starting at a point derived
+        // from the node name so borrowers spread over the blocks.
+        let blocks = self.list::<Block>(keys::BLOCKS).await?;
+        let candidates: Vec<&Block> = blocks
+            .iter()
+            .map(|(b, _)| b)
+            .filter(|b| pools.iter().any(|p| p.name == b.pool && p.cidr.contains(&b.cidr)))
+            .filter(|b| b.affinity.as_deref() != Some(req.node.as_str()))
+            .filter(|b| b.available(now(), cfg.reuse_cooldown_secs) > 0)
+            .collect();
+        let start = if candidates.is_empty() {
+            0
+        } else {
+            (claim::node_hash(&req.node) % candidates.len() as u64) as usize
+        };
+        for i in 0..candidates.len() {
+            if need(out) == 0 {
+                break;
+            }
+            let b = candidates[(start + i) % candidates.len()];
+            let got = self.assign_from_block(&b.cidr, need(out), req, cfg, None).await?;
+            out.extend(got.into_iter().map(|(addr, affinity)| Assigned {
+                addr,
+                block: b.cidr,
+                pool: b.pool.clone(),
+                borrowed: affinity.as_deref() != Some(req.node.as_str()),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Take up to `n` addresses from one block; with `affine_to`, only if
+    /// the block is still affine to that node. Returns the addresses and
+    /// the block's affinity at the time.
+    async fn assign_from_block(
+        &self,
+        cidr: &IpNet,
+        n: u32,
+        req: &AssignRequest,
+        cfg: &IpamConfig,
+        affine_to: Option<&str>,
+    ) -> Result<Vec<(IpAddr, Option<String>)>> {
+        let key = keys::block(cidr);
+        // How many this call has added to the handle record for this block:
+        // kept across lost races so a retry does not rewrite the handle.
+        let mut reserved: u32 = 0;
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut block, rev)) = self.read::<Block>(&key).await? else {
+                self.handle_add(&req.handle, cidr, -(reserved as i64)).await?;
+                return Ok(Vec::new());
+            };
+            if affine_to.is_some() && block.affinity.as_deref() != affine_to {
+                self.handle_add(&req.handle, cidr, -(reserved as i64)).await?;
+                return Ok(Vec::new());
+            }
+            let ips = block.assign(n, &req.handle, &req.attrs, now(), cfg.reuse_cooldown_secs);
+            let delta = ips.len() as i64 - reserved as i64;
+            if delta != 0 {
+                self.handle_add(&req.handle, cidr, delta).await?;
+                reserved = ips.len() as u32;
+            }
+            if ips.is_empty() {
+                return Ok(Vec::new());
+            }
+            match self.store.update(&key, encode(&block), rev).await {
+                Ok(_) => return Ok(ips.into_iter().map(|a| (a, block.affinity.clone())).collect()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
+    }
+
+    /// Assign one specific address to the request's handle.
+    pub async fn assign_addr(&self, req: &AssignRequest, addr: IpAddr) -> Result<Assigned> {
+        let pool = self
+            .pools()
+            .await?
+            .into_iter()
+            .find(|p| p.cidr.contains(&addr))
+            .ok_or(IpamError::NotInPool(addr))?;
+        let cidr = pool.block_of(addr).ok_or(IpamError::NotInPool(addr))?;
+        let key = keys::block(&cidr);
+        let mut reserved = false;
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut block, rev) = match self.read::<Block>(&key).await? {
+                Some(b) => b,
+                None => {
+                    // An address in a block nobody claimed: create the block
+                    // unaffine, so any node may claim it later.
+                    let b = Block::new(cidr, &pool.name, None, now());
+                    match self.store.create(&key, encode(&b)).await {
+                        Ok(_) | Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            if let Some(ord) = block.ord(addr) {
+                if let Some(a) = block.allocations.get(&ord) {
+                    if reserved {
+                        self.handle_add(&req.handle, &cidr, -1).await?;
+                    }
+                    return Err(IpamError::AddressInUse { addr, handle: a.handle.clone() });
+                }
+            }
+            if !reserved {
+                self.handle_add(&req.handle, &cidr, 1).await?;
+                reserved = true;
+            }
+            if !block.assign_addr(addr, &req.handle, &req.attrs, now()) {
+                // Free but not in the free list: a corrupt block; gc repairs.
+                self.handle_add(&req.handle, &cidr, -1).await?;
+                return Err(IpamError::Corrupt {
+                    key,
+                    detail: format!("{addr} is neither assigned nor free"),
+                });
+            }
+            match self.store.update(&key, encode(&block), rev).await {
+                Ok(_) => {
+                    return Ok(Assigned {
+                        addr,
+                        block: cidr,
+                        pool: pool.name.clone(),
+                        borrowed: block.affinity.as_deref() != Some(req.node.as_str()),
+                    })
+                }
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
+    }
+
+    /// Add `delta` to the handle's count for `block`; the record goes away
+    /// when it counts nothing.
+    async fn handle_add(&self, handle: &str, block: &IpNet, delta: i64) -> Result<()> {
+        if delta == 0 {
+            return Ok(());
+        }
+        let key = keys::handle(handle);
+        for _ in 0..CAS_ATTEMPTS {
+            let current = self.read::<Handle>(&key).await?;
+            let (mut h, rev) = match current {
+                Some((h, rev)) => (h, Some(rev)),
+                None => (Handle { handle: handle.into(), ..Default::default() }, None),
+            };
+            let n = h.blocks.get(block).copied().unwrap_or(0) as i64 + delta;
+            if n > 0 {
+                h.blocks.insert(*block, n as u32);
+            } else {
+                h.blocks.remove(block);
+            }
+            h.updated = now();
+            let r = match (rev, h.blocks.is_empty()) {
+                (None, true) => return Ok(()),
+                (None, false) => self.store.create(&key, encode(&h)).await.map(|_| ()),
+                (Some(rev), true) => self.store.delete(&key, rev).await,
+                (Some(rev), false) => self.store.update(&key, encode(&h), rev).await.map(|_| ()),
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
+    }
+
+    // ---- block claims -------------------------------------------------------
+
+    pub async fn node_affinities(&self, node: &str) -> Result<Vec<(Affinity, i64)>> {
+        self.list::<Affinity>(&keys::node_affinities(node)).await
+    }
+
+    /// Claim one more block for `node` from `pools`. `None` when the node
+    /// is at its limit or every block is taken.
+    pub async fn claim_block(&self, node: &str, pools: &[Pool], cfg: &IpamConfig) -> Result<Option<IpNet>> {
+        let affs = self.node_affinities(node).await?;
+        // Finish a claim this node started and did not complete (a crash
+        // between the pending affinity and the confirm).
+        for (a, rev) in affs.iter().filter(|(a, _)| a.state == AffinityState::Pending) {
+            if let Some(pool) = pools.iter().find(|p| p.cidr.contains(&a.cidr)) {
+                if let Some(c) = self.resume_claim(node, pool, a, *rev).await? {
+                    return Ok(Some(c));
+                }
+            }
+        }
+        let held = affs.iter().filter(|(a, _)| a.state == AffinityState::Confirmed).count() as u32;
+        if cfg.max_blocks_per_host > 0 && held >= cfg.max_blocks_per_host {
+            return Ok(None);
+        }
+        let blocks: BTreeMap<IpNet, (Block, i64)> = self
+            .list::<Block>(keys::BLOCKS)
+            .await?
+            .into_iter()
+            .map(|(b, r)| (b.cidr, (b, r)))
+            .collect();
+        let now = now();
+        for pool in pools {
+            for cidr in claim::candidates(pool, node, &blocks, now, cfg) {
+                let taken = match blocks.get(&cidr) {
+                    None => self.claim_fresh(node, pool, cidr).await?,
+                    Some((b, rev)) => self.take_over(node, b, *rev).await?,
+                };
+                if taken {
+                    tracing::debug!(%node, block = %cidr, "claimed block");
+                    return Ok(Some(cidr));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn resume_claim(&self, node: &str, pool: &Pool, a: &Affinity, rev: i64) -> Result<Option<IpNet>> {
+        let akey = keys::affinity(node, &a.cidr);
+        let bkey = keys::block(&a.cidr);
+        let ours = match self.read::<Block>(&bkey).await? {
+            Some((b, _)) => b.affinity.as_deref() == Some(node),
+            None => {
+                let b = Block::new(a.cidr, &pool.name, Some(node.into()), now());
+                match self.store.create(&bkey, encode(&b)).await {
+                    Ok(_) => true,
+                    Err(e) if e.is_conflict() => false,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        if ours {
+            self.set_affinity_state(&akey, a, rev, AffinityState::Confirmed).await?;
+            Ok(Some(a.cidr))
+        } else {
+            self.delete_if(&akey, rev).await?;
+            Ok(None)
+        }
+    }
+
+    /// Two-phase claim of a block nobody has: pending affinity, create the
+    /// block (the race is decided here), confirm. The loser removes its
+    /// pending affinity.
+    async fn claim_fresh(&self, node: &str, pool: &Pool, cidr: IpNet) -> Result<bool> {
+        let akey = keys::affinity(node, &cidr);
+        let aff = Affinity { node: node.into(), cidr, state: AffinityState::Pending, since: now() };
+        let arev = match self.store.create(&akey, encode(&aff)).await {
+            Ok(r) => r,
+            Err(e) if e.is_conflict() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let block = Block::new(cidr, &pool.name, Some(node.into()), now());
+        match self.store.create(&keys::block(&cidr), encode(&block)).await {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() => {
+                // Someone else's block now, unless an earlier attempt of ours
+                // created it and lost the answer.
+                let mine = self
+                    .read::<Block>(&keys::block(&cidr))
+                    .await?
+                    .is_some_and(|(b, _)| b.affinity.as_deref() == Some(node));
+                if !mine {
+                    self.delete_if(&akey, arev).await?;
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.set_affinity_state(&akey, &aff, arev, AffinityState::Confirmed).await?;
+        Ok(true)
+    }
+
+    /// Take an existing block: unaffine, or another node's empty block old
+    /// enough (the candidates only offer those).
+    async fn take_over(&self, node: &str, b: &Block, rev: i64) -> Result<bool> {
+        let akey = keys::affinity(node, &b.cidr);
+        let aff = Affinity { node: node.into(), cidr: b.cidr, state: AffinityState::Pending, since: now() };
+        let arev = match self.store.create(&akey, encode(&aff)).await {
+            Ok(r) => r,
+            Err(e) if e.is_conflict() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let previous = b.affinity.clone();
+        let mut nb = b.clone();
+        nb.affinity = Some(node.into());
+        nb.changed = now();
+        match self.store.update(&keys::block(&b.cidr), encode(&nb), rev).await {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() => {
+                self.delete_if(&akey, arev).await?;
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.set_affinity_state(&akey, &aff, arev, AffinityState::Confirmed).await?;
+        if let Some(prev) = previous {
+            let pkey = keys::affinity(&prev, &b.cidr);
+            if let Some(kv) = self.store.get(&pkey).await? {
+                // Losing this race means the previous owner changed its own
+                // record meanwhile; gc settles it.
+                let _ = self.store.delete(&pkey, kv.mod_revision).await;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn set_affinity_state(&self, key: &str, a: &Affinity, rev: i64, state: AffinityState) -> Result<()> {
+        let mut na = a.clone();
+        na.state = state;
+        na.since = now();
+        match self.store.update(key, encode(&na), rev).await {
+            Ok(_) => Ok(()),
+            // gc removed it meanwhile: write it again, the block is ours.
+            Err(e) if e.is_conflict() => match self.store.create(key, encode(&na)).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_conflict() => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_if(&self, key: &str, rev: i64) -> Result<()> {
+        match self.store.delete(key, rev).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- release ------------------------------------------------------------
+
+    /// Release addresses; returns those that were assigned and are now free.
+    pub async fn release_addrs(&self, addrs: &[IpAddr]) -> Result<Vec<IpAddr>> {
+        let with_seq: Vec<(IpAddr, Option<u64>)> = addrs.iter().map(|a| (*a, None)).collect();
+        self.release_guarded(&with_seq).await
+    }
+
+    /// Release addresses, each only if its assignment still has the given
+    /// sequence number (when given): an address re-assigned since the
+    /// caller looked stays with its new holder.
+    pub async fn release_guarded(&self, addrs: &[(IpAddr, Option<u64>)]) -> Result<Vec<IpAddr>> {
+        let pools = self.pools().await?;
+        let mut by_block: BTreeMap<IpNet, Vec<(IpAddr, Option<u64>)>> = BTreeMap::new();
+        for (a, s) in addrs {
+            // An address in no pool (any more) may still sit in a block;
+            // without its pool the block size is unknown, so try the blocks
+            // listing instead.
+            let cidr = match pools.iter().find_map(|p| p.block_of(*a)) {
+                Some(c) => c,
+                None => match self.find_block(*a).await? {
+                    Some(c) => c,
+                    None => continue,
+                },
+            };
+            by_block.entry(cidr).or_default().push((*a, *s));
+        }
+        let mut freed = Vec::new();
+        for (cidr, list) in by_block {
+            let key = keys::block(&cidr);
+            let mut done = false;
+            for _ in 0..CAS_ATTEMPTS {
+                let Some((mut block, rev)) = self.read::<Block>(&key).await? else {
+                    done = true;
+                    break;
+                };
+                let t = now();
+                let mut handles: BTreeMap<String, i64> = BTreeMap::new();
+                let mut these = Vec::new();
+                for (a, s) in &list {
+                    if let Release::Freed { handle } = block.release(*a, *s, t) {
+                        *handles.entry(handle).or_insert(0) += 1;
+                        these.push(*a);
+                    }
+                }
+                if these.is_empty() {
+                    done = true;
+                    break;
+                }
+                match self.store.update(&key, encode(&block), rev).await {
+                    Ok(_) => {
+                        for (h, n) in handles {
+                            self.handle_add(&h, &cidr, -n).await?;
+                        }
+                        freed.extend(these);
+                        done = true;
+                        break;
+                    }
+                    Err(e) if e.is_conflict() => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !done {
+                return Err(IpamError::Contention { key });
+            }
+        }
+        Ok(freed)
+    }
+
+    async fn find_block(&self, addr: IpAddr) -> Result<Option<IpNet>> {
+        Ok(self
+            .list::<Block>(keys::BLOCKS)
+            .await?
+            .into_iter()
+            .map(|(b, _)| b.cidr)
+            .find(|c| c.contains(&addr)))
+    }
+
+    /// Release every address of `handle`. Idempotent: an unknown handle
+    /// releases nothing.
+    pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
+        let key = keys::handle(handle);
+        let mut freed = Vec::new();
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((h, hrev)) = self.read::<Handle>(&key).await? else {
+                return Ok(freed);
+            };
+            for cidr in h.blocks.keys() {
+                freed.extend(self.release_handle_in_block(handle, cidr).await?);
+            }
+            // Blocks first, then the record: a crash between leaves a record
+            // pointing at nothing, which check reports and gc removes.
+            match self.store.delete(&key, hrev).await {
+                Ok(()) => return Ok(freed),
+                // Changed meanwhile (a concurrent assignment to the same
+                // handle): go round and release what it added too.
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
+    }
+
+    async fn release_handle_in_block(&self, handle: &str, cidr: &IpNet) -> Result<Vec<IpAddr>> {
+        let key = keys::block(cidr);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut block, rev)) = self.read::<Block>(&key).await? else {
+                return Ok(Vec::new());
+            };
+            let ips = block.release_handle(handle, now());
+            if ips.is_empty() {
+                return Ok(ips);
+            }
+            match self.store.update(&key, encode(&block), rev).await {
+                Ok(_) => return Ok(ips),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
+    }
+
+    /// Addresses held by `handle`, from its record and the blocks.
+    pub async fn addrs_of_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
+        let Some((h, _)) = self.read::<Handle>(&keys::handle(handle)).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for cidr in h.blocks.keys() {
+            if let Some((b, _)) = self.read::<Block>(&keys::block(cidr)).await? {
+                out.extend(
+                    b.allocations
+                        .iter()
+                        .filter(|(_, a)| a.handle == handle)
+                        .map(|(o, _)| b.addr(*o)),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Give back `node`'s empty blocks, keeping at least one.
+    pub async fn release_empty_blocks(&self, node: &str) -> Result<usize> {
+        let affs = self.node_affinities(node).await?;
+        let mut blocks = Vec::new();
+        for (a, arev) in affs.iter().filter(|(a, _)| a.state == AffinityState::Confirmed) {
+            if let Some((b, brev)) = self.read::<Block>(&keys::block(&a.cidr)).await? {
+                if b.affinity.as_deref() == Some(node) {
+                    blocks.push((a.clone(), *arev, b, brev));
+                }
+            }
+        }
+        let mut keep = blocks.len().saturating_sub(1);
+        let mut released = 0;
+        // Never the node's last block: it would only claim one again.
+        for (a, arev, b, brev) in blocks {
+            if keep == 0 {
+                break;
+            }
+            if !b.is_empty() {
+                continue;
+            }
+            let akey = keys::affinity(node, &a.cidr);
+            let mut pd = a.clone();
+            pd.state = AffinityState::PendingDeletion;
+            pd.since = now();
+            let pdrev = match self.store.update(&akey, encode(&pd), arev).await {
+                Ok(r) => r,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // Deleted only at the revision seen empty: an assignment that
+            // raced in makes this fail and the block stays.
+            match self.store.delete(&keys::block(&b.cidr), brev).await {
+                Ok(()) => {
+                    self.delete_if(&akey, pdrev).await?;
+                    released += 1;
+                    keep -= 1;
+                }
+                Err(e) if e.is_conflict() => {
+                    self.set_affinity_state(&akey, &pd, pdrev, AffinityState::Confirmed).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(released)
+    }
+
+    async fn delete_block(&self, b: &Block, rev: i64) -> Result<()> {
+        if let Some(node) = &b.affinity {
+            let akey = keys::affinity(node, &b.cidr);
+            if let Some(kv) = self.store.get(&akey).await? {
+                self.delete_if(&akey, kv.mod_revision).await?;
+            }
+        }
+        self.delete_if(&keys::block(&b.cidr), rev).await
+    }
+
+    // ---- check and garbage collection --------------------------------------
+
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        let l = self.store.list(keys::ROOT).await?;
+        let mut snap = Snapshot::default();
+        for kv in &l.kvs {
+            let k = kv.key.as_str();
+            let bad = |e: serde_json::Error| (k.to_string(), e.to_string());
+            let r = if k == keys::CONFIG {
+                serde_json::from_slice(&kv.value).map(|c| snap.config = c).map_err(bad)
+            } else if k.starts_with(keys::POOLS) {
+                serde_json::from_slice(&kv.value).map(|p| snap.pools.push(p)).map_err(bad)
+            } else if k.starts_with(keys::BLOCKS) {
+                serde_json::from_slice(&kv.value).map(|b| snap.blocks.push((b, kv.mod_revision))).map_err(bad)
+            } else if k.starts_with(keys::AFFINITIES) {
+                serde_json::from_slice(&kv.value).map(|a| snap.affinities.push((a, kv.mod_revision))).map_err(bad)
+            } else if k.starts_with(keys::HANDLES) {
+                serde_json::from_slice(&kv.value).map(|h| snap.handles.push((h, kv.mod_revision))).map_err(bad)
+            } else {
+                Ok(())
+            };
+            if let Err(u) = r {
+                snap.undecodable.push(u);
+            }
+        }
+        Ok(snap)
+    }
+
+    pub async fn check(&self) -> Result<Report> {
+        Ok(check::check(&self.snapshot().await?, now()))
+    }
+
+    /// CNI GC: release `node`'s addresses whose handle starts with
+    /// `handle_prefix` and is not in `live`.
+    pub async fn gc_attachments(&self, node: &str, handle_prefix: &str, live: &HashSet<String>) -> Result<Vec<IpAddr>> {
+        let mut victims = Vec::new();
+        for (b, _) in self.list::<Block>(keys::BLOCKS).await? {
+            for (ord, a) in &b.allocations {
+                if a.attrs.node.as_deref() == Some(node)
+                    && a.handle.starts_with(handle_prefix)
+                    && !live.contains(&a.handle)
+                {
+                    // Guarded by the sequence number: if the address is
+                    // released and re-assigned before this runs, the new
+                    // holder keeps it.
+                    victims.push((b.addr(*ord), Some(a.seq)));
+                }
+            }
+        }
+        self.release_guarded(&victims).await
+    }
+
+    /// Everything of a node that no longer exists: its addresses, its
+    /// empty blocks, its affinities (non-empty blocks become unaffine, to
+    /// be claimed by another node once emptied), its node record.
+    pub async fn gc_node(&self, node: &str) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let mut victims = Vec::new();
+        for (b, _) in self.list::<Block>(keys::BLOCKS).await? {
+            for (ord, a) in &b.allocations {
+                if a.attrs.node.as_deref() == Some(node) {
+                    victims.push((b.addr(*ord), Some(a.seq)));
+                }
+            }
+        }
+        report.released = self.release_guarded(&victims).await?;
+        for (b, rev) in self.list::<Block>(keys::BLOCKS).await? {
+            if b.affinity.as_deref() != Some(node) {
+                continue;
+            }
+            if b.is_empty() {
+                self.delete_if(&keys::block(&b.cidr), rev).await?;
+                report.blocks_deleted += 1;
+            } else {
+                let mut nb = b.clone();
+                nb.affinity = None;
+                nb.changed = now();
+                match self.store.update(&keys::block(&b.cidr), encode(&nb), rev).await {
+                    Ok(_) => report.blocks_fixed += 1,
+                    Err(e) if e.is_conflict() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for (a, rev) in self.node_affinities(node).await? {
+            self.delete_if(&keys::affinity(node, &a.cidr), rev).await?;
+            report.affinities_fixed += 1;
+        }
+        if let Some(kv) = self.store.get(&keys::node(node)).await? {
+            self.delete_if(&keys::node(node), kv.mod_revision).await?;
+        }
+        Ok(report)
+    }
+
+    /// Repair what `check` reports, for records older than the grace
+    /// period: block free lists, handle records (recomputed from the
+    /// blocks, which are the truth), and affinities left by interrupted
+    /// claims and releases.
+    pub async fn repair(&self) -> Result<GcReport> {
+        let snap = self.snapshot().await?;
+        let t = now();
+        let grace = snap.config.pending_grace_secs;
+        let settled = |since: u64| t.saturating_sub(since) >= grace;
+        let mut report = GcReport::default();
+
+        // Blocks: internal consistency.
+        for (b, rev) in &snap.blocks {
+            if !b.verify().is_empty() {
+                let mut nb = b.clone();
+                nb.repair_free_list();
+                match self.store.update(&keys::block(&b.cidr), encode(&nb), *rev).await {
+                    Ok(_) => report.blocks_fixed += 1,
+                    Err(e) if e.is_conflict() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+
+        // Handles: the blocks say who holds what.
+        let mut actual: BTreeMap<String, BTreeMap<IpNet, u32>> = BTreeMap::new();
+        let mut fresh_blocks = BTreeSet::new();
+        for (b, _) in &snap.blocks {
+            if !settled(b.changed) {
+                fresh_blocks.insert(b.cidr);
+            }
+            for a in b.allocations.values() {
+                *actual.entry(a.handle.clone()).or_default().entry(b.cidr).or_insert(0) += 1;
+            }
+        }
+        let recorded: BTreeMap<String, (Handle, i64)> =
+            snap.handles.iter().map(|(h, r)| (h.handle.clone(), (h.clone(), *r))).collect();
+        let names: BTreeSet<String> = actual.keys().chain(recorded.keys()).cloned().collect();
+        for name in names {
+            let want = actual.get(&name).cloned().unwrap_or_default();
+            let key = keys::handle(&name);
+            let r = match recorded.get(&name) {
+                Some((h, rev)) => {
+                    if h.blocks == want || !settled(h.updated) {
+                        continue;
+                    }
+                    if want.is_empty() {
+                        self.store.delete(&key, *rev).await
+                    } else {
+                        let nh = Handle { handle: name.clone(), blocks: want, updated: t };
+                        self.store.update(&key, encode(&nh), *rev).await.map(|_| ())
+                    }
+                }
+                None => {
+                    if want.keys().any(|c| fresh_blocks.contains(c)) {
+                        continue;
+                    }
+                    let nh = Handle { handle: name.clone(), blocks: want, updated: t };
+                    self.store.create(&key, encode(&nh)).await.map(|_| ())
+                }
+            };
+            match r {
+                Ok(()) => report.handles_fixed += 1,
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        // Affinities.
+        let blocks: BTreeMap<IpNet, &Block> = snap.blocks.iter().map(|(b, _)| (b.cidr, b)).collect();
+        let mut have: BTreeSet<(String, IpNet)> = BTreeSet::new();
+        for (a, rev) in &snap.affinities {
+            have.insert((a.node.clone(), a.cidr));
+            let key = keys::affinity(&a.node, &a.cidr);
+            let ours = blocks.get(&a.cidr).is_some_and(|b| b.affinity.as_deref() == Some(&a.node));
+            let stale = a.state == AffinityState::Confirmed || settled(a.since);
+            if !stale {
+                continue;
+            }
+            let r = if !ours {
+                self.store.delete(&key, *rev).await
+            } else if a.state != AffinityState::Confirmed {
+                let mut na = a.clone();
+                na.state = AffinityState::Confirmed;
+                na.since = t;
+                self.store.update(&key, encode(&na), *rev).await.map(|_| ())
+            } else {
+                continue;
+            };
+            match r {
+                Ok(()) => report.affinities_fixed += 1,
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for (b, _) in &snap.blocks {
+            let Some(node) = &b.affinity else { continue };
+            if have.contains(&(node.clone(), b.cidr)) || !settled(b.changed) {
+                continue;
+            }
+            let a = Affinity { node: node.clone(), cidr: b.cidr, state: AffinityState::Confirmed, since: t };
+            match self.store.create(&keys::affinity(node, &b.cidr), encode(&a)).await {
+                Ok(_) => report.affinities_fixed += 1,
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(report)
+    }
+}
+
+pub fn validate_pool(pool: &Pool) -> Result<()> {
+    let f = pool.family();
+    let (range, _) = f.block_sizes();
+    if pool.name.is_empty() || pool.name.contains('/') {
+        return Err(IpamError::InvalidPool(format!("name {:?}: must be non-empty without '/'", pool.name)));
+    }
+    if !range.contains(&pool.block_size) {
+        return Err(IpamError::InvalidPool(format!(
+            "block size /{} for {}: must be within /{}../{}",
+            pool.block_size, pool.cidr, range.start(), range.end()
+        )));
+    }
+    if pool.cidr.prefix_len() > pool.block_size {
+        return Err(IpamError::InvalidPool(format!(
+            "{} is smaller than one /{} block",
+            pool.cidr, pool.block_size
+        )));
+    }
+    if pool.cidr.trunc() != pool.cidr {
+        return Err(IpamError::InvalidPool(format!(
+            "{} has host bits set; did you mean {}?",
+            pool.cidr,
+            pool.cidr.trunc()
+        )));
+    }
+    Selector::parse(&pool.node_selector)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

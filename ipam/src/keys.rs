@@ -1,0 +1,41 @@
+//! The key layout under `/petrel/` (documented in docs/datastore.md). One
+//! record per key, so that every change is a single compare-and-swap.
+
+use ipnet::IpNet;
+
+pub const ROOT: &str = "/petrel/ipam/v1/";
+pub const CONFIG: &str = "/petrel/ipam/v1/config";
+pub const POOLS: &str = "/petrel/ipam/v1/pools/";
+pub const BLOCKS: &str = "/petrel/ipam/v1/blocks/";
+pub const AFFINITIES: &str = "/petrel/ipam/v1/affinities/";
+pub const HANDLES: &str = "/petrel/ipam/v1/handles/";
+pub const NODES: &str = "/petrel/ipam/v1/nodes/";
+
+/// `10.0.0.0/26` → `10.0.0.0-26`: keys stay one path segment.
+pub fn cidr_segment(cidr: &IpNet) -> String {
+    format!("{}-{}", cidr.network(), cidr.prefix_len())
+}
+
+pub fn pool(name: &str) -> String {
+    format!("{POOLS}{name}")
+}
+
+pub fn block(cidr: &IpNet) -> String {
+    format!("{BLOCKS}{}", cidr_segment(cidr))
+}
+
+pub fn node_affinities(node: &str) -> String {
+    format!("{AFFINITIES}{node}/")
+}
+
+pub fn affinity(node: &str, cidr: &IpNet) -> String {
+    format!("{AFFINITIES}{node}/{}", cidr_segment(cidr))
+}
+
+pub fn handle(handle: &str) -> String {
+    format!("{HANDLES}{handle}")
+}
+
+pub fn node(name: &str) -> String {
+    format!("{NODES}{name}")
+}

@@ -1,0 +1,237 @@
+//! The embedded backend: one node, no etcd, a crash-safe file.
+//!
+//! redb gives ACID transactions with copy-on-write pages and a checksummed
+//! commit, so a crash leaves either the old or the new state. Each write is
+//! one redb transaction that checks the key's stored revision and bumps the
+//! store-wide revision counter, which gives the same compare-and-swap
+//! semantics as etcd. redb locks the file, so one process at a time owns
+//! it; [`EmbeddedStore::open`] waits a bounded time for another process
+//! (a concurrent CNI invocation) to let go. Watches see the writes made
+//! through this process; a watch from before the store was opened gets
+//! [`StoreError::Compacted`].
+
+use super::hub::Hub;
+use super::{KeyValue, Listing, Store, StoreError, WatchEvent, WatchReceiver};
+use async_trait::async_trait;
+use redb::{Database, ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Key → 8-byte little-endian mod revision followed by the value.
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+const REVISION: &str = "revision";
+
+pub struct EmbeddedStore {
+    path: PathBuf,
+    db: Arc<Database>,
+    /// Serialises writes with the watch hub, so that a watch's backlog and
+    /// its live subscription never miss or repeat an event. Holds the
+    /// current revision.
+    writer: Arc<Mutex<(i64, Hub)>>,
+}
+
+enum Write {
+    Create,
+    Update(i64),
+    Delete(i64),
+}
+
+impl EmbeddedStore {
+    /// Open or create the store at `path`, waiting up to `wait` while
+    /// another process holds it.
+    pub fn open(path: &Path, wait: Duration) -> Result<Self, StoreError> {
+        let err = |detail: String| StoreError::Embedded {
+            path: path.to_path_buf(),
+            detail,
+        };
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(2);
+        let db = loop {
+            match Database::create(path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(err(e.to_string())),
+            }
+        };
+        let revision = {
+            let tx = db.begin_write().map_err(|e| err(e.to_string()))?;
+            let rev = {
+                // Opening both tables in a write transaction creates them on
+                // a fresh file, so reads never see "table does not exist".
+                let _kv = tx.open_table(KV).map_err(|e| err(e.to_string()))?;
+                let meta = tx.open_table(META).map_err(|e| err(e.to_string()))?;
+                let rev = meta
+                    .get(REVISION)
+                    .map_err(|e| err(e.to_string()))?
+                    .map(|g| g.value())
+                    .unwrap_or(0);
+                rev
+            };
+            tx.commit().map_err(|e| err(e.to_string()))?;
+            rev
+        };
+        Ok(EmbeddedStore {
+            path: path.to_path_buf(),
+            db: Arc::new(db),
+            writer: Arc::new(Mutex::new((revision, Hub::new(revision)))),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write(&self, key: &str, value: Option<Vec<u8>>, op: Write) -> Result<i64, StoreError> {
+        let db = self.db.clone();
+        let writer = self.writer.clone();
+        let path = self.path.clone();
+        let key = key.to_string();
+        // redb commits fsync; keep them off the async worker threads.
+        tokio::task::spawn_blocking(move || {
+            let err = |detail: String| StoreError::Embedded {
+                path: path.clone(),
+                detail,
+            };
+            let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = db.begin_write().map_err(|e| err(e.to_string()))?;
+            let rev = w.0 + 1;
+            {
+                let mut kv = tx.open_table(KV).map_err(|e| err(e.to_string()))?;
+                let current = kv
+                    .get(key.as_str())
+                    .map_err(|e| err(e.to_string()))?
+                    .map(|g| decode_rev(g.value()));
+                let ok = match (&op, current) {
+                    (Write::Create, None) => true,
+                    (Write::Update(r) | Write::Delete(r), Some(Some(cur))) => *r == cur,
+                    _ => false,
+                };
+                if !ok {
+                    // Dropping the transaction aborts it.
+                    return Err(StoreError::Conflict { key });
+                }
+                match &value {
+                    Some(v) => {
+                        let mut buf = Vec::with_capacity(8 + v.len());
+                        buf.extend_from_slice(&rev.to_le_bytes());
+                        buf.extend_from_slice(v);
+                        kv.insert(key.as_str(), buf.as_slice())
+                            .map_err(|e| err(e.to_string()))?;
+                    }
+                    None => {
+                        kv.remove(key.as_str()).map_err(|e| err(e.to_string()))?;
+                    }
+                }
+                let mut meta = tx.open_table(META).map_err(|e| err(e.to_string()))?;
+                meta.insert(REVISION, rev).map_err(|e| err(e.to_string()))?;
+            }
+            tx.commit().map_err(|e| err(e.to_string()))?;
+            w.0 = rev;
+            let ev = match value {
+                Some(value) => WatchEvent::Put(KeyValue {
+                    key,
+                    value,
+                    mod_revision: rev,
+                }),
+                None => WatchEvent::Delete { key, revision: rev },
+            };
+            w.1.publish(ev);
+            Ok(rev)
+        })
+        .await
+        .map_err(|e| StoreError::Embedded {
+            path: self.path.clone(),
+            detail: format!("write task failed: {e}"),
+        })?
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, redb::StorageError>,
+    ) -> Result<T, StoreError> {
+        let err = |detail: String| StoreError::Embedded {
+            path: self.path.clone(),
+            detail,
+        };
+        let tx = self.db.begin_read().map_err(|e| err(e.to_string()))?;
+        let kv = tx.open_table(KV).map_err(|e| err(e.to_string()))?;
+        f(&kv).map_err(|e| err(e.to_string()))
+    }
+}
+
+/// `None` for a record too short to hold a revision: a corrupt record is
+/// treated as absent by reads and as a conflict by writes, never a panic.
+fn decode_rev(raw: &[u8]) -> Option<i64> {
+    let b: [u8; 8] = raw.get(..8)?.try_into().ok()?;
+    Some(i64::from_le_bytes(b))
+}
+
+fn decode(key: &str, raw: &[u8]) -> Option<KeyValue> {
+    Some(KeyValue {
+        key: key.to_string(),
+        mod_revision: decode_rev(raw)?,
+        value: raw.get(8..)?.to_vec(),
+    })
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.read(|kv| Ok(kv.get(key)?.and_then(|g| decode(key, g.value()))))
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError> {
+        self.write(key, Some(value), Write::Create).await
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, revision: i64) -> Result<i64, StoreError> {
+        self.write(key, Some(value), Write::Update(revision)).await
+    }
+
+    async fn delete(&self, key: &str, revision: i64) -> Result<(), StoreError> {
+        self.write(key, None, Write::Delete(revision)).await.map(|_| ())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        // The revision is read under the writer lock so that it matches
+        // the snapshot: no write can commit between the two.
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let revision = w.0;
+        let kvs = self.read(|kv| {
+            let mut out = Vec::new();
+            for item in kv.range(prefix..)? {
+                let (k, v) = item?;
+                let k = k.value();
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                if let Some(kv) = decode(k, v.value()) {
+                    out.push(kv);
+                }
+            }
+            Ok(out)
+        })?;
+        drop(w);
+        Ok(Listing { kvs, revision })
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        w.1.watch(prefix, from_revision, w.0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|_| Ok(()))
+    }
+}

@@ -1,0 +1,130 @@
+//! An in-memory store with the same semantics as etcd, for unit tests and
+//! simulations. Nothing persists.
+
+use super::hub::Hub;
+use super::{KeyValue, Listing, Store, StoreError, WatchEvent, WatchReceiver};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct State {
+    kvs: BTreeMap<String, (Vec<u8>, i64)>,
+    revision: i64,
+}
+
+pub struct MemoryStore {
+    inner: Mutex<(State, Hub)>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        MemoryStore {
+            inner: Mutex::new((State::default(), Hub::new(0))),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (State, Hub)> {
+        // A panic while holding the lock cannot leave the map half-written
+        // (every mutation is a single insert or remove), so poisoning is
+        // safe to ignore.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let g = self.lock();
+        Ok(g.0.kvs.get(key).map(|(v, r)| KeyValue {
+            key: key.to_string(),
+            value: v.clone(),
+            mod_revision: *r,
+        }))
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError> {
+        let mut g = self.lock();
+        let (state, hub) = &mut *g;
+        if state.kvs.contains_key(key) {
+            return Err(StoreError::Conflict { key: key.into() });
+        }
+        state.revision += 1;
+        let rev = state.revision;
+        state.kvs.insert(key.to_string(), (value.clone(), rev));
+        hub.publish(WatchEvent::Put(KeyValue {
+            key: key.into(),
+            value,
+            mod_revision: rev,
+        }));
+        Ok(rev)
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, revision: i64) -> Result<i64, StoreError> {
+        let mut g = self.lock();
+        let (state, hub) = &mut *g;
+        match state.kvs.get(key) {
+            Some((_, r)) if *r == revision => {}
+            _ => return Err(StoreError::Conflict { key: key.into() }),
+        }
+        state.revision += 1;
+        let rev = state.revision;
+        state.kvs.insert(key.to_string(), (value.clone(), rev));
+        hub.publish(WatchEvent::Put(KeyValue {
+            key: key.into(),
+            value,
+            mod_revision: rev,
+        }));
+        Ok(rev)
+    }
+
+    async fn delete(&self, key: &str, revision: i64) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        let (state, hub) = &mut *g;
+        match state.kvs.get(key) {
+            Some((_, r)) if *r == revision => {}
+            _ => return Err(StoreError::Conflict { key: key.into() }),
+        }
+        state.revision += 1;
+        state.kvs.remove(key);
+        hub.publish(WatchEvent::Delete {
+            key: key.into(),
+            revision: state.revision,
+        });
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        let g = self.lock();
+        let kvs = g
+            .0
+            .kvs
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (v, r))| KeyValue {
+                key: k.clone(),
+                value: v.clone(),
+                mod_revision: *r,
+            })
+            .collect();
+        Ok(Listing {
+            kvs,
+            revision: g.0.revision,
+        })
+    }
+
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError> {
+        let g = self.lock();
+        g.1.watch(prefix, from_revision, g.0.revision)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! The datastore edge: a small key-value interface with compare-and-swap
+//! semantics, the only thing the allocator needs from etcd.
+//!
+//! Every write is conditional. A create succeeds only if the key is absent;
+//! an update or delete only if the key's modification revision is still the
+//! one the caller read. That single rule is what makes concurrent allocators
+//! on many nodes safe: whoever loses a race gets [`StoreError::Conflict`],
+//! re-reads and decides again. Revisions are store-wide and increase with
+//! every write, as in etcd, so a list also returns the revision it was taken
+//! at and a watch can resume from exactly there.
+//!
+//! Backends: [`etcd::EtcdStore`] (many nodes), [`embedded::EmbeddedStore`]
+//! (one node, no etcd, persistent) and [`memory::MemoryStore`] (unit tests).
+
+pub mod embedded;
+pub mod etcd;
+mod hub;
+pub mod memory;
+
+use async_trait::async_trait;
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+
+/// A stored value with the revision of its last modification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The store revision of the write that last changed this key; the token
+    /// for [`Store::update`] and [`Store::delete`].
+    pub mod_revision: i64,
+}
+
+/// The result of a prefix list: the keys in order and the store revision
+/// the snapshot was taken at.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub kvs: Vec<KeyValue>,
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put(KeyValue),
+    /// The key and the revision of the delete.
+    Delete { key: String, revision: i64 },
+}
+
+impl WatchEvent {
+    pub fn revision(&self) -> i64 {
+        match self {
+            WatchEvent::Put(kv) => kv.mod_revision,
+            WatchEvent::Delete { revision, .. } => *revision,
+        }
+    }
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put(kv) => &kv.key,
+            WatchEvent::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// Events of one watch, through a bounded channel: a consumer that does not
+/// keep up slows the producer (etcd's stream, or the embedded store's
+/// forwarder), and an embedded watcher that falls too far behind gets
+/// [`StoreError::Compacted`] and must list again.
+pub type WatchReceiver = mpsc::Receiver<Result<WatchEvent, StoreError>>;
+
+/// Capacity of every watch channel.
+pub const WATCH_CHANNEL_CAPACITY: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost: the key exists (create), or changed or
+    /// vanished since it was read (update, delete). Re-read and retry.
+    #[error("conflict on {key}: it changed since it was read; re-read and retry")]
+    Conflict { key: String },
+    #[error(
+        "etcd unreachable at {endpoints}: {detail}; check that etcd runs, that the endpoints are right and that TLS files match"
+    )]
+    Unavailable { endpoints: String, detail: String },
+    #[error("etcd at {endpoints} refused the request: {detail}")]
+    Etcd { endpoints: String, detail: String },
+    #[error("embedded datastore {path}: {detail}; check the path is writable and not used by another process", path = .path.display())]
+    Embedded { path: PathBuf, detail: String },
+    #[error("watch from revision {requested} is no longer possible (history kept from {oldest}); list again and watch from the listing's revision")]
+    Compacted { requested: i64, oldest: i64 },
+    #[error("TLS file {path}: {detail}", path = .path.display())]
+    Tls { path: PathBuf, detail: String },
+    #[error("key {key} is not valid UTF-8")]
+    BadKey { key: String },
+}
+
+impl StoreError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
+    }
+    /// True when the store could not be reached at all (as opposed to a
+    /// request it answered with a refusal).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;
+    /// Create `key` if it is absent; returns the new mod revision.
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError>;
+    /// Replace `key` if its mod revision is still `revision`.
+    async fn update(&self, key: &str, value: Vec<u8>, revision: i64) -> Result<i64, StoreError>;
+    /// Delete `key` if its mod revision is still `revision`.
+    async fn delete(&self, key: &str, revision: i64) -> Result<(), StoreError>;
+    /// Every key starting with `prefix`, in key order, from one snapshot.
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
+    /// Changes to keys under `prefix` with a revision of `from_revision` or
+    /// later, then live changes.
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError>;
+    /// A cheap round trip, for health checks (CNI STATUS).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The conformance suite every backend must pass; public so that the
+/// integration tests can run it against real etcd and a real file.
+#[doc(hidden)]
+pub mod conformance;

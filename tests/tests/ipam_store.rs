@@ -1,0 +1,78 @@
+//! The store conformance suite against both real backends: an etcd started
+//! here on a loopback port, and a redb file; plus the behaviours only a
+//! real backend has (persistence, unreachable endpoints, a locked file).
+
+use petrel_ipam::store::embedded::EmbeddedStore;
+use petrel_ipam::store::etcd::{EtcdConfig, EtcdStore};
+use petrel_ipam::store::{conformance, Store, StoreError};
+use petrel_ipam::testing::{etcd_binary, require, EtcdServer};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_backend_conforms() {
+    if !require("etcd (Debian: etcd-server)", etcd_binary().is_some()) {
+        return;
+    }
+    let etcd = EtcdServer::start().expect("start etcd");
+    let store = EtcdStore::connect(&EtcdConfig::new(vec![etcd.endpoint.clone()]))
+        .await
+        .expect("connect");
+    conformance::run_all(Arc::new(store), "/petrel-test/conformance").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_backend_conforms_and_persists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sub/ipam.db");
+    let rev = {
+        let store = EmbeddedStore::open(&path, Duration::from_secs(1)).expect("open");
+        conformance::run_all(Arc::new(store), "/petrel-test/conformance").await;
+        let store = EmbeddedStore::open(&path, Duration::from_secs(1));
+        // The first handle was moved into run_all and dropped: the file is
+        // free again.
+        let store = store.expect("reopen after drop");
+        let r = store.create("/persist/k", b"v".to_vec()).await.expect("create");
+        r
+    };
+    let store = EmbeddedStore::open(&path, Duration::from_secs(1)).expect("reopen");
+    let kv = store.get("/persist/k").await.expect("get").expect("persisted");
+    assert_eq!(kv.value, b"v");
+    assert_eq!(kv.mod_revision, rev, "revisions survive a reopen");
+    let r2 = store.create("/persist/k2", b"v".to_vec()).await.expect("create");
+    assert!(r2 > rev, "the revision counter persists");
+    // A watch from before this process opened the file cannot be served.
+    assert!(matches!(store.watch("/persist/", 1).await, Err(StoreError::Compacted { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_file_held_by_another_handle_times_out_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ipam.db");
+    let _held = EmbeddedStore::open(&path, Duration::from_secs(1)).expect("open");
+    let t = Instant::now();
+    let err = match EmbeddedStore::open(&path, Duration::from_millis(200)) {
+        Err(e) => e,
+        Ok(_) => panic!("a second open of a held file must fail"),
+    };
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    assert!(err.to_string().contains("ipam.db"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_etcd_names_its_endpoints_quickly() {
+    // A port nothing listens on: bind, learn it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let ep = format!("http://127.0.0.1:{port}");
+    let mut cfg = EtcdConfig::new(vec![ep.clone()]);
+    cfg.timeout = Duration::from_millis(500);
+    let store = EtcdStore::connect(&cfg).await.expect("lazy connect");
+    let t = Instant::now();
+    let err = store.ping().await.expect_err("nothing listens there");
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(err.to_string().contains(&ep), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+}
