@@ -598,8 +598,9 @@ fn decode_one(
             // RFC 7311 §3.2: a malformed AIGP is discarded.
             return Err((Length, AttributeDiscard));
         }
+        // The Extended Length bit is framing, derived again on encode.
         _ => a.other.push(RawAttribute {
-            flags,
+            flags: flags & !FLAG_EXTENDED_LENGTH,
             type_code: code,
             value: value.clone(),
         }),
