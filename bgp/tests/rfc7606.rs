@@ -546,3 +546,28 @@ fn unknown_optional_attributes_preserved_and_propagated() {
     assert_eq!(out.other[0].flags, OT | attr::FLAG_PARTIAL);
     assert_eq!(&out.other[0].value[..], &[1, 2, 3]);
 }
+
+// RFC 4271 §5: a Partial bit on a recognised optional transitive attribute
+// stays set when the attribute is passed on.
+#[test]
+fn partial_bit_on_known_attributes_is_kept() {
+    let u = with(a(OT | attr::FLAG_PARTIAL, attr::COMMUNITIES, &[0, 1, 0, 2]));
+    assert_eq!(u.action(), None);
+    let bytes = Message::Update(u)
+        .to_bytes(&CodecContext::four_octet())
+        .unwrap();
+    let at = bytes
+        .windows(2)
+        .position(|w| w[1] == attr::COMMUNITIES && w[0] & 0xc0 == 0xc0)
+        .unwrap();
+    assert_eq!(bytes[at], OT | attr::FLAG_PARTIAL);
+    let u = with(a(OT, attr::COMMUNITIES, &[0, 1, 0, 2]));
+    let bytes = Message::Update(u)
+        .to_bytes(&CodecContext::four_octet())
+        .unwrap();
+    let at = bytes
+        .windows(2)
+        .position(|w| w[1] == attr::COMMUNITIES && w[0] & 0xc0 == 0xc0)
+        .unwrap();
+    assert_eq!(bytes[at], OT);
+}

@@ -178,12 +178,20 @@ fn attrs(four_octet: bool) -> impl Strategy<Value = PathAttributes> {
                 0..3,
             ),
         ),
+        any::<bool>(),
     )
         .prop_map(
             move |(
                 (origin, path, nh, med, lp, atomic, aggr),
                 (comm, orig, cl, ext, large, other),
+                communities_partial,
             )| PathAttributes {
+                // Partial bits only on typed optional transitive attributes present.
+                partial: if communities_partial && comm.is_some() {
+                    1 << 8
+                } else {
+                    0
+                },
                 origin: Some(origin),
                 as_path: Some(path),
                 next_hop: Some(nh),

@@ -148,7 +148,7 @@ fn is_canonical(msg: &[u8]) -> bool {
             b[p + 2] as usize
         };
         let v = &b[p + if ext { 4 } else { 3 }..p + if ext { 4 } else { 3 } + len];
-        let typed = matches!(code, 1..=10 | 14..=18 | 25 | 32);
+        let typed = matches!(code, 1..=6 | 9 | 10 | 14 | 15);
         if ext != (len > 255) || (typed && flags & 0x20 != 0) {
             return false;
         }

@@ -163,6 +163,10 @@ pub struct PathAttributes {
     pub large_communities: Option<Vec<LargeCommunity>>,
     /// Other attributes, in the order received.
     pub other: Vec<RawAttribute>,
+    /// Typed optional transitive attributes that arrived with the Partial
+    /// bit: bit `n` for type code `n` (all such codes are below 64). RFC 4271
+    /// §5: once set, the Partial bit stays set when the attribute is passed on.
+    pub partial: u64,
 }
 
 /// RFC 7606 §2 error-handling approaches, weakest first, so that `max`
@@ -348,7 +352,18 @@ pub fn decode_attributes(
             return Err(reset(UpdateError::UnrecognizedWellKnownAttribute, whole()));
         }
 
+        // RFC 4271 §5: remember a Partial bit on typed optional transitive
+        // attributes so that it is sent on as received.
+        if flags & FLAG_PARTIAL != 0
+            && code < 64
+            && expected_flags(code) == Some(FLAG_OPTIONAL | FLAG_TRANSITIVE)
+        {
+            out.attrs.partial |= 1 << code;
+        }
         if let Err((kind, action)) = decode_one(ctx, actx, flags, code, &value, &mut out) {
+            if code < 64 {
+                out.attrs.partial &= !(1 << code);
+            }
             if action == Action::SessionReset {
                 let sub = match code {
                     MP_REACH_NLRI | MP_UNREACH_NLRI => UpdateError::OptionalAttributeError,
@@ -629,6 +644,14 @@ fn header_len(len: usize) -> usize {
 }
 
 impl PathAttributes {
+    fn partial_flag(&self, code: u8) -> u8 {
+        if code < 64 && self.partial & (1 << code) != 0 {
+            FLAG_PARTIAL
+        } else {
+            0
+        }
+    }
+
     /// Whether the 2-octet encoding needs AS4_PATH / AS4_AGGREGATOR
     /// generated (RFC 6793 §4.2.2): we hold 4-octet ASes and none were received.
     fn as4_path_needed(&self, ctx: &CodecContext) -> Option<&AsPath> {
@@ -691,16 +714,21 @@ impl PathAttributes {
         }
         if let Some(a) = self.aggregator {
             if four {
-                put_header(out, OT, AGGREGATOR, 8);
+                put_header(out, OT | self.partial_flag(AGGREGATOR), AGGREGATOR, 8);
                 out.put_u32(a.asn);
             } else {
-                put_header(out, OT, AGGREGATOR, 6);
+                put_header(out, OT | self.partial_flag(AGGREGATOR), AGGREGATOR, 6);
                 out.put_u16(u16::try_from(a.asn).unwrap_or(super::open::AS_TRANS));
             }
             out.put_slice(&a.addr.octets());
         }
         if let Some(c) = &self.communities {
-            put_header(out, OT, COMMUNITIES, 4 * c.len());
+            put_header(
+                out,
+                OT | self.partial_flag(COMMUNITIES),
+                COMMUNITIES,
+                4 * c.len(),
+            );
             for x in c {
                 out.put_u32(x.0);
             }
@@ -717,31 +745,56 @@ impl PathAttributes {
         }
         flush_others_below(EXTENDED_COMMUNITIES, out);
         if let Some(c) = &self.ext_communities {
-            put_header(out, OT, EXTENDED_COMMUNITIES, 8 * c.len());
+            put_header(
+                out,
+                OT | self.partial_flag(EXTENDED_COMMUNITIES),
+                EXTENDED_COMMUNITIES,
+                8 * c.len(),
+            );
             for x in c {
                 out.put_slice(&x.0);
             }
         }
         let as4 = self.as4_path.as_ref().or(self.as4_path_needed(ctx));
         if let Some(p) = as4 {
-            put_header(out, OT, AS4_PATH, p.encoded_len(true));
+            put_header(
+                out,
+                OT | self.partial_flag(AS4_PATH),
+                AS4_PATH,
+                p.encoded_len(true),
+            );
             p.encode(true, out);
         }
         if let Some(a) = self.as4_aggregator.or(self.as4_aggregator_needed(ctx)) {
-            put_header(out, OT, AS4_AGGREGATOR, 8);
+            put_header(
+                out,
+                OT | self.partial_flag(AS4_AGGREGATOR),
+                AS4_AGGREGATOR,
+                8,
+            );
             out.put_u32(a.asn);
             out.put_slice(&a.addr.octets());
         }
         flush_others_below(IPV6_EXT_COMMUNITIES, out);
         if let Some(c) = &self.ipv6_ext_communities {
-            put_header(out, OT, IPV6_EXT_COMMUNITIES, 20 * c.len());
+            put_header(
+                out,
+                OT | self.partial_flag(IPV6_EXT_COMMUNITIES),
+                IPV6_EXT_COMMUNITIES,
+                20 * c.len(),
+            );
             for x in c {
                 out.put_slice(&x.0);
             }
         }
         flush_others_below(LARGE_COMMUNITY, out);
         if let Some(c) = &self.large_communities {
-            put_header(out, OT, LARGE_COMMUNITY, 12 * c.len());
+            put_header(
+                out,
+                OT | self.partial_flag(LARGE_COMMUNITY),
+                LARGE_COMMUNITY,
+                12 * c.len(),
+            );
             for x in c {
                 out.put_u32(x.global);
                 out.put_u32(x.local1);
