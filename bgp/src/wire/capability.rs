@@ -214,7 +214,7 @@ impl Capability {
                 .ok_or_else(|| malformed(code))?,
             ),
             CAP_GRACEFUL_RESTART => {
-                if v.len() < 2 || (v.len() - 2) % 4 != 0 {
+                if v.len() < 2 || !(v.len() - 2).is_multiple_of(4) {
                     return Err(malformed(code));
                 }
                 let word = u16::from_be_bytes([v[0], v[1]]);

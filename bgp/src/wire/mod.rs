@@ -37,6 +37,10 @@ pub use update::{TooLarge, Update, UpdatePacker};
 use bytes::{BufMut, Bytes, BytesMut};
 use header::*;
 
+/// One BGP message. Messages are transient (decoded, handed on, dropped), so
+/// the UPDATE variant stays inline: boxing it would cost an allocation per
+/// UPDATE on the receive path to save stack space nobody holds on to.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Open(Open),

@@ -300,11 +300,11 @@ impl<'a> UpdatePacker<'a> {
 }
 
 /// Splits `entries` into runs whose encoded size stays within `room`.
-fn chunks<'e>(
-    entries: &'e [NlriEntry],
+fn chunks(
+    entries: &[NlriEntry],
     room: usize,
     len: impl Fn(&NlriEntry) -> usize,
-) -> Vec<&'e [NlriEntry]> {
+) -> Vec<&[NlriEntry]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut used = 0;

@@ -509,7 +509,7 @@ fn decode_one(
         }
         COMMUNITIES => {
             // RFC 7606 §7.8: length zero or not a multiple of 4: treat-as-withdraw.
-            if v.is_empty() || v.len() % 4 != 0 {
+            if v.is_empty() || !v.len().is_multiple_of(4) {
                 return Err((Length, TreatAsWithdraw));
             }
             a.communities = Some(v.chunks_exact(4).map(|c| Community(u32_of(c))).collect());
@@ -523,7 +523,7 @@ fn decode_one(
         }
         CLUSTER_LIST => {
             // RFC 7606 §7.10: length zero or not a multiple of 4: treat-as-withdraw.
-            if v.is_empty() || v.len() % 4 != 0 {
+            if v.is_empty() || !v.len().is_multiple_of(4) {
                 return Err((Length, TreatAsWithdraw));
             }
             a.cluster_list = Some(v.chunks_exact(4).map(ipv4_of).collect());
@@ -546,7 +546,7 @@ fn decode_one(
         }
         EXTENDED_COMMUNITIES => {
             // RFC 7606 §7.14: length not a multiple of 8: treat-as-withdraw.
-            if v.is_empty() || v.len() % 8 != 0 {
+            if v.is_empty() || !v.len().is_multiple_of(8) {
                 return Err((Length, TreatAsWithdraw));
             }
             a.ext_communities = Some(
@@ -577,7 +577,7 @@ fn decode_one(
         }
         IPV6_EXT_COMMUNITIES => {
             // RFC 7606 §7.15: length not a multiple of 20: treat-as-withdraw.
-            if v.is_empty() || v.len() % 20 != 0 {
+            if v.is_empty() || !v.len().is_multiple_of(20) {
                 return Err((Length, TreatAsWithdraw));
             }
             a.ipv6_ext_communities = Some(
@@ -588,7 +588,7 @@ fn decode_one(
         }
         LARGE_COMMUNITY => {
             // RFC 8092 §6: length zero or not a multiple of 12: treat-as-withdraw.
-            if v.is_empty() || v.len() % 12 != 0 {
+            if v.is_empty() || !v.len().is_multiple_of(12) {
                 return Err((Length, TreatAsWithdraw));
             }
             a.large_communities = Some(
