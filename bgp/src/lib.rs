@@ -5,3 +5,4 @@
 
 pub mod mrt;
 pub mod wire;
+pub mod fsm;
