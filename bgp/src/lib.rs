@@ -6,3 +6,4 @@
 pub mod mrt;
 pub mod wire;
 pub mod fsm;
+pub mod session;

@@ -1,0 +1,504 @@
+//! One peer's session task.
+//!
+//! Backpressure: events go to the speaker on a bounded channel; when it is
+//! full this task waits, so it stops reading from the socket and TCP flow
+//! control slows the peer down. Outgoing UPDATEs arrive already encoded; a
+//! slow peer's socket blocks only its own task.
+
+use super::socket::{self, ConnectOptions};
+use crate::fsm::{
+    collision_keeps_existing, Action, DownReason, Event, Fsm, FsmConfig, State, Timer,
+};
+use crate::wire::capability::Capability;
+use crate::wire::header::{split_message, HEADER_LEN};
+use crate::wire::notification::{CeaseError, ErrorCode};
+use crate::wire::{Message, Notification, Open, RouteRefresh, Update};
+use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub port: u16,
+    pub fsm: FsmConfig,
+    pub connect: ConnectOptions,
+}
+
+#[derive(Debug)]
+pub enum PeerCommand {
+    Start,
+    Stop {
+        communication: Option<String>,
+    },
+    /// Send this NOTIFICATION, go down, and come back after `idle` if given.
+    AdminDown {
+        notification: Notification,
+        idle: Option<Duration>,
+    },
+    /// An accepted connection from this peer's address.
+    Incoming(TcpStream),
+    /// Encoded messages (UPDATEs) to write, in order.
+    Send(Vec<Bytes>),
+    /// A message to encode with the session's context and write.
+    SendMessage(Message),
+}
+
+#[derive(Debug)]
+pub enum PeerEventKind {
+    State(State),
+    Established {
+        ctx: crate::wire::CodecContext,
+        remote: Box<Open>,
+    },
+    Down {
+        reason: DownReason,
+        was_established: bool,
+    },
+    Update(Box<Update>),
+    RouteRefresh(RouteRefresh),
+}
+
+#[derive(Debug)]
+pub struct PeerEvent {
+    pub peer: IpAddr,
+    pub kind: PeerEventKind,
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>;
+
+struct Conn {
+    stream: TcpStream,
+    outgoing: bool,
+    buf: BytesMut,
+}
+
+struct Task {
+    cfg: PeerConfig,
+    fsm: Fsm,
+    conn: Option<Conn>,
+    connecting: Option<ConnectFuture>,
+    timers: [Option<Instant>; 5],
+    events: mpsc::Sender<PeerEvent>,
+    /// The peer advertised graceful restart on the current session.
+    peer_gr: bool,
+    established_at: Option<Instant>,
+}
+
+fn timer_index(t: Timer) -> usize {
+    match t {
+        Timer::ConnectRetry => 0,
+        Timer::Hold => 1,
+        Timer::Keepalive => 2,
+        Timer::DelayOpen => 3,
+        Timer::IdleHold => 4,
+    }
+}
+
+const TIMERS: [Timer; 5] = [
+    Timer::ConnectRetry,
+    Timer::Hold,
+    Timer::Keepalive,
+    Timer::DelayOpen,
+    Timer::IdleHold,
+];
+
+/// A session that stays up this long forgets its flap history.
+const STABLE: Duration = Duration::from_secs(300);
+
+/// Spawns the task for one peer. It starts Idle; send [`PeerCommand::Start`].
+pub fn spawn_peer(
+    cfg: PeerConfig,
+    commands: mpsc::Receiver<PeerCommand>,
+    events: mpsc::Sender<PeerEvent>,
+) -> tokio::task::JoinHandle<()> {
+    let fsm = Fsm::new(cfg.fsm.clone());
+    let task = Task {
+        cfg,
+        fsm,
+        conn: None,
+        connecting: None,
+        timers: [None; 5],
+        events,
+        peer_gr: false,
+        established_at: None,
+    };
+    tokio::spawn(task.run(commands))
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::Receiver<PeerCommand>) {
+        let peer = self.cfg.address;
+        loop {
+            let next_timer = self
+                .timers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| t.map(|t| (i, t)))
+                .min_by_key(|x| x.1);
+            let sleep = async {
+                match next_timer {
+                    Some((_, at)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let connecting = async {
+                match self.connecting.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let reading = async {
+                match self.conn.as_mut() {
+                    Some(c) => {
+                        c.buf.reserve(64 * 1024);
+                        c.stream.read_buf(&mut c.buf).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None => {
+                        // The speaker dropped us: leave quietly, as a stop.
+                        self.feed(Event::ManualStop { communication: Some("peer removed".into()) }).await;
+                        return;
+                    }
+                    Some(cmd) => self.command(cmd).await,
+                },
+                _ = sleep => {
+                    if let Some((i, _)) = next_timer {
+                        self.timers[i] = None;
+                        self.feed(Event::TimerExpired(TIMERS[i])).await;
+                    }
+                }
+                res = connecting => {
+                    self.connecting = None;
+                    match res {
+                        Ok(stream) => {
+                            debug!(%peer, "connected");
+                            self.conn = Some(Conn { stream, outgoing: true, buf: BytesMut::with_capacity(64 * 1024) });
+                            self.feed(Event::TcpConnected).await;
+                        }
+                        Err(e) => {
+                            debug!(%peer, error = %e, "connect failed");
+                            self.feed(Event::TcpFails).await;
+                        }
+                    }
+                }
+                res = reading => match res {
+                    Ok(0) | Err(_) => {
+                        debug!(%peer, "connection closed");
+                        self.conn = None;
+                        self.feed(Event::TcpFails).await;
+                    }
+                    Ok(_) => self.drain().await,
+                },
+            }
+            if self.fsm.state() == State::Established {
+                if let Some(t) = self.established_at {
+                    if t.elapsed() > STABLE {
+                        self.fsm.reset_flaps();
+                        self.established_at = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes every whole message in the receive buffer.
+    async fn drain(&mut self) {
+        loop {
+            let max = self.fsm.codec().max_message_len;
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            match split_message(&mut conn.buf, max) {
+                Ok(None) => return,
+                Ok(Some((header, raw))) => {
+                    let raw = raw.freeze();
+                    let body = raw.slice(HEADER_LEN..);
+                    let ev = match Message::decode_body(self.fsm.codec(), header.msg_type, &body) {
+                        Ok(m) => Event::Received(m),
+                        Err(n) => Event::DecodeError(n),
+                    };
+                    self.feed(ev).await;
+                }
+                Err(n) => {
+                    self.feed(Event::DecodeError(n)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, cmd: PeerCommand) {
+        match cmd {
+            PeerCommand::Start => self.feed(Event::ManualStart).await,
+            PeerCommand::Stop { communication } => {
+                self.feed(Event::ManualStop { communication }).await
+            }
+            PeerCommand::AdminDown { notification, idle } => {
+                self.feed(Event::AdminDown { notification, idle }).await
+            }
+            PeerCommand::Incoming(stream) => self.incoming(stream).await,
+            PeerCommand::Send(msgs) => {
+                if self.fsm.state() == State::Established {
+                    for m in msgs {
+                        if !self.write(&m).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            PeerCommand::SendMessage(m) => {
+                if self.fsm.state() == State::Established {
+                    if let Ok(b) = m.to_bytes(self.fsm.codec()) {
+                        self.write(&b).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// An accepted connection from the peer (RFC 4271 §6.8 collisions).
+    async fn incoming(&mut self, stream: TcpStream) {
+        let peer = self.cfg.address;
+        if let Some(h) = self.cfg.connect.gtsm_hops {
+            if let Err(e) = socket::gtsm_accepted(&stream, h) {
+                warn!(%peer, error = %e, "cannot apply TTL security to an accepted connection");
+            }
+        }
+        match self.fsm.state() {
+            State::Idle => {
+                // Not started, or holding down after an error: refuse.
+                drop(stream);
+            }
+            State::Connect | State::Active => {
+                self.connecting = None;
+                self.conn = Some(Conn {
+                    stream,
+                    outgoing: false,
+                    buf: BytesMut::with_capacity(64 * 1024),
+                });
+                self.feed(Event::TcpAccepted).await;
+            }
+            State::Established if self.peer_gr => {
+                // RFC 4724 §4.2: a new connection from a peer that negotiated
+                // graceful restart means it restarted: the old session is gone
+                // (its routes become stale), the new one is accepted.
+                info!(%peer, "new connection while Established: peer restarted (graceful restart)");
+                self.conn = None;
+                self.feed(Event::TcpFails).await;
+                self.feed(Event::ManualStart).await;
+                self.connecting = None;
+                self.conn = Some(Conn {
+                    stream,
+                    outgoing: false,
+                    buf: BytesMut::with_capacity(64 * 1024),
+                });
+                self.feed(Event::TcpAccepted).await;
+            }
+            State::Established => {
+                // §6.8: a collision with an Established session closes the new connection.
+                reject(stream, CeaseError::ConnectionCollisionResolution).await;
+            }
+            State::OpenSent | State::OpenConfirm => self.collision(stream).await,
+        }
+    }
+
+    /// §6.8: read the new connection's OPEN, then keep the connection that
+    /// the speaker with the higher BGP Identifier initiated.
+    async fn collision(&mut self, mut stream: TcpStream) {
+        let peer = self.cfg.address;
+        let mut buf = BytesMut::with_capacity(4096);
+        let open = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Ok(Some((h, raw))) = split_message(&mut buf, 4096) {
+                    let raw = raw.freeze();
+                    return match Message::decode_body(
+                        &Default::default(),
+                        h.msg_type,
+                        &raw.slice(HEADER_LEN..),
+                    ) {
+                        Ok(Message::Open(o)) => Some(o),
+                        _ => None,
+                    };
+                }
+                match stream.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(open) = open else { return };
+        let existing_outgoing = self.conn.as_ref().is_some_and(|c| c.outgoing);
+        if collision_keeps_existing(self.cfg.fsm.local_id, open.bgp_id, existing_outgoing) {
+            debug!(%peer, "collision: keeping the existing connection");
+            reject(stream, CeaseError::ConnectionCollisionResolution).await;
+            return;
+        }
+        debug!(%peer, "collision: switching to the new connection");
+        let n = Notification::bare(ErrorCode::Cease(CeaseError::ConnectionCollisionResolution));
+        if let Ok(b) = Message::Notification(n).to_bytes(&Default::default()) {
+            self.write(&b).await;
+        }
+        self.conn = None;
+        self.feed(Event::TcpFails).await;
+        if self.fsm.state() == State::Idle {
+            self.feed(Event::ManualStart).await;
+        }
+        self.connecting = None;
+        self.conn = Some(Conn {
+            stream,
+            outgoing: false,
+            buf,
+        });
+        self.feed(Event::TcpAccepted).await;
+        self.feed(Event::Received(Message::Open(open))).await;
+        self.drain().await;
+    }
+
+    async fn write(&mut self, b: &[u8]) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        match conn.stream.write_all(b).await {
+            Ok(()) => true,
+            Err(e) => {
+                debug!(peer = %self.cfg.address, error = %e, "write failed");
+                self.conn = None;
+                Box::pin(self.feed(Event::TcpFails)).await;
+                false
+            }
+        }
+    }
+
+    /// Feeds one event to the FSM and carries out its actions.
+    async fn feed(&mut self, ev: Event) {
+        let before = self.fsm.state();
+        let actions = self.fsm.handle(ev);
+        for a in actions {
+            self.act(a).await;
+        }
+        let after = self.fsm.state();
+        if before != after {
+            debug!(peer = %self.cfg.address, from = before.name(), to = after.name(), "state");
+            let _ = self
+                .events
+                .send(PeerEvent {
+                    peer: self.cfg.address,
+                    kind: PeerEventKind::State(after),
+                })
+                .await;
+        }
+    }
+
+    async fn act(&mut self, a: Action) {
+        let peer = self.cfg.address;
+        match a {
+            Action::Connect => {
+                let addr = SocketAddr::new(peer, self.cfg.port);
+                let mut opts = self.cfg.connect.clone();
+                opts.timeout.get_or_insert(Duration::from_secs(10));
+                self.connecting = Some(Box::pin(async move { socket::connect(addr, &opts).await }));
+            }
+            Action::Disconnect => {
+                self.connecting = None;
+                if let Some(mut c) = self.conn.take() {
+                    let _ = c.stream.shutdown().await;
+                }
+            }
+            Action::Send(m) => {
+                match m.to_bytes(self.fsm.codec()) {
+                    Ok(b) => {
+                        if let Message::Notification(n) = &m {
+                            warn!(%peer, notification = %n, "sending NOTIFICATION");
+                        }
+                        let Some(conn) = self.conn.as_mut() else {
+                            return;
+                        };
+                        // A failed write surfaces as a read error next.
+                        let _ = conn.stream.write_all(&b).await;
+                    }
+                    Err(e) => warn!(%peer, error = %e, "message not sent"),
+                }
+            }
+            Action::StartTimer(t, d) => self.timers[timer_index(t)] = Some(Instant::now() + d),
+            Action::StopTimer(t) => self.timers[timer_index(t)] = None,
+            Action::Established { ctx, remote } => {
+                self.peer_gr = remote
+                    .capabilities()
+                    .any(|c| matches!(c, Capability::GracefulRestart(_)));
+                self.established_at = Some(Instant::now());
+                info!(%peer, asn = remote.asn(), id = %remote.bgp_id, hold = self.fsm.negotiated_hold_time(), "session established");
+                let _ = self
+                    .events
+                    .send(PeerEvent {
+                        peer,
+                        kind: PeerEventKind::Established { ctx, remote },
+                    })
+                    .await;
+            }
+            Action::Down {
+                reason,
+                was_established,
+            } => {
+                match &reason {
+                    DownReason::NotificationReceived(n) => {
+                        warn!(%peer, notification = %n, "received NOTIFICATION")
+                    }
+                    r if was_established => warn!(%peer, reason = %r, "session down"),
+                    r => debug!(%peer, reason = %r, "connection attempt ended"),
+                }
+                let _ = self
+                    .events
+                    .send(PeerEvent {
+                        peer,
+                        kind: PeerEventKind::Down {
+                            reason,
+                            was_established,
+                        },
+                    })
+                    .await;
+            }
+            Action::Update(u) => {
+                let _ = self
+                    .events
+                    .send(PeerEvent {
+                        peer,
+                        kind: PeerEventKind::Update(u),
+                    })
+                    .await;
+            }
+            Action::RouteRefresh(r) => {
+                let _ = self
+                    .events
+                    .send(PeerEvent {
+                        peer,
+                        kind: PeerEventKind::RouteRefresh(r),
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Closes a connection we do not want, telling the peer why.
+async fn reject(mut stream: TcpStream, why: CeaseError) {
+    let n = Notification::bare(ErrorCode::Cease(why));
+    if let Ok(b) = Message::Notification(n).to_bytes(&Default::default()) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&b)).await;
+    }
+    let _ = stream.shutdown().await;
+}
