@@ -58,7 +58,9 @@ pub enum Timer {
     IdleHold,
 }
 
-/// What the FSM is told (RFC 4271 §8.1 events, grouped).
+/// What the FSM is told (RFC 4271 §8.1 events, grouped). Events are
+/// transient, so a message travels inline rather than boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// Events 1 and 4 (passive per configuration).
@@ -112,6 +114,7 @@ impl std::fmt::Display for DownReason {
 }
 
 /// What the FSM asks its driver (or the RIB) to do.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Open an outgoing TCP connection (§8.2.2 Idle → Connect).
@@ -314,9 +317,9 @@ impl Fsm {
                         }
                     };
                     out.push(Action::Send(Message::Notification(n.clone())));
-                    self.to_idle(out, DownReason::NotificationSent(n), None);
+                    self.enter_idle(out, DownReason::NotificationSent(n), None);
                 } else {
-                    self.to_idle(out, DownReason::Stopped, None);
+                    self.enter_idle(out, DownReason::Stopped, None);
                 }
                 self.connect_retry_counter = 0;
                 self.flaps = 0;
@@ -324,9 +327,9 @@ impl Fsm {
             (s, AdminDown { notification, idle }) => {
                 if matches!(s, OpenSent | OpenConfirm | Established) {
                     out.push(Action::Send(Message::Notification(notification.clone())));
-                    self.to_idle(out, DownReason::NotificationSent(notification), idle);
+                    self.enter_idle(out, DownReason::NotificationSent(notification), idle);
                 } else {
-                    self.to_idle(out, DownReason::Stopped, idle);
+                    self.enter_idle(out, DownReason::Stopped, idle);
                 }
             }
             (Idle, ManualStart)
@@ -402,14 +405,14 @@ impl Fsm {
                     self.state = Active;
                 } else {
                     self.connect_retry_counter += 1;
-                    self.to_idle(out, DownReason::ConnectionLost, Some(self.cfg.idle_hold));
+                    self.enter_idle(out, DownReason::ConnectionLost, Some(self.cfg.idle_hold));
                 }
             }
             (Connect | Active, Received(Message::Notification(n))) => {
                 // §8.2.2: NOTIFICATION (event 24/25) before our OPEN.
                 self.connect_retry_counter += 1;
                 out.push(Action::Disconnect);
-                self.to_idle(
+                self.enter_idle(
                     out,
                     DownReason::NotificationReceived(n),
                     Some(self.cfg.idle_hold),
@@ -420,7 +423,7 @@ impl Fsm {
                 // no NOTIFICATION: drop and restart later.
                 self.connect_retry_counter += 1;
                 out.push(Action::Disconnect);
-                self.to_idle(out, DownReason::ConnectionLost, Some(self.cfg.idle_hold));
+                self.enter_idle(out, DownReason::ConnectionLost, Some(self.cfg.idle_hold));
             }
             (OpenSent, Received(Message::Open(open))) => {
                 // §8.2.2 OpenSent, event 19.
@@ -469,7 +472,7 @@ impl Fsm {
                 // A second connection is the driver's collision business
                 // (§6.8); reaching here means this connection failed.
                 out.push(Action::Disconnect);
-                self.to_idle(out, DownReason::ConnectionLost, Some(self.cfg.idle_hold));
+                self.enter_idle(out, DownReason::ConnectionLost, Some(self.cfg.idle_hold));
             }
             (Established, Received(Message::Keepalive)) => self.restart_hold(out),
             (Established, Received(Message::Update(u))) => {
@@ -590,7 +593,7 @@ impl Fsm {
             }
         }
         out.push(Action::Disconnect);
-        self.to_idle(
+        self.enter_idle(
             out,
             DownReason::NotificationReceived(n),
             Some(self.cfg.idle_hold),
@@ -601,7 +604,7 @@ impl Fsm {
         out.push(Action::Send(Message::Notification(n.clone())));
         out.push(Action::Disconnect);
         self.connect_retry_counter += 1;
-        self.to_idle(
+        self.enter_idle(
             out,
             DownReason::NotificationSent(n),
             Some(self.cfg.idle_hold),
@@ -610,7 +613,7 @@ impl Fsm {
 
     /// Enters Idle, stopping every timer. With `restart`, an IdleHold timer
     /// brings the session back (`AutomaticStart`); it grows with repeated flaps.
-    fn to_idle(&mut self, out: &mut Vec<Action>, reason: DownReason, restart: Option<Duration>) {
+    fn enter_idle(&mut self, out: &mut Vec<Action>, reason: DownReason, restart: Option<Duration>) {
         let was_established = self.state == State::Established;
         let was_connected = !matches!(self.state, State::Idle);
         if !matches!(out.last(), Some(Action::Disconnect)) && was_connected {

@@ -32,6 +32,9 @@ pub struct PeerConfig {
     pub connect: ConnectOptions,
 }
 
+/// Commands are few and short-lived; the occasional OPEN-sized message
+/// rides inline.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum PeerCommand {
     Start,
