@@ -1,3 +1,5 @@
 //! petreld, the node daemon, and petrelctl, its operator tool.
 
+pub mod config;
+pub mod control;
 pub mod ctl;

@@ -57,9 +57,11 @@ pub enum PeerCommand {
 #[derive(Debug)]
 pub enum PeerEventKind {
     State(State),
+    /// `local` is our end of the connection (next-hop-self uses it).
     Established {
         ctx: crate::wire::CodecContext,
         remote: Box<Open>,
+        local: Option<SocketAddr>,
     },
     Down {
         reason: DownReason,
@@ -445,11 +447,12 @@ impl Task {
                     .any(|c| matches!(c, Capability::GracefulRestart(_)));
                 self.established_at = Some(Instant::now());
                 info!(%peer, asn = remote.asn(), id = %remote.bgp_id, hold = self.fsm.negotiated_hold_time(), "session established");
+                let local = self.conn.as_ref().and_then(|c| c.stream.local_addr().ok());
                 let _ = self
                     .events
                     .send(PeerEvent {
                         peer,
-                        kind: PeerEventKind::Established { ctx, remote },
+                        kind: PeerEventKind::Established { ctx, remote, local },
                     })
                     .await;
             }
