@@ -4,6 +4,8 @@
 //! - [`mrt`]: a reader for MRT dumps (RFC 6396), feeding the codec.
 
 pub mod mrt;
+pub mod policy;
+pub mod rib;
 pub mod wire;
 pub mod fsm;
 pub mod session;

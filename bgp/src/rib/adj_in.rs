@@ -1,0 +1,435 @@
+//! Adj-RIB-In: what each peer sent, before and after import policy, and the
+//! graceful-restart life of those routes (RFC 4271 §9.1, RFC 4724, RFC 9494).
+//!
+//! Paths live in the shared table ([`super::loc`]); this module decides what
+//! goes in. A received route is first checked for loops (our AS in the path
+//! more than `allow_own_as` times, RFC 4271 §9.1.2; our router id as
+//! ORIGINATOR_ID or our CLUSTER_ID in CLUSTER_LIST, RFC 4456 §8), then run
+//! through the peer's import policy. The pre-policy attributes are always
+//! kept, so a new import policy is applied without asking the peer to
+//! resend (soft reconfiguration).
+//!
+//! Graceful restart: when a session that negotiated GR drops, the peer's
+//! paths in the families it preserved are marked stale and stay in use;
+//! End-of-RIB for a family (or the restart timer) sweeps those not
+//! refreshed. With LLGR the timer instead demotes them to LLGR_STALE (the
+//! community added, least preferred), except routes marked NO_LLGR, until the
+//! long-lived stale timer sweeps them. The timers belong to the driver; the
+//! RIB is told when they fire.
+
+use super::attrs::AttrSet;
+use super::loc::{invalidate, Path, LLGR_STALE, REJECTED, STALE};
+use super::{Output, Peer, PeerId, Rib, RibConfig, Session};
+use crate::policy::{PeerType, PolicyInput, Verdict};
+use crate::wire::attr::community::{LLGR_STALE as LLGR_STALE_COMMUNITY, NO_LLGR};
+use crate::wire::attr::Community;
+use crate::wire::family::Family;
+use crate::wire::nlri::Prefix;
+use crate::wire::update::Update;
+use std::sync::Arc;
+
+/// Why a route was not accepted into the Loc-RIB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Our AS appears in AS_PATH more often than `allow_own_as`.
+    AsPathLoop,
+    /// ORIGINATOR_ID is our router id (RFC 4456 §8).
+    OriginatorLoop,
+    /// CLUSTER_LIST holds our CLUSTER_ID (RFC 4456 §8).
+    ClusterLoop,
+    Policy,
+}
+
+/// One path of a peer's Adj-RIB-In.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdjInRoute {
+    pub prefix: Prefix,
+    pub path_id: u32,
+    /// As received.
+    pub pre: Arc<AttrSet>,
+    /// After import policy; `None` when rejected.
+    pub post: Option<Arc<AttrSet>>,
+    pub stale: bool,
+    pub llgr_stale: bool,
+}
+
+/// The loop checks of import, before policy.
+fn loop_check(cfg: &RibConfig, peer: &Peer, a: &AttrSet) -> Option<Rejection> {
+    let local_as = peer.cfg.local_as.unwrap_or(cfg.local_as);
+    let allow = peer.cfg.allow_own_as as usize;
+    if let Some(path) = &a.attrs.as_path {
+        // RFC 4271 §9.1.2: a route whose AS_PATH contains our AS is excluded
+        // (allow-own-as N relaxes it for hub-and-spoke designs).
+        let own = path.count(local_as)
+            + if local_as != cfg.local_as {
+                path.count(cfg.local_as)
+            } else {
+                0
+            };
+        if own > allow {
+            return Some(Rejection::AsPathLoop);
+        }
+    }
+    // RFC 4456 §8: a route carrying our router id as ORIGINATOR_ID is ignored.
+    if a.attrs.originator_id == Some(cfg.router_id) {
+        return Some(Rejection::OriginatorLoop);
+    }
+    // RFC 4456 §8: a route whose CLUSTER_LIST holds our CLUSTER_ID is ignored.
+    if a.attrs
+        .cluster_list
+        .as_ref()
+        .is_some_and(|l| l.contains(&cfg.cluster_id()))
+    {
+        return Some(Rejection::ClusterLoop);
+    }
+    None
+}
+
+impl Rib {
+    /// Builds the path for one received route: loop checks, then import
+    /// policy. Keeps `flags` of graceful restart given by the caller.
+    fn import_path(
+        &mut self,
+        id: PeerId,
+        prefix: Prefix,
+        path_id: u32,
+        pre: Arc<AttrSet>,
+        flags: u8,
+    ) -> Path {
+        let mut path = Path {
+            attrs: pre,
+            pre: None,
+            path_id,
+            peer: id,
+            flags: flags | REJECTED,
+        };
+        let Ok(peer) = self.peer(id) else { return path };
+        if loop_check(&self.cfg, peer, &path.attrs).is_some() {
+            return path;
+        }
+        let verdict = peer.cfg.import.evaluate(&PolicyInput {
+            prefix,
+            attrs: &path.attrs,
+            peer_type: Some(match peer.kind(&self.cfg) {
+                super::PeerKind::Ibgp => PeerType::Ibgp,
+                _ => PeerType::Ebgp,
+            }),
+            local_as: peer.cfg.local_as.unwrap_or(self.cfg.local_as),
+        });
+        match verdict {
+            Verdict::Reject => {}
+            Verdict::Accept(None) => path.flags &= !REJECTED,
+            Verdict::Accept(Some(post)) => {
+                path.pre = Some(std::mem::replace(&mut path.attrs, self.attrs.intern(post)));
+                path.flags &= !REJECTED;
+            }
+        }
+        path
+    }
+
+    /// Why a path of `id` is rejected, for `show` and tests.
+    pub fn rejection(&self, id: PeerId, prefix: &Prefix, path_id: u32) -> Option<Rejection> {
+        let p = self
+            .table
+            .paths(prefix)
+            .iter()
+            .find(|p| p.peer == id && p.path_id == path_id)?;
+        if !p.has(REJECTED) {
+            return None;
+        }
+        let peer = self.peer(id).ok()?;
+        Some(loop_check(&self.cfg, peer, p.pre()).unwrap_or(Rejection::Policy))
+    }
+
+    fn put(&mut self, prefix: Prefix, path: Path) {
+        let id = path.peer;
+        let accepted = !path.has(REJECTED);
+        let old = self.table.set(prefix, path);
+        if let Ok(p) = self.peer_mut(id) {
+            forget(&mut p.counters, old.as_ref());
+            p.counters.received += 1;
+            p.counters.accepted += accepted as usize;
+        }
+    }
+
+    fn drop_path(&mut self, id: PeerId, prefix: Prefix, path_id: u32) -> bool {
+        let old = self.table.remove(&prefix, id, path_id);
+        if let Ok(p) = self.peer_mut(id) {
+            forget(&mut p.counters, old.as_ref());
+        }
+        old.is_some()
+    }
+
+    /// The session reached Established: the peer joins its update group and
+    /// is sent the table, then End-of-RIB per family. Stale paths of an
+    /// earlier session stay until End-of-RIB or the restart timer.
+    pub fn peer_up(&mut self, id: PeerId, session: Session) -> Output {
+        let mut out = Output::default();
+        let Ok(peer) = self.peer_mut(id) else {
+            return out;
+        };
+        peer.router_id = session.router_id;
+        peer.session = Some(session);
+        self.leave_group(id);
+        self.join_group(id, None, &mut out);
+        out
+    }
+
+    /// The session went down. Paths in `keep_stale` (the families for which
+    /// the peer negotiated graceful restart, RFC 4724 §4.2) are marked stale
+    /// and stay in use; every other path of the peer is removed.
+    pub fn peer_down(&mut self, id: PeerId, keep_stale: &[Family]) -> Output {
+        if self.peer(id).is_err() {
+            return Output::default();
+        }
+        self.leave_group(id);
+        if let Ok(p) = self.peer_mut(id) {
+            p.session = None;
+        }
+        self.sweep(id, |prefix, p| {
+            if keep_stale.contains(&prefix.family()) {
+                p.flags |= STALE;
+                Keep::Yes
+            } else {
+                Keep::No
+            }
+        })
+    }
+
+    /// An UPDATE from `id`. End-of-RIB markers are recognised (RFC 4724 §2),
+    /// treat-as-withdraw is honoured (RFC 7606 §2), NLRI of families the
+    /// session did not negotiate are ignored.
+    pub fn receive(&mut self, id: PeerId, update: &Update) -> Output {
+        let Some(session) = self.peer(id).ok().and_then(|p| p.session.as_ref()) else {
+            return Output::default();
+        };
+        if let Some(family) = update.end_of_rib_family() {
+            return self.end_of_rib(id, family);
+        }
+        let families = session.families.clone();
+        let ebgp = self
+            .peer(id)
+            .is_ok_and(|p| p.kind(&self.cfg) != super::PeerKind::Ibgp);
+        let mut dirty = Vec::new();
+        for (_, e) in update.withdrawals() {
+            if self.drop_path(id, e.prefix, e.path_id.unwrap_or(0)) {
+                dirty.push(e.prefix);
+            }
+        }
+        if update.treat_as_withdraw() {
+            for (_, e) in update.announced() {
+                if self.drop_path(id, e.prefix, e.path_id.unwrap_or(0)) {
+                    dirty.push(e.prefix);
+                }
+            }
+            return self.finish(dirty);
+        }
+        let mut attrs = update.attrs.clone();
+        attrs.normalize_as4();
+        if ebgp {
+            // RFC 4271 §5.1.5: a LOCAL_PREF from an external peer is ignored;
+            // the route gets the configured default.
+            attrs.local_pref = Some(self.cfg.decision.default_local_pref);
+        }
+        let classic =
+            (!update.nlri.is_empty()).then(|| self.attrs.intern(AttrSet::new(attrs.clone(), None)));
+        let mp = update.mp_reach.as_ref().map(|mp| {
+            let mut a = attrs.clone();
+            a.next_hop = None;
+            (
+                mp,
+                self.attrs
+                    .intern(AttrSet::new(a, Some(mp.next_hop.clone()))),
+            )
+        });
+        let runs = classic
+            .map(|a| (Family::IPV4_UNICAST, update.nlri.iter(), a))
+            .into_iter()
+            .chain(mp.map(|(mp, a)| (mp.family, mp.nlri.iter(), a)));
+        let mut paths = Vec::new();
+        for (family, entries, pre) in runs {
+            if !families.contains(&family) {
+                continue;
+            }
+            for e in entries {
+                paths.push((e.prefix, e.path_id.unwrap_or(0), pre.clone()));
+            }
+        }
+        for (prefix, path_id, pre) in paths {
+            let path = self.import_path(id, prefix, path_id, pre, 0);
+            self.put(prefix, path);
+            dirty.push(prefix);
+        }
+        self.finish(dirty)
+    }
+
+    /// RFC 4724 §4.2: End-of-RIB for `family`: stale paths of the peer in
+    /// that family (not refreshed by the new session) are removed.
+    pub fn end_of_rib(&mut self, id: PeerId, family: Family) -> Output {
+        self.sweep(id, |prefix, p| {
+            if prefix.family() == family && p.flags & (STALE | LLGR_STALE) != 0 {
+                Keep::No
+            } else {
+                Keep::Yes
+            }
+        })
+    }
+
+    /// The restart timer fired (RFC 4724 §4.2). Stale paths in `llgr`
+    /// families (the peer negotiated a long-lived stale time for them)
+    /// become LLGR_STALE (RFC 9494 §4.2), except those carrying NO_LLGR;
+    /// every other stale path is removed.
+    pub fn restart_timer_expired(&mut self, id: PeerId, llgr: &[Family]) -> Output {
+        let mut demote = Vec::new();
+        let out_of_sweep = self.sweep(id, |prefix, p| {
+            if !p.has(STALE) {
+                return Keep::Yes;
+            }
+            let no_llgr = p
+                .pre()
+                .attrs
+                .communities
+                .as_ref()
+                .is_some_and(|c| c.contains(&Community(NO_LLGR)));
+            if llgr.contains(&prefix.family()) && !no_llgr {
+                demote.push((*prefix, p.path_id));
+                Keep::Yes
+            } else {
+                Keep::No
+            }
+        });
+        let mut dirty: Vec<Prefix> = Vec::new();
+        for (prefix, path_id) in demote {
+            let Some(p) = self
+                .table
+                .paths(&prefix)
+                .iter()
+                .find(|p| p.peer == id && p.path_id == path_id)
+            else {
+                continue;
+            };
+            // RFC 9494 §4.2: the route is marked with the LLGR_STALE
+            // community; pre- and post-policy alike, so a later import
+            // policy change keeps it.
+            let pre = self.attrs.intern(with_llgr_stale(p.pre()));
+            let flags = (p.flags & !STALE) | LLGR_STALE;
+            let path = self.import_path(id, prefix, path_id, pre, flags & !REJECTED);
+            self.put(prefix, path);
+            dirty.push(prefix);
+        }
+        let mut out = self.finish(dirty);
+        out.changes.extend(out_of_sweep.changes);
+        out.messages.splice(0..0, out_of_sweep.messages);
+        out.errors.extend(out_of_sweep.errors);
+        out
+    }
+
+    /// The long-lived stale timer fired (RFC 9494 §4.2): LLGR_STALE paths
+    /// of `family` are removed.
+    pub fn llgr_timer_expired(&mut self, id: PeerId, family: Family) -> Output {
+        self.sweep(id, |prefix, p| {
+            if prefix.family() == family && p.has(LLGR_STALE) {
+                Keep::No
+            } else {
+                Keep::Yes
+            }
+        })
+    }
+
+    /// Applies the peer's (new) import policy to its pre-policy paths.
+    pub(crate) fn reimport(&mut self, id: PeerId) -> Output {
+        let mine: Vec<(Prefix, u32, Arc<AttrSet>, u8)> = self
+            .table
+            .iter()
+            .flat_map(|(prefix, paths)| {
+                paths
+                    .iter()
+                    .filter(|p| p.peer == id)
+                    .map(|p| (*prefix, p.path_id, p.pre().clone(), p.flags))
+            })
+            .collect();
+        let mut dirty = Vec::new();
+        for (prefix, path_id, pre, flags) in mine {
+            let path = self.import_path(id, prefix, path_id, pre, flags & (STALE | LLGR_STALE));
+            self.put(prefix, path);
+            dirty.push(prefix);
+        }
+        self.finish(dirty)
+    }
+
+    /// The peer's Adj-RIB-In, pre- and post-policy.
+    pub fn adj_rib_in(&self, id: PeerId) -> Vec<AdjInRoute> {
+        self.table
+            .iter()
+            .flat_map(|(prefix, paths)| {
+                paths.iter().filter(|p| p.peer == id).map(|p| AdjInRoute {
+                    prefix: *prefix,
+                    path_id: p.path_id,
+                    pre: p.pre().clone(),
+                    post: (!p.has(REJECTED)).then(|| p.attrs.clone()),
+                    stale: p.has(STALE),
+                    llgr_stale: p.has(LLGR_STALE),
+                })
+            })
+            .collect()
+    }
+
+    /// Walks the peer's paths: `f` may change flags that do not affect the
+    /// selection (STALE) and says whether to keep each path.
+    fn sweep(&mut self, id: PeerId, mut f: impl FnMut(&Prefix, &mut Path) -> Keep) -> Output {
+        let mut dirty = Vec::new();
+        let mut removed: Vec<Path> = Vec::new();
+        for (prefix, paths) in self.table.iter_mut() {
+            let before = paths.len();
+            let mut lost_selected = false;
+            paths.retain_mut(|p| {
+                if p.peer != id {
+                    return true;
+                }
+                match f(prefix, p) {
+                    Keep::Yes => true,
+                    Keep::No => {
+                        lost_selected |= p.has(super::loc::SELECTED);
+                        removed.push(p.clone());
+                        false
+                    }
+                }
+            });
+            if lost_selected {
+                invalidate(paths);
+            }
+            if paths.len() != before {
+                dirty.push(*prefix);
+            }
+        }
+        if let Ok(p) = self.peer_mut(id) {
+            for old in &removed {
+                forget(&mut p.counters, Some(old));
+            }
+        }
+        self.finish(dirty)
+    }
+}
+
+pub(crate) enum Keep {
+    Yes,
+    No,
+}
+
+/// Takes a path that left the table out of the peer's counters.
+fn forget(c: &mut super::PeerCounters, p: Option<&Path>) {
+    let Some(p) = p else { return };
+    c.received = c.received.saturating_sub(1);
+    if !p.has(REJECTED) {
+        c.accepted = c.accepted.saturating_sub(1);
+    }
+}
+
+fn with_llgr_stale(a: &AttrSet) -> AttrSet {
+    let mut a = a.clone();
+    let c = a.attrs.communities.get_or_insert_with(Vec::new);
+    if !c.contains(&Community(LLGR_STALE_COMMUNITY)) {
+        c.push(Community(LLGR_STALE_COMMUNITY));
+    }
+    a
+}

@@ -1,0 +1,652 @@
+//! Adj-RIB-Out with update groups (RFC 4271 §9.2, RFC 4456 §8, RFC 1997).
+//!
+//! Peers whose outbound treatment cannot differ share an [`UpdateGroup`]:
+//! same export policy, same session kind and AS, same local AS, same
+//! route-reflector client status, same next-hop mode and next-hop-self
+//! addresses, same families, LLGR support and codec settings (4-octet AS,
+//! ADD-PATH, message size). A group runs export once per Loc-RIB change,
+//! remembers per prefix what it last advertised (so an unchanged route is
+//! never re-sent), packs announcements that share an attribute set and all
+//! withdrawals into as few UPDATEs as fit, and hands every member a clone of
+//! the same encoded buffer.
+//!
+//! The one per-peer exception is split horizon: a route is never sent back
+//! to the peer it came from. The group records that peer with the
+//! advertisement; the message skips it, and if it held an older version of
+//! the route it gets a withdrawal of its own.
+
+use super::attrs::{AttrSet, AttrTable};
+use super::decision::PeerKind;
+use super::loc::{LocRibChange, Route};
+use super::{EncodeError, Output, Peer, PeerId, Rib, RibConfig, RibError};
+use crate::policy::{PeerType, Policy, PolicyInput, Verdict};
+use crate::wire::attr::community::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
+use crate::wire::attr::{Community, NextHop, Origin};
+use crate::wire::codec::CodecContext;
+use crate::wire::family::Family;
+use crate::wire::nlri::{NlriEntry, Prefix};
+use crate::wire::update::{TooLarge, Update, UpdatePacker};
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+/// How the NEXT_HOP is set on export.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NextHopMode {
+    /// RFC 4271 §5.1.3: our own address towards eBGP peers, unchanged
+    /// towards iBGP peers.
+    #[default]
+    Auto,
+    /// Always our own address.
+    #[serde(rename = "self")]
+    SelfAddr,
+    /// Never changed (third-party next hop towards eBGP too).
+    #[serde(alias = "unchanged")]
+    Keep,
+}
+
+/// Everything that can make export differ between two peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct GroupKey {
+    kind: PeerKind,
+    peer_as: u32,
+    local_as: u32,
+    rr_client: bool,
+    next_hop: NextHopMode,
+    local_v4: Option<Ipv4Addr>,
+    local_v6: Option<Ipv6Addr>,
+    llgr: bool,
+    families: Vec<Family>,
+    codec: CodecContext,
+    export: Policy,
+}
+
+#[derive(Clone, Debug)]
+struct Advertised {
+    attrs: Arc<AttrSet>,
+    /// The peer the route came from, which must not get it back.
+    exclude: Option<PeerId>,
+}
+
+#[derive(Debug)]
+pub(crate) struct UpdateGroup {
+    key: GroupKey,
+    members: Vec<PeerId>,
+    out: BTreeMap<Prefix, Advertised>,
+    messages_encoded: u64,
+}
+
+/// A snapshot of one update group, for tests, metrics and `show`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub id: usize,
+    pub members: Vec<PeerId>,
+    /// Prefixes currently advertised.
+    pub advertised: usize,
+    /// UPDATE messages encoded so far (each sent to every member).
+    pub messages_encoded: u64,
+}
+
+/// The source of a route, as export sees it.
+struct Source {
+    id: PeerId,
+    kind: PeerKind,
+    rr_client: bool,
+    router_id: Ipv4Addr,
+}
+
+fn source(peers: &[Option<Peer>], cfg: &RibConfig, id: PeerId) -> Source {
+    match peers.get(id.0 as usize).and_then(Option::as_ref) {
+        Some(p) => Source {
+            id,
+            kind: p.kind(cfg),
+            rr_client: p.cfg.rr_client,
+            router_id: p.router_id,
+        },
+        None => Source {
+            id,
+            kind: PeerKind::Local,
+            rr_client: false,
+            router_id: cfg.router_id,
+        },
+    }
+}
+
+fn has(route: &Route, c: u32) -> bool {
+    route
+        .attrs
+        .attrs
+        .communities
+        .as_ref()
+        .is_some_and(|cs| cs.contains(&Community(c)))
+}
+
+/// What the group advertises for `route`, `None` for nothing.
+fn export_route(
+    cfg: &RibConfig,
+    table: &mut AttrTable,
+    key: &GroupKey,
+    route: &Route,
+    src: &Source,
+) -> Option<Advertised> {
+    let prefix = route.prefix;
+    if !key.families.contains(&prefix.family()) {
+        return None;
+    }
+    // RFC 4271 §9.2 and RFC 4456 §6: an iBGP-learned route goes to iBGP
+    // peers only by reflection: client routes to everyone, non-client routes
+    // to clients.
+    if src.kind == PeerKind::Ibgp && key.kind == PeerKind::Ibgp && !src.rr_client && !key.rr_client
+    {
+        return None;
+    }
+    // RFC 1997: NO_ADVERTISE goes to no peer.
+    if has(route, NO_ADVERTISE) {
+        return None;
+    }
+    // RFC 1997: NO_EXPORT and NO_EXPORT_SUBCONFED stay inside the AS (no
+    // confederations: every eBGP peer is outside).
+    if key.kind == PeerKind::Ebgp && (has(route, NO_EXPORT) || has(route, NO_EXPORT_SUBCONFED)) {
+        return None;
+    }
+    // RFC 9494 §4.5: LLGR_STALE routes only to peers that speak LLGR.
+    if route.llgr_stale && !key.llgr {
+        return None;
+    }
+    let peer_type = match key.kind {
+        PeerKind::Ibgp => PeerType::Ibgp,
+        _ => PeerType::Ebgp,
+    };
+    let base = match key.export.evaluate(&PolicyInput {
+        prefix,
+        attrs: &route.attrs,
+        peer_type: Some(peer_type),
+        local_as: key.local_as,
+    }) {
+        Verdict::Reject => return None,
+        Verdict::Accept(None) => Cow::Borrowed(&*route.attrs),
+        Verdict::Accept(Some(a)) => Cow::Owned(a),
+    };
+    // RFC 4271 §5: unknown non-transitive attributes dropped, unknown
+    // transitive ones passed on with Partial.
+    let mut a = base.attrs.for_propagation();
+    // AS4_PATH was folded in on import; the encoder regenerates it.
+    a.as4_path = None;
+    a.as4_aggregator = None;
+    a.origin.get_or_insert(Origin::Igp);
+    let path = a.as_path.take().unwrap_or_default();
+    let unspecified = base.next_hop.addr().map_or(true, |n| n.is_unspecified());
+    let next_hop_self = unspecified
+        || match key.next_hop {
+            NextHopMode::SelfAddr => true,
+            NextHopMode::Keep => false,
+            // RFC 4271 §5.1.3: own address to eBGP, unchanged to iBGP.
+            NextHopMode::Auto => key.kind == PeerKind::Ebgp,
+        };
+    match key.kind {
+        PeerKind::Ebgp => {
+            // RFC 4271 §5.1.2 (b): prepend our own AS towards an external peer.
+            a.as_path = Some(path.prepend(key.local_as, 1));
+            // RFC 4271 §5.1.5: LOCAL_PREF is not sent to external peers.
+            a.local_pref = None;
+            // RFC 4271 §5.1.4: a MED received from another AS is not passed on.
+            if src.kind != PeerKind::Local {
+                a.med = None;
+            }
+            // RFC 4456 §8: ORIGINATOR_ID and CLUSTER_LIST do not leave the AS.
+            a.originator_id = None;
+            a.cluster_list = None;
+        }
+        _ => {
+            a.as_path = Some(path);
+            // RFC 4271 §5.1.5: every iBGP UPDATE carries LOCAL_PREF.
+            a.local_pref.get_or_insert(cfg.decision.default_local_pref);
+            if src.kind == PeerKind::Ibgp {
+                // RFC 4456 §8: the reflector sets ORIGINATOR_ID if absent and
+                // prepends its CLUSTER_ID to CLUSTER_LIST.
+                a.originator_id.get_or_insert(src.router_id);
+                let mut list = vec![cfg.cluster_id()];
+                list.extend(a.cluster_list.take().unwrap_or_default());
+                a.cluster_list = Some(list);
+            }
+        }
+    }
+    let next_hop = if next_hop_self {
+        match prefix {
+            Prefix::V4 { .. } => NextHop::V4(key.local_v4?),
+            Prefix::V6 { .. } => NextHop::V6 {
+                global: key.local_v6?,
+                link_local: None,
+            },
+        }
+    } else {
+        base.next_hop.clone()
+    };
+    a.next_hop = None;
+    Some(Advertised {
+        attrs: table.intern(AttrSet { attrs: a, next_hop }),
+        exclude: (src.kind != PeerKind::Local).then_some(src.id),
+    })
+}
+
+/// Changes of one group waiting to be encoded.
+#[derive(Default)]
+struct Batch {
+    /// Announcements: attribute set, excluded peer, prefixes.
+    announce: Vec<(Arc<AttrSet>, Option<PeerId>, Vec<Prefix>)>,
+    index: HashMap<(usize, Option<PeerId>), usize>,
+    /// Withdrawals to every member but the excluded one.
+    withdraw: Vec<(Option<PeerId>, Vec<Prefix>)>,
+    /// Withdrawals to one member only.
+    only: Vec<(PeerId, Vec<Prefix>)>,
+}
+
+fn bucket<K: PartialEq>(v: &mut Vec<(K, Vec<Prefix>)>, k: K, p: Prefix) {
+    match v.iter_mut().find(|(x, _)| *x == k) {
+        Some((_, ps)) => ps.push(p),
+        None => v.push((k, vec![p])),
+    }
+}
+
+impl Batch {
+    fn announce(&mut self, a: &Advertised, p: Prefix) {
+        let k = (Arc::as_ptr(&a.attrs) as usize, a.exclude);
+        let i = *self.index.entry(k).or_insert_with(|| {
+            self.announce.push((a.attrs.clone(), a.exclude, Vec::new()));
+            self.announce.len() - 1
+        });
+        self.announce[i].2.push(p);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.announce.is_empty() && self.withdraw.is_empty() && self.only.is_empty()
+    }
+}
+
+/// Splits prefixes by family, as NLRI entries.
+fn by_family(prefixes: &[Prefix]) -> Vec<(Family, Vec<NlriEntry>)> {
+    let mut out: Vec<(Family, Vec<NlriEntry>)> = Vec::new();
+    for p in prefixes {
+        let e = NlriEntry {
+            path_id: None,
+            prefix: *p,
+        };
+        match out.iter_mut().find(|(f, _)| *f == p.family()) {
+            Some((_, v)) => v.push(e),
+            None => out.push((p.family(), vec![e])),
+        }
+    }
+    out
+}
+
+impl UpdateGroup {
+    /// Records the new advertisement of `prefix` and what must be sent.
+    fn record(&mut self, prefix: Prefix, new: Option<Advertised>, batch: &mut Batch) {
+        let old = self.out.get(&prefix);
+        match (old, new) {
+            (None, None) => {}
+            (Some(o), Some(n)) if Arc::ptr_eq(&o.attrs, &n.attrs) && o.exclude == n.exclude => {}
+            (old, Some(n)) => {
+                if let Some(x) = n.exclude {
+                    // Split horizon: the source peer had an older version
+                    // from elsewhere; take it back.
+                    if old.is_some_and(|o| o.exclude != Some(x)) {
+                        bucket(&mut batch.only, x, prefix);
+                    }
+                }
+                batch.announce(&n, prefix);
+                self.out.insert(prefix, n);
+            }
+            (Some(o), None) => {
+                bucket(&mut batch.withdraw, o.exclude, prefix);
+                self.out.remove(&prefix);
+            }
+        }
+    }
+
+    /// Encodes a batch once and addresses it to the members.
+    fn send(&mut self, batch: Batch, to: Option<PeerId>, out: &mut Output) {
+        if batch.is_empty() {
+            return;
+        }
+        let packer = UpdatePacker::new(&self.key.codec);
+        let members = &self.members;
+        let mut encoded = 0u64;
+        let mut emit = |msgs: Result<Vec<Bytes>, TooLarge>,
+                        family: Family,
+                        n: usize,
+                        exclude: Option<PeerId>,
+                        only: Option<PeerId>| {
+            let recipients: Vec<PeerId> = members
+                .iter()
+                .copied()
+                .filter(|m| Some(*m) != exclude && only.map_or(true, |o| o == *m))
+                .filter(|m| to.map_or(true, |t| t == *m))
+                .collect();
+            match msgs {
+                Ok(msgs) => {
+                    if recipients.is_empty() {
+                        return;
+                    }
+                    encoded += msgs.len() as u64;
+                    for m in msgs {
+                        out.messages
+                            .extend(recipients.iter().map(|&r| (r, m.clone())));
+                    }
+                }
+                Err(error) => out.errors.push(EncodeError {
+                    peers: recipients,
+                    family,
+                    prefixes: n,
+                    error,
+                }),
+            }
+        };
+        for (exclude, prefixes) in &batch.withdraw {
+            for (family, entries) in by_family(prefixes) {
+                emit(
+                    packer.withdraw(family, &entries),
+                    family,
+                    entries.len(),
+                    *exclude,
+                    None,
+                );
+            }
+        }
+        for (peer, prefixes) in &batch.only {
+            for (family, entries) in by_family(prefixes) {
+                emit(
+                    packer.withdraw(family, &entries),
+                    family,
+                    entries.len(),
+                    None,
+                    Some(*peer),
+                );
+            }
+        }
+        for (attrs, exclude, prefixes) in &batch.announce {
+            for (family, entries) in by_family(prefixes) {
+                let msgs = packer.announce(family, &attrs.attrs, &attrs.next_hop, &entries);
+                emit(msgs, family, entries.len(), *exclude, None);
+            }
+        }
+        self.messages_encoded += encoded;
+    }
+
+    /// What `peer` currently holds from this group.
+    fn view(&self, peer: PeerId) -> BTreeMap<Prefix, Arc<AttrSet>> {
+        self.out
+            .iter()
+            .filter(|(_, a)| a.exclude != Some(peer))
+            .map(|(p, a)| (*p, a.attrs.clone()))
+            .collect()
+    }
+}
+
+/// The batch that turns what `peer` holds (`old`) into `new`.
+fn diff(
+    old: &BTreeMap<Prefix, Arc<AttrSet>>,
+    new: &BTreeMap<Prefix, Arc<AttrSet>>,
+    peer: PeerId,
+) -> Batch {
+    let mut b = Batch::default();
+    for (p, a) in new {
+        if old.get(p).map_or(true, |o| !Arc::ptr_eq(o, a)) {
+            b.announce(
+                &Advertised {
+                    attrs: a.clone(),
+                    exclude: None,
+                },
+                *p,
+            );
+        }
+    }
+    for p in old.keys().filter(|p| !new.contains_key(p)) {
+        bucket(&mut b.only, peer, *p);
+    }
+    b
+}
+
+impl Rib {
+    fn group_key(&self, peer: &Peer) -> Option<GroupKey> {
+        let s = peer.session.as_ref()?;
+        let mut families = s.families.clone();
+        families.sort();
+        families.dedup();
+        Some(GroupKey {
+            kind: peer.kind(&self.cfg),
+            peer_as: peer.cfg.asn,
+            local_as: peer.cfg.local_as.unwrap_or(self.cfg.local_as),
+            rr_client: peer.cfg.rr_client,
+            next_hop: peer.cfg.next_hop,
+            local_v4: s.local_v4,
+            local_v6: s.local_v6,
+            llgr: s.llgr,
+            families,
+            codec: s.codec.clone(),
+            export: peer.cfg.export.clone(),
+        })
+    }
+
+    /// Puts an established peer in its group. Without `held`, the peer gets
+    /// the group's whole table and End-of-RIB for each family (RFC 4724 §2);
+    /// with it (what the peer holds from an earlier group), only the
+    /// difference.
+    pub(crate) fn join_group(
+        &mut self,
+        id: PeerId,
+        held: Option<BTreeMap<Prefix, Arc<AttrSet>>>,
+        out: &mut Output,
+    ) {
+        let Ok(peer) = self.peer(id) else { return };
+        let Some(key) = self.group_key(peer) else {
+            return;
+        };
+        let gi = match self
+            .groups
+            .iter()
+            .position(|g| g.as_ref().is_some_and(|g| g.key == key))
+        {
+            Some(gi) => gi,
+            None => self.new_group(key),
+        };
+        let Some(group) = self.groups[gi].as_mut() else {
+            return;
+        };
+        group.members.push(id);
+        let view = group.view(id);
+        let families = group.key.families.clone();
+        let batch = diff(held.as_ref().unwrap_or(&BTreeMap::new()), &view, id);
+        group.send(batch, Some(id), out);
+        if held.is_none() {
+            for f in families {
+                let mut b = BytesMut::new();
+                if Update::end_of_rib(f)
+                    .encode(&group.key.codec, &mut b)
+                    .is_ok()
+                {
+                    out.messages.push((id, b.freeze()));
+                }
+            }
+        }
+        if let Ok(p) = self.peer_mut(id) {
+            p.group = Some(gi);
+        }
+    }
+
+    /// Creates a group and fills its Adj-RIB-Out from the Loc-RIB.
+    fn new_group(&mut self, key: GroupKey) -> usize {
+        let mut group = UpdateGroup {
+            key,
+            members: Vec::new(),
+            out: BTreeMap::new(),
+            messages_encoded: 0,
+        };
+        let Rib {
+            cfg,
+            attrs,
+            peers,
+            table,
+            ..
+        } = self;
+        for (prefix, paths) in table.iter() {
+            let Some(best) = paths.first().filter(|p| p.has(super::loc::SELECTED)) else {
+                continue;
+            };
+            let route = Route::of(*prefix, best);
+            let src = source(peers, cfg, route.peer);
+            if let Some(a) = export_route(cfg, attrs, &group.key, &route, &src) {
+                group.out.insert(*prefix, a);
+            }
+        }
+        match self.groups.iter().position(Option::is_none) {
+            Some(i) => {
+                self.groups[i] = Some(group);
+                i
+            }
+            None => {
+                self.groups.push(Some(group));
+                self.groups.len() - 1
+            }
+        }
+    }
+
+    /// Takes a peer out of its group; returns what it held.
+    pub(crate) fn leave_group(&mut self, id: PeerId) -> Option<BTreeMap<Prefix, Arc<AttrSet>>> {
+        let gi = self.peer_mut(id).ok()?.group.take()?;
+        let slot = self.groups.get_mut(gi)?;
+        let group = slot.as_mut()?;
+        let held = group.view(id);
+        group.members.retain(|m| *m != id);
+        if group.members.is_empty() {
+            *slot = None;
+        }
+        Some(held)
+    }
+
+    /// Runs every group over the Loc-RIB changes.
+    pub(crate) fn advertise(&mut self, changes: &[LocRibChange], out: &mut Output) {
+        let Rib {
+            cfg,
+            attrs,
+            peers,
+            groups,
+            ..
+        } = self;
+        for group in groups.iter_mut().flatten() {
+            let mut batch = Batch::default();
+            for ch in changes {
+                let new = ch.best().and_then(|best| {
+                    let src = source(peers, cfg, best.peer);
+                    export_route(cfg, attrs, &group.key, best, &src)
+                });
+                group.record(ch.prefix(), new, &mut batch);
+            }
+            group.send(batch, None, out);
+        }
+    }
+
+    /// Everything the peer holds in `family` again (a ROUTE-REFRESH request,
+    /// RFC 2918; the session adds the RFC 7313 markers).
+    pub fn refresh(&mut self, id: PeerId, family: Family) -> Output {
+        let mut out = Output::default();
+        let Some(gi) = self.peer(id).ok().and_then(|p| p.group) else {
+            return out;
+        };
+        let Some(group) = self.groups.get_mut(gi).and_then(Option::as_mut) else {
+            return out;
+        };
+        let view: BTreeMap<_, _> = group
+            .view(id)
+            .into_iter()
+            .filter(|(p, _)| p.family() == family)
+            .collect();
+        let batch = diff(&BTreeMap::new(), &view, id);
+        group.send(batch, Some(id), &mut out);
+        out
+    }
+
+    /// Changes a peer's configuration without resetting it or any other
+    /// peer: a new import policy is applied to the kept pre-policy routes
+    /// (soft reconfiguration), and export-side changes move the peer to its
+    /// new update group, sending only the difference. A changed address or
+    /// AS needs a new session: remove the peer and add it again.
+    pub fn set_peer_config(
+        &mut self,
+        id: PeerId,
+        cfg: PeerConfigUpdate,
+    ) -> Result<Output, RibError> {
+        let peer = self.peer_mut(id)?;
+        let import_changed = peer.cfg.import != cfg.import;
+        peer.cfg.import = cfg.import;
+        peer.cfg.export = cfg.export;
+        peer.cfg.rr_client = cfg.rr_client;
+        peer.cfg.next_hop = cfg.next_hop;
+        peer.cfg.allow_own_as = cfg.allow_own_as;
+        let mut out = if import_changed {
+            self.reimport(id)
+        } else {
+            Output::default()
+        };
+        if let Some(held) = self.leave_group(id) {
+            self.join_group(id, Some(held), &mut out);
+        }
+        Ok(out)
+    }
+
+    /// The update groups, for metrics and tests.
+    pub fn groups(&self) -> Vec<GroupInfo> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter_map(|(id, g)| {
+                let g = g.as_ref()?;
+                Some(GroupInfo {
+                    id,
+                    members: g.members.clone(),
+                    advertised: g.out.len(),
+                    messages_encoded: g.messages_encoded,
+                })
+            })
+            .collect()
+    }
+
+    /// What `peer` was last sent, per prefix.
+    pub fn adj_rib_out(&self, id: PeerId) -> Vec<(Prefix, Arc<AttrSet>)> {
+        let Some(g) = self
+            .peer(id)
+            .ok()
+            .and_then(|p| p.group)
+            .and_then(|gi| self.groups.get(gi)?.as_ref())
+        else {
+            return Vec::new();
+        };
+        g.view(id).into_iter().collect()
+    }
+}
+
+/// The parts of a [`super::PeerConfig`] that change without a new session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerConfigUpdate {
+    pub rr_client: bool,
+    pub next_hop: NextHopMode,
+    pub allow_own_as: u8,
+    pub import: Policy,
+    pub export: Policy,
+}
+
+impl From<&super::PeerConfig> for PeerConfigUpdate {
+    fn from(c: &super::PeerConfig) -> Self {
+        Self {
+            rr_client: c.rr_client,
+            next_hop: c.next_hop,
+            allow_own_as: c.allow_own_as,
+            import: c.import.clone(),
+            export: c.export.clone(),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The route table: every path of every prefix, and the Loc-RIB selection.
+//!
+//! One ordered map from prefix to the paths known for it, as in BIRD's and
+//! GoBGP's tables. Each [`Path`] carries its Adj-RIB-In state (the
+//! pre-policy attributes, and the import result: accepted attributes or
+//! rejected) and its Loc-RIB state (selected or not), so a route costs one
+//! map entry and one small vector element whatever view asks for it. The
+//! selected paths sit at the front of the vector, best first, which makes
+//! reading the Loc-RIB free and lets a change be detected by comparing the
+//! front before and after the decision process.
+
+use super::attrs::AttrSet;
+use super::decision::{self, Candidate, DecisionConfig, PeerKind};
+use super::PeerId;
+use crate::wire::nlri::Prefix;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+/// Import policy or loop detection refused the path.
+pub(crate) const REJECTED: u8 = 1;
+/// RFC 4724: kept from a session that went down, awaiting End-of-RIB.
+pub(crate) const STALE: u8 = 2;
+/// RFC 9494: kept past the restart time, least preferred.
+pub(crate) const LLGR_STALE: u8 = 4;
+/// In the multipath set (the first such path is the best).
+pub(crate) const SELECTED: u8 = 8;
+
+/// One path for one prefix, from one peer (and ADD-PATH path id).
+#[derive(Clone, Debug)]
+pub(crate) struct Path {
+    /// The attributes after import policy (before it when rejected).
+    pub attrs: Arc<AttrSet>,
+    /// The attributes as received, when policy changed them; kept for soft
+    /// reconfiguration.
+    pub pre: Option<Arc<AttrSet>>,
+    pub path_id: u32,
+    pub peer: PeerId,
+    pub flags: u8,
+}
+
+impl Path {
+    pub fn pre(&self) -> &Arc<AttrSet> {
+        self.pre.as_ref().unwrap_or(&self.attrs)
+    }
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+    fn same_path(&self, peer: PeerId, path_id: u32) -> bool {
+        self.peer == peer && self.path_id == path_id
+    }
+}
+
+/// A selected route as the rest of petrel sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub prefix: Prefix,
+    /// [`PeerId::LOCAL`] for locally originated routes.
+    pub peer: PeerId,
+    pub path_id: u32,
+    pub attrs: Arc<AttrSet>,
+    /// RFC 9494: kept past the restart time.
+    pub llgr_stale: bool,
+}
+
+impl Route {
+    pub(crate) fn of(prefix: Prefix, p: &Path) -> Self {
+        Self {
+            prefix,
+            peer: p.peer,
+            path_id: p.path_id,
+            attrs: p.attrs.clone(),
+            llgr_stale: p.has(LLGR_STALE),
+        }
+    }
+
+    /// Same path with the same attributes (pointer equality: interned).
+    fn same(&self, other: &Route) -> bool {
+        self.peer == other.peer
+            && self.path_id == other.path_id
+            && Arc::ptr_eq(&self.attrs, &other.attrs)
+            && self.llgr_stale == other.llgr_stale
+    }
+}
+
+/// A change of one prefix's Loc-RIB entry: the FIB stream, and the input of
+/// Adj-RIB-Out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocRibChange {
+    /// A new best path or multipath set. `multipath` is the whole ECMP set,
+    /// best first (just the best when ECMP is off).
+    Best {
+        prefix: Prefix,
+        best: Route,
+        multipath: Vec<Route>,
+    },
+    /// No usable path left.
+    Unreachable { prefix: Prefix },
+}
+
+impl LocRibChange {
+    pub fn prefix(&self) -> Prefix {
+        match self {
+            LocRibChange::Best { prefix, .. } | LocRibChange::Unreachable { prefix } => *prefix,
+        }
+    }
+
+    pub fn best(&self) -> Option<&Route> {
+        match self {
+            LocRibChange::Best { best, .. } => Some(best),
+            LocRibChange::Unreachable { .. } => None,
+        }
+    }
+}
+
+/// What the decision process needs to know about a path's peer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerView {
+    pub kind: PeerKind,
+    pub router_id: Ipv4Addr,
+    pub addr: IpAddr,
+}
+
+/// Forgets the recorded selection of a prefix whose selected paths were
+/// changed in place, so the next decision reports its outcome.
+pub(crate) fn invalidate(paths: &mut [Path]) {
+    for p in paths {
+        p.flags &= !SELECTED;
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    map: BTreeMap<Prefix, Vec<Path>>,
+}
+
+impl Table {
+    /// Inserts or replaces the path with the same peer and path id; returns
+    /// the replaced one.
+    pub fn set(&mut self, prefix: Prefix, mut path: Path) -> Option<Path> {
+        let paths = self.map.entry(prefix).or_default();
+        let Some(i) = paths
+            .iter()
+            .position(|p| p.same_path(path.peer, path.path_id))
+        else {
+            path.flags &= !SELECTED;
+            paths.push(path);
+            return None;
+        };
+        let old = &paths[i];
+        // A selected path coming back unchanged stays selected; otherwise
+        // the selection is redone from scratch and reported.
+        let unchanged = Arc::ptr_eq(&old.attrs, &path.attrs)
+            && (old.flags ^ path.flags) & (LLGR_STALE | REJECTED) == 0;
+        let was_selected = old.has(SELECTED);
+        path.flags = (path.flags & !SELECTED) | if unchanged { old.flags & SELECTED } else { 0 };
+        let old = std::mem::replace(&mut paths[i], path);
+        if was_selected && !unchanged {
+            invalidate(paths);
+        }
+        Some(old)
+    }
+
+    pub fn remove(&mut self, prefix: &Prefix, peer: PeerId, path_id: u32) -> Option<Path> {
+        let paths = self.map.get_mut(prefix)?;
+        let i = paths.iter().position(|p| p.same_path(peer, path_id))?;
+        // `remove`, not `swap_remove`: the selected paths stay at the front.
+        let old = paths.remove(i);
+        if old.has(SELECTED) {
+            invalidate(paths);
+        }
+        Some(old)
+    }
+
+    pub fn paths(&self, prefix: &Prefix) -> &[Path] {
+        self.map.get(prefix).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Prefix, &Vec<Path>)> {
+        self.map.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Prefix, &mut Vec<Path>)> {
+        self.map.iter_mut()
+    }
+
+    pub fn prefixes(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The current multipath set of `prefix`, best first.
+    pub fn selected(&self, prefix: &Prefix) -> impl Iterator<Item = &Path> {
+        self.paths(prefix).iter().take_while(|p| p.has(SELECTED))
+    }
+
+    /// Runs the decision process for `prefix` and records the outcome;
+    /// returns the change, if any. `peer` describes a path's peer; `cost` is
+    /// the IGP-cost hook, `None` for an unreachable next hop.
+    pub fn decide(
+        &mut self,
+        prefix: Prefix,
+        cfg: &DecisionConfig,
+        peer: impl Fn(PeerId) -> Option<PeerView>,
+        cost: impl Fn(&Path, &PeerView) -> Option<u32>,
+    ) -> Option<LocRibChange> {
+        let paths = self.map.get_mut(&prefix)?;
+        let old: Vec<Route> = paths
+            .iter()
+            .take_while(|p| p.has(SELECTED))
+            .map(|p| Route::of(prefix, p))
+            .collect();
+        let mut usable = Vec::with_capacity(paths.len());
+        let mut cands = Vec::with_capacity(paths.len());
+        for (i, p) in paths.iter().enumerate() {
+            if p.has(REJECTED) {
+                continue;
+            }
+            let Some(view) = peer(p.peer) else { continue };
+            // RFC 4271 §9.1.2: a route whose NEXT_HOP is unresolvable is
+            // excluded from the decision process.
+            let Some(igp_cost) = cost(p, &view) else {
+                continue;
+            };
+            usable.push(i);
+            cands.push(Candidate {
+                attrs: &p.attrs,
+                kind: view.kind,
+                router_id: view.router_id,
+                peer_addr: view.addr,
+                path_id: p.path_id,
+                llgr_stale: p.has(LLGR_STALE),
+                igp_cost,
+            });
+        }
+        let sel = decision::select(&cands, cfg);
+        let chosen: Vec<usize> = sel.order[..sel.multipath]
+            .iter()
+            .map(|&c| usable[c])
+            .collect();
+        // Selected first, in rank order; the rest keep their relative order.
+        let mut taken: Vec<Option<Path>> = std::mem::take(paths).into_iter().map(Some).collect();
+        for &i in &chosen {
+            if let Some(mut p) = taken[i].take() {
+                p.flags |= SELECTED;
+                paths.push(p);
+            }
+        }
+        paths.extend(taken.into_iter().flatten().map(|mut p| {
+            p.flags &= !SELECTED;
+            p
+        }));
+        let new: Vec<Route> = paths[..chosen.len()]
+            .iter()
+            .map(|p| Route::of(prefix, p))
+            .collect();
+        if paths.is_empty() {
+            self.map.remove(&prefix);
+        }
+        let unchanged = old.len() == new.len() && old.iter().zip(&new).all(|(a, b)| a.same(b));
+        if unchanged {
+            return None;
+        }
+        Some(match new.first() {
+            Some(best) => LocRibChange::Best {
+                prefix,
+                best: best.clone(),
+                multipath: new,
+            },
+            None => LocRibChange::Unreachable { prefix },
+        })
+    }
+}
