@@ -18,6 +18,9 @@ pub struct PolicyInput<'a> {
     pub local_as: u32,
 }
 
+/// Transient (returned, matched, dropped), so the accepted attributes stay
+/// inline rather than costing an allocation per modified route.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Accepted; `Some` when the policy changed the attributes.
@@ -55,20 +58,19 @@ impl Policy {
 
 impl Match {
     fn holds(&self, input: &PolicyInput, attrs: &AttrSet) -> bool {
-        self.prefix
-            .as_ref()
-            .map_or(true, |p| p.holds(&input.prefix))
-            && self.community.map_or(true, |c| {
+        self.prefix.as_ref().is_none_or(|p| p.holds(&input.prefix))
+            && self.community.is_none_or(|c| {
                 attrs
                     .attrs
                     .communities
                     .as_ref()
                     .is_some_and(|cs| cs.contains(&c))
             })
-            && self.as_path_prefix.as_ref().map_or(true, |want| {
-                path_begins_with(attrs.attrs.as_path.as_ref(), want)
-            })
-            && self.peer_type.map_or(true, |t| input.peer_type == Some(t))
+            && self
+                .as_path_prefix
+                .as_ref()
+                .is_none_or(|want| path_begins_with(attrs.attrs.as_path.as_ref(), want))
+            && self.peer_type.is_none_or(|t| input.peer_type == Some(t))
     }
 }
 

@@ -18,7 +18,7 @@
 //! RIB is told when they fire.
 
 use super::attrs::AttrSet;
-use super::loc::{invalidate, Path, LLGR_STALE, REJECTED, STALE};
+use super::loc::{withdraw_at, Path, LLGR_STALE, REJECTED, SELECTED, STALE, WITHDRAWN};
 use super::{Output, Peer, PeerId, Rib, RibConfig, Session};
 use crate::policy::{PeerType, PolicyInput, Verdict};
 use crate::wire::attr::community::{LLGR_STALE as LLGR_STALE_COMMUNITY, NO_LLGR};
@@ -380,25 +380,27 @@ impl Rib {
         let mut dirty = Vec::new();
         let mut removed: Vec<Path> = Vec::new();
         for (prefix, paths) in self.table.iter_mut() {
-            let before = paths.len();
-            let mut lost_selected = false;
-            paths.retain_mut(|p| {
-                if p.peer != id {
-                    return true;
+            let mut i = 0;
+            let before = removed.len();
+            while i < paths.len() {
+                let p = &mut paths[i];
+                if p.peer != id || p.has(WITHDRAWN) {
+                    i += 1;
+                    continue;
                 }
                 match f(prefix, p) {
-                    Keep::Yes => true,
+                    Keep::Yes => i += 1,
                     Keep::No => {
-                        lost_selected |= p.has(super::loc::SELECTED);
-                        removed.push(p.clone());
-                        false
+                        let selected = p.has(SELECTED);
+                        removed.push(withdraw_at(paths, i));
+                        // A selected path stays (marked) until the decision.
+                        if selected {
+                            i += 1;
+                        }
                     }
                 }
-            });
-            if lost_selected {
-                invalidate(paths);
             }
-            if paths.len() != before {
+            if removed.len() != before {
                 dirty.push(*prefix);
             }
         }

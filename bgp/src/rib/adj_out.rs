@@ -179,7 +179,7 @@ fn export_route(
     a.as4_aggregator = None;
     a.origin.get_or_insert(Origin::Igp);
     let path = a.as_path.take().unwrap_or_default();
-    let unspecified = base.next_hop.addr().map_or(true, |n| n.is_unspecified());
+    let unspecified = base.next_hop.addr().is_none_or(|n| n.is_unspecified());
     let next_hop_self = unspecified
         || match key.next_hop {
             NextHopMode::SelfAddr => true,
@@ -324,8 +324,8 @@ impl UpdateGroup {
             let recipients: Vec<PeerId> = members
                 .iter()
                 .copied()
-                .filter(|m| Some(*m) != exclude && only.map_or(true, |o| o == *m))
-                .filter(|m| to.map_or(true, |t| t == *m))
+                .filter(|m| Some(*m) != exclude && only.is_none_or(|o| o == *m))
+                .filter(|m| to.is_none_or(|t| t == *m))
                 .collect();
             match msgs {
                 Ok(msgs) => {
@@ -395,7 +395,7 @@ fn diff(
 ) -> Batch {
     let mut b = Batch::default();
     for (p, a) in new {
-        if old.get(p).map_or(true, |o| !Arc::ptr_eq(o, a)) {
+        if old.get(p).is_none_or(|o| !Arc::ptr_eq(o, a)) {
             b.announce(
                 &Advertised {
                     attrs: a.clone(),

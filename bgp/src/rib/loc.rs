@@ -25,6 +25,9 @@ pub(crate) const STALE: u8 = 2;
 pub(crate) const LLGR_STALE: u8 = 4;
 /// In the multipath set (the first such path is the best).
 pub(crate) const SELECTED: u8 = 8;
+/// Gone, but still part of the recorded selection: removed by the next
+/// decision, which runs before any call returns.
+pub(crate) const WITHDRAWN: u8 = 16;
 
 /// One path for one prefix, from one peer (and ADD-PATH path id).
 #[derive(Clone, Debug)]
@@ -121,11 +124,16 @@ pub(crate) struct PeerView {
     pub addr: IpAddr,
 }
 
-/// Forgets the recorded selection of a prefix whose selected paths were
-/// changed in place, so the next decision reports its outcome.
-pub(crate) fn invalidate(paths: &mut [Path]) {
-    for p in paths {
-        p.flags &= !SELECTED;
+/// Takes path `i` out: a selected path stays, marked withdrawn, until the
+/// decision process has compared the old selection with the new; any other
+/// goes at once. Returns (a copy of) the path.
+pub(crate) fn withdraw_at(paths: &mut Vec<Path>, i: usize) -> Path {
+    if paths[i].has(SELECTED) {
+        paths[i].flags |= WITHDRAWN;
+        paths[i].clone()
+    } else {
+        // `remove`, not `swap_remove`: the selected paths stay at the front.
+        paths.remove(i)
     }
 }
 
@@ -139,37 +147,38 @@ impl Table {
     /// the replaced one.
     pub fn set(&mut self, prefix: Prefix, mut path: Path) -> Option<Path> {
         let paths = self.map.entry(prefix).or_default();
+        path.flags &= !(SELECTED | WITHDRAWN);
         let Some(i) = paths
             .iter()
-            .position(|p| p.same_path(path.peer, path.path_id))
+            .position(|p| p.same_path(path.peer, path.path_id) && !p.has(WITHDRAWN))
         else {
-            path.flags &= !SELECTED;
             paths.push(path);
             return None;
         };
-        let old = &paths[i];
-        // A selected path coming back unchanged stays selected; otherwise
-        // the selection is redone from scratch and reported.
+        let old = &mut paths[i];
+        if !old.has(SELECTED) {
+            return Some(std::mem::replace(old, path));
+        }
+        // A selected path coming back unchanged stays selected; a changed
+        // one is kept as withdrawn until the decision has seen what it was.
         let unchanged = Arc::ptr_eq(&old.attrs, &path.attrs)
             && (old.flags ^ path.flags) & (LLGR_STALE | REJECTED) == 0;
-        let was_selected = old.has(SELECTED);
-        path.flags = (path.flags & !SELECTED) | if unchanged { old.flags & SELECTED } else { 0 };
-        let old = std::mem::replace(&mut paths[i], path);
-        if was_selected && !unchanged {
-            invalidate(paths);
+        if unchanged {
+            path.flags |= SELECTED;
+            return Some(std::mem::replace(old, path));
         }
-        Some(old)
+        old.flags |= WITHDRAWN;
+        let was = old.clone();
+        paths.push(path);
+        Some(was)
     }
 
     pub fn remove(&mut self, prefix: &Prefix, peer: PeerId, path_id: u32) -> Option<Path> {
         let paths = self.map.get_mut(prefix)?;
-        let i = paths.iter().position(|p| p.same_path(peer, path_id))?;
-        // `remove`, not `swap_remove`: the selected paths stay at the front.
-        let old = paths.remove(i);
-        if old.has(SELECTED) {
-            invalidate(paths);
-        }
-        Some(old)
+        let i = paths
+            .iter()
+            .position(|p| p.same_path(peer, path_id) && !p.has(WITHDRAWN))?;
+        Some(withdraw_at(paths, i))
     }
 
     pub fn paths(&self, prefix: &Prefix) -> &[Path] {
@@ -212,7 +221,7 @@ impl Table {
         let mut usable = Vec::with_capacity(paths.len());
         let mut cands = Vec::with_capacity(paths.len());
         for (i, p) in paths.iter().enumerate() {
-            if p.has(REJECTED) {
+            if p.flags & (REJECTED | WITHDRAWN) != 0 {
                 continue;
             }
             let Some(view) = peer(p.peer) else { continue };
@@ -245,10 +254,16 @@ impl Table {
                 paths.push(p);
             }
         }
-        paths.extend(taken.into_iter().flatten().map(|mut p| {
-            p.flags &= !SELECTED;
-            p
-        }));
+        paths.extend(
+            taken
+                .into_iter()
+                .flatten()
+                .filter(|p| !p.has(WITHDRAWN))
+                .map(|mut p| {
+                    p.flags &= !SELECTED;
+                    p
+                }),
+        );
         let new: Vec<Route> = paths[..chosen.len()]
             .iter()
             .map(|p| Route::of(prefix, p))

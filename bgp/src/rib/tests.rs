@@ -1,1 +1,768 @@
+//! The RIB driven end to end with plain values: UPDATEs in, Loc-RIB changes
+//! and encoded UPDATEs out. Sent messages are decoded and printed one line
+//! per prefix, so each expectation reads as what a peer would see.
 
+use super::*;
+use crate::policy::Policy;
+use crate::wire::attr::community::{NO_ADVERTISE, NO_EXPORT, NO_LLGR};
+use crate::wire::attr::{Community, RawAttribute, FLAG_OPTIONAL, FLAG_PARTIAL, FLAG_TRANSITIVE};
+use crate::wire::nlri::Nlri;
+use crate::wire::{Message, Update};
+
+const LOCAL_AS: u32 = 64512;
+const ROUTER_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+fn rib() -> Rib {
+    Rib::new(RibConfig::new(LOCAL_AS, ROUTER_ID))
+}
+
+fn session(router_id: [u8; 4]) -> Session {
+    Session {
+        router_id: Ipv4Addr::from(router_id),
+        codec: CodecContext::four_octet(),
+        families: vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST],
+        local_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        local_v6: Some("2001:db8::1".parse().unwrap()),
+        llgr: false,
+    }
+}
+
+/// Adds a peer at 192.0.2.`n` and brings its session up.
+fn peer(rib: &mut Rib, n: u8, asn: u32, f: impl FnOnce(&mut PeerConfig)) -> PeerId {
+    let mut cfg = PeerConfig::new(IpAddr::from([192, 0, 2, n]), asn);
+    f(&mut cfg);
+    let id = rib.add_peer(cfg).unwrap();
+    rib.peer_up(id, session([10, 0, 0, n]));
+    id
+}
+
+fn p(s: &str) -> Prefix {
+    s.parse().unwrap()
+}
+
+fn attrs(path: &[u32], next_hop: [u8; 4]) -> PathAttributes {
+    PathAttributes {
+        origin: Some(Origin::Igp),
+        as_path: Some(AsPath::from_sequence(path)),
+        next_hop: Some(Ipv4Addr::from(next_hop)),
+        ..Default::default()
+    }
+}
+
+fn announce(a: PathAttributes, prefixes: &[&str]) -> Update {
+    let mut u = Update::new(a);
+    let ps: Vec<Prefix> = prefixes.iter().map(|s| p(s)).collect();
+    u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &ps);
+    u
+}
+
+fn withdraw(prefixes: &[&str]) -> Update {
+    let mut u = Update::new(PathAttributes::default());
+    let ps: Vec<Prefix> = prefixes.iter().map(|s| p(s)).collect();
+    u.withdrawn = Nlri::from_prefixes(Family::IPV4_UNICAST, &ps);
+    u
+}
+
+/// One line per prefix of every UPDATE sent to `to`.
+fn sent(out: &Output, to: PeerId) -> Vec<String> {
+    let ctx = CodecContext::four_octet();
+    let mut lines = Vec::new();
+    for (_, m) in out.messages.iter().filter(|(p, _)| *p == to) {
+        let Ok(Message::Update(u)) = Message::decode(&ctx, m) else {
+            panic!("not an UPDATE: {m:?}");
+        };
+        if let Some(f) = u.end_of_rib_family() {
+            lines.push(format!("eor {f}"));
+            continue;
+        }
+        for (_, e) in u.withdrawals() {
+            lines.push(format!("-{}", e.prefix));
+        }
+        let nh = u
+            .mp_reach
+            .as_ref()
+            .map(|m| m.next_hop.to_string())
+            .or(u.attrs.next_hop.map(|n| n.to_string()))
+            .unwrap_or_default();
+        for (_, e) in u.announced() {
+            lines.push(format!("+{} {}", e.prefix, describe(&u.attrs, &nh)));
+        }
+    }
+    lines
+}
+
+fn describe(a: &PathAttributes, nh: &str) -> String {
+    let mut s = format!(
+        "path [{}] nh {nh}",
+        a.as_path
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default()
+    );
+    if let Some(lp) = a.local_pref {
+        s += &format!(" lp {lp}");
+    }
+    if let Some(m) = a.med {
+        s += &format!(" med {m}");
+    }
+    if let Some(c) = &a.communities {
+        let c: Vec<String> = c.iter().map(|c| c.to_string()).collect();
+        s += &format!(" comm {}", c.join(","));
+    }
+    if let Some(o) = a.originator_id {
+        s += &format!(" originator {o}");
+    }
+    if let Some(c) = &a.cluster_list {
+        let c: Vec<String> = c.iter().map(|c| c.to_string()).collect();
+        s += &format!(" cluster {}", c.join(","));
+    }
+    for o in &a.other {
+        s += &format!(" attr{}/{:#x}", o.type_code, o.flags);
+    }
+    s
+}
+
+/// The Loc-RIB changes, one line each.
+fn changes(out: &Output) -> Vec<String> {
+    out.changes
+        .iter()
+        .map(|c| match c {
+            LocRibChange::Best {
+                prefix, multipath, ..
+            } => {
+                let via: Vec<String> = multipath
+                    .iter()
+                    .map(|r| format!("{:?}", r.peer.0))
+                    .collect();
+                format!("{prefix} via {}", via.join(","))
+            }
+            LocRibChange::Unreachable { prefix } => format!("{prefix} unreachable"),
+        })
+        .collect()
+}
+
+#[test]
+fn session_up_sends_table_then_end_of_rib() {
+    let mut r = rib();
+    r.originate(p("10.1.0.0/24"), PathAttributes::default());
+    let id = r
+        .add_peer(PeerConfig::new([192, 0, 2, 2].into(), 65001))
+        .unwrap();
+    let out = r.peer_up(id, session([10, 0, 0, 2]));
+    assert_eq!(
+        sent(&out, id),
+        [
+            "+10.1.0.0/24 path [64512] nh 192.0.2.1",
+            "eor ipv4-unicast",
+            "eor ipv6-unicast",
+        ]
+    );
+}
+
+#[test]
+fn ebgp_route_propagates_with_rfc4271_rules() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    let i1 = peer(&mut r, 4, LOCAL_AS, |_| {});
+    let mut a = attrs(&[65001, 65100], [192, 0, 2, 2]);
+    a.med = Some(7);
+    a.local_pref = Some(999);
+    let out = r.receive(e1, &announce(a, &["10.2.0.0/16"]));
+    assert_eq!(changes(&out), ["10.2.0.0/16 via 1"]);
+    // eBGP: our AS prepended, next hop self, no LOCAL_PREF, no foreign MED.
+    assert_eq!(
+        sent(&out, e2),
+        ["+10.2.0.0/16 path [64512 65001 65100] nh 192.0.2.1"]
+    );
+    // iBGP: next hop unchanged, the received LOCAL_PREF replaced by the
+    // default (RFC 4271 §5.1.5), MED kept inside the AS.
+    assert_eq!(
+        sent(&out, i1),
+        ["+10.2.0.0/16 path [65001 65100] nh 192.0.2.2 lp 100 med 7"]
+    );
+    // Split horizon: nothing back to the sender.
+    assert_eq!(sent(&out, e1), Vec::<String>::new());
+}
+
+#[test]
+fn withdrawals_fall_back_then_unreachable() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    let watcher = peer(&mut r, 9, 65009, |_| {});
+    r.receive(
+        e1,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.3.0.0/24"]),
+    );
+    let out = r.receive(
+        e2,
+        &announce(attrs(&[65002, 1], [192, 0, 2, 3]), &["10.3.0.0/24"]),
+    );
+    // Longer path: no change, nothing sent.
+    assert!(out.changes.is_empty() && out.messages.is_empty());
+    let out = r.receive(e1, &withdraw(&["10.3.0.0/24"]));
+    assert_eq!(changes(&out), ["10.3.0.0/24 via 2"]);
+    assert_eq!(
+        sent(&out, watcher),
+        ["+10.3.0.0/24 path [64512 65002 1] nh 192.0.2.1"]
+    );
+    // e1 now gets the route from e2 (it had none before).
+    assert_eq!(
+        sent(&out, e1),
+        ["+10.3.0.0/24 path [64512 65002 1] nh 192.0.2.1"]
+    );
+    let out = r.receive(e2, &withdraw(&["10.3.0.0/24"]));
+    assert_eq!(changes(&out), ["10.3.0.0/24 unreachable"]);
+    assert_eq!(sent(&out, watcher), ["-10.3.0.0/24"]);
+    // e2 never held it (split horizon): no withdrawal for it.
+    assert_eq!(sent(&out, e2), Vec::<String>::new());
+    assert!(r.best(&p("10.3.0.0/24")).is_none());
+}
+
+#[test]
+fn nothing_resent_when_unchanged() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let _e2 = peer(&mut r, 3, 65002, |_| {});
+    let u = announce(
+        attrs(&[65001], [192, 0, 2, 2]),
+        &["10.4.0.0/24", "10.4.1.0/24"],
+    );
+    assert_eq!(r.receive(e1, &u).messages.len(), 1);
+    let again = r.receive(e1, &u);
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert!(again.messages.is_empty());
+    // A change that export hides (the MED is stripped towards eBGP) changes
+    // the Loc-RIB but sends nothing to the eBGP peer.
+    let mut a = attrs(&[65001], [192, 0, 2, 2]);
+    a.med = Some(5);
+    let out = r.receive(e1, &announce(a, &["10.4.0.0/24"]));
+    assert_eq!(out.changes.len(), 1);
+    assert!(out.messages.is_empty());
+}
+
+#[test]
+fn update_group_encodes_once_for_identical_peers() {
+    let mut r = rib();
+    let src = peer(&mut r, 2, 65001, |_| {});
+    let a = peer(&mut r, 3, 65002, |_| {});
+    let b = peer(&mut r, 4, 65002, |_| {});
+    let other_policy = peer(&mut r, 5, 65002, |c| {
+        c.export = serde_json::from_str(r#"{"rules":[{"set_local_pref":1}]}"#).unwrap();
+    });
+    let groups = r.groups();
+    let with = |id| groups.iter().find(|g| g.members.contains(&id)).unwrap().id;
+    assert_eq!(with(a), with(b));
+    assert_ne!(with(a), with(other_policy));
+    assert_ne!(with(a), with(src));
+    let encoded_before = r.groups()[with(a)].messages_encoded;
+    let out = r.receive(
+        src,
+        &announce(
+            attrs(&[65001], [192, 0, 2, 2]),
+            &["10.5.0.0/24", "10.5.1.0/24"],
+        ),
+    );
+    let to = |id| -> Vec<&Bytes> {
+        out.messages
+            .iter()
+            .filter(|(p, _)| *p == id)
+            .map(|(_, m)| m)
+            .collect()
+    };
+    let (ma, mb) = (to(a), to(b));
+    assert_eq!(ma.len(), 1, "both prefixes packed in one UPDATE");
+    assert_eq!(ma, mb);
+    // The same buffer, not an equal copy: encoded once.
+    assert_eq!(ma[0].as_ptr(), mb[0].as_ptr());
+    assert_eq!(r.groups()[with(a)].messages_encoded, encoded_before + 1);
+}
+
+#[test]
+fn ibgp_routes_reach_ibgp_peers_only_by_reflection() {
+    let mut r = rib();
+    let client1 = peer(&mut r, 2, LOCAL_AS, |c| c.rr_client = true);
+    let client2 = peer(&mut r, 3, LOCAL_AS, |c| c.rr_client = true);
+    let plain1 = peer(&mut r, 4, LOCAL_AS, |_| {});
+    let plain2 = peer(&mut r, 5, LOCAL_AS, |_| {});
+    let ebgp = peer(&mut r, 6, 65006, |_| {});
+
+    // From a client: to every peer, reflected with ORIGINATOR_ID and our
+    // CLUSTER_ID; not back to the client itself.
+    let out = r.receive(
+        client1,
+        &announce(attrs(&[65100], [192, 0, 2, 2]), &["10.6.0.0/24"]),
+    );
+    let reflected =
+        "+10.6.0.0/24 path [65100] nh 192.0.2.2 lp 100 originator 10.0.0.2 cluster 10.0.0.1";
+    assert_eq!(sent(&out, client2), [reflected]);
+    assert_eq!(sent(&out, plain1), [reflected]);
+    assert_eq!(sent(&out, client1), Vec::<String>::new());
+    assert_eq!(
+        sent(&out, ebgp),
+        ["+10.6.0.0/24 path [64512 65100] nh 192.0.2.1"]
+    );
+
+    // From a non-client: to clients only (and eBGP).
+    let out = r.receive(
+        plain1,
+        &announce(attrs(&[65200], [192, 0, 2, 4]), &["10.7.0.0/24"]),
+    );
+    assert_eq!(sent(&out, client1).len(), 1);
+    assert_eq!(sent(&out, client2).len(), 1);
+    assert_eq!(sent(&out, plain2), Vec::<String>::new());
+    assert_eq!(sent(&out, ebgp).len(), 1);
+}
+
+#[test]
+fn without_clients_ibgp_routes_stay_put() {
+    let mut r = rib();
+    let i1 = peer(&mut r, 2, LOCAL_AS, |_| {});
+    let i2 = peer(&mut r, 3, LOCAL_AS, |_| {});
+    let out = r.receive(
+        i1,
+        &announce(attrs(&[65100], [192, 0, 2, 2]), &["10.8.0.0/24"]),
+    );
+    assert_eq!(changes(&out), ["10.8.0.0/24 via 1"]);
+    assert_eq!(sent(&out, i2), Vec::<String>::new());
+}
+
+#[test]
+fn loops_are_rejected_on_import() {
+    // (what the route carries, allow_own_as, accepted?)
+    let cases: Vec<(&str, PathAttributes, u8, Option<adj_in::Rejection>)> = vec![
+        ("clean", attrs(&[65001], [192, 0, 2, 2]), 0, None),
+        (
+            "own AS",
+            attrs(&[65001, LOCAL_AS, 65003], [192, 0, 2, 2]),
+            0,
+            Some(adj_in::Rejection::AsPathLoop),
+        ),
+        (
+            "own AS once, allow 1",
+            attrs(&[65001, LOCAL_AS], [192, 0, 2, 2]),
+            1,
+            None,
+        ),
+        (
+            "own AS twice, allow 1",
+            attrs(&[65001, LOCAL_AS, 5, LOCAL_AS], [192, 0, 2, 2]),
+            1,
+            Some(adj_in::Rejection::AsPathLoop),
+        ),
+        (
+            "our ORIGINATOR_ID",
+            PathAttributes {
+                originator_id: Some(ROUTER_ID),
+                ..attrs(&[65001], [192, 0, 2, 2])
+            },
+            0,
+            Some(adj_in::Rejection::OriginatorLoop),
+        ),
+        (
+            "our CLUSTER_ID",
+            PathAttributes {
+                cluster_list: Some(vec![Ipv4Addr::new(1, 1, 1, 1), ROUTER_ID]),
+                ..attrs(&[65001], [192, 0, 2, 2])
+            },
+            0,
+            Some(adj_in::Rejection::ClusterLoop),
+        ),
+    ];
+    for (name, a, allow, want) in cases {
+        let mut r = rib();
+        let e = peer(&mut r, 2, 65001, |c| c.allow_own_as = allow);
+        let out = r.receive(e, &announce(a, &["10.9.0.0/24"]));
+        assert_eq!(r.rejection(e, &p("10.9.0.0/24"), 0), want, "{name}");
+        assert_eq!(out.changes.len(), usize::from(want.is_none()), "{name}");
+        // Rejected or not, the pre-policy copy is kept.
+        assert_eq!(r.adj_rib_in(e).len(), 1, "{name}");
+        assert_eq!(
+            r.counters(e).unwrap().accepted,
+            usize::from(want.is_none()),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn well_known_communities_limit_export() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    let i1 = peer(&mut r, 4, LOCAL_AS, |_| {});
+    let with = |c: u32| PathAttributes {
+        communities: Some(vec![Community(c)]),
+        ..attrs(&[65001], [192, 0, 2, 2])
+    };
+    let out = r.receive(e1, &announce(with(NO_EXPORT), &["10.10.0.0/24"]));
+    assert_eq!(sent(&out, e2), Vec::<String>::new());
+    assert_eq!(sent(&out, i1).len(), 1);
+    let out = r.receive(e1, &announce(with(NO_ADVERTISE), &["10.11.0.0/24"]));
+    assert_eq!(out.changes.len(), 1);
+    assert!(out.messages.is_empty());
+}
+
+#[test]
+fn unknown_attributes_follow_rfc4271_section5() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    let mut a = attrs(&[65001], [192, 0, 2, 2]);
+    a.other = vec![
+        RawAttribute {
+            flags: FLAG_OPTIONAL | FLAG_TRANSITIVE,
+            type_code: 99,
+            value: Bytes::from_static(&[1, 2]),
+        },
+        RawAttribute {
+            flags: FLAG_OPTIONAL,
+            type_code: 100,
+            value: Bytes::from_static(&[3]),
+        },
+    ];
+    let out = r.receive(e1, &announce(a, &["10.12.0.0/24"]));
+    let flags = FLAG_OPTIONAL | FLAG_TRANSITIVE | FLAG_PARTIAL;
+    assert_eq!(
+        sent(&out, e2),
+        [format!(
+            "+10.12.0.0/24 path [64512 65001] nh 192.0.2.1 attr99/{flags:#x}"
+        )]
+    );
+}
+
+#[test]
+fn local_as_override_and_next_hop_modes() {
+    let mut r = rib();
+    let src = peer(&mut r, 2, 65001, |_| {});
+    let over = peer(&mut r, 3, 65002, |c| c.local_as = Some(64999));
+    let keep = peer(&mut r, 4, 65003, |c| c.next_hop = NextHopMode::Keep);
+    let ibgp_self = peer(&mut r, 5, LOCAL_AS, |c| c.next_hop = NextHopMode::SelfAddr);
+    let out = r.receive(
+        src,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.13.0.0/24"]),
+    );
+    assert_eq!(
+        sent(&out, over),
+        ["+10.13.0.0/24 path [64999 65001] nh 192.0.2.1"]
+    );
+    assert_eq!(
+        sent(&out, keep),
+        ["+10.13.0.0/24 path [64512 65001] nh 192.0.2.2"]
+    );
+    assert_eq!(
+        sent(&out, ibgp_self),
+        ["+10.13.0.0/24 path [65001] nh 192.0.2.1 lp 100"]
+    );
+}
+
+#[test]
+fn ecmp_multipath_set_in_changes() {
+    let mut r = Rib::new(RibConfig {
+        decision: DecisionConfig {
+            max_paths: 4,
+            ..Default::default()
+        },
+        ..RibConfig::new(LOCAL_AS, ROUTER_ID)
+    });
+    let a = peer(&mut r, 2, 65001, |_| {});
+    let b = peer(&mut r, 3, 65001, |_| {});
+    let c = peer(&mut r, 4, 65002, |_| {});
+    r.receive(
+        a,
+        &announce(attrs(&[65001, 9], [192, 0, 2, 2]), &["10.14.0.0/24"]),
+    );
+    let out = r.receive(
+        b,
+        &announce(attrs(&[65001, 8], [192, 0, 2, 3]), &["10.14.0.0/24"]),
+    );
+    assert_eq!(changes(&out), ["10.14.0.0/24 via 1,2"]);
+    // Best unchanged: nothing re-advertised.
+    assert!(out.messages.is_empty());
+    // Another neighbour AS does not join an eBGP multipath set.
+    let out = r.receive(
+        c,
+        &announce(attrs(&[65002, 7], [192, 0, 2, 4]), &["10.14.0.0/24"]),
+    );
+    assert!(out.changes.is_empty());
+}
+
+#[test]
+fn unreachable_next_hop_is_excluded() {
+    let mut r = rib();
+    let a = peer(&mut r, 2, 65001, |_| {});
+    let b = peer(&mut r, 3, 65002, |_| {});
+    r.receive(
+        a,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.15.0.0/24"]),
+    );
+    r.receive(
+        b,
+        &announce(attrs(&[65002, 1, 2], [192, 0, 2, 3]), &["10.15.0.0/24"]),
+    );
+    let dead: IpAddr = [192, 0, 2, 2].into();
+    let out = r.set_next_hop_cost(Box::new(move |nh: IpAddr| (nh != dead).then_some(10)));
+    assert_eq!(changes(&out), ["10.15.0.0/24 via 2"]);
+}
+
+#[test]
+fn graceful_restart_keeps_stale_routes_until_end_of_rib() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let watcher = peer(&mut r, 9, 65009, |_| {});
+    r.receive(
+        e1,
+        &announce(
+            attrs(&[65001], [192, 0, 2, 2]),
+            &["10.16.0.0/24", "10.16.1.0/24"],
+        ),
+    );
+    // Session lost, GR negotiated for IPv4: nothing changes, nothing sent.
+    let out = r.peer_down(e1, &[Family::IPV4_UNICAST]);
+    assert!(out.changes.is_empty() && out.messages.is_empty());
+    assert!(r.adj_rib_in(e1).iter().all(|a| a.stale));
+    // The peer is back and refreshes one of the two routes.
+    r.peer_up(e1, session([10, 0, 0, 2]));
+    let out = r.receive(
+        e1,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.16.0.0/24"]),
+    );
+    assert!(
+        out.changes.is_empty() && out.messages.is_empty(),
+        "{:?}",
+        changes(&out)
+    );
+    // End-of-RIB for IPv6 sweeps nothing of IPv4.
+    assert!(r.end_of_rib(e1, Family::IPV6_UNICAST).changes.is_empty());
+    let out = r.receive(e1, &Update::end_of_rib(Family::IPV4_UNICAST));
+    assert_eq!(changes(&out), ["10.16.1.0/24 unreachable"]);
+    assert_eq!(sent(&out, watcher), ["-10.16.1.0/24"]);
+    assert_eq!(r.counters(e1).unwrap().received, 1);
+}
+
+#[test]
+fn session_loss_without_graceful_restart_withdraws() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let watcher = peer(&mut r, 9, 65009, |_| {});
+    r.receive(
+        e1,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.17.0.0/24"]),
+    );
+    let out = r.peer_down(e1, &[]);
+    assert_eq!(changes(&out), ["10.17.0.0/24 unreachable"]);
+    assert_eq!(sent(&out, watcher), ["-10.17.0.0/24"]);
+    assert_eq!(r.counters(e1).unwrap(), PeerCounters::default());
+}
+
+#[test]
+fn restart_timer_sweeps_stale_routes() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    r.receive(
+        e1,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.18.0.0/24"]),
+    );
+    r.peer_down(e1, &[Family::IPV4_UNICAST]);
+    let out = r.restart_timer_expired(e1, &[]);
+    assert_eq!(changes(&out), ["10.18.0.0/24 unreachable"]);
+}
+
+#[test]
+fn llgr_demotes_stale_routes_and_honours_no_llgr() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    let i_llgr = {
+        let id = r
+            .add_peer(PeerConfig::new([192, 0, 2, 4].into(), LOCAL_AS))
+            .unwrap();
+        r.peer_up(
+            id,
+            Session {
+                llgr: true,
+                ..session([10, 0, 0, 4])
+            },
+        );
+        id
+    };
+    let no_llgr = PathAttributes {
+        communities: Some(vec![Community(NO_LLGR)]),
+        ..attrs(&[65001], [192, 0, 2, 2])
+    };
+    r.receive(
+        e1,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.19.0.0/24"]),
+    );
+    r.receive(e1, &announce(no_llgr, &["10.19.1.0/24"]));
+    // A worse path from e2 for the first prefix.
+    r.receive(
+        e2,
+        &announce(attrs(&[65002, 1, 2], [192, 0, 2, 3]), &["10.19.0.0/24"]),
+    );
+    r.peer_down(e1, &[Family::IPV4_UNICAST]);
+    let out = r.restart_timer_expired(e1, &[Family::IPV4_UNICAST]);
+    // LLGR_STALE is least preferred: e2's longer path wins; the NO_LLGR
+    // route is gone.
+    let mut got = changes(&out);
+    got.sort();
+    assert_eq!(got, ["10.19.0.0/24 via 2", "10.19.1.0/24 unreachable"]);
+    let kept = r.adj_rib_in(e1);
+    assert_eq!(kept.len(), 1);
+    assert!(kept[0].llgr_stale);
+    let comms = kept[0].pre.attrs.communities.clone().unwrap_or_default();
+    assert!(comms.contains(&Community(crate::wire::attr::community::LLGR_STALE)));
+    // Without e2's path the LLGR-stale route is used, and only the LLGR
+    // peer is told about it.
+    let out = r.receive(e2, &withdraw(&["10.19.0.0/24"]));
+    assert_eq!(changes(&out), ["10.19.0.0/24 via 1"]);
+    assert_eq!(
+        sent(&out, i_llgr),
+        ["+10.19.0.0/24 path [65001] nh 192.0.2.2 lp 100 comm 65535:6"]
+    );
+    let out = r.llgr_timer_expired(e1, Family::IPV4_UNICAST);
+    assert_eq!(changes(&out), ["10.19.0.0/24 unreachable"]);
+}
+
+#[test]
+fn soft_reconfiguration_reapplies_import_policy() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let watcher = peer(&mut r, 9, 65009, |_| {});
+    r.receive(
+        e1,
+        &announce(
+            attrs(&[65001], [192, 0, 2, 2]),
+            &["10.20.0.0/24", "10.21.0.0/24"],
+        ),
+    );
+    let mut cfg = PeerConfig::new([192, 0, 2, 2].into(), 65001);
+    cfg.import = serde_json::from_str(
+        r#"{"rules":[{"match":{"prefix":{"cidr":"10.21.0.0/16"}},"action":"reject"}]}"#,
+    )
+    .unwrap();
+    let out = r.set_peer_config(e1, (&cfg).into()).unwrap();
+    assert_eq!(changes(&out), ["10.21.0.0/24 unreachable"]);
+    assert_eq!(sent(&out, watcher), ["-10.21.0.0/24"]);
+    assert_eq!(r.adj_rib_in(e1).len(), 2);
+    cfg.import = Policy::default();
+    let out = r.set_peer_config(e1, (&cfg).into()).unwrap();
+    assert_eq!(changes(&out), ["10.21.0.0/24 via 1"]);
+}
+
+#[test]
+fn export_policy_change_sends_only_the_difference() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    r.receive(
+        e1,
+        &announce(
+            attrs(&[65001], [192, 0, 2, 2]),
+            &["10.22.0.0/24", "10.23.0.0/24"],
+        ),
+    );
+    let mut cfg = PeerConfig::new([192, 0, 2, 3].into(), 65002);
+    cfg.export = serde_json::from_str(
+        r#"{"rules":[{"match":{"prefix":{"cidr":"10.23.0.0/24","op":"exact"}},"action":"reject"}]}"#,
+    )
+    .unwrap();
+    let out = r.set_peer_config(e2, (&cfg).into()).unwrap();
+    assert_eq!(sent(&out, e2), ["-10.23.0.0/24"]);
+    assert!(out.changes.is_empty());
+}
+
+#[test]
+fn route_refresh_resends_the_family() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    r.receive(
+        e1,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.24.0.0/24"]),
+    );
+    let out = r.refresh(e2, Family::IPV4_UNICAST);
+    assert_eq!(
+        sent(&out, e2),
+        ["+10.24.0.0/24 path [64512 65001] nh 192.0.2.1"]
+    );
+    assert!(r.refresh(e2, Family::IPV6_UNICAST).messages.is_empty());
+}
+
+#[test]
+fn add_path_ids_are_distinct_paths() {
+    let mut r = rib();
+    let e1 = r
+        .add_peer(PeerConfig::new([192, 0, 2, 2].into(), 65001))
+        .unwrap();
+    let mut s = session([10, 0, 0, 2]);
+    s.codec.add_path_rx.insert(Family::IPV4_UNICAST);
+    r.peer_up(e1, s);
+    let mut u = Update::new(attrs(&[65001, 1], [192, 0, 2, 2]));
+    let e = |id| crate::wire::NlriEntry {
+        path_id: Some(id),
+        prefix: p("10.25.0.0/24"),
+    };
+    u.nlri = Nlri::from_entries(Family::IPV4_UNICAST, true, &[e(1)]);
+    r.receive(e1, &u);
+    let mut u = Update::new(attrs(&[65001], [192, 0, 2, 2]));
+    u.nlri = Nlri::from_entries(Family::IPV4_UNICAST, true, &[e(2)]);
+    let out = r.receive(e1, &u);
+    assert_eq!(r.adj_rib_in(e1).len(), 2);
+    assert_eq!(out.changes[0].best().map(|b| b.path_id), Some(2));
+    let mut w = Update::new(PathAttributes::default());
+    w.withdrawn = Nlri::from_entries(Family::IPV4_UNICAST, true, &[e(2)]);
+    let out = r.receive(e1, &w);
+    assert_eq!(out.changes[0].best().map(|b| b.path_id), Some(1));
+}
+
+#[test]
+fn ipv6_routes_use_mp_reach_and_the_v6_next_hop() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    let mut u = Update::new(PathAttributes {
+        next_hop: None,
+        ..attrs(&[65001], [0, 0, 0, 0])
+    });
+    u.mp_reach = Some(crate::wire::attr::MpReach {
+        family: Family::IPV6_UNICAST,
+        next_hop: NextHop::V6 {
+            global: "2001:db8::2".parse().unwrap(),
+            link_local: None,
+        },
+        nlri: Nlri::from_prefixes(Family::IPV6_UNICAST, &[p("2001:db8:1::/48")]),
+    });
+    let out = r.receive(e1, &u);
+    assert_eq!(changes(&out), ["2001:db8:1::/48 via 1"]);
+    assert_eq!(
+        sent(&out, e2),
+        ["+2001:db8:1::/48 path [64512 65001] nh 2001:db8::1"]
+    );
+}
+
+#[test]
+fn remove_peer_forgets_its_routes() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let watcher = peer(&mut r, 9, 65009, |_| {});
+    r.receive(
+        e1,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.26.0.0/24"]),
+    );
+    let out = r.remove_peer(e1).unwrap();
+    assert_eq!(sent(&out, watcher), ["-10.26.0.0/24"]);
+    assert_eq!(r.remove_peer(e1).unwrap_err(), RibError::NoSuchPeer(e1));
+    // The slot is reused.
+    assert_eq!(
+        r.add_peer(PeerConfig::new([192, 0, 2, 7].into(), 1))
+            .unwrap(),
+        e1
+    );
+    assert_eq!(
+        r.add_peer(PeerConfig::new([192, 0, 2, 9].into(), 1))
+            .unwrap_err(),
+        RibError::DuplicatePeer([192, 0, 2, 9].into())
+    );
+}
