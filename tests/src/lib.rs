@@ -52,3 +52,39 @@ pub fn unhex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap_or(0))
         .collect()
 }
+
+pub mod lab;
+
+/// A binary of the workspace (`petreld`, `petrelctl`): in `$PETREL_BIN_DIR`
+/// when set, else beside the test binary's `deps/` folder
+/// (`target/<profile>/NAME`). Errors say how to build it.
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = match std::env::var_os("PETREL_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe()?;
+            let mut d = exe.parent().map(PathBuf::from).unwrap_or_default();
+            if d.file_name().is_some_and(|n| n == "deps") {
+                d.pop();
+            }
+            d
+        }
+    };
+    let path = dir.join(name);
+    if !path.is_file() {
+        anyhow::bail!(
+            "{name} not found at {}: build it first (cargo build -p petrel-daemon --bins, \
+             same profile and CARGO_TARGET_DIR as the tests) or set PETREL_BIN_DIR",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Whether a workspace binary is there (see [`bin`], [`require`]).
+pub fn have_bin(name: &str) -> bool {
+    match bin(name) {
+        Ok(_) => true,
+        Err(e) => require(false, &e.to_string()),
+    }
+}

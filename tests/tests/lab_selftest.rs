@@ -1,0 +1,294 @@
+//! The lab harness proves its drivers against real daemons, without petrel:
+//! BIRD ↔ FRR, GoBGP ↔ BIRD, ExaBGP → BIRD, a raw UPDATE → BIRD, and the
+//! kernel FIB. Needs root and the Debian packages of .ci/setup.
+
+use anyhow::Result;
+use petrel_tests::lab::{bird, exabgp, fib, frr, gobgp, raw, require_lab, Lab, Route};
+
+const BIRD_AS: u32 = 4200000001;
+const FRR_AS: u32 = 4200000002;
+const GOBGP_AS: u32 = 4200000003;
+const EXA_AS: u32 = 64999;
+
+fn route<'a>(routes: &'a [Route], prefix: &str) -> &'a Route {
+    Route::find(routes, prefix).unwrap_or_else(|| panic!("no {prefix} in {routes:#?}"))
+}
+
+#[test]
+fn bird_frr_ebgp_ipv4_ipv6_both_ways_and_withdrawal() -> Result<()> {
+    if !require_lab(&["bird", "birdc", "vtysh", "/usr/lib/frr/bgpd"]) {
+        return Ok(());
+    }
+    let lab = Lab::new("bird-frr")?;
+    let (a, b) = (lab.netns("bird")?, lab.netns("frr")?);
+    lab.link(
+        &a,
+        &["10.99.1.1/24", "fd00:99:1::1/64"],
+        &b,
+        &["10.99.1.2/24", "fd00:99:1::2/64"],
+    )?;
+
+    let mut bc = bird::Config::new("10.99.1.1", BIRD_AS);
+    bc.kernel = true;
+    bc.originate("10.201.0.0/24", &["64512:100"], &["4200000001:1:2"])
+        .originate("10.201.1.0/24", &[], &[])
+        .originate("fd00:201::/48", &["64512:101"], &[])
+        .peer(
+            bird::Peer::new("frr4", "10.99.1.2", FRR_AS)
+                .source("10.99.1.1")
+                .families(true, false),
+        )
+        .peer(
+            bird::Peer::new("frr6", "fd00:99:1::2", FRR_AS)
+                .source("fd00:99:1::1")
+                .families(false, true),
+        );
+    let mut fc = frr::Config::new("10.99.1.2", FRR_AS);
+    fc.originate("10.202.0.0/24", &["64512:200"], &["4200000002:3:4"])
+        .originate("fd00:202::/48", &[], &["4200000002:5:6"])
+        .neighbor(frr::Neighbor::new("10.99.1.1", BIRD_AS).families(true, false))
+        .neighbor(frr::Neighbor::new("fd00:99:1::1", BIRD_AS).families(false, true));
+    let bird = bird::Bird::start(&lab, &a, &bc.render())?;
+    let frr = frr::Frr::start(&lab, &b, &fc.render())?;
+    bird.wait_established("frr4")?;
+    bird.wait_established("frr6")?;
+    frr.wait_established("10.99.1.1")?;
+
+    // FRR -> BIRD
+    let r4 = bird.wait_received("frr4", "FRR's IPv4 route at BIRD", |r| !r.is_empty())?;
+    let r = route(&r4, "10.202.0.0/24");
+    assert_eq!(r.as_path, FRR_AS.to_string());
+    assert_eq!(r.next_hop, "10.99.1.2");
+    assert_eq!(r.origin, "IGP");
+    assert_eq!(r.communities, ["64512:200"]);
+    assert_eq!(r.large_communities, ["4200000002:3:4"]);
+    let r6 = bird.wait_received("frr6", "FRR's IPv6 route at BIRD", |r| !r.is_empty())?;
+    let r = route(&r6, "fd00:202::/48");
+    assert_eq!(r.next_hop, "fd00:99:1::2");
+    assert_eq!(r.large_communities, ["4200000002:5:6"]);
+
+    // BIRD -> FRR
+    let got = frr.wait_received("10.99.1.1", "BIRD's IPv4 routes at FRR", |r| r.len() == 2)?;
+    let r = route(&got, "10.201.0.0/24");
+    assert_eq!(r.as_path, BIRD_AS.to_string());
+    assert_eq!(r.next_hop, "10.99.1.1");
+    assert_eq!(r.communities, ["64512:100"]);
+    assert_eq!(r.large_communities, ["4200000001:1:2"]);
+    assert!(r.best && !r.stale);
+    let got = frr.wait_received("fd00:99:1::1", "BIRD's IPv6 route at FRR", |r| {
+        !r.is_empty()
+    })?;
+    let r = route(&got, "fd00:201::/48");
+    assert_eq!(r.next_hop, "fd00:99:1::1");
+    assert_eq!(r.communities, ["64512:101"]);
+
+    // The kernel FIB of BIRD's namespace has FRR's routes.
+    let k = petrel_tests::lab::wait_until("FRR's routes in BIRD's FIB", &[bird.daemon()], || {
+        let f = fib::bgp_routes(&a)?;
+        Ok((f.iter().any(|r| r.dst == "10.202.0.0/24")
+            && f.iter().any(|r| r.dst == "fd00:202::/48"))
+        .then_some(f))
+    })?;
+    let f = k.iter().find(|r| r.dst == "10.202.0.0/24").unwrap();
+    assert_eq!(
+        (f.gateways.as_slice(), f.protocol.as_str()),
+        (&["10.99.1.2".to_string()][..], "bird")
+    );
+
+    // Withdrawals both ways.
+    frr.configure(&[
+        &format!("router bgp {FRR_AS}"),
+        "address-family ipv4 unicast",
+        "no network 10.202.0.0/24 route-map ORIG0",
+    ])?;
+    bird.wait_received("frr4", "withdrawal at BIRD", |r| {
+        Route::find(r, "10.202.0.0/24").is_none()
+    })?;
+    bc.originate.retain(|o| o.prefix != "10.201.1.0/24");
+    bird.reconfigure(&bc.render())?;
+    frr.wait_received("10.99.1.1", "withdrawal at FRR", |r| {
+        Route::find(r, "10.201.1.0/24").is_none() && Route::find(r, "10.201.0.0/24").is_some()
+    })?;
+    assert!(bird.established("frr4")?);
+    Ok(())
+}
+
+#[test]
+fn gobgp_bird_ebgp_both_ways() -> Result<()> {
+    if !require_lab(&["bird", "birdc", "gobgpd", "gobgp"]) {
+        return Ok(());
+    }
+    let lab = Lab::new("gobgp-bird")?;
+    let (a, g) = (lab.netns("bird")?, lab.netns("gobgp")?);
+    lab.link(
+        &a,
+        &["10.99.2.1/24", "fd00:99:2::1/64"],
+        &g,
+        &["10.99.2.3/24", "fd00:99:2::3/64"],
+    )?;
+    let mut bc = bird::Config::new("10.99.2.1", BIRD_AS);
+    bc.originate("10.201.0.0/24", &["64512:100"], &["4200000001:1:2"])
+        .peer(
+            bird::Peer::new("gobgp", "10.99.2.3", GOBGP_AS)
+                .source("10.99.2.1")
+                .families(true, false),
+        );
+    let mut gc = gobgp::Config::new("10.99.2.3", GOBGP_AS);
+    gc.neighbor(gobgp::Neighbor::new("10.99.2.1", BIRD_AS).families(true, false))
+        .originate("10.203.0.0/24", &["64512:300"], &["4200000003:5:6"]);
+    let bird = bird::Bird::start(&lab, &a, &bc.render())?;
+    let gobgp = gobgp::Gobgp::start(&lab, &g, &gc)?;
+    gobgp.wait_established("10.99.2.1")?;
+    bird.wait_established("gobgp")?;
+
+    let got = bird.wait_received("gobgp", "GoBGP's route at BIRD", |r| !r.is_empty())?;
+    let r = route(&got, "10.203.0.0/24");
+    assert_eq!(
+        (r.as_path.as_str(), r.next_hop.as_str()),
+        ("4200000003", "10.99.2.3")
+    );
+    assert_eq!(r.communities, ["64512:300"]);
+    assert_eq!(r.large_communities, ["4200000003:5:6"]);
+    assert_eq!(r.origin, "IGP");
+
+    let got = gobgp.wait_received("10.99.2.1", "BIRD's route at GoBGP", |r| !r.is_empty())?;
+    let r = route(&got, "10.201.0.0/24");
+    assert_eq!(
+        (r.as_path.as_str(), r.next_hop.as_str()),
+        ("4200000001", "10.99.2.1")
+    );
+    assert_eq!(r.communities, ["64512:100"]);
+    assert_eq!(r.large_communities, ["4200000001:1:2"]);
+    assert!(r.best);
+
+    gobgp.del_route("10.203.0.0/24")?;
+    bird.wait_received("gobgp", "withdrawal at BIRD", |r| r.is_empty())?;
+    Ok(())
+}
+
+#[test]
+fn exabgp_announces_to_bird_with_raw_attribute_and_as_trans() -> Result<()> {
+    if !require_lab(&["bird", "birdc", "exabgp"]) {
+        return Ok(());
+    }
+    let lab = Lab::new("exa-bird")?;
+    let (a, e) = (lab.netns("bird")?, lab.netns("exa")?);
+    lab.link(&a, &["10.99.3.1/24"], &e, &["10.99.3.4/24"])?;
+    let mut bc = bird::Config::new("10.99.3.1", BIRD_AS);
+    bc.peer(
+        bird::Peer::new("exa", "10.99.3.4", EXA_AS)
+            .source("10.99.3.1")
+            .passive()
+            .families(true, false),
+    );
+    let bird = bird::Bird::start(&lab, &a, &bc.render())?;
+    // A 2-octet speaker: AS_TRANS in AS_PATH, the real path in AS4_PATH.
+    let exa = exabgp::Exabgp::start(
+        &lab,
+        &e,
+        &[
+            exabgp::Neighbor::new("10.99.3.1", BIRD_AS, "10.99.3.4", EXA_AS)
+                .families(true, false)
+                .asn2(),
+        ],
+    )?;
+    bird.wait_established("exa")?;
+    exa.announce(
+        "10.204.0.0/24",
+        "10.99.3.4",
+        "as-path [ 64999 4200000009 ] community [ 64999:1 ] attribute [ 0xf0 0xc0 0x0102030405 ]",
+    )?;
+    exa.announce(
+        "10.204.1.0/24",
+        "10.99.3.4",
+        "as-path [ 64999 ( 64998 64997 ) ] med 5",
+    )?;
+    let got = bird.wait_received("exa", "ExaBGP's routes at BIRD", |r| r.len() == 2)?;
+    let r = route(&got, "10.204.0.0/24");
+    assert_eq!(r.as_path, "64999 4200000009", "AS4_PATH merged: {r:?}");
+    assert_eq!(r.communities, ["64999:1"]);
+    assert_eq!(r.unknown.len(), 1, "{r:?}");
+    assert_eq!(
+        (r.unknown[0].0, r.unknown[0].2.as_str()),
+        (0xf0, "0102030405")
+    );
+    let r = route(&got, "10.204.1.0/24");
+    assert_eq!(r.asns(), [64999, 64998, 64997]);
+    assert!(r.as_path.contains('{'), "AS_SET shown in braces: {r:?}");
+    assert_eq!(r.med, Some(5));
+    exa.withdraw("10.204.1.0/24", "10.99.3.4")?;
+    bird.wait_received("exa", "withdrawal at BIRD", |r| r.len() == 1)?;
+    Ok(())
+}
+
+#[test]
+fn raw_update_to_bird() -> Result<()> {
+    if !require_lab(&["bird", "birdc"]) {
+        return Ok(());
+    }
+    let lab = Lab::new("raw-bird")?;
+    let (a, r) = (lab.netns("bird")?, lab.netns("raw")?);
+    lab.link(&a, &["10.99.4.1/24"], &r, &["10.99.4.5/24"])?;
+    let mut bc = bird::Config::new("10.99.4.1", BIRD_AS);
+    bc.peer(
+        bird::Peer::new("raw", "10.99.4.5", 4200000005)
+            .passive()
+            .families(true, false),
+    );
+    let bird = bird::Bird::start(&lab, &a, &bc.render())?;
+    let mut s = raw::RawSpeaker::connect(
+        &r,
+        "10.99.4.1:179",
+        &raw::Open::new(4200000005, [10, 99, 4, 5]),
+    )?;
+    bird.wait_established("raw")?;
+    let attrs = raw::basic_attrs(&[4200000005, 4200000006], [10, 99, 4, 5]);
+    s.send_update(&raw::update(
+        &[],
+        &attrs,
+        &["10.205.0.0/24", "10.205.1.0/25"],
+    )?)?;
+    let got = bird.wait_received("raw", "raw routes at BIRD", |r| r.len() == 2)?;
+    assert_eq!(
+        route(&got, "10.205.1.0/25").as_path,
+        "4200000005 4200000006"
+    );
+    // A malformed ORIGIN (value 7): RFC 7606 treat-as-withdraw, session stays.
+    let mut bad = raw::attr(0x40, 1, &[7]);
+    bad.extend(&attrs[4..]);
+    s.send_update(&raw::update(&[], &bad, &["10.205.0.0/24"])?)?;
+    bird.wait_received("raw", "treat-as-withdraw at BIRD", |r| r.len() == 1)?;
+    s.still_up(std::time::Duration::from_millis(200))?;
+    assert!(bird.established("raw")?);
+    Ok(())
+}
+
+#[test]
+fn lab_removes_its_namespaces_and_processes() -> Result<()> {
+    if !require_lab(&["sleep"]) {
+        return Ok(());
+    }
+    let lab = Lab::new("cleanup")?;
+    let ns = lab.netns("x")?;
+    let d = petrel_tests::lab::Daemon::spawn(
+        &lab,
+        &ns,
+        "sleep",
+        &lab.dir().join("sleep.log"),
+        "sleep",
+        &["600"],
+        &[],
+    )?;
+    let pid = d.pid();
+    std::mem::forget(d); // as if the driver leaked it: the lab must still kill it
+    let name = ns.name().to_string();
+    assert!(std::path::Path::new(&format!("/run/netns/{name}")).exists());
+    drop(lab);
+    assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists());
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z "),
+        "process {pid} survived: {stat}"
+    );
+    Ok(())
+}
