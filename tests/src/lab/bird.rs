@@ -56,7 +56,7 @@ impl Peer {
             ipv6: true,
             next_hop_self: false,
             extended_next_hop: false,
-            export: "where source = RTS_STATIC".into(),
+            export: "where proto ~ \"static_*\"".into(),
             extra: String::new(),
         }
     }
@@ -272,30 +272,32 @@ impl Bird {
             dir,
             daemon: None,
         };
-        b.launch(lab)?;
+        b.launch(lab, false)?;
         Ok(b)
     }
 
-    fn launch(&mut self, lab: &Lab) -> Result<()> {
+    fn launch(&mut self, lab: &Lab, graceful: bool) -> Result<()> {
         let d = &self.dir;
         let conf = d.join("bird.conf");
         let sock = d.join("bird.ctl");
         let pidf = d.join("bird.pid");
+        let (conf, sock, pidf) = (
+            conf.to_string_lossy(),
+            sock.to_string_lossy(),
+            pidf.to_string_lossy(),
+        );
+        let mut args = vec!["-f", "-c", &conf, "-s", &sock, "-P", &pidf];
+        if graceful {
+            // Graceful restart recovery: keep the kernel routes, tell peers.
+            args.push("-R");
+        }
         let daemon = Daemon::spawn(
             lab,
             &self.ns,
             "bird",
             &d.join("bird.log"),
             "bird",
-            &[
-                "-f",
-                "-c",
-                &conf.to_string_lossy(),
-                "-s",
-                &sock.to_string_lossy(),
-                "-P",
-                &pidf.to_string_lossy(),
-            ],
+            &args,
             &[],
         )?;
         wait_until("birdc to answer", &[&daemon], || {
@@ -414,7 +416,15 @@ impl Bird {
     pub fn restart(&mut self, lab: &Lab) -> Result<()> {
         self.stop()?;
         let _ = std::fs::remove_file(self.socket());
-        self.launch(lab)
+        self.launch(lab, false)
+    }
+
+    /// Starts again as a restarting speaker (`bird -R`: graceful restart
+    /// recovery, R bit set towards peers with graceful restart on).
+    pub fn restart_graceful(&mut self, lab: &Lab) -> Result<()> {
+        self.stop()?;
+        let _ = std::fs::remove_file(self.socket());
+        self.launch(lab, true)
     }
 }
 
@@ -449,8 +459,13 @@ pub fn parse_show_route(text: &str) -> Vec<Route> {
                 let mut w = inner.split_whitespace();
                 r.peer = w.next().map(str::to_string);
                 r.since = w.next().map(str::to_string);
-                r.stale = inner.split_whitespace().any(|x| x == "s" || x == "stale");
-                r.best = rest[b + 1..].trim_start().starts_with('*');
+                let after = rest[b + 1..].trim_start();
+                r.best = after.starts_with('*');
+                // "(100s)": BIRD marks (long-lived) stale routes after the
+                // preference; plain GR stale routes look like any other.
+                if let (Some(x), Some(y)) = (after.find('('), after.find(')')) {
+                    r.stale = x < y && after[x + 1..y].contains('s');
+                }
             }
             out.push(r);
             continue;
@@ -510,4 +525,10 @@ fn tuples(v: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.split(',').map(str::trim).collect::<Vec<_>>().join(":"))
         .collect()
+}
+
+/// The protocol name [`super::topo`] gives the session with `addr`
+/// (`n_10_99_1_1`, `n_fd00_99_1__1`).
+pub fn proto_name(addr: &str) -> String {
+    format!("n_{}", addr.replace(['.', ':'], "_"))
 }

@@ -189,26 +189,31 @@ impl Gobgp {
             config: config.clone(),
             daemon: None,
         };
-        g.launch(lab)?;
+        g.launch(lab, false)?;
         Ok(g)
     }
 
-    fn launch(&mut self, lab: &Lab) -> Result<()> {
+    fn launch(&mut self, lab: &Lab, graceful: bool) -> Result<()> {
         let conf = self.dir.join("gobgpd.toml");
+        let conf = conf.to_string_lossy();
+        let mut args = vec![
+            "-f",
+            &conf,
+            "-p",
+            "--api-hosts",
+            "127.0.0.1:50051",
+            "--pprof-disable",
+        ];
+        if graceful {
+            args.push("-r");
+        }
         let d = Daemon::spawn(
             lab,
             &self.ns,
             "gobgpd",
             &self.dir.join("gobgpd.log"),
             "gobgpd",
-            &[
-                "-f",
-                &conf.to_string_lossy(),
-                "-p",
-                "--api-hosts",
-                "127.0.0.1:50051",
-                "--pprof-disable",
-            ],
+            &args,
             &[],
         )?;
         wait_until("gobgp API to answer", &[&d], || {
@@ -352,7 +357,21 @@ impl Gobgp {
     /// Starts again (same config, originated routes re-added).
     pub fn restart(&mut self, lab: &Lab) -> Result<()> {
         self.stop()?;
-        self.launch(lab)
+        self.launch(lab, false)
+    }
+
+    /// Starts again as a restarting speaker (`gobgpd -r`).
+    pub fn restart_graceful(&mut self, lab: &Lab) -> Result<()> {
+        self.stop()?;
+        self.launch(lab, true)
+    }
+
+    /// Asks the neighbour to send its routes again (ROUTE-REFRESH).
+    pub fn refresh_in(&self, addr: &str) -> Result<()> {
+        for af in ["ipv4", "ipv6"] {
+            self.cli(&["neighbor", addr, "softresetin", "-a", af])?;
+        }
+        Ok(())
     }
 }
 

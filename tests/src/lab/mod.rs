@@ -39,6 +39,7 @@ pub mod petreld;
 mod process;
 pub mod raw;
 mod route;
+pub mod topo;
 
 pub use netns::{sweep_leftovers, Lab, Link, Netns};
 pub use process::{wait_until, Daemon, DEADLINE};

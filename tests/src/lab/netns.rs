@@ -82,6 +82,21 @@ impl Netns {
         self.ip(&a).map(drop)
     }
 
+    /// A `TcpExt` counter of the namespace's kernel (`/proc/net/netstat`),
+    /// e.g. `TCPMD5Failure`, `TCPMD5NotFound`, `TCPMD5Unexpected`.
+    pub fn tcp_ext(&self, counter: &str) -> Result<u64> {
+        let text = self.exec("cat", &["/proc/net/netstat"])?;
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+        if let [names, values, ..] = lines[..] {
+            if let Some(i) = names.split_whitespace().position(|n| n == counter) {
+                if let Some(v) = values.split_whitespace().nth(i) {
+                    return Ok(v.parse()?);
+                }
+            }
+        }
+        bail!("no TcpExt counter {counter}")
+    }
+
     /// Runs `f` on a thread that has entered this namespace: sockets it
     /// creates live in the namespace and stay usable from any thread.
     pub fn enter<T: Send + 'static>(

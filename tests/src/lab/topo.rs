@@ -1,0 +1,433 @@
+//! Small topologies for the petrel interop suites, and one [`Speaker`]
+//! trait over the BIRD, FRR and GoBGP drivers so a scenario is written once
+//! and run against each of them.
+
+use super::{bird, frr, gobgp, wait_until, Daemon, Lab, Link, Netns, Route};
+use anyhow::Result;
+
+/// petrel's ASN in every scenario (4-octet, private).
+pub const PETREL_AS: u32 = 4200000001;
+/// The peer's ASN for eBGP.
+pub const PEER_AS: u32 = 4200000002;
+pub const PETREL4: &str = "10.99.1.1";
+pub const PEER4: &str = "10.99.1.2";
+pub const PETREL6: &str = "fd00:99:1::1";
+pub const PEER6: &str = "fd00:99:1::2";
+
+/// Which daemon plays the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Bird,
+    Frr,
+    Gobgp,
+}
+
+impl Kind {
+    /// Programs the daemon needs (for [`super::require_lab`]).
+    pub fn programs(self) -> &'static [&'static str] {
+        match self {
+            Kind::Bird => &["bird", "birdc"],
+            Kind::Frr => &["vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"],
+            Kind::Gobgp => &["gobgpd", "gobgp"],
+        }
+    }
+}
+
+/// One session of a peer daemon.
+#[derive(Clone, Debug)]
+pub struct NeighborSpec {
+    pub address: String,
+    pub asn: u32,
+    /// The peer's own address on this session.
+    pub local: String,
+    pub password: Option<String>,
+    pub graceful_restart: Option<u32>,
+    pub rr_client: bool,
+    pub ipv4: bool,
+    pub ipv6: bool,
+    /// RFC 8950 (FRR and BIRD only).
+    pub extended_nexthop: bool,
+    pub passive: bool,
+}
+
+impl NeighborSpec {
+    /// A session with `address` (AS `asn`) from `local`; families follow
+    /// the transport (IPv4 over IPv4, IPv6 over IPv6).
+    pub fn new(address: &str, asn: u32, local: &str) -> NeighborSpec {
+        let v6 = address.contains(':');
+        NeighborSpec {
+            address: address.into(),
+            asn,
+            local: local.into(),
+            password: None,
+            graceful_restart: None,
+            rr_client: false,
+            ipv4: !v6,
+            ipv6: v6,
+            extended_nexthop: false,
+            passive: false,
+        }
+    }
+}
+
+/// A whole peer daemon.
+#[derive(Clone, Debug)]
+pub struct PeerSpec {
+    pub router_id: String,
+    pub asn: u32,
+    pub neighbors: Vec<NeighborSpec>,
+    /// (prefix, communities, large communities)
+    pub originate: Vec<(String, Vec<String>, Vec<String>)>,
+    /// Global graceful restart (FRR needs it globally).
+    pub graceful_restart: Option<u32>,
+}
+
+impl PeerSpec {
+    pub fn new(router_id: &str, asn: u32) -> PeerSpec {
+        PeerSpec {
+            router_id: router_id.into(),
+            asn,
+            neighbors: Vec::new(),
+            originate: Vec::new(),
+            graceful_restart: None,
+        }
+    }
+    pub fn originate(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> &mut Self {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        self.originate
+            .push((prefix.into(), v(communities), v(large)));
+        self
+    }
+}
+
+/// What the scenarios need from any peer daemon.
+pub trait Speaker {
+    fn kind(&self) -> Kind;
+    fn daemon(&self) -> &Daemon;
+    fn established(&self, neighbor: &str) -> Result<bool>;
+    /// Routes learned from `neighbor`, all attributes.
+    fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>>;
+    fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()>;
+    fn withdraw(&mut self, prefix: &str) -> Result<()>;
+    /// Sends ROUTE-REFRESH to `neighbor` (asks it to resend).
+    fn refresh_in(&self, neighbor: &str) -> Result<()>;
+    /// UPDATEs received from `neighbor`, when the daemon counts them.
+    fn updates_received(&self, neighbor: &str) -> Result<Option<u64>>;
+    fn log(&self) -> String;
+    fn kill9(&mut self);
+    /// Starts again after [`Speaker::kill9`], as a restarting speaker.
+    fn restart_graceful(&mut self, lab: &Lab) -> Result<()>;
+    fn stop(&mut self) -> Result<()>;
+
+    fn wait_established(&self, neighbor: &str) -> Result<()> {
+        wait_until(
+            &format!("{:?} session with {neighbor} Established", self.kind()),
+            &[self.daemon()],
+            || Ok(self.established(neighbor)?.then_some(())),
+        )
+    }
+
+    fn wait_routes_from(
+        &self,
+        neighbor: &str,
+        what: &str,
+        f: &mut dyn FnMut(&[Route]) -> bool,
+    ) -> Result<Vec<Route>> {
+        wait_until(what, &[self.daemon()], || {
+            let r = self.routes_from(neighbor)?;
+            Ok(f(&r).then_some(r))
+        })
+    }
+}
+
+/// Starts `kind` in `ns` as `spec` says.
+pub fn start(kind: Kind, lab: &Lab, ns: &Netns, spec: &PeerSpec) -> Result<Box<dyn Speaker>> {
+    Ok(match kind {
+        Kind::Bird => {
+            let mut c = bird::Config::new(&spec.router_id, spec.asn);
+            for (p, comms, large) in &spec.originate {
+                c.originate(p, &strs(comms), &strs(large));
+            }
+            for n in &spec.neighbors {
+                let mut p = bird::Peer::new(&bird::proto_name(&n.address), &n.address, n.asn)
+                    .source(&n.local)
+                    .families(n.ipv4, n.ipv6);
+                p.password = n.password.clone();
+                p.graceful_restart = n.graceful_restart;
+                p.rr_client = n.rr_client;
+                p.extended_next_hop = n.extended_nexthop;
+                p.passive = n.passive;
+                c.peer(p);
+            }
+            let b = bird::Bird::start(lab, ns, &c.render())?;
+            Box::new(BirdSpeaker {
+                lab_bird: b,
+                config: c,
+            })
+        }
+        Kind::Frr => {
+            let mut c = frr::Config::new(&spec.router_id, spec.asn);
+            c.graceful_restart = spec
+                .graceful_restart
+                .or(spec.neighbors.iter().find_map(|n| n.graceful_restart));
+            for (p, comms, large) in &spec.originate {
+                c.originate(p, &strs(comms), &strs(large));
+            }
+            for n in &spec.neighbors {
+                let mut x = frr::Neighbor::new(&n.address, n.asn)
+                    .update_source(&n.local)
+                    .families(n.ipv4, n.ipv6);
+                x.password = n.password.clone();
+                x.rr_client = n.rr_client;
+                x.extended_nexthop = n.extended_nexthop;
+                x.passive = n.passive;
+                c.neighbor(x);
+            }
+            let f = frr::Frr::start(lab, ns, &c.render())?;
+            Box::new(FrrSpeaker { frr: f, config: c })
+        }
+        Kind::Gobgp => {
+            let mut c = gobgp::Config::new(&spec.router_id, spec.asn);
+            for (p, comms, large) in &spec.originate {
+                c.originate(p, &strs(comms), &strs(large));
+            }
+            for n in &spec.neighbors {
+                let mut x = gobgp::Neighbor::new(&n.address, n.asn)
+                    .local_address(&n.local)
+                    .families(n.ipv4, n.ipv6);
+                x.password = n.password.clone();
+                x.graceful_restart = n.graceful_restart;
+                x.rr_client = n.rr_client;
+                x.passive = n.passive;
+                c.neighbor(x);
+            }
+            Box::new(gobgp::Gobgp::start(lab, ns, &c)?)
+        }
+    })
+}
+
+/// BIRD with the configuration it runs (announce/withdraw reconfigure it).
+pub struct BirdSpeaker {
+    pub lab_bird: bird::Bird,
+    pub config: bird::Config,
+}
+
+impl Speaker for BirdSpeaker {
+    fn kind(&self) -> Kind {
+        Kind::Bird
+    }
+    fn daemon(&self) -> &Daemon {
+        self.lab_bird.daemon()
+    }
+    fn established(&self, neighbor: &str) -> Result<bool> {
+        self.lab_bird.established(&bird::proto_name(neighbor))
+    }
+    fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>> {
+        self.lab_bird.received(&bird::proto_name(neighbor))
+    }
+    fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()> {
+        self.config.originate(prefix, communities, large);
+        self.lab_bird.reconfigure(&self.config.render())
+    }
+    fn withdraw(&mut self, prefix: &str) -> Result<()> {
+        self.config.originate.retain(|o| o.prefix != prefix);
+        self.lab_bird.reconfigure(&self.config.render())
+    }
+    fn refresh_in(&self, neighbor: &str) -> Result<()> {
+        self.lab_bird
+            .birdc(&format!("reload in {}", bird::proto_name(neighbor)))
+            .map(drop)
+    }
+    fn updates_received(&self, _neighbor: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    fn log(&self) -> String {
+        self.lab_bird.log()
+    }
+    fn kill9(&mut self) {
+        self.lab_bird.kill9()
+    }
+    fn restart_graceful(&mut self, lab: &Lab) -> Result<()> {
+        self.lab_bird.restart_graceful(lab)
+    }
+    fn stop(&mut self) -> Result<()> {
+        self.lab_bird.stop()
+    }
+}
+
+/// FRR with the configuration it runs.
+pub struct FrrSpeaker {
+    pub frr: frr::Frr,
+    pub config: frr::Config,
+}
+
+impl Speaker for FrrSpeaker {
+    fn kind(&self) -> Kind {
+        Kind::Frr
+    }
+    fn daemon(&self) -> &Daemon {
+        self.frr.bgpd()
+    }
+    fn established(&self, neighbor: &str) -> Result<bool> {
+        Ok(self.frr.state(neighbor)? == "Established")
+    }
+    fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>> {
+        self.frr.received(neighbor)
+    }
+    fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()> {
+        let i = self.config.originate.len();
+        self.config.originate(prefix, communities, large);
+        let af = if prefix.contains(':') { "ipv6" } else { "ipv4" };
+        let mut lines = vec![format!("route-map ORIG{i} permit 10")];
+        if !communities.is_empty() {
+            lines.push(format!("set community {}", communities.join(" ")));
+        }
+        if !large.is_empty() {
+            lines.push(format!("set large-community {}", large.join(" ")));
+        }
+        lines.push("exit".into());
+        lines.push(format!("router bgp {}", self.config.asn));
+        lines.push(format!("address-family {af} unicast"));
+        lines.push(format!("network {prefix} route-map ORIG{i}"));
+        self.frr
+            .configure(&lines.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+    fn withdraw(&mut self, prefix: &str) -> Result<()> {
+        let i = self
+            .config
+            .originate
+            .iter()
+            .position(|o| o.prefix == prefix)
+            .ok_or_else(|| anyhow::anyhow!("FRR does not originate {prefix}"))?;
+        let af = if prefix.contains(':') { "ipv6" } else { "ipv4" };
+        self.frr.configure(&[
+            &format!("router bgp {}", self.config.asn),
+            &format!("address-family {af} unicast"),
+            &format!("no network {prefix} route-map ORIG{i}"),
+        ])
+    }
+    fn refresh_in(&self, neighbor: &str) -> Result<()> {
+        self.frr
+            .vtysh(&format!("clear bgp {neighbor} soft in"))
+            .map(drop)
+            .or_else(|e| {
+                // `clear` prints nothing on success, which vtysh() reports.
+                if e.to_string().contains("\"\"") {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+    }
+    fn updates_received(&self, neighbor: &str) -> Result<Option<u64>> {
+        self.frr.message_stat(neighbor, "updatesRecv").map(Some)
+    }
+    fn log(&self) -> String {
+        self.frr.log()
+    }
+    fn kill9(&mut self) {
+        self.frr.kill9()
+    }
+    fn restart_graceful(&mut self, lab: &Lab) -> Result<()> {
+        // FRR restarts gracefully whenever `bgp graceful-restart` is set.
+        self.frr.restart(lab)
+    }
+    fn stop(&mut self) -> Result<()> {
+        self.frr.stop()
+    }
+}
+
+impl Speaker for gobgp::Gobgp {
+    fn kind(&self) -> Kind {
+        Kind::Gobgp
+    }
+    fn daemon(&self) -> &Daemon {
+        gobgp::Gobgp::daemon(self)
+    }
+    fn established(&self, neighbor: &str) -> Result<bool> {
+        Ok(self.state(neighbor)? == "established")
+    }
+    fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>> {
+        self.received(neighbor)
+    }
+    fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()> {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        self.add_route(prefix, &v(communities), &v(large))
+    }
+    fn withdraw(&mut self, prefix: &str) -> Result<()> {
+        self.del_route(prefix)
+    }
+    fn refresh_in(&self, neighbor: &str) -> Result<()> {
+        gobgp::Gobgp::refresh_in(self, neighbor)
+    }
+    fn updates_received(&self, neighbor: &str) -> Result<Option<u64>> {
+        self.received_messages(neighbor, "update").map(Some)
+    }
+    fn log(&self) -> String {
+        gobgp::Gobgp::log(self)
+    }
+    fn kill9(&mut self) {
+        gobgp::Gobgp::kill9(self)
+    }
+    fn restart_graceful(&mut self, lab: &Lab) -> Result<()> {
+        gobgp::Gobgp::restart_graceful(self, lab)
+    }
+    fn stop(&mut self) -> Result<()> {
+        gobgp::Gobgp::stop(self)
+    }
+}
+
+/// Two namespaces, `petrel` and `peer`, on one link:
+/// 10.99.1.1/24 + fd00:99:1::1/64 (petrel) and .2 / ::2 (peer).
+pub struct Pair {
+    pub lab: Lab,
+    pub petrel: Netns,
+    pub peer: Netns,
+    pub link: Link,
+}
+
+/// See [`Pair`].
+pub fn pair(tag: &str) -> Result<Pair> {
+    let lab = Lab::new(tag)?;
+    let petrel = lab.netns("petrel")?;
+    let peer = lab.netns("peer")?;
+    let link = lab.link(
+        &petrel,
+        &[&format!("{PETREL4}/24"), &format!("{PETREL6}/64")],
+        &peer,
+        &[&format!("{PEER4}/24"), &format!("{PEER6}/64")],
+    )?;
+    Ok(Pair {
+        lab,
+        petrel,
+        peer,
+        link,
+    })
+}
+
+/// Waits until `f` holds, failing at once if `check` fails at any poll
+/// (e.g. "the route is still there": continuity across an event).
+pub fn wait_while_holding<T>(
+    what: &str,
+    daemons: &[&Daemon],
+    mut check: impl FnMut() -> Result<()>,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let mut broken = None;
+    let r = wait_until(what, daemons, || {
+        if let Err(e) = check() {
+            broken = Some(e);
+            return Ok(Some(None));
+        }
+        Ok(f()?.map(Some))
+    })?;
+    match (r, broken) {
+        (Some(v), _) => Ok(v),
+        (None, Some(e)) => Err(e.context(format!("while waiting for {what}"))),
+        (None, None) => unreachable!("wait_until only returns Some(None) when check failed"),
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
