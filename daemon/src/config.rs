@@ -5,6 +5,7 @@
 //! setting), then [`Config::load`] validates values and converts them into
 //! typed settings. Every error names the file, the field and what is allowed.
 
+use petrel_bgp::policy::{Policy, Rule};
 use petrel_bgp::wire::attr::{Community, LargeCommunity};
 use petrel_bgp::wire::family::Family;
 use petrel_bgp::wire::Prefix;
@@ -19,11 +20,18 @@ pub const DEFAULT_ASN: u32 = 64512;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}: {message}")]
     Syntax { file: String, message: String },
     #[error("{file}: {field}: {message}")]
-    Invalid { file: String, field: String, message: String },
+    Invalid {
+        file: String,
+        field: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,8 +200,8 @@ pub struct Peer {
     pub families: Vec<Family>,
     pub graceful_restart: Option<GracefulRestart>,
     pub max_prefix: Option<MaxPrefix>,
-    pub import: Vec<toml::Value>,
-    pub export: Vec<toml::Value>,
+    pub import: Policy,
+    pub export: Policy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -207,38 +215,60 @@ impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
         Self::parse(&file, &text)
     }
 
     /// Parses configuration text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax { file: file.to_string(), message: e.to_string().trim_end().to_string() })?;
-        let bad = |field: String, message: String| ConfigError::Invalid { file: file.to_string(), field, message };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let bad = |field: String, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            field,
+            message,
+        };
 
         if raw.node.name.trim().is_empty() {
             return Err(bad("node.name".into(), "must not be empty".into()));
         }
-        let router_id: Ipv4Addr = raw
-            .node
-            .router_id
-            .parse()
-            .map_err(|_| bad("node.router_id".into(), format!("{:?} is not an IPv4 address", raw.node.router_id)))?;
+        let router_id: Ipv4Addr = raw.node.router_id.parse().map_err(|_| {
+            bad(
+                "node.router_id".into(),
+                format!("{:?} is not an IPv4 address", raw.node.router_id),
+            )
+        })?;
         if router_id.is_unspecified() {
-            return Err(bad("node.router_id".into(), "0.0.0.0 is not allowed (RFC 6286: non-zero)".into()));
+            return Err(bad(
+                "node.router_id".into(),
+                "0.0.0.0 is not allowed (RFC 6286: non-zero)".into(),
+            ));
         }
         if raw.node.asn == 0 || raw.node.asn == 23456 {
-            return Err(bad("node.asn".into(), format!("{} is reserved (RFC 7607, RFC 6793)", raw.node.asn)));
+            return Err(bad(
+                "node.asn".into(),
+                format!("{} is reserved (RFC 7607, RFC 6793)", raw.node.asn),
+            ));
         }
         let listen = match raw.bgp.listen {
-            None => vec!["0.0.0.0:179".parse().unwrap_or_else(|_| unreachable!()), "[::]:179".parse().unwrap_or_else(|_| unreachable!())],
+            None => vec![
+                "0.0.0.0:179".parse().unwrap_or_else(|_| unreachable!()),
+                "[::]:179".parse().unwrap_or_else(|_| unreachable!()),
+            ],
             Some(v) => v
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
                     s.parse::<SocketAddr>().map_err(|_| {
-                        bad(format!("bgp.listen[{i}]"), format!("{s:?} is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT)"))
+                        bad(
+                            format!("bgp.listen[{i}]"),
+                            format!("{s:?} is not ADDRESS:PORT (IPv6 as [ADDRESS]:PORT)"),
+                        )
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -246,61 +276,100 @@ impl Config {
         let cluster_id = raw
             .bgp
             .cluster_id
-            .map(|s| s.parse::<Ipv4Addr>().map_err(|_| bad("bgp.cluster_id".into(), format!("{s:?} is not an IPv4 address"))))
+            .map(|s| {
+                s.parse::<Ipv4Addr>().map_err(|_| {
+                    bad(
+                        "bgp.cluster_id".into(),
+                        format!("{s:?} is not an IPv4 address"),
+                    )
+                })
+            })
             .transpose()?;
         let gr = |g: Option<RawGr>, field: &str| -> Result<Option<GracefulRestart>, ConfigError> {
             match g {
                 None => Ok(None),
                 // RFC 4724 §3: the restart time is 12 bits.
-                Some(g) if g.restart_time > 4095 => {
-                    Err(bad(format!("{field}.restart_time"), format!("{} exceeds 4095 seconds (RFC 4724 §3)", g.restart_time)))
-                }
+                Some(g) if g.restart_time > 4095 => Err(bad(
+                    format!("{field}.restart_time"),
+                    format!("{} exceeds 4095 seconds (RFC 4724 §3)", g.restart_time),
+                )),
                 Some(g) if g.long_lived_stale_time.is_some_and(|t| t > 0xff_ffff) => Err(bad(
                     format!("{field}.long_lived_stale_time"),
                     "exceeds 16777215 seconds (RFC 9494 §2)".into(),
                 )),
-                Some(g) => Ok(Some(GracefulRestart { restart_time: g.restart_time, long_lived_stale_time: g.long_lived_stale_time })),
+                Some(g) => Ok(Some(GracefulRestart {
+                    restart_time: g.restart_time,
+                    long_lived_stale_time: g.long_lived_stale_time,
+                })),
             }
         };
         let graceful_restart = gr(raw.bgp.graceful_restart, "bgp.graceful_restart")?;
         let max_paths = raw.bgp.max_paths.unwrap_or(1);
         if !(1..=64).contains(&max_paths) {
-            return Err(bad("bgp.max_paths".into(), format!("{max_paths} is outside 1..=64")));
+            return Err(bad(
+                "bgp.max_paths".into(),
+                format!("{max_paths} is outside 1..=64"),
+            ));
         }
 
         let mut peers = Vec::new();
         for (i, p) in raw.bgp.peers.into_iter().enumerate() {
             let f = |name: &str| format!("bgp.peers[{i}].{name}");
-            let address: IpAddr =
-                p.address.parse().map_err(|_| bad(f("address"), format!("{:?} is not an IP address", p.address)))?;
+            let address: IpAddr = p.address.parse().map_err(|_| {
+                bad(
+                    f("address"),
+                    format!("{:?} is not an IP address", p.address),
+                )
+            })?;
             if peers.iter().any(|q: &Peer| q.address == address) {
                 return Err(bad(f("address"), format!("{address} is configured twice")));
             }
             if p.asn == 0 || p.asn == 23456 {
-                return Err(bad(f("asn"), format!("{} is reserved (RFC 7607, RFC 6793)", p.asn)));
+                return Err(bad(
+                    f("asn"),
+                    format!("{} is reserved (RFC 7607, RFC 6793)", p.asn),
+                ));
             }
             let local_address = p
                 .local_address
-                .map(|s| s.parse::<IpAddr>().map_err(|_| bad(f("local_address"), format!("{s:?} is not an IP address"))))
+                .map(|s| {
+                    s.parse::<IpAddr>()
+                        .map_err(|_| bad(f("local_address"), format!("{s:?} is not an IP address")))
+                })
                 .transpose()?;
             if let Some(pw) = &p.password {
                 if pw.is_empty() || pw.len() > 80 {
-                    return Err(bad(f("password"), "must be 1 to 80 octets (TCP MD5 key, RFC 2385)".into()));
+                    return Err(bad(
+                        f("password"),
+                        "must be 1 to 80 octets (TCP MD5 key, RFC 2385)".into(),
+                    ));
                 }
             }
             let hold_time = p.hold_time.unwrap_or(90);
             // RFC 4271 §4.2: zero or at least three seconds.
             if hold_time == 1 || hold_time == 2 {
-                return Err(bad(f("hold_time"), "must be 0 or at least 3 seconds (RFC 4271 §4.2)".into()));
+                return Err(bad(
+                    f("hold_time"),
+                    "must be 0 or at least 3 seconds (RFC 4271 §4.2)".into(),
+                ));
             }
             if let Some(k) = p.keepalive {
                 if hold_time > 0 && (k == 0 || k > hold_time / 3) {
-                    return Err(bad(f("keepalive"), format!("must be between 1 and a third of hold_time ({})", hold_time / 3)));
+                    return Err(bad(
+                        f("keepalive"),
+                        format!(
+                            "must be between 1 and a third of hold_time ({})",
+                            hold_time / 3
+                        ),
+                    ));
                 }
             }
             if let Some(t) = p.ttl_security {
                 if t == 0 {
-                    return Err(bad(f("ttl_security"), "is a hop count: 1 for directly connected peers, up to 254".into()));
+                    return Err(bad(
+                        f("ttl_security"),
+                        "is a hop count: 1 for directly connected peers, up to 254".into(),
+                    ));
                 }
             }
             let ibgp = p.asn == raw.node.asn;
@@ -310,10 +379,18 @@ impl Config {
                 // RFC 4271 §5.1.3: eBGP sets our address; iBGP leaves it.
                 None if ibgp => NextHopMode::Keep,
                 None => NextHopMode::SelfAddr,
-                Some(other) => return Err(bad(f("next_hop"), format!("{other:?}: allowed values are \"self\" and \"keep\""))),
+                Some(other) => {
+                    return Err(bad(
+                        f("next_hop"),
+                        format!("{other:?}: allowed values are \"self\" and \"keep\""),
+                    ))
+                }
             };
             if p.route_reflector_client && !ibgp {
-                return Err(bad(f("route_reflector_client"), "only internal peers (same asn as node.asn) can be clients".into()));
+                return Err(bad(
+                    f("route_reflector_client"),
+                    "only internal peers (same asn as node.asn) can be clients".into(),
+                ));
             }
             let families = match p.families {
                 None => {
@@ -329,7 +406,12 @@ impl Config {
                     .map(|(j, s)| match s.as_str() {
                         "ipv4-unicast" => Ok(Family::IPV4_UNICAST),
                         "ipv6-unicast" => Ok(Family::IPV6_UNICAST),
-                        _ => Err(bad(format!("bgp.peers[{i}].families[{j}]"), format!("{s:?}: allowed values are \"ipv4-unicast\" and \"ipv6-unicast\""))),
+                        _ => Err(bad(
+                            format!("bgp.peers[{i}].families[{j}]"),
+                            format!(
+                                "{s:?}: allowed values are \"ipv4-unicast\" and \"ipv6-unicast\""
+                            ),
+                        )),
                     })
                     .collect::<Result<_, _>>()?,
             };
@@ -337,16 +419,36 @@ impl Config {
                 None => None,
                 Some(m) => {
                     let action = match m.action.as_deref() {
-                        None | Some("restart") => MaxPrefixAction::Restart { after_secs: m.restart_after.unwrap_or(60) },
+                        None | Some("restart") => MaxPrefixAction::Restart {
+                            after_secs: m.restart_after.unwrap_or(60),
+                        },
                         Some("warn") => MaxPrefixAction::Warn,
-                        Some(o) => return Err(bad(f("max_prefix.action"), format!("{o:?}: allowed values are \"restart\" and \"warn\""))),
+                        Some(o) => {
+                            return Err(bad(
+                                f("max_prefix.action"),
+                                format!("{o:?}: allowed values are \"restart\" and \"warn\""),
+                            ))
+                        }
                     };
                     if m.limit == 0 {
                         return Err(bad(f("max_prefix.limit"), "must be at least 1".into()));
                     }
-                    Some(MaxPrefix { limit: m.limit, action })
+                    Some(MaxPrefix {
+                        limit: m.limit,
+                        action,
+                    })
                 }
             };
+            let policy = |v: Vec<toml::Value>, name: &str| -> Result<Policy, ConfigError> {
+                let rules: Vec<Rule> = toml::Value::Array(v)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| bad(f(name), e.message().to_string()))?;
+                let p = Policy { rules };
+                p.validate().map_err(|e| bad(f(name), e.to_string()))?;
+                Ok(p)
+            };
+            let import = policy(p.import, "import")?;
+            let export = policy(p.export, "export")?;
             peers.push(Peer {
                 address,
                 asn: p.asn,
@@ -362,39 +464,71 @@ impl Config {
                 families,
                 graceful_restart: gr(p.graceful_restart, &f("graceful_restart"))?,
                 max_prefix,
-                import: p.import,
-                export: p.export,
+                import,
+                export,
             });
         }
 
         let mut originate = Vec::new();
         for (i, o) in raw.bgp.originate.into_iter().enumerate() {
-            let prefix: Prefix = o
-                .prefix
-                .parse()
-                .map_err(|e| bad(format!("bgp.originate[{i}].prefix"), format!("{:?}: {e}", o.prefix)))?;
+            let prefix: Prefix = o.prefix.parse().map_err(|e| {
+                bad(
+                    format!("bgp.originate[{i}].prefix"),
+                    format!("{:?}: {e}", o.prefix),
+                )
+            })?;
             let communities = o
                 .communities
                 .iter()
                 .enumerate()
-                .map(|(j, c)| c.parse::<Community>().map_err(|e| bad(format!("bgp.originate[{i}].communities[{j}]"), e.to_string())))
+                .map(|(j, c)| {
+                    c.parse::<Community>().map_err(|e| {
+                        bad(
+                            format!("bgp.originate[{i}].communities[{j}]"),
+                            e.to_string(),
+                        )
+                    })
+                })
                 .collect::<Result<_, _>>()?;
             let large_communities = o
                 .large_communities
                 .iter()
                 .enumerate()
                 .map(|(j, c)| {
-                    c.parse::<LargeCommunity>().map_err(|e| bad(format!("bgp.originate[{i}].large_communities[{j}]"), e.to_string()))
+                    c.parse::<LargeCommunity>().map_err(|e| {
+                        bad(
+                            format!("bgp.originate[{i}].large_communities[{j}]"),
+                            e.to_string(),
+                        )
+                    })
                 })
                 .collect::<Result<_, _>>()?;
-            originate.push(Originate { prefix, communities, large_communities });
+            originate.push(Originate {
+                prefix,
+                communities,
+                large_communities,
+            });
         }
 
         Ok(Config {
             file: PathBuf::from(file),
-            node: Node { name: raw.node.name, router_id, asn: raw.node.asn },
-            control_socket: raw.control.socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
-            bgp: Bgp { listen, cluster_id, graceful_restart, max_paths, peers, originate },
+            node: Node {
+                name: raw.node.name,
+                router_id,
+                asn: raw.node.asn,
+            },
+            control_socket: raw
+                .control
+                .socket
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            bgp: Bgp {
+                listen,
+                cluster_id,
+                graceful_restart,
+                max_paths,
+                peers,
+                originate,
+            },
         })
     }
 }
@@ -441,30 +575,80 @@ large_communities = ["4200000001:1:2"]
         assert_eq!(c.bgp.peers[0].next_hop, NextHopMode::SelfAddr);
         assert_eq!(c.bgp.peers[1].next_hop, NextHopMode::Keep);
         assert_eq!(c.bgp.peers[1].families, [Family::IPV6_UNICAST]);
-        assert_eq!(c.bgp.peers[0].max_prefix, Some(MaxPrefix { limit: 1000, action: MaxPrefixAction::Restart { after_secs: 30 } }));
+        assert_eq!(
+            c.bgp.peers[0].max_prefix,
+            Some(MaxPrefix {
+                limit: 1000,
+                action: MaxPrefixAction::Restart { after_secs: 30 }
+            })
+        );
         assert_eq!(c.bgp.originate[0].prefix.to_string(), "10.10.1.0/24");
     }
 
     fn err(text: &str) -> String {
-        Config::parse("/etc/petrel/petreld.toml", text).unwrap_err().to_string()
+        Config::parse("/etc/petrel/petreld.toml", text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
     fn errors_name_file_field_and_allowed_values() {
         let e = err("[node]\nname = \"a\"\nrouter_id = \"1.2.3\"\n");
-        assert_eq!(e, "/etc/petrel/petreld.toml: node.router_id: \"1.2.3\" is not an IPv4 address");
-        let e = err(&GOOD.replace("families = [\"ipv4-unicast\", \"ipv6-unicast\"]", "families = [\"ipv4-flowspec\"]"));
-        assert!(e.contains("bgp.peers[0].families[0]") && e.contains("\"ipv4-unicast\""), "{e}");
+        assert_eq!(
+            e,
+            "/etc/petrel/petreld.toml: node.router_id: \"1.2.3\" is not an IPv4 address"
+        );
+        let e = err(&GOOD.replace(
+            "families = [\"ipv4-unicast\", \"ipv6-unicast\"]",
+            "families = [\"ipv4-flowspec\"]",
+        ));
+        assert!(
+            e.contains("bgp.peers[0].families[0]") && e.contains("\"ipv4-unicast\""),
+            "{e}"
+        );
         let e = err(&GOOD.replace("hold_time = 30", "hold_time = 2"));
-        assert!(e.contains("bgp.peers[0].hold_time: must be 0 or at least 3"), "{e}");
+        assert!(
+            e.contains("bgp.peers[0].hold_time: must be 0 or at least 3"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("prefix = \"10.10.1.0/24\"", "prefix = \"10.10.1.0/33\""));
         assert!(e.contains("bgp.originate[0].prefix"), "{e}");
-        let e = err(&GOOD.replace("restart_time = 120 }\n[[bgp.peers]]", "restart_time = 5000 }\n[[bgp.peers]]"));
-        assert!(e.contains("graceful_restart.restart_time") && e.contains("4095"), "{e}");
+        let e = err(&GOOD.replace(
+            "restart_time = 120 }\n[[bgp.peers]]",
+            "restart_time = 5000 }\n[[bgp.peers]]",
+        ));
+        assert!(
+            e.contains("graceful_restart.restart_time") && e.contains("4095"),
+            "{e}"
+        );
         // Unknown fields are errors, with the line.
-        let e = err(&GOOD.replace("passive", "pasive").replace("ttl_security = 1", "ttl_securty = 1"));
-        assert!(e.starts_with("/etc/petrel/petreld.toml: ") && e.contains("ttl_securty"), "{e}");
-        let e = err(&GOOD.replace("route_reflector_client = true", "route_reflector_client = true\nnext_hop = \"selff\""));
+        let e = err(&GOOD
+            .replace("passive", "pasive")
+            .replace("ttl_security = 1", "ttl_securty = 1"));
+        assert!(
+            e.starts_with("/etc/petrel/petreld.toml: ") && e.contains("ttl_securty"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace(
+            "route_reflector_client = true",
+            "route_reflector_client = true\nnext_hop = \"selff\"",
+        ));
         assert!(e.contains("\"self\" and \"keep\""), "{e}");
+    }
+
+    #[test]
+    fn peer_policies_parse_and_errors_name_the_field() {
+        let with = GOOD.replace(
+            "[[bgp.originate]]",
+            "[[bgp.peers.import]]\nmatch = { prefix = { cidr = \"10.0.0.0/8\", op = \"within\" } }\naction = \"reject\"\n[[bgp.originate]]",
+        );
+        let c = Config::parse("f.toml", &with).unwrap();
+        assert_eq!(c.bgp.peers[1].import.rules.len(), 1);
+        let bad = with.replace("op = \"within\"", "op = \"inside\"");
+        let e = Config::parse("f.toml", &bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with("f.toml: bgp.peers[1].import: ") && e.contains("inside"),
+            "{e}"
+        );
     }
 }

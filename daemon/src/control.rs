@@ -13,10 +13,19 @@ use tokio::net::UnixStream;
 pub enum Request {
     Status,
     ShowPeers,
-    ShowRoutes { prefix: Option<String> },
-    PeerEnable { address: String },
-    PeerDisable { address: String, message: Option<String> },
-    PeerRefresh { address: String },
+    ShowRoutes {
+        prefix: Option<String>,
+    },
+    PeerEnable {
+        address: String,
+    },
+    PeerDisable {
+        address: String,
+        message: Option<String>,
+    },
+    PeerRefresh {
+        address: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,6 +1,7 @@
 //! petrelctl's commands, one module per command group.
 
 pub mod mrt;
+pub mod show;
 
 use clap::{Parser, Subcommand};
 
@@ -11,6 +12,9 @@ use clap::{Parser, Subcommand};
     about = "Operate petrel: BGP, IPAM and MRT tools"
 )]
 pub struct Cli {
+    /// petreld's control socket.
+    #[arg(long, global = true, default_value = crate::config::DEFAULT_SOCKET)]
+    pub socket: std::path::PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -20,4 +24,15 @@ pub enum Command {
     /// Read MRT dumps (RFC 6396): summaries and bgpdump-compatible output.
     #[command(subcommand)]
     Mrt(mrt::MrtCmd),
+    /// The daemon's state in brief.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show peers or routes of the running petreld.
+    #[command(subcommand)]
+    Show(show::ShowCmd),
+    /// Enable, disable or refresh one BGP session.
+    #[command(subcommand)]
+    Peer(show::PeerCmd),
 }

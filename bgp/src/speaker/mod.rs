@@ -1,0 +1,873 @@
+//! The speaker: the async library API the daemon drives.
+//!
+//! One central task owns the [`Rib`] and the per-peer bookkeeping; each peer
+//! runs in its own session task ([`crate::session`]); listeners hand accepted
+//! connections to the peer whose address they come from (any other address
+//! is closed at once). Every channel is bounded:
+//!
+//! - API commands: capacity 64; callers wait when it is full.
+//! - Peer events (all sessions into the central task): capacity 1024; a
+//!   session waits, so it stops reading its socket and TCP flow control
+//!   slows that peer.
+//! - Commands to one session (encoded UPDATEs): capacity 256 batches; the
+//!   central task waits for a slow peer's socket, which in turn slows the
+//!   RIB (documented in docs/architecture.md).
+//! - Loc-RIB changes to the FIB consumer: capacity 256 batches; a slow
+//!   consumer slows route processing rather than growing memory.
+
+use crate::fsm::{FsmConfig, State};
+use crate::policy::Policy;
+use crate::rib::{self, LocRibChange, NextHopMode, PeerId, Rib, RibConfig, Session};
+use crate::session::socket::{self, ConnectOptions};
+use crate::session::{
+    spawn_peer, PeerCommand, PeerConfig as SessionConfig, PeerEvent, PeerEventKind,
+};
+use crate::wire::attr::PathAttributes;
+use crate::wire::capability::{
+    AddPathMode, Capability, GracefulRestart as GrCap, GracefulRestartFamily, LlgrFamily,
+};
+use crate::wire::family::Family;
+use crate::wire::notification::{CeaseError, ErrorCode};
+use crate::wire::{Notification, Prefix, RouteRefresh};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+/// Speaker-wide settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpeakerConfig {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    /// Being a route reflector: the CLUSTER_ID (RFC 4456 §7).
+    pub cluster_id: Option<Ipv4Addr>,
+    pub listen: Vec<SocketAddr>,
+    /// Our own graceful-restart capability (RFC 4724), if enabled.
+    pub graceful_restart: Option<GracefulRestartSettings>,
+    /// ECMP: the most paths in a multipath set.
+    pub max_paths: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GracefulRestartSettings {
+    pub restart_time: u16,
+    pub long_lived_stale_time: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxPrefixAction {
+    Restart(Duration),
+    Warn,
+}
+
+/// One peer's settings. Changing any of the session fields resets that
+/// session (and only it); policy changes are applied without a reset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerSettings {
+    pub address: IpAddr,
+    pub port: u16,
+    pub asn: u32,
+    pub local_address: Option<IpAddr>,
+    pub password: Option<String>,
+    pub passive: bool,
+    pub hold_time: u16,
+    pub keepalive: Option<u16>,
+    pub ttl_security: Option<u8>,
+    pub next_hop: NextHopMode,
+    pub rr_client: bool,
+    pub families: Vec<Family>,
+    pub graceful_restart: Option<GracefulRestartSettings>,
+    pub max_prefix: Option<(u32, MaxPrefixAction)>,
+    pub import: Policy,
+    pub export: Policy,
+}
+
+impl PeerSettings {
+    pub fn new(address: IpAddr, asn: u32) -> Self {
+        Self {
+            address,
+            port: 179,
+            asn,
+            local_address: None,
+            password: None,
+            passive: false,
+            hold_time: 90,
+            keepalive: None,
+            ttl_security: None,
+            next_hop: NextHopMode::SelfAddr,
+            rr_client: false,
+            families: vec![if address.is_ipv4() {
+                Family::IPV4_UNICAST
+            } else {
+                Family::IPV6_UNICAST
+            }],
+            graceful_restart: None,
+            max_prefix: None,
+            import: Policy::default(),
+            export: Policy::default(),
+        }
+    }
+
+    /// Whether `other` differs in something that needs a new session.
+    fn session_differs(&self, other: &PeerSettings) -> bool {
+        let strip = |p: &PeerSettings| PeerSettings {
+            import: Policy::default(),
+            export: Policy::default(),
+            max_prefix: None,
+            ..p.clone()
+        };
+        strip(self) != strip(other)
+    }
+}
+
+/// A peer as `show peers` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerSnapshot {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub state: State,
+    pub uptime: Duration,
+    pub received: u64,
+    pub accepted: u64,
+    pub advertised: u64,
+    pub last_error: Option<String>,
+}
+
+/// A route as `show routes` reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteSnapshot {
+    pub route: rib::Route,
+    /// `None` for locally originated routes.
+    pub peer: Option<IpAddr>,
+    pub best: bool,
+    pub stale: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpeakerError {
+    #[error("the speaker has stopped")]
+    Stopped,
+    #[error("no peer {0}")]
+    NoSuchPeer(IpAddr),
+    #[error("peer {0} already exists")]
+    DuplicatePeer(IpAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Rib(#[from] rib::RibError),
+}
+
+enum Command {
+    AddPeer(Box<PeerSettings>, oneshot::Sender<Result<(), SpeakerError>>),
+    UpdatePeer(Box<PeerSettings>, oneshot::Sender<Result<(), SpeakerError>>),
+    RemovePeer(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
+    Enable(
+        IpAddr,
+        bool,
+        Option<String>,
+        oneshot::Sender<Result<(), SpeakerError>>,
+    ),
+    Refresh(IpAddr, oneshot::Sender<Result<(), SpeakerError>>),
+    Originate(Prefix, Box<PathAttributes>),
+    Withdraw(Prefix),
+    Peers(oneshot::Sender<Vec<PeerSnapshot>>),
+    Routes(Option<Prefix>, oneshot::Sender<Vec<RouteSnapshot>>),
+    Shutdown(Option<String>, oneshot::Sender<()>),
+}
+
+/// The handle to a running speaker. Cheap to clone.
+#[derive(Clone)]
+pub struct Speaker {
+    tx: mpsc::Sender<Command>,
+}
+
+/// Capacities of the bounded channels (see the module docs).
+const API_QUEUE: usize = 64;
+const EVENT_QUEUE: usize = 1024;
+const PEER_QUEUE: usize = 256;
+const FIB_QUEUE: usize = 256;
+
+impl Speaker {
+    /// Starts the speaker: binds the listeners and returns the handle and
+    /// the bounded stream of Loc-RIB changes (best paths and ECMP sets).
+    pub async fn start(
+        cfg: SpeakerConfig,
+    ) -> Result<(Speaker, mpsc::Receiver<Vec<LocRibChange>>), SpeakerError> {
+        let (tx, rx) = mpsc::channel(API_QUEUE);
+        let (fib_tx, fib_rx) = mpsc::channel(FIB_QUEUE);
+        let (accept_tx, accept_rx) = mpsc::channel::<(TcpStream, SocketAddr)>(64);
+        let mut listener_socks = Vec::new();
+        for addr in &cfg.listen {
+            let l = socket::listen(*addr).map_err(|source| SpeakerError::Listen {
+                addr: *addr,
+                source,
+            })?;
+            // A second handle on the same socket, to install MD5 keys for
+            // peers added later (RFC 2385 keys are per peer, on the listener).
+            let dup =
+                socket2::SockRef::from(&l)
+                    .try_clone()
+                    .map_err(|source| SpeakerError::Listen {
+                        addr: *addr,
+                        source,
+                    })?;
+            listener_socks.push((*addr, dup));
+            let accept_tx = accept_tx.clone();
+            let addr = *addr;
+            tokio::spawn(async move {
+                loop {
+                    match l.accept().await {
+                        Ok((s, from)) => {
+                            if accept_tx.send((s, from)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            warn!(listen = %addr, error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+            });
+            info!(listen = %addr, "listening for BGP");
+        }
+        let mut rcfg = RibConfig::new(cfg.local_as, cfg.router_id);
+        rcfg.cluster_id = cfg.cluster_id;
+        rcfg.decision.max_paths = cfg.max_paths.max(1);
+        let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let core = Core {
+            rib: Rib::new(rcfg),
+            cfg,
+            peers: HashMap::new(),
+            ev_tx,
+            fib_tx,
+            started: Instant::now(),
+            listener_socks,
+        };
+        tokio::spawn(core.run(rx, ev_rx, accept_rx));
+        Ok((Speaker { tx }, fib_rx))
+    }
+
+    async fn ask<T>(
+        &self,
+        f: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, SpeakerError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(f(tx))
+            .await
+            .map_err(|_| SpeakerError::Stopped)?;
+        rx.await.map_err(|_| SpeakerError::Stopped)
+    }
+
+    pub async fn add_peer(&self, p: PeerSettings) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::AddPeer(Box::new(p), tx)).await?
+    }
+    /// Replaces a peer's settings; only that peer's session may reset.
+    pub async fn update_peer(&self, p: PeerSettings) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::UpdatePeer(Box::new(p), tx)).await?
+    }
+    pub async fn remove_peer(&self, addr: IpAddr) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::RemovePeer(addr, tx)).await?
+    }
+    pub async fn enable_peer(&self, addr: IpAddr) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::Enable(addr, true, None, tx)).await?
+    }
+    /// Administrative shutdown with an RFC 9003 communication.
+    pub async fn disable_peer(
+        &self,
+        addr: IpAddr,
+        message: Option<String>,
+    ) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::Enable(addr, false, message, tx))
+            .await?
+    }
+    /// Asks the peer to resend its routes (RFC 2918) and re-runs import policy.
+    pub async fn refresh_peer(&self, addr: IpAddr) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::Refresh(addr, tx)).await?
+    }
+    pub async fn originate(
+        &self,
+        prefix: Prefix,
+        attrs: PathAttributes,
+    ) -> Result<(), SpeakerError> {
+        self.tx
+            .send(Command::Originate(prefix, Box::new(attrs)))
+            .await
+            .map_err(|_| SpeakerError::Stopped)
+    }
+    pub async fn withdraw(&self, prefix: Prefix) -> Result<(), SpeakerError> {
+        self.tx
+            .send(Command::Withdraw(prefix))
+            .await
+            .map_err(|_| SpeakerError::Stopped)
+    }
+    pub async fn peers(&self) -> Result<Vec<PeerSnapshot>, SpeakerError> {
+        self.ask(Command::Peers).await
+    }
+    pub async fn routes(&self, prefix: Option<Prefix>) -> Result<Vec<RouteSnapshot>, SpeakerError> {
+        self.ask(|tx| Command::Routes(prefix, tx)).await
+    }
+    /// Stops every session with a Cease / Administrative Shutdown.
+    pub async fn shutdown(&self, message: Option<String>) -> Result<(), SpeakerError> {
+        self.ask(|tx| Command::Shutdown(message, tx)).await
+    }
+}
+
+struct PeerEntry {
+    settings: PeerSettings,
+    id: PeerId,
+    cmd: mpsc::Sender<PeerCommand>,
+    state: State,
+    up_since: Option<Instant>,
+    last_error: Option<String>,
+    advertised: u64,
+    /// Families the peer may keep stale for us, and we for it (RFC 4724).
+    peer_gr: Option<(u16, Vec<Family>)>,
+    llgr_families: Vec<Family>,
+    restart_deadline: Option<Instant>,
+    enabled: bool,
+}
+
+struct Core {
+    rib: Rib,
+    cfg: SpeakerConfig,
+    peers: HashMap<IpAddr, PeerEntry>,
+    ev_tx: mpsc::Sender<PeerEvent>,
+    fib_tx: mpsc::Sender<Vec<LocRibChange>>,
+    started: Instant,
+    /// The listening sockets, to install per-peer MD5 keys on.
+    listener_socks: Vec<(SocketAddr, socket2::Socket)>,
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut api: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<PeerEvent>,
+        mut accepts: mpsc::Receiver<(TcpStream, SocketAddr)>,
+    ) {
+        loop {
+            let next_restart = self.peers.values().filter_map(|p| p.restart_deadline).min();
+            let restart_timer = async {
+                match next_restart {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = api.recv() => match cmd {
+                    Some(Command::Shutdown(msg, done)) => {
+                        for p in self.peers.values() {
+                            let _ = p.cmd.send(PeerCommand::Stop { communication: msg.clone() }).await;
+                        }
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.command(cmd).await,
+                    None => return,
+                },
+                Some(ev) = events.recv() => self.event(ev).await,
+                Some((stream, from)) = accepts.recv() => self.accept(stream, from).await,
+                _ = restart_timer => self.restart_timers().await,
+            }
+        }
+    }
+
+    /// Sends a RIB output: FIB changes to the consumer, UPDATEs to the peers.
+    async fn emit(&mut self, out: rib::Output) {
+        for e in &out.errors {
+            warn!(error = %e, "routes not advertised");
+        }
+        if !out.changes.is_empty() {
+            let _ = self.fib_tx.send(out.changes).await;
+        }
+        if out.messages.is_empty() {
+            return;
+        }
+        let mut per_peer: HashMap<PeerId, Vec<Bytes>> = HashMap::new();
+        for (id, m) in out.messages {
+            per_peer.entry(id).or_default().push(m);
+        }
+        for p in self.peers.values_mut() {
+            if let Some(msgs) = per_peer.remove(&p.id) {
+                p.advertised += msgs.len() as u64;
+                let _ = p.cmd.send(PeerCommand::Send(msgs)).await;
+            }
+        }
+    }
+
+    fn local_capabilities(&self, p: &PeerSettings) -> Vec<Capability> {
+        let mut caps: Vec<Capability> = p
+            .families
+            .iter()
+            .map(|f| Capability::Multiprotocol(*f))
+            .collect();
+        caps.push(Capability::RouteRefresh);
+        caps.push(Capability::EnhancedRouteRefresh);
+        caps.push(Capability::FourOctetAs(self.cfg.local_as));
+        // RFC 8950: IPv4 NLRI over an IPv6 next hop on IPv6 sessions.
+        if p.address.is_ipv6() && p.families.contains(&Family::IPV4_UNICAST) {
+            caps.push(Capability::ExtendedNextHop(vec![
+                crate::wire::capability::ExtendedNextHop {
+                    nlri_afi: 1,
+                    nlri_safi: 1,
+                    next_hop_afi: 2,
+                },
+            ]));
+        }
+        let _ = AddPathMode::Receive;
+        if let Some(gr) = p.graceful_restart.or(self.cfg.graceful_restart) {
+            // RFC 4724 §3: the Restart State bit while we are recovering from
+            // our own restart (the first restart time after start), and the
+            // forwarding-state bit: the kernel routes survive our restarts.
+            let restarting = self.started.elapsed() < Duration::from_secs(gr.restart_time as u64);
+            caps.push(Capability::GracefulRestart(GrCap {
+                flags: if restarting {
+                    GrCap::RESTART_STATE | GrCap::NOTIFICATION
+                } else {
+                    GrCap::NOTIFICATION
+                },
+                restart_time: gr.restart_time,
+                families: p
+                    .families
+                    .iter()
+                    .map(|f| GracefulRestartFamily {
+                        family: *f,
+                        flags: GracefulRestartFamily::FORWARDING_STATE,
+                    })
+                    .collect(),
+            }));
+            if let Some(stale) = gr.long_lived_stale_time {
+                caps.push(Capability::LongLivedGracefulRestart(
+                    p.families
+                        .iter()
+                        .map(|f| LlgrFamily {
+                            family: *f,
+                            flags: 0x80,
+                            stale_time: stale,
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        caps
+    }
+
+    fn rib_peer_config(&self, p: &PeerSettings) -> rib::PeerConfig {
+        let mut c = rib::PeerConfig::new(p.address, p.asn);
+        c.rr_client = p.rr_client;
+        c.next_hop = p.next_hop;
+        c.import = p.import.clone();
+        c.export = p.export.clone();
+        c
+    }
+
+    async fn add_peer(&mut self, p: PeerSettings) -> Result<(), SpeakerError> {
+        if self.peers.contains_key(&p.address) {
+            return Err(SpeakerError::DuplicatePeer(p.address));
+        }
+        let id = self.rib.add_peer(self.rib_peer_config(&p))?;
+        let mut fsm = FsmConfig::new(
+            self.cfg.local_as,
+            self.cfg.router_id,
+            p.asn,
+            self.local_capabilities(&p),
+        );
+        fsm.hold_time = p.hold_time;
+        fsm.keepalive = p.keepalive;
+        fsm.passive = p.passive;
+        fsm.connect_retry = Duration::from_secs(5);
+        fsm.jitter_seed ^= u64::from(u32::from(self.cfg.router_id)) << 32 ^ hash_ip(p.address);
+        let md5 = p.password.as_ref().map(|s| s.as_bytes().to_vec());
+        if let Some(key) = &md5 {
+            // RFC 2385: the listener must know the key to accept the SYN.
+            self.install_listener_key(p.address, key);
+        }
+        let local = p.local_address.map(|a| SocketAddr::new(a, 0));
+        let scfg = SessionConfig {
+            address: p.address,
+            port: p.port,
+            fsm,
+            connect: ConnectOptions {
+                local,
+                md5_key: md5,
+                gtsm_hops: p.ttl_security,
+                timeout: None,
+            },
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(PEER_QUEUE);
+        spawn_peer(scfg, cmd_rx, self.ev_tx.clone());
+        let _ = cmd_tx.send(PeerCommand::Start).await;
+        info!(peer = %p.address, asn = p.asn, "peer added");
+        self.peers.insert(
+            p.address,
+            PeerEntry {
+                settings: p,
+                id,
+                cmd: cmd_tx,
+                state: State::Idle,
+                up_since: None,
+                last_error: None,
+                advertised: 0,
+                peer_gr: None,
+                llgr_families: Vec::new(),
+                restart_deadline: None,
+                enabled: true,
+            },
+        );
+        Ok(())
+    }
+
+    fn install_listener_key(&mut self, peer: IpAddr, key: &[u8]) {
+        for (addr, sock) in &self.listener_socks {
+            if addr.is_ipv4() != peer.is_ipv4() {
+                continue;
+            }
+            if let Err(e) = socket::set_md5(sock, peer, key) {
+                warn!(listen = %addr, %peer, error = %e, "cannot install the TCP MD5 key on the listener");
+            }
+        }
+    }
+
+    fn remove_listener_key(&mut self, peer: IpAddr) {
+        for (addr, sock) in &self.listener_socks {
+            if addr.is_ipv4() == peer.is_ipv4() {
+                let _ = socket::set_md5(sock, peer, &[]);
+            }
+        }
+    }
+
+    async fn remove_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
+        let p = self
+            .peers
+            .remove(&addr)
+            .ok_or(SpeakerError::NoSuchPeer(addr))?;
+        if p.settings.password.is_some() {
+            self.remove_listener_key(addr);
+        }
+        let _ = p
+            .cmd
+            .send(PeerCommand::Stop {
+                communication: Some("peer de-configured".into()),
+            })
+            .await;
+        let out = self.rib.remove_peer(p.id)?;
+        self.emit(out).await;
+        info!(peer = %addr, "peer removed");
+        Ok(())
+    }
+
+    async fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddPeer(p, done) => {
+                let r = self.add_peer(*p).await;
+                let _ = done.send(r);
+            }
+            Command::UpdatePeer(p, done) => {
+                let r = match self.peers.get(&p.address) {
+                    None => Err(SpeakerError::NoSuchPeer(p.address)),
+                    Some(old) if old.settings.session_differs(&p) => {
+                        // A session parameter changed: only this peer restarts.
+                        let addr = p.address;
+                        match self.remove_peer(addr).await {
+                            Ok(()) => self.add_peer(*p).await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Some(old) => {
+                        let id = old.id;
+                        let cfg = self.rib_peer_config(&p);
+                        let r = self.rib.set_peer_config(id, (&cfg).into());
+                        if let Some(e) = self.peers.get_mut(&p.address) {
+                            e.settings = *p;
+                        }
+                        match r {
+                            Ok(out) => {
+                                self.emit(out).await;
+                                Ok(())
+                            }
+                            Err(e) => Err(e.into()),
+                        }
+                    }
+                };
+                let _ = done.send(r);
+            }
+            Command::RemovePeer(addr, done) => {
+                let r = self.remove_peer(addr).await;
+                let _ = done.send(r);
+            }
+            Command::Enable(addr, on, msg, done) => {
+                let r = match self.peers.get_mut(&addr) {
+                    None => Err(SpeakerError::NoSuchPeer(addr)),
+                    Some(p) => {
+                        p.enabled = on;
+                        let c = if on {
+                            PeerCommand::Start
+                        } else {
+                            PeerCommand::Stop { communication: msg }
+                        };
+                        let _ = p.cmd.send(c).await;
+                        Ok(())
+                    }
+                };
+                let _ = done.send(r);
+            }
+            Command::Refresh(addr, done) => {
+                let r = match self.peers.get(&addr) {
+                    None => Err(SpeakerError::NoSuchPeer(addr)),
+                    Some(p) => {
+                        for f in &p.settings.families {
+                            let _ = p
+                                .cmd
+                                .send(PeerCommand::SendMessage(
+                                    crate::wire::Message::RouteRefresh(RouteRefresh::request(*f)),
+                                ))
+                                .await;
+                        }
+                        Ok(())
+                    }
+                };
+                let _ = done.send(r);
+            }
+            Command::Originate(prefix, attrs) => {
+                let out = self.rib.originate(prefix, *attrs);
+                self.emit(out).await;
+            }
+            Command::Withdraw(prefix) => {
+                let out = self.rib.withdraw(prefix);
+                self.emit(out).await;
+            }
+            Command::Peers(reply) => {
+                let mut v: Vec<PeerSnapshot> = self
+                    .peers
+                    .values()
+                    .map(|p| {
+                        let c = self.rib.counters(p.id).unwrap_or_default();
+                        PeerSnapshot {
+                            address: p.settings.address,
+                            asn: p.settings.asn,
+                            state: p.state,
+                            uptime: p.up_since.map(|t| t.elapsed()).unwrap_or_default(),
+                            received: c.received as u64,
+                            accepted: c.accepted as u64,
+                            advertised: p.advertised,
+                            last_error: p.last_error.clone(),
+                        }
+                    })
+                    .collect();
+                v.sort_by_key(|p| p.address);
+                let _ = reply.send(v);
+            }
+            Command::Routes(prefix, reply) => {
+                let _ = reply.send(self.routes(prefix));
+            }
+            Command::Shutdown(..) => {}
+        }
+    }
+
+    fn routes(&self, only: Option<Prefix>) -> Vec<RouteSnapshot> {
+        let by_id: HashMap<PeerId, IpAddr> = self
+            .peers
+            .values()
+            .map(|p| (p.id, p.settings.address))
+            .collect();
+        let mut out = Vec::new();
+        for (_, paths) in self.rib.paths_view(only) {
+            for v in paths {
+                let peer = by_id.get(&v.route.peer).copied();
+                out.push(RouteSnapshot {
+                    route: v.route,
+                    peer,
+                    best: v.best,
+                    stale: v.stale,
+                });
+            }
+        }
+        out
+    }
+
+    async fn accept(&mut self, stream: TcpStream, from: SocketAddr) {
+        match self.peers.get(&from.ip()) {
+            Some(p) if p.enabled => {
+                let _ = p.cmd.send(PeerCommand::Incoming(stream)).await;
+            }
+            _ => {
+                // Connections from unconfigured addresses are refused at accept.
+                info!(from = %from, "connection from an unconfigured address refused");
+                drop(stream);
+            }
+        }
+    }
+
+    async fn event(&mut self, ev: PeerEvent) {
+        let Some(p) = self.peers.get_mut(&ev.peer) else {
+            return;
+        };
+        let id = p.id;
+        match ev.kind {
+            PeerEventKind::State(s) => p.state = s,
+            PeerEventKind::Established { ctx, remote, local } => {
+                p.state = State::Established;
+                p.up_since = Some(Instant::now());
+                p.last_error = None;
+                let remote_caps: Vec<Capability> = remote.capabilities().cloned().collect();
+                let remote_families: Vec<Family> = remote_caps
+                    .iter()
+                    .filter_map(|c| match c {
+                        Capability::Multiprotocol(f) => Some(*f),
+                        _ => None,
+                    })
+                    .collect();
+                // RFC 4760 §8: without any MP capability the peer speaks IPv4 unicast.
+                let families: Vec<Family> = p
+                    .settings
+                    .families
+                    .iter()
+                    .copied()
+                    .filter(|f| {
+                        remote_families.contains(f)
+                            || (remote_families.is_empty() && *f == Family::IPV4_UNICAST)
+                    })
+                    .collect();
+                p.peer_gr = remote_caps.iter().find_map(|c| match c {
+                    Capability::GracefulRestart(g) => Some((
+                        g.restart_time,
+                        g.families.iter().map(|f| f.family).collect(),
+                    )),
+                    _ => None,
+                });
+                p.llgr_families = remote_caps
+                    .iter()
+                    .filter_map(|c| match c {
+                        Capability::LongLivedGracefulRestart(v) => {
+                            Some(v.iter().map(|f| f.family).collect::<Vec<_>>())
+                        }
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                p.restart_deadline = None;
+                let session = Session {
+                    router_id: remote.bgp_id,
+                    codec: ctx,
+                    families,
+                    local_v4: match local.map(|l| l.ip()) {
+                        Some(IpAddr::V4(a)) => Some(a),
+                        _ => None,
+                    },
+                    local_v6: match local.map(|l| l.ip()) {
+                        Some(IpAddr::V6(a)) => Some(a),
+                        _ => None,
+                    },
+                    llgr: !p.llgr_families.is_empty(),
+                };
+                let out = self.rib.peer_up(id, session);
+                self.emit(out).await;
+            }
+            PeerEventKind::Down {
+                reason,
+                was_established,
+            } => {
+                p.state = State::Idle;
+                p.up_since = None;
+                p.last_error = Some(reason.to_string());
+                if was_established {
+                    // RFC 4724 §4.2: as helper, keep the peer's routes stale
+                    // for the families it preserves, until End-of-RIB or the
+                    // restart time. A NOTIFICATION ends the session for good
+                    // (RFC 8538's N bit is not negotiated here: no retention).
+                    let keep: Vec<Family> = match (&p.peer_gr, &reason) {
+                        (Some((_, fams)), crate::fsm::DownReason::ConnectionLost) => fams.clone(),
+                        _ => Vec::new(),
+                    };
+                    if !keep.is_empty() {
+                        let t = p.peer_gr.as_ref().map(|g| g.0).unwrap_or(0);
+                        p.restart_deadline = Some(Instant::now() + Duration::from_secs(t as u64));
+                    }
+                    let out = self.rib.peer_down(id, &keep);
+                    self.emit(out).await;
+                }
+            }
+            PeerEventKind::Update(u) => {
+                let out = self.rib.receive(id, &u);
+                self.check_max_prefix(ev.peer).await;
+                self.emit(out).await;
+            }
+            PeerEventKind::RouteRefresh(r) => {
+                // RFC 2918 §4 / RFC 7313 §4: resend our Adj-RIB-Out for the family.
+                if r.subtype == crate::wire::RefreshSubtype::Request {
+                    let out = self.rib.refresh(id, r.family);
+                    self.emit(out).await;
+                }
+            }
+        }
+    }
+
+    async fn check_max_prefix(&mut self, addr: IpAddr) {
+        let Some(p) = self.peers.get(&addr) else {
+            return;
+        };
+        let Some((limit, action)) = p.settings.max_prefix else {
+            return;
+        };
+        let accepted = self.rib.counters(p.id).map(|c| c.accepted).unwrap_or(0);
+        if accepted as u64 <= limit as u64 {
+            return;
+        }
+        match action {
+            MaxPrefixAction::Warn => {
+                warn!(peer = %addr, accepted, limit, "maximum prefix count exceeded")
+            }
+            MaxPrefixAction::Restart(after) => {
+                warn!(peer = %addr, accepted, limit, "maximum prefix count exceeded: closing the session");
+                // RFC 4486 §4: Cease / Maximum Number of Prefixes Reached, with
+                // AFI, SAFI and the limit as data.
+                let mut data = vec![0, 1, 1];
+                data.extend_from_slice(&limit.to_be_bytes());
+                let n = Notification::new(
+                    ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached),
+                    data,
+                );
+                let _ = p
+                    .cmd
+                    .send(PeerCommand::AdminDown {
+                        notification: n,
+                        idle: Some(after),
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn restart_timers(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<(PeerId, IpAddr, Vec<Family>)> = self
+            .peers
+            .values_mut()
+            .filter(|p| p.restart_deadline.is_some_and(|t| t <= now))
+            .map(|p| {
+                p.restart_deadline = None;
+                (p.id, p.settings.address, p.llgr_families.clone())
+            })
+            .collect();
+        for (id, addr, llgr) in expired {
+            info!(peer = %addr, "graceful restart time expired: removing stale routes");
+            let out = self.rib.restart_timer_expired(id, &llgr);
+            self.emit(out).await;
+        }
+    }
+}
+
+fn hash_ip(a: IpAddr) -> u64 {
+    match a {
+        IpAddr::V4(v) => u32::from(v) as u64,
+        IpAddr::V6(v) => (u128::from(v) as u64) ^ ((u128::from(v) >> 64) as u64),
+    }
+}

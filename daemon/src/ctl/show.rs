@@ -1,0 +1,215 @@
+//! `petrelctl show|status|peer`: talk to a running petreld over its control
+//! socket. Aligned tables by default, `--json` for scripts.
+
+use crate::control::{call, PeerRow, Request, Response, RouteRow};
+use clap::Subcommand;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum ShowCmd {
+    /// BGP sessions: state, uptime, prefix counts.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Routes in the RIB (all paths; `best` marks the selected one).
+    Routes {
+        /// Only this prefix.
+        prefix: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCmd {
+    /// Start a disabled session.
+    Enable { address: String },
+    /// Shut a session down (Cease / Administrative Shutdown, RFC 9003 message).
+    Disable {
+        address: String,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Ask the peer to resend its routes (ROUTE-REFRESH, RFC 2918).
+    Refresh { address: String },
+}
+
+fn rt() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn request(socket: &Path, req: Request) -> anyhow::Result<Response> {
+    let resp = rt()?.block_on(call(socket, &req))?;
+    if let Response::Error { message } = &resp {
+        anyhow::bail!("petreld: {message}");
+    }
+    Ok(resp)
+}
+
+pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let Response::Status(s) = request(socket, Request::Status)? else {
+        anyhow::bail!("unexpected answer")
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        println!("node        {}", s.node);
+        println!("router id   {}", s.router_id);
+        println!("AS          {}", s.asn);
+        println!("version     {}", s.version);
+        println!("uptime      {}", duration(s.uptime_seconds));
+        println!(
+            "peers       {} established of {}",
+            s.peers_established, s.peers_total
+        );
+        println!("routes      {}", s.routes);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn show(socket: &Path, cmd: ShowCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ShowCmd::Peers { json } => {
+            let Response::Peers { peers } = request(socket, Request::ShowPeers)? else {
+                anyhow::bail!("unexpected answer")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&peers)?);
+            } else {
+                print_peers(&peers);
+            }
+        }
+        ShowCmd::Routes { prefix, json } => {
+            let Response::Routes { routes } = request(socket, Request::ShowRoutes { prefix })?
+            else {
+                anyhow::bail!("unexpected answer")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&routes)?);
+            } else {
+                print_routes(&routes);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn peer(socket: &Path, cmd: PeerCmd) -> anyhow::Result<ExitCode> {
+    let req = match cmd {
+        PeerCmd::Enable { address } => Request::PeerEnable { address },
+        PeerCmd::Disable { address, message } => Request::PeerDisable { address, message },
+        PeerCmd::Refresh { address } => Request::PeerRefresh { address },
+    };
+    request(socket, req)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn duration(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// Prints rows as columns aligned to the widest cell.
+fn table(head: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(head.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn print_peers(peers: &[PeerRow]) {
+    table(
+        &[
+            "PEER",
+            "AS",
+            "STATE",
+            "UPTIME",
+            "RECEIVED",
+            "ACCEPTED",
+            "ADVERTISED",
+            "LAST ERROR",
+        ],
+        peers
+            .iter()
+            .map(|p| {
+                vec![
+                    p.address.clone(),
+                    p.asn.to_string(),
+                    p.state.clone(),
+                    if p.state == "Established" {
+                        duration(p.uptime_seconds)
+                    } else {
+                        "-".into()
+                    },
+                    p.received.to_string(),
+                    p.accepted.to_string(),
+                    p.advertised.to_string(),
+                    p.last_error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn print_routes(routes: &[RouteRow]) {
+    table(
+        &[
+            "",
+            "PREFIX",
+            "NEXT HOP",
+            "PEER",
+            "AS PATH",
+            "ORIGIN",
+            "LOCPRF",
+            "MED",
+            "COMMUNITIES",
+        ],
+        routes
+            .iter()
+            .map(|r| {
+                vec![
+                    format!(
+                        "{}{}",
+                        if r.best { "*" } else { " " },
+                        if r.stale { "S" } else { " " }
+                    ),
+                    r.prefix.clone(),
+                    r.next_hop.clone(),
+                    r.peer.clone(),
+                    r.as_path.clone(),
+                    r.origin.clone(),
+                    r.local_pref.map(|v| v.to_string()).unwrap_or_default(),
+                    r.med.map(|v| v.to_string()).unwrap_or_default(),
+                    r.communities
+                        .iter()
+                        .chain(&r.large_communities)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]
+            })
+            .collect(),
+    );
+}
