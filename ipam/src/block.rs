@@ -84,13 +84,17 @@ impl Block {
     ) -> Vec<IpAddr> {
         let mut out = Vec::new();
         while (out.len() as u32) < n {
-            let Some(front) = self.free.front() else { break };
+            let Some(front) = self.free.front() else {
+                break;
+            };
             // FIFO: if the oldest release is still cooling down, so is
             // every later one.
             if front.since != 0 && front.since.saturating_add(cooldown) > now {
                 break;
             }
-            let Some(slot) = self.free.pop_front() else { break };
+            let Some(slot) = self.free.pop_front() else {
+                break;
+            };
             self.seq += 1;
             self.allocations.insert(
                 slot.ord,
@@ -116,7 +120,9 @@ impl Block {
         attrs: &Attributes,
         now: u64,
     ) -> bool {
-        let Some(ord) = self.ord(addr) else { return false };
+        let Some(ord) = self.ord(addr) else {
+            return false;
+        };
         let Some(pos) = self.free.iter().position(|s| s.ord == ord) else {
             return false;
         };
@@ -258,7 +264,10 @@ mod tests {
     fn assigns_in_order_and_runs_out() {
         let mut b = block();
         let a = Attributes::default();
-        assert_eq!(b.assign(3, "h1", &a, 100, 0), vec![ip("10.0.0.0"), ip("10.0.0.1"), ip("10.0.0.2")]);
+        assert_eq!(
+            b.assign(3, "h1", &a, 100, 0),
+            vec![ip("10.0.0.0"), ip("10.0.0.1"), ip("10.0.0.2")]
+        );
         assert_eq!(b.assign(3, "h2", &a, 100, 0), vec![ip("10.0.0.3")]);
         assert!(b.assign(1, "h3", &a, 100, 0).is_empty());
         assert!(b.verify().is_empty());
@@ -270,8 +279,14 @@ mod tests {
         let mut b = block();
         let a = Attributes::default();
         b.assign(4, "h", &a, 100, 0);
-        assert_eq!(b.release(ip("10.0.0.2"), None, 200), Release::Freed { handle: "h".into() });
-        assert_eq!(b.release(ip("10.0.0.0"), None, 201), Release::Freed { handle: "h".into() });
+        assert_eq!(
+            b.release(ip("10.0.0.2"), None, 200),
+            Release::Freed { handle: "h".into() }
+        );
+        assert_eq!(
+            b.release(ip("10.0.0.0"), None, 201),
+            Release::Freed { handle: "h".into() }
+        );
         // Cooling down for 60 s: nothing to hand out yet.
         assert!(b.assign(1, "x", &a, 230, 60).is_empty());
         assert_eq!(b.available(230, 60), 0);
@@ -294,7 +309,12 @@ mod tests {
         assert_eq!(b.release(ip("10.0.0.1"), Some(seq), 4), Release::Reassigned);
         assert_eq!(b.allocations[&1].handle, "new");
         let seq_new = b.allocations[&1].seq;
-        assert_eq!(b.release(ip("10.0.0.1"), Some(seq_new), 4), Release::Freed { handle: "new".into() });
+        assert_eq!(
+            b.release(ip("10.0.0.1"), Some(seq_new), 4),
+            Release::Freed {
+                handle: "new".into()
+            }
+        );
         assert_eq!(b.release(ip("10.0.0.1"), None, 4), Release::NotAssigned);
         assert_eq!(b.release(ip("10.0.1.1"), None, 4), Release::OutsideBlock);
     }
@@ -323,7 +343,10 @@ mod tests {
         b.free.push_back(FreeSlot { ord: 0, since: 5 });
         b.free.push_back(FreeSlot { ord: 2, since: 5 });
         let p = b.verify();
-        assert!(p.iter().any(|s| s.contains("both free and assigned")), "{p:?}");
+        assert!(
+            p.iter().any(|s| s.contains("both free and assigned")),
+            "{p:?}"
+        );
         assert!(p.iter().any(|s| s.contains("twice")), "{p:?}");
         b.repair_free_list();
         assert!(b.verify().is_empty());

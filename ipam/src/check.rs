@@ -23,22 +23,58 @@ pub struct Snapshot {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Problem {
     /// An address whose handle record does not count it.
-    AllocationMissingFromHandle { addr: IpAddr, handle: String, block: IpNet },
+    AllocationMissingFromHandle {
+        addr: IpAddr,
+        handle: String,
+        block: IpNet,
+    },
     /// A handle record counting more addresses in a block than it holds
     /// (pointing at nothing when the block holds none).
-    HandleCountsMissingAddresses { handle: String, block: IpNet, recorded: u32, actual: u32 },
-    AffinityWithoutBlock { node: String, block: IpNet, state: AffinityState },
+    HandleCountsMissingAddresses {
+        handle: String,
+        block: IpNet,
+        recorded: u32,
+        actual: u32,
+    },
+    AffinityWithoutBlock {
+        node: String,
+        block: IpNet,
+        state: AffinityState,
+    },
     /// A block affine to a node that has no affinity record for it.
-    BlockWithoutAffinity { node: String, block: IpNet },
+    BlockWithoutAffinity {
+        node: String,
+        block: IpNet,
+    },
     /// An affinity whose block is affine to another node (or none).
-    AffinityMismatch { node: String, block: IpNet, block_affinity: Option<String> },
+    AffinityMismatch {
+        node: String,
+        block: IpNet,
+        block_affinity: Option<String>,
+    },
     /// A claim or release that never finished.
-    StaleAffinityState { node: String, block: IpNet, state: AffinityState, since: u64 },
-    BlockOutsidePools { block: IpNet },
+    StaleAffinityState {
+        node: String,
+        block: IpNet,
+        state: AffinityState,
+        since: u64,
+    },
+    BlockOutsidePools {
+        block: IpNet,
+    },
     /// An address inside two blocks: two owners are possible.
-    AddressWithTwoOwners { addr: IpAddr, blocks: Vec<IpNet> },
-    BlockInconsistent { block: IpNet, detail: String },
-    Undecodable { key: String, detail: String },
+    AddressWithTwoOwners {
+        addr: IpAddr,
+        blocks: Vec<IpNet>,
+    },
+    BlockInconsistent {
+        block: IpNet,
+        detail: String,
+    },
+    Undecodable {
+        key: String,
+        detail: String,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -97,7 +133,10 @@ pub fn check(snap: &Snapshot, now: u64) -> Report {
     let grace = snap.config.pending_grace_secs;
     let mut problems = Vec::new();
     for (key, detail) in &snap.undecodable {
-        problems.push(Problem::Undecodable { key: key.clone(), detail: detail.clone() });
+        problems.push(Problem::Undecodable {
+            key: key.clone(),
+            detail: detail.clone(),
+        });
     }
     let blocks: BTreeMap<IpNet, &Block> = snap.blocks.iter().map(|(b, _)| (b.cidr, b)).collect();
     let affinities: BTreeMap<(String, IpNet), &Affinity> = snap
@@ -111,9 +150,16 @@ pub fn check(snap: &Snapshot, now: u64) -> Report {
     let mut in_use = 0;
     for b in blocks.values() {
         for d in b.verify() {
-            problems.push(Problem::BlockInconsistent { block: b.cidr, detail: d });
+            problems.push(Problem::BlockInconsistent {
+                block: b.cidr,
+                detail: d,
+            });
         }
-        if !snap.pools.iter().any(|p| p.cidr.contains(&b.cidr) && p.block_size == b.cidr.prefix_len()) {
+        if !snap
+            .pools
+            .iter()
+            .any(|p| p.cidr.contains(&b.cidr) && p.block_size == b.cidr.prefix_len())
+        {
             problems.push(Problem::BlockOutsidePools { block: b.cidr });
         }
         in_use += b.allocations.len();
@@ -122,7 +168,10 @@ pub fn check(snap: &Snapshot, now: u64) -> Report {
         }
         if let Some(node) = &b.affinity {
             if !affinities.contains_key(&(node.clone(), b.cidr)) && settled(b.changed, now, grace) {
-                problems.push(Problem::BlockWithoutAffinity { node: node.clone(), block: b.cidr });
+                problems.push(Problem::BlockWithoutAffinity {
+                    node: node.clone(),
+                    block: b.cidr,
+                });
             }
         }
     }
@@ -132,7 +181,10 @@ pub fn check(snap: &Snapshot, now: u64) -> Report {
     for b in blocks.values() {
         if let Some(p) = prev {
             if p.cidr.contains(&b.cidr.network()) || b.cidr.contains(&p.cidr.network()) {
-                problems.push(Problem::AddressWithTwoOwners { addr: b.cidr.network(), blocks: vec![p.cidr, b.cidr] });
+                problems.push(Problem::AddressWithTwoOwners {
+                    addr: b.cidr.network(),
+                    blocks: vec![p.cidr, b.cidr],
+                });
             }
         }
         prev = Some(b);
@@ -141,16 +193,27 @@ pub fn check(snap: &Snapshot, now: u64) -> Report {
     let recorded: BTreeMap<(String, IpNet), (u32, u64)> = snap
         .handles
         .iter()
-        .flat_map(|(h, _)| h.blocks.iter().map(move |(c, n)| ((h.handle.clone(), *c), (*n, h.updated))))
+        .flat_map(|(h, _)| {
+            h.blocks
+                .iter()
+                .map(move |(c, n)| ((h.handle.clone(), *c), (*n, h.updated)))
+        })
         .collect();
     for ((handle, block), n) in &actual {
-        let (rec, _) = recorded.get(&(handle.clone(), *block)).copied().unwrap_or((0, 0));
+        let (rec, _) = recorded
+            .get(&(handle.clone(), *block))
+            .copied()
+            .unwrap_or((0, 0));
         let b = blocks.get(block);
         if rec < *n && b.is_some_and(|b| settled(b.changed, now, grace)) {
             if let Some(b) = b {
                 for (ord, a) in &b.allocations {
                     if &a.handle == handle {
-                        problems.push(Problem::AllocationMissingFromHandle { addr: b.addr(*ord), handle: handle.clone(), block: *block });
+                        problems.push(Problem::AllocationMissingFromHandle {
+                            addr: b.addr(*ord),
+                            handle: handle.clone(),
+                            block: *block,
+                        });
                     }
                 }
             }
@@ -159,7 +222,12 @@ pub fn check(snap: &Snapshot, now: u64) -> Report {
     for ((handle, block), (rec, updated)) in &recorded {
         let n = actual.get(&(handle.clone(), *block)).copied().unwrap_or(0);
         if *rec > n && settled(*updated, now, grace) {
-            problems.push(Problem::HandleCountsMissingAddresses { handle: handle.clone(), block: *block, recorded: *rec, actual: n });
+            problems.push(Problem::HandleCountsMissingAddresses {
+                handle: handle.clone(),
+                block: *block,
+                recorded: *rec,
+                actual: n,
+            });
         }
     }
 
@@ -167,17 +235,30 @@ pub fn check(snap: &Snapshot, now: u64) -> Report {
         match blocks.get(&a.cidr) {
             None => {
                 if a.state == AffinityState::Confirmed || settled(a.since, now, grace) {
-                    problems.push(Problem::AffinityWithoutBlock { node: a.node.clone(), block: a.cidr, state: a.state });
+                    problems.push(Problem::AffinityWithoutBlock {
+                        node: a.node.clone(),
+                        block: a.cidr,
+                        state: a.state,
+                    });
                 }
             }
             Some(b) if b.affinity.as_deref() != Some(&a.node) => {
                 if a.state == AffinityState::Confirmed || settled(a.since, now, grace) {
-                    problems.push(Problem::AffinityMismatch { node: a.node.clone(), block: a.cidr, block_affinity: b.affinity.clone() });
+                    problems.push(Problem::AffinityMismatch {
+                        node: a.node.clone(),
+                        block: a.cidr,
+                        block_affinity: b.affinity.clone(),
+                    });
                 }
             }
             Some(_) => {
                 if a.state != AffinityState::Confirmed && settled(a.since, now, grace) {
-                    problems.push(Problem::StaleAffinityState { node: a.node.clone(), block: a.cidr, state: a.state, since: a.since });
+                    problems.push(Problem::StaleAffinityState {
+                        node: a.node.clone(),
+                        block: a.cidr,
+                        state: a.state,
+                        since: a.since,
+                    });
                 }
             }
         }
@@ -191,4 +272,3 @@ pub fn check(snap: &Snapshot, now: u64) -> Report {
         problems,
     }
 }
-

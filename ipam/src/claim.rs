@@ -96,13 +96,22 @@ mod tests {
     #[test]
     fn skips_taken_blocks_and_reclaims_old_empty_ones() {
         let p = pool();
-        let cfg = IpamConfig { reclaim_min_age_secs: 100, ..Default::default() };
+        let cfg = IpamConfig {
+            reclaim_min_age_secs: 100,
+            ..Default::default()
+        };
         let mut blocks = BTreeMap::new();
         let mut full = Block::new(p.block_at(0), "p", Some("other".into()), 0);
         full.assign(1, "h", &Default::default(), 0, 0);
         blocks.insert(p.block_at(0), (full, 1));
-        blocks.insert(p.block_at(1), (Block::new(p.block_at(1), "p", Some("other".into()), 50), 2));
-        blocks.insert(p.block_at(2), (Block::new(p.block_at(2), "p", Some("other".into()), 0), 3));
+        blocks.insert(
+            p.block_at(1),
+            (Block::new(p.block_at(1), "p", Some("other".into()), 50), 2),
+        );
+        blocks.insert(
+            p.block_at(2),
+            (Block::new(p.block_at(2), "p", Some("other".into()), 0), 3),
+        );
         blocks.insert(p.block_at(3), (Block::new(p.block_at(3), "p", None, 0), 4));
         let mut c = candidates(&p, "me", &blocks, 120, &cfg);
         c.sort();

@@ -17,7 +17,7 @@ use crate::model::{
     Affinity, AffinityState, Attributes, Block, Family, Handle, IpamConfig, Node, Pool, PoolUse,
 };
 use crate::selector::{Selector, SelectorError};
-use crate::store::{Store, StoreError};
+use crate::store::{Op, Store, StoreError};
 use ipnet::IpNet;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -36,9 +36,19 @@ pub enum IpamError {
     #[error("{key}: stored record cannot be decoded ({detail}); run `petrelctl ipam check`")]
     Corrupt { key: String, detail: String },
     #[error("no enabled {family:?} pool for node {node}{}; add one with `petrelctl pool add`", if .pools.is_empty() { String::new() } else { format!(" among {:?}", .pools) })]
-    NoPool { family: Family, node: String, pools: Vec<String> },
+    NoPool {
+        family: Family,
+        node: String,
+        pools: Vec<String>,
+    },
     #[error("only {got} of {wanted} {family:?} address(es) available to node {node}: pools are full{}; add a pool, release addresses or raise max blocks per host", if *.strict { " (strict affinity forbids borrowing)" } else { "" })]
-    Exhausted { family: Family, wanted: u32, got: u32, node: String, strict: bool },
+    Exhausted {
+        family: Family,
+        wanted: u32,
+        got: u32,
+        node: String,
+        strict: bool,
+    },
     #[error("invalid pool: {0}")]
     InvalidPool(String),
     #[error(transparent)]
@@ -119,6 +129,151 @@ pub struct GcReport {
 #[derive(Clone)]
 pub struct Ipam {
     store: Arc<dyn Store>,
+    hints: Arc<Hints>,
+}
+
+/// What one process remembers between assignments to save reads. Only
+/// hints: every decision is still checked against the store.
+#[derive(Default)]
+struct Hints {
+    inner: std::sync::Mutex<HintState>,
+}
+
+#[derive(Default)]
+struct HintState {
+    /// Last block a node borrowed from successfully.
+    borrow_from: BTreeMap<(String, Family), IpNet>,
+    /// Until when a node skips claiming (nothing was claimable).
+    claims_paused: BTreeMap<(String, Family), std::time::Instant>,
+    settings: Option<(std::time::Instant, IpamConfig, Vec<Pool>)>,
+    /// A node's confirmed blocks, as last read.
+    affine: BTreeMap<String, (std::time::Instant, Vec<IpNet>)>,
+}
+
+/// How long a process trusts its copy of the settings and of a node's
+/// affinities. Every assignment still checks the block itself, so a stale
+/// copy costs a retry, never a wrong answer.
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What an assignment knows of its handle's record: it guesses "absent"
+/// (a new pod) until a conflict says otherwise.
+enum HandleSlot {
+    Unknown,
+    Absent,
+    Present(Handle, i64),
+}
+
+impl HandleSlot {
+    /// The op that adds `delta` to the count for `block`.
+    fn add_op(&self, handle: &str, block: &IpNet, delta: i64) -> Op {
+        let key = keys::handle(handle);
+        let (mut h, rev) = match self {
+            HandleSlot::Present(h, rev) => (h.clone(), Some(*rev)),
+            _ => (
+                Handle {
+                    handle: handle.into(),
+                    ..Default::default()
+                },
+                None,
+            ),
+        };
+        let n = h.blocks.get(block).copied().unwrap_or(0) as i64 + delta;
+        if n > 0 {
+            h.blocks.insert(*block, n as u32);
+        } else {
+            h.blocks.remove(block);
+        }
+        h.updated = now();
+        match rev {
+            None => Op::Create {
+                key,
+                value: encode(&h),
+            },
+            Some(revision) if h.blocks.is_empty() => Op::Delete { key, revision },
+            Some(revision) => Op::Update {
+                key,
+                value: encode(&h),
+                revision,
+            },
+        }
+    }
+}
+
+/// How a claim ended.
+enum Claim {
+    Claimed(IpNet),
+    /// The node holds `max_blocks_per_host` blocks.
+    AtLimit,
+    /// There were candidates, and other nodes won every one.
+    Lost,
+    /// No candidate: every block of the pools is taken.
+    Full,
+}
+
+/// Claim attempts per assignment after lost races.
+const CLAIM_ROUNDS: u32 = 5;
+
+/// How long a node borrows without trying to claim after a claim found
+/// nothing.
+const CLAIM_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Drops this process's copy of the settings when it goes out of scope:
+/// after a write of the settings, the next read sees the write.
+struct ForgetSettings<'a>(&'a Hints);
+
+impl Drop for ForgetSettings<'_> {
+    fn drop(&mut self) {
+        self.0.forget_settings();
+    }
+}
+
+impl Hints {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HintState> {
+        // Hints are advisory; a poisoned lock still holds usable ones.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn borrow_from(&self, node: &str, f: Family) -> Option<IpNet> {
+        self.lock().borrow_from.get(&(node.to_string(), f)).copied()
+    }
+    fn set_borrow_from(&self, node: &str, f: Family, cidr: IpNet) {
+        self.lock().borrow_from.insert((node.to_string(), f), cidr);
+    }
+    fn claim_paused(&self, node: &str, f: Family) -> bool {
+        self.lock()
+            .claims_paused
+            .get(&(node.to_string(), f))
+            .is_some_and(|t| std::time::Instant::now() < *t)
+    }
+    fn settings(&self) -> Option<(IpamConfig, Vec<Pool>)> {
+        let g = self.lock();
+        let (t, c, p) = g.settings.as_ref()?;
+        (t.elapsed() < CACHE_TTL).then(|| (c.clone(), p.clone()))
+    }
+    fn set_settings(&self, c: &IpamConfig, p: &[Pool]) {
+        self.lock().settings = Some((std::time::Instant::now(), c.clone(), p.to_vec()));
+    }
+    fn forget_settings(&self) {
+        self.lock().settings = None;
+    }
+    fn affine(&self, node: &str) -> Option<Vec<IpNet>> {
+        let g = self.lock();
+        let (t, v) = g.affine.get(node)?;
+        (t.elapsed() < CACHE_TTL).then(|| v.clone())
+    }
+    fn set_affine(&self, node: &str, v: &[IpNet]) {
+        self.lock()
+            .affine
+            .insert(node.to_string(), (std::time::Instant::now(), v.to_vec()));
+    }
+    fn forget_affine(&self, node: &str) {
+        self.lock().affine.remove(node);
+    }
+    fn pause_claims(&self, node: &str, f: Family) {
+        self.lock().claims_paused.insert(
+            (node.to_string(), f),
+            std::time::Instant::now() + CLAIM_PAUSE,
+        );
+    }
 }
 
 fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T> {
@@ -135,7 +290,10 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 
 impl Ipam {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Ipam { store }
+        Ipam {
+            store,
+            hints: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -168,10 +326,15 @@ impl Ipam {
     }
 
     pub async fn set_config(&self, cfg: &IpamConfig) -> Result<()> {
+        let _fresh = ForgetSettings(&self.hints);
         for _ in 0..CAS_ATTEMPTS {
             let r = match self.store.get(keys::CONFIG).await? {
                 None => self.store.create(keys::CONFIG, encode(cfg)).await,
-                Some(kv) => self.store.update(keys::CONFIG, encode(cfg), kv.mod_revision).await,
+                Some(kv) => {
+                    self.store
+                        .update(keys::CONFIG, encode(cfg), kv.mod_revision)
+                        .await
+                }
             };
             match r {
                 Ok(_) => return Ok(()),
@@ -179,14 +342,38 @@ impl Ipam {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(IpamError::Contention { key: keys::CONFIG.into() })
+        Err(IpamError::Contention {
+            key: keys::CONFIG.into(),
+        })
     }
 
     pub async fn pools(&self) -> Result<Vec<Pool>> {
-        Ok(self.list::<Pool>(keys::POOLS).await?.into_iter().map(|(p, _)| p).collect())
+        Ok(self.settings().await?.1)
+    }
+
+    /// The config and the pools, in one round trip, or from this
+    /// process's copy if it is younger than [`CACHE_TTL`]: changes made
+    /// elsewhere reach a long-running process within that time.
+    pub async fn settings(&self) -> Result<(IpamConfig, Vec<Pool>)> {
+        if let Some(s) = self.hints.settings() {
+            return Ok(s);
+        }
+        let l = self.store.list(keys::SETTINGS).await?;
+        let mut cfg = IpamConfig::default();
+        let mut pools = Vec::new();
+        for kv in &l.kvs {
+            if kv.key == keys::CONFIG {
+                cfg = decode(&kv.key, &kv.value)?;
+            } else if kv.key.starts_with(keys::POOLS) {
+                pools.push(decode(&kv.key, &kv.value)?);
+            }
+        }
+        self.hints.set_settings(&cfg, &pools);
+        Ok((cfg, pools))
     }
 
     pub async fn add_pool(&self, pool: &Pool) -> Result<()> {
+        let _fresh = ForgetSettings(&self.hints);
         validate_pool(pool)?;
         for other in self.pools().await? {
             if other.cidr.contains(&pool.cidr) || pool.cidr.contains(&other.cidr) {
@@ -196,7 +383,11 @@ impl Ipam {
                 )));
             }
         }
-        match self.store.create(&keys::pool(&pool.name), encode(pool)).await {
+        match self
+            .store
+            .create(&keys::pool(&pool.name), encode(pool))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.is_conflict() => Err(IpamError::PoolExists(pool.name.clone())),
             Err(e) => Err(e.into()),
@@ -204,6 +395,7 @@ impl Ipam {
     }
 
     pub async fn disable_pool(&self, name: &str, disabled: bool) -> Result<()> {
+        let _fresh = ForgetSettings(&self.hints);
         let key = keys::pool(name);
         for _ in 0..CAS_ATTEMPTS {
             let Some((mut p, rev)) = self.read::<Pool>(&key).await? else {
@@ -223,6 +415,7 @@ impl Ipam {
     /// their affinities. Disable it first so no node claims a block from it
     /// meanwhile.
     pub async fn delete_pool(&self, name: &str) -> Result<()> {
+        let _fresh = ForgetSettings(&self.hints);
         let key = keys::pool(name);
         let Some((pool, _)) = self.read::<Pool>(&key).await? else {
             return Err(IpamError::NoSuchPool(name.into()));
@@ -237,13 +430,18 @@ impl Ipam {
         let in_use: u32 = blocks.iter().map(|(b, _)| b.in_use()).sum();
         if in_use > 0 {
             self.disable_pool(name, pool.disabled).await?;
-            return Err(IpamError::PoolInUse { name: name.into(), in_use });
+            return Err(IpamError::PoolInUse {
+                name: name.into(),
+                in_use,
+            });
         }
         for (b, rev) in blocks {
             self.delete_block(&b, rev).await?;
         }
         for _ in 0..CAS_ATTEMPTS {
-            let Some(kv) = self.store.get(&key).await? else { return Ok(()) };
+            let Some(kv) = self.store.get(&key).await? else {
+                return Ok(());
+            };
             match self.store.delete(&key, kv.mod_revision).await {
                 Ok(()) => return Ok(()),
                 Err(e) if e.is_conflict() => continue,
@@ -278,13 +476,33 @@ impl Ipam {
     }
 
     /// Pools of `family` this request may draw from, in name order.
-    async fn eligible_pools(&self, req: &AssignRequest, family: Family) -> Result<Vec<Pool>> {
-        let labels = self.node_labels(&req.node).await?;
+    async fn eligible_pools(
+        &self,
+        req: &AssignRequest,
+        family: Family,
+        all: &[Pool],
+    ) -> Result<Vec<Pool>> {
+        // Labels cost a round trip: fetch them only if a selector needs them.
+        let needs_labels = all
+            .iter()
+            .any(|p| p.family() == family && !matches!(p.node_selector.trim(), "" | "all()"));
+        let labels = if needs_labels {
+            self.node_labels(&req.node).await?
+        } else {
+            BTreeMap::new()
+        };
         let mut out = Vec::new();
-        for p in self.pools().await? {
+        for p in all.iter().cloned() {
             let named = req.pools.is_empty()
-                || req.pools.iter().any(|n| *n == p.name || *n == p.cidr.to_string());
-            if p.family() != family || p.disabled || !named || !p.allowed_uses.contains(&req.pool_use) {
+                || req
+                    .pools
+                    .iter()
+                    .any(|n| *n == p.name || *n == p.cidr.to_string());
+            if p.family() != family
+                || p.disabled
+                || !named
+                || !p.allowed_uses.contains(&req.pool_use)
+            {
                 continue;
             }
             // A stored selector that no longer parses selects nothing rather
@@ -301,14 +519,14 @@ impl Ipam {
     /// Assign `num_v4` + `num_v6` addresses to the request's handle. All or
     /// nothing: on failure what this call took is released again.
     pub async fn assign(&self, req: &AssignRequest) -> Result<Vec<Assigned>> {
-        let cfg = self.config().await?;
+        let (cfg, all_pools) = self.settings().await?;
         let mut out: Vec<Assigned> = Vec::new();
         for (family, n) in [(Family::V4, req.num_v4), (Family::V6, req.num_v6)] {
             if n == 0 {
                 continue;
             }
             let result = async {
-                let pools = self.eligible_pools(req, family).await?;
+                let pools = self.eligible_pools(req, family, &all_pools).await?;
                 if pools.is_empty() {
                     return Err(IpamError::NoPool {
                         family,
@@ -355,46 +573,131 @@ impl Ipam {
         let need = |out: &Vec<Assigned>| {
             n - (out.iter().filter(|a| Family::of(&a.addr) == family).count() as u32).min(n)
         };
+        // The blocks listing is the expensive read: fetched at most once per
+        // call, by the claim or the borrow, whichever needs it first.
+        let mut listing: Option<BTreeMap<IpNet, (Block, i64)>> = None;
+        let mut lost = 0;
         // 1. The node's own blocks, then claim more while allowed.
         loop {
-            let affs = self.node_affinities(&req.node).await?;
-            for (a, _) in affs.iter().filter(|(a, _)| a.state == AffinityState::Confirmed) {
+            let affs = match self.hints.affine(&req.node) {
+                Some(a) => a,
+                None => {
+                    let a: Vec<IpNet> = self
+                        .node_affinities(&req.node)
+                        .await?
+                        .into_iter()
+                        .filter(|(a, _)| a.state == AffinityState::Confirmed)
+                        .map(|(a, _)| a.cidr)
+                        .collect();
+                    self.hints.set_affine(&req.node, &a);
+                    a
+                }
+            };
+            for cidr in &affs {
                 if need(out) == 0 {
                     return Ok(());
                 }
-                let Some(pool) = pools.iter().find(|p| p.cidr.contains(&a.cidr)) else {
+                let Some(pool) = pools.iter().find(|p| p.cidr.contains(cidr)) else {
                     continue;
                 };
                 let got = self
-                    .assign_from_block(&a.cidr, need(out), req, cfg, Some(&req.node))
+                    .assign_from_block(cidr, need(out), req, cfg, Some(&req.node))
                     .await?;
                 out.extend(got.into_iter().map(|(addr, _)| Assigned {
                     addr,
-                    block: a.cidr,
+                    block: *cidr,
                     pool: pool.name.clone(),
                     borrowed: false,
                 }));
             }
-            if need(out) == 0 || !cfg.auto_allocate_blocks {
+            if need(out) == 0
+                || !cfg.auto_allocate_blocks
+                || self.hints.claim_paused(&req.node, family)
+            {
                 break;
             }
-            match self.claim_block(&req.node, pools, cfg).await? {
-                Some(_) => continue,
-                None => break,
+            listing = None;
+            self.hints.forget_affine(&req.node);
+            match self
+                .claim_block_with(&req.node, pools, cfg, &mut listing)
+                .await?
+            {
+                Claim::Claimed(_) => continue,
+                // Other nodes won the blocks we tried: the pool may still
+                // have room, look again.
+                Claim::Lost if lost < CLAIM_ROUNDS => {
+                    lost += 1;
+                    continue;
+                }
+                Claim::Lost | Claim::AtLimit => break,
+                Claim::Full => {
+                    // Nothing claimable: do not list every block again on
+                    // each assignment for a while; borrow instead.
+                    if !cfg.strict_affinity {
+                        self.hints.pause_claims(&req.node, family);
+                    }
+                    break;
+                }
             }
         }
         if need(out) == 0 || cfg.strict_affinity {
             return Ok(());
         }
-        // 2. Borrow from any block with room, starting at a point derived
-        // from the node name so borrowers spread over the blocks.
-        let blocks = self.list::<Block>(keys::BLOCKS).await?;
+        // 2. Borrow. First from the block this node last borrowed from.
+        if let Some(cidr) = self.hints.borrow_from(&req.node, family) {
+            if let Some(pool) = pools.iter().find(|p| p.cidr.contains(&cidr)) {
+                let got = self
+                    .assign_from_block(&cidr, need(out), req, cfg, None)
+                    .await?;
+                out.extend(got.into_iter().map(|(addr, affinity)| Assigned {
+                    addr,
+                    block: cidr,
+                    pool: pool.name.clone(),
+                    borrowed: affinity.as_deref() != Some(req.node.as_str()),
+                }));
+            }
+        }
+        if need(out) == 0 {
+            return Ok(());
+        }
+        // Then any block with room, starting at a point derived from the
+        // node name so borrowers spread over the blocks. The claim's listing
+        // may be stale (blocks made since by other nodes): if it yields
+        // nothing, list afresh once.
+        for fresh in [listing.take(), None] {
+            if need(out) == 0 {
+                break;
+            }
+            let blocks = match fresh {
+                Some(l) => l,
+                None => self.block_map().await?,
+            };
+            self.borrow_from_listing(req, cfg, pools, &blocks, need(out), out)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn borrow_from_listing(
+        &self,
+        req: &AssignRequest,
+        cfg: &IpamConfig,
+        pools: &[Pool],
+        blocks: &BTreeMap<IpNet, (Block, i64)>,
+        mut need: u32,
+        out: &mut Vec<Assigned>,
+    ) -> Result<()> {
+        let now = now();
         let candidates: Vec<&Block> = blocks
-            .iter()
+            .values()
             .map(|(b, _)| b)
-            .filter(|b| pools.iter().any(|p| p.name == b.pool && p.cidr.contains(&b.cidr)))
+            .filter(|b| {
+                pools
+                    .iter()
+                    .any(|p| p.name == b.pool && p.cidr.contains(&b.cidr))
+            })
             .filter(|b| b.affinity.as_deref() != Some(req.node.as_str()))
-            .filter(|b| b.available(now(), cfg.reuse_cooldown_secs) > 0)
+            .filter(|b| b.available(now, cfg.reuse_cooldown_secs) > 0)
             .collect();
         let start = if candidates.is_empty() {
             0
@@ -402,11 +705,17 @@ impl Ipam {
             (claim::node_hash(&req.node) % candidates.len() as u64) as usize
         };
         for i in 0..candidates.len() {
-            if need(out) == 0 {
+            if need == 0 {
                 break;
             }
             let b = candidates[(start + i) % candidates.len()];
-            let got = self.assign_from_block(&b.cidr, need(out), req, cfg, None).await?;
+            let got = self
+                .assign_from_block(&b.cidr, need, req, cfg, None)
+                .await?;
+            if !got.is_empty() {
+                self.hints.set_borrow_from(&req.node, b.family(), b.cidr);
+            }
+            need -= (got.len() as u32).min(need);
             out.extend(got.into_iter().map(|(addr, affinity)| Assigned {
                 addr,
                 block: b.cidr,
@@ -417,9 +726,19 @@ impl Ipam {
         Ok(())
     }
 
+    async fn block_map(&self) -> Result<BTreeMap<IpNet, (Block, i64)>> {
+        Ok(self
+            .list::<Block>(keys::BLOCKS)
+            .await?
+            .into_iter()
+            .map(|(b, r)| (b.cidr, (b, r)))
+            .collect())
+    }
+
     /// Take up to `n` addresses from one block; with `affine_to`, only if
-    /// the block is still affine to that node. Returns the addresses and
-    /// the block's affinity at the time.
+    /// the block is still affine to that node. The block and the handle
+    /// record change in one transaction. Returns the addresses and the
+    /// block's affinity at the time.
     async fn assign_from_block(
         &self,
         cidr: &IpNet,
@@ -429,34 +748,51 @@ impl Ipam {
         affine_to: Option<&str>,
     ) -> Result<Vec<(IpAddr, Option<String>)>> {
         let key = keys::block(cidr);
-        // How many this call has added to the handle record for this block:
-        // kept across lost races so a retry does not rewrite the handle.
-        let mut reserved: u32 = 0;
+        let mut handle = HandleSlot::Unknown;
         for _ in 0..CAS_ATTEMPTS {
             let Some((mut block, rev)) = self.read::<Block>(&key).await? else {
-                self.handle_add(&req.handle, cidr, -(reserved as i64)).await?;
+                self.hints.forget_affine(&req.node);
                 return Ok(Vec::new());
             };
             if affine_to.is_some() && block.affinity.as_deref() != affine_to {
-                self.handle_add(&req.handle, cidr, -(reserved as i64)).await?;
+                self.hints.forget_affine(&req.node);
                 return Ok(Vec::new());
             }
             let ips = block.assign(n, &req.handle, &req.attrs, now(), cfg.reuse_cooldown_secs);
-            let delta = ips.len() as i64 - reserved as i64;
-            if delta != 0 {
-                self.handle_add(&req.handle, cidr, delta).await?;
-                reserved = ips.len() as u32;
-            }
             if ips.is_empty() {
                 return Ok(Vec::new());
             }
-            match self.store.update(&key, encode(&block), rev).await {
-                Ok(_) => return Ok(ips.into_iter().map(|a| (a, block.affinity.clone())).collect()),
-                Err(e) if e.is_conflict() => continue,
+            let ops = vec![
+                Op::Update {
+                    key: key.clone(),
+                    value: encode(&block),
+                    revision: rev,
+                },
+                handle.add_op(&req.handle, cidr, ips.len() as i64),
+            ];
+            match self.store.commit(ops).await {
+                Ok(_) => {
+                    return Ok(ips
+                        .into_iter()
+                        .map(|a| (a, block.affinity.clone()))
+                        .collect())
+                }
+                Err(StoreError::Conflict { key: k }) => {
+                    if k != key {
+                        handle = self.handle_slot(&req.handle).await?;
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }
         Err(IpamError::Contention { key })
+    }
+
+    async fn handle_slot(&self, handle: &str) -> Result<HandleSlot> {
+        Ok(match self.read::<Handle>(&keys::handle(handle)).await? {
+            Some((h, rev)) => HandleSlot::Present(h, rev),
+            None => HandleSlot::Absent,
+        })
     }
 
     /// Assign one specific address to the request's handle.
@@ -469,7 +805,7 @@ impl Ipam {
             .ok_or(IpamError::NotInPool(addr))?;
         let cidr = pool.block_of(addr).ok_or(IpamError::NotInPool(addr))?;
         let key = keys::block(&cidr);
-        let mut reserved = false;
+        let mut handle = HandleSlot::Unknown;
         for _ in 0..CAS_ATTEMPTS {
             let (mut block, rev) = match self.read::<Block>(&key).await? {
                 Some(b) => b,
@@ -483,27 +819,27 @@ impl Ipam {
                     }
                 }
             };
-            if let Some(ord) = block.ord(addr) {
-                if let Some(a) = block.allocations.get(&ord) {
-                    if reserved {
-                        self.handle_add(&req.handle, &cidr, -1).await?;
-                    }
-                    return Err(IpamError::AddressInUse { addr, handle: a.handle.clone() });
-                }
-            }
-            if !reserved {
-                self.handle_add(&req.handle, &cidr, 1).await?;
-                reserved = true;
-            }
-            if !block.assign_addr(addr, &req.handle, &req.attrs, now()) {
-                // Free but not in the free list: a corrupt block; gc repairs.
-                self.handle_add(&req.handle, &cidr, -1).await?;
-                return Err(IpamError::Corrupt {
-                    key,
-                    detail: format!("{addr} is neither assigned nor free"),
+            if let Some(a) = block.ord(addr).and_then(|o| block.allocations.get(&o)) {
+                return Err(IpamError::AddressInUse {
+                    addr,
+                    handle: a.handle.clone(),
                 });
             }
-            match self.store.update(&key, encode(&block), rev).await {
+            if !block.assign_addr(addr, &req.handle, &req.attrs, now()) {
+                return Err(IpamError::Corrupt {
+                    key,
+                    detail: format!("{addr} is neither assigned nor free; run `petrelctl ipam gc`"),
+                });
+            }
+            let ops = vec![
+                Op::Update {
+                    key: key.clone(),
+                    value: encode(&block),
+                    revision: rev,
+                },
+                handle.add_op(&req.handle, &cidr, 1),
+            ];
+            match self.store.commit(ops).await {
                 Ok(_) => {
                     return Ok(Assigned {
                         addr,
@@ -512,7 +848,11 @@ impl Ipam {
                         borrowed: block.affinity.as_deref() != Some(req.node.as_str()),
                     })
                 }
-                Err(e) if e.is_conflict() => continue,
+                Err(StoreError::Conflict { key: k }) => {
+                    if k != key {
+                        handle = self.handle_slot(&req.handle).await?;
+                    }
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -520,17 +860,40 @@ impl Ipam {
     }
 
     /// Add `delta` to the handle's count for `block`; the record goes away
-    /// when it counts nothing.
+    /// when it counts nothing. Only for tests that fake a torn write: the
+    /// allocator changes handles together with their blocks.
+    #[cfg(test)]
     async fn handle_add(&self, handle: &str, block: &IpNet, delta: i64) -> Result<()> {
         if delta == 0 {
             return Ok(());
         }
         let key = keys::handle(handle);
+        if delta > 0 {
+            // Usually a new handle (a new pod): try the create first and
+            // save a read.
+            let mut h = Handle {
+                handle: handle.into(),
+                updated: now(),
+                ..Default::default()
+            };
+            h.blocks.insert(*block, delta as u32);
+            match self.store.create(&key, encode(&h)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         for _ in 0..CAS_ATTEMPTS {
             let current = self.read::<Handle>(&key).await?;
             let (mut h, rev) = match current {
                 Some((h, rev)) => (h, Some(rev)),
-                None => (Handle { handle: handle.into(), ..Default::default() }, None),
+                None => (
+                    Handle {
+                        handle: handle.into(),
+                        ..Default::default()
+                    },
+                    None,
+                ),
             };
             let n = h.blocks.get(block).copied().unwrap_or(0) as i64 + delta;
             if n > 0 {
@@ -562,44 +925,73 @@ impl Ipam {
 
     /// Claim one more block for `node` from `pools`. `None` when the node
     /// is at its limit or every block is taken.
-    pub async fn claim_block(&self, node: &str, pools: &[Pool], cfg: &IpamConfig) -> Result<Option<IpNet>> {
+    pub async fn claim_block(
+        &self,
+        node: &str,
+        pools: &[Pool],
+        cfg: &IpamConfig,
+    ) -> Result<Option<IpNet>> {
+        match self.claim_block_with(node, pools, cfg, &mut None).await? {
+            Claim::Claimed(c) => Ok(Some(c)),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`Self::claim_block`], leaving the blocks listing it read (if it
+    /// read one) in `listing` for the caller.
+    async fn claim_block_with(
+        &self,
+        node: &str,
+        pools: &[Pool],
+        cfg: &IpamConfig,
+        listing: &mut Option<BTreeMap<IpNet, (Block, i64)>>,
+    ) -> Result<Claim> {
         let affs = self.node_affinities(node).await?;
         // Finish a claim this node started and did not complete (a crash
         // between the pending affinity and the confirm).
-        for (a, rev) in affs.iter().filter(|(a, _)| a.state == AffinityState::Pending) {
+        for (a, rev) in affs
+            .iter()
+            .filter(|(a, _)| a.state == AffinityState::Pending)
+        {
             if let Some(pool) = pools.iter().find(|p| p.cidr.contains(&a.cidr)) {
                 if let Some(c) = self.resume_claim(node, pool, a, *rev).await? {
-                    return Ok(Some(c));
+                    return Ok(Claim::Claimed(c));
                 }
             }
         }
-        let held = affs.iter().filter(|(a, _)| a.state == AffinityState::Confirmed).count() as u32;
+        let held = affs
+            .iter()
+            .filter(|(a, _)| a.state == AffinityState::Confirmed)
+            .count() as u32;
         if cfg.max_blocks_per_host > 0 && held >= cfg.max_blocks_per_host {
-            return Ok(None);
+            return Ok(Claim::AtLimit);
         }
-        let blocks: BTreeMap<IpNet, (Block, i64)> = self
-            .list::<Block>(keys::BLOCKS)
-            .await?
-            .into_iter()
-            .map(|(b, r)| (b.cidr, (b, r)))
-            .collect();
+        let blocks = listing.insert(self.block_map().await?);
         let now = now();
+        let mut tried = false;
         for pool in pools {
-            for cidr in claim::candidates(pool, node, &blocks, now, cfg) {
+            for cidr in claim::candidates(pool, node, blocks, now, cfg) {
+                tried = true;
                 let taken = match blocks.get(&cidr) {
                     None => self.claim_fresh(node, pool, cidr).await?,
                     Some((b, rev)) => self.take_over(node, b, *rev).await?,
                 };
                 if taken {
                     tracing::debug!(%node, block = %cidr, "claimed block");
-                    return Ok(Some(cidr));
+                    return Ok(Claim::Claimed(cidr));
                 }
             }
         }
-        Ok(None)
+        Ok(if tried { Claim::Lost } else { Claim::Full })
     }
 
-    async fn resume_claim(&self, node: &str, pool: &Pool, a: &Affinity, rev: i64) -> Result<Option<IpNet>> {
+    async fn resume_claim(
+        &self,
+        node: &str,
+        pool: &Pool,
+        a: &Affinity,
+        rev: i64,
+    ) -> Result<Option<IpNet>> {
         let akey = keys::affinity(node, &a.cidr);
         let bkey = keys::block(&a.cidr);
         let ours = match self.read::<Block>(&bkey).await? {
@@ -614,7 +1006,8 @@ impl Ipam {
             }
         };
         if ours {
-            self.set_affinity_state(&akey, a, rev, AffinityState::Confirmed).await?;
+            self.set_affinity_state(&akey, a, rev, AffinityState::Confirmed)
+                .await?;
             Ok(Some(a.cidr))
         } else {
             self.delete_if(&akey, rev).await?;
@@ -627,7 +1020,12 @@ impl Ipam {
     /// pending affinity.
     async fn claim_fresh(&self, node: &str, pool: &Pool, cidr: IpNet) -> Result<bool> {
         let akey = keys::affinity(node, &cidr);
-        let aff = Affinity { node: node.into(), cidr, state: AffinityState::Pending, since: now() };
+        let aff = Affinity {
+            node: node.into(),
+            cidr,
+            state: AffinityState::Pending,
+            since: now(),
+        };
         let arev = match self.store.create(&akey, encode(&aff)).await {
             Ok(r) => r,
             Err(e) if e.is_conflict() => return Ok(false),
@@ -650,7 +1048,8 @@ impl Ipam {
             }
             Err(e) => return Err(e.into()),
         }
-        self.set_affinity_state(&akey, &aff, arev, AffinityState::Confirmed).await?;
+        self.set_affinity_state(&akey, &aff, arev, AffinityState::Confirmed)
+            .await?;
         Ok(true)
     }
 
@@ -658,7 +1057,12 @@ impl Ipam {
     /// enough (the candidates only offer those).
     async fn take_over(&self, node: &str, b: &Block, rev: i64) -> Result<bool> {
         let akey = keys::affinity(node, &b.cidr);
-        let aff = Affinity { node: node.into(), cidr: b.cidr, state: AffinityState::Pending, since: now() };
+        let aff = Affinity {
+            node: node.into(),
+            cidr: b.cidr,
+            state: AffinityState::Pending,
+            since: now(),
+        };
         let arev = match self.store.create(&akey, encode(&aff)).await {
             Ok(r) => r,
             Err(e) if e.is_conflict() => return Ok(false),
@@ -668,7 +1072,11 @@ impl Ipam {
         let mut nb = b.clone();
         nb.affinity = Some(node.into());
         nb.changed = now();
-        match self.store.update(&keys::block(&b.cidr), encode(&nb), rev).await {
+        match self
+            .store
+            .update(&keys::block(&b.cidr), encode(&nb), rev)
+            .await
+        {
             Ok(_) => {}
             Err(e) if e.is_conflict() => {
                 self.delete_if(&akey, arev).await?;
@@ -676,7 +1084,8 @@ impl Ipam {
             }
             Err(e) => return Err(e.into()),
         }
-        self.set_affinity_state(&akey, &aff, arev, AffinityState::Confirmed).await?;
+        self.set_affinity_state(&akey, &aff, arev, AffinityState::Confirmed)
+            .await?;
         if let Some(prev) = previous {
             let pkey = keys::affinity(&prev, &b.cidr);
             if let Some(kv) = self.store.get(&pkey).await? {
@@ -688,18 +1097,35 @@ impl Ipam {
         Ok(true)
     }
 
-    async fn set_affinity_state(&self, key: &str, a: &Affinity, rev: i64, state: AffinityState) -> Result<()> {
+    async fn set_affinity_state(
+        &self,
+        key: &str,
+        a: &Affinity,
+        rev: i64,
+        state: AffinityState,
+    ) -> Result<()> {
         let mut na = a.clone();
         na.state = state;
         na.since = now();
         match self.store.update(key, encode(&na), rev).await {
             Ok(_) => Ok(()),
-            // gc removed it meanwhile: write it again, the block is ours.
-            Err(e) if e.is_conflict() => match self.store.create(key, encode(&na)).await {
-                Ok(_) => Ok(()),
-                Err(e) if e.is_conflict() => Ok(()),
-                Err(e) => Err(e.into()),
-            },
+            Err(e) if e.is_conflict() => {
+                // Removed meanwhile: by gc (write it again if the block is
+                // still ours), or by a node that took the block over (then
+                // it is not ours and must not come back).
+                let ours = self
+                    .read::<Block>(&keys::block(&a.cidr))
+                    .await?
+                    .is_some_and(|(b, _)| b.affinity.as_deref() == Some(a.node.as_str()));
+                if !ours || state != AffinityState::Confirmed {
+                    return Ok(());
+                }
+                match self.store.create(key, encode(&na)).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.is_conflict() => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -741,44 +1167,54 @@ impl Ipam {
         }
         let mut freed = Vec::new();
         for (cidr, list) in by_block {
-            let key = keys::block(&cidr);
-            let mut done = false;
-            for _ in 0..CAS_ATTEMPTS {
-                let Some((mut block, rev)) = self.read::<Block>(&key).await? else {
-                    done = true;
-                    break;
-                };
-                let t = now();
-                let mut handles: BTreeMap<String, i64> = BTreeMap::new();
-                let mut these = Vec::new();
-                for (a, s) in &list {
-                    if let Release::Freed { handle } = block.release(*a, *s, t) {
-                        *handles.entry(handle).or_insert(0) += 1;
-                        these.push(*a);
-                    }
-                }
-                if these.is_empty() {
-                    done = true;
-                    break;
-                }
-                match self.store.update(&key, encode(&block), rev).await {
-                    Ok(_) => {
-                        for (h, n) in handles {
-                            self.handle_add(&h, &cidr, -n).await?;
-                        }
-                        freed.extend(these);
-                        done = true;
-                        break;
-                    }
-                    Err(e) if e.is_conflict() => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if !done {
-                return Err(IpamError::Contention { key });
-            }
+            freed.extend(self.release_in_block(&cidr, &list).await?);
         }
         Ok(freed)
+    }
+
+    /// Release addresses of one block, with their handles' counts, in one
+    /// transaction.
+    async fn release_in_block(
+        &self,
+        cidr: &IpNet,
+        list: &[(IpAddr, Option<u64>)],
+    ) -> Result<Vec<IpAddr>> {
+        let key = keys::block(cidr);
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut block, rev)) = self.read::<Block>(&key).await? else {
+                return Ok(Vec::new());
+            };
+            let t = now();
+            let mut handles: BTreeMap<String, i64> = BTreeMap::new();
+            let mut these = Vec::new();
+            for (a, s) in list {
+                if let Release::Freed { handle } = block.release(*a, *s, t) {
+                    *handles.entry(handle).or_insert(0) -= 1;
+                    these.push(*a);
+                }
+            }
+            if these.is_empty() {
+                return Ok(these);
+            }
+            let mut ops = vec![Op::Update {
+                key: key.clone(),
+                value: encode(&block),
+                revision: rev,
+            }];
+            for (h, delta) in handles {
+                // A handle without a record (a torn write of an older
+                // version, or corruption) has nothing to decrement.
+                if let HandleSlot::Present(rec, hrev) = self.handle_slot(&h).await? {
+                    ops.push(HandleSlot::Present(rec, hrev).add_op(&h, cidr, delta));
+                }
+            }
+            match self.store.commit(ops).await {
+                Ok(_) => return Ok(these),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
     }
 
     async fn find_block(&self, addr: IpAddr) -> Result<Option<IpNet>> {
@@ -790,43 +1226,39 @@ impl Ipam {
             .find(|c| c.contains(&addr)))
     }
 
-    /// Release every address of `handle`. Idempotent: an unknown handle
+    /// Release every address of `handle`: its blocks and the removal of
+    /// its record in one transaction. Idempotent: an unknown handle
     /// releases nothing.
     pub async fn release_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
         let key = keys::handle(handle);
-        let mut freed = Vec::new();
         for _ in 0..CAS_ATTEMPTS {
             let Some((h, hrev)) = self.read::<Handle>(&key).await? else {
-                return Ok(freed);
-            };
-            for cidr in h.blocks.keys() {
-                freed.extend(self.release_handle_in_block(handle, cidr).await?);
-            }
-            // Blocks first, then the record: a crash between leaves a record
-            // pointing at nothing, which check reports and gc removes.
-            match self.store.delete(&key, hrev).await {
-                Ok(()) => return Ok(freed),
-                // Changed meanwhile (a concurrent assignment to the same
-                // handle): go round and release what it added too.
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::Contention { key })
-    }
-
-    async fn release_handle_in_block(&self, handle: &str, cidr: &IpNet) -> Result<Vec<IpAddr>> {
-        let key = keys::block(cidr);
-        for _ in 0..CAS_ATTEMPTS {
-            let Some((mut block, rev)) = self.read::<Block>(&key).await? else {
                 return Ok(Vec::new());
             };
-            let ips = block.release_handle(handle, now());
-            if ips.is_empty() {
-                return Ok(ips);
+            let mut ops = Vec::new();
+            let mut freed = Vec::new();
+            let t = now();
+            for cidr in h.blocks.keys() {
+                let bkey = keys::block(cidr);
+                let Some((mut block, rev)) = self.read::<Block>(&bkey).await? else {
+                    continue;
+                };
+                let ips = block.release_handle(handle, t);
+                if !ips.is_empty() {
+                    freed.extend(ips);
+                    ops.push(Op::Update {
+                        key: bkey,
+                        value: encode(&block),
+                        revision: rev,
+                    });
+                }
             }
-            match self.store.update(&key, encode(&block), rev).await {
-                Ok(_) => return Ok(ips),
+            ops.push(Op::Delete {
+                key: key.clone(),
+                revision: hrev,
+            });
+            match self.store.commit(ops).await {
+                Ok(_) => return Ok(freed),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -855,9 +1287,13 @@ impl Ipam {
 
     /// Give back `node`'s empty blocks, keeping at least one.
     pub async fn release_empty_blocks(&self, node: &str) -> Result<usize> {
+        self.hints.forget_affine(node);
         let affs = self.node_affinities(node).await?;
         let mut blocks = Vec::new();
-        for (a, arev) in affs.iter().filter(|(a, _)| a.state == AffinityState::Confirmed) {
+        for (a, arev) in affs
+            .iter()
+            .filter(|(a, _)| a.state == AffinityState::Confirmed)
+        {
             if let Some((b, brev)) = self.read::<Block>(&keys::block(&a.cidr)).await? {
                 if b.affinity.as_deref() == Some(node) {
                     blocks.push((a.clone(), *arev, b, brev));
@@ -892,7 +1328,8 @@ impl Ipam {
                     keep -= 1;
                 }
                 Err(e) if e.is_conflict() => {
-                    self.set_affinity_state(&akey, &pd, pdrev, AffinityState::Confirmed).await?;
+                    self.set_affinity_state(&akey, &pd, pdrev, AffinityState::Confirmed)
+                        .await?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -919,15 +1356,25 @@ impl Ipam {
             let k = kv.key.as_str();
             let bad = |e: serde_json::Error| (k.to_string(), e.to_string());
             let r = if k == keys::CONFIG {
-                serde_json::from_slice(&kv.value).map(|c| snap.config = c).map_err(bad)
+                serde_json::from_slice(&kv.value)
+                    .map(|c| snap.config = c)
+                    .map_err(bad)
             } else if k.starts_with(keys::POOLS) {
-                serde_json::from_slice(&kv.value).map(|p| snap.pools.push(p)).map_err(bad)
+                serde_json::from_slice(&kv.value)
+                    .map(|p| snap.pools.push(p))
+                    .map_err(bad)
             } else if k.starts_with(keys::BLOCKS) {
-                serde_json::from_slice(&kv.value).map(|b| snap.blocks.push((b, kv.mod_revision))).map_err(bad)
+                serde_json::from_slice(&kv.value)
+                    .map(|b| snap.blocks.push((b, kv.mod_revision)))
+                    .map_err(bad)
             } else if k.starts_with(keys::AFFINITIES) {
-                serde_json::from_slice(&kv.value).map(|a| snap.affinities.push((a, kv.mod_revision))).map_err(bad)
+                serde_json::from_slice(&kv.value)
+                    .map(|a| snap.affinities.push((a, kv.mod_revision)))
+                    .map_err(bad)
             } else if k.starts_with(keys::HANDLES) {
-                serde_json::from_slice(&kv.value).map(|h| snap.handles.push((h, kv.mod_revision))).map_err(bad)
+                serde_json::from_slice(&kv.value)
+                    .map(|h| snap.handles.push((h, kv.mod_revision)))
+                    .map_err(bad)
             } else {
                 Ok(())
             };
@@ -944,7 +1391,12 @@ impl Ipam {
 
     /// CNI GC: release `node`'s addresses whose handle starts with
     /// `handle_prefix` and is not in `live`.
-    pub async fn gc_attachments(&self, node: &str, handle_prefix: &str, live: &HashSet<String>) -> Result<Vec<IpAddr>> {
+    pub async fn gc_attachments(
+        &self,
+        node: &str,
+        handle_prefix: &str,
+        live: &HashSet<String>,
+    ) -> Result<Vec<IpAddr>> {
         let mut victims = Vec::new();
         for (b, _) in self.list::<Block>(keys::BLOCKS).await? {
             for (ord, a) in &b.allocations {
@@ -987,7 +1439,11 @@ impl Ipam {
                 let mut nb = b.clone();
                 nb.affinity = None;
                 nb.changed = now();
-                match self.store.update(&keys::block(&b.cidr), encode(&nb), rev).await {
+                match self
+                    .store
+                    .update(&keys::block(&b.cidr), encode(&nb), rev)
+                    .await
+                {
                     Ok(_) => report.blocks_fixed += 1,
                     Err(e) if e.is_conflict() => {}
                     Err(e) => return Err(e.into()),
@@ -1020,7 +1476,11 @@ impl Ipam {
             if !b.verify().is_empty() {
                 let mut nb = b.clone();
                 nb.repair_free_list();
-                match self.store.update(&keys::block(&b.cidr), encode(&nb), *rev).await {
+                match self
+                    .store
+                    .update(&keys::block(&b.cidr), encode(&nb), *rev)
+                    .await
+                {
                     Ok(_) => report.blocks_fixed += 1,
                     Err(e) if e.is_conflict() => {}
                     Err(e) => return Err(e.into()),
@@ -1036,11 +1496,18 @@ impl Ipam {
                 fresh_blocks.insert(b.cidr);
             }
             for a in b.allocations.values() {
-                *actual.entry(a.handle.clone()).or_default().entry(b.cidr).or_insert(0) += 1;
+                *actual
+                    .entry(a.handle.clone())
+                    .or_default()
+                    .entry(b.cidr)
+                    .or_insert(0) += 1;
             }
         }
-        let recorded: BTreeMap<String, (Handle, i64)> =
-            snap.handles.iter().map(|(h, r)| (h.handle.clone(), (h.clone(), *r))).collect();
+        let recorded: BTreeMap<String, (Handle, i64)> = snap
+            .handles
+            .iter()
+            .map(|(h, r)| (h.handle.clone(), (h.clone(), *r)))
+            .collect();
         let names: BTreeSet<String> = actual.keys().chain(recorded.keys()).cloned().collect();
         for name in names {
             let want = actual.get(&name).cloned().unwrap_or_default();
@@ -1053,7 +1520,11 @@ impl Ipam {
                     if want.is_empty() {
                         self.store.delete(&key, *rev).await
                     } else {
-                        let nh = Handle { handle: name.clone(), blocks: want, updated: t };
+                        let nh = Handle {
+                            handle: name.clone(),
+                            blocks: want,
+                            updated: t,
+                        };
                         self.store.update(&key, encode(&nh), *rev).await.map(|_| ())
                     }
                 }
@@ -1061,7 +1532,11 @@ impl Ipam {
                     if want.keys().any(|c| fresh_blocks.contains(c)) {
                         continue;
                     }
-                    let nh = Handle { handle: name.clone(), blocks: want, updated: t };
+                    let nh = Handle {
+                        handle: name.clone(),
+                        blocks: want,
+                        updated: t,
+                    };
                     self.store.create(&key, encode(&nh)).await.map(|_| ())
                 }
             };
@@ -1073,12 +1548,15 @@ impl Ipam {
         }
 
         // Affinities.
-        let blocks: BTreeMap<IpNet, &Block> = snap.blocks.iter().map(|(b, _)| (b.cidr, b)).collect();
+        let blocks: BTreeMap<IpNet, &Block> =
+            snap.blocks.iter().map(|(b, _)| (b.cidr, b)).collect();
         let mut have: BTreeSet<(String, IpNet)> = BTreeSet::new();
         for (a, rev) in &snap.affinities {
             have.insert((a.node.clone(), a.cidr));
             let key = keys::affinity(&a.node, &a.cidr);
-            let ours = blocks.get(&a.cidr).is_some_and(|b| b.affinity.as_deref() == Some(&a.node));
+            let ours = blocks
+                .get(&a.cidr)
+                .is_some_and(|b| b.affinity.as_deref() == Some(&a.node));
             let stale = a.state == AffinityState::Confirmed || settled(a.since);
             if !stale {
                 continue;
@@ -1104,8 +1582,17 @@ impl Ipam {
             if have.contains(&(node.clone(), b.cidr)) || !settled(b.changed) {
                 continue;
             }
-            let a = Affinity { node: node.clone(), cidr: b.cidr, state: AffinityState::Confirmed, since: t };
-            match self.store.create(&keys::affinity(node, &b.cidr), encode(&a)).await {
+            let a = Affinity {
+                node: node.clone(),
+                cidr: b.cidr,
+                state: AffinityState::Confirmed,
+                since: t,
+            };
+            match self
+                .store
+                .create(&keys::affinity(node, &b.cidr), encode(&a))
+                .await
+            {
                 Ok(_) => report.affinities_fixed += 1,
                 Err(e) if e.is_conflict() => {}
                 Err(e) => return Err(e.into()),
@@ -1119,12 +1606,18 @@ pub fn validate_pool(pool: &Pool) -> Result<()> {
     let f = pool.family();
     let (range, _) = f.block_sizes();
     if pool.name.is_empty() || pool.name.contains('/') {
-        return Err(IpamError::InvalidPool(format!("name {:?}: must be non-empty without '/'", pool.name)));
+        return Err(IpamError::InvalidPool(format!(
+            "name {:?}: must be non-empty without '/'",
+            pool.name
+        )));
     }
     if !range.contains(&pool.block_size) {
         return Err(IpamError::InvalidPool(format!(
             "block size /{} for {}: must be within /{}../{}",
-            pool.block_size, pool.cidr, range.start(), range.end()
+            pool.block_size,
+            pool.cidr,
+            range.start(),
+            range.end()
         )));
     }
     if pool.cidr.prefix_len() > pool.block_size {

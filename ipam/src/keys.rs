@@ -4,8 +4,11 @@
 use ipnet::IpNet;
 
 pub const ROOT: &str = "/petrel/ipam/v1/";
-pub const CONFIG: &str = "/petrel/ipam/v1/config";
-pub const POOLS: &str = "/petrel/ipam/v1/pools/";
+/// Settings that every assignment reads: the IPAM config and the pools,
+/// under one prefix so that one list fetches both.
+pub const SETTINGS: &str = "/petrel/ipam/v1/config/";
+pub const CONFIG: &str = "/petrel/ipam/v1/config/ipam";
+pub const POOLS: &str = "/petrel/ipam/v1/config/pools/";
 pub const BLOCKS: &str = "/petrel/ipam/v1/blocks/";
 pub const AFFINITIES: &str = "/petrel/ipam/v1/affinities/";
 pub const HANDLES: &str = "/petrel/ipam/v1/handles/";

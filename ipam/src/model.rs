@@ -74,7 +74,9 @@ impl std::str::FromStr for Encapsulation {
             "ipip" => Ok(Encapsulation::Ipip),
             "vxlan" => Ok(Encapsulation::Vxlan),
             "wireguard" => Ok(Encapsulation::Wireguard),
-            _ => Err(format!("unknown encapsulation {s:?}: use none, ipip, vxlan or wireguard")),
+            _ => Err(format!(
+                "unknown encapsulation {s:?}: use none, ipip, vxlan or wireguard"
+            )),
         }
     }
 }
@@ -145,8 +147,7 @@ pub(crate) fn u128_to_addr(f: Family, v: u128) -> IpAddr {
 pub(crate) fn make_net(f: Family, base: u128, prefix: u8) -> IpNet {
     // `prefix` is within range for the family by construction (pool
     // validation), so this cannot fail; fall back to a host net if it does.
-    IpNet::new(u128_to_addr(f, base), prefix)
-        .unwrap_or_else(|_| IpNet::from(u128_to_addr(f, base)))
+    IpNet::new(u128_to_addr(f, base), prefix).unwrap_or_else(|_| IpNet::from(u128_to_addr(f, base)))
 }
 
 /// Cluster-wide IPAM settings, at one key; absent means the defaults.
@@ -208,12 +209,27 @@ pub struct Allocation {
     pub seq: u64,
 }
 
+/// Stored as `[ord, since]`: a block holds one per free address, and
+/// blocks are rewritten on every assignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(u32, u64)", into = "(u32, u64)")]
 pub struct FreeSlot {
     /// Offset of the address in the block.
     pub ord: u32,
     /// Unix seconds when it was released (0: never used).
     pub since: u64,
+}
+
+impl From<(u32, u64)> for FreeSlot {
+    fn from((ord, since): (u32, u64)) -> Self {
+        FreeSlot { ord, since }
+    }
+}
+
+impl From<FreeSlot> for (u32, u64) {
+    fn from(s: FreeSlot) -> Self {
+        (s.ord, s.since)
+    }
 }
 
 /// A block: a power-of-two slice of a pool, affine to at most one node.

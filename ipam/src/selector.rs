@@ -35,8 +35,7 @@ fn unquote(s: &str) -> Option<String> {
 fn key(s: &str) -> Option<String> {
     let s = s.trim();
     let ok = !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/'));
     ok.then(|| s.to_string())
 }
@@ -88,9 +87,18 @@ mod tests {
 
     #[test]
     fn selects_by_labels() {
-        let labels: BTreeMap<String, String> =
-            [("zone".to_string(), "a".to_string()), ("gpu".to_string(), "".to_string())].into();
-        let yes = ["", "all()", "zone == 'a'", "has(gpu) && zone != \"b\"", "!has(spot)"];
+        let labels: BTreeMap<String, String> = [
+            ("zone".to_string(), "a".to_string()),
+            ("gpu".to_string(), "".to_string()),
+        ]
+        .into();
+        let yes = [
+            "",
+            "all()",
+            "zone == 'a'",
+            "has(gpu) && zone != \"b\"",
+            "!has(spot)",
+        ];
         let no = ["zone == 'b'", "has(spot)", "zone == 'a' && !has(gpu)"];
         for e in yes {
             assert!(Selector::parse(e).unwrap().matches(&labels), "{e}");

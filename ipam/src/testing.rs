@@ -52,8 +52,16 @@ impl EtcdServer {
     /// measure petrel, not the disk's fsync.
     pub fn start() -> Result<EtcdServer, String> {
         let binary = etcd_binary().ok_or("no etcd on PATH (Debian: etcd-server)")?;
-        let base = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-        let dir = base.join(format!("petrel-etcd-{}-{}", std::process::id(), free_port().map_err(|e| e.to_string())?));
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
+            "petrel-etcd-{}-{}",
+            std::process::id(),
+            free_port().map_err(|e| e.to_string())?
+        ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let mut s = EtcdServer {
             child: None,
@@ -85,10 +93,25 @@ impl EtcdServer {
             .args(["--name", "petrel-test", "--data-dir"])
             .arg(self.dir.join("data"))
             .args(["--logger=zap", "--log-outputs=stderr", "--log-level=error"])
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("petrel-test={peer}")])
-            .args(["--initial-cluster-state", "new", "--listen-metrics-urls", ""])
+            .args([
+                "--initial-cluster-state",
+                "new",
+                "--listen-metrics-urls",
+                "",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -101,7 +124,8 @@ impl EtcdServer {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    let log = std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default();
                     return Err(format!("etcd exited with {status}: {log}"));
                 }
             }

@@ -32,17 +32,30 @@ async fn embedded_backend_conforms_and_persists() {
         // The first handle was moved into run_all and dropped: the file is
         // free again.
         let store = store.expect("reopen after drop");
-        let r = store.create("/persist/k", b"v".to_vec()).await.expect("create");
+        let r = store
+            .create("/persist/k", b"v".to_vec())
+            .await
+            .expect("create");
         r
     };
     let store = EmbeddedStore::open(&path, Duration::from_secs(1)).expect("reopen");
-    let kv = store.get("/persist/k").await.expect("get").expect("persisted");
+    let kv = store
+        .get("/persist/k")
+        .await
+        .expect("get")
+        .expect("persisted");
     assert_eq!(kv.value, b"v");
     assert_eq!(kv.mod_revision, rev, "revisions survive a reopen");
-    let r2 = store.create("/persist/k2", b"v".to_vec()).await.expect("create");
+    let r2 = store
+        .create("/persist/k2", b"v".to_vec())
+        .await
+        .expect("create");
     assert!(r2 > rev, "the revision counter persists");
     // A watch from before this process opened the file cannot be served.
-    assert!(matches!(store.watch("/persist/", 1).await, Err(StoreError::Compacted { .. })));
+    assert!(matches!(
+        store.watch("/persist/", 1).await,
+        Err(StoreError::Compacted { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,5 +87,9 @@ async fn unreachable_etcd_names_its_endpoints_quickly() {
     let err = store.ping().await.expect_err("nothing listens there");
     assert!(err.is_unavailable(), "{err:?}");
     assert!(err.to_string().contains(&ep), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
 }

@@ -28,7 +28,11 @@ async fn setup(pools: &[Pool], cfg: IpamConfig) -> Ipam {
 }
 
 fn lenient() -> IpamConfig {
-    IpamConfig { reclaim_min_age_secs: 0, pending_grace_secs: 0, ..Default::default() }
+    IpamConfig {
+        reclaim_min_age_secs: 0,
+        pending_grace_secs: 0,
+        ..Default::default()
+    }
 }
 
 async fn assert_clean(ipam: &Ipam) {
@@ -38,16 +42,28 @@ async fn assert_clean(ipam: &Ipam) {
 
 #[tokio::test]
 async fn assigns_dual_stack_from_claimed_blocks() {
-    let ipam = setup(&[pool("v4", "10.0.0.0/24", 26), pool("v6", "fd00::/120", 122)], lenient()).await;
-    let got = ipam.assign(&AssignRequest::new("net.c1.eth0", "n1", 1, 1)).await.unwrap();
+    let ipam = setup(
+        &[pool("v4", "10.0.0.0/24", 26), pool("v6", "fd00::/120", 122)],
+        lenient(),
+    )
+    .await;
+    let got = ipam
+        .assign(&AssignRequest::new("net.c1.eth0", "n1", 1, 1))
+        .await
+        .unwrap();
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|a| !a.borrowed));
     assert!(got[0].addr.is_ipv4() && got[1].addr.is_ipv6());
     let affs = ipam.node_affinities("n1").await.unwrap();
     assert_eq!(affs.len(), 2);
-    assert!(affs.iter().all(|(a, _)| a.state == AffinityState::Confirmed));
+    assert!(affs
+        .iter()
+        .all(|(a, _)| a.state == AffinityState::Confirmed));
     // A second pod gets the next address of the same block.
-    let more = ipam.assign(&AssignRequest::new("net.c2.eth0", "n1", 1, 0)).await.unwrap();
+    let more = ipam
+        .assign(&AssignRequest::new("net.c2.eth0", "n1", 1, 0))
+        .await
+        .unwrap();
     assert_eq!(more[0].block, got[0].block);
     assert_ne!(more[0].addr, got[0].addr);
     assert_eq!(ipam.addrs_of_handle("net.c1.eth0").await.unwrap().len(), 2);
@@ -56,20 +72,37 @@ async fn assigns_dual_stack_from_claimed_blocks() {
 
 #[tokio::test]
 async fn borrows_when_at_max_blocks_and_strict_affinity_forbids_it() {
-    let cfg = IpamConfig { max_blocks_per_host: 1, ..lenient() };
+    let cfg = IpamConfig {
+        max_blocks_per_host: 1,
+        ..lenient()
+    };
     let ipam = setup(&[pool("p", "10.0.0.0/29", 30)], cfg.clone()).await;
     // n2 holds a block with room.
-    ipam.assign(&AssignRequest::new("h0", "n2", 1, 0)).await.unwrap();
+    ipam.assign(&AssignRequest::new("h0", "n2", 1, 0))
+        .await
+        .unwrap();
     // n1: 4 from its own block, then one borrowed.
-    let got = ipam.assign(&AssignRequest::new("h1", "n1", 5, 0)).await.unwrap();
+    let got = ipam
+        .assign(&AssignRequest::new("h1", "n1", 5, 0))
+        .await
+        .unwrap();
     assert_eq!(got.iter().filter(|a| a.borrowed).count(), 1, "{got:?}");
     assert_clean(&ipam).await;
 
-    let strict = IpamConfig { strict_affinity: true, ..cfg };
+    let strict = IpamConfig {
+        strict_affinity: true,
+        ..cfg
+    };
     ipam.set_config(&strict).await.unwrap();
     let before = ipam.check().await.unwrap().addresses_in_use;
-    let err = ipam.assign(&AssignRequest::new("h2", "n1", 1, 0)).await.unwrap_err();
-    assert!(matches!(err, IpamError::Exhausted { strict: true, .. }), "{err}");
+    let err = ipam
+        .assign(&AssignRequest::new("h2", "n1", 1, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, IpamError::Exhausted { strict: true, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("strict affinity"));
     // All or nothing: a failed request leaves nothing behind.
     assert_eq!(ipam.check().await.unwrap().addresses_in_use, before);
@@ -79,8 +112,21 @@ async fn borrows_when_at_max_blocks_and_strict_affinity_forbids_it() {
 #[tokio::test]
 async fn exhaustion_rolls_back_a_partial_assignment() {
     let ipam = setup(&[pool("p", "10.0.0.0/30", 30)], lenient()).await;
-    let err = ipam.assign(&AssignRequest::new("h", "n1", 5, 0)).await.unwrap_err();
-    assert!(matches!(err, IpamError::Exhausted { wanted: 5, got: 4, .. }), "{err}");
+    let err = ipam
+        .assign(&AssignRequest::new("h", "n1", 5, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IpamError::Exhausted {
+                wanted: 5,
+                got: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let r = ipam.check().await.unwrap();
     assert_eq!(r.addresses_in_use, 0);
     assert_eq!(r.handles, 0);
@@ -90,7 +136,10 @@ async fn exhaustion_rolls_back_a_partial_assignment() {
 #[tokio::test]
 async fn releases_by_address_and_handle_then_gives_back_empty_blocks() {
     let ipam = setup(&[pool("p", "10.0.0.0/24", 30)], lenient()).await;
-    let a = ipam.assign(&AssignRequest::new("h1", "n1", 6, 0)).await.unwrap();
+    let a = ipam
+        .assign(&AssignRequest::new("h1", "n1", 6, 0))
+        .await
+        .unwrap();
     assert_eq!(ipam.node_affinities("n1").await.unwrap().len(), 2);
     let freed = ipam.release_addrs(&[a[0].addr]).await.unwrap();
     assert_eq!(freed, vec![a[0].addr]);
@@ -100,7 +149,11 @@ async fn releases_by_address_and_handle_then_gives_back_empty_blocks() {
     assert_eq!(rest.len(), 5);
     assert!(ipam.release_handle("h1").await.unwrap().is_empty());
     assert_clean(&ipam).await;
-    assert_eq!(ipam.release_empty_blocks("n1").await.unwrap(), 1, "never the last block");
+    assert_eq!(
+        ipam.release_empty_blocks("n1").await.unwrap(),
+        1,
+        "never the last block"
+    );
     assert_eq!(ipam.node_affinities("n1").await.unwrap().len(), 1);
     assert_eq!(ipam.check().await.unwrap().blocks, 1);
     assert_clean(&ipam).await;
@@ -111,13 +164,29 @@ async fn node_selectors_and_disabled_pools_are_respected() {
     let mut gpu = pool("gpu", "10.1.0.0/24", 26);
     gpu.node_selector = "gpu == 'true'".into();
     let ipam = setup(&[gpu], lenient()).await;
-    let err = ipam.assign(&AssignRequest::new("h", "plain", 1, 0)).await.unwrap_err();
+    let err = ipam
+        .assign(&AssignRequest::new("h", "plain", 1, 0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, IpamError::NoPool { .. }), "{err}");
-    ipam.set_node(&Node { name: "g1".into(), labels: [("gpu".into(), "true".into())].into() }).await.unwrap();
-    ipam.assign(&AssignRequest::new("h", "g1", 1, 0)).await.unwrap();
+    ipam.set_node(&Node {
+        name: "g1".into(),
+        labels: [("gpu".into(), "true".into())].into(),
+    })
+    .await
+    .unwrap();
+    ipam.assign(&AssignRequest::new("h", "g1", 1, 0))
+        .await
+        .unwrap();
     ipam.disable_pool("gpu", true).await.unwrap();
-    assert!(ipam.assign(&AssignRequest::new("h2", "g1", 1, 0)).await.is_err());
-    assert!(matches!(ipam.delete_pool("gpu").await, Err(IpamError::PoolInUse { in_use: 1, .. })));
+    assert!(ipam
+        .assign(&AssignRequest::new("h2", "g1", 1, 0))
+        .await
+        .is_err());
+    assert!(matches!(
+        ipam.delete_pool("gpu").await,
+        Err(IpamError::PoolInUse { in_use: 1, .. })
+    ));
     ipam.release_handle("h").await.unwrap();
     ipam.delete_pool("gpu").await.unwrap();
     assert!(ipam.pools().await.unwrap().is_empty());
@@ -129,56 +198,118 @@ async fn node_selectors_and_disabled_pools_are_respected() {
 #[tokio::test]
 async fn pool_validation() {
     let ipam = setup(&[pool("a", "10.0.0.0/16", 26)], lenient()).await;
-    for bad in [pool("b", "10.0.1.0/24", 26), pool("c", "10.2.0.0/16", 19), pool("d", "10.3.0.1/24", 26), pool("e", "10.4.0.0/28", 26)] {
+    for bad in [
+        pool("b", "10.0.1.0/24", 26),
+        pool("c", "10.2.0.0/16", 19),
+        pool("d", "10.3.0.1/24", 26),
+        pool("e", "10.4.0.0/28", 26),
+    ] {
         assert!(ipam.add_pool(&bad).await.is_err(), "{bad:?}");
     }
-    assert!(matches!(ipam.add_pool(&pool("a", "10.9.0.0/16", 26)).await, Err(IpamError::PoolExists(_))));
+    assert!(matches!(
+        ipam.add_pool(&pool("a", "10.9.0.0/16", 26)).await,
+        Err(IpamError::PoolExists(_))
+    ));
 }
 
 #[tokio::test]
 async fn specific_address() {
     let ipam = setup(&[pool("p", "10.0.0.0/24", 26)], lenient()).await;
     let req = AssignRequest::new("h", "n1", 0, 0);
-    let a = ipam.assign_addr(&req, "10.0.0.77".parse().unwrap()).await.unwrap();
+    let a = ipam
+        .assign_addr(&req, "10.0.0.77".parse().unwrap())
+        .await
+        .unwrap();
     assert!(a.borrowed, "an unclaimed block is nobody's");
-    let err = ipam.assign_addr(&AssignRequest::new("h2", "n1", 0, 0), "10.0.0.77".parse().unwrap()).await.unwrap_err();
+    let err = ipam
+        .assign_addr(
+            &AssignRequest::new("h2", "n1", 0, 0),
+            "10.0.0.77".parse().unwrap(),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(err, IpamError::AddressInUse { .. }));
-    assert!(matches!(ipam.assign_addr(&req, "192.0.2.1".parse().unwrap()).await, Err(IpamError::NotInPool(_))));
+    assert!(matches!(
+        ipam.assign_addr(&req, "192.0.2.1".parse().unwrap()).await,
+        Err(IpamError::NotInPool(_))
+    ));
     assert_clean(&ipam).await;
     // The unaffine block is claimable: n1's next claim takes it over.
-    let got = ipam.assign(&AssignRequest::new("h3", "n1", 1, 0)).await.unwrap();
+    let got = ipam
+        .assign(&AssignRequest::new("h3", "n1", 1, 0))
+        .await
+        .unwrap();
     assert!(!got[0].borrowed);
     assert_clean(&ipam).await;
 }
 
 #[tokio::test]
 async fn empty_block_of_another_node_is_reclaimed_only_after_min_age() {
-    let cfg = IpamConfig { reclaim_min_age_secs: 3600, ..lenient() };
+    let cfg = IpamConfig {
+        reclaim_min_age_secs: 3600,
+        ..lenient()
+    };
     let ipam = setup(&[pool("p", "10.0.0.0/30", 30)], cfg.clone()).await;
-    ipam.assign(&AssignRequest::new("h", "n1", 1, 0)).await.unwrap();
+    ipam.assign(&AssignRequest::new("h", "n1", 1, 0))
+        .await
+        .unwrap();
     ipam.release_handle("h").await.unwrap();
     // n2: the only block is n1's, empty but young; strict so no borrowing.
-    ipam.set_config(&IpamConfig { strict_affinity: true, ..cfg.clone() }).await.unwrap();
-    assert!(ipam.assign(&AssignRequest::new("h2", "n2", 1, 0)).await.is_err());
-    ipam.set_config(&IpamConfig { strict_affinity: true, reclaim_min_age_secs: 0, ..cfg }).await.unwrap();
-    let got = ipam.assign(&AssignRequest::new("h2", "n2", 1, 0)).await.unwrap();
+    ipam.set_config(&IpamConfig {
+        strict_affinity: true,
+        ..cfg.clone()
+    })
+    .await
+    .unwrap();
+    assert!(ipam
+        .assign(&AssignRequest::new("h2", "n2", 1, 0))
+        .await
+        .is_err());
+    ipam.set_config(&IpamConfig {
+        strict_affinity: true,
+        reclaim_min_age_secs: 0,
+        ..cfg
+    })
+    .await
+    .unwrap();
+    let got = ipam
+        .assign(&AssignRequest::new("h2", "n2", 1, 0))
+        .await
+        .unwrap();
     assert!(!got[0].borrowed);
-    assert!(ipam.node_affinities("n1").await.unwrap().is_empty(), "n1 lost the affinity");
+    assert!(
+        ipam.node_affinities("n1").await.unwrap().is_empty(),
+        "n1 lost the affinity"
+    );
     assert_clean(&ipam).await;
 }
 
 #[tokio::test]
 async fn sequence_numbers_guard_gc_against_reassignment() {
     let ipam = setup(&[pool("p", "10.0.0.0/30", 30)], lenient()).await;
-    let a = ipam.assign(&AssignRequest::new("net.old.eth0", "n1", 1, 0)).await.unwrap()[0].addr;
+    let a = ipam
+        .assign(&AssignRequest::new("net.old.eth0", "n1", 1, 0))
+        .await
+        .unwrap()[0]
+        .addr;
     let snap = ipam.snapshot().await.unwrap();
     let seq = snap.blocks[0].0.allocations.values().next().unwrap().seq;
     // Released and (after the other three) handed out again.
     ipam.release_addrs(&[a]).await.unwrap();
-    ipam.assign(&AssignRequest::new("x", "n1", 3, 0)).await.unwrap();
-    let again = ipam.assign(&AssignRequest::new("net.new.eth0", "n1", 1, 0)).await.unwrap()[0].addr;
+    ipam.assign(&AssignRequest::new("x", "n1", 3, 0))
+        .await
+        .unwrap();
+    let again = ipam
+        .assign(&AssignRequest::new("net.new.eth0", "n1", 1, 0))
+        .await
+        .unwrap()[0]
+        .addr;
     assert_eq!(again, a);
-    assert!(ipam.release_guarded(&[(a, Some(seq))]).await.unwrap().is_empty());
+    assert!(ipam
+        .release_guarded(&[(a, Some(seq))])
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(ipam.addrs_of_handle("net.new.eth0").await.unwrap(), vec![a]);
 }
 
@@ -186,10 +317,16 @@ async fn sequence_numbers_guard_gc_against_reassignment() {
 async fn gc_by_live_attachments_and_by_dead_node() {
     let ipam = setup(&[pool("p", "10.0.0.0/24", 28)], lenient()).await;
     for c in ["a", "b", "c"] {
-        ipam.assign(&AssignRequest::new(&format!("net.{c}.eth0"), "n1", 1, 0)).await.unwrap();
+        ipam.assign(&AssignRequest::new(&format!("net.{c}.eth0"), "n1", 1, 0))
+            .await
+            .unwrap();
     }
-    ipam.assign(&AssignRequest::new("other.z.eth0", "n1", 1, 0)).await.unwrap();
-    ipam.assign(&AssignRequest::new("net.q.eth0", "n2", 2, 0)).await.unwrap();
+    ipam.assign(&AssignRequest::new("other.z.eth0", "n1", 1, 0))
+        .await
+        .unwrap();
+    ipam.assign(&AssignRequest::new("net.q.eth0", "n2", 2, 0))
+        .await
+        .unwrap();
     let live: HashSet<String> = ["net.a.eth0".to_string()].into();
     let freed = ipam.gc_attachments("n1", "net.", &live).await.unwrap();
     assert_eq!(freed.len(), 2, "b and c; not other.*, not n2's");
@@ -203,15 +340,25 @@ async fn gc_by_live_attachments_and_by_dead_node() {
 
 #[tokio::test]
 async fn dead_node_with_borrowed_addresses_in_its_block_leaves_it_unaffine() {
-    let cfg = IpamConfig { max_blocks_per_host: 1, ..lenient() };
+    let cfg = IpamConfig {
+        max_blocks_per_host: 1,
+        ..lenient()
+    };
     let ipam = setup(&[pool("p", "10.0.0.0/29", 30)], cfg).await;
-    ipam.assign(&AssignRequest::new("d", "dead", 1, 0)).await.unwrap();
-    ipam.assign(&AssignRequest::new("l", "live", 6, 0)).await.unwrap(); // borrows 2 from dead's block
+    ipam.assign(&AssignRequest::new("d", "dead", 1, 0))
+        .await
+        .unwrap();
+    ipam.assign(&AssignRequest::new("l", "live", 6, 0))
+        .await
+        .unwrap(); // borrows 2 from dead's block
     let r = ipam.gc_node("dead").await.unwrap();
     assert_eq!(r.blocks_fixed, 1);
     assert_clean(&ipam).await;
     let snap = ipam.snapshot().await.unwrap();
-    assert!(snap.blocks.iter().any(|(b, _)| b.affinity.is_none() && b.in_use() == 2));
+    assert!(snap
+        .blocks
+        .iter()
+        .any(|(b, _)| b.affinity.is_none() && b.in_use() == 2));
 }
 
 /// Leftovers of a client that died between writes: each is reported, and
@@ -223,38 +370,82 @@ async fn interrupted_operations_are_reported_and_repaired() {
     let cidr: IpNet = "10.0.0.16/28".parse().unwrap();
 
     // 1. A claim that died after its pending affinity.
-    let a = Affinity { node: "n1".into(), cidr, state: AffinityState::Pending, since: 0 };
-    store.create(&keys::affinity("n1", &cidr), encode(&a)).await.unwrap();
+    let a = Affinity {
+        node: "n1".into(),
+        cidr,
+        state: AffinityState::Pending,
+        since: 0,
+    };
+    store
+        .create(&keys::affinity("n1", &cidr), encode(&a))
+        .await
+        .unwrap();
     let r = ipam.check().await.unwrap();
-    assert!(r.problems.iter().any(|p| matches!(p, Problem::AffinityWithoutBlock { .. })), "{}", r.human());
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| matches!(p, Problem::AffinityWithoutBlock { .. })),
+        "{}",
+        r.human()
+    );
     // The next claim of that node finishes it.
-    let got = ipam.assign(&AssignRequest::new("h1", "n1", 1, 0)).await.unwrap();
+    let got = ipam
+        .assign(&AssignRequest::new("h1", "n1", 1, 0))
+        .await
+        .unwrap();
     assert_eq!(got[0].block, cidr);
     assert_clean(&ipam).await;
 
     // 2. An assignment that died between the handle and the block write.
     ipam.handle_add("ghost", &cidr, 2).await.unwrap();
     // 3. An allocation whose handle record was lost.
-    let (mut b, rev) = ipam.read::<Block>(&keys::block(&cidr)).await.unwrap().unwrap();
+    let (mut b, rev) = ipam
+        .read::<Block>(&keys::block(&cidr))
+        .await
+        .unwrap()
+        .unwrap();
     b.assign(1, "orphan", &Attributes::default(), 0, 0);
     b.changed = 0;
-    store.update(&keys::block(&cidr), encode(&b), rev).await.unwrap();
+    store
+        .update(&keys::block(&cidr), encode(&b), rev)
+        .await
+        .unwrap();
     // 4. A confirmed affinity whose block vanished.
     let gone: IpNet = "10.0.0.240/28".parse().unwrap();
-    let a = Affinity { node: "n9".into(), cidr: gone, state: AffinityState::Confirmed, since: 0 };
-    store.create(&keys::affinity("n9", &gone), encode(&a)).await.unwrap();
+    let a = Affinity {
+        node: "n9".into(),
+        cidr: gone,
+        state: AffinityState::Confirmed,
+        since: 0,
+    };
+    store
+        .create(&keys::affinity("n9", &gone), encode(&a))
+        .await
+        .unwrap();
 
     let r = ipam.check().await.unwrap();
     let kinds: Vec<String> = r.problems.iter().map(|p| format!("{p:?}")).collect();
     assert!(r.problems.iter().any(|p| matches!(p, Problem::HandleCountsMissingAddresses { handle, .. } if handle == "ghost")), "{kinds:?}");
     assert!(r.problems.iter().any(|p| matches!(p, Problem::AllocationMissingFromHandle { handle, .. } if handle == "orphan")), "{kinds:?}");
-    assert!(r.problems.iter().any(|p| matches!(p, Problem::AffinityWithoutBlock { node, .. } if node == "n9")), "{kinds:?}");
+    assert!(
+        r.problems
+            .iter()
+            .any(|p| matches!(p, Problem::AffinityWithoutBlock { node, .. } if node == "n9")),
+        "{kinds:?}"
+    );
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["clean"], false);
-    assert!(json["problems"].as_array().unwrap().iter().any(|p| p["kind"] == "affinity-without-block"));
+    assert!(json["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["kind"] == "affinity-without-block"));
 
     let fixed = ipam.repair().await.unwrap();
-    assert!(fixed.handles_fixed >= 2 && fixed.affinities_fixed >= 1, "{fixed:?}");
+    assert!(
+        fixed.handles_fixed >= 2 && fixed.affinities_fixed >= 1,
+        "{fixed:?}"
+    );
     assert_clean(&ipam).await;
     // The orphan is now releasable by handle.
     assert_eq!(ipam.release_handle("orphan").await.unwrap().len(), 1);
@@ -263,9 +454,21 @@ async fn interrupted_operations_are_reported_and_repaired() {
 #[tokio::test]
 async fn corrupt_records_are_reported_not_panicked_on() {
     let ipam = setup(&[pool("p", "10.0.0.0/24", 28)], lenient()).await;
-    ipam.store().create(&keys::block(&"10.0.0.0/28".parse().unwrap()), b"{not json".to_vec()).await.unwrap();
+    ipam.store()
+        .create(
+            &keys::block(&"10.0.0.0/28".parse().unwrap()),
+            b"{not json".to_vec(),
+        )
+        .await
+        .unwrap();
     let r = ipam.check().await.unwrap();
-    assert!(r.problems.iter().any(|p| matches!(p, Problem::Undecodable { .. })));
-    let err = ipam.release_addrs(&["10.0.0.1".parse().unwrap()]).await.unwrap_err();
+    assert!(r
+        .problems
+        .iter()
+        .any(|p| matches!(p, Problem::Undecodable { .. })));
+    let err = ipam
+        .release_addrs(&["10.0.0.1".parse().unwrap()])
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("petrelctl ipam check"), "{err}");
 }

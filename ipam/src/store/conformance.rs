@@ -12,6 +12,68 @@ pub async fn run_all(store: Arc<dyn Store>, prefix: &str) {
     list_is_by_prefix_with_revision(&*store, &format!("{prefix}/list")).await;
     watch_replays_from_revision(&*store, &format!("{prefix}/watch")).await;
     concurrent_cas_loses_no_update(store.clone(), &format!("{prefix}/race")).await;
+    commit_is_all_or_nothing(&*store, &format!("{prefix}/commit")).await;
+}
+
+pub async fn commit_is_all_or_nothing(s: &dyn Store, p: &str) {
+    use super::Op;
+    let (a, b, c) = (format!("{p}/a"), format!("{p}/b"), format!("{p}/c"));
+    let ra = s.create(&a, b"a1".to_vec()).await.expect("create a");
+    let rb = s.create(&b, b"b1".to_vec()).await.expect("create b");
+    // One stale condition sinks the whole transaction.
+    let r = s
+        .commit(vec![
+            Op::Update {
+                key: a.clone(),
+                value: b"a2".to_vec(),
+                revision: ra,
+            },
+            Op::Delete {
+                key: b.clone(),
+                revision: rb - 1,
+            },
+            Op::Create {
+                key: c.clone(),
+                value: b"c1".to_vec(),
+            },
+        ])
+        .await;
+    match r {
+        Err(StoreError::Conflict { key }) => assert_eq!(key, b, "the conflict names the stale key"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        s.get(&a).await.expect("get").expect("a").value,
+        b"a1",
+        "nothing applied"
+    );
+    assert_eq!(s.get(&c).await.expect("get"), None, "nothing applied");
+    let rev = s
+        .commit(vec![
+            Op::Update {
+                key: a.clone(),
+                value: b"a2".to_vec(),
+                revision: ra,
+            },
+            Op::Delete {
+                key: b.clone(),
+                revision: rb,
+            },
+            Op::Create {
+                key: c.clone(),
+                value: b"c1".to_vec(),
+            },
+        ])
+        .await
+        .expect("commit");
+    let ka = s.get(&a).await.expect("get").expect("a");
+    assert_eq!(
+        (ka.value.as_slice(), ka.mod_revision),
+        (&b"a2"[..], rev),
+        "one revision for all"
+    );
+    assert_eq!(s.get(&b).await.expect("get"), None);
+    assert_eq!(s.get(&c).await.expect("get").expect("c").mod_revision, rev);
 }
 
 fn conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
@@ -23,7 +85,11 @@ fn conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
 
 pub async fn create_is_if_absent(s: &dyn Store, p: &str) {
     let k = format!("{p}/a");
-    assert_eq!(s.get(&k).await.expect("get"), None, "fresh key must be absent");
+    assert_eq!(
+        s.get(&k).await.expect("get"),
+        None,
+        "fresh key must be absent"
+    );
     let r1 = s.create(&k, b"one".to_vec()).await.expect("first create");
     conflict(s.create(&k, b"two".to_vec()).await, "second create");
     let kv = s.get(&k).await.expect("get").expect("created key present");
@@ -33,20 +99,34 @@ pub async fn create_is_if_absent(s: &dyn Store, p: &str) {
 
 pub async fn update_and_delete_need_the_revision(s: &dyn Store, p: &str) {
     let k = format!("{p}/a");
-    conflict(s.update(&k, b"x".to_vec(), 1).await, "update of an absent key");
+    conflict(
+        s.update(&k, b"x".to_vec(), 1).await,
+        "update of an absent key",
+    );
     conflict(s.delete(&k, 1).await, "delete of an absent key");
     let r1 = s.create(&k, b"v1".to_vec()).await.expect("create");
-    let r2 = s.update(&k, b"v2".to_vec(), r1).await.expect("update at r1");
+    let r2 = s
+        .update(&k, b"v2".to_vec(), r1)
+        .await
+        .expect("update at r1");
     assert!(r2 > r1, "revisions increase: {r1} then {r2}");
-    conflict(s.update(&k, b"v3".to_vec(), r1).await, "update at a stale revision");
+    conflict(
+        s.update(&k, b"v3".to_vec(), r1).await,
+        "update at a stale revision",
+    );
     conflict(s.delete(&k, r1).await, "delete at a stale revision");
     assert_eq!(s.get(&k).await.expect("get").expect("present").value, b"v2");
-    s.delete(&k, r2).await.expect("delete at the current revision");
+    s.delete(&k, r2)
+        .await
+        .expect("delete at the current revision");
     assert_eq!(s.get(&k).await.expect("get"), None, "deleted");
     // A re-created key starts over: the old revision must not match it.
     let r3 = s.create(&k, b"again".to_vec()).await.expect("re-create");
     assert!(r3 > r2);
-    conflict(s.delete(&k, r2).await, "delete with the previous life's revision");
+    conflict(
+        s.delete(&k, r2).await,
+        "delete with the previous life's revision",
+    );
 }
 
 pub async fn list_is_by_prefix_with_revision(s: &dyn Store, p: &str) {
@@ -55,17 +135,29 @@ pub async fn list_is_by_prefix_with_revision(s: &dyn Store, p: &str) {
             .await
             .expect("create");
     }
-    s.create(&format!("{p}/out"), b"x".to_vec()).await.expect("create");
-    s.create(&format!("{p}/inx"), b"x".to_vec()).await.expect("create");
+    s.create(&format!("{p}/out"), b"x".to_vec())
+        .await
+        .expect("create");
+    s.create(&format!("{p}/inx"), b"x".to_vec())
+        .await
+        .expect("create");
     let l = s.list(&format!("{p}/in/")).await.expect("list");
     let keys: Vec<_> = l.kvs.iter().map(|kv| kv.key.clone()).collect();
     assert_eq!(
         keys,
-        vec![format!("{p}/in/a"), format!("{p}/in/b"), format!("{p}/in/c/d")],
+        vec![
+            format!("{p}/in/a"),
+            format!("{p}/in/b"),
+            format!("{p}/in/c/d")
+        ],
         "list returns exactly the prefix, in key order"
     );
     let max = l.kvs.iter().map(|kv| kv.mod_revision).max().unwrap_or(0);
-    assert!(l.revision >= max, "listing revision {} < key revision {max}", l.revision);
+    assert!(
+        l.revision >= max,
+        "listing revision {} < key revision {max}",
+        l.revision
+    );
     let empty = s.list(&format!("{p}/nothing/")).await.expect("list");
     assert!(empty.kvs.is_empty());
 }
@@ -84,18 +176,35 @@ pub async fn watch_replays_from_revision(s: &dyn Store, p: &str) {
     // From the past: both writes, then live ones.
     let mut rx = s.watch(&format!("{p}/"), r1).await.expect("watch");
     let e1 = next(&mut rx).await;
-    assert!(matches!(&e1, WatchEvent::Put(kv) if kv.value == b"1" && kv.mod_revision == r1), "{e1:?}");
+    assert!(
+        matches!(&e1, WatchEvent::Put(kv) if kv.value == b"1" && kv.mod_revision == r1),
+        "{e1:?}"
+    );
     let e2 = next(&mut rx).await;
-    assert!(matches!(&e2, WatchEvent::Put(kv) if kv.value == b"2" && kv.mod_revision == r2), "{e2:?}");
+    assert!(
+        matches!(&e2, WatchEvent::Put(kv) if kv.value == b"2" && kv.mod_revision == r2),
+        "{e2:?}"
+    );
     // A write outside the prefix is not seen; the delete is.
-    s.create(&format!("{p}-other"), b"x".to_vec()).await.expect("create");
+    s.create(&format!("{p}-other"), b"x".to_vec())
+        .await
+        .expect("create");
     s.delete(&k, r2).await.expect("delete");
     let e3 = next(&mut rx).await;
-    assert!(matches!(&e3, WatchEvent::Delete { key, revision } if *key == k && *revision > r2), "{e3:?}");
+    assert!(
+        matches!(&e3, WatchEvent::Delete { key, revision } if *key == k && *revision > r2),
+        "{e3:?}"
+    );
     // From a listing's revision + 1: only what came after it.
     let l = s.list(&format!("{p}/")).await.expect("list");
-    let mut rx2 = s.watch(&format!("{p}/"), l.revision + 1).await.expect("watch");
-    let r4 = s.create(&format!("{p}/k2"), b"4".to_vec()).await.expect("create");
+    let mut rx2 = s
+        .watch(&format!("{p}/"), l.revision + 1)
+        .await
+        .expect("watch");
+    let r4 = s
+        .create(&format!("{p}/k2"), b"4".to_vec())
+        .await
+        .expect("create");
     let e4 = next(&mut rx2).await;
     assert_eq!(e4.revision(), r4, "{e4:?}");
 }
@@ -119,7 +228,10 @@ pub async fn concurrent_cas_loses_no_update(s: Arc<dyn Store>, p: &str) {
                         .expect("utf8")
                         .parse()
                         .expect("number");
-                    match s.update(&k, (n + 1).to_string().into_bytes(), kv.mod_revision).await {
+                    match s
+                        .update(&k, (n + 1).to_string().into_bytes(), kv.mod_revision)
+                        .await
+                    {
                         Ok(_) => break,
                         Err(StoreError::Conflict { .. }) => continue,
                         Err(e) => panic!("update: {e}"),
@@ -132,7 +244,11 @@ pub async fn concurrent_cas_loses_no_update(s: Arc<dyn Store>, p: &str) {
         j.await.expect("task");
     }
     let kv = s.get(&k).await.expect("get").expect("present");
-    assert_eq!(kv.value, (TASKS * EACH).to_string().into_bytes(), "lost updates");
+    assert_eq!(
+        kv.value,
+        (TASKS * EACH).to_string().into_bytes(),
+        "lost updates"
+    );
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! [`StoreError::Compacted`].
 
 use super::hub::Hub;
-use super::{KeyValue, Listing, Store, StoreError, WatchEvent, WatchReceiver};
+use super::{KeyValue, Listing, Op, Store, StoreError, WatchEvent, WatchReceiver};
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -30,12 +30,6 @@ pub struct EmbeddedStore {
     /// its live subscription never miss or repeat an event. Holds the
     /// current revision.
     writer: Arc<Mutex<(i64, Hub)>>,
-}
-
-enum Write {
-    Create,
-    Update(i64),
-    Delete(i64),
 }
 
 impl EmbeddedStore {
@@ -92,11 +86,10 @@ impl EmbeddedStore {
         &self.path
     }
 
-    async fn write(&self, key: &str, value: Option<Vec<u8>>, op: Write) -> Result<i64, StoreError> {
+    async fn write(&self, ops: Vec<Op>) -> Result<i64, StoreError> {
         let db = self.db.clone();
         let writer = self.writer.clone();
         let path = self.path.clone();
-        let key = key.to_string();
         // redb commits fsync; keep them off the async worker threads.
         tokio::task::spawn_blocking(move || {
             let err = |detail: String| StoreError::Embedded {
@@ -108,29 +101,38 @@ impl EmbeddedStore {
             let rev = w.0 + 1;
             {
                 let mut kv = tx.open_table(KV).map_err(|e| err(e.to_string()))?;
-                let current = kv
-                    .get(key.as_str())
-                    .map_err(|e| err(e.to_string()))?
-                    .map(|g| decode_rev(g.value()));
-                let ok = match (&op, current) {
-                    (Write::Create, None) => true,
-                    (Write::Update(r) | Write::Delete(r), Some(Some(cur))) => *r == cur,
-                    _ => false,
-                };
-                if !ok {
-                    // Dropping the transaction aborts it.
-                    return Err(StoreError::Conflict { key });
-                }
-                match &value {
-                    Some(v) => {
-                        let mut buf = Vec::with_capacity(8 + v.len());
-                        buf.extend_from_slice(&rev.to_le_bytes());
-                        buf.extend_from_slice(v);
-                        kv.insert(key.as_str(), buf.as_slice())
-                            .map_err(|e| err(e.to_string()))?;
+                for op in &ops {
+                    let current = kv
+                        .get(op.key())
+                        .map_err(|e| err(e.to_string()))?
+                        .map(|g| decode_rev(g.value()));
+                    let ok = match (op, current) {
+                        (Op::Create { .. }, None) => true,
+                        (
+                            Op::Update { revision, .. } | Op::Delete { revision, .. },
+                            Some(Some(cur)),
+                        ) => *revision == cur,
+                        _ => false,
+                    };
+                    if !ok {
+                        // Dropping the transaction aborts it.
+                        return Err(StoreError::Conflict {
+                            key: op.key().into(),
+                        });
                     }
-                    None => {
-                        kv.remove(key.as_str()).map_err(|e| err(e.to_string()))?;
+                }
+                for op in &ops {
+                    match op.after() {
+                        Some(v) => {
+                            let mut buf = Vec::with_capacity(8 + v.len());
+                            buf.extend_from_slice(&rev.to_le_bytes());
+                            buf.extend_from_slice(v);
+                            kv.insert(op.key(), buf.as_slice())
+                                .map_err(|e| err(e.to_string()))?;
+                        }
+                        None => {
+                            kv.remove(op.key()).map_err(|e| err(e.to_string()))?;
+                        }
                     }
                 }
                 let mut meta = tx.open_table(META).map_err(|e| err(e.to_string()))?;
@@ -138,15 +140,19 @@ impl EmbeddedStore {
             }
             tx.commit().map_err(|e| err(e.to_string()))?;
             w.0 = rev;
-            let ev = match value {
-                Some(value) => WatchEvent::Put(KeyValue {
-                    key,
-                    value,
-                    mod_revision: rev,
-                }),
-                None => WatchEvent::Delete { key, revision: rev },
-            };
-            w.1.publish(ev);
+            for op in ops {
+                let ev = match op {
+                    Op::Create { key, value } | Op::Update { key, value, .. } => {
+                        WatchEvent::Put(KeyValue {
+                            key,
+                            value,
+                            mod_revision: rev,
+                        })
+                    }
+                    Op::Delete { key, .. } => WatchEvent::Delete { key, revision: rev },
+                };
+                w.1.publish(ev);
+            }
             Ok(rev)
         })
         .await
@@ -158,7 +164,9 @@ impl EmbeddedStore {
 
     fn read<T>(
         &self,
-        f: impl FnOnce(&redb::ReadOnlyTable<&'static str, &'static [u8]>) -> Result<T, redb::StorageError>,
+        f: impl FnOnce(
+            &redb::ReadOnlyTable<&'static str, &'static [u8]>,
+        ) -> Result<T, redb::StorageError>,
     ) -> Result<T, StoreError> {
         let err = |detail: String| StoreError::Embedded {
             path: self.path.clone(),
@@ -192,15 +200,33 @@ impl Store for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError> {
-        self.write(key, Some(value), Write::Create).await
+        self.write(vec![Op::Create {
+            key: key.into(),
+            value,
+        }])
+        .await
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, revision: i64) -> Result<i64, StoreError> {
-        self.write(key, Some(value), Write::Update(revision)).await
+        self.write(vec![Op::Update {
+            key: key.into(),
+            value,
+            revision,
+        }])
+        .await
     }
 
     async fn delete(&self, key: &str, revision: i64) -> Result<(), StoreError> {
-        self.write(key, None, Write::Delete(revision)).await.map(|_| ())
+        self.write(vec![Op::Delete {
+            key: key.into(),
+            revision,
+        }])
+        .await
+        .map(|_| ())
+    }
+
+    async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError> {
+        self.write(ops).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {

@@ -7,7 +7,9 @@
 //! been applied: its retry then reports a conflict, and callers re-read, so
 //! the outcome stays correct.
 
-use super::{KeyValue, Listing, Store, StoreError, WatchEvent, WatchReceiver, WATCH_CHANNEL_CAPACITY};
+use super::{
+    KeyValue, Listing, Op, Store, StoreError, WatchEvent, WatchReceiver, WATCH_CHANNEL_CAPACITY,
+};
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
@@ -98,7 +100,17 @@ impl EtcdStore {
     }
 
     /// Run `op` with retries while etcd is unreachable.
-    async fn retry<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    async fn retry<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.retry_counted(op).await.map(|(v, _)| v)
+    }
+
+    /// [`Self::retry`], also saying whether an earlier attempt failed (and
+    /// so may have been applied without an answer).
+    async fn retry_counted<T, F, Fut>(&self, mut op: F) -> Result<(T, bool), StoreError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -107,7 +119,7 @@ impl EtcdStore {
         let mut attempt = 1;
         loop {
             match op(self.client.clone()).await {
-                Ok(v) => return Ok(v),
+                Ok(v) => return Ok((v, attempt > 1)),
                 Err(e) => {
                     let e = classify(&self.endpoints, e);
                     if !e.is_unavailable() || attempt >= self.attempts {
@@ -122,17 +134,111 @@ impl EtcdStore {
         }
     }
 
-    async fn txn(&self, key: &str, txn: Txn) -> Result<i64, StoreError> {
-        let resp = self
-            .retry(|mut c| {
+    /// Conditional writes as one transaction. When a retried transaction
+    /// reports a conflict, the first attempt may have been applied with its
+    /// answer lost: finding our own values in place means it was.
+    async fn txn_ops(&self, ops: &[Op]) -> Result<i64, StoreError> {
+        let mut cmp = Vec::with_capacity(ops.len());
+        let mut put = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                Op::Create { key, value } => {
+                    cmp.push(Compare::version(key.as_str(), CompareOp::Equal, 0));
+                    put.push(TxnOp::put(key.as_str(), value.clone(), None));
+                }
+                Op::Update {
+                    key,
+                    value,
+                    revision,
+                } => {
+                    cmp.push(Compare::mod_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        *revision,
+                    ));
+                    put.push(TxnOp::put(key.as_str(), value.clone(), None));
+                }
+                Op::Delete { key, revision } => {
+                    cmp.push(Compare::mod_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        *revision,
+                    ));
+                    put.push(TxnOp::delete(key.as_str(), None));
+                }
+            }
+        }
+        // On failure, read every key back in the same round trip, to name
+        // the one that changed.
+        let gets: Vec<TxnOp> = ops.iter().map(|o| TxnOp::get(o.key(), None)).collect();
+        let txn = Txn::new().when(cmp).and_then(put).or_else(gets);
+        let (resp, retried) = self
+            .retry_counted(|mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             })
             .await?;
-        if !resp.succeeded() {
-            return Err(StoreError::Conflict { key: key.into() });
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or(0));
         }
-        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+        // (value, mod revision) of each key, from the or-else reads.
+        let mut current: Vec<Option<(Vec<u8>, i64)>> = Vec::with_capacity(ops.len());
+        for r in resp.op_responses() {
+            if let etcd_client::TxnOpResponse::Get(g) = r {
+                current.push(
+                    g.kvs()
+                        .first()
+                        .map(|kv| (kv.value().to_vec(), kv.mod_revision())),
+                );
+            }
+        }
+        if retried
+            && current.len() == ops.len()
+            && ops
+                .iter()
+                .zip(&current)
+                .all(|(o, c)| o.after() == c.as_ref().map(|(v, _)| v.as_slice()))
+        {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or(0));
+        }
+        let failed = ops
+            .iter()
+            .zip(&current)
+            .find(|(o, c)| match (o, c) {
+                (Op::Create { .. }, Some(_)) => true,
+                (Op::Update { revision, .. } | Op::Delete { revision, .. }, c) => {
+                    c.as_ref().map(|(_, r)| *r) != Some(*revision)
+                }
+                _ => false,
+            })
+            .map(|(o, _)| o.key().to_string())
+            .unwrap_or_else(|| ops.first().map(|o| o.key().to_string()).unwrap_or_default());
+        Err(StoreError::Conflict { key: failed })
+    }
+
+    /// One conditional write. `expect` is the value the key holds after
+    /// the write (`None` for a delete): when a retried write reports a
+    /// conflict, the first attempt may have been applied with its answer
+    /// lost, and finding our own value there means it was.
+    async fn txn(&self, key: &str, txn: Txn, expect: Option<&[u8]>) -> Result<i64, StoreError> {
+        let (resp, retried) = self
+            .retry_counted(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if resp.succeeded() {
+            return Ok(resp.header().map(|h| h.revision()).unwrap_or(0));
+        }
+        if retried {
+            let now = self.get(key).await?;
+            match (now, expect) {
+                (Some(kv), Some(v)) if kv.value == v => return Ok(kv.mod_revision),
+                (None, None) => return Ok(0),
+                _ => {}
+            }
+        }
+        Err(StoreError::Conflict { key: key.into() })
     }
 }
 
@@ -140,10 +246,13 @@ fn classify(endpoints: &str, e: etcd_client::Error) -> StoreError {
     use etcd_client::Error as E;
     let unavailable = match &e {
         E::TransportError(_) | E::IoError(_) => true,
-        E::GRpcStatus(s) => matches!(
-            s.code(),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-        ),
+        // tonic reports a broken connection as Unknown "transport error".
+        E::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ) || (s.code() == tonic::Code::Unknown && s.message().contains("transport"))
+        }
         _ => false,
     };
     if unavailable {
@@ -185,33 +294,39 @@ impl Store for EtcdStore {
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError> {
         let txn = Txn::new()
             .when([Compare::version(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, None)]);
-        self.txn(key, txn).await
+            .and_then([TxnOp::put(key, value.clone(), None)]);
+        self.txn(key, txn, Some(&value)).await
     }
 
     async fn update(&self, key: &str, value: Vec<u8>, revision: i64) -> Result<i64, StoreError> {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
-            .and_then([TxnOp::put(key, value, None)]);
-        self.txn(key, txn).await
+            .and_then([TxnOp::put(key, value.clone(), None)]);
+        self.txn(key, txn, Some(&value)).await
     }
 
     async fn delete(&self, key: &str, revision: i64) -> Result<(), StoreError> {
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
             .and_then([TxnOp::delete(key, None)]);
-        self.txn(key, txn).await.map(|_| ())
+        self.txn(key, txn, None).await.map(|_| ())
+    }
+
+    async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError> {
+        self.txn_ops(&ops).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
         let resp = self
-            .retry(|mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await })
+            .retry(
+                |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await },
+            )
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let kvs = resp
             .kvs()
             .iter()
-            .map(|kv| convert(kv))
+            .map(convert)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Listing { kvs, revision })
     }
@@ -276,8 +391,11 @@ impl Store for EtcdStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.retry(|mut c| async move { c.get("/petrel/ping", Some(GetOptions::new().with_count_only())).await })
-            .await
-            .map(|_| ())
+        self.retry(|mut c| async move {
+            c.get("/petrel/ping", Some(GetOptions::new().with_count_only()))
+                .await
+        })
+        .await
+        .map(|_| ())
     }
 }

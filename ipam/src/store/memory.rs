@@ -2,7 +2,7 @@
 //! simulations. Nothing persists.
 
 use super::hub::Hub;
-use super::{KeyValue, Listing, Store, StoreError, WatchEvent, WatchReceiver};
+use super::{KeyValue, Listing, Op, Store, StoreError, WatchEvent, WatchReceiver};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -100,19 +100,54 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError> {
+        let mut g = self.lock();
+        let (state, hub) = &mut *g;
+        for op in &ops {
+            let cur = state.kvs.get(op.key()).map(|(_, r)| *r);
+            let ok = match op {
+                Op::Create { .. } => cur.is_none(),
+                Op::Update { revision, .. } | Op::Delete { revision, .. } => cur == Some(*revision),
+            };
+            if !ok {
+                return Err(StoreError::Conflict {
+                    key: op.key().into(),
+                });
+            }
+        }
+        state.revision += 1;
+        let rev = state.revision;
+        for op in ops {
+            match op {
+                Op::Create { key, value } | Op::Update { key, value, .. } => {
+                    state.kvs.insert(key.clone(), (value.clone(), rev));
+                    hub.publish(WatchEvent::Put(KeyValue {
+                        key,
+                        value,
+                        mod_revision: rev,
+                    }));
+                }
+                Op::Delete { key, .. } => {
+                    state.kvs.remove(&key);
+                    hub.publish(WatchEvent::Delete { key, revision: rev });
+                }
+            }
+        }
+        Ok(rev)
+    }
+
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
         let g = self.lock();
-        let kvs = g
-            .0
-            .kvs
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, (v, r))| KeyValue {
-                key: k.clone(),
-                value: v.clone(),
-                mod_revision: *r,
-            })
-            .collect();
+        let kvs =
+            g.0.kvs
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, (v, r))| KeyValue {
+                    key: k.clone(),
+                    value: v.clone(),
+                    mod_revision: *r,
+                })
+                .collect();
         Ok(Listing {
             kvs,
             revision: g.0.revision,

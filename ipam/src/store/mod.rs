@@ -39,11 +39,44 @@ pub struct Listing {
     pub revision: i64,
 }
 
+/// One conditional write of a [`Store::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Only if absent.
+    Create { key: String, value: Vec<u8> },
+    /// Only if the mod revision is still `revision`.
+    Update {
+        key: String,
+        value: Vec<u8>,
+        revision: i64,
+    },
+    /// Only if the mod revision is still `revision`.
+    Delete { key: String, revision: i64 },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => key,
+        }
+    }
+    /// The value the key holds once the op is applied.
+    pub(crate) fn after(&self) -> Option<&[u8]> {
+        match self {
+            Op::Create { value, .. } | Op::Update { value, .. } => Some(value),
+            Op::Delete { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     Put(KeyValue),
     /// The key and the revision of the delete.
-    Delete { key: String, revision: i64 },
+    Delete {
+        key: String,
+        revision: i64,
+    },
 }
 
 impl WatchEvent {
@@ -112,6 +145,11 @@ pub trait Store: Send + Sync {
     async fn update(&self, key: &str, value: Vec<u8>, revision: i64) -> Result<i64, StoreError>;
     /// Delete `key` if its mod revision is still `revision`.
     async fn delete(&self, key: &str, revision: i64) -> Result<(), StoreError>;
+    /// Apply every op or none: all conditions hold at one revision, and the
+    /// writes land together at the returned revision. A failed condition
+    /// gives [`StoreError::Conflict`] naming one failing key. Keys must be
+    /// distinct.
+    async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError>;
     /// Every key starting with `prefix`, in key order, from one snapshot.
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
     /// Changes to keys under `prefix` with a revision of `from_revision` or
