@@ -146,7 +146,11 @@ impl Table {
     /// Inserts or replaces the path with the same peer and path id; returns
     /// the replaced one.
     pub fn set(&mut self, prefix: Prefix, mut path: Path) -> Option<Path> {
-        let paths = self.map.entry(prefix).or_default();
+        // Most prefixes have one path: a Vec's first push would reserve four.
+        let paths = self
+            .map
+            .entry(prefix)
+            .or_insert_with(|| Vec::with_capacity(1));
         path.flags &= !(SELECTED | WITHDRAWN);
         let Some(i) = paths
             .iter()
@@ -247,7 +251,11 @@ impl Table {
             .map(|&c| usable[c])
             .collect();
         // Selected first, in rank order; the rest keep their relative order.
-        let mut taken: Vec<Option<Path>> = std::mem::take(paths).into_iter().map(Some).collect();
+        let live = paths.iter().filter(|p| !p.has(WITHDRAWN)).count();
+        let mut taken: Vec<Option<Path>> = std::mem::replace(paths, Vec::with_capacity(live))
+            .into_iter()
+            .map(Some)
+            .collect();
         for &i in &chosen {
             if let Some(mut p) = taken[i].take() {
                 p.flags |= SELECTED;

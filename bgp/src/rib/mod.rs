@@ -458,4 +458,6 @@ fn view(peers: &[Option<Peer>], cfg: &RibConfig, id: PeerId) -> Option<PeerView>
 }
 
 #[cfg(test)]
+mod memory;
+#[cfg(test)]
 mod tests;
