@@ -233,6 +233,41 @@ fn export_route(
     })
 }
 
+/// Export results of one pass, reused for routes with the same attribute
+/// set, source and family when the export policy never looks at the prefix
+/// (the common case): a full table then costs one export per attribute set,
+/// not one per prefix.
+struct ExportCache {
+    enabled: bool,
+    seen: HashMap<(usize, PeerId, bool, Family), Option<Advertised>>,
+}
+
+impl ExportCache {
+    fn new(key: &GroupKey) -> Self {
+        Self {
+            enabled: key.export.rules.iter().all(|r| r.matches.prefix.is_none()),
+            seen: HashMap::new(),
+        }
+    }
+
+    fn export(
+        &mut self,
+        route: &Route,
+        run: impl FnOnce() -> Option<Advertised>,
+    ) -> Option<Advertised> {
+        if !self.enabled {
+            return run();
+        }
+        let k = (
+            Arc::as_ptr(&route.attrs) as usize,
+            route.peer,
+            route.llgr_stale,
+            route.prefix.family(),
+        );
+        self.seen.entry(k).or_insert_with(run).clone()
+    }
+}
+
 /// Changes of one group waiting to be encoded.
 #[derive(Default)]
 struct Batch {
@@ -427,7 +462,11 @@ impl Rib {
             local_v6: s.local_v6,
             llgr: s.llgr,
             families,
-            codec: s.codec.clone(),
+            // What we receive does not change what we send.
+            codec: CodecContext {
+                add_path_rx: Default::default(),
+                ..s.codec.clone()
+            },
             export: peer.cfg.export.clone(),
         })
     }
@@ -493,13 +532,17 @@ impl Rib {
             table,
             ..
         } = self;
+        let mut cache = ExportCache::new(&group.key);
         for (prefix, paths) in table.iter() {
             let Some(best) = paths.first().filter(|p| p.has(super::loc::SELECTED)) else {
                 continue;
             };
             let route = Route::of(*prefix, best);
-            let src = source(peers, cfg, route.peer);
-            if let Some(a) = export_route(cfg, attrs, &group.key, &route, &src) {
+            let exported = cache.export(&route, || {
+                let src = source(peers, cfg, route.peer);
+                export_route(cfg, attrs, &group.key, &route, &src)
+            });
+            if let Some(a) = exported {
                 group.out.insert(*prefix, a);
             }
         }
@@ -539,10 +582,13 @@ impl Rib {
         } = self;
         for group in groups.iter_mut().flatten() {
             let mut batch = Batch::default();
+            let mut cache = ExportCache::new(&group.key);
             for ch in changes {
                 let new = ch.best().and_then(|best| {
-                    let src = source(peers, cfg, best.peer);
-                    export_route(cfg, attrs, &group.key, best, &src)
+                    cache.export(best, || {
+                        let src = source(peers, cfg, best.peer);
+                        export_route(cfg, attrs, &group.key, best, &src)
+                    })
                 });
                 group.record(ch.prefix(), new, &mut batch);
             }

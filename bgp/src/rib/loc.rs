@@ -12,6 +12,8 @@
 use super::attrs::AttrSet;
 use super::decision::{self, Candidate, DecisionConfig, PeerKind};
 use super::PeerId;
+use crate::wire::attr::community::LLGR_STALE as LLGR_STALE_COMMUNITY;
+use crate::wire::attr::Community;
 use crate::wire::nlri::Prefix;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -49,6 +51,18 @@ impl Path {
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
+    /// RFC 9494 §4.3: stale by our own timer, or received with the
+    /// LLGR_STALE community from a helper that kept it.
+    pub fn llgr_stale(&self) -> bool {
+        self.has(LLGR_STALE)
+            || self
+                .attrs
+                .attrs
+                .communities
+                .as_ref()
+                .is_some_and(|c| c.contains(&Community(LLGR_STALE_COMMUNITY)))
+    }
+
     fn same_path(&self, peer: PeerId, path_id: u32) -> bool {
         self.peer == peer && self.path_id == path_id
     }
@@ -73,7 +87,7 @@ impl Route {
             peer: p.peer,
             path_id: p.path_id,
             attrs: p.attrs.clone(),
-            llgr_stale: p.has(LLGR_STALE),
+            llgr_stale: p.llgr_stale(),
         }
     }
 
@@ -241,7 +255,7 @@ impl Table {
                 router_id: view.router_id,
                 peer_addr: view.addr,
                 path_id: p.path_id,
-                llgr_stale: p.has(LLGR_STALE),
+                llgr_stale: p.llgr_stale(),
                 igp_cost,
             });
         }

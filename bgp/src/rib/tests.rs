@@ -766,3 +766,51 @@ fn remove_peer_forgets_its_routes() {
         RibError::DuplicatePeer([192, 0, 2, 9].into())
     );
 }
+
+#[test]
+fn received_llgr_stale_community_is_least_preferred() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    let stale = PathAttributes {
+        communities: Some(vec![Community(crate::wire::attr::community::LLGR_STALE)]),
+        ..attrs(&[65001], [192, 0, 2, 2])
+    };
+    r.receive(e1, &announce(stale, &["10.27.0.0/24"]));
+    let out = r.receive(
+        e2,
+        &announce(attrs(&[65002, 1, 2, 3], [192, 0, 2, 3]), &["10.27.0.0/24"]),
+    );
+    assert_eq!(changes(&out), ["10.27.0.0/24 via 2"]);
+}
+
+#[test]
+fn peer_joining_an_existing_group_gets_its_table() {
+    let mut r = rib();
+    let src = peer(&mut r, 2, 65001, |_| {});
+    let a = peer(&mut r, 3, 65002, |_| {});
+    r.receive(
+        src,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.28.0.0/24"]),
+    );
+    let b = r
+        .add_peer(PeerConfig::new([192, 0, 2, 4].into(), 65002))
+        .unwrap();
+    let out = r.peer_up(b, session([10, 0, 0, 4]));
+    assert_eq!(
+        sent(&out, b),
+        [
+            "+10.28.0.0/24 path [64512 65001] nh 192.0.2.1",
+            "eor ipv4-unicast",
+            "eor ipv6-unicast"
+        ]
+    );
+    // Nothing for the member already in the group.
+    assert_eq!(sent(&out, a), Vec::<String>::new());
+    let groups = r.groups();
+    let g = groups.iter().find(|g| g.members.contains(&a)).unwrap();
+    assert!(g.members.contains(&b));
+    // The source peer gets everything but its own route.
+    let out = r.refresh(src, Family::IPV4_UNICAST);
+    assert!(out.messages.is_empty());
+}
