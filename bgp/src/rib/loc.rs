@@ -141,7 +141,7 @@ pub(crate) struct PeerView {
 /// Takes path `i` out: a selected path stays, marked withdrawn, until the
 /// decision process has compared the old selection with the new; any other
 /// goes at once. Returns (a copy of) the path.
-pub(crate) fn withdraw_at(paths: &mut Vec<Path>, i: usize) -> Path {
+pub(crate) fn withdraw_at(paths: &mut Paths, i: usize) -> Path {
     if paths[i].has(SELECTED) {
         paths[i].flags |= WITHDRAWN;
         paths[i].clone()
@@ -151,20 +151,83 @@ pub(crate) fn withdraw_at(paths: &mut Vec<Path>, i: usize) -> Path {
     }
 }
 
+/// The paths of one prefix. Almost every prefix has exactly one, kept
+/// inline (the enum is no larger than a `Path`), so a route costs no
+/// allocation of its own; several live in an exactly sized boxed slice.
+#[derive(Clone, Debug)]
+pub(crate) enum Paths {
+    One(Path),
+    Many(Box<[Path]>),
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths::Many(Box::default())
+    }
+}
+
+impl std::ops::Deref for Paths {
+    type Target = [Path];
+    fn deref(&self) -> &[Path] {
+        match self {
+            Paths::One(p) => std::slice::from_ref(p),
+            Paths::Many(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Paths {
+    fn deref_mut(&mut self) -> &mut [Path] {
+        match self {
+            Paths::One(p) => std::slice::from_mut(p),
+            Paths::Many(v) => v,
+        }
+    }
+}
+
+impl Paths {
+    fn from_vec(mut v: Vec<Path>) -> Self {
+        match v.pop() {
+            Some(p) if v.is_empty() => Paths::One(p),
+            Some(p) => {
+                v.push(p);
+                Paths::Many(v.into_boxed_slice())
+            }
+            None => Paths::default(),
+        }
+    }
+
+    fn into_vec(self) -> Vec<Path> {
+        match self {
+            Paths::One(p) => vec![p],
+            Paths::Many(v) => v.into_vec(),
+        }
+    }
+
+    fn push(&mut self, p: Path) {
+        let mut v = std::mem::take(self).into_vec();
+        v.push(p);
+        *self = Paths::from_vec(v);
+    }
+
+    fn remove(&mut self, i: usize) -> Path {
+        let mut v = std::mem::take(self).into_vec();
+        let p = v.remove(i);
+        *self = Paths::from_vec(v);
+        p
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    map: BTreeMap<Prefix, Vec<Path>>,
+    map: BTreeMap<Prefix, Paths>,
 }
 
 impl Table {
     /// Inserts or replaces the path with the same peer and path id; returns
     /// the replaced one.
     pub fn set(&mut self, prefix: Prefix, mut path: Path) -> Option<Path> {
-        // Most prefixes have one path: a Vec's first push would reserve four.
-        let paths = self
-            .map
-            .entry(prefix)
-            .or_insert_with(|| Vec::with_capacity(1));
+        let paths = self.map.entry(prefix).or_default();
         path.flags &= !(SELECTED | WITHDRAWN);
         let Some(i) = paths
             .iter()
@@ -200,14 +263,14 @@ impl Table {
     }
 
     pub fn paths(&self, prefix: &Prefix) -> &[Path] {
-        self.map.get(prefix).map_or(&[], Vec::as_slice)
+        self.map.get(prefix).map_or(&[], |p| &p[..])
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Prefix, &Vec<Path>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Prefix, &Paths)> {
         self.map.iter()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Prefix, &mut Vec<Path>)> {
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Prefix, &mut Paths)> {
         self.map.iter_mut()
     }
 
@@ -265,27 +328,29 @@ impl Table {
             .map(|&c| usable[c])
             .collect();
         // Selected first, in rank order; the rest keep their relative order.
-        let live = paths.iter().filter(|p| !p.has(WITHDRAWN)).count();
-        let mut taken: Vec<Option<Path>> = std::mem::replace(paths, Vec::with_capacity(live))
-            .into_iter()
-            .map(Some)
-            .collect();
-        for &i in &chosen {
-            if let Some(mut p) = taken[i].take() {
-                p.flags |= SELECTED;
-                paths.push(p);
+        let mut order = chosen.clone();
+        order.extend((0..paths.len()).filter(|i| !chosen.contains(i) && !paths[*i].has(WITHDRAWN)));
+        if order.iter().copied().eq(0..paths.len()) {
+            // The common case (one path, or the order holds): no moves.
+            for (i, p) in paths.iter_mut().enumerate() {
+                p.flags = (p.flags & !SELECTED) | if i < chosen.len() { SELECTED } else { 0 };
             }
-        }
-        paths.extend(
-            taken
+        } else {
+            let mut taken: Vec<Option<Path>> = std::mem::take(paths)
+                .into_vec()
                 .into_iter()
-                .flatten()
-                .filter(|p| !p.has(WITHDRAWN))
-                .map(|mut p| {
-                    p.flags &= !SELECTED;
-                    p
-                }),
-        );
+                .map(Some)
+                .collect();
+            let mut v = Vec::with_capacity(order.len());
+            for (rank, &i) in order.iter().enumerate() {
+                if let Some(mut p) = taken[i].take() {
+                    p.flags =
+                        (p.flags & !SELECTED) | if rank < chosen.len() { SELECTED } else { 0 };
+                    v.push(p);
+                }
+            }
+            *paths = Paths::from_vec(v);
+        }
         let new: Vec<Route> = paths[..chosen.len()]
             .iter()
             .map(|p| Route::of(prefix, p))

@@ -113,5 +113,5 @@ fn bytes_per_route_one_peer_full_table() {
         std::mem::size_of::<Prefix>(),
     );
     assert!(rib.attr_sets() <= 2 * ATTR_SETS + 10);
-    assert!(per(table) < 120.0, "{:.1} bytes/route", per(table));
+    assert!(per(table) < 100.0, "{:.1} bytes/route", per(table));
 }
