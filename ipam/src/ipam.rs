@@ -1268,6 +1268,16 @@ impl Ipam {
 
     /// Addresses held by `handle`, from its record and the blocks.
     pub async fn addrs_of_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
+        Ok(self
+            .handle_blocks(handle)
+            .await?
+            .into_iter()
+            .map(|(a, _)| a)
+            .collect())
+    }
+
+    /// Addresses held by `handle`, each with its block.
+    pub async fn handle_blocks(&self, handle: &str) -> Result<Vec<(IpAddr, IpNet)>> {
         let Some((h, _)) = self.read::<Handle>(&keys::handle(handle)).await? else {
             return Ok(Vec::new());
         };
@@ -1278,7 +1288,7 @@ impl Ipam {
                     b.allocations
                         .iter()
                         .filter(|(_, a)| a.handle == handle)
-                        .map(|(o, _)| b.addr(*o)),
+                        .map(|(o, _)| (b.addr(*o), b.cidr)),
                 );
             }
         }

@@ -10,6 +10,7 @@
 pub mod block;
 pub mod check;
 pub mod claim;
+pub mod cni;
 pub mod ipam;
 pub mod keys;
 pub mod model;

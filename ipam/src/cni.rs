@@ -1,0 +1,580 @@
+//! The CNI IPAM plugin (spec 1.1.0; 0.3.x, 0.4.0 and 1.0.0 configs too):
+//! parsing the invocation, running it against the allocator, and shaping
+//! results and error objects. The binary `petrel-ipam` is a thin main
+//! around [`invoke`].
+//!
+//! A host-wide `flock` serialises invocations on one node: the kernel drops
+//! the lock when its holder dies, so a crashed invocation cannot wedge the
+//! node, and a live holder that never finishes makes later invocations fail
+//! with "try again later" after a deadline instead of hanging.
+
+use crate::ipam::{AssignRequest, Ipam, IpamError};
+use crate::model::Attributes;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::etcd::{EtcdConfig, EtcdStore};
+use crate::store::{Store, StoreError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const DEFAULT_MTU_FILE: &str = "/run/petrel/pod-mtu";
+pub const DEFAULT_LOCK_FILE: &str = "/run/petrel/ipam.lock";
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// CNI error codes (spec §"Error"), and petrel's own above 99.
+pub mod code {
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    pub const INVALID_ENV: u32 = 4;
+    pub const IO_FAILURE: u32 = 5;
+    pub const DECODE_FAILURE: u32 = 6;
+    pub const INVALID_CONFIG: u32 = 7;
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    pub const NOT_AVAILABLE: u32 = 50;
+    /// The allocation CHECK expected is missing or differs.
+    pub const CHECK_FAILED: u32 = 100;
+    /// No address could be assigned (pools full, no pool for the node).
+    pub const NO_ADDRESS: u32 = 101;
+    /// A datastore record is corrupt or a request was refused.
+    pub const DATASTORE: u32 = 102;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniError {
+    pub code: u32,
+    pub msg: String,
+    pub details: String,
+}
+
+impl CniError {
+    pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Self {
+        CniError {
+            code,
+            msg: msg.into(),
+            details: details.into(),
+        }
+    }
+
+    pub fn to_json(&self, version: &str) -> Value {
+        json!({ "cniVersion": version, "code": self.code, "msg": self.msg, "details": self.details })
+    }
+
+    fn from_ipam(e: IpamError, status: bool) -> Self {
+        match e {
+            IpamError::Store(s) => Self::from_store(s, status),
+            e @ (IpamError::NoPool { .. } | IpamError::Exhausted { .. }) => {
+                CniError::new(code::NO_ADDRESS, "no address available", e.to_string())
+            }
+            e @ IpamError::Contention { .. } => {
+                CniError::new(code::TRY_AGAIN_LATER, "datastore contention", e.to_string())
+            }
+            e => CniError::new(code::DATASTORE, "IPAM datastore error", e.to_string()),
+        }
+    }
+
+    fn from_store(e: StoreError, status: bool) -> Self {
+        let c = match (&e, status) {
+            (_, true) => code::NOT_AVAILABLE,
+            (StoreError::Unavailable { .. } | StoreError::Embedded { .. }, false) => {
+                code::TRY_AGAIN_LATER
+            }
+            _ => code::DATASTORE,
+        };
+        CniError::new(c, "IPAM datastore unavailable", e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct DatastoreConfig {
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    pub etcd_ca: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+    pub path: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The `ipam` section of the network config.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IpamSection {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub datastore: DatastoreConfig,
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub pools: Vec<String>,
+    #[serde(default = "yes")]
+    pub assign_ipv4: bool,
+    #[serde(default)]
+    pub assign_ipv6: bool,
+    pub mtu_file: Option<PathBuf>,
+    pub lock_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NetConf {
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    pub name: String,
+    pub ipam: Option<IpamSection>,
+    #[serde(rename = "prevResult")]
+    pub prev_result: Option<Value>,
+    #[serde(rename = "cni.dev/valid-attachments", default)]
+    pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+/// The environment of one invocation.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub command: Option<String>,
+    pub container_id: Option<String>,
+    pub ifname: Option<String>,
+    pub args: Option<String>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        let v = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+        Env {
+            command: v("CNI_COMMAND"),
+            container_id: v("CNI_CONTAINERID"),
+            ifname: v("CNI_IFNAME"),
+            args: v("CNI_ARGS"),
+        }
+    }
+
+    fn need(&self, what: &Option<String>, name: &str) -> Result<String, CniError> {
+        what.clone().ok_or_else(|| {
+            CniError::new(
+                code::INVALID_ENV,
+                format!("{name} is not set"),
+                "the runtime must set it for this command",
+            )
+        })
+    }
+
+    /// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` from `CNI_ARGS` (`K=V;K=V`).
+    fn pod(&self) -> (Option<String>, Option<String>) {
+        let mut ns = None;
+        let mut pod = None;
+        for kv in self.args.as_deref().unwrap_or("").split(';') {
+            match kv.split_once('=') {
+                Some(("K8S_POD_NAMESPACE", v)) => ns = Some(v.to_string()),
+                Some(("K8S_POD_NAME", v)) => pod = Some(v.to_string()),
+                _ => {}
+            }
+        }
+        (ns, pod)
+    }
+}
+
+pub fn version_result() -> Value {
+    json!({ "cniVersion": "1.1.0", "supportedVersions": SUPPORTED_VERSIONS })
+}
+
+/// Parse stdin; malformed JSON is code 6, a config petrel cannot use is 7,
+/// an unsupported version 1.
+pub fn parse(stdin: &[u8]) -> Result<(NetConf, IpamSection), CniError> {
+    let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
+        CniError::new(
+            code::DECODE_FAILURE,
+            "cannot decode the network configuration",
+            e.to_string(),
+        )
+    })?;
+    if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("CNI version {} is not supported", conf.cni_version),
+            format!("supported: {}", SUPPORTED_VERSIONS.join(", ")),
+        ));
+    }
+    let ipam = conf.ipam.clone().ok_or_else(|| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            "no ipam section",
+            "add \"ipam\": {\"type\": \"petrel-ipam\", \"datastore\": ...}",
+        )
+    })?;
+    let ds = &ipam.datastore;
+    if ds.etcd_endpoints.is_empty() == ds.path.is_none() {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "ipam.datastore needs exactly one of etcd_endpoints and path",
+            format!("got {ds:?}"),
+        ));
+    }
+    if !ipam.assign_ipv4 && !ipam.assign_ipv6 {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "assign_ipv4 and assign_ipv6 are both false",
+            "enable at least one",
+        ));
+    }
+    Ok((conf, ipam))
+}
+
+pub async fn open_store(ds: &DatastoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(path) = &ds.path {
+        return Ok(Arc::new(EmbeddedStore::open(
+            path,
+            Duration::from_secs(10),
+        )?));
+    }
+    let mut cfg = EtcdConfig::new(ds.etcd_endpoints.clone());
+    cfg.ca = ds.etcd_ca.clone();
+    cfg.cert = ds.etcd_cert.clone();
+    cfg.key = ds.etcd_key.clone();
+    Ok(Arc::new(EtcdStore::connect(&cfg).await?))
+}
+
+/// The host-wide lock, held until dropped (or the process dies).
+pub struct HostLock {
+    _file: std::fs::File,
+}
+
+impl HostLock {
+    pub fn acquire(path: &Path, wait: Duration) -> Result<HostLock, CniError> {
+        let io = |e: std::io::Error| {
+            CniError::new(
+                code::IO_FAILURE,
+                format!("cannot open lock file {}", path.display()),
+                e.to_string(),
+            )
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return Ok(HostLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io(err));
+            }
+            if Instant::now() >= deadline {
+                return Err(CniError::new(
+                    code::TRY_AGAIN_LATER,
+                    format!(
+                        "another petrel-ipam holds {} for over {:?}",
+                        path.display(),
+                        wait
+                    ),
+                    "a live invocation is stuck; a dead one would have released the lock",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+pub fn read_mtu(path: &Path) -> Option<u32> {
+    let s = std::fs::read_to_string(path).ok()?;
+    match s.trim().parse::<u32>() {
+        Ok(m) if (576..=65535).contains(&m) => Some(m),
+        _ => {
+            tracing::warn!(path = %path.display(), content = %s.trim(), "ignoring an MTU file without a valid MTU");
+            None
+        }
+    }
+}
+
+fn node_name(ipam: &IpamSection) -> String {
+    if let Some(n) = &ipam.node_name {
+        return n.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The IPAM result in the shape of `version`: 0.3.x/0.4.0 ips carry a
+/// "version" field; 1.1.0 routes carry the pod MTU. Each address carries
+/// its block's prefix length, so the pod gets a connected route for the
+/// block, which bridge-style plugins (and their CHECK) expect.
+pub fn result_json(version: &str, addrs: &[(IpAddr, u8)], mtu: Option<u32>) -> Value {
+    let legacy = version.starts_with("0.");
+    let ips: Vec<Value> = addrs
+        .iter()
+        .map(|(a, len)| {
+            let (addr, v) = match a {
+                IpAddr::V4(_) => (format!("{a}/{len}"), "4"),
+                IpAddr::V6(_) => (format!("{a}/{len}"), "6"),
+            };
+            if legacy {
+                json!({ "version": v, "address": addr })
+            } else {
+                json!({ "address": addr })
+            }
+        })
+        .collect();
+    let mut routes = Vec::new();
+    for (family_v4, dst) in [(true, "0.0.0.0/0"), (false, "::/0")] {
+        if addrs.iter().any(|(a, _)| a.is_ipv4() == family_v4) {
+            let mut r = json!({ "dst": dst });
+            if let (Some(m), "1.1.0") = (mtu, version) {
+                r["mtu"] = json!(m);
+            }
+            routes.push(r);
+        }
+    }
+    json!({ "cniVersion": version, "ips": ips, "routes": routes, "dns": {} })
+}
+
+/// Run one invocation. `Ok(Some(v))` is printed on stdout; `Ok(None)`
+/// prints nothing (DEL, CHECK, GC, STATUS success).
+pub async fn invoke(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+    let command = env.need(&env.command, "CNI_COMMAND")?;
+    if command == "VERSION" {
+        return Ok(Some(version_result()));
+    }
+    let (conf, ipam) = parse(stdin)?;
+    if ipam.kind != "petrel-ipam" {
+        tracing::warn!(kind = %ipam.kind, "ipam.type is not petrel-ipam; going on");
+    }
+    let node = node_name(&ipam);
+    let status = command == "STATUS";
+    let lock_path = ipam
+        .lock_file
+        .clone()
+        .unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
+    // STATUS only reads: it does not queue behind the lock.
+    let _lock = if status {
+        None
+    } else {
+        Some(HostLock::acquire(&lock_path, LOCK_WAIT)?)
+    };
+    let store = open_store(&ipam.datastore)
+        .await
+        .map_err(|e| CniError::from_store(e, status))?;
+    let alloc = Ipam::new(store.clone());
+    let ipam_err = |e| CniError::from_ipam(e, status);
+    match command.as_str() {
+        "ADD" => {
+            let cid = env.need(&env.container_id, "CNI_CONTAINERID")?;
+            let ifname = env.need(&env.ifname, "CNI_IFNAME")?;
+            let handle = format!("{}.{cid}.{ifname}", conf.name);
+            // A repeated ADD returns what the first one assigned.
+            let mut addrs: Vec<(IpAddr, u8)> = alloc
+                .handle_blocks(&handle)
+                .await
+                .map_err(ipam_err)?
+                .into_iter()
+                .map(|(a, b)| (a, b.prefix_len()))
+                .collect();
+            if addrs.is_empty() {
+                let (namespace, pod) = env.pod();
+                let req = AssignRequest {
+                    handle: handle.clone(),
+                    node: node.clone(),
+                    attrs: Attributes {
+                        node: Some(node.clone()),
+                        namespace,
+                        pod,
+                        container_id: Some(cid),
+                        interface: Some(ifname),
+                    },
+                    num_v4: ipam.assign_ipv4 as u32,
+                    num_v6: ipam.assign_ipv6 as u32,
+                    pools: ipam.pools.clone(),
+                    pool_use: crate::model::PoolUse::Workload,
+                };
+                addrs = alloc
+                    .assign(&req)
+                    .await
+                    .map_err(ipam_err)?
+                    .into_iter()
+                    .map(|a| (a.addr, a.block.prefix_len()))
+                    .collect();
+            }
+            addrs.sort();
+            let mtu = read_mtu(
+                ipam.mtu_file
+                    .as_deref()
+                    .unwrap_or(Path::new(DEFAULT_MTU_FILE)),
+            );
+            Ok(Some(result_json(&conf.cni_version, &addrs, mtu)))
+        }
+        "DEL" => {
+            let cid = env.need(&env.container_id, "CNI_CONTAINERID")?;
+            let ifname = env.need(&env.ifname, "CNI_IFNAME")?;
+            let handle = format!("{}.{cid}.{ifname}", conf.name);
+            // Idempotent, and independent of the netns: it may be gone.
+            alloc.release_handle(&handle).await.map_err(ipam_err)?;
+            Ok(None)
+        }
+        "CHECK" => {
+            let cid = env.need(&env.container_id, "CNI_CONTAINERID")?;
+            let ifname = env.need(&env.ifname, "CNI_IFNAME")?;
+            let handle = format!("{}.{cid}.{ifname}", conf.name);
+            let mut have = alloc.addrs_of_handle(&handle).await.map_err(ipam_err)?;
+            have.sort();
+            if have.is_empty() {
+                return Err(CniError::new(
+                    code::CHECK_FAILED,
+                    format!("no addresses for {handle}"),
+                    "the allocation is gone; delete and re-add the attachment",
+                ));
+            }
+            if let Some(prev) = &conf.prev_result {
+                let mut want: Vec<IpAddr> = prev["ips"]
+                    .as_array()
+                    .map(|a| a.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|ip| ip["address"].as_str())
+                    .filter_map(|s| s.split('/').next())
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                want.sort();
+                if want != have {
+                    return Err(CniError::new(
+                        code::CHECK_FAILED,
+                        format!("{handle} holds {have:?}, prevResult says {want:?}"),
+                        "the allocation changed; delete and re-add the attachment",
+                    ));
+                }
+            }
+            Ok(None)
+        }
+        "GC" => {
+            let live: HashSet<String> = conf
+                .valid_attachments
+                .unwrap_or_default()
+                .into_iter()
+                .map(|a| format!("{}.{}.{}", conf.name, a.container_id, a.ifname))
+                .collect();
+            let freed = alloc
+                .gc_attachments(&node, &format!("{}.", conf.name), &live)
+                .await
+                .map_err(ipam_err)?;
+            tracing::info!(released = freed.len(), "gc");
+            Ok(None)
+        }
+        "STATUS" => {
+            store
+                .ping()
+                .await
+                .map_err(|e| CniError::from_store(e, true))?;
+            let pools = alloc.pools().await.map_err(ipam_err)?;
+            if !pools.iter().any(|p| !p.disabled) {
+                return Err(CniError::new(
+                    code::NOT_AVAILABLE,
+                    "no enabled IP pool",
+                    "add one with `petrelctl pool add`",
+                ));
+            }
+            Ok(None)
+        }
+        other => Err(CniError::new(
+            code::INVALID_ENV,
+            format!("unknown CNI_COMMAND {other}"),
+            "expected ADD, DEL, CHECK, GC, STATUS or VERSION",
+        )),
+    }
+}
+
+/// The cniVersion to answer errors in: the config's if it has one.
+pub fn version_of(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| "1.1.0".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_json_is_code_6_and_bad_configs_are_7_or_1() {
+        assert_eq!(parse(b"{not json").unwrap_err().code, code::DECODE_FAILURE);
+        let no_ipam = br#"{"cniVersion":"1.0.0","name":"n"}"#;
+        assert_eq!(parse(no_ipam).unwrap_err().code, code::INVALID_CONFIG);
+        let both = br#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"petrel-ipam","datastore":{"path":"/x","etcd_endpoints":["http://a"]}}}"#;
+        assert_eq!(parse(both).unwrap_err().code, code::INVALID_CONFIG);
+        let old = br#"{"cniVersion":"0.2.0","name":"n","ipam":{"type":"petrel-ipam","datastore":{"path":"/x"}}}"#;
+        assert_eq!(parse(old).unwrap_err().code, code::INCOMPATIBLE_VERSION);
+        let ok = br#"{"cniVersion":"0.4.0","name":"n","ipam":{"type":"petrel-ipam","datastore":{"path":"/x"}}}"#;
+        assert!(parse(ok).is_ok());
+    }
+
+    #[test]
+    fn results_follow_the_requested_version() {
+        let addrs: Vec<(IpAddr, u8)> = vec![
+            ("10.0.0.5".parse().unwrap(), 26),
+            ("fd00::5".parse().unwrap(), 122),
+        ];
+        let r = result_json("0.4.0", &addrs, Some(1450));
+        assert_eq!(r["ips"][0]["version"], "4");
+        assert_eq!(r["ips"][1]["address"], "fd00::5/122");
+        assert!(
+            r["routes"][0].get("mtu").is_none(),
+            "no mtu field before 1.1.0"
+        );
+        let r = result_json("1.1.0", &addrs, Some(1450));
+        assert!(r["ips"][0].get("version").is_none());
+        assert_eq!(r["routes"][0]["mtu"], 1450);
+        assert_eq!(r["routes"][1]["dst"], "::/0");
+    }
+
+    #[test]
+    fn pod_identity_comes_from_cni_args() {
+        let env = Env {
+            args: Some("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web-0".into()),
+            ..Default::default()
+        };
+        assert_eq!(env.pod(), (Some("ns1".into()), Some("web-0".into())));
+    }
+
+    #[test]
+    fn a_dead_holder_does_not_wedge_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ipam.lock");
+        let held = HostLock::acquire(&path, Duration::from_secs(1)).unwrap();
+        let err = HostLock::acquire(&path, Duration::from_millis(50))
+            .err()
+            .unwrap();
+        assert_eq!(err.code, code::TRY_AGAIN_LATER);
+        drop(held); // as the kernel does when a holder dies
+        assert!(HostLock::acquire(&path, Duration::from_millis(50)).is_ok());
+    }
+
+    #[test]
+    fn mtu_file_must_hold_a_sane_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mtu");
+        assert_eq!(read_mtu(&p), None);
+        std::fs::write(&p, "1450\n").unwrap();
+        assert_eq!(read_mtu(&p), Some(1450));
+        std::fs::write(&p, "12").unwrap();
+        assert_eq!(read_mtu(&p), None);
+    }
+}

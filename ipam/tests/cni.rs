@@ -1,0 +1,371 @@
+//! The CNI plugin end to end: Debian's real `bridge` plugin delegating to
+//! `petrel-ipam` for real network namespaces, against a real etcd; and the
+//! commands bridge 1.1.1 does not speak (GC, STATUS) run directly.
+
+use petrel_ipam::ipam::Ipam;
+use petrel_ipam::model::{Encapsulation, IpamConfig, Pool, PoolUse};
+use petrel_ipam::store::etcd::{EtcdConfig, EtcdStore};
+use petrel_ipam::testing::{etcd_binary, is_root, require, EtcdServer};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BRIDGE: &str = "/usr/lib/cni/bridge";
+
+struct Outcome {
+    ok: bool,
+    out: Value,
+    stderr: String,
+}
+
+fn plugin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_petrel-ipam"))
+        .parent()
+        .expect("binary has a directory")
+        .to_path_buf()
+}
+
+/// Run a CNI plugin the way a runtime does: CNI_* in the environment, the
+/// config on stdin.
+fn run(plugin: &Path, command: &str, cid: &str, netns: &str, conf: &[u8]) -> Outcome {
+    let cni_path = format!("{}:/usr/lib/cni", plugin_dir().display());
+    let mut child = Command::new(plugin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", cni_path)
+        .env(
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf)
+        .expect("write config");
+    let o = child.wait_with_output().expect("plugin output");
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    Outcome {
+        ok: o.status.success(),
+        out: serde_json::from_str(&text).unwrap_or(Value::Null),
+        stderr: String::from_utf8_lossy(&o.stderr).to_string(),
+    }
+}
+
+fn sh(args: &[&str]) -> String {
+    let o = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("run");
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Namespaces and the bridge this test made, removed however it ends.
+struct Cleanup {
+    netns: Vec<String>,
+    bridge: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for ns in &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+fn ipam_conf(version: &str, endpoint: &str, dir: &Path, plugin: &str) -> Value {
+    json!({
+        "cniVersion": version,
+        "name": "petrelnet",
+        "type": plugin,
+        "bridge": format!("ptrl{}", std::process::id() % 100000),
+        "isGateway": false,
+        "ipMasq": false,
+        "ipam": {
+            "type": "petrel-ipam",
+            "datastore": { "etcd_endpoints": [endpoint] },
+            "node_name": "node-a",
+            "assign_ipv6": true,
+            "mtu_file": dir.join("pod-mtu"),
+            "lock_file": dir.join("ipam.lock"),
+        }
+    })
+}
+
+fn addrs_of(result: &Value) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = result["ips"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_delegates_to_petrel_ipam_in_a_netns() {
+    let has_ip = Command::new("ip").arg("-V").output().is_ok();
+    if !require("root (network namespaces)", is_root())
+        || !require("etcd (Debian: etcd-server)", etcd_binary().is_some())
+        || !require(
+            "the bridge plugin (Debian: containernetworking-plugins)",
+            Path::new(BRIDGE).is_file(),
+        )
+        || !require("iproute2", has_ip)
+    {
+        return;
+    }
+    let mut etcd = EtcdServer::start().expect("start etcd");
+    let store = EtcdStore::connect(&EtcdConfig::new(vec![etcd.endpoint.clone()]))
+        .await
+        .expect("connect");
+    let ipam = Ipam::new(Arc::new(store));
+    ipam.set_config(&IpamConfig::default())
+        .await
+        .expect("config");
+    for (name, cidr, bs) in [("v4", "10.251.0.0/24", 26), ("v6", "fd51::/120", 122)] {
+        ipam.add_pool(&Pool {
+            name: name.into(),
+            cidr: cidr.parse().expect("cidr"),
+            block_size: bs,
+            disabled: false,
+            node_selector: String::new(),
+            allowed_uses: vec![PoolUse::Workload],
+            encapsulation: Encapsulation::Vxlan,
+        })
+        .await
+        .expect("pool");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("pod-mtu"), "1400\n").expect("mtu file");
+    let pid = std::process::id();
+    let mut cleanup = Cleanup {
+        netns: Vec::new(),
+        bridge: format!("ptrl{}", pid % 100000),
+    };
+    let petrel = Path::new(env!("CARGO_BIN_EXE_petrel-ipam"));
+
+    // ADD through bridge, for a CNI 1.0.0 and a 0.4.0 config.
+    let mut results = Vec::new();
+    for (i, version) in ["1.0.0", "0.4.0"].into_iter().enumerate() {
+        let ns = format!("petrel-cni-{pid}-{i}");
+        sh(&["ip", "netns", "add", &ns]);
+        cleanup.netns.push(ns.clone());
+        let netns = format!("/var/run/netns/{ns}");
+        let cid = format!("ctr{i}");
+        let conf = ipam_conf(version, &etcd.endpoint, dir.path(), "bridge");
+        let t = Instant::now();
+        let add = run(
+            Path::new(BRIDGE),
+            "ADD",
+            &cid,
+            &netns,
+            conf.to_string().as_bytes(),
+        );
+        assert!(add.ok, "bridge ADD ({version}): {} {}", add.out, add.stderr);
+        eprintln!("bridge+petrel-ipam ADD ({version}) took {:?}", t.elapsed());
+        let addrs = addrs_of(&add.out);
+        assert_eq!(addrs.len(), 2, "one v4, one v6: {}", add.out);
+        // From node-a's own block.
+        let affs = ipam.node_affinities("node-a").await.expect("affinities");
+        for a in &addrs {
+            assert!(
+                affs.iter().any(|(af, _)| af.cidr.contains(a)),
+                "{a} not in node-a's blocks"
+            );
+        }
+        // The pod has them.
+        let shown = sh(&["ip", "netns", "exec", &ns, "ip", "addr", "show", "eth0"]);
+        for a in &addrs {
+            assert!(
+                shown.contains(&a.to_string()),
+                "{a} missing in the pod: {shown}"
+            );
+        }
+        let routes = sh(&["ip", "netns", "exec", &ns, "ip", "route", "show", "default"]);
+        assert!(routes.contains("dev eth0"), "default route: {routes}");
+
+        // CHECK with the ADD result as prevResult.
+        let mut check_conf = conf.clone();
+        check_conf["prevResult"] = add.out.clone();
+        let check = run(
+            Path::new(BRIDGE),
+            "CHECK",
+            &cid,
+            &netns,
+            check_conf.to_string().as_bytes(),
+        );
+        assert!(
+            check.ok,
+            "bridge CHECK ({version}): {} {}",
+            check.out, check.stderr
+        );
+        results.push((ns, netns, cid, conf, addrs));
+    }
+
+    // The pod MTU, as petrel-ipam reports it for a 1.1.0 config (bridge
+    // 1.1.1 builds its own result and cannot carry it).
+    let conf11 = ipam_conf("1.1.0", &etcd.endpoint, dir.path(), "petrel-ipam");
+    let add = run(
+        petrel,
+        "ADD",
+        "ctr0",
+        &results[0].1,
+        conf11.to_string().as_bytes(),
+    );
+    assert!(add.ok, "{}", add.out);
+    assert_eq!(
+        addrs_of(&add.out),
+        results[0].4,
+        "a repeated ADD returns the same addresses"
+    );
+    assert_eq!(add.out["routes"][0]["mtu"], 1400, "{}", add.out);
+
+    // DEL twice succeeds; the second after the netns is gone.
+    let (ns, netns, cid, conf, addrs) = results.remove(0);
+    let del = run(
+        Path::new(BRIDGE),
+        "DEL",
+        &cid,
+        &netns,
+        conf.to_string().as_bytes(),
+    );
+    assert!(del.ok, "DEL: {} {}", del.out, del.stderr);
+    sh(&["ip", "netns", "del", &ns]);
+    cleanup.netns.retain(|n| *n != ns);
+    let del = run(
+        Path::new(BRIDGE),
+        "DEL",
+        &cid,
+        &netns,
+        conf.to_string().as_bytes(),
+    );
+    assert!(del.ok, "second DEL: {} {}", del.out, del.stderr);
+    assert!(ipam
+        .addrs_of_handle(&format!("petrelnet.{cid}.eth0"))
+        .await
+        .expect("read")
+        .is_empty());
+    let snap = ipam.snapshot().await.expect("snapshot");
+    for a in &addrs {
+        assert!(
+            !snap
+                .blocks
+                .iter()
+                .any(|(b, _)| b.ord(*a).is_some_and(|o| b.allocations.contains_key(&o))),
+            "{a} still assigned after DEL"
+        );
+    }
+
+    // Malformed JSON: code 6, and nothing changes.
+    let before = ipam.check().await.expect("check").addresses_in_use;
+    let bad = run(
+        petrel,
+        "ADD",
+        "ctr9",
+        &results[0].1,
+        b"{\"cniVersion\": \"1.1.0\", \"name\": ",
+    );
+    assert!(!bad.ok);
+    assert_eq!(bad.out["code"], 6, "{}", bad.out);
+    assert!(bad.out["msg"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(ipam.check().await.expect("check").addresses_in_use, before);
+
+    // GC: a leaked allocation (its container is gone, DEL never came) is
+    // freed; the live one stays.
+    let leak = run(
+        petrel,
+        "ADD",
+        "leaked",
+        "/var/run/netns/none",
+        conf11.to_string().as_bytes(),
+    );
+    assert!(leak.ok, "{}", leak.out);
+    let live_cid = results[0].2.clone();
+    let mut gc_conf = conf11.clone();
+    gc_conf["cni.dev/valid-attachments"] = json!([{ "containerID": live_cid, "ifname": "eth0" }]);
+    let gc = run(petrel, "GC", "", "", gc_conf.to_string().as_bytes());
+    assert!(gc.ok, "GC: {} {}", gc.out, gc.stderr);
+    assert!(
+        ipam.addrs_of_handle("petrelnet.leaked.eth0")
+            .await
+            .expect("read")
+            .is_empty(),
+        "leak freed"
+    );
+    assert_eq!(
+        ipam.addrs_of_handle(&format!("petrelnet.{live_cid}.eth0"))
+            .await
+            .expect("read")
+            .len(),
+        2,
+        "live kept"
+    );
+
+    // STATUS: fine while etcd runs, code 50 while it is down.
+    let st = run(petrel, "STATUS", "", "", conf11.to_string().as_bytes());
+    assert!(st.ok, "STATUS: {} {}", st.out, st.stderr);
+    etcd.pause();
+    let t = Instant::now();
+    let st = run(petrel, "STATUS", "", "", conf11.to_string().as_bytes());
+    assert!(!st.ok);
+    assert_eq!(st.out["code"], 50, "{}", st.out);
+    assert!(
+        st.out["details"]
+            .as_str()
+            .is_some_and(|d| d.contains(&etcd.endpoint)),
+        "{}",
+        st.out
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "STATUS took {:?}",
+        t.elapsed()
+    );
+    etcd.resume().expect("restart etcd");
+    let st = run(petrel, "STATUS", "", "", conf11.to_string().as_bytes());
+    assert!(st.ok, "STATUS after restart: {} {}", st.out, st.stderr);
+
+    // VERSION.
+    let v = run(petrel, "VERSION", "", "", b"{}");
+    assert!(v.ok);
+    assert!(v.out["supportedVersions"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == "1.1.0")));
+
+    // The rest goes with bridge DEL; the pool ends empty and consistent.
+    let (_, netns, cid, conf, _) = results.remove(0);
+    let del = run(
+        Path::new(BRIDGE),
+        "DEL",
+        &cid,
+        &netns,
+        conf.to_string().as_bytes(),
+    );
+    assert!(del.ok, "{} {}", del.out, del.stderr);
+    let report = ipam.check().await.expect("check");
+    assert!(report.clean, "{}", report.human());
+    assert_eq!(report.addresses_in_use, 0);
+}
