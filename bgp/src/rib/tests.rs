@@ -822,12 +822,13 @@ mod order_independence {
     /// (peer index, prefix index, path, MED, local pref) of one announcement.
     type Ann = (usize, u8, Vec<u32>, Option<u32>, Option<u32>);
 
-    fn run(
-        anns: &[Ann],
-    ) -> (
+    /// The Loc-RIB (multipath sets) and what each peer was sent.
+    type State = (
         Vec<(Prefix, Vec<(PeerId, u32)>)>,
         Vec<Vec<(Prefix, AttrSet)>>,
-    ) {
+    );
+
+    fn run(anns: &[Ann]) -> State {
         let mut r = Rib::new(RibConfig {
             decision: DecisionConfig {
                 max_paths: 2,
