@@ -207,6 +207,7 @@ impl Rib {
             return self.end_of_rib(id, family);
         }
         let families = session.families.clone();
+        let four_octet = session.codec.four_octet_as;
         let ebgp = self
             .peer(id)
             .is_ok_and(|p| p.kind(&self.cfg) != super::PeerKind::Ibgp);
@@ -225,7 +226,14 @@ impl Rib {
             return self.finish(dirty);
         }
         let mut attrs = update.attrs.clone();
-        attrs.normalize_as4();
+        if four_octet {
+            // RFC 6793 §4.1: between NEW speakers AS4_PATH and AS4_AGGREGATOR
+            // are not used; any received are discarded.
+            attrs.as4_path = None;
+            attrs.as4_aggregator = None;
+        } else {
+            attrs.normalize_as4();
+        }
         if ebgp {
             // RFC 4271 §5.1.5: a LOCAL_PREF from an external peer is ignored;
             // the route gets the configured default.

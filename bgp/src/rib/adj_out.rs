@@ -412,6 +412,25 @@ impl UpdateGroup {
         self.messages_encoded += encoded;
     }
 
+    /// The whole table to one member, then End-of-RIB per family (RFC 4724 §2).
+    fn send_table(&mut self, id: PeerId, out: &mut Output) {
+        let batch = diff(&BTreeMap::new(), &self.view(id), id);
+        self.send(batch, Some(id), out);
+        self.end_of_rib(id, out);
+    }
+
+    fn end_of_rib(&self, id: PeerId, out: &mut Output) {
+        for f in &self.key.families {
+            let mut b = BytesMut::new();
+            if Update::end_of_rib(*f)
+                .encode(&self.key.codec, &mut b)
+                .is_ok()
+            {
+                out.messages.push((id, b.freeze()));
+            }
+        }
+    }
+
     /// What `peer` currently holds from this group.
     fn view(&self, peer: PeerId) -> BTreeMap<Prefix, Arc<AttrSet>> {
         self.out
@@ -497,19 +516,14 @@ impl Rib {
             return;
         };
         group.members.push(id);
-        let view = group.view(id);
-        let families = group.key.families.clone();
-        let batch = diff(held.as_ref().unwrap_or(&BTreeMap::new()), &view, id);
-        group.send(batch, Some(id), out);
-        if held.is_none() {
-            for f in families {
-                let mut b = BytesMut::new();
-                if Update::end_of_rib(f)
-                    .encode(&group.key.codec, &mut b)
-                    .is_ok()
-                {
-                    out.messages.push((id, b.freeze()));
-                }
+        match held {
+            // RFC 4724 §4.1: a restarting speaker sends its table only when
+            // the deferral ends.
+            None if self.deferring => {}
+            None => group.send_table(id, out),
+            Some(held) => {
+                let batch = diff(&held, &group.view(id), id);
+                group.send(batch, Some(id), out);
             }
         }
         if let Ok(p) = self.peer_mut(id) {
@@ -578,6 +592,7 @@ impl Rib {
             attrs,
             peers,
             groups,
+            deferring,
             ..
         } = self;
         for group in groups.iter_mut().flatten() {
@@ -592,8 +607,43 @@ impl Rib {
                 });
                 group.record(ch.prefix(), new, &mut batch);
             }
-            group.send(batch, None, out);
+            if !*deferring {
+                group.send(batch, None, out);
+            }
         }
+    }
+
+    /// Starts the selection deferral of a restarting speaker (RFC 4724
+    /// §4.1): sessions come up and routes are learned and selected as usual,
+    /// but nothing is advertised until [`Rib::end_deferral`], so peers keep
+    /// our routes from before the restart instead of receiving a partial
+    /// table. (The driver ends it on End-of-RIB from every GR peer or on its
+    /// deferral timer; the FIB consumer should likewise keep the forwarding
+    /// state it has until then.)
+    pub fn defer_advertisements(&mut self) {
+        self.deferring = true;
+    }
+
+    /// Ends the deferral: every established peer gets its table and
+    /// End-of-RIB.
+    pub fn end_deferral(&mut self) -> Output {
+        let mut out = Output::default();
+        if !std::mem::replace(&mut self.deferring, false) {
+            return out;
+        }
+        for group in self.groups.iter_mut().flatten() {
+            // The whole table once for all members (split horizon still
+            // applies), then End-of-RIB to each.
+            let mut batch = Batch::default();
+            for (prefix, adv) in &group.out {
+                batch.announce(adv, *prefix);
+            }
+            group.send(batch, None, &mut out);
+            for id in &group.members {
+                group.end_of_rib(*id, &mut out);
+            }
+        }
+        out
     }
 
     /// Everything the peer holds in `family` again (a ROUTE-REFRESH request,

@@ -252,6 +252,8 @@ pub struct Rib {
     table: Table,
     groups: Vec<Option<adj_out::UpdateGroup>>,
     igp: Box<dyn NextHopCost>,
+    /// RFC 4724 §4.1 selection deferral: advertise nothing yet.
+    deferring: bool,
 }
 
 impl std::fmt::Debug for Rib {
@@ -273,6 +275,7 @@ impl Rib {
             table: Table::default(),
             groups: Vec::new(),
             igp: Box::new(AllReachable),
+            deferring: false,
         }
     }
 

@@ -903,3 +903,42 @@ mod order_independence {
         }
     }
 }
+
+#[test]
+fn restarting_speaker_defers_advertisements() {
+    let mut r = rib();
+    r.defer_advertisements();
+    r.originate(p("10.29.0.0/24"), PathAttributes::default());
+    let e1 = r
+        .add_peer(PeerConfig::new([192, 0, 2, 2].into(), 65001))
+        .unwrap();
+    let out = r.peer_up(e1, session([10, 0, 0, 2]));
+    assert!(out.messages.is_empty());
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    let out = r.receive(
+        e2,
+        &announce(attrs(&[65002], [192, 0, 2, 3]), &["10.30.0.0/24"]),
+    );
+    // Selection runs (the FIB stream sees it); nothing is sent yet.
+    assert_eq!(changes(&out), ["10.30.0.0/24 via 2"]);
+    assert!(out.messages.is_empty());
+    let out = r.end_deferral();
+    assert_eq!(
+        sent(&out, e1),
+        [
+            "+10.29.0.0/24 path [64512] nh 192.0.2.1",
+            "+10.30.0.0/24 path [64512 65002] nh 192.0.2.1",
+            "eor ipv4-unicast",
+            "eor ipv6-unicast",
+        ]
+    );
+    assert_eq!(
+        sent(&out, e2),
+        [
+            "+10.29.0.0/24 path [64512] nh 192.0.2.1",
+            "eor ipv4-unicast",
+            "eor ipv6-unicast"
+        ]
+    );
+    assert!(r.end_deferral().messages.is_empty());
+}
