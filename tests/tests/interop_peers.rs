@@ -143,8 +143,8 @@ fn basic(kind: Kind, ibgp: bool, v6: bool) -> Result<()> {
 
     // Route refresh: the peer asks petrel to send its routes again.
     let before = peer.updates_received(p.petrel)?;
-    peer.refresh_in(p.petrel)?;
-    if let Some(before) = before {
+    let sent = peer.refresh_in(p.petrel)?;
+    if let (Some(before), true) = (before, sent) {
         wait_until(
             "petrel's answer to ROUTE-REFRESH",
             &[peer.daemon(), petrel.daemon()],

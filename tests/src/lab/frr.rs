@@ -164,9 +164,11 @@ impl Config {
             let _ = writeln!(c, " bgp cluster-id {id}");
         }
         if let Some(t) = self.graceful_restart {
+            // preserve-fw-state sets the F bit: without it a helper flushes the
+            // stale routes as soon as the session is back (RFC 4724 §4.2).
             let _ = writeln!(
                 c,
-                " bgp graceful-restart\n bgp graceful-restart restart-time {t}"
+                " bgp graceful-restart\n bgp graceful-restart restart-time {t}\n bgp graceful-restart preserve-fw-state"
             );
         }
         for n in &self.neighbors {

@@ -366,8 +366,9 @@ impl Gobgp {
         self.launch(lab, true)
     }
 
-    /// Asks the neighbour to send its routes again (ROUTE-REFRESH).
-    pub fn refresh_in(&self, addr: &str) -> Result<()> {
+    /// `gobgp neighbor ADDR softresetin`: re-runs import policy over the
+    /// Adj-RIB-In GoBGP keeps; it sends no ROUTE-REFRESH.
+    pub fn soft_reset_in(&self, addr: &str) -> Result<()> {
         for af in ["ipv4", "ipv6"] {
             self.cli(&["neighbor", addr, "softresetin", "-a", af])?;
         }

@@ -109,8 +109,10 @@ pub trait Speaker {
     fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>>;
     fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()>;
     fn withdraw(&mut self, prefix: &str) -> Result<()>;
-    /// Sends ROUTE-REFRESH to `neighbor` (asks it to resend).
-    fn refresh_in(&self, neighbor: &str) -> Result<()>;
+    /// Sends ROUTE-REFRESH to `neighbor` (asks it to resend); `false` when
+    /// the daemon has no way to (GoBGP's soft reset in only replays its own
+    /// Adj-RIB-In).
+    fn refresh_in(&self, neighbor: &str) -> Result<bool>;
     /// UPDATEs received from `neighbor`, when the daemon counts them.
     fn updates_received(&self, neighbor: &str) -> Result<Option<u64>>;
     fn log(&self) -> String;
@@ -233,10 +235,10 @@ impl Speaker for BirdSpeaker {
         self.config.originate.retain(|o| o.prefix != prefix);
         self.lab_bird.reconfigure(&self.config.render())
     }
-    fn refresh_in(&self, neighbor: &str) -> Result<()> {
+    fn refresh_in(&self, neighbor: &str) -> Result<bool> {
         self.lab_bird
             .birdc(&format!("reload in {}", bird::proto_name(neighbor)))
-            .map(drop)
+            .map(|_| true)
     }
     fn updates_received(&self, _neighbor: &str) -> Result<Option<u64>> {
         Ok(None)
@@ -306,14 +308,14 @@ impl Speaker for FrrSpeaker {
             &format!("no network {prefix} route-map ORIG{i}"),
         ])
     }
-    fn refresh_in(&self, neighbor: &str) -> Result<()> {
+    fn refresh_in(&self, neighbor: &str) -> Result<bool> {
         self.frr
             .vtysh(&format!("clear bgp {neighbor} soft in"))
-            .map(drop)
+            .map(|_| true)
             .or_else(|e| {
                 // `clear` prints nothing on success, which vtysh() reports.
                 if e.to_string().contains("\"\"") {
-                    Ok(())
+                    Ok(true)
                 } else {
                     Err(e)
                 }
@@ -357,8 +359,8 @@ impl Speaker for gobgp::Gobgp {
     fn withdraw(&mut self, prefix: &str) -> Result<()> {
         self.del_route(prefix)
     }
-    fn refresh_in(&self, neighbor: &str) -> Result<()> {
-        gobgp::Gobgp::refresh_in(self, neighbor)
+    fn refresh_in(&self, _neighbor: &str) -> Result<bool> {
+        Ok(false)
     }
     fn updates_received(&self, neighbor: &str) -> Result<Option<u64>> {
         self.received_messages(neighbor, "update").map(Some)
@@ -423,7 +425,13 @@ pub fn wait_while_holding<T>(
     })?;
     match (r, broken) {
         (Some(v), _) => Ok(v),
-        (None, Some(e)) => Err(e.context(format!("while waiting for {what}"))),
+        (None, Some(e)) => {
+            let mut msg = format!("while waiting for {what}");
+            for d in daemons {
+                msg += &format!("\n----- {} log -----\n{}", d.name(), d.log_tail(40));
+            }
+            Err(e.context(msg))
+        }
         (None, None) => unreachable!("wait_until only returns Some(None) when check failed"),
     }
 }
