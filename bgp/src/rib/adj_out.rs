@@ -1,6 +1,6 @@
 //! Adj-RIB-Out with update groups (RFC 4271 §9.2, RFC 4456 §8, RFC 1997).
 //!
-//! Peers whose outbound treatment cannot differ share an [`UpdateGroup`]:
+//! Peers whose outbound treatment cannot differ share an update group:
 //! same export policy, same session kind and AS, same local AS, same
 //! route-reflector client status, same next-hop mode and next-hop-self
 //! addresses, same families, LLGR support and codec settings (4-octet AS,

@@ -1,7 +1,7 @@
 //! The route table: every path of every prefix, and the Loc-RIB selection.
 //!
 //! One ordered map from prefix to the paths known for it, as in BIRD's and
-//! GoBGP's tables. Each [`Path`] carries its Adj-RIB-In state (the
+//! GoBGP's tables. Each `Path` carries its Adj-RIB-In state (the
 //! pre-policy attributes, and the import result: accepted attributes or
 //! rejected) and its Loc-RIB state (selected or not), so a route costs one
 //! map entry and one small vector element whatever view asks for it. The

@@ -21,6 +21,35 @@
 //!   ([`adj_out`]); a group exports each change once, remembers what it
 //!   advertised, and encodes each UPDATE once for all its members.
 //!
+//! Memory: a prefix with one path costs one ordered-map entry (18-byte key,
+//! 24-byte value, the path inline) and nothing else of its own; 1M IPv4 /24s
+//! from one peer with 1000 attribute sets measure 83 bytes per route for
+//! Adj-RIB-In and Loc-RIB together, and 151 with the Adj-RIB-Out of one
+//! update group (`rib::memory`, an ignored test run with `--release`).
+//!
+//! Driving it, call by call (each returns an [`Output`] unless noted):
+//!
+//! | the driver saw | call |
+//! |---|---|
+//! | a peer configured / removed | [`Rib::add_peer`] (→ `PeerId`), [`Rib::remove_peer`] |
+//! | its policy or RR/next-hop settings changed | [`Rib::set_peer_config`] (soft: no reset) |
+//! | the session reached Established | [`Rib::peer_up`] with the negotiated [`Session`] |
+//! | an UPDATE (End-of-RIB included) | [`Rib::receive`] |
+//! | the session went down | [`Rib::peer_down`] with the families to keep as stale (GR) |
+//! | the peer's restart timer fired | [`Rib::restart_timer_expired`] with its LLGR families |
+//! | the long-lived stale timer fired | [`Rib::llgr_timer_expired`] |
+//! | a ROUTE-REFRESH request | [`Rib::refresh`] |
+//! | we restarted (GR) | [`Rib::defer_advertisements`], later [`Rib::end_deferral`] |
+//! | the operator originates / withdraws | [`Rib::originate`], [`Rib::withdraw`] |
+//! | IGP / next-hop reachability changed | [`Rib::set_next_hop_cost`], [`Rib::next_hops_changed`] |
+//!
+//! `Output::changes` is the FIB stream (locally originated routes carry
+//! [`PeerId::LOCAL`] and an unspecified next hop: nothing to install);
+//! `Output::messages` are whole UPDATEs to write to each peer's socket, in
+//! order. Reads for `show` and metrics: [`Rib::best_routes`], [`Rib::best`],
+//! [`Rib::adj_rib_in`], [`Rib::adj_rib_out`], [`Rib::counters`],
+//! [`Rib::groups`], [`Rib::rejection`].
+//!
 //! ```
 //! use petrel_bgp::rib::{PeerConfig, Rib, RibConfig, Session};
 //! use petrel_bgp::wire::{CodecContext, Family, PathAttributes};

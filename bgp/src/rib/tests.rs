@@ -942,3 +942,40 @@ fn restarting_speaker_defers_advertisements() {
     );
     assert!(r.end_deferral().messages.is_empty());
 }
+
+#[test]
+fn originated_routes_follow_the_same_rules() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let i1 = peer(&mut r, 3, LOCAL_AS, |_| {});
+    let a = PathAttributes {
+        med: Some(20),
+        communities: Some(vec!["64512:7".parse().unwrap()]),
+        ..Default::default()
+    };
+    let out = r.originate(p("10.31.0.0/24"), a);
+    assert_eq!(changes(&out), ["10.31.0.0/24 via 0"]);
+    // Our own MED goes to eBGP (RFC 4271 §5.1.4 only stops foreign ones).
+    assert_eq!(
+        sent(&out, e1),
+        ["+10.31.0.0/24 path [64512] nh 192.0.2.1 med 20 comm 64512:7"]
+    );
+    assert_eq!(
+        sent(&out, i1),
+        ["+10.31.0.0/24 path [] nh 192.0.2.1 lp 100 med 20 comm 64512:7"]
+    );
+    let no_export = PathAttributes {
+        communities: Some(vec![Community(NO_EXPORT)]),
+        ..Default::default()
+    };
+    let out = r.originate(p("10.31.0.0/24"), no_export);
+    assert_eq!(sent(&out, e1), ["-10.31.0.0/24"]);
+    assert_eq!(
+        sent(&out, i1),
+        ["+10.31.0.0/24 path [] nh 192.0.2.1 lp 100 comm 65535:65281"]
+    );
+    let out = r.withdraw(p("10.31.0.0/24"));
+    assert_eq!(changes(&out), ["10.31.0.0/24 unreachable"]);
+    assert_eq!(sent(&out, i1), ["-10.31.0.0/24"]);
+    assert!(r.withdraw(p("10.31.0.0/24")).changes.is_empty());
+}
