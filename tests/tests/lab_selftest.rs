@@ -292,3 +292,68 @@ fn lab_removes_its_namespaces_and_processes() -> Result<()> {
     );
     Ok(())
 }
+
+/// The view the ExaBGP suite relies on, with BIRD in petrel's place:
+/// ExaBGP → BIRD → GoBGP; an unknown optional transitive attribute arrives
+/// at GoBGP with the Partial bit, a non-transitive one does not, AS_SET
+/// and AS4_PATH survive.
+#[test]
+fn exabgp_through_bird_to_gobgp_third_peer_view() -> Result<()> {
+    if !require_lab(&["bird", "birdc", "exabgp", "gobgpd", "gobgp"]) {
+        return Ok(());
+    }
+    let lab = Lab::new("exa-bird-gobgp")?;
+    let (e, b, g) = (lab.netns("exa")?, lab.netns("bird")?, lab.netns("gobgp")?);
+    lab.link(&e, &["10.99.4.4/24"], &b, &["10.99.4.1/24"])?;
+    lab.link(&b, &["10.99.3.1/24"], &g, &["10.99.3.3/24"])?;
+    let mut bc = bird::Config::new("10.99.4.1", BIRD_AS);
+    bc.peer(
+        bird::Peer::new("exa", "10.99.4.4", EXA_AS)
+            .source("10.99.4.1")
+            .passive()
+            .families(true, false),
+    )
+    .peer(
+        bird::Peer::new("gobgp", "10.99.3.3", GOBGP_AS)
+            .source("10.99.3.1")
+            .families(true, false)
+            .export("all"),
+    );
+    let bird = bird::Bird::start(&lab, &b, &bc.render())?;
+    let mut gc = gobgp::Config::new("10.99.3.3", GOBGP_AS);
+    gc.neighbor(gobgp::Neighbor::new("10.99.3.1", BIRD_AS).families(true, false));
+    let gobgp = gobgp::Gobgp::start(&lab, &g, &gc)?;
+    let exa = exabgp::Exabgp::start(
+        &lab,
+        &e,
+        &[
+            exabgp::Neighbor::new("10.99.4.1", BIRD_AS, "10.99.4.4", EXA_AS)
+                .families(true, false)
+                .asn2(),
+        ],
+    )?;
+    bird.wait_established("exa")?;
+    exa.announce(
+        "10.30.3.0/24",
+        "10.99.4.4",
+        "as-path [ 64999 4200000009 ( 4200000008 4200000007 ) ] attribute [ 0xf0 0xc0 0x0102030405 ] attribute [ 0xf1 0x80 0x01 ]",
+    )?;
+    let got = gobgp.wait_received("10.99.3.1", "the route at GoBGP", |r| {
+        Route::find(r, "10.30.3.0/24").is_some()
+    })?;
+    let r = route(&got, "10.30.3.0/24");
+    assert_eq!(
+        r.as_path_canonical(),
+        "4200000001 64999 4200000009 {4200000007 4200000008}",
+        "{r:?}"
+    );
+    let u = r
+        .unknown
+        .iter()
+        .find(|u| u.0 == 0xf0)
+        .expect("0xf0 passed on");
+    assert_eq!(u.1 & 0xe0, 0xe0, "optional, transitive, Partial: {u:?}");
+    assert!(u.2 == "0102030405" || u.2 == "AQIDBAU=", "{u:?}");
+    assert!(r.unknown.iter().all(|u| u.0 != 0xf1), "{r:?}");
+    Ok(())
+}

@@ -44,6 +44,26 @@ impl Route {
             .max_by_key(|r| r.best)
     }
 
+    /// The AS path with AS_SET members sorted (their order carries no
+    /// meaning, and daemons differ in it).
+    pub fn as_path_canonical(&self) -> String {
+        let mut out = String::new();
+        let mut rest = self.as_path.as_str();
+        while let Some(open) = rest.find('{') {
+            out += &rest[..open];
+            let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
+            let mut set: Vec<u32> = rest[open + 1..close]
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter_map(|s| s.parse().ok())
+                .collect();
+            set.sort_unstable();
+            let set: Vec<String> = set.iter().map(u32::to_string).collect();
+            out += &format!("{{{}}}", set.join(" "));
+            rest = rest.get(close + 1..).unwrap_or("");
+        }
+        out + rest
+    }
+
     /// The AS path as numbers (AS_SET members included, braces dropped).
     pub fn asns(&self) -> Vec<u32> {
         self.as_path
