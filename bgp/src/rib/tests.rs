@@ -979,3 +979,52 @@ fn originated_routes_follow_the_same_rules() {
     assert_eq!(sent(&out, i1), ["-10.31.0.0/24"]);
     assert!(r.withdraw(p("10.31.0.0/24")).changes.is_empty());
 }
+
+#[test]
+fn split_horizon_inside_an_update_group() {
+    let mut r = rib();
+    // Three eBGP peers in one AS with one policy: one update group.
+    let a = peer(&mut r, 2, 65002, |_| {});
+    let b = peer(&mut r, 3, 65002, |_| {});
+    let c = peer(&mut r, 4, 65002, |_| {});
+    assert_eq!(r.groups().len(), 1);
+    let out = r.receive(
+        a,
+        &announce(attrs(&[65002, 9, 9], [192, 0, 2, 2]), &["10.32.0.0/24"]),
+    );
+    assert_eq!(sent(&out, a), Vec::<String>::new());
+    assert_eq!(
+        sent(&out, b),
+        ["+10.32.0.0/24 path [64512 65002 9 9] nh 192.0.2.1"]
+    );
+    let (mb, mc) = (&out.messages[0], &out.messages[1]);
+    assert_eq!((mb.0, mc.0), (b, c));
+    assert_eq!(mb.1.as_ptr(), mc.1.as_ptr());
+    // b now has the better route: a and c get it (one buffer), and b takes
+    // back the copy of a's route it held.
+    let out = r.receive(
+        b,
+        &announce(attrs(&[65002, 9], [192, 0, 2, 3]), &["10.32.0.0/24"]),
+    );
+    assert_eq!(
+        sent(&out, a),
+        ["+10.32.0.0/24 path [64512 65002 9] nh 192.0.2.1"]
+    );
+    assert_eq!(
+        sent(&out, c),
+        ["+10.32.0.0/24 path [64512 65002 9] nh 192.0.2.1"]
+    );
+    assert_eq!(sent(&out, b), ["-10.32.0.0/24"]);
+    // b withdraws: back to a's route; b gets it, a is told to withdraw.
+    let out = r.receive(b, &withdraw(&["10.32.0.0/24"]));
+    assert_eq!(
+        sent(&out, b),
+        ["+10.32.0.0/24 path [64512 65002 9 9] nh 192.0.2.1"]
+    );
+    assert_eq!(sent(&out, a), ["-10.32.0.0/24"]);
+    // a withdraws too: only b and c held something.
+    let out = r.receive(a, &withdraw(&["10.32.0.0/24"]));
+    assert_eq!(sent(&out, a), Vec::<String>::new());
+    assert_eq!(sent(&out, b), ["-10.32.0.0/24"]);
+    assert_eq!(sent(&out, c), ["-10.32.0.0/24"]);
+}
