@@ -357,3 +357,82 @@ fn exabgp_through_bird_to_gobgp_third_peer_view() -> Result<()> {
     assert!(r.unknown.iter().all(|u| u.0 != 0xf1), "{r:?}");
     Ok(())
 }
+
+/// An IPv6 session between link-local addresses (BIRD ↔ FRR), the kind a
+/// node daemon runs towards its top-of-rack switch.
+#[test]
+fn bird_frr_link_local_ipv6_session() -> Result<()> {
+    if !require_lab(&["bird", "birdc", "vtysh", "/usr/lib/frr/bgpd"]) {
+        return Ok(());
+    }
+    let lab = Lab::new("link-local")?;
+    let (a, b) = (lab.netns("bird")?, lab.netns("frr")?);
+    // The kernel's own link-local addresses, one per interface.
+    let link = lab.link(&a, &[], &b, &[])?;
+    let (lla, llb) = (lab.link_local(&a, &link.a)?, lab.link_local(&b, &link.b)?);
+    let mut bc = bird::Config::new("10.99.5.1", BIRD_AS);
+    bc.originate("fd00:201::/48", &[], &[]).peer(
+        bird::Peer::new("frr", &llb, FRR_AS)
+            .interface(&link.a)
+            .families(false, true),
+    );
+    let mut fc = frr::Config::new("10.99.5.2", FRR_AS);
+    fc.originate("fd00:202::/48", &[], &[]).neighbor(
+        frr::Neighbor::new(&lla, BIRD_AS)
+            .interface(&link.b)
+            .families(false, true),
+    );
+    let bird = bird::Bird::start(&lab, &a, &bc.render())?;
+    let frr = frr::Frr::start(&lab, &b, &fc.render())?;
+    bird.wait_established("frr")?;
+    let got = bird.wait_received("frr", "FRR's route over link-local", |r| !r.is_empty())?;
+    assert!(route(&got, "fd00:202::/48")
+        .next_hops
+        .iter()
+        .any(|n| n.starts_with("fe80:")));
+    let got = frr.wait_received(&lla, "BIRD's route over link-local", |r| !r.is_empty())?;
+    assert!(route(&got, "fd00:201::/48")
+        .next_hops
+        .iter()
+        .any(|n| n.starts_with("fe80:")));
+    Ok(())
+}
+
+/// What a crashed run leaves (a namespace named after a dead process, with
+/// a process in it) is swept away.
+#[test]
+fn sweep_removes_leftovers_of_dead_runs() -> Result<()> {
+    if !require_lab(&["sleep"]) {
+        return Ok(());
+    }
+    // Lab::new runs this process's own sweep first, so it cannot race ours.
+    let _lab = Lab::new("sweep")?;
+    let pid_max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")?
+        .trim()
+        .parse()?;
+    let dead = (2..pid_max)
+        .rev()
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .expect("a free pid");
+    let name = format!("ptl-{dead}-0-crashed");
+    let ip = |args: &[&str]| std::process::Command::new("ip").args(args).status();
+    ip(&["netns", "add", &name])?;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &name, "sleep", "600"])
+        .stdin(std::process::Stdio::null())
+        .spawn()?;
+    petrel_tests::lab::wait_until("the leftover process in its namespace", &[], || {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", &name])
+            .output()?;
+        Ok((!out.stdout.is_empty()).then_some(()))
+    })?;
+    petrel_tests::lab::sweep_leftovers()?;
+    assert!(!std::path::Path::new(&format!("/run/netns/{name}")).exists());
+    let status = child.wait()?;
+    assert!(
+        !status.success(),
+        "the leftover process was killed: {status}"
+    );
+    Ok(())
+}
