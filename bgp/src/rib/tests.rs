@@ -1028,3 +1028,25 @@ fn split_horizon_inside_an_update_group() {
     assert_eq!(sent(&out, b), ["-10.32.0.0/24"]);
     assert_eq!(sent(&out, c), ["-10.32.0.0/24"]);
 }
+
+#[test]
+fn treat_as_withdraw_removes_the_announced_routes() {
+    use crate::wire::attr::{Action, AttrError, AttrErrorKind};
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    r.receive(
+        e1,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.33.0.0/24"]),
+    );
+    // RFC 7606 §2: the same NLRI again, with an attribute error calling for
+    // treat-as-withdraw.
+    let mut u = announce(attrs(&[65001], [192, 0, 2, 2]), &["10.33.0.0/24"]);
+    u.errors.push(AttrError {
+        type_code: crate::wire::attr::COMMUNITIES,
+        kind: AttrErrorKind::Length,
+        action: Action::TreatAsWithdraw,
+    });
+    let out = r.receive(e1, &u);
+    assert_eq!(changes(&out), ["10.33.0.0/24 unreachable"]);
+    assert!(r.adj_rib_in(e1).is_empty());
+}
