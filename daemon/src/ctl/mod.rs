@@ -1,6 +1,8 @@
 //! petrelctl's commands, one module per command group.
 
+pub mod ipam;
 pub mod mrt;
+pub mod pool;
 pub mod show;
 
 use clap::{Parser, Subcommand};
@@ -35,4 +37,8 @@ pub enum Command {
     /// Enable, disable or refresh one BGP session.
     #[command(subcommand)]
     Peer(show::PeerCmd),
+    /// IP pools, in the IPAM datastore.
+    Pool(pool::PoolArgs),
+    /// Inspect, check and repair IPAM, in its datastore.
+    Ipam(ipam::IpamArgs),
 }
