@@ -229,7 +229,6 @@ impl Config {
                     let _ = writeln!(c, "  rr cluster id {id};");
                 }
             }
-            let ibgp = p.asn == self.asn;
             for (af, on) in [("ipv4", p.ipv4), ("ipv6", p.ipv6)] {
                 if !on {
                     continue;
@@ -237,9 +236,6 @@ impl Config {
                 let _ = write!(c, "  {af} {{ import all; export {};", p.export);
                 if p.next_hop_self {
                     c += " next hop self;";
-                }
-                if ibgp {
-                    c += " gateway direct;";
                 }
                 if af == "ipv4" && p.extended_next_hop {
                     c += " extended next hop on;";
