@@ -9,3 +9,4 @@ pub mod rib;
 pub mod wire;
 pub mod fsm;
 pub mod session;
+pub mod speaker;
