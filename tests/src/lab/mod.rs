@@ -7,12 +7,23 @@
 //! output goes to a log file, so nothing holds a test's pipes open. Every wait
 //! is a [`wait_until`] loop with a deadline that also checks that the daemons
 //! involved are still alive, and puts their logs into the error: a crashed
-//! daemon fails fast instead of looking slow.
+//! daemon fails fast instead of looking slow. Each driver lists what a daemon
+//! received as [`Route`]s with the same fields, so assertions read alike.
+//!
+//! [`raw::RawSpeaker`] sends UPDATEs byte for byte (what no daemon will
+//! send); [`fib`] reads a namespace's kernel routes; [`topo`] has the small
+//! topologies of the petrel suites and one [`topo::Speaker`] trait over
+//! BIRD, FRR and GoBGP so a scenario is written once.
 //!
 //! Dropping a [`Lab`] kills every process left in its namespaces and deletes
 //! them; [`sweep_leftovers`] (run by [`Lab::new`]) removes what a crashed
 //! earlier run left behind. Namespace names carry the creating process id, so
 //! parallel tests and parallel test binaries never collide.
+//!
+//! Environment: `PETREL_LAB_DEADLINE` (seconds, default 60) bounds every
+//! wait; `PETREL_LAB_KEEP=1` keeps the scratch folder (configs and logs)
+//! under `$TMPDIR/petrel-lab/`; `PETREL_BIN_DIR` says where `petreld` and
+//! `petrelctl` are (see [`crate::bin`]).
 //!
 //! ```no_run
 //! use petrel_tests::lab::{self, bird, frr, Lab};
