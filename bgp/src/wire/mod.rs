@@ -83,7 +83,19 @@ impl Message {
                 header.length.to_be_bytes().to_vec(),
             ));
         }
-        Self::decode_body(ctx, header.msg_type, &msg.slice(HEADER_LEN..))
+        if header.msg_type != TYPE_UPDATE {
+            return Self::decode_body(ctx, header.msg_type, &msg.slice(HEADER_LEN..));
+        }
+        // The hot path: the UPDATE is decoded where it is returned, without
+        // slicing off the body or moving the decoded struct (one return
+        // value, so the compiler builds it in the caller's slot).
+        let mut r = Ok(Message::Update(Update::new(PathAttributes::default())));
+        if let Ok(Message::Update(u)) = &mut r {
+            if let Err(n) = u.decode_into(ctx, msg, HEADER_LEN) {
+                r = Err(n);
+            }
+        }
+        r
     }
 
     /// Decodes a body whose header was already checked.

@@ -326,13 +326,21 @@ impl Iterator for NlriIter<'_> {
         let n = (len as usize).div_ceil(8);
         let octets = b.get(1..1 + n)?;
         self.buf = &b[1 + n..];
+        // Octets are shifted in rather than copied into an array: a
+        // variable-length copy is a memcpy call per prefix.
         let prefix = if self.v6 {
-            let mut a = [0u8; 16];
-            a[..n.min(16)].copy_from_slice(&octets[..n.min(16)]);
+            let a = octets
+                .iter()
+                .take(16)
+                .enumerate()
+                .fold(0u128, |a, (i, &o)| a | u128::from(o) << (120 - 8 * i));
             Prefix::new(IpAddr::V6(Ipv6Addr::from(a)), len.min(128))?
         } else {
-            let mut a = [0u8; 4];
-            a[..n.min(4)].copy_from_slice(&octets[..n.min(4)]);
+            let a = octets
+                .iter()
+                .take(4)
+                .enumerate()
+                .fold(0u32, |a, (i, &o)| a | u32::from(o) << (24 - 8 * i));
             Prefix::new(IpAddr::V4(Ipv4Addr::from(a)), len.min(32))?
         };
         Some(NlriEntry { path_id, prefix })

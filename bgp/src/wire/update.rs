@@ -3,7 +3,7 @@
 //! attribute set into as few messages as the negotiated size allows.
 
 use super::attr::{
-    self, Action, AttrContext, AttrError, MpReach, MpUnreach, NextHop, PathAttributes,
+    self, Action, AttrContext, AttrError, AttrSink, MpReach, MpUnreach, NextHop, PathAttributes,
 };
 use super::codec::CodecContext;
 use super::family::Family;
@@ -63,7 +63,22 @@ impl Update {
 
     /// Decodes an UPDATE body (the octets after the header).
     pub fn decode(ctx: &CodecContext, body: &Bytes) -> Result<Self, Notification> {
-        let v = &body[..];
+        let mut u = Update::new(PathAttributes::default());
+        u.decode_into(ctx, body, 0)?;
+        Ok(u)
+    }
+
+    /// Decodes the UPDATE body that is `msg[at..]` into `self`, a fresh
+    /// [`Update::new`], slicing `msg` only for the fields kept (see
+    /// [`attr::decode_attributes_in`]). Filling the caller's value rather
+    /// than returning one spares copies of this large struct.
+    pub(crate) fn decode_into(
+        &mut self,
+        ctx: &CodecContext,
+        msg: &Bytes,
+        at: usize,
+    ) -> Result<(), Notification> {
+        let v = msg.get(at..).unwrap_or_default();
         // RFC 4271 §6.3 / RFC 7606 §3 (a): Withdrawn Routes Length or Total
         // Path Attribute Length too large for the message: Malformed
         // Attribute List, session reset.
@@ -82,27 +97,39 @@ impl Update {
         let v4_add_path = ctx.add_path_rx.contains(Family::IPV4_UNICAST);
         // RFC 7606 §5.3 and §3 (i): syntactically incorrect Withdrawn Routes
         // or NLRI fields cannot be trusted to delimit anything: session reset.
-        let withdrawn = Nlri::parse(Family::IPV4_UNICAST, v4_add_path, body.slice(2..2 + wlen))
-            .map_err(|_| Notification::bare(ErrorCode::Update(UpdateError::InvalidNetworkField)))?;
-        let nlri = Nlri::parse(
+        self.withdrawn = Nlri::parse(
             Family::IPV4_UNICAST,
             v4_add_path,
-            body.slice(astart + alen..),
+            msg.slice(at + 2..at + 2 + wlen),
         )
         .map_err(|_| Notification::bare(ErrorCode::Update(UpdateError::InvalidNetworkField)))?;
-        let mut d =
-            attr::decode_attributes(ctx, &body.slice(astart..astart + alen), AttrContext::Update)?;
-        if let Some(e) = attr::missing_mandatory(&d, !nlri.is_empty()) {
-            d.errors.push(e);
+        self.nlri = Nlri::parse(
+            Family::IPV4_UNICAST,
+            v4_add_path,
+            msg.slice(at + astart + alen..),
+        )
+        .map_err(|_| Notification::bare(ErrorCode::Update(UpdateError::InvalidNetworkField)))?;
+        attr::decode_attributes_in(
+            ctx,
+            msg,
+            at + astart..at + astart + alen,
+            AttrContext::Update,
+            AttrSink {
+                attrs: &mut self.attrs,
+                mp_reach: &mut self.mp_reach,
+                mp_unreach: &mut self.mp_unreach,
+                errors: &mut self.errors,
+            },
+        )?;
+        if let Some(e) = attr::missing_mandatory(
+            &self.attrs,
+            self.mp_reach.as_ref(),
+            &self.errors,
+            !self.nlri.is_empty(),
+        ) {
+            self.errors.push(e);
         }
-        Ok(Update {
-            withdrawn,
-            attrs: d.attrs,
-            mp_reach: d.mp_reach,
-            mp_unreach: d.mp_unreach,
-            nlri,
-            errors: d.errors,
-        })
+        Ok(())
     }
 
     /// The RFC 7606 action to apply: the strongest of the recorded errors
