@@ -436,3 +436,41 @@ fn sweep_removes_leftovers_of_dead_runs() -> Result<()> {
     );
     Ok(())
 }
+
+/// ExaBGP with hold time 0 (no keepalives): BIRD accepts it, routes flow.
+#[test]
+fn exabgp_hold_time_zero_to_bird() -> Result<()> {
+    if !require_lab(&["bird", "birdc", "exabgp"]) {
+        return Ok(());
+    }
+    let lab = Lab::new("exa-hold0")?;
+    let (a, e) = (lab.netns("bird")?, lab.netns("exa")?);
+    lab.link(&a, &["10.99.6.1/24"], &e, &["10.99.6.4/24"])?;
+    let mut bc = bird::Config::new("10.99.6.1", BIRD_AS);
+    bc.peer(
+        bird::Peer::new("exa", "10.99.6.4", EXA_AS)
+            .passive()
+            .families(true, false),
+    );
+    let bird = bird::Bird::start(&lab, &a, &bc.render())?;
+    let exa = exabgp::Exabgp::start(
+        &lab,
+        &e,
+        &[
+            exabgp::Neighbor::new("10.99.6.1", BIRD_AS, "10.99.6.4", EXA_AS)
+                .families(true, false)
+                .hold_time(0),
+        ],
+    )?;
+    bird.wait_established("exa")?;
+    exa.announce("10.30.8.0/24", "10.99.6.4", "as-path [ 64999 ]")?;
+    bird.wait_received("exa", "the route", |r| r.len() == 1)?;
+    let detail = bird.birdc("show protocols all exa")?;
+    eprintln!("{detail}");
+    assert!(
+        detail.contains("Hold timer") || detail.contains("hold"),
+        "{detail}"
+    );
+    assert!(bird.established("exa")?);
+    Ok(())
+}
