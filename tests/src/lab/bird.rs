@@ -358,6 +358,22 @@ impl Bird {
         )
     }
 
+    /// Route updates received from protocol `proto`, over all its channels
+    /// (`Import updates: received` of `show protocols all`): grows when the
+    /// neighbour resends its routes, e.g. answering a ROUTE-REFRESH.
+    pub fn import_updates(&self, proto: &str) -> Result<u64> {
+        let out = self.birdc(&format!("show protocols all {proto}"))?;
+        let counts: Vec<u64> = out
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Import updates:"))
+            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+            .collect();
+        if counts.is_empty() {
+            bail!("no import statistics for {proto}: {out}");
+        }
+        Ok(counts.iter().sum())
+    }
+
     /// Routes from `show route all <args>` (all tables).
     pub fn show_route(&self, args: &str) -> Result<Vec<Route>> {
         Ok(parse_show_route(

@@ -240,8 +240,10 @@ impl Speaker for BirdSpeaker {
             .birdc(&format!("reload in {}", bird::proto_name(neighbor)))
             .map(|_| true)
     }
-    fn updates_received(&self, _neighbor: &str) -> Result<Option<u64>> {
-        Ok(None)
+    fn updates_received(&self, neighbor: &str) -> Result<Option<u64>> {
+        self.lab_bird
+            .import_updates(&bird::proto_name(neighbor))
+            .map(Some)
     }
     fn log(&self) -> String {
         self.lab_bird.log()
