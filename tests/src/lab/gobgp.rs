@@ -122,7 +122,7 @@ impl Config {
             if let Some(pw) = &n.password {
                 let _ = writeln!(c, "    auth-password = \"{pw}\"");
             }
-            let _ = writeln!(c, "  [neighbors.timers.config]\n    connect-retry = 1");
+            let _ = writeln!(c, "  [neighbors.timers.config]\n    connect-retry = 1\n    idle-hold-time-after-reset = 1");
             if let Some(h) = n.hold_time {
                 let _ = writeln!(
                     c,
