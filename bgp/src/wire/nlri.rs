@@ -300,6 +300,7 @@ fn validate(raw: &[u8], add_path: bool, max: u8) -> Result<(), NlriError> {
     Ok(())
 }
 
+#[derive(Default)]
 pub struct NlriIter<'a> {
     buf: &'a [u8],
     v6: bool,
@@ -334,14 +335,29 @@ impl Iterator for NlriIter<'_> {
                 .take(16)
                 .enumerate()
                 .fold(0u128, |a, (i, &o)| a | u128::from(o) << (120 - 8 * i));
-            Prefix::new(IpAddr::V6(Ipv6Addr::from(a)), len.min(128))?
+            let len = len.min(128);
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
+            Prefix::V6 {
+                addr: Ipv6Addr::from(a & mask),
+                len,
+            }
         } else {
             let a = octets
                 .iter()
                 .take(4)
                 .enumerate()
                 .fold(0u32, |a, (i, &o)| a | u32::from(o) << (24 - 8 * i));
-            Prefix::new(IpAddr::V4(Ipv4Addr::from(a)), len.min(32))?
+            // As `Prefix::new`, without the dispatch on an `IpAddr`.
+            let len = len.min(32);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            Prefix::V4 {
+                addr: Ipv4Addr::from(a & mask),
+                len,
+            }
         };
         Some(NlriEntry { path_id, prefix })
     }

@@ -8,7 +8,7 @@ use super::attr::{
 use super::codec::CodecContext;
 use super::family::Family;
 use super::header::{HEADER_LEN, TYPE_UPDATE};
-use super::nlri::{Nlri, NlriEntry};
+use super::nlri::{Nlri, NlriEntry, NlriIter};
 use super::notification::{ErrorCode, Notification, UpdateError};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -165,21 +165,23 @@ impl Update {
     /// All announced NLRI, IPv4 field and MP_REACH_NLRI together.
     pub fn announced(&self) -> impl Iterator<Item = (Family, NlriEntry)> + '_ {
         let v4 = self.nlri.iter().map(|e| (Family::IPV4_UNICAST, e));
-        let mp = self
-            .mp_reach
-            .iter()
-            .flat_map(|m| m.nlri.iter().map(move |e| (m.family, e)));
-        v4.chain(mp)
+        // Two plain iterators chained, not a flat_map over the Option: this
+        // walk is the inner loop of every consumer of an UPDATE.
+        let (family, mp) = self.mp_reach.as_ref().map_or_else(
+            || (Family::IPV4_UNICAST, NlriIter::default()),
+            |m| (m.family, m.nlri.iter()),
+        );
+        v4.chain(mp.map(move |e| (family, e)))
     }
 
     /// All withdrawn NLRI, IPv4 field and MP_UNREACH_NLRI together.
     pub fn withdrawals(&self) -> impl Iterator<Item = (Family, NlriEntry)> + '_ {
         let v4 = self.withdrawn.iter().map(|e| (Family::IPV4_UNICAST, e));
-        let mp = self
-            .mp_unreach
-            .iter()
-            .flat_map(|m| m.withdrawn.iter().map(move |e| (m.family, e)));
-        v4.chain(mp)
+        let (family, mp) = self.mp_unreach.as_ref().map_or_else(
+            || (Family::IPV4_UNICAST, NlriIter::default()),
+            |m| (m.family, m.withdrawn.iter()),
+        );
+        v4.chain(mp.map(move |e| (family, e)))
     }
 
     /// Octets of the body once encoded.
