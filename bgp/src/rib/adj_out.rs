@@ -217,7 +217,16 @@ fn export_route(
     }
     let next_hop = if next_hop_self {
         match prefix {
-            Prefix::V4 { .. } => NextHop::V4(key.local_v4?),
+            // RFC 8950 §3: on an IPv6-only session, IPv4 NLRI carry our
+            // IPv6 address (the session offered the extended next hop).
+            Prefix::V4 { .. } => match (key.local_v4, key.local_v6) {
+                (Some(v4), _) => NextHop::V4(v4),
+                (None, Some(v6)) => NextHop::V6 {
+                    global: v6,
+                    link_local: None,
+                },
+                (None, None) => return None,
+            },
             Prefix::V6 { .. } => NextHop::V6 {
                 global: key.local_v6?,
                 link_local: None,

@@ -237,6 +237,9 @@ impl Speaker {
             });
             info!(listen = %addr, "listening for BGP");
         }
+        let deferral = cfg
+            .graceful_restart
+            .map(|g| Instant::now() + Duration::from_secs(g.restart_time.max(1) as u64));
         let mut rcfg = RibConfig::new(cfg.local_as, cfg.router_id);
         rcfg.cluster_id = cfg.cluster_id;
         rcfg.decision.max_paths = cfg.max_paths.max(1);
@@ -249,7 +252,13 @@ impl Speaker {
             fib_tx,
             started: Instant::now(),
             listener_socks,
+            deferral_deadline: None,
         };
+        let mut core = core;
+        if let Some(deadline) = deferral {
+            core.rib.defer_advertisements();
+            core.deferral_deadline = Some(deadline);
+        }
         tokio::spawn(core.run(rx, ev_rx, accept_rx));
         Ok((Speaker { tx }, fib_rx))
     }
@@ -333,6 +342,12 @@ struct PeerEntry {
     llgr_families: Vec<Family>,
     restart_deadline: Option<Instant>,
     enabled: bool,
+    /// Families negotiated on the current session, and those whose
+    /// End-of-RIB has arrived (for selection deferral).
+    families_up: Vec<Family>,
+    eor_received: Vec<Family>,
+    /// The peer's OPEN had the Restart State bit (it is restarting too).
+    peer_restarting: bool,
 }
 
 struct Core {
@@ -344,6 +359,10 @@ struct Core {
     started: Instant,
     /// The listening sockets, to install per-peer MD5 keys on.
     listener_socks: Vec<(SocketAddr, socket2::Socket)>,
+    /// RFC 4724 §4.1 selection deferral after our own restart: until every
+    /// configured peer has sent End-of-RIB, or this deadline, nothing is
+    /// advertised, so peers keep our routes from before the restart.
+    deferral_deadline: Option<Instant>,
 }
 
 impl Core {
@@ -354,7 +373,12 @@ impl Core {
         mut accepts: mpsc::Receiver<(TcpStream, SocketAddr)>,
     ) {
         loop {
-            let next_restart = self.peers.values().filter_map(|p| p.restart_deadline).min();
+            let next_restart = self
+                .peers
+                .values()
+                .filter_map(|p| p.restart_deadline)
+                .chain(self.deferral_deadline)
+                .min();
             let restart_timer = async {
                 match next_restart {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -375,7 +399,13 @@ impl Core {
                 },
                 Some(ev) = events.recv() => self.event(ev).await,
                 Some((stream, from)) = accepts.recv() => self.accept(stream, from).await,
-                _ = restart_timer => self.restart_timers().await,
+                _ = restart_timer => {
+                    self.restart_timers().await;
+                    if self.deferral_deadline.is_some_and(|t| t <= Instant::now()) {
+                        info!("selection deferral timer expired: advertising");
+                        self.end_deferral().await;
+                    }
+                }
             }
         }
     }
@@ -520,6 +550,9 @@ impl Core {
                 llgr_families: Vec::new(),
                 restart_deadline: None,
                 enabled: true,
+                families_up: Vec::new(),
+                eor_received: Vec::new(),
+                peer_restarting: false,
             },
         );
         Ok(())
@@ -754,6 +787,11 @@ impl Core {
                     .flatten()
                     .collect();
                 p.restart_deadline = None;
+                p.families_up = families.clone();
+                p.eor_received.clear();
+                p.peer_restarting = remote_caps
+                    .iter()
+                    .any(|c| matches!(c, Capability::GracefulRestart(g) if g.restarting()));
                 let session = Session {
                     router_id: remote.bgp_id,
                     codec: ctx,
@@ -770,6 +808,7 @@ impl Core {
                 };
                 let out = self.rib.peer_up(id, session);
                 self.emit(out).await;
+                self.maybe_end_deferral().await;
             }
             PeerEventKind::Down {
                 reason,
@@ -796,9 +835,15 @@ impl Core {
                 }
             }
             PeerEventKind::Update(u) => {
+                if let Some(f) = u.end_of_rib_family() {
+                    if !p.eor_received.contains(&f) {
+                        p.eor_received.push(f);
+                    }
+                }
                 let out = self.rib.receive(id, &u);
                 self.check_max_prefix(ev.peer).await;
                 self.emit(out).await;
+                self.maybe_end_deferral().await;
             }
             PeerEventKind::RouteRefresh(r) => {
                 // RFC 2918 §4 / RFC 7313 §4: resend our Adj-RIB-Out for the family.
@@ -808,6 +853,35 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Ends selection deferral once every configured, enabled peer is up and
+    /// has sent End-of-RIB for each family it negotiated (RFC 4724 §4.1).
+    async fn maybe_end_deferral(&mut self) {
+        if self.deferral_deadline.is_none() {
+            return;
+        }
+        // RFC 4724 §4.1: End-of-RIB from all peers, "excluding the ones with
+        // the Restart State bit set in the received capability and excluding
+        // the ones that do not advertise the graceful restart capability"
+        // (two restarting speakers must not wait for each other).
+        let all = self.peers.values().filter(|p| p.enabled).all(|p| {
+            if p.state == State::Established && (p.peer_gr.is_none() || p.peer_restarting) {
+                return true;
+            }
+            p.state == State::Established
+                && p.families_up.iter().all(|f| p.eor_received.contains(f))
+        });
+        if all {
+            info!("End-of-RIB from every peer: selection deferral over, advertising");
+            self.end_deferral().await;
+        }
+    }
+
+    async fn end_deferral(&mut self) {
+        self.deferral_deadline = None;
+        let out = self.rib.end_deferral();
+        self.emit(out).await;
     }
 
     async fn check_max_prefix(&mut self, addr: IpAddr) {
