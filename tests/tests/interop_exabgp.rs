@@ -107,7 +107,6 @@ fn established(t: &Topo, addr: &str) -> Result<bool> {
 }
 
 #[test]
-#[ignore = "needs petreld: 2-octet peers (AS_TRANS in OPEN, AS4_PATH merged per RFC 6793 §4.2.3)"]
 fn two_octet_speaker_with_as_trans_and_as4_path() -> Result<()> {
     let Some(t) = topo("exa-as4", EXA_AS2, |p| p)? else {
         return Ok(());
@@ -134,7 +133,6 @@ fn two_octet_speaker_with_as_trans_and_as4_path() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs petreld: AS_SET segments kept and passed on"]
 fn as_set() -> Result<()> {
     let Some(t) = topo("exa-asset", EXA_AS4, |p| p)? else {
         return Ok(());
@@ -166,7 +164,6 @@ fn as_set() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs petreld: unknown optional transitive attributes passed on with the Partial bit (RFC 4271 §5)"]
 fn unknown_optional_transitive_passed_on_with_partial_bit() -> Result<()> {
     let Some(t) = topo("exa-unknown", EXA_AS4, |p| p)? else {
         return Ok(());
@@ -201,7 +198,6 @@ fn unknown_optional_transitive_passed_on_with_partial_bit() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs petreld: RFC 7606 treat-as-withdraw with the session kept up"]
 fn malformed_attribute_is_treat_as_withdraw() -> Result<()> {
     let Some(t) = topo("exa-malformed", EXA_AS4, |p| p)? else {
         return Ok(());
@@ -235,7 +231,6 @@ fn malformed_attribute_is_treat_as_withdraw() -> Result<()> {
 
 /// Raw bytes ExaBGP will not send: an ORIGIN of 7 (RFC 7606 §7.1).
 #[test]
-#[ignore = "needs petreld: RFC 7606 treat-as-withdraw for a malformed ORIGIN, session kept up"]
 fn malformed_hex_update_is_treat_as_withdraw() -> Result<()> {
     let Some(t) = topo("raw-malformed", EXA_AS4, |p| p)? else {
         return Ok(());
@@ -272,7 +267,6 @@ fn malformed_hex_update_is_treat_as_withdraw() -> Result<()> {
 /// RFC 8654): every prefix arrives, the session stays up, and they are
 /// passed on.
 #[test]
-#[ignore = "needs petreld: UPDATE of the maximum size, packing towards a peer"]
 fn maximum_size_update() -> Result<()> {
     let Some(t) = topo("raw-maxsize", EXA_AS4, |p| p)? else {
         return Ok(());
@@ -314,7 +308,6 @@ fn maximum_size_update() -> Result<()> {
 /// Hold time 0 (RFC 4271 §4.2: no keepalives, no hold timer): the session
 /// comes up and carries routes.
 #[test]
-#[ignore = "needs petreld: hold time 0 negotiation"]
 fn hold_time_zero() -> Result<()> {
     let Some(t) = topo("exa-hold0", EXA_AS4, |p| p)? else {
         return Ok(());

@@ -1,7 +1,5 @@
 //! petrel against BIRD 2, FRR and GoBGP (issue 3, "Interop suite"): every
-//! scenario runs once per peer daemon. Each test says in its `ignore`
-//! reason what petreld must do before it can pass; the daemon's author
-//! removes the `ignore` as the feature lands.
+//! scenario runs once per peer daemon.
 //!
 //! Topology ([`topo::pair`]): namespace `petrel` (10.99.1.1, fd00:99:1::1,
 //! AS 4200000001) and `peer` (10.99.1.2, fd00:99:1::2, AS 4200000002 for
@@ -373,49 +371,41 @@ macro_rules! per_peer {
             use super::*;
 
             #[test]
-            #[ignore = "needs petreld: eBGP IPv4 session, originate, Adj-RIB-In, withdrawals, route refresh, Cease on SIGTERM"]
             fn ebgp_ipv4() -> Result<()> {
                 basic($kind, false, false)
             }
 
             #[test]
-            #[ignore = "needs petreld: eBGP over IPv6, ipv6-unicast, withdrawals, route refresh"]
             fn ebgp_ipv6() -> Result<()> {
                 basic($kind, false, true)
             }
 
             #[test]
-            #[ignore = "needs petreld: iBGP (LOCAL_PREF, next hop kept), withdrawals, route refresh"]
             fn ibgp_ipv4() -> Result<()> {
                 basic($kind, true, false)
             }
 
             #[test]
-            #[ignore = "needs petreld: iBGP over IPv6, ipv6-unicast"]
             fn ibgp_ipv6() -> Result<()> {
                 basic($kind, true, true)
             }
 
             #[test]
-            #[ignore = "needs petreld: TCP MD5 (TCP_MD5SIG on listener and outgoing sockets)"]
             fn md5_right_key() -> Result<()> {
                 super::md5_right_key($kind)
             }
 
             #[test]
-            #[ignore = "needs petreld: TCP MD5 (a wrong key must never come up)"]
             fn md5_wrong_key() -> Result<()> {
                 super::md5_wrong_key($kind)
             }
 
             #[test]
-            #[ignore = "needs petreld: graceful restart as restarting speaker (R bit, End-of-RIB, no withdrawal)"]
             fn graceful_restart_petrel_restarts() -> Result<()> {
                 gr_petrel_restarts($kind)
             }
 
             #[test]
-            #[ignore = "needs petreld: graceful restart helper (stale routes kept until End-of-RIB, `stale` in show routes)"]
             fn graceful_restart_peer_restarts() -> Result<()> {
                 gr_peer_restarts($kind)
             }
@@ -430,7 +420,6 @@ per_peer!(gobgp, Kind::Gobgp);
 /// RFC 8950 with FRR: an IPv6 session carrying IPv4 routes with IPv6 next
 /// hops, in both directions, and into FRR's kernel FIB.
 #[test]
-#[ignore = "needs petreld: RFC 8950 extended next hop (IPv4 NLRI over an IPv6 session)"]
 fn frr_ipv4_routes_over_ipv6_next_hop() -> Result<()> {
     if !can_run(Kind::Frr) {
         return Ok(());

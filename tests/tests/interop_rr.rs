@@ -15,7 +15,6 @@ use petrel_tests::lab::{bird, frr, require_lab, Lab, Route};
 const CLUSTER_ID: &str = "10.99.0.1";
 
 #[test]
-#[ignore = "needs petreld: route reflection (cluster_id, route_reflector_client, ORIGINATOR_ID, CLUSTER_LIST)"]
 fn petrel_reflects_between_bird_and_frr_clients() -> Result<()> {
     if !require_lab(&["bird", "birdc", "vtysh", "/usr/lib/frr/bgpd"])
         || !petrel_tests::have_bin("petreld")

@@ -498,10 +498,11 @@ pub fn parse_paths(prefix: &str, v: &Value) -> Vec<Route> {
             prefix: prefix.to_string(),
             next_hop: next_hops.first().cloned().unwrap_or_default(),
             next_hops,
-            as_path: p["aspath"]["string"]
-                .as_str()
-                .unwrap_or_default()
-                .replace(',', " "),
+            // FRR prints an empty AS_PATH as "Local".
+            as_path: match p["aspath"]["string"].as_str().unwrap_or_default() {
+                "Local" => String::new(),
+                s => s.replace(',', " "),
+            },
             origin: p["origin"].as_str().unwrap_or_default().to_uppercase(),
             local_pref: p["locPrf"].as_u64().map(|x| x as u32),
             med: p["metric"].as_u64().map(|x| x as u32),
