@@ -6,7 +6,7 @@
 
 use crate::model::{Block, IpamConfig, Pool};
 use ipnet::IpNet;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// FNV-1a: stable across processes and releases, unlike std's hasher.
 pub fn node_hash(node: &str) -> u64 {
@@ -16,6 +16,26 @@ pub fn node_hash(node: &str) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// Blocks of `pool` that do not exist yet, in walk order from the node's
+/// start point: the first few, in case the first are lost to races.
+/// Bounded by the number of existing blocks, since each can push the walk
+/// on by one step at most.
+pub fn fresh_candidates(pool: &Pool, node: &str, existing: &BTreeSet<IpNet>) -> Vec<IpNet> {
+    let count = pool.block_count();
+    let start = node_hash(node) as u128 % count;
+    let mut out = Vec::new();
+    for i in 0..count {
+        let cidr = pool.block_at((start + i) % count);
+        if !existing.contains(&cidr) {
+            out.push(cidr);
+            if out.len() == 4 {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Blocks of `pool` that `node` may claim, in walk order: ones that do not

@@ -593,15 +593,41 @@ impl Ipam {
                     a
                 }
             };
-            for cidr in &affs {
+            // All the node's blocks in one round trip; only those with room
+            // are tried, so full blocks cost nothing.
+            let mine: Vec<&IpNet> = affs
+                .iter()
+                .filter(|c| pools.iter().any(|p| p.cidr.contains(*c)))
+                .collect();
+            let fetched = self
+                .store
+                .get_many(&mine.iter().map(|c| keys::block(c)).collect::<Vec<_>>())
+                .await?;
+            let t = now();
+            for (cidr, kv) in mine.into_iter().zip(fetched) {
                 if need(out) == 0 {
                     return Ok(());
                 }
                 let Some(pool) = pools.iter().find(|p| p.cidr.contains(cidr)) else {
                     continue;
                 };
+                let Some(kv) = kv else {
+                    self.hints.forget_affine(&req.node);
+                    continue;
+                };
+                let block: Block = decode(&kv.key, &kv.value)?;
+                if block.available(t, cfg.reuse_cooldown_secs) == 0 {
+                    continue;
+                }
                 let got = self
-                    .assign_from_block(cidr, need(out), req, cfg, Some(&req.node))
+                    .assign_from_block_at(
+                        cidr,
+                        Some((block, kv.mod_revision)),
+                        need(out),
+                        req,
+                        cfg,
+                        Some(&req.node),
+                    )
                     .await?;
                 out.extend(got.into_iter().map(|(addr, _)| Assigned {
                     addr,
@@ -747,10 +773,28 @@ impl Ipam {
         cfg: &IpamConfig,
         affine_to: Option<&str>,
     ) -> Result<Vec<(IpAddr, Option<String>)>> {
+        self.assign_from_block_at(cidr, None, n, req, cfg, affine_to)
+            .await
+    }
+
+    /// [`Self::assign_from_block`], starting from a block already read.
+    async fn assign_from_block_at(
+        &self,
+        cidr: &IpNet,
+        mut prefetched: Option<(Block, i64)>,
+        n: u32,
+        req: &AssignRequest,
+        cfg: &IpamConfig,
+        affine_to: Option<&str>,
+    ) -> Result<Vec<(IpAddr, Option<String>)>> {
         let key = keys::block(cidr);
         let mut handle = HandleSlot::Unknown;
         for _ in 0..CAS_ATTEMPTS {
-            let Some((mut block, rev)) = self.read::<Block>(&key).await? else {
+            let current = match prefetched.take() {
+                Some(b) => Some(b),
+                None => self.read::<Block>(&key).await?,
+            };
+            let Some((mut block, rev)) = current else {
                 self.hints.forget_affine(&req.node);
                 return Ok(Vec::new());
             };
@@ -966,9 +1010,32 @@ impl Ipam {
         if cfg.max_blocks_per_host > 0 && held >= cfg.max_blocks_per_host {
             return Ok(Claim::AtLimit);
         }
+        // First pass: blocks that do not exist yet, found from the keys
+        // alone (a listing of every block's contents grows with the
+        // cluster). Only a pool with no fresh block left needs the contents,
+        // to find unaffine or reclaimable ones.
+        let existing: BTreeSet<IpNet> = self
+            .store
+            .list_keys(keys::BLOCKS)
+            .await?
+            .iter()
+            .filter_map(|(k, _)| keys::parse_block(k))
+            .collect();
+        let mut tried = false;
+        for pool in pools {
+            for cidr in claim::fresh_candidates(pool, node, &existing) {
+                tried = true;
+                if self.claim_fresh(node, pool, cidr).await? {
+                    tracing::debug!(%node, block = %cidr, "claimed block");
+                    return Ok(Claim::Claimed(cidr));
+                }
+            }
+        }
+        if tried {
+            return Ok(Claim::Lost);
+        }
         let blocks = listing.insert(self.block_map().await?);
         let now = now();
-        let mut tried = false;
         for pool in pools {
             for cidr in claim::candidates(pool, node, blocks, now, cfg) {
                 tried = true;

@@ -42,3 +42,22 @@ pub fn handle(handle: &str) -> String {
 pub fn node(name: &str) -> String {
     format!("{NODES}{name}")
 }
+
+/// The block CIDR of a block key, if it is one.
+pub fn parse_block(key: &str) -> Option<IpNet> {
+    let seg = key.strip_prefix(BLOCKS)?;
+    let (addr, len) = seg.rsplit_once('-')?;
+    IpNet::new(addr.parse().ok()?, len.parse().ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn block_keys_round_trip() {
+        for c in ["10.0.0.64/26", "fd00::40/122"] {
+            let n: ipnet::IpNet = c.parse().unwrap();
+            assert_eq!(super::parse_block(&super::block(&n)), Some(n));
+        }
+        assert_eq!(super::parse_block("/petrel/ipam/v1/blocks/nonsense"), None);
+    }
+}

@@ -331,6 +331,48 @@ impl Store for EtcdStore {
         Ok(Listing { kvs, revision })
     }
 
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A transaction without conditions: all reads at one revision, in
+        // one round trip.
+        let gets: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+        let txn = Txn::new().and_then(gets);
+        let resp = self
+            .retry(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for r in resp.op_responses() {
+            if let etcd_client::TxnOpResponse::Get(g) = r {
+                out.push(match g.kvs().first() {
+                    Some(kv) => Some(convert(kv)?),
+                    None => None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        let resp = self
+            .retry(|mut c| async move {
+                c.get(
+                    prefix,
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                )
+                .await
+            })
+            .await?;
+        resp.kvs()
+            .iter()
+            .map(|kv| convert(kv).map(|k| (k.key, k.mod_revision)))
+            .collect()
+    }
+
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError> {
         let mut opts = WatchOptions::new().with_prefix();
         if from_revision > 0 {

@@ -152,6 +152,26 @@ pub trait Store: Send + Sync {
     async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError>;
     /// Every key starting with `prefix`, in key order, from one snapshot.
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
+    /// Several keys in one round trip, from one snapshot where the backend
+    /// can; `None` for an absent key.
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(k).await?);
+        }
+        Ok(out)
+    }
+    /// The keys under `prefix` and their mod revisions, without values:
+    /// cheap where values are large.
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(self
+            .list(prefix)
+            .await?
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.mod_revision))
+            .collect())
+    }
     /// Changes to keys under `prefix` with a revision of `from_revision` or
     /// later, then live changes.
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError>;
