@@ -28,7 +28,7 @@ async fn connect(endpoint: &str) -> Ipam {
     Ipam::new(Arc::new(Counting(store)))
 }
 
-static CALLS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static CALLS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
 
 struct Counting<S>(S);
 
@@ -61,8 +61,11 @@ impl<S: Store> Store for Counting<S> {
     async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError> {
         CALLS[5].fetch_add(1, Ordering::Relaxed);
         let r = self.0.commit(ops).await;
-        if r.is_err() {
+        if let Err(StoreError::Conflict { key }) = &r {
             CALLS[6].fetch_add(1, Ordering::Relaxed);
+            if key.contains("/handles/") {
+                CALLS[8].fetch_add(1, Ordering::Relaxed);
+            }
         }
         r
     }
@@ -205,7 +208,7 @@ async fn hundred_nodes_contend_borrow_and_survive_dropped_clients() {
         NODES * (PER_NODE - WINDOW)
     );
     eprintln!(
-        "calls get/create/update/delete/list/commit/failed-writes/block-lists: {:?}",
+        "calls get/create/update/delete/list/commit/failed-writes/block-lists/handle-conflicts: {:?}",
         CALLS
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
