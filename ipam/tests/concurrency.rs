@@ -4,6 +4,7 @@
 //! released address is free. Then clients are killed mid-operation: what
 //! they leave is reported by `check` and repaired by gc.
 
+use petrel_ipam::check::Problem;
 use petrel_ipam::ipam::{AssignRequest, Ipam};
 use petrel_ipam::model::{Encapsulation, IpamConfig, Pool, PoolUse};
 use petrel_ipam::store::etcd::{EtcdConfig, EtcdStore};
@@ -253,30 +254,41 @@ async fn hundred_nodes_contend_borrow_and_survive_dropped_clients() {
     assert_eq!(report.addresses_in_use, 0);
     assert_eq!(report.handles, 0);
 
-    // Round 2: 40 nodes, a third of them killed mid-operation.
+    // Round 2: 40 new nodes on a fresh pool, so their first assignments
+    // race to claim blocks; a third of them are killed at staggered times,
+    // some in the middle of a claim, some between reads and commits.
+    admin.disable_pool("small", true).await.expect("disable");
+    admin
+        .add_pool(&Pool {
+            name: "fresh".into(),
+            cidr: "10.210.0.0/21".parse().expect("cidr"),
+            block_size: 26,
+            disabled: false,
+            node_selector: String::new(),
+            allowed_uses: vec![PoolUse::Workload],
+            encapsulation: Encapsulation::None,
+        })
+        .await
+        .expect("pool");
+    let late = |n: usize| format!("late-{n:03}");
     let holders: Holders = Arc::default();
     let mut joins = Vec::new();
     for n in 0..40usize {
         let ipam = connect(&etcd.endpoint).await;
         joins.push((
             n,
-            tokio::spawn(run_node(
-                ipam,
-                format!("node-{n:03}"),
-                holders.clone(),
-                2,
-                true,
-            )),
+            tokio::spawn(run_node(ipam, late(n), holders.clone(), 2, true)),
         ));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut survivors = Vec::new();
+    let mut killed = Vec::new();
     for (n, j) in joins {
         if n.is_multiple_of(3) {
+            // 0 to ~130 ms in: the first kills land in the opening claim
+            // race, the later ones in steady assignment and release.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             j.abort();
-            // Stagger the kills so they land at different points of the
-            // write sequences.
-            tokio::time::sleep(Duration::from_millis(7)).await;
+            killed.push(n);
         } else {
             survivors.push(j);
         }
@@ -288,12 +300,33 @@ async fn hundred_nodes_contend_borrow_and_survive_dropped_clients() {
     let report = admin.check().await.expect("check");
     eprintln!("after the kills:\n{}", report.human());
 
-    // Repair: gc of the records, then CNI-style gc by live attachments on
-    // the killed nodes (their pods are gone).
+    // The killed nodes come back: their next assignment finishes any claim
+    // they left pending.
+    for n in &killed {
+        let ipam = connect(&etcd.endpoint).await;
+        let h = format!("k8s.{}-back.eth0", late(*n));
+        ipam.assign(&AssignRequest::new(&h, &late(*n), 1, 0))
+            .await
+            .expect("assign after restart");
+        live.insert(h);
+    }
+    let report = admin.check().await.expect("check");
+    eprintln!("after the killed nodes' next claim:\n{}", report.human());
+    assert!(
+        !report
+            .problems
+            .iter()
+            .any(|p| matches!(p, Problem::StaleAffinityState { .. })),
+        "the next claim finishes interrupted claims:\n{}",
+        report.human()
+    );
+
+    // gc of the records, then CNI-style gc by live attachments on the
+    // killed nodes (their old pods are gone).
     admin.repair().await.expect("repair");
-    for n in (0..40).filter(|n: &usize| n.is_multiple_of(3)) {
+    for n in &killed {
         admin
-            .gc_attachments(&format!("node-{n:03}"), "k8s.", &live)
+            .gc_attachments(&late(*n), "k8s.", &live)
             .await
             .expect("gc");
     }
@@ -306,5 +339,14 @@ async fn hundred_nodes_contend_borrow_and_survive_dropped_clients() {
         .flat_map(|(b, _)| b.allocations.values().map(|a| a.handle.clone()))
         .collect();
     assert_eq!(held, live, "exactly the survivors' addresses are held");
+    let fresh_blocks: Vec<_> = snap
+        .blocks
+        .iter()
+        .filter(|(b, _)| b.pool == "fresh")
+        .collect();
+    assert!(
+        fresh_blocks.iter().all(|(b, _)| b.affinity.is_some()),
+        "every block of the fresh pool is owned"
+    );
     eprintln!("total {:?}", t.elapsed());
 }
