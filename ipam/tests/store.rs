@@ -93,3 +93,47 @@ async fn unreachable_etcd_names_its_endpoints_quickly() {
         t.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_with_client_certificates() {
+    let has_openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok();
+    if !require("etcd (Debian: etcd-server)", etcd_binary().is_some())
+        || !require("the openssl command", has_openssl)
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = petrel_ipam::testing::make_tls_files(dir.path()).expect("certificates");
+    let etcd = EtcdServer::start_tls(tls.clone()).expect("start etcd with TLS");
+    let mut cfg = EtcdConfig::new(vec![etcd.endpoint.clone()]);
+    cfg.ca = Some(tls.ca.clone());
+    cfg.cert = Some(tls.client_cert.clone());
+    cfg.key = Some(tls.client_key.clone());
+    let store = EtcdStore::connect(&cfg).await.expect("connect with TLS");
+    conformance::create_is_if_absent(&store, "/petrel-test/tls").await;
+    conformance::update_and_delete_need_the_revision(&store, "/petrel-test/tls-cas").await;
+
+    // Without a client certificate etcd refuses the connection.
+    let mut no_cert = cfg.clone();
+    no_cert.cert = None;
+    no_cert.key = None;
+    no_cert.timeout = Duration::from_secs(1);
+    no_cert.attempts = 1;
+    let anonymous = EtcdStore::connect(&no_cert).await.expect("lazy connect");
+    let err = anonymous
+        .ping()
+        .await
+        .expect_err("etcd requires a client certificate");
+    assert!(err.to_string().contains(&etcd.endpoint), "{err}");
+    // Half a client identity is a configuration error, named.
+    let mut half = cfg.clone();
+    half.key = None;
+    let err = match EtcdStore::connect(&half).await {
+        Err(e) => e,
+        Ok(_) => panic!("a certificate without its key must be refused"),
+    };
+    assert!(err.to_string().contains("etcd_key"), "{err}");
+}
