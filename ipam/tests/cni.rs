@@ -369,3 +369,87 @@ async fn bridge_delegates_to_petrel_ipam_in_a_netns() {
     assert!(report.clean, "{}", report.human());
     assert_eq!(report.addresses_in_use, 0);
 }
+
+/// Many plugin processes at once on one node with the embedded store: the
+/// host lock and the file lock serialise them, each gets its own address,
+/// a repeated ADD returns the same one, and DEL frees them all.
+#[test]
+fn concurrent_invocations_on_the_embedded_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("ipam.db");
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let store = petrel_ipam::store::embedded::EmbeddedStore::open(&db, Duration::from_secs(1))
+            .expect("open");
+        let ipam = Ipam::new(Arc::new(store));
+        rt.block_on(ipam.add_pool(&Pool {
+            name: "p".into(),
+            cidr: "10.252.0.0/24".parse().expect("cidr"),
+            block_size: 28,
+            disabled: false,
+            node_selector: String::new(),
+            allowed_uses: vec![PoolUse::Workload],
+            encapsulation: Encapsulation::None,
+        }))
+        .expect("pool");
+    }
+    let conf = json!({
+        "cniVersion": "1.1.0",
+        "name": "local",
+        "ipam": {
+            "type": "petrel-ipam",
+            "datastore": { "path": db },
+            "node_name": "solo",
+            "lock_file": dir.path().join("ipam.lock"),
+            "mtu_file": dir.path().join("absent-mtu"),
+        }
+    })
+    .to_string();
+    let petrel = Path::new(env!("CARGO_BIN_EXE_petrel-ipam")).to_path_buf();
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            let (petrel, conf) = (petrel.clone(), conf.clone());
+            std::thread::spawn(move || {
+                run(&petrel, "ADD", &format!("c{i}"), "/none", conf.as_bytes())
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        let o = t.join().expect("thread");
+        assert!(o.ok, "{} {}", o.out, o.stderr);
+        assert!(
+            o.out["routes"][0].get("mtu").is_none(),
+            "no MTU file, no mtu"
+        );
+        all.extend(addrs_of(&o.out));
+    }
+    let mut unique = all.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 12, "12 distinct addresses: {all:?}");
+    let again = run(&petrel, "ADD", "c3", "/none", conf.as_bytes());
+    assert_eq!(addrs_of(&again.out).len(), 1);
+    assert!(
+        all.contains(&addrs_of(&again.out)[0]),
+        "a repeated ADD returns the same address"
+    );
+    for i in 0..12 {
+        let o = run(&petrel, "DEL", &format!("c{i}"), "/none", conf.as_bytes());
+        assert!(o.ok, "{} {}", o.out, o.stderr);
+    }
+    let store = petrel_ipam::store::embedded::EmbeddedStore::open(&db, Duration::from_secs(1))
+        .expect("open");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let report = rt
+        .block_on(Ipam::new(Arc::new(store)).check())
+        .expect("check");
+    assert!(report.clean, "{}", report.human());
+    assert_eq!(report.addresses_in_use, 0);
+}
