@@ -283,6 +283,24 @@ impl Rib {
         })
     }
 
+    /// RFC 7313 §4: a Beginning-of-RIB-Route-Refresh for `family`: the
+    /// peer's paths of that family become stale (still used) until the
+    /// matching End-of-RIB-Route-Refresh.
+    pub fn begin_refresh(&mut self, id: PeerId, family: Family) -> Output {
+        self.sweep(id, |prefix, p| {
+            if prefix.family() == family {
+                p.flags |= STALE;
+            }
+            Keep::Yes
+        })
+    }
+
+    /// RFC 7313 §4: End-of-RIB-Route-Refresh: paths of `family` that the
+    /// refresh did not re-announce are removed.
+    pub fn end_refresh(&mut self, id: PeerId, family: Family) -> Output {
+        self.end_of_rib(id, family)
+    }
+
     /// The restart timer fired (RFC 4724 §4.2). Stale paths in `llgr`
     /// families (the peer negotiated a long-lived stale time for them)
     /// become LLGR_STALE (RFC 9494 §4.2), except those carrying NO_LLGR;

@@ -1050,3 +1050,33 @@ fn treat_as_withdraw_removes_the_announced_routes() {
     assert_eq!(changes(&out), ["10.33.0.0/24 unreachable"]);
     assert!(r.adj_rib_in(e1).is_empty());
 }
+
+#[test]
+fn enhanced_route_refresh_sweeps_what_was_not_refreshed() {
+    // RFC 7313 §4: BoRR marks the family stale, EoRR removes what the
+    // refresh did not re-announce; the rest never changes.
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let watcher = peer(&mut r, 9, 65009, |_| {});
+    r.receive(
+        e1,
+        &announce(
+            attrs(&[65001], [192, 0, 2, 2]),
+            &["10.30.0.0/24", "10.30.1.0/24"],
+        ),
+    );
+    let out = r.begin_refresh(e1, Family::IPV4_UNICAST);
+    assert!(out.changes.is_empty() && out.messages.is_empty());
+    assert!(r.adj_rib_in(e1).iter().all(|a| a.stale));
+    let out = r.receive(
+        e1,
+        &announce(attrs(&[65001], [192, 0, 2, 2]), &["10.30.0.0/24"]),
+    );
+    assert!(out.changes.is_empty(), "{:?}", changes(&out));
+    // EoRR for IPv6 leaves IPv4 alone.
+    assert!(r.end_refresh(e1, Family::IPV6_UNICAST).changes.is_empty());
+    let out = r.end_refresh(e1, Family::IPV4_UNICAST);
+    assert_eq!(changes(&out), ["10.30.1.0/24 unreachable"]);
+    assert_eq!(sent(&out, watcher), ["-10.30.1.0/24"]);
+    assert!(r.adj_rib_in(e1).iter().all(|a| !a.stale));
+}

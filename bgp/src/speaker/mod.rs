@@ -348,6 +348,8 @@ struct PeerEntry {
     eor_received: Vec<Family>,
     /// The peer's OPEN had the Restart State bit (it is restarting too).
     peer_restarting: bool,
+    /// Both sides advertised enhanced route refresh (RFC 7313).
+    enhanced_rr: bool,
 }
 
 struct Core {
@@ -553,6 +555,7 @@ impl Core {
                 families_up: Vec::new(),
                 eor_received: Vec::new(),
                 peer_restarting: false,
+                enhanced_rr: false,
             },
         );
         Ok(())
@@ -789,6 +792,9 @@ impl Core {
                 p.restart_deadline = None;
                 p.families_up = families.clone();
                 p.eor_received.clear();
+                p.enhanced_rr = remote_caps
+                    .iter()
+                    .any(|c| matches!(c, Capability::EnhancedRouteRefresh));
                 p.peer_restarting = remote_caps
                     .iter()
                     .any(|c| matches!(c, Capability::GracefulRestart(g) if g.restarting()));
@@ -846,10 +852,39 @@ impl Core {
                 self.maybe_end_deferral().await;
             }
             PeerEventKind::RouteRefresh(r) => {
-                // RFC 2918 §4 / RFC 7313 §4: resend our Adj-RIB-Out for the family.
-                if r.subtype == crate::wire::RefreshSubtype::Request {
-                    let out = self.rib.refresh(id, r.family);
-                    self.emit(out).await;
+                use crate::wire::{Message, RefreshSubtype};
+                match r.subtype {
+                    RefreshSubtype::Request => {
+                        // RFC 2918 §4: resend our Adj-RIB-Out for the family;
+                        // RFC 7313 §4: bracketed by BoRR and EoRR when the
+                        // peer speaks enhanced route refresh.
+                        let enhanced = p.enhanced_rr;
+                        let cmd = p.cmd.clone();
+                        let mark = |subtype| {
+                            PeerCommand::SendMessage(Message::RouteRefresh(RouteRefresh {
+                                family: r.family,
+                                subtype,
+                            }))
+                        };
+                        if enhanced {
+                            let _ = cmd.send(mark(RefreshSubtype::BeginningOfRefresh)).await;
+                        }
+                        let out = self.rib.refresh(id, r.family);
+                        self.emit(out).await;
+                        if enhanced {
+                            let _ = cmd.send(mark(RefreshSubtype::EndOfRefresh)).await;
+                        }
+                    }
+                    RefreshSubtype::BeginningOfRefresh => {
+                        let out = self.rib.begin_refresh(id, r.family);
+                        self.emit(out).await;
+                    }
+                    RefreshSubtype::EndOfRefresh => {
+                        let out = self.rib.end_refresh(id, r.family);
+                        self.emit(out).await;
+                    }
+                    // RFC 7313 §5: other subtypes are ignored.
+                    RefreshSubtype::Reserved(_) => {}
                 }
             }
         }
