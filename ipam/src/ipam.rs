@@ -1363,8 +1363,12 @@ impl Ipam {
     }
 
     /// Give back `node`'s empty blocks, keeping at least one.
+    /// Only blocks unchanged for `reclaim_min_age_secs` go: one emptied a
+    /// moment ago is likely to be wanted again.
     pub async fn release_empty_blocks(&self, node: &str) -> Result<usize> {
         self.hints.forget_affine(node);
+        let min_age = self.config().await?.reclaim_min_age_secs;
+        let t = now();
         let affs = self.node_affinities(node).await?;
         let mut blocks = Vec::new();
         for (a, arev) in affs
@@ -1384,7 +1388,7 @@ impl Ipam {
             if keep == 0 {
                 break;
             }
-            if !b.is_empty() {
+            if !b.is_empty() || t.saturating_sub(b.changed) < min_age {
                 continue;
             }
             let akey = keys::affinity(node, &a.cidr);
@@ -1412,6 +1416,25 @@ impl Ipam {
             }
         }
         Ok(released)
+    }
+
+    /// [`Self::release_empty_blocks`] for every node holding blocks.
+    pub async fn release_all_empty_blocks(&self) -> Result<usize> {
+        let nodes: BTreeSet<String> = self
+            .store
+            .list_keys(keys::AFFINITIES)
+            .await?
+            .into_iter()
+            .filter_map(|(k, _)| {
+                let rest = k.strip_prefix(keys::AFFINITIES)?;
+                Some(rest.split_once('/')?.0.to_string())
+            })
+            .collect();
+        let mut n = 0;
+        for node in nodes {
+            n += self.release_empty_blocks(&node).await?;
+        }
+        Ok(n)
     }
 
     async fn delete_block(&self, b: &Block, rev: i64) -> Result<()> {

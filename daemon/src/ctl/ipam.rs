@@ -101,8 +101,9 @@ pub enum IpamCmd {
         ip: IpAddr,
     },
     /// Repair what `check` reports (handle records, interrupted claims,
-    /// damaged free lists); with --dead-node, also free everything of a
-    /// node that no longer exists.
+    /// damaged free lists) and give back blocks long empty (never a node's
+    /// last); with --dead-node, also free everything of a node that no
+    /// longer exists.
     Gc {
         #[arg(long)]
         dead_node: Option<String>,
@@ -255,6 +256,8 @@ async fn run_async(args: IpamArgs) -> anyhow::Result<ExitCode> {
                 "repaired {} handle record(s), {} affinity record(s), {} block(s)",
                 r.handles_fixed, r.affinities_fixed, r.blocks_fixed
             );
+            let released = ipam.release_all_empty_blocks().await?;
+            println!("released {released} empty block(s) (never a node's last)");
             Ok(ExitCode::SUCCESS)
         }
     }

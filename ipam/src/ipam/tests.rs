@@ -472,3 +472,23 @@ async fn corrupt_records_are_reported_not_panicked_on() {
         .unwrap_err();
     assert!(err.to_string().contains("petrelctl ipam check"), "{err}");
 }
+
+#[tokio::test]
+async fn recently_emptied_blocks_are_kept() {
+    let cfg = IpamConfig {
+        reclaim_min_age_secs: 3600,
+        ..lenient()
+    };
+    let ipam = setup(&[pool("p", "10.0.0.0/24", 30)], cfg).await;
+    ipam.assign(&AssignRequest::new("h1", "n1", 8, 0))
+        .await
+        .unwrap();
+    ipam.release_handle("h1").await.unwrap();
+    assert_eq!(ipam.node_affinities("n1").await.unwrap().len(), 2);
+    assert_eq!(
+        ipam.release_all_empty_blocks().await.unwrap(),
+        0,
+        "emptied just now"
+    );
+    assert_eq!(ipam.node_affinities("n1").await.unwrap().len(), 2);
+}
