@@ -4,3 +4,4 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
+pub mod fib;

@@ -1,0 +1,774 @@
+//! The kernel FIB writer: Loc-RIB changes in, batched rtnetlink out.
+//!
+//! Design. [`Fib`] owns one NETLINK_ROUTE socket and a map of what it
+//! installed. [`Fib::apply`] coalesces a slice of Loc-RIB changes per prefix
+//! (the last change wins), turns each into one RTM_NEWROUTE (create +
+//! replace, our protocol, our table, RTAX_MTU, RTA_MULTIPATH for ECMP sets)
+//! or RTM_DELROUTE, and packs them into datagrams of up to
+//! [`FibConfig::batch_bytes`]. Only the last message of a datagram asks for
+//! an ACK: the kernel processes a datagram synchronously inside `sendmsg`
+//! and sends NLMSG_ERROR only for the messages that failed, so one `recv`
+//! that ends at the ACK collects every error, matched back to its prefix by
+//! sequence number. Routes whose next hops are unchanged are not re-sent.
+//! Messages are built and parsed by [`msg`], a sans-IO module; [`sock`] holds
+//! the system calls. Nothing here panics on a kernel reply.
+//!
+//! Routes of other protocols are never touched: deletes carry our protocol,
+//! which the kernel matches, and the start-up dump asks only for ours.
+//!
+//! # How petreld drives it
+//!
+//! ```text
+//! write_rt_protos_name(&fib_cfg.protocol_name, fib_cfg.protocol)?;   // once
+//! let mut fib = Fib::open(fib_cfg)?;           // FibConfig from the config file
+//! let stale = fib.dump_own()?;                 // our routes of a previous run: stale
+//! for block in own_blocks { fib.install_blackhole(block)?; }
+//! let mut monitor = Monitor::open(fib.port())?; // before the first apply
+//! // A dedicated thread (the Fib blocks in short system calls; never in a
+//! // tokio worker) owns `fib` and receives the speaker's Vec<LocRibChange>
+//! // batches from its bounded channel with `blocking_recv`:
+//! //     let report = fib.apply(&batch)?;   // log report.errors per prefix
+//! // When BGP has converged (End-of-RIB from every GR peer, or the timeout):
+//! //     fib.sweep_stale()?;
+//! // The monitor runs in a tokio task: `monitor.next().await` yields
+//! // batches of events; forward them over a bounded channel to the Fib
+//! // thread, which calls `fib.on_event(&ev)` for each: a route of ours
+//! // deleted or changed by someone else is re-installed at once. On
+//! // `Event::Overrun` call `fib.resync()`. Link and address events call
+//! // for MTU re-detection (`mtu::detect`), and a new MTU goes to
+//! // `fib.set_mtu(m)` (which re-installs every route with it).
+//! // `fib.counters()` is an Arc of atomics for the metrics endpoint.
+//! // On a graceful-restart stop: just drop the Fib; the routes stay.
+//! ```
+
+pub mod monitor;
+pub mod msg;
+pub mod mtu;
+pub mod sock;
+
+pub use monitor::{Event, Monitor};
+pub use msg::{Hop, KernelRoute, RouteParams};
+
+use ipnet::IpNet;
+use msg::RouteKind;
+use petrel_bgp::rib::{LocRibChange, PeerId, Route};
+use petrel_bgp::wire::attr::mp::NextHop;
+use petrel_bgp::wire::Prefix;
+use sock::NlSocket;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::io;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The main routing table (RT_TABLE_MAIN).
+pub const TABLE_MAIN: u32 = 254;
+/// petrel's default route protocol number (unassigned in rt_protos).
+pub const DEFAULT_PROTOCOL: u8 = 202;
+
+/// Where the FIB writer puts routes and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FibConfig {
+    /// The route protocol number (`ip route show proto N`).
+    pub protocol: u8,
+    /// The routing table.
+    pub table: u32,
+    /// RTAX_MTU of every route; none when `None`.
+    pub mtu: Option<u32>,
+    /// The route metric; the kernel's default when `None`.
+    pub priority: Option<u32>,
+    /// Next hops inside these networks are on-link: installed with the
+    /// interface and RTNH_F_ONLINK. Others are left to the kernel to resolve
+    /// (no interface given). An IPv6 next hop's link-local address is used
+    /// when its global one is on-link here.
+    pub onlink: Vec<OnLink>,
+    /// The largest datagram of route messages.
+    pub batch_bytes: usize,
+    /// Socket receive and send buffer.
+    pub socket_buffer: usize,
+}
+
+impl Default for FibConfig {
+    fn default() -> Self {
+        Self {
+            protocol: DEFAULT_PROTOCOL,
+            table: TABLE_MAIN,
+            mtu: None,
+            priority: None,
+            onlink: Vec::new(),
+            batch_bytes: 128 << 10,
+            socket_buffer: 8 << 20,
+        }
+    }
+}
+
+/// A network whose addresses are reached directly over an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnLink {
+    pub net: IpNet,
+    pub ifindex: u32,
+}
+
+/// What one operation did to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Install,
+    Delete,
+}
+
+/// A failed operation on one prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FibError {
+    pub prefix: Prefix,
+    pub op: Op,
+    /// The kernel's errno (ENETUNREACH for a next hop it cannot reach), or 0
+    /// when petrel refused the route itself (see `message`).
+    pub errno: i32,
+    /// The kernel's extended-ACK text, or petrel's reason.
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for FibError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.op {
+            Op::Install => "install",
+            Op::Delete => "delete",
+        };
+        write!(f, "{what} {}: ", self.prefix)?;
+        if self.errno != 0 {
+            write!(f, "{}", io::Error::from_raw_os_error(self.errno))?;
+        }
+        if let Some(m) = &self.message {
+            write!(f, " ({m})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of one call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Routes installed or replaced.
+    pub installed: usize,
+    /// Routes deleted (or already gone).
+    pub removed: usize,
+    /// Changes that needed no kernel operation.
+    pub unchanged: usize,
+    pub errors: Vec<FibError>,
+}
+
+/// Counters for the metrics endpoint, shared with other threads.
+#[derive(Debug, Default)]
+pub struct FibCounters {
+    /// Route messages sent.
+    pub ops: AtomicU64,
+    /// Route messages the kernel refused.
+    pub errors: AtomicU64,
+    /// Datagrams sent.
+    pub batches: AtomicU64,
+    /// Routes currently installed by this process.
+    pub routes: AtomicU64,
+    /// Routes of ours restored after someone else deleted or changed them.
+    pub restored: AtomicU64,
+}
+
+/// What we installed for a prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Installed {
+    Blackhole,
+    One(Hop),
+    Many(Box<[Hop]>),
+}
+
+impl Installed {
+    fn of(hops: &[Hop]) -> Self {
+        match hops {
+            [h] => Installed::One(*h),
+            _ => Installed::Many(hops.into()),
+        }
+    }
+    fn hops(&self) -> &[Hop] {
+        match self {
+            Installed::Blackhole => &[],
+            Installed::One(h) => std::slice::from_ref(h),
+            Installed::Many(h) => h,
+        }
+    }
+}
+
+/// FxHash: prefixes are not attacker-chosen keys worth SipHash here (they
+/// come from our own Loc-RIB), and a million of them are hashed per table.
+#[derive(Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.add(u64::from_ne_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64)
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64)
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i)
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64)
+    }
+}
+
+impl Fx {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FxBuild = BuildHasherDefault<Fx>;
+
+/// One queued route message.
+struct Pending {
+    prefix: Prefix,
+    /// `None` for a delete.
+    new: Option<Installed>,
+}
+
+/// The kernel FIB writer. See the module docs.
+pub struct Fib {
+    sock: NlSocket,
+    cfg: FibConfig,
+    params: RouteParams,
+    seq: u32,
+    installed: HashMap<Prefix, Installed, FxBuild>,
+    stale: HashSet<Prefix, FxBuild>,
+    counters: Arc<FibCounters>,
+    out: Vec<u8>,
+    /// Offset of the last message in `out`.
+    last_at: usize,
+    /// Sequence number of the first message in `out`.
+    first_seq: u32,
+    pending: Vec<Pending>,
+    rx: Vec<u8>,
+    seen: HashSet<Prefix, FxBuild>,
+    hops: Vec<Hop>,
+}
+
+impl Fib {
+    /// Opens the netlink socket.
+    pub fn open(cfg: FibConfig) -> io::Result<Self> {
+        let sock = NlSocket::open(cfg.socket_buffer, false)?;
+        Ok(Self {
+            sock,
+            params: RouteParams {
+                protocol: cfg.protocol,
+                table: cfg.table,
+                mtu: cfg.mtu,
+                priority: cfg.priority,
+            },
+            cfg,
+            seq: 1,
+            installed: HashMap::default(),
+            stale: HashSet::default(),
+            counters: Arc::default(),
+            out: Vec::new(),
+            last_at: 0,
+            first_seq: 0,
+            pending: Vec::new(),
+            rx: Vec::with_capacity(1 << 20),
+            seen: HashSet::default(),
+            hops: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &FibConfig {
+        &self.cfg
+    }
+
+    /// The socket's port id: route notifications carrying it are our own.
+    pub fn port(&self) -> u32 {
+        self.sock.port()
+    }
+
+    pub fn counters(&self) -> Arc<FibCounters> {
+        self.counters.clone()
+    }
+
+    /// How many routes this process has installed (blackholes included).
+    pub fn len(&self) -> usize {
+        self.installed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.installed.is_empty()
+    }
+
+    /// Routes of ours found by [`Fib::dump_own`] and not re-installed since.
+    pub fn stale_count(&self) -> usize {
+        self.stale.len()
+    }
+
+    /// Applies Loc-RIB changes: per prefix the last change wins; a best path
+    /// of ours ([`PeerId::LOCAL`]) is not installed (its blackhole, if any,
+    /// stays). Errors are per prefix in the report; `Err` only for the
+    /// socket itself failing.
+    pub fn apply(&mut self, changes: &[LocRibChange]) -> io::Result<Report> {
+        let mut report = Report::default();
+        let coalesce = changes.len() > 1;
+        // Reverse order, skipping prefixes already seen: the last one wins.
+        for c in changes.iter().rev() {
+            let prefix = c.prefix();
+            if coalesce && !self.seen.insert(prefix) {
+                continue;
+            }
+            match c {
+                LocRibChange::Best {
+                    best, multipath, ..
+                } => {
+                    if best.peer == PeerId::LOCAL {
+                        if matches!(
+                            self.installed.get(&prefix),
+                            Some(Installed::One(_) | Installed::Many(_))
+                        ) {
+                            self.queue_delete(prefix, &mut report)?;
+                        } else {
+                            report.unchanged += 1;
+                        }
+                        continue;
+                    }
+                    let set = if multipath.is_empty() {
+                        std::slice::from_ref(best)
+                    } else {
+                        &multipath[..]
+                    };
+                    self.resolve_hops(set);
+                    if self.hops.is_empty() {
+                        report.errors.push(FibError {
+                            prefix,
+                            op: Op::Install,
+                            errno: 0,
+                            message: Some("no usable next hop".into()),
+                        });
+                        continue;
+                    }
+                    if !self.stale.contains(&prefix)
+                        && self
+                            .installed
+                            .get(&prefix)
+                            .is_some_and(|i| i.hops() == &self.hops[..])
+                    {
+                        report.unchanged += 1;
+                        continue;
+                    }
+                    let hops = std::mem::take(&mut self.hops);
+                    self.queue_install(prefix, RouteKind::Unicast(&hops), &mut report)?;
+                    self.hops = hops;
+                }
+                LocRibChange::Unreachable { .. } => {
+                    if matches!(
+                        self.installed.get(&prefix),
+                        Some(Installed::One(_) | Installed::Many(_))
+                    ) || (self.stale.contains(&prefix) && !self.installed.contains_key(&prefix))
+                    {
+                        self.queue_delete(prefix, &mut report)?;
+                    } else {
+                        report.unchanged += 1;
+                    }
+                }
+            }
+        }
+        if self.seen.capacity() > 1 << 16 {
+            self.seen = HashSet::default();
+        } else {
+            self.seen.clear();
+        }
+        self.flush(&mut report)?;
+        Ok(report)
+    }
+
+    /// The kernel next hops of an ECMP set, in order, without duplicates.
+    fn resolve_hops(&mut self, set: &[Route]) {
+        self.hops.clear();
+        for r in set {
+            if r.peer == PeerId::LOCAL {
+                continue;
+            }
+            let hop = match &r.attrs.next_hop {
+                NextHop::V4(a) if !a.is_unspecified() => self.hop(IpAddr::V4(*a), None),
+                NextHop::V6 { global, link_local } if !global.is_unspecified() => {
+                    self.hop(IpAddr::V6(*global), link_local.map(IpAddr::V6))
+                }
+                _ => continue,
+            };
+            if !self.hops.contains(&hop) {
+                self.hops.push(hop);
+            }
+        }
+    }
+
+    fn hop(&self, gw: IpAddr, link_local: Option<IpAddr>) -> Hop {
+        let onlink = self.cfg.onlink.iter().find(|o| o.net.contains(&gw));
+        match (onlink, link_local) {
+            (Some(o), Some(ll)) => Hop {
+                gateway: ll,
+                ifindex: o.ifindex,
+                onlink: false,
+            },
+            (Some(o), None) => Hop {
+                gateway: gw,
+                ifindex: o.ifindex,
+                onlink: true,
+            },
+            (None, _) => Hop {
+                gateway: gw,
+                ifindex: 0,
+                onlink: false,
+            },
+        }
+    }
+
+    /// Installs a blackhole for one of the node's own blocks.
+    pub fn install_blackhole(&mut self, prefix: Prefix) -> io::Result<Report> {
+        let mut report = Report::default();
+        self.queue_install(prefix, RouteKind::Blackhole, &mut report)?;
+        self.flush(&mut report)?;
+        Ok(report)
+    }
+
+    /// Removes our route for `prefix`, whatever it is.
+    pub fn remove(&mut self, prefix: Prefix) -> io::Result<Report> {
+        let mut report = Report::default();
+        self.queue_delete(prefix, &mut report)?;
+        self.flush(&mut report)?;
+        Ok(report)
+    }
+
+    /// Sets the route MTU and re-installs every route with it.
+    pub fn set_mtu(&mut self, mtu: Option<u32>) -> io::Result<Report> {
+        self.cfg.mtu = mtu;
+        self.params.mtu = mtu;
+        self.reinstall_all()
+    }
+
+    /// Re-installs every route we hold (after lost notifications).
+    pub fn resync(&mut self) -> io::Result<Report> {
+        self.reinstall_all()
+    }
+
+    fn reinstall_all(&mut self) -> io::Result<Report> {
+        let mut report = Report::default();
+        let all: Vec<(Prefix, Installed)> = self
+            .installed
+            .iter()
+            .map(|(p, i)| (*p, i.clone()))
+            .collect();
+        for (p, i) in all {
+            self.queue_installed(p, &i, &mut report)?;
+        }
+        self.flush(&mut report)?;
+        Ok(report)
+    }
+
+    fn queue_installed(&mut self, p: Prefix, i: &Installed, report: &mut Report) -> io::Result<()> {
+        match i {
+            Installed::Blackhole => self.queue_install(p, RouteKind::Blackhole, report),
+            i => self.queue_install(p, RouteKind::Unicast(i.hops()), report),
+        }
+    }
+
+    /// Re-installs our route of `prefix` if we hold one.
+    pub fn restore(&mut self, prefix: Prefix) -> io::Result<Report> {
+        let mut report = Report::default();
+        if let Some(i) = self.installed.get(&prefix).cloned() {
+            self.queue_installed(prefix, &i, &mut report)?;
+            self.flush(&mut report)?;
+            self.counters.restored.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(report)
+    }
+
+    /// Handles a monitor event: a route of ours that another process deleted
+    /// or changed (our protocol and table, a sender other than us) is
+    /// restored. Returns the report when it acted. Routes of other protocols
+    /// installed over the same prefix are left alone (no fight with the
+    /// operator's `ip route replace`).
+    pub fn on_event(&mut self, ev: &Event) -> io::Result<Option<Report>> {
+        let Event::Route {
+            deleted,
+            route,
+            sender,
+        } = ev
+        else {
+            return Ok(None);
+        };
+        if *sender == self.port()
+            || route.protocol != self.params.protocol
+            || route.table != self.params.table
+        {
+            return Ok(None);
+        }
+        let Some(want) = self.installed.get(&route.prefix) else {
+            return Ok(None);
+        };
+        let same = !*deleted
+            && match want {
+                Installed::Blackhole => route.rtype == msg::RTN_BLACKHOLE,
+                i => route.rtype == msg::RTN_UNICAST && i.hops() == &route.hops[..],
+            }
+            && route.mtu == self.params.mtu.filter(|m| *m > 0);
+        if same {
+            return Ok(None);
+        }
+        self.restore(route.prefix).map(Some)
+    }
+
+    /// Dumps our routes (our protocol, our table) from the kernel. Every one
+    /// is kept as stale until re-installed; [`Fib::sweep_stale`] removes the
+    /// rest.
+    pub fn dump_own(&mut self) -> io::Result<Vec<KernelRoute>> {
+        let mut out = Vec::new();
+        for v6 in [false, true] {
+            let seq = self.next_seq();
+            let mut req = Vec::new();
+            msg::put_route_dump(&mut req, seq, v6, self.params.protocol, self.params.table);
+            self.sock.send(&req)?;
+            'dump: loop {
+                self.sock.recv(&mut self.rx)?;
+                for m in msg::messages(&self.rx) {
+                    if m.seq != seq {
+                        continue;
+                    }
+                    match m.ty {
+                        msg::NLMSG_DONE => break 'dump,
+                        msg::NLMSG_ERROR => {
+                            let e = msg::parse_error(&m);
+                            let errno = e.map(|e| e.errno).unwrap_or(libc::EIO);
+                            if errno != 0 {
+                                return Err(io::Error::from_raw_os_error(errno));
+                            }
+                            break 'dump;
+                        }
+                        msg::RTM_NEWROUTE => {
+                            if let Some(r) = msg::parse_route(m.payload) {
+                                if r.protocol == self.params.protocol
+                                    && r.table == self.params.table
+                                {
+                                    out.push(r);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for r in &out {
+            if !self.installed.contains_key(&r.prefix) {
+                self.stale.insert(r.prefix);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the stale routes of [`Fib::dump_own`] that were not
+    /// re-installed since.
+    pub fn sweep_stale(&mut self) -> io::Result<Report> {
+        let mut report = Report::default();
+        let stale: Vec<Prefix> = self.stale.drain().collect();
+        for p in stale {
+            if !self.installed.contains_key(&p) {
+                self.queue_delete(p, &mut report)?;
+            }
+        }
+        self.flush(&mut report)?;
+        Ok(report)
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        self.seq
+    }
+
+    fn queue_install(
+        &mut self,
+        prefix: Prefix,
+        kind: RouteKind,
+        report: &mut Report,
+    ) -> io::Result<()> {
+        let seq = self.begin(report)?;
+        self.last_at = msg::put_new_route(&mut self.out, seq, &self.params, &prefix, kind);
+        let new = match kind {
+            RouteKind::Blackhole => Installed::Blackhole,
+            RouteKind::Unicast(h) => Installed::of(h),
+        };
+        self.pending.push(Pending {
+            prefix,
+            new: Some(new),
+        });
+        Ok(())
+    }
+
+    fn queue_delete(&mut self, prefix: Prefix, report: &mut Report) -> io::Result<()> {
+        let seq = self.begin(report)?;
+        self.last_at = msg::put_del_route(&mut self.out, seq, &self.params, &prefix);
+        self.pending.push(Pending { prefix, new: None });
+        Ok(())
+    }
+
+    /// Flushes a full datagram and returns the next message's sequence.
+    fn begin(&mut self, report: &mut Report) -> io::Result<u32> {
+        if self.out.len() >= self.cfg.batch_bytes {
+            self.flush(report)?;
+        }
+        let seq = self.next_seq();
+        if self.pending.is_empty() {
+            self.first_seq = seq;
+        }
+        Ok(seq)
+    }
+
+    /// Sends the queued messages, the last one with NLM_F_ACK, and reads the
+    /// replies up to that ACK: every NLMSG_ERROR before it is a failure of
+    /// the message with its sequence number.
+    fn flush(&mut self, report: &mut Report) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        msg::add_flags(&mut self.out, self.last_at, msg::NLM_F_ACK);
+        let n = self.pending.len() as u32;
+        let first = self.first_seq;
+        let last = first.wrapping_add(n - 1);
+        let sent = self.sock.send(&self.out);
+        self.out.clear();
+        let mut pending = std::mem::take(&mut self.pending);
+        if let Err(e) = sent {
+            return Err(e);
+        }
+        self.counters.ops.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        // Index of each failed message, with its error.
+        let mut failed: Vec<(usize, msg::ErrorMsg)> = Vec::new();
+        let mut done = false;
+        while !done {
+            if let Err(e) = self.sock.recv(&mut self.rx) {
+                if e.raw_os_error() == Some(libc::ENOBUFS) {
+                    // Replies were lost: what happened is unknown; a resync
+                    // (re-install all) repairs it.
+                    tracing::warn!("netlink receive buffer overrun; FIB state uncertain");
+                    self.pending = Vec::new();
+                    return Err(e);
+                }
+                return Err(e);
+            }
+            for m in msg::messages(&self.rx) {
+                if m.ty != msg::NLMSG_ERROR {
+                    continue;
+                }
+                let idx = m.seq.wrapping_sub(first) as usize;
+                if idx >= n as usize {
+                    continue; // a late reply to an earlier request
+                }
+                let Some(e) = msg::parse_error(&m) else {
+                    continue;
+                };
+                if m.seq == last {
+                    done = true;
+                }
+                if e.errno != 0 {
+                    failed.push((idx, e));
+                }
+            }
+        }
+        failed.sort_by_key(|(i, _)| *i);
+        let mut f = failed.into_iter().peekable();
+        for (i, p) in pending.drain(..).enumerate() {
+            let err = match f.peek() {
+                Some((fi, _)) if *fi == i => f.next().map(|(_, e)| e),
+                _ => None,
+            };
+            match (p.new, err) {
+                (Some(new), None) => {
+                    self.stale.remove(&p.prefix);
+                    self.installed.insert(p.prefix, new);
+                    report.installed += 1;
+                }
+                (None, None) => {
+                    self.stale.remove(&p.prefix);
+                    self.installed.remove(&p.prefix);
+                    report.removed += 1;
+                }
+                // Already gone: IPv4 says ESRCH, IPv6 ENOENT.
+                (None, Some(e)) if e.errno == libc::ESRCH || e.errno == libc::ENOENT => {
+                    self.stale.remove(&p.prefix);
+                    self.installed.remove(&p.prefix);
+                    report.removed += 1;
+                }
+                (new, Some(e)) => {
+                    // A failed replace leaves the old route in place, and
+                    // our map says so still.
+                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    report.errors.push(FibError {
+                        prefix: p.prefix,
+                        op: if new.is_some() {
+                            Op::Install
+                        } else {
+                            Op::Delete
+                        },
+                        errno: e.errno,
+                        message: e.message,
+                    });
+                }
+            }
+        }
+        self.pending = pending;
+        self.counters
+            .routes
+            .store(self.installed.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Fib {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fib")
+            .field("cfg", &self.cfg)
+            .field("routes", &self.installed.len())
+            .field("stale", &self.stale.len())
+            .finish()
+    }
+}
+
+/// Names petrel's protocol number for `ip route` (`proto petrel`): writes
+/// `/etc/iproute2/rt_protos.d/petrel.conf`.
+pub fn write_rt_protos_name(name: &str, protocol: u8) -> io::Result<()> {
+    write_rt_protos_name_in(Path::new("/etc/iproute2/rt_protos.d"), name, protocol)
+}
+
+/// [`write_rt_protos_name`] into another folder (created if missing).
+pub fn write_rt_protos_name_in(dir: &Path, name: &str, protocol: u8) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let text = format!("# written by petreld: its kernel routes\n{protocol}\t{name}\n");
+    mtu::write_atomic(&dir.join(format!("{name}.conf")), text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rt_protos_file() {
+        let d = tempfile::tempdir().unwrap();
+        write_rt_protos_name_in(d.path(), "petrel", 202).unwrap();
+        let t = std::fs::read_to_string(d.path().join("petrel.conf")).unwrap();
+        assert!(t.lines().any(|l| l == "202\tpetrel"));
+    }
+}

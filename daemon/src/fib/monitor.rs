@@ -1,0 +1,205 @@
+//! Netlink notifications: route changes (to restore ours when someone else
+//! deletes or changes them), link and address changes (to re-detect the
+//! MTU).
+//!
+//! The queue is the socket's receive buffer, bounded by the kernel; when it
+//! overflows the kernel drops notifications and the next read reports
+//! [`Event::Overrun`], after which the daemon resynchronises
+//! ([`super::Fib::resync`]) instead of trusting a partial stream.
+
+use super::msg::{self, AddrInfo, KernelRoute, LinkInfo};
+use super::sock::NlSocket;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+const RTNLGRP_LINK: u32 = 1;
+const RTNLGRP_IPV4_IFADDR: u32 = 5;
+const RTNLGRP_IPV4_ROUTE: u32 = 7;
+const RTNLGRP_IPV6_IFADDR: u32 = 9;
+const RTNLGRP_IPV6_ROUTE: u32 = 11;
+
+/// The most events one call returns.
+const MAX_EVENTS: usize = 4096;
+
+/// One notification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A route was added, replaced or deleted. `sender` is the netlink port
+    /// of the process that asked (compare with [`super::Fib::port`]); 0 for
+    /// the kernel's own changes.
+    Route {
+        deleted: bool,
+        route: KernelRoute,
+        sender: u32,
+    },
+    Link {
+        deleted: bool,
+        link: LinkInfo,
+    },
+    Addr {
+        deleted: bool,
+        addr: AddrInfo,
+    },
+    /// Notifications were lost (receive buffer full).
+    Overrun,
+}
+
+struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// A socket subscribed to route, link and address notifications.
+pub struct Monitor {
+    // Declared first: deregistered before the socket closes.
+    registered: Option<AsyncFd<Fd>>,
+    sock: NlSocket,
+    rx: Vec<u8>,
+}
+
+impl Monitor {
+    /// Opens the socket and joins the groups; notifications queue from now.
+    pub fn open() -> io::Result<Self> {
+        let sock = NlSocket::open(8 << 20, true)?;
+        for g in [
+            RTNLGRP_LINK,
+            RTNLGRP_IPV4_IFADDR,
+            RTNLGRP_IPV4_ROUTE,
+            RTNLGRP_IPV6_IFADDR,
+            RTNLGRP_IPV6_ROUTE,
+        ] {
+            sock.join(g)?;
+        }
+        Ok(Self {
+            registered: None,
+            sock,
+            rx: Vec::with_capacity(1 << 20),
+        })
+    }
+
+    /// The events queued now, without waiting (empty when none).
+    pub fn poll(&mut self) -> io::Result<Vec<Event>> {
+        let mut out = Vec::new();
+        while out.len() < MAX_EVENTS {
+            match self.sock.recv(&mut self.rx) {
+                Ok(()) => parse_into(&self.rx, &mut out),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => out.push(Event::Overrun),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Waits up to `timeout` for events (blocking; for a thread of its own
+    /// or for tests). Empty when none came.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<Vec<Event>> {
+        let mut p = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(Vec::new())
+            } else {
+                Err(e)
+            };
+        }
+        self.poll()
+    }
+
+    /// The next batch of events (never empty), for a tokio task. Must be
+    /// called within a tokio runtime.
+    pub async fn next(&mut self) -> io::Result<Vec<Event>> {
+        if self.registered.is_none() {
+            // SAFETY: the fd belongs to `self.sock`, which outlives the
+            // registration (field order) and never changes its fd.
+            let fd = unsafe {
+                AsyncFd::register_with_interest(Fd(self.sock.as_raw_fd()), Interest::READABLE)
+            };
+            self.registered = Some(fd.map_err(|e| e.into_parts().1)?);
+        }
+        loop {
+            let fd = self.registered.as_ref().ok_or(io::ErrorKind::Other)?;
+            let mut guard = fd.readable().await?;
+            guard.clear_ready();
+            let ev = self.poll()?;
+            if !ev.is_empty() {
+                return Ok(ev);
+            }
+        }
+    }
+}
+
+fn parse_into(buf: &[u8], out: &mut Vec<Event>) {
+    for m in msg::messages(buf) {
+        let deleted = matches!(
+            m.ty,
+            msg::RTM_DELROUTE | msg::RTM_DELLINK | msg::RTM_DELADDR
+        );
+        let ev = match m.ty {
+            msg::RTM_NEWROUTE | msg::RTM_DELROUTE => {
+                msg::parse_route(m.payload).map(|route| Event::Route {
+                    deleted,
+                    route,
+                    sender: m.port,
+                })
+            }
+            msg::RTM_NEWLINK | msg::RTM_DELLINK => {
+                msg::parse_link(m.payload).map(|link| Event::Link { deleted, link })
+            }
+            msg::RTM_NEWADDR | msg::RTM_DELADDR => {
+                msg::parse_addr(m.payload).map(|addr| Event::Addr { deleted, addr })
+            }
+            msg::NLMSG_OVERRUN => Some(Event::Overrun),
+            _ => None,
+        };
+        out.extend(ev);
+    }
+}
+
+/// Interfaces and addresses, by netlink dump (for MTU detection).
+pub fn links_and_addrs() -> io::Result<(Vec<LinkInfo>, Vec<AddrInfo>)> {
+    let sock = NlSocket::open(1 << 20, false)?;
+    let mut rx = Vec::with_capacity(1 << 20);
+    let mut links = Vec::new();
+    let mut addrs = Vec::new();
+    for (seq, ty) in [(1, msg::RTM_GETLINK), (2, msg::RTM_GETADDR)] {
+        let mut req = Vec::new();
+        msg::put_dump(&mut req, seq, ty);
+        sock.send(&req)?;
+        'dump: loop {
+            sock.recv(&mut rx)?;
+            for m in msg::messages(&rx) {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    msg::NLMSG_DONE => break 'dump,
+                    msg::NLMSG_ERROR => {
+                        let errno = msg::parse_error(&m).map(|e| e.errno).unwrap_or(libc::EIO);
+                        if errno != 0 {
+                            return Err(io::Error::from_raw_os_error(errno));
+                        }
+                        break 'dump;
+                    }
+                    msg::RTM_NEWLINK => links.extend(msg::parse_link(m.payload)),
+                    msg::RTM_NEWADDR => addrs.extend(msg::parse_addr(m.payload)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok((links, addrs))
+}

@@ -1,0 +1,718 @@
+//! rtnetlink messages, sans-IO: builders that append to a byte buffer and
+//! parsers that borrow from one.
+//!
+//! Only what the FIB writer needs: RTM_NEWROUTE/DELROUTE/GETROUTE with the
+//! attributes of `ip route` (dst, gateway or via, oif, table, priority,
+//! metrics, multipath), link and address notifications, and NLMSG_ERROR with
+//! the extended-ACK message. Parsers never panic on what the kernel sends:
+//! a short or malformed message is an error or is skipped.
+
+use ipnet::IpNet;
+use petrel_bgp::wire::Prefix;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const NLMSG_HDRLEN: usize = 16;
+pub const NLMSG_NOOP: u16 = 1;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+pub const NLMSG_OVERRUN: u16 = 4;
+
+pub const RTM_NEWLINK: u16 = 16;
+pub const RTM_DELLINK: u16 = 17;
+pub const RTM_GETLINK: u16 = 18;
+pub const RTM_NEWADDR: u16 = 20;
+pub const RTM_DELADDR: u16 = 21;
+pub const RTM_GETADDR: u16 = 22;
+pub const RTM_NEWROUTE: u16 = 24;
+pub const RTM_DELROUTE: u16 = 25;
+pub const RTM_GETROUTE: u16 = 26;
+
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_DUMP: u16 = 0x300;
+pub const NLM_F_REPLACE: u16 = 0x100;
+pub const NLM_F_CREATE: u16 = 0x400;
+/// On NLMSG_ERROR: TLVs (extended ACK) follow the echoed header.
+const NLM_F_ACK_TLVS: u16 = 0x200;
+/// On NLMSG_ERROR: the request's payload was not echoed (NETLINK_CAP_ACK).
+const NLM_F_CAPPED: u16 = 0x100;
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
+const RTA_METRICS: u16 = 8;
+const RTA_MULTIPATH: u16 = 9;
+const RTA_TABLE: u16 = 15;
+const RTA_VIA: u16 = 18;
+const RTAX_MTU: u16 = 2;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+pub const RTN_UNICAST: u8 = 1;
+pub const RTN_BLACKHOLE: u8 = 6;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+pub const RTNH_F_ONLINK: u8 = 4;
+const RTNH_F_DEAD: u8 = 1;
+
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFF_UP: u32 = 1;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+
+/// The common fields of every route this process writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteParams {
+    pub protocol: u8,
+    pub table: u32,
+    /// RTAX_MTU; none when `None` or 0.
+    pub mtu: Option<u32>,
+    /// RTA_PRIORITY (the metric); the kernel's default when `None`.
+    pub priority: Option<u32>,
+}
+
+/// One next hop as the kernel takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Hop {
+    /// The gateway; an IPv6 one on an IPv4 route becomes RTA_VIA (RFC 8950).
+    pub gateway: IpAddr,
+    /// The outgoing interface; 0 lets the kernel resolve the gateway.
+    pub ifindex: u32,
+    /// RTNH_F_ONLINK: the gateway is on the link whatever the addresses say.
+    pub onlink: bool,
+}
+
+/// What to install for a prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind<'a> {
+    Unicast(&'a [Hop]),
+    Blackhole,
+}
+
+/// Appends one netlink attribute (padded to 4 octets).
+fn attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+    buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(data);
+    pad(buf);
+}
+
+fn pad(buf: &mut Vec<u8>) {
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+}
+
+fn nest_begin(buf: &mut Vec<u8>, ty: u16) -> usize {
+    let at = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    at
+}
+
+fn nest_end(buf: &mut [u8], at: usize) {
+    let len = (buf.len() - at) as u16;
+    buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+}
+
+/// Starts a message; returns its offset for [`end_msg`].
+pub fn begin_msg(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32) -> usize {
+    let at = buf.len();
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    at
+}
+
+pub fn end_msg(buf: &mut [u8], at: usize) {
+    let len = (buf.len() - at) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
+}
+
+/// Adds flags to an already written message header (NLM_F_ACK on the last
+/// message of a batch).
+pub fn add_flags(buf: &mut [u8], at: usize, flags: u16) {
+    let old = u16::from_ne_bytes([buf[at + 6], buf[at + 7]]);
+    buf[at + 6..at + 8].copy_from_slice(&(old | flags).to_ne_bytes());
+}
+
+fn family_of(prefix: &Prefix) -> (u8, u8) {
+    match prefix {
+        Prefix::V4 { len, .. } => (AF_INET, *len),
+        Prefix::V6 { len, .. } => (AF_INET6, *len),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rtmsg(buf: &mut Vec<u8>, family: u8, dst_len: u8, table: u32, protocol: u8, rtype: u8) {
+    let rtm_table = if table < 256 { table as u8 } else { 0 };
+    buf.extend_from_slice(&[
+        family,
+        dst_len,
+        0,
+        0,
+        rtm_table,
+        protocol,
+        RT_SCOPE_UNIVERSE,
+        rtype,
+    ]);
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+}
+
+fn put_dst(buf: &mut Vec<u8>, prefix: &Prefix) {
+    match prefix {
+        Prefix::V4 { addr, .. } => attr(buf, RTA_DST, &addr.octets()),
+        Prefix::V6 { addr, .. } => attr(buf, RTA_DST, &addr.octets()),
+    }
+}
+
+/// The gateway of a hop: RTA_GATEWAY in its own family, RTA_VIA (family +
+/// address) for an IPv6 gateway of an IPv4 route.
+fn put_gateway(buf: &mut Vec<u8>, route_family: u8, gw: &IpAddr) {
+    match gw {
+        IpAddr::V4(a) => attr(buf, RTA_GATEWAY, &a.octets()),
+        IpAddr::V6(a) if route_family == AF_INET6 => attr(buf, RTA_GATEWAY, &a.octets()),
+        IpAddr::V6(a) => {
+            let mut via = [0u8; 18];
+            via[..2].copy_from_slice(&(AF_INET6 as u16).to_ne_bytes());
+            via[2..].copy_from_slice(&a.octets());
+            attr(buf, RTA_VIA, &via)
+        }
+    }
+}
+
+/// Appends an RTM_NEWROUTE with create + replace semantics.
+pub fn put_new_route(
+    buf: &mut Vec<u8>,
+    seq: u32,
+    p: &RouteParams,
+    prefix: &Prefix,
+    kind: RouteKind,
+) -> usize {
+    let at = begin_msg(
+        buf,
+        RTM_NEWROUTE,
+        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE,
+        seq,
+    );
+    let (family, len) = family_of(prefix);
+    let rtype = match kind {
+        RouteKind::Unicast(_) => RTN_UNICAST,
+        RouteKind::Blackhole => RTN_BLACKHOLE,
+    };
+    rtmsg(buf, family, len, p.table, p.protocol, rtype);
+    put_dst(buf, prefix);
+    attr(buf, RTA_TABLE, &p.table.to_ne_bytes());
+    if let Some(prio) = p.priority {
+        attr(buf, RTA_PRIORITY, &prio.to_ne_bytes());
+    }
+    if let Some(mtu) = p.mtu.filter(|m| *m > 0) {
+        let n = nest_begin(buf, RTA_METRICS);
+        attr(buf, RTAX_MTU, &mtu.to_ne_bytes());
+        nest_end(buf, n);
+    }
+    match kind {
+        RouteKind::Blackhole => {}
+        RouteKind::Unicast([hop]) => {
+            put_gateway(buf, family, &hop.gateway);
+            if hop.ifindex != 0 {
+                attr(buf, RTA_OIF, &hop.ifindex.to_ne_bytes());
+            }
+            if hop.onlink {
+                // rtm_flags carries RTNH_F_ONLINK for a single-hop route.
+                let f = at + NLMSG_HDRLEN + 8;
+                buf[f..f + 4].copy_from_slice(&(RTNH_F_ONLINK as u32).to_ne_bytes());
+            }
+        }
+        RouteKind::Unicast(hops) => {
+            let n = nest_begin(buf, RTA_MULTIPATH);
+            for hop in hops {
+                let h = buf.len();
+                buf.extend_from_slice(&[0, 0]);
+                buf.push(if hop.onlink { RTNH_F_ONLINK } else { 0 });
+                buf.push(0); // rtnh_hops: weight - 1
+                buf.extend_from_slice(&hop.ifindex.to_ne_bytes());
+                put_gateway(buf, family, &hop.gateway);
+                let l = (buf.len() - h) as u16;
+                buf[h..h + 2].copy_from_slice(&l.to_ne_bytes());
+            }
+            nest_end(buf, n);
+        }
+    }
+    end_msg(buf, at);
+    at
+}
+
+/// Appends an RTM_DELROUTE for our route of `prefix` (the protocol makes
+/// the kernel leave other protocols' routes of the same prefix alone).
+pub fn put_del_route(buf: &mut Vec<u8>, seq: u32, p: &RouteParams, prefix: &Prefix) -> usize {
+    let at = begin_msg(buf, RTM_DELROUTE, NLM_F_REQUEST, seq);
+    let (family, len) = family_of(prefix);
+    rtmsg(buf, family, len, p.table, p.protocol, 0);
+    put_dst(buf, prefix);
+    attr(buf, RTA_TABLE, &p.table.to_ne_bytes());
+    if let Some(prio) = p.priority {
+        attr(buf, RTA_PRIORITY, &prio.to_ne_bytes());
+    }
+    end_msg(buf, at);
+    at
+}
+
+/// Appends a route dump request, filtered by the kernel on protocol and
+/// table when strict checking is on (NETLINK_GET_STRICT_CHK).
+pub fn put_route_dump(buf: &mut Vec<u8>, seq: u32, v6: bool, protocol: u8, table: u32) {
+    let at = begin_msg(buf, RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, seq);
+    let family = if v6 { AF_INET6 } else { AF_INET };
+    rtmsg(buf, family, 0, table, protocol, 0);
+    attr(buf, RTA_TABLE, &table.to_ne_bytes());
+    end_msg(buf, at);
+}
+
+/// Appends a link or address dump request.
+pub fn put_dump(buf: &mut Vec<u8>, seq: u32, ty: u16) {
+    let at = begin_msg(buf, ty, NLM_F_REQUEST | NLM_F_DUMP, seq);
+    let body = if ty == RTM_GETLINK { 16 } else { 8 };
+    buf.extend(std::iter::repeat(0).take(body));
+    end_msg(buf, at);
+}
+
+/// One netlink message borrowed from a receive buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Msg<'a> {
+    pub ty: u16,
+    pub flags: u16,
+    pub seq: u32,
+    /// The sender's port id: for notifications, the port of the socket whose
+    /// request caused them (0 for the kernel's own changes).
+    pub port: u32,
+    pub payload: &'a [u8],
+}
+
+/// The messages of one datagram. Stops at the first malformed header.
+pub fn messages(mut buf: &[u8]) -> impl Iterator<Item = Msg<'_>> {
+    std::iter::from_fn(move || {
+        if buf.len() < NLMSG_HDRLEN {
+            return None;
+        }
+        let len = u32::from_ne_bytes(buf[0..4].try_into().ok()?) as usize;
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            return None;
+        }
+        let m = Msg {
+            ty: u16::from_ne_bytes([buf[4], buf[5]]),
+            flags: u16::from_ne_bytes([buf[6], buf[7]]),
+            seq: u32::from_ne_bytes(buf[8..12].try_into().ok()?),
+            port: u32::from_ne_bytes(buf[12..16].try_into().ok()?),
+            payload: &buf[NLMSG_HDRLEN..len],
+        };
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+        Some(m)
+    })
+}
+
+/// The attributes of a payload after its fixed header. Stops at the first
+/// malformed one.
+pub fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if buf.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([buf[0], buf[1]]) as usize;
+        let ty = u16::from_ne_bytes([buf[2], buf[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > buf.len() {
+            return None;
+        }
+        let data = &buf[4..len];
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
+        Some((ty, data))
+    })
+}
+
+/// An NLMSG_ERROR: an ACK when `errno` is 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorMsg {
+    /// Positive errno (the kernel sends it negated).
+    pub errno: i32,
+    /// The extended-ACK text (NETLINK_EXT_ACK), when the kernel gave one.
+    pub message: Option<String>,
+}
+
+pub fn parse_error(m: &Msg) -> Option<ErrorMsg> {
+    let p = m.payload;
+    let errno = -i32::from_ne_bytes(p.get(0..4)?.try_into().ok()?);
+    let mut message = None;
+    if m.flags & NLM_F_ACK_TLVS != 0 {
+        // The echoed request: its header only when capped, else all of it.
+        let echoed = if m.flags & NLM_F_CAPPED != 0 {
+            NLMSG_HDRLEN
+        } else {
+            p.get(4..8)
+                .map(|l| u32::from_ne_bytes(l.try_into().unwrap_or([0; 4])) as usize)
+                .unwrap_or(NLMSG_HDRLEN)
+        };
+        let tlvs = p.get(4 + ((echoed + 3) & !3)..).unwrap_or(&[]);
+        for (ty, data) in attrs(tlvs) {
+            if ty == NLMSGERR_ATTR_MSG {
+                let s = data.split(|b| *b == 0).next().unwrap_or(&[]);
+                message = Some(String::from_utf8_lossy(s).into_owned());
+            }
+        }
+    }
+    Some(ErrorMsg { errno, message })
+}
+
+/// A route as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub prefix: Prefix,
+    pub table: u32,
+    pub protocol: u8,
+    pub rtype: u8,
+    pub priority: Option<u32>,
+    pub mtu: Option<u32>,
+    /// One entry per next hop (several for a multipath route).
+    pub hops: Vec<Hop>,
+}
+
+fn ip_from(family: u8, data: &[u8]) -> Option<IpAddr> {
+    match (family, data.len()) {
+        (AF_INET, 4) => Some(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(data).ok()?))),
+        (AF_INET6, 16) => Some(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(data).ok()?))),
+        _ => None,
+    }
+}
+
+fn via(data: &[u8]) -> Option<IpAddr> {
+    let fam = u16::from_ne_bytes(data.get(0..2)?.try_into().ok()?);
+    ip_from(fam as u8, data.get(2..)?)
+}
+
+fn u32_of(data: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(data.get(0..4)?.try_into().ok()?))
+}
+
+/// Parses an RTM_NEWROUTE/DELROUTE payload; `None` for anything that is not
+/// an IPv4 or IPv6 route with a well-formed destination.
+pub fn parse_route(payload: &[u8]) -> Option<KernelRoute> {
+    let h = payload.get(0..12)?;
+    let (family, dst_len, rtm_table, protocol, rtype) = (h[0], h[1], h[4], h[5], h[7]);
+    let rtm_flags = u32::from_ne_bytes(h[8..12].try_into().ok()?);
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let mut r = KernelRoute {
+        prefix: Prefix::new(
+            if family == AF_INET {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            },
+            dst_len,
+        )?,
+        table: rtm_table as u32,
+        protocol,
+        rtype,
+        priority: None,
+        mtu: None,
+        hops: Vec::new(),
+    };
+    let mut single = Hop {
+        gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        ifindex: 0,
+        onlink: rtm_flags & RTNH_F_ONLINK as u32 != 0,
+    };
+    let mut have_gw = false;
+    for (ty, data) in attrs(&payload[12..]) {
+        match ty {
+            RTA_DST => r.prefix = Prefix::new(ip_from(family, data)?, dst_len)?,
+            RTA_TABLE => r.table = u32_of(data)?,
+            RTA_PRIORITY => r.priority = u32_of(data),
+            RTA_OIF => single.ifindex = u32_of(data).unwrap_or(0),
+            RTA_GATEWAY => {
+                if let Some(g) = ip_from(family, data) {
+                    single.gateway = g;
+                    have_gw = true;
+                }
+            }
+            RTA_VIA => {
+                if let Some(g) = via(data) {
+                    single.gateway = g;
+                    have_gw = true;
+                }
+            }
+            RTA_METRICS => {
+                for (mt, md) in attrs(data) {
+                    if mt == RTAX_MTU {
+                        r.mtu = u32_of(md);
+                    }
+                }
+            }
+            RTA_MULTIPATH => r.hops = parse_multipath(family, data),
+            _ => {}
+        }
+    }
+    if r.hops.is_empty() && (have_gw || single.ifindex != 0) {
+        r.hops.push(single);
+    }
+    Some(r)
+}
+
+fn parse_multipath(family: u8, mut data: &[u8]) -> Vec<Hop> {
+    let mut hops = Vec::new();
+    while data.len() >= 8 {
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        if len < 8 || len > data.len() {
+            break;
+        }
+        let flags = data[2];
+        let mut hop = Hop {
+            gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            ifindex: u32::from_ne_bytes([data[4], data[5], data[6], data[7]]),
+            onlink: flags & RTNH_F_ONLINK != 0,
+        };
+        for (ty, d) in attrs(&data[8..len]) {
+            match ty {
+                RTA_GATEWAY => hop.gateway = ip_from(family, d).unwrap_or(hop.gateway),
+                RTA_VIA => hop.gateway = via(d).unwrap_or(hop.gateway),
+                _ => {}
+            }
+        }
+        if flags & RTNH_F_DEAD == 0 || hop.gateway != IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+            hops.push(hop);
+        }
+        data = &data[((len + 3) & !3).min(data.len())..];
+    }
+    hops
+}
+
+/// An interface from RTM_NEWLINK/DELLINK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub ifindex: u32,
+    pub name: String,
+    pub mtu: u32,
+    /// IFF_UP (administratively up).
+    pub up: bool,
+}
+
+pub fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
+    let h = payload.get(0..16)?;
+    let mut l = LinkInfo {
+        ifindex: u32::from_ne_bytes(h[4..8].try_into().ok()?),
+        name: String::new(),
+        mtu: 0,
+        up: u32::from_ne_bytes(h[8..12].try_into().ok()?) & IFF_UP != 0,
+    };
+    for (ty, data) in attrs(&payload[16..]) {
+        match ty {
+            IFLA_IFNAME => {
+                let s = data.split(|b| *b == 0).next().unwrap_or(&[]);
+                l.name = String::from_utf8_lossy(s).into_owned();
+            }
+            IFLA_MTU => l.mtu = u32_of(data).unwrap_or(0),
+            _ => {}
+        }
+    }
+    Some(l)
+}
+
+/// An address from RTM_NEWADDR/DELADDR.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddrInfo {
+    pub ifindex: u32,
+    pub net: IpNet,
+}
+
+pub fn parse_addr(payload: &[u8]) -> Option<AddrInfo> {
+    let h = payload.get(0..8)?;
+    let (family, plen) = (h[0], h[1]);
+    let ifindex = u32::from_ne_bytes(h[4..8].try_into().ok()?);
+    let (mut local, mut address) = (None, None);
+    for (ty, data) in attrs(&payload[8..]) {
+        match ty {
+            IFA_LOCAL => local = ip_from(family, data),
+            IFA_ADDRESS => address = ip_from(family, data),
+            _ => {}
+        }
+    }
+    // IFA_LOCAL is the interface's own address on point-to-point links.
+    let addr = local.or(address)?;
+    Some(AddrInfo {
+        ifindex,
+        net: IpNet::new(addr, plen).ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    const PARAMS: RouteParams = RouteParams {
+        protocol: 202,
+        table: 254,
+        mtu: Some(1450),
+        priority: None,
+    };
+
+    #[test]
+    fn new_route_v4_bytes() {
+        let mut buf = Vec::new();
+        let hop = Hop {
+            gateway: "192.0.2.1".parse().unwrap(),
+            ifindex: 0,
+            onlink: false,
+        };
+        put_new_route(
+            &mut buf,
+            7,
+            &PARAMS,
+            &p("10.1.2.0/24"),
+            RouteKind::Unicast(&[hop]),
+        );
+        #[rustfmt::skip]
+        let want: Vec<u8> = [
+            &64u32.to_ne_bytes()[..], &24u16.to_ne_bytes(), &0x501u16.to_ne_bytes(),
+            &7u32.to_ne_bytes(), &[0, 0, 0, 0],
+            // rtmsg: inet /24, table main, proto 202, universe, unicast
+            &[2, 24, 0, 0, 254, 202, 0, 1, 0, 0, 0, 0],
+            &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), &[10, 1, 2, 0],
+            &8u16.to_ne_bytes(), &15u16.to_ne_bytes(), &254u32.to_ne_bytes(),
+            &12u16.to_ne_bytes(), &8u16.to_ne_bytes(),
+            &8u16.to_ne_bytes(), &2u16.to_ne_bytes(), &1450u32.to_ne_bytes(),
+            &8u16.to_ne_bytes(), &5u16.to_ne_bytes(), &[192, 0, 2, 1],
+        ]
+        .concat();
+        assert_eq!(buf, want);
+        // And it parses back as the kernel would report it.
+        let m = messages(&buf).next().unwrap();
+        let r = parse_route(m.payload).unwrap();
+        assert_eq!(r.prefix, p("10.1.2.0/24"));
+        assert_eq!((r.table, r.protocol, r.mtu), (254, 202, Some(1450)));
+        assert_eq!(r.hops, vec![hop]);
+    }
+
+    #[test]
+    fn multipath_v6_and_via_round_trip() {
+        let hops = [
+            Hop {
+                gateway: "fe80::1".parse().unwrap(),
+                ifindex: 3,
+                onlink: true,
+            },
+            Hop {
+                gateway: "2001:db8::2".parse().unwrap(),
+                ifindex: 0,
+                onlink: false,
+            },
+        ];
+        let mut buf = Vec::new();
+        put_new_route(
+            &mut buf,
+            1,
+            &PARAMS,
+            &p("fd00::/48"),
+            RouteKind::Unicast(&hops),
+        );
+        let via4 = [Hop {
+            gateway: "2001:db8::9".parse().unwrap(),
+            ifindex: 2,
+            onlink: false,
+        }];
+        put_new_route(
+            &mut buf,
+            2,
+            &PARAMS,
+            &p("10.0.0.0/8"),
+            RouteKind::Unicast(&via4),
+        );
+        let ms: Vec<_> = messages(&buf).collect();
+        assert_eq!(ms.len(), 2);
+        let r = parse_route(ms[0].payload).unwrap();
+        assert_eq!(r.hops, hops);
+        let r = parse_route(ms[1].payload).unwrap();
+        assert_eq!(r.hops, via4);
+        assert_eq!(ms[1].seq, 2);
+    }
+
+    #[test]
+    fn blackhole_and_delete() {
+        let mut buf = Vec::new();
+        let params = RouteParams {
+            table: 1000,
+            mtu: None,
+            priority: Some(20),
+            ..PARAMS
+        };
+        put_new_route(
+            &mut buf,
+            1,
+            &params,
+            &p("10.9.0.0/26"),
+            RouteKind::Blackhole,
+        );
+        put_del_route(&mut buf, 2, &params, &p("10.9.0.0/26"));
+        let ms: Vec<_> = messages(&buf).collect();
+        let r = parse_route(ms[0].payload).unwrap();
+        assert_eq!(
+            (r.rtype, r.table, r.priority),
+            (RTN_BLACKHOLE, 1000, Some(20))
+        );
+        assert!(r.hops.is_empty());
+        assert_eq!(ms[1].ty, RTM_DELROUTE);
+        assert_eq!(parse_route(ms[1].payload).unwrap().protocol, 202);
+    }
+
+    #[test]
+    fn error_with_extended_ack() {
+        // NLMSG_ERROR, flags CAPPED|ACK_TLVS, seq 9: -ENETUNREACH, the echoed
+        // header, then NLMSGERR_ATTR_MSG "Nexthop has invalid gateway".
+        let text = b"Nexthop has invalid gateway\0";
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&(-101i32).to_ne_bytes());
+        payload.extend_from_slice(&[0u8; 16]);
+        attr(&mut payload, NLMSGERR_ATTR_MSG, text);
+        let mut buf = Vec::new();
+        let at = begin_msg(&mut buf, NLMSG_ERROR, 0x300, 9);
+        buf.extend_from_slice(&payload);
+        end_msg(&mut buf, at);
+        let m = messages(&buf).next().unwrap();
+        assert_eq!(m.seq, 9);
+        let e = parse_error(&m).unwrap();
+        assert_eq!(e.errno, 101);
+        assert_eq!(e.message.as_deref(), Some("Nexthop has invalid gateway"));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut x: u32 = 12345;
+        for n in 0..2000 {
+            let mut buf = Vec::new();
+            for _ in 0..(n % 97) {
+                x = x.wrapping_mul(1103515245).wrapping_add(12345);
+                buf.push((x >> 16) as u8);
+            }
+            if buf.len() >= 4 {
+                let l = (buf.len() as u32).to_ne_bytes();
+                buf[..4].copy_from_slice(&l);
+            }
+            for m in messages(&buf) {
+                let _ = parse_route(m.payload);
+                let _ = parse_link(m.payload);
+                let _ = parse_addr(m.payload);
+                let _ = parse_error(&m);
+            }
+            let _ = parse_route(&buf);
+            let _ = parse_link(&buf);
+        }
+    }
+}
