@@ -714,7 +714,7 @@ impl Ipam {
         out: &mut Vec<Assigned>,
     ) -> Result<()> {
         let now = now();
-        let candidates: Vec<&Block> = blocks
+        let mut candidates: Vec<(u32, &Block)> = blocks
             .values()
             .map(|(b, _)| b)
             .filter(|b| {
@@ -723,12 +723,19 @@ impl Ipam {
                     .any(|p| p.name == b.pool && p.cidr.contains(&b.cidr))
             })
             .filter(|b| b.affinity.as_deref() != Some(req.node.as_str()))
-            .filter(|b| b.available(now, cfg.reuse_cooldown_secs) > 0)
+            .map(|b| (b.available(now, cfg.reuse_cooldown_secs), b))
+            .filter(|(room, _)| *room > 0)
             .collect();
-        let start = if candidates.is_empty() {
+        // Emptiest blocks first, so borrowers spread instead of piling onto
+        // the same few; among the emptiest few, a start derived from the
+        // node name, so borrowers at the same moment pick different ones.
+        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        let candidates: Vec<&Block> = candidates.into_iter().map(|(_, b)| b).collect();
+        let spread = candidates.len().min(8);
+        let start = if spread == 0 {
             0
         } else {
-            (claim::node_hash(&req.node) % candidates.len() as u64) as usize
+            (claim::node_hash(&req.node) % spread as u64) as usize
         };
         for i in 0..candidates.len() {
             if need == 0 {
