@@ -729,7 +729,7 @@ impl Ipam {
         // Emptiest blocks first, so borrowers spread instead of piling onto
         // the same few; among the emptiest few, a start derived from the
         // node name, so borrowers at the same moment pick different ones.
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|(room, _)| std::cmp::Reverse(*room));
         let candidates: Vec<&Block> = candidates.into_iter().map(|(_, b)| b).collect();
         let spread = candidates.len().min(8);
         let start = if spread == 0 {
