@@ -19,6 +19,23 @@ async fn etcd_backend_conforms() {
         .await
         .expect("connect");
     conformance::run_all(Arc::new(store), "/petrel-test/conformance").await;
+
+    // A list of endpoints with a dead one in it still works.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let cfg = EtcdConfig::new(vec![
+        format!("http://127.0.0.1:{dead}"),
+        etcd.endpoint.clone(),
+    ]);
+    let store = EtcdStore::connect(&cfg).await.expect("connect");
+    for i in 0..10 {
+        store
+            .create(&format!("/petrel-test/multi/{i}"), b"x".to_vec())
+            .await
+            .expect("writes succeed through the live endpoint");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
