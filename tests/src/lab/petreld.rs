@@ -63,6 +63,14 @@ impl Peer {
         self.hold_time = Some(s);
         self
     }
+    pub fn keepalive(mut self, s: u16) -> Self {
+        self.keepalive = Some(s);
+        self
+    }
+    pub fn ttl_security(mut self, hops: u8) -> Self {
+        self.ttl_security = Some(hops);
+        self
+    }
     pub fn next_hop(mut self, mode: &str) -> Self {
         self.next_hop = Some(mode.into());
         self
@@ -99,6 +107,8 @@ pub struct Config {
     pub peers: Vec<Peer>,
     /// (prefix, communities, large communities)
     pub originate: Vec<(String, Vec<String>, Vec<String>)>,
+    /// petreld's log filter, `PETREL_LOG` (not part of the TOML); default `info`.
+    pub log_filter: String,
 }
 
 impl Config {
@@ -113,6 +123,7 @@ impl Config {
             graceful_restart: None,
             peers: Vec::new(),
             originate: Vec::new(),
+            log_filter: "info".into(),
         }
     }
     /// Listen on `ADDR:179` (IPv6 addresses in brackets).
@@ -229,6 +240,8 @@ pub struct PeerStatus {
     pub received: u64,
     pub accepted: u64,
     pub advertised: u64,
+    /// Why the session last went down, if it did.
+    pub last_error: Option<String>,
 }
 
 /// A running petreld.
@@ -270,7 +283,7 @@ impl Petreld {
             &self.dir.join("petreld.log"),
             &bin.to_string_lossy(),
             &["--config", &conf.to_string_lossy()],
-            &[("RUST_LOG", "info")],
+            &[("PETREL_LOG", &self.config.log_filter)],
         )?;
         wait_until("petrelctl to answer", &[&d], || {
             Ok(self.peers().ok().map(drop))
@@ -298,6 +311,15 @@ impl Petreld {
         serde_json::from_str(&out).with_context(|| format!("petrelctl {}: {out}", a.join(" ")))
     }
 
+    /// Runs `petrelctl --socket S args` (a command without JSON output,
+    /// e.g. `peer disable ADDR`) and returns its stdout.
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let bin = crate::bin("petrelctl")?;
+        let mut a = vec!["--socket", &self.config.socket];
+        a.extend_from_slice(args);
+        super::netns::run(&bin.to_string_lossy(), &a)
+    }
+
     /// `show peers`.
     pub fn peers(&self) -> Result<Vec<PeerStatus>> {
         let v = self.ctl_json(&["show", "peers"])?;
@@ -313,6 +335,7 @@ impl Petreld {
                 received: n(p, "received"),
                 accepted: n(p, "accepted"),
                 advertised: n(p, "advertised"),
+                last_error: p["last_error"].as_str().map(str::to_string),
             })
             .collect())
     }

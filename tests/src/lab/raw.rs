@@ -5,7 +5,7 @@
 use super::Netns;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 /// Message types.
@@ -132,7 +132,18 @@ pub fn update(withdrawn: &[&str], attrs: &[u8], announced: &[&str]) -> Result<Ve
     Ok(body)
 }
 
-/// An established session driven by hand.
+/// How the raw speaker's socket is set up before its SYN.
+#[derive(Clone, Debug, Default)]
+pub struct SocketOptions {
+    /// Source address (else the kernel's choice).
+    pub local: Option<IpAddr>,
+    /// `IP_TTL` / `IPV6_UNICAST_HOPS` of everything it sends (GTSM tests).
+    pub ttl: Option<u8>,
+}
+
+/// A session driven by hand: [`RawSpeaker::connect`] opens it, or
+/// [`RawSpeaker::dial`] / [`RawSpeaker::accept`] give the bare TCP
+/// connection for a test to speak first.
 pub struct RawSpeaker {
     stream: TcpStream,
     /// The peer's OPEN body.
@@ -143,39 +154,111 @@ impl RawSpeaker {
     /// Connects from `ns` to `peer` (`"10.0.0.1:179"`), exchanges OPEN and
     /// KEEPALIVE; fails on a NOTIFICATION or at the deadline.
     pub fn connect(ns: &Netns, peer: &str, open: &Open) -> Result<RawSpeaker> {
+        RawSpeaker::connect_with(ns, peer, open, &SocketOptions::default())
+    }
+
+    /// [`RawSpeaker::connect`] with socket options.
+    pub fn connect_with(
+        ns: &Netns,
+        peer: &str,
+        open: &Open,
+        opts: &SocketOptions,
+    ) -> Result<RawSpeaker> {
+        let mut s = RawSpeaker::dial(ns, peer, opts)?;
+        s.handshake(open)?;
+        Ok(s)
+    }
+
+    /// Only the TCP connection (retried until the deadline), no OPEN yet.
+    pub fn dial(ns: &Netns, peer: &str, opts: &SocketOptions) -> Result<RawSpeaker> {
         let addr: SocketAddr = peer.parse().with_context(|| format!("address {peer}"))?;
         let start = std::time::Instant::now();
         let stream = loop {
-            let r =
-                ns.enter(move || Ok(TcpStream::connect_timeout(&addr, Duration::from_secs(2))?));
-            match r {
+            let o = opts.clone();
+            match ns.enter(move || tcp_connect(addr, &o)) {
                 Ok(s) => break s,
-                Err(e) if start.elapsed() < super::DEADLINE => {
-                    let _ = e;
+                Err(_) if start.elapsed() < super::DEADLINE => {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(e) => return Err(e.context(format!("connect to {peer}"))),
             }
         };
+        RawSpeaker::from_stream(stream)
+    }
+
+    /// A listening socket in `ns` (`"10.0.0.2:179"`), for a peer that dials.
+    pub fn listen(ns: &Netns, addr: &str) -> Result<TcpListener> {
+        let addr: SocketAddr = addr.parse().with_context(|| format!("address {addr}"))?;
+        let l = ns.enter(move || Ok(TcpListener::bind(addr)?))?;
+        l.set_nonblocking(true)?;
+        Ok(l)
+    }
+
+    /// The next connection on `listener` (from [`RawSpeaker::listen`]), no
+    /// OPEN yet; fails at the deadline.
+    pub fn accept(listener: &TcpListener) -> Result<RawSpeaker> {
+        let start = std::time::Instant::now();
+        loop {
+            match listener.accept() {
+                Ok((s, _)) => {
+                    s.set_nonblocking(false)?;
+                    return RawSpeaker::from_stream(s);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if start.elapsed() > super::DEADLINE {
+                        bail!("no connection within {:?}", super::DEADLINE);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn from_stream(stream: TcpStream) -> Result<RawSpeaker> {
         stream.set_read_timeout(Some(super::DEADLINE))?;
         stream.set_nodelay(true)?;
-        let mut s = RawSpeaker {
+        Ok(RawSpeaker {
             stream,
             peer_open: Vec::new(),
-        };
-        s.send(&open.encode())?;
+        })
+    }
+
+    /// Sends `open` and reads until the session is Established (the peer's
+    /// OPEN, then its KEEPALIVE); fails on a NOTIFICATION.
+    pub fn handshake(&mut self, open: &Open) -> Result<()> {
+        self.send(&open.encode())?;
         loop {
-            let (kind, body) = s.read()?;
+            let (kind, body) = self.read()?;
             match kind {
                 OPEN => {
-                    s.peer_open = body;
-                    s.send(&message(KEEPALIVE, &[]))?;
+                    self.peer_open = body;
+                    self.send(&message(KEEPALIVE, &[]))?;
                 }
-                KEEPALIVE if !s.peer_open.is_empty() => return Ok(s),
+                KEEPALIVE if !self.peer_open.is_empty() => return Ok(()),
                 NOTIFICATION => bail!("peer sent NOTIFICATION {body:02x?}"),
                 _ => {}
             }
         }
+    }
+
+    /// Reads until a message of `kind` and returns its body (a
+    /// NOTIFICATION when waiting for something else is an error).
+    pub fn read_until(&mut self, kind: u8) -> Result<Vec<u8>> {
+        loop {
+            let (k, body) = self.read()?;
+            if k == kind {
+                return Ok(body);
+            }
+            if k == NOTIFICATION {
+                bail!("peer sent NOTIFICATION {body:02x?}");
+            }
+        }
+    }
+
+    /// The TCP connection, for tests that read or write it directly.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
     }
 
     /// Sends whole message bytes.
@@ -228,4 +311,127 @@ impl RawSpeaker {
         self.stream.set_read_timeout(Some(super::DEADLINE))?;
         r
     }
+}
+
+/// The capability codes of an OPEN body's Optional Parameters.
+pub fn open_capabilities(open: &[u8]) -> Vec<u8> {
+    let mut codes = Vec::new();
+    let Some(params) = open.get(10..) else {
+        return codes;
+    };
+    let mut p = params;
+    while let [kind, len, rest @ ..] = p {
+        let Some(value) = rest.get(..*len as usize) else {
+            break;
+        };
+        if *kind == 2 {
+            let mut c = value;
+            while let [code, clen, crest @ ..] = c {
+                codes.push(*code);
+                c = crest.get(*clen as usize..).unwrap_or_default();
+            }
+        }
+        p = &rest[*len as usize..];
+    }
+    codes
+}
+
+/// The whole TLV (code, length, value) of capability `code` in an OPEN
+/// body, as a NOTIFICATION 2/7 names it (RFC 5492 §5).
+pub fn open_capability(open: &[u8], code: u8) -> Option<Vec<u8>> {
+    let mut p = open.get(10..)?;
+    while let [kind, len, rest @ ..] = p {
+        let value = rest.get(..*len as usize)?;
+        if *kind == 2 {
+            let mut c = value;
+            while let [ccode, clen, crest @ ..] = c {
+                let end = *clen as usize;
+                if *ccode == code {
+                    let mut tlv = vec![*ccode, *clen];
+                    tlv.extend_from_slice(crest.get(..end)?);
+                    return Some(tlv);
+                }
+                c = crest.get(end..).unwrap_or_default();
+            }
+        }
+        p = &rest[*len as usize..];
+    }
+    None
+}
+
+/// A blocking TCP connect with the socket set up by `opts` first (std
+/// cannot bind or set the TTL before connecting).
+fn tcp_connect(addr: SocketAddr, opts: &SocketOptions) -> Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let v6 = addr.is_ipv6();
+    let domain = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain socket(2); the fd is owned by the TcpStream below.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket no one else owns.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let check = |rc: libc::c_int, what: &str| -> Result<()> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            bail!("{what}: {}", std::io::Error::last_os_error())
+        }
+    };
+    if let Some(ttl) = opts.ttl {
+        let (level, opt) = if v6 {
+            (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS)
+        } else {
+            (libc::IPPROTO_IP, libc::IP_TTL)
+        };
+        let v = ttl as libc::c_int;
+        // SAFETY: an int option on a valid socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                opt,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        check(rc, "setsockopt TTL")?;
+    }
+    if let Some(local) = opts.local {
+        let (sa, len) = sockaddr(SocketAddr::new(local, 0));
+        // SAFETY: sa is a valid sockaddr of length len.
+        let rc = unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) };
+        check(rc, &format!("bind {local}"))?;
+    }
+    let (sa, len) = sockaddr(addr);
+    // SAFETY: sa is a valid sockaddr of length len.
+    let rc = unsafe { libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len) };
+    check(rc, &format!("connect {addr}"))?;
+    Ok(stream)
+}
+
+fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 = unsafe { &mut *(&mut ss as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr.s6_addr = a.ip().octets();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
 }
