@@ -1,0 +1,411 @@
+//! fib-bench: N IPv4 /24 routes into a fresh namespace's kernel FIB, through
+//! petrel's `Fib` and through a minimal batched-netlink loop (the kernel's
+//! own limit, issue 6), in one run; then the same routes withdrawn.
+//!
+//! ```text
+//! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--repeat K] [--json]
+//! ```
+//!
+//! `--chunk` is how many Loc-RIB changes one `Fib::apply` call gets (the
+//! speaker's batch); `--batch-bytes` the netlink datagram size of both
+//! writers. Needs root (network namespaces). Every route is inside a
+//! namespace the run creates; they go with it.
+
+use anyhow::{bail, Context, Result};
+use petrel_bgp::rib::{AttrSet, LocRibChange, PeerId, Route};
+use petrel_bgp::wire::attr::mp::NextHop;
+use petrel_bgp::wire::{PathAttributes, Prefix};
+use petrel_daemon::fib::{Fib, FibConfig};
+use petrel_tests::lab::{self, Lab, Netns};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Instant;
+
+const PROTO: u8 = 202;
+const MTU: u32 = 1450;
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+struct Args {
+    routes: u32,
+    chunk: usize,
+    batch_bytes: usize,
+    repeat: usize,
+    json: bool,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        routes: 1_000_000,
+        chunk: 4096,
+        batch_bytes: FibConfig::default().batch_bytes,
+        repeat: 1,
+        json: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{k} needs a value"));
+        match k.as_str() {
+            "--routes" => a.routes = val()?.parse()?,
+            "--chunk" => a.chunk = val()?.parse()?,
+            "--batch-bytes" => a.batch_bytes = val()?.parse()?,
+            "--repeat" => a.repeat = val()?.parse()?,
+            "--json" => a.json = true,
+            _ => bail!(
+                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--repeat K] [--json]"
+            ),
+        }
+    }
+    if a.routes == 0 || a.routes > 1 << 22 {
+        bail!("--routes must be 1..=4194304");
+    }
+    Ok(a)
+}
+
+/// The i-th /24 from 16.0.0.0 on.
+fn prefix_addr(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from((16u32 << 24) + (i << 8))
+}
+
+fn namespace(lab: &Lab, name: &str) -> Result<Netns> {
+    let ns = lab.netns(name)?;
+    ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d0p"])?;
+    ns.ip(&["link", "set", "d0p", "up"])?;
+    ns.add_addr("d0", "192.0.2.1/24")?;
+    ns.ip(&["link", "set", "d0", "up"])?;
+    Ok(ns)
+}
+
+fn count_routes(ns: &Netns) -> Result<usize> {
+    let out = ns.exec("sh", &["-c", "ip -4 route show proto 202 | wc -l"])?;
+    Ok(out.trim().parse()?)
+}
+
+/// The minimal batched writer: one socket, messages appended until the
+/// datagram is full, NLM_F_ACK on the last one, one recv up to that ACK.
+mod raw {
+    use super::*;
+
+    pub struct Sock(OwnedFd);
+
+    fn opt(fd: i32, level: i32, name: i32, v: i32) {
+        // SAFETY: valid fd, c_int option.
+        unsafe { libc::setsockopt(fd, level, name, &v as *const i32 as *const libc::c_void, 4) };
+    }
+
+    impl Sock {
+        pub fn open() -> Result<Sock> {
+            // SAFETY: plain socket(2).
+            let fd = unsafe {
+                libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    libc::NETLINK_ROUTE,
+                )
+            };
+            if fd < 0 {
+                bail!("socket: {}", std::io::Error::last_os_error());
+            }
+            // SAFETY: fresh fd.
+            let s = Sock(unsafe { OwnedFd::from_raw_fd(fd) });
+            opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 8 << 20);
+            opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20);
+            opt(fd, 270, 10, 1); // NETLINK_CAP_ACK
+            Ok(s)
+        }
+
+        pub fn send(&self, buf: &[u8]) -> Result<()> {
+            // SAFETY: zeroed sockaddr_nl is the kernel's address.
+            let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            sa.nl_family = libc::AF_NETLINK as u16;
+            // SAFETY: valid buffer and address.
+            let r = unsafe {
+                libc::sendto(
+                    self.0.as_raw_fd(),
+                    buf.as_ptr() as *const libc::c_void,
+                    buf.len(),
+                    0,
+                    &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_nl>() as u32,
+                )
+            };
+            if r < 0 {
+                bail!("sendto: {}", std::io::Error::last_os_error());
+            }
+            Ok(())
+        }
+
+        /// Reads until the ACK (or error) of `last`; counts errors.
+        pub fn wait(&self, rx: &mut [u8], last: u32) -> Result<usize> {
+            let mut errors = 0;
+            loop {
+                // SAFETY: rx is writable.
+                let n = unsafe {
+                    libc::recv(
+                        self.0.as_raw_fd(),
+                        rx.as_mut_ptr() as *mut libc::c_void,
+                        rx.len(),
+                        0,
+                    )
+                };
+                if n < 0 {
+                    bail!("recv: {}", std::io::Error::last_os_error());
+                }
+                let mut b = &rx[..n as usize];
+                while b.len() >= 20 {
+                    let len = u32::from_ne_bytes(b[0..4].try_into()?) as usize;
+                    let ty = u16::from_ne_bytes([b[4], b[5]]);
+                    let seq = u32::from_ne_bytes(b[8..12].try_into()?);
+                    if len < 16 || len > b.len() {
+                        break;
+                    }
+                    if ty == 2 {
+                        let err = i32::from_ne_bytes(b[16..20].try_into()?);
+                        if err != 0 {
+                            errors += 1;
+                        }
+                        if seq == last {
+                            return Ok(errors);
+                        }
+                    }
+                    b = &b[((len + 3) & !3).min(b.len())..];
+                }
+            }
+        }
+    }
+
+    fn attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
+        buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(data);
+    }
+
+    /// RTM_NEWROUTE (create|replace) or RTM_DELROUTE of the i-th /24.
+    pub fn put(buf: &mut Vec<u8>, seq: u32, i: u32, delete: bool, ack: bool) {
+        let at = buf.len();
+        let (ty, mut flags): (u16, u16) = if delete { (25, 1) } else { (24, 0x501) };
+        if ack {
+            flags |= 4;
+        }
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&ty.to_ne_bytes());
+        buf.extend_from_slice(&flags.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        let rtype = if delete { 0 } else { 1 };
+        buf.extend_from_slice(&[2, 24, 0, 0, 254, PROTO, 0, rtype, 0, 0, 0, 0]);
+        attr(buf, 1, &prefix_addr(i).octets());
+        if !delete {
+            attr(buf, 5, &GATEWAY.octets());
+            buf.extend_from_slice(&12u16.to_ne_bytes());
+            buf.extend_from_slice(&8u16.to_ne_bytes());
+            attr(buf, 2, &MTU.to_ne_bytes());
+        }
+        let len = (buf.len() - at) as u32;
+        buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    /// Writes routes 0..n; returns (seconds, errors).
+    pub fn run(n: u32, batch_bytes: usize, delete: bool) -> Result<(f64, usize)> {
+        let sock = Sock::open()?;
+        let mut buf = Vec::with_capacity(batch_bytes + 256);
+        let mut rx = vec![0u8; 1 << 20];
+        let mut errors = 0;
+        let mut seq = 0u32;
+        let per = 64;
+        let t = Instant::now();
+        let mut i = 0;
+        while i < n {
+            buf.clear();
+            let end = (i + (batch_bytes / per).max(1) as u32).min(n);
+            for j in i..end {
+                seq += 1;
+                put(&mut buf, seq, j, delete, j + 1 == end);
+            }
+            sock.send(&buf)?;
+            errors += sock.wait(&mut rx, seq)?;
+            i = end;
+        }
+        Ok((t.elapsed().as_secs_f64(), errors))
+    }
+}
+
+fn changes(n: u32) -> (Vec<LocRibChange>, Vec<LocRibChange>) {
+    let attrs = Arc::new(AttrSet::new(
+        PathAttributes::default(),
+        Some(NextHop::V4(GATEWAY)),
+    ));
+    let mut add = Vec::with_capacity(n as usize);
+    let mut del = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let prefix = Prefix::V4 {
+            addr: prefix_addr(i),
+            len: 24,
+        };
+        let best = Route {
+            prefix,
+            peer: PeerId(1),
+            path_id: 0,
+            attrs: attrs.clone(),
+            llgr_stale: false,
+        };
+        add.push(LocRibChange::Best {
+            prefix,
+            best: best.clone(),
+            multipath: vec![best],
+        });
+        del.push(LocRibChange::Unreachable { prefix });
+    }
+    (add, del)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Run {
+    install_s: f64,
+    withdraw_s: f64,
+    errors: usize,
+    in_fib: usize,
+}
+
+fn run_raw(lab: &Lab, a: &Args) -> Result<Run> {
+    let ns = namespace(lab, "raw")?;
+    let (n, b) = (a.routes, a.batch_bytes);
+    let (install_s, e1) = ns.enter(move || raw::run(n, b, false))?;
+    let in_fib = count_routes(&ns)?;
+    let (withdraw_s, e2) = ns.enter(move || raw::run(n, b, true))?;
+    Ok(Run {
+        install_s,
+        withdraw_s,
+        errors: e1 + e2,
+        in_fib,
+    })
+}
+
+fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
+    let ns = namespace(lab, "fib")?;
+    let (add, del) = changes(a.routes);
+    let (chunk, bb) = (a.chunk.max(1), a.batch_bytes);
+    let (fib, install_s, e1) = ns.enter(move || {
+        let mut fib = Fib::open(FibConfig {
+            mtu: Some(MTU),
+            batch_bytes: bb,
+            ..FibConfig::default()
+        })?;
+        let t = Instant::now();
+        let mut errors = 0;
+        for c in add.chunks(chunk) {
+            errors += fib.apply(c)?.errors.len();
+        }
+        Ok((fib, t.elapsed().as_secs_f64(), errors))
+    })?;
+    let in_fib = count_routes(&ns)?;
+    let (withdraw_s, e2) = ns.enter(move || {
+        let mut fib = fib;
+        let t = Instant::now();
+        let mut errors = 0;
+        for c in del.chunks(chunk) {
+            errors += fib.apply(c)?.errors.len();
+        }
+        Ok((t.elapsed().as_secs_f64(), errors))
+    })?;
+    Ok(Run {
+        install_s,
+        withdraw_s,
+        errors: e1 + e2,
+        in_fib,
+    })
+}
+
+fn main() -> Result<()> {
+    let a = args()?;
+    if let Err(what) = lab::can_run(&[]) {
+        bail!("fib-bench needs {what}");
+    }
+    let mut rows = Vec::new();
+    for rep in 0..a.repeat {
+        // Alternate which writer goes first.
+        let order: [&str; 2] = if rep % 2 == 0 {
+            ["raw", "fib"]
+        } else {
+            ["fib", "raw"]
+        };
+        for which in order {
+            let lab = Lab::new("fib-bench")?;
+            let r = if which == "raw" {
+                run_raw(&lab, &a)?
+            } else {
+                run_fib(&lab, &a)?
+            };
+            if r.in_fib != a.routes as usize {
+                eprintln!(
+                    "warning: {which}: {} routes in the FIB, expected {}",
+                    r.in_fib, a.routes
+                );
+            }
+            rows.push((rep, which, r));
+            drop(lab);
+        }
+    }
+    let n = a.routes as f64;
+    let best = |w: &str, f: fn(&Run) -> f64| {
+        rows.iter()
+            .filter(|(_, x, _)| *x == w)
+            .map(|(_, _, r)| n / f(r))
+            .fold(0.0, f64::max)
+    };
+    let (raw_in, fib_in) = (best("raw", |r| r.install_s), best("fib", |r| r.install_s));
+    let (raw_out, fib_out) = (best("raw", |r| r.withdraw_s), best("fib", |r| r.withdraw_s));
+    if a.json {
+        let runs: Vec<_> = rows
+            .iter()
+            .map(|(rep, w, r)| {
+                serde_json::json!({
+                    "repeat": rep, "writer": w, "routes": a.routes,
+                    "install_seconds": r.install_s, "withdraw_seconds": r.withdraw_s,
+                    "install_routes_per_s": n / r.install_s,
+                    "withdraw_routes_per_s": n / r.withdraw_s,
+                    "errors": r.errors, "in_fib": r.in_fib,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "runs": runs,
+            "best_install_ratio": fib_in / raw_in,
+            "best_withdraw_ratio": fib_out / raw_out,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{:>3} {:>4} {:>9} {:>10} {:>12} {:>10} {:>12} {:>6}",
+            "rep",
+            "who",
+            "routes",
+            "install s",
+            "install r/s",
+            "withdraw s",
+            "withdraw r/s",
+            "errors"
+        );
+        for (rep, w, r) in &rows {
+            println!(
+                "{rep:>3} {w:>4} {:>9} {:>10.3} {:>12.0} {:>10.3} {:>12.0} {:>6}",
+                r.in_fib,
+                r.install_s,
+                n / r.install_s,
+                r.withdraw_s,
+                n / r.withdraw_s,
+                r.errors
+            );
+        }
+        println!(
+            "best: install fib/raw = {:.0}/{:.0} = {:.1}%; withdraw fib/raw = {:.0}/{:.0} = {:.1}%",
+            fib_in,
+            raw_in,
+            100.0 * fib_in / raw_in,
+            fib_out,
+            raw_out,
+            100.0 * fib_out / raw_out
+        );
+    }
+    Ok(())
+}
