@@ -63,7 +63,8 @@ fn pools_show_check_release_gc_on_the_embedded_store() {
     let (code, _, err) = petrelctl(&["pool", "add", "10.77.0.128/25", "--datastore-path", ds]);
     assert_ne!(code, 0);
     assert!(err.contains("overlaps pool pods"), "{err}");
-    let (code, out, _) = petrelctl(&["pool", "list", "--json", "--datastore-path", ds]);
+    // The datastore flags are global: before the command works as well.
+    let (code, out, _) = petrelctl(&["--datastore-path", ds, "pool", "list", "--json"]);
     assert_eq!(code, 0);
     let pools: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(pools[0]["block_size"], 28);

@@ -18,8 +18,8 @@ use std::time::Duration;
 /// Exit status of `ipam check` when it finds an inconsistency.
 pub const EXIT_INCONSISTENT: u8 = 3;
 
-/// Where the IPAM data lives. Given after the command group, e.g.
-/// `petrelctl ipam check --etcd-endpoints http://127.0.0.1:2379`.
+/// Where the IPAM data lives: global flags, before or after the command,
+/// e.g. `petrelctl --etcd-endpoints http://127.0.0.1:2379 ipam check`.
 #[derive(Args, Debug, Clone)]
 pub struct DatastoreArgs {
     /// etcd endpoints, comma-separated.
@@ -71,8 +71,6 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output
 
 #[derive(Args, Debug)]
 pub struct IpamArgs {
-    #[command(flatten)]
-    pub datastore: DatastoreArgs,
     #[command(subcommand)]
     pub command: IpamCmd,
 }
@@ -139,12 +137,12 @@ fn block_usage(b: &Block) -> Usage {
     }
 }
 
-pub fn run(args: IpamArgs) -> anyhow::Result<ExitCode> {
-    block_on(run_async(args))?
+pub fn run(args: IpamArgs, datastore: DatastoreArgs) -> anyhow::Result<ExitCode> {
+    block_on(run_async(args, datastore))?
 }
 
-async fn run_async(args: IpamArgs) -> anyhow::Result<ExitCode> {
-    let ipam = args.datastore.open().await?;
+async fn run_async(args: IpamArgs, datastore: DatastoreArgs) -> anyhow::Result<ExitCode> {
+    let ipam = datastore.open().await?;
     match args.command {
         IpamCmd::Show {
             pools,

@@ -17,6 +17,10 @@ pub struct Cli {
     /// petreld's control socket.
     #[arg(long, global = true, default_value = crate::config::DEFAULT_SOCKET)]
     pub socket: std::path::PathBuf,
+    /// Where the IPAM data is (for `pool` and `ipam`): global flags, so they
+    /// may come before or after the command.
+    #[command(flatten)]
+    pub datastore: ipam::DatastoreArgs,
     #[command(subcommand)]
     pub command: Command,
 }

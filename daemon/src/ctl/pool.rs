@@ -8,8 +8,6 @@ use std::process::ExitCode;
 
 #[derive(Args, Debug)]
 pub struct PoolArgs {
-    #[command(flatten)]
-    pub datastore: DatastoreArgs,
     #[command(subcommand)]
     pub command: PoolCmd,
 }
@@ -45,12 +43,12 @@ pub enum PoolCmd {
     Enable { name: String },
 }
 
-pub fn run(args: PoolArgs) -> anyhow::Result<ExitCode> {
-    block_on(run_async(args))?
+pub fn run(args: PoolArgs, datastore: DatastoreArgs) -> anyhow::Result<ExitCode> {
+    block_on(run_async(args, datastore))?
 }
 
-async fn run_async(args: PoolArgs) -> anyhow::Result<ExitCode> {
-    let ipam = args.datastore.open().await?;
+async fn run_async(args: PoolArgs, datastore: DatastoreArgs) -> anyhow::Result<ExitCode> {
+    let ipam = datastore.open().await?;
     match args.command {
         PoolCmd::Add {
             cidr,
