@@ -12,8 +12,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const PROTO: u8 = 202;
-
 fn lab(tag: &str) -> Option<(Lab, Netns)> {
     if !require_lab(&[]) {
         return None;
@@ -127,6 +125,7 @@ fn gateways(r: &Value) -> Vec<String> {
             .collect(),
         None => r["gateway"]
             .as_str()
+            .or(r["via"]["host"].as_str())
             .map(String::from)
             .into_iter()
             .collect(),
@@ -210,6 +209,8 @@ fn ecmp_multipath_v4_v6_and_onlink() {
             ecmp("fd00:2::/48", &["2001:db8::2", "2001:db8:1::2"]),
             // Not a connected network: only on-link makes it installable.
             best("10.3.0.0/24", "100.64.0.1"),
+            // RFC 8950: an IPv4 prefix over an IPv6 next hop (RTA_VIA).
+            best("10.9.0.0/24", "2001:db8::2"),
         ])?;
         assert!(r.errors.is_empty(), "{r:?}");
         let k = ours(&n);
@@ -222,6 +223,16 @@ fn ecmp_multipath_v4_v6_and_onlink() {
         let onl = find(&k, "10.3.0.0/24").unwrap();
         assert_eq!(onl["dev"], "d0");
         assert!(onl["flags"].to_string().contains("onlink"), "{onl}");
+        let via = find(&k, "10.9.0.0/24").unwrap();
+        assert_eq!(gateways(via), ["2001:db8::2"], "{via}");
+        // The dump reads back what was written, multipath included.
+        let dumped = fib.dump_own()?;
+        let mp = dumped
+            .iter()
+            .find(|r| r.prefix == p("fd00:2::/48"))
+            .unwrap();
+        assert_eq!(mp.hops.len(), 2);
+        assert_eq!(mp.mtu, Some(1400));
 
         // ECMP set shrinks to one: a plain route replaces the multipath one.
         let r = fib.apply(&[ecmp("10.2.0.0/24", &["198.51.100.2"])])?;

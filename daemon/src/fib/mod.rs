@@ -650,25 +650,16 @@ impl Fib {
         let sent = self.sock.send(&self.out);
         self.out.clear();
         let mut pending = std::mem::take(&mut self.pending);
-        if let Err(e) = sent {
-            return Err(e);
-        }
+        sent?;
         self.counters.ops.fetch_add(n as u64, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         // Index of each failed message, with its error.
         let mut failed: Vec<(usize, msg::ErrorMsg)> = Vec::new();
         let mut done = false;
         while !done {
-            if let Err(e) = self.sock.recv(&mut self.rx) {
-                if e.raw_os_error() == Some(libc::ENOBUFS) {
-                    // Replies were lost: what happened is unknown; a resync
-                    // (re-install all) repairs it.
-                    tracing::warn!("netlink receive buffer overrun; FIB state uncertain");
-                    self.pending = Vec::new();
-                    return Err(e);
-                }
-                return Err(e);
-            }
+            // ENOBUFS: replies were lost and what happened is unknown; the
+            // caller's resync (re-install all) repairs it.
+            self.sock.recv(&mut self.rx)?;
             for m in msg::messages(&self.rx) {
                 if m.ty != msg::NLMSG_ERROR {
                     continue;

@@ -102,9 +102,7 @@ fn attr(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
 }
 
 fn pad(buf: &mut Vec<u8>) {
-    while buf.len() % 4 != 0 {
-        buf.push(0);
-    }
+    buf.resize((buf.len() + 3) & !3, 0);
 }
 
 fn nest_begin(buf: &mut Vec<u8>, ty: u16) -> usize {
@@ -278,7 +276,7 @@ pub fn put_route_dump(buf: &mut Vec<u8>, seq: u32, v6: bool, protocol: u8, table
 pub fn put_dump(buf: &mut Vec<u8>, seq: u32, ty: u16) {
     let at = begin_msg(buf, ty, NLM_F_REQUEST | NLM_F_DUMP, seq);
     let body = if ty == RTM_GETLINK { 16 } else { 8 };
-    buf.extend(std::iter::repeat(0).take(body));
+    buf.resize(buf.len() + body, 0);
     end_msg(buf, at);
 }
 
