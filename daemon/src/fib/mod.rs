@@ -19,11 +19,11 @@
 //! # How petreld drives it
 //!
 //! ```text
-//! write_rt_protos_name(&fib_cfg.protocol_name, fib_cfg.protocol)?;   // once
-//! let mut fib = Fib::open(fib_cfg)?;           // FibConfig from the config file
-//! let stale = fib.dump_own()?;                 // our routes of a previous run: stale
+//! write_rt_protos_name("petrel", fib_cfg.protocol)?; // once, at start
+//! let mut fib = Fib::open(fib_cfg)?;    // protocol, table, MTU, on-link nets
+//! let mut monitor = Monitor::open()?;   // before the first write: no gap
+//! fib.dump_own()?;                      // our routes of a previous run: stale
 //! for block in own_blocks { fib.install_blackhole(block)?; }
-//! let mut monitor = Monitor::open(fib.port())?; // before the first apply
 //! // A dedicated thread (the Fib blocks in short system calls; never in a
 //! // tokio worker) owns `fib` and receives the speaker's Vec<LocRibChange>
 //! // batches from its bounded channel with `blocking_recv`:
@@ -594,7 +594,8 @@ impl Fib {
     }
 
     fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1).max(1);
+        // Contiguous through the wrap: replies map to `seq - first`.
+        self.seq = self.seq.wrapping_add(1);
         self.seq
     }
 
@@ -657,9 +658,19 @@ impl Fib {
         let mut failed: Vec<(usize, msg::ErrorMsg)> = Vec::new();
         let mut done = false;
         while !done {
-            // ENOBUFS: replies were lost and what happened is unknown; the
-            // caller's resync (re-install all) repairs it.
-            self.sock.recv(&mut self.rx)?;
+            if let Err(e) = self.sock.recv(&mut self.rx) {
+                // ENOBUFS: replies were lost and what happened is unknown.
+                // Take the batch as applied and let the caller's resync
+                // (re-install all) repair the difference.
+                for p in pending.drain(..) {
+                    match p.new {
+                        Some(new) => self.installed.insert(p.prefix, new),
+                        None => self.installed.remove(&p.prefix),
+                    };
+                }
+                self.pending = pending;
+                return Err(e);
+            }
             for m in msg::messages(&self.rx) {
                 if m.ty != msg::NLMSG_ERROR {
                     continue;
@@ -754,6 +765,44 @@ pub fn write_rt_protos_name_in(dir: &Path, name: &str, protocol: u8) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Replies still find their prefixes when sequence numbers wrap inside
+    /// one datagram.
+    #[test]
+    fn sequence_wrap_in_a_batch() {
+        use petrel_tests::lab::{require_lab, Lab};
+        if !require_lab(&[]) {
+            return;
+        }
+        let lab = Lab::new("fib-wrap").unwrap();
+        let ns = lab.netns("w").unwrap();
+        ns.enter(|| {
+            let mut fib = Fib::open(FibConfig::default())?;
+            fib.seq = u32::MAX - 3;
+            let mut rep = Report::default();
+            for i in 0..8u8 {
+                let p: Prefix = format!("10.{i}.0.0/16").parse().unwrap();
+                let hop = Hop {
+                    // 10.3/16 and 10.6/16: unreachable next hops.
+                    gateway: IpAddr::from([192, 0, 2, if i % 3 == 0 && i > 0 { 1 } else { 0 }]),
+                    ifindex: 0,
+                    onlink: false,
+                };
+                if i % 3 == 0 && i > 0 {
+                    fib.queue_install(p, RouteKind::Unicast(&[hop]), &mut rep)?;
+                } else {
+                    fib.queue_install(p, RouteKind::Blackhole, &mut rep)?;
+                }
+            }
+            fib.flush(&mut rep)?;
+            let mut bad: Vec<String> = rep.errors.iter().map(|e| e.prefix.to_string()).collect();
+            bad.sort();
+            assert_eq!(bad, ["10.3.0.0/16", "10.6.0.0/16"]);
+            assert_eq!(rep.installed, 6);
+            Ok(())
+        })
+        .unwrap();
+    }
 
     #[test]
     fn rt_protos_file() {
