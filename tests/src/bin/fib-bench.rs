@@ -67,6 +67,26 @@ fn prefix_addr(i: u32) -> Ipv4Addr {
     Ipv4Addr::from((16u32 << 24) + (i << 8))
 }
 
+/// User and system CPU seconds of the calling thread.
+fn thread_cpu() -> (f64, f64) {
+    // SAFETY: getrusage fills the zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid rusage to fill.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (s(ru.ru_utime), s(ru.ru_stime))
+}
+
+/// Runs `f`, returning its result, wall seconds and the thread's user CPU
+/// seconds.
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64, f64)> {
+    let (u0, _) = thread_cpu();
+    let t = Instant::now();
+    let r = f()?;
+    let wall = t.elapsed().as_secs_f64();
+    Ok((r, wall, thread_cpu().0 - u0))
+}
+
 fn namespace(lab: &Lab, name: &str) -> Result<Netns> {
     let ns = lab.netns(name)?;
     ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d0p"])?;
@@ -205,15 +225,14 @@ mod raw {
         buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
-    /// Writes routes 0..n; returns (seconds, errors).
-    pub fn run(n: u32, batch_bytes: usize, delete: bool) -> Result<(f64, usize)> {
+    /// Writes routes 0..n; returns the errors.
+    pub fn run(n: u32, batch_bytes: usize, delete: bool) -> Result<usize> {
         let sock = Sock::open()?;
         let mut buf = Vec::with_capacity(batch_bytes + 256);
         let mut rx = vec![0u8; 1 << 20];
         let mut errors = 0;
         let mut seq = 0u32;
         let per = 64;
-        let t = Instant::now();
         let mut i = 0;
         while i < n {
             buf.clear();
@@ -226,7 +245,7 @@ mod raw {
             errors += sock.wait(&mut rx, seq)?;
             i = end;
         }
-        Ok((t.elapsed().as_secs_f64(), errors))
+        Ok(errors)
     }
 }
 
@@ -263,6 +282,10 @@ fn changes(n: u32) -> (Vec<LocRibChange>, Vec<LocRibChange>) {
 struct Run {
     install_s: f64,
     withdraw_s: f64,
+    /// User CPU seconds of the writing thread (the writer's own cost; the
+    /// kernel's work is system time).
+    install_user_s: f64,
+    withdraw_user_s: f64,
     errors: usize,
     in_fib: usize,
 }
@@ -270,12 +293,14 @@ struct Run {
 fn run_raw(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "raw")?;
     let (n, b) = (a.routes, a.batch_bytes);
-    let (install_s, e1) = ns.enter(move || raw::run(n, b, false))?;
+    let (e1, install_s, install_user_s) = ns.enter(move || timed(|| raw::run(n, b, false)))?;
     let in_fib = count_routes(&ns)?;
-    let (withdraw_s, e2) = ns.enter(move || raw::run(n, b, true))?;
+    let (e2, withdraw_s, withdraw_user_s) = ns.enter(move || timed(|| raw::run(n, b, true)))?;
     Ok(Run {
         install_s,
         withdraw_s,
+        install_user_s,
+        withdraw_user_s,
         errors: e1 + e2,
         in_fib,
     })
@@ -285,32 +310,36 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "fib")?;
     let (add, del) = changes(a.routes);
     let (chunk, bb) = (a.chunk.max(1), a.batch_bytes);
-    let (fib, install_s, e1) = ns.enter(move || {
+    let ((fib, e1), install_s, install_user_s) = ns.enter(move || {
         let mut fib = Fib::open(FibConfig {
             mtu: Some(MTU),
             batch_bytes: bb,
             ..FibConfig::default()
         })?;
-        let t = Instant::now();
-        let mut errors = 0;
-        for c in add.chunks(chunk) {
-            errors += fib.apply(c)?.errors.len();
-        }
-        Ok((fib, t.elapsed().as_secs_f64(), errors))
+        timed(move || {
+            let mut errors = 0;
+            for c in add.chunks(chunk) {
+                errors += fib.apply(c)?.errors.len();
+            }
+            Ok((fib, errors))
+        })
     })?;
     let in_fib = count_routes(&ns)?;
-    let (withdraw_s, e2) = ns.enter(move || {
+    let (e2, withdraw_s, withdraw_user_s) = ns.enter(move || {
         let mut fib = fib;
-        let t = Instant::now();
-        let mut errors = 0;
-        for c in del.chunks(chunk) {
-            errors += fib.apply(c)?.errors.len();
-        }
-        Ok((t.elapsed().as_secs_f64(), errors))
+        timed(move || {
+            let mut errors = 0;
+            for c in del.chunks(chunk) {
+                errors += fib.apply(c)?.errors.len();
+            }
+            Ok(errors)
+        })
     })?;
     Ok(Run {
         install_s,
         withdraw_s,
+        install_user_s,
+        withdraw_user_s,
         errors: e1 + e2,
         in_fib,
     })
@@ -364,6 +393,8 @@ fn main() -> Result<()> {
                     "install_seconds": r.install_s, "withdraw_seconds": r.withdraw_s,
                     "install_routes_per_s": n / r.install_s,
                     "withdraw_routes_per_s": n / r.withdraw_s,
+                    "install_user_cpu_seconds": r.install_user_s,
+                    "withdraw_user_cpu_seconds": r.withdraw_user_s,
                     "errors": r.errors, "in_fib": r.in_fib,
                 })
             })
@@ -376,24 +407,28 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{:>3} {:>4} {:>9} {:>10} {:>12} {:>10} {:>12} {:>6}",
+            "{:>3} {:>4} {:>9} {:>10} {:>12} {:>7} {:>10} {:>12} {:>7} {:>6}",
             "rep",
             "who",
             "routes",
             "install s",
             "install r/s",
+            "user s",
             "withdraw s",
             "withdraw r/s",
+            "user s",
             "errors"
         );
         for (rep, w, r) in &rows {
             println!(
-                "{rep:>3} {w:>4} {:>9} {:>10.3} {:>12.0} {:>10.3} {:>12.0} {:>6}",
+                "{rep:>3} {w:>4} {:>9} {:>10.3} {:>12.0} {:>7.3} {:>10.3} {:>12.0} {:>7.3} {:>6}",
                 r.in_fib,
                 r.install_s,
                 n / r.install_s,
+                r.install_user_s,
                 r.withdraw_s,
                 n / r.withdraw_s,
+                r.withdraw_user_s,
                 r.errors
             );
         }
