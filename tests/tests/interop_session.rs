@@ -154,9 +154,13 @@ fn max_prefix_restart_sends_cease_and_retries() -> Result<()> {
     );
     // RFC 4486 §4: AFI 1, SAFI 1, the upper bound 2.
     assert_eq!(&n[2..], &[0, 1, 1, 0, 0, 0, 2], "NOTIFICATION data");
-    let down = petrel.peer(PEER)?;
-    assert_ne!(down.state, "Established");
-    println!("petrel after max-prefix: {down:?}");
+    // show peers catches up with the session task.
+    let down = wait_until("petrel to report the Cease", &[petrel.daemon()], || {
+        let s = petrel.peer(PEER)?;
+        Ok((s.state != "Established" && s.last_error.is_some()).then_some(s))
+    })?;
+    let err = down.last_error.as_deref().unwrap_or_default();
+    assert!(err.contains("(6/1)"), "show peers: {down:?}");
 
     // petrel dials again after restart_after, and the session comes back.
     let mut again = RawSpeaker::accept(&listener)?;
@@ -358,6 +362,11 @@ fn connection_collision_leaves_one_stable_session() -> Result<()> {
     // (no OPEN crossed yet), or both OPENs crossed and §6.8 decided. Then
     // the survivor is the one initiated by the higher BGP Identifier (B's),
     // which A accepted on port 179.
+    for (name, p) in [("A", &pa), ("B", &pb)] {
+        let log = p.log();
+        let ups = log.matches("session established").count();
+        assert_eq!(ups, 1, "petreld {name} established {ups} times:\n{log}");
+    }
     let logs = format!("{}\n{}", pa.log(), pb.log());
     let resolved: Vec<&str> = logs.lines().filter(|l| l.contains("collision:")).collect();
     println!("collision lines:\n{}", resolved.join("\n"));
