@@ -16,6 +16,21 @@
 //! Routes of other protocols are never touched: deletes carry our protocol,
 //! which the kernel matches, and the start-up dump asks only for ours.
 //!
+//! # Kernel behaviour relied on
+//!
+//! - An IPv4 gateway must sit on a connected network (or be marked on-link):
+//!   the kernel does not resolve it through other gateway routes, and
+//!   refuses with ENETUNREACH ("Nexthop has invalid gateway"); IPv6 answers
+//!   EHOSTUNREACH. A "recursive" next hop here is one given without an
+//!   interface, which the kernel resolves through its connected routes.
+//! - RTM_DELROUTE with a protocol deletes only a route of that protocol;
+//!   deleting a route that is gone answers ESRCH (IPv4) or ENOENT (IPv6),
+//!   both counted as removed.
+//! - Route notifications carry the requesting socket's port id, which is
+//!   how our own changes are told from someone else's.
+//! - An IPv4 route over an IPv6 next hop (RFC 8950) needs RTA_VIA, not
+//!   RTA_GATEWAY.
+//!
 //! # How petreld drives it
 //!
 //! ```text
