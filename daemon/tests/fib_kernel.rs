@@ -365,6 +365,16 @@ fn unreachable_next_hop_is_reported_per_prefix() {
                 .load(std::sync::atomic::Ordering::Relaxed),
             2
         );
+        // Once the next hop is reachable, the same change goes in.
+        n.add_addr("d1", "203.0.113.1/24")?;
+        let r = fib.apply(&[best("10.4.1.0/24", "203.0.113.9")])?;
+        assert_eq!((r.installed, r.errors.len()), (1, 0), "{r:?}");
+        // A replace that fails leaves the prefix untracked, so the next
+        // change is written even if it looks the same.
+        let r = fib.apply(&[best("10.4.0.0/24", "203.0.114.9")])?;
+        assert_eq!(r.errors.len(), 1);
+        let r = fib.apply(&[best("10.4.0.0/24", "192.0.2.2")])?;
+        assert_eq!(r.installed, 1, "{r:?}");
         Ok(())
     })
     .unwrap();

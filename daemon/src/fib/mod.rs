@@ -51,7 +51,9 @@
 //! // deleted or changed by someone else is re-installed at once. On
 //! // `Event::Overrun` call `fib.resync()`. Link and address events call
 //! // for MTU re-detection (`mtu::detect`), and a new MTU goes to
-//! // `fib.set_mtu(m)` (which re-installs every route with it).
+//! // `fib.set_mtu(m)` (which re-installs every route with it). A link
+//! // coming up calls for `fib.resync()`: IPv4 flushes the routes over a
+//! // link that goes down without a notification.
 //! // `fib.counters()` is an Arc of atomics for the metrics endpoint.
 //! // On a graceful-restart stop: just drop the Fib; the routes stay.
 //! ```
@@ -730,8 +732,14 @@ impl Fib {
                     report.removed += 1;
                 }
                 (new, Some(e)) => {
-                    // A failed replace leaves the old route in place, and
-                    // our map says so still.
+                    // What the kernel holds now is unknown (a failed replace
+                    // keeps the old route, a failed restore leaves none):
+                    // untracked and stale, so that the next change of the
+                    // prefix is written whatever it is, an Unreachable
+                    // deletes what may be left, and a sweep removes it.
+                    if new.is_some() && self.installed.remove(&p.prefix).is_some() {
+                        self.stale.insert(p.prefix);
+                    }
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     report.errors.push(FibError {
                         prefix: p.prefix,
