@@ -4,7 +4,7 @@
 //! logging.
 //!
 //! ```text
-//!  petrel 10.99.1.1 ── 10.99.1.2 peer (BIRD, FRR, petreld or the raw speaker)
+//!  petrel 10.99.1.1 ── 10.99.1.2 peer (FRR, a second petreld or the raw speaker)
 //!  AS 4200000001          (+ 10.99.1.3, 10.99.1.9 on the same link)
 //!                         AS 4200000002
 //! ```
@@ -250,12 +250,13 @@ fn gtsm_drops_a_peer_two_hops_away() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn connection_collision_leaves_one_stable_session() -> Result<()> {
+/// Two petrelds dialling each other with both TCP connections up before
+/// either petreld looks: returns once both sessions are Established.
+fn collide(tag: &str) -> Result<Option<(Lab, Netns, Petreld, Petreld)>> {
     if !ready(&["ss"]) {
-        return Ok(());
+        return Ok(None);
     }
-    let lab = Lab::new("sess-collide")?;
+    let lab = Lab::new(tag)?;
     let (a, b) = (lab.netns("petrel-a")?, lab.netns("petrel-b")?);
     let link = lab.link(&a, &[&format!("{PETREL}/24")], &b, &[&format!("{PEER}/24")])?;
     // Each side's frames go to a MAC no one has, so both first SYNs are
@@ -324,6 +325,14 @@ fn connection_collision_leaves_one_stable_session() -> Result<()> {
     crossed?;
     pa.wait_established(PEER)?;
     pb.wait_established(PETREL)?;
+    Ok(Some((lab, a, pa, pb)))
+}
+
+#[test]
+fn connection_collision_leaves_one_stable_session() -> Result<()> {
+    let Some((_lab, a, pa, pb)) = collide("sess-collide")? else {
+        return Ok(());
+    };
 
     // Stable: both stay Established while the uptime grows past a few hold
     // times' worth of keepalives, and the uptime never resets.
@@ -373,6 +382,31 @@ fn connection_collision_leaves_one_stable_session() -> Result<()> {
     if !resolved.is_empty() {
         let local = conns.split_whitespace().nth(2).unwrap_or_default();
         assert!(local.ends_with(":179"), "§6.8 kept A's connection: {conns}");
+    }
+    Ok(())
+}
+
+/// Of two connections that both exist, one survives (RFC 4271 §6.8): the
+/// first session comes up on one of them, with no connect-retry round.
+#[test]
+#[ignore = "petreld bug: in Connect state an accepted connection makes petreld drop its own \
+            already-established outgoing one (no NOTIFICATION); when both speakers do so at \
+            once both connections close and the session waits a connect-retry (about half the runs)"]
+fn connection_collision_loses_neither_connection() -> Result<()> {
+    let Some((_lab, _a, pa, pb)) = collide("sess-collide2")? else {
+        return Ok(());
+    };
+    for (name, p) in [("A", &pa), ("B", &pb)] {
+        let log = p.log();
+        let before: Vec<&str> = log
+            .lines()
+            .take_while(|l| !l.contains("session established"))
+            .filter(|l| l.contains("connection closed") || l.contains("to=\"Active\""))
+            .collect();
+        assert!(
+            before.is_empty(),
+            "petreld {name} lost its connection before the first session:\n{log}"
+        );
     }
     Ok(())
 }
