@@ -42,6 +42,18 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     bgp: RawBgp,
+    #[serde(default)]
+    fib: RawFib,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFib {
+    enabled: Option<bool>,
+    protocol: Option<u8>,
+    table: Option<u32>,
+    route_mtu: Option<u32>,
+    sweep_after: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +149,22 @@ pub struct Config {
     pub node: Node,
     pub control_socket: PathBuf,
     pub bgp: Bgp,
+    pub fib: Fib,
+}
+
+/// Kernel route installation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fib {
+    pub enabled: bool,
+    /// The route protocol number petrel's routes carry (named "petrel" in
+    /// /etc/iproute2/rt_protos.d).
+    pub protocol: u8,
+    pub table: u32,
+    /// RTAX_MTU on installed routes; unset: none.
+    pub route_mtu: Option<u32>,
+    /// After a start, routes of ours from before are removed if not
+    /// re-learned within this many seconds.
+    pub sweep_after: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -510,8 +538,34 @@ impl Config {
             });
         }
 
+        let fib = {
+            let f = raw.fib;
+            let protocol = f.protocol.unwrap_or(202);
+            // RFC-less but kernel-defined: 0–4 are reserved for the kernel itself.
+            if protocol <= 4 || protocol == 255 {
+                return Err(bad("fib.protocol".into(), format!("{protocol} is reserved by the kernel; use 5..=254 (petrel's default is 202)")));
+            }
+            if let Some(m) = f.route_mtu {
+                if !(68..=65535).contains(&m) {
+                    return Err(bad(
+                        "fib.route_mtu".into(),
+                        format!("{m} is outside 68..=65535"),
+                    ));
+                }
+            }
+            Fib {
+                enabled: f.enabled.unwrap_or(true),
+                protocol,
+                table: f.table.unwrap_or(254),
+                route_mtu: f.route_mtu,
+                sweep_after: f
+                    .sweep_after
+                    .unwrap_or_else(|| graceful_restart.map_or(120, |g| g.restart_time as u64)),
+            }
+        };
         Ok(Config {
             file: PathBuf::from(file),
+            fib,
             node: Node {
                 name: raw.node.name,
                 router_id,
@@ -634,6 +688,34 @@ large_communities = ["4200000001:1:2"]
             "route_reflector_client = true\nnext_hop = \"selff\"",
         ));
         assert!(e.contains("\"self\" and \"keep\""), "{e}");
+    }
+
+    #[test]
+    fn fib_settings_and_defaults() {
+        let c = Config::parse("f.toml", GOOD).unwrap();
+        assert_eq!(
+            c.fib,
+            Fib {
+                enabled: true,
+                protocol: 202,
+                table: 254,
+                route_mtu: None,
+                sweep_after: 120
+            }
+        );
+        let c = Config::parse(
+            "f.toml",
+            &format!("{GOOD}\n[fib]\nprotocol = 99\nroute_mtu = 1450\nenabled = false\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.fib.protocol, c.fib.route_mtu, c.fib.enabled),
+            (99, Some(1450), false)
+        );
+        let e = Config::parse("f.toml", &format!("{GOOD}\n[fib]\nprotocol = 2\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("f.toml: fib.protocol: 2 is reserved"), "{e}");
     }
 
     #[test]

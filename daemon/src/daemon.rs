@@ -89,7 +89,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             }),
         max_paths: cfg.bgp.max_paths,
     };
-    let (speaker, mut fib) = Speaker::start(scfg).await?;
+    let (speaker, mut fib_rx) = Speaker::start(scfg).await?;
     for p in &cfg.bgp.peers {
         speaker.add_peer(peer_settings(p)).await?;
     }
@@ -98,26 +98,90 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
     info!(node = %cfg.node.name, asn = cfg.node.asn, router_id = %cfg.node.router_id, peers = cfg.bgp.peers.len(), "petreld started");
 
-    // The Loc-RIB stream: the kernel FIB writer (daemon issue) consumes it;
-    // until then petreld keeps count, so that the speaker is never blocked.
+    // The Loc-RIB stream goes to the kernel FIB writer (or is only counted
+    // when the FIB is disabled), so the speaker is never blocked by nobody.
     let fib_routes = Arc::new(AtomicUsize::new(0));
     let counter = fib_routes.clone();
-    tokio::spawn(async move {
-        let mut live: HashMap<Prefix, ()> = HashMap::new();
-        while let Some(batch) = fib.recv().await {
-            for c in batch {
-                match c {
-                    rib::LocRibChange::Best { prefix, .. } => {
-                        live.insert(prefix, ());
+    if cfg.fib.enabled {
+        let fcfg = crate::fib::FibConfig {
+            protocol: cfg.fib.protocol,
+            table: cfg.fib.table,
+            mtu: cfg.fib.route_mtu,
+            ..crate::fib::FibConfig::default()
+        };
+        if let Err(e) = crate::fib::write_rt_protos_name("petrel", fcfg.protocol) {
+            warn!(error = %e, "cannot name petrel's route protocol in /etc/iproute2/rt_protos.d");
+        }
+        let mut fib = crate::fib::Fib::open(fcfg).map_err(|e| {
+            anyhow::anyhow!("cannot open netlink for the kernel FIB (CAP_NET_ADMIN needed): {e}")
+        })?;
+        let mut monitor = crate::fib::Monitor::open()
+            .map_err(|e| anyhow::anyhow!("cannot watch netlink route events: {e}"))?;
+        let stale = fib.dump_own().map(|v| v.len()).unwrap_or(0);
+        info!(
+            stale,
+            "kernel routes of a previous run kept until convergence"
+        );
+        let sweep_after = Duration::from_secs(cfg.fib.sweep_after);
+        tokio::spawn(async move {
+            let sweep = tokio::time::sleep(sweep_after);
+            tokio::pin!(sweep);
+            let mut swept = false;
+            loop {
+                tokio::select! {
+                    batch = fib_rx.recv() => {
+                        let Some(batch) = batch else { return };
+                        match tokio::task::block_in_place(|| fib.apply(&batch)) {
+                            Ok(report) => {
+                                for e in &report.errors {
+                                    warn!(prefix = %e.prefix, errno = e.errno, message = e.message.as_deref().unwrap_or(""), "kernel refused a route");
+                                }
+                            }
+                            Err(e) => error!(error = %e, "netlink socket failed"),
+                        }
+                        counter.store(fib.len(), Ordering::Relaxed);
                     }
-                    rib::LocRibChange::Unreachable { prefix } => {
-                        live.remove(&prefix);
+                    ev = monitor.next() => match ev {
+                        Ok(events) => {
+                            for ev in &events {
+                                if let Err(e) = tokio::task::block_in_place(|| fib.on_event(ev)) {
+                                    warn!(error = %e, "could not restore a route");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "netlink monitor failed; resynchronising");
+                            let _ = tokio::task::block_in_place(|| fib.resync());
+                        }
+                    },
+                    _ = &mut sweep, if !swept => {
+                        swept = true;
+                        match tokio::task::block_in_place(|| fib.sweep_stale()) {
+                            Ok(r) => info!(removed = r.removed, "stale kernel routes of a previous run swept"),
+                            Err(e) => warn!(error = %e, "sweep of stale kernel routes failed"),
+                        }
                     }
                 }
             }
-            counter.store(live.len(), Ordering::Relaxed);
-        }
-    });
+        });
+    } else {
+        tokio::spawn(async move {
+            let mut live: HashMap<Prefix, ()> = HashMap::new();
+            while let Some(batch) = fib_rx.recv().await {
+                for c in batch {
+                    match c {
+                        rib::LocRibChange::Best { prefix, .. } => {
+                            live.insert(prefix, ());
+                        }
+                        rib::LocRibChange::Unreachable { prefix } => {
+                            live.remove(&prefix);
+                        }
+                    }
+                }
+                counter.store(live.len(), Ordering::Relaxed);
+            }
+        });
+    }
 
     let listener = bind_control(&cfg.control_socket)?;
     let state = Arc::new(tokio::sync::Mutex::new(State {

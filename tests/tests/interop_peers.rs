@@ -128,11 +128,35 @@ fn basic(kind: Kind, ibgp: bool, v6: bool) -> Result<()> {
         "{st:?}"
     );
 
+    // petreld installs the learned route in its kernel FIB, with petrel's
+    // own protocol (named in /etc/iproute2/rt_protos.d) and the peer as gateway.
+    let k = wait_until(
+        "the peer's route in petrel's kernel FIB",
+        &[petrel.daemon()],
+        || {
+            Ok(fib::bgp_routes(&pair.petrel)?
+                .into_iter()
+                .find(|f| f.dst == p.theirs))
+        },
+    )?;
+    assert_eq!(k.protocol, "petrel", "{k:?}");
+    assert_eq!(k.gateways, [p.peer], "{k:?}");
+
     // A withdrawal by the peer reaches petrel; the session stays.
     peer.withdraw(p.theirs)?;
     petrel.wait_received(p.peer, "the peer's withdrawal at petrel", |r| {
         Route::find(r, p.theirs).is_none()
     })?;
+    wait_until(
+        "the withdrawn route gone from petrel's kernel FIB",
+        &[petrel.daemon()],
+        || {
+            Ok((!fib::bgp_routes(&pair.petrel)?
+                .iter()
+                .any(|f| f.dst == p.theirs))
+            .then_some(()))
+        },
+    )?;
     peer.announce(p.theirs, &["64512:201"], &[])?;
     let got = petrel.wait_received(p.peer, "the re-announcement at petrel", |r| {
         Route::find(r, p.theirs).is_some_and(|r| r.communities == ["64512:201"])
