@@ -114,6 +114,9 @@ struct RawPeer {
     asn: u32,
     port: Option<u16>,
     local_address: Option<String>,
+    local_port: Option<u16>,
+    local_as: Option<u32>,
+    allow_own_as: Option<u8>,
     password: Option<String>,
     #[serde(default)]
     passive: bool,
@@ -218,6 +221,12 @@ pub struct Peer {
     pub asn: u32,
     pub port: u16,
     pub local_address: Option<IpAddr>,
+    /// Source port of our connections; 0 lets the kernel choose.
+    pub local_port: u16,
+    /// The AS this session speaks as, instead of node.asn.
+    pub local_as: Option<u32>,
+    /// Accept routes whose AS path holds our AS up to this many times.
+    pub allow_own_as: u8,
     pub password: Option<String>,
     pub passive: bool,
     pub hold_time: u16,
@@ -400,7 +409,22 @@ impl Config {
                     ));
                 }
             }
-            let ibgp = p.asn == raw.node.asn;
+            if let Some(l) = p.local_as {
+                if l == 0 || l == 23456 {
+                    return Err(bad(
+                        f("local_as"),
+                        format!("{l} is reserved (RFC 7607, RFC 6793)"),
+                    ));
+                }
+            }
+            let allow_own_as = p.allow_own_as.unwrap_or(0);
+            if allow_own_as > 10 {
+                return Err(bad(
+                    f("allow_own_as"),
+                    format!("{allow_own_as}: allowed values are 0..=10"),
+                ));
+            }
+            let ibgp = p.asn == p.local_as.unwrap_or(raw.node.asn);
             let next_hop = match p.next_hop.as_deref() {
                 Some("self") => NextHopMode::SelfAddr,
                 Some("keep") => NextHopMode::Keep,
@@ -482,6 +506,9 @@ impl Config {
                 asn: p.asn,
                 port: p.port.unwrap_or(179),
                 local_address,
+                local_port: p.local_port.unwrap_or(0),
+                local_as: p.local_as,
+                allow_own_as,
                 password: p.password,
                 passive: p.passive,
                 hold_time,
@@ -606,6 +633,8 @@ graceful_restart = { restart_time = 120 }
 address = "10.99.1.2"
 asn = 65001
 password = "secret"
+local_port = 10179
+allow_own_as = 1
 hold_time = 30
 ttl_security = 1
 families = ["ipv4-unicast", "ipv6-unicast"]
@@ -628,6 +657,14 @@ large_communities = ["4200000001:1:2"]
         assert_eq!(c.bgp.listen.len(), 2);
         assert_eq!(c.bgp.peers[0].next_hop, NextHopMode::SelfAddr);
         assert_eq!(c.bgp.peers[1].next_hop, NextHopMode::Keep);
+        assert_eq!(
+            (
+                c.bgp.peers[0].local_port,
+                c.bgp.peers[0].allow_own_as,
+                c.bgp.peers[0].local_as
+            ),
+            (10179, 1, None)
+        );
         assert_eq!(c.bgp.peers[1].families, [Family::IPV6_UNICAST]);
         assert_eq!(
             c.bgp.peers[0].max_prefix,

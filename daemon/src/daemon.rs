@@ -23,6 +23,9 @@ pub fn peer_settings(c: &config::Peer) -> PeerSettings {
     let mut p = PeerSettings::new(c.address, c.asn);
     p.port = c.port;
     p.local_address = c.local_address;
+    p.local_port = c.local_port;
+    p.local_as = c.local_as;
+    p.allow_own_as = c.allow_own_as;
     p.password = c.password.clone();
     p.passive = c.passive;
     p.hold_time = c.hold_time;

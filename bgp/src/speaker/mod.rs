@@ -71,6 +71,12 @@ pub struct PeerSettings {
     pub port: u16,
     pub asn: u32,
     pub local_address: Option<IpAddr>,
+    /// Source port of our connections (0: any).
+    pub local_port: u16,
+    /// The local-AS override: the AS this session speaks as.
+    pub local_as: Option<u32>,
+    /// Accept paths holding our AS up to this many times (loop detection).
+    pub allow_own_as: u8,
     pub password: Option<String>,
     pub passive: bool,
     pub hold_time: u16,
@@ -92,6 +98,9 @@ impl PeerSettings {
             port: 179,
             asn,
             local_address: None,
+            local_port: 0,
+            local_as: None,
+            allow_own_as: 0,
             password: None,
             passive: false,
             hold_time: 90,
@@ -443,7 +452,9 @@ impl Core {
             .collect();
         caps.push(Capability::RouteRefresh);
         caps.push(Capability::EnhancedRouteRefresh);
-        caps.push(Capability::FourOctetAs(self.cfg.local_as));
+        caps.push(Capability::FourOctetAs(
+            p.local_as.unwrap_or(self.cfg.local_as),
+        ));
         // RFC 8950: IPv4 NLRI over an IPv6 next hop on IPv6 sessions.
         if p.address.is_ipv6() && p.families.contains(&Family::IPV4_UNICAST) {
             caps.push(Capability::ExtendedNextHop(vec![
@@ -494,6 +505,8 @@ impl Core {
 
     fn rib_peer_config(&self, p: &PeerSettings) -> rib::PeerConfig {
         let mut c = rib::PeerConfig::new(p.address, p.asn);
+        c.local_as = p.local_as;
+        c.allow_own_as = p.allow_own_as;
         c.rr_client = p.rr_client;
         c.next_hop = p.next_hop;
         c.import = p.import.clone();
@@ -507,7 +520,7 @@ impl Core {
         }
         let id = self.rib.add_peer(self.rib_peer_config(&p))?;
         let mut fsm = FsmConfig::new(
-            self.cfg.local_as,
+            p.local_as.unwrap_or(self.cfg.local_as),
             self.cfg.router_id,
             p.asn,
             self.local_capabilities(&p),
@@ -522,7 +535,18 @@ impl Core {
             // RFC 2385: the listener must know the key to accept the SYN.
             self.install_listener_key(p.address, key);
         }
-        let local = p.local_address.map(|a| SocketAddr::new(a, 0));
+        let local = match (p.local_address, p.local_port) {
+            (Some(a), port) => Some(SocketAddr::new(a, port)),
+            (None, 0) => None,
+            (None, port) => Some(SocketAddr::new(
+                if p.address.is_ipv4() {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                },
+                port,
+            )),
+        };
         let scfg = SessionConfig {
             address: p.address,
             port: p.port,
