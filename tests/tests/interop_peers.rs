@@ -141,6 +141,17 @@ fn basic(kind: Kind, ibgp: bool, v6: bool) -> Result<()> {
     )?;
     assert_eq!(k.protocol, "petrel", "{k:?}");
     assert_eq!(k.gateways, [p.peer], "{k:?}");
+    // Someone deletes petrel's route: petreld puts it back (netlink events).
+    pair.petrel.ip(&["route", "del", p.theirs])?;
+    wait_until(
+        "the deleted route restored in petrel's kernel FIB",
+        &[petrel.daemon()],
+        || {
+            Ok(fib::bgp_routes(&pair.petrel)?
+                .into_iter()
+                .find(|f| f.dst == p.theirs && f.protocol == "petrel"))
+        },
+    )?;
 
     // A withdrawal by the peer reaches petrel; the session stays.
     peer.withdraw(p.theirs)?;
