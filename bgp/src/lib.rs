@@ -2,11 +2,15 @@
 //!
 //! - [`wire`]: the message codec (RFC 4271 and extensions), sans-IO.
 //! - [`mrt`]: a reader for MRT dumps (RFC 6396), feeding the codec.
+//! - [`fsm`]: the session state machine (RFC 4271 §8), sans-IO.
+//! - [`session`]: the tokio driver of one peer's session.
+//! - [`rib`] and [`policy`]: Adj-RIB-In, Loc-RIB, Adj-RIB-Out, filters.
+//! - [`speaker`]: the async API petreld drives.
 
+pub mod fsm;
 pub mod mrt;
 pub mod policy;
 pub mod rib;
-pub mod wire;
-pub mod fsm;
 pub mod session;
 pub mod speaker;
+pub mod wire;

@@ -42,7 +42,9 @@ fn rows() -> Option<Vec<Row>> {
 /// The context each direction of each TCP stream negotiated: built from the
 /// OPENs seen in that stream, as a session would.
 fn contexts(rows: &[Row]) -> BTreeMap<(String, String), CodecContext> {
-    let mut opens: BTreeMap<(String, String), Vec<(String, Vec<Capability>)>> = BTreeMap::new();
+    // (file, stream) -> the OPENs seen, by direction.
+    type Opens = BTreeMap<(String, String), Vec<(String, Vec<Capability>)>>;
+    let mut opens: Opens = BTreeMap::new();
     for r in rows.iter().filter(|r| r.msg_type == 1) {
         let m = Message::decode(&CodecContext::default(), &Bytes::from(unhex(&r.hex)))
             .expect("OPEN decodes");
