@@ -13,7 +13,7 @@ use crate::model::Attributes;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 pub const DEFAULT_MTU_FILE: &str = "/run/petrel/pod-mtu";
 pub const DEFAULT_LOCK_FILE: &str = "/run/petrel/ipam.lock";
+pub const DEFAULT_DAEMON_SOCKET: &str = "/run/petrel/ipam.sock";
+/// Longer than the service's own per-request deadline, so that a busy
+/// daemon answers "try again later" itself before the plugin gives up.
+pub const DEFAULT_DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
 /// CNI error codes (spec §"Error"), and petrel's own above 99.
@@ -64,7 +68,7 @@ impl CniError {
         json!({ "cniVersion": version, "code": self.code, "msg": self.msg, "details": self.details })
     }
 
-    fn from_ipam(e: IpamError, status: bool) -> Self {
+    pub fn from_ipam(e: IpamError, status: bool) -> Self {
         match e {
             IpamError::Store(s) => Self::from_store(s, status),
             e @ (IpamError::NoPool { .. } | IpamError::Exhausted { .. }) => {
@@ -77,7 +81,7 @@ impl CniError {
         }
     }
 
-    fn from_store(e: StoreError, status: bool) -> Self {
+    pub fn from_store(e: StoreError, status: bool) -> Self {
         let c = match (&e, status) {
             (_, true) => code::NOT_AVAILABLE,
             (StoreError::Unavailable { .. } | StoreError::Embedded { .. }, false) => {
@@ -118,6 +122,29 @@ pub struct IpamSection {
     pub assign_ipv6: bool,
     pub mtu_file: Option<PathBuf>,
     pub lock_file: Option<PathBuf>,
+    /// The daemon's IPAM service; `""` turns forwarding off. Default
+    /// [`DEFAULT_DAEMON_SOCKET`].
+    pub daemon_socket: Option<PathBuf>,
+    /// How long to wait for the daemon's answer once it took the request.
+    pub daemon_timeout_secs: Option<f64>,
+}
+
+impl IpamSection {
+    /// Where to forward invocations, if anywhere.
+    pub fn daemon_socket(&self) -> Option<PathBuf> {
+        match &self.daemon_socket {
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) => Some(p.clone()),
+            None => Some(DEFAULT_DAEMON_SOCKET.into()),
+        }
+    }
+
+    pub fn daemon_timeout(&self) -> Duration {
+        self.daemon_timeout_secs
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+            .unwrap_or(DEFAULT_DAEMON_TIMEOUT)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,13 +166,22 @@ pub struct NetConf {
     pub valid_attachments: Option<Vec<Attachment>>,
 }
 
-/// The environment of one invocation.
-#[derive(Debug, Clone, Default)]
+/// The environment of one invocation: the `CNI_*` variables. It travels
+/// whole to the daemon's IPAM service, which decides as the plugin would.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Env {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ifname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 impl Env {
@@ -154,8 +190,10 @@ impl Env {
         Env {
             command: v("CNI_COMMAND"),
             container_id: v("CNI_CONTAINERID"),
+            netns: v("CNI_NETNS"),
             ifname: v("CNI_IFNAME"),
             args: v("CNI_ARGS"),
+            path: v("CNI_PATH"),
         }
     }
 
@@ -347,39 +385,125 @@ pub fn result_json(version: &str, addrs: &[(IpAddr, u8)], mtu: Option<u32>) -> V
     json!({ "cniVersion": version, "ips": ips, "routes": routes, "dns": {} })
 }
 
-/// Run one invocation. `Ok(Some(v))` is printed on stdout; `Ok(None)`
-/// prints nothing (DEL, CHECK, GC, STATUS success).
-pub async fn invoke(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+/// One invocation, parsed and checked, before any datastore is touched.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// ADD, DEL, CHECK, GC or STATUS (VERSION never needs preparing).
+    pub command: String,
+    pub conf: NetConf,
+    pub ipam: IpamSection,
+    pub env: Env,
+    pub node: String,
+}
+
+impl Prepared {
+    /// `<network name>.<container id>.<ifname>`, for the commands that
+    /// name an attachment.
+    pub fn handle(&self) -> Result<String, CniError> {
+        let cid = self.env.need(&self.env.container_id, "CNI_CONTAINERID")?;
+        let ifname = self.env.need(&self.env.ifname, "CNI_IFNAME")?;
+        Ok(format!("{}.{cid}.{ifname}", self.conf.name))
+    }
+
+    /// The assignment an ADD asks for.
+    pub fn assign_request(&self) -> Result<AssignRequest, CniError> {
+        let handle = self.handle()?;
+        let (namespace, pod) = self.env.pod();
+        Ok(AssignRequest {
+            handle,
+            node: self.node.clone(),
+            attrs: Attributes {
+                node: Some(self.node.clone()),
+                namespace,
+                pod,
+                container_id: self.env.container_id.clone(),
+                interface: self.env.ifname.clone(),
+            },
+            num_v4: self.ipam.assign_ipv4 as u32,
+            num_v6: self.ipam.assign_ipv6 as u32,
+            pools: self.ipam.pools.clone(),
+            pool_use: crate::model::PoolUse::Workload,
+        })
+    }
+
+    /// The ADD result for the addresses the handle holds.
+    pub fn add_result(&self, mut addrs: Vec<(IpAddr, u8)>) -> Value {
+        addrs.sort();
+        let mtu = read_mtu(
+            self.ipam
+                .mtu_file
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_MTU_FILE)),
+        );
+        result_json(&self.conf.cni_version, &addrs, mtu)
+    }
+
+    fn is_status(&self) -> bool {
+        self.command == "STATUS"
+    }
+}
+
+/// Check the environment and the config of a command other than VERSION.
+pub fn prepare(env: &Env, stdin: &[u8]) -> Result<Prepared, CniError> {
     let command = env.need(&env.command, "CNI_COMMAND")?;
-    if command == "VERSION" {
-        return Ok(Some(version_result()));
+    if !matches!(command.as_str(), "ADD" | "DEL" | "CHECK" | "GC" | "STATUS") {
+        return Err(CniError::new(
+            code::INVALID_ENV,
+            format!("unknown CNI_COMMAND {command}"),
+            "expected ADD, DEL, CHECK, GC, STATUS or VERSION",
+        ));
     }
     let (conf, ipam) = parse(stdin)?;
     if ipam.kind != "petrel-ipam" {
         tracing::warn!(kind = %ipam.kind, "ipam.type is not petrel-ipam; going on");
     }
     let node = node_name(&ipam);
-    let status = command == "STATUS";
-    let lock_path = ipam
+    let p = Prepared {
+        command,
+        conf,
+        ipam,
+        env: env.clone(),
+        node,
+    };
+    if matches!(p.command.as_str(), "ADD" | "DEL" | "CHECK") {
+        p.handle()?;
+    }
+    Ok(p)
+}
+
+/// Run one invocation directly against the datastore the config names,
+/// under the host-wide lock. `Ok(Some(v))` is printed on stdout; `Ok(None)`
+/// prints nothing (DEL, CHECK, GC, STATUS success).
+pub async fn invoke(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+    if env.command.as_deref() == Some("VERSION") {
+        return Ok(Some(version_result()));
+    }
+    let p = prepare(env, stdin)?;
+    let lock_path = p
+        .ipam
         .lock_file
         .clone()
         .unwrap_or_else(|| DEFAULT_LOCK_FILE.into());
     // STATUS only reads: it does not queue behind the lock.
-    let _lock = if status {
+    let _lock = if p.is_status() {
         None
     } else {
         Some(HostLock::acquire(&lock_path, LOCK_WAIT)?)
     };
-    let store = open_store(&ipam.datastore)
+    let store = open_store(&p.ipam.datastore)
         .await
-        .map_err(|e| CniError::from_store(e, status))?;
-    let alloc = Ipam::new(store.clone());
+        .map_err(|e| CniError::from_store(e, p.is_status()))?;
+    execute(&p, &Ipam::new(store)).await
+}
+
+/// Decide one prepared invocation with `alloc`: the plugin's direct path
+/// and the daemon's IPAM service share this.
+pub async fn execute(p: &Prepared, alloc: &Ipam) -> Result<Option<Value>, CniError> {
+    let status = p.is_status();
     let ipam_err = |e| CniError::from_ipam(e, status);
-    match command.as_str() {
+    match p.command.as_str() {
         "ADD" => {
-            let cid = env.need(&env.container_id, "CNI_CONTAINERID")?;
-            let ifname = env.need(&env.ifname, "CNI_IFNAME")?;
-            let handle = format!("{}.{cid}.{ifname}", conf.name);
+            let handle = p.handle()?;
             // A repeated ADD returns what the first one assigned.
             let mut addrs: Vec<(IpAddr, u8)> = alloc
                 .handle_blocks(&handle)
@@ -389,50 +513,23 @@ pub async fn invoke(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> 
                 .map(|(a, b)| (a, b.prefix_len()))
                 .collect();
             if addrs.is_empty() {
-                let (namespace, pod) = env.pod();
-                let req = AssignRequest {
-                    handle: handle.clone(),
-                    node: node.clone(),
-                    attrs: Attributes {
-                        node: Some(node.clone()),
-                        namespace,
-                        pod,
-                        container_id: Some(cid),
-                        interface: Some(ifname),
-                    },
-                    num_v4: ipam.assign_ipv4 as u32,
-                    num_v6: ipam.assign_ipv6 as u32,
-                    pools: ipam.pools.clone(),
-                    pool_use: crate::model::PoolUse::Workload,
-                };
                 addrs = alloc
-                    .assign(&req)
+                    .assign(&p.assign_request()?)
                     .await
                     .map_err(ipam_err)?
                     .into_iter()
                     .map(|a| (a.addr, a.block.prefix_len()))
                     .collect();
             }
-            addrs.sort();
-            let mtu = read_mtu(
-                ipam.mtu_file
-                    .as_deref()
-                    .unwrap_or(Path::new(DEFAULT_MTU_FILE)),
-            );
-            Ok(Some(result_json(&conf.cni_version, &addrs, mtu)))
+            Ok(Some(p.add_result(addrs)))
         }
         "DEL" => {
-            let cid = env.need(&env.container_id, "CNI_CONTAINERID")?;
-            let ifname = env.need(&env.ifname, "CNI_IFNAME")?;
-            let handle = format!("{}.{cid}.{ifname}", conf.name);
             // Idempotent, and independent of the netns: it may be gone.
-            alloc.release_handle(&handle).await.map_err(ipam_err)?;
+            alloc.release_handle(&p.handle()?).await.map_err(ipam_err)?;
             Ok(None)
         }
         "CHECK" => {
-            let cid = env.need(&env.container_id, "CNI_CONTAINERID")?;
-            let ifname = env.need(&env.ifname, "CNI_IFNAME")?;
-            let handle = format!("{}.{cid}.{ifname}", conf.name);
+            let handle = p.handle()?;
             let mut have = alloc.addrs_of_handle(&handle).await.map_err(ipam_err)?;
             have.sort();
             if have.is_empty() {
@@ -442,7 +539,7 @@ pub async fn invoke(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> 
                     "the allocation is gone; delete and re-add the attachment",
                 ));
             }
-            if let Some(prev) = &conf.prev_result {
+            if let Some(prev) = &p.conf.prev_result {
                 let mut want: Vec<IpAddr> = prev["ips"]
                     .as_array()
                     .map(|a| a.as_slice())
@@ -464,21 +561,24 @@ pub async fn invoke(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> 
             Ok(None)
         }
         "GC" => {
-            let live: HashSet<String> = conf
+            let live: HashSet<String> = p
+                .conf
                 .valid_attachments
+                .clone()
                 .unwrap_or_default()
                 .into_iter()
-                .map(|a| format!("{}.{}.{}", conf.name, a.container_id, a.ifname))
+                .map(|a| format!("{}.{}.{}", p.conf.name, a.container_id, a.ifname))
                 .collect();
             let freed = alloc
-                .gc_attachments(&node, &format!("{}.", conf.name), &live)
+                .gc_attachments(&p.node, &format!("{}.", p.conf.name), &live)
                 .await
                 .map_err(ipam_err)?;
             tracing::info!(released = freed.len(), "gc");
             Ok(None)
         }
         "STATUS" => {
-            store
+            alloc
+                .store()
                 .ping()
                 .await
                 .map_err(|e| CniError::from_store(e, true))?;
@@ -498,6 +598,29 @@ pub async fn invoke(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> 
             "expected ADD, DEL, CHECK, GC, STATUS or VERSION",
         )),
     }
+}
+
+/// What the plugin prints on stdout and its exit status, for an outcome
+/// of an invocation whose stdin was `stdin`.
+pub fn output(outcome: &Result<Option<Value>, CniError>, stdin: &[u8]) -> (String, u8) {
+    match outcome {
+        Ok(None) => (String::new(), 0),
+        Ok(Some(v)) => (format!("{v}\n"), 0),
+        Err(e) => (format!("{}\n", e.to_json(&version_of(stdin))), 1),
+    }
+}
+
+/// Where to forward this invocation, and how long to wait for the answer:
+/// `None` for VERSION (answered locally), for a config the plugin cannot
+/// parse (the direct path reports the error without touching anything),
+/// and when the config turns forwarding off with `"daemon_socket": ""`.
+pub fn daemon_route(env: &Env, stdin: &[u8]) -> Option<(PathBuf, Duration)> {
+    if env.command.as_deref() == Some("VERSION") {
+        return None;
+    }
+    let (_, ipam) = parse(stdin).ok()?;
+    std::str::from_utf8(stdin).ok()?;
+    Some((ipam.daemon_socket()?, ipam.daemon_timeout()))
 }
 
 /// The cniVersion to answer errors in: the config's if it has one.

@@ -579,20 +579,7 @@ impl Ipam {
         let mut lost = 0;
         // 1. The node's own blocks, then claim more while allowed.
         loop {
-            let affs = match self.hints.affine(&req.node) {
-                Some(a) => a,
-                None => {
-                    let a: Vec<IpNet> = self
-                        .node_affinities(&req.node)
-                        .await?
-                        .into_iter()
-                        .filter(|(a, _)| a.state == AffinityState::Confirmed)
-                        .map(|(a, _)| a.cidr)
-                        .collect();
-                    self.hints.set_affine(&req.node, &a);
-                    a
-                }
-            };
+            let affs = self.confirmed_blocks(&req.node).await?;
             // All the node's blocks in one round trip; only those with room
             // are tried, so full blocks cost nothing.
             let mine: Vec<&IpNet> = affs
@@ -757,6 +744,23 @@ impl Ipam {
             }));
         }
         Ok(())
+    }
+
+    /// The node's confirmed blocks, from this process's copy when it is
+    /// younger than [`CACHE_TTL`].
+    async fn confirmed_blocks(&self, node: &str) -> Result<Vec<IpNet>> {
+        if let Some(a) = self.hints.affine(node) {
+            return Ok(a);
+        }
+        let a: Vec<IpNet> = self
+            .node_affinities(node)
+            .await?
+            .into_iter()
+            .filter(|(a, _)| a.state == AffinityState::Confirmed)
+            .map(|(a, _)| a.cidr)
+            .collect();
+        self.hints.set_affine(node, &a);
+        Ok(a)
     }
 
     async fn block_map(&self) -> Result<BTreeMap<IpNet, (Block, i64)>> {
@@ -1744,5 +1748,6 @@ pub fn validate_pool(pool: &Pool) -> Result<()> {
     Ok(())
 }
 
+pub mod batch;
 #[cfg(test)]
 mod tests;

@@ -4,8 +4,9 @@
 //! Layers, from the inside out: [`model`] (the records), [`block`],
 //! [`claim`] and [`check`] (pure decisions, no I/O), [`store`] (a
 //! compare-and-swap key-value interface and its backends), [`ipam`] (the
-//! driver that applies decisions to the store, retrying lost races), and
-//! [`cni`] (the CNI plugin's logic).
+//! driver that applies decisions to the store, retrying lost races),
+//! [`cni`] (the CNI plugin's logic) and [`service`] (the daemon's unix
+//! socket endpoint that the plugin forwards invocations to).
 
 pub mod block;
 pub mod check;
@@ -15,6 +16,7 @@ pub mod ipam;
 pub mod keys;
 pub mod model;
 pub mod selector;
+pub mod service;
 pub mod store;
 #[doc(hidden)]
 pub mod testing;

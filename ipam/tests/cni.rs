@@ -108,6 +108,8 @@ fn ipam_conf(version: &str, endpoint: &str, dir: &Path, plugin: &str) -> Value {
             "assign_ipv6": true,
             "mtu_file": dir.join("pod-mtu"),
             "lock_file": dir.join("ipam.lock"),
+            // The direct path: never a petreld that happens to run here.
+            "daemon_socket": "",
         }
     })
 }
@@ -405,6 +407,7 @@ fn concurrent_invocations_on_the_embedded_store() {
             "node_name": "solo",
             "lock_file": dir.path().join("ipam.lock"),
             "mtu_file": dir.path().join("absent-mtu"),
+            "daemon_socket": "",
         }
     })
     .to_string();

@@ -1,0 +1,251 @@
+//! Group commit: several new attachments of one node assigned from the
+//! node's own blocks in a single transaction.
+//!
+//! A node-local service receives ADDs faster than one-at-a-time
+//! assignment (three round trips each) can serve them. When the requests
+//! queued at one moment all ask the same thing of the same node, one read
+//! of the node's blocks and one transaction (every touched block at its
+//! read revision, and a create-if-absent for every handle) serve them all.
+//! Anything unusual — a handle that already exists (a repeated ADD), a
+//! block changed since read, blocks without room (a claim or a borrow is
+//! needed) — makes this path step aside with nothing written, and the
+//! caller takes the ordinary path one request at a time.
+
+use super::{encode, now, AssignRequest, Assigned, Ipam, Result};
+use crate::keys;
+use crate::model::{Block, Family, Handle};
+use crate::store::{Op, StoreError};
+use ipnet::IpNet;
+use std::collections::BTreeMap;
+
+/// Most requests in one transaction: etcd refuses transactions of more
+/// than 128 operations by default (`--max-txn-ops`), and a batch writes
+/// one handle per request plus the blocks it touched.
+pub const MAX_BATCH: usize = 64;
+
+/// Why a batch stepped aside; for the caller's logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declined {
+    /// Requests differ in node, pools, use or counts, or there are too many.
+    NotUniform,
+    /// The node's blocks lack room: a claim or a borrow is needed.
+    NoRoom,
+    /// A handle exists already, or a block changed since it was read.
+    Conflict,
+}
+
+impl Ipam {
+    /// Assign to every request (all for one node, with the same pools, use
+    /// and counts, each with a handle not yet stored) from the node's
+    /// confirmed blocks, in one transaction. All or nothing: on
+    /// `Err(Declined)` or a store error nothing was written by this call —
+    /// except that a store error may hide a transaction that did land, as
+    /// for any write; the handles then exist and a repeated request finds
+    /// them.
+    pub async fn assign_new_batch(
+        &self,
+        reqs: &[AssignRequest],
+    ) -> Result<std::result::Result<Vec<Vec<Assigned>>, Declined>> {
+        let Some(first) = reqs.first() else {
+            return Ok(Ok(Vec::new()));
+        };
+        let uniform = reqs.iter().all(|r| {
+            r.node == first.node
+                && r.pools == first.pools
+                && r.pool_use == first.pool_use
+                && r.num_v4 == first.num_v4
+                && r.num_v6 == first.num_v6
+        });
+        if !uniform || reqs.len() > MAX_BATCH {
+            return Ok(Err(Declined::NotUniform));
+        }
+        let (cfg, all_pools) = self.settings().await?;
+        let mut pools = Vec::new();
+        for (family, n) in [(Family::V4, first.num_v4), (Family::V6, first.num_v6)] {
+            if n > 0 {
+                let p = self.eligible_pools(first, family, &all_pools).await?;
+                if p.is_empty() {
+                    // The ordinary path reports which pool is missing.
+                    return Ok(Err(Declined::NoRoom));
+                }
+                pools.extend(p);
+            }
+        }
+        let mine: Vec<IpNet> = self
+            .confirmed_blocks(&first.node)
+            .await?
+            .into_iter()
+            .filter(|c| pools.iter().any(|p| p.cidr.contains(c)))
+            .collect();
+        let fetched = self
+            .store
+            .get_many(&mine.iter().map(keys::block).collect::<Vec<_>>())
+            .await?;
+        // Blocks still affine to the node, with their read revisions.
+        let mut blocks: Vec<(Block, i64, bool)> = Vec::new();
+        for kv in fetched.into_iter().flatten() {
+            let b: Block = super::decode(&kv.key, &kv.value)?;
+            if b.affinity.as_deref() == Some(first.node.as_str()) {
+                blocks.push((b, kv.mod_revision, false));
+            }
+        }
+        let t = now();
+        let mut results = Vec::with_capacity(reqs.len());
+        let mut ops = Vec::new();
+        for req in reqs {
+            let mut got: Vec<Assigned> = Vec::new();
+            let mut counts: BTreeMap<IpNet, u32> = BTreeMap::new();
+            for (family, n) in [(Family::V4, req.num_v4), (Family::V6, req.num_v6)] {
+                let mut need = n;
+                for (block, _, touched) in
+                    blocks.iter_mut().filter(|(b, _, _)| b.family() == family)
+                {
+                    if need == 0 {
+                        break;
+                    }
+                    let ips =
+                        block.assign(need, &req.handle, &req.attrs, t, cfg.reuse_cooldown_secs);
+                    if ips.is_empty() {
+                        continue;
+                    }
+                    *touched = true;
+                    need -= ips.len() as u32;
+                    *counts.entry(block.cidr).or_default() += ips.len() as u32;
+                    got.extend(ips.into_iter().map(|addr| Assigned {
+                        addr,
+                        block: block.cidr,
+                        pool: block.pool.clone(),
+                        borrowed: false,
+                    }));
+                }
+                if need > 0 {
+                    return Ok(Err(Declined::NoRoom));
+                }
+            }
+            // The handle record goes in the same transaction as the blocks:
+            // create-if-absent, so a repeated ADD conflicts instead of
+            // gaining a second address.
+            ops.push(Op::Create {
+                key: keys::handle(&req.handle),
+                value: encode(&Handle {
+                    handle: req.handle.clone(),
+                    blocks: counts,
+                    updated: t,
+                }),
+            });
+            results.push(got);
+        }
+        for (block, revision, touched) in &blocks {
+            if *touched {
+                ops.push(Op::Update {
+                    key: keys::block(&block.cidr),
+                    value: encode(block),
+                    revision: *revision,
+                });
+            }
+        }
+        match self.store.commit(ops).await {
+            Ok(_) => Ok(Ok(results)),
+            Err(StoreError::Conflict { key }) => {
+                if key.starts_with(keys::BLOCKS) {
+                    self.hints.forget_affine(&first.node);
+                }
+                Ok(Err(Declined::Conflict))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Encapsulation, Pool, PoolUse};
+    use crate::store::memory::MemoryStore;
+    use std::sync::Arc;
+
+    fn pool(name: &str, cidr: &str, bs: u8) -> Pool {
+        Pool {
+            name: name.into(),
+            cidr: cidr.parse().unwrap(),
+            block_size: bs,
+            disabled: false,
+            node_selector: String::new(),
+            allowed_uses: vec![PoolUse::Workload],
+            encapsulation: Encapsulation::None,
+        }
+    }
+
+    fn reqs(n: usize, v6: u32) -> Vec<AssignRequest> {
+        (0..n)
+            .map(|i| AssignRequest::new(&format!("net.c{i}.eth0"), "n1", 1, v6))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_lands_in_one_transaction_and_check_is_clean() {
+        let ipam = Ipam::new(Arc::new(MemoryStore::new()));
+        ipam.add_pool(&pool("v4", "10.9.0.0/24", 28)).await.unwrap();
+        ipam.add_pool(&pool("v6", "fd09::/120", 124)).await.unwrap();
+        // No block yet: the batch needs a claim, so it steps aside.
+        assert_eq!(
+            ipam.assign_new_batch(&reqs(3, 1)).await.unwrap(),
+            Err(Declined::NoRoom)
+        );
+        // The ordinary path claims one block per family.
+        ipam.assign(&AssignRequest::new("net.first.eth0", "n1", 1, 1))
+            .await
+            .unwrap();
+        let out = ipam.assign_new_batch(&reqs(5, 1)).await.unwrap().unwrap();
+        assert_eq!(out.len(), 5);
+        let mut all: Vec<_> = out.iter().flatten().map(|a| a.addr).collect();
+        assert!(out.iter().all(|g| g.len() == 2 && !g[0].borrowed));
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 10, "distinct addresses");
+        for (i, g) in out.iter().enumerate() {
+            let mut have = ipam
+                .addrs_of_handle(&format!("net.c{i}.eth0"))
+                .await
+                .unwrap();
+            have.sort();
+            let mut want: Vec<_> = g.iter().map(|a| a.addr).collect();
+            want.sort();
+            assert_eq!(have, want);
+        }
+        let r = ipam.check().await.unwrap();
+        assert!(r.clean, "{}", r.human());
+        assert_eq!(r.addresses_in_use, 12);
+    }
+
+    #[tokio::test]
+    async fn an_existing_handle_or_a_full_block_writes_nothing() {
+        let ipam = Ipam::new(Arc::new(MemoryStore::new()));
+        ipam.add_pool(&pool("v4", "10.9.0.0/28", 28)).await.unwrap();
+        ipam.assign(&AssignRequest::new("net.c1.eth0", "n1", 1, 0))
+            .await
+            .unwrap();
+        // c1 exists: a repeated ADD must not gain a second address.
+        assert_eq!(
+            ipam.assign_new_batch(&reqs(3, 0)).await.unwrap(),
+            Err(Declined::Conflict)
+        );
+        assert_eq!(ipam.check().await.unwrap().addresses_in_use, 1);
+        // 16 addresses, one taken: 16 more do not fit.
+        let many: Vec<_> = (0..16)
+            .map(|i| AssignRequest::new(&format!("net.m{i}.eth0"), "n1", 1, 0))
+            .collect();
+        assert_eq!(
+            ipam.assign_new_batch(&many).await.unwrap(),
+            Err(Declined::NoRoom)
+        );
+        assert_eq!(ipam.check().await.unwrap().addresses_in_use, 1);
+        // Mixed requests are not batched.
+        let mut mixed = reqs(2, 0);
+        mixed[1].node = "n2".into();
+        assert_eq!(
+            ipam.assign_new_batch(&mixed).await.unwrap(),
+            Err(Declined::NotUniform)
+        );
+    }
+}
