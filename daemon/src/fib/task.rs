@@ -1,0 +1,307 @@
+//! The FIB writer's task in petreld: the one owner of the [`Fib`]. It takes
+//! the speaker's Loc-RIB batches, the node's blackhole set, commands (show,
+//! MTU change, liveness ping) and netlink route events, one at a time, so
+//! the Fib needs no lock.
+//!
+//! The Fib blocks in short netlink system calls, run under
+//! `block_in_place` (petreld's runtime is multi-threaded). Every channel is
+//! bounded: a full command channel makes the sender wait, which is the
+//! back-pressure the speaker's Loc-RIB stream already has.
+
+use super::{Fib, FibConfig, FibCounters, Held, Monitor};
+use crate::control::FibRow;
+use crate::health::Health;
+use petrel_bgp::rib::{self, LocRibChange};
+use petrel_bgp::wire::Prefix;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::block_in_place;
+use tracing::{error, info, warn};
+
+/// Requests to the FIB task.
+#[derive(Debug)]
+pub enum Command {
+    /// The routes held, for `petrelctl show fib`.
+    Show(oneshot::Sender<Vec<FibRow>>),
+    /// A new route MTU: every route is re-installed with it.
+    SetMtu(Option<u32>),
+    /// Answers at once: proves the task is not stuck (watchdog).
+    Ping(oneshot::Sender<()>),
+}
+
+/// Commands waiting for the task; senders wait when it is full.
+const COMMANDS: usize = 16;
+
+/// The daemon's handle on the FIB task.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    pub counters: Arc<FibCounters>,
+    /// Routes in the FIB (or in the Loc-RIB when the FIB is disabled).
+    pub routes: Arc<AtomicUsize>,
+}
+
+impl Handle {
+    pub async fn show(&self) -> Option<Vec<FibRow>> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Show(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn set_mtu(&self, mtu: Option<u32>) {
+        let _ = self.tx.send(Command::SetMtu(mtu)).await;
+    }
+
+    /// Whether the task answered.
+    pub async fn ping(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Command::Ping(tx)).await.is_ok() && rx.await.is_ok()
+    }
+}
+
+/// How the task runs.
+pub struct Settings {
+    /// `None`: the FIB is disabled; Loc-RIB batches are only counted.
+    pub fib: Option<FibConfig>,
+    /// Routes of a previous run are swept after this long.
+    pub sweep_after: Duration,
+}
+
+/// Opens the Fib (and its event monitor), dumps the routes of a previous
+/// run, marks [`Health::set_fib_ok`], and spawns the task.
+pub fn spawn(
+    settings: Settings,
+    loc_rib: mpsc::Receiver<Vec<LocRibChange>>,
+    blackholes: Option<mpsc::Receiver<BTreeSet<Prefix>>>,
+    health: Arc<Health>,
+) -> anyhow::Result<Handle> {
+    let (tx, rx) = mpsc::channel(COMMANDS);
+    let routes = Arc::new(AtomicUsize::new(0));
+    let Some(fcfg) = settings.fib else {
+        let h = Handle {
+            tx,
+            counters: Arc::default(),
+            routes: routes.clone(),
+        };
+        tokio::spawn(count_only(loc_rib, rx, blackholes, routes));
+        health.set_fib_ok();
+        return Ok(h);
+    };
+    if let Err(e) = super::write_rt_protos_name("petrel", fcfg.protocol) {
+        warn!(error = %e, "cannot name petrel's route protocol in /etc/iproute2/rt_protos.d");
+    }
+    let mut fib = Fib::open(fcfg).map_err(|e| {
+        anyhow::anyhow!("cannot open netlink for the kernel FIB (CAP_NET_ADMIN needed): {e}")
+    })?;
+    // Before the dump: no change is missed in between.
+    let monitor =
+        Monitor::open().map_err(|e| anyhow::anyhow!("cannot watch netlink route events: {e}"))?;
+    let stale = fib
+        .dump_own()
+        .map_err(|e| anyhow::anyhow!("cannot dump petrel's kernel routes: {e}"))?
+        .len();
+    info!(
+        stale,
+        "kernel routes of a previous run kept until convergence"
+    );
+    health.set_fib_ok();
+    let h = Handle {
+        tx,
+        counters: fib.counters(),
+        routes: routes.clone(),
+    };
+    tokio::spawn(run(
+        fib,
+        monitor,
+        settings.sweep_after,
+        loc_rib,
+        rx,
+        blackholes,
+        routes,
+    ));
+    Ok(h)
+}
+
+fn log_report(r: &super::Report) {
+    for e in &r.errors {
+        warn!(prefix = %e.prefix, errno = e.errno, message = e.message.as_deref().unwrap_or(""), "kernel refused a route");
+    }
+}
+
+async fn run(
+    mut fib: Fib,
+    mut monitor: Monitor,
+    sweep_after: Duration,
+    mut loc_rib: mpsc::Receiver<Vec<LocRibChange>>,
+    mut commands: mpsc::Receiver<Command>,
+    mut blackholes: Option<mpsc::Receiver<BTreeSet<Prefix>>>,
+    routes: Arc<AtomicUsize>,
+) {
+    let counters = fib.counters();
+    let sweep = tokio::time::sleep(sweep_after);
+    tokio::pin!(sweep);
+    let mut swept = false;
+    let mut own_blackholes: BTreeSet<Prefix> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            batch = loc_rib.recv() => {
+                let Some(batch) = batch else { return };
+                match block_in_place(|| fib.apply(&batch)) {
+                    Ok(report) => log_report(&report),
+                    Err(e) => error!(error = %e, "netlink socket failed"),
+                }
+            }
+            set = recv_opt(&mut blackholes) => match set {
+                Some(set) => {
+                    for p in own_blackholes.difference(&set) {
+                        match block_in_place(|| fib.remove(*p)) {
+                            Ok(r) => log_report(&r),
+                            Err(e) => error!(error = %e, prefix = %p, "netlink socket failed"),
+                        }
+                    }
+                    for p in set.difference(&own_blackholes) {
+                        match block_in_place(|| fib.install_blackhole(*p)) {
+                            Ok(r) => log_report(&r),
+                            Err(e) => error!(error = %e, prefix = %p, "netlink socket failed"),
+                        }
+                    }
+                    own_blackholes = set;
+                }
+                None => blackholes = None,
+            },
+            cmd = commands.recv() => match cmd {
+                Some(Command::Show(reply)) => {
+                    let _ = reply.send(block_in_place(|| rows(&fib)));
+                }
+                Some(Command::SetMtu(m)) => {
+                    info!(mtu = ?m, routes = fib.len(), "route MTU changed; re-installing routes");
+                    match block_in_place(|| fib.set_mtu(m)) {
+                        Ok(r) => log_report(&r),
+                        Err(e) => error!(error = %e, "netlink socket failed"),
+                    }
+                }
+                Some(Command::Ping(reply)) => {
+                    let _ = reply.send(());
+                }
+                // The daemon is stopping; the routes stay (graceful restart).
+                None => return,
+            },
+            ev = monitor.next() => match ev {
+                Ok(events) => {
+                    for ev in &events {
+                        if let Err(e) = block_in_place(|| fib.on_event(ev)) {
+                            warn!(error = %e, "could not restore a route");
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "netlink monitor failed; resynchronising");
+                    let _ = block_in_place(|| fib.resync());
+                }
+            },
+            _ = &mut sweep, if !swept => {
+                swept = true;
+                match block_in_place(|| fib.sweep_stale()) {
+                    Ok(r) => info!(removed = r.removed, "stale kernel routes of a previous run swept"),
+                    Err(e) => warn!(error = %e, "sweep of stale kernel routes failed"),
+                }
+            }
+        }
+        routes.store(fib.len(), Ordering::Relaxed);
+        counters.routes.store(fib.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// A receiver that may be absent: pends forever when it is.
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn rows(fib: &Fib) -> Vec<FibRow> {
+    let names: HashMap<u32, String> = super::monitor::links_and_addrs()
+        .map(|(l, _)| l.into_iter().map(|l| (l.ifindex, l.name)).collect())
+        .unwrap_or_default();
+    let mtu = fib.mtu();
+    let mut out: Vec<FibRow> = fib
+        .held()
+        .map(|(prefix, h)| {
+            let (kind, next_hops) = match h {
+                Held::Blackhole => ("blackhole", Vec::new()),
+                Held::Stale => ("stale", Vec::new()),
+                Held::Unicast(hops) => (
+                    "unicast",
+                    hops.iter()
+                        .map(|h| {
+                            let mut s = h.gateway.to_string();
+                            if h.ifindex != 0 {
+                                let name = names
+                                    .get(&h.ifindex)
+                                    .cloned()
+                                    .unwrap_or_else(|| format!("if{}", h.ifindex));
+                                s += &format!(" dev {name}");
+                            }
+                            if h.onlink {
+                                s += " onlink";
+                            }
+                            s
+                        })
+                        .collect(),
+                ),
+            };
+            FibRow {
+                prefix: prefix.to_string(),
+                kind: kind.into(),
+                next_hops,
+                mtu: if matches!(h, Held::Stale) { None } else { mtu },
+                stale: matches!(h, Held::Stale),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let key = |r: &FibRow| r.prefix.parse::<Prefix>().ok();
+        key(a).cmp(&key(b)).then_with(|| a.prefix.cmp(&b.prefix))
+    });
+    out
+}
+
+/// The FIB disabled: the Loc-RIB is only counted, so the speaker is never
+/// blocked by nobody reading its stream.
+async fn count_only(
+    mut loc_rib: mpsc::Receiver<Vec<LocRibChange>>,
+    mut commands: mpsc::Receiver<Command>,
+    mut blackholes: Option<mpsc::Receiver<BTreeSet<Prefix>>>,
+    routes: Arc<AtomicUsize>,
+) {
+    let mut live: HashSet<Prefix> = HashSet::new();
+    loop {
+        tokio::select! {
+            batch = loc_rib.recv() => {
+                let Some(batch) = batch else { return };
+                for c in batch {
+                    match c {
+                        rib::LocRibChange::Best { prefix, .. } => {
+                            live.insert(prefix);
+                        }
+                        rib::LocRibChange::Unreachable { prefix } => {
+                            live.remove(&prefix);
+                        }
+                    }
+                }
+                routes.store(live.len(), Ordering::Relaxed);
+            }
+            set = recv_opt(&mut blackholes) => if set.is_none() { blackholes = None },
+            cmd = commands.recv() => match cmd {
+                Some(Command::Show(reply)) => { let _ = reply.send(Vec::new()); }
+                Some(Command::SetMtu(_)) => {}
+                Some(Command::Ping(reply)) => { let _ = reply.send(()); }
+                None => return,
+            },
+        }
+    }
+}

@@ -1,0 +1,740 @@
+//! Prometheus metrics, `/healthz` and `/readyz` over a minimal HTTP/1.1
+//! server.
+//!
+//! The values live where they change (the FIB writer's atomics, the
+//! datastore wrapper's counters, [`Health`], the MTU status); a scrape
+//! reads them and asks the speaker for its peers, so nothing is sampled on
+//! a timer. [`render`] is a pure function over a [`Snapshot`], tested
+//! without sockets.
+//!
+//! The server answers one request per connection (`Connection: close`), at
+//! most [`MAX_CONNECTIONS`] at once (more wait in the kernel's accept
+//! queue), with a [`IO_TIMEOUT`] per connection: a scraper, not a web
+//! server.
+
+use crate::fib::mtu::MtuStatus;
+use crate::fib::FibCounters;
+use crate::health::Health;
+use async_trait::async_trait;
+use petrel_bgp::speaker::{PeerSnapshot, Speaker};
+use petrel_ipam::store::{KeyValue, Listing, Op, Store, StoreError, WatchReceiver};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+/// The default `[metrics] address`: loopback only, so that nothing is
+/// exposed until an operator chooses to.
+pub const DEFAULT_ADDRESS: &str = "127.0.0.1:9179";
+pub const MAX_CONNECTIONS: usize = 16;
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request head read; a scrape's is a few hundred octets.
+const MAX_REQUEST: usize = 8 << 10;
+
+/// Datastore operations, for the instrumented store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    Get,
+    Create,
+    Update,
+    Delete,
+    Commit,
+    List,
+    GetMany,
+    ListKeys,
+    Watch,
+    Ping,
+}
+
+impl StoreOp {
+    const ALL: [StoreOp; 10] = [
+        StoreOp::Get,
+        StoreOp::Create,
+        StoreOp::Update,
+        StoreOp::Delete,
+        StoreOp::Commit,
+        StoreOp::List,
+        StoreOp::GetMany,
+        StoreOp::ListKeys,
+        StoreOp::Watch,
+        StoreOp::Ping,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            StoreOp::Get => "get",
+            StoreOp::Create => "create",
+            StoreOp::Update => "update",
+            StoreOp::Delete => "delete",
+            StoreOp::Commit => "commit",
+            StoreOp::List => "list",
+            StoreOp::GetMany => "get_many",
+            StoreOp::ListKeys => "list_keys",
+            StoreOp::Watch => "watch",
+            StoreOp::Ping => "ping",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
+
+#[derive(Debug, Default)]
+struct OpStats {
+    total: AtomicU64,
+    errors: AtomicU64,
+    /// Conflicts are answers, not failures: counted apart from errors.
+    conflicts: AtomicU64,
+    micros: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+}
+
+/// Datastore counters: operations, errors and latency per operation.
+#[derive(Debug, Default)]
+pub struct StoreMetrics {
+    ops: [OpStats; StoreOp::ALL.len()],
+}
+
+impl StoreMetrics {
+    /// Records one finished operation.
+    pub fn record(&self, op: StoreOp, took: Duration, outcome: Result<(), &StoreError>) {
+        let s = &self.ops[op as usize];
+        s.total.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => {
+                s.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                s.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        s.micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            s.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        head(
+            out,
+            "petrel_datastore_operations_total",
+            "counter",
+            "Datastore operations, by operation.",
+        );
+        for op in StoreOp::ALL {
+            let v = self.ops[op as usize].total.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "petrel_datastore_operations_total{{op=\"{}\"}} {v}",
+                op.name()
+            );
+        }
+        head(
+            out,
+            "petrel_datastore_errors_total",
+            "counter",
+            "Datastore operations that failed (unavailable, timeouts, corrupt data), by operation.",
+        );
+        for op in StoreOp::ALL {
+            let v = self.ops[op as usize].errors.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "petrel_datastore_errors_total{{op=\"{}\"}} {v}",
+                op.name()
+            );
+        }
+        head(out, "petrel_datastore_conflicts_total", "counter", "Datastore writes refused because the record changed meanwhile (retried), by operation.");
+        for op in StoreOp::ALL {
+            let v = self.ops[op as usize].conflicts.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "petrel_datastore_conflicts_total{{op=\"{}\"}} {v}",
+                op.name()
+            );
+        }
+        head(
+            out,
+            "petrel_datastore_operation_duration_seconds",
+            "histogram",
+            "Datastore operation latency, by operation.",
+        );
+        for op in StoreOp::ALL {
+            let s = &self.ops[op as usize];
+            let mut cum = 0;
+            for (i, b) in BUCKETS.iter().enumerate() {
+                cum += s.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(out, "petrel_datastore_operation_duration_seconds_bucket{{op=\"{}\",le=\"{b}\"}} {cum}", op.name());
+            }
+            let total = s.total.load(Ordering::Relaxed);
+            let _ = writeln!(out, "petrel_datastore_operation_duration_seconds_bucket{{op=\"{}\",le=\"+Inf\"}} {total}", op.name());
+            let sum = s.micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "petrel_datastore_operation_duration_seconds_sum{{op=\"{}\"}} {sum}",
+                op.name()
+            );
+            let _ = writeln!(
+                out,
+                "petrel_datastore_operation_duration_seconds_count{{op=\"{}\"}} {total}",
+                op.name()
+            );
+        }
+    }
+}
+
+/// A [`Store`] that counts and times every call of the store it wraps, and
+/// tells [`Health`] whether the datastore answers.
+pub struct InstrumentedStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<StoreMetrics>,
+    health: Option<Arc<Health>>,
+}
+
+impl InstrumentedStore {
+    pub fn new(
+        inner: Arc<dyn Store>,
+        metrics: Arc<StoreMetrics>,
+        health: Option<Arc<Health>>,
+    ) -> Self {
+        Self {
+            inner,
+            metrics,
+            health,
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: StoreOp,
+        f: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let t = Instant::now();
+        let r = f.await;
+        self.metrics.record(op, t.elapsed(), r.as_ref().map(drop));
+        if let Some(h) = &self.health {
+            match &r {
+                Err(e) if e.is_unavailable() => h.set_datastore_ok(false),
+                // Any answer, a conflict included, proves the store is up.
+                _ => h.set_datastore_ok(true),
+            }
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl Store for InstrumentedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.timed(StoreOp::Get, self.inner.get(key)).await
+    }
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError> {
+        self.timed(StoreOp::Create, self.inner.create(key, value))
+            .await
+    }
+    async fn update(&self, key: &str, value: Vec<u8>, revision: i64) -> Result<i64, StoreError> {
+        self.timed(StoreOp::Update, self.inner.update(key, value, revision))
+            .await
+    }
+    async fn delete(&self, key: &str, revision: i64) -> Result<(), StoreError> {
+        self.timed(StoreOp::Delete, self.inner.delete(key, revision))
+            .await
+    }
+    async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError> {
+        self.timed(StoreOp::Commit, self.inner.commit(ops)).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        self.timed(StoreOp::List, self.inner.list(prefix)).await
+    }
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
+        self.timed(StoreOp::GetMany, self.inner.get_many(keys))
+            .await
+    }
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        self.timed(StoreOp::ListKeys, self.inner.list_keys(prefix))
+            .await
+    }
+    async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError> {
+        self.timed(StoreOp::Watch, self.inner.watch(prefix, from_revision))
+            .await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.timed(StoreOp::Ping, self.inner.ping()).await
+    }
+}
+
+/// This node's IPAM gauges, set by the cluster code.
+#[derive(Debug, Default)]
+pub struct IpamGauges {
+    blocks: AtomicU64,
+    addresses: AtomicU64,
+}
+
+impl IpamGauges {
+    /// Affine blocks and allocated addresses of this node.
+    pub fn set(&self, blocks: u64, addresses: u64) {
+        self.blocks.store(blocks, Ordering::Relaxed);
+        self.addresses.store(addresses, Ordering::Relaxed);
+    }
+}
+
+/// Everything a scrape reads, shared with the parts that update it.
+#[derive(Clone)]
+pub struct Metrics {
+    pub health: Arc<Health>,
+    pub fib: Arc<FibCounters>,
+    pub mtu: Arc<Mutex<MtuStatus>>,
+    pub store: Arc<StoreMetrics>,
+    pub ipam: Arc<IpamGauges>,
+    pub node: String,
+}
+
+/// One scrape's values.
+pub struct Snapshot<'a> {
+    pub m: &'a Metrics,
+    pub peers: &'a [PeerSnapshot],
+}
+
+fn head(out: &mut String, name: &str, ty: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {ty}");
+}
+
+/// Label values escaped per the exposition format.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// RFC 4271 §8.2.2's states as numbers, Idle = 1 … Established = 6.
+fn state_number(s: petrel_bgp::fsm::State) -> u8 {
+    use petrel_bgp::fsm::State::*;
+    match s {
+        Idle => 1,
+        Connect => 2,
+        Active => 3,
+        OpenSent => 4,
+        OpenConfirm => 5,
+        Established => 6,
+    }
+}
+
+/// The text exposition (format 0.0.4).
+pub fn render(s: &Snapshot) -> String {
+    let m = s.m;
+    let mut out = String::with_capacity(8 << 10);
+    head(
+        &mut out,
+        "petrel_build_info",
+        "gauge",
+        "petreld's version; always 1.",
+    );
+    let _ = writeln!(
+        out,
+        "petrel_build_info{{version=\"{}\",node=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        esc(&m.node)
+    );
+    head(
+        &mut out,
+        "petrel_ready",
+        "gauge",
+        "1 once the first full sync is done.",
+    );
+    let _ = writeln!(out, "petrel_ready {}", m.health.is_ready() as u8);
+    head(
+        &mut out,
+        "petrel_degraded",
+        "gauge",
+        "1 while something is wrong (see /readyz for the reasons).",
+    );
+    let _ = writeln!(out, "petrel_degraded {}", !m.health.is_healthy() as u8);
+
+    head(&mut out, "petrel_bgp_peer_state", "gauge", "BGP session state (RFC 4271 8.2.2): 1 Idle, 2 Connect, 3 Active, 4 OpenSent, 5 OpenConfirm, 6 Established.");
+    for p in s.peers {
+        let _ = writeln!(
+            out,
+            "petrel_bgp_peer_state{{peer=\"{}\",asn=\"{}\"}} {}",
+            p.address,
+            p.asn,
+            state_number(p.state)
+        );
+    }
+    head(
+        &mut out,
+        "petrel_bgp_peer_established",
+        "gauge",
+        "1 while the session is Established.",
+    );
+    for p in s.peers {
+        let up = p.state == petrel_bgp::fsm::State::Established;
+        let _ = writeln!(
+            out,
+            "petrel_bgp_peer_established{{peer=\"{}\",asn=\"{}\"}} {}",
+            p.address, p.asn, up as u8
+        );
+    }
+    for (name, help, get) in [
+        (
+            "petrel_bgp_prefixes_received",
+            "Prefixes received from the peer.",
+            (|p: &PeerSnapshot| p.received) as fn(&PeerSnapshot) -> u64,
+        ),
+        (
+            "petrel_bgp_prefixes_accepted",
+            "Prefixes from the peer accepted by import policy.",
+            |p| p.accepted,
+        ),
+        (
+            "petrel_bgp_prefixes_advertised",
+            "Prefixes advertised to the peer.",
+            |p| p.advertised,
+        ),
+    ] {
+        head(&mut out, name, "gauge", help);
+        for p in s.peers {
+            let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", p.address, get(p));
+        }
+    }
+
+    let f = &m.fib;
+    for (name, ty, help, v) in [
+        (
+            "petrel_fib_operations_total",
+            "counter",
+            "Route messages sent to the kernel.",
+            &f.ops,
+        ),
+        (
+            "petrel_fib_errors_total",
+            "counter",
+            "Route messages the kernel refused.",
+            &f.errors,
+        ),
+        (
+            "petrel_fib_batches_total",
+            "counter",
+            "Netlink datagrams of route messages sent.",
+            &f.batches,
+        ),
+        (
+            "petrel_fib_restored_total",
+            "counter",
+            "Routes of petrel restored after another process deleted or changed them.",
+            &f.restored,
+        ),
+        (
+            "petrel_fib_routes",
+            "gauge",
+            "Routes petrel holds in the kernel FIB (blackholes included).",
+            &f.routes,
+        ),
+    ] {
+        head(&mut out, name, ty, help);
+        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+    }
+
+    let mtu = m.mtu.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    head(
+        &mut out,
+        "petrel_pod_mtu",
+        "gauge",
+        "The pod MTU written for petrel-ipam (0: none).",
+    );
+    let _ = writeln!(out, "petrel_pod_mtu {}", mtu.pod_mtu.unwrap_or(0));
+    head(
+        &mut out,
+        "petrel_host_mtu",
+        "gauge",
+        "The host MTU the pod MTU derives from (0: not detected).",
+    );
+    let _ = writeln!(
+        out,
+        "petrel_host_mtu{{interface=\"{}\"}} {}",
+        esc(mtu.interface.as_deref().unwrap_or("")),
+        mtu.host_mtu.unwrap_or(0)
+    );
+
+    m.store.render(&mut out);
+    head(
+        &mut out,
+        "petrel_ipam_blocks",
+        "gauge",
+        "IPAM blocks affine to this node.",
+    );
+    let _ = writeln!(
+        out,
+        "petrel_ipam_blocks {}",
+        m.ipam.blocks.load(Ordering::Relaxed)
+    );
+    head(
+        &mut out,
+        "petrel_ipam_addresses",
+        "gauge",
+        "Addresses allocated on this node.",
+    );
+    let _ = writeln!(
+        out,
+        "petrel_ipam_addresses {}",
+        m.ipam.addresses.load(Ordering::Relaxed)
+    );
+    out
+}
+
+/// Binds the listener (so that a bad address fails at start).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until the process ends. `live_after`: how old the main loop's
+/// heartbeat may be for `/healthz` to answer 200.
+pub async fn serve(listener: TcpListener, m: Metrics, speaker: Speaker, live_after: Duration) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (m, speaker) = (m.clone(), speaker.clone());
+        tokio::spawn(async move {
+            let r =
+                tokio::time::timeout(IO_TIMEOUT, answer(stream, &m, &speaker, live_after)).await;
+            if !matches!(r, Ok(Ok(()))) {
+                debug!(%peer, "metrics: connection dropped (timeout or I/O error)");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    m: &Metrics,
+    speaker: &Speaker,
+    live_after: Duration,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_REQUEST {
+            return respond(
+                &mut stream,
+                431,
+                "text/plain",
+                "request header too large\n",
+                false,
+            )
+            .await;
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let mut parts = line.lines().next().unwrap_or("").split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(
+            &mut stream,
+            405,
+            "text/plain",
+            "only GET and HEAD\n",
+            head_only,
+        )
+        .await;
+    }
+    match path {
+        "/metrics" => {
+            let peers = speaker.peers().await.unwrap_or_default();
+            let body = render(&Snapshot { m, peers: &peers });
+            respond(
+                &mut stream,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                &body,
+                head_only,
+            )
+            .await
+        }
+        "/healthz" => {
+            let age = m.health.since_beat();
+            if age <= live_after {
+                respond(&mut stream, 200, "text/plain", "ok\n", head_only).await
+            } else {
+                let body = format!("main loop silent for {}s\n", age.as_secs());
+                respond(&mut stream, 503, "text/plain", &body, head_only).await
+            }
+        }
+        "/readyz" => {
+            let reasons = m.health.degraded_reasons();
+            if m.health.is_ready() && reasons.is_empty() {
+                respond(&mut stream, 200, "text/plain", "ready\n", head_only).await
+            } else {
+                let body = format!("not ready:\n{}\n", reasons.join("\n"));
+                respond(&mut stream, 503, "text/plain", &body, head_only).await
+            }
+        }
+        _ => {
+            respond(
+                &mut stream,
+                404,
+                "text/plain",
+                "try /metrics, /healthz or /readyz\n",
+                head_only,
+            )
+            .await
+        }
+    }
+}
+
+async fn respond(
+    stream: &mut TcpStream,
+    code: u16,
+    ctype: &str,
+    body: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let reason = match code {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    if !head_only {
+        out.push_str(body);
+    }
+    stream.write_all(out.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics {
+            health: Arc::new(Health::new()),
+            fib: Arc::default(),
+            mtu: Arc::default(),
+            store: Arc::default(),
+            ipam: Arc::default(),
+            node: "n1".into(),
+        }
+    }
+
+    fn value(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn renders_peers_fib_mtu_and_ipam() {
+        let m = metrics();
+        m.fib.ops.store(7, Ordering::Relaxed);
+        m.ipam.set(2, 5);
+        m.mtu.lock().unwrap().pod_mtu = Some(1480);
+        let peers = [PeerSnapshot {
+            address: "192.0.2.1".parse().unwrap(),
+            asn: 65001,
+            state: petrel_bgp::fsm::State::Established,
+            uptime: Duration::from_secs(3),
+            received: 10,
+            accepted: 9,
+            advertised: 4,
+            last_error: None,
+        }];
+        let t = render(&Snapshot {
+            m: &m,
+            peers: &peers,
+        });
+        assert_eq!(
+            value(
+                &t,
+                "petrel_bgp_peer_state{peer=\"192.0.2.1\",asn=\"65001\"}"
+            )
+            .as_deref(),
+            Some("6")
+        );
+        assert_eq!(
+            value(&t, "petrel_bgp_prefixes_accepted{peer=\"192.0.2.1\"}").as_deref(),
+            Some("9")
+        );
+        assert_eq!(
+            value(&t, "petrel_fib_operations_total").as_deref(),
+            Some("7")
+        );
+        assert_eq!(value(&t, "petrel_pod_mtu").as_deref(), Some("1480"));
+        assert_eq!(value(&t, "petrel_ipam_addresses").as_deref(), Some("5"));
+        assert_eq!(value(&t, "petrel_ready").as_deref(), Some("0"));
+        // Every sample line belongs to a declared family.
+        for l in t.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            let family = name
+                .trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count");
+            assert!(t.contains(&format!("# TYPE {family} ")), "{l}");
+        }
+    }
+
+    #[tokio::test]
+    async fn store_wrapper_counts_times_and_reports_health() {
+        let inner: Arc<dyn Store> = Arc::new(petrel_ipam::store::memory::MemoryStore::new());
+        let sm = Arc::new(StoreMetrics::default());
+        let h = Arc::new(Health::new());
+        h.expect_datastore();
+        let s = InstrumentedStore::new(inner, sm.clone(), Some(h.clone()));
+        let rev = s.create("/k", b"v".to_vec()).await.unwrap();
+        assert!(s.create("/k", b"v".to_vec()).await.is_err());
+        s.get("/k").await.unwrap();
+        s.delete("/k", rev).await.unwrap();
+        let mut t = String::new();
+        sm.render(&mut t);
+        assert_eq!(
+            value(&t, "petrel_datastore_operations_total{op=\"create\"}").as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            value(&t, "petrel_datastore_conflicts_total{op=\"create\"}").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&t, "petrel_datastore_errors_total{op=\"create\"}").as_deref(),
+            Some("0")
+        );
+        assert_eq!(
+            value(
+                &t,
+                "petrel_datastore_operation_duration_seconds_count{op=\"get\"}"
+            )
+            .as_deref(),
+            Some("1")
+        );
+        assert!(!h
+            .degraded_reasons()
+            .contains(&"datastore unavailable".to_string()));
+    }
+}
