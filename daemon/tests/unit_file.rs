@@ -9,7 +9,10 @@ const UNIT: &str = include_str!("../dist/petreld.service");
 
 #[test]
 fn systemd_analyze_verify_accepts_the_unit() {
-    let have = Command::new("systemd-analyze").arg("--version").output().is_ok();
+    let have = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !petrel_tests::require(have, "systemd-analyze (Debian package systemd)") {
         return;
     }
@@ -33,7 +36,11 @@ fn systemd_analyze_verify_accepts_the_unit() {
         .lines()
         .filter(|l| l.contains(&*path.to_string_lossy()) || l.contains("petreld.service"))
         .collect();
-    assert!(ours.is_empty(), "systemd-analyze complains:\n{}", ours.join("\n"));
+    assert!(
+        ours.is_empty(),
+        "systemd-analyze complains:\n{}",
+        ours.join("\n")
+    );
     assert!(Path::new(&path).exists());
 }
 
@@ -46,7 +53,11 @@ fn the_unit_grants_only_net_admin_and_bind_service() {
             .collect()
     };
     for key in ["CapabilityBoundingSet", "AmbientCapabilities"] {
-        assert_eq!(value(key), ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"], "{key}");
+        assert_eq!(
+            value(key),
+            ["CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE"],
+            "{key}"
+        );
     }
     for (key, want) in [
         ("Type", "notify"),

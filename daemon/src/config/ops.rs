@@ -324,3 +324,21 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod docs {
+    /// docs/config.md's complete example is a valid file, with these
+    /// sections in it.
+    #[test]
+    fn the_complete_example_in_the_docs_parses() {
+        let doc = include_str!("../../../docs/config.md");
+        let start = doc.find("## A complete example").expect("the section");
+        let body = &doc[start..];
+        let from = body.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let text = &body[from..from + body[from..].find("```").expect("its end")];
+        let c = crate::config::Config::parse("docs/config.md", text).unwrap();
+        assert_eq!(c.mtu.encapsulation, crate::fib::mtu::Encap::Ipip);
+        assert_eq!(c.metrics.address, Some("127.0.0.1:9179".parse().unwrap()));
+        assert_eq!(c.log.level, "info");
+    }
+}
