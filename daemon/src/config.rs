@@ -17,6 +17,9 @@ pub const DEFAULT_PATH: &str = "/etc/petrel/petreld.toml";
 pub const DEFAULT_SOCKET: &str = "/run/petrel/petreld.sock";
 pub const DEFAULT_ASN: u32 = 64512;
 
+mod ops;
+pub use ops::{Log, LogFormat, Metrics, Mtu, DEFAULT_MTU_FILE};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
@@ -44,6 +47,24 @@ struct RawConfig {
     bgp: RawBgp,
     #[serde(default)]
     fib: RawFib,
+    datastore: Option<RawDatastore>,
+    #[serde(default)]
+    mtu: ops::RawMtu,
+    #[serde(default)]
+    metrics: ops::RawMetrics,
+    #[serde(default)]
+    log: ops::RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatastore {
+    #[serde(default)]
+    etcd_endpoints: Vec<String>,
+    etcd_ca: Option<PathBuf>,
+    etcd_cert: Option<PathBuf>,
+    etcd_key: Option<PathBuf>,
+    path: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,13 +81,13 @@ struct RawFib {
 #[serde(deny_unknown_fields)]
 struct RawNode {
     name: String,
-    router_id: String,
-    #[serde(default = "default_asn")]
-    asn: u32,
-}
-
-fn default_asn() -> u32 {
-    DEFAULT_ASN
+    router_id: Option<String>,
+    asn: Option<u32>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    interface: Option<String>,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +174,25 @@ pub struct Config {
     pub control_socket: PathBuf,
     pub bgp: Bgp,
     pub fib: Fib,
+    /// The cluster datastore; without it petreld runs from this file alone.
+    pub datastore: Option<Datastore>,
+    pub mtu: Mtu,
+    pub metrics: Metrics,
+    pub log: Log,
+}
+
+/// Where the cluster's records (nodes, BGP configuration and peers, IPAM)
+/// are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datastore {
+    Etcd {
+        endpoints: Vec<String>,
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    },
+    /// The embedded single-node store file.
+    Embedded { path: PathBuf },
 }
 
 /// Kernel route installation.
@@ -174,7 +214,18 @@ pub struct Fib {
 pub struct Node {
     pub name: String,
     pub router_id: Ipv4Addr,
+    /// The AS in effect: the file's, else [`DEFAULT_ASN`] until the
+    /// cluster's BGP configuration says otherwise.
     pub asn: u32,
+    /// Whether the file set `asn` (then it wins over the cluster's).
+    pub asn_from_file: bool,
+    /// The node's addresses with their prefix lengths: registered in the
+    /// datastore and used for the node-to-node mesh.
+    pub addresses: Vec<ipnet::IpNet>,
+    /// Take the addresses from this interface instead.
+    pub interface: Option<String>,
+    /// Labels registered for pool and peer node selectors.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -274,22 +325,57 @@ impl Config {
         if raw.node.name.trim().is_empty() {
             return Err(bad("node.name".into(), "must not be empty".into()));
         }
-        let router_id: Ipv4Addr = raw.node.router_id.parse().map_err(|_| {
-            bad(
-                "node.router_id".into(),
-                format!("{:?} is not an IPv4 address", raw.node.router_id),
-            )
-        })?;
+        let addresses = raw
+            .node
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.parse::<ipnet::IpNet>().map_err(|_| {
+                    bad(
+                        format!("node.addresses[{i}]"),
+                        format!("{a:?} is not ADDRESS/PREFIXLEN (e.g. \"10.0.0.5/24\")"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !addresses.is_empty() && raw.node.interface.is_some() {
+            return Err(bad(
+                "node.interface".into(),
+                "give either node.addresses or node.interface, not both".into(),
+            ));
+        }
+        let router_id: Ipv4Addr = match &raw.node.router_id {
+            Some(r) => r.parse().map_err(|_| {
+                bad(
+                    "node.router_id".into(),
+                    format!("{r:?} is not an IPv4 address"),
+                )
+            })?,
+            None => addresses
+                .iter()
+                .find_map(|a| match a.addr() {
+                    IpAddr::V4(v4) => Some(v4),
+                    IpAddr::V6(_) => None,
+                })
+                .ok_or_else(|| {
+                    bad(
+                        "node.router_id".into(),
+                        "required unless node.addresses has an IPv4 address to take it from".into(),
+                    )
+                })?,
+        };
+        let node_asn = raw.node.asn.unwrap_or(DEFAULT_ASN);
         if router_id.is_unspecified() {
             return Err(bad(
                 "node.router_id".into(),
                 "0.0.0.0 is not allowed (RFC 6286: non-zero)".into(),
             ));
         }
-        if raw.node.asn == 0 || raw.node.asn == 23456 {
+        if node_asn == 0 || node_asn == 23456 {
             return Err(bad(
                 "node.asn".into(),
-                format!("{} is reserved (RFC 7607, RFC 6793)", raw.node.asn),
+                format!("{node_asn} is reserved (RFC 7607, RFC 6793)"),
             ));
         }
         let listen = match raw.bgp.listen {
@@ -424,7 +510,7 @@ impl Config {
                     format!("{allow_own_as}: allowed values are 0..=10"),
                 ));
             }
-            let ibgp = p.asn == p.local_as.unwrap_or(raw.node.asn);
+            let ibgp = p.asn == p.local_as.unwrap_or(node_asn);
             let next_hop = match p.next_hop.as_deref() {
                 Some("self") => NextHopMode::SelfAddr,
                 Some("keep") => NextHopMode::Keep,
@@ -590,14 +676,71 @@ impl Config {
                     .unwrap_or_else(|| graceful_restart.map_or(120, |g| g.restart_time as u64)),
             }
         };
+        let datastore = match raw.datastore {
+            None => None,
+            Some(d) => Some(match (d.path, d.etcd_endpoints.is_empty()) {
+                (Some(path), true) => {
+                    if d.etcd_ca.is_some() || d.etcd_cert.is_some() || d.etcd_key.is_some() {
+                        return Err(bad(
+                            "datastore.path".into(),
+                            "etcd TLS files given with the embedded store; remove them or use etcd_endpoints".into(),
+                        ));
+                    }
+                    Datastore::Embedded { path }
+                }
+                (None, false) => {
+                    for (i, e) in d.etcd_endpoints.iter().enumerate() {
+                        if !(e.starts_with("http://") || e.starts_with("https://")) {
+                            return Err(bad(
+                                format!("datastore.etcd_endpoints[{i}]"),
+                                format!("{e:?} is not a URL: use http://HOST:PORT or https://HOST:PORT"),
+                            ));
+                        }
+                    }
+                    if d.etcd_cert.is_some() != d.etcd_key.is_some() {
+                        return Err(bad(
+                            "datastore.etcd_cert".into(),
+                            "etcd_cert and etcd_key go together".into(),
+                        ));
+                    }
+                    Datastore::Etcd {
+                        endpoints: d.etcd_endpoints,
+                        ca: d.etcd_ca,
+                        cert: d.etcd_cert,
+                        key: d.etcd_key,
+                    }
+                }
+                (Some(_), false) => {
+                    return Err(bad(
+                        "datastore".into(),
+                        "give either etcd_endpoints or path, not both".into(),
+                    ))
+                }
+                (None, true) => {
+                    return Err(bad(
+                        "datastore".into(),
+                        "give etcd_endpoints = [\"http://HOST:2379\", ...] or path = \"/var/lib/petrel/petrel.db\"".into(),
+                    ))
+                }
+            }),
+        };
+        let ops = ops::parse(file, raw.mtu, raw.metrics, raw.log)?;
         Ok(Config {
             file: PathBuf::from(file),
             fib,
+            mtu: ops.mtu,
+            metrics: ops.metrics,
+            log: ops.log,
             node: Node {
                 name: raw.node.name,
                 router_id,
-                asn: raw.node.asn,
+                asn: node_asn,
+                asn_from_file: raw.node.asn.is_some(),
+                addresses,
+                interface: raw.node.interface,
+                labels: raw.node.labels,
             },
+            datastore,
             control_socket: raw
                 .control
                 .socket

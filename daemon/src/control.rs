@@ -26,6 +26,9 @@ pub enum Request {
     PeerRefresh {
         address: String,
     },
+    ShowFib,
+    ShowMtu,
+    ShowBlocks,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -34,8 +37,23 @@ pub enum Response {
     Status(Status),
     Peers { peers: Vec<PeerRow> },
     Routes { routes: Vec<RouteRow> },
+    Fib { routes: Vec<FibRow> },
+    Mtu(crate::fib::mtu::MtuStatus),
+    Blocks(Blocks),
     Ok,
     Error { message: String },
+}
+
+/// The node's blocks and what it advertises from the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Blocks {
+    /// False when petreld runs without a datastore.
+    pub cluster: bool,
+    pub datastore_ok: bool,
+    pub last_error: Option<String>,
+    pub blocks: Vec<crate::cluster::BlockRow>,
+    /// (prefix, reason: block, borrowed or service)
+    pub advertised: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -48,6 +66,12 @@ pub struct Status {
     pub peers_total: usize,
     pub peers_established: usize,
     pub routes: usize,
+    /// The first full sync is done (systemd's READY=1, /readyz).
+    #[serde(default)]
+    pub ready: bool,
+    /// What is wrong, if anything (empty when healthy).
+    #[serde(default)]
+    pub degraded: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,6 +100,19 @@ pub struct RouteRow {
     pub cluster_list: Vec<String>,
     pub best: bool,
     pub peer: String,
+    pub stale: bool,
+}
+
+/// One of petrel's kernel routes, as the FIB writer holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FibRow {
+    pub prefix: String,
+    /// "unicast", "blackhole", or "stale" (a route of a previous run, kept
+    /// until BGP converges, then swept).
+    pub kind: String,
+    /// "GATEWAY [dev IFNAME] [onlink]", one per ECMP next hop.
+    pub next_hops: Vec<String>,
+    pub mtu: Option<u32>,
     pub stale: bool,
 }
 

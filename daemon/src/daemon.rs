@@ -3,11 +3,12 @@
 
 use crate::config::{self, Config, MaxPrefixAction, NextHopMode};
 use crate::control::{PeerRow, Request, Response, RouteRow, Status};
+use crate::intent::{Intent, Source};
 use petrel_bgp::rib;
 use petrel_bgp::speaker::{self, PeerSettings, Speaker, SpeakerConfig};
 use petrel_bgp::wire::attr::{Origin, PathAttributes};
 use petrel_bgp::wire::Prefix;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -73,11 +74,72 @@ struct State {
     speaker: Speaker,
     started: Instant,
     fib_routes: Arc<AtomicUsize>,
+    fib: crate::fib::task::Handle,
+    mtu: Arc<std::sync::Mutex<crate::fib::mtu::MtuStatus>>,
+    health: Arc<crate::health::Health>,
+    intent: Arc<tokio::sync::Mutex<Intent>>,
+    cluster_view: crate::cluster::SharedView,
 }
 
-/// Runs petreld until SIGTERM or SIGINT.
-pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
-    let cfg = Config::load(&config_path)?;
+/// The file's originations with their attributes.
+fn file_origins(cfg: &Config) -> BTreeMap<Prefix, PathAttributes> {
+    cfg.bgp
+        .originate
+        .iter()
+        .map(|o| (o.prefix, originate_attrs(o)))
+        .collect()
+}
+
+/// How long a starting petreld waits for the cluster's BGP configuration
+/// before going on with the defaults.
+const CLUSTER_CONFIG_WAIT: Duration = Duration::from_secs(20);
+
+/// How often the main loop proves itself alive when systemd's watchdog
+/// does not ask for more often.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Runs petreld until SIGTERM or SIGINT, telling systemd through
+/// `notifier` (see [`crate::systemd`]).
+pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> anyhow::Result<()> {
+    let mut cfg = Config::load(&config_path)?;
+    let health = Arc::new(crate::health::Health::new());
+    // Filled by the datastore wrapper (crate::metrics::InstrumentedStore)
+    // and the cluster code; read by the metrics endpoint.
+    let store_metrics = Arc::new(crate::metrics::StoreMetrics::default());
+    let ipam_gauges = Arc::new(crate::metrics::IpamGauges::default());
+    // With a datastore: the node's addresses, and the cluster's AS and
+    // port, are needed before the speaker's first OPEN.
+    let mut store = None;
+    let mut addresses = Vec::new();
+    if let Some(ds) = cfg.datastore.clone() {
+        addresses = crate::cluster::node_addresses(&cfg.node)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.file.display()))?;
+        let opened = tokio::time::timeout(CLUSTER_CONFIG_WAIT, async {
+            let s = crate::cluster::open_store(&ds).await?;
+            let c = crate::cluster::initial_bgp_config(&*s, CLUSTER_CONFIG_WAIT).await;
+            Ok::<_, petrel_ipam::store::StoreError>((s, c))
+        })
+        .await;
+        match opened {
+            Ok(Ok((s, c))) => {
+                if let Some(c) = c {
+                    if !cfg.node.asn_from_file {
+                        cfg.node.asn = c.asn;
+                    }
+                    if c.listen_port != 179 {
+                        for l in cfg.bgp.listen.iter_mut().filter(|l| l.port() == 179) {
+                            l.set_port(c.listen_port);
+                        }
+                    }
+                }
+                store = Some(s);
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "datastore not reachable at start; retrying in the background")
+            }
+            Err(_) => warn!("datastore not reachable at start; retrying in the background"),
+        }
+    }
     let scfg = SpeakerConfig {
         local_as: cfg.node.asn,
         router_id: cfg.node.router_id,
@@ -92,98 +154,115 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             }),
         max_paths: cfg.bgp.max_paths,
     };
-    let (speaker, mut fib_rx) = Speaker::start(scfg).await?;
-    for p in &cfg.bgp.peers {
-        speaker.add_peer(peer_settings(p)).await?;
+    let (speaker, fib_rx) = Speaker::start(scfg).await?;
+    health.set_speaker_started();
+    // Blackholes for the node's own blocks: the newest whole set wins.
+    let (blackhole_tx, blackhole_rx) = tokio::sync::mpsc::channel::<BTreeSet<Prefix>>(4);
+    let intent = Arc::new(tokio::sync::Mutex::new(Intent::new(
+        speaker.clone(),
+        Some(blackhole_tx),
+    )));
+    {
+        let mut i = intent.lock().await;
+        i.set_peers(Source::File, crate::intent::file_peers(&cfg))
+            .await?;
+        i.set_origins(Source::File, file_origins(&cfg), None)
+            .await?;
     }
-    for o in &cfg.bgp.originate {
-        speaker.originate(o.prefix, originate_attrs(o)).await?;
+    health.set_peers_configured();
+    let cluster_view = crate::cluster::SharedView::default();
+    if let Some(ds) = cfg.datastore.clone() {
+        let c = ClusterStart {
+            ds,
+            store,
+            node: cfg.node.clone(),
+            addresses,
+            rr_cluster_id: cfg.bgp.cluster_id,
+            graceful_restart: cfg.bgp.graceful_restart,
+            health: health.clone(),
+            view: cluster_view.clone(),
+        };
+        tokio::spawn(c.run(intent.clone()));
     }
     info!(node = %cfg.node.name, asn = cfg.node.asn, router_id = %cfg.node.router_id, peers = cfg.bgp.peers.len(), "petreld started");
 
-    // The Loc-RIB stream goes to the kernel FIB writer (or is only counted
-    // when the FIB is disabled), so the speaker is never blocked by nobody.
-    let fib_routes = Arc::new(AtomicUsize::new(0));
-    let counter = fib_routes.clone();
-    if cfg.fib.enabled {
-        let fcfg = crate::fib::FibConfig {
-            protocol: cfg.fib.protocol,
-            table: cfg.fib.table,
-            mtu: cfg.fib.route_mtu,
-            ..crate::fib::FibConfig::default()
+    // The pod MTU, detected (or fixed) and written before the first route
+    // goes in, so that routes carry it from the start; `[fib] route_mtu`
+    // overrides it on routes.
+    let node_address = cfg
+        .node
+        .addresses
+        .first()
+        .map(|n| n.addr())
+        .unwrap_or(IpAddr::V4(cfg.node.router_id));
+    let mtu_settings = cfg.mtu.settings(Some(node_address));
+    let mtu_status = Arc::new(std::sync::Mutex::new(crate::fib::mtu::MtuStatus::default()));
+    crate::fib::mtu::refresh(&mtu_settings, &mtu_status, &health, true);
+    let pod_mtu = mtu_status.lock().unwrap_or_else(|e| e.into_inner()).pod_mtu;
+
+    // The Loc-RIB stream and the blackholes go to the kernel FIB writer (or
+    // are only counted when the FIB is disabled), so the speaker is never
+    // blocked by nobody.
+    let fib = crate::fib::task::spawn(
+        crate::fib::task::Settings {
+            fib: cfg.fib.enabled.then(|| crate::fib::FibConfig {
+                protocol: cfg.fib.protocol,
+                table: cfg.fib.table,
+                mtu: cfg.fib.route_mtu.or(pod_mtu),
+                ..crate::fib::FibConfig::default()
+            }),
+            sweep_after: Duration::from_secs(cfg.fib.sweep_after),
+        },
+        fib_rx,
+        Some(blackhole_rx),
+        health.clone(),
+    )?;
+    let fib_routes = fib.routes.clone();
+    if mtu_settings.mode == crate::fib::mtu::Mode::Auto {
+        let (h, route_mtu) = (fib.clone(), cfg.fib.route_mtu);
+        tokio::spawn(crate::fib::mtu::watch(
+            mtu_settings,
+            mtu_status.clone(),
+            health.clone(),
+            move |m| {
+                let h = h.clone();
+                async move {
+                    if route_mtu.is_none() {
+                        h.set_mtu(m).await
+                    }
+                }
+            },
+        ));
+    }
+
+    // The heartbeat proves the main loop, the speaker and the FIB task
+    // alive; /healthz fails when it is this old.
+    let beat_every = notifier
+        .watchdog_interval()
+        .unwrap_or(HEARTBEAT)
+        .min(HEARTBEAT);
+    if let Some(addr) = cfg.metrics.address {
+        let m = crate::metrics::Metrics {
+            health: health.clone(),
+            fib: fib.counters.clone(),
+            mtu: mtu_status.clone(),
+            store: store_metrics.clone(),
+            ipam: ipam_gauges.clone(),
+            node: cfg.node.name.clone(),
         };
-        if let Err(e) = crate::fib::write_rt_protos_name("petrel", fcfg.protocol) {
-            warn!(error = %e, "cannot name petrel's route protocol in /etc/iproute2/rt_protos.d");
+        match crate::metrics::bind(addr).await {
+            Ok(l) => {
+                info!(%addr, "metrics, /healthz and /readyz served");
+                tokio::spawn(crate::metrics::serve(l, m, speaker.clone(), beat_every * 3));
+            }
+            Err(e) => {
+                error!(%addr, error = %e, "cannot serve metrics");
+                health.set_reason(
+                    "metrics",
+                    Some(format!("metrics: cannot listen on {addr}: {e}")),
+                );
+            }
         }
-        let mut fib = crate::fib::Fib::open(fcfg).map_err(|e| {
-            anyhow::anyhow!("cannot open netlink for the kernel FIB (CAP_NET_ADMIN needed): {e}")
-        })?;
-        let mut monitor = crate::fib::Monitor::open()
-            .map_err(|e| anyhow::anyhow!("cannot watch netlink route events: {e}"))?;
-        let stale = fib.dump_own().map(|v| v.len()).unwrap_or(0);
-        info!(
-            stale,
-            "kernel routes of a previous run kept until convergence"
-        );
-        let sweep_after = Duration::from_secs(cfg.fib.sweep_after);
-        tokio::spawn(async move {
-            let sweep = tokio::time::sleep(sweep_after);
-            tokio::pin!(sweep);
-            let mut swept = false;
-            loop {
-                tokio::select! {
-                    batch = fib_rx.recv() => {
-                        let Some(batch) = batch else { return };
-                        match tokio::task::block_in_place(|| fib.apply(&batch)) {
-                            Ok(report) => {
-                                for e in &report.errors {
-                                    warn!(prefix = %e.prefix, errno = e.errno, message = e.message.as_deref().unwrap_or(""), "kernel refused a route");
-                                }
-                            }
-                            Err(e) => error!(error = %e, "netlink socket failed"),
-                        }
-                        counter.store(fib.len(), Ordering::Relaxed);
-                    }
-                    ev = monitor.next() => match ev {
-                        Ok(events) => {
-                            for ev in &events {
-                                if let Err(e) = tokio::task::block_in_place(|| fib.on_event(ev)) {
-                                    warn!(error = %e, "could not restore a route");
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            warn!(error = %e, "netlink monitor failed; resynchronising");
-                            let _ = tokio::task::block_in_place(|| fib.resync());
-                        }
-                    },
-                    _ = &mut sweep, if !swept => {
-                        swept = true;
-                        match tokio::task::block_in_place(|| fib.sweep_stale()) {
-                            Ok(r) => info!(removed = r.removed, "stale kernel routes of a previous run swept"),
-                            Err(e) => warn!(error = %e, "sweep of stale kernel routes failed"),
-                        }
-                    }
-                }
-            }
-        });
-    } else {
-        tokio::spawn(async move {
-            let mut live: HashMap<Prefix, ()> = HashMap::new();
-            while let Some(batch) = fib_rx.recv().await {
-                for c in batch {
-                    match c {
-                        rib::LocRibChange::Best { prefix, .. } => {
-                            live.insert(prefix, ());
-                        }
-                        rib::LocRibChange::Unreachable { prefix } => {
-                            live.remove(&prefix);
-                        }
-                    }
-                }
-                counter.store(live.len(), Ordering::Relaxed);
-            }
-        });
     }
 
     let listener = bind_control(&cfg.control_socket)?;
@@ -191,7 +270,12 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         cfg,
         speaker: speaker.clone(),
         started: Instant::now(),
-        fib_routes,
+        fib_routes: fib_routes.clone(),
+        fib: fib.clone(),
+        mtu: mtu_status,
+        health: health.clone(),
+        intent,
+        cluster_view,
     }));
     let st = state.clone();
     tokio::spawn(async move {
@@ -229,18 +313,57 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut beat = tokio::time::interval(beat_every);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ready_sent = false;
+    let notify = |r: std::io::Result<()>| {
+        if let Err(e) = r {
+            warn!(error = %e, "cannot notify systemd");
+        }
+    };
     loop {
         tokio::select! {
             _ = hup.recv() => {
+                notify(notifier.reloading());
                 let mut s = state.lock().await;
                 if let Err(e) = reload(&mut s, &config_path).await {
                     error!(error = %e, "configuration not reloaded");
                 }
+                // Ends the RELOADING=1 state whatever the outcome.
+                ready_sent = false;
             }
+            _ = beat.tick() => {
+                // Only when the speaker and the FIB task both answer: a stuck
+                // one stops the watchdog and systemd restarts petreld.
+                let alive = tokio::time::timeout(beat_every, async {
+                    let peers = speaker.peers().await.ok()?;
+                    fib.ping().await.then_some(peers)
+                })
+                .await;
+                match alive {
+                    Ok(Some(peers)) => {
+                        health.beat();
+                        notify(notifier.watchdog());
+                        let line = crate::systemd::status_line(&peers, fib_routes.load(Ordering::Relaxed), &health);
+                        notify(notifier.status(&line));
+                    }
+                    _ => warn!("speaker or FIB task did not answer within {beat_every:?}; watchdog not fed"),
+                }
+            }
+            _ = health.changed() => {}
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+        if !ready_sent && health.is_ready() {
+            ready_sent = true;
+            let peers = speaker.peers().await.unwrap_or_default();
+            let line =
+                crate::systemd::status_line(&peers, fib_routes.load(Ordering::Relaxed), &health);
+            info!(status = %line, "ready");
+            notify(notifier.ready(&line));
+        }
     }
+    notify(notifier.stopping());
     info!("stopping");
     let s = state.lock().await;
     let _ = s.speaker.shutdown(Some("petreld stopping".into())).await;
@@ -271,45 +394,78 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
 
 /// SIGHUP: applies peer and origination changes; sessions not concerned are untouched.
 async fn reload(s: &mut State, path: &Path) -> anyhow::Result<()> {
-    let new = Config::load(path)?;
-    if new.node != s.cfg.node || new.bgp.listen != s.cfg.bgp.listen {
+    let mut new = Config::load(path)?;
+    // What was resolved at start stays: the node's AS may come from the
+    // cluster, and identity changes need a restart anyway.
+    if new.node.name != s.cfg.node.name
+        || new.node.router_id != s.cfg.node.router_id
+        || new.node.asn_from_file != s.cfg.node.asn_from_file
+        || (new.node.asn_from_file && new.node.asn != s.cfg.node.asn)
+        || new.node.addresses != s.cfg.node.addresses
+        || new.bgp.listen != s.cfg.bgp.listen
+        || new.datastore != s.cfg.datastore
+    {
         warn!(
-            "node identity and listen addresses change only on restart; other changes are applied"
+            "node identity, listen addresses and the datastore change only on restart; other changes are applied"
         );
     }
-    let old_peers: HashMap<IpAddr, &config::Peer> =
-        s.cfg.bgp.peers.iter().map(|p| (p.address, p)).collect();
-    let new_peers: HashMap<IpAddr, &config::Peer> =
-        new.bgp.peers.iter().map(|p| (p.address, p)).collect();
-    for (addr, p) in &new_peers {
-        match old_peers.get(addr) {
-            None => s.speaker.add_peer(peer_settings(p)).await?,
-            Some(old) if *old != *p => s.speaker.update_peer(peer_settings(p)).await?,
-            Some(_) => {}
-        }
-    }
-    for addr in old_peers.keys() {
-        if !new_peers.contains_key(addr) {
-            s.speaker.remove_peer(*addr).await?;
-        }
-    }
-    let old_o: HashMap<Prefix, &config::Originate> =
-        s.cfg.bgp.originate.iter().map(|o| (o.prefix, o)).collect();
-    let new_o: HashMap<Prefix, &config::Originate> =
-        new.bgp.originate.iter().map(|o| (o.prefix, o)).collect();
-    for (prefix, o) in &new_o {
-        if old_o.get(prefix) != Some(o) {
-            s.speaker.originate(*prefix, originate_attrs(o)).await?;
-        }
-    }
-    for prefix in old_o.keys() {
-        if !new_o.contains_key(prefix) {
-            s.speaker.withdraw(*prefix).await?;
-        }
+    new.node = s.cfg.node.clone();
+    new.datastore = s.cfg.datastore.clone();
+    {
+        let mut i = s.intent.lock().await;
+        i.set_peers(Source::File, crate::intent::file_peers(&new))
+            .await?;
+        i.set_origins(Source::File, file_origins(&new), None)
+            .await?;
     }
     info!("configuration reloaded");
     s.cfg = new;
     Ok(())
+}
+
+/// Opens the datastore (retrying while it is down) and runs the cluster
+/// driver.
+struct ClusterStart {
+    ds: config::Datastore,
+    store: Option<Arc<dyn petrel_ipam::store::Store>>,
+    node: config::Node,
+    addresses: Vec<ipnet::IpNet>,
+    rr_cluster_id: Option<std::net::Ipv4Addr>,
+    graceful_restart: Option<config::GracefulRestart>,
+    health: Arc<crate::health::Health>,
+    view: crate::cluster::SharedView,
+}
+
+impl ClusterStart {
+    async fn run(self, intent: Arc<tokio::sync::Mutex<Intent>>) {
+        self.health.expect_datastore();
+        let mut backoff = Duration::from_millis(500);
+        let store = match self.store {
+            Some(s) => s,
+            None => loop {
+                match crate::cluster::open_store(&self.ds).await {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        self.health.set_datastore_ok(false);
+                        warn!(error = %e, retry_in = ?backoff, "cannot open the datastore");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            },
+        };
+        crate::cluster::Cluster {
+            store,
+            node: self.node,
+            addresses: self.addresses,
+            rr_cluster_id: self.rr_cluster_id,
+            graceful_restart: self.graceful_restart,
+            health: self.health,
+            view: self.view,
+        }
+        .run(intent)
+        .await
+    }
 }
 
 async fn handle(st: &tokio::sync::Mutex<State>, req: Request) -> Response {
@@ -336,8 +492,15 @@ async fn handle(st: &tokio::sync::Mutex<State>, req: Request) -> Response {
                     .filter(|p| p.state == petrel_bgp::fsm::State::Established)
                     .count(),
                 routes: s.fib_routes.load(Ordering::Relaxed),
+                ready: s.health.is_ready(),
+                degraded: s.health.degraded_reasons(),
             })
         }
+        Request::ShowFib => match s.fib.show().await {
+            Some(routes) => Response::Fib { routes },
+            None => err(&"the FIB task has stopped"),
+        },
+        Request::ShowMtu => Response::Mtu(s.mtu.lock().unwrap_or_else(|e| e.into_inner()).clone()),
         Request::ShowPeers => match s.speaker.peers().await {
             Ok(v) => Response::Peers {
                 peers: v
@@ -368,6 +531,20 @@ async fn handle(st: &tokio::sync::Mutex<State>, req: Request) -> Response {
                 },
                 Err(e) => err(&e),
             }
+        }
+        Request::ShowBlocks => {
+            let v = s
+                .cluster_view
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            Response::Blocks(crate::control::Blocks {
+                cluster: s.cfg.datastore.is_some(),
+                datastore_ok: v.datastore_ok,
+                last_error: v.last_error,
+                blocks: v.blocks,
+                advertised: v.advertised,
+            })
         }
         Request::PeerEnable { address } => match addr(&address) {
             Ok(a) => s

@@ -1,7 +1,12 @@
 //! petreld, the node daemon, and petrelctl, its operator tool.
 
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod daemon;
 pub mod fib;
+pub mod health;
+pub mod intent;
+pub mod metrics;
+pub mod systemd;

@@ -285,10 +285,21 @@ impl Handle {
     }
 }
 
-/// A node's labels, for pool node selectors.
+/// A node of the cluster: its labels (for pool and BGP peer node
+/// selectors) and what petreld registers for the BGP mesh. One record per
+/// node, written by its petreld (addresses, AS) and by operators (labels).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The node's addresses with prefix lengths; the mesh peers with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpNet>,
+    /// The node's AS when it differs from the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// Set on route reflectors: their cluster id (RFC 4456 §7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_reflector_cluster_id: Option<std::net::Ipv4Addr>,
 }

@@ -37,10 +37,38 @@ pub struct DatastoreArgs {
     /// The embedded datastore file, for a single node without etcd.
     #[arg(long, global = true)]
     pub datastore_path: Option<PathBuf>,
+    /// Take the datastore from petreld's configuration file (its
+    /// [datastore] section); the default when no other datastore flag is
+    /// given and /etc/petrel/petreld.toml exists.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
 }
 
 impl DatastoreArgs {
     pub async fn open(&self) -> anyhow::Result<Ipam> {
+        Ok(Ipam::new(self.open_store().await?))
+    }
+
+    pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let flags = self.datastore_path.is_some() || !self.etcd_endpoints.is_empty();
+        let file = match &self.config {
+            Some(f) if flags => anyhow::bail!(
+                "give either --config {} or --etcd-endpoints/--datastore-path, not both",
+                f.display()
+            ),
+            Some(f) => Some(f.clone()),
+            None if !flags && std::path::Path::new(crate::config::DEFAULT_PATH).exists() => {
+                Some(PathBuf::from(crate::config::DEFAULT_PATH))
+            }
+            None => None,
+        };
+        if let Some(f) = file {
+            let cfg = crate::config::Config::load(&f)?;
+            let ds = cfg
+                .datastore
+                .ok_or_else(|| anyhow::anyhow!("{}: has no [datastore] section", f.display()))?;
+            return Ok(crate::cluster::open_store(&ds).await?);
+        }
         let store: Arc<dyn Store> = match (&self.datastore_path, self.etcd_endpoints.is_empty()) {
             (Some(path), true) => Arc::new(EmbeddedStore::open(path, Duration::from_secs(10))?),
             (None, false) => {
@@ -54,10 +82,10 @@ impl DatastoreArgs {
                 anyhow::bail!("give either --etcd-endpoints or --datastore-path, not both")
             }
             (None, true) => anyhow::bail!(
-                "say where the IPAM data is: --etcd-endpoints URL[,URL] or --datastore-path FILE"
+                "say where the datastore is: --etcd-endpoints URL[,URL], --datastore-path FILE or --config petreld.toml"
             ),
         };
-        Ok(Ipam::new(store))
+        Ok(store)
     }
 }
 

@@ -1,5 +1,6 @@
 //! petrelctl's commands, one module per command group.
 
+pub mod bgp;
 pub mod ipam;
 pub mod mrt;
 pub mod pool;
@@ -45,4 +46,10 @@ pub enum Command {
     Pool(pool::PoolArgs),
     /// Inspect, check and repair IPAM, in its datastore.
     Ipam(ipam::IpamArgs),
+    /// The cluster's BGP configuration, peers and services, in the datastore.
+    #[command(subcommand)]
+    Bgp(bgp::BgpCmd),
+    /// The cluster's nodes and their labels, in the datastore.
+    #[command(subcommand)]
+    Node(bgp::NodeCmd),
 }

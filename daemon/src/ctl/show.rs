@@ -1,7 +1,8 @@
 //! `petrelctl show|status|peer`: talk to a running petreld over its control
 //! socket. Aligned tables by default, `--json` for scripts.
 
-use crate::control::{call, PeerRow, Request, Response, RouteRow};
+use crate::control::{call, FibRow, PeerRow, Request, Response, RouteRow};
+use crate::fib::mtu::MtuStatus;
 use clap::Subcommand;
 use std::path::Path;
 use std::process::ExitCode;
@@ -17,6 +18,21 @@ pub enum ShowCmd {
     Routes {
         /// Only this prefix.
         prefix: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The node's IPAM blocks and what it advertises from the cluster.
+    Blocks {
+        #[arg(long)]
+        json: bool,
+    },
+    /// petrel's routes in the kernel, as the FIB writer holds them.
+    Fib {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The host and pod MTU, and where they come from.
+    Mtu {
         #[arg(long)]
         json: bool,
     },
@@ -67,6 +83,10 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
             s.peers_established, s.peers_total
         );
         println!("routes      {}", s.routes);
+        println!("ready       {}", if s.ready { "yes" } else { "no" });
+        for d in &s.degraded {
+            println!("degraded    {d}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -92,6 +112,36 @@ pub fn show(socket: &Path, cmd: ShowCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&routes)?);
             } else {
                 print_routes(&routes);
+            }
+        }
+        ShowCmd::Blocks { json } => {
+            let Response::Blocks(b) = request(socket, Request::ShowBlocks)? else {
+                anyhow::bail!("unexpected answer")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&b)?);
+            } else {
+                print_blocks(&b);
+            }
+        }
+        ShowCmd::Fib { json } => {
+            let Response::Fib { routes } = request(socket, Request::ShowFib)? else {
+                anyhow::bail!("unexpected answer")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&routes)?);
+            } else {
+                print_fib(&routes);
+            }
+        }
+        ShowCmd::Mtu { json } => {
+            let Response::Mtu(m) = request(socket, Request::ShowMtu)? else {
+                anyhow::bail!("unexpected answer")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&m)?);
+            } else {
+                print_mtu(&m);
             }
         }
     }
@@ -212,4 +262,68 @@ fn print_routes(routes: &[RouteRow]) {
             })
             .collect(),
     );
+}
+
+fn print_blocks(b: &crate::control::Blocks) {
+    if !b.cluster {
+        println!("petreld runs without a datastore: no blocks");
+        return;
+    }
+    if !b.datastore_ok {
+        println!(
+            "datastore unreachable ({}): showing the last known state",
+            b.last_error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    println!(
+        "{:<28} {:<16} {:<9} {:>6} {:>7} {:>6}  {}",
+        "BLOCK", "POOL", "KIND", "TOTAL", "IN USE", "MINE", "AFFINITY"
+    );
+    for r in &b.blocks {
+        println!(
+            "{:<28} {:<16} {:<9} {:>6} {:>7} {:>6}  {}",
+            r.cidr, r.pool, r.kind, r.total, r.in_use, r.mine, r.affinity
+        );
+    }
+    println!();
+    println!("{:<44} {}", "ADVERTISED", "WHY");
+    for (p, why) in &b.advertised {
+        println!("{p:<44} {why}");
+    }
+}
+
+fn print_fib(routes: &[FibRow]) {
+    let opt = |m: Option<u32>| m.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    table(
+        &["PREFIX", "KIND", "NEXT HOPS", "MTU"],
+        routes
+            .iter()
+            .map(|r| {
+                vec![
+                    r.prefix.clone(),
+                    r.kind.clone(),
+                    if r.next_hops.is_empty() {
+                        "-".into()
+                    } else {
+                        r.next_hops.join(", ")
+                    },
+                    opt(r.mtu),
+                ]
+            })
+            .collect(),
+    );
+}
+
+fn print_mtu(m: &MtuStatus) {
+    let opt = |v: Option<u32>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+    println!("host MTU       {}", opt(m.host_mtu));
+    println!("interface      {}", m.interface.as_deref().unwrap_or("-"));
+    println!("encapsulation  {}", m.encapsulation);
+    println!("overhead       {}", m.overhead);
+    println!("pod MTU        {}", opt(m.pod_mtu));
+    println!("source         {}", m.source);
+    println!("file           {}", m.file);
+    if let Some(e) = &m.error {
+        println!("error          {e}");
+    }
 }

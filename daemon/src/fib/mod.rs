@@ -62,6 +62,7 @@ pub mod monitor;
 pub mod msg;
 pub mod mtu;
 pub mod sock;
+pub mod task;
 
 pub use monitor::{Event, Monitor};
 pub use msg::{Hop, KernelRoute, RouteParams};
@@ -189,6 +190,15 @@ pub struct FibCounters {
     pub routes: AtomicU64,
     /// Routes of ours restored after someone else deleted or changed them.
     pub restored: AtomicU64,
+}
+
+/// A route as [`Fib::held`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held<'a> {
+    Unicast(&'a [Hop]),
+    Blackhole,
+    /// Found by [`Fib::dump_own`], not re-installed since.
+    Stale,
 }
 
 /// What we installed for a prefix.
@@ -334,6 +344,29 @@ impl Fib {
         self.stale.len()
     }
 
+    /// What this process holds, for `petrelctl show fib`: each installed
+    /// route, then the stale ones of a previous run not re-installed yet.
+    pub fn held(&self) -> impl Iterator<Item = (Prefix, Held<'_>)> + '_ {
+        let installed = self.installed.iter().map(|(p, i)| {
+            let h = match i {
+                Installed::Blackhole => Held::Blackhole,
+                i => Held::Unicast(i.hops()),
+            };
+            (*p, h)
+        });
+        let stale = self
+            .stale
+            .iter()
+            .filter(|p| !self.installed.contains_key(*p))
+            .map(|p| (*p, Held::Stale));
+        installed.chain(stale)
+    }
+
+    /// The RTAX_MTU routes are installed with.
+    pub fn mtu(&self) -> Option<u32> {
+        self.params.mtu
+    }
+
     /// Applies Loc-RIB changes: per prefix the last change wins; a best path
     /// of ours ([`PeerId::LOCAL`]) is not installed (its blackhole, if any,
     /// stays). Errors are per prefix in the report; `Err` only for the
@@ -385,6 +418,9 @@ impl Fib {
                     {
                         report.unchanged += 1;
                         continue;
+                    }
+                    if matches!(self.installed.get(&prefix), Some(Installed::Blackhole)) {
+                        self.queue_delete(prefix, &mut report)?;
                     }
                     let hops = std::mem::take(&mut self.hops);
                     self.queue_install(prefix, RouteKind::Unicast(&hops), &mut report)?;
@@ -456,6 +492,14 @@ impl Fib {
     /// Installs a blackhole for one of the node's own blocks.
     pub fn install_blackhole(&mut self, prefix: Prefix) -> io::Result<Report> {
         let mut report = Report::default();
+        // A different metric is a different kernel route: replace would
+        // leave a unicast route of ours beside the blackhole.
+        if matches!(
+            self.installed.get(&prefix),
+            Some(Installed::One(_) | Installed::Many(_))
+        ) {
+            self.queue_delete(prefix, &mut report)?;
+        }
         self.queue_install(prefix, RouteKind::Blackhole, &mut report)?;
         self.flush(&mut report)?;
         Ok(report)
@@ -636,8 +680,14 @@ impl Fib {
     }
 
     fn queue_delete(&mut self, prefix: Prefix, report: &mut Report) -> io::Result<()> {
+        // A blackhole has its own metric, and a stale route from a dump is
+        // of unknown metric: delete those by protocol alone.
+        let priority = match self.installed.get(&prefix) {
+            Some(Installed::One(_) | Installed::Many(_)) => self.params.priority,
+            _ => None,
+        };
         let seq = self.begin(report)?;
-        self.last_at = msg::put_del_route(&mut self.out, seq, &self.params, &prefix);
+        self.last_at = msg::put_del_route(&mut self.out, seq, &self.params, &prefix, priority);
         self.pending.push(Pending { prefix, new: None });
         Ok(())
     }

@@ -64,6 +64,13 @@ const IFF_UP: u32 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 
+/// The metric of the node's blackholes for its own blocks: high, so that a
+/// connected route of the same prefix (the pods' bridge: metric 0 on IPv4,
+/// 256 on IPv6) wins while it exists, and so that `NLM_F_REPLACE` of the
+/// blackhole can never replace that connected route (same dst, tos and
+/// metric is the kernel's identity of a route).
+pub const BLACKHOLE_PRIORITY: u32 = 65535;
+
 /// The common fields of every route this process writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteParams {
@@ -207,7 +214,11 @@ pub fn put_new_route(
     rtmsg(buf, family, len, p.table, p.protocol, rtype);
     put_dst(buf, prefix);
     attr(buf, RTA_TABLE, &p.table.to_ne_bytes());
-    if let Some(prio) = p.priority {
+    let prio = match kind {
+        RouteKind::Unicast(_) => p.priority,
+        RouteKind::Blackhole => Some(BLACKHOLE_PRIORITY),
+    };
+    if let Some(prio) = prio {
         attr(buf, RTA_PRIORITY, &prio.to_ne_bytes());
     }
     if let Some(mtu) = p.mtu.filter(|m| *m > 0) {
@@ -249,13 +260,21 @@ pub fn put_new_route(
 
 /// Appends an RTM_DELROUTE for our route of `prefix` (the protocol makes
 /// the kernel leave other protocols' routes of the same prefix alone).
-pub fn put_del_route(buf: &mut Vec<u8>, seq: u32, p: &RouteParams, prefix: &Prefix) -> usize {
+/// `priority` is the metric of the route to delete; `None` matches any
+/// (both IPv4 and IPv6 treat an absent metric as a wildcard on delete).
+pub fn put_del_route(
+    buf: &mut Vec<u8>,
+    seq: u32,
+    p: &RouteParams,
+    prefix: &Prefix,
+    priority: Option<u32>,
+) -> usize {
     let at = begin_msg(buf, RTM_DELROUTE, NLM_F_REQUEST, seq);
     let (family, len) = family_of(prefix);
     rtmsg(buf, family, len, p.table, p.protocol, 0);
     put_dst(buf, prefix);
     attr(buf, RTA_TABLE, &p.table.to_ne_bytes());
-    if let Some(prio) = p.priority {
+    if let Some(prio) = priority {
         attr(buf, RTA_PRIORITY, &prio.to_ne_bytes());
     }
     end_msg(buf, at);
@@ -658,12 +677,12 @@ mod tests {
             &p("10.9.0.0/26"),
             RouteKind::Blackhole,
         );
-        put_del_route(&mut buf, 2, &params, &p("10.9.0.0/26"));
+        put_del_route(&mut buf, 2, &params, &p("10.9.0.0/26"), params.priority);
         let ms: Vec<_> = messages(&buf).collect();
         let r = parse_route(ms[0].payload).unwrap();
         assert_eq!(
             (r.rtype, r.table, r.priority),
-            (RTN_BLACKHOLE, 1000, Some(20))
+            (RTN_BLACKHOLE, 1000, Some(BLACKHOLE_PRIORITY))
         );
         assert!(r.hops.is_empty());
         assert_eq!(ms[1].ty, RTM_DELROUTE);

@@ -172,6 +172,7 @@ async fn node_selectors_and_disabled_pools_are_respected() {
     ipam.set_node(&Node {
         name: "g1".into(),
         labels: [("gpu".into(), "true".into())].into(),
+        ..Node::default()
     })
     .await
     .unwrap();

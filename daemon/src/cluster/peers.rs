@@ -1,0 +1,358 @@
+//! The peer set of one node, derived from the cluster's records: a pure
+//! function, so that every rule (who dials whom, who reflects for whom,
+//! which external peers apply) is tested without a datastore or sockets.
+//!
+//! - **Mesh.** Every pair of nodes peers once per address family both
+//!   have, from their first address of that family. Only the node with
+//!   the lower address dials; the other is passive. Two nodes dialling
+//!   each other at once would go through a connection collision
+//!   (RFC 4271 §6.8) on every restart, and during graceful restart the
+//!   surviving side would see its held routes raced by a second session.
+//! - **Route reflectors.** A node with a cluster id is a reflector: it
+//!   peers with every other node, non-reflectors as its clients
+//!   (RFC 4456 §6) and other reflectors as ordinary iBGP peers (the
+//!   reflectors among themselves are a full mesh). A node without one
+//!   peers with the reflectors, and with other plain nodes only when the
+//!   mesh is on.
+//! - **External peers** apply to every node, to one named node, or to the
+//!   nodes whose labels match a selector. A peer whose address is one of
+//!   this node's own is skipped.
+
+use super::model::{policy_of, BgpConfig, BgpPeer, Node};
+use crate::config::{GracefulRestart, NextHopMode, Peer};
+use ipnet::IpNet;
+use petrel_bgp::policy::Policy;
+use petrel_bgp::wire::family::Family;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// This node, as the derivation needs it.
+#[derive(Debug, Clone)]
+pub struct LocalNode {
+    pub name: String,
+    pub addresses: Vec<IpNet>,
+    /// The AS this node speaks.
+    pub asn: u32,
+    pub rr_cluster_id: Option<Ipv4Addr>,
+    /// The stored labels (the file's merged with operators').
+    pub labels: BTreeMap<String, String>,
+    /// Offered to mesh peers and to external peers without their own.
+    pub graceful_restart: Option<GracefulRestart>,
+}
+
+/// A record that could not be turned into a peer, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub what: String,
+    pub why: String,
+}
+
+/// The derived peers, by address, and the records skipped.
+#[derive(Debug, Default)]
+pub struct PeerSet {
+    pub peers: BTreeMap<IpAddr, Peer>,
+    pub skipped: Vec<Skipped>,
+}
+
+fn first_of(addrs: &[IpNet], v6: bool) -> Option<IpAddr> {
+    addrs.iter().map(|n| n.addr()).find(|a| a.is_ipv6() == v6)
+}
+
+fn base_peer(address: IpAddr, asn: u32) -> Peer {
+    Peer {
+        address,
+        asn,
+        port: 179,
+        local_address: None,
+        local_port: 0,
+        local_as: None,
+        allow_own_as: 0,
+        password: None,
+        passive: false,
+        hold_time: 90,
+        keepalive: None,
+        ttl_security: None,
+        next_hop: NextHopMode::Keep,
+        route_reflector_client: false,
+        families: vec![if address.is_ipv4() {
+            Family::IPV4_UNICAST
+        } else {
+            Family::IPV6_UNICAST
+        }],
+        graceful_restart: None,
+        max_prefix: None,
+        import: Policy::default(),
+        export: Policy::default(),
+    }
+}
+
+/// Derives this node's peers from the cluster's nodes, configuration and
+/// peer records.
+pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPeer]) -> PeerSet {
+    let mut out = PeerSet::default();
+    let own: Vec<IpAddr> = me.addresses.iter().map(|n| n.addr()).collect();
+    let i_reflect = me.rr_cluster_id.is_some();
+
+    for n in nodes.iter().filter(|n| n.name != me.name) {
+        let it_reflects = n.route_reflector_cluster_id.is_some();
+        let connect = i_reflect || it_reflects || cfg.node_mesh;
+        if !connect {
+            continue;
+        }
+        let asn = n.asn.unwrap_or(cfg.asn);
+        for v6 in [false, true] {
+            let (Some(mine), Some(theirs)) =
+                (first_of(&me.addresses, v6), first_of(&n.addresses, v6))
+            else {
+                continue;
+            };
+            if mine == theirs {
+                out.skipped.push(Skipped {
+                    what: format!("node {}", n.name),
+                    why: format!("registers {theirs}, which is this node's own address"),
+                });
+                continue;
+            }
+            let mut p = base_peer(theirs, asn);
+            p.port = cfg.listen_port;
+            p.local_address = Some(mine);
+            // One side dials: the lower address.
+            p.passive = mine > theirs;
+            p.graceful_restart = me.graceful_restart;
+            // RFC 4456 §6: a reflector's clients are the non-reflectors.
+            p.route_reflector_client = i_reflect && !it_reflects && asn == me.asn;
+            p.next_hop = if asn == me.asn {
+                NextHopMode::Keep
+            } else {
+                NextHopMode::SelfAddr
+            };
+            out.peers.insert(theirs, p);
+        }
+    }
+
+    for r in records {
+        let applies = match &r.node {
+            Some(node) => *node == me.name,
+            None => match petrel_ipam::selector::Selector::parse(&r.node_selector) {
+                Ok(s) => r.node_selector.trim().is_empty() || s.matches(&me.labels),
+                Err(e) => {
+                    out.skipped.push(Skipped {
+                        what: format!("peer {}", r.name),
+                        why: format!("node selector: {e}"),
+                    });
+                    false
+                }
+            },
+        };
+        if !applies {
+            continue;
+        }
+        if own.contains(&r.address) {
+            continue;
+        }
+        let mut p = base_peer(r.address, r.asn);
+        let ibgp = r.asn == me.asn;
+        p.port = r.port.unwrap_or(179);
+        p.password = r.password.clone();
+        p.passive = r.passive;
+        p.hold_time = r.hold_time.unwrap_or(90);
+        p.keepalive = r.keepalive;
+        p.ttl_security = r.ttl_security;
+        p.next_hop = match r.next_hop.as_deref() {
+            Some("self") => NextHopMode::SelfAddr,
+            Some("keep") => NextHopMode::Keep,
+            // RFC 4271 §5.1.3: our address to eBGP, unchanged to iBGP.
+            _ if ibgp => NextHopMode::Keep,
+            _ => NextHopMode::SelfAddr,
+        };
+        p.graceful_restart = match r.restart_time {
+            Some(t) => Some(GracefulRestart {
+                restart_time: t,
+                long_lived_stale_time: None,
+            }),
+            None => me.graceful_restart,
+        };
+        match (policy_of(&r.import), policy_of(&r.export)) {
+            (Ok(i), Ok(e)) => {
+                p.import = i;
+                p.export = e;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                out.skipped.push(Skipped {
+                    what: format!("peer {}", r.name),
+                    why: format!("policy: {e}"),
+                });
+                continue;
+            }
+        }
+        if let Some(mesh) = out.peers.get(&r.address) {
+            if mesh.local_address.is_some() && r.node.is_none() {
+                out.skipped.push(Skipped {
+                    what: format!("peer {}", r.name),
+                    why: format!("{} is a node of the mesh", r.address),
+                });
+                continue;
+            }
+        }
+        out.peers.insert(r.address, p);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, addrs: &[&str]) -> Node {
+        Node {
+            name: name.into(),
+            addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            ..Node::default()
+        }
+    }
+
+    fn me(name: &str, addrs: &[&str]) -> LocalNode {
+        LocalNode {
+            name: name.into(),
+            addresses: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            asn: 64512,
+            rr_cluster_id: None,
+            labels: BTreeMap::new(),
+            graceful_restart: Some(GracefulRestart {
+                restart_time: 120,
+                long_lived_stale_time: None,
+            }),
+        }
+    }
+
+    fn peer(name: &str, addr: &str, asn: u32) -> BgpPeer {
+        BgpPeer {
+            name: name.into(),
+            address: addr.parse().unwrap(),
+            asn,
+            node: None,
+            node_selector: String::new(),
+            port: None,
+            password: None,
+            hold_time: None,
+            keepalive: None,
+            restart_time: None,
+            ttl_security: None,
+            next_hop: None,
+            passive: false,
+            import: vec![],
+            export: vec![],
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn mesh_is_dialled_from_the_lower_address_only() {
+        let nodes = [
+            node("a", &["10.0.0.1/24", "fd00::1/64"]),
+            node("b", &["10.0.0.2/24", "fd00::2/64"]),
+            node("c", &["10.0.0.3/24"]),
+        ];
+        let cfg = BgpConfig::default();
+        let set_b = derive(&me("b", &["10.0.0.2/24", "fd00::2/64"]), &nodes, &cfg, &[]);
+        let addrs: Vec<_> = set_b.peers.keys().copied().collect();
+        assert_eq!(addrs, vec![ip("10.0.0.1"), ip("10.0.0.3"), ip("fd00::1")]);
+        assert!(set_b.peers[&ip("10.0.0.1")].passive, "b > a: a dials");
+        assert!(!set_b.peers[&ip("10.0.0.3")].passive, "b < c: b dials");
+        assert_eq!(
+            set_b.peers[&ip("fd00::1")].families,
+            vec![Family::IPV6_UNICAST]
+        );
+        assert_eq!(
+            set_b.peers[&ip("10.0.0.3")].local_address,
+            Some(ip("10.0.0.2"))
+        );
+        // Exactly one side of every pair dials.
+        let set_a = derive(&me("a", &["10.0.0.1/24", "fd00::1/64"]), &nodes, &cfg, &[]);
+        assert!(!set_a.peers[&ip("10.0.0.2")].passive);
+        // The mesh peers are internal, with the node's restart time.
+        let p = &set_b.peers[&ip("10.0.0.1")];
+        assert_eq!((p.asn, p.next_hop), (64512, NextHopMode::Keep));
+        assert_eq!(p.graceful_restart.unwrap().restart_time, 120);
+    }
+
+    #[test]
+    fn mesh_off_leaves_only_external_peers() {
+        let nodes = [node("a", &["10.0.0.1/24"]), node("b", &["10.0.0.2/24"])];
+        let cfg = BgpConfig {
+            node_mesh: false,
+            ..BgpConfig::default()
+        };
+        let set = derive(
+            &me("a", &["10.0.0.1/24"]),
+            &nodes,
+            &cfg,
+            &[peer("tor", "10.0.0.254", 65000)],
+        );
+        let addrs: Vec<_> = set.peers.keys().copied().collect();
+        assert_eq!(addrs, vec![ip("10.0.0.254")]);
+        let tor = &set.peers[&ip("10.0.0.254")];
+        assert_eq!(tor.next_hop, NextHopMode::SelfAddr, "eBGP: next hop self");
+    }
+
+    #[test]
+    fn reflectors_peer_with_everyone_and_clients_only_with_reflectors() {
+        let mut rr = node("rr", &["10.0.0.10/24"]);
+        rr.route_reflector_cluster_id = Some("1.1.1.1".parse().unwrap());
+        let nodes = [rr, node("a", &["10.0.0.1/24"]), node("b", &["10.0.0.2/24"])];
+        let cfg = BgpConfig {
+            node_mesh: false,
+            ..BgpConfig::default()
+        };
+        let a = derive(&me("a", &["10.0.0.1/24"]), &nodes, &cfg, &[]);
+        assert_eq!(
+            a.peers.keys().copied().collect::<Vec<_>>(),
+            vec![ip("10.0.0.10")]
+        );
+        assert!(!a.peers[&ip("10.0.0.10")].route_reflector_client);
+        let mut m = me("rr", &["10.0.0.10/24"]);
+        m.rr_cluster_id = Some("1.1.1.1".parse().unwrap());
+        let r = derive(&m, &nodes, &cfg, &[]);
+        assert_eq!(r.peers.len(), 2);
+        assert!(r.peers.values().all(|p| p.route_reflector_client));
+    }
+
+    #[test]
+    fn external_peers_by_node_and_selector() {
+        let nodes = [node("a", &["10.0.0.1/24"])];
+        let cfg = BgpConfig::default();
+        let mut only_b = peer("tor-b", "10.0.1.254", 65000);
+        only_b.node = Some("b".into());
+        let mut rack_a = peer("tor-a", "10.0.0.254", 65000);
+        rack_a.node_selector = "rack == 'a'".into();
+        rack_a.restart_time = Some(30);
+        rack_a.password = Some("pw".into());
+        let mut m = me("a", &["10.0.0.1/24"]);
+        let none = derive(&m, &nodes, &cfg, &[only_b.clone(), rack_a.clone()]);
+        assert!(none.peers.is_empty());
+        m.labels.insert("rack".into(), "a".into());
+        let set = derive(&m, &nodes, &cfg, &[only_b, rack_a]);
+        let tor = &set.peers[&ip("10.0.0.254")];
+        assert_eq!(tor.graceful_restart.unwrap().restart_time, 30);
+        assert_eq!(tor.password.as_deref(), Some("pw"));
+        assert_eq!(set.peers.len(), 1);
+    }
+
+    #[test]
+    fn own_address_and_bad_records_are_skipped_with_a_reason() {
+        let nodes = [node("a", &["10.0.0.1/24"]), node("ghost", &["10.0.0.1/24"])];
+        let mut bad = peer("bad", "10.0.0.254", 65000);
+        bad.node_selector = "rack ==".into();
+        let set = derive(
+            &me("a", &["10.0.0.1/24"]),
+            &nodes,
+            &BgpConfig::default(),
+            &[peer("self", "10.0.0.1", 65000), bad],
+        );
+        assert!(set.peers.is_empty());
+        assert_eq!(set.skipped.len(), 2, "{:?}", set.skipped);
+    }
+}

@@ -1,0 +1,441 @@
+//! `petrelctl bgp` and `petrelctl node`: the cluster's BGP records and node
+//! records, directly in the datastore. Every running petreld watches them
+//! and applies a change to the sessions it concerns only.
+
+use super::ipam::{block_on, DatastoreArgs};
+use crate::cluster::model::{self, BgpConfig, BgpPeer, ModelError, Node, Service};
+use clap::{Args, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use petrel_ipam::keys;
+use std::net::IpAddr;
+use std::process::ExitCode;
+
+#[derive(Subcommand, Debug)]
+pub enum BgpCmd {
+    /// Show the cluster's BGP configuration, or change the fields given.
+    Config(ConfigArgs),
+    /// External BGP peers (top-of-rack routers and the like).
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// Service addresses the nodes advertise.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    /// The cluster AS (nodes that do not set their own).
+    #[arg(long)]
+    asn: Option<u32>,
+    /// The node-to-node full mesh.
+    #[arg(long)]
+    mesh: Option<OnOff>,
+    /// The BGP port nodes listen on and dial each other at.
+    #[arg(long)]
+    listen_port: Option<u16>,
+    /// Communities added to every route the nodes originate (replaces the list).
+    #[arg(long, value_delimiter = ',')]
+    communities: Option<Vec<String>>,
+    /// Service ClusterIP ranges to advertise (replaces the list).
+    #[arg(long, value_delimiter = ',')]
+    service_cluster_ips: Option<Vec<IpNet>>,
+    /// Service external IP ranges to advertise (replaces the list).
+    #[arg(long, value_delimiter = ',')]
+    service_external_ips: Option<Vec<IpNet>>,
+    /// Service load-balancer IP ranges to advertise (replaces the list).
+    #[arg(long, value_delimiter = ',')]
+    service_loadbalancer_ips: Option<Vec<IpNet>>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCmd {
+    /// Add a peer, or replace the one of that name.
+    Add(PeerAdd),
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PeerAdd {
+    name: String,
+    #[arg(long)]
+    address: IpAddr,
+    #[arg(long)]
+    asn: u32,
+    /// Only this node peers with it.
+    #[arg(long, conflicts_with = "node_selector")]
+    node: Option<String>,
+    /// Only nodes whose labels match, e.g. "rack == 'a'".
+    #[arg(long)]
+    node_selector: Option<String>,
+    #[arg(long)]
+    port: Option<u16>,
+    /// TCP MD5 key (RFC 2385).
+    #[arg(long)]
+    password: Option<String>,
+    #[arg(long)]
+    hold_time: Option<u16>,
+    #[arg(long)]
+    keepalive: Option<u16>,
+    /// Graceful restart time offered to this peer (RFC 4724).
+    #[arg(long)]
+    restart_time: Option<u16>,
+    /// GTSM (RFC 5082): the peer's distance in hops.
+    #[arg(long)]
+    ttl_security: Option<u8>,
+    /// "self" or "keep".
+    #[arg(long)]
+    next_hop: Option<String>,
+    #[arg(long)]
+    passive: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Add a service's addresses, or replace the service of that name.
+    Add {
+        name: String,
+        #[arg(long, value_delimiter = ',', required = true)]
+        address: Vec<IpNet>,
+        /// Advertised only by nodes with a local endpoint.
+        #[arg(long)]
+        local_only: bool,
+        /// Nodes with a local endpoint.
+        #[arg(long, value_delimiter = ',')]
+        endpoint_node: Vec<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    /// The registered nodes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set labels (KEY=VALUE) or remove them (KEY-) on a node.
+    Label {
+        node: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+}
+
+pub fn bgp(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
+    block_on(bgp_async(cmd, ds))?
+}
+
+pub fn node(cmd: NodeCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
+    block_on(node_async(cmd, ds))?
+}
+
+async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
+    let store = ds.open_store().await?;
+    let s = &*store;
+    match cmd {
+        BgpCmd::Config(a) => {
+            let changes = a.asn.is_some()
+                || a.mesh.is_some()
+                || a.listen_port.is_some()
+                || a.communities.is_some()
+                || a.service_cluster_ips.is_some()
+                || a.service_external_ips.is_some()
+                || a.service_loadbalancer_ips.is_some();
+            let cfg = if changes {
+                model::modify::<BgpConfig, _>(s, model::BGP_CONFIG, |cur| {
+                    let mut c = cur.unwrap_or_default();
+                    if let Some(v) = a.asn {
+                        c.asn = v;
+                    }
+                    if let Some(m) = a.mesh {
+                        c.node_mesh = matches!(m, OnOff::On);
+                    }
+                    if let Some(v) = a.listen_port {
+                        c.listen_port = v;
+                    }
+                    if let Some(v) = &a.communities {
+                        c.communities = v.clone();
+                    }
+                    if let Some(v) = &a.service_cluster_ips {
+                        c.service_cluster_ips = v.clone();
+                    }
+                    if let Some(v) = &a.service_external_ips {
+                        c.service_external_ips = v.clone();
+                    }
+                    if let Some(v) = &a.service_loadbalancer_ips {
+                        c.service_loadbalancer_ips = v.clone();
+                    }
+                    model::validate_config(&c)?;
+                    Ok(Some(c))
+                })
+                .await?
+                .unwrap_or_default()
+            } else {
+                model::bgp_config(s).await?
+            };
+            if a.json {
+                println!("{}", serde_json::to_string(&cfg)?);
+            } else {
+                let list = |v: &[IpNet]| {
+                    if v.is_empty() {
+                        "-".to_string()
+                    } else {
+                        v.iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    }
+                };
+                println!("asn                       {}", cfg.asn);
+                println!(
+                    "node mesh                 {}",
+                    if cfg.node_mesh { "on" } else { "off" }
+                );
+                println!("listen port               {}", cfg.listen_port);
+                println!(
+                    "communities               {}",
+                    if cfg.communities.is_empty() {
+                        "-".into()
+                    } else {
+                        cfg.communities.join(",")
+                    }
+                );
+                println!(
+                    "service cluster IPs       {}",
+                    list(&cfg.service_cluster_ips)
+                );
+                println!(
+                    "service external IPs      {}",
+                    list(&cfg.service_external_ips)
+                );
+                println!(
+                    "service load-balancer IPs {}",
+                    list(&cfg.service_loadbalancer_ips)
+                );
+            }
+        }
+        BgpCmd::Peer(PeerCmd::Add(a)) => {
+            let p = BgpPeer {
+                name: a.name,
+                address: a.address,
+                asn: a.asn,
+                node: a.node,
+                node_selector: a.node_selector.unwrap_or_default(),
+                port: a.port,
+                password: a.password,
+                hold_time: a.hold_time,
+                keepalive: a.keepalive,
+                restart_time: a.restart_time,
+                ttl_security: a.ttl_security,
+                next_hop: a.next_hop,
+                passive: a.passive,
+                import: vec![],
+                export: vec![],
+            };
+            model::validate_peer(&p)?;
+            let mut existed = false;
+            model::modify::<BgpPeer, _>(s, &model::peer_key(&p.name), |cur| {
+                existed = cur.is_some();
+                Ok(Some(p.clone()))
+            })
+            .await?;
+            println!(
+                "peer {} {}",
+                p.name,
+                if existed { "replaced" } else { "added" }
+            );
+        }
+        BgpCmd::Peer(PeerCmd::List { json }) => {
+            let peers = model::peers(s).await?;
+            if json {
+                println!("{}", serde_json::to_string(&peers)?);
+            } else {
+                println!(
+                    "{:<16} {:<28} {:>10}  {:<24} {}",
+                    "NAME", "ADDRESS", "ASN", "NODES", "OPTIONS"
+                );
+                for p in &peers {
+                    let nodes = match (&p.node, p.node_selector.as_str()) {
+                        (Some(n), _) => format!("node {n}"),
+                        (None, "") => "all".into(),
+                        (None, sel) => sel.to_string(),
+                    };
+                    let mut opts = Vec::new();
+                    if p.password.is_some() {
+                        opts.push("md5".to_string());
+                    }
+                    if p.passive {
+                        opts.push("passive".into());
+                    }
+                    if let Some(t) = p.restart_time {
+                        opts.push(format!("restart-time={t}"));
+                    }
+                    if let Some(t) = p.hold_time {
+                        opts.push(format!("hold-time={t}"));
+                    }
+                    if let Some(t) = p.ttl_security {
+                        opts.push(format!("ttl-security={t}"));
+                    }
+                    println!(
+                        "{:<16} {:<28} {:>10}  {:<24} {}",
+                        p.name,
+                        p.address,
+                        p.asn,
+                        nodes,
+                        opts.join(" ")
+                    );
+                }
+            }
+        }
+        BgpCmd::Peer(PeerCmd::Delete { name }) => {
+            delete(s, &model::peer_key(&name), "peer", &name).await?;
+        }
+        BgpCmd::Service(ServiceCmd::Add {
+            name,
+            address,
+            local_only,
+            endpoint_node,
+        }) => {
+            let svc = Service {
+                name,
+                addresses: address,
+                local_only,
+                endpoint_nodes: endpoint_node,
+            };
+            model::validate_service(&svc)?;
+            model::modify::<Service, _>(s, &model::service_key(&svc.name), |_| {
+                Ok(Some(svc.clone()))
+            })
+            .await?;
+            println!("service {} set", svc.name);
+        }
+        BgpCmd::Service(ServiceCmd::List { json }) => {
+            let v = model::services(s).await?;
+            if json {
+                println!("{}", serde_json::to_string(&v)?);
+            } else {
+                println!("{:<20} {:<40} {}", "NAME", "ADDRESSES", "ENDPOINT NODES");
+                for svc in &v {
+                    let addrs: Vec<String> = svc.addresses.iter().map(|a| a.to_string()).collect();
+                    let nodes = if svc.local_only {
+                        svc.endpoint_nodes.join(",")
+                    } else {
+                        "all".into()
+                    };
+                    println!("{:<20} {:<40} {}", svc.name, addrs.join(","), nodes);
+                }
+            }
+        }
+        BgpCmd::Service(ServiceCmd::Delete { name }) => {
+            delete(s, &model::service_key(&name), "service", &name).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delete(
+    s: &dyn petrel_ipam::store::Store,
+    key: &str,
+    what: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let mut found = false;
+    model::modify::<serde_json::Value, _>(s, key, |cur| {
+        found = cur.is_some();
+        Ok(None)
+    })
+    .await?;
+    if !found {
+        anyhow::bail!("no {what} named {name:?}");
+    }
+    println!("{what} {name} deleted");
+    Ok(())
+}
+
+async fn node_async(cmd: NodeCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
+    let store = ds.open_store().await?;
+    let s = &*store;
+    match cmd {
+        NodeCmd::List { json } => {
+            let nodes = model::nodes(s).await?;
+            if json {
+                println!("{}", serde_json::to_string(&nodes)?);
+            } else {
+                println!(
+                    "{:<20} {:<36} {:>10}  {:<16} {}",
+                    "NAME", "ADDRESSES", "ASN", "RR CLUSTER", "LABELS"
+                );
+                for n in &nodes {
+                    let addrs: Vec<String> = n.addresses.iter().map(|a| a.to_string()).collect();
+                    let labels: Vec<String> =
+                        n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!(
+                        "{:<20} {:<36} {:>10}  {:<16} {}",
+                        n.name,
+                        if addrs.is_empty() {
+                            "-".into()
+                        } else {
+                            addrs.join(",")
+                        },
+                        n.asn.map_or("-".into(), |a| a.to_string()),
+                        n.route_reflector_cluster_id
+                            .map_or("-".into(), |c| c.to_string()),
+                        labels.join(",")
+                    );
+                }
+            }
+        }
+        NodeCmd::Label { node, labels } => {
+            let mut set = Vec::new();
+            let mut unset = Vec::new();
+            for l in &labels {
+                if let Some((k, v)) = l.split_once('=') {
+                    if k.is_empty() {
+                        anyhow::bail!("{l:?}: empty label key");
+                    }
+                    set.push((k.to_string(), v.to_string()));
+                } else if let Some(k) = l.strip_suffix('-') {
+                    unset.push(k.to_string());
+                } else {
+                    anyhow::bail!("{l:?}: expected KEY=VALUE to set or KEY- to remove");
+                }
+            }
+            model::modify::<Node, _>(s, &keys::node(&node), |cur| {
+                let mut n = cur.unwrap_or_else(|| Node {
+                    name: node.clone(),
+                    ..Node::default()
+                });
+                for (k, v) in &set {
+                    n.labels.insert(k.clone(), v.clone());
+                }
+                for k in &unset {
+                    n.labels.remove(k);
+                }
+                Ok::<_, ModelError>(Some(n))
+            })
+            .await?;
+            println!("node {node} labelled");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
