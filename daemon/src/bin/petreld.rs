@@ -33,14 +33,24 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PETREL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    // The log settings come from the file; a broken file is reported by
+    // `run` below, with the defaults in the meantime.
+    let log = petrel_daemon::config::Config::load(&args.config)
+        .map(|c| c.log)
+        .unwrap_or(petrel_daemon::config::Log {
+            format: petrel_daemon::config::LogFormat::Text,
+            level: "info".into(),
+        });
+    init_logging(&log);
+    // Read before any thread starts: it clears systemd's variables from
+    // the environment.
+    let notifier = match petrel_daemon::systemd::Notifier::from_env() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("petreld: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,11 +61,30 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(petrel_daemon::daemon::run(args.config)) {
+    match rt.block_on(petrel_daemon::daemon::run(args.config, notifier)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("petreld: {e:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `[log]`: text or JSON lines on stderr (journald keeps them); PETREL_LOG,
+/// when set, replaces the level.
+fn init_logging(log: &petrel_daemon::config::Log) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PETREL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        petrel_daemon::config::LogFormat::Json => {
+            b.json().flatten_event(true).with_current_span(false).init()
+        }
+        petrel_daemon::config::LogFormat::Text => {
+            b.with_ansi(std::io::stderr().is_terminal()).init()
         }
     }
 }

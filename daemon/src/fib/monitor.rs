@@ -66,15 +66,31 @@ pub struct Monitor {
 impl Monitor {
     /// Opens the socket and joins the groups; notifications queue from now.
     pub fn open() -> io::Result<Self> {
-        let sock = NlSocket::open(8 << 20, true)?;
-        for g in [
-            RTNLGRP_LINK,
-            RTNLGRP_IPV4_IFADDR,
-            RTNLGRP_IPV4_ROUTE,
-            RTNLGRP_IPV6_IFADDR,
-            RTNLGRP_IPV6_ROUTE,
-        ] {
-            sock.join(g)?;
+        Self::open_groups(
+            &[
+                RTNLGRP_LINK,
+                RTNLGRP_IPV4_IFADDR,
+                RTNLGRP_IPV4_ROUTE,
+                RTNLGRP_IPV6_IFADDR,
+                RTNLGRP_IPV6_ROUTE,
+            ],
+            8 << 20,
+        )
+    }
+
+    /// Link and address notifications only (MTU re-detection); a small
+    /// buffer: an overrun only means "detect again".
+    pub fn open_links() -> io::Result<Self> {
+        Self::open_groups(
+            &[RTNLGRP_LINK, RTNLGRP_IPV4_IFADDR, RTNLGRP_IPV6_IFADDR],
+            1 << 20,
+        )
+    }
+
+    fn open_groups(groups: &[u32], buffer: usize) -> io::Result<Self> {
+        let sock = NlSocket::open(buffer, true)?;
+        for g in groups {
+            sock.join(*g)?;
         }
         Ok(Self {
             registered: None,
@@ -202,4 +218,42 @@ pub fn links_and_addrs() -> io::Result<(Vec<LinkInfo>, Vec<AddrInfo>)> {
         }
     }
     Ok((links, addrs))
+}
+
+/// The interface of the main table's default route, IPv4 first, then IPv6
+/// (for MTU detection when no node address selects an interface).
+pub fn default_route_ifindex() -> io::Result<Option<u32>> {
+    let sock = NlSocket::open(1 << 20, false)?;
+    let mut rx = Vec::with_capacity(1 << 20);
+    for (seq, v6) in [(1, false), (2, true)] {
+        let mut req = Vec::new();
+        // Protocol 0: the kernel ignores it in a non-strict dump; we filter.
+        msg::put_route_dump(&mut req, seq, v6, 0, super::TABLE_MAIN);
+        sock.send(&req)?;
+        let mut found = None;
+        'dump: loop {
+            sock.recv(&mut rx)?;
+            for m in msg::messages(&rx) {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    msg::NLMSG_DONE | msg::NLMSG_ERROR => break 'dump,
+                    msg::RTM_NEWROUTE => {
+                        let Some(r) = msg::parse_route(m.payload) else {
+                            continue;
+                        };
+                        if found.is_none() && r.prefix.is_empty() && r.table == super::TABLE_MAIN {
+                            found = r.hops.iter().map(|h| h.ifindex).find(|i| *i != 0);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
 }
