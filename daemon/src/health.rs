@@ -91,6 +91,11 @@ impl Health {
         self.set(&self.datastore_ok, ok);
     }
 
+    /// Whether the first cluster sync is done.
+    pub fn cluster_synced(&self) -> bool {
+        self.cluster_synced.load(Ordering::SeqCst)
+    }
+
     /// The first sync from the datastore is done.
     pub fn set_cluster_synced(&self) {
         self.set(&self.cluster_synced, true);
