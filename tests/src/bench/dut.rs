@@ -1,0 +1,547 @@
+//! The daemons under test, configured alike: one AS, every peer passive on
+//! the DUT's side, routes from injectors imported and not advertised back,
+//! everything advertised to the monitor, best routes exported to the
+//! namespace's main kernel table, ECMP off (one path per prefix).
+//!
+//! GoBGP has no FIB code of its own and Debian's gobgpd 3.10 panics against
+//! Debian's FRR 8.4 zebra (osrg/gobgp#2681), so its FIB path is a small
+//! helper, as in the shared lab: `gobgp monitor global rib --current -j`
+//! piped into `ip -batch` (route replace/del). Its timings measure gobgpd
+//! plus that helper; its processes count in GoBGP's RSS and CPU.
+
+use anyhow::{bail, Context, Result};
+use petrel_tests::lab::{wait_until, Daemon, Lab, Netns};
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Petreld,
+    Bird,
+    Frr,
+    Gobgp,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Result<Kind> {
+        Ok(match s {
+            "petreld" | "petrel" => Kind::Petreld,
+            "bird" => Kind::Bird,
+            "frr" => Kind::Frr,
+            "gobgp" | "gobgpd" => Kind::Gobgp,
+            _ => bail!("unknown DUT {s:?} (petreld, bird, frr, gobgp)"),
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Petreld => "petreld",
+            Kind::Bird => "bird",
+            Kind::Frr => "frr",
+            Kind::Gobgp => "gobgp",
+        }
+    }
+    /// Programs it needs on this machine.
+    pub fn programs(self) -> &'static [&'static str] {
+        match self {
+            Kind::Petreld => &[],
+            Kind::Bird => &["bird", "birdc"],
+            Kind::Frr => &["/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "vtysh"],
+            Kind::Gobgp => &["gobgpd", "gobgp", "python3"],
+        }
+    }
+}
+
+/// The DUT's AS and peers.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub asn: u32,
+    pub router_id: String,
+    pub v6: bool,
+    /// (address, ASN) of each injector.
+    pub injectors: Vec<(IpAddr, u32)>,
+    pub monitor: (IpAddr, u32),
+}
+
+fn family(v6: bool) -> &'static str {
+    if v6 {
+        "ipv6"
+    } else {
+        "ipv4"
+    }
+}
+
+pub fn petreld_toml(l: &Layout, socket: &str) -> String {
+    let mut c = format!(
+        "[node]\nname = \"bench\"\nrouter_id = \"{}\"\nasn = {}\n\n[control]\nsocket = {socket:?}\n\n\
+         [bgp]\nlisten = [\"{}:179\"]\nmax_paths = 1\n",
+        l.router_id,
+        l.asn,
+        if l.v6 { "[::]" } else { "0.0.0.0" }
+    );
+    let fam = format!("{}-unicast", family(l.v6));
+    for (addr, asn) in &l.injectors {
+        let _ = writeln!(
+            c,
+            "\n[[bgp.peers]]\naddress = \"{addr}\"\nasn = {asn}\npassive = true\nfamilies = [\"{fam}\"]\n\
+             [[bgp.peers.export]]\naction = \"reject\""
+        );
+    }
+    let (addr, asn) = l.monitor;
+    let _ = writeln!(
+        c,
+        "\n[[bgp.peers]]\naddress = \"{addr}\"\nasn = {asn}\npassive = true\nfamilies = [\"{fam}\"]"
+    );
+    c
+}
+
+pub fn bird_conf(l: &Layout) -> String {
+    let f = family(l.v6);
+    let mut c = format!(
+        "log stderr {{ warning, error, fatal, bug }};\nrouter id {};\n\
+         protocol device {{ scan time 10; }}\n\
+         protocol kernel {{ {f} {{ import none; export where source = RTS_BGP; }}; learn off; merge paths off; }}\n",
+        l.router_id
+    );
+    let peer = |c: &mut String, name: &str, (addr, asn): (IpAddr, u32), export: &str| {
+        let _ = writeln!(
+            c,
+            "protocol bgp {name} {{ local as {}; neighbor {addr} as {asn}; passive on; \
+             {f} {{ import all; export {export}; }}; }}",
+            l.asn
+        );
+    };
+    for (k, p) in l.injectors.iter().enumerate() {
+        peer(&mut c, &format!("inj{k}"), *p, "none");
+    }
+    peer(&mut c, "mon", l.monitor, "all");
+    c
+}
+
+pub fn frr_conf(l: &Layout) -> String {
+    let mut c = format!(
+        "hostname bench\nlog stdout warnings\n!\nrouter bgp {}\n bgp router-id {}\n \
+         no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n",
+        l.asn, l.router_id
+    );
+    let all: Vec<(IpAddr, u32)> = l.injectors.iter().copied().chain([l.monitor]).collect();
+    for (addr, asn) in &all {
+        let _ = writeln!(
+            c,
+            " neighbor {addr} remote-as {asn}\n neighbor {addr} passive"
+        );
+    }
+    let _ = writeln!(
+        c,
+        " address-family {} unicast\n  maximum-paths 1",
+        family(l.v6)
+    );
+    for (addr, _) in &all {
+        let _ = writeln!(c, "  neighbor {addr} activate");
+    }
+    for (addr, _) in &l.injectors {
+        let _ = writeln!(c, "  neighbor {addr} route-map NONE out");
+    }
+    c += " exit-address-family\n!\nroute-map NONE deny 10\n!\n";
+    c
+}
+
+pub fn gobgp_toml(l: &Layout) -> String {
+    let mut c = format!(
+        "[global.config]\n  as = {}\n  router-id = \"{}\"\n  port = 179\n",
+        l.asn, l.router_id
+    );
+    let all: Vec<(IpAddr, u32, bool)> = l
+        .injectors
+        .iter()
+        .map(|(a, n)| (*a, *n, false))
+        .chain([(l.monitor.0, l.monitor.1, true)])
+        .collect();
+    for (addr, asn, export) in all {
+        let _ = writeln!(
+            c,
+            "\n[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{addr}\"\n    peer-as = {asn}\n  \
+             [neighbors.transport.config]\n    passive-mode = true\n  \
+             [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{}-unicast\"",
+            family(l.v6)
+        );
+        if !export {
+            c +=
+                "  [neighbors.apply-policy.config]\n    default-export-policy = \"reject-route\"\n";
+        }
+    }
+    c
+}
+
+/// GoBGP's FIB path (see the module docs): best-path changes streamed
+/// from gobgpd's API into `ip -batch`, which writes one route per request.
+pub const GOBGP_FIB_SYNC: &str = r#"import json, subprocess, sys
+fam = sys.argv[1]
+mon = subprocess.Popen(['gobgp', 'monitor', 'global', 'rib', '-a', fam, '--current', '-j'],
+                       stdout=subprocess.PIPE, text=True, bufsize=1 << 20)
+ip = subprocess.Popen(['ip', '-force', '-batch', '-'], stdin=subprocess.PIPE, text=True, bufsize=1 << 20)
+for line in mon.stdout:
+    try:
+        paths = json.loads(line)
+    except ValueError:
+        continue
+    for p in paths if isinstance(paths, list) else [paths]:
+        pfx = p.get('nlri', {}).get('prefix')
+        if not pfx:
+            continue
+        if p.get('withdrawal'):
+            ip.stdin.write('route del %s proto bgp\n' % pfx)
+            continue
+        nh = None
+        for a in p.get('attrs', []):
+            if a.get('type') == 3:
+                nh = a.get('nexthop')
+            elif a.get('type') == 14:
+                nh = a.get('nexthop') or (a.get('value') or {}).get('nexthop')
+        if nh:
+            ip.stdin.write('route replace %s via %s proto bgp\n' % (pfx, nh))
+    ip.stdin.flush()
+"#;
+
+/// A started DUT.
+pub struct Dut {
+    pub kind: Kind,
+    pub ns: Netns,
+    pub daemons: Vec<Daemon>,
+}
+
+impl Dut {
+    pub fn start(kind: Kind, lab: &Lab, ns: &Netns, l: &Layout) -> Result<Dut> {
+        let dir = lab.subdir(&format!("dut-{}", kind.name()))?;
+        let log = |n: &str| dir.join(format!("{n}.log"));
+        let mut daemons = Vec::new();
+        match kind {
+            Kind::Petreld => {
+                let sock = dir.join("petreld.sock").to_string_lossy().into_owned();
+                let conf = dir.join("petreld.toml");
+                std::fs::write(&conf, petreld_toml(l, &sock))?;
+                let bin = petrel_tests::bin("petreld")?;
+                let d = Daemon::spawn(
+                    lab,
+                    ns,
+                    "petreld",
+                    &log("petreld"),
+                    &bin.to_string_lossy(),
+                    &["--config", &conf.to_string_lossy()],
+                    &[("PETREL_LOG", "warn")],
+                )?;
+                let ctl = petrel_tests::bin("petrelctl")?;
+                wait_until("petrelctl to answer", &[&d], || {
+                    Ok(super::run(
+                        &ctl.to_string_lossy(),
+                        &["--socket", &sock, "show", "peers", "--json"],
+                    )
+                    .ok()
+                    .map(drop))
+                })?;
+                daemons.push(d);
+            }
+            Kind::Bird => {
+                let conf = dir.join("bird.conf");
+                std::fs::write(&conf, bird_conf(l))?;
+                let sock = dir.join("bird.ctl").to_string_lossy().into_owned();
+                let d = Daemon::spawn(
+                    lab,
+                    ns,
+                    "bird",
+                    &log("bird"),
+                    "bird",
+                    &["-f", "-c", &conf.to_string_lossy(), "-s", &sock],
+                    &[],
+                )?;
+                wait_until("birdc to answer", &[&d], || {
+                    Ok(super::run("birdc", &["-s", &sock, "show status"])
+                        .ok()
+                        .map(drop))
+                })?;
+                daemons.push(d);
+            }
+            Kind::Frr => {
+                let run = dir.join("run");
+                std::fs::create_dir_all(&run)?;
+                std::fs::write(dir.join("zebra.conf"), "hostname z\nlog stdout warnings\n")?;
+                std::fs::write(dir.join("bgpd.conf"), frr_conf(l))?;
+                super::run("chown", &["-R", "frr:frr", &dir.to_string_lossy()])?;
+                let s = |p: PathBuf| p.to_string_lossy().into_owned();
+                for which in ["zebra", "bgpd"] {
+                    let d = Daemon::spawn(
+                        lab,
+                        ns,
+                        which,
+                        &log(which),
+                        &format!("/usr/lib/frr/{which}"),
+                        &[
+                            "-f",
+                            &s(dir.join(format!("{which}.conf"))),
+                            "-i",
+                            &s(run.join(format!("{which}.pid"))),
+                            "-z",
+                            &s(run.join("zserv.api")),
+                            "--vty_socket",
+                            &s(run.clone()),
+                            "-P",
+                            "0",
+                            "-u",
+                            "frr",
+                            "-g",
+                            "frr",
+                        ],
+                        &[],
+                    )?;
+                    if which == "zebra" {
+                        let api = run.join("zserv.api");
+                        wait_until("zebra's zserv.api", &[&d], || {
+                            Ok(api.exists().then_some(()))
+                        })?;
+                    } else {
+                        let vty = s(run.clone());
+                        wait_until("vtysh to reach bgpd", &[&d], || {
+                            Ok(super::run(
+                                "vtysh",
+                                &[
+                                    "--vty_socket",
+                                    &vty,
+                                    "-d",
+                                    "bgpd",
+                                    "-c",
+                                    "show bgp summary json",
+                                ],
+                            )
+                            .ok()
+                            .filter(|o| o.contains('{'))
+                            .map(drop))
+                        })?;
+                    }
+                    daemons.push(d);
+                }
+            }
+            Kind::Gobgp => {
+                let conf = dir.join("gobgpd.toml");
+                std::fs::write(&conf, gobgp_toml(l))?;
+                let d = Daemon::spawn(
+                    lab,
+                    ns,
+                    "gobgpd",
+                    &log("gobgpd"),
+                    "gobgpd",
+                    &[
+                        "-f",
+                        &conf.to_string_lossy(),
+                        "-p",
+                        "-l",
+                        "warn",
+                        "--api-hosts",
+                        "127.0.0.1:50051",
+                        "--pprof-disable",
+                    ],
+                    &[],
+                )?;
+                wait_until("gobgp API to answer", &[&d], || {
+                    Ok(ns.exec("gobgp", &["global"]).ok().map(drop))
+                })?;
+                let script = dir.join("gobgp-fib-sync.py");
+                std::fs::write(&script, GOBGP_FIB_SYNC)?;
+                let sync = Daemon::spawn(
+                    lab,
+                    ns,
+                    "gobgp-fib-sync",
+                    &log("gobgp-fib-sync"),
+                    "python3",
+                    &[&script.to_string_lossy(), family(l.v6)],
+                    &[],
+                )?;
+                daemons.push(d);
+                daemons.push(sync);
+            }
+        }
+        Ok(Dut {
+            kind,
+            ns: ns.clone(),
+            daemons,
+        })
+    }
+
+    /// Fails with the logs if a DUT process died.
+    pub fn check_alive(&self) -> Result<()> {
+        for d in &self.daemons {
+            if !d.alive() {
+                bail!("{} died; log:\n{}", d.name(), d.log_tail(30));
+            }
+        }
+        Ok(())
+    }
+
+    /// Memory and CPU of every process in the DUT's namespace (the
+    /// daemons and whatever they started).
+    pub fn stats(&self) -> Result<ProcStats> {
+        let out = super::run("ip", &["netns", "pids", self.ns.name()])?;
+        let me = std::process::id();
+        let mut s = ProcStats::default();
+        for pid in out.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
+            if pid == me {
+                continue;
+            }
+            if let Ok(p) = proc_stats(pid) {
+                s.add(&p);
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn stop(self) {
+        for d in self.daemons.iter().rev() {
+            d.kill9();
+        }
+    }
+}
+
+/// Summed over processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcStats {
+    pub rss_bytes: u64,
+    /// VmHWM: each process's peak resident set.
+    pub hwm_bytes: u64,
+    /// utime + stime.
+    pub cpu_seconds: f64,
+    pub processes: usize,
+}
+
+impl ProcStats {
+    fn add(&mut self, o: &ProcStats) {
+        self.rss_bytes += o.rss_bytes;
+        self.hwm_bytes += o.hwm_bytes;
+        self.cpu_seconds += o.cpu_seconds;
+        self.processes += o.processes;
+    }
+}
+
+/// `/proc/PID/status` VmRSS and VmHWM, `/proc/PID/stat` utime + stime.
+pub fn proc_stats(pid: u32) -> Result<ProcStats> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    parse_proc(&status, &stat, clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
+pub fn parse_proc(status: &str, stat: &str, hz: f64) -> Result<ProcStats> {
+    let kb = |key: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    // Fields after the parenthesised command name (which may hold spaces):
+    // state is field 3, utime field 14, stime field 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> f64 { f.get(i - 3).and_then(|v| v.parse().ok()).unwrap_or(0.0) };
+    Ok(ProcStats {
+        rss_bytes: kb("VmRSS:"),
+        hwm_bytes: kb("VmHWM:"),
+        cpu_seconds: (tick(14) + tick(15)) / hz,
+        processes: 1,
+    })
+}
+
+/// Version strings of the DUT programs, for the report.
+pub fn version(kind: Kind) -> String {
+    let first = |prog: &str, args: &[&str]| -> String {
+        std::process::Command::new(prog)
+            .args(args)
+            .output()
+            .map(|o| {
+                let t = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                t.lines().next().unwrap_or_default().trim().to_string()
+            })
+            .unwrap_or_else(|e| format!("? ({e})"))
+    };
+    match kind {
+        Kind::Petreld => {
+            let rev = first(
+                "git",
+                &[
+                    "-C",
+                    env!("CARGO_MANIFEST_DIR"),
+                    "rev-parse",
+                    "--short",
+                    "HEAD",
+                ],
+            );
+            format!("petreld {} (git {rev})", env!("CARGO_PKG_VERSION"))
+        }
+        Kind::Bird => first("bird", &["--version"]),
+        Kind::Frr => first("/usr/lib/frr/bgpd", &["--version"]),
+        Kind::Gobgp => format!(
+            "{} + python3 ip -batch FIB helper",
+            first("gobgpd", &["--version"])
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout {
+            asn: 4_200_000_000,
+            router_id: "10.0.0.1".into(),
+            v6: false,
+            injectors: vec![
+                ("10.0.0.11".parse().unwrap(), 4_200_000_101),
+                ("10.0.0.12".parse().unwrap(), 4_200_000_102),
+            ],
+            monitor: ("10.1.0.2".parse().unwrap(), 4_200_000_200),
+        }
+    }
+
+    #[test]
+    fn configs_name_every_peer_and_export_only_to_the_monitor() {
+        let l = layout();
+        let b = bird_conf(&l);
+        assert!(b.contains(
+            "neighbor 10.0.0.12 as 4200000102; passive on; ipv4 { import all; export none; }"
+        ));
+        assert!(b.contains(
+            "neighbor 10.1.0.2 as 4200000200; passive on; ipv4 { import all; export all; }"
+        ));
+        assert!(b.contains("merge paths off"));
+        let f = frr_conf(&l);
+        assert!(f.contains("  neighbor 10.0.0.11 route-map NONE out"));
+        assert!(!f.contains("neighbor 10.1.0.2 route-map"));
+        assert!(f.contains("maximum-paths 1"));
+        let g = gobgp_toml(&l);
+        assert_eq!(g.matches("reject-route").count(), 2);
+        let p = petreld_toml(&l, "/tmp/s");
+        assert_eq!(p.matches("action = \"reject\"").count(), 2);
+        assert!(p.contains("max_paths = 1"));
+    }
+
+    #[test]
+    fn proc_stat_fields_after_a_command_with_spaces() {
+        let stat = "42 (a b) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 1 0";
+        let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        let p = parse_proc(status, stat, 100.0).unwrap();
+        assert_eq!((p.rss_bytes, p.hwm_bytes), (1 << 20, 2 << 20));
+        assert!((p.cpu_seconds - 3.0).abs() < 1e-9);
+    }
+}

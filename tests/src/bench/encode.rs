@@ -1,0 +1,362 @@
+//! Pre-encoded BGP messages for the injectors (RFC 4271 §4), and the
+//! monitor's minimal UPDATE reader.
+//!
+//! Everything is encoded before the clock starts, so a run streams bytes
+//! and the injector's own cost is a `write` loop. Sessions always
+//! negotiate 4-octet AS numbers (RFC 6793), so AS_PATH carries 4-octet
+//! ASNs and no AS4_PATH is needed.
+
+use super::table::{Attrs, Table};
+use petrel_bgp::wire::Prefix;
+use std::net::IpAddr;
+
+/// RFC 4271 §4.1: the largest message without RFC 8654.
+pub const MAX_MESSAGE: usize = 4096;
+const HEADER: usize = 19;
+
+/// A complete message: marker, length, type, body.
+pub fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(HEADER + body.len());
+    m.extend_from_slice(&[0xff; 16]);
+    m.extend_from_slice(&((HEADER + body.len()) as u16).to_be_bytes());
+    m.push(kind);
+    m.extend_from_slice(body);
+    m
+}
+
+pub fn keepalive() -> Vec<u8> {
+    message(4, &[])
+}
+
+/// OPEN with hold time `hold`, capabilities multiprotocol IPv4 and IPv6
+/// unicast (RFC 4760 §8) and 4-octet AS (RFC 6793 §3); AS_TRANS in
+/// My Autonomous System when the ASN needs 32 bits.
+pub fn open(asn: u32, router_id: [u8; 4], hold: u16) -> Vec<u8> {
+    let my_as = if asn > 0xffff { 23456 } else { asn as u16 };
+    let mut caps = Vec::new();
+    for afi in [1u16, 2] {
+        caps.extend_from_slice(&[1, 4]);
+        caps.extend_from_slice(&afi.to_be_bytes());
+        caps.extend_from_slice(&[0, 1]);
+    }
+    caps.extend_from_slice(&[65, 4]);
+    caps.extend_from_slice(&asn.to_be_bytes());
+    let mut b = vec![4];
+    b.extend_from_slice(&my_as.to_be_bytes());
+    b.extend_from_slice(&hold.to_be_bytes());
+    b.extend_from_slice(&router_id);
+    // One optional parameter of type 2 (capabilities), RFC 5492 §4.
+    b.push((caps.len() + 2) as u8);
+    b.extend_from_slice(&[2, caps.len() as u8]);
+    b.extend_from_slice(&caps);
+    message(1, &b)
+}
+
+fn attr(out: &mut Vec<u8>, flags: u8, code: u8, value: &[u8]) {
+    if value.len() > 255 {
+        // RFC 4271 §4.3: the Extended Length bit for a two-octet length.
+        out.extend_from_slice(&[flags | 0x10, code]);
+        out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    } else {
+        out.extend_from_slice(&[flags, code, value.len() as u8]);
+    }
+    out.extend_from_slice(value);
+}
+
+fn put_prefix(out: &mut Vec<u8>, p: &Prefix) {
+    let len = p.len();
+    out.push(len);
+    let n = (len as usize).div_ceil(8);
+    match p.addr() {
+        IpAddr::V4(a) => out.extend_from_slice(&a.octets()[..n]),
+        IpAddr::V6(a) => out.extend_from_slice(&a.octets()[..n]),
+    }
+}
+
+/// The path attributes of one UPDATE, without MP_REACH_NLRI: ORIGIN,
+/// AS_PATH (`first` prepended `prepend + 1` times), NEXT_HOP for IPv4,
+/// MED, COMMUNITIES.
+fn common_attrs(a: &Attrs, first: u32, prepend: usize, next_hop: IpAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    attr(&mut out, 0x40, 1, &[a.origin]);
+    let mut path: Vec<u32> = vec![first; prepend + 1];
+    path.extend_from_slice(&a.path);
+    let mut seg = Vec::with_capacity(2 + 4 * path.len());
+    for chunk in path.chunks(255) {
+        seg.extend_from_slice(&[2, chunk.len() as u8]);
+        for asn in chunk {
+            seg.extend_from_slice(&asn.to_be_bytes());
+        }
+    }
+    attr(&mut out, 0x40, 2, &seg);
+    if let IpAddr::V4(nh) = next_hop {
+        attr(&mut out, 0x40, 3, &nh.octets());
+    }
+    if let Some(med) = a.med {
+        attr(&mut out, 0x80, 4, &med.to_be_bytes());
+    }
+    if !a.communities.is_empty() {
+        let c: Vec<u8> = a.communities.iter().flat_map(|c| c.to_be_bytes()).collect();
+        attr(&mut out, 0xc0, 8, &c);
+    }
+    out
+}
+
+fn update_v4(attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(4 + attrs.len() + nlri.len());
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    b.extend_from_slice(attrs);
+    b.extend_from_slice(nlri);
+    message(2, &b)
+}
+
+fn mp_reach_v6(next_hop: IpAddr, nlri: &[u8]) -> Vec<u8> {
+    let IpAddr::V6(nh) = next_hop else {
+        unreachable!("IPv6 routes get an IPv6 next hop")
+    };
+    let mut v = vec![0, 2, 1, 16];
+    v.extend_from_slice(&nh.octets());
+    v.push(0);
+    v.extend_from_slice(nlri);
+    let mut out = Vec::new();
+    attr(&mut out, 0x80, 14, &v);
+    out
+}
+
+/// How an injector's copy of a table differs from the others': its own AS
+/// in front, repeated `1 + prepend(attr id)` times, and its next hop.
+pub struct PeerView<'a> {
+    pub asn: u32,
+    pub next_hop: IpAddr,
+    pub prepend: &'a dyn Fn(u32) -> usize,
+}
+
+/// The UPDATEs that announce `table` as one peer sends it: a message per
+/// run of prefixes sharing an attribute set, split at 4096 octets.
+pub fn announce(table: &Table, peer: &PeerView) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < table.len() {
+        let id = table.attr_of[i];
+        let mut j = i;
+        while j < table.len() && table.attr_of[j] == id {
+            j += 1;
+        }
+        let a = &table.attrs[id as usize];
+        let base = common_attrs(a, peer.asn, (peer.prepend)(id), peer.next_hop);
+        let v6 = peer.next_hop.is_ipv6();
+        // Room for NLRI: header, the two length fields, MP_REACH's own
+        // header (4) and fixed part (21).
+        let room = MAX_MESSAGE - HEADER - 4 - base.len() - if v6 { 25 } else { 0 };
+        let mut nlri = Vec::new();
+        let flush = |nlri: &mut Vec<u8>, out: &mut Vec<Vec<u8>>| {
+            if nlri.is_empty() {
+                return;
+            }
+            if v6 {
+                let mut attrs = base.clone();
+                attrs.extend_from_slice(&mp_reach_v6(peer.next_hop, nlri));
+                out.push(update_v4(&attrs, &[]));
+            } else {
+                out.push(update_v4(&base, nlri));
+            }
+            nlri.clear();
+        };
+        for p in &table.prefixes[i..j] {
+            if nlri.len() + 17 > room {
+                flush(&mut nlri, &mut out);
+            }
+            put_prefix(&mut nlri, p);
+        }
+        flush(&mut nlri, &mut out);
+        i = j;
+    }
+    out
+}
+
+/// One UPDATE announcing a single prefix (churn: one change per message).
+pub fn announce_one(p: &Prefix, a: &Attrs, peer: &PeerView, id: u32) -> Vec<u8> {
+    let base = common_attrs(a, peer.asn, (peer.prepend)(id), peer.next_hop);
+    let mut nlri = Vec::new();
+    put_prefix(&mut nlri, p);
+    if peer.next_hop.is_ipv6() {
+        let mut attrs = base;
+        attrs.extend_from_slice(&mp_reach_v6(peer.next_hop, &nlri));
+        update_v4(&attrs, &[])
+    } else {
+        update_v4(&base, &nlri)
+    }
+}
+
+/// What one UPDATE body changes: prefixes announced and withdrawn, as
+/// compact keys (see [`key`]). Only what the monitor needs: IPv4 fields
+/// and MP_REACH/MP_UNREACH of IPv4/IPv6 unicast; `None` if malformed.
+pub fn update_prefixes(body: &[u8], adv: &mut Vec<u128>, wd: &mut Vec<u128>) -> Option<()> {
+    let wl = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
+    let withdrawn = body.get(2..2 + wl)?;
+    keys(withdrawn, false, wd)?;
+    let p = 2 + wl;
+    let al = u16::from_be_bytes([*body.get(p)?, *body.get(p + 1)?]) as usize;
+    let mut attrs = body.get(p + 2..p + 2 + al)?;
+    keys(body.get(p + 2 + al..)?, false, adv)?;
+    while !attrs.is_empty() {
+        let flags = attrs[0];
+        let code = *attrs.get(1)?;
+        let (len, hl) = if flags & 0x10 != 0 {
+            (
+                u16::from_be_bytes([*attrs.get(2)?, *attrs.get(3)?]) as usize,
+                4,
+            )
+        } else {
+            (*attrs.get(2)? as usize, 3)
+        };
+        let v = attrs.get(hl..hl + len)?;
+        match code {
+            14 => {
+                let v6 = u16::from_be_bytes([*v.first()?, *v.get(1)?]) == 2;
+                let nhl = *v.get(3)? as usize;
+                keys(v.get(4 + nhl + 1..)?, v6, adv)?;
+            }
+            15 => {
+                let v6 = u16::from_be_bytes([*v.first()?, *v.get(1)?]) == 2;
+                keys(v.get(3..)?, v6, wd)?;
+            }
+            _ => {}
+        }
+        attrs = &attrs[hl + len..];
+    }
+    Some(())
+}
+
+/// A prefix as one integer: address bits, then the length in the low
+/// byte, and bit 127 for IPv6 (no IPv4 key has it).
+pub fn key(addr: &[u8], len: u8, v6: bool) -> u128 {
+    let mut a = [0u8; 16];
+    a[..addr.len()].copy_from_slice(addr);
+    let bits = u128::from_be_bytes(a);
+    // A /128 would lose its last octet to the length byte: fold it in.
+    (bits ^ (bits << 8)) ^ (len as u128) ^ ((v6 as u128) << 127)
+}
+
+fn keys(mut nlri: &[u8], v6: bool, out: &mut Vec<u128>) -> Option<()> {
+    while let Some((&len, rest)) = nlri.split_first() {
+        let n = (len as usize).div_ceil(8);
+        if len > if v6 { 128 } else { 32 } {
+            return None;
+        }
+        out.push(key(rest.get(..n)?, len, v6));
+        nlri = &rest[n..];
+    }
+    Some(())
+}
+
+/// The key of a prefix as [`key`] makes it.
+#[cfg(test)]
+pub fn prefix_key(p: &Prefix) -> u128 {
+    let n = (p.len() as usize).div_ceil(8);
+    match p.addr() {
+        IpAddr::V4(a) => key(&a.octets()[..n], p.len(), false),
+        IpAddr::V6(a) => key(&a.octets()[..n], p.len(), true),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::table::synthetic;
+    use super::*;
+    use bytes::Bytes;
+    use petrel_bgp::wire::{CodecContext, Update};
+    use std::collections::HashSet;
+
+    fn decode_all(msgs: &[Vec<u8>]) -> Vec<Prefix> {
+        let ctx = CodecContext::four_octet();
+        let mut out = Vec::new();
+        for m in msgs {
+            assert!(m.len() <= MAX_MESSAGE);
+            assert_eq!(m[18], 2);
+            let u = Update::decode(&ctx, &Bytes::copy_from_slice(&m[19..])).expect("decodes");
+            assert!(u.errors.is_empty(), "{:?}", u.errors);
+            assert!(u.attrs.as_path.is_some());
+            out.extend(u.nlri.iter().map(|e| e.prefix));
+            if let Some(mp) = &u.mp_reach {
+                out.extend(mp.nlri.iter().map(|e| e.prefix));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn announcements_decode_to_the_table_with_petrels_codec() {
+        for v6 in [false, true] {
+            let t = synthetic(20_000, v6, 3);
+            let nh: IpAddr = if v6 {
+                "fd00::11".parse().unwrap()
+            } else {
+                "10.0.0.11".parse().unwrap()
+            };
+            let prepend = |id: u32| (id % 3) as usize;
+            let msgs = announce(
+                &t,
+                &PeerView {
+                    asn: 4_200_000_101,
+                    next_hop: nh,
+                    prepend: &prepend,
+                },
+            );
+            assert_eq!(decode_all(&msgs), t.prefixes);
+            // The monitor's reader agrees with the codec.
+            let (mut adv, mut wd) = (Vec::new(), Vec::new());
+            for m in &msgs {
+                update_prefixes(&m[19..], &mut adv, &mut wd).expect("parses");
+            }
+            assert!(wd.is_empty());
+            let want: Vec<u128> = t.prefixes.iter().map(prefix_key).collect();
+            assert_eq!(adv, want);
+            assert_eq!(adv.iter().collect::<HashSet<_>>().len(), t.len());
+        }
+    }
+
+    #[test]
+    fn long_runs_split_at_4096_octets() {
+        let mut t = synthetic(3000, false, 1);
+        t.attr_of.iter_mut().for_each(|a| *a = 0);
+        let msgs = announce(
+            &t,
+            &PeerView {
+                asn: 65001,
+                next_hop: "10.0.0.11".parse().unwrap(),
+                prepend: &|_| 0,
+            },
+        );
+        assert!(msgs.len() > 1 && msgs.iter().all(|m| m.len() <= MAX_MESSAGE));
+        assert_eq!(decode_all(&msgs).len(), 3000);
+    }
+
+    #[test]
+    fn open_carries_as_trans_and_the_capabilities() {
+        let o = open(4_200_000_101, [10, 0, 0, 11], 180);
+        // Marker, length 19 + 10 + 2 + 20, type OPEN, version 4, AS_TRANS.
+        assert_eq!(o.len(), 51);
+        assert_eq!(&o[16..20], &[0, 51, 1, 4]);
+        assert_eq!(&o[20..22], &23456u16.to_be_bytes());
+        assert_eq!(&o[o.len() - 6..], &[65, 4, 0xfa, 0x56, 0xea, 0x65]);
+    }
+
+    #[test]
+    fn withdrawals_and_mp_unreach_are_read() {
+        // Withdrawn 10.1.0.0/16; MP_UNREACH of 2a00::/16.
+        let mut body = vec![0, 3, 16, 10, 1];
+        let unreach = [0x80, 15, 6, 0, 2, 1, 16, 0x2a, 0x00];
+        body.extend_from_slice(&(unreach.len() as u16).to_be_bytes());
+        body.extend_from_slice(&unreach);
+        let (mut adv, mut wd) = (Vec::new(), Vec::new());
+        update_prefixes(&body, &mut adv, &mut wd).unwrap();
+        assert!(adv.is_empty());
+        assert_eq!(
+            wd,
+            vec![key(&[10, 1], 16, false), key(&[0x2a, 0], 16, true)]
+        );
+        assert_ne!(key(&[10, 1], 16, false), key(&[10, 1], 17, false));
+    }
+}

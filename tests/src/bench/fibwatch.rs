@@ -1,0 +1,316 @@
+//! The DUT's kernel FIB, followed through rtnetlink route events
+//! (RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE), not by polling: the watcher
+//! thread stamps the instant the count of daemon routes reaches the goal.
+//!
+//! A daemon route is a unicast route of the main table whose protocol is
+//! not one the kernel itself uses (kernel, boot, static, ra). If the
+//! socket overruns (ENOBUFS: the kernel dropped events), the watcher
+//! re-reads the table with a dump and counts the overrun in the result.
+
+use super::encode::key;
+use anyhow::{bail, Result};
+use petrel_tests::lab::Netns;
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
+const RTM_GETROUTE: u16 = 26;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+const RTA_DST: u16 = 1;
+const RTA_TABLE: u16 = 15;
+
+/// What the watcher has seen.
+#[derive(Debug, Default)]
+pub struct FibState {
+    pub count: usize,
+    /// Route messages of daemon routes (adds, replaces and deletes).
+    pub events: u64,
+    pub last_event: Option<Instant>,
+    /// Count to reach, and when it was first reached.
+    pub goal: Option<usize>,
+    pub reached_at: Option<Instant>,
+    pub overruns: u64,
+    pub error: Option<String>,
+}
+
+impl FibState {
+    /// Sets a new goal; reached at once if the count is already there.
+    pub fn arm(&mut self, goal: usize) {
+        self.goal = Some(goal);
+        self.reached_at = (self.count == goal).then(Instant::now);
+    }
+}
+
+/// A running watcher; stops when dropped.
+pub struct FibWatch {
+    pub state: Arc<Mutex<FibState>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for FibWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn socket(groups: u32) -> Result<OwnedFd> {
+    // SAFETY: plain socket(2).
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        bail!("netlink socket: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A large buffer: a DUT installs up to a few hundred thousand routes a
+    // second and each is its own notification.
+    let size: i32 = 1 << 30;
+    // SAFETY: valid fd and a c_int option value.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &size as *const i32 as *const libc::c_void,
+            4,
+        )
+    };
+    // A receive timeout so the thread notices `stop`.
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: valid fd and timeval.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    // SAFETY: zeroed sockaddr_nl with our groups.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    sa.nl_groups = groups;
+    // SAFETY: valid address of the right size.
+    let r = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if r < 0 {
+        bail!("netlink bind: {}", std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// One route message: `Some((key, is_add))` for a daemon route of the
+/// main table, `None` for anything else.
+pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool)> {
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
+    // type, flags (u32).
+    let rt = msg.get(..12)?;
+    let (family, dst_len, mut table, proto, rtype) = (rt[0], rt[1], rt[4] as u32, rt[5], rt[7]);
+    // RTPROT_KERNEL 2, BOOT 3, STATIC 4, RA 9; RTN_UNICAST 1.
+    if matches!(proto, 0..=4 | 9) || rtype != 1 {
+        return None;
+    }
+    let v6 = match family as i32 {
+        libc::AF_INET => false,
+        libc::AF_INET6 => true,
+        _ => return None,
+    };
+    let mut dst: &[u8] = &[];
+    let mut a = &msg[12..];
+    while a.len() >= 4 {
+        let len = u16::from_ne_bytes([a[0], a[1]]) as usize;
+        let ty = u16::from_ne_bytes([a[2], a[3]]);
+        if len < 4 || len > a.len() {
+            break;
+        }
+        match ty {
+            RTA_DST => dst = &a[4..len],
+            RTA_TABLE if len >= 8 => table = u32::from_ne_bytes(a[4..8].try_into().ok()?),
+            _ => {}
+        }
+        a = &a[((len + 3) & !3).min(a.len())..];
+    }
+    if table != 254 {
+        return None;
+    }
+    let n = (dst_len as usize).div_ceil(8);
+    Some((key(dst.get(..n)?, dst_len, v6), ty == RTM_NEWROUTE))
+}
+
+/// Calls `f` for each netlink message in a datagram: (type, payload).
+fn for_each_msg(mut b: &[u8], mut f: impl FnMut(u16, &[u8])) {
+    while b.len() >= 16 {
+        let len = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        let ty = u16::from_ne_bytes([b[4], b[5]]);
+        if len < 16 || len > b.len() {
+            return;
+        }
+        f(ty, &b[16..len]);
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+}
+
+/// The daemon routes now in the FIB, by a dump of both families.
+fn dump() -> Result<HashSet<u128>> {
+    let fd = socket(0)?;
+    let mut set = HashSet::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        let mut req = Vec::with_capacity(28);
+        req.extend_from_slice(&28u32.to_ne_bytes());
+        req.extend_from_slice(&RTM_GETROUTE.to_ne_bytes());
+        req.extend_from_slice(&(0x301u16).to_ne_bytes()); // REQUEST|DUMP
+        req.extend_from_slice(&1u32.to_ne_bytes());
+        req.extend_from_slice(&0u32.to_ne_bytes());
+        req.extend_from_slice(&[family, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // SAFETY: valid fd and buffer; the kernel is the default address.
+        if unsafe { libc::send(fd.as_raw_fd(), req.as_ptr() as *const _, req.len(), 0) } < 0 {
+            bail!("dump request: {}", std::io::Error::last_os_error());
+        }
+        let mut done = false;
+        while !done {
+            // SAFETY: writable buffer.
+            let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+            if n < 0 {
+                bail!("dump: {}", std::io::Error::last_os_error());
+            }
+            for_each_msg(&buf[..n as usize], |ty, m| match ty {
+                NLMSG_DONE | NLMSG_ERROR => done = true,
+                RTM_NEWROUTE => {
+                    if let Some((k, _)) = route_change(ty, m) {
+                        set.insert(k);
+                    }
+                }
+                _ => {}
+            });
+        }
+    }
+    Ok(set)
+}
+
+impl FibWatch {
+    /// Starts watching `ns`; returns once subscribed and the present
+    /// routes are counted.
+    pub fn start(ns: &Netns) -> Result<FibWatch> {
+        // RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+        let (fd, initial) = ns.enter(|| Ok((socket(0x40 | 0x400)?, dump()?)))?;
+        let state = Arc::new(Mutex::new(FibState {
+            count: initial.len(),
+            ..FibState::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, stop2, nsc) = (state.clone(), stop.clone(), ns.clone());
+        std::thread::spawn(move || {
+            let mut set = initial;
+            let mut buf = vec![0u8; 1 << 20];
+            while !stop2.load(Ordering::Relaxed) {
+                // SAFETY: writable buffer.
+                let n =
+                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+                let now = Instant::now();
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    match e.raw_os_error() {
+                        Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
+                        Some(libc::ENOBUFS) => {
+                            // Events were lost: take the table as it is now.
+                            match nsc.enter(dump) {
+                                Ok(s) => set = s,
+                                Err(e) => st.lock().unwrap().error = Some(format!("{e:#}")),
+                            }
+                            let mut g = st.lock().unwrap();
+                            g.overruns += 1;
+                            g.count = set.len();
+                            continue;
+                        }
+                        _ => {
+                            st.lock().unwrap().error = Some(format!("recv: {e}"));
+                            return;
+                        }
+                    }
+                }
+                let mut events = 0;
+                for_each_msg(&buf[..n as usize], |ty, m| {
+                    if ty == RTM_NEWROUTE || ty == RTM_DELROUTE {
+                        if let Some((k, add)) = route_change(ty, m) {
+                            events += 1;
+                            if add {
+                                set.insert(k);
+                            } else {
+                                set.remove(&k);
+                            }
+                        }
+                    }
+                });
+                if events == 0 {
+                    continue;
+                }
+                let mut g = st.lock().unwrap();
+                g.count = set.len();
+                g.events += events;
+                g.last_event = Some(now);
+                if g.goal == Some(g.count) && g.reached_at.is_none() {
+                    g.reached_at = Some(now);
+                }
+            }
+        });
+        Ok(FibWatch { state, stop })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtmsg(family: u8, len: u8, proto: u8, table: u8, dst: &[u8]) -> Vec<u8> {
+        let mut m = vec![family, len, 0, 0, table, proto, 0, 1, 0, 0, 0, 0];
+        m.extend_from_slice(&((4 + dst.len()) as u16).to_ne_bytes());
+        m.extend_from_slice(&RTA_DST.to_ne_bytes());
+        m.extend_from_slice(dst);
+        m
+    }
+
+    #[test]
+    fn daemon_routes_of_the_main_table_only() {
+        let bird = rtmsg(2, 24, 12, 254, &[16, 0, 1, 0]);
+        assert_eq!(
+            route_change(RTM_NEWROUTE, &bird),
+            Some((key(&[16, 0, 1], 24, false), true))
+        );
+        assert_eq!(route_change(RTM_DELROUTE, &bird).map(|x| x.1), Some(false));
+        // proto kernel (a connected route), another table.
+        assert_eq!(
+            route_change(RTM_NEWROUTE, &rtmsg(2, 24, 2, 254, &[10, 0, 0, 0])),
+            None
+        );
+        assert_eq!(
+            route_change(RTM_NEWROUTE, &rtmsg(2, 24, 186, 10, &[10, 0, 0, 0])),
+            None
+        );
+        let mut v6 = [0u8; 16];
+        v6[..2].copy_from_slice(&[0x2a, 0]);
+        assert_eq!(
+            route_change(RTM_NEWROUTE, &rtmsg(10, 48, 202, 254, &v6)).map(|x| x.0),
+            Some(key(&[0x2a, 0, 0, 0, 0, 0], 48, true))
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! Scenarios: what the injectors send. Names are the CLI's `--scenario`.
+
+use super::encode::{self, PeerView};
+use super::table::{self, Table};
+use anyhow::{bail, Result};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    /// Injector peers; all send the same prefixes.
+    pub peers: usize,
+    pub v6: bool,
+    /// Steady churn after the table is in: (updates per second, seconds).
+    pub churn: Option<(u32, u32)>,
+    /// A real RIB dump to replay instead of a synthetic table.
+    pub mrt: Option<PathBuf>,
+}
+
+/// The scenario names and what each does, for `--help` and the docs.
+pub const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "v4",
+        "1 peer x N IPv4 prefixes (synthetic, diverse attributes)",
+    ),
+    (
+        "v4-10peers",
+        "10 peers x the same N IPv4 prefixes, different paths (best-path churn)",
+    ),
+    ("v6", "1 peer x N IPv6 prefixes"),
+    (
+        "churn",
+        "1 peer x N IPv4, then 10k single-prefix updates/s for 60 s (next hop flips)",
+    ),
+    (
+        "mrt-v4",
+        "1 peer x the IPv4 routes of the RouteViews RIB dump in ../shared/data (at most N)",
+    ),
+    (
+        "mrt-v6",
+        "1 peer x the IPv6 routes of the RouteViews v6 RIB dump (at most N)",
+    ),
+];
+
+impl Scenario {
+    pub fn parse(name: &str, data: &std::path::Path) -> Result<Scenario> {
+        let s = |peers, v6, churn, mrt: Option<&str>| Scenario {
+            name: name.to_string(),
+            peers,
+            v6,
+            churn,
+            mrt: mrt.map(|f| data.join(f)),
+        };
+        Ok(match name {
+            "v4" => s(1, false, None, None),
+            "v4-10peers" => s(10, false, None, None),
+            "v6" => s(1, true, None, None),
+            "churn" => s(1, false, Some((10_000, 60)), None),
+            "mrt-v4" => s(
+                1,
+                false,
+                None,
+                Some("routeviews2.rib.20140523.0600.firstMB.complete-records.mrt.bz2"),
+            ),
+            "mrt-v6" => s(
+                1,
+                true,
+                None,
+                Some("routeviews6.rib6.20151101.0600.firstMB.complete-records.mrt.bz2"),
+            ),
+            _ => bail!(
+                "unknown scenario {name:?}; one of: {}",
+                SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    pub fn table(&self, n: u32) -> Result<Table> {
+        match &self.mrt {
+            Some(p) => {
+                let t = table::from_mrt(p, self.v6, n as usize)?;
+                if t.is_empty() {
+                    bail!("no routes in {}", p.display());
+                }
+                Ok(t)
+            }
+            None => Ok(table::synthetic(n, self.v6, 0x5eed)),
+        }
+    }
+}
+
+/// Injector k's address (the DUT is .1 / ::1 on the same link).
+pub fn injector_addr(k: usize, v6: bool) -> IpAddr {
+    if v6 {
+        format!("fd00::{:x}", 0x11 + k).parse().unwrap()
+    } else {
+        format!("10.0.0.{}", 11 + k).parse().unwrap()
+    }
+}
+
+/// The second next hop churn flips to (on the injectors' side of the link).
+pub fn churn_next_hop(v6: bool) -> IpAddr {
+    if v6 {
+        "fd00::111".parse().unwrap()
+    } else {
+        "10.0.0.111".parse().unwrap()
+    }
+}
+
+pub const DUT_AS: u32 = 4_200_000_000;
+pub const MONITOR_AS: u32 = 4_200_000_200;
+
+pub fn injector_as(k: usize) -> u32 {
+    4_200_000_101 + k as u32
+}
+
+/// Peer k's path length offset for attribute set `id`: with several peers
+/// each prefix has a different shortest path and a different winner.
+pub fn prepend(peers: usize, k: usize) -> impl Fn(u32) -> usize {
+    move |id| {
+        if peers == 1 {
+            0
+        } else {
+            ((id as usize).wrapping_mul(7) + k * 3) % 4
+        }
+    }
+}
+
+/// Each injector's byte stream.
+pub fn streams(sc: &Scenario, t: &Table) -> Vec<Vec<u8>> {
+    (0..sc.peers)
+        .map(|k| {
+            let pre = prepend(sc.peers, k);
+            let msgs = encode::announce(
+                t,
+                &PeerView {
+                    asn: injector_as(k),
+                    next_hop: injector_addr(k, sc.v6),
+                    prepend: &pre,
+                },
+            );
+            msgs.concat()
+        })
+        .collect()
+}
+
+/// The churn messages: `rate * secs` one-prefix UPDATEs, walking the table
+/// with a stride, each flipping the prefix's next hop between the
+/// injector's two addresses (so every one is a FIB change).
+pub fn churn_messages(sc: &Scenario, t: &Table, rate: u32, secs: u32) -> Vec<Vec<u8>> {
+    let total = rate as usize * secs as usize;
+    let n = t.len();
+    let pre = prepend(1, 0);
+    let views = [injector_addr(0, sc.v6), churn_next_hop(sc.v6)];
+    // A stride coprime with n visits every prefix before repeating.
+    let stride = (1..)
+        .map(|s: usize| 7919 * s)
+        .find(|s| gcd(*s, n) == 1)
+        .unwrap_or(1);
+    let mut flips = vec![false; n];
+    (0..total)
+        .map(|j| {
+            let i = (j * stride) % n;
+            flips[i] = !flips[i];
+            let nh = views[flips[i] as usize];
+            let id = t.attr_of[i];
+            encode::announce_one(
+                &t.prefixes[i],
+                &t.attrs[id as usize],
+                &PeerView {
+                    asn: injector_as(0),
+                    next_hop: nh,
+                    prepend: &pre,
+                },
+                id,
+            )
+        })
+        .collect()
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_scenario_parses_and_peers_differ_in_paths() {
+        for (name, _) in SCENARIOS {
+            Scenario::parse(name, std::path::Path::new("/data")).unwrap();
+        }
+        assert!(Scenario::parse("nope", std::path::Path::new("/")).is_err());
+        let sc = Scenario::parse("v4-10peers", std::path::Path::new("/")).unwrap();
+        let t = table::synthetic(1000, false, 1);
+        let s = streams(&sc, &t);
+        assert_eq!(s.len(), 10);
+        assert_ne!(s[0], s[1]);
+        // Some attribute set has different lengths at two peers.
+        assert!((0..10).any(|id| prepend(10, 0)(id) != prepend(10, 1)(id)));
+    }
+
+    #[test]
+    fn churn_flips_next_hops_over_the_whole_table() {
+        let sc = Scenario::parse("churn", std::path::Path::new("/")).unwrap();
+        let t = table::synthetic(1000, false, 1);
+        let m = churn_messages(&sc, &t, 100, 20);
+        assert_eq!(m.len(), 2000);
+        let (mut adv, mut wd) = (Vec::new(), Vec::new());
+        for x in &m {
+            encode::update_prefixes(&x[19..], &mut adv, &mut wd).unwrap();
+        }
+        let distinct: std::collections::HashSet<_> = adv.iter().collect();
+        assert_eq!(distinct.len(), 1000);
+    }
+}

@@ -1,0 +1,326 @@
+//! petrel-bench: a table from the wire into the kernel FIB, petreld beside
+//! BIRD, FRR and GoBGP (issue 6).
+//!
+//! ```text
+//! petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp
+//!              [--repeat K] [--json] [--no-kernel] [--no-sink]
+//! ```
+//!
+//! Per repetition the DUTs run in turn (the order rotates every
+//! repetition), each in a fresh lab: N injector sessions stream
+//! pre-encoded UPDATEs into the DUT, which installs its best routes into
+//! its namespace's kernel FIB and advertises them to a monitor peer. Also
+//! per repetition: the kernel-limit run (the same prefixes by batched
+//! netlink). Once: the injectors alone against a sink. Needs root.
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use anyhow::{bail, Context, Result};
+use bench::dut::{self, Kind};
+use bench::run::{self, median_min_max, mib, Measured};
+use bench::scenario::{self, Scenario, SCENARIOS};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+struct Args {
+    scenario: String,
+    prefixes: u32,
+    duts: Vec<Kind>,
+    repeat: usize,
+    json: bool,
+    kernel: bool,
+    sink: bool,
+}
+
+fn usage() -> String {
+    let mut s = "usage: petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp \
+                 [--repeat K] [--json] [--no-kernel] [--no-sink]\nscenarios:\n"
+        .to_string();
+    for (n, d) in SCENARIOS {
+        s += &format!("  {n:<11} {d}\n");
+    }
+    s
+}
+
+fn parse_args(argv: &[String]) -> Result<Args> {
+    let mut a = Args {
+        scenario: "v4".into(),
+        prefixes: 100_000,
+        duts: vec![Kind::Petreld],
+        repeat: 3,
+        json: false,
+        kernel: true,
+        sink: true,
+    };
+    let mut it = argv.iter();
+    while let Some(k) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{k} needs a value"));
+        match k.as_str() {
+            "--scenario" => a.scenario = val()?.clone(),
+            "--prefixes" => a.prefixes = val()?.parse()?,
+            "--dut" => a.duts = val()?.split(',').map(Kind::parse).collect::<Result<_>>()?,
+            "--repeat" => a.repeat = val()?.parse()?,
+            "--json" => a.json = true,
+            "--no-kernel" => a.kernel = false,
+            "--no-sink" => a.sink = false,
+            _ => bail!("{}", usage()),
+        }
+    }
+    if a.prefixes == 0 || a.prefixes > 1 << 22 {
+        bail!("--prefixes must be 1..=4194304");
+    }
+    if a.repeat == 0 || a.duts.is_empty() {
+        bail!("--repeat and --dut need at least one");
+    }
+    Ok(a)
+}
+
+fn measured_json(m: &Measured) -> Value {
+    json!({
+        "fib_seconds": m.fib_seconds,
+        "fib_settled_seconds": m.fib_settled_seconds,
+        "monitor_seconds": m.monitor_seconds,
+        "withdraw_seconds": m.withdraw_seconds,
+        "peak_rss_bytes": m.peak_rss_bytes,
+        "baseline_rss_bytes": m.baseline_rss_bytes,
+        "rss_per_route_bytes": m.rss_per_route,
+        "cpu_seconds": m.cpu_seconds,
+        "withdraw_cpu_seconds": m.withdraw_cpu_seconds,
+        "fib_events": m.fib_events,
+        "netlink_overruns": m.netlink_overruns,
+        "churn": m.churn,
+        "load1": m.load1,
+    })
+}
+
+fn main() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let a = parse_args(&argv)?;
+    let mut programs: Vec<&str> = a
+        .duts
+        .iter()
+        .flat_map(|k| k.programs().iter().copied())
+        .collect();
+    programs.dedup();
+    if let Err(what) = petrel_tests::lab::can_run(&programs) {
+        bail!("petrel-bench needs {what}");
+    }
+    let sc = Scenario::parse(&a.scenario, &petrel_tests::data_dir())?;
+    let table = sc.table(a.prefixes)?;
+    let n = table.len();
+    let streams: Vec<Arc<Vec<u8>>> = scenario::streams(&sc, &table)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let churn = match sc.churn {
+        Some((rate, secs)) => scenario::churn_messages(&sc, &table, rate, secs),
+        None => Vec::new(),
+    };
+    let (paths, comms) = table.diversity();
+    let bytes: usize = streams.iter().map(|s| s.len()).sum();
+    let log = |s: String| {
+        if !a.json {
+            println!("{s}");
+        } else {
+            eprintln!("{s}");
+        }
+    };
+    log(format!(
+        "scenario {} ({} peer(s)), {n} prefixes, {} attribute sets, {paths} distinct AS paths, \
+         {comms} distinct community sets, {:.1} MB of UPDATEs; load {:.2}",
+        sc.name,
+        sc.peers,
+        table.attrs.len(),
+        bytes as f64 / 1e6,
+        run::load1()
+    ));
+    let sink = if a.sink {
+        let s = run::sink_run(&streams)?;
+        log(format!(
+            "injector alone -> sink: {s:.3} s, {:.0} prefixes/s",
+            (n * sc.peers) as f64 / s
+        ));
+        Some(s)
+    } else {
+        None
+    };
+    let mut runs: Vec<(usize, Kind, Result<Measured>)> = Vec::new();
+    let mut kernel = Vec::new();
+    for rep in 0..a.repeat {
+        if a.kernel {
+            let (ins, del, errors) = run::kernel_run(&sc, &table)?;
+            log(format!(
+                "rep {rep} kernel-limit: install {ins:.3} s ({:.0}/s), delete {del:.3} s, {errors} errors, load {:.2}",
+                n as f64 / ins,
+                run::load1()
+            ));
+            kernel.push(
+                json!({"repeat": rep, "install_seconds": ins, "delete_seconds": del,
+                               "errors": errors, "load1": run::load1()}),
+            );
+        }
+        let k = a.duts.len();
+        for j in 0..k {
+            let kind = a.duts[(j + rep) % k];
+            let r = run::dut_run(kind, &sc, &table, &streams, &churn);
+            match &r {
+                Ok(m) => log(format!(
+                    "rep {rep} {:<8} fib {:8.3} s  settled {:8.3} s  monitor {:8.3} s  withdraw {:8.3} s  \
+                     peak RSS {:7.1} MiB ({:6.1} B/route)  cpu {:7.2} s (+{:.2} s withdraw)  load {:.2}{}{}",
+                    kind.name(),
+                    m.fib_seconds,
+                    m.fib_settled_seconds,
+                    m.monitor_seconds,
+                    m.withdraw_seconds,
+                    mib(m.peak_rss_bytes),
+                    m.rss_per_route,
+                    m.cpu_seconds,
+                    m.withdraw_cpu_seconds,
+                    m.load1,
+                    if m.netlink_overruns > 0 {
+                        format!("  ({} netlink overruns, recounted)", m.netlink_overruns)
+                    } else {
+                        String::new()
+                    },
+                    m.churn
+                        .as_ref()
+                        .map(|c| format!("\n    churn: {c}"))
+                        .unwrap_or_default()
+                )),
+                Err(e) => log(format!("rep {rep} {:<8} FAILED: {e:#}", kind.name())),
+            }
+            runs.push((rep, kind, r));
+        }
+    }
+    // Summary: medians and ranges per DUT, ratios against petreld.
+    let metric = |kind: Kind, f: &dyn Fn(&Measured) -> f64| -> Option<(f64, f64, f64)> {
+        let v: Vec<f64> = runs
+            .iter()
+            .filter(|(_, k, _)| *k == kind)
+            .filter_map(|(_, _, r)| r.as_ref().ok().map(f))
+            .collect();
+        median_min_max(&v)
+    };
+    type Getter = fn(&Measured) -> f64;
+    let metrics: [(&str, Getter); 7] = [
+        ("fib_seconds", |m| m.fib_seconds),
+        ("fib_settled_seconds", |m| m.fib_settled_seconds),
+        ("monitor_seconds", |m| m.monitor_seconds),
+        ("withdraw_seconds", |m| m.withdraw_seconds),
+        ("peak_rss_bytes", |m| m.peak_rss_bytes as f64),
+        ("rss_per_route_bytes", |m| m.rss_per_route),
+        ("cpu_seconds", |m| m.cpu_seconds),
+    ];
+    let mut summary = serde_json::Map::new();
+    let mut duts = a.duts.clone();
+    duts.dedup();
+    for kind in &duts {
+        let mut s = serde_json::Map::new();
+        for (name, f) in &metrics {
+            if let Some((med, lo, hi)) = metric(*kind, f) {
+                s.insert(
+                    name.to_string(),
+                    json!({"median": med, "min": lo, "max": hi}),
+                );
+                if *kind != Kind::Petreld {
+                    if let Some((p, _, _)) = metric(Kind::Petreld, f) {
+                        s.insert(format!("{name}_petrel_ratio"), json!(p / med));
+                    }
+                }
+            }
+        }
+        summary.insert(kind.name().into(), Value::Object(s));
+    }
+    if !a.json {
+        println!("\nmedian [min-max] over {} repetition(s):", a.repeat);
+        for kind in &duts {
+            let f = |g: Getter| {
+                metric(*kind, &g)
+                    .map(|(m, l, h)| format!("{m:.3} [{l:.3}-{h:.3}]"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "  {:<8} fib {}  settled {}  monitor {}  withdraw {}  B/route {}  cpu {}",
+                kind.name(),
+                f(metrics[0].1),
+                f(metrics[1].1),
+                f(metrics[2].1),
+                f(metrics[3].1),
+                f(metrics[5].1),
+                f(metrics[6].1)
+            );
+        }
+        if let Some((med, _, _)) = median_min_max(
+            &kernel
+                .iter()
+                .filter_map(|k| k["install_seconds"].as_f64())
+                .collect::<Vec<_>>(),
+        ) {
+            println!(
+                "  kernel   install {med:.3} s = {:.0} routes/s",
+                n as f64 / med
+            );
+            if let Some((p, _, _)) = metric(Kind::Petreld, &metrics[0].1) {
+                println!(
+                    "  petreld reaches {:.1}% of the kernel-limit rate (Established to FIB vs raw install)",
+                    100.0 * med / p
+                );
+            }
+        }
+    } else {
+        let rows: Vec<Value> = runs
+            .iter()
+            .map(|(rep, k, r)| {
+                let mut v = match r {
+                    Ok(m) => measured_json(m),
+                    Err(e) => json!({"error": format!("{e:#}")}),
+                };
+                v["repeat"] = json!(rep);
+                v["dut"] = json!(k.name());
+                v
+            })
+            .collect();
+        let out = json!({
+            "scenario": sc.name, "peers": sc.peers, "prefixes": n, "v6": sc.v6,
+            "table": {"attribute_sets": table.attrs.len(), "distinct_as_paths": paths,
+                      "distinct_community_sets": comms, "update_bytes": bytes},
+            "machine": {"cpus": std::thread::available_parallelism().map(|x| x.get()).unwrap_or(0),
+                        "kernel": bench::run("uname", &["-r"]).unwrap_or_default().trim(),
+                        "load1_end": run::load1()},
+            "versions": duts.iter().map(|k| (k.name().to_string(), json!(dut::version(*k))))
+                            .collect::<serde_json::Map<_, _>>(),
+            "injector_sink_seconds": sink,
+            "kernel_limit": kernel,
+            "runs": rows,
+            "summary": summary,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if runs.iter().any(|(_, _, r)| r.is_err()) {
+        bail!("some runs failed (see above)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments() {
+        let v = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        let a = parse_args(&v(
+            "--scenario v6 --prefixes 5000 --dut petreld,bird --repeat 2 --json",
+        ))
+        .unwrap();
+        assert_eq!(
+            (a.scenario.as_str(), a.prefixes, a.repeat, a.json),
+            ("v6", 5000, 2, true)
+        );
+        assert_eq!(a.duts, vec![Kind::Petreld, Kind::Bird]);
+        assert!(parse_args(&v("--dut quagga")).is_err());
+        assert!(parse_args(&v("--prefixes 0")).is_err());
+        assert!(parse_args(&v("--bogus")).is_err());
+    }
+}
