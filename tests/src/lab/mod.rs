@@ -41,6 +41,8 @@
 //! ```
 
 pub mod bird;
+pub mod cluster;
+pub mod etcd;
 pub mod exabgp;
 pub mod fib;
 pub mod frr;
@@ -52,7 +54,7 @@ pub mod raw;
 mod route;
 pub mod topo;
 
-pub use netns::{sweep_leftovers, Lab, Link, Netns};
+pub use netns::{remove_named, sweep_leftovers, Lab, Link, Netns};
 pub use process::{wait_until, Daemon, DEADLINE};
 pub use route::{prefixes, Route};
 

@@ -167,6 +167,35 @@ impl Lab {
         })
     }
 
+    /// A lab with a fixed id (`petrel-lab up`), which must not start with
+    /// `ptl-`: [`sweep_leftovers`] leaves it alone, and it can outlive this
+    /// process ([`Lab::detach`]). Whatever an earlier lab of that id left
+    /// (a crashed `up`) is removed first.
+    pub fn named(id: &str) -> Result<Lab> {
+        if id.starts_with(PREFIX) || id.is_empty() || id.contains('/') {
+            bail!("lab name {id:?}: must be non-empty, without '/', not starting with {PREFIX}");
+        }
+        remove_named(id)?;
+        let dir = scratch_root().join(id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        chmod(&scratch_root(), 0o755)?;
+        chmod(&dir, 0o755)?;
+        Ok(Lab {
+            id: id.to_string(),
+            dir,
+            namespaces: Mutex::new(Vec::new()),
+            links: AtomicUsize::new(0),
+            daemons: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Leaves the namespaces, their processes and the scratch folder in
+    /// place after this process ends (`petrel-lab up`); [`remove_named`]
+    /// takes them down.
+    pub fn detach(self) {
+        std::mem::forget(self);
+    }
+
     /// The lab's unique id (prefix of its namespace names).
     pub fn id(&self) -> &str {
         &self.id
@@ -298,6 +327,25 @@ fn remove_netns(name: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let _ = run("ip", &["netns", "del", name]);
+}
+
+/// Removes every namespace named `<id>-...` (killing the processes in
+/// them) and the scratch folder of the lab `id`: `petrel-lab down`, and a
+/// new `up` after a crashed one. Finding them by name, not by a recorded
+/// pid, is what makes it work after a crash.
+pub fn remove_named(id: &str) -> Result<()> {
+    let list = run("ip", &["netns", "list"])?;
+    let prefix = format!("{id}-");
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        if name.starts_with(&prefix) {
+            remove_netns(name);
+        }
+    }
+    let dir = scratch_root().join(id);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("rm -r {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Removes namespaces and scratch folders of lab runs whose process is gone

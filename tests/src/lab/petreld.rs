@@ -109,6 +109,14 @@ pub struct Config {
     pub originate: Vec<(String, Vec<String>, Vec<String>)>,
     /// petreld's log filter, `PETREL_LOG` (not part of the TOML); default `info`.
     pub log_filter: String,
+    /// `node.addresses` (CIDR), registered in the datastore; none: unset.
+    pub addresses: Vec<String>,
+    /// `[datastore] etcd_endpoints`; none: no `[datastore]` section.
+    pub etcd_endpoints: Vec<String>,
+    /// `[fib] route_mtu`.
+    pub route_mtu: Option<u32>,
+    /// Appended verbatim (further tables).
+    pub extra: String,
 }
 
 impl Config {
@@ -124,6 +132,10 @@ impl Config {
             peers: Vec::new(),
             originate: Vec::new(),
             log_filter: "info".into(),
+            addresses: Vec::new(),
+            etcd_endpoints: Vec::new(),
+            route_mtu: None,
+            extra: String::new(),
         }
     }
     /// Listen on `ADDR:179` (IPv6 addresses in brackets).
@@ -158,10 +170,17 @@ impl Config {
         let mut c = String::new();
         let _ = writeln!(
             c,
-            "[node]\nname = {}\nrouter_id = {}\nasn = {}\n\n[control]\nsocket = {}\n\n[bgp]\nlisten = {}",
+            "[node]\nname = {}\nrouter_id = {}\nasn = {}",
             q(&self.name),
             q(&self.router_id),
             self.asn,
+        );
+        if !self.addresses.is_empty() {
+            let _ = writeln!(c, "addresses = {}", list(&self.addresses));
+        }
+        let _ = writeln!(
+            c,
+            "\n[control]\nsocket = {}\n\n[bgp]\nlisten = {}",
             q(&self.socket),
             list(&self.listen)
         );
@@ -226,7 +245,17 @@ impl Config {
                 let _ = writeln!(c, "large_communities = {}", list(large));
             }
         }
-        c
+        if let Some(m) = self.route_mtu {
+            let _ = writeln!(c, "\n[fib]\nroute_mtu = {m}");
+        }
+        if !self.etcd_endpoints.is_empty() {
+            let _ = writeln!(
+                c,
+                "\n[datastore]\netcd_endpoints = {}",
+                list(&self.etcd_endpoints)
+            );
+        }
+        c + &self.extra
     }
 }
 
@@ -299,6 +328,11 @@ impl Petreld {
 
     pub fn daemon(&self) -> &Daemon {
         self.daemon.as_ref().expect("petreld was started")
+    }
+
+    /// The process, unless it was killed or stopped.
+    pub fn running(&self) -> Option<&Daemon> {
+        self.daemon.as_ref()
     }
 
     /// Runs `petrelctl --socket S args --json` and parses the answer.
@@ -403,6 +437,17 @@ impl Petreld {
         if let Some(d) = self.daemon.take() {
             d.kill9();
         }
+    }
+
+    /// Writes `config` (keeping the socket) and sends SIGHUP: petreld
+    /// reloads it.
+    pub fn reload(&mut self, config: &Config) -> Result<()> {
+        let mut config = config.clone();
+        config.socket = self.config.socket.clone();
+        std::fs::write(self.dir.join("petreld.toml"), config.render())?;
+        self.config = config;
+        super::netns::kill(self.daemon().pid(), libc::SIGHUP);
+        Ok(())
     }
 
     /// Starts again with the same config.

@@ -1,0 +1,144 @@
+//! `petrel-lab up|down`: petrel's three-node lab in network namespaces on
+//! this machine (see docs/lab.md and `petrel_tests::lab::cluster`).
+//!
+//! `up` builds the lab, waits for it to converge, prints the peers, the
+//! routes and a pod-to-pod ping matrix (or, with `--json`, where
+//! everything is), and leaves it running. `down` removes it. Both find the
+//! lab by its name (`--name`, default `plab`): every namespace it made is
+//! called `<name>-...`, so a crashed `up` leaves nothing `up` or `down`
+//! cannot find.
+
+use anyhow::{bail, Result};
+use petrel_tests::lab::cluster::{Cluster, Options, Peering};
+use petrel_tests::lab::topo::Kind;
+use petrel_tests::lab::{remove_named, require_lab, Lab};
+use std::process::ExitCode;
+
+const USAGE: &str =
+    "usage: petrel-lab up [--tor frr|bird] [--json] [--name NAME] [--peering datastore|file]
+       petrel-lab down [--name NAME]
+
+Binaries: petreld, petrelctl and petrel-ipam beside this one, or in
+$PETREL_BIN_DIR. Logs and configs: $TMPDIR/petrel-lab/NAME/.";
+
+struct Args {
+    command: String,
+    tor: Kind,
+    json: bool,
+    name: String,
+    peering: Peering,
+}
+
+fn parse() -> Result<Args> {
+    let mut it = std::env::args().skip(1);
+    let mut a = Args {
+        command: String::new(),
+        tor: Kind::Frr,
+        json: false,
+        name: "plab".into(),
+        peering: Peering::Datastore,
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--json" => a.json = true,
+            "--tor" => {
+                a.tor = match it.next().as_deref() {
+                    Some("frr") => Kind::Frr,
+                    Some("bird") => Kind::Bird,
+                    other => bail!("--tor frr|bird, not {other:?}"),
+                }
+            }
+            "--peering" => {
+                a.peering = match it.next().as_deref() {
+                    Some("datastore") => Peering::Datastore,
+                    Some("file") => Peering::File,
+                    other => bail!("--peering datastore|file, not {other:?}"),
+                }
+            }
+            "--name" => match it.next() {
+                Some(n) => a.name = n,
+                None => bail!("--name needs a value"),
+            },
+            "-h" | "--help" => a.command = "help".into(),
+            c if a.command.is_empty() && !c.starts_with('-') => a.command = c.into(),
+            other => bail!("unexpected argument {other:?}"),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("petrel-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let args = parse()?;
+    match args.command.as_str() {
+        "up" => {
+            // The binaries beside this one, unless told otherwise.
+            if std::env::var_os("PETREL_BIN_DIR").is_none() {
+                if let Some(dir) = std::env::current_exe()?.parent() {
+                    std::env::set_var("PETREL_BIN_DIR", dir);
+                }
+            }
+            let mut programs = vec!["etcd", "etcdctl", "ping", "/usr/lib/cni/bridge"];
+            programs.extend(args.tor.programs());
+            if !require_lab(&programs) {
+                bail!("this machine cannot run the lab (see above; bash .ci/setup installs what it needs)");
+            }
+            let lab = Lab::named(&args.name)?;
+            eprintln!(
+                "petrel-lab: building {} in {}",
+                args.name,
+                lab.dir().display()
+            );
+            let options = Options {
+                tor: args.tor,
+                peering: args.peering,
+                ..Options::default()
+            };
+            let built = Cluster::build(lab, options).and_then(|c| match c.wait_converged() {
+                Ok(()) => Ok(c),
+                Err(e) if std::env::var_os("PETREL_LAB_KEEP").is_some() => {
+                    std::mem::forget(c);
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            });
+            let cluster = match built {
+                Ok(c) => c,
+                Err(e) => {
+                    // Leave nothing half-built behind, unless asked to
+                    // (PETREL_LAB_KEEP=1: to look at it; `down` removes it).
+                    if std::env::var_os("PETREL_LAB_KEEP").is_none() {
+                        let _ = remove_named(&args.name);
+                    }
+                    return Err(e);
+                }
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&cluster.to_json())?);
+            } else {
+                print!("{}", cluster.report()?);
+                println!("\nThe lab keeps running; `petrel-lab down` removes it.");
+            }
+            // Keep every process and namespace after this process ends.
+            std::mem::forget(cluster);
+            Ok(ExitCode::SUCCESS)
+        }
+        "down" => {
+            remove_named(&args.name)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}

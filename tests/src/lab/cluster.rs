@@ -1,0 +1,808 @@
+//! The three-node lab: an etcd, a top-of-rack router and nodes running
+//! petreld, each with pods attached by Debian's CNI bridge plugin
+//! delegating to petrel-ipam. One implementation serves `petrel-lab up`
+//! and the end-to-end suite.
+//!
+//! Topology (one L2 subnet, 10.99.0.0/24, on a Linux bridge in the ToR's
+//! namespace):
+//!
+//! ```text
+//!   etcd 10.99.0.2 ─┐
+//!   node1 10.99.0.11 ─┤ br0 (ToR 10.99.0.1, AS 65000, FRR or BIRD)
+//!   node2 10.99.0.12 ─┤
+//!   node3 10.99.0.13 ─┘
+//!   nodeN: cni0 bridge (the block's first address) ── podN-1, podN-2
+//! ```
+//!
+//! Nodes have no default route: a pod on another node is reachable only
+//! through the route petreld put into the node's FIB, so a ping proves it.
+//!
+//! The bridge plugin's own gateway (`isGateway`) would be the block's
+//! second address, which petrel-ipam also hands to a pod; so the lab
+//! takes the block's first address from petrel-ipam itself (a CNI ADD
+//! for the node's `cni0`), puts it on `cni0`, and the bridge plugin runs
+//! with `isGateway: false`. Pods get `default dev eth0` and the node
+//! answers their ARP requests for remote addresses (proxy ARP on `cni0`),
+//! as Calico's nodes do. The gateway address also gives the node the
+//! connected route for its block, which wins over petreld's blackhole.
+
+use super::etcd::Etcd;
+use super::netns::run;
+use super::petreld::{self, Petreld};
+use super::topo::{self, Kind, NeighborSpec, PeerSpec, Speaker};
+use super::{wait_until, Daemon, Lab, Netns};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+/// The nodes' AS (petrel's default) and the ToR's.
+pub const NODE_AS: u32 = 64512;
+pub const TOR_AS: u32 = 65000;
+pub const TOR_ADDR: &str = "10.99.0.1";
+pub const ETCD_ADDR: &str = "10.99.0.2";
+/// A free address on the lab's subnet (an extra router a test may add).
+pub const SPARE_ADDR: &str = "10.99.0.3";
+pub const SUBNET_LEN: u8 = 24;
+pub const POOL: &str = "10.244.0.0/16";
+pub const BLOCK_SIZE: u8 = 26;
+/// The kernel's name for petrel's route protocol (202), or the number
+/// when /etc/iproute2/rt_protos.d does not name it.
+pub const PROTOCOLS: [&str; 2] = ["petrel", "202"];
+const CNI_BRIDGE: &str = "/usr/lib/cni/bridge";
+const NETWORK: &str = "petrel-lab";
+
+/// How the nodes learn their peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peering {
+    /// From the datastore: node-to-node mesh and the ToR as a global peer
+    /// (`petrelctl bgp config|peer add`), blocks originated by petreld.
+    Datastore,
+    /// From each petreld.toml (`[[bgp.peers]]`, `[[bgp.originate]]`).
+    File,
+}
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub tor: Kind,
+    pub nodes: usize,
+    pub pods_per_node: usize,
+    /// Graceful-restart restart time, seconds (petreld and the ToR).
+    pub restart_time: u16,
+    /// BGP hold time of petreld's sessions, seconds.
+    pub hold_time: u16,
+    /// The pods' MTU and the route MTU petreld installs.
+    pub pod_mtu: u32,
+    pub peering: Peering,
+    /// petreld's log filter.
+    pub log_filter: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tor: Kind::Frr,
+            nodes: 3,
+            pods_per_node: 2,
+            restart_time: 30,
+            hold_time: 9,
+            pod_mtu: 1450,
+            peering: Peering::Datastore,
+            log_filter: "info".into(),
+        }
+    }
+}
+
+/// One pod: a namespace with `eth0` on its node's `cni0`.
+pub struct Pod {
+    pub ns: Netns,
+    pub address: String,
+    pub container_id: String,
+}
+
+/// One node: a namespace running petreld, with `eth0` on the ToR's bridge.
+pub struct Node {
+    pub name: String,
+    pub ns: Netns,
+    pub address: String,
+    pub petreld: Petreld,
+    /// The node's affine block (`10.244.x.y/26`).
+    pub block: String,
+    /// The block's first address, on `cni0`.
+    pub gateway: String,
+    pub pods: Vec<Pod>,
+    cni_dir: PathBuf,
+}
+
+/// A running lab. Fields drop in order: the daemons before the [`Lab`],
+/// which then removes the namespaces.
+pub struct Cluster {
+    pub options: Options,
+    pub tor_ns: Netns,
+    pub tor: Box<dyn Speaker>,
+    pub nodes: Vec<Node>,
+    pub etcd: Etcd,
+    pub lab: Lab,
+}
+
+/// One ping of the matrix.
+#[derive(Clone, Debug)]
+pub struct PingResult {
+    pub from: String,
+    pub to: String,
+    pub ok: bool,
+}
+
+impl Cluster {
+    /// Builds the whole lab in `lab` and waits until it has converged
+    /// (every session Established, every block in every FIB, every pod
+    /// reaching every other pod).
+    pub fn up(lab: Lab, options: Options) -> Result<Cluster> {
+        let c = Cluster::build(lab, options)?;
+        c.wait_converged()?;
+        Ok(c)
+    }
+
+    /// Builds the lab without waiting for it to converge.
+    pub fn build(lab: Lab, options: Options) -> Result<Cluster> {
+        let tor_ns = lab.netns("tor")?;
+        tor_ns.ip(&["link", "add", "br0", "type", "bridge"])?;
+        tor_ns.add_addr("br0", &format!("{TOR_ADDR}/{SUBNET_LEN}"))?;
+        tor_ns.ip(&["link", "set", "br0", "up"])?;
+
+        let etcd_ns = lab.netns("etcd")?;
+        attach(&tor_ns, "etcd", &etcd_ns, ETCD_ADDR)?;
+        let etcd = Etcd::start(&lab, &etcd_ns, ETCD_ADDR)?;
+        let ctl = |args: &[&str]| -> Result<String> {
+            let bin = crate::bin("petrelctl")?;
+            let mut a = vec!["--etcd-endpoints", etcd.endpoint()];
+            a.extend_from_slice(args);
+            tor_ns.exec(&bin.to_string_lossy(), &a)
+        };
+        ctl(&[
+            "pool",
+            "add",
+            POOL,
+            "--block-size",
+            &BLOCK_SIZE.to_string(),
+            "--name",
+            "lab",
+        ])?;
+        let node_addrs: Vec<String> = (0..options.nodes)
+            .map(|i| format!("10.99.0.{}", 11 + i))
+            .collect();
+        let restart = options.restart_time.to_string();
+        let hold = options.hold_time.to_string();
+        if options.peering == Peering::Datastore {
+            ctl(&[
+                "bgp",
+                "config",
+                "--asn",
+                &NODE_AS.to_string(),
+                "--mesh",
+                "on",
+            ])?;
+            ctl(&[
+                "bgp",
+                "peer",
+                "add",
+                "tor",
+                "--address",
+                TOR_ADDR,
+                "--asn",
+                &TOR_AS.to_string(),
+                "--hold-time",
+                &hold,
+                "--restart-time",
+                &restart,
+            ])?;
+        }
+
+        let mut spec = PeerSpec::new(TOR_ADDR, TOR_AS);
+        spec.graceful_restart = Some(options.restart_time.into());
+        for a in &node_addrs {
+            let mut n = NeighborSpec::new(a, NODE_AS, TOR_ADDR);
+            n.graceful_restart = Some(options.restart_time.into());
+            // The nodes dial: one side per session keeps a restart simple.
+            n.passive = true;
+            spec.neighbors.push(n);
+        }
+        let tor = topo::start(options.tor, &lab, &tor_ns, &spec)?;
+
+        let mut nodes = Vec::new();
+        for (i, address) in node_addrs.iter().enumerate() {
+            let name = format!("node{}", i + 1);
+            let ns = lab.netns(&name)?;
+            attach(&tor_ns, &name, &ns, address)?;
+            let cni_dir = lab.subdir(&format!("cni-{name}"))?;
+            std::fs::write(cni_dir.join("pod-mtu"), format!("{}\n", options.pod_mtu))?;
+            let mut node = NodeSetup {
+                name: name.clone(),
+                ns: ns.clone(),
+                cni_dir,
+                endpoint: etcd.endpoint().to_string(),
+            };
+            let (gateway, block) = node.reserve_gateway(options.pod_mtu)?;
+            let mut config = petreld::Config::new(address, NODE_AS);
+            config.name = name.clone();
+            config.log_filter = options.log_filter.clone();
+            config.graceful_restart = Some(options.restart_time.into());
+            config.route_mtu = Some(options.pod_mtu);
+            config.listen(address);
+            match options.peering {
+                Peering::Datastore => {
+                    config.addresses = vec![format!("{address}/{SUBNET_LEN}")];
+                    config.etcd_endpoints = vec![etcd.endpoint().to_string()];
+                }
+                Peering::File => {
+                    config.peer(
+                        petreld::Peer::new(TOR_ADDR, TOR_AS)
+                            .local_address(address)
+                            .families(&["ipv4-unicast"])
+                            .hold_time(options.hold_time),
+                    );
+                    for (j, other) in node_addrs.iter().enumerate() {
+                        if j == i {
+                            continue;
+                        }
+                        let mut p = petreld::Peer::new(other, NODE_AS)
+                            .local_address(address)
+                            .families(&["ipv4-unicast"])
+                            .hold_time(options.hold_time);
+                        // One side dials: the node started later, so its
+                        // first attempt finds the other listening (a
+                        // refused one waits out ConnectRetry, 30 s).
+                        if j > i {
+                            p = p.passive();
+                        }
+                        config.peer(p);
+                    }
+                    config.originate(&block, &[], &[]);
+                }
+            }
+            let petreld = Petreld::start(&lab, &ns, &config)?;
+            let mut pods = Vec::new();
+            for p in 0..options.pods_per_node {
+                let pod_ns = lab.netns(&format!("{name}-pod{}", p + 1))?;
+                let cid = format!("{name}-pod{}", p + 1);
+                let address = node.add_pod(&pod_ns, &cid, options.pod_mtu)?;
+                pods.push(Pod {
+                    ns: pod_ns,
+                    address,
+                    container_id: cid,
+                });
+            }
+            let NodeSetup { cni_dir, .. } = node;
+            nodes.push(Node {
+                name,
+                ns,
+                address: address.clone(),
+                petreld,
+                block,
+                gateway,
+                pods,
+                cni_dir,
+            });
+        }
+        Ok(Cluster {
+            options,
+            tor_ns,
+            tor,
+            nodes,
+            etcd,
+            lab,
+        })
+    }
+
+    /// Every process of the lab, for waits that must notice a crash.
+    pub fn daemons(&self) -> Vec<&Daemon> {
+        let mut d = vec![self.tor.daemon(), self.etcd.daemon()];
+        for n in &self.nodes {
+            if let Some(x) = n.petreld_daemon() {
+                d.push(x);
+            }
+        }
+        d
+    }
+
+    /// Waits until every session is Established, every node's block is in
+    /// the ToR's table and in every other node's FIB, and every pod reaches
+    /// every other pod.
+    pub fn wait_converged(&self) -> Result<()> {
+        let daemons = self.daemons();
+        wait_until("every session Established", &daemons, || {
+            self.sessions_down().map(|d| d.is_empty().then_some(()))
+        })?;
+        wait_until(
+            "every block in the ToR's table and every FIB",
+            &daemons,
+            || self.missing_routes().map(|m| m.is_empty().then_some(())),
+        )?;
+        wait_until("every pod reaching every other pod", &daemons, || {
+            Ok(self.ping_matrix()?.iter().all(|p| p.ok).then_some(()))
+        })
+    }
+
+    /// Sessions not Established, as "node1 -> 10.99.0.12 (Connect)".
+    pub fn sessions_down(&self) -> Result<Vec<String>> {
+        let mut down = Vec::new();
+        for n in &self.nodes {
+            let peers = n.petreld.peers()?;
+            let mut want: Vec<&str> = vec![TOR_ADDR];
+            want.extend(
+                self.nodes
+                    .iter()
+                    .filter(|o| o.name != n.name)
+                    .map(|o| o.address.as_str()),
+            );
+            for w in want {
+                match peers.iter().find(|p| p.address == w) {
+                    Some(p) if p.state == "Established" => {}
+                    Some(p) => down.push(format!("{} -> {w} ({})", n.name, p.state)),
+                    None => down.push(format!("{} -> {w} (no such peer)", n.name)),
+                }
+            }
+            if !self.tor.established(&n.address)? {
+                down.push(format!("tor -> {}", n.address));
+            }
+        }
+        Ok(down)
+    }
+
+    /// Blocks missing from the ToR's table or from a node's FIB (with
+    /// petrel's protocol, via the owning node, with the pod MTU).
+    pub fn missing_routes(&self) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for owner in &self.nodes {
+            let at_tor = self.tor.routes_from(&owner.address)?;
+            if !at_tor.iter().any(|r| r.prefix == owner.block) {
+                missing.push(format!("{} in the ToR's table", owner.block));
+            }
+            for n in self.nodes.iter().filter(|n| n.name != owner.name) {
+                match kernel_route(&n.ns, &owner.block)? {
+                    Some(r) if r.is_petrel() && r.gateways == [owner.address.clone()] => {}
+                    other => {
+                        missing.push(format!("{} in {}'s FIB: {other:?}", owner.block, n.name))
+                    }
+                }
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Every pod pings every other pod once.
+    pub fn ping_matrix(&self) -> Result<Vec<PingResult>> {
+        let pods: Vec<&Pod> = self.nodes.iter().flat_map(|n| &n.pods).collect();
+        let mut out = Vec::new();
+        for a in &pods {
+            for b in &pods {
+                if a.address != b.address {
+                    out.push(PingResult {
+                        from: a.address.clone(),
+                        to: b.address.clone(),
+                        ok: ping(&a.ns, &b.address, None)?,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// `{"tor": {"netns", "address"}, "nodes": [{"name", "netns",
+    /// "address", "pods": [{"netns", "address"}]}]}`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "tor": { "netns": self.tor_ns.name(), "address": TOR_ADDR },
+            "nodes": self.nodes.iter().map(|n| json!({
+                "name": n.name,
+                "netns": n.ns.name(),
+                "address": n.address,
+                "block": n.block,
+                "pods": n.pods.iter().map(|p| json!({
+                    "netns": p.ns.name(),
+                    "address": p.address,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// What `petrel-lab up` prints: peers, routes, the ping matrix.
+    pub fn report(&self) -> Result<String> {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "ToR {TOR_ADDR} (AS {TOR_AS}, {:?}, netns {}), etcd {}",
+            self.tor.kind(),
+            self.tor_ns.name(),
+            self.etcd.endpoint()
+        );
+        for n in &self.nodes {
+            let _ = writeln!(
+                s,
+                "\n== {} {} (netns {}), block {}, pods {}",
+                n.name,
+                n.address,
+                n.ns.name(),
+                n.block,
+                n.pods
+                    .iter()
+                    .map(|p| p.address.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            s += &n.petreld.ctl(&["show", "peers"])?;
+            let _ = writeln!(s, "kernel routes of petrel:");
+            // By name when /etc/iproute2 knows it, else by number.
+            let routes = PROTOCOLS
+                .iter()
+                .find_map(|p| n.ns.ip(&["route", "show", "proto", p]).ok())
+                .unwrap_or_default();
+            s += &routes;
+        }
+        let _ = writeln!(s, "\n== the ToR's table");
+        for n in &self.nodes {
+            for r in self.tor.routes_from(&n.address)? {
+                let _ = writeln!(
+                    s,
+                    "{:<18} via {:<12} as-path {}{}",
+                    r.prefix,
+                    r.next_hop,
+                    r.as_path,
+                    if r.best { "  best" } else { "" }
+                );
+            }
+        }
+        let matrix = self.ping_matrix()?;
+        let pods: Vec<&str> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.pods.iter().map(|p| p.address.as_str()))
+            .collect();
+        let _ = writeln!(s, "\n== ping matrix (from row to column)");
+        let _ = write!(s, "{:<16}", "");
+        for p in &pods {
+            let _ = write!(s, "{p:<16}");
+        }
+        s += "\n";
+        for a in &pods {
+            let _ = write!(s, "{a:<16}");
+            for b in &pods {
+                let cell = if a == b {
+                    "-"
+                } else if matrix.iter().any(|m| m.from == *a && m.to == *b && m.ok) {
+                    "ok"
+                } else {
+                    "FAIL"
+                };
+                let _ = write!(s, "{cell:<16}");
+            }
+            s += "\n";
+        }
+        Ok(s)
+    }
+
+    /// Puts a new namespace on the lab's subnet (`eth0` with `addr`).
+    pub fn attach(&self, ns: &Netns, name: &str, addr: &str) -> Result<()> {
+        attach(&self.tor_ns, name, ns, addr)
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Result<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| anyhow!("no node {name}"))
+    }
+
+    /// The node called `name`, mutably (to stop or restart its petreld).
+    pub fn node_mut(&mut self, name: &str) -> Result<&mut Node> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .ok_or_else(|| anyhow!("no node {name}"))
+    }
+}
+
+impl Node {
+    /// petreld's process, unless it was killed or stopped.
+    pub fn petreld_daemon(&self) -> Option<&Daemon> {
+        self.petreld.running()
+    }
+
+    /// Runs the bridge plugin (petrel-ipam behind it) for a pod: `ADD`
+    /// returns the CNI result; a failure is an error holding the plugin's
+    /// error object.
+    pub fn cni_pod(
+        &self,
+        command: &str,
+        pod_ns: &Netns,
+        container_id: &str,
+        endpoint: &str,
+        mtu: u32,
+    ) -> Result<Value> {
+        let setup = NodeSetup {
+            name: self.name.clone(),
+            ns: self.ns.clone(),
+            cni_dir: self.cni_dir.clone(),
+            endpoint: endpoint.to_string(),
+        };
+        setup.run_bridge(command, pod_ns, container_id, mtu)
+    }
+}
+
+/// What attaching pods to a node needs.
+struct NodeSetup {
+    name: String,
+    ns: Netns,
+    cni_dir: PathBuf,
+    endpoint: String,
+}
+
+impl NodeSetup {
+    fn conf(&self, plugin: &str, mtu: u32) -> Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": NETWORK,
+            "type": plugin,
+            "bridge": "cni0",
+            "isGateway": false,
+            "ipMasq": false,
+            "mtu": mtu,
+            "ipam": {
+                "type": "petrel-ipam",
+                "datastore": { "etcd_endpoints": [self.endpoint] },
+                "node_name": self.name,
+                "mtu_file": self.cni_dir.join("pod-mtu"),
+                "lock_file": self.cni_dir.join("ipam.lock"),
+            }
+        })
+    }
+
+    /// Takes the first address of the node's block from petrel-ipam (the
+    /// node claims its block on the way) and makes it `cni0`'s address.
+    /// Returns (gateway address, block).
+    fn reserve_gateway(&mut self, mtu: u32) -> Result<(String, String)> {
+        let conf = self.conf("petrel-ipam", mtu)["ipam"].clone();
+        let conf = json!({ "cniVersion": "1.0.0", "name": NETWORK, "ipam": conf });
+        let ipam = crate::bin("petrel-ipam")?;
+        let res = cni(
+            &self.ns,
+            &ipam.to_string_lossy(),
+            "ADD",
+            &format!("{}-gateway", self.name),
+            "/dev/null",
+            "cni0",
+            &conf,
+        )?;
+        let cidr = first_address(&res)?;
+        let (addr, len) = cidr
+            .split_once('/')
+            .ok_or_else(|| anyhow!("no prefix length in {cidr}"))?;
+        let block = network_of(addr, len.parse()?)?;
+        let ns = &self.ns;
+        ns.ip(&[
+            "link",
+            "add",
+            "cni0",
+            "mtu",
+            &mtu.to_string(),
+            "type",
+            "bridge",
+        ])?;
+        ns.add_addr("cni0", &cidr)?;
+        ns.ip(&["link", "set", "cni0", "up"])?;
+        ns.exec("sysctl", &["-qw", "net.ipv4.conf.cni0.proxy_arp=1"])?;
+        Ok((addr.to_string(), block))
+    }
+
+    /// CNI ADD through the bridge plugin for a pod namespace: the pod's
+    /// address.
+    fn add_pod(&self, pod_ns: &Netns, container_id: &str, mtu: u32) -> Result<String> {
+        let res = self.run_bridge("ADD", pod_ns, container_id, mtu)?;
+        let cidr = first_address(&res)?;
+        Ok(cidr.split('/').next().unwrap_or_default().to_string())
+    }
+
+    fn run_bridge(
+        &self,
+        command: &str,
+        pod_ns: &Netns,
+        container_id: &str,
+        mtu: u32,
+    ) -> Result<Value> {
+        cni(
+            &self.ns,
+            CNI_BRIDGE,
+            command,
+            container_id,
+            &format!("/run/netns/{}", pod_ns.name()),
+            "eth0",
+            &self.conf("bridge", mtu),
+        )
+    }
+}
+
+/// Runs a CNI plugin inside the node's namespace, as a runtime does:
+/// CNI_* in the environment, the network config on stdin. The result, or
+/// an error with the plugin's error object.
+fn cni(
+    node_ns: &Netns,
+    plugin: &str,
+    command: &str,
+    container_id: &str,
+    netns: &str,
+    ifname: &str,
+    conf: &Value,
+) -> Result<Value> {
+    let ipam = crate::bin("petrel-ipam")?;
+    let dir = ipam
+        .parent()
+        .ok_or_else(|| anyhow!("petrel-ipam has no folder"))?;
+    let mut child = node_ns
+        .command(plugin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container_id)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", ifname)
+        .env("CNI_PATH", format!("{}:/usr/lib/cni", dir.display()))
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={container_id}"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {plugin}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin"))?
+        .write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "CNI {command} ({plugin}) for {container_id} failed ({}): {stdout} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    if stdout.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&stdout).with_context(|| format!("CNI result: {stdout}"))
+}
+
+fn first_address(result: &Value) -> Result<String> {
+    result["ips"][0]["address"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no address in the CNI result {result}"))
+}
+
+/// `10.244.3.65`, 26 → `10.244.3.64/26`.
+fn network_of(addr: &str, len: u8) -> Result<String> {
+    let a: std::net::Ipv4Addr = addr.parse()?;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    let net = std::net::Ipv4Addr::from(u32::from(a) & mask);
+    Ok(format!("{net}/{len}"))
+}
+
+/// Puts `ns` on the ToR's bridge: a veth `eth0` in `ns` with `addr`, its
+/// peer `p-<name>` a port of `br0`.
+fn attach(tor: &Netns, name: &str, ns: &Netns, addr: &str) -> Result<()> {
+    let port = format!("p-{name}");
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            &port,
+            "netns",
+            tor.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ],
+    )?;
+    tor.ip(&["link", "set", &port, "master", "br0", "up"])?;
+    ns.add_addr("eth0", &format!("{addr}/{SUBNET_LEN}"))?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// One kernel route, with what the suites check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelRoute {
+    pub dst: String,
+    pub kind: String,
+    pub protocol: String,
+    pub gateways: Vec<String>,
+    pub mtu: Option<u64>,
+    pub metric: Option<u64>,
+}
+
+impl KernelRoute {
+    pub fn is_petrel(&self) -> bool {
+        PROTOCOLS.contains(&self.protocol.as_str())
+    }
+}
+
+/// The main-table IPv4 routes for exactly `prefix` (all types: unicast
+/// and blackhole).
+pub fn kernel_routes(ns: &Netns, prefix: &str) -> Result<Vec<KernelRoute>> {
+    let out = ns.ip(&[
+        "-j", "-4", "route", "show", "table", "main", "exact", prefix,
+    ])?;
+    let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
+    let mut routes = Vec::new();
+    for r in v.as_array().into_iter().flatten() {
+        let hops: Vec<&Value> = match r["nexthops"].as_array() {
+            Some(a) => a.iter().collect(),
+            None => vec![r],
+        };
+        let mtu = r["metrics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|m| m["mtu"].as_u64());
+        routes.push(KernelRoute {
+            dst: prefix.to_string(),
+            kind: r["type"].as_str().unwrap_or("unicast").to_string(),
+            protocol: r["protocol"].as_str().unwrap_or("boot").to_string(),
+            gateways: hops
+                .iter()
+                .filter_map(|h| h["gateway"].as_str().map(str::to_string))
+                .collect(),
+            mtu,
+            metric: r["metric"].as_u64(),
+        });
+    }
+    Ok(routes)
+}
+
+/// The unicast route petreld installed for `prefix`, if any.
+pub fn kernel_route(ns: &Netns, prefix: &str) -> Result<Option<KernelRoute>> {
+    Ok(kernel_routes(ns, prefix)?
+        .into_iter()
+        .find(|r| r.kind == "unicast" && r.is_petrel()))
+}
+
+/// One ping (`-c 1 -W 2`) from `ns`, with DF and `size` payload bytes when
+/// given: whether a reply came.
+pub fn ping(ns: &Netns, dst: &str, size: Option<u32>) -> Result<bool> {
+    let size = size.map(|s| s.to_string());
+    let mut args = vec!["-n", "-q", "-c", "1", "-W", "2"];
+    if let Some(s) = &size {
+        args.extend(["-M", "do", "-s", s]);
+    }
+    args.push(dst);
+    let out = ns.command("ping").args(&args).output()?;
+    Ok(out.status.success())
+}
+
+/// The output of a failed DF ping (why it was refused), or `None` when a
+/// reply came.
+pub fn ping_refusal(ns: &Netns, dst: &str, size: u32) -> Result<Option<String>> {
+    let s = size.to_string();
+    let out = ns
+        .command("ping")
+        .args(["-n", "-c", "1", "-W", "2", "-M", "do", "-s", &s, dst])
+        .output()?;
+    if out.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )))
+}
