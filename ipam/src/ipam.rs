@@ -148,6 +148,10 @@ struct HintState {
     settings: Option<(std::time::Instant, IpamConfig, Vec<Pool>)>,
     /// A node's confirmed blocks, as last read.
     affine: BTreeMap<String, (std::time::Instant, Vec<IpNet>)>,
+    /// Blocks as this process last read or wrote them, for group commits
+    /// ([`batch`]): each write is conditioned on the cached revision, so a
+    /// stale copy costs one conflict and a re-read, never a wrong answer.
+    blocks: BTreeMap<IpNet, (Block, i64)>,
 }
 
 /// How long a process trusts its copy of the settings and of a node's

@@ -77,18 +77,34 @@ impl Ipam {
             .into_iter()
             .filter(|c| pools.iter().any(|p| p.cidr.contains(c)))
             .collect();
-        let fetched = self
-            .store
-            .get_many(&mine.iter().map(keys::block).collect::<Vec<_>>())
-            .await?;
-        // Blocks still affine to the node, with their read revisions.
-        let mut blocks: Vec<(Block, i64, bool)> = Vec::new();
-        for kv in fetched.into_iter().flatten() {
-            let b: Block = super::decode(&kv.key, &kv.value)?;
-            if b.affinity.as_deref() == Some(first.node.as_str()) {
-                blocks.push((b, kv.mod_revision, false));
+        // Blocks this process holds a copy of cost no round trip; the rest
+        // are read together.
+        let mut known = self.hints.blocks(&mine);
+        let missing: Vec<String> = mine
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(c, _)| keys::block(c))
+            .collect();
+        let mut fetched = if missing.is_empty() {
+            Vec::new()
+        } else {
+            let fetched = self.store.get_many(&missing).await;
+            fetched.inspect_err(|_| self.hints.forget_blocks())?
+        }
+        .into_iter();
+        for k in known.iter_mut().filter(|k| k.is_none()) {
+            if let Some(kv) = fetched.next().flatten() {
+                *k = Some((super::decode(&kv.key, &kv.value)?, kv.mod_revision));
             }
         }
+        // Blocks still affine to the node, with their revisions.
+        let mut blocks: Vec<(Block, i64, bool)> = known
+            .into_iter()
+            .flatten()
+            .filter(|(b, _)| b.affinity.as_deref() == Some(first.node.as_str()))
+            .map(|(b, rev)| (b, rev, false))
+            .collect();
         let t = now();
         let mut results = Vec::with_capacity(reqs.len());
         let mut ops = Vec::new();
@@ -119,6 +135,9 @@ impl Ipam {
                     }));
                 }
                 if need > 0 {
+                    // Perhaps only the copies are full: the ordinary path
+                    // reads afresh.
+                    self.hints.forget_blocks();
                     return Ok(Err(Declined::NoRoom));
                 }
             }
@@ -145,15 +164,50 @@ impl Ipam {
             }
         }
         match self.store.commit(ops).await {
-            Ok(_) => Ok(Ok(results)),
+            Ok(rev) => {
+                // Every write of the transaction landed at `rev`.
+                self.hints
+                    .keep_blocks(blocks.into_iter().map(|(b, r, touched)| {
+                        let r = if touched { rev } else { r };
+                        (b, r)
+                    }));
+                Ok(Ok(results))
+            }
             Err(StoreError::Conflict { key }) => {
+                self.hints.forget_blocks();
                 if key.starts_with(keys::BLOCKS) {
                     self.hints.forget_affine(&first.node);
                 }
                 Ok(Err(Declined::Conflict))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => {
+                self.hints.forget_blocks();
+                Err(e.into())
+            }
         }
+    }
+
+    /// Drop this process's copies of blocks. Not needed for safety (every
+    /// write is conditioned on the copy's revision) but it saves the
+    /// conflict after this process changed blocks another way.
+    pub fn forget_block_copies(&self) {
+        self.hints.forget_blocks();
+    }
+}
+
+impl super::Hints {
+    fn blocks(&self, cidrs: &[IpNet]) -> Vec<Option<(Block, i64)>> {
+        let g = self.lock();
+        cidrs.iter().map(|c| g.blocks.get(c).cloned()).collect()
+    }
+    fn keep_blocks(&self, blocks: impl Iterator<Item = (Block, i64)>) {
+        let mut g = self.lock();
+        for (b, rev) in blocks {
+            g.blocks.insert(b.cidr, (b, rev));
+        }
+    }
+    fn forget_blocks(&self) {
+        self.lock().blocks.clear();
     }
 }
 
@@ -213,9 +267,18 @@ mod tests {
             want.sort();
             assert_eq!(have, want);
         }
+        // The next batch writes over the copies kept from this one: no
+        // read, and no conflict, as nothing else changed the blocks.
+        let more: Vec<_> = (0..3)
+            .map(|i| AssignRequest::new(&format!("net.d{i}.eth0"), "n1", 1, 1))
+            .collect();
+        assert_eq!(
+            ipam.assign_new_batch(&more).await.unwrap().unwrap().len(),
+            3
+        );
         let r = ipam.check().await.unwrap();
         assert!(r.clean, "{}", r.human());
-        assert_eq!(r.addresses_in_use, 12);
+        assert_eq!(r.addresses_in_use, 18);
     }
 
     #[tokio::test]
@@ -231,7 +294,7 @@ mod tests {
             Err(Declined::Conflict)
         );
         assert_eq!(ipam.check().await.unwrap().addresses_in_use, 1);
-        // 16 addresses, one taken: 16 more do not fit.
+        // 16 addresses, some taken: 16 more do not fit.
         let many: Vec<_> = (0..16)
             .map(|i| AssignRequest::new(&format!("net.m{i}.eth0"), "n1", 1, 0))
             .collect();
@@ -240,6 +303,27 @@ mod tests {
             Err(Declined::NoRoom)
         );
         assert_eq!(ipam.check().await.unwrap().addresses_in_use, 1);
+        // A copy kept from the last batch, then a change elsewhere: the
+        // next batch conflicts, writes nothing, and the one after reads
+        // afresh.
+        let ipam2 = Ipam::new(ipam.store().clone());
+        let one = |h: &str| vec![AssignRequest::new(h, "n1", 1, 0)];
+        ipam.assign_new_batch(&one("net.x1.eth0"))
+            .await
+            .unwrap()
+            .unwrap();
+        ipam2.assign(&one("net.x2.eth0")[0]).await.unwrap();
+        assert_eq!(
+            ipam.assign_new_batch(&one("net.x3.eth0")).await.unwrap(),
+            Err(Declined::Conflict)
+        );
+        ipam.assign_new_batch(&one("net.x3.eth0"))
+            .await
+            .unwrap()
+            .unwrap();
+        let r = ipam.check().await.unwrap();
+        assert!(r.clean, "{}", r.human());
+        assert_eq!(r.addresses_in_use, 4);
         // Mixed requests are not batched.
         let mut mixed = reqs(2, 0);
         mixed[1].node = "n2".into();

@@ -355,6 +355,7 @@ async fn run_batch(ipam: &Ipam, jobs: Vec<Job>) {
             continue;
         }
         run_adds(ipam, std::mem::take(&mut adds)).await;
+        ipam.forget_block_copies();
         let outcome = cni::execute(&job.prepared, ipam).await;
         let _ = job.reply.send(outcome);
     }
@@ -380,6 +381,7 @@ async fn run_adds(ipam: &Ipam, jobs: Vec<Job>) {
         }
         Ok(Err(declined)) => {
             tracing::debug!(adds = jobs.len(), ?declined, "IPAM service: one by one");
+            ipam.forget_block_copies();
             for job in jobs {
                 let outcome = cni::execute(&job.prepared, ipam).await;
                 let _ = job.reply.send(outcome);
