@@ -336,9 +336,10 @@ mod tests {
     #[test]
     fn open_carries_as_trans_and_the_capabilities() {
         let o = open(4_200_000_101, [10, 0, 0, 11], 180);
-        // Marker, length 19 + 10 + 2 + 20, type OPEN, version 4, AS_TRANS.
-        assert_eq!(o.len(), 51);
-        assert_eq!(&o[16..20], &[0, 51, 1, 4]);
+        // Header 19, fixed part 10, parameter header 2, three capabilities
+        // of 6: type OPEN, version 4, AS_TRANS.
+        assert_eq!(o.len(), 49);
+        assert_eq!(&o[16..20], &[0, 49, 1, 4]);
         assert_eq!(&o[20..22], &23456u16.to_be_bytes());
         assert_eq!(&o[o.len() - 6..], &[65, 4, 0xfa, 0x56, 0xea, 0x65]);
     }

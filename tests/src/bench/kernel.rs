@@ -156,7 +156,8 @@ mod tests {
         assert_eq!(b.len(), 16 + 12 + 8 + 8);
         put(&mut b, 2, &p6, "fd00::11".parse().unwrap(), false, true);
         assert_eq!(b.len(), 44 + 16 + 12 + 20 + 20);
-        assert_eq!(u16::from_ne_bytes([b[48], b[49]]), 0x505);
+        // The second message's flags: create|replace|request with the ACK.
+        assert_eq!(u16::from_ne_bytes([b[50], b[51]]), 0x505);
         assert!(b.len() % 4 == 0);
     }
 }

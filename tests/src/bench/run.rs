@@ -35,8 +35,12 @@ pub struct Measured {
     /// Sessions dropped to an empty FIB.
     pub withdraw_seconds: f64,
     pub baseline_rss_bytes: u64,
+    /// Resident set with the table loaded and the FIB settled (peak is
+    /// VmHWM, which also holds transient buffers of the load).
+    pub loaded_rss_bytes: u64,
     pub peak_rss_bytes: u64,
     pub rss_per_route: f64,
+    pub loaded_rss_per_route: f64,
     /// CPU of the DUT's processes: load, withdrawal.
     pub cpu_seconds: f64,
     pub withdraw_cpu_seconds: f64,
@@ -197,6 +201,8 @@ pub fn dut_run(
         m.fib_events = f.events;
     }
     m.baseline_rss_bytes = before.rss_bytes;
+    m.loaded_rss_bytes = loaded.rss_bytes;
+    m.loaded_rss_per_route = (loaded.rss_bytes as f64 - before.rss_bytes as f64) / n as f64;
     m.cpu_seconds = loaded.cpu_seconds - before.cpu_seconds;
 
     if !churn.is_empty() {

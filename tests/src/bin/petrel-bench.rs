@@ -84,6 +84,8 @@ fn measured_json(m: &Measured) -> Value {
         "withdraw_seconds": m.withdraw_seconds,
         "peak_rss_bytes": m.peak_rss_bytes,
         "baseline_rss_bytes": m.baseline_rss_bytes,
+        "loaded_rss_bytes": m.loaded_rss_bytes,
+        "loaded_rss_per_route_bytes": m.loaded_rss_per_route,
         "rss_per_route_bytes": m.rss_per_route,
         "cpu_seconds": m.cpu_seconds,
         "withdraw_cpu_seconds": m.withdraw_cpu_seconds,
@@ -138,7 +140,8 @@ fn main() -> Result<()> {
     let sink = if a.sink {
         let s = run::sink_run(&streams)?;
         log(format!(
-            "injector alone -> sink: {s:.3} s, {:.0} prefixes/s",
+            "injector alone -> sink: {:.1} ms, {:.0} prefixes/s",
+            s * 1e3,
             (n * sc.peers) as f64 / s
         ));
         Some(s)

@@ -1,0 +1,45 @@
+//! petrel-bench end to end, small: petreld only, a few thousand prefixes.
+//! Checks that the harness measures (every prefix seen in the FIB through
+//! netlink events, at the monitor, and gone after the sessions drop), not
+//! how fast: speed belongs to the benchmark runs in docs/benchmarks.md.
+
+use petrel_tests::{have_bin, lab};
+use serde_json::Value;
+
+#[test]
+fn petrel_bench_smoke_petreld_3000_prefixes() {
+    if !lab::require_lab(&[]) || !have_bin("petreld") || !have_bin("petrelctl") {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_petrel-bench"))
+        .args(["--scenario", "v4", "--prefixes", "3000", "--dut", "petreld"])
+        .args(["--repeat", "1", "--json"])
+        .env(
+            "PETREL_BIN_DIR",
+            petrel_tests::bin("petreld").unwrap().parent().unwrap(),
+        )
+        .output()
+        .expect("petrel-bench runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "petrel-bench failed: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["prefixes"], 3000);
+    let run = &v["runs"][0];
+    assert_eq!(run["dut"], "petreld", "{run}");
+    assert!(run.get("error").is_none(), "{run}");
+    for k in [
+        "fib_seconds",
+        "monitor_seconds",
+        "withdraw_seconds",
+        "cpu_seconds",
+    ] {
+        let x = run[k].as_f64().unwrap_or(f64::NAN);
+        assert!(x.is_finite() && x >= 0.0, "{k} = {x}: {run}");
+    }
+    // Each prefix was added and removed at least once in the kernel.
+    assert!(run["fib_events"].as_u64().unwrap() >= 3000, "{run}");
+    assert!(run["peak_rss_bytes"].as_u64().unwrap() > 0, "{run}");
+    let k = &v["kernel_limit"][0];
+    assert_eq!(k["errors"], 0, "{k}");
+    assert!(v["injector_sink_seconds"].as_f64().unwrap() > 0.0);
+}
