@@ -54,7 +54,7 @@ fn rta(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
     buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
     buf.extend_from_slice(&ty.to_ne_bytes());
     buf.extend_from_slice(data);
-    while buf.len() % 4 != 0 {
+    while !buf.len().is_multiple_of(4) {
         buf.push(0);
     }
 }
@@ -158,6 +158,6 @@ mod tests {
         assert_eq!(b.len(), 44 + 16 + 12 + 20 + 20);
         // The second message's flags: create|replace|request with the ACK.
         assert_eq!(u16::from_ne_bytes([b[50], b[51]]), 0x505);
-        assert!(b.len() % 4 == 0);
+        assert!(b.len().is_multiple_of(4));
     }
 }
