@@ -175,6 +175,8 @@ pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> an
         let c = ClusterStart {
             ds,
             store,
+            store_metrics: store_metrics.clone(),
+            ipam_gauges: ipam_gauges.clone(),
             node: cfg.node.clone(),
             addresses,
             rr_cluster_id: cfg.bgp.cluster_id,
@@ -218,6 +220,26 @@ pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> an
         health.clone(),
     )?;
     let fib_routes = fib.routes.clone();
+    // Sweep the routes of a previous run once BGP has converged: selection
+    // deferral over (RFC 4724 §4.1) and, with a datastore, the cluster's
+    // peers known (else End-of-RIB from the file's peers alone could end
+    // deferral before the mesh is even configured).
+    {
+        let (fib, health) = (fib.clone(), health.clone());
+        let mut converged = speaker.converged();
+        let cluster = cfg.datastore.is_some();
+        tokio::spawn(async move {
+            if converged.wait_for(|c| *c).await.is_err() {
+                return;
+            }
+            // Polled: Health's change notification has one waiter, the
+            // main loop.
+            while cluster && !health.cluster_synced() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            fib.converged().await;
+        });
+    }
     if mtu_settings.mode == crate::fib::mtu::Mode::Auto {
         let (h, route_mtu) = (fib.clone(), cfg.fib.route_mtu);
         tokio::spawn(crate::fib::mtu::watch(
@@ -364,9 +386,18 @@ pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> an
         }
     }
     notify(notifier.stopping());
-    info!("stopping");
     let s = state.lock().await;
-    let _ = s.speaker.shutdown(Some("petreld stopping".into())).await;
+    if s.cfg.bgp.graceful_restart.is_some() {
+        // RFC 4724 §4.2: a session that ends without a NOTIFICATION keeps
+        // our routes at every GR-capable peer for the restart time, and
+        // the kernel keeps ours: a restart (an upgrade, systemctl restart)
+        // does not disturb forwarding. A node stopped for good is
+        // withdrawn when the restart time runs out.
+        info!("stopping gracefully: sessions closed without NOTIFICATION, routes kept for the restart time");
+    } else {
+        info!("stopping");
+        let _ = s.speaker.shutdown(Some("petreld stopping".into())).await;
+    }
     let _ = std::fs::remove_file(&s.cfg.control_socket);
     Ok(())
 }
@@ -428,6 +459,8 @@ async fn reload(s: &mut State, path: &Path) -> anyhow::Result<()> {
 struct ClusterStart {
     ds: config::Datastore,
     store: Option<Arc<dyn petrel_ipam::store::Store>>,
+    store_metrics: Arc<crate::metrics::StoreMetrics>,
+    ipam_gauges: Arc<crate::metrics::IpamGauges>,
     node: config::Node,
     addresses: Vec<ipnet::IpNet>,
     rr_cluster_id: Option<std::net::Ipv4Addr>,
@@ -454,8 +487,15 @@ impl ClusterStart {
                 }
             },
         };
+        let store: Arc<dyn petrel_ipam::store::Store> =
+            Arc::new(crate::metrics::InstrumentedStore::new(
+                store,
+                self.store_metrics,
+                Some(self.health.clone()),
+            ));
         crate::cluster::Cluster {
             store,
+            ipam_gauges: self.ipam_gauges,
             node: self.node,
             addresses: self.addresses,
             rr_cluster_id: self.rr_cluster_id,

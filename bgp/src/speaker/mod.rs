@@ -194,6 +194,7 @@ enum Command {
 #[derive(Clone)]
 pub struct Speaker {
     tx: mpsc::Sender<Command>,
+    converged: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Capacities of the bounded channels (see the module docs).
@@ -253,6 +254,7 @@ impl Speaker {
         rcfg.cluster_id = cfg.cluster_id;
         rcfg.decision.max_paths = cfg.max_paths.max(1);
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+        let (converged_tx, converged) = tokio::sync::watch::channel(deferral.is_none());
         let core = Core {
             rib: Rib::new(rcfg),
             cfg,
@@ -262,6 +264,7 @@ impl Speaker {
             started: Instant::now(),
             listener_socks,
             deferral_deadline: None,
+            converged: converged_tx,
         };
         let mut core = core;
         if let Some(deadline) = deferral {
@@ -269,7 +272,14 @@ impl Speaker {
             core.deferral_deadline = Some(deadline);
         }
         tokio::spawn(core.run(rx, ev_rx, accept_rx));
-        Ok((Speaker { tx }, fib_rx))
+        Ok((Speaker { tx, converged }, fib_rx))
+    }
+
+    /// True once selection deferral is over (RFC 4724 §4.1: End-of-RIB from
+    /// every peer, or the deferral timer), at once without graceful restart:
+    /// what a FIB writer waits for before sweeping routes of a previous run.
+    pub fn converged(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.converged.clone()
     }
 
     async fn ask<T>(
@@ -374,6 +384,9 @@ struct Core {
     /// configured peer has sent End-of-RIB, or this deadline, nothing is
     /// advertised, so peers keep our routes from before the restart.
     deferral_deadline: Option<Instant>,
+    /// Set once selection deferral is over (at once without graceful
+    /// restart): the Loc-RIB is as complete as it will get after a restart.
+    converged: tokio::sync::watch::Sender<bool>,
 }
 
 impl Core {
@@ -939,6 +952,7 @@ impl Core {
 
     async fn end_deferral(&mut self) {
         self.deferral_deadline = None;
+        self.converged.send_replace(true);
         let out = self.rib.end_deferral();
         self.emit(out).await;
     }

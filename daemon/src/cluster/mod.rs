@@ -140,6 +140,7 @@ pub struct Cluster {
     pub graceful_restart: Option<config::GracefulRestart>,
     pub health: Arc<Health>,
     pub view: SharedView,
+    pub ipam_gauges: Arc<crate::metrics::IpamGauges>,
 }
 
 /// One consistent-enough read of everything the derivations need.
@@ -253,8 +254,13 @@ impl Cluster {
                 warn!(error = %e, "could not apply the cluster's routes");
             }
         }
+        let rows = block_rows(&self.node.name, &snap.blocks, &origins);
+        self.ipam_gauges.set(
+            rows.iter().filter(|r| r.kind == "block").count() as u64,
+            rows.iter().map(|r| r.mine as u64).sum(),
+        );
         let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        v.blocks = block_rows(&self.node.name, &snap.blocks, &origins);
+        v.blocks = rows;
         v.advertised = origins
             .iter()
             .map(|(p, r)| (p.to_string(), r.name().to_string()))

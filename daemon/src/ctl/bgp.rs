@@ -271,8 +271,8 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string(&peers)?);
             } else {
                 println!(
-                    "{:<16} {:<28} {:>10}  {:<24} {}",
-                    "NAME", "ADDRESS", "ASN", "NODES", "OPTIONS"
+                    "{:<16} {:<28} {:>10}  {:<24} OPTIONS",
+                    "NAME", "ADDRESS", "ASN", "NODES"
                 );
                 for p in &peers {
                     let nodes = match (&p.node, p.node_selector.as_str()) {
@@ -334,7 +334,7 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&v)?);
             } else {
-                println!("{:<20} {:<40} {}", "NAME", "ADDRESSES", "ENDPOINT NODES");
+                println!("{:<20} {:<40} ENDPOINT NODES", "NAME", "ADDRESSES");
                 for svc in &v {
                     let addrs: Vec<String> = svc.addresses.iter().map(|a| a.to_string()).collect();
                     let nodes = if svc.local_only {
@@ -382,8 +382,8 @@ async fn node_async(cmd: NodeCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode>
                 println!("{}", serde_json::to_string(&nodes)?);
             } else {
                 println!(
-                    "{:<20} {:<36} {:>10}  {:<16} {}",
-                    "NAME", "ADDRESSES", "ASN", "RR CLUSTER", "LABELS"
+                    "{:<20} {:<36} {:>10}  {:<16} LABELS",
+                    "NAME", "ADDRESSES", "ASN", "RR CLUSTER"
                 );
                 for n in &nodes {
                     let addrs: Vec<String> = n.addresses.iter().map(|a| a.to_string()).collect();

@@ -276,8 +276,8 @@ fn print_blocks(b: &crate::control::Blocks) {
         );
     }
     println!(
-        "{:<28} {:<16} {:<9} {:>6} {:>7} {:>6}  {}",
-        "BLOCK", "POOL", "KIND", "TOTAL", "IN USE", "MINE", "AFFINITY"
+        "{:<28} {:<16} {:<9} {:>6} {:>7} {:>6}  AFFINITY",
+        "BLOCK", "POOL", "KIND", "TOTAL", "IN USE", "MINE"
     );
     for r in &b.blocks {
         println!(
@@ -286,7 +286,7 @@ fn print_blocks(b: &crate::control::Blocks) {
         );
     }
     println!();
-    println!("{:<44} {}", "ADVERTISED", "WHY");
+    println!("{:<44} WHY", "ADVERTISED");
     for (p, why) in &b.advertised {
         println!("{p:<44} {why}");
     }

@@ -30,10 +30,16 @@ pub enum Command {
     SetMtu(Option<u32>),
     /// Answers at once: proves the task is not stuck (watchdog).
     Ping(oneshot::Sender<()>),
+    /// BGP has converged (End-of-RIB from the graceful-restart peers, after
+    /// the cluster's first sync): sweep the routes of a previous run now
+    /// rather than at the `sweep_after` timeout.
+    Converged,
 }
 
 /// Commands waiting for the task; senders wait when it is full.
 const COMMANDS: usize = 16;
+/// Loc-RIB changes taken from the queue for one `Fib::apply` at most.
+const COALESCE: usize = 4096;
 
 /// The daemon's handle on the FIB task.
 #[derive(Clone)]
@@ -53,6 +59,11 @@ impl Handle {
 
     pub async fn set_mtu(&self, mtu: Option<u32>) {
         let _ = self.tx.send(Command::SetMtu(mtu)).await;
+    }
+
+    /// See [`Command::Converged`].
+    pub async fn converged(&self) {
+        let _ = self.tx.send(Command::Converged).await;
     }
 
     /// Whether the task answered.
@@ -148,7 +159,17 @@ async fn run(
     loop {
         tokio::select! {
             batch = loc_rib.recv() => {
-                let Some(batch) = batch else { return };
+                let Some(mut batch) = batch else { return };
+                // The speaker sends a batch per UPDATE (a handful of
+                // prefixes): take what else is queued too, so a netlink
+                // datagram carries hundreds of routes instead of one
+                // UPDATE's worth (`apply` keeps the last change per prefix).
+                while batch.len() < COALESCE {
+                    match loc_rib.try_recv() {
+                        Ok(more) => batch.extend(more),
+                        Err(_) => break,
+                    }
+                }
                 match block_in_place(|| fib.apply(&batch)) {
                     Ok(report) => log_report(&report),
                     Err(e) => error!(error = %e, "netlink socket failed"),
@@ -186,6 +207,14 @@ async fn run(
                 Some(Command::Ping(reply)) => {
                     let _ = reply.send(());
                 }
+                Some(Command::Converged) if !swept => {
+                    swept = true;
+                    match block_in_place(|| fib.sweep_stale()) {
+                        Ok(r) => info!(removed = r.removed, "converged: stale kernel routes of a previous run swept"),
+                        Err(e) => warn!(error = %e, "sweep of stale kernel routes failed"),
+                    }
+                }
+                Some(Command::Converged) => {}
                 // The daemon is stopping; the routes stay (graceful restart).
                 None => return,
             },
@@ -298,7 +327,7 @@ async fn count_only(
             set = recv_opt(&mut blackholes) => if set.is_none() { blackholes = None },
             cmd = commands.recv() => match cmd {
                 Some(Command::Show(reply)) => { let _ = reply.send(Vec::new()); }
-                Some(Command::SetMtu(_)) => {}
+                Some(Command::SetMtu(_)) | Some(Command::Converged) => {}
                 Some(Command::Ping(reply)) => { let _ = reply.send(()); }
                 None => return,
             },
