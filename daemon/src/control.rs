@@ -29,6 +29,9 @@ pub enum Request {
     ShowFib,
     ShowMtu,
     ShowBlocks,
+    ShowPeer {
+        address: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -40,8 +43,28 @@ pub enum Response {
     Fib { routes: Vec<FibRow> },
     Mtu(crate::fib::mtu::MtuStatus),
     Blocks(Blocks),
+    Peer(PeerDetail),
     Ok,
     Error { message: String },
+}
+
+/// One peer: its session and the settings in effect.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerDetail {
+    pub session: PeerRow,
+    /// "file" or "cluster": where the settings come from.
+    pub source: String,
+    pub port: u16,
+    pub local_address: Option<String>,
+    pub passive: bool,
+    pub hold_time: u16,
+    pub keepalive: Option<u16>,
+    pub md5: bool,
+    pub ttl_security: Option<u8>,
+    pub next_hop: String,
+    pub route_reflector_client: bool,
+    pub families: Vec<String>,
+    pub graceful_restart_time: Option<u16>,
 }
 
 /// The node's blocks and what it advertises from the cluster.

@@ -572,6 +572,55 @@ async fn handle(st: &tokio::sync::Mutex<State>, req: Request) -> Response {
                 Err(e) => err(&e),
             }
         }
+        Request::ShowPeer { address } => {
+            let a = match addr(&address) {
+                Ok(a) => a,
+                Err(e) => return err(&e),
+            };
+            let rows = match s.speaker.peers().await {
+                Ok(v) => v,
+                Err(e) => return err(&e),
+            };
+            let Some(p) = rows.into_iter().find(|p| p.address == a) else {
+                return err(&format!("no peer {a}"));
+            };
+            let i = s.intent.lock().await;
+            let Some(c) = i.peers().get(&a) else {
+                return err(&format!("no configured peer {a}"));
+            };
+            Response::Peer(crate::control::PeerDetail {
+                session: PeerRow {
+                    address: p.address.to_string(),
+                    asn: p.asn,
+                    state: p.state.name().to_string(),
+                    uptime_seconds: p.uptime.as_secs(),
+                    received: p.received,
+                    accepted: p.accepted,
+                    advertised: p.advertised,
+                    last_error: p.last_error,
+                },
+                source: match i.source_of(&a) {
+                    Some(Source::File) => "file",
+                    _ => "cluster",
+                }
+                .into(),
+                port: c.port,
+                local_address: c.local_address.map(|l| l.to_string()),
+                passive: c.passive,
+                hold_time: c.hold_time,
+                keepalive: c.keepalive,
+                md5: c.password.is_some(),
+                ttl_security: c.ttl_security,
+                next_hop: match c.next_hop {
+                    NextHopMode::SelfAddr => "self",
+                    NextHopMode::Keep => "keep",
+                }
+                .into(),
+                route_reflector_client: c.route_reflector_client,
+                families: c.families.iter().map(|f| format!("{f:?}")).collect(),
+                graceful_restart_time: c.graceful_restart.map(|g| g.restart_time),
+            })
+        }
         Request::ShowBlocks => {
             let v = s
                 .cluster_view

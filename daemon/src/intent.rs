@@ -64,6 +64,17 @@ impl Intent {
         &self.peers
     }
 
+    /// Where a peer in effect comes from.
+    pub fn source_of(&self, addr: &IpAddr) -> Option<Source> {
+        if self.file_peers.contains_key(addr) {
+            Some(Source::File)
+        } else if self.cluster_peers.contains_key(addr) {
+            Some(Source::Cluster)
+        } else {
+            None
+        }
+    }
+
     pub fn origins(&self) -> &BTreeMap<Prefix, PathAttributes> {
         &self.origins
     }

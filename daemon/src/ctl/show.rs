@@ -21,6 +21,12 @@ pub enum ShowCmd {
         #[arg(long)]
         json: bool,
     },
+    /// One peer: its session and the settings in effect.
+    Peer {
+        address: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// The node's IPAM blocks and what it advertises from the cluster.
     Blocks {
         #[arg(long)]
@@ -112,6 +118,49 @@ pub fn show(socket: &Path, cmd: ShowCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&routes)?);
             } else {
                 print_routes(&routes);
+            }
+        }
+        ShowCmd::Peer { address, json } => {
+            let Response::Peer(p) = request(socket, Request::ShowPeer { address })? else {
+                anyhow::bail!("unexpected answer")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                let o = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                let r = &p.session;
+                println!("peer          {}  AS {}  ({})", r.address, r.asn, p.source);
+                println!("state         {}", r.state);
+                println!("uptime        {}", duration(r.uptime_seconds));
+                println!(
+                    "prefixes      received {}, accepted {}, advertised {}",
+                    r.received, r.accepted, r.advertised
+                );
+                println!("last error    {}", o(r.last_error.clone()));
+                println!(
+                    "connection    port {}, source {}, {}",
+                    p.port,
+                    o(p.local_address.clone()),
+                    if p.passive { "passive" } else { "active" }
+                );
+                println!(
+                    "timers        hold {} s, keepalive {}",
+                    p.hold_time,
+                    o(p.keepalive.map(|k| format!("{k} s")))
+                );
+                println!(
+                    "security      md5 {}, ttl-security {}",
+                    if p.md5 { "on" } else { "off" },
+                    o(p.ttl_security.map(|t| t.to_string()))
+                );
+                println!("next hop      {}", p.next_hop);
+                println!("rr client     {}", p.route_reflector_client);
+                println!("families      {}", p.families.join(", "));
+                println!(
+                    "graceful rst  {}",
+                    o(p.graceful_restart_time
+                        .map(|t| format!("restart time {t} s")))
+                );
             }
         }
         ShowCmd::Blocks { json } => {
