@@ -4,18 +4,28 @@
 //!    in process (the plugin's code path, a fresh datastore client per
 //!    ADD as the binary has) and by exec'ing the `petrel-ipam` binary as a
 //!    runtime does. Assignments per second, p50 and p99 latency.
-//! 2. Block claims per second with 100 nodes claiming at once.
+//! 2. CNI ADD by exec'ing `petrel-ipam` that forwards to the node-local
+//!    IPAM service (run here, as petreld runs it, with one long-lived
+//!    etcd client): one invoker, and 4 and 8 invokers at once as a runtime
+//!    starting many pods does. With the phases apart: an exec that does
+//!    no work (VERSION: process start), and the service round trip without
+//!    an exec.
+//! 3. Block claims per second with 100 nodes claiming at once.
 //!
-//! Usage: ipam-bench [ADDS] (default 1000). Needs `etcd` on PATH and, for
+//! Usage: ipam-bench [ADDS] (default 1000). The exec parts run
+//! min(ADDS, 500) ADDs per invoker count. Needs `etcd` on PATH and, for
 //! the exec part, `petrel-ipam` next to this binary (`cargo build --release
 //! -p petrel-ipam -p petrel-tests`).
 
 use petrel_ipam::cni::{self, Env};
 use petrel_ipam::ipam::Ipam;
 use petrel_ipam::model::{Encapsulation, IpamConfig, Pool, PoolUse};
+use petrel_ipam::service::client::{self, Forward};
+use petrel_ipam::service::{Service, ServiceConfig};
 use petrel_ipam::store::etcd::{EtcdConfig, EtcdStore};
 use petrel_ipam::testing::EtcdServer;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,6 +64,10 @@ fn report(what: &str, mut lat: Vec<Duration>, total: Duration) {
 }
 
 fn conf(endpoint: &str, dir: &std::path::Path) -> Vec<u8> {
+    conf_with_socket(endpoint, dir, "")
+}
+
+fn conf_with_socket(endpoint: &str, dir: &std::path::Path, socket: &str) -> Vec<u8> {
     serde_json::json!({
         "cniVersion": "1.1.0",
         "name": "bench",
@@ -63,6 +77,7 @@ fn conf(endpoint: &str, dir: &std::path::Path) -> Vec<u8> {
             "node_name": "bench-node",
             "mtu_file": dir.join("pod-mtu"),
             "lock_file": dir.join("ipam.lock"),
+            "daemon_socket": socket,
         }
     })
     .to_string()
@@ -99,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
             command: Some("ADD".into()),
             container_id: Some(format!("inproc{i}")),
             ifname: Some("eth0".into()),
-            args: None,
+            ..Default::default()
         };
         let s = Instant::now();
         cni::invoke(&env, &conf)
@@ -135,11 +150,11 @@ async fn main() -> anyhow::Result<()> {
     report("assign, one long-lived client", lat, t.elapsed());
 
     // 1c. Exec'ing the plugin binary.
-    let bin = std::env::var_os("PETREL_IPAM_BIN")
+    let bin: Option<PathBuf> = std::env::var_os("PETREL_IPAM_BIN")
         .map(std::path::PathBuf::from)
         .or_else(|| Some(std::env::current_exe().ok()?.parent()?.join("petrel-ipam")))
         .filter(|p| p.is_file());
-    match bin {
+    match bin.clone() {
         None => println!("CNI ADD exec: skipped, no petrel-ipam binary next to this one"),
         Some(bin) => {
             let n = adds.min(500);
@@ -147,33 +162,19 @@ async fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             for i in 0..n {
                 let s = Instant::now();
-                let mut child = Command::new(&bin)
-                    .env("CNI_COMMAND", "ADD")
-                    .env("CNI_CONTAINERID", format!("exec{i}"))
-                    .env("CNI_IFNAME", "eth0")
-                    .env("CNI_NETNS", "/var/run/netns/none")
-                    .env("CNI_PATH", "/usr/lib/cni")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()?;
-                child
-                    .stdin
-                    .take()
-                    .ok_or_else(|| anyhow::anyhow!("no stdin"))?
-                    .write_all(&conf)?;
-                let o = child.wait_with_output()?;
-                anyhow::ensure!(
-                    o.status.success(),
-                    "ADD failed: {}",
-                    String::from_utf8_lossy(&o.stdout)
-                );
+                exec(&bin, "ADD", &format!("exec{i}"), &conf)?;
                 lat.push(s.elapsed());
             }
             report("CNI ADD exec'ing petrel-ipam", lat, t.elapsed());
         }
     }
 
-    // 2. Block claims, 100 nodes at once, 20 each.
+    // 2. Through the node-local service.
+    if let Some(bin) = &bin {
+        service_modes(bin, &ep, dir.path(), adds.min(500)).await?;
+    }
+
+    // 3. Block claims, 100 nodes at once, 20 each.
     let nodes = 100;
     let each = 20;
     let cfg = admin.config().await?;
@@ -211,5 +212,159 @@ async fn main() -> anyhow::Result<()> {
     let r = admin.check().await?;
     println!("check after the benchmark: {}", r.human().trim());
     anyhow::ensure!(r.clean, "inconsistent after the benchmark");
+    Ok(())
+}
+
+/// Run the plugin once as a runtime does; fails unless it succeeds.
+fn exec(bin: &Path, command: &str, cid: &str, conf: &[u8]) -> anyhow::Result<()> {
+    let mut child = Command::new(bin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", "/var/run/netns/none")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdin"))?
+        .write_all(conf)?;
+    let o = child.wait_with_output()?;
+    anyhow::ensure!(
+        o.status.success(),
+        "{command} failed: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    Ok(())
+}
+
+/// CPU seconds (user + system) of this process and of its waited-for
+/// children so far: etcd, still running, is not among them, so a delta
+/// across exec'd ADDs is what the plugin processes burned — a cost that,
+/// unlike latency, does not depend on how busy the machine is.
+fn cpu_seconds() -> (f64, f64) {
+    let get = |who| {
+        // SAFETY: getrusage only fills the struct we pass.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut ru) };
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    };
+    (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN))
+}
+
+/// Print the CPU per operation since `start` (from [`cpu_seconds`]).
+fn report_cpu(what: &str, start: (f64, f64), n: usize) {
+    let (me, kids) = cpu_seconds();
+    println!(
+        "    CPU per {what}: plugin processes {:.2} ms, this process (service, invokers) {:.2} ms",
+        (kids - start.1) * 1e3 / n as f64,
+        (me - start.0) * 1e3 / n as f64,
+    );
+}
+
+/// `n` ADDs spread over `invokers` threads, each exec'ing one plugin at a
+/// time; latencies of every ADD and the wall time of all.
+fn exec_parallel(
+    bin: &Path,
+    conf: &[u8],
+    tag: &str,
+    n: usize,
+    invokers: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let t = Instant::now();
+    let lat = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..invokers)
+            .map(|k| {
+                scope.spawn(move || -> anyhow::Result<Vec<Duration>> {
+                    let mut lat = Vec::new();
+                    for i in (k..n).step_by(invokers) {
+                        let s = Instant::now();
+                        exec(bin, "ADD", &format!("{tag}{i}"), conf)?;
+                        lat.push(s.elapsed());
+                    }
+                    Ok(lat)
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(n);
+        for r in runs {
+            all.extend(
+                r.join()
+                    .map_err(|_| anyhow::anyhow!("invoker panicked"))??,
+            );
+        }
+        anyhow::Ok(all)
+    })?;
+    Ok((lat, t.elapsed()))
+}
+
+async fn service_modes(bin: &Path, ep: &str, dir: &Path, n: usize) -> anyhow::Result<()> {
+    let ipam = Ipam::new(Arc::new(
+        EtcdStore::connect(&EtcdConfig::new(vec![ep.to_string()])).await?,
+    ));
+    let sock = dir.join("ipam.sock");
+    let service = Service::bind(&sock, Arc::new(ipam), ServiceConfig::default())?;
+    let served = tokio::spawn(service.run());
+    let conf = conf_with_socket(ep, dir, &sock.to_string_lossy());
+    let (bin, sock2, conf2) = (bin.to_path_buf(), sock.clone(), conf.clone());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let (bin, sock, conf) = (bin, sock2, conf2);
+        // Phase: process start alone (VERSION is answered without I/O).
+        let mut lat = Vec::with_capacity(n);
+        let t = Instant::now();
+        let cpu = cpu_seconds();
+        for _ in 0..n {
+            let s = Instant::now();
+            exec(&bin, "VERSION", "", &conf)?;
+            lat.push(s.elapsed());
+        }
+        report(
+            "  phase: exec petrel-ipam VERSION (process start only)",
+            lat,
+            t.elapsed(),
+        );
+        report_cpu("VERSION", cpu, n);
+        // Phase: the service round trip alone, from this process.
+        let text = String::from_utf8_lossy(&conf).to_string();
+        let mut lat = Vec::with_capacity(n);
+        let t = Instant::now();
+        let cpu = cpu_seconds();
+        for i in 0..n {
+            let env = Env {
+                command: Some("ADD".into()),
+                container_id: Some(format!("direct{i}")),
+                ifname: Some("eth0".into()),
+                ..Default::default()
+            };
+            let s = Instant::now();
+            match client::forward(&sock, &env, &text, Duration::from_secs(30)) {
+                Forward::Answered(r) if r.exit == 0 => {}
+                other => anyhow::bail!("forwarded ADD failed: {other:?}"),
+            }
+            lat.push(s.elapsed());
+        }
+        report(
+            "  phase: service round trip, no exec, 1 client",
+            lat,
+            t.elapsed(),
+        );
+        report_cpu("forwarded ADD", cpu, n);
+        for invokers in [1, 4, 8] {
+            let cpu = cpu_seconds();
+            let (lat, total) = exec_parallel(&bin, &conf, &format!("svc{invokers}-"), n, invokers)?;
+            report(
+                &format!("CNI ADD exec'ing petrel-ipam via the service, {invokers} invoker(s)"),
+                lat,
+                total,
+            );
+            report_cpu("exec'd ADD", cpu, n);
+        }
+        Ok(())
+    })
+    .await??;
+    served.abort();
     Ok(())
 }

@@ -74,7 +74,9 @@ pub struct Options {
     pub restart_time: u16,
     /// BGP hold time of petreld's sessions, seconds.
     pub hold_time: u16,
-    /// The pods' MTU and the route MTU petreld installs.
+    /// The pods' MTU (the bridge plugin's `mtu`); petreld derives the
+    /// same for its routes from eth0's 1500 less VXLAN's 50, so a change
+    /// here must go with a change of the `[mtu]` section below.
     pub pod_mtu: u32,
     pub peering: Peering,
     /// petreld's log filter.
@@ -212,26 +214,47 @@ impl Cluster {
         }
         let tor = topo::start(options.tor, &lab, &tor_ns, &spec)?;
 
-        let mut nodes = Vec::new();
+        // Namespaces and uplinks first, so that every petreld finds the
+        // others' addresses there.
+        let mut setups = Vec::new();
         for (i, address) in node_addrs.iter().enumerate() {
             let name = format!("node{}", i + 1);
             let ns = lab.netns(&name)?;
             attach(&tor_ns, &name, &ns, address)?;
-            let cni_dir = lab.subdir(&format!("cni-{name}"))?;
-            std::fs::write(cni_dir.join("pod-mtu"), format!("{}\n", options.pod_mtu))?;
-            let mut node = NodeSetup {
+            setups.push(NodeSetup {
                 name: name.clone(),
-                ns: ns.clone(),
-                cni_dir,
+                ns,
+                cni_dir: lab.subdir(&format!("cni-{name}"))?,
                 endpoint: etcd.endpoint().to_string(),
-            };
-            let (gateway, block) = node.reserve_gateway(options.pod_mtu)?;
+            });
+        }
+        // With peers from files the blocks must be known before petreld
+        // starts; from the datastore petreld picks them up as they come.
+        let mut gateways = Vec::new();
+        if options.peering == Peering::File {
+            for s in &mut setups {
+                gateways.push(Some(s.reserve_gateway(options.pod_mtu)?));
+            }
+        } else {
+            gateways.resize(setups.len(), None);
+        }
+        // In the mesh the lower address dials and the other only listens:
+        // starting the highest first means every first dial finds its
+        // peer listening (a refused one waits out ConnectRetry, 30 s).
+        let mut daemons: Vec<Option<Petreld>> = (0..setups.len()).map(|_| None).collect();
+        for i in (0..setups.len()).rev() {
+            let (s, address) = (&setups[i], &node_addrs[i]);
             let mut config = petreld::Config::new(address, NODE_AS);
-            config.name = name.clone();
+            config.name = s.name.clone();
             config.log_filter = options.log_filter.clone();
             config.graceful_restart = Some(options.restart_time.into());
-            config.route_mtu = Some(options.pod_mtu);
             config.listen(address);
+            // The pod MTU as petreld derives it: eth0's 1500 less VXLAN's
+            // 50, written where this node's petrel-ipam reads it.
+            config.extra = format!(
+                "\n[mtu]\nmode = \"auto\"\nencapsulation = \"vxlan\"\ninterface = \"eth0\"\nfile = {:?}\n",
+                s.cni_dir.join("pod-mtu")
+            );
             match options.peering {
                 Peering::Datastore => {
                     config.addresses = vec![format!("{address}/{SUBNET_LEN}")];
@@ -252,39 +275,48 @@ impl Cluster {
                             .local_address(address)
                             .families(&["ipv4-unicast"])
                             .hold_time(options.hold_time);
-                        // One side dials: the node started later, so its
-                        // first attempt finds the other listening (a
-                        // refused one waits out ConnectRetry, 30 s).
-                        if j > i {
+                        if j < i {
                             p = p.passive();
                         }
                         config.peer(p);
                     }
-                    config.originate(&block, &[], &[]);
+                    if let Some((_, block)) = &gateways[i] {
+                        config.originate(block, &[], &[]);
+                    }
                 }
             }
-            let petreld = Petreld::start(&lab, &ns, &config)?;
+            daemons[i] = Some(Petreld::start(&lab, &s.ns, &config)?);
+        }
+        let mut nodes = Vec::new();
+        for ((mut s, gw), (petreld, address)) in setups
+            .into_iter()
+            .zip(gateways)
+            .zip(daemons.into_iter().zip(&node_addrs))
+        {
+            let (gateway, block) = match gw {
+                Some(g) => g,
+                None => s.reserve_gateway(options.pod_mtu)?,
+            };
             let mut pods = Vec::new();
             for p in 0..options.pods_per_node {
-                let pod_ns = lab.netns(&format!("{name}-pod{}", p + 1))?;
-                let cid = format!("{name}-pod{}", p + 1);
-                let address = node.add_pod(&pod_ns, &cid, options.pod_mtu)?;
+                let cid = format!("{}-pod{}", s.name, p + 1);
+                let pod_ns = lab.netns(&cid)?;
+                let address = s.add_pod(&pod_ns, &cid, options.pod_mtu)?;
                 pods.push(Pod {
                     ns: pod_ns,
                     address,
                     container_id: cid,
                 });
             }
-            let NodeSetup { cni_dir, .. } = node;
             nodes.push(Node {
-                name,
-                ns,
+                name: s.name,
+                ns: s.ns,
                 address: address.clone(),
-                petreld,
+                petreld: petreld.ok_or_else(|| anyhow!("petreld not started"))?,
                 block,
                 gateway,
                 pods,
-                cni_dir,
+                cni_dir: s.cni_dir,
             });
         }
         Ok(Cluster {
@@ -594,7 +626,16 @@ impl NodeSetup {
         ])?;
         ns.add_addr("cni0", &cidr)?;
         ns.ip(&["link", "set", "cni0", "up"])?;
-        ns.exec("sysctl", &["-qw", "net.ipv4.conf.cni0.proxy_arp=1"])?;
+        // proxy_delay 0: answer at once, not after up to 0.8 s (which a
+        // one-probe ping with a 2 s timeout can miss under load).
+        ns.exec(
+            "sysctl",
+            &[
+                "-qw",
+                "net.ipv4.conf.cni0.proxy_arp=1",
+                "net.ipv4.neigh.cni0.proxy_delay=0",
+            ],
+        )?;
         Ok((addr.to_string(), block))
     }
 
