@@ -617,7 +617,7 @@ async fn handle(st: &tokio::sync::Mutex<State>, req: Request) -> Response {
                 }
                 .into(),
                 route_reflector_client: c.route_reflector_client,
-                families: c.families.iter().map(|f| format!("{f:?}")).collect(),
+                families: c.families.iter().map(|f| f.to_string()).collect(),
                 graceful_restart_time: c.graceful_restart.map(|g| g.restart_time),
             })
         }

@@ -42,15 +42,15 @@ pub struct ConfigArgs {
     /// Communities added to every route the nodes originate (replaces the list).
     #[arg(long, value_delimiter = ',')]
     communities: Option<Vec<String>>,
-    /// Service ClusterIP ranges to advertise (replaces the list).
+    /// Service ClusterIP ranges to advertise (replaces the list; "" empties it).
     #[arg(long, value_delimiter = ',')]
-    service_cluster_ips: Option<Vec<IpNet>>,
+    service_cluster_ips: Option<Vec<String>>,
     /// Service external IP ranges to advertise (replaces the list).
     #[arg(long, value_delimiter = ',')]
-    service_external_ips: Option<Vec<IpNet>>,
+    service_external_ips: Option<Vec<String>>,
     /// Service load-balancer IP ranges to advertise (replaces the list).
     #[arg(long, value_delimiter = ',')]
-    service_loadbalancer_ips: Option<Vec<IpNet>>,
+    service_loadbalancer_ips: Option<Vec<String>>,
     #[arg(long)]
     json: bool,
 }
@@ -177,13 +177,13 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                         c.communities = v.clone();
                     }
                     if let Some(v) = &a.service_cluster_ips {
-                        c.service_cluster_ips = v.clone();
+                        c.service_cluster_ips = nets(v)?;
                     }
                     if let Some(v) = &a.service_external_ips {
-                        c.service_external_ips = v.clone();
+                        c.service_external_ips = nets(v)?;
                     }
                     if let Some(v) = &a.service_loadbalancer_ips {
-                        c.service_loadbalancer_ips = v.clone();
+                        c.service_loadbalancer_ips = nets(v)?;
                     }
                     model::validate_config(&c)?;
                     Ok(Some(c))
@@ -351,6 +351,18 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// CIDRs of a comma-separated flag; an empty value is the empty list.
+fn nets(v: &[String]) -> Result<Vec<IpNet>, ModelError> {
+    v.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<IpNet>()
+                .map_err(|_| ModelError::Invalid(format!("{s:?} is not a CIDR")))
+        })
+        .collect()
 }
 
 async fn delete(

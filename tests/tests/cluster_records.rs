@@ -1,0 +1,211 @@
+//! The cluster's BGP records drive every petreld live: a peer added in the
+//! datastore for the nodes a selector picks comes up on those nodes only,
+//! relabelling a node moves it, service ranges are advertised by every
+//! node, turning the mesh off removes the node-to-node sessions, and none
+//! of it resets a session it does not concern. Real etcd, real FRR (ToR)
+//! and BIRD (the extra router), real petrelds in namespaces.
+
+use anyhow::{ensure, Result};
+use petrel_tests::lab::cluster::{Cluster, Options, SPARE_ADDR, TOR_ADDR};
+use petrel_tests::lab::topo::{self, Kind, NeighborSpec, PeerSpec};
+use petrel_tests::lab::{self, wait_until, Lab};
+use std::collections::BTreeMap;
+
+const EXT_AS: u32 = 65010;
+const EXT_PREFIX: &str = "198.51.100.0/24";
+const SERVICE_RANGE: &str = "10.96.0.0/12";
+
+fn ctl(c: &Cluster, args: &[&str]) -> Result<String> {
+    let bin = petrel_tests::bin("petrelctl")?;
+    let mut a = vec!["--etcd-endpoints", c.etcd.endpoint()];
+    a.extend_from_slice(args);
+    c.tor_ns.exec(&bin.to_string_lossy(), &a)
+}
+
+/// Every node's sessions that are up, with their uptimes.
+fn uptimes(c: &Cluster) -> Result<BTreeMap<(String, String), u64>> {
+    let mut m = BTreeMap::new();
+    for n in &c.nodes {
+        for p in n.petreld.peers()? {
+            if p.state == "Established" {
+                m.insert((n.name.clone(), p.address.clone()), p.uptime_seconds);
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Sessions of `before` that are still there have not been reset (their
+/// uptime did not go back), except those `except` names.
+fn no_reset(
+    c: &Cluster,
+    before: &BTreeMap<(String, String), u64>,
+    except: &[(&str, &str)],
+) -> Result<()> {
+    let now = uptimes(c)?;
+    for ((node, peer), up) in before {
+        if except.iter().any(|(n, p)| n == node && p == peer) {
+            continue;
+        }
+        let Some(now_up) = now.get(&(node.clone(), peer.clone())) else {
+            anyhow::bail!("{node}'s session with {peer} went down");
+        };
+        ensure!(
+            now_up >= up,
+            "{node}'s session with {peer} was reset (uptime {up} s, now {now_up} s)"
+        );
+    }
+    Ok(())
+}
+
+fn has_peer(c: &Cluster, node: usize, addr: &str) -> Result<bool> {
+    Ok(c.nodes[node]
+        .petreld
+        .peers()?
+        .iter()
+        .any(|p| p.address == addr))
+}
+
+#[test]
+fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
+    let mut programs = vec!["etcd", "ping", "/usr/lib/cni/bridge"];
+    programs.extend(Kind::Frr.programs());
+    programs.extend(Kind::Bird.programs());
+    if !lab::require_lab(&programs) {
+        return Ok(());
+    }
+    let c = Cluster::up(
+        Lab::new("records")?,
+        Options {
+            nodes: 2,
+            pods_per_node: 0,
+            ..Options::default()
+        },
+    )?;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+
+    // The mesh came from the datastore, dialled by the lower address only.
+    let detail = n2.petreld.ctl_json(&["show", "peer", &n1.address])?;
+    ensure!(detail["source"] == "cluster", "{detail}");
+    ensure!(
+        detail["passive"] == true,
+        "node2 > node1: node1 dials; {detail}"
+    );
+    let detail = n1.petreld.ctl_json(&["show", "peer", &n2.address])?;
+    ensure!(detail["passive"] == false, "{detail}");
+    let nodes = ctl(&c, &["node", "list", "--json"])?;
+    ensure!(
+        nodes.contains(&n1.address) && nodes.contains(&n2.address),
+        "both nodes registered with their addresses: {nodes}"
+    );
+
+    // An extra router for the nodes labelled rack=b.
+    let ext_ns = c.lab.netns("ext")?;
+    c.attach(&ext_ns, "ext", SPARE_ADDR)?;
+    let mut spec = PeerSpec::new(SPARE_ADDR, EXT_AS);
+    for n in &c.nodes {
+        let mut nb = NeighborSpec::new(&n.address, n.petreld.config().asn, SPARE_ADDR);
+        nb.passive = true;
+        spec.neighbors.push(nb);
+    }
+    spec.originate(EXT_PREFIX, &[], &[]);
+    let ext = topo::start(Kind::Bird, &c.lab, &ext_ns, &spec)?;
+    let before = uptimes(&c)?;
+    ensure!(before.len() >= 4, "mesh and ToR sessions up: {before:?}");
+
+    ctl(&c, &["node", "label", "node2", "rack=b"])?;
+    ctl(
+        &c,
+        &[
+            "bgp",
+            "peer",
+            "add",
+            "ext",
+            "--address",
+            SPARE_ADDR,
+            "--asn",
+            &EXT_AS.to_string(),
+            "--node-selector",
+            "rack == 'b'",
+            "--hold-time",
+            "9",
+        ],
+    )?;
+    n2.petreld.wait_established(SPARE_ADDR)?;
+    ext.wait_established(&n2.address)?;
+    ensure!(
+        !has_peer(&c, 0, SPARE_ADDR)?,
+        "node1 is not rack=b and must not peer with the extra router"
+    );
+    // node2 learned the extra router's prefix; node1 got it over the mesh.
+    wait_until(
+        "the extra router's prefix at node1",
+        &[ext.daemon()],
+        || Ok(lab::cluster::kernel_route(&n1.ns, EXT_PREFIX)?.map(drop)),
+    )?;
+    no_reset(&c, &before, &[])?;
+
+    // Relabelled: the selector no longer picks node2.
+    ctl(&c, &["node", "label", "node2", "rack=c"])?;
+    wait_until("the extra peer gone from node2", &[], || {
+        Ok((!has_peer(&c, 1, SPARE_ADDR)?).then_some(()))
+    })?;
+    no_reset(&c, &before, &[])?;
+
+    // Service ranges: every node advertises them to the ToR.
+    ctl(
+        &c,
+        &["bgp", "config", "--service-cluster-ips", SERVICE_RANGE],
+    )?;
+    for n in &c.nodes {
+        wait_until(
+            &format!("{SERVICE_RANGE} from {} at the ToR", n.name),
+            &[c.tor.daemon()],
+            || {
+                Ok(c.tor
+                    .routes_from(&n.address)?
+                    .iter()
+                    .any(|r| r.prefix == SERVICE_RANGE)
+                    .then_some(()))
+            },
+        )?;
+    }
+    ctl(&c, &["bgp", "config", "--service-cluster-ips", ""])?;
+    wait_until("the service range withdrawn", &[c.tor.daemon()], || {
+        let any = c.nodes.iter().try_fold(false, |acc, n| {
+            Ok::<_, anyhow::Error>(
+                acc || c
+                    .tor
+                    .routes_from(&n.address)?
+                    .iter()
+                    .any(|r| r.prefix == SERVICE_RANGE),
+            )
+        })?;
+        Ok((!any).then_some(()))
+    })?;
+
+    // Mesh off: the node-to-node sessions go, the ToR's stay.
+    ctl(&c, &["bgp", "config", "--mesh", "off"])?;
+    wait_until("the mesh sessions removed", &[], || {
+        Ok((!has_peer(&c, 0, &n2.address)? && !has_peer(&c, 1, &n1.address)?).then_some(()))
+    })?;
+    ensure!(has_peer(&c, 0, TOR_ADDR)? && has_peer(&c, 1, TOR_ADDR)?);
+    no_reset(
+        &c,
+        &before,
+        &[
+            ("node1", n2.address.as_str()),
+            ("node2", n1.address.as_str()),
+        ],
+    )?;
+    let blocks = n1.petreld.ctl_json(&["show", "blocks"])?;
+    ensure!(
+        blocks["datastore_ok"] == true
+            && blocks["blocks"]
+                .as_array()
+                .is_some_and(|b| b.iter().any(|r| r["kind"] == "block")),
+        "node1 shows its block: {blocks}"
+    );
+    drop(ext);
+    Ok(())
+}
