@@ -436,6 +436,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn adds_queued_together_land_in_one_transaction() {
+        use crate::model::{Encapsulation, Pool, PoolUse};
+        use crate::store::memory::MemoryStore;
+        let ipam = Arc::new(Ipam::new(Arc::new(MemoryStore::new())));
+        ipam.add_pool(&Pool {
+            name: "p".into(),
+            cidr: "10.7.0.0/24".parse().unwrap(),
+            block_size: 26,
+            disabled: false,
+            node_selector: String::new(),
+            allowed_uses: vec![PoolUse::Workload],
+            encapsulation: Encapsulation::None,
+        })
+        .await
+        .unwrap();
+        // The node's first ADD claims its block the ordinary way.
+        cni::execute(&prepared("c0"), &ipam).await.unwrap();
+        let before = ipam.store().list("").await.unwrap().revision;
+        let (tx, rx) = mpsc::channel(16);
+        let mut replies = Vec::new();
+        for i in 1..=10 {
+            let (reply, rx) = oneshot::channel();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let prepared = prepared(&format!("c{i}"));
+            tx.try_send(Job {
+                prepared,
+                deadline,
+                reply,
+            })
+            .unwrap_or_else(|_| panic!("queue"));
+            replies.push(rx);
+        }
+        drop(tx);
+        worker(ipam.clone(), rx, 32).await;
+        let mut addrs = Vec::new();
+        for rx in replies {
+            let v = rx.await.unwrap().unwrap().unwrap();
+            addrs.push(v["ips"][0]["address"].as_str().unwrap().to_string());
+        }
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), 10, "{addrs:?}");
+        let after = ipam.store().list("").await.unwrap().revision;
+        assert_eq!(after - before, 1, "ten ADDs, one transaction");
+        let r = ipam.check().await.unwrap();
+        assert!(r.clean, "{}", r.human());
+        assert_eq!(r.addresses_in_use, 11);
+    }
+
+    #[tokio::test]
     async fn requests_in_another_protocol_version_or_garbage_get_cni_errors() {
         let (tx, _rx) = mpsc::channel(1);
         let cfg = ServiceConfig::default();
