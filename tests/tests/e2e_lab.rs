@@ -308,6 +308,11 @@ fn etcd_outage(c: &Cluster) -> Result<()> {
                 down.is_empty(),
                 "sessions down while etcd was stopped: {down:?}"
             );
+            let missing = c.missing_routes()?;
+            ensure!(
+                missing.is_empty(),
+                "routes gone while etcd was stopped: {missing:?}"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         Ok(())

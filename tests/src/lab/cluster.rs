@@ -251,9 +251,12 @@ impl Cluster {
             config.listen(address);
             // The pod MTU as petreld derives it: eth0's 1500 less VXLAN's
             // 50, written where this node's petrel-ipam reads it.
+            // One host, several petrelds: each serves petrel-ipam on its
+            // own socket (the default /run/petrel/ipam.sock is one per host).
             config.extra = format!(
-                "\n[mtu]\nmode = \"auto\"\nencapsulation = \"vxlan\"\ninterface = \"eth0\"\nfile = {:?}\n",
-                s.cni_dir.join("pod-mtu")
+                "\n[mtu]\nmode = \"auto\"\nencapsulation = \"vxlan\"\ninterface = \"eth0\"\nfile = {:?}\n\n[ipam]\nsocket = {:?}\n",
+                s.cni_dir.join("pod-mtu"),
+                s.cni_dir.join("ipam.sock")
             );
             match options.peering {
                 Peering::Datastore => {
@@ -589,6 +592,7 @@ impl NodeSetup {
                 "node_name": self.name,
                 "mtu_file": self.cni_dir.join("pod-mtu"),
                 "lock_file": self.cni_dir.join("ipam.lock"),
+                "daemon_socket": self.cni_dir.join("ipam.sock"),
             }
         })
     }
