@@ -408,6 +408,9 @@ pub struct ProcStats {
     pub hwm_bytes: u64,
     /// utime + stime.
     pub cpu_seconds: f64,
+    /// utime alone: the daemon's own work; stime is mostly the kernel
+    /// installing routes on its behalf.
+    pub user_seconds: f64,
     pub processes: usize,
 }
 
@@ -416,6 +419,7 @@ impl ProcStats {
         self.rss_bytes += o.rss_bytes;
         self.hwm_bytes += o.hwm_bytes;
         self.cpu_seconds += o.cpu_seconds;
+        self.user_seconds += o.user_seconds;
         self.processes += o.processes;
     }
 }
@@ -454,6 +458,7 @@ pub fn parse_proc(status: &str, stat: &str, hz: f64) -> Result<ProcStats> {
         rss_bytes: kb("VmRSS:"),
         hwm_bytes: kb("VmHWM:"),
         cpu_seconds: (tick(14) + tick(15)) / hz,
+        user_seconds: tick(14) / hz,
         processes: 1,
     })
 }
@@ -543,5 +548,6 @@ mod tests {
         let p = parse_proc(status, stat, 100.0).unwrap();
         assert_eq!((p.rss_bytes, p.hwm_bytes), (1 << 20, 2 << 20));
         assert!((p.cpu_seconds - 3.0).abs() < 1e-9);
+        assert!((p.user_seconds - 2.5).abs() < 1e-9);
     }
 }

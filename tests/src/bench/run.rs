@@ -43,6 +43,8 @@ pub struct Measured {
     pub loaded_rss_per_route: f64,
     /// CPU of the DUT's processes: load, withdrawal.
     pub cpu_seconds: f64,
+    /// The user-space part of `cpu_seconds`.
+    pub cpu_user_seconds: f64,
     pub withdraw_cpu_seconds: f64,
     pub fib_events: u64,
     pub netlink_overruns: u64,
@@ -204,6 +206,7 @@ pub fn dut_run(
     m.loaded_rss_bytes = loaded.rss_bytes;
     m.loaded_rss_per_route = (loaded.rss_bytes as f64 - before.rss_bytes as f64) / n as f64;
     m.cpu_seconds = loaded.cpu_seconds - before.cpu_seconds;
+    m.cpu_user_seconds = loaded.user_seconds - before.user_seconds;
 
     if !churn.is_empty() {
         let (rate, secs) = sc.churn.unwrap_or((10_000, 60));

@@ -88,6 +88,7 @@ fn measured_json(m: &Measured) -> Value {
         "loaded_rss_per_route_bytes": m.loaded_rss_per_route,
         "rss_per_route_bytes": m.rss_per_route,
         "cpu_seconds": m.cpu_seconds,
+        "cpu_user_seconds": m.cpu_user_seconds,
         "withdraw_cpu_seconds": m.withdraw_cpu_seconds,
         "fib_events": m.fib_events,
         "netlink_overruns": m.netlink_overruns,
@@ -170,7 +171,7 @@ fn main() -> Result<()> {
             match &r {
                 Ok(m) => log(format!(
                     "rep {rep} {:<8} fib {:8.3} s  settled {:8.3} s  monitor {:8.3} s  withdraw {:8.3} s  \
-                     peak RSS {:7.1} MiB ({:6.1} B/route)  cpu {:7.2} s (+{:.2} s withdraw)  load {:.2}{}{}",
+                     peak RSS {:7.1} MiB ({:6.1} B/route)  cpu {:7.2} s (user {:.2}; +{:.2} s withdraw)  load {:.2}{}{}",
                     kind.name(),
                     m.fib_seconds,
                     m.fib_settled_seconds,
@@ -179,6 +180,7 @@ fn main() -> Result<()> {
                     mib(m.peak_rss_bytes),
                     m.rss_per_route,
                     m.cpu_seconds,
+                    m.cpu_user_seconds,
                     m.withdraw_cpu_seconds,
                     m.load1,
                     if m.netlink_overruns > 0 {
