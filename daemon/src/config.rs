@@ -54,7 +54,18 @@ struct RawConfig {
     metrics: ops::RawMetrics,
     #[serde(default)]
     log: ops::RawLog,
+    ipam: Option<RawIpam>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIpam {
+    socket: Option<PathBuf>,
+    enabled: Option<bool>,
+}
+
+/// The node-local IPAM service petrel-ipam forwards CNI calls to.
+pub const DEFAULT_IPAM_SOCKET: &str = "/run/petrel/ipam.sock";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +187,9 @@ pub struct Config {
     pub fib: Fib,
     /// The cluster datastore; without it petreld runs from this file alone.
     pub datastore: Option<Datastore>,
+    /// The IPAM service's socket; `None` when off. Served only with a
+    /// datastore.
+    pub ipam_socket: Option<PathBuf>,
     pub mtu: Mtu,
     pub metrics: Metrics,
     pub log: Log,
@@ -741,6 +755,14 @@ impl Config {
                 labels: raw.node.labels,
             },
             datastore,
+            ipam_socket: match raw.ipam {
+                None => Some(PathBuf::from(DEFAULT_IPAM_SOCKET)),
+                Some(i) if i.enabled == Some(false) => None,
+                Some(i) => Some(
+                    i.socket
+                        .unwrap_or_else(|| PathBuf::from(DEFAULT_IPAM_SOCKET)),
+                ),
+            },
             control_socket: raw
                 .control
                 .socket

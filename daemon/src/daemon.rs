@@ -177,6 +177,7 @@ pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> an
             store,
             store_metrics: store_metrics.clone(),
             ipam_gauges: ipam_gauges.clone(),
+            ipam_socket: cfg.ipam_socket.clone(),
             node: cfg.node.clone(),
             addresses,
             rr_cluster_id: cfg.bgp.cluster_id,
@@ -461,6 +462,7 @@ struct ClusterStart {
     store: Option<Arc<dyn petrel_ipam::store::Store>>,
     store_metrics: Arc<crate::metrics::StoreMetrics>,
     ipam_gauges: Arc<crate::metrics::IpamGauges>,
+    ipam_socket: Option<PathBuf>,
     node: config::Node,
     addresses: Vec<ipnet::IpNet>,
     rr_cluster_id: Option<std::net::Ipv4Addr>,
@@ -493,6 +495,23 @@ impl ClusterStart {
                 self.store_metrics,
                 Some(self.health.clone()),
             ));
+        // The IPAM service: petrel-ipam forwards CNI calls here and gets
+        // this warm allocator (and, with the embedded store, the only
+        // process that may open the file).
+        if let Some(path) = &self.ipam_socket {
+            let ipam = Arc::new(petrel_ipam::Ipam::new(store.clone()));
+            match petrel_ipam::service::Service::bind(path, ipam, Default::default()) {
+                Ok(svc) => {
+                    info!(socket = %path.display(), "IPAM service for petrel-ipam");
+                    tokio::spawn(svc.run());
+                }
+                Err(e) => {
+                    error!(error = %e, "IPAM service not started; petrel-ipam goes to the datastore itself");
+                    self.health
+                        .set_reason("ipam", Some(format!("ipam service: {e}")));
+                }
+            }
+        }
         crate::cluster::Cluster {
             store,
             ipam_gauges: self.ipam_gauges,
