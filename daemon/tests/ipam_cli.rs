@@ -188,3 +188,90 @@ fn pools_in_a_real_etcd_and_a_clear_error_without_one() {
     assert_ne!(code, 0);
     assert!(err.contains(ep) && err.contains("unreachable"), "{err}");
 }
+
+/// petrelctl finds the datastore in petreld's configuration file, and the
+/// cluster's BGP and node records round-trip through it.
+#[test]
+fn config_file_datastore_and_cluster_records() {
+    let dir = temp_dir("config");
+    let db = dir.0.join("petrel.db");
+    let conf = dir.0.join("petreld.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[node]\nname = \"n1\"\naddresses = [\"10.0.0.1/24\"]\n\n[datastore]\npath = {:?}\n",
+            db
+        ),
+    )
+    .expect("write config");
+    let c = conf.to_str().expect("utf8 path");
+    let run = |args: &[&str]| {
+        let mut a = vec!["--config", c];
+        a.extend_from_slice(args);
+        petrelctl(&a)
+    };
+    let (code, _, err) = run(&["pool", "add", "10.78.0.0/24", "--name", "pods"]);
+    assert_eq!(code, 0, "{err}");
+    // The same file, named directly, holds the pool.
+    let (code, out, err) = petrelctl(&["pool", "list", "--datastore-path", db.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("10.78.0.0/24"), "{out}");
+
+    let (code, _, err) = run(&["bgp", "config", "--asn", "65100", "--mesh", "off"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(&["bgp", "config", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        (v["asn"].as_u64(), v["node_mesh"].as_bool()),
+        (Some(65100), Some(false))
+    );
+
+    let (code, _, err) = run(&[
+        "bgp",
+        "peer",
+        "add",
+        "tor",
+        "--address",
+        "10.0.0.254",
+        "--asn",
+        "65000",
+        "--hold-time",
+        "2",
+    ]);
+    assert_ne!(code, 0, "hold time 2 must be refused");
+    assert!(err.contains("RFC 4271 §4.2"), "{err}");
+    let (code, _, err) = run(&[
+        "bgp",
+        "peer",
+        "add",
+        "tor",
+        "--address",
+        "10.0.0.254",
+        "--asn",
+        "65000",
+        "--node-selector",
+        "rack == 'a'",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&["bgp", "peer", "list", "--json"]);
+    let peers: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(peers[0]["node_selector"], "rack == 'a'");
+
+    let (code, _, err) = run(&["node", "label", "n1", "rack=a", "zone=z1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["node", "label", "n1", "zone-"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run(&["node", "list", "--json"]);
+    let nodes: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(nodes[0]["labels"], serde_json::json!({"rack": "a"}));
+    let (code, _, err) = run(&["node", "label", "n1", "nonsense"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("KEY=VALUE"), "{err}");
+
+    let (code, _, err) = run(&["bgp", "peer", "delete", "tor"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(&["bgp", "peer", "delete", "tor"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no peer named"), "{err}");
+}
