@@ -481,3 +481,42 @@ fn mtu_detection_in_namespace() {
     })
     .unwrap();
 }
+
+/// IPv4 flushes the routes of a link that goes down without telling
+/// anyone; `relink` (run when a link comes back up) puts ours back, and a
+/// route the kernel refused while its next hop was unreachable is retried.
+#[test]
+fn relink_restores_routes_after_link_down_and_retries_refused_ones() {
+    let Some((_lab, ns)) = lab("fib-relink") else {
+        return;
+    };
+    let n = ns.clone();
+    ns.enter(move || {
+        let mut fib = Fib::open(cfg())?;
+        fib.apply(&[best("10.7.0.0/24", "192.0.2.2")])?;
+        assert!(find(&ours(&n), "10.7.0.0/24").is_some());
+        n.ip(&["link", "set", "d0", "down"])?;
+        assert!(
+            find(&ours(&n), "10.7.0.0/24").is_none(),
+            "the kernel flushed the route with its link"
+        );
+        // While d0 is down its next hop is unreachable: refused, kept.
+        let r = fib.apply(&[best("10.7.1.0/24", "192.0.2.3")])?;
+        assert_eq!(r.errors.len(), 1, "{r:?}");
+        assert_eq!(fib.unresolved_count(), 1);
+        n.ip(&["link", "set", "d0", "up"])?;
+        let r = fib.relink()?;
+        assert!(r.errors.is_empty(), "{r:?}");
+        let k = ours(&n);
+        assert_eq!(gateways(find(&k, "10.7.0.0/24").unwrap()), ["192.0.2.2"]);
+        assert_eq!(gateways(find(&k, "10.7.1.0/24").unwrap()), ["192.0.2.3"]);
+        assert_eq!(fib.unresolved_count(), 0);
+        // Withdrawn while refused: not retried any more.
+        n.ip(&["link", "set", "d0", "down"])?;
+        fib.apply(&[best("10.7.2.0/24", "192.0.2.4")])?;
+        fib.apply(&[gone("10.7.2.0/24")])?;
+        assert_eq!(fib.unresolved_count(), 0);
+        Ok(())
+    })
+    .unwrap();
+}

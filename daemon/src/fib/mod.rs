@@ -287,6 +287,9 @@ pub struct Fib {
     pending: Vec<Pending>,
     rx: Vec<u8>,
     seen: HashSet<Prefix, FxBuild>,
+    /// Routes the kernel refused (a next hop not reachable yet, a link
+    /// down): retried by [`Fib::relink`] when links or addresses change.
+    unresolved: HashMap<Prefix, Installed, FxBuild>,
     hops: Vec<Hop>,
 }
 
@@ -313,6 +316,7 @@ impl Fib {
             pending: Vec::new(),
             rx: Vec::with_capacity(1 << 20),
             seen: HashSet::default(),
+            unresolved: HashMap::default(),
             hops: Vec::new(),
         })
     }
@@ -427,6 +431,7 @@ impl Fib {
                     self.hops = hops;
                 }
                 LocRibChange::Unreachable { .. } => {
+                    self.unresolved.remove(&prefix);
                     if matches!(
                         self.installed.get(&prefix),
                         Some(Installed::One(_) | Installed::Many(_))
@@ -518,6 +523,30 @@ impl Fib {
         self.cfg.mtu = mtu;
         self.params.mtu = mtu;
         self.reinstall_all()
+    }
+
+    /// Routes waiting for their next hop (see [`Fib::relink`]).
+    pub fn unresolved_count(&self) -> usize {
+        self.unresolved.len()
+    }
+
+    /// A link came up or an address was added: re-installs every route we
+    /// hold and retries the refused ones. Needed because IPv4 flushes the
+    /// routes of a link that goes down without a notification, so only a
+    /// full re-install brings ours back when it returns.
+    pub fn relink(&mut self) -> io::Result<Report> {
+        let mut report = Report::default();
+        let all: Vec<(Prefix, Installed)> = self
+            .installed
+            .iter()
+            .chain(self.unresolved.iter())
+            .map(|(p, i)| (*p, i.clone()))
+            .collect();
+        for (p, i) in all {
+            self.queue_installed(p, &i, &mut report)?;
+        }
+        self.flush(&mut report)?;
+        Ok(report)
     }
 
     /// Re-installs every route we hold (after lost notifications).
@@ -767,11 +796,13 @@ impl Fib {
             match (p.new, err) {
                 (Some(new), None) => {
                     self.stale.remove(&p.prefix);
+                    self.unresolved.remove(&p.prefix);
                     self.installed.insert(p.prefix, new);
                     report.installed += 1;
                 }
                 (None, None) => {
                     self.stale.remove(&p.prefix);
+                    self.unresolved.remove(&p.prefix);
                     self.installed.remove(&p.prefix);
                     report.removed += 1;
                 }
@@ -789,6 +820,9 @@ impl Fib {
                     // deletes what may be left, and a sweep removes it.
                     if new.is_some() && self.installed.remove(&p.prefix).is_some() {
                         self.stale.insert(p.prefix);
+                    }
+                    if let Some(n) = &new {
+                        self.unresolved.insert(p.prefix, n.clone());
                     }
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     report.errors.push(FibError {

@@ -8,7 +8,7 @@
 //! bounded: a full command channel makes the sender wait, which is the
 //! back-pressure the speaker's Loc-RIB stream already has.
 
-use super::{Fib, FibConfig, FibCounters, Held, Monitor};
+use super::{Event, Fib, FibConfig, FibCounters, Held, Monitor};
 use crate::control::FibRow;
 use crate::health::Health;
 use petrel_bgp::rib::{self, LocRibChange};
@@ -156,6 +156,9 @@ async fn run(
     tokio::pin!(sweep);
     let mut swept = false;
     let mut own_blackholes: BTreeSet<Prefix> = BTreeSet::new();
+    // Link up/down by ifindex, to tell a link coming back from a new one
+    // (every pod's veth is a new link; it needs no re-install).
+    let mut links_up: HashMap<u32, bool> = HashMap::new();
     loop {
         tokio::select! {
             batch = loc_rib.recv() => {
@@ -220,9 +223,32 @@ async fn run(
             },
             ev = monitor.next() => match ev {
                 Ok(events) => {
+                    let mut relink = false;
                     for ev in &events {
+                        match ev {
+                            // A known link coming (back) up, or a new
+                            // address: next hops may resolve again.
+                            Event::Link { deleted: false, link } => {
+                                let was = links_up.insert(link.ifindex, link.up);
+                                relink |= link.up && was == Some(false);
+                            }
+                            Event::Link { deleted: true, link } => {
+                                links_up.remove(&link.ifindex);
+                            }
+                            Event::Addr { deleted: false, .. } => relink = true,
+                            _ => {}
+                        }
                         if let Err(e) = block_in_place(|| fib.on_event(ev)) {
                             warn!(error = %e, "could not restore a route");
+                        }
+                    }
+                    if relink {
+                        match block_in_place(|| fib.relink()) {
+                            Ok(r) => {
+                                info!(installed = r.installed, unresolved = fib.unresolved_count(), "link or address up: routes re-installed");
+                                log_report(&r);
+                            }
+                            Err(e) => error!(error = %e, "netlink socket failed"),
                         }
                     }
                 }
