@@ -18,7 +18,7 @@ use petrel_tests::lab::cluster::{
     TOR_ADDR,
 };
 use petrel_tests::lab::topo::{self, wait_while_holding, Kind, NeighborSpec, PeerSpec};
-use petrel_tests::lab::{petreld, require_lab, wait_until, Lab};
+use petrel_tests::lab::{petreld, remove_named, require_lab, wait_until, Lab};
 use petrel_tests::{bin, have_bin};
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -496,6 +496,19 @@ fn petrel_lab_up_down() -> Result<()> {
         return Ok(());
     }
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    // Labs of earlier runs of this test whose process is gone (a crash).
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()?;
+    for n in String::from_utf8_lossy(&list.stdout).lines() {
+        let pid = n
+            .strip_prefix("plabt")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid.filter(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            remove_named(&format!("plabt{pid}"))?;
+        }
+    }
     let name = format!("plabt{}", std::process::id());
     let dir = bin("petreld")?
         .parent()
