@@ -158,6 +158,8 @@ struct RawPeer {
     next_hop: Option<String>,
     #[serde(default)]
     route_reflector_client: bool,
+    #[serde(default)]
+    local_routes_only: bool,
     families: Option<Vec<String>>,
     graceful_restart: Option<RawGr>,
     max_prefix: Option<RawMaxPrefix>,
@@ -299,6 +301,8 @@ pub struct Peer {
     pub ttl_security: Option<u8>,
     pub next_hop: NextHopMode,
     pub route_reflector_client: bool,
+    /// Advertise only routes this node originates.
+    pub local_routes_only: bool,
     pub families: Vec<Family>,
     pub graceful_restart: Option<GracefulRestart>,
     pub max_prefix: Option<MaxPrefix>,
@@ -616,6 +620,7 @@ impl Config {
                 ttl_security: p.ttl_security,
                 next_hop,
                 route_reflector_client: p.route_reflector_client,
+                local_routes_only: p.local_routes_only,
                 families,
                 graceful_restart: gr(p.graceful_restart, &f("graceful_restart"))?,
                 max_prefix,

@@ -37,6 +37,7 @@ pub fn peer_settings(c: &config::Peer) -> PeerSettings {
         NextHopMode::Keep => rib::NextHopMode::Keep,
     };
     p.rr_client = c.route_reflector_client;
+    p.local_routes_only = c.local_routes_only;
     p.families = c.families.clone();
     p.graceful_restart = c
         .graceful_restart

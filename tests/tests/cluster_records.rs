@@ -93,6 +93,18 @@ fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
     );
     let detail = n1.petreld.ctl_json(&["show", "peer", &n2.address])?;
     ensure!(detail["passive"] == false, "{detail}");
+    // The ToR hears each block from its owner only: a node does not pass
+    // on what it learned from the other nodes to an external peer.
+    for n in &c.nodes {
+        let from = c.tor.routes_from(&n.address)?;
+        let prefixes: Vec<&str> = from.iter().map(|r| r.prefix.as_str()).collect();
+        ensure!(
+            prefixes == [n.block.as_str()],
+            "the ToR has {prefixes:?} from {}, want only its block {}",
+            n.name,
+            n.block
+        );
+    }
     let nodes = ctl(&c, &["node", "list", "--json"])?;
     ensure!(
         nodes.contains(&n1.address) && nodes.contains(&n2.address),

@@ -57,6 +57,7 @@ pub(crate) struct GroupKey {
     local_as: u32,
     rr_client: bool,
     next_hop: NextHopMode,
+    local_routes_only: bool,
     local_v4: Option<Ipv4Addr>,
     local_v6: Option<Ipv6Addr>,
     llgr: bool,
@@ -142,6 +143,9 @@ fn export_route(
     // to clients.
     if src.kind == PeerKind::Ibgp && key.kind == PeerKind::Ibgp && !src.rr_client && !key.rr_client
     {
+        return None;
+    }
+    if key.local_routes_only && src.kind != PeerKind::Local {
         return None;
     }
     // RFC 1997: NO_ADVERTISE goes to no peer.
@@ -486,6 +490,7 @@ impl Rib {
             local_as: peer.cfg.local_as.unwrap_or(self.cfg.local_as),
             rr_client: peer.cfg.rr_client,
             next_hop: peer.cfg.next_hop,
+            local_routes_only: peer.cfg.local_routes_only,
             local_v4: s.local_v4,
             local_v6: s.local_v6,
             llgr: s.llgr,
@@ -692,6 +697,7 @@ impl Rib {
         peer.cfg.rr_client = cfg.rr_client;
         peer.cfg.next_hop = cfg.next_hop;
         peer.cfg.allow_own_as = cfg.allow_own_as;
+        peer.cfg.local_routes_only = cfg.local_routes_only;
         let mut out = if import_changed {
             self.reimport(id)
         } else {
@@ -740,6 +746,7 @@ pub struct PeerConfigUpdate {
     pub rr_client: bool,
     pub next_hop: NextHopMode,
     pub allow_own_as: u8,
+    pub local_routes_only: bool,
     pub import: Policy,
     pub export: Policy,
 }
@@ -750,6 +757,7 @@ impl From<&super::PeerConfig> for PeerConfigUpdate {
             rr_client: c.rr_client,
             next_hop: c.next_hop,
             allow_own_as: c.allow_own_as,
+            local_routes_only: c.local_routes_only,
             import: c.import.clone(),
             export: c.export.clone(),
         }

@@ -149,6 +149,11 @@ pub struct PeerConfig {
     pub next_hop: NextHopMode,
     /// Accept routes whose AS_PATH holds our AS up to this many times.
     pub allow_own_as: u8,
+    /// Advertise only locally originated routes: a node towards its
+    /// top-of-rack router sends its own blocks, not what it learned from
+    /// the other nodes (the router has those from their owners, with the
+    /// right next hop).
+    pub local_routes_only: bool,
     pub import: Policy,
     pub export: Policy,
 }
@@ -162,6 +167,7 @@ impl PeerConfig {
             rr_client: false,
             next_hop: NextHopMode::Auto,
             allow_own_as: 0,
+            local_routes_only: false,
             import: Policy::default(),
             export: Policy::default(),
         }

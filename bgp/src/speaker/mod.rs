@@ -84,6 +84,9 @@ pub struct PeerSettings {
     pub ttl_security: Option<u8>,
     pub next_hop: NextHopMode,
     pub rr_client: bool,
+    /// Advertise only locally originated routes (see
+    /// [`rib::PeerConfig::local_routes_only`]).
+    pub local_routes_only: bool,
     pub families: Vec<Family>,
     pub graceful_restart: Option<GracefulRestartSettings>,
     pub max_prefix: Option<(u32, MaxPrefixAction)>,
@@ -108,6 +111,7 @@ impl PeerSettings {
             ttl_security: None,
             next_hop: NextHopMode::SelfAddr,
             rr_client: false,
+            local_routes_only: false,
             families: vec![if address.is_ipv4() {
                 Family::IPV4_UNICAST
             } else {
@@ -522,6 +526,7 @@ impl Core {
         c.allow_own_as = p.allow_own_as;
         c.rr_client = p.rr_client;
         c.next_hop = p.next_hop;
+        c.local_routes_only = p.local_routes_only;
         c.import = p.import.clone();
         c.export = p.export.clone();
         c

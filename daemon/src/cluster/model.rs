@@ -106,6 +106,10 @@ pub struct BgpPeer {
     pub next_hop: Option<String>,
     #[serde(default)]
     pub passive: bool,
+    /// Also advertise the routes learned from the other nodes (default:
+    /// only this node's own blocks, services and borrowed addresses).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub advertise_learned: bool,
     /// Import and export policies: lists of rules in the configuration
     /// file's form (docs/config.md), kept as JSON.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -409,6 +413,7 @@ mod tests {
             ttl_security: None,
             next_hop: None,
             passive: false,
+            advertise_learned: false,
             import: vec![],
             export: vec![],
         };

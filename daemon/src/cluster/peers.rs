@@ -74,6 +74,7 @@ fn base_peer(address: IpAddr, asn: u32) -> Peer {
         ttl_security: None,
         next_hop: NextHopMode::Keep,
         route_reflector_client: false,
+        local_routes_only: false,
         families: vec![if address.is_ipv4() {
             Family::IPV4_UNICAST
         } else {
@@ -158,6 +159,10 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
         p.hold_time = r.hold_time.unwrap_or(90);
         p.keepalive = r.keepalive;
         p.ttl_security = r.ttl_security;
+        // As Calico: a node tells an external router its own routes only;
+        // re-advertising what it learned from the other nodes would make
+        // the router send their traffic through this node.
+        p.local_routes_only = !r.advertise_learned;
         p.next_hop = match r.next_hop.as_deref() {
             Some("self") => NextHopMode::SelfAddr,
             Some("keep") => NextHopMode::Keep,
@@ -240,6 +245,7 @@ mod tests {
             ttl_security: None,
             next_hop: None,
             passive: false,
+            advertise_learned: false,
             import: vec![],
             export: vec![],
         }
@@ -338,6 +344,10 @@ mod tests {
         let tor = &set.peers[&ip("10.0.0.254")];
         assert_eq!(tor.graceful_restart.unwrap().restart_time, 30);
         assert_eq!(tor.password.as_deref(), Some("pw"));
+        assert!(
+            tor.local_routes_only,
+            "external peers get the node's own routes only"
+        );
         assert_eq!(set.peers.len(), 1);
     }
 

@@ -101,6 +101,10 @@ pub struct PeerAdd {
     next_hop: Option<String>,
     #[arg(long)]
     passive: bool,
+    /// Also advertise routes learned from the other nodes (default: only
+    /// the node's own).
+    #[arg(long)]
+    advertise_learned: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -249,6 +253,7 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 ttl_security: a.ttl_security,
                 next_hop: a.next_hop,
                 passive: a.passive,
+                advertise_learned: a.advertise_learned,
                 import: vec![],
                 export: vec![],
             };
