@@ -200,6 +200,9 @@ pub struct Fsm {
     connect_retry_counter: u32,
     /// Consecutive sessions that dropped: drives the idle hold time.
     flaps: u32,
+    /// Consecutive refused or failed connection attempts: drives the retry
+    /// delay, from 1 s doubling up to ConnectRetryTime.
+    refused: u32,
     delay_open_running: bool,
     rng: u64,
 }
@@ -233,6 +236,7 @@ impl Fsm {
             negotiated_hold: 0,
             connect_retry_counter: 0,
             flaps: 0,
+            refused: 0,
             delay_open_running: false,
             rng,
         }
@@ -364,6 +368,7 @@ impl Fsm {
                 }
             }
             (Connect | Active, TcpConnected | TcpAccepted) => {
+                self.refused = 0;
                 out.push(Action::StopTimer(Timer::ConnectRetry));
                 self.ctx = CodecContext::default();
                 if let Some(d) = self.cfg.delay_open {
@@ -400,7 +405,14 @@ impl Fsm {
                 self.delay_open_running = false;
                 out.push(Action::StopTimer(Timer::DelayOpen));
                 if self.state == Connect {
-                    let t = self.jitter(self.cfg.connect_retry);
+                    // §8.2.2 leaves the retry delay to us: a peer that
+                    // refused is usually restarting (a node's petreld
+                    // after an upgrade), so retry soon, then back off to
+                    // ConnectRetryTime; waiting the full time at once
+                    // can outlast a graceful-restart window.
+                    let backoff = Duration::from_secs(1u64 << self.refused.min(16));
+                    self.refused = self.refused.saturating_add(1);
+                    let t = self.jitter(self.cfg.connect_retry.min(backoff));
                     out.push(Action::StartTimer(Timer::ConnectRetry, t));
                     self.state = Active;
                 } else {

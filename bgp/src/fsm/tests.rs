@@ -131,6 +131,29 @@ fn connect_retry_and_tcp_failure() {
 }
 
 #[test]
+fn refused_connections_are_retried_soon_then_backed_off() {
+    let mut f = fsm();
+    f.handle(Event::ManualStart);
+    let mut delays = Vec::new();
+    for _ in 0..8 {
+        let a = f.handle(Event::TcpFails);
+        delays.push(timer(&a, Timer::ConnectRetry).unwrap());
+        f.handle(Event::TimerExpired(Timer::ConnectRetry));
+    }
+    assert!(delays[0] <= Duration::from_secs(2), "{delays:?}");
+    assert!(delays[4] > delays[0] * 4, "{delays:?}");
+    // Capped by ConnectRetryTime (30 s, with jitter).
+    assert!(delays[7] <= Duration::from_secs(31), "{delays:?}");
+    assert!(delays[7] >= Duration::from_secs(20), "{delays:?}");
+    // A connection resets the backoff.
+    f.handle(Event::TcpConnected);
+    let mut f = fsm();
+    f.handle(Event::ManualStart);
+    let a = f.handle(Event::TcpFails);
+    assert!(timer(&a, Timer::ConnectRetry).unwrap() <= Duration::from_secs(2));
+}
+
+#[test]
 fn delay_open_sends_open_when_the_timer_fires_or_the_peer_speaks_first() {
     let mut cfg = FsmConfig::new(4_200_000_001, LOCAL_ID, 65002, caps());
     cfg.delay_open = Some(Duration::from_secs(5));
