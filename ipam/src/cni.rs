@@ -107,6 +107,20 @@ fn yes() -> bool {
     true
 }
 
+/// `ipam.gateway`: what the result says about a gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayMode {
+    /// Each address carries its block's gateway, an address reserved for
+    /// the node in the block ([`crate::gateway`]), for bridge plugins with
+    /// `isGateway`. Addresses come only from the node's own blocks.
+    #[default]
+    Block,
+    /// No gateway: point-to-point setups (Calico-style), where the pod's
+    /// default route goes out of its interface and the host answers ARP.
+    None,
+}
+
 /// The `ipam` section of the network config.
 #[derive(Debug, Clone, Deserialize)]
 pub struct IpamSection {
@@ -120,6 +134,8 @@ pub struct IpamSection {
     pub assign_ipv4: bool,
     #[serde(default)]
     pub assign_ipv6: bool,
+    #[serde(default)]
+    pub gateway: GatewayMode,
     pub mtu_file: Option<PathBuf>,
     pub lock_file: Option<PathBuf>,
     /// The daemon's IPAM service; `""` turns forwarding off. Default
@@ -352,30 +368,57 @@ fn node_name(ipam: &IpamSection) -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// One address of a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ResultIp {
+    pub addr: IpAddr,
+    /// Its block's.
+    pub prefix_len: u8,
+    pub gateway: Option<IpAddr>,
+}
+
+impl From<&crate::ipam::Assigned> for ResultIp {
+    fn from(a: &crate::ipam::Assigned) -> Self {
+        ResultIp {
+            addr: a.addr,
+            prefix_len: a.block.prefix_len(),
+            gateway: a.gateway,
+        }
+    }
+}
+
 /// The IPAM result in the shape of `version`: 0.3.x/0.4.0 ips carry a
 /// "version" field; 1.1.0 routes carry the pod MTU. Each address carries
 /// its block's prefix length, so the pod gets a connected route for the
-/// block, which bridge-style plugins (and their CHECK) expect.
-pub fn result_json(version: &str, addrs: &[(IpAddr, u8)], mtu: Option<u32>) -> Value {
+/// block, which bridge-style plugins (and their CHECK) expect. With a
+/// gateway, the default route names it: the bridge plugin's
+/// `isDefaultGateway` then finds a default route and adds no second one.
+pub fn result_json(version: &str, addrs: &[ResultIp], mtu: Option<u32>) -> Value {
     let legacy = version.starts_with("0.");
     let ips: Vec<Value> = addrs
         .iter()
-        .map(|(a, len)| {
-            let (addr, v) = match a {
-                IpAddr::V4(_) => (format!("{a}/{len}"), "4"),
-                IpAddr::V6(_) => (format!("{a}/{len}"), "6"),
-            };
-            if legacy {
-                json!({ "version": v, "address": addr })
+        .map(|ip| {
+            let addr = format!("{}/{}", ip.addr, ip.prefix_len);
+            let mut v = if legacy {
+                let fam = if ip.addr.is_ipv4() { "4" } else { "6" };
+                json!({ "version": fam, "address": addr })
             } else {
                 json!({ "address": addr })
+            };
+            if let Some(gw) = ip.gateway {
+                v["gateway"] = json!(gw.to_string());
             }
+            v
         })
         .collect();
     let mut routes = Vec::new();
     for (family_v4, dst) in [(true, "0.0.0.0/0"), (false, "::/0")] {
-        if addrs.iter().any(|(a, _)| a.is_ipv4() == family_v4) {
+        let mut of_family = addrs.iter().filter(|ip| ip.addr.is_ipv4() == family_v4);
+        if let Some(first) = of_family.next() {
             let mut r = json!({ "dst": dst });
+            if let Some(gw) = first.gateway {
+                r["gw"] = json!(gw.to_string());
+            }
             if let (Some(m), "1.1.0") = (mtu, version) {
                 r["mtu"] = json!(m);
             }
@@ -423,11 +466,12 @@ impl Prepared {
             num_v6: self.ipam.assign_ipv6 as u32,
             pools: self.ipam.pools.clone(),
             pool_use: crate::model::PoolUse::Workload,
+            gateway: self.ipam.gateway == GatewayMode::Block,
         })
     }
 
     /// The ADD result for the addresses the handle holds.
-    pub fn add_result(&self, mut addrs: Vec<(IpAddr, u8)>) -> Value {
+    pub fn add_result(&self, mut addrs: Vec<ResultIp>) -> Value {
         addrs.sort();
         let mtu = read_mtu(
             self.ipam
@@ -505,20 +549,29 @@ pub async fn execute(p: &Prepared, alloc: &Ipam) -> Result<Option<Value>, CniErr
         "ADD" => {
             let handle = p.handle()?;
             // A repeated ADD returns what the first one assigned.
-            let mut addrs: Vec<(IpAddr, u8)> = alloc
-                .handle_blocks(&handle)
-                .await
-                .map_err(ipam_err)?
-                .into_iter()
-                .map(|(a, b)| (a, b.prefix_len()))
-                .collect();
+            let held = alloc.handle_blocks(&handle).await.map_err(ipam_err)?;
+            let mut addrs = Vec::with_capacity(held.len());
+            for (addr, block) in held {
+                let gateway = match p.ipam.gateway {
+                    GatewayMode::Block => alloc
+                        .ensure_gateway(&p.node, &block)
+                        .await
+                        .map_err(ipam_err)?,
+                    GatewayMode::None => None,
+                };
+                addrs.push(ResultIp {
+                    addr,
+                    prefix_len: block.prefix_len(),
+                    gateway,
+                });
+            }
             if addrs.is_empty() {
                 addrs = alloc
                     .assign(&p.assign_request()?)
                     .await
                     .map_err(ipam_err)?
-                    .into_iter()
-                    .map(|a| (a.addr, a.block.prefix_len()))
+                    .iter()
+                    .map(ResultIp::from)
                     .collect();
             }
             Ok(Some(p.add_result(addrs)))
@@ -651,9 +704,17 @@ mod tests {
 
     #[test]
     fn results_follow_the_requested_version() {
-        let addrs: Vec<(IpAddr, u8)> = vec![
-            ("10.0.0.5".parse().unwrap(), 26),
-            ("fd00::5".parse().unwrap(), 122),
+        let addrs = vec![
+            ResultIp {
+                addr: "10.0.0.5".parse().unwrap(),
+                prefix_len: 26,
+                gateway: None,
+            },
+            ResultIp {
+                addr: "fd00::5".parse().unwrap(),
+                prefix_len: 122,
+                gateway: None,
+            },
         ];
         let r = result_json("0.4.0", &addrs, Some(1450));
         assert_eq!(r["ips"][0]["version"], "4");

@@ -12,6 +12,7 @@
 use crate::block::Release;
 use crate::check::{self, Report, Snapshot};
 use crate::claim;
+use crate::gateway;
 use crate::keys;
 use crate::model::{
     Affinity, AffinityState, Attributes, Block, Family, Handle, IpamConfig, Node, Pool, PoolUse,
@@ -41,7 +42,7 @@ pub enum IpamError {
         node: String,
         pools: Vec<String>,
     },
-    #[error("only {got} of {wanted} {family:?} address(es) available to node {node}: pools are full{}; add a pool, release addresses or raise max blocks per host", if *.strict { " (strict affinity forbids borrowing)" } else { "" })]
+    #[error("only {got} of {wanted} {family:?} address(es) available to node {node}: pools are full{}; add a pool, release addresses or raise max blocks per host", if *.strict { " (strict affinity, or a gateway per block, forbids borrowing)" } else { "" })]
     Exhausted {
         family: Family,
         wanted: u32,
@@ -86,6 +87,10 @@ pub struct AssignRequest {
     /// Restrict to these pools (names or CIDRs); empty means any.
     pub pools: Vec<String>,
     pub pool_use: PoolUse,
+    /// Reserve a gateway in each of the node's blocks the addresses come
+    /// from ([`crate::gateway`]), and borrow from no other node's block:
+    /// a gateway on the bridge must be on the pod's subnet.
+    pub gateway: bool,
 }
 
 impl AssignRequest {
@@ -101,6 +106,7 @@ impl AssignRequest {
             num_v6,
             pools: Vec::new(),
             pool_use: PoolUse::Workload,
+            gateway: false,
         }
     }
 }
@@ -114,6 +120,16 @@ pub struct Assigned {
     /// From another node's block (or an unaffine one): the daemon
     /// advertises it as a host route.
     pub borrowed: bool,
+    /// The block's gateway for the node, when the request asked for one.
+    pub gateway: Option<IpAddr>,
+}
+
+/// What one block gave an assignment.
+struct Took {
+    addrs: Vec<IpAddr>,
+    /// The block's affinity at the time.
+    affinity: Option<String>,
+    gateway: Option<IpAddr>,
 }
 
 /// What gc did.
@@ -431,7 +447,11 @@ impl Ipam {
             .into_iter()
             .filter(|(b, _)| pool.cidr.contains(&b.cidr))
             .collect();
-        let in_use: u32 = blocks.iter().map(|(b, _)| b.in_use()).sum();
+        let in_use: u32 = blocks
+            .iter()
+            .flat_map(|(b, _)| b.allocations.values())
+            .filter(|a| !gateway::is_gateway_handle(&a.handle))
+            .count() as u32;
         if in_use > 0 {
             self.disable_pool(name, pool.disabled).await?;
             return Err(IpamError::PoolInUse {
@@ -546,7 +566,7 @@ impl Ipam {
                         wanted: n,
                         got,
                         node: req.node.clone(),
-                        strict: cfg.strict_affinity,
+                        strict: cfg.strict_affinity || req.gateway,
                     });
                 }
                 Ok(())
@@ -620,11 +640,12 @@ impl Ipam {
                         Some(&req.node),
                     )
                     .await?;
-                out.extend(got.into_iter().map(|(addr, _)| Assigned {
+                out.extend(got.addrs.into_iter().map(|addr| Assigned {
                     addr,
                     block: *cidr,
                     pool: pool.name.clone(),
                     borrowed: false,
+                    gateway: got.gateway,
                 }));
             }
             if need(out) == 0
@@ -657,7 +678,7 @@ impl Ipam {
                 }
             }
         }
-        if need(out) == 0 || cfg.strict_affinity {
+        if need(out) == 0 || cfg.strict_affinity || req.gateway {
             return Ok(());
         }
         // 2. Borrow. First from the block this node last borrowed from.
@@ -666,11 +687,13 @@ impl Ipam {
                 let got = self
                     .assign_from_block(&cidr, need(out), req, cfg, None)
                     .await?;
-                out.extend(got.into_iter().map(|(addr, affinity)| Assigned {
+                let borrowed = got.affinity.as_deref() != Some(req.node.as_str());
+                out.extend(got.addrs.into_iter().map(|addr| Assigned {
                     addr,
                     block: cidr,
                     pool: pool.name.clone(),
-                    borrowed: affinity.as_deref() != Some(req.node.as_str()),
+                    borrowed,
+                    gateway: got.gateway,
                 }));
             }
         }
@@ -736,15 +759,17 @@ impl Ipam {
             let got = self
                 .assign_from_block(&b.cidr, need, req, cfg, None)
                 .await?;
-            if !got.is_empty() {
+            if !got.addrs.is_empty() {
                 self.hints.set_borrow_from(&req.node, b.family(), b.cidr);
             }
-            need -= (got.len() as u32).min(need);
-            out.extend(got.into_iter().map(|(addr, affinity)| Assigned {
+            need -= (got.addrs.len() as u32).min(need);
+            let borrowed = got.affinity.as_deref() != Some(req.node.as_str());
+            out.extend(got.addrs.into_iter().map(|addr| Assigned {
                 addr,
                 block: b.cidr,
                 pool: b.pool.clone(),
-                borrowed: affinity.as_deref() != Some(req.node.as_str()),
+                borrowed,
+                gateway: got.gateway,
             }));
         }
         Ok(())
@@ -778,8 +803,8 @@ impl Ipam {
 
     /// Take up to `n` addresses from one block; with `affine_to`, only if
     /// the block is still affine to that node. The block and the handle
-    /// record change in one transaction. Returns the addresses and the
-    /// block's affinity at the time.
+    /// record change in one transaction, and so does the node's gateway
+    /// reservation when the request wants one and the block has none yet.
     async fn assign_from_block(
         &self,
         cidr: &IpNet,
@@ -787,7 +812,7 @@ impl Ipam {
         req: &AssignRequest,
         cfg: &IpamConfig,
         affine_to: Option<&str>,
-    ) -> Result<Vec<(IpAddr, Option<String>)>> {
+    ) -> Result<Took> {
         self.assign_from_block_at(cidr, None, n, req, cfg, affine_to)
             .await
     }
@@ -801,9 +826,17 @@ impl Ipam {
         req: &AssignRequest,
         cfg: &IpamConfig,
         affine_to: Option<&str>,
-    ) -> Result<Vec<(IpAddr, Option<String>)>> {
+    ) -> Result<Took> {
         let key = keys::block(cidr);
+        let nothing = Took {
+            addrs: Vec::new(),
+            affinity: None,
+            gateway: None,
+        };
         let mut handle = HandleSlot::Unknown;
+        let gw_handle = gateway::handle(&req.node, cidr);
+        let gw_key = keys::handle(&gw_handle);
+        let mut gw_slot = HandleSlot::Unknown;
         for _ in 0..CAS_ATTEMPTS {
             let current = match prefetched.take() {
                 Some(b) => Some(b),
@@ -811,17 +844,33 @@ impl Ipam {
             };
             let Some((mut block, rev)) = current else {
                 self.hints.forget_affine(&req.node);
-                return Ok(Vec::new());
+                return Ok(nothing);
             };
             if affine_to.is_some() && block.affinity.as_deref() != affine_to {
                 self.hints.forget_affine(&req.node);
-                return Ok(Vec::new());
+                return Ok(nothing);
             }
-            let ips = block.assign(n, &req.handle, &req.attrs, now(), cfg.reuse_cooldown_secs);
+            let t = now();
+            let mut gw = None;
+            let mut gw_new = false;
+            if req.gateway && block.affinity.as_deref() == Some(req.node.as_str()) {
+                gw = block.held_by(&gw_handle);
+                if gw.is_none() {
+                    // Reserved before the pods take theirs, so it gets the
+                    // address the bridge would pick; no room for it means
+                    // no room.
+                    gw = block.reserve_gateway(&gw_handle, &req.node, t, cfg.reuse_cooldown_secs);
+                    if gw.is_none() {
+                        return Ok(nothing);
+                    }
+                    gw_new = true;
+                }
+            }
+            let ips = block.assign(n, &req.handle, &req.attrs, t, cfg.reuse_cooldown_secs);
             if ips.is_empty() {
-                return Ok(Vec::new());
+                return Ok(nothing);
             }
-            let ops = vec![
+            let mut ops = vec![
                 Op::Update {
                     key: key.clone(),
                     value: encode(&block),
@@ -829,15 +878,21 @@ impl Ipam {
                 },
                 handle.add_op(&req.handle, cidr, ips.len() as i64),
             ];
+            if gw_new {
+                ops.push(gw_slot.add_op(&gw_handle, cidr, 1));
+            }
             match self.store.commit(ops).await {
                 Ok(_) => {
-                    return Ok(ips
-                        .into_iter()
-                        .map(|a| (a, block.affinity.clone()))
-                        .collect())
+                    return Ok(Took {
+                        addrs: ips,
+                        affinity: block.affinity,
+                        gateway: gw,
+                    })
                 }
                 Err(StoreError::Conflict { key: k }) => {
-                    if k != key {
+                    if k == gw_key {
+                        gw_slot = self.handle_slot(&gw_handle).await?;
+                    } else if k != key {
                         handle = self.handle_slot(&req.handle).await?;
                     }
                 }
@@ -905,6 +960,7 @@ impl Ipam {
                         block: cidr,
                         pool: pool.name.clone(),
                         borrowed: block.affinity.as_deref() != Some(req.node.as_str()),
+                        gateway: None,
                     })
                 }
                 Err(StoreError::Conflict { key: k }) => {
@@ -1377,7 +1433,8 @@ impl Ipam {
         Ok(out)
     }
 
-    /// Give back `node`'s empty blocks, keeping at least one.
+    /// Give back `node`'s empty blocks (a gateway alone leaves a block
+    /// empty: it goes with the block), keeping at least one.
     /// Only blocks unchanged for `reclaim_min_age_secs` go: one emptied a
     /// moment ago is likely to be wanted again.
     pub async fn release_empty_blocks(&self, node: &str) -> Result<usize> {
@@ -1403,7 +1460,7 @@ impl Ipam {
             if keep == 0 {
                 break;
             }
-            if !b.is_empty() || t.saturating_sub(b.changed) < min_age {
+            if !b.holds_only_gateways() || t.saturating_sub(b.changed) < min_age {
                 continue;
             }
             let akey = keys::affinity(node, &a.cidr);
@@ -1417,8 +1474,9 @@ impl Ipam {
             };
             // Deleted only at the revision seen empty: an assignment that
             // raced in makes this fail and the block stays.
-            match self.store.delete(&keys::block(&b.cidr), brev).await {
-                Ok(()) => {
+            let ops = self.block_delete_ops(&b, brev).await?;
+            match self.store.commit(ops).await {
+                Ok(_) => {
                     self.delete_if(&akey, pdrev).await?;
                     released += 1;
                     keep -= 1;
@@ -1459,7 +1517,75 @@ impl Ipam {
                 self.delete_if(&akey, kv.mod_revision).await?;
             }
         }
-        self.delete_if(&keys::block(&b.cidr), rev).await
+        let ops = self.block_delete_ops(b, rev).await?;
+        match self.store.commit(ops).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Delete a block at `rev`, with the handle records of the gateways
+    /// it holds: they go with the block, in one transaction.
+    async fn block_delete_ops(&self, b: &Block, rev: i64) -> Result<Vec<Op>> {
+        let mut ops = vec![Op::Delete {
+            key: keys::block(&b.cidr),
+            revision: rev,
+        }];
+        for h in b.gateway_handles() {
+            let key = keys::handle(&h);
+            if let Some(kv) = self.store.get(&key).await? {
+                ops.push(Op::Delete {
+                    key,
+                    revision: kv.mod_revision,
+                });
+            }
+        }
+        Ok(ops)
+    }
+
+    /// The gateway `node` holds in block `cidr`, reserved now if it holds
+    /// none: for a repeated ADD of an attachment made before its network
+    /// asked for gateways. Idempotent and race-safe (one compare-and-swap
+    /// over the block and the gateway's handle record). `None` when the
+    /// block is gone, not the node's, or full.
+    pub async fn ensure_gateway(&self, node: &str, cidr: &IpNet) -> Result<Option<IpAddr>> {
+        let key = keys::block(cidr);
+        let gw_handle = gateway::handle(node, cidr);
+        let cooldown = self.settings().await?.0.reuse_cooldown_secs;
+        let mut slot = HandleSlot::Unknown;
+        for _ in 0..CAS_ATTEMPTS {
+            let Some((mut block, rev)) = self.read::<Block>(&key).await? else {
+                return Ok(None);
+            };
+            if block.affinity.as_deref() != Some(node) {
+                return Ok(None);
+            }
+            if let Some(gw) = block.held_by(&gw_handle) {
+                return Ok(Some(gw));
+            }
+            let Some(gw) = block.reserve_gateway(&gw_handle, node, now(), cooldown) else {
+                return Ok(None);
+            };
+            let ops = vec![
+                Op::Update {
+                    key: key.clone(),
+                    value: encode(&block),
+                    revision: rev,
+                },
+                slot.add_op(&gw_handle, cidr, 1),
+            ];
+            match self.store.commit(ops).await {
+                Ok(_) => return Ok(Some(gw)),
+                Err(StoreError::Conflict { key: k }) => {
+                    if k != key {
+                        slot = self.handle_slot(&gw_handle).await?;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention { key })
     }
 
     // ---- check and garbage collection --------------------------------------
@@ -1505,7 +1631,7 @@ impl Ipam {
     }
 
     /// CNI GC: release `node`'s addresses whose handle starts with
-    /// `handle_prefix` and is not in `live`.
+    /// `handle_prefix` and is not in `live`; never a gateway.
     pub async fn gc_attachments(
         &self,
         node: &str,
@@ -1517,6 +1643,7 @@ impl Ipam {
             for (ord, a) in &b.allocations {
                 if a.attrs.node.as_deref() == Some(node)
                     && a.handle.starts_with(handle_prefix)
+                    && !gateway::is_gateway_handle(&a.handle)
                     && !live.contains(&a.handle)
                 {
                     // Guarded by the sequence number: if the address is

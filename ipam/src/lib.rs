@@ -2,7 +2,7 @@
 //! blocks, stored in etcd or an embedded store.
 //!
 //! Layers, from the inside out: [`model`] (the records), [`block`],
-//! [`claim`] and [`check`] (pure decisions, no I/O), [`store`] (a
+//! [`claim`], [`check`] and [`gateway`] (pure decisions, no I/O), [`store`] (a
 //! compare-and-swap key-value interface and its backends), [`ipam`] (the
 //! driver that applies decisions to the store, retrying lost races),
 //! [`cni`] (the CNI plugin's logic) and [`service`] (the daemon's unix
@@ -12,6 +12,7 @@ pub mod block;
 pub mod check;
 pub mod claim;
 pub mod cni;
+pub mod gateway;
 pub mod ipam;
 pub mod keys;
 pub mod model;

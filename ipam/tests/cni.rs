@@ -106,6 +106,9 @@ fn ipam_conf(version: &str, endpoint: &str, dir: &Path, plugin: &str) -> Value {
             "datastore": { "etcd_endpoints": [endpoint] },
             "node_name": "node-a",
             "assign_ipv6": true,
+            // Point-to-point, as before gateways: the test of `block` is
+            // bridge_holds_the_reserved_gateway below.
+            "gateway": "none",
             "mtu_file": dir.join("pod-mtu"),
             "lock_file": dir.join("ipam.lock"),
             // The direct path: never a petreld that happens to run here.
@@ -190,6 +193,13 @@ async fn bridge_delegates_to_petrel_ipam_in_a_netns() {
         eprintln!("bridge+petrel-ipam ADD ({version}) took {:?}", t.elapsed());
         let addrs = addrs_of(&add.out);
         assert_eq!(addrs.len(), 2, "one v4, one v6: {}", add.out);
+        assert!(
+            add.out["ips"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|ip| ip.get("gateway").is_none())),
+            "no gateway with \"gateway\": \"none\": {}",
+            add.out
+        );
         // From node-a's own block.
         let affs = ipam.node_affinities("node-a").await.expect("affinities");
         for a in &addrs {
@@ -421,6 +431,7 @@ fn concurrent_invocations_on_the_embedded_store() {
         })
         .collect();
     let mut all = Vec::new();
+    let mut gateways = Vec::new();
     for t in threads {
         let o = t.join().expect("thread");
         assert!(o.ok, "{} {}", o.out, o.stderr);
@@ -429,11 +440,17 @@ fn concurrent_invocations_on_the_embedded_store() {
             "no MTU file, no mtu"
         );
         all.extend(addrs_of(&o.out));
+        gateways.push(o.out["ips"][0]["gateway"].clone());
     }
     let mut unique = all.clone();
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), 12, "12 distinct addresses: {all:?}");
+    // One block, one gateway, reserved by whichever process came first.
+    gateways.dedup();
+    assert_eq!(gateways.len(), 1, "{gateways:?}");
+    let gw: IpAddr = gateways[0].as_str().expect("gateway").parse().expect("ip");
+    assert!(!all.contains(&gw));
     let again = run(&petrel, "ADD", "c3", "/none", conf.as_bytes());
     assert_eq!(addrs_of(&again.out).len(), 1);
     assert!(
@@ -454,5 +471,159 @@ fn concurrent_invocations_on_the_embedded_store() {
         .block_on(Ipam::new(Arc::new(store)).check())
         .expect("check");
     assert!(report.clean, "{}", report.human());
-    assert_eq!(report.addresses_in_use, 0);
+    assert_eq!(report.addresses_in_use, 1, "the gateway outlives the pods");
+}
+
+/// `isGateway: true` with petrel-ipam's default `"gateway": "block"`: the
+/// bridge holds the gateway petrel-ipam reserved in the node's block, no
+/// pod gets it, pods reach it, and it outlives the pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_holds_the_reserved_gateway() {
+    let has_ip = Command::new("ip").arg("-V").output().is_ok();
+    let has_ping = Command::new("ping").arg("-V").output().is_ok();
+    if !require("root (network namespaces)", is_root())
+        || !require("etcd (Debian: etcd-server)", etcd_binary().is_some())
+        || !require(
+            "the bridge plugin (Debian: containernetworking-plugins)",
+            Path::new(BRIDGE).is_file(),
+        )
+        || !require("iproute2", has_ip)
+        || !require("ping (Debian: iputils-ping)", has_ping)
+    {
+        return;
+    }
+    let etcd = EtcdServer::start().expect("start etcd");
+    let store = EtcdStore::connect(&EtcdConfig::new(vec![etcd.endpoint.clone()]))
+        .await
+        .expect("connect");
+    let ipam = Ipam::new(Arc::new(store));
+    ipam.set_config(&IpamConfig::default())
+        .await
+        .expect("config");
+    for (name, cidr, bs) in [("v4", "10.252.0.0/24", 26), ("v6", "fd52::/120", 122)] {
+        ipam.add_pool(&Pool {
+            name: name.into(),
+            cidr: cidr.parse().expect("cidr"),
+            block_size: bs,
+            disabled: false,
+            node_selector: String::new(),
+            allowed_uses: vec![PoolUse::Workload],
+            encapsulation: Encapsulation::Vxlan,
+        })
+        .await
+        .expect("pool");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid = std::process::id();
+    let bridge = format!("ptrg{}", pid % 100000);
+    let mut cleanup = Cleanup {
+        netns: Vec::new(),
+        bridge: bridge.clone(),
+    };
+    let mut conf = ipam_conf("1.0.0", &etcd.endpoint, dir.path(), "bridge");
+    conf["bridge"] = json!(bridge);
+    conf["isGateway"] = json!(true);
+    conf["isDefaultGateway"] = json!(true);
+    // The default: no "gateway" key means "block".
+    conf["ipam"]
+        .as_object_mut()
+        .expect("ipam section")
+        .remove("gateway");
+    let conf_text = conf.to_string();
+
+    let mut pods = Vec::new();
+    for i in 0..2 {
+        let ns = format!("petrel-gw-{pid}-{i}");
+        sh(&["ip", "netns", "add", &ns]);
+        cleanup.netns.push(ns.clone());
+        let netns = format!("/var/run/netns/{ns}");
+        let cid = format!("gw{i}");
+        let add = run(Path::new(BRIDGE), "ADD", &cid, &netns, conf_text.as_bytes());
+        assert!(add.ok, "bridge ADD: {} {}", add.out, add.stderr);
+        let check_conf = {
+            let mut c = conf.clone();
+            c["prevResult"] = add.out.clone();
+            c.to_string()
+        };
+        let check = run(
+            Path::new(BRIDGE),
+            "CHECK",
+            &cid,
+            &netns,
+            check_conf.as_bytes(),
+        );
+        assert!(check.ok, "bridge CHECK: {} {}", check.out, check.stderr);
+        pods.push((ns, netns, cid, add.out));
+    }
+
+    // One gateway per family, the same for both pods, and no pod's.
+    let gateways = |r: &Value| -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = r["ips"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|ip| ip["gateway"].as_str()?.parse().ok())
+            .collect();
+        v.sort();
+        v
+    };
+    let gws = gateways(&pods[0].3);
+    assert_eq!(gws.len(), 2, "a gateway per address: {}", pods[0].3);
+    assert_eq!(gateways(&pods[1].3), gws);
+    let (a0, a1) = (addrs_of(&pods[0].3), addrs_of(&pods[1].3));
+    assert!(a0.iter().all(|a| !a1.contains(a)), "{a0:?} {a1:?}");
+    assert!(a0.iter().chain(&a1).all(|a| !gws.contains(a)));
+    let gw4 = gws[0];
+
+    // Reserved in IPAM under the node's gateway handle for the block: its
+    // network address + 1, where the bridge would have put its own.
+    let snap = ipam.snapshot().await.expect("snapshot");
+    for gw in &gws {
+        let (b, _) = snap
+            .blocks
+            .iter()
+            .find(|(b, _)| b.cidr.contains(gw))
+            .expect("gateway's block");
+        let h = petrel_ipam::gateway::handle("node-a", &b.cidr);
+        assert_eq!(b.held_by(&h), Some(*gw), "{h}");
+        assert_eq!(b.ord(*gw), Some(1));
+    }
+
+    // The bridge holds it with the block's prefix; pods route via it and
+    // reach it, and each other.
+    let shown = sh(&["ip", "addr", "show", "dev", &bridge]);
+    assert!(shown.contains(&format!("{gw4}/26")), "bridge: {shown}");
+    assert!(
+        shown.contains(&format!("{}/122", gws[1])),
+        "bridge: {shown}"
+    );
+    let route = sh(&[
+        "ip", "netns", "exec", &pods[0].0, "ip", "route", "show", "default",
+    ]);
+    assert!(route.contains(&format!("via {gw4}")), "pod route: {route}");
+    let v4_of_pod1 = a1.iter().find(|a| a.is_ipv4()).expect("v4");
+    for target in [gw4.to_string(), v4_of_pod1.to_string()] {
+        sh(&[
+            "ip", "netns", "exec", &pods[0].0, "ping", "-c", "1", "-W", "5", &target,
+        ]);
+    }
+
+    // DEL of both pods frees theirs and leaves the gateways.
+    for (ns, netns, cid, _) in pods {
+        let del = run(Path::new(BRIDGE), "DEL", &cid, &netns, conf_text.as_bytes());
+        assert!(del.ok, "DEL: {} {}", del.out, del.stderr);
+        sh(&["ip", "netns", "del", &ns]);
+        cleanup.netns.retain(|n| *n != ns);
+    }
+    let report = ipam.check().await.expect("check");
+    assert!(report.clean, "{}", report.human());
+    assert_eq!(report.addresses_in_use, 2, "the two gateways");
+    let snap = ipam.snapshot().await.expect("snapshot");
+    for gw in &gws {
+        assert!(snap.blocks.iter().any(|(b, _)| b
+            .ord(*gw)
+            .and_then(|o| b.allocations.get(&o))
+            .is_some_and(|a| petrel_ipam::gateway::is_gateway_handle(&a.handle))));
+    }
 }

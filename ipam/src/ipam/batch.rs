@@ -12,6 +12,7 @@
 //! caller takes the ordinary path one request at a time.
 
 use super::{encode, now, AssignRequest, Assigned, Ipam, Result};
+use crate::gateway;
 use crate::keys;
 use crate::model::{Block, Family, Handle};
 use crate::store::{Op, StoreError};
@@ -55,6 +56,7 @@ impl Ipam {
                 && r.pool_use == first.pool_use
                 && r.num_v4 == first.num_v4
                 && r.num_v6 == first.num_v6
+                && r.gateway == first.gateway
         });
         if !uniform || reqs.len() > MAX_BATCH {
             return Ok(Err(Declined::NotUniform));
@@ -108,6 +110,30 @@ impl Ipam {
         let t = now();
         let mut results = Vec::with_capacity(reqs.len());
         let mut ops = Vec::new();
+        // Gateways first, in the same transaction: a block without one gets
+        // it here, and a racing reservation makes the create conflict.
+        let mut gateways: BTreeMap<IpNet, std::net::IpAddr> = BTreeMap::new();
+        for (block, _, touched) in blocks.iter_mut().filter(|_| first.gateway) {
+            let h = gateway::handle(&first.node, &block.cidr);
+            if let Some(gw) = block.held_by(&h) {
+                gateways.insert(block.cidr, gw);
+            } else if let Some(gw) =
+                block.reserve_gateway(&h, &first.node, t, cfg.reuse_cooldown_secs)
+            {
+                *touched = true;
+                gateways.insert(block.cidr, gw);
+                let mut counts = BTreeMap::new();
+                counts.insert(block.cidr, 1);
+                ops.push(Op::Create {
+                    key: keys::handle(&h),
+                    value: encode(&Handle {
+                        handle: h,
+                        blocks: counts,
+                        updated: t,
+                    }),
+                });
+            }
+        }
         for req in reqs {
             let mut got: Vec<Assigned> = Vec::new();
             let mut counts: BTreeMap<IpNet, u32> = BTreeMap::new();
@@ -132,6 +158,7 @@ impl Ipam {
                         block: block.cidr,
                         pool: block.pool.clone(),
                         borrowed: false,
+                        gateway: gateways.get(&block.cidr).copied(),
                     }));
                 }
                 if need > 0 {

@@ -493,3 +493,184 @@ async fn recently_emptied_blocks_are_kept() {
     );
     assert_eq!(ipam.node_affinities("n1").await.unwrap().len(), 2);
 }
+
+fn gw_req(handle: &str, node: &str) -> AssignRequest {
+    AssignRequest {
+        gateway: true,
+        ..AssignRequest::new(handle, node, 1, 0)
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_is_reserved_once_per_block_and_never_given_to_a_pod() {
+    let ipam = setup(&[pool("v4", "10.0.0.0/24", 26)], lenient()).await;
+    let a = ipam.assign(&gw_req("net.c1.eth0", "n1")).await.unwrap();
+    let b = ipam.assign(&gw_req("net.c2.eth0", "n1")).await.unwrap();
+    let block = a[0].block;
+    let gw: IpAddr = "10.0.0.1".parse().unwrap();
+    assert_eq!(block, b[0].block);
+    assert_eq!((a[0].gateway, b[0].gateway), (Some(gw), Some(gw)));
+    assert_eq!(a[0].addr, "10.0.0.0".parse::<IpAddr>().unwrap());
+    assert_eq!(b[0].addr, "10.0.0.2".parse::<IpAddr>().unwrap());
+    let h = gateway::handle("n1", &block);
+    assert_eq!(ipam.addrs_of_handle(&h).await.unwrap(), vec![gw]);
+    // Asking again, as a repeated ADD does, changes nothing.
+    assert_eq!(ipam.ensure_gateway("n1", &block).await.unwrap(), Some(gw));
+    assert_eq!(ipam.addrs_of_handle(&h).await.unwrap(), vec![gw]);
+    // Not for another node's block, nor through a request without it.
+    assert_eq!(ipam.ensure_gateway("n2", &block).await.unwrap(), None);
+    let plain = ipam
+        .assign(&AssignRequest::new("net.c3.eth0", "n1", 1, 0))
+        .await
+        .unwrap();
+    assert_eq!(plain[0].gateway, None);
+    assert_ne!(plain[0].addr, gw);
+    assert_clean(&ipam).await;
+    assert_eq!(ipam.check().await.unwrap().addresses_in_use, 4);
+}
+
+#[tokio::test]
+async fn concurrent_assignments_reserve_one_gateway() {
+    let ipam = setup(&[pool("v4", "10.0.0.0/24", 26)], lenient()).await;
+    // The block exists first, so every racer starts from the same block
+    // without a gateway.
+    ipam.assign(&AssignRequest::new("net.first.eth0", "n1", 1, 0))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        // Separate processes: no shared copies.
+        let ipam = Ipam::new(ipam.store().clone());
+        tasks.push(tokio::spawn(async move {
+            ipam.assign(&gw_req(&format!("net.c{i}.eth0"), "n1"))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut gws = BTreeSet::new();
+    let mut addrs = BTreeSet::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        gws.insert(got[0].gateway.unwrap());
+        addrs.insert(got[0].addr);
+    }
+    assert_eq!(gws.len(), 1, "one gateway: {gws:?}");
+    assert_eq!(addrs.len(), 16);
+    assert!(!addrs.contains(gws.first().unwrap()));
+    assert_clean(&ipam).await;
+}
+
+#[tokio::test]
+async fn the_group_commit_reserves_the_gateway_in_its_transaction() {
+    let ipam = setup(&[pool("v4", "10.0.0.0/24", 26)], lenient()).await;
+    ipam.assign(&AssignRequest::new("net.first.eth0", "n1", 1, 0))
+        .await
+        .unwrap();
+    let reqs: Vec<_> = (0..4)
+        .map(|i| gw_req(&format!("net.b{i}.eth0"), "n1"))
+        .collect();
+    let out = ipam.assign_new_batch(&reqs).await.unwrap().unwrap();
+    let gw = out[0][0].gateway.unwrap();
+    assert!(out
+        .iter()
+        .all(|g| g[0].gateway == Some(gw) && g[0].addr != gw));
+    let block = out[0][0].block;
+    assert_eq!(
+        ipam.addrs_of_handle(&gateway::handle("n1", &block))
+            .await
+            .unwrap(),
+        vec![gw]
+    );
+    // The next batch finds it, and a racing reservation elsewhere makes a
+    // batch step aside rather than reserve a second one.
+    let more: Vec<_> = (0..2)
+        .map(|i| gw_req(&format!("net.m{i}.eth0"), "n1"))
+        .collect();
+    let out = ipam.assign_new_batch(&more).await.unwrap().unwrap();
+    assert!(out.iter().all(|g| g[0].gateway == Some(gw)));
+    assert_clean(&ipam).await;
+}
+
+#[tokio::test]
+async fn pod_del_and_gc_leave_the_gateway_and_the_block_goes_with_it() {
+    // Blocks of four addresses: a gateway and three pods each.
+    let ipam = setup(&[pool("v4", "10.1.0.0/24", 30)], lenient()).await;
+    let mut blocks = BTreeSet::new();
+    for i in 0..4 {
+        let got = ipam
+            .assign(&gw_req(&format!("net.c{i}.eth0"), "n1"))
+            .await
+            .unwrap();
+        blocks.insert(got[0].block);
+    }
+    assert_eq!(blocks.len(), 2, "the fourth pod needs a second block");
+    // DEL of one pod, GC of the others: only the gateways stay.
+    ipam.release_handle("net.c0.eth0").await.unwrap();
+    let live = HashSet::new();
+    let freed = ipam.gc_attachments("n1", "net.", &live).await.unwrap();
+    assert_eq!(freed.len(), 3);
+    // A network named so that its prefix would cover them spares them too.
+    assert!(ipam
+        .gc_attachments("n1", "gateway", &live)
+        .await
+        .unwrap()
+        .is_empty());
+    for blk in &blocks {
+        let h = gateway::handle("n1", blk);
+        assert_eq!(ipam.addrs_of_handle(&h).await.unwrap().len(), 1);
+    }
+    assert_clean(&ipam).await;
+    // Blocks holding only their gateways are empty: one goes, with its
+    // gateway's handle record; the node keeps the other.
+    assert_eq!(ipam.release_empty_blocks("n1").await.unwrap(), 1);
+    let r = ipam.check().await.unwrap();
+    assert!(r.clean, "{}", r.human());
+    assert_eq!((r.blocks, r.handles, r.addresses_in_use), (1, 1, 1));
+    // A node that is gone takes its gateways along.
+    ipam.gc_node("n1").await.unwrap();
+    let r = ipam.check().await.unwrap();
+    assert!(r.clean, "{}", r.human());
+    assert_eq!((r.blocks, r.handles, r.addresses_in_use), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_gateway_request_does_not_borrow() {
+    let cfg = IpamConfig {
+        max_blocks_per_host: 1,
+        ..lenient()
+    };
+    let ipam = setup(&[pool("v4", "10.1.0.0/29", 30)], cfg).await;
+    // n2's block has room, n1's is full: without gateways n1 borrows.
+    ipam.assign(&gw_req("net.x.eth0", "n2")).await.unwrap();
+    for i in 0..3 {
+        ipam.assign(&gw_req(&format!("net.c{i}.eth0"), "n1"))
+            .await
+            .unwrap();
+    }
+    let err = ipam.assign(&gw_req("net.c9.eth0", "n1")).await.unwrap_err();
+    assert!(
+        matches!(err, IpamError::Exhausted { strict: true, .. }),
+        "{err}"
+    );
+    let b = ipam
+        .assign(&AssignRequest::new("net.c9.eth0", "n1", 1, 0))
+        .await
+        .unwrap();
+    assert!(b[0].borrowed && b[0].gateway.is_none());
+    assert_clean(&ipam).await;
+}
+
+#[tokio::test]
+async fn a_pool_holding_only_gateways_can_be_deleted() {
+    let ipam = setup(&[pool("v4", "10.0.0.0/24", 26)], lenient()).await;
+    ipam.assign(&gw_req("net.c1.eth0", "n1")).await.unwrap();
+    assert!(matches!(
+        ipam.delete_pool("v4").await,
+        Err(IpamError::PoolInUse { in_use: 1, .. })
+    ));
+    ipam.release_handle("net.c1.eth0").await.unwrap();
+    ipam.delete_pool("v4").await.unwrap();
+    let r = ipam.check().await.unwrap();
+    assert!(r.clean, "{}", r.human());
+    assert_eq!((r.blocks, r.handles), (0, 0));
+}

@@ -375,7 +375,7 @@ async fn run_adds(ipam: &Ipam, jobs: Vec<Job>) {
         Ok(Ok(results)) => {
             tracing::debug!(adds = jobs.len(), "IPAM service: group commit");
             for (job, got) in jobs.into_iter().zip(results) {
-                let addrs = got.iter().map(|a| (a.addr, a.block.prefix_len())).collect();
+                let addrs = got.iter().map(cni::ResultIp::from).collect();
                 let _ = job.reply.send(Ok(Some(job.prepared.add_result(addrs))));
             }
         }
@@ -471,18 +471,24 @@ mod tests {
         drop(tx);
         worker(ipam.clone(), rx, 32).await;
         let mut addrs = Vec::new();
+        let mut gateways = Vec::new();
         for rx in replies {
             let v = rx.await.unwrap().unwrap().unwrap();
             addrs.push(v["ips"][0]["address"].as_str().unwrap().to_string());
+            gateways.push(v["ips"][0]["gateway"].as_str().unwrap().to_string());
         }
         addrs.sort();
         addrs.dedup();
         assert_eq!(addrs.len(), 10, "{addrs:?}");
+        // The first ADD reserved the block's gateway; the batch returns it.
+        gateways.dedup();
+        assert_eq!(gateways, ["10.7.0.1"]);
+        assert!(!addrs.contains(&"10.7.0.1/26".to_string()));
         let after = ipam.store().list("").await.unwrap().revision;
         assert_eq!(after - before, 1, "ten ADDs, one transaction");
         let r = ipam.check().await.unwrap();
         assert!(r.clean, "{}", r.human());
-        assert_eq!(r.addresses_in_use, 11);
+        assert_eq!(r.addresses_in_use, 12, "ten pods, c0 and the gateway");
     }
 
     #[tokio::test]
