@@ -11,20 +11,18 @@
 //!   node1 10.99.0.11 ─┤ br0 (ToR 10.99.0.1, AS 65000, FRR or BIRD)
 //!   node2 10.99.0.12 ─┤
 //!   node3 10.99.0.13 ─┘
-//!   nodeN: cni0 bridge (the block's first address) ── podN-1, podN-2
+//!   nodeN: cni0 bridge (the block's gateway) ── podN-1, podN-2
 //! ```
 //!
 //! Nodes have no default route: a pod on another node is reachable only
 //! through the route petreld put into the node's FIB, so a ping proves it.
 //!
-//! The bridge plugin's own gateway (`isGateway`) would be the block's
-//! second address, which petrel-ipam also hands to a pod; so the lab
-//! takes the block's first address from petrel-ipam itself (a CNI ADD
-//! for the node's `cni0`), puts it on `cni0`, and the bridge plugin runs
-//! with `isGateway: false`. Pods get `default dev eth0` and the node
-//! answers their ARP requests for remote addresses (proxy ARP on `cni0`),
-//! as Calico's nodes do. The gateway address also gives the node the
-//! connected route for its block, which wins over petreld's blackhole.
+//! The bridge plugin runs with `isGateway: true`: petrel-ipam reserves a
+//! gateway in the node's block (`"gateway": "block"`, its default) and
+//! returns it with every address, so the bridge puts it on `cni0` and no
+//! pod gets it. Pods route `default via` the gateway. The gateway address
+//! also gives the node the connected route for its block, which wins over
+//! petreld's blackhole (metric 65535).
 
 use super::etcd::Etcd;
 use super::netns::run;
@@ -113,7 +111,7 @@ pub struct Node {
     pub petreld: Petreld,
     /// The node's affine block (`10.244.x.y/26`).
     pub block: String,
-    /// The block's first address, on `cni0`.
+    /// The block's gateway, reserved by petrel-ipam, on `cni0`.
     pub gateway: String,
     pub pods: Vec<Pod>,
     cni_dir: PathBuf,
@@ -233,7 +231,7 @@ impl Cluster {
         let mut gateways = Vec::new();
         if options.peering == Peering::File {
             for s in &mut setups {
-                gateways.push(Some(s.reserve_gateway(options.pod_mtu)?));
+                gateways.push(Some(s.claim_block(options.pod_mtu)?));
             }
         } else {
             gateways.resize(setups.len(), None);
@@ -298,7 +296,7 @@ impl Cluster {
         {
             let (gateway, block) = match gw {
                 Some(g) => g,
-                None => s.reserve_gateway(options.pod_mtu)?,
+                None => s.claim_block(options.pod_mtu)?,
             };
             let mut pods = Vec::new();
             for p in 0..options.pods_per_node {
@@ -583,7 +581,7 @@ impl NodeSetup {
             "name": NETWORK,
             "type": plugin,
             "bridge": "cni0",
-            "isGateway": false,
+            "isGateway": true,
             "ipMasq": false,
             "mtu": mtu,
             "ipam": {
@@ -597,50 +595,28 @@ impl NodeSetup {
         })
     }
 
-    /// Takes the first address of the node's block from petrel-ipam (the
-    /// node claims its block on the way) and makes it `cni0`'s address.
-    /// Returns (gateway address, block).
-    fn reserve_gateway(&mut self, mtu: u32) -> Result<(String, String)> {
+    /// Claims the node's block and its gateway through petrel-ipam, with
+    /// an ADD and a DEL of a probe attachment (the gateway stays), before
+    /// any pod: with peers from files petreld must know the block when it
+    /// starts. The bridge plugin puts the gateway on `cni0` with the first
+    /// pod. Returns (gateway address, block).
+    fn claim_block(&mut self, mtu: u32) -> Result<(String, String)> {
         let conf = self.conf("petrel-ipam", mtu)["ipam"].clone();
         let conf = json!({ "cniVersion": "1.0.0", "name": NETWORK, "ipam": conf });
         let ipam = crate::bin("petrel-ipam")?;
-        let res = cni(
-            &self.ns,
-            &ipam.to_string_lossy(),
-            "ADD",
-            &format!("{}-gateway", self.name),
-            "/dev/null",
-            "cni0",
-            &conf,
-        )?;
+        let probe = format!("{}-probe", self.name);
+        let ipam = ipam.to_string_lossy();
+        let res = cni(&self.ns, &ipam, "ADD", &probe, "/dev/null", "eth0", &conf)?;
+        cni(&self.ns, &ipam, "DEL", &probe, "/dev/null", "eth0", &conf)?;
         let cidr = first_address(&res)?;
         let (addr, len) = cidr
             .split_once('/')
             .ok_or_else(|| anyhow!("no prefix length in {cidr}"))?;
         let block = network_of(addr, len.parse()?)?;
-        let ns = &self.ns;
-        ns.ip(&[
-            "link",
-            "add",
-            "cni0",
-            "mtu",
-            &mtu.to_string(),
-            "type",
-            "bridge",
-        ])?;
-        ns.add_addr("cni0", &cidr)?;
-        ns.ip(&["link", "set", "cni0", "up"])?;
-        // proxy_delay 0: answer at once, not after up to 0.8 s (which a
-        // one-probe ping with a 2 s timeout can miss under load).
-        ns.exec(
-            "sysctl",
-            &[
-                "-qw",
-                "net.ipv4.conf.cni0.proxy_arp=1",
-                "net.ipv4.neigh.cni0.proxy_delay=0",
-            ],
-        )?;
-        Ok((addr.to_string(), block))
+        let gateway = res["ips"][0]["gateway"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no gateway in the CNI result {res}"))?;
+        Ok((gateway.to_string(), block))
     }
 
     /// CNI ADD through the bridge plugin for a pod namespace: the pod's
