@@ -608,6 +608,23 @@ async fn bridge_holds_the_reserved_gateway() {
             "ip", "netns", "exec", &pods[0].0, "ping", "-c", "1", "-W", "5", &target,
         ]);
     }
+    // IPv6 too, to the gateway and to the other pod (the first pod holds
+    // the block's first address). Addresses may still be tentative (DAD):
+    // a few probes.
+    for target in [gws[1], *a0.iter().find(|a| a.is_ipv6()).expect("v6")] {
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &pods[1].0,
+            "ping",
+            "-c",
+            "1",
+            "-w",
+            "10",
+            &target.to_string(),
+        ]);
+    }
 
     // DEL of both pods frees theirs and leaves the gateways.
     for (ns, netns, cid, _) in pods {

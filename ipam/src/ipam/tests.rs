@@ -529,7 +529,7 @@ async fn a_gateway_is_reserved_once_per_block_and_never_given_to_a_pod() {
     assert_eq!(ipam.check().await.unwrap().addresses_in_use, 4);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_assignments_reserve_one_gateway() {
     let ipam = setup(&[pool("v4", "10.0.0.0/24", 26)], lenient()).await;
     // The block exists first, so every racer starts from the same block
@@ -581,13 +581,42 @@ async fn the_group_commit_reserves_the_gateway_in_its_transaction() {
             .unwrap(),
         vec![gw]
     );
-    // The next batch finds it, and a racing reservation elsewhere makes a
-    // batch step aside rather than reserve a second one.
+    // The next batch finds it.
     let more: Vec<_> = (0..2)
         .map(|i| gw_req(&format!("net.m{i}.eth0"), "n1"))
         .collect();
     let out = ipam.assign_new_batch(&more).await.unwrap().unwrap();
     assert!(out.iter().all(|g| g[0].gateway == Some(gw)));
+    assert_clean(&ipam).await;
+}
+
+#[tokio::test]
+async fn a_batch_racing_another_reservation_steps_aside() {
+    let ipam = setup(&[pool("v4", "10.0.0.0/24", 26)], lenient()).await;
+    ipam.assign(&AssignRequest::new("net.first.eth0", "n1", 1, 0))
+        .await
+        .unwrap();
+    // This process keeps a copy of the block without a gateway ...
+    let plain = vec![AssignRequest::new("net.p.eth0", "n1", 1, 0)];
+    ipam.assign_new_batch(&plain).await.unwrap().unwrap();
+    // ... while another reserves it.
+    let other = Ipam::new(ipam.store().clone());
+    let block = ipam.handle_blocks("net.p.eth0").await.unwrap()[0].1;
+    let gw = other.ensure_gateway("n1", &block).await.unwrap().unwrap();
+    let reqs = vec![gw_req("net.b.eth0", "n1")];
+    assert_eq!(
+        ipam.assign_new_batch(&reqs).await.unwrap(),
+        Err(batch::Declined::Conflict)
+    );
+    // Read afresh, the batch finds the other's gateway, and reserves none.
+    let out = ipam.assign_new_batch(&reqs).await.unwrap().unwrap();
+    assert_eq!(out[0][0].gateway, Some(gw));
+    assert_eq!(
+        ipam.addrs_of_handle(&gateway::handle("n1", &block))
+            .await
+            .unwrap(),
+        vec![gw]
+    );
     assert_clean(&ipam).await;
 }
 
