@@ -39,10 +39,19 @@ pub struct FibState {
 }
 
 impl FibState {
-    /// Sets a new goal; reached at once if the count is already there.
+    /// Sets a new goal: an empty FIB for 0, else at least `goal` routes;
+    /// reached at once if the count is already there.
     pub fn arm(&mut self, goal: usize) {
         self.goal = Some(goal);
-        self.reached_at = (self.count == goal).then(Instant::now);
+        self.reached_at = self.reached().then(Instant::now);
+    }
+
+    fn reached(&self) -> bool {
+        match self.goal {
+            Some(0) => self.count == 0,
+            Some(g) => self.count >= g,
+            None => false,
+        }
     }
 }
 
@@ -268,7 +277,7 @@ impl FibWatch {
                 g.count = set.len();
                 g.events += events;
                 g.last_event = Some(now);
-                if g.goal == Some(g.count) && g.reached_at.is_none() {
+                if g.reached_at.is_none() && g.reached() {
                     g.reached_at = Some(now);
                 }
             }

@@ -91,6 +91,7 @@ fn measured_json(m: &Measured) -> Value {
         "cpu_user_seconds": m.cpu_user_seconds,
         "withdraw_cpu_seconds": m.withdraw_cpu_seconds,
         "fib_events": m.fib_events,
+        "fib_count": m.fib_count,
         "netlink_overruns": m.netlink_overruns,
         "churn": m.churn,
         "load1": m.load1,
