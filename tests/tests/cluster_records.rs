@@ -68,7 +68,7 @@ fn has_peer(c: &Cluster, node: usize, addr: &str) -> Result<bool> {
 
 #[test]
 fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
-    let mut programs = vec!["etcd", "ping", "/usr/lib/cni/bridge"];
+    let mut programs = vec!["etcd", "etcdctl", "ping", "/usr/lib/cni/bridge"];
     programs.extend(Kind::Frr.programs());
     programs.extend(Kind::Bird.programs());
     if !lab::require_lab(&programs) {
@@ -218,6 +218,17 @@ fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
                 .is_some_and(|b| b.iter().any(|r| r["kind"] == "block")),
         "node1 shows its block: {blocks}"
     );
+    // A node record deleted behind petreld's back is written again.
+    let etcdctl = format!(
+        "ETCDCTL_API=3 etcdctl --endpoints {} del /petrel/ipam/v1/nodes/node2",
+        c.etcd.endpoint()
+    );
+    let deleted = c.tor_ns.sh(&etcdctl)?;
+    ensure!(deleted.trim() == "1", "etcdctl del: {deleted:?}");
+    wait_until("node2 registered again", &[], || {
+        let nodes = ctl(&c, &["node", "list", "--json"])?;
+        Ok(nodes.contains(&n2.address).then_some(()))
+    })?;
     drop(ext);
     Ok(())
 }

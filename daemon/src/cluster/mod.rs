@@ -203,6 +203,22 @@ impl Cluster {
         }
     }
 
+    /// Whether the stored node record says what this node registers
+    /// (someone deleted or edited it, or a datastore restored from backup).
+    fn record_current(&self, snap: &Snapshot) -> bool {
+        snap.nodes.iter().any(|n| {
+            n.name == self.node.name
+                && n.addresses == self.addresses
+                && n.asn == self.node.asn_from_file.then_some(self.node.asn)
+                && n.route_reflector_cluster_id == self.rr_cluster_id
+                && self
+                    .node
+                    .labels
+                    .iter()
+                    .all(|(k, v)| n.labels.get(k) == Some(v))
+        })
+    }
+
     /// Derives from a snapshot and applies it.
     async fn apply(&self, snap: &Snapshot, intent: &tokio::sync::Mutex<Intent>) {
         if !self.node.asn_from_file && snap.cfg.asn != self.node.asn {
@@ -328,6 +344,14 @@ impl Cluster {
                         // backup, say) must not leave this node unknown.
                         if let Err(e) = self.register().await {
                             warn!(error = %e, "re-registration failed");
+                        }
+                    }
+                    if !self.record_current(&snap) {
+                        // Keep the record current: the next event (our own
+                        // write) brings a snapshot that has it.
+                        match self.register().await {
+                            Ok(()) => info!("node record was missing or changed; registered again"),
+                            Err(e) => warn!(error = %e, "cannot re-register the node"),
                         }
                     }
                     self.apply(&snap, &intent).await;
