@@ -271,7 +271,7 @@ fn outage() -> Duration {
     let s = std::env::var("PETREL_E2E_ETCD_OUTAGE")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(30);
     Duration::from_secs(s)
 }
 
