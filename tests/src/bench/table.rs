@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 use petrel_bgp::mrt::{self, Record};
-use petrel_bgp::wire::Prefix;
+use petrel_bgp::wire::{Family, Prefix};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -162,6 +162,7 @@ pub fn from_mrt(path: &Path, v6: bool, limit: usize) -> Result<Table> {
     use petrel_bgp::wire::attr::SegmentType;
     let mut t = Table::default();
     let mut ids: HashMap<Attrs, u32> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
     let reader = mrt::reader::open(path).with_context(|| format!("open {}", path.display()))?;
     for raw in reader {
         let Ok(raw) = raw else { break };
@@ -169,7 +170,14 @@ pub fn from_mrt(path: &Path, v6: bool, limit: usize) -> Result<Table> {
             continue;
         };
         let Some(prefix) = rib.prefix else { continue };
-        if matches!(prefix, Prefix::V6 { .. }) != v6 {
+        let want = if v6 {
+            Family::IPV6_UNICAST
+        } else {
+            Family::IPV4_UNICAST
+        };
+        // Unicast only (a dump also holds multicast RIBs of the same
+        // prefixes), and each prefix once.
+        if rib.family != want || !seen.insert(prefix) {
             continue;
         }
         let Some(Ok(decoded)) = rib.entries.first().map(|e| &e.attrs) else {
