@@ -200,7 +200,13 @@ pub fn from_mrt(path: &Path, v6: bool, limit: usize) -> Result<Table> {
             }
         }
         if let Some(c) = &pa.communities {
-            a.communities = c.iter().map(|c| c.0).collect();
+            // Well-known communities (RFC 1997: NO_EXPORT, NO_ADVERTISE, ...)
+            // would keep routes from the monitor; the rest are data.
+            a.communities = c
+                .iter()
+                .map(|c| c.0)
+                .filter(|c| c >> 16 != 0xffff)
+                .collect();
         }
         a.path.retain(|x| *x < 4_200_000_000);
         let next = ids.len() as u32;
