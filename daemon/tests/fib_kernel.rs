@@ -520,3 +520,47 @@ fn relink_restores_routes_after_link_down_and_retries_refused_ones() {
     })
     .unwrap();
 }
+
+/// With the sender filter, the FIB writer's own installs never reach the
+/// monitor, and another process's delete still does.
+#[test]
+fn monitor_filter_drops_our_own_notifications_only() {
+    let Some((_lab, ns)) = lab("fib-filter") else {
+        return;
+    };
+    let n = ns.clone();
+    ns.enter(move || {
+        let mut fib = Fib::open(cfg())?;
+        let mut mon = Monitor::open()?;
+        mon.ignore_sender(fib.port())?;
+        let changes: Vec<_> = (0..200)
+            .map(|i| best(&format!("10.9.{i}.0/24"), "192.0.2.2"))
+            .collect();
+        assert_eq!(fib.apply(&changes)?.installed, 200);
+        let quiet = mon.wait(Duration::from_millis(300))?;
+        assert!(
+            !quiet.iter().any(|e| matches!(e, Event::Route { .. })),
+            "own installs reached the monitor: {quiet:?}"
+        );
+        n.ip(&["route", "del", "10.9.7.0/24", "proto", "202"])?;
+        let mut seen = false;
+        for _ in 0..10 {
+            for ev in mon.wait(Duration::from_millis(300))? {
+                if let Event::Route {
+                    deleted: true,
+                    route,
+                    ..
+                } = &ev
+                {
+                    seen |= route.prefix == p("10.9.7.0/24");
+                }
+            }
+            if seen {
+                break;
+            }
+        }
+        assert!(seen, "a foreign delete must still be seen");
+        Ok(())
+    })
+    .unwrap();
+}

@@ -87,6 +87,62 @@ impl Monitor {
         )
     }
 
+    /// Drops, in the kernel, the notifications of changes that the netlink
+    /// socket `port` asked for: the FIB writer's own installs. Without it a
+    /// full table is copied back to this socket route by route and parsed
+    /// only to be ignored (a classic BPF filter on `nlmsg_pid`; the kernel
+    /// sends each route notification as a datagram of its own).
+    pub fn ignore_sender(&self, port: u32) -> io::Result<()> {
+        // BPF loads words in network byte order; nlmsg_pid (offset 12) is
+        // in host order.
+        let pid = u32::from_be_bytes(port.to_ne_bytes());
+        let prog = [
+            libc::sock_filter {
+                code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+                jt: 0,
+                jf: 0,
+                k: 12,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 1,
+                k: pid,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: 0,
+            },
+            libc::sock_filter {
+                code: (libc::BPF_RET | libc::BPF_K) as u16,
+                jt: 0,
+                jf: 0,
+                k: u32::MAX,
+            },
+        ];
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: a valid socket, and a filter program that outlives the
+        // call (the kernel copies it).
+        let r = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                &fprog as *const libc::sock_fprog as *const libc::c_void,
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     fn open_groups(groups: &[u32], buffer: usize) -> io::Result<Self> {
         let sock = NlSocket::open(buffer, true)?;
         for g in groups {

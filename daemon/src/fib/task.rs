@@ -110,6 +110,9 @@ pub fn spawn(
     // Before the dump: no change is missed in between.
     let monitor =
         Monitor::open().map_err(|e| anyhow::anyhow!("cannot watch netlink route events: {e}"))?;
+    if let Err(e) = monitor.ignore_sender(fib.port()) {
+        warn!(error = %e, "cannot filter our own route notifications; reading them all");
+    }
     let stale = fib
         .dump_own()
         .map_err(|e| anyhow::anyhow!("cannot dump petrel's kernel routes: {e}"))?
