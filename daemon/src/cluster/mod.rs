@@ -91,7 +91,8 @@ pub struct View {
 
 pub type SharedView = Arc<Mutex<View>>;
 
-/// The node's addresses: the file's, or those of its interface.
+/// The node's addresses: the file's, or those of its interface (the
+/// configured one, the one holding the router id, or the default route's).
 pub fn node_addresses(node: &config::Node) -> anyhow::Result<Vec<IpNet>> {
     if !node.addresses.is_empty() {
         return Ok(node.addresses.clone());
@@ -103,17 +104,21 @@ pub fn node_addresses(node: &config::Node) -> anyhow::Result<Vec<IpNet>> {
             .find(|l| l.name == *name)
             .map(|l| l.ifindex)
             .ok_or_else(|| anyhow::anyhow!("node.interface: no interface {name:?} here"))?,
-        // Default: the interface holding the router id.
-        None => addrs
+        // Default: the interface holding the router id, else the default
+        // route's.
+        None => match addrs
             .iter()
             .find(|a| a.net.addr() == std::net::IpAddr::V4(node.router_id))
             .map(|a| a.ifindex)
-            .ok_or_else(|| {
+        {
+            Some(i) => i,
+            None => crate::fib::monitor::default_route_ifindex()?.ok_or_else(|| {
                 anyhow::anyhow!(
-                    "node.addresses is not set and no interface holds the router id {}; set node.addresses or node.interface",
+                    "node.addresses is not set, no interface holds the router id {} and there is no default route; set node.addresses or node.interface",
                     node.router_id
                 )
             })?,
+        },
     };
     let out: Vec<IpNet> = addrs
         .iter()
