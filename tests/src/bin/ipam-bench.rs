@@ -352,7 +352,7 @@ async fn service_modes(bin: &Path, ep: &str, dir: &Path, n: usize) -> anyhow::Re
             t.elapsed(),
         );
         report_cpu("forwarded ADD", cpu, n);
-        for invokers in [1, 4, 8] {
+        for invokers in [1, 2, 4, 8] {
             let cpu = cpu_seconds();
             let (lat, total) = exec_parallel(&bin, &conf, &format!("svc{invokers}-"), n, invokers)?;
             report(
