@@ -38,6 +38,10 @@ pub enum Command {
 
 /// Commands waiting for the task; senders wait when it is full.
 const COMMANDS: usize = 16;
+/// A batch at least this large means a burst is on (see the FIB task).
+const BURST: usize = 64;
+/// How long a burst's batch waits for more changes.
+const BURST_HOLD: Duration = Duration::from_millis(5);
 /// Loc-RIB changes taken from the queue for one `Fib::apply` at most.
 const COALESCE: usize = 4096;
 
@@ -174,6 +178,19 @@ async fn run(
                     match loc_rib.try_recv() {
                         Ok(more) => batch.extend(more),
                         Err(_) => break,
+                    }
+                }
+                // In a burst (a table arriving, several peers racing for
+                // the best path), wait a moment for more: a prefix whose
+                // best path changes again within the window is written
+                // once, not once per change. A lone change goes at once.
+                if batch.len() >= BURST {
+                    let deadline = tokio::time::Instant::now() + BURST_HOLD;
+                    while batch.len() < COALESCE {
+                        match tokio::time::timeout_at(deadline, loc_rib.recv()).await {
+                            Ok(Some(more)) => batch.extend(more),
+                            _ => break,
+                        }
                     }
                 }
                 match block_in_place(|| fib.apply(&batch)) {
