@@ -241,6 +241,33 @@ fn config_file_datastore_and_cluster_records() {
     ]);
     assert_ne!(code, 0, "hold time 2 must be refused");
     assert!(err.contains("RFC 4271 §4.2"), "{err}");
+    // A policy file with a rule that does not parse is refused, naming it.
+    let bad = dir.0.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"[{"match": {"prefix": {"cidr": "10.0.0.0/8", "op": "sideways"}}, "action": "reject"}]"#,
+    )
+    .unwrap();
+    let (code, _, err) = run(&[
+        "bgp",
+        "peer",
+        "add",
+        "tor",
+        "--address",
+        "10.0.0.254",
+        "--asn",
+        "65000",
+        "--import-policy",
+        bad.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "a bad policy must be refused");
+    assert!(err.contains("import policy"), "{err}");
+    let good = dir.0.join("import.json");
+    std::fs::write(
+        &good,
+        r#"[{"match": {"prefix": {"cidr": "10.0.0.0/8", "op": "within", "ge": 24, "le": 32}}, "action": "reject"}]"#,
+    )
+    .unwrap();
     let (code, _, err) = run(&[
         "bgp",
         "peer",
@@ -252,11 +279,14 @@ fn config_file_datastore_and_cluster_records() {
         "65000",
         "--node-selector",
         "rack == 'a'",
+        "--import-policy",
+        good.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = run(&["bgp", "peer", "list", "--json"]);
     let peers: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(peers[0]["node_selector"], "rack == 'a'");
+    assert_eq!(peers[0]["import"][0]["action"], "reject");
 
     let (code, _, err) = run(&["node", "label", "n1", "rack=a", "zone=z1"]);
     assert_eq!(code, 0, "{err}");

@@ -105,6 +105,28 @@ pub struct PeerAdd {
     /// the node's own).
     #[arg(long)]
     advertise_learned: bool,
+    /// Import policy: a JSON file holding a list of rules, in the form of
+    /// petreld.toml's `[[bgp.peers.import]]` (docs/config.md).
+    #[arg(long, value_name = "FILE")]
+    import_policy: Option<std::path::PathBuf>,
+    /// Export policy: as --import-policy.
+    #[arg(long, value_name = "FILE")]
+    export_policy: Option<std::path::PathBuf>,
+}
+
+/// The rules of a policy file: a JSON list (or one rule).
+fn policy_rules(path: &Option<std::path::PathBuf>) -> anyhow::Result<Vec<serde_json::Value>> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
+    Ok(match v {
+        serde_json::Value::Array(rules) => rules,
+        rule => vec![rule],
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -254,8 +276,8 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 next_hop: a.next_hop,
                 passive: a.passive,
                 advertise_learned: a.advertise_learned,
-                import: vec![],
-                export: vec![],
+                import: policy_rules(&a.import_policy)?,
+                export: policy_rules(&a.export_policy)?,
             };
             model::validate_peer(&p)?;
             let mut existed = false;
