@@ -22,10 +22,9 @@ use ipnet::IpNet;
 use model::{BgpConfig, ModelError};
 use petrel_bgp::wire::attr::{Community, Origin, PathAttributes};
 use petrel_bgp::wire::Prefix;
+use petrel_ipam::cni::DatastoreConfig;
 use petrel_ipam::keys;
 use petrel_ipam::model::{Affinity, Block};
-use petrel_ipam::store::embedded::EmbeddedStore;
-use petrel_ipam::store::etcd::{EtcdConfig, EtcdStore};
 use petrel_ipam::store::{Store, StoreError};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,25 +41,30 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// Opens the configured datastore.
+/// Opens the configured datastore, as petrel-ipam opens its own.
 pub async fn open_store(ds: &config::Datastore) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(match ds {
-        config::Datastore::Embedded { path } => {
-            Arc::new(EmbeddedStore::open(path, Duration::from_secs(10))?)
-        }
+    let c = match ds {
+        config::Datastore::Embedded { path } => DatastoreConfig {
+            etcd_endpoints: Vec::new(),
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
+            path: Some(path.clone()),
+        },
         config::Datastore::Etcd {
             endpoints,
             ca,
             cert,
             key,
-        } => {
-            let mut c = EtcdConfig::new(endpoints.clone());
-            c.ca = ca.clone();
-            c.cert = cert.clone();
-            c.key = key.clone();
-            Arc::new(EtcdStore::connect(&c).await?)
-        }
-    })
+        } => DatastoreConfig {
+            etcd_endpoints: endpoints.clone(),
+            etcd_ca: ca.clone(),
+            etcd_cert: cert.clone(),
+            etcd_key: key.clone(),
+            path: None,
+        },
+    };
+    petrel_ipam::cni::open_store(&c).await
 }
 
 /// One of this node's blocks, for `petrelctl show blocks`.

@@ -5,15 +5,12 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use petrel_ipam::ipam::Ipam;
 use petrel_ipam::model::Block;
-use petrel_ipam::store::embedded::EmbeddedStore;
-use petrel_ipam::store::etcd::{EtcdConfig, EtcdStore};
 use petrel_ipam::store::Store;
 use serde::Serialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Exit status of `ipam check` when it finds an inconsistency.
 pub const EXIT_INCONSISTENT: u8 = 3;
@@ -69,15 +66,14 @@ impl DatastoreArgs {
                 .ok_or_else(|| anyhow::anyhow!("{}: has no [datastore] section", f.display()))?;
             return Ok(crate::cluster::open_store(&ds).await?);
         }
-        let store: Arc<dyn Store> = match (&self.datastore_path, self.etcd_endpoints.is_empty()) {
-            (Some(path), true) => Arc::new(EmbeddedStore::open(path, Duration::from_secs(10))?),
-            (None, false) => {
-                let mut cfg = EtcdConfig::new(self.etcd_endpoints.clone());
-                cfg.ca = self.etcd_ca.clone();
-                cfg.cert = self.etcd_cert.clone();
-                cfg.key = self.etcd_key.clone();
-                Arc::new(EtcdStore::connect(&cfg).await?)
-            }
+        let ds = match (&self.datastore_path, self.etcd_endpoints.is_empty()) {
+            (Some(path), true) => crate::config::Datastore::Embedded { path: path.clone() },
+            (None, false) => crate::config::Datastore::Etcd {
+                endpoints: self.etcd_endpoints.clone(),
+                ca: self.etcd_ca.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+            },
             (Some(_), false) => {
                 anyhow::bail!("give either --etcd-endpoints or --datastore-path, not both")
             }
@@ -85,7 +81,7 @@ impl DatastoreArgs {
                 "say where the datastore is: --etcd-endpoints URL[,URL], --datastore-path FILE or --config petreld.toml"
             ),
         };
-        Ok(store)
+        Ok(crate::cluster::open_store(&ds).await?)
     }
 }
 

@@ -13,7 +13,6 @@ use anyhow::{bail, Context, Result};
 use petrel_tests::lab::{wait_until, Daemon, Lab, Netns};
 use std::fmt::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -267,39 +266,16 @@ impl Dut {
                 std::fs::write(dir.join("zebra.conf"), "hostname z\nlog stdout warnings\n")?;
                 std::fs::write(dir.join("bgpd.conf"), frr_conf(l))?;
                 super::run("chown", &["-R", "frr:frr", &dir.to_string_lossy()])?;
-                let s = |p: PathBuf| p.to_string_lossy().into_owned();
                 for which in ["zebra", "bgpd"] {
-                    let d = Daemon::spawn(
-                        lab,
-                        ns,
-                        which,
-                        &log(which),
-                        &format!("/usr/lib/frr/{which}"),
-                        &[
-                            "-f",
-                            &s(dir.join(format!("{which}.conf"))),
-                            "-i",
-                            &s(run.join(format!("{which}.pid"))),
-                            "-z",
-                            &s(run.join("zserv.api")),
-                            "--vty_socket",
-                            &s(run.clone()),
-                            "-P",
-                            "0",
-                            "-u",
-                            "frr",
-                            "-g",
-                            "frr",
-                        ],
-                        &[],
-                    )?;
+                    let d =
+                        petrel_tests::lab::frr::spawn_daemon(lab, ns, &dir, which, &log(which))?;
                     if which == "zebra" {
                         let api = run.join("zserv.api");
                         wait_until("zebra's zserv.api", &[&d], || {
                             Ok(api.exists().then_some(()))
                         })?;
                     } else {
-                        let vty = s(run.clone());
+                        let vty = run.to_string_lossy().into_owned();
                         wait_until("vtysh to reach bgpd", &[&d], || {
                             Ok(super::run(
                                 "vtysh",

@@ -10,7 +10,7 @@ use super::{wait_until, Daemon, Lab, Netns, Route};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use std::fmt::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One `neighbor` of `router bgp`.
 #[derive(Clone, Debug)]
@@ -256,32 +256,12 @@ impl Frr {
     }
 
     fn spawn(&self, lab: &Lab, which: &str) -> Result<Daemon> {
-        let d = &self.dir;
-        let run = d.join("run");
-        let s = |p: PathBuf| p.to_string_lossy().into_owned();
-        Daemon::spawn(
+        spawn_daemon(
             lab,
             &self.ns,
+            &self.dir,
             which,
-            &d.join(format!("{which}.log")),
-            &format!("/usr/lib/frr/{which}"),
-            &[
-                "-f",
-                &s(d.join(format!("{which}.conf"))),
-                "-i",
-                &s(run.join(format!("{which}.pid"))),
-                "-z",
-                &s(run.join("zserv.api")),
-                "--vty_socket",
-                &s(run.clone()),
-                "-P",
-                "0",
-                "-u",
-                "frr",
-                "-g",
-                "frr",
-            ],
-            &[],
+            &self.dir.join(format!("{which}.log")),
         )
     }
 
@@ -518,4 +498,36 @@ pub fn parse_paths(prefix: &str, v: &Value) -> Vec<Route> {
         });
     }
     out
+}
+
+/// Starts FRR's `which` (`zebra` or `bgpd`) in `ns` with its config, pid
+/// file, zserv socket and vty socket all under `dir` (`dir/which.conf`,
+/// `dir/run/`), so that several FRRs on one machine never meet.
+pub fn spawn_daemon(lab: &Lab, ns: &Netns, dir: &Path, which: &str, log: &Path) -> Result<Daemon> {
+    let run = dir.join("run");
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    Daemon::spawn(
+        lab,
+        ns,
+        which,
+        log,
+        &format!("/usr/lib/frr/{which}"),
+        &[
+            "-f",
+            &s(dir.join(format!("{which}.conf"))),
+            "-i",
+            &s(run.join(format!("{which}.pid"))),
+            "-z",
+            &s(run.join("zserv.api")),
+            "--vty_socket",
+            &s(run.clone()),
+            "-P",
+            "0",
+            "-u",
+            "frr",
+            "-g",
+            "frr",
+        ],
+        &[],
+    )
 }
