@@ -9,7 +9,6 @@ use anyhow::{ensure, Result};
 use petrel_tests::lab::cluster::{Cluster, Options, SPARE_ADDR, TOR_ADDR};
 use petrel_tests::lab::topo::{self, Kind, NeighborSpec, PeerSpec};
 use petrel_tests::lab::{self, wait_until, Lab};
-use std::collections::BTreeMap;
 
 const EXT_AS: u32 = 65010;
 const EXT_PREFIX: &str = "198.51.100.0/24";
@@ -20,42 +19,6 @@ fn ctl(c: &Cluster, args: &[&str]) -> Result<String> {
     let mut a = vec!["--etcd-endpoints", c.etcd.endpoint()];
     a.extend_from_slice(args);
     c.tor_ns.exec(&bin.to_string_lossy(), &a)
-}
-
-/// Every node's sessions that are up, with their uptimes.
-fn uptimes(c: &Cluster) -> Result<BTreeMap<(String, String), u64>> {
-    let mut m = BTreeMap::new();
-    for n in &c.nodes {
-        for p in n.petreld.peers()? {
-            if p.state == "Established" {
-                m.insert((n.name.clone(), p.address.clone()), p.uptime_seconds);
-            }
-        }
-    }
-    Ok(m)
-}
-
-/// Sessions of `before` that are still there have not been reset (their
-/// uptime did not go back), except those `except` names.
-fn no_reset(
-    c: &Cluster,
-    before: &BTreeMap<(String, String), u64>,
-    except: &[(&str, &str)],
-) -> Result<()> {
-    let now = uptimes(c)?;
-    for ((node, peer), up) in before {
-        if except.iter().any(|(n, p)| n == node && p == peer) {
-            continue;
-        }
-        let Some(now_up) = now.get(&(node.clone(), peer.clone())) else {
-            anyhow::bail!("{node}'s session with {peer} went down");
-        };
-        ensure!(
-            now_up >= up,
-            "{node}'s session with {peer} was reset (uptime {up} s, now {now_up} s)"
-        );
-    }
-    Ok(())
 }
 
 fn has_peer(c: &Cluster, node: usize, addr: &str) -> Result<bool> {
@@ -122,8 +85,8 @@ fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
     }
     spec.originate(EXT_PREFIX, &[], &[]);
     let ext = topo::start(Kind::Bird, &c.lab, &ext_ns, &spec)?;
-    let before = uptimes(&c)?;
-    ensure!(before.len() >= 4, "mesh and ToR sessions up: {before:?}");
+    let before = c.uptimes()?;
+    ensure!(before.up.len() >= 4, "mesh and ToR sessions up: {before:?}");
 
     ctl(&c, &["node", "label", "node2", "rack=b"])?;
     ctl(
@@ -155,14 +118,14 @@ fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
         &[ext.daemon()],
         || Ok(lab::cluster::kernel_route(&n1.ns, EXT_PREFIX)?.map(drop)),
     )?;
-    no_reset(&c, &before, &[])?;
+    c.no_reset(&before, &[])?;
 
     // Relabelled: the selector no longer picks node2.
     ctl(&c, &["node", "label", "node2", "rack=c"])?;
     wait_until("the extra peer gone from node2", &[], || {
         Ok((!has_peer(&c, 1, SPARE_ADDR)?).then_some(()))
     })?;
-    no_reset(&c, &before, &[])?;
+    c.no_reset(&before, &[])?;
 
     // Service ranges: every node advertises them to the ToR.
     ctl(
@@ -202,8 +165,7 @@ fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
         Ok((!has_peer(&c, 0, &n2.address)? && !has_peer(&c, 1, &n1.address)?).then_some(()))
     })?;
     ensure!(has_peer(&c, 0, TOR_ADDR)? && has_peer(&c, 1, TOR_ADDR)?);
-    no_reset(
-        &c,
+    c.no_reset(
         &before,
         &[
             ("node1", n2.address.as_str()),

@@ -20,7 +20,6 @@ use petrel_tests::lab::cluster::{
 use petrel_tests::lab::topo::{self, wait_while_holding, Kind, NeighborSpec, PeerSpec};
 use petrel_tests::lab::{petreld, remove_named, require_lab, wait_until, Lab};
 use petrel_tests::{bin, have_bin};
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -168,39 +167,6 @@ fn route_deleted(c: &Cluster) -> Result<()> {
     }
 }
 
-/// Every (node, peer) session's uptime.
-fn uptimes(c: &Cluster) -> Result<BTreeMap<(String, String), u64>> {
-    let mut m = BTreeMap::new();
-    for n in &c.nodes {
-        if n.petreld.running().is_none() {
-            continue;
-        }
-        for p in n.petreld.peers()? {
-            if p.state == "Established" {
-                m.insert((n.name.clone(), p.address), p.uptime_seconds);
-            }
-        }
-    }
-    Ok(m)
-}
-
-/// Every session of `before` still Established without a reset (uptime
-/// not lower).
-fn no_reset(c: &Cluster, before: &BTreeMap<(String, String), u64>) -> Result<()> {
-    let now = uptimes(c)?;
-    for (k, up) in before {
-        match now.get(k) {
-            Some(u) if u >= up => {}
-            other => {
-                return Err(anyhow!(
-                    "session {k:?} reset or down: uptime {up} s before, now {other:?}"
-                ))
-            }
-        }
-    }
-    Ok(())
-}
-
 /// An external router added to node1's petreld.toml comes up on SIGHUP;
 /// no other session resets.
 fn sighup_new_peer(c: &mut Cluster) -> Result<()> {
@@ -213,8 +179,8 @@ fn sighup_new_peer(c: &mut Cluster) -> Result<()> {
     spec.neighbors.push(nb);
     spec.originate(EXT_PREFIX, &[], &[]);
     let ext = topo::start(Kind::Bird, &c.lab, &ext_ns, &spec)?;
-    let before = uptimes(c)?;
-    ensure!(!before.is_empty(), "no sessions before the reload");
+    let before = c.uptimes()?;
+    ensure!(!before.up.is_empty(), "no sessions before the reload");
 
     let node = &mut c.nodes[0];
     let mut config = node.petreld.config().clone();
@@ -236,7 +202,7 @@ fn sighup_new_peer(c: &mut Cluster) -> Result<()> {
                 .map(drop))
         },
     )?;
-    no_reset(c, &before)?;
+    c.no_reset(&before, &[])?;
     // The lab goes on without it: its session down is expected from here.
     drop(ext);
     let node = &mut c.nodes[0];
@@ -251,7 +217,7 @@ fn sighup_new_peer(c: &mut Cluster) -> Result<()> {
             .any(|p| p.address == SPARE_ADDR))
         .then_some(()))
     })?;
-    no_reset(c, &before)
+    c.no_reset(&before, &[])
 }
 
 /// Every petrel route of every node, as (node, prefix).
@@ -279,7 +245,7 @@ fn outage() -> Duration {
 /// fails with a CNI error and works once etcd is back.
 fn etcd_outage(c: &Cluster) -> Result<()> {
     let routes = petrel_routes(c)?;
-    let sessions = uptimes(c)?;
+    let sessions = c.uptimes()?;
     let node = &c.nodes[1];
     let pod_ns = c.lab.netns(&format!("{}-late", node.name))?;
     let cid = format!("{}-late", node.name);
@@ -319,7 +285,7 @@ fn etcd_outage(c: &Cluster) -> Result<()> {
     })();
     c.etcd.resume();
     during?;
-    no_reset(c, &sessions)?;
+    c.no_reset(&sessions, &[])?;
     ensure!(
         petrel_routes(c)? == routes,
         "routes changed after the outage"

@@ -128,6 +128,14 @@ pub struct Cluster {
     pub lab: Lab,
 }
 
+/// Session uptimes at one moment (see [`Cluster::no_reset`]).
+#[derive(Clone, Debug)]
+pub struct Uptimes {
+    pub at: std::time::Instant,
+    /// (node, peer address) → seconds Established.
+    pub up: std::collections::BTreeMap<(String, String), u64>,
+}
+
 /// One ping of the matrix.
 #[derive(Clone, Debug)]
 pub struct PingResult {
@@ -360,6 +368,47 @@ impl Cluster {
     }
 
     /// Sessions not Established, as "node1 -> 10.99.0.12 (Connect)".
+    /// Every running node's Established sessions and their uptimes, and
+    /// when they were read.
+    pub fn uptimes(&self) -> Result<Uptimes> {
+        let mut up = std::collections::BTreeMap::new();
+        for n in &self.nodes {
+            if n.petreld.running().is_none() {
+                continue;
+            }
+            for p in n.petreld.peers()? {
+                if p.state == "Established" {
+                    up.insert((n.name.clone(), p.address), p.uptime_seconds);
+                }
+            }
+        }
+        Ok(Uptimes {
+            at: std::time::Instant::now(),
+            up,
+        })
+    }
+
+    /// Every session of `before` is still Established and was not reset
+    /// since, except those `except` names as (node, peer address). A
+    /// session that went on has an uptime grown by the time elapsed (less
+    /// a second of rounding); one reset since has a smaller one.
+    pub fn no_reset(&self, before: &Uptimes, except: &[(&str, &str)]) -> Result<()> {
+        let now = self.uptimes()?;
+        let elapsed = now.at.duration_since(before.at).as_secs();
+        for ((node, peer), up) in &before.up {
+            if except.iter().any(|(n, p)| n == node && p == peer) {
+                continue;
+            }
+            match now.up.get(&(node.clone(), peer.clone())) {
+                Some(u) if u + 1 >= up + elapsed => {}
+                other => bail!(
+                    "{node}'s session with {peer} reset or down: uptime {up} s, {elapsed} s later {other:?}"
+                ),
+            }
+        }
+        Ok(())
+    }
+
     pub fn sessions_down(&self) -> Result<Vec<String>> {
         let mut down = Vec::new();
         for n in &self.nodes {
