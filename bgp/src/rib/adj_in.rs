@@ -26,6 +26,7 @@ use crate::wire::attr::Community;
 use crate::wire::family::Family;
 use crate::wire::nlri::Prefix;
 use crate::wire::update::Update;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Why a route was not accepted into the Loc-RIB.
@@ -179,8 +180,18 @@ impl Rib {
     /// the peer negotiated graceful restart, RFC 4724 §4.2) are marked stale
     /// and stay in use; every other path of the peer is removed.
     pub fn peer_down(&mut self, id: PeerId, keep_stale: &[Family]) -> Output {
+        let mut pending = self.peer_down_in_steps(id, keep_stale);
+        self.decide_all(&mut pending)
+    }
+
+    /// [`Rib::peer_down`] for a driver that forwards the outcome in bounded
+    /// steps: the peer's paths are taken out at once, the decision process
+    /// runs as the driver drains the result with [`Rib::decide_pending`].
+    /// A full table's withdrawal then never exists as one list of a million
+    /// changes. Drain it before anything else is fed to the RIB.
+    pub fn peer_down_in_steps(&mut self, id: PeerId, keep_stale: &[Family]) -> Pending {
         if self.peer(id).is_err() {
-            return Output::default();
+            return Pending::default();
         }
         self.leave_group(id);
         if let Ok(p) = self.peer_mut(id) {
@@ -194,6 +205,22 @@ impl Rib {
                 Keep::No
             }
         })
+    }
+
+    /// Runs the decision process for up to `max` prefixes of `pending`;
+    /// `None` once it is empty.
+    pub fn decide_pending(&mut self, pending: &mut Pending, max: usize) -> Option<Output> {
+        let n = pending.dirty.len().min(max.max(1));
+        if n == 0 {
+            return None;
+        }
+        let step: Vec<Prefix> = pending.dirty.drain(..n).collect();
+        Some(self.finish(step))
+    }
+
+    /// Drains `pending` in one go.
+    fn decide_all(&mut self, pending: &mut Pending) -> Output {
+        self.finish(std::mem::take(&mut pending.dirty).into())
     }
 
     /// An UPDATE from `id`. End-of-RIB markers are recognised (RFC 4724 §2),
@@ -274,25 +301,27 @@ impl Rib {
     /// RFC 4724 §4.2: End-of-RIB for `family`: stale paths of the peer in
     /// that family (not refreshed by the new session) are removed.
     pub fn end_of_rib(&mut self, id: PeerId, family: Family) -> Output {
-        self.sweep(id, |prefix, p| {
+        let mut swept = self.sweep(id, |prefix, p| {
             if prefix.family() == family && p.flags & (STALE | LLGR_STALE) != 0 {
                 Keep::No
             } else {
                 Keep::Yes
             }
-        })
+        });
+        self.decide_all(&mut swept)
     }
 
     /// RFC 7313 §4: a Beginning-of-RIB-Route-Refresh for `family`: the
     /// peer's paths of that family become stale (still used) until the
     /// matching End-of-RIB-Route-Refresh.
     pub fn begin_refresh(&mut self, id: PeerId, family: Family) -> Output {
-        self.sweep(id, |prefix, p| {
+        let mut swept = self.sweep(id, |prefix, p| {
             if prefix.family() == family {
                 p.flags |= STALE;
             }
             Keep::Yes
-        })
+        });
+        self.decide_all(&mut swept)
     }
 
     /// RFC 7313 §4: End-of-RIB-Route-Refresh: paths of `family` that the
@@ -307,7 +336,7 @@ impl Rib {
     /// every other stale path is removed.
     pub fn restart_timer_expired(&mut self, id: PeerId, llgr: &[Family]) -> Output {
         let mut demote = Vec::new();
-        let out_of_sweep = self.sweep(id, |prefix, p| {
+        let mut swept = self.sweep(id, |prefix, p| {
             if !p.has(STALE) {
                 return Keep::Yes;
             }
@@ -324,6 +353,7 @@ impl Rib {
                 Keep::No
             }
         });
+        let out_of_sweep = self.decide_all(&mut swept);
         let mut dirty: Vec<Prefix> = Vec::new();
         for (prefix, path_id) in demote {
             let Some(p) = self
@@ -353,13 +383,14 @@ impl Rib {
     /// The long-lived stale timer fired (RFC 9494 §4.2): LLGR_STALE paths
     /// of `family` are removed.
     pub fn llgr_timer_expired(&mut self, id: PeerId, family: Family) -> Output {
-        self.sweep(id, |prefix, p| {
+        let mut swept = self.sweep(id, |prefix, p| {
             if prefix.family() == family && p.has(LLGR_STALE) {
                 Keep::No
             } else {
                 Keep::Yes
             }
-        })
+        });
+        self.decide_all(&mut swept)
     }
 
     /// Applies the peer's (new) import policy to its pre-policy paths.
@@ -401,13 +432,14 @@ impl Rib {
     }
 
     /// Walks the peer's paths: `f` may change flags that do not affect the
-    /// selection (STALE) and says whether to keep each path.
-    fn sweep(&mut self, id: PeerId, mut f: impl FnMut(&Prefix, &mut Path) -> Keep) -> Output {
-        let mut dirty = Vec::new();
-        let mut removed: Vec<Path> = Vec::new();
+    /// selection (STALE) and says whether to keep each path. Returns the
+    /// prefixes whose decision must run.
+    fn sweep(&mut self, id: PeerId, mut f: impl FnMut(&Prefix, &mut Path) -> Keep) -> Pending {
+        let mut dirty = VecDeque::new();
+        let mut counters = self.peer(id).map(|p| p.counters).unwrap_or_default();
         for (prefix, paths) in self.table.iter_mut() {
             let mut i = 0;
-            let before = removed.len();
+            let mut removed = false;
             while i < paths.len() {
                 let p = &mut paths[i];
                 if p.peer != id || p.has(WITHDRAWN) {
@@ -418,7 +450,9 @@ impl Rib {
                     Keep::Yes => i += 1,
                     Keep::No => {
                         let selected = p.has(SELECTED);
-                        removed.push(withdraw_at(paths, i));
+                        forget(&mut counters, Some(p));
+                        withdraw_at(paths, i);
+                        removed = true;
                         // A selected path stays (marked) until the decision.
                         if selected {
                             i += 1;
@@ -426,16 +460,33 @@ impl Rib {
                     }
                 }
             }
-            if removed.len() != before {
-                dirty.push(*prefix);
+            if removed {
+                dirty.push_back(*prefix);
             }
         }
         if let Ok(p) = self.peer_mut(id) {
-            for old in &removed {
-                forget(&mut p.counters, Some(old));
-            }
+            p.counters = counters;
         }
-        self.finish(dirty)
+        Pending { dirty }
+    }
+}
+
+/// Prefixes whose paths a bulk operation changed and whose decision has not
+/// run yet, in prefix order: see [`Rib::peer_down_in_steps`].
+#[derive(Debug, Default)]
+#[must_use = "drain it with Rib::decide_pending: the RIB is not consistent until then"]
+pub struct Pending {
+    dirty: VecDeque<Prefix>,
+}
+
+impl Pending {
+    /// Prefixes still to decide.
+    pub fn len(&self) -> usize {
+        self.dirty.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dirty.is_empty()
     }
 }
 

@@ -586,17 +586,27 @@ impl Rib {
         }
     }
 
-    /// Takes a peer out of its group; returns what it held.
-    pub(crate) fn leave_group(&mut self, id: PeerId) -> Option<BTreeMap<Prefix, Arc<AttrSet>>> {
+    /// Takes a peer out of its group.
+    pub(crate) fn leave_group(&mut self, id: PeerId) {
+        self.leave_group_with(id, false);
+    }
+
+    /// Takes a peer out of its group; returns what it held (built only when
+    /// asked for: a copy of a full table).
+    pub(crate) fn leave_group_with(
+        &mut self,
+        id: PeerId,
+        held: bool,
+    ) -> Option<BTreeMap<Prefix, Arc<AttrSet>>> {
         let gi = self.peer_mut(id).ok()?.group.take()?;
         let slot = self.groups.get_mut(gi)?;
         let group = slot.as_mut()?;
-        let held = group.view(id);
+        let view = held.then(|| group.view(id));
         group.members.retain(|m| *m != id);
         if group.members.is_empty() {
             *slot = None;
         }
-        Some(held)
+        view
     }
 
     /// Runs every group over the Loc-RIB changes.
@@ -703,7 +713,7 @@ impl Rib {
         } else {
             Output::default()
         };
-        if let Some(held) = self.leave_group(id) {
+        if let Some(held) = self.leave_group_with(id, true) {
             self.join_group(id, Some(held), &mut out);
         }
         Ok(out)

@@ -84,6 +84,7 @@ pub mod decision;
 pub mod loc;
 pub mod show;
 
+pub use adj_in::Pending;
 pub use adj_out::{GroupInfo, NextHopMode};
 pub use attrs::{AttrSet, AttrTable};
 pub use decision::{DecisionConfig, PeerKind};

@@ -1080,3 +1080,59 @@ fn enhanced_route_refresh_sweeps_what_was_not_refreshed() {
     assert_eq!(sent(&out, watcher), ["-10.30.1.0/24"]);
     assert!(r.adj_rib_in(e1).iter().all(|a| !a.stale));
 }
+
+/// A session drop decided in steps gives the same changes and UPDATEs as in
+/// one go, each step bounded, and leaves the RIB as `peer_down` does: the
+/// other peer's route takes over where it had one, the rest is unreachable.
+#[test]
+fn peer_down_in_steps_matches_peer_down() {
+    let prefixes: Vec<String> = (0..40).map(|i| format!("10.{i}.0.0/16")).collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    let setup = || {
+        let mut r = rib();
+        let a = peer(&mut r, 2, 65002, |_| {});
+        let b = peer(&mut r, 3, 65003, |_| {});
+        let watcher = peer(&mut r, 4, 65004, |_| {});
+        r.receive(a, &announce(attrs(&[65002], [192, 0, 2, 2]), &refs));
+        // b backs up every fourth prefix with a longer path.
+        let backed: Vec<&str> = refs.iter().copied().step_by(4).collect();
+        r.receive(
+            b,
+            &announce(attrs(&[65003, 65100], [192, 0, 2, 3]), &backed),
+        );
+        (r, a, watcher)
+    };
+    let (mut whole, a, watcher) = setup();
+    let all = whole.peer_down(a, &[]);
+
+    let (mut stepped, a2, watcher2) = setup();
+    let mut pending = stepped.peer_down_in_steps(a2, &[]);
+    assert_eq!(pending.len(), 40);
+    let mut changes = Vec::new();
+    let mut lines = Vec::new();
+    let mut steps = 0;
+    while let Some(out) = stepped.decide_pending(&mut pending, 7) {
+        assert!(out.changes.len() <= 7);
+        lines.extend(sent(&out, watcher2));
+        changes.extend(out.changes);
+        steps += 1;
+    }
+    assert_eq!(steps, 6);
+    assert!(pending.is_empty());
+    assert_eq!(changes, all.changes);
+    let mut whole_lines = sent(&all, watcher);
+    whole_lines.sort();
+    lines.sort();
+    assert_eq!(lines, whole_lines);
+    let unreachable = changes
+        .iter()
+        .filter(|c| matches!(c, LocRibChange::Unreachable { .. }))
+        .count();
+    assert_eq!(unreachable, 30);
+    assert_eq!(stepped.best_routes().count(), 10);
+    assert_eq!(stepped.counters(a2).unwrap().received, 0);
+    assert_eq!(
+        stepped.best_routes().collect::<Vec<_>>(),
+        whole.best_routes().collect::<Vec<_>>()
+    );
+}

@@ -206,6 +206,10 @@ const API_QUEUE: usize = 64;
 const EVENT_QUEUE: usize = 1024;
 const PEER_QUEUE: usize = 256;
 const FIB_QUEUE: usize = 256;
+/// Prefixes decided per step of a bulk withdrawal: with FIB_QUEUE batches in
+/// flight, at most 128k changes wait for the FIB (about 12 MB) however large
+/// the table that went away.
+const SWEEP_STEP: usize = 512;
 
 impl Speaker {
     /// Starts the speaker: binds the listeners and returns the handle and
@@ -438,6 +442,15 @@ impl Core {
         }
     }
 
+    /// Runs a bulk operation's decisions step by step, each step's output
+    /// sent before the next is computed: the bounded channels then hold a
+    /// full table's withdrawal back instead of one list of every change.
+    async fn emit_pending(&mut self, pending: &mut rib::Pending) {
+        while let Some(out) = self.rib.decide_pending(pending, SWEEP_STEP) {
+            self.emit(out).await;
+        }
+    }
+
     /// Sends a RIB output: FIB changes to the consumer, UPDATEs to the peers.
     async fn emit(&mut self, out: rib::Output) {
         for e in &out.errors {
@@ -636,6 +649,8 @@ impl Core {
                 communication: Some("peer de-configured".into()),
             })
             .await;
+        let mut pending = self.rib.peer_down_in_steps(p.id, &[]);
+        self.emit_pending(&mut pending).await;
         let out = self.rib.remove_peer(p.id)?;
         self.emit(out).await;
         info!(peer = %addr, "peer removed");
@@ -878,8 +893,8 @@ impl Core {
                         let t = p.peer_gr.as_ref().map(|g| g.0).unwrap_or(0);
                         p.restart_deadline = Some(Instant::now() + Duration::from_secs(t as u64));
                     }
-                    let out = self.rib.peer_down(id, &keep);
-                    self.emit(out).await;
+                    let mut pending = self.rib.peer_down_in_steps(id, &keep);
+                    self.emit_pending(&mut pending).await;
                 }
             }
             PeerEventKind::Update(u) => {
