@@ -79,122 +79,152 @@ pub enum Step {
 }
 
 impl Candidate<'_> {
-    fn local_pref(&self, cfg: &DecisionConfig) -> u32 {
-        self.attrs
-            .attrs
-            .local_pref
-            .unwrap_or(cfg.default_local_pref)
-    }
-
-    fn as_path_len(&self) -> usize {
-        self.attrs
-            .attrs
-            .as_path
-            .as_ref()
-            .map_or(0, |p| p.path_len())
-    }
-
-    fn origin(&self) -> u8 {
-        // A route without ORIGIN never passes the codec's mandatory-attribute
-        // check; a local one without it is treated as INCOMPLETE.
-        self.attrs.attrs.origin.map_or(2, |o| o as u8)
-    }
-
-    /// RFC 4271 §9.1.2.2 (c): a missing MED is the lowest value, 0.
-    fn med(&self) -> u32 {
-        self.attrs.attrs.med.unwrap_or(0)
-    }
-
     /// RFC 4271 §9.1.2.2 (c): the neighbour AS is the first AS of the path;
     /// an empty path or one starting with an AS_SET means the local AS
     /// (`None` here).
     pub fn neighbour_as(&self) -> Option<u32> {
         self.attrs.attrs.as_path.as_ref().and_then(|p| p.first_as())
     }
+}
 
-    /// RFC 4456 §9: ORIGINATOR_ID stands in for the BGP identifier.
-    fn effective_router_id(&self) -> Ipv4Addr {
-        self.attrs.attrs.originator_id.unwrap_or(self.router_id)
-    }
+/// A candidate with every value the steps compare read out of its
+/// attributes once, so that ranking is integer comparisons only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ranked {
+    llgr_stale: bool,
+    /// LOCAL_PREF, the configured default when missing.
+    local_pref: u32,
+    as_path_len: usize,
+    origin: u8,
+    med: u32,
+    neighbour_as: Option<u32>,
+    kind: PeerKind,
+    igp_cost: u32,
+    /// ORIGINATOR_ID or the peer's BGP identifier, as a number (same order).
+    router_id: u32,
+    cluster_list_len: usize,
+    peer_addr: IpAddr,
+    path_id: u32,
+    /// The caller's index of the candidate (its position in the table).
+    pub index: usize,
+}
 
-    fn cluster_list_len(&self) -> usize {
-        self.attrs.attrs.cluster_list.as_ref().map_or(0, Vec::len)
+impl Ranked {
+    /// A placeholder for fixed-size buffers; never ranked.
+    pub const EMPTY: Ranked = Ranked {
+        llgr_stale: false,
+        local_pref: 0,
+        as_path_len: 0,
+        origin: 0,
+        med: 0,
+        neighbour_as: None,
+        kind: PeerKind::Local,
+        igp_cost: 0,
+        router_id: 0,
+        cluster_list_len: 0,
+        peer_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        path_id: 0,
+        index: 0,
+    };
+
+    pub fn new(c: &Candidate, index: usize, cfg: &DecisionConfig) -> Self {
+        let a = &c.attrs.attrs;
+        let (as_path_len, neighbour_as) = a
+            .as_path
+            .as_ref()
+            .map_or((0, None), |p| (p.path_len(), p.first_as()));
+        Ranked {
+            llgr_stale: c.llgr_stale,
+            local_pref: a.local_pref.unwrap_or(cfg.default_local_pref),
+            as_path_len,
+            // A route without ORIGIN never passes the codec's
+            // mandatory-attribute check; a local one without it is treated
+            // as INCOMPLETE.
+            origin: a.origin.map_or(2, |o| o as u8),
+            // RFC 4271 §9.1.2.2 (c): a missing MED is the lowest value, 0.
+            med: a.med.unwrap_or(0),
+            neighbour_as,
+            kind: c.kind,
+            igp_cost: c.igp_cost,
+            // RFC 4456 §9: ORIGINATOR_ID stands in for the BGP identifier.
+            router_id: u32::from(a.originator_id.unwrap_or(c.router_id)),
+            cluster_list_len: a.cluster_list.as_ref().map_or(0, Vec::len),
+            peer_addr: c.peer_addr,
+            path_id: c.path_id,
+            index,
+        }
     }
 }
 
 /// Ranks `a` against `b`: `Less` when `a` is preferred. The second value is
 /// the step that decided (`PathId` when the two are the same path).
 pub fn compare(a: &Candidate, b: &Candidate, cfg: &DecisionConfig) -> (Ordering, Step) {
-    compare_with(a, b, cfg, med_applies(a, b, cfg))
+    let (a, b) = (Ranked::new(a, 0, cfg), Ranked::new(b, 1, cfg));
+    compare_with(&a, &b, med_applies(&a, &b, cfg))
 }
 
-fn med_applies(a: &Candidate, b: &Candidate, cfg: &DecisionConfig) -> bool {
-    cfg.always_compare_med || a.neighbour_as() == b.neighbour_as()
+fn med_applies(a: &Ranked, b: &Ranked, cfg: &DecisionConfig) -> bool {
+    cfg.always_compare_med || a.neighbour_as == b.neighbour_as
 }
 
-fn compare_with(
-    a: &Candidate,
-    b: &Candidate,
-    cfg: &DecisionConfig,
-    with_med: bool,
-) -> (Ordering, Step) {
-    let steps = [
-        // RFC 9494 §4.3: LLGR_STALE routes are the least preferred.
-        (Step::LlgrStale, a.llgr_stale.cmp(&b.llgr_stale)),
-        // RFC 4271 §9.1.1: highest degree of preference (LOCAL_PREF).
-        (Step::LocalPref, b.local_pref(cfg).cmp(&a.local_pref(cfg))),
-        // RFC 4271 §9.1.2.2 (a): shortest AS_PATH (AS_SET counts 1,
-        // confederation segments 0, RFC 5065 §5.3).
-        (Step::AsPathLen, a.as_path_len().cmp(&b.as_path_len())),
-        // RFC 4271 §9.1.2.2 (b): lowest ORIGIN.
-        (Step::Origin, a.origin().cmp(&b.origin())),
-        // RFC 4271 §9.1.2.2 (c): lowest MED among routes from the same AS.
-        (
-            Step::Med,
-            if with_med {
-                a.med().cmp(&b.med())
-            } else {
-                Ordering::Equal
-            },
-        ),
-        // RFC 4271 §9.1.2.2 (d): eBGP over iBGP (locally originated first).
-        (Step::PeerKind, a.kind.cmp(&b.kind)),
-        // RFC 4271 §9.1.2.2 (e): lowest interior cost to the next hop.
-        (Step::IgpCost, a.igp_cost.cmp(&b.igp_cost)),
-        // RFC 4271 §9.1.2.2 (f) with RFC 4456 §9: lowest BGP identifier,
-        // ORIGINATOR_ID when present.
-        (
-            Step::RouterId,
-            a.effective_router_id().cmp(&b.effective_router_id()),
-        ),
-        // RFC 4456 §9: shortest CLUSTER_LIST.
-        (
-            Step::ClusterListLen,
-            a.cluster_list_len().cmp(&b.cluster_list_len()),
-        ),
-        // RFC 4271 §9.1.2.2 (g): lowest peer address.
-        (Step::PeerAddress, a.peer_addr.cmp(&b.peer_addr)),
-        // RFC 7911: several paths from one peer; lowest path id, so the
-        // order is total.
-        (Step::PathId, a.path_id.cmp(&b.path_id)),
-    ];
-    steps
-        .into_iter()
-        .find(|(_, o)| o.is_ne())
-        .map_or((Ordering::Equal, Step::PathId), |(s, o)| (o, s))
+#[inline]
+fn compare_with(a: &Ranked, b: &Ranked, with_med: bool) -> (Ordering, Step) {
+    macro_rules! step {
+        ($step:expr, $ord:expr) => {
+            match $ord {
+                Ordering::Equal => {}
+                o => return (o, $step),
+            }
+        };
+    }
+    // RFC 9494 §4.3: LLGR_STALE routes are the least preferred.
+    step!(Step::LlgrStale, a.llgr_stale.cmp(&b.llgr_stale));
+    // RFC 4271 §9.1.1: highest degree of preference (LOCAL_PREF).
+    step!(Step::LocalPref, b.local_pref.cmp(&a.local_pref));
+    // RFC 4271 §9.1.2.2 (a): shortest AS_PATH (AS_SET counts 1,
+    // confederation segments 0, RFC 5065 §5.3).
+    step!(Step::AsPathLen, a.as_path_len.cmp(&b.as_path_len));
+    // RFC 4271 §9.1.2.2 (b): lowest ORIGIN.
+    step!(Step::Origin, a.origin.cmp(&b.origin));
+    // RFC 4271 §9.1.2.2 (c): lowest MED among routes from the same AS.
+    if with_med {
+        step!(Step::Med, a.med.cmp(&b.med));
+    }
+    // RFC 4271 §9.1.2.2 (d): eBGP over iBGP (locally originated first).
+    step!(Step::PeerKind, a.kind.cmp(&b.kind));
+    // RFC 4271 §9.1.2.2 (e): lowest interior cost to the next hop.
+    step!(Step::IgpCost, a.igp_cost.cmp(&b.igp_cost));
+    // RFC 4271 §9.1.2.2 (f) with RFC 4456 §9: lowest BGP identifier,
+    // ORIGINATOR_ID when present.
+    step!(Step::RouterId, a.router_id.cmp(&b.router_id));
+    // RFC 4456 §9: shortest CLUSTER_LIST.
+    step!(
+        Step::ClusterListLen,
+        a.cluster_list_len.cmp(&b.cluster_list_len)
+    );
+    // RFC 4271 §9.1.2.2 (g): lowest peer address.
+    step!(Step::PeerAddress, a.peer_addr.cmp(&b.peer_addr));
+    // RFC 7911: several paths from one peer; lowest path id, so the
+    // order is total.
+    step!(Step::PathId, a.path_id.cmp(&b.path_id));
+    (Ordering::Equal, Step::PathId)
 }
 
 /// Whether `c` may share forwarding with `best`: equal through the IGP-cost
 /// step, and from the same neighbour AS when eBGP-learned.
 pub fn multipath_equal(best: &Candidate, c: &Candidate, cfg: &DecisionConfig) -> bool {
+    ranked_multipath_equal(&Ranked::new(best, 0, cfg), &Ranked::new(c, 1, cfg))
+}
+
+fn ranked_multipath_equal(best: &Ranked, c: &Ranked) -> bool {
     best.llgr_stale == c.llgr_stale
-        && best.local_pref(cfg) == c.local_pref(cfg)
-        && best.as_path_len() == c.as_path_len()
-        && best.origin() == c.origin()
-        && best.med() == c.med()
+        && best.local_pref == c.local_pref
+        && best.as_path_len == c.as_path_len
+        && best.origin == c.origin
+        && best.med == c.med
         && best.kind == c.kind
         && best.igp_cost == c.igp_cost
-        && (best.kind != PeerKind::Ebgp || best.neighbour_as() == c.neighbour_as())
+        && (best.kind != PeerKind::Ebgp || best.neighbour_as == c.neighbour_as)
 }
 
 /// The outcome of [`select`]: indices into the candidates, best first.
@@ -208,51 +238,72 @@ pub struct Selection {
 
 /// Picks the best path and the multipath set. Empty input: empty selection.
 pub fn select(cands: &[Candidate], cfg: &DecisionConfig) -> Selection {
-    let Some(best) = best_index(cands, cfg) else {
-        return Selection {
-            order: Vec::new(),
-            multipath: 0,
-        };
-    };
-    let mut multi: Vec<usize> = (0..cands.len())
-        .filter(|&i| i != best && multipath_equal(&cands[best], &cands[i], cfg))
+    let ranked: Vec<Ranked> = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Ranked::new(c, i, cfg))
         .collect();
-    // Equal through the IGP-cost step (MED values included), so only the
-    // total tie-breakers are left: a safe sort key.
-    multi.sort_by(|&x, &y| compare_with(&cands[x], &cands[y], cfg, true).0);
-    multi.truncate(cfg.max_paths.max(1) - 1);
-    let mut order = Vec::with_capacity(cands.len());
-    order.push(best);
-    order.extend_from_slice(&multi);
-    let multipath = order.len();
+    let mut order = vec![0; cands.len()];
+    let multipath = select_ranked(&ranked, cfg, &mut order);
+    order.truncate(multipath);
     let rest: Vec<usize> = (0..cands.len()).filter(|i| !order.contains(i)).collect();
     order.extend(rest);
     Selection { order, multipath }
 }
 
-/// Deterministic MED: the best of each neighbour-AS group (with MED), then
-/// the best of the group winners (without it).
-fn best_index(cands: &[Candidate], cfg: &DecisionConfig) -> Option<usize> {
-    let mut winners: Vec<usize> = Vec::new();
+/// [`select`] without allocating: writes the positions in `cands` of the
+/// multipath set, best first, to `out` and returns its size. `out` must
+/// hold `cands.len()` values (it is scratch space too).
+pub(crate) fn select_ranked(cands: &[Ranked], cfg: &DecisionConfig, out: &mut [usize]) -> usize {
+    let Some(best) = best_index(cands, cfg, out) else {
+        return 0;
+    };
+    out[0] = best;
+    let max = cfg.max_paths.max(1);
+    if max == 1 {
+        return 1;
+    }
+    let mut n = 1;
     for (i, c) in cands.iter().enumerate() {
-        let same_group = winners
+        if i != best && ranked_multipath_equal(&cands[best], c) {
+            out[n] = i;
+            n += 1;
+        }
+    }
+    // Equal through the IGP-cost step (MED values included), so only the
+    // total tie-breakers are left: a safe sort key (the position last, as a
+    // stable sort would).
+    out[1..n].sort_unstable_by(|&x, &y| compare_with(&cands[x], &cands[y], true).0.then(x.cmp(&y)));
+    n.min(max)
+}
+
+/// Deterministic MED: the best of each neighbour-AS group (with MED), then
+/// the best of the group winners (without it). `winners` is scratch space
+/// of `cands.len()` values.
+fn best_index(cands: &[Ranked], cfg: &DecisionConfig, winners: &mut [usize]) -> Option<usize> {
+    let mut groups = 0;
+    for (i, c) in cands.iter().enumerate() {
+        let same_group = winners[..groups]
             .iter_mut()
-            .find(|w| cfg.always_compare_med || cands[**w].neighbour_as() == c.neighbour_as());
+            .find(|w| cfg.always_compare_med || cands[**w].neighbour_as == c.neighbour_as);
         match same_group {
             Some(w) => {
-                if compare_with(c, &cands[*w], cfg, true).0.is_lt() {
+                if compare_with(c, &cands[*w], true).0.is_lt() {
                     *w = i;
                 }
             }
-            None => winners.push(i),
+            None => {
+                winners[groups] = i;
+                groups += 1;
+            }
         }
     }
-    winners.into_iter().reduce(
-        |w, i| match compare_with(&cands[i], &cands[w], cfg, false).0 {
+    winners[..groups].iter().copied().reduce(|w, i| {
+        match compare_with(&cands[i], &cands[w], false).0 {
             Ordering::Less => i,
             _ => w,
-        },
-    )
+        }
+    })
 }
 
 #[cfg(test)]

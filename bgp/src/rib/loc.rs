@@ -10,11 +10,12 @@
 //! front before and after the decision process.
 
 use super::attrs::AttrSet;
-use super::decision::{self, Candidate, DecisionConfig, PeerKind};
+use super::decision::{self, Candidate, DecisionConfig, PeerKind, Ranked};
 use super::PeerId;
 use crate::wire::attr::community::LLGR_STALE as LLGR_STALE_COMMUNITY;
 use crate::wire::attr::Community;
 use crate::wire::nlri::Prefix;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -89,14 +90,6 @@ impl Route {
             attrs: p.attrs.clone(),
             llgr_stale: p.llgr_stale(),
         }
-    }
-
-    /// Same path with the same attributes (pointer equality: interned).
-    fn same(&self, other: &Route) -> bool {
-        self.peer == other.peer
-            && self.path_id == other.path_id
-            && Arc::ptr_eq(&self.attrs, &other.attrs)
-            && self.llgr_stale == other.llgr_stale
     }
 }
 
@@ -204,10 +197,18 @@ impl Paths {
         }
     }
 
+    /// Appends: one reallocation of the exactly sized slice.
     fn push(&mut self, p: Path) {
-        let mut v = std::mem::take(self).into_vec();
-        v.push(p);
-        *self = Paths::from_vec(v);
+        *self = match std::mem::take(self) {
+            Paths::Many(v) if v.is_empty() => Paths::One(p),
+            Paths::One(first) => Paths::Many(Box::new([first, p])),
+            Paths::Many(v) => {
+                let mut v = v.into_vec();
+                v.reserve_exact(1);
+                v.push(p);
+                Paths::Many(v.into_boxed_slice())
+            }
+        }
     }
 
     fn remove(&mut self, i: usize) -> Path {
@@ -216,18 +217,53 @@ impl Paths {
         *self = Paths::from_vec(v);
         p
     }
+
+    /// Drops the paths marked withdrawn.
+    fn retain_live(&mut self) {
+        let mut v = std::mem::take(self).into_vec();
+        v.retain(|p| !p.has(WITHDRAWN));
+        *self = Paths::from_vec(v);
+    }
+}
+
+/// The table's key: a prefix, ordered as [`Prefix`] orders (IPv4 before
+/// IPv6, then address, then length) but with integer comparisons, since a
+/// lookup compares a few dozen keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key(Prefix);
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self.0, other.0) {
+            (Prefix::V4 { addr: a, len: la }, Prefix::V4 { addr: b, len: lb }) => {
+                (u64::from(u32::from(a)) << 8 | u64::from(la))
+                    .cmp(&(u64::from(u32::from(b)) << 8 | u64::from(lb)))
+            }
+            (Prefix::V6 { addr: a, len: la }, Prefix::V6 { addr: b, len: lb }) => {
+                (u128::from(a), la).cmp(&(u128::from(b), lb))
+            }
+            (Prefix::V4 { .. }, Prefix::V6 { .. }) => Ordering::Less,
+            (Prefix::V6 { .. }, Prefix::V4 { .. }) => Ordering::Greater,
+        }
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    map: BTreeMap<Prefix, Paths>,
+    map: BTreeMap<Key, Paths>,
 }
 
 impl Table {
     /// Inserts or replaces the path with the same peer and path id; returns
     /// the replaced one.
     pub fn set(&mut self, prefix: Prefix, mut path: Path) -> Option<Path> {
-        let paths = self.map.entry(prefix).or_default();
+        let paths = self.map.entry(Key(prefix)).or_default();
         path.flags &= !(SELECTED | WITHDRAWN);
         let Some(i) = paths
             .iter()
@@ -255,7 +291,7 @@ impl Table {
     }
 
     pub fn remove(&mut self, prefix: &Prefix, peer: PeerId, path_id: u32) -> Option<Path> {
-        let paths = self.map.get_mut(prefix)?;
+        let paths = self.map.get_mut(&Key(*prefix))?;
         let i = paths
             .iter()
             .position(|p| p.same_path(peer, path_id) && !p.has(WITHDRAWN))?;
@@ -263,15 +299,15 @@ impl Table {
     }
 
     pub fn paths(&self, prefix: &Prefix) -> &[Path] {
-        self.map.get(prefix).map_or(&[], |p| &p[..])
+        self.map.get(&Key(*prefix)).map_or(&[], |p| &p[..])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&Prefix, &Paths)> {
-        self.map.iter()
+        self.map.iter().map(|(k, v)| (&k.0, v))
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Prefix, &mut Paths)> {
-        self.map.iter_mut()
+        self.map.iter_mut().map(|(k, v)| (&k.0, v))
     }
 
     pub fn prefixes(&self) -> usize {
@@ -293,82 +329,109 @@ impl Table {
         peer: impl Fn(PeerId) -> Option<PeerView>,
         cost: impl Fn(&Path, &PeerView) -> Option<u32>,
     ) -> Option<LocRibChange> {
-        let paths = self.map.get_mut(&prefix)?;
-        let old: Vec<Route> = paths
-            .iter()
-            .take_while(|p| p.has(SELECTED))
-            .map(|p| Route::of(prefix, p))
-            .collect();
-        let mut usable = Vec::with_capacity(paths.len());
-        let mut cands = Vec::with_capacity(paths.len());
-        for (i, p) in paths.iter().enumerate() {
-            if p.flags & (REJECTED | WITHDRAWN) != 0 {
-                continue;
-            }
-            let Some(view) = peer(p.peer) else { continue };
-            // RFC 4271 §9.1.2: a route whose NEXT_HOP is unresolvable is
-            // excluded from the decision process.
-            let Some(igp_cost) = cost(p, &view) else {
-                continue;
-            };
-            usable.push(i);
-            cands.push(Candidate {
-                attrs: &p.attrs,
-                kind: view.kind,
-                router_id: view.router_id,
-                peer_addr: view.addr,
-                path_id: p.path_id,
-                llgr_stale: p.llgr_stale(),
-                igp_cost,
-            });
-        }
-        let sel = decision::select(&cands, cfg);
-        let chosen: Vec<usize> = sel.order[..sel.multipath]
-            .iter()
-            .map(|&c| usable[c])
-            .collect();
-        // Selected first, in rank order; the rest keep their relative order.
-        let mut order = chosen.clone();
-        order.extend((0..paths.len()).filter(|i| !chosen.contains(i) && !paths[*i].has(WITHDRAWN)));
-        if order.iter().copied().eq(0..paths.len()) {
-            // The common case (one path, or the order holds): no moves.
-            for (i, p) in paths.iter_mut().enumerate() {
-                p.flags = (p.flags & !SELECTED) | if i < chosen.len() { SELECTED } else { 0 };
-            }
+        let paths = self.map.get_mut(&Key(prefix))?;
+        // Almost every prefix has a few paths: rank them in buffers on the
+        // stack, and allocate only for a change or a crowd.
+        let change = if paths.len() <= INLINE {
+            let mut ranked = [Ranked::EMPTY; INLINE];
+            let mut chosen = [0; INLINE];
+            decide_in(prefix, paths, cfg, &peer, &cost, &mut ranked, &mut chosen)
         } else {
-            let mut taken: Vec<Option<Path>> = std::mem::take(paths)
-                .into_vec()
-                .into_iter()
-                .map(Some)
-                .collect();
-            let mut v = Vec::with_capacity(order.len());
-            for (rank, &i) in order.iter().enumerate() {
-                if let Some(mut p) = taken[i].take() {
-                    p.flags =
-                        (p.flags & !SELECTED) | if rank < chosen.len() { SELECTED } else { 0 };
-                    v.push(p);
-                }
-            }
-            *paths = Paths::from_vec(v);
-        }
-        let new: Vec<Route> = paths[..chosen.len()]
-            .iter()
-            .map(|p| Route::of(prefix, p))
-            .collect();
+            let mut ranked = vec![Ranked::EMPTY; paths.len()];
+            let mut chosen = vec![0; paths.len()];
+            decide_in(prefix, paths, cfg, &peer, &cost, &mut ranked, &mut chosen)
+        };
         if paths.is_empty() {
-            self.map.remove(&prefix);
+            self.map.remove(&Key(prefix));
         }
-        let unchanged = old.len() == new.len() && old.iter().zip(&new).all(|(a, b)| a.same(b));
-        if unchanged {
-            return None;
-        }
-        Some(match new.first() {
-            Some(best) => LocRibChange::Best {
-                prefix,
-                best: best.clone(),
-                multipath: new,
-            },
-            None => LocRibChange::Unreachable { prefix },
-        })
+        change
     }
+}
+
+/// Paths of one prefix ranked without allocating.
+const INLINE: usize = 16;
+
+/// The decision process on one prefix's `paths`, with `ranked` and
+/// `chosen` as scratch space (at least `paths.len()` each).
+fn decide_in(
+    prefix: Prefix,
+    paths: &mut Paths,
+    cfg: &DecisionConfig,
+    peer: &impl Fn(PeerId) -> Option<PeerView>,
+    cost: &impl Fn(&Path, &PeerView) -> Option<u32>,
+    ranked: &mut [Ranked],
+    chosen: &mut [usize],
+) -> Option<LocRibChange> {
+    let mut usable = 0;
+    let mut withdrawn = false;
+    for (i, p) in paths.iter().enumerate() {
+        if p.flags & (REJECTED | WITHDRAWN) != 0 {
+            withdrawn |= p.has(WITHDRAWN);
+            continue;
+        }
+        let Some(view) = peer(p.peer) else { continue };
+        // RFC 4271 §9.1.2: a route whose NEXT_HOP is unresolvable is
+        // excluded from the decision process.
+        let Some(igp_cost) = cost(p, &view) else {
+            continue;
+        };
+        let c = Candidate {
+            attrs: &p.attrs,
+            kind: view.kind,
+            router_id: view.router_id,
+            peer_addr: view.addr,
+            path_id: p.path_id,
+            llgr_stale: p.llgr_stale(),
+            igp_cost,
+        };
+        ranked[usable] = Ranked::new(&c, i, cfg);
+        usable += 1;
+    }
+    let n = decision::select_ranked(&ranked[..usable], cfg, &mut chosen[..usable]);
+    let chosen = &mut chosen[..n];
+    for c in chosen.iter_mut() {
+        *c = ranked[*c].index;
+    }
+    // The recorded selection is the selected paths at the front; compare it
+    // with the new one before anything moves.
+    let old = paths.iter().take_while(|p| p.has(SELECTED)).count();
+    let unchanged = old == n
+        && chosen
+            .iter()
+            .enumerate()
+            .all(|(rank, &i)| rank == i || same_route(&paths[rank], &paths[i]));
+    // Selected first, in rank order; the rest keep their relative order.
+    // Rotating each chosen path to its rank moves only the paths between.
+    for (rank, &i) in chosen.iter().enumerate() {
+        // Chosen paths of lower rank that sat behind this one moved in
+        // front of it, each pushing it one place back.
+        let at = i + chosen[..rank].iter().filter(|&&j| j > i).count();
+        paths[rank..=at].rotate_right(1);
+    }
+    for (rank, p) in paths.iter_mut().enumerate() {
+        p.flags = (p.flags & !SELECTED) | if rank < n { SELECTED } else { 0 };
+    }
+    if withdrawn {
+        paths.retain_live();
+    }
+    if unchanged {
+        return None;
+    }
+    let multipath: Vec<Route> = paths[..n].iter().map(|p| Route::of(prefix, p)).collect();
+    Some(match multipath.first() {
+        Some(best) => LocRibChange::Best {
+            prefix,
+            best: best.clone(),
+            multipath,
+        },
+        None => LocRibChange::Unreachable { prefix },
+    })
+}
+
+/// Whether two paths make the same [`Route`] (see `Route::same`).
+fn same_route(a: &Path, b: &Path) -> bool {
+    a.peer == b.peer
+        && a.path_id == b.path_id
+        && Arc::ptr_eq(&a.attrs, &b.attrs)
+        && a.llgr_stale() == b.llgr_stale()
 }
