@@ -1,287 +1,63 @@
-//! The CNI IPAM plugin (spec 1.1.0; 0.3.x, 0.4.0 and 1.0.0 configs too):
-//! parsing the invocation, running it against the allocator, and shaping
-//! results and error objects. The binary `petrel-ipam` is a thin main
-//! around [`invoke`].
+//! The CNI IPAM plugin's datastore half (spec 1.1.0; 0.3.x, 0.4.0 and
+//! 1.0.0 configs too): running an invocation against the allocator and
+//! shaping its result. The CNI types, the config and the error objects are
+//! the std-only `petrel-cni` crate's, re-exported here; the binary
+//! `petrel-ipam-direct` is a thin main around [`invoke`], and the daemon's
+//! IPAM service runs [`execute`] with its warm allocator.
 //!
-//! A host-wide `flock` serialises invocations on one node: the kernel drops
-//! the lock when its holder dies, so a crashed invocation cannot wedge the
-//! node, and a live holder that never finishes makes later invocations fail
-//! with "try again later" after a deadline instead of hanging.
+//! A host-wide `flock` serialises direct invocations on one node: the
+//! kernel drops the lock when its holder dies, so a crashed invocation
+//! cannot wedge the node, and a live holder that never finishes makes later
+//! invocations fail with "try again later" after a deadline instead of
+//! hanging.
 
 use crate::ipam::{AssignRequest, Ipam, IpamError};
 use crate::model::Attributes;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::etcd::{EtcdConfig, EtcdStore};
 use crate::store::{Store, StoreError};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
-pub const DEFAULT_MTU_FILE: &str = "/run/petrel/pod-mtu";
-pub const DEFAULT_LOCK_FILE: &str = "/run/petrel/ipam.lock";
-pub const DEFAULT_DAEMON_SOCKET: &str = "/run/petrel/ipam.sock";
-/// Longer than the service's own per-request deadline, so that a busy
-/// daemon answers "try again later" itself before the plugin gives up.
-pub const DEFAULT_DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+pub use petrel_cni::conf::{
+    parse, Attachment, DatastoreConfig, GatewayMode, IpamSection, NetConf, DEFAULT_DAEMON_SOCKET,
+    DEFAULT_DAEMON_TIMEOUT, DEFAULT_LOCK_FILE, DEFAULT_MTU_FILE, SUPPORTED_VERSIONS,
+};
+pub use petrel_cni::output::{output, version_of, version_result};
+pub use petrel_cni::{code, CniError, Env};
+
 const LOCK_WAIT: Duration = Duration::from_secs(30);
 
-/// CNI error codes (spec §"Error"), and petrel's own above 99.
-pub mod code {
-    pub const INCOMPATIBLE_VERSION: u32 = 1;
-    pub const INVALID_ENV: u32 = 4;
-    pub const IO_FAILURE: u32 = 5;
-    pub const DECODE_FAILURE: u32 = 6;
-    pub const INVALID_CONFIG: u32 = 7;
-    pub const TRY_AGAIN_LATER: u32 = 11;
-    pub const NOT_AVAILABLE: u32 = 50;
-    /// The allocation CHECK expected is missing or differs.
-    pub const CHECK_FAILED: u32 = 100;
-    /// No address could be assigned (pools full, no pool for the node).
-    pub const NO_ADDRESS: u32 = 101;
-    /// A datastore record is corrupt or a request was refused.
-    pub const DATASTORE: u32 = 102;
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CniError {
-    pub code: u32,
-    pub msg: String,
-    pub details: String,
-}
-
-impl CniError {
-    pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Self {
-        CniError {
-            code,
-            msg: msg.into(),
-            details: details.into(),
+/// The CNI error for an allocator error; `status` for STATUS, where an
+/// unreachable datastore is "not available" (50).
+pub fn error_from_ipam(e: IpamError, status: bool) -> CniError {
+    match e {
+        IpamError::Store(s) => error_from_store(s, status),
+        e @ (IpamError::NoPool { .. } | IpamError::Exhausted { .. }) => {
+            CniError::new(code::NO_ADDRESS, "no address available", e.to_string())
         }
-    }
-
-    pub fn to_json(&self, version: &str) -> Value {
-        json!({ "cniVersion": version, "code": self.code, "msg": self.msg, "details": self.details })
-    }
-
-    pub fn from_ipam(e: IpamError, status: bool) -> Self {
-        match e {
-            IpamError::Store(s) => Self::from_store(s, status),
-            e @ (IpamError::NoPool { .. } | IpamError::Exhausted { .. }) => {
-                CniError::new(code::NO_ADDRESS, "no address available", e.to_string())
-            }
-            e @ IpamError::Contention { .. } => {
-                CniError::new(code::TRY_AGAIN_LATER, "datastore contention", e.to_string())
-            }
-            e => CniError::new(code::DATASTORE, "IPAM datastore error", e.to_string()),
+        e @ IpamError::Contention { .. } => {
+            CniError::new(code::TRY_AGAIN_LATER, "datastore contention", e.to_string())
         }
-    }
-
-    pub fn from_store(e: StoreError, status: bool) -> Self {
-        let c = match (&e, status) {
-            (_, true) => code::NOT_AVAILABLE,
-            (StoreError::Unavailable { .. } | StoreError::Embedded { .. }, false) => {
-                code::TRY_AGAIN_LATER
-            }
-            _ => code::DATASTORE,
-        };
-        CniError::new(c, "IPAM datastore unavailable", e.to_string())
+        e => CniError::new(code::DATASTORE, "IPAM datastore error", e.to_string()),
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct DatastoreConfig {
-    #[serde(default)]
-    pub etcd_endpoints: Vec<String>,
-    pub etcd_ca: Option<PathBuf>,
-    pub etcd_cert: Option<PathBuf>,
-    pub etcd_key: Option<PathBuf>,
-    pub path: Option<PathBuf>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `ipam.gateway`: what the result says about a gateway.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GatewayMode {
-    /// Each address carries its block's gateway, an address reserved for
-    /// the node in the block ([`crate::gateway`]), for bridge plugins with
-    /// `isGateway`. Addresses come only from the node's own blocks.
-    #[default]
-    Block,
-    /// No gateway: point-to-point setups (Calico-style), where the pod's
-    /// default route goes out of its interface and the host answers ARP.
-    None,
-}
-
-/// The `ipam` section of the network config.
-#[derive(Debug, Clone, Deserialize)]
-pub struct IpamSection {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub datastore: DatastoreConfig,
-    pub node_name: Option<String>,
-    #[serde(default)]
-    pub pools: Vec<String>,
-    #[serde(default = "yes")]
-    pub assign_ipv4: bool,
-    #[serde(default)]
-    pub assign_ipv6: bool,
-    #[serde(default)]
-    pub gateway: GatewayMode,
-    pub mtu_file: Option<PathBuf>,
-    pub lock_file: Option<PathBuf>,
-    /// The daemon's IPAM service; `""` turns forwarding off. Default
-    /// [`DEFAULT_DAEMON_SOCKET`].
-    pub daemon_socket: Option<PathBuf>,
-    /// How long to wait for the daemon's answer once it took the request.
-    pub daemon_timeout_secs: Option<f64>,
-}
-
-impl IpamSection {
-    /// Where to forward invocations, if anywhere.
-    pub fn daemon_socket(&self) -> Option<PathBuf> {
-        match &self.daemon_socket {
-            Some(p) if p.as_os_str().is_empty() => None,
-            Some(p) => Some(p.clone()),
-            None => Some(DEFAULT_DAEMON_SOCKET.into()),
+/// The CNI error for a datastore error (see [`error_from_ipam`]).
+pub fn error_from_store(e: StoreError, status: bool) -> CniError {
+    let c = match (&e, status) {
+        (_, true) => code::NOT_AVAILABLE,
+        (StoreError::Unavailable { .. } | StoreError::Embedded { .. }, false) => {
+            code::TRY_AGAIN_LATER
         }
-    }
-
-    pub fn daemon_timeout(&self) -> Duration {
-        self.daemon_timeout_secs
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(|s| Duration::from_secs_f64(s.min(3600.0)))
-            .unwrap_or(DEFAULT_DAEMON_TIMEOUT)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Attachment {
-    #[serde(rename = "containerID")]
-    pub container_id: String,
-    pub ifname: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct NetConf {
-    #[serde(rename = "cniVersion")]
-    pub cni_version: String,
-    pub name: String,
-    pub ipam: Option<IpamSection>,
-    #[serde(rename = "prevResult")]
-    pub prev_result: Option<Value>,
-    #[serde(rename = "cni.dev/valid-attachments", default)]
-    pub valid_attachments: Option<Vec<Attachment>>,
-}
-
-/// The environment of one invocation: the `CNI_*` variables. It travels
-/// whole to the daemon's IPAM service, which decides as the plugin would.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Env {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ifname: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub args: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-}
-
-impl Env {
-    pub fn from_process() -> Env {
-        let v = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
-        Env {
-            command: v("CNI_COMMAND"),
-            container_id: v("CNI_CONTAINERID"),
-            netns: v("CNI_NETNS"),
-            ifname: v("CNI_IFNAME"),
-            args: v("CNI_ARGS"),
-            path: v("CNI_PATH"),
-        }
-    }
-
-    fn need(&self, what: &Option<String>, name: &str) -> Result<String, CniError> {
-        what.clone().ok_or_else(|| {
-            CniError::new(
-                code::INVALID_ENV,
-                format!("{name} is not set"),
-                "the runtime must set it for this command",
-            )
-        })
-    }
-
-    /// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` from `CNI_ARGS` (`K=V;K=V`).
-    fn pod(&self) -> (Option<String>, Option<String>) {
-        let mut ns = None;
-        let mut pod = None;
-        for kv in self.args.as_deref().unwrap_or("").split(';') {
-            match kv.split_once('=') {
-                Some(("K8S_POD_NAMESPACE", v)) => ns = Some(v.to_string()),
-                Some(("K8S_POD_NAME", v)) => pod = Some(v.to_string()),
-                _ => {}
-            }
-        }
-        (ns, pod)
-    }
-}
-
-pub fn version_result() -> Value {
-    json!({ "cniVersion": "1.1.0", "supportedVersions": SUPPORTED_VERSIONS })
-}
-
-/// Parse stdin; malformed JSON is code 6, a config petrel cannot use is 7,
-/// an unsupported version 1.
-pub fn parse(stdin: &[u8]) -> Result<(NetConf, IpamSection), CniError> {
-    let conf: NetConf = serde_json::from_slice(stdin).map_err(|e| {
-        CniError::new(
-            code::DECODE_FAILURE,
-            "cannot decode the network configuration",
-            e.to_string(),
-        )
-    })?;
-    if !SUPPORTED_VERSIONS.contains(&conf.cni_version.as_str()) {
-        return Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            format!("CNI version {} is not supported", conf.cni_version),
-            format!("supported: {}", SUPPORTED_VERSIONS.join(", ")),
-        ));
-    }
-    let ipam = conf.ipam.clone().ok_or_else(|| {
-        CniError::new(
-            code::INVALID_CONFIG,
-            "no ipam section",
-            "add \"ipam\": {\"type\": \"petrel-ipam\", \"datastore\": ...}",
-        )
-    })?;
-    let ds = &ipam.datastore;
-    if ds.etcd_endpoints.is_empty() == ds.path.is_none() {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            "ipam.datastore needs exactly one of etcd_endpoints and path",
-            format!("got {ds:?}"),
-        ));
-    }
-    if !ipam.assign_ipv4 && !ipam.assign_ipv6 {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            "assign_ipv4 and assign_ipv6 are both false",
-            "enable at least one",
-        ));
-    }
-    Ok((conf, ipam))
+        _ => code::DATASTORE,
+    };
+    CniError::new(c, "IPAM datastore unavailable", e.to_string())
 }
 
 pub async fn open_store(ds: &DatastoreConfig) -> Result<Arc<dyn Store>, StoreError> {
@@ -536,7 +312,7 @@ pub async fn invoke(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> 
     };
     let store = open_store(&p.ipam.datastore)
         .await
-        .map_err(|e| CniError::from_store(e, p.is_status()))?;
+        .map_err(|e| error_from_store(e, p.is_status()))?;
     execute(&p, &Ipam::new(store)).await
 }
 
@@ -544,7 +320,7 @@ pub async fn invoke(env: &Env, stdin: &[u8]) -> Result<Option<Value>, CniError> 
 /// and the daemon's IPAM service share this.
 pub async fn execute(p: &Prepared, alloc: &Ipam) -> Result<Option<Value>, CniError> {
     let status = p.is_status();
-    let ipam_err = |e| CniError::from_ipam(e, status);
+    let ipam_err = |e| error_from_ipam(e, status);
     match p.command.as_str() {
         "ADD" => {
             let handle = p.handle()?;
@@ -634,7 +410,7 @@ pub async fn execute(p: &Prepared, alloc: &Ipam) -> Result<Option<Value>, CniErr
                 .store()
                 .ping()
                 .await
-                .map_err(|e| CniError::from_store(e, true))?;
+                .map_err(|e| error_from_store(e, true))?;
             let pools = alloc.pools().await.map_err(ipam_err)?;
             if !pools.iter().any(|p| !p.disabled) {
                 return Err(CniError::new(
@@ -653,54 +429,9 @@ pub async fn execute(p: &Prepared, alloc: &Ipam) -> Result<Option<Value>, CniErr
     }
 }
 
-/// What the plugin prints on stdout and its exit status, for an outcome
-/// of an invocation whose stdin was `stdin`.
-pub fn output(outcome: &Result<Option<Value>, CniError>, stdin: &[u8]) -> (String, u8) {
-    match outcome {
-        Ok(None) => (String::new(), 0),
-        Ok(Some(v)) => (format!("{v}\n"), 0),
-        Err(e) => (format!("{}\n", e.to_json(&version_of(stdin))), 1),
-    }
-}
-
-/// Where to forward this invocation, and how long to wait for the answer:
-/// `None` for VERSION (answered locally), for a config the plugin cannot
-/// parse (the direct path reports the error without touching anything),
-/// and when the config turns forwarding off with `"daemon_socket": ""`.
-pub fn daemon_route(env: &Env, stdin: &[u8]) -> Option<(PathBuf, Duration)> {
-    if env.command.as_deref() == Some("VERSION") {
-        return None;
-    }
-    let (_, ipam) = parse(stdin).ok()?;
-    std::str::from_utf8(stdin).ok()?;
-    Some((ipam.daemon_socket()?, ipam.daemon_timeout()))
-}
-
-/// The cniVersion to answer errors in: the config's if it has one.
-pub fn version_of(stdin: &[u8]) -> String {
-    serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| v["cniVersion"].as_str().map(str::to_string))
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| "1.1.0".to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn malformed_json_is_code_6_and_bad_configs_are_7_or_1() {
-        assert_eq!(parse(b"{not json").unwrap_err().code, code::DECODE_FAILURE);
-        let no_ipam = br#"{"cniVersion":"1.0.0","name":"n"}"#;
-        assert_eq!(parse(no_ipam).unwrap_err().code, code::INVALID_CONFIG);
-        let both = br#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"petrel-ipam","datastore":{"path":"/x","etcd_endpoints":["http://a"]}}}"#;
-        assert_eq!(parse(both).unwrap_err().code, code::INVALID_CONFIG);
-        let old = br#"{"cniVersion":"0.2.0","name":"n","ipam":{"type":"petrel-ipam","datastore":{"path":"/x"}}}"#;
-        assert_eq!(parse(old).unwrap_err().code, code::INCOMPATIBLE_VERSION);
-        let ok = br#"{"cniVersion":"0.4.0","name":"n","ipam":{"type":"petrel-ipam","datastore":{"path":"/x"}}}"#;
-        assert!(parse(ok).is_ok());
-    }
 
     #[test]
     fn results_follow_the_requested_version() {
@@ -727,15 +458,6 @@ mod tests {
         assert!(r["ips"][0].get("version").is_none());
         assert_eq!(r["routes"][0]["mtu"], 1450);
         assert_eq!(r["routes"][1]["dst"], "::/0");
-    }
-
-    #[test]
-    fn pod_identity_comes_from_cni_args() {
-        let env = Env {
-            args: Some("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=web-0".into()),
-            ..Default::default()
-        };
-        assert_eq!(env.pod(), (Some("ns1".into()), Some("web-0".into())));
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The CNI plugin end to end: Debian's real `bridge` plugin delegating to
 //! `petrel-ipam` for real network namespaces, against a real etcd; and the
 //! commands bridge 1.1.1 does not speak (GC, STATUS) run directly.
+//!
+//! No IPAM service runs here (`"daemon_socket": ""`), so every invocation
+//! takes the fallback: the exec'd `petrel-ipam` (the forwarder, which has
+//! no datastore code) execs `petrel-ipam-direct` from its directory, which
+//! goes to the datastore itself.
 
 use petrel_ipam::ipam::Ipam;
 use petrel_ipam::model::{Encapsulation, IpamConfig, Pool, PoolUse};
@@ -111,7 +116,8 @@ fn ipam_conf(version: &str, endpoint: &str, dir: &Path, plugin: &str) -> Value {
             "gateway": "none",
             "mtu_file": dir.join("pod-mtu"),
             "lock_file": dir.join("ipam.lock"),
-            // The direct path: never a petreld that happens to run here.
+            // The fallback through petrel-ipam-direct: never a petreld that
+            // happens to run here.
             "daemon_socket": "",
         }
     })

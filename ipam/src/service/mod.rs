@@ -12,10 +12,11 @@
 //!
 //! [`proto`] is the wire format, [`server`] the daemon side ([`Service`]),
 //! [`client`] the plugin side (blocking, no async runtime: it runs once per
-//! exec and its start-up is on every ADD's critical path).
+//! exec and its start-up is on every ADD's critical path). The wire format
+//! and the client live in the std-only `petrel-cni` crate, which the
+//! exec'd binary is built from, and are re-exported here.
 
-pub mod client;
-pub mod proto;
+pub use petrel_cni::{client, proto};
 pub mod server;
 
 pub use server::{Service, ServiceConfig, ServiceError};

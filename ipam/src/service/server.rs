@@ -388,7 +388,7 @@ async fn run_adds(ipam: &Ipam, jobs: Vec<Job>) {
             }
         }
         Err(e) => {
-            let err = CniError::from_ipam(e, false);
+            let err = cni::error_from_ipam(e, false);
             for job in jobs {
                 let _ = job.reply.send(Err(err.clone()));
             }

@@ -10,7 +10,8 @@
 //! first attempt took if it landed; DEL is idempotent.
 
 use super::proto::{self, Reply, Request};
-use crate::cni::{code, CniError, Env};
+use crate::env::Env;
+use crate::error::{code, CniError};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;

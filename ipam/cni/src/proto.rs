@@ -7,7 +7,7 @@
 //! A server that does not speak the request's version answers with a CNI
 //! error (code 1, incompatible version) in a version-1 reply.
 
-use crate::cni::Env;
+use crate::env::Env;
 use serde::{Deserialize, Serialize};
 
 pub const VERSION: u32 = 1;
