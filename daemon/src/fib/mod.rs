@@ -62,6 +62,7 @@ pub mod monitor;
 pub mod msg;
 pub mod mtu;
 pub mod sock;
+pub mod table;
 pub mod task;
 
 pub use monitor::{Event, Monitor};
@@ -73,13 +74,12 @@ use petrel_bgp::rib::{LocRibChange, PeerId, Route};
 use petrel_bgp::wire::attr::mp::NextHop;
 use petrel_bgp::wire::Prefix;
 use sock::NlSocket;
-use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use table::{Installed, PrefixMap, PrefixSet, Sets, BLACKHOLE};
 
 /// The main routing table (RT_TABLE_MAIN).
 pub const TABLE_MAIN: u32 = 254;
@@ -201,73 +201,12 @@ pub enum Held<'a> {
     Stale,
 }
 
-/// What we installed for a prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Installed {
-    Blackhole,
-    One(Hop),
-    Many(Box<[Hop]>),
-}
-
-impl Installed {
-    fn of(hops: &[Hop]) -> Self {
-        match hops {
-            [h] => Installed::One(*h),
-            _ => Installed::Many(hops.into()),
-        }
-    }
-    fn hops(&self) -> &[Hop] {
-        match self {
-            Installed::Blackhole => &[],
-            Installed::One(h) => std::slice::from_ref(h),
-            Installed::Many(h) => h,
-        }
-    }
-}
-
-/// FxHash: prefixes are not attacker-chosen keys worth SipHash here (they
-/// come from our own Loc-RIB), and a million of them are hashed per table.
-#[derive(Default)]
-struct Fx(u64);
-
-impl Hasher for Fx {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for c in bytes.chunks(8) {
-            let mut w = [0u8; 8];
-            w[..c.len()].copy_from_slice(c);
-            self.add(u64::from_ne_bytes(w));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(i as u64)
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.add(i as u64)
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.add(i)
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64)
-    }
-}
-
-impl Fx {
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type FxBuild = BuildHasherDefault<Fx>;
-
 /// One queued route message.
 struct Pending {
     prefix: Prefix,
-    /// `None` for a delete.
-    new: Option<Installed>,
+    /// The next-hop set installed, holding a reference; `None` for a
+    /// delete.
+    new: Option<u32>,
 }
 
 /// The kernel FIB writer. See the module docs.
@@ -276,8 +215,16 @@ pub struct Fib {
     cfg: FibConfig,
     params: RouteParams,
     seq: u32,
-    installed: HashMap<Prefix, Installed, FxBuild>,
-    stale: HashSet<Prefix, FxBuild>,
+    /// Our routes in the kernel: prefix → next-hop set id (one reference
+    /// each).
+    installed: PrefixMap,
+    stale: PrefixSet,
+    /// The next-hop sets the maps and `pending` name.
+    sets: Sets,
+    /// The last single next hop resolved and its set (holding a
+    /// reference): a table's routes share a few next hops, so most routes
+    /// skip resolving and interning.
+    last_hop: Option<(NextHop, u32)>,
     counters: Arc<FibCounters>,
     out: Vec<u8>,
     /// Offset of the last message in `out`.
@@ -286,10 +233,12 @@ pub struct Fib {
     first_seq: u32,
     pending: Vec<Pending>,
     rx: Vec<u8>,
-    seen: HashSet<Prefix, FxBuild>,
+    /// The prefixes of one `apply` seen so far (the last change wins).
+    seen: PrefixSet,
     /// Routes the kernel refused (a next hop not reachable yet, a link
     /// down): retried by [`Fib::relink`] when links or addresses change.
-    unresolved: HashMap<Prefix, Installed, FxBuild>,
+    /// Values hold a reference, as `installed`'s.
+    unresolved: PrefixMap,
     hops: Vec<Hop>,
 }
 
@@ -307,16 +256,18 @@ impl Fib {
             },
             cfg,
             seq: 1,
-            installed: HashMap::default(),
-            stale: HashSet::default(),
+            installed: PrefixMap::default(),
+            stale: PrefixSet::default(),
+            sets: Sets::default(),
+            last_hop: None,
             counters: Arc::default(),
             out: Vec::new(),
             last_at: 0,
             first_seq: 0,
             pending: Vec::new(),
             rx: Vec::with_capacity(1 << 20),
-            seen: HashSet::default(),
-            unresolved: HashMap::default(),
+            seen: PrefixSet::default(),
+            unresolved: PrefixMap::default(),
             hops: Vec::new(),
         })
     }
@@ -351,24 +302,38 @@ impl Fib {
     /// What this process holds, for `petrelctl show fib`: each installed
     /// route, then the stale ones of a previous run not re-installed yet.
     pub fn held(&self) -> impl Iterator<Item = (Prefix, Held<'_>)> + '_ {
-        let installed = self.installed.iter().map(|(p, i)| {
-            let h = match i {
+        let installed = self.installed.iter().map(|(p, id)| {
+            let h = match self.sets.get(id) {
                 Installed::Blackhole => Held::Blackhole,
                 i => Held::Unicast(i.hops()),
             };
-            (*p, h)
+            (p, h)
         });
         let stale = self
             .stale
             .iter()
-            .filter(|p| !self.installed.contains_key(*p))
-            .map(|p| (*p, Held::Stale));
+            .filter(|p| !self.installed.contains(p))
+            .map(|p| (p, Held::Stale));
         installed.chain(stale)
+    }
+
+    /// Heap octets of the routes' state (the maps and the next-hop sets'
+    /// ids), for measuring it.
+    pub fn state_bytes(&self) -> usize {
+        self.installed.heap_bytes()
+            + self.stale.heap_bytes()
+            + self.unresolved.heap_bytes()
+            + self.seen.heap_bytes()
     }
 
     /// The RTAX_MTU routes are installed with.
     pub fn mtu(&self) -> Option<u32> {
         self.params.mtu
+    }
+
+    /// Whether `prefix` is installed with next hops (not a blackhole).
+    fn is_unicast(&self, prefix: &Prefix) -> bool {
+        self.installed.get(prefix).is_some_and(|id| id != BLACKHOLE)
     }
 
     /// Applies Loc-RIB changes: per prefix the last change wins; a best path
@@ -389,10 +354,7 @@ impl Fib {
                     best, multipath, ..
                 } => {
                     if best.peer == PeerId::LOCAL {
-                        if matches!(
-                            self.installed.get(&prefix),
-                            Some(Installed::One(_) | Installed::Many(_))
-                        ) {
+                        if self.is_unicast(&prefix) {
                             self.queue_delete(prefix, &mut report)?;
                         } else {
                             report.unchanged += 1;
@@ -404,38 +366,35 @@ impl Fib {
                     } else {
                         &multipath[..]
                     };
-                    self.resolve_hops(set);
-                    if self.hops.is_empty() {
-                        report.errors.push(FibError {
-                            prefix,
-                            op: Op::Install,
-                            errno: 0,
-                            message: Some("no usable next hop".into()),
-                        });
-                        continue;
-                    }
-                    if !self.stale.contains(&prefix)
-                        && self
-                            .installed
-                            .get(&prefix)
-                            .is_some_and(|i| i.hops() == &self.hops[..])
-                    {
+                    let id = match self.resolve(set) {
+                        Ok(id) => id,
+                        Err(why) => {
+                            report.errors.push(FibError {
+                                prefix,
+                                op: Op::Install,
+                                errno: 0,
+                                message: Some(why.into()),
+                            });
+                            continue;
+                        }
+                    };
+                    let now = self.installed.get(&prefix);
+                    if now == Some(id) && !self.stale.contains(&prefix) {
+                        self.sets.release(id);
                         report.unchanged += 1;
                         continue;
                     }
-                    if matches!(self.installed.get(&prefix), Some(Installed::Blackhole)) {
+                    if now == Some(BLACKHOLE) {
                         self.queue_delete(prefix, &mut report)?;
                     }
-                    let hops = std::mem::take(&mut self.hops);
-                    self.queue_install(prefix, RouteKind::Unicast(&hops), &mut report)?;
-                    self.hops = hops;
+                    self.queue_install(prefix, id, &mut report)?;
                 }
                 LocRibChange::Unreachable { .. } => {
-                    self.unresolved.remove(&prefix);
-                    if matches!(
-                        self.installed.get(&prefix),
-                        Some(Installed::One(_) | Installed::Many(_))
-                    ) || (self.stale.contains(&prefix) && !self.installed.contains_key(&prefix))
+                    if let Some(old) = self.unresolved.remove(&prefix) {
+                        self.sets.release(old);
+                    }
+                    if self.is_unicast(&prefix)
+                        || (self.stale.contains(&prefix) && !self.installed.contains(&prefix))
                     {
                         self.queue_delete(prefix, &mut report)?;
                     } else {
@@ -444,13 +403,38 @@ impl Fib {
                 }
             }
         }
-        if self.seen.capacity() > 1 << 16 {
-            self.seen = HashSet::default();
-        } else {
-            self.seen.clear();
-        }
+        self.seen.clear();
         self.flush(&mut report)?;
         Ok(report)
+    }
+
+    /// The id of an ECMP set's kernel next hops, with a reference for the
+    /// caller.
+    fn resolve(&mut self, set: &[Route]) -> Result<u32, &'static str> {
+        if let [r] = set {
+            if let Some((nh, id)) = &self.last_hop {
+                if *nh == r.attrs.next_hop && r.peer != PeerId::LOCAL {
+                    let id = *id;
+                    self.sets.acquire(id);
+                    return Ok(id);
+                }
+            }
+        }
+        self.resolve_hops(set);
+        if self.hops.is_empty() {
+            return Err("no usable next hop");
+        }
+        let id = self
+            .sets
+            .intern(&self.hops)
+            .ok_or("too many distinct next-hop sets")?;
+        if let [r] = set {
+            self.sets.acquire(id);
+            if let Some((_, old)) = self.last_hop.replace((r.attrs.next_hop.clone(), id)) {
+                self.sets.release(old);
+            }
+        }
+        Ok(id)
     }
 
     /// The kernel next hops of an ECMP set, in order, without duplicates.
@@ -499,13 +483,10 @@ impl Fib {
         let mut report = Report::default();
         // A different metric is a different kernel route: replace would
         // leave a unicast route of ours beside the blackhole.
-        if matches!(
-            self.installed.get(&prefix),
-            Some(Installed::One(_) | Installed::Many(_))
-        ) {
+        if self.is_unicast(&prefix) {
             self.queue_delete(prefix, &mut report)?;
         }
-        self.queue_install(prefix, RouteKind::Blackhole, &mut report)?;
+        self.queue_install(prefix, BLACKHOLE, &mut report)?;
         self.flush(&mut report)?;
         Ok(report)
     }
@@ -536,15 +517,10 @@ impl Fib {
     /// full re-install brings ours back when it returns.
     pub fn relink(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
-        let all: Vec<(Prefix, Installed)> = self
-            .installed
-            .iter()
-            .chain(self.unresolved.iter())
-            .map(|(p, i)| (*p, i.clone()))
-            .collect();
-        for (p, i) in all {
-            self.queue_installed(p, &i, &mut report)?;
-        }
+        let snapshot = self.installed.clone();
+        self.requeue(&snapshot, false, &mut report)?;
+        let snapshot = self.unresolved.clone();
+        self.requeue(&snapshot, true, &mut report)?;
         self.flush(&mut report)?;
         Ok(report)
     }
@@ -556,30 +532,41 @@ impl Fib {
 
     fn reinstall_all(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
-        let all: Vec<(Prefix, Installed)> = self
-            .installed
-            .iter()
-            .map(|(p, i)| (*p, i.clone()))
-            .collect();
-        for (p, i) in all {
-            self.queue_installed(p, &i, &mut report)?;
-        }
+        let snapshot = self.installed.clone();
+        self.requeue(&snapshot, false, &mut report)?;
         self.flush(&mut report)?;
         Ok(report)
     }
 
-    fn queue_installed(&mut self, p: Prefix, i: &Installed, report: &mut Report) -> io::Result<()> {
-        match i {
-            Installed::Blackhole => self.queue_install(p, RouteKind::Blackhole, report),
-            i => self.queue_install(p, RouteKind::Unicast(i.hops()), report),
+    /// Queues the prefixes of `snapshot` (a copy: a full datagram's flush
+    /// changes the maps) with the set each holds now in `installed` (or in
+    /// `unresolved`); those gone since are skipped.
+    fn requeue(
+        &mut self,
+        snapshot: &PrefixMap,
+        unresolved: bool,
+        report: &mut Report,
+    ) -> io::Result<()> {
+        for (p, _) in snapshot.iter() {
+            let now = if unresolved {
+                self.unresolved.get(&p)
+            } else {
+                self.installed.get(&p)
+            };
+            if let Some(id) = now {
+                self.sets.acquire(id);
+                self.queue_install(p, id, report)?;
+            }
         }
+        Ok(())
     }
 
     /// Re-installs our route of `prefix` if we hold one.
     pub fn restore(&mut self, prefix: Prefix) -> io::Result<Report> {
         let mut report = Report::default();
-        if let Some(i) = self.installed.get(&prefix).cloned() {
-            self.queue_installed(prefix, &i, &mut report)?;
+        if let Some(id) = self.installed.get(&prefix) {
+            self.sets.acquire(id);
+            self.queue_install(prefix, id, &mut report)?;
             self.flush(&mut report)?;
             self.counters.restored.fetch_add(1, Ordering::Relaxed);
         }
@@ -610,7 +597,7 @@ impl Fib {
             return Ok(None);
         };
         let same = !*deleted
-            && match want {
+            && match self.sets.get(want) {
                 Installed::Blackhole => route.rtype == msg::RTN_BLACKHOLE,
                 i => route.rtype == msg::RTN_UNICAST && i.hops() == &route.hops[..],
             }
@@ -662,7 +649,7 @@ impl Fib {
             }
         }
         for r in &out {
-            if !self.installed.contains_key(&r.prefix) {
+            if !self.installed.contains(&r.prefix) {
                 self.stale.insert(r.prefix);
             }
         }
@@ -673,9 +660,9 @@ impl Fib {
     /// re-installed since.
     pub fn sweep_stale(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
-        let stale: Vec<Prefix> = self.stale.drain().collect();
-        for p in stale {
-            if !self.installed.contains_key(&p) {
+        let stale = std::mem::take(&mut self.stale);
+        for p in stale.iter() {
+            if !self.installed.contains(&p) {
                 self.queue_delete(p, &mut report)?;
             }
         }
@@ -689,21 +676,24 @@ impl Fib {
         self.seq
     }
 
-    fn queue_install(
-        &mut self,
-        prefix: Prefix,
-        kind: RouteKind,
-        report: &mut Report,
-    ) -> io::Result<()> {
-        let seq = self.begin(report)?;
-        self.last_at = msg::put_new_route(&mut self.out, seq, &self.params, &prefix, kind);
-        let new = match kind {
-            RouteKind::Blackhole => Installed::Blackhole,
-            RouteKind::Unicast(h) => Installed::of(h),
+    /// Queues the install of next-hop set `id`, taking the caller's
+    /// reference on it.
+    fn queue_install(&mut self, prefix: Prefix, id: u32, report: &mut Report) -> io::Result<()> {
+        let seq = match self.begin(report) {
+            Ok(seq) => seq,
+            Err(e) => {
+                self.sets.release(id);
+                return Err(e);
+            }
         };
+        let kind = match self.sets.get(id) {
+            Installed::Blackhole => RouteKind::Blackhole,
+            i => RouteKind::Unicast(i.hops()),
+        };
+        self.last_at = msg::put_new_route(&mut self.out, seq, &self.params, &prefix, kind);
         self.pending.push(Pending {
             prefix,
-            new: Some(new),
+            new: Some(id),
         });
         Ok(())
     }
@@ -711,9 +701,10 @@ impl Fib {
     fn queue_delete(&mut self, prefix: Prefix, report: &mut Report) -> io::Result<()> {
         // A blackhole has its own metric, and a stale route from a dump is
         // of unknown metric: delete those by protocol alone.
-        let priority = match self.installed.get(&prefix) {
-            Some(Installed::One(_) | Installed::Many(_)) => self.params.priority,
-            _ => None,
+        let priority = if self.is_unicast(&prefix) {
+            self.params.priority
+        } else {
+            None
         };
         let seq = self.begin(report)?;
         self.last_at = msg::put_del_route(&mut self.out, seq, &self.params, &prefix, priority);
@@ -733,6 +724,29 @@ impl Fib {
         Ok(seq)
     }
 
+    /// Records `id` (and its reference) as installed for `prefix`.
+    fn set_installed(&mut self, prefix: Prefix, id: u32) {
+        if let Some(old) = self.installed.insert(prefix, id) {
+            self.sets.release(old);
+        }
+    }
+
+    fn unset_installed(&mut self, prefix: &Prefix) -> bool {
+        match self.installed.remove(prefix) {
+            Some(old) => {
+                self.sets.release(old);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn unset_unresolved(&mut self, prefix: &Prefix) {
+        if let Some(old) = self.unresolved.remove(prefix) {
+            self.sets.release(old);
+        }
+    }
+
     /// Sends the queued messages, the last one with NLM_F_ACK, and reads the
     /// replies up to that ACK: every NLMSG_ERROR before it is a failure of
     /// the message with its sequence number.
@@ -747,7 +761,16 @@ impl Fib {
         let sent = self.sock.send(&self.out);
         self.out.clear();
         let mut pending = std::mem::take(&mut self.pending);
-        sent?;
+        if let Err(e) = sent {
+            // Nothing was sent: drop the batch and its references.
+            for p in pending.drain(..) {
+                if let Some(id) = p.new {
+                    self.sets.release(id);
+                }
+            }
+            self.pending = pending;
+            return Err(e);
+        }
         self.counters.ops.fetch_add(n as u64, Ordering::Relaxed);
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         // Index of each failed message, with its error.
@@ -760,8 +783,10 @@ impl Fib {
                 // (re-install all) repair the difference.
                 for p in pending.drain(..) {
                     match p.new {
-                        Some(new) => self.installed.insert(p.prefix, new),
-                        None => self.installed.remove(&p.prefix),
+                        Some(new) => self.set_installed(p.prefix, new),
+                        None => {
+                            self.unset_installed(&p.prefix);
+                        }
                     };
                 }
                 self.pending = pending;
@@ -796,20 +821,20 @@ impl Fib {
             match (p.new, err) {
                 (Some(new), None) => {
                     self.stale.remove(&p.prefix);
-                    self.unresolved.remove(&p.prefix);
-                    self.installed.insert(p.prefix, new);
+                    self.unset_unresolved(&p.prefix);
+                    self.set_installed(p.prefix, new);
                     report.installed += 1;
                 }
                 (None, None) => {
                     self.stale.remove(&p.prefix);
-                    self.unresolved.remove(&p.prefix);
-                    self.installed.remove(&p.prefix);
+                    self.unset_unresolved(&p.prefix);
+                    self.unset_installed(&p.prefix);
                     report.removed += 1;
                 }
                 // Already gone: IPv4 says ESRCH, IPv6 ENOENT.
                 (None, Some(e)) if e.errno == libc::ESRCH || e.errno == libc::ENOENT => {
                     self.stale.remove(&p.prefix);
-                    self.installed.remove(&p.prefix);
+                    self.unset_installed(&p.prefix);
                     report.removed += 1;
                 }
                 (new, Some(e)) => {
@@ -818,11 +843,13 @@ impl Fib {
                     // untracked and stale, so that the next change of the
                     // prefix is written whatever it is, an Unreachable
                     // deletes what may be left, and a sweep removes it.
-                    if new.is_some() && self.installed.remove(&p.prefix).is_some() {
+                    if new.is_some() && self.unset_installed(&p.prefix) {
                         self.stale.insert(p.prefix);
                     }
-                    if let Some(n) = &new {
-                        self.unresolved.insert(p.prefix, n.clone());
+                    if let Some(n) = new {
+                        if let Some(old) = self.unresolved.insert(p.prefix, n) {
+                            self.sets.release(old);
+                        }
                     }
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     report.errors.push(FibError {
@@ -896,9 +923,10 @@ mod tests {
                     onlink: false,
                 };
                 if i % 3 == 0 && i > 0 {
-                    fib.queue_install(p, RouteKind::Unicast(&[hop]), &mut rep)?;
+                    let id = fib.sets.intern(&[hop]).unwrap();
+                    fib.queue_install(p, id, &mut rep)?;
                 } else {
-                    fib.queue_install(p, RouteKind::Blackhole, &mut rep)?;
+                    fib.queue_install(p, BLACKHOLE, &mut rep)?;
                 }
             }
             fib.flush(&mut rep)?;
