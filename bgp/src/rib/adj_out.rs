@@ -5,10 +5,22 @@
 //! route-reflector client status, same next-hop mode and next-hop-self
 //! addresses, same families, LLGR support and codec settings (4-octet AS,
 //! ADD-PATH, message size). A group runs export once per Loc-RIB change,
-//! remembers per prefix what it last advertised (so an unchanged route is
-//! never re-sent), packs announcements that share an attribute set and all
-//! withdrawals into as few UPDATEs as fit, and hands every member a clone of
-//! the same encoded buffer.
+//! packs announcements that share an attribute set and all withdrawals into
+//! as few UPDATEs as fit, and hands every member a clone of the same encoded
+//! buffer.
+//!
+//! What a group remembers per prefix is only *that* it advertised it and
+//! which peer the route came from (two bytes in a packed map, as BIRD keeps
+//! an export bitmap rather than an export table): the attributes sent are a
+//! pure function of the Loc-RIB route and the group's key, so they are
+//! recomputed when needed (a new member's table, ROUTE-REFRESH, the end of
+//! the selection deferral, `show`) instead of being held for every route.
+//! The exported attribute sets are interned per pass only, and freed once
+//! encoded. A Loc-RIB change is therefore always advertised, even when the
+//! export happens to be the same as before (an ECMP-set change, a MED the
+//! eBGP export strips): a duplicate announcement replaces the route with
+//! itself (RFC 4271 §9.2 lets the speaker send it), where an export table
+//! would cost as much memory as the Loc-RIB.
 //!
 //! The one per-peer exception is split horizon: a route is never sent back
 //! to the peer it came from. The group records that peer with the
@@ -18,6 +30,7 @@
 use super::attrs::{AttrSet, AttrTable};
 use super::decision::PeerKind;
 use super::loc::{LocRibChange, Route};
+use super::prefix_map::PrefixMap;
 use super::{EncodeError, Output, Peer, PeerId, Rib, RibConfig, RibError};
 use crate::policy::{PeerType, Policy, PolicyInput, Verdict};
 use crate::wire::attr::community::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
@@ -77,8 +90,19 @@ struct Advertised {
 pub(crate) struct UpdateGroup {
     key: GroupKey,
     members: Vec<PeerId>,
-    out: BTreeMap<Prefix, Advertised>,
+    /// The prefixes advertised, each with the peer excluded by split
+    /// horizon ([`PeerId::LOCAL`] for none).
+    out: PrefixMap<PeerId>,
     messages_encoded: u64,
+}
+
+/// The excluded peer as stored: locally originated routes exclude no one.
+fn stored(exclude: Option<PeerId>) -> PeerId {
+    exclude.unwrap_or(PeerId::LOCAL)
+}
+
+fn excluded(stored: PeerId) -> Option<PeerId> {
+    (stored != PeerId::LOCAL).then_some(stored)
 }
 
 /// A snapshot of one update group, for tests, metrics and `show`.
@@ -334,23 +358,22 @@ fn by_family(prefixes: &[Prefix]) -> Vec<(Family, Vec<NlriEntry>)> {
 impl UpdateGroup {
     /// Records the new advertisement of `prefix` and what must be sent.
     fn record(&mut self, prefix: Prefix, new: Option<Advertised>, batch: &mut Batch) {
-        let old = self.out.get(&prefix);
+        let old = self.out.get(&prefix).map(excluded);
         match (old, new) {
             (None, None) => {}
-            (Some(o), Some(n)) if Arc::ptr_eq(&o.attrs, &n.attrs) && o.exclude == n.exclude => {}
             (old, Some(n)) => {
                 if let Some(x) = n.exclude {
                     // Split horizon: the source peer had an older version
                     // from elsewhere; take it back.
-                    if old.is_some_and(|o| o.exclude != Some(x)) {
+                    if old.is_some_and(|o| o != Some(x)) {
                         bucket(&mut batch.only, x, prefix);
                     }
                 }
                 batch.announce(&n, prefix);
-                self.out.insert(prefix, n);
+                self.out.insert(prefix, stored(n.exclude));
             }
             (Some(o), None) => {
-                bucket(&mut batch.withdraw, o.exclude, prefix);
+                bucket(&mut batch.withdraw, o, prefix);
                 self.out.remove(&prefix);
             }
         }
@@ -425,13 +448,6 @@ impl UpdateGroup {
         self.messages_encoded += encoded;
     }
 
-    /// The whole table to one member, then End-of-RIB per family (RFC 4724 §2).
-    fn send_table(&mut self, id: PeerId, out: &mut Output) {
-        let batch = diff(&BTreeMap::new(), &self.view(id), id);
-        self.send(batch, Some(id), out);
-        self.end_of_rib(id, out);
-    }
-
     fn end_of_rib(&self, id: PeerId, out: &mut Output) {
         for f in &self.key.families {
             let mut b = BytesMut::new();
@@ -443,15 +459,6 @@ impl UpdateGroup {
             }
         }
     }
-
-    /// What `peer` currently holds from this group.
-    fn view(&self, peer: PeerId) -> BTreeMap<Prefix, Arc<AttrSet>> {
-        self.out
-            .iter()
-            .filter(|(_, a)| a.exclude != Some(peer))
-            .map(|(p, a)| (*p, a.attrs.clone()))
-            .collect()
-    }
 }
 
 /// The batch that turns what `peer` holds (`old`) into `new`.
@@ -462,7 +469,9 @@ fn diff(
 ) -> Batch {
     let mut b = Batch::default();
     for (p, a) in new {
-        if old.get(p).is_none_or(|o| !Arc::ptr_eq(o, a)) {
+        // By value: the two sides were exported in different passes, each
+        // interned on its own.
+        if old.get(p).is_none_or(|o| !Arc::ptr_eq(o, a) && o != a) {
             b.announce(
                 &Advertised {
                     attrs: a.clone(),
@@ -534,14 +543,75 @@ impl Rib {
             // RFC 4724 §4.1: a restarting speaker sends its table only when
             // the deferral ends.
             None if self.deferring => {}
-            None => group.send_table(id, out),
+            None => self.send_table(gi, id, None, out),
             Some(held) => {
-                let batch = diff(&held, &group.view(id), id);
-                group.send(batch, Some(id), out);
+                let batch = diff(&held, &self.view(gi, id), id);
+                if let Some(group) = self.groups[gi].as_mut() {
+                    group.send(batch, Some(id), out);
+                }
             }
         }
         if let Ok(p) = self.peer_mut(id) {
             p.group = Some(gi);
+        }
+    }
+
+    /// Runs `f` on what group `gi` advertises, per prefix: the attributes,
+    /// recomputed from the Loc-RIB (see the module docs), and the peer
+    /// excluded.
+    fn for_each_export(&self, gi: usize, mut f: impl FnMut(Prefix, &Advertised)) {
+        let Some(group) = self.groups.get(gi).and_then(Option::as_ref) else {
+            return;
+        };
+        let mut interned = AttrTable::new();
+        let mut cache = ExportCache::new(&group.key);
+        for (prefix, _) in group.out.iter() {
+            let Some(best) = self.table.selected(&prefix).next() else {
+                continue;
+            };
+            let route = Route::of(prefix, best);
+            let exported = cache.export(&route, || {
+                let src = source(&self.peers, &self.cfg, route.peer);
+                export_route(&self.cfg, &mut interned, &group.key, &route, &src)
+            });
+            if let Some(a) = exported {
+                f(prefix, &a);
+            }
+        }
+    }
+
+    /// What `peer` currently holds from group `gi`.
+    fn view(&self, gi: usize, peer: PeerId) -> BTreeMap<Prefix, Arc<AttrSet>> {
+        let mut v = BTreeMap::new();
+        self.for_each_export(gi, |p, a| {
+            if a.exclude != Some(peer) {
+                v.insert(p, a.attrs.clone());
+            }
+        });
+        v
+    }
+
+    /// Group `gi`'s whole table (of `family`, or all) to one member; with
+    /// every family, End-of-RIB for each follows (RFC 4724 §2).
+    fn send_table(&mut self, gi: usize, id: PeerId, family: Option<Family>, out: &mut Output) {
+        let mut batch = Batch::default();
+        self.for_each_export(gi, |p, a| {
+            if a.exclude != Some(id) && family.is_none_or(|f| f == p.family()) {
+                batch.announce(
+                    &Advertised {
+                        attrs: a.attrs.clone(),
+                        exclude: None,
+                    },
+                    p,
+                );
+            }
+        });
+        let Some(group) = self.groups.get_mut(gi).and_then(Option::as_mut) else {
+            return;
+        };
+        group.send(batch, Some(id), out);
+        if family.is_none() {
+            group.end_of_rib(id, out);
         }
     }
 
@@ -550,16 +620,13 @@ impl Rib {
         let mut group = UpdateGroup {
             key,
             members: Vec::new(),
-            out: BTreeMap::new(),
+            out: PrefixMap::default(),
             messages_encoded: 0,
         };
         let Rib {
-            cfg,
-            attrs,
-            peers,
-            table,
-            ..
+            cfg, peers, table, ..
         } = self;
+        let mut interned = AttrTable::new();
         let mut cache = ExportCache::new(&group.key);
         for (prefix, paths) in table.iter() {
             let Some(best) = paths.first().filter(|p| p.has(super::loc::SELECTED)) else {
@@ -568,10 +635,10 @@ impl Rib {
             let route = Route::of(*prefix, best);
             let exported = cache.export(&route, || {
                 let src = source(peers, cfg, route.peer);
-                export_route(cfg, attrs, &group.key, &route, &src)
+                export_route(cfg, &mut interned, &group.key, &route, &src)
             });
             if let Some(a) = exported {
-                group.out.insert(*prefix, a);
+                group.out.insert(*prefix, stored(a.exclude));
             }
         }
         match self.groups.iter().position(Option::is_none) {
@@ -599,9 +666,9 @@ impl Rib {
         held: bool,
     ) -> Option<BTreeMap<Prefix, Arc<AttrSet>>> {
         let gi = self.peer_mut(id).ok()?.group.take()?;
+        let view = held.then(|| self.view(gi, id));
         let slot = self.groups.get_mut(gi)?;
         let group = slot.as_mut()?;
-        let view = held.then(|| group.view(id));
         group.members.retain(|m| *m != id);
         if group.members.is_empty() {
             *slot = None;
@@ -613,7 +680,6 @@ impl Rib {
     pub(crate) fn advertise(&mut self, changes: &[LocRibChange], out: &mut Output) {
         let Rib {
             cfg,
-            attrs,
             peers,
             groups,
             deferring,
@@ -621,12 +687,14 @@ impl Rib {
         } = self;
         for group in groups.iter_mut().flatten() {
             let mut batch = Batch::default();
+            // Interned for this pass only: freed once encoded.
+            let mut interned = AttrTable::new();
             let mut cache = ExportCache::new(&group.key);
             for ch in changes {
                 let new = ch.best().and_then(|best| {
                     cache.export(best, || {
                         let src = source(peers, cfg, best.peer);
-                        export_route(cfg, attrs, &group.key, best, &src)
+                        export_route(cfg, &mut interned, &group.key, best, &src)
                     })
                 });
                 group.record(ch.prefix(), new, &mut batch);
@@ -655,13 +723,14 @@ impl Rib {
         if !std::mem::replace(&mut self.deferring, false) {
             return out;
         }
-        for group in self.groups.iter_mut().flatten() {
+        for gi in 0..self.groups.len() {
             // The whole table once for all members (split horizon still
             // applies), then End-of-RIB to each.
             let mut batch = Batch::default();
-            for (prefix, adv) in &group.out {
-                batch.announce(adv, *prefix);
-            }
+            self.for_each_export(gi, |p, a| batch.announce(a, p));
+            let Some(group) = self.groups[gi].as_mut() else {
+                continue;
+            };
             group.send(batch, None, &mut out);
             for id in &group.members {
                 group.end_of_rib(*id, &mut out);
@@ -677,16 +746,7 @@ impl Rib {
         let Some(gi) = self.peer(id).ok().and_then(|p| p.group) else {
             return out;
         };
-        let Some(group) = self.groups.get_mut(gi).and_then(Option::as_mut) else {
-            return out;
-        };
-        let view: BTreeMap<_, _> = group
-            .view(id)
-            .into_iter()
-            .filter(|(p, _)| p.family() == family)
-            .collect();
-        let batch = diff(&BTreeMap::new(), &view, id);
-        group.send(batch, Some(id), &mut out);
+        self.send_table(gi, id, Some(family), &mut out);
         out
     }
 
@@ -738,15 +798,10 @@ impl Rib {
 
     /// What `peer` was last sent, per prefix.
     pub fn adj_rib_out(&self, id: PeerId) -> Vec<(Prefix, Arc<AttrSet>)> {
-        let Some(g) = self
-            .peer(id)
-            .ok()
-            .and_then(|p| p.group)
-            .and_then(|gi| self.groups.get(gi)?.as_ref())
-        else {
+        let Some(gi) = self.peer(id).ok().and_then(|p| p.group) else {
             return Vec::new();
         };
-        g.view(id).into_iter().collect()
+        self.view(gi, id).into_iter().collect()
     }
 }
 

@@ -107,13 +107,16 @@ fn bytes_per_route_one_peer_full_table() {
     let per = |b: isize| b as f64 / ROUTES as f64;
     println!(
         "{ROUTES} routes, {} attribute sets interned: {:.1} bytes/route for Adj-RIB-In + Loc-RIB, \
-         {:.1} with one update group's Adj-RIB-Out (sizes: Path {} B, Prefix {} B); \
+         {:.1} with one update group's Adj-RIB-Out (sizes: Path {} B, Prefix {} B, AttrSet {} B, \
+         LocRibChange {} B); \
          received, selected and exported in {elapsed:?}",
         rib.attr_sets(),
         per(table),
         per(total),
         std::mem::size_of::<loc::Path>(),
         std::mem::size_of::<Prefix>(),
+        std::mem::size_of::<AttrSet>(),
+        std::mem::size_of::<LocRibChange>(),
     );
     assert!(rib.attr_sets() <= 2 * ATTR_SETS + 10);
     assert!(per(table) < 100.0, "{:.1} bytes/route", per(table));

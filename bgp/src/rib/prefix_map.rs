@@ -1,0 +1,118 @@
+//! An ordered map from prefix to a small value, with packed keys.
+//!
+//! [`Prefix`] is an 18-byte enum sized for IPv6; an IPv4 table keyed by it
+//! spends most of each B-tree node on padding. Here IPv4 keys are one `u64`
+//! (address << 8 | length) and IPv6 keys `(u128, u8)`, in two trees. Both
+//! packings sort exactly as `Prefix` does (address, then length; IPv4
+//! before IPv6), so iteration order, and with it the order UPDATEs are
+//! built in, is the same as a `BTreeMap<Prefix, V>`'s.
+
+use crate::wire::nlri::Prefix;
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+#[derive(Clone, Debug)]
+pub(crate) struct PrefixMap<V> {
+    v4: BTreeMap<u64, V>,
+    v6: BTreeMap<(u128, u8), V>,
+}
+
+impl<V> Default for PrefixMap<V> {
+    fn default() -> Self {
+        Self {
+            v4: BTreeMap::new(),
+            v6: BTreeMap::new(),
+        }
+    }
+}
+
+fn v4_key(addr: Ipv4Addr, len: u8) -> u64 {
+    (u64::from(u32::from(addr)) << 8) | u64::from(len)
+}
+
+fn v4_prefix(k: u64) -> Prefix {
+    Prefix::V4 {
+        addr: Ipv4Addr::from((k >> 8) as u32),
+        len: k as u8,
+    }
+}
+
+fn v6_prefix(&(addr, len): &(u128, u8)) -> Prefix {
+    Prefix::V6 {
+        addr: Ipv6Addr::from(addr),
+        len,
+    }
+}
+
+impl<V: Copy> PrefixMap<V> {
+    pub fn get(&self, p: &Prefix) -> Option<V> {
+        match *p {
+            Prefix::V4 { addr, len } => self.v4.get(&v4_key(addr, len)).copied(),
+            Prefix::V6 { addr, len } => self.v6.get(&(u128::from(addr), len)).copied(),
+        }
+    }
+
+    pub fn insert(&mut self, p: Prefix, v: V) -> Option<V> {
+        match p {
+            Prefix::V4 { addr, len } => self.v4.insert(v4_key(addr, len), v),
+            Prefix::V6 { addr, len } => self.v6.insert((u128::from(addr), len), v),
+        }
+    }
+
+    pub fn remove(&mut self, p: &Prefix) -> Option<V> {
+        match *p {
+            Prefix::V4 { addr, len } => self.v4.remove(&v4_key(addr, len)),
+            Prefix::V6 { addr, len } => self.v6.remove(&(u128::from(addr), len)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Every entry in prefix order.
+    pub fn iter(&self) -> impl Iterator<Item = (Prefix, V)> + '_ {
+        let v4 = self.v4.iter().map(|(k, v)| (v4_prefix(*k), *v));
+        let v6 = self.v6.iter().map(|(k, v)| (v6_prefix(k), *v));
+        v4.chain(v6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn behaves_as_an_ordered_map_of_prefixes() {
+        let prefixes: Vec<Prefix> = [
+            "2001:db8::/32",
+            "10.0.0.0/8",
+            "10.0.0.0/16",
+            "0.0.0.0/0",
+            "255.255.255.255/32",
+            "::/0",
+            "2001:db8::/48",
+            "192.168.1.0/24",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let mut m = PrefixMap::default();
+        let mut reference = BTreeMap::new();
+        for (i, p) in prefixes.iter().enumerate() {
+            assert_eq!(m.insert(*p, i), reference.insert(*p, i));
+        }
+        assert_eq!(m.insert(prefixes[1], 99), reference.insert(prefixes[1], 99));
+        assert_eq!(m.len(), reference.len());
+        let got: Vec<(Prefix, usize)> = m.iter().collect();
+        let want: Vec<(Prefix, usize)> = reference.iter().map(|(p, v)| (*p, *v)).collect();
+        assert_eq!(got, want);
+        for p in &prefixes {
+            assert_eq!(m.get(p), reference.get(p).copied());
+        }
+        assert_eq!(m.remove(&prefixes[0]), Some(0));
+        assert_eq!(m.remove(&prefixes[0]), None);
+        assert_eq!(m.get(&prefixes[0]), None);
+        assert_eq!(m.len(), prefixes.len() - 1);
+    }
+}
