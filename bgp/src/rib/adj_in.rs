@@ -19,6 +19,7 @@
 
 use super::attrs::AttrSet;
 use super::loc::{withdraw_at, Path, LLGR_STALE, REJECTED, SELECTED, STALE, WITHDRAWN};
+use super::prefix_map::PrefixQueue;
 use super::{Output, Peer, PeerId, Rib, RibConfig, Session};
 use crate::policy::{PeerType, PolicyInput, Verdict};
 use crate::wire::attr::community::{LLGR_STALE as LLGR_STALE_COMMUNITY, NO_LLGR};
@@ -26,7 +27,6 @@ use crate::wire::attr::Community;
 use crate::wire::family::Family;
 use crate::wire::nlri::Prefix;
 use crate::wire::update::Update;
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Why a route was not accepted into the Loc-RIB.
@@ -210,17 +210,17 @@ impl Rib {
     /// Runs the decision process for up to `max` prefixes of `pending`;
     /// `None` once it is empty.
     pub fn decide_pending(&mut self, pending: &mut Pending, max: usize) -> Option<Output> {
-        let n = pending.dirty.len().min(max.max(1));
-        if n == 0 {
+        let step = pending.dirty.take(max.max(1));
+        if step.is_empty() {
             return None;
         }
-        let step: Vec<Prefix> = pending.dirty.drain(..n).collect();
         Some(self.finish(step))
     }
 
     /// Drains `pending` in one go.
     fn decide_all(&mut self, pending: &mut Pending) -> Output {
-        self.finish(std::mem::take(&mut pending.dirty).into())
+        let all = pending.dirty.len();
+        self.finish(pending.dirty.take(all))
     }
 
     /// An UPDATE from `id`. End-of-RIB markers are recognised (RFC 4724 §2),
@@ -435,7 +435,7 @@ impl Rib {
     /// selection (STALE) and says whether to keep each path. Returns the
     /// prefixes whose decision must run.
     fn sweep(&mut self, id: PeerId, mut f: impl FnMut(&Prefix, &mut Path) -> Keep) -> Pending {
-        let mut dirty = VecDeque::new();
+        let mut dirty = PrefixQueue::default();
         let mut counters = self.peer(id).map(|p| p.counters).unwrap_or_default();
         for (prefix, paths) in self.table.iter_mut() {
             let mut i = 0;
@@ -461,7 +461,7 @@ impl Rib {
                 }
             }
             if removed {
-                dirty.push_back(*prefix);
+                dirty.push(*prefix);
             }
         }
         if let Ok(p) = self.peer_mut(id) {
@@ -476,7 +476,7 @@ impl Rib {
 #[derive(Debug, Default)]
 #[must_use = "drain it with Rib::decide_pending: the RIB is not consistent until then"]
 pub struct Pending {
-    dirty: VecDeque<Prefix>,
+    dirty: PrefixQueue,
 }
 
 impl Pending {
@@ -486,7 +486,7 @@ impl Pending {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dirty.is_empty()
+        self.dirty.len() == 0
     }
 }
 

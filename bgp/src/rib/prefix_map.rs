@@ -78,9 +78,65 @@ impl<V: Copy> PrefixMap<V> {
     }
 }
 
+/// A queue of prefixes with packed keys (8 bytes per IPv4 prefix instead
+/// of 18), taken from the front: IPv4 first, then IPv6, each in the order
+/// pushed.
+#[derive(Debug, Default)]
+pub(crate) struct PrefixQueue {
+    v4: Vec<u64>,
+    v6: Vec<(u128, u8)>,
+    /// How many of each were taken.
+    taken: (usize, usize),
+}
+
+impl PrefixQueue {
+    pub fn push(&mut self, p: Prefix) {
+        match p {
+            Prefix::V4 { addr, len } => self.v4.push(v4_key(addr, len)),
+            Prefix::V6 { addr, len } => self.v6.push((u128::from(addr), len)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len() - self.taken.0 - self.taken.1
+    }
+
+    /// Takes up to `n` prefixes.
+    pub fn take(&mut self, n: usize) -> Vec<Prefix> {
+        let (a4, a6) = self.taken;
+        let n4 = n.min(self.v4.len() - a4);
+        let n6 = (n - n4).min(self.v6.len() - a6);
+        let out = self.v4[a4..a4 + n4]
+            .iter()
+            .map(|k| v4_prefix(*k))
+            .chain(self.v6[a6..a6 + n6].iter().map(v6_prefix))
+            .collect();
+        self.taken = (a4 + n4, a6 + n6);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_gives_back_what_was_pushed() {
+        let mut q = PrefixQueue::default();
+        let ps: Vec<Prefix> = ["10.0.0.0/8", "2001:db8::/32", "10.1.0.0/16", "::/0"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        for p in &ps {
+            q.push(*p);
+        }
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.take(3), [ps[0], ps[2], ps[1]]);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.take(3), [ps[3]]);
+        assert_eq!(q.len(), 0);
+        assert!(q.take(3).is_empty());
+    }
 
     #[test]
     fn behaves_as_an_ordered_map_of_prefixes() {
