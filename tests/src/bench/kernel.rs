@@ -2,17 +2,29 @@
 //! netlink loop (RTM_NEWROUTE create|replace, many per datagram, one ACK
 //! per datagram), in a fresh namespace, then deleted the same way. No RIB,
 //! no BGP: what any daemon's FIB rate is a fraction of.
+//!
+//! The messages are petreld's own, octet for octet (built by its FIB
+//! writer's `msg` module with the parameters petreld uses in the benchmark:
+//! protocol 202, RTA_TABLE main, RTAX_MTU 1500 — the MTU it detects on the
+//! DUT's veth — in datagrams of its default size), so that the rate
+//! compared is the kernel's for the same work (RTA_METRICS alone costs the
+//! kernel an allocation and an RCU free per route: `fib-bench --mtu none`
+//! shows how much).
 
 use anyhow::{bail, Result};
 use petrel_bgp::wire::Prefix;
+use petrel_daemon::fib::msg::{self, Hop, RouteKind, RouteParams};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 /// Protocol number of the routes (petrel's default, so they read alike).
 const PROTO: u8 = 202;
-/// Datagram size, as petrel's FIB writer's default.
-const BATCH: usize = 64 << 10;
+
+/// RTAX_MTU: what petreld detects on the DUT's veth (no encapsulation).
+const MTU: Option<u32> = Some(1500);
+/// Datagram size, as petreld's FIB writer's default.
+const BATCH: usize = 128 << 10;
 
 fn open() -> Result<OwnedFd> {
     // SAFETY: plain socket(2).
@@ -50,43 +62,32 @@ fn open() -> Result<OwnedFd> {
     Ok(fd)
 }
 
-fn rta(buf: &mut Vec<u8>, ty: u16, data: &[u8]) {
-    buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(data);
-    while !buf.len().is_multiple_of(4) {
-        buf.push(0);
+/// One RTM_NEWROUTE (create|replace) or RTM_DELROUTE, as petreld's FIB
+/// writer builds it; returns the message's offset.
+pub fn put(
+    buf: &mut Vec<u8>,
+    seq: u32,
+    p: &Prefix,
+    gw: IpAddr,
+    delete: bool,
+    mtu: Option<u32>,
+) -> usize {
+    let params = RouteParams {
+        protocol: PROTO,
+        table: petrel_daemon::fib::TABLE_MAIN,
+        mtu,
+        priority: None,
+    };
+    if delete {
+        msg::put_del_route(buf, seq, &params, p, None)
+    } else {
+        let hop = Hop {
+            gateway: gw,
+            ifindex: 0,
+            onlink: false,
+        };
+        msg::put_new_route(buf, seq, &params, p, RouteKind::Unicast(&[hop]))
     }
-}
-
-/// One RTM_NEWROUTE (create|replace) or RTM_DELROUTE.
-pub fn put(buf: &mut Vec<u8>, seq: u32, p: &Prefix, gw: IpAddr, delete: bool, ack: bool) {
-    let at = buf.len();
-    let (ty, mut flags): (u16, u16) = if delete { (25, 0x1) } else { (24, 0x501) };
-    if ack {
-        flags |= 0x4;
-    }
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&ty.to_ne_bytes());
-    buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&seq.to_ne_bytes());
-    buf.extend_from_slice(&0u32.to_ne_bytes());
-    let family = if p.addr().is_ipv6() { 10 } else { 2 };
-    // rtmsg: family, dst_len, src_len, tos, table main, protocol, scope
-    // universe, type unicast, flags.
-    buf.extend_from_slice(&[family, p.len(), 0, 0, 254, PROTO, 0, 1, 0, 0, 0, 0]);
-    match p.addr() {
-        IpAddr::V4(a) => rta(buf, 1, &a.octets()),
-        IpAddr::V6(a) => rta(buf, 1, &a.octets()),
-    }
-    if !delete {
-        match gw {
-            IpAddr::V4(a) => rta(buf, 5, &a.octets()),
-            IpAddr::V6(a) => rta(buf, 5, &a.octets()),
-        }
-    }
-    let len = (buf.len() - at) as u32;
-    buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
 }
 
 /// Reads until the ACK of `last`; returns the errors counted.
@@ -119,21 +120,29 @@ fn wait(fd: &OwnedFd, rx: &mut [u8], last: u32) -> Result<usize> {
     }
 }
 
-/// Writes (or deletes) every prefix; (seconds, errors). Call from a
-/// thread inside the target namespace.
+/// Writes (or deletes) every prefix as petreld would; (seconds, errors).
+/// Call from a thread inside the target namespace.
 pub fn write_all(prefixes: &[Prefix], gw: IpAddr, delete: bool) -> Result<(f64, usize)> {
     let fd = open()?;
     let mut buf = Vec::with_capacity(BATCH + 256);
     let mut rx = vec![0u8; 1 << 20];
     let (mut seq, mut errors) = (0u32, 0);
     let start = Instant::now();
-    // Sized so a datagram stays under BATCH (an IPv6 message is 64 octets).
-    for chunk in prefixes.chunks(BATCH / 64) {
+    let mut rest = prefixes;
+    while !rest.is_empty() {
+        // As petreld: messages until the datagram reaches the size, the
+        // last one asking for the ACK.
         buf.clear();
-        for (k, p) in chunk.iter().enumerate() {
+        let mut last = 0;
+        while buf.len() < BATCH {
+            let Some((p, more)) = rest.split_first() else {
+                break;
+            };
             seq += 1;
-            put(&mut buf, seq, p, gw, delete, k + 1 == chunk.len());
+            last = put(&mut buf, seq, p, gw, delete, MTU);
+            rest = more;
         }
+        msg::add_flags(&mut buf, last, msg::NLM_F_ACK);
         // SAFETY: a valid buffer; the kernel is the default destination.
         if unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr() as *const _, buf.len(), 0) } < 0 {
             bail!("send: {}", std::io::Error::last_os_error());
@@ -147,17 +156,38 @@ pub fn write_all(prefixes: &[Prefix], gw: IpAddr, delete: bool) -> Result<(f64, 
 mod tests {
     use super::*;
 
+    /// petreld's IPv4 message: header 16, rtmsg 12, RTA_DST 8, RTA_TABLE 8,
+    /// RTA_METRICS 12, RTA_GATEWAY 8; an IPv6 one's RTA_DST and gateway are
+    /// 20 each, and no MTU, no RTA_METRICS. A delete: no gateway, no MTU.
     #[test]
-    fn messages_are_aligned_and_sized() {
+    fn messages_are_petrelds() {
+        assert_eq!(BATCH, petrel_daemon::fib::FibConfig::default().batch_bytes);
         let mut b = Vec::new();
         let p4 = super::super::table::v4_prefix(3);
         let p6 = super::super::table::v6_prefix(3);
-        put(&mut b, 1, &p4, "10.0.0.11".parse().unwrap(), false, false);
-        assert_eq!(b.len(), 16 + 12 + 8 + 8);
-        put(&mut b, 2, &p6, "fd00::11".parse().unwrap(), false, true);
-        assert_eq!(b.len(), 44 + 16 + 12 + 20 + 20);
+        put(
+            &mut b,
+            1,
+            &p4,
+            "10.0.0.11".parse().unwrap(),
+            false,
+            Some(1500),
+        );
+        assert_eq!(b.len(), 16 + 12 + 8 + 8 + 12 + 8);
+        let at = put(&mut b, 2, &p6, "fd00::11".parse().unwrap(), false, None);
+        assert_eq!(b.len() - at, 16 + 12 + 20 + 8 + 20);
+        msg::add_flags(&mut b, at, msg::NLM_F_ACK);
         // The second message's flags: create|replace|request with the ACK.
-        assert_eq!(u16::from_ne_bytes([b[50], b[51]]), 0x505);
+        assert_eq!(u16::from_ne_bytes([b[at + 6], b[at + 7]]), 0x505);
         assert!(b.len().is_multiple_of(4));
+        let at = put(
+            &mut b,
+            3,
+            &p4,
+            "10.0.0.11".parse().unwrap(),
+            true,
+            Some(1500),
+        );
+        assert_eq!(b.len() - at, 16 + 12 + 8 + 8);
     }
 }

@@ -3,12 +3,13 @@
 //! own limit, issue 6), in one run; then the same routes withdrawn.
 //!
 //! ```text
-//! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--repeat K] [--json]
+//! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--repeat K] [--json]
 //! ```
 //!
 //! `--chunk` is how many Loc-RIB changes one `Fib::apply` call gets (the
 //! speaker's batch); `--batch-bytes` the netlink datagram size of both
-//! writers. Needs root (network namespaces). Every route is inside a
+//! writers; `--mtu` the RTAX_MTU of both (1450 by default; `none`: no
+//! RTA_METRICS, whose kernel cost this shows). Needs root (network namespaces). Every route is inside a
 //! namespace the run creates; they go with it.
 
 use anyhow::{bail, Context, Result};
@@ -23,13 +24,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const PROTO: u8 = 202;
-const MTU: u32 = 1450;
+const MTU: Option<u32> = Some(1450);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
 struct Args {
     routes: u32,
     chunk: usize,
     batch_bytes: usize,
+    mtu: Option<u32>,
     repeat: usize,
     json: bool,
 }
@@ -39,6 +41,7 @@ fn args() -> Result<Args> {
         routes: 1_000_000,
         chunk: 4096,
         batch_bytes: FibConfig::default().batch_bytes,
+        mtu: MTU,
         repeat: 1,
         json: false,
     };
@@ -49,10 +52,16 @@ fn args() -> Result<Args> {
             "--routes" => a.routes = val()?.parse()?,
             "--chunk" => a.chunk = val()?.parse()?,
             "--batch-bytes" => a.batch_bytes = val()?.parse()?,
+            "--mtu" => {
+                a.mtu = match val()?.as_str() {
+                    "none" => None,
+                    m => Some(m.parse()?),
+                }
+            }
             "--repeat" => a.repeat = val()?.parse()?,
             "--json" => a.json = true,
             _ => bail!(
-                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--repeat K] [--json]"
+                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--repeat K] [--json]"
             ),
         }
     }
@@ -201,7 +210,7 @@ mod raw {
     }
 
     /// RTM_NEWROUTE (create|replace) or RTM_DELROUTE of the i-th /24.
-    pub fn put(buf: &mut Vec<u8>, seq: u32, i: u32, delete: bool, ack: bool) {
+    pub fn put(buf: &mut Vec<u8>, seq: u32, i: u32, delete: bool, ack: bool, mtu: Option<u32>) {
         let at = buf.len();
         let (ty, mut flags): (u16, u16) = if delete { (25, 1) } else { (24, 0x501) };
         if ack {
@@ -217,16 +226,18 @@ mod raw {
         attr(buf, 1, &prefix_addr(i).octets());
         if !delete {
             attr(buf, 5, &GATEWAY.octets());
-            buf.extend_from_slice(&12u16.to_ne_bytes());
-            buf.extend_from_slice(&8u16.to_ne_bytes());
-            attr(buf, 2, &MTU.to_ne_bytes());
+            if let Some(mtu) = mtu {
+                buf.extend_from_slice(&12u16.to_ne_bytes());
+                buf.extend_from_slice(&8u16.to_ne_bytes());
+                attr(buf, 2, &mtu.to_ne_bytes());
+            }
         }
         let len = (buf.len() - at) as u32;
         buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
     /// Writes routes 0..n; returns the errors.
-    pub fn run(n: u32, batch_bytes: usize, delete: bool) -> Result<usize> {
+    pub fn run(n: u32, batch_bytes: usize, delete: bool, mtu: Option<u32>) -> Result<usize> {
         let sock = Sock::open()?;
         let mut buf = Vec::with_capacity(batch_bytes + 256);
         let mut rx = vec![0u8; 1 << 20];
@@ -239,7 +250,7 @@ mod raw {
             let end = (i + (batch_bytes / per).max(1) as u32).min(n);
             for j in i..end {
                 seq += 1;
-                put(&mut buf, seq, j, delete, j + 1 == end);
+                put(&mut buf, seq, j, delete, j + 1 == end, mtu);
             }
             sock.send(&buf)?;
             errors += sock.wait(&mut rx, seq)?;
@@ -292,10 +303,10 @@ struct Run {
 
 fn run_raw(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "raw")?;
-    let (n, b) = (a.routes, a.batch_bytes);
-    let (e1, install_s, install_user_s) = ns.enter(move || timed(|| raw::run(n, b, false)))?;
+    let (n, b, m) = (a.routes, a.batch_bytes, a.mtu);
+    let (e1, install_s, install_user_s) = ns.enter(move || timed(|| raw::run(n, b, false, m)))?;
     let in_fib = count_routes(&ns)?;
-    let (e2, withdraw_s, withdraw_user_s) = ns.enter(move || timed(|| raw::run(n, b, true)))?;
+    let (e2, withdraw_s, withdraw_user_s) = ns.enter(move || timed(|| raw::run(n, b, true, m)))?;
     Ok(Run {
         install_s,
         withdraw_s,
@@ -309,10 +320,10 @@ fn run_raw(lab: &Lab, a: &Args) -> Result<Run> {
 fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "fib")?;
     let (add, del) = changes(a.routes);
-    let (chunk, bb) = (a.chunk.max(1), a.batch_bytes);
+    let (chunk, bb, mtu) = (a.chunk.max(1), a.batch_bytes, a.mtu);
     let ((fib, e1), install_s, install_user_s) = ns.enter(move || {
         let mut fib = Fib::open(FibConfig {
-            mtu: Some(MTU),
+            mtu,
             batch_bytes: bb,
             ..FibConfig::default()
         })?;
