@@ -13,6 +13,7 @@
 //! any arrival order.
 
 use super::attrs::AttrSet;
+use crate::wire::attr::{AsPath, SegmentType};
 use std::cmp::Ordering;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -88,72 +89,99 @@ impl Candidate<'_> {
 }
 
 /// A candidate with every value the steps compare read out of its
-/// attributes once, so that ranking is integer comparisons only.
+/// attributes once and packed into integers in step order, so that a
+/// comparison is a few integer comparisons: `pre` holds the steps before
+/// MED, `mid` and `tail` those after it up to the CLUSTER_LIST length.
+/// Comparing two packed integers compares their fields in order, and the
+/// highest differing bit tells which step decided.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ranked {
-    llgr_stale: bool,
-    /// LOCAL_PREF, the configured default when missing.
-    local_pref: u32,
-    as_path_len: usize,
-    origin: u8,
+    /// LLGR-stale (bit 58), LOCAL_PREF inverted (bits 26..58: higher is
+    /// better), AS_PATH length (2..26), ORIGIN (0..2).
+    pre: u64,
     med: u32,
+    /// Peer kind (bits 32..34), IGP cost (0..32).
+    mid: u64,
+    /// BGP identifier or ORIGINATOR_ID (bits 32..64), CLUSTER_LIST length
+    /// (0..32).
+    tail: u64,
     neighbour_as: Option<u32>,
     kind: PeerKind,
-    igp_cost: u32,
-    /// ORIGINATOR_ID or the peer's BGP identifier, as a number (same order).
-    router_id: u32,
-    cluster_list_len: usize,
     peer_addr: IpAddr,
     path_id: u32,
     /// The caller's index of the candidate (its position in the table).
     pub index: usize,
 }
 
+const PRE_LLGR: u32 = 58;
+const PRE_LOCAL_PREF: u32 = 26;
+const PRE_AS_PATH_LEN: u32 = 2;
+/// An AS_PATH this long takes 64 MiB: no message carries one.
+const AS_PATH_LEN_MAX: usize = (1 << (PRE_LOCAL_PREF - PRE_AS_PATH_LEN)) - 1;
+const MID_KIND: u32 = 32;
+const TAIL_ROUTER_ID: u32 = 32;
+
 impl Ranked {
     /// A placeholder for fixed-size buffers; never ranked.
     pub const EMPTY: Ranked = Ranked {
-        llgr_stale: false,
-        local_pref: 0,
-        as_path_len: 0,
-        origin: 0,
+        pre: 0,
         med: 0,
+        mid: 0,
+        tail: 0,
         neighbour_as: None,
         kind: PeerKind::Local,
-        igp_cost: 0,
-        router_id: 0,
-        cluster_list_len: 0,
         peer_addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         path_id: 0,
         index: 0,
     };
 
+    #[inline(always)]
     pub fn new(c: &Candidate, index: usize, cfg: &DecisionConfig) -> Self {
         let a = &c.attrs.attrs;
-        let (as_path_len, neighbour_as) = a
-            .as_path
-            .as_ref()
-            .map_or((0, None), |p| (p.path_len(), p.first_as()));
+        let (as_path_len, neighbour_as) = a.as_path.as_ref().map_or((0, None), path_facts);
+        let local_pref = a.local_pref.unwrap_or(cfg.default_local_pref);
+        // A route without ORIGIN never passes the codec's mandatory-attribute
+        // check; a local one without it is treated as INCOMPLETE.
+        let origin = a.origin.map_or(2, |o| o as u8);
+        // RFC 4456 §9: ORIGINATOR_ID stands in for the BGP identifier.
+        let router_id = u32::from(a.originator_id.unwrap_or(c.router_id));
+        let cluster_list_len = a.cluster_list.as_ref().map_or(0, Vec::len);
         Ranked {
-            llgr_stale: c.llgr_stale,
-            local_pref: a.local_pref.unwrap_or(cfg.default_local_pref),
-            as_path_len,
-            // A route without ORIGIN never passes the codec's
-            // mandatory-attribute check; a local one without it is treated
-            // as INCOMPLETE.
-            origin: a.origin.map_or(2, |o| o as u8),
+            pre: u64::from(c.llgr_stale) << PRE_LLGR
+                | u64::from(!local_pref) << PRE_LOCAL_PREF
+                | (as_path_len.min(AS_PATH_LEN_MAX) as u64) << PRE_AS_PATH_LEN
+                | u64::from(origin & 3),
             // RFC 4271 §9.1.2.2 (c): a missing MED is the lowest value, 0.
             med: a.med.unwrap_or(0),
+            mid: u64::from(c.kind as u8) << MID_KIND | u64::from(c.igp_cost),
+            tail: u64::from(router_id) << TAIL_ROUTER_ID
+                | u64::from(u32::try_from(cluster_list_len).unwrap_or(u32::MAX)),
             neighbour_as,
             kind: c.kind,
-            igp_cost: c.igp_cost,
-            // RFC 4456 §9: ORIGINATOR_ID stands in for the BGP identifier.
-            router_id: u32::from(a.originator_id.unwrap_or(c.router_id)),
-            cluster_list_len: a.cluster_list.as_ref().map_or(0, Vec::len),
             peer_addr: c.peer_addr,
             path_id: c.path_id,
             index,
         }
     }
+}
+
+/// The AS_PATH length (RFC 4271 §9.1.2.2 (a): an AS_SET counts 1,
+/// confederation segments 0, RFC 5065 §5.3) and the neighbour AS (see
+/// [`Candidate::neighbour_as`]), in one walk over the segments.
+fn path_facts(p: &AsPath) -> (usize, Option<u32>) {
+    let mut len = 0;
+    let mut first = None;
+    for s in p.segments() {
+        if first.is_none() && !s.kind.is_confed() {
+            first = Some((s.kind == SegmentType::Sequence).then(|| s.asns.first().copied()));
+        }
+        len += match s.kind {
+            SegmentType::Sequence => s.asns.len(),
+            SegmentType::Set => 1,
+            _ => 0,
+        };
+    }
+    (len, first.flatten().flatten())
 }
 
 /// Ranks `a` against `b`: `Less` when `a` is preferred. The second value is
@@ -167,47 +195,67 @@ fn med_applies(a: &Ranked, b: &Ranked, cfg: &DecisionConfig) -> bool {
     cfg.always_compare_med || a.neighbour_as == b.neighbour_as
 }
 
+/// The steps of the decision process, in order, on packed values:
+/// - RFC 9494 §4.3: LLGR_STALE routes are the least preferred.
+/// - RFC 4271 §9.1.1: highest degree of preference (LOCAL_PREF).
+/// - RFC 4271 §9.1.2.2 (a): shortest AS_PATH.
+/// - RFC 4271 §9.1.2.2 (b): lowest ORIGIN.
+/// - RFC 4271 §9.1.2.2 (c): lowest MED among routes from the same AS.
+/// - RFC 4271 §9.1.2.2 (d): eBGP over iBGP (locally originated first).
+/// - RFC 4271 §9.1.2.2 (e): lowest interior cost to the next hop.
+/// - RFC 4271 §9.1.2.2 (f) with RFC 4456 §9: lowest BGP identifier,
+///   ORIGINATOR_ID when present.
+/// - RFC 4456 §9: shortest CLUSTER_LIST.
+/// - RFC 4271 §9.1.2.2 (g): lowest peer address.
+/// - RFC 7911: several paths from one peer; lowest path id, so the order
+///   is total.
 #[inline]
+fn order(a: &Ranked, b: &Ranked, with_med: bool) -> Ordering {
+    if a.pre != b.pre {
+        return a.pre.cmp(&b.pre);
+    }
+    if with_med && a.med != b.med {
+        return a.med.cmp(&b.med);
+    }
+    if a.mid != b.mid {
+        return a.mid.cmp(&b.mid);
+    }
+    if a.tail != b.tail {
+        return a.tail.cmp(&b.tail);
+    }
+    a.peer_addr
+        .cmp(&b.peer_addr)
+        .then(a.path_id.cmp(&b.path_id))
+}
+
+/// [`order`], and the step that decided.
 fn compare_with(a: &Ranked, b: &Ranked, with_med: bool) -> (Ordering, Step) {
-    macro_rules! step {
-        ($step:expr, $ord:expr) => {
-            match $ord {
-                Ordering::Equal => {}
-                o => return (o, $step),
-            }
-        };
-    }
-    // RFC 9494 §4.3: LLGR_STALE routes are the least preferred.
-    step!(Step::LlgrStale, a.llgr_stale.cmp(&b.llgr_stale));
-    // RFC 4271 §9.1.1: highest degree of preference (LOCAL_PREF).
-    step!(Step::LocalPref, b.local_pref.cmp(&a.local_pref));
-    // RFC 4271 §9.1.2.2 (a): shortest AS_PATH (AS_SET counts 1,
-    // confederation segments 0, RFC 5065 §5.3).
-    step!(Step::AsPathLen, a.as_path_len.cmp(&b.as_path_len));
-    // RFC 4271 §9.1.2.2 (b): lowest ORIGIN.
-    step!(Step::Origin, a.origin.cmp(&b.origin));
-    // RFC 4271 §9.1.2.2 (c): lowest MED among routes from the same AS.
-    if with_med {
-        step!(Step::Med, a.med.cmp(&b.med));
-    }
-    // RFC 4271 §9.1.2.2 (d): eBGP over iBGP (locally originated first).
-    step!(Step::PeerKind, a.kind.cmp(&b.kind));
-    // RFC 4271 §9.1.2.2 (e): lowest interior cost to the next hop.
-    step!(Step::IgpCost, a.igp_cost.cmp(&b.igp_cost));
-    // RFC 4271 §9.1.2.2 (f) with RFC 4456 §9: lowest BGP identifier,
-    // ORIGINATOR_ID when present.
-    step!(Step::RouterId, a.router_id.cmp(&b.router_id));
-    // RFC 4456 §9: shortest CLUSTER_LIST.
-    step!(
-        Step::ClusterListLen,
-        a.cluster_list_len.cmp(&b.cluster_list_len)
-    );
-    // RFC 4271 §9.1.2.2 (g): lowest peer address.
-    step!(Step::PeerAddress, a.peer_addr.cmp(&b.peer_addr));
-    // RFC 7911: several paths from one peer; lowest path id, so the
-    // order is total.
-    step!(Step::PathId, a.path_id.cmp(&b.path_id));
-    (Ordering::Equal, Step::PathId)
+    let top = |x: u64, y: u64| 63 - (x ^ y).leading_zeros();
+    let step = if a.pre != b.pre {
+        match top(a.pre, b.pre) {
+            PRE_LLGR.. => Step::LlgrStale,
+            PRE_LOCAL_PREF.. => Step::LocalPref,
+            PRE_AS_PATH_LEN.. => Step::AsPathLen,
+            _ => Step::Origin,
+        }
+    } else if with_med && a.med != b.med {
+        Step::Med
+    } else if a.mid != b.mid {
+        match top(a.mid, b.mid) {
+            MID_KIND.. => Step::PeerKind,
+            _ => Step::IgpCost,
+        }
+    } else if a.tail != b.tail {
+        match top(a.tail, b.tail) {
+            TAIL_ROUTER_ID.. => Step::RouterId,
+            _ => Step::ClusterListLen,
+        }
+    } else if a.peer_addr != b.peer_addr {
+        Step::PeerAddress
+    } else {
+        Step::PathId
+    };
+    (order(a, b, with_med), step)
 }
 
 /// Whether `c` may share forwarding with `best`: equal through the IGP-cost
@@ -217,13 +265,10 @@ pub fn multipath_equal(best: &Candidate, c: &Candidate, cfg: &DecisionConfig) ->
 }
 
 fn ranked_multipath_equal(best: &Ranked, c: &Ranked) -> bool {
-    best.llgr_stale == c.llgr_stale
-        && best.local_pref == c.local_pref
-        && best.as_path_len == c.as_path_len
-        && best.origin == c.origin
+    // Equal up to MED, in MED, and in peer kind and IGP cost.
+    best.pre == c.pre
         && best.med == c.med
-        && best.kind == c.kind
-        && best.igp_cost == c.igp_cost
+        && best.mid == c.mid
         && (best.kind != PeerKind::Ebgp || best.neighbour_as == c.neighbour_as)
 }
 
@@ -273,7 +318,7 @@ pub(crate) fn select_ranked(cands: &[Ranked], cfg: &DecisionConfig, out: &mut [u
     // Equal through the IGP-cost step (MED values included), so only the
     // total tie-breakers are left: a safe sort key (the position last, as a
     // stable sort would).
-    out[1..n].sort_unstable_by(|&x, &y| compare_with(&cands[x], &cands[y], true).0.then(x.cmp(&y)));
+    out[1..n].sort_unstable_by(|&x, &y| order(&cands[x], &cands[y], true).then(x.cmp(&y)));
     n.min(max)
 }
 
@@ -288,7 +333,7 @@ fn best_index(cands: &[Ranked], cfg: &DecisionConfig, winners: &mut [usize]) -> 
             .find(|w| cfg.always_compare_med || cands[**w].neighbour_as == c.neighbour_as);
         match same_group {
             Some(w) => {
-                if compare_with(c, &cands[*w], true).0.is_lt() {
+                if order(c, &cands[*w], true).is_lt() {
                     *w = i;
                 }
             }
@@ -298,12 +343,13 @@ fn best_index(cands: &[Ranked], cfg: &DecisionConfig, winners: &mut [usize]) -> 
             }
         }
     }
-    winners[..groups].iter().copied().reduce(|w, i| {
-        match compare_with(&cands[i], &cands[w], false).0 {
+    winners[..groups]
+        .iter()
+        .copied()
+        .reduce(|w, i| match order(&cands[i], &cands[w], false) {
             Ordering::Less => i,
             _ => w,
-        }
-    })
+        })
 }
 
 #[cfg(test)]

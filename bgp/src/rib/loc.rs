@@ -18,6 +18,7 @@ use crate::wire::nlri::Prefix;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 /// Import policy or loop detection refused the path.
@@ -146,16 +147,18 @@ pub(crate) fn withdraw_at(paths: &mut Paths, i: usize) -> Path {
 
 /// The paths of one prefix. Almost every prefix has exactly one, kept
 /// inline (the enum is no larger than a `Path`), so a route costs no
-/// allocation of its own; several live in an exactly sized boxed slice.
+/// allocation of its own; several live in a growable array.
 #[derive(Clone, Debug)]
 pub(crate) enum Paths {
     One(Path),
-    Many(Box<[Path]>),
+    Many(Many),
 }
+
+const _: () = assert!(std::mem::size_of::<Paths>() == std::mem::size_of::<Path>());
 
 impl Default for Paths {
     fn default() -> Self {
-        Paths::Many(Box::default())
+        Paths::Many(Many::default())
     }
 }
 
@@ -164,7 +167,7 @@ impl std::ops::Deref for Paths {
     fn deref(&self) -> &[Path] {
         match self {
             Paths::One(p) => std::slice::from_ref(p),
-            Paths::Many(v) => v,
+            Paths::Many(v) => v.as_slice(),
         }
     }
 }
@@ -173,21 +176,19 @@ impl std::ops::DerefMut for Paths {
     fn deref_mut(&mut self) -> &mut [Path] {
         match self {
             Paths::One(p) => std::slice::from_mut(p),
-            Paths::Many(v) => v,
+            Paths::Many(v) => v.as_mut_slice(),
         }
     }
 }
 
 impl Paths {
     fn from_vec(mut v: Vec<Path>) -> Self {
-        match v.pop() {
-            Some(p) if v.is_empty() => Paths::One(p),
-            Some(p) => {
-                v.push(p);
-                Paths::Many(v.into_boxed_slice())
+        if v.len() == 1 {
+            if let Some(p) = v.pop() {
+                return Paths::One(p);
             }
-            None => Paths::default(),
         }
+        Paths::Many(Many::from_vec(v))
     }
 
     fn into_vec(self) -> Vec<Path> {
@@ -197,16 +198,23 @@ impl Paths {
         }
     }
 
-    /// Appends: one reallocation of the exactly sized slice.
+    /// Appends. The array grows by half its length at a time: best-path
+    /// churn from many peers reallocates every few arrivals, not each one.
     fn push(&mut self, p: Path) {
         *self = match std::mem::take(self) {
-            Paths::Many(v) if v.is_empty() => Paths::One(p),
-            Paths::One(first) => Paths::Many(Box::new([first, p])),
+            Paths::Many(v) if v.len == 0 => Paths::One(p),
+            Paths::One(first) => {
+                let mut v = Vec::with_capacity(2);
+                v.extend([first, p]);
+                Paths::Many(Many::from_vec(v))
+            }
             Paths::Many(v) => {
                 let mut v = v.into_vec();
-                v.reserve_exact(1);
+                if v.len() == v.capacity() {
+                    v.reserve_exact((v.len() / 2).max(2));
+                }
                 v.push(p);
-                Paths::Many(v.into_boxed_slice())
+                Paths::Many(Many::from_vec(v))
             }
         }
     }
@@ -223,6 +231,75 @@ impl Paths {
         let mut v = std::mem::take(self).into_vec();
         v.retain(|p| !p.has(WITHDRAWN));
         *self = Paths::from_vec(v);
+    }
+}
+
+/// A `Vec<Path>` in 16 bytes instead of 24 (32-bit length and capacity),
+/// so that [`Paths`] stays the size of the one path it usually holds.
+pub(crate) struct Many {
+    ptr: NonNull<Path>,
+    len: u32,
+    cap: u32,
+}
+
+// SAFETY: `Many` owns its paths exactly as the `Vec<Path>` it was made
+// from did, and `Path` is `Send` and `Sync`.
+unsafe impl Send for Many {}
+// SAFETY: as above.
+unsafe impl Sync for Many {}
+
+impl Many {
+    fn from_vec(v: Vec<Path>) -> Self {
+        let mut v = std::mem::ManuallyDrop::new(v);
+        let (Ok(len), Ok(cap)) = (u32::try_from(v.len()), u32::try_from(v.capacity())) else {
+            panic!("more than 2^32 paths for one prefix");
+        };
+        Many {
+            ptr: NonNull::new(v.as_mut_ptr()).expect("a Vec's pointer is never null"),
+            len,
+            cap,
+        }
+    }
+
+    fn into_vec(self) -> Vec<Path> {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: the parts of a `Vec<Path>` (see `from_vec`), taken back
+        // once: `me` is not dropped.
+        unsafe { Vec::from_raw_parts(me.ptr.as_ptr(), me.len as usize, me.cap as usize) }
+    }
+
+    fn as_slice(&self) -> &[Path] {
+        // SAFETY: `len` initialised paths from `ptr` (see `from_vec`).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len as usize) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [Path] {
+        // SAFETY: as in `as_slice`, borrowed mutably through `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len as usize) }
+    }
+}
+
+impl Default for Many {
+    fn default() -> Self {
+        Many::from_vec(Vec::new())
+    }
+}
+
+impl Drop for Many {
+    fn drop(&mut self) {
+        drop(std::mem::take(self).into_vec());
+    }
+}
+
+impl Clone for Many {
+    fn clone(&self) -> Self {
+        Many::from_vec(self.as_slice().to_vec())
+    }
+}
+
+impl std::fmt::Debug for Many {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_slice().fmt(f)
     }
 }
 
@@ -434,4 +511,319 @@ fn same_route(a: &Path, b: &Path) -> bool {
         && a.path_id == b.path_id
         && Arc::ptr_eq(&a.attrs, &b.attrs)
         && a.llgr_stale() == b.llgr_stale()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::attr::{AsPath, Origin, PathAttributes};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn key_orders_as_prefix_does(
+            a in (any::<bool>(), any::<u128>(), 0u8..=128),
+            b in (any::<bool>(), any::<u128>(), 0u8..=128),
+            same_addr in any::<bool>(),
+        ) {
+            let prefix = |(v6, addr, len): (bool, u128, u8)| {
+                if v6 {
+                    Prefix::new(std::net::Ipv6Addr::from(addr).into(), len)
+                } else {
+                    Prefix::new(Ipv4Addr::from(addr as u32).into(), len % 33)
+                }
+                .unwrap()
+            };
+            let (a, b) = (prefix(a), prefix((b.0, if same_addr { a.1 } else { b.1 }, b.2)));
+            prop_assert_eq!(Key(a).cmp(&Key(b)), a.cmp(&b));
+        }
+    }
+
+    /// The table as it was before decisions were made in place: a plain
+    /// vector per prefix, every Route built and compared. The model for
+    /// `Table`.
+    #[derive(Default)]
+    struct Model {
+        map: BTreeMap<Prefix, Vec<Path>>,
+    }
+
+    fn route_same(a: &Route, b: &Route) -> bool {
+        a.peer == b.peer
+            && a.path_id == b.path_id
+            && Arc::ptr_eq(&a.attrs, &b.attrs)
+            && a.llgr_stale == b.llgr_stale
+    }
+
+    impl Model {
+        fn set(&mut self, prefix: Prefix, mut path: Path) {
+            let paths = self.map.entry(prefix).or_default();
+            path.flags &= !(SELECTED | WITHDRAWN);
+            let Some(i) = paths
+                .iter()
+                .position(|p| p.same_path(path.peer, path.path_id) && !p.has(WITHDRAWN))
+            else {
+                paths.push(path);
+                return;
+            };
+            let old = &mut paths[i];
+            if !old.has(SELECTED) {
+                *old = path;
+                return;
+            }
+            let unchanged = Arc::ptr_eq(&old.attrs, &path.attrs)
+                && (old.flags ^ path.flags) & (LLGR_STALE | REJECTED) == 0;
+            if unchanged {
+                path.flags |= SELECTED;
+                *old = path;
+                return;
+            }
+            old.flags |= WITHDRAWN;
+            paths.push(path);
+        }
+
+        fn remove(&mut self, prefix: &Prefix, peer: PeerId, path_id: u32) {
+            let Some(paths) = self.map.get_mut(prefix) else {
+                return;
+            };
+            let Some(i) = paths
+                .iter()
+                .position(|p| p.same_path(peer, path_id) && !p.has(WITHDRAWN))
+            else {
+                return;
+            };
+            if paths[i].has(SELECTED) {
+                paths[i].flags |= WITHDRAWN;
+            } else {
+                paths.remove(i);
+            }
+        }
+
+        fn decide(
+            &mut self,
+            prefix: Prefix,
+            cfg: &DecisionConfig,
+            peer: impl Fn(PeerId) -> Option<PeerView>,
+            cost: impl Fn(&Path, &PeerView) -> Option<u32>,
+        ) -> Option<LocRibChange> {
+            let paths = self.map.get_mut(&prefix)?;
+            let old: Vec<Route> = paths
+                .iter()
+                .take_while(|p| p.has(SELECTED))
+                .map(|p| Route::of(prefix, p))
+                .collect();
+            let mut usable = Vec::new();
+            let mut cands = Vec::new();
+            for (i, p) in paths.iter().enumerate() {
+                if p.flags & (REJECTED | WITHDRAWN) != 0 {
+                    continue;
+                }
+                let Some(view) = peer(p.peer) else { continue };
+                let Some(igp_cost) = cost(p, &view) else {
+                    continue;
+                };
+                usable.push(i);
+                cands.push(Candidate {
+                    attrs: &p.attrs,
+                    kind: view.kind,
+                    router_id: view.router_id,
+                    peer_addr: view.addr,
+                    path_id: p.path_id,
+                    llgr_stale: p.llgr_stale(),
+                    igp_cost,
+                });
+            }
+            let sel = decision::select(&cands, cfg);
+            let chosen: Vec<usize> = sel.order[..sel.multipath]
+                .iter()
+                .map(|&c| usable[c])
+                .collect();
+            let mut order = chosen.clone();
+            order.extend(
+                (0..paths.len()).filter(|i| !chosen.contains(i) && !paths[*i].has(WITHDRAWN)),
+            );
+            let mut v: Vec<Path> = order
+                .iter()
+                .enumerate()
+                .map(|(rank, &i)| {
+                    let mut p = paths[i].clone();
+                    p.flags =
+                        (p.flags & !SELECTED) | if rank < chosen.len() { SELECTED } else { 0 };
+                    p
+                })
+                .collect();
+            std::mem::swap(paths, &mut v);
+            let new: Vec<Route> = paths[..chosen.len()]
+                .iter()
+                .map(|p| Route::of(prefix, p))
+                .collect();
+            if paths.is_empty() {
+                self.map.remove(&prefix);
+            }
+            if old.len() == new.len() && old.iter().zip(&new).all(|(a, b)| route_same(a, b)) {
+                return None;
+            }
+            Some(match new.first() {
+                Some(best) => LocRibChange::Best {
+                    prefix,
+                    best: best.clone(),
+                    multipath: new,
+                },
+                None => LocRibChange::Unreachable { prefix },
+            })
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// prefix, peer, path id, attribute set, flags
+        Set(u8, u16, u32, usize, u8),
+        Remove(u8, u16, u32),
+        Decide(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..2, 1u16..8, 0u32..2, 0usize..6, prop::sample::select(vec![
+                0, 0, 0, REJECTED, STALE, LLGR_STALE, SELECTED | WITHDRAWN,
+            ]))
+                .prop_map(|(x, p, id, a, f)| Op::Set(x, p, id, a, f)),
+            2 => (0u8..2, 1u16..8, 0u32..2).prop_map(|(x, p, id)| Op::Remove(x, p, id)),
+            3 => (0u8..2).prop_map(Op::Decide),
+        ]
+    }
+
+    /// Attribute sets: two neighbour ASes, MEDs, path lengths, one with
+    /// the LLGR_STALE community, one with a next hop that does not resolve.
+    fn attr_sets() -> Vec<Arc<AttrSet>> {
+        let set = |path: &[u32], med: Option<u32>, nh: [u8; 4], llgr: bool| {
+            Arc::new(AttrSet::new(
+                PathAttributes {
+                    origin: Some(Origin::Igp),
+                    as_path: Some(AsPath::from_sequence(path)),
+                    next_hop: Some(Ipv4Addr::from(nh)),
+                    med,
+                    communities: llgr.then(|| vec![Community(LLGR_STALE_COMMUNITY)]),
+                    ..Default::default()
+                },
+                None,
+            ))
+        };
+        vec![
+            set(&[65001, 1], Some(10), [192, 0, 2, 1], false),
+            set(&[65001, 2], Some(5), [192, 0, 2, 1], false),
+            set(&[65002, 3], None, [192, 0, 2, 1], false),
+            set(&[65002], Some(1), [192, 0, 2, 2], false),
+            set(&[65001, 1], Some(10), [192, 0, 2, 1], true),
+            set(&[65002, 3], None, [198, 51, 100, 9], false),
+        ]
+    }
+
+    fn view(id: PeerId) -> Option<PeerView> {
+        // Peer 7 is unknown (removed); 5 and 6 are iBGP; identifiers are
+        // not in peer order, and two peers share one.
+        let rid = [0, 9, 3, 3, 1, 7, 2][..].get(id.0 as usize)?;
+        Some(PeerView {
+            kind: if id.0 >= 5 {
+                PeerKind::Ibgp
+            } else {
+                PeerKind::Ebgp
+            },
+            router_id: Ipv4Addr::new(10, 0, 0, *rid),
+            addr: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10 + id.0 as u8)),
+        })
+    }
+
+    fn cost(p: &Path, _: &PeerView) -> Option<u32> {
+        match p.attrs.next_hop_addr()? {
+            IpAddr::V4(a) if a.octets()[0] == 198 => None,
+            IpAddr::V4(a) => Some(u32::from(a.octets()[3])),
+            IpAddr::V6(_) => None,
+        }
+    }
+
+    /// Every path of every prefix, in table order: who, flags, attributes.
+    type Contents = Vec<(Prefix, Vec<(PeerId, u32, u8, *const AttrSet)>)>;
+
+    fn contents<'a>(it: impl Iterator<Item = (&'a Prefix, &'a [Path])>) -> Contents {
+        it.map(|(x, paths)| {
+            let v = paths
+                .iter()
+                .map(|p| (p.peer, p.path_id, p.flags, Arc::as_ptr(&p.attrs)))
+                .collect();
+            (*x, v)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn same_route_by_another_path_is_no_change() {
+        // A selected path comes back with the LLGR_STALE flag where its
+        // attributes already carry the community: a new path in the table
+        // (the old one withdrawn), but the same route, so no change.
+        let cfg = DecisionConfig::default();
+        let stale = attr_sets()[4].clone();
+        let prefix: Prefix = "10.0.0.0/24".parse().unwrap();
+        let path = |flags| Path {
+            attrs: stale.clone(),
+            pre: None,
+            path_id: 0,
+            peer: PeerId(1),
+            flags,
+        };
+        let mut table = Table::default();
+        table.set(prefix, path(0));
+        assert!(table.decide(prefix, &cfg, view, cost).is_some());
+        table.set(prefix, path(LLGR_STALE));
+        assert_eq!(table.paths(&prefix).len(), 2);
+        assert_eq!(table.decide(prefix, &cfg, view, cost), None);
+        let left: Vec<u8> = table.paths(&prefix).iter().map(|p| p.flags).collect();
+        assert_eq!(left, [LLGR_STALE | SELECTED]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+        /// Any sequence of sets, removals and decisions: the same changes
+        /// and the same table (order and flags of every path) as the model.
+        #[test]
+        fn table_decides_as_the_model(
+            ops in prop::collection::vec(op(), 1..40),
+            max_paths in 1usize..4,
+            always_compare_med in any::<bool>(),
+        ) {
+            let cfg = DecisionConfig { max_paths, always_compare_med, ..Default::default() };
+            let sets = attr_sets();
+            let prefixes = ["10.0.0.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()];
+            let (mut table, mut model) = (Table::default(), Model::default());
+            for op in ops {
+                match op {
+                    Op::Set(x, peer, path_id, a, flags) => {
+                        let path = Path {
+                            attrs: sets[a].clone(),
+                            pre: None,
+                            path_id,
+                            peer: PeerId(peer),
+                            flags,
+                        };
+                        table.set(prefixes[x as usize], path.clone());
+                        model.set(prefixes[x as usize], path);
+                    }
+                    Op::Remove(x, peer, path_id) => {
+                        table.remove(&prefixes[x as usize], PeerId(peer), path_id);
+                        model.remove(&prefixes[x as usize], PeerId(peer), path_id);
+                    }
+                    Op::Decide(x) => {
+                        let p = prefixes[x as usize];
+                        prop_assert_eq!(
+                            table.decide(p, &cfg, view, cost),
+                            model.decide(p, &cfg, view, cost)
+                        );
+                    }
+                }
+                prop_assert_eq!(
+                    contents(table.iter().map(|(x, p)| (x, &p[..]))),
+                    contents(model.map.iter().map(|(x, p)| (x, &p[..])))
+                );
+            }
+        }
+    }
 }

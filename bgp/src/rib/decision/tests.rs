@@ -584,3 +584,135 @@ proptest! {
         prop_assert_eq!(pick(&shuffled), want);
     }
 }
+
+/// The decision steps written out one by one, straight from the RFC text,
+/// as a model for the packed comparison of `compare`.
+fn reference_compare(a: &C, b: &C, cfg: &DecisionConfig) -> (Ordering, Step) {
+    let lp = |c: &C| c.local_pref.unwrap_or(cfg.default_local_pref);
+    let len = |c: &C| c.path.path_len();
+    let nas = |c: &C| c.path.first_as();
+    let med = |c: &C| c.med.unwrap_or(0);
+    let rid = |c: &C| Ipv4Addr::from(c.originator_id.unwrap_or(c.router_id));
+    let with_med = cfg.always_compare_med || nas(a) == nas(b);
+    let steps = [
+        (Step::LlgrStale, a.llgr.cmp(&b.llgr)),
+        (Step::LocalPref, lp(b).cmp(&lp(a))),
+        (Step::AsPathLen, len(a).cmp(&len(b))),
+        (Step::Origin, (a.origin as u8).cmp(&(b.origin as u8))),
+        (
+            Step::Med,
+            if with_med {
+                med(a).cmp(&med(b))
+            } else {
+                Ordering::Equal
+            },
+        ),
+        (Step::PeerKind, a.kind.cmp(&b.kind)),
+        (Step::IgpCost, a.igp.cmp(&b.igp)),
+        (Step::RouterId, rid(a).cmp(&rid(b))),
+        (Step::ClusterListLen, a.cluster_list.cmp(&b.cluster_list)),
+        (
+            Step::PeerAddress,
+            IpAddr::from(a.peer).cmp(&IpAddr::from(b.peer)),
+        ),
+        (Step::PathId, a.path_id.cmp(&b.path_id)),
+    ];
+    steps
+        .into_iter()
+        .find(|(_, o)| o.is_ne())
+        .map_or((Ordering::Equal, Step::PathId), |(s, o)| (o, s))
+}
+
+/// Candidates that differ in every step, with values at the edges of each
+/// field (0, the largest, LLGR both ways, missing attributes).
+fn arb_c_wide() -> impl Strategy<Value = C> {
+    let edge = || prop::sample::select(vec![0u32, 1, 2, u32::MAX - 1, u32::MAX]);
+    (
+        (
+            prop::option::of(edge()),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        SegmentType::Sequence,
+                        SegmentType::Sequence,
+                        SegmentType::Set,
+                        SegmentType::ConfedSequence,
+                        SegmentType::ConfedSet,
+                    ]),
+                    prop::collection::vec(prop::sample::select(vec![1u32, 2]), 1..3),
+                ),
+                0..3,
+            ),
+            prop::sample::select(vec![Origin::Igp, Origin::Egp, Origin::Incomplete]),
+            prop::option::of(edge()),
+            prop::sample::select(vec![PeerKind::Local, PeerKind::Ebgp, PeerKind::Ibgp]),
+            edge(),
+        ),
+        (
+            prop::sample::select(vec![[0u8, 0, 0, 0], [10, 0, 0, 1], [255; 4]]),
+            prop::option::of(prop::sample::select(vec![[10u8, 0, 0, 0], [255; 4]])),
+            0usize..3,
+            prop::sample::select(vec![[0u8, 0, 0, 0], [192, 0, 2, 1], [255; 4]]),
+            edge(),
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |(
+                (local_pref, path, origin, med, kind, igp),
+                (router_id, originator_id, cluster_list, peer, path_id, llgr),
+            )| C {
+                local_pref,
+                path: {
+                    let mut p = AsPath::new();
+                    for (kind, asns) in &path {
+                        p.push_segment(*kind, asns);
+                    }
+                    p
+                },
+                origin,
+                med,
+                kind,
+                igp,
+                router_id,
+                originator_id,
+                cluster_list,
+                peer,
+                path_id,
+                llgr,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+    /// The packed comparison ranks as the steps do, and names the same step.
+    #[test]
+    fn compare_matches_the_steps_one_by_one(
+        a in arb_c_wide(),
+        mut b in arb_c_wide(),
+        same in any::<u16>(),
+        always in any::<bool>(),
+    ) {
+        // Fields copied from `a` (a bit each), so that every step is
+        // reached with ties before it.
+        let copy = |bit: u32| same & (1 << bit) != 0;
+        if copy(0) { b.local_pref = a.local_pref; }
+        if copy(1) { b.path = a.path.clone(); }
+        if copy(2) { b.origin = a.origin; }
+        if copy(3) { b.med = a.med; }
+        if copy(4) { b.kind = a.kind; }
+        if copy(5) { b.igp = a.igp; }
+        if copy(6) { b.router_id = a.router_id; }
+        if copy(7) { b.originator_id = a.originator_id; }
+        if copy(8) { b.cluster_list = a.cluster_list; }
+        if copy(9) { b.peer = a.peer; }
+        if copy(10) { b.path_id = a.path_id; }
+        if copy(11) { b.llgr = a.llgr; }
+        let cfg = DecisionConfig { always_compare_med: always, ..cfg() };
+        let (aa, ba) = (a.attrs(), b.attrs());
+        let (x, y) = (cand(&a, &aa), cand(&b, &ba));
+        prop_assert_eq!(compare(&x, &y, &cfg), reference_compare(&a, &b, &cfg));
+        prop_assert_eq!(compare(&y, &x, &cfg), reference_compare(&b, &a, &cfg));
+    }
+}
