@@ -157,6 +157,11 @@ impl EtcdServer {
         Self::start_with(None)
     }
 
+    /// The etcd process, while it runs (for measuring its CPU).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// An etcd on https that requires client certificates signed by the
     /// CA of `tls`.
     pub fn start_tls(tls: TlsFiles) -> Result<EtcdServer, String> {

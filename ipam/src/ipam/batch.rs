@@ -81,11 +81,11 @@ impl Ipam {
             .collect();
         // Blocks this process holds a copy of cost no round trip; the rest
         // are read together.
-        let mut known = self.hints.blocks(&mine);
+        let known = self.hints.blocks(&mine);
         let missing: Vec<String> = mine
             .iter()
             .zip(&known)
-            .filter(|(_, k)| k.is_none())
+            .filter(|(_, k)| matches!(k, Cached::Unknown))
             .map(|(c, _)| keys::block(c))
             .collect();
         let mut fetched = if missing.is_empty() {
@@ -95,15 +95,21 @@ impl Ipam {
             fetched.inspect_err(|_| self.hints.forget_blocks())?
         }
         .into_iter();
-        for k in known.iter_mut().filter(|k| k.is_none()) {
-            if let Some(kv) = fetched.next().flatten() {
-                *k = Some((super::decode(&kv.key, &kv.value)?, kv.mod_revision));
+        let mut usable = Vec::with_capacity(known.len());
+        for k in known {
+            match k {
+                Cached::Copy(b, rev) => usable.push((b, rev)),
+                Cached::Full => {}
+                Cached::Unknown => {
+                    if let Some(kv) = fetched.next().flatten() {
+                        usable.push((super::decode(&kv.key, &kv.value)?, kv.mod_revision));
+                    }
+                }
             }
         }
         // Blocks still affine to the node, with their revisions.
-        let mut blocks: Vec<(Block, i64, bool)> = known
+        let mut blocks: Vec<(Block, i64, bool)> = usable
             .into_iter()
-            .flatten()
             .filter(|(b, _)| b.affinity.as_deref() == Some(first.node.as_str()))
             .map(|(b, rev)| (b, rev, false))
             .collect();
@@ -222,10 +228,28 @@ impl Ipam {
     }
 }
 
+/// A node's block as this process knows it.
+enum Cached {
+    /// No copy: read it.
+    Unknown,
+    /// The copy has no free address, so it can neither give one nor take
+    /// a gateway: left out, uncopied. Copying every allocation of every
+    /// full block was most of a batch's CPU on a node with many blocks.
+    Full,
+    Copy(Block, i64),
+}
+
 impl super::Hints {
-    fn blocks(&self, cidrs: &[IpNet]) -> Vec<Option<(Block, i64)>> {
+    fn blocks(&self, cidrs: &[IpNet]) -> Vec<Cached> {
         let g = self.lock();
-        cidrs.iter().map(|c| g.blocks.get(c).cloned()).collect()
+        cidrs
+            .iter()
+            .map(|c| match g.blocks.get(c) {
+                None => Cached::Unknown,
+                Some((b, _)) if b.free.is_empty() => Cached::Full,
+                Some((b, rev)) => Cached::Copy(b.clone(), *rev),
+            })
+            .collect()
     }
     fn keep_blocks(&self, blocks: impl Iterator<Item = (Block, i64)>) {
         let mut g = self.lock();
@@ -358,5 +382,56 @@ mod tests {
             ipam.assign_new_batch(&mixed).await.unwrap(),
             Err(Declined::NotUniform)
         );
+    }
+
+    async fn revision(ipam: &Ipam, block: &IpNet) -> i64 {
+        let kv = ipam.store().get(&keys::block(block)).await.unwrap();
+        kv.unwrap().mod_revision
+    }
+
+    #[tokio::test]
+    async fn full_blocks_are_left_out_and_not_written() {
+        let ipam = Ipam::new(Arc::new(MemoryStore::new()));
+        ipam.add_pool(&pool("v4", "10.9.0.0/24", 28)).await.unwrap();
+        ipam.assign(&AssignRequest::new("net.first.eth0", "n1", 1, 0))
+            .await
+            .unwrap();
+        // The rest of the first block, kept as a copy with nothing free.
+        let fill: Vec<_> = (0..15)
+            .map(|i| AssignRequest::new(&format!("net.f{i}.eth0"), "n1", 1, 0))
+            .collect();
+        ipam.assign_new_batch(&fill).await.unwrap().unwrap();
+        assert_eq!(
+            ipam.assign_new_batch(&reqs(1, 0)).await.unwrap(),
+            Err(Declined::NoRoom),
+            "only a full block"
+        );
+        ipam.assign(&AssignRequest::new("net.second.eth0", "n1", 1, 0))
+            .await
+            .unwrap();
+        let blocks = ipam.node_affinities("n1").await.unwrap();
+        assert_eq!(blocks.len(), 2);
+        let first = blocks
+            .iter()
+            .map(|(a, _)| a.cidr)
+            .find(|c| c.contains(&"10.9.0.1".parse::<std::net::IpAddr>().unwrap()))
+            .unwrap();
+        let before = revision(&ipam, &first).await;
+        // Twice: the second batch has a kept copy of each block.
+        for round in 0..2 {
+            let more: Vec<_> = (0..3)
+                .map(|i| AssignRequest::new(&format!("net.r{round}x{i}.eth0"), "n1", 1, 0))
+                .collect();
+            let out = ipam.assign_new_batch(&more).await.unwrap().unwrap();
+            assert!(out.iter().flatten().all(|a| !first.contains(&a.addr)));
+        }
+        assert_eq!(
+            revision(&ipam, &first).await,
+            before,
+            "the full block is not rewritten"
+        );
+        let r = ipam.check().await.unwrap();
+        assert!(r.clean, "{}", r.human());
+        assert_eq!(r.addresses_in_use, 16 + 1 + 6);
     }
 }

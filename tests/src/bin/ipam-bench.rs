@@ -1,21 +1,26 @@
 //! IPAM benchmark against a real etcd started here on loopback:
 //!
 //! 1. CNI ADD on one node, sequentially as a node's host lock makes them:
-//!    in process (the plugin's code path, a fresh datastore client per
-//!    ADD as the binary has) and by exec'ing the `petrel-ipam` binary as a
-//!    runtime does. Assignments per second, p50 and p99 latency.
+//!    in process (the direct plugin's code path, a fresh datastore client
+//!    per ADD as the binary has) and by exec'ing `petrel-ipam` as a
+//!    runtime does with no service running (it execs `petrel-ipam-direct`).
+//!    Assignments per second, p50 and p99 latency.
 //! 2. CNI ADD by exec'ing `petrel-ipam` that forwards to the node-local
 //!    IPAM service (run here, as petreld runs it, with one long-lived
-//!    etcd client): one invoker, and 4 and 8 invokers at once as a runtime
-//!    starting many pods does. With the phases apart: an exec that does
-//!    no work (VERSION: process start), and the service round trip without
-//!    an exec.
+//!    etcd client): 1, 2, 4 and 8 invokers at once, as a runtime starting
+//!    many pods does. With the phases apart: an exec that does no work
+//!    (VERSION: process start), and the service round trip without an
+//!    exec. CPU per ADD of the plugin processes, of this process (the
+//!    service and the invokers) and of etcd.
 //! 3. Block claims per second with 100 nodes claiming at once.
 //!
-//! Usage: ipam-bench [ADDS] (default 1000). The exec parts run
-//! min(ADDS, 500) ADDs per invoker count. Needs `etcd` on PATH and, for
-//! the exec part, `petrel-ipam` next to this binary (`cargo build --release
-//! -p petrel-ipam -p petrel-tests`).
+//! Usage: ipam-bench [ADDS] [--service-only [--prefill N]] (default 1000
+//! ADDs; the exec parts run min(ADDS, 500) per mode). --service-only runs
+//! part 2 alone, after assigning N addresses to the node (parts 1a-1c
+//! leave 2.5 × ADDS there, in ADDS / 25 blocks, before part 2).
+//! Needs `etcd` on PATH and, for the exec parts, `petrel-ipam` and
+//! `petrel-ipam-direct` next to this binary (`cargo build --release -p
+//! petrel-ipam -p petrel-tests`).
 
 use petrel_ipam::cni::{self, Env};
 use petrel_ipam::ipam::Ipam;
@@ -86,11 +91,17 @@ fn conf_with_socket(endpoint: &str, dir: &std::path::Path, socket: &str) -> Vec<
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let adds: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let adds: usize = args.iter().find_map(|s| s.parse().ok()).unwrap_or(1000);
+    let service_only = args.iter().any(|a| a == "--service-only");
+    let prefill: usize = args
+        .iter()
+        .position(|a| a == "--prefill")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(0);
+    println!("load average at the start: {}", loadavg());
     let etcd = EtcdServer::start().map_err(anyhow::Error::msg)?;
+    let etcd_pid = etcd.pid();
     let ep = etcd.endpoint.clone();
     let admin = Ipam::new(Arc::new(
         EtcdStore::connect(&EtcdConfig::new(vec![ep.clone()])).await?,
@@ -105,6 +116,26 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("pod-mtu"), "1450")?;
     let conf = conf(&ep, dir.path());
+    let bin: Option<PathBuf> = std::env::var_os("PETREL_IPAM_BIN")
+        .map(std::path::PathBuf::from)
+        .or_else(|| Some(std::env::current_exe().ok()?.parent()?.join("petrel-ipam")))
+        .filter(|p| p.is_file());
+    if service_only {
+        let bin = bin.ok_or_else(|| anyhow::anyhow!("no petrel-ipam next to this binary"))?;
+        for i in 0..prefill {
+            admin
+                .assign(&petrel_ipam::ipam::AssignRequest::new(
+                    &format!("bench.prefill{i}.eth0"),
+                    "bench-node",
+                    1,
+                    0,
+                ))
+                .await?;
+        }
+        service_modes(&bin, &ep, dir.path(), adds.min(500), etcd_pid).await?;
+        println!("load average at the end: {}", loadavg());
+        return Ok(());
+    }
 
     // 1a. In process, as the binary runs it.
     let mut lat = Vec::with_capacity(adds);
@@ -149,11 +180,8 @@ async fn main() -> anyhow::Result<()> {
     }
     report("assign, one long-lived client", lat, t.elapsed());
 
-    // 1c. Exec'ing the plugin binary.
-    let bin: Option<PathBuf> = std::env::var_os("PETREL_IPAM_BIN")
-        .map(std::path::PathBuf::from)
-        .or_else(|| Some(std::env::current_exe().ok()?.parent()?.join("petrel-ipam")))
-        .filter(|p| p.is_file());
+    // 1c. Exec'ing the plugin binary with no service: the forwarder execs
+    // petrel-ipam-direct, which connects to etcd.
     match bin.clone() {
         None => println!("CNI ADD exec: skipped, no petrel-ipam binary next to this one"),
         Some(bin) => {
@@ -165,13 +193,17 @@ async fn main() -> anyhow::Result<()> {
                 exec(&bin, "ADD", &format!("exec{i}"), &conf)?;
                 lat.push(s.elapsed());
             }
-            report("CNI ADD exec'ing petrel-ipam", lat, t.elapsed());
+            report(
+                "CNI ADD exec'ing petrel-ipam, no service (-> petrel-ipam-direct)",
+                lat,
+                t.elapsed(),
+            );
         }
     }
 
     // 2. Through the node-local service.
     if let Some(bin) = &bin {
-        service_modes(bin, &ep, dir.path(), adds.min(500)).await?;
+        service_modes(bin, &ep, dir.path(), adds.min(500), etcd_pid).await?;
     }
 
     // 3. Block claims, 100 nodes at once, 20 each.
@@ -212,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
     let r = admin.check().await?;
     println!("check after the benchmark: {}", r.human().trim());
     anyhow::ensure!(r.clean, "inconsistent after the benchmark");
+    println!("load average at the end: {}", loadavg());
     Ok(())
 }
 
@@ -240,11 +273,18 @@ fn exec(bin: &Path, command: &str, cid: &str, conf: &[u8]) -> anyhow::Result<()>
     Ok(())
 }
 
-/// CPU seconds (user + system) of this process and of its waited-for
-/// children so far: etcd, still running, is not among them, so a delta
-/// across exec'd ADDs is what the plugin processes burned — a cost that,
-/// unlike latency, does not depend on how busy the machine is.
-fn cpu_seconds() -> (f64, f64) {
+/// CPU seconds (user + system) so far of this process, of its waited-for
+/// children (the plugin processes: etcd, still running, is not among
+/// them) and of etcd. Deltas across a mode are what each burned — a cost
+/// that, unlike latency, does not depend on how busy the machine is.
+#[derive(Clone, Copy)]
+struct Cpu {
+    me: f64,
+    kids: f64,
+    etcd: f64,
+}
+
+fn cpu_seconds(etcd: Option<u32>) -> Cpu {
     let get = |who| {
         // SAFETY: getrusage only fills the struct we pass.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -252,17 +292,41 @@ fn cpu_seconds() -> (f64, f64) {
         let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         tv(ru.ru_utime) + tv(ru.ru_stime)
     };
-    (get(libc::RUSAGE_SELF), get(libc::RUSAGE_CHILDREN))
+    Cpu {
+        me: get(libc::RUSAGE_SELF),
+        kids: get(libc::RUSAGE_CHILDREN),
+        etcd: etcd.and_then(proc_cpu_seconds).unwrap_or(0.0),
+    }
+}
+
+/// utime + stime of a process from /proc/PID/stat (clock-tick resolution).
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
 }
 
 /// Print the CPU per operation since `start` (from [`cpu_seconds`]).
-fn report_cpu(what: &str, start: (f64, f64), n: usize) {
-    let (me, kids) = cpu_seconds();
+fn report_cpu(what: &str, start: Cpu, n: usize, etcd: Option<u32>) {
+    let now = cpu_seconds(etcd);
+    let per = |a: f64, b: f64| (a - b) * 1e3 / n as f64;
     println!(
-        "    CPU per {what}: plugin processes {:.2} ms, this process (service, invokers) {:.2} ms",
-        (kids - start.1) * 1e3 / n as f64,
-        (me - start.0) * 1e3 / n as f64,
+        "    CPU per {what}: plugin processes {:.2} ms, this process (service, invokers) {:.2} ms, etcd {:.2} ms",
+        per(now.kids, start.kids),
+        per(now.me, start.me),
+        per(now.etcd, start.etcd),
     );
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split(' ').take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// `n` ADDs spread over `invokers` threads, each exec'ing one plugin at a
@@ -301,7 +365,13 @@ fn exec_parallel(
     Ok((lat, t.elapsed()))
 }
 
-async fn service_modes(bin: &Path, ep: &str, dir: &Path, n: usize) -> anyhow::Result<()> {
+async fn service_modes(
+    bin: &Path,
+    ep: &str,
+    dir: &Path,
+    n: usize,
+    etcd: Option<u32>,
+) -> anyhow::Result<()> {
     let ipam = Ipam::new(Arc::new(
         EtcdStore::connect(&EtcdConfig::new(vec![ep.to_string()])).await?,
     ));
@@ -315,7 +385,7 @@ async fn service_modes(bin: &Path, ep: &str, dir: &Path, n: usize) -> anyhow::Re
         // Phase: process start alone (VERSION is answered without I/O).
         let mut lat = Vec::with_capacity(n);
         let t = Instant::now();
-        let cpu = cpu_seconds();
+        let cpu = cpu_seconds(etcd);
         for _ in 0..n {
             let s = Instant::now();
             exec(&bin, "VERSION", "", &conf)?;
@@ -326,12 +396,12 @@ async fn service_modes(bin: &Path, ep: &str, dir: &Path, n: usize) -> anyhow::Re
             lat,
             t.elapsed(),
         );
-        report_cpu("VERSION", cpu, n);
+        report_cpu("VERSION", cpu, n, etcd);
         // Phase: the service round trip alone, from this process.
         let text = String::from_utf8_lossy(&conf).to_string();
         let mut lat = Vec::with_capacity(n);
         let t = Instant::now();
-        let cpu = cpu_seconds();
+        let cpu = cpu_seconds(etcd);
         for i in 0..n {
             let env = Env {
                 command: Some("ADD".into()),
@@ -351,16 +421,16 @@ async fn service_modes(bin: &Path, ep: &str, dir: &Path, n: usize) -> anyhow::Re
             lat,
             t.elapsed(),
         );
-        report_cpu("forwarded ADD", cpu, n);
+        report_cpu("forwarded ADD", cpu, n, etcd);
         for invokers in [1, 2, 4, 8] {
-            let cpu = cpu_seconds();
+            let cpu = cpu_seconds(etcd);
             let (lat, total) = exec_parallel(&bin, &conf, &format!("svc{invokers}-"), n, invokers)?;
             report(
                 &format!("CNI ADD exec'ing petrel-ipam via the service, {invokers} invoker(s)"),
                 lat,
                 total,
             );
-            report_cpu("exec'd ADD", cpu, n);
+            report_cpu("exec'd ADD", cpu, n, etcd);
         }
         Ok(())
     })
