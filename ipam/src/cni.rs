@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +131,47 @@ pub fn read_mtu(path: &Path) -> Option<u32> {
         _ => {
             tracing::warn!(path = %path.display(), content = %s.trim(), "ignoring an MTU file without a valid MTU");
             None
+        }
+    }
+}
+
+/// The pod MTU file as last read, re-read only when it changed: another
+/// inode (the daemon replaces it by rename), size or modification time.
+/// The IPAM service answers each ADD from here with one `stat` instead of
+/// opening and reading the file.
+#[derive(Debug, Default)]
+pub struct MtuFile {
+    seen: std::collections::HashMap<PathBuf, (Stamp, Option<u32>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl MtuFile {
+    pub fn read(&mut self, path: &Path) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(m) = std::fs::metadata(path) else {
+            self.seen.remove(path);
+            return None;
+        };
+        let stamp = Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        };
+        match self.seen.get(path) {
+            Some((s, mtu)) if *s == stamp => *mtu,
+            _ => {
+                let mtu = read_mtu(path);
+                self.seen.insert(path.to_path_buf(), (stamp, mtu));
+                mtu
+            }
         }
     }
 }
@@ -247,15 +288,17 @@ impl Prepared {
     }
 
     /// The ADD result for the addresses the handle holds.
-    pub fn add_result(&self, mut addrs: Vec<ResultIp>) -> Value {
+    pub fn add_result(&self, mut addrs: Vec<ResultIp>, mtu: Option<u32>) -> Value {
         addrs.sort();
-        let mtu = read_mtu(
-            self.ipam
-                .mtu_file
-                .as_deref()
-                .unwrap_or(Path::new(DEFAULT_MTU_FILE)),
-        );
         result_json(&self.conf.cni_version, &addrs, mtu)
+    }
+
+    /// Where the pod MTU is read from.
+    pub fn mtu_file(&self) -> &Path {
+        self.ipam
+            .mtu_file
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_MTU_FILE))
     }
 
     fn is_status(&self) -> bool {
@@ -350,7 +393,7 @@ pub async fn execute(p: &Prepared, alloc: &Ipam) -> Result<Option<Value>, CniErr
                     .map(ResultIp::from)
                     .collect();
             }
-            Ok(Some(p.add_result(addrs)))
+            Ok(Some(p.add_result(addrs, read_mtu(p.mtu_file()))))
         }
         "DEL" => {
             // Idempotent, and independent of the netns: it may be gone.
@@ -482,5 +525,27 @@ mod tests {
         assert_eq!(read_mtu(&p), Some(1450));
         std::fs::write(&p, "12").unwrap();
         assert_eq!(read_mtu(&p), None);
+    }
+
+    #[test]
+    fn the_mtu_cache_follows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mtu");
+        let mut cache = MtuFile::default();
+        assert_eq!(cache.read(&p), None);
+        std::fs::write(&p, "1450\n").unwrap();
+        assert_eq!(cache.read(&p), Some(1450));
+        // Replaced by rename, as petreld writes it: same size, new inode.
+        let tmp = dir.path().join("mtu.tmp");
+        std::fs::write(&tmp, "1400\n").unwrap();
+        std::fs::rename(&tmp, &p).unwrap();
+        assert_eq!(cache.read(&p), Some(1400));
+        // Rewritten in place with another length.
+        std::fs::write(&p, "9000").unwrap();
+        assert_eq!(cache.read(&p), Some(9000));
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(cache.read(&p), None);
+        std::fs::write(&p, "junk").unwrap();
+        assert_eq!(cache.read(&p), None);
     }
 }

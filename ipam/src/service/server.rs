@@ -329,6 +329,7 @@ async fn submit(
 
 async fn worker(ipam: Arc<Ipam>, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut mtu = cni::MtuFile::default();
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < max_batch {
@@ -341,28 +342,28 @@ async fn worker(ipam: Arc<Ipam>, mut rx: mpsc::Receiver<Job>, max_batch: usize) 
         // allocation for a runtime that has already been told it failed.
         let now = Instant::now();
         batch.retain(|j| !j.reply.is_closed() && now < j.deadline);
-        run_batch(&ipam, std::mem::take(&mut batch)).await;
+        run_batch(&ipam, std::mem::take(&mut batch), &mut mtu).await;
     }
 }
 
 /// Runs of consecutive ADDs are group-committed; everything else runs
 /// alone, in arrival order.
-async fn run_batch(ipam: &Ipam, jobs: Vec<Job>) {
+async fn run_batch(ipam: &Ipam, jobs: Vec<Job>, mtu: &mut cni::MtuFile) {
     let mut adds: Vec<Job> = Vec::new();
     for job in jobs {
         if job.prepared.command == "ADD" {
             adds.push(job);
             continue;
         }
-        run_adds(ipam, std::mem::take(&mut adds)).await;
+        run_adds(ipam, std::mem::take(&mut adds), mtu).await;
         ipam.forget_block_copies();
         let outcome = cni::execute(&job.prepared, ipam).await;
         let _ = job.reply.send(outcome);
     }
-    run_adds(ipam, adds).await;
+    run_adds(ipam, adds, mtu).await;
 }
 
-async fn run_adds(ipam: &Ipam, jobs: Vec<Job>) {
+async fn run_adds(ipam: &Ipam, jobs: Vec<Job>, mtu: &mut cni::MtuFile) {
     if jobs.is_empty() {
         return;
     }
@@ -376,7 +377,8 @@ async fn run_adds(ipam: &Ipam, jobs: Vec<Job>) {
             tracing::debug!(adds = jobs.len(), "IPAM service: group commit");
             for (job, got) in jobs.into_iter().zip(results) {
                 let addrs = got.iter().map(cni::ResultIp::from).collect();
-                let _ = job.reply.send(Ok(Some(job.prepared.add_result(addrs))));
+                let m = mtu.read(job.prepared.mtu_file());
+                let _ = job.reply.send(Ok(Some(job.prepared.add_result(addrs, m))));
             }
         }
         Ok(Err(declined)) => {
