@@ -120,6 +120,9 @@ async fn main() -> anyhow::Result<()> {
         .map(std::path::PathBuf::from)
         .or_else(|| Some(std::env::current_exe().ok()?.parent()?.join("petrel-ipam")))
         .filter(|p| p.is_file());
+    if let Some(b) = &bin {
+        println!("plugin: {} ({})", b.display(), linkage(b));
+    }
     if service_only {
         let bin = bin.ok_or_else(|| anyhow::anyhow!("no petrel-ipam next to this binary"))?;
         for i in 0..prefill {
@@ -321,6 +324,21 @@ fn report_cpu(what: &str, start: Cpu, n: usize, etcd: Option<u32>) {
         per(now.me, start.me),
         per(now.etcd, start.etcd),
     );
+}
+
+/// Whether an executable needs the dynamic loader: a dynamically linked
+/// ELF names its interpreter near the start of the file.
+fn linkage(bin: &Path) -> &'static str {
+    let mut head = vec![0u8; 4096];
+    let n = std::fs::File::open(bin)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let needle = b"/ld-linux";
+    if head[..n].windows(needle.len()).any(|w| w == needle) {
+        "dynamically linked"
+    } else {
+        "static"
+    }
 }
 
 fn loadavg() -> String {
