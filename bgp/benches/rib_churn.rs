@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo bench -p petrel-bgp --bench rib_churn --no-run   # prints the binary
-//! valgrind --tool=callgrind --dump-instr=no --toggle-collect='*rib_churn*feed*' \
+//! valgrind --tool=callgrind --dump-instr=no --toggle-collect='*feed*' \
 //!     target/release/deps/rib_churn-HASH 10 100000
 //! ```
 //!
