@@ -201,7 +201,12 @@ pub enum Held<'a> {
     Stale,
 }
 
+/// How many routes ahead of the one at hand the FIB map's memory is
+/// prefetched (about the misses a core keeps in flight).
+const PREFETCH_AHEAD: usize = 8;
+
 /// One queued route message.
+#[derive(Clone, Copy)]
 struct Pending {
     prefix: Prefix,
     /// The next-hop set installed, holding a reference; `None` for a
@@ -344,7 +349,10 @@ impl Fib {
         let mut report = Report::default();
         let coalesce = changes.len() > 1;
         // Reverse order, skipping prefixes already seen: the last one wins.
-        for c in changes.iter().rev() {
+        for (k, c) in changes.iter().enumerate().rev() {
+            if let Some(ahead) = k.checked_sub(PREFETCH_AHEAD) {
+                self.installed.prefetch(&changes[ahead].prefix());
+            }
             let prefix = c.prefix();
             if coalesce && !self.seen.insert(prefix) {
                 continue;
@@ -813,7 +821,11 @@ impl Fib {
         }
         failed.sort_by_key(|(i, _)| *i);
         let mut f = failed.into_iter().peekable();
-        for (i, p) in pending.drain(..).enumerate() {
+        for i in 0..pending.len() {
+            if let Some(ahead) = pending.get(i + PREFETCH_AHEAD) {
+                self.installed.prefetch(&ahead.prefix);
+            }
+            let p = pending[i];
             let err = match f.peek() {
                 Some((fi, _)) if *fi == i => f.next().map(|(_, e)| e),
                 _ => None,
@@ -865,6 +877,7 @@ impl Fib {
                 }
             }
         }
+        pending.clear();
         self.pending = pending;
         self.counters
             .routes

@@ -86,14 +86,16 @@ fn thread_cpu() -> (f64, f64) {
     (s(ru.ru_utime), s(ru.ru_stime))
 }
 
-/// Runs `f`, returning its result, wall seconds and the thread's user CPU
-/// seconds.
-fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64, f64)> {
-    let (u0, _) = thread_cpu();
+/// Runs `f`, returning its result, wall seconds and the thread's user and
+/// system CPU seconds (system: the kernel's work for this thread, less
+/// sensitive than wall time to other load on the machine).
+fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64, (f64, f64))> {
+    let (u0, s0) = thread_cpu();
     let t = Instant::now();
     let r = f()?;
     let wall = t.elapsed().as_secs_f64();
-    Ok((r, wall, thread_cpu().0 - u0))
+    let (u1, s1) = thread_cpu();
+    Ok((r, wall, (u1 - u0, s1 - s0)))
 }
 
 fn namespace(lab: &Lab, name: &str) -> Result<Netns> {
@@ -295,8 +297,9 @@ struct Run {
     withdraw_s: f64,
     /// User CPU seconds of the writing thread (the writer's own cost; the
     /// kernel's work is system time).
-    install_user_s: f64,
-    withdraw_user_s: f64,
+    /// (user, system) CPU seconds.
+    install_cpu: (f64, f64),
+    withdraw_cpu: (f64, f64),
     errors: usize,
     in_fib: usize,
 }
@@ -304,14 +307,14 @@ struct Run {
 fn run_raw(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "raw")?;
     let (n, b, m) = (a.routes, a.batch_bytes, a.mtu);
-    let (e1, install_s, install_user_s) = ns.enter(move || timed(|| raw::run(n, b, false, m)))?;
+    let (e1, install_s, install_cpu) = ns.enter(move || timed(|| raw::run(n, b, false, m)))?;
     let in_fib = count_routes(&ns)?;
-    let (e2, withdraw_s, withdraw_user_s) = ns.enter(move || timed(|| raw::run(n, b, true, m)))?;
+    let (e2, withdraw_s, withdraw_cpu) = ns.enter(move || timed(|| raw::run(n, b, true, m)))?;
     Ok(Run {
         install_s,
         withdraw_s,
-        install_user_s,
-        withdraw_user_s,
+        install_cpu,
+        withdraw_cpu,
         errors: e1 + e2,
         in_fib,
     })
@@ -321,7 +324,7 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "fib")?;
     let (add, del) = changes(a.routes);
     let (chunk, bb, mtu) = (a.chunk.max(1), a.batch_bytes, a.mtu);
-    let ((fib, e1), install_s, install_user_s) = ns.enter(move || {
+    let ((fib, e1), install_s, install_cpu) = ns.enter(move || {
         let mut fib = Fib::open(FibConfig {
             mtu,
             batch_bytes: bb,
@@ -336,7 +339,7 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
         })
     })?;
     let in_fib = count_routes(&ns)?;
-    let (e2, withdraw_s, withdraw_user_s) = ns.enter(move || {
+    let (e2, withdraw_s, withdraw_cpu) = ns.enter(move || {
         let mut fib = fib;
         timed(move || {
             let mut errors = 0;
@@ -349,8 +352,8 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
     Ok(Run {
         install_s,
         withdraw_s,
-        install_user_s,
-        withdraw_user_s,
+        install_cpu,
+        withdraw_cpu,
         errors: e1 + e2,
         in_fib,
     })
@@ -404,8 +407,10 @@ fn main() -> Result<()> {
                     "install_seconds": r.install_s, "withdraw_seconds": r.withdraw_s,
                     "install_routes_per_s": n / r.install_s,
                     "withdraw_routes_per_s": n / r.withdraw_s,
-                    "install_user_cpu_seconds": r.install_user_s,
-                    "withdraw_user_cpu_seconds": r.withdraw_user_s,
+                    "install_user_cpu_seconds": r.install_cpu.0,
+                    "install_system_cpu_seconds": r.install_cpu.1,
+                    "withdraw_user_cpu_seconds": r.withdraw_cpu.0,
+                    "withdraw_system_cpu_seconds": r.withdraw_cpu.1,
                     "errors": r.errors, "in_fib": r.in_fib,
                 })
             })
@@ -418,28 +423,32 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{:>3} {:>4} {:>9} {:>10} {:>12} {:>7} {:>10} {:>12} {:>7} {:>6}",
+            "{:>3} {:>4} {:>9} {:>10} {:>12} {:>7} {:>7} {:>10} {:>12} {:>7} {:>7} {:>6}",
             "rep",
             "who",
             "routes",
             "install s",
             "install r/s",
             "user s",
+            "sys s",
             "withdraw s",
             "withdraw r/s",
             "user s",
+            "sys s",
             "errors"
         );
         for (rep, w, r) in &rows {
             println!(
-                "{rep:>3} {w:>4} {:>9} {:>10.3} {:>12.0} {:>7.3} {:>10.3} {:>12.0} {:>7.3} {:>6}",
+                "{rep:>3} {w:>4} {:>9} {:>10.3} {:>12.0} {:>7.3} {:>7.3} {:>10.3} {:>12.0} {:>7.3} {:>7.3} {:>6}",
                 r.in_fib,
                 r.install_s,
                 n / r.install_s,
-                r.install_user_s,
+                r.install_cpu.0,
+                r.install_cpu.1,
                 r.withdraw_s,
                 n / r.withdraw_s,
-                r.withdraw_user_s,
+                r.withdraw_cpu.0,
+                r.withdraw_cpu.1,
                 r.errors
             );
         }
