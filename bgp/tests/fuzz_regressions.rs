@@ -39,7 +39,7 @@ fn raw_attribute_extended_length_bit_is_framing() {
         let Message::Update(u) = roundtrips(&ctx, &update) else {
             panic!("not an UPDATE")
         };
-        assert_eq!(u.attrs.other.len(), 1);
-        assert_eq!(u.attrs.other[0].flags, 0xc0);
+        assert_eq!(u.attrs.rare().other.len(), 1);
+        assert_eq!(u.attrs.rare().other[0].flags, 0xc0);
     }
 }

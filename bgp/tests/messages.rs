@@ -587,7 +587,7 @@ fn as4_path_generation_and_reconstruction() {
     let two = CodecContext::default();
     let mut a = attrs();
     a.next_hop = Some(Ipv4Addr::new(192, 0, 2, 1));
-    a.aggregator = Some(Aggregator {
+    a.rare_mut().aggregator = Some(Aggregator {
         asn: 4_200_000_000,
         addr: Ipv4Addr::new(192, 0, 2, 9),
     });
@@ -605,13 +605,13 @@ fn as4_path_generation_and_reconstruction() {
         "64512 23456"
     );
     assert_eq!(
-        got.attrs.as4_path.as_ref().unwrap().to_string(),
+        got.attrs.rare().as4_path.as_ref().unwrap().to_string(),
         "64512 4200000000"
     );
-    assert_eq!(got.attrs.aggregator.unwrap().asn, 23456);
+    assert_eq!(got.attrs.rare().aggregator.unwrap().asn, 23456);
     let mut n = got.attrs.clone();
     n.normalize_as4();
     assert_eq!(n.as_path, a.as_path);
-    assert_eq!(n.aggregator, a.aggregator);
-    assert_eq!(n.as4_path, None);
+    assert_eq!(n.rare().aggregator, a.rare().aggregator);
+    assert_eq!(n.rare().as4_path, None);
 }

@@ -183,7 +183,7 @@ fn s3f_attribute_discard() {
         Some((AttrErrorKind::Length, Action::AttributeDiscard))
     );
     assert!(!u.treat_as_withdraw());
-    assert_eq!(u.attrs.aggregator, None);
+    assert_eq!(u.attrs.rare().aggregator, None);
     assert_eq!(u.announced().count(), 1);
     // ATOMIC_AGGREGATE marked optional: discarded, not treat-as-withdraw.
     let u = with(a(ON, attr::ATOMIC_AGGREGATE, &[]));
@@ -539,12 +539,12 @@ fn unknown_optional_attributes_preserved_and_propagated() {
     ))
     .unwrap();
     assert_eq!(u.action(), None);
-    assert_eq!(u.attrs.other.len(), 2);
+    assert_eq!(u.attrs.rare().other.len(), 2);
     let out = u.attrs.for_propagation();
-    assert_eq!(out.other.len(), 1);
-    assert_eq!(out.other[0].type_code, 250);
-    assert_eq!(out.other[0].flags, OT | attr::FLAG_PARTIAL);
-    assert_eq!(&out.other[0].value[..], &[1, 2, 3]);
+    assert_eq!(out.rare().other.len(), 1);
+    assert_eq!(out.rare().other[0].type_code, 250);
+    assert_eq!(out.rare().other[0].flags, OT | attr::FLAG_PARTIAL);
+    assert_eq!(&out.rare().other[0].value[..], &[1, 2, 3]);
 }
 
 // RFC 4271 §5: a Partial bit on a recognised optional transitive attribute

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use petrel_bgp::wire::attr::{
     Aggregator, AsPath, Community, ExtCommunity, LargeCommunity, MpReach, MpUnreach, NextHop,
-    Origin, PathAttributes, RawAttribute, SegmentType,
+    Origin, PathAttributes, RareAttributes, RawAttribute, SegmentType,
 };
 use petrel_bgp::wire::capability::{
     AddPathMode, Capability, ExtendedNextHop, GracefulRestart, GracefulRestartFamily, LlgrFamily,
@@ -198,35 +198,37 @@ fn attrs(four_octet: bool) -> impl Strategy<Value = PathAttributes> {
                 med,
                 local_pref: lp,
                 atomic_aggregate: atomic,
-                aggregator: aggr.map(|(asn, a)| Aggregator {
-                    asn,
-                    addr: Ipv4Addr::from(a),
-                }),
                 communities: comm.map(|v| v.into_iter().map(Community).collect()),
                 originator_id: orig.map(Ipv4Addr::from),
                 cluster_list: cl.map(|v| v.into_iter().map(Ipv4Addr::from).collect()),
-                ext_communities: ext.map(|v| v.into_iter().map(ExtCommunity).collect()),
-                as4_path: None,
-                as4_aggregator: None,
-                ipv6_ext_communities: None,
-                large_communities: large.map(|v| {
-                    v.into_iter()
-                        .map(|(global, local1, local2)| LargeCommunity {
-                            global,
-                            local1,
-                            local2,
+                rare: Some(Box::new(RareAttributes {
+                    aggregator: aggr.map(|(asn, a)| Aggregator {
+                        asn,
+                        addr: Ipv4Addr::from(a),
+                    }),
+                    ext_communities: ext.map(|v| v.into_iter().map(ExtCommunity).collect()),
+                    as4_path: None,
+                    as4_aggregator: None,
+                    ipv6_ext_communities: None,
+                    large_communities: large.map(|v| {
+                        v.into_iter()
+                            .map(|(global, local1, local2)| LargeCommunity {
+                                global,
+                                local1,
+                                local2,
+                            })
+                            .collect()
+                    }),
+                    other: other
+                        .into_iter()
+                        .filter(|(code, _)| ![petrel_bgp::wire::attr::ATTR_SET].contains(code))
+                        .map(|(code, (t, p, v))| RawAttribute {
+                            flags: 0x80 | if t { 0x40 } else { 0 } | if p && t { 0x20 } else { 0 },
+                            type_code: code,
+                            value: Bytes::from(v),
                         })
-                        .collect()
-                }),
-                other: other
-                    .into_iter()
-                    .filter(|(code, _)| ![petrel_bgp::wire::attr::ATTR_SET].contains(code))
-                    .map(|(code, (t, p, v))| RawAttribute {
-                        flags: 0x80 | if t { 0x40 } else { 0 } | if p && t { 0x20 } else { 0 },
-                        type_code: code,
-                        value: Bytes::from(v),
-                    })
-                    .collect(),
+                        .collect(),
+                })),
             },
         )
 }

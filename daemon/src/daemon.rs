@@ -6,7 +6,7 @@ use crate::control::{PeerRow, Request, Response, RouteRow, Status};
 use crate::intent::{Intent, Source};
 use petrel_bgp::rib;
 use petrel_bgp::speaker::{self, PeerSettings, Speaker, SpeakerConfig};
-use petrel_bgp::wire::attr::{Origin, PathAttributes};
+use petrel_bgp::wire::attr::{Origin, PathAttributes, RareAttributes};
 use petrel_bgp::wire::Prefix;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -65,7 +65,12 @@ fn originate_attrs(o: &config::Originate) -> PathAttributes {
     PathAttributes {
         origin: Some(Origin::Igp),
         communities: (!o.communities.is_empty()).then(|| o.communities.clone()),
-        large_communities: (!o.large_communities.is_empty()).then(|| o.large_communities.clone()),
+        rare: (!o.large_communities.is_empty()).then(|| {
+            Box::new(RareAttributes {
+                large_communities: Some(o.large_communities.clone()),
+                ..RareAttributes::default()
+            })
+        }),
         ..PathAttributes::default()
     }
 }
@@ -712,6 +717,7 @@ fn route_row(r: speaker::RouteSnapshot) -> RouteRow {
             .map(|c| c.to_string())
             .collect(),
         large_communities: a
+            .rare()
             .large_communities
             .iter()
             .flatten()

@@ -161,8 +161,7 @@ fn mp_next_hop(nh: &NextHop, attrs: &PathAttributes) -> Option<IpAddr> {
 fn effective(a: &PathAttributes, four_octet: bool) -> PathAttributes {
     let mut a = a.clone();
     if four_octet {
-        a.as4_path = None;
-        a.as4_aggregator = None;
+        a.drop_as4();
     } else {
         a.normalize_as4();
     }
@@ -197,6 +196,7 @@ fn route_line(
         .unwrap_or_default();
     let ag = if a.atomic_aggregate { "AG" } else { "NAG" };
     let aggr = a
+        .rare()
         .aggregator
         .map(|g| format!("{} {}", g.asn, g.addr))
         .unwrap_or_default();

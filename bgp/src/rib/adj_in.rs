@@ -256,8 +256,7 @@ impl Rib {
         if four_octet {
             // RFC 6793 §4.1: between NEW speakers AS4_PATH and AS4_AGGREGATOR
             // are not used; any received are discarded.
-            attrs.as4_path = None;
-            attrs.as4_aggregator = None;
+            attrs.drop_as4();
         } else {
             attrs.normalize_as4();
         }

@@ -203,8 +203,7 @@ fn export_route(
     // transitive ones passed on with Partial.
     let mut a = base.attrs.for_propagation();
     // AS4_PATH was folded in on import; the encoder regenerates it.
-    a.as4_path = None;
-    a.as4_aggregator = None;
+    a.drop_as4();
     a.origin.get_or_insert(Origin::Igp);
     let path = a.as_path.take().unwrap_or_default();
     let unspecified = base.next_hop.addr().is_none_or(|n| n.is_unspecified());

@@ -116,7 +116,7 @@ fn describe(a: &PathAttributes, nh: &str) -> String {
         let c: Vec<String> = c.iter().map(|c| c.to_string()).collect();
         s += &format!(" cluster {}", c.join(","));
     }
-    for o in &a.other {
+    for o in &a.rare().other {
         s += &format!(" attr{}/{:#x}", o.type_code, o.flags);
     }
     s
@@ -417,7 +417,7 @@ fn unknown_attributes_follow_rfc4271_section5() {
     let e1 = peer(&mut r, 2, 65001, |_| {});
     let e2 = peer(&mut r, 3, 65002, |_| {});
     let mut a = attrs(&[65001], [192, 0, 2, 2]);
-    a.other = vec![
+    a.rare_mut().other = vec![
         RawAttribute {
             flags: FLAG_OPTIONAL | FLAG_TRANSITIVE,
             type_code: 99,

@@ -145,7 +145,13 @@ pub struct RawAttribute {
 
 /// The path attributes of a route, without the NLRI-carrying MP attributes
 /// (those belong to the UPDATE, see [`super::update::Update`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// The attributes most routes lack live in one boxed [`RareAttributes`]: a
+/// full table interns about a hundred thousand distinct sets, and each
+/// would otherwise carry some 140 bytes of empty `Option`s. `rare` being
+/// `None` and being all empty are the same set (equality and hashing say
+/// so), so writers need not tidy up after [`PathAttributes::rare_mut`].
+#[derive(Clone, Debug, Default)]
 pub struct PathAttributes {
     pub origin: Option<Origin>,
     pub as_path: Option<AsPath>,
@@ -153,10 +159,22 @@ pub struct PathAttributes {
     pub med: Option<u32>,
     pub local_pref: Option<u32>,
     pub atomic_aggregate: bool,
-    pub aggregator: Option<Aggregator>,
     pub communities: Option<Vec<Community>>,
     pub originator_id: Option<Ipv4Addr>,
     pub cluster_list: Option<Vec<Ipv4Addr>>,
+    /// AGGREGATOR, extended and large communities, AS4_*, unknown
+    /// attributes: read with [`PathAttributes::rare`].
+    pub rare: Option<Box<RareAttributes>>,
+    /// Typed optional transitive attributes that arrived with the Partial
+    /// bit: bit `n` for type code `n` (all such codes are below 64). RFC 4271
+    /// §5: once set, the Partial bit stays set when the attribute is passed on.
+    pub partial: u64,
+}
+
+/// The less common path attributes (see [`PathAttributes`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RareAttributes {
+    pub aggregator: Option<Aggregator>,
     pub ext_communities: Option<Vec<ExtCommunity>>,
     pub as4_path: Option<AsPath>,
     pub as4_aggregator: Option<Aggregator>,
@@ -164,10 +182,106 @@ pub struct PathAttributes {
     pub large_communities: Option<Vec<LargeCommunity>>,
     /// Other attributes, in the order received.
     pub other: Vec<RawAttribute>,
-    /// Typed optional transitive attributes that arrived with the Partial
-    /// bit: bit `n` for type code `n` (all such codes are below 64). RFC 4271
-    /// §5: once set, the Partial bit stays set when the attribute is passed on.
-    pub partial: u64,
+}
+
+static NO_RARE: RareAttributes = RareAttributes {
+    aggregator: None,
+    ext_communities: None,
+    as4_path: None,
+    as4_aggregator: None,
+    ipv6_ext_communities: None,
+    large_communities: None,
+    other: Vec::new(),
+};
+
+impl PathAttributes {
+    /// The less common attributes (all absent when none arrived).
+    pub fn rare(&self) -> &RareAttributes {
+        self.rare.as_deref().unwrap_or(&NO_RARE)
+    }
+
+    /// The less common attributes, for writing.
+    pub fn rare_mut(&mut self) -> &mut RareAttributes {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Drops AS4_PATH and AS4_AGGREGATOR.
+    pub fn drop_as4(&mut self) {
+        if let Some(r) = self.rare.as_deref_mut() {
+            r.as4_path = None;
+            r.as4_aggregator = None;
+        }
+        self.shrink();
+    }
+
+    /// Drops an empty `rare` box (it compares equal either way; this only
+    /// gives back its memory).
+    pub fn shrink(&mut self) {
+        if self.rare.as_deref().is_some_and(|r| *r == NO_RARE) {
+            self.rare = None;
+        }
+    }
+}
+
+impl PartialEq for PathAttributes {
+    fn eq(&self, o: &Self) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let PathAttributes {
+            origin,
+            as_path,
+            next_hop,
+            med,
+            local_pref,
+            atomic_aggregate,
+            communities,
+            originator_id,
+            cluster_list,
+            rare: _,
+            partial,
+        } = self;
+        *origin == o.origin
+            && *as_path == o.as_path
+            && *next_hop == o.next_hop
+            && *med == o.med
+            && *local_pref == o.local_pref
+            && *atomic_aggregate == o.atomic_aggregate
+            && *communities == o.communities
+            && *originator_id == o.originator_id
+            && *cluster_list == o.cluster_list
+            && *partial == o.partial
+            && self.rare() == o.rare()
+    }
+}
+
+impl Eq for PathAttributes {}
+
+impl std::hash::Hash for PathAttributes {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        let PathAttributes {
+            origin,
+            as_path,
+            next_hop,
+            med,
+            local_pref,
+            atomic_aggregate,
+            communities,
+            originator_id,
+            cluster_list,
+            rare: _,
+            partial,
+        } = self;
+        origin.hash(h);
+        as_path.hash(h);
+        next_hop.hash(h);
+        med.hash(h);
+        local_pref.hash(h);
+        atomic_aggregate.hash(h);
+        communities.hash(h);
+        originator_id.hash(h);
+        cluster_list.hash(h);
+        partial.hash(h);
+        self.rare().hash(h);
+    }
 }
 
 /// RFC 7606 §2 error-handling approaches, weakest first, so that `max`
@@ -542,7 +656,7 @@ fn decode_one(
         }
         AGGREGATOR => {
             // RFC 7606 §7.7: length other than 6 (or 8 with 4-octet AS): attribute discard.
-            a.aggregator = Some(match (v.len(), ctx.four_octet_as) {
+            a.rare_mut().aggregator = Some(match (v.len(), ctx.four_octet_as) {
                 (6, false) => Aggregator {
                     asn: u16::from_be_bytes([v[0], v[1]]) as u32,
                     addr: ipv4_of(&v[2..]),
@@ -596,7 +710,7 @@ fn decode_one(
             if v.is_empty() || !v.len().is_multiple_of(8) {
                 return Err((Length, TreatAsWithdraw));
             }
-            a.ext_communities = Some(
+            a.rare_mut().ext_communities = Some(
                 v.chunks_exact(8)
                     .map(|c| ExtCommunity(c.try_into().unwrap_or([0; 8])))
                     .collect(),
@@ -610,14 +724,14 @@ fn decode_one(
             if path.segments().any(|s| s.kind.is_confed()) {
                 return Err((AsPath(AsPathError::BadSegmentType(3)), AttributeDiscard));
             }
-            a.as4_path = Some(path);
+            a.rare_mut().as4_path = Some(path);
         }
         AS4_AGGREGATOR => {
             // RFC 6793 §6: length other than 8: attribute discard.
             if v.len() != 8 {
                 return Err((Length, AttributeDiscard));
             }
-            a.as4_aggregator = Some(Aggregator {
+            a.rare_mut().as4_aggregator = Some(Aggregator {
                 asn: u32_of(v),
                 addr: ipv4_of(&v[4..]),
             });
@@ -627,7 +741,7 @@ fn decode_one(
             if v.is_empty() || !v.len().is_multiple_of(20) {
                 return Err((Length, TreatAsWithdraw));
             }
-            a.ipv6_ext_communities = Some(
+            a.rare_mut().ipv6_ext_communities = Some(
                 v.chunks_exact(20)
                     .map(|c| Ipv6ExtCommunity(c.try_into().unwrap_or([0; 20])))
                     .collect(),
@@ -638,7 +752,7 @@ fn decode_one(
             if v.is_empty() || !v.len().is_multiple_of(12) {
                 return Err((Length, TreatAsWithdraw));
             }
-            a.large_communities = Some(
+            a.rare_mut().large_communities = Some(
                 v.chunks_exact(12)
                     .map(|c| LargeCommunity {
                         global: u32_of(c),
@@ -661,7 +775,7 @@ fn decode_one(
             return Err((Length, AttributeDiscard));
         }
         // The Extended Length bit is framing, derived again on encode.
-        _ => a.other.push(RawAttribute {
+        _ => a.rare_mut().other.push(RawAttribute {
             flags: flags & !FLAG_EXTENDED_LENGTH,
             type_code: code,
             value: value(),
@@ -702,17 +816,17 @@ impl PathAttributes {
     /// Whether the 2-octet encoding needs AS4_PATH / AS4_AGGREGATOR
     /// generated (RFC 6793 §4.2.2): we hold 4-octet ASes and none were received.
     fn as4_path_needed(&self, ctx: &CodecContext) -> Option<&AsPath> {
-        if ctx.four_octet_as || self.as4_path.is_some() {
+        if ctx.four_octet_as || self.rare().as4_path.is_some() {
             return None;
         }
         self.as_path.as_ref().filter(|p| p.has_four_octet_asns())
     }
 
     fn as4_aggregator_needed(&self, ctx: &CodecContext) -> Option<Aggregator> {
-        if ctx.four_octet_as || self.as4_aggregator.is_some() {
+        if ctx.four_octet_as || self.rare().as4_aggregator.is_some() {
             return None;
         }
-        self.aggregator.filter(|a| a.asn > 0xffff)
+        self.rare().aggregator.filter(|a| a.asn > 0xffff)
     }
 
     /// The encoded length of these attributes, MP attributes excluded.
@@ -729,7 +843,7 @@ impl PathAttributes {
         const OT: u8 = FLAG_OPTIONAL | FLAG_TRANSITIVE;
         const ON: u8 = FLAG_OPTIONAL;
         let four = ctx.four_octet_as;
-        let mut others = self.other.iter().peekable();
+        let mut others = self.rare().other.iter().peekable();
         let mut flush_others_below = |code: u8, out: &mut BytesMut| {
             while let Some(o) = others.next_if(|o| o.type_code < code) {
                 put_header(out, o.flags, o.type_code, o.value.len());
@@ -759,7 +873,7 @@ impl PathAttributes {
         if self.atomic_aggregate {
             put_header(out, WK, ATOMIC_AGGREGATE, 0);
         }
-        if let Some(a) = self.aggregator {
+        if let Some(a) = self.rare().aggregator {
             if four {
                 put_header(out, OT | self.partial_flag(AGGREGATOR), AGGREGATOR, 8);
                 out.put_u32(a.asn);
@@ -791,7 +905,7 @@ impl PathAttributes {
             }
         }
         flush_others_below(EXTENDED_COMMUNITIES, out);
-        if let Some(c) = &self.ext_communities {
+        if let Some(c) = &self.rare().ext_communities {
             put_header(
                 out,
                 OT | self.partial_flag(EXTENDED_COMMUNITIES),
@@ -802,7 +916,7 @@ impl PathAttributes {
                 out.put_slice(&x.0);
             }
         }
-        let as4 = self.as4_path.as_ref().or(self.as4_path_needed(ctx));
+        let as4 = self.rare().as4_path.as_ref().or(self.as4_path_needed(ctx));
         if let Some(p) = as4 {
             put_header(
                 out,
@@ -812,7 +926,11 @@ impl PathAttributes {
             );
             p.encode(true, out);
         }
-        if let Some(a) = self.as4_aggregator.or(self.as4_aggregator_needed(ctx)) {
+        if let Some(a) = self
+            .rare()
+            .as4_aggregator
+            .or(self.as4_aggregator_needed(ctx))
+        {
             put_header(
                 out,
                 OT | self.partial_flag(AS4_AGGREGATOR),
@@ -823,7 +941,7 @@ impl PathAttributes {
             out.put_slice(&a.addr.octets());
         }
         flush_others_below(IPV6_EXT_COMMUNITIES, out);
-        if let Some(c) = &self.ipv6_ext_communities {
+        if let Some(c) = &self.rare().ipv6_ext_communities {
             put_header(
                 out,
                 OT | self.partial_flag(IPV6_EXT_COMMUNITIES),
@@ -835,7 +953,7 @@ impl PathAttributes {
             }
         }
         flush_others_below(LARGE_COMMUNITY, out);
-        if let Some(c) = &self.large_communities {
+        if let Some(c) = &self.rare().large_communities {
             put_header(
                 out,
                 OT | self.partial_flag(LARGE_COMMUNITY),
@@ -860,11 +978,12 @@ impl PathAttributes {
     /// AS_TRANS while AS4_AGGREGATOR is present, AS4_PATH is ignored.
     pub fn effective_as_path(&self) -> Option<AsPath> {
         let path = self.as_path.as_ref()?;
-        let Some(as4) = &self.as4_path else {
+        let Some(as4) = &self.rare().as4_path else {
             return Some(path.clone());
         };
-        if self.as4_aggregator.is_some()
+        if self.rare().as4_aggregator.is_some()
             && self
+                .rare()
                 .aggregator
                 .is_some_and(|a| a.asn != super::open::AS_TRANS as u32)
         {
@@ -876,8 +995,8 @@ impl PathAttributes {
     /// The aggregator per RFC 6793 §4.2.3: AS4_AGGREGATOR when AGGREGATOR
     /// holds AS_TRANS.
     pub fn effective_aggregator(&self) -> Option<Aggregator> {
-        let a = self.aggregator?;
-        match self.as4_aggregator {
+        let a = self.rare().aggregator?;
+        match self.rare().as4_aggregator {
             Some(a4) if a.asn == super::open::AS_TRANS as u32 => Some(a4),
             _ => Some(a),
         }
@@ -888,9 +1007,12 @@ impl PathAttributes {
     /// an OLD one.
     pub fn normalize_as4(&mut self) {
         self.as_path = self.effective_as_path();
-        self.aggregator = self.effective_aggregator();
-        self.as4_path = None;
-        self.as4_aggregator = None;
+        let aggregator = self.effective_aggregator();
+        let rare = self.rare_mut();
+        rare.aggregator = aggregator;
+        rare.as4_path = None;
+        rare.as4_aggregator = None;
+        self.shrink();
     }
 
     /// The attributes as they may be passed on to another peer: unknown
@@ -898,7 +1020,8 @@ impl PathAttributes {
     /// ones kept with the Partial bit set (RFC 4271 §5).
     pub fn for_propagation(&self) -> PathAttributes {
         let mut out = self.clone();
-        out.other = self
+        let other: Vec<RawAttribute> = self
+            .rare()
             .other
             .iter()
             .filter(|o| o.flags & FLAG_TRANSITIVE != 0)
@@ -907,11 +1030,15 @@ impl PathAttributes {
                 ..o.clone()
             })
             .collect();
+        if !other.is_empty() || out.rare.is_some() {
+            out.rare_mut().other = other;
+            out.shrink();
+        }
         out
     }
 
     pub fn raw(&self, code: u8) -> Option<&RawAttribute> {
-        self.other.iter().find(|o| o.type_code == code)
+        self.rare().other.iter().find(|o| o.type_code == code)
     }
 }
 
@@ -933,4 +1060,47 @@ pub(crate) fn encode_mp_reach(mp: &MpReach, out: &mut BytesMut) {
 pub(crate) fn encode_mp_unreach(mp: &MpUnreach, out: &mut BytesMut) {
     put_header(out, FLAG_OPTIONAL, MP_UNREACH_NLRI, mp.encoded_len());
     mp.encode(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::hash_map::DefaultHasher;
+    use std::hash::{Hash, Hasher};
+
+    fn hash(a: &PathAttributes) -> u64 {
+        let mut h = DefaultHasher::new();
+        a.hash(&mut h);
+        h.finish()
+    }
+
+    /// No rare attributes and an empty box are the same set: interning and
+    /// export comparisons must not tell them apart.
+    #[test]
+    fn empty_rare_box_equals_none() {
+        let plain = PathAttributes {
+            med: Some(7),
+            ..Default::default()
+        };
+        let mut boxed = plain.clone();
+        boxed.rare_mut();
+        assert!(boxed.rare.is_some());
+        assert_eq!(plain, boxed);
+        assert_eq!(hash(&plain), hash(&boxed));
+        boxed.shrink();
+        assert!(boxed.rare.is_none());
+        let mut large = plain.clone();
+        large.rare_mut().large_communities = Some(vec![LargeCommunity {
+            global: 1,
+            local1: 2,
+            local2: 3,
+        }]);
+        assert_ne!(plain, large);
+        large.drop_as4();
+        assert!(large.rare.is_some(), "a large community keeps the box");
+        assert_eq!(
+            large.rare().large_communities.as_ref().map(Vec::len),
+            Some(1)
+        );
+    }
 }
