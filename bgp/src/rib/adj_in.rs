@@ -401,7 +401,7 @@ impl Rib {
                 paths
                     .iter()
                     .filter(|p| p.peer == id)
-                    .map(|p| (*prefix, p.path_id, p.pre().clone(), p.flags))
+                    .map(move |p| (prefix, p.path_id, p.pre().clone(), p.flags))
             })
             .collect();
         let mut dirty = Vec::new();
@@ -418,14 +418,17 @@ impl Rib {
         self.table
             .iter()
             .flat_map(|(prefix, paths)| {
-                paths.iter().filter(|p| p.peer == id).map(|p| AdjInRoute {
-                    prefix: *prefix,
-                    path_id: p.path_id,
-                    pre: p.pre().clone(),
-                    post: (!p.has(REJECTED)).then(|| p.attrs.clone()),
-                    stale: p.has(STALE),
-                    llgr_stale: p.has(LLGR_STALE),
-                })
+                paths
+                    .iter()
+                    .filter(|p| p.peer == id)
+                    .map(move |p| AdjInRoute {
+                        prefix,
+                        path_id: p.path_id,
+                        pre: p.pre().clone(),
+                        post: (!p.has(REJECTED)).then(|| p.attrs.clone()),
+                        stale: p.has(STALE),
+                        llgr_stale: p.has(LLGR_STALE),
+                    })
             })
             .collect()
     }
@@ -445,7 +448,7 @@ impl Rib {
                     i += 1;
                     continue;
                 }
-                match f(prefix, p) {
+                match f(&prefix, p) {
                     Keep::Yes => i += 1,
                     Keep::No => {
                         let selected = p.has(SELECTED);
@@ -460,7 +463,7 @@ impl Rib {
                 }
             }
             if removed {
-                dirty.push(*prefix);
+                dirty.push(prefix);
             }
         }
         if let Ok(p) = self.peer_mut(id) {

@@ -357,7 +357,7 @@ fn by_family(prefixes: &[Prefix]) -> Vec<(Family, Vec<NlriEntry>)> {
 impl UpdateGroup {
     /// Records the new advertisement of `prefix` and what must be sent.
     fn record(&mut self, prefix: Prefix, new: Option<Advertised>, batch: &mut Batch) {
-        let old = self.out.get(&prefix).map(excluded);
+        let old = self.out.get(&prefix).copied().map(excluded);
         match (old, new) {
             (None, None) => {}
             (old, Some(n)) => {
@@ -631,13 +631,13 @@ impl Rib {
             let Some(best) = paths.first().filter(|p| p.has(super::loc::SELECTED)) else {
                 continue;
             };
-            let route = Route::of(*prefix, best);
+            let route = Route::of(prefix, best);
             let exported = cache.export(&route, || {
                 let src = source(peers, cfg, route.peer);
                 export_route(cfg, &mut interned, &group.key, &route, &src)
             });
             if let Some(a) = exported {
-                group.out.insert(*prefix, stored(a.exclude));
+                group.out.insert(prefix, stored(a.exclude));
             }
         }
         match self.groups.iter().position(Option::is_none) {

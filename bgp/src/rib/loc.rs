@@ -11,12 +11,11 @@
 
 use super::attrs::AttrSet;
 use super::decision::{self, Candidate, DecisionConfig, PeerKind, Ranked};
+use super::prefix_map::PrefixMap;
 use super::PeerId;
 use crate::wire::attr::community::LLGR_STALE as LLGR_STALE_COMMUNITY;
 use crate::wire::attr::Community;
 use crate::wire::nlri::Prefix;
-use std::cmp::Ordering;
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -303,44 +302,18 @@ impl std::fmt::Debug for Many {
     }
 }
 
-/// The table's key: a prefix, ordered as [`Prefix`] orders (IPv4 before
-/// IPv6, then address, then length) but with integer comparisons, since a
-/// lookup compares a few dozen keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Key(Prefix);
-
-impl Ord for Key {
-    fn cmp(&self, other: &Self) -> Ordering {
-        match (self.0, other.0) {
-            (Prefix::V4 { addr: a, len: la }, Prefix::V4 { addr: b, len: lb }) => {
-                (u64::from(u32::from(a)) << 8 | u64::from(la))
-                    .cmp(&(u64::from(u32::from(b)) << 8 | u64::from(lb)))
-            }
-            (Prefix::V6 { addr: a, len: la }, Prefix::V6 { addr: b, len: lb }) => {
-                (u128::from(a), la).cmp(&(u128::from(b), lb))
-            }
-            (Prefix::V4 { .. }, Prefix::V6 { .. }) => Ordering::Less,
-            (Prefix::V6 { .. }, Prefix::V4 { .. }) => Ordering::Greater,
-        }
-    }
-}
-
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 #[derive(Debug, Default)]
 pub(crate) struct Table {
-    map: BTreeMap<Key, Paths>,
+    /// Packed keys (8 bytes for an IPv4 prefix, not 18): the key is a
+    /// third of each entry.
+    map: PrefixMap<Paths>,
 }
 
 impl Table {
     /// Inserts or replaces the path with the same peer and path id; returns
     /// the replaced one.
     pub fn set(&mut self, prefix: Prefix, mut path: Path) -> Option<Path> {
-        let paths = self.map.entry(Key(prefix)).or_default();
+        let paths = self.map.get_or_default(prefix);
         path.flags &= !(SELECTED | WITHDRAWN);
         let Some(i) = paths
             .iter()
@@ -368,7 +341,7 @@ impl Table {
     }
 
     pub fn remove(&mut self, prefix: &Prefix, peer: PeerId, path_id: u32) -> Option<Path> {
-        let paths = self.map.get_mut(&Key(*prefix))?;
+        let paths = self.map.get_mut(prefix)?;
         let i = paths
             .iter()
             .position(|p| p.same_path(peer, path_id) && !p.has(WITHDRAWN))?;
@@ -376,15 +349,15 @@ impl Table {
     }
 
     pub fn paths(&self, prefix: &Prefix) -> &[Path] {
-        self.map.get(&Key(*prefix)).map_or(&[], |p| &p[..])
+        self.map.get(prefix).map_or(&[], |p| &p[..])
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&Prefix, &Paths)> {
-        self.map.iter().map(|(k, v)| (&k.0, v))
+    pub fn iter(&self) -> impl Iterator<Item = (Prefix, &Paths)> {
+        self.map.iter()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Prefix, &mut Paths)> {
-        self.map.iter_mut().map(|(k, v)| (&k.0, v))
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut Paths)> {
+        self.map.iter_mut()
     }
 
     pub fn prefixes(&self) -> usize {
@@ -406,7 +379,7 @@ impl Table {
         peer: impl Fn(PeerId) -> Option<PeerView>,
         cost: impl Fn(&Path, &PeerView) -> Option<u32>,
     ) -> Option<LocRibChange> {
-        let paths = self.map.get_mut(&Key(prefix))?;
+        let paths = self.map.get_mut(&prefix)?;
         // Almost every prefix has a few paths: rank them in buffers on the
         // stack, and allocate only for a change or a crowd.
         let change = if paths.len() <= INLINE {
@@ -419,7 +392,7 @@ impl Table {
             decide_in(prefix, paths, cfg, &peer, &cost, &mut ranked, &mut chosen)
         };
         if paths.is_empty() {
-            self.map.remove(&Key(prefix));
+            self.map.remove(&prefix);
         }
         change
     }
@@ -518,26 +491,7 @@ mod tests {
     use super::*;
     use crate::wire::attr::{AsPath, Origin, PathAttributes};
     use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn key_orders_as_prefix_does(
-            a in (any::<bool>(), any::<u128>(), 0u8..=128),
-            b in (any::<bool>(), any::<u128>(), 0u8..=128),
-            same_addr in any::<bool>(),
-        ) {
-            let prefix = |(v6, addr, len): (bool, u128, u8)| {
-                if v6 {
-                    Prefix::new(std::net::Ipv6Addr::from(addr).into(), len)
-                } else {
-                    Prefix::new(Ipv4Addr::from(addr as u32).into(), len % 33)
-                }
-                .unwrap()
-            };
-            let (a, b) = (prefix(a), prefix((b.0, if same_addr { a.1 } else { b.1 }, b.2)));
-            prop_assert_eq!(Key(a).cmp(&Key(b)), a.cmp(&b));
-        }
-    }
+    use std::collections::BTreeMap;
 
     /// The table as it was before decisions were made in place: a plain
     /// vector per prefix, every Route built and compared. The model for
@@ -744,13 +698,13 @@ mod tests {
     /// Every path of every prefix, in table order: who, flags, attributes.
     type Contents = Vec<(Prefix, Vec<(PeerId, u32, u8, *const AttrSet)>)>;
 
-    fn contents<'a>(it: impl Iterator<Item = (&'a Prefix, &'a [Path])>) -> Contents {
+    fn contents<'a>(it: impl Iterator<Item = (Prefix, &'a [Path])>) -> Contents {
         it.map(|(x, paths)| {
             let v = paths
                 .iter()
                 .map(|p| (p.peer, p.path_id, p.flags, Arc::as_ptr(&p.attrs)))
                 .collect();
-            (*x, v)
+            (x, v)
         })
         .collect()
     }
@@ -821,7 +775,7 @@ mod tests {
                 }
                 prop_assert_eq!(
                     contents(table.iter().map(|(x, p)| (x, &p[..]))),
-                    contents(model.map.iter().map(|(x, p)| (x, &p[..])))
+                    contents(model.map.iter().map(|(x, p)| (*x, &p[..])))
                 );
             }
         }

@@ -44,11 +44,29 @@ fn v6_prefix(&(addr, len): &(u128, u8)) -> Prefix {
     }
 }
 
-impl<V: Copy> PrefixMap<V> {
-    pub fn get(&self, p: &Prefix) -> Option<V> {
+impl<V> PrefixMap<V> {
+    pub fn get(&self, p: &Prefix) -> Option<&V> {
         match *p {
-            Prefix::V4 { addr, len } => self.v4.get(&v4_key(addr, len)).copied(),
-            Prefix::V6 { addr, len } => self.v6.get(&(u128::from(addr), len)).copied(),
+            Prefix::V4 { addr, len } => self.v4.get(&v4_key(addr, len)),
+            Prefix::V6 { addr, len } => self.v6.get(&(u128::from(addr), len)),
+        }
+    }
+
+    pub fn get_mut(&mut self, p: &Prefix) -> Option<&mut V> {
+        match *p {
+            Prefix::V4 { addr, len } => self.v4.get_mut(&v4_key(addr, len)),
+            Prefix::V6 { addr, len } => self.v6.get_mut(&(u128::from(addr), len)),
+        }
+    }
+
+    /// The value of `p`, inserted with its default first if missing.
+    pub fn get_or_default(&mut self, p: Prefix) -> &mut V
+    where
+        V: Default,
+    {
+        match p {
+            Prefix::V4 { addr, len } => self.v4.entry(v4_key(addr, len)).or_default(),
+            Prefix::V6 { addr, len } => self.v6.entry((u128::from(addr), len)).or_default(),
         }
     }
 
@@ -71,9 +89,16 @@ impl<V: Copy> PrefixMap<V> {
     }
 
     /// Every entry in prefix order.
-    pub fn iter(&self) -> impl Iterator<Item = (Prefix, V)> + '_ {
-        let v4 = self.v4.iter().map(|(k, v)| (v4_prefix(*k), *v));
-        let v6 = self.v6.iter().map(|(k, v)| (v6_prefix(k), *v));
+    pub fn iter(&self) -> impl Iterator<Item = (Prefix, &V)> + '_ {
+        let v4 = self.v4.iter().map(|(k, v)| (v4_prefix(*k), v));
+        let v6 = self.v6.iter().map(|(k, v)| (v6_prefix(k), v));
+        v4.chain(v6)
+    }
+
+    /// Every entry in prefix order, values writable.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut V)> + '_ {
+        let v4 = self.v4.iter_mut().map(|(k, v)| (v4_prefix(*k), v));
+        let v6 = self.v6.iter_mut().map(|(k, v)| (v6_prefix(k), v));
         v4.chain(v6)
     }
 }
@@ -120,6 +145,30 @@ impl PrefixQueue {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Packed keys sort as `Prefix` does, whatever the prefixes.
+        #[test]
+        fn iterates_in_prefix_order(
+            raw in proptest::collection::vec((proptest::bool::ANY, proptest::num::u128::ANY, 0u8..=128), 0..64),
+        ) {
+            let mut m = PrefixMap::default();
+            let mut reference = BTreeMap::new();
+            for (i, (v6, addr, len)) in raw.into_iter().enumerate() {
+                let p = if v6 {
+                    Prefix::new(Ipv6Addr::from(addr).into(), len)
+                } else {
+                    Prefix::new(Ipv4Addr::from(addr as u32).into(), len % 33)
+                }
+                .unwrap();
+                m.insert(p, i);
+                reference.insert(p, i);
+            }
+            let got: Vec<(Prefix, usize)> = m.iter().map(|(p, v)| (p, *v)).collect();
+            let want: Vec<(Prefix, usize)> = reference.into_iter().collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn queue_gives_back_what_was_pushed() {
         let mut q = PrefixQueue::default();
@@ -160,11 +209,11 @@ mod tests {
         }
         assert_eq!(m.insert(prefixes[1], 99), reference.insert(prefixes[1], 99));
         assert_eq!(m.len(), reference.len());
-        let got: Vec<(Prefix, usize)> = m.iter().collect();
+        let got: Vec<(Prefix, usize)> = m.iter().map(|(p, v)| (p, *v)).collect();
         let want: Vec<(Prefix, usize)> = reference.iter().map(|(p, v)| (*p, *v)).collect();
         assert_eq!(got, want);
         for p in &prefixes {
-            assert_eq!(m.get(p), reference.get(p).copied());
+            assert_eq!(m.get(p), reference.get(p));
         }
         assert_eq!(m.remove(&prefixes[0]), Some(0));
         assert_eq!(m.remove(&prefixes[0]), None);

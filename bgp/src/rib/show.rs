@@ -23,7 +23,7 @@ impl Rib {
     pub fn paths_view(&self, only: Option<Prefix>) -> Vec<(Prefix, Vec<PathView>)> {
         let mut out = Vec::new();
         for (prefix, paths) in self.table.iter() {
-            if only.is_some_and(|o| o != *prefix) {
+            if only.is_some_and(|o| o != prefix) {
                 continue;
             }
             let v: Vec<PathView> = paths
@@ -31,14 +31,14 @@ impl Rib {
                 .enumerate()
                 .filter(|(_, p)| !p.has(REJECTED))
                 .map(|(i, p)| PathView {
-                    route: Route::of(*prefix, p),
+                    route: Route::of(prefix, p),
                     best: i == 0 && p.has(SELECTED),
                     selected: p.has(SELECTED),
                     stale: p.has(STALE) || p.has(LLGR_STALE),
                 })
                 .collect();
             if !v.is_empty() {
-                out.push((*prefix, v));
+                out.push((prefix, v));
             }
         }
         out
