@@ -23,7 +23,7 @@
 //!   needed), and encodes each UPDATE once for all its members.
 //!
 //! Memory: a prefix with one path costs one ordered-map entry (an 8-byte
-//! packed key for IPv4, [`prefix_map`]; a 24-byte value, the path inline)
+//! packed key for IPv4, `rib::prefix_map`; a 24-byte value, the path inline)
 //! and nothing else of its own; 1M IPv4 /24s from one peer with 1000
 //! attribute sets measure 64 bytes per route for Adj-RIB-In and Loc-RIB
 //! together, and 87 with the Adj-RIB-Out of one update group (`rib::memory`,
@@ -85,7 +85,7 @@ pub mod adj_out;
 pub mod attrs;
 pub mod decision;
 pub mod loc;
-pub(crate) mod prefix_map;
+mod prefix_map;
 pub mod show;
 
 pub use adj_in::Pending;
