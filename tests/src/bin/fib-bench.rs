@@ -3,13 +3,16 @@
 //! own limit, issue 6), in one run; then the same routes withdrawn.
 //!
 //! ```text
-//! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--repeat K] [--json]
+//! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--repeat K] [--json]
 //! ```
 //!
 //! `--chunk` is how many Loc-RIB changes one `Fib::apply` call gets (the
 //! speaker's batch); `--batch-bytes` the netlink datagram size of both
 //! writers; `--mtu` the RTAX_MTU of both (1450 by default; `none`: no
-//! RTA_METRICS, whose kernel cost this shows). Needs root (network namespaces). Every route is inside a
+//! RTA_METRICS, whose kernel cost this shows); `--listener` has a thread in
+//! the namespace read every IPv4 route notification meanwhile, as
+//! petrel-bench's FIB watcher does (the kernel builds and delivers them in
+//! the writer's `sendmsg`). Needs root (network namespaces). Every route is inside a
 //! namespace the run creates; they go with it.
 
 use anyhow::{bail, Context, Result};
@@ -32,6 +35,7 @@ struct Args {
     chunk: usize,
     batch_bytes: usize,
     mtu: Option<u32>,
+    listener: bool,
     repeat: usize,
     json: bool,
 }
@@ -42,6 +46,7 @@ fn args() -> Result<Args> {
         chunk: 4096,
         batch_bytes: FibConfig::default().batch_bytes,
         mtu: MTU,
+        listener: false,
         repeat: 1,
         json: false,
     };
@@ -60,8 +65,9 @@ fn args() -> Result<Args> {
             }
             "--repeat" => a.repeat = val()?.parse()?,
             "--json" => a.json = true,
+            "--listener" => a.listener = true,
             _ => bail!(
-                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--repeat K] [--json]"
+                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--repeat K] [--json]"
             ),
         }
     }
@@ -96,6 +102,48 @@ fn timed<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64, (f64, f64))> {
     let wall = t.elapsed().as_secs_f64();
     let (u1, s1) = thread_cpu();
     Ok((r, wall, (u1 - u0, s1 - s0)))
+}
+
+/// A thread reading the namespace's IPv4 route notifications until dropped
+/// (call from inside the namespace: the thread inherits it).
+struct Listener {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Octets read, when the thread has ended.
+    thread: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Listener {
+    fn start(on: bool) -> Result<Option<Listener>> {
+        if !on {
+            return Ok(None);
+        }
+        let sock = raw::Sock::open()?;
+        sock.join_ipv4_routes()?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut rx, mut read) = (vec![0u8; 1 << 20], 0);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                read += sock.recv_some(&mut rx);
+            }
+            read
+        });
+        Ok(Some(Listener {
+            stop,
+            thread: Some(thread),
+        }))
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            if let Ok(n) = t.join() {
+                eprintln!("listener: {n} octets of route notifications read");
+            }
+        }
+    }
 }
 
 fn namespace(lab: &Lab, name: &str) -> Result<Netns> {
@@ -143,6 +191,60 @@ mod raw {
             opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 8 << 20);
             opt(fd, 270, 10, 1); // NETLINK_CAP_ACK
             Ok(s)
+        }
+
+        /// Binds to RTNLGRP_IPV4_ROUTE, with a 100 ms receive timeout so that
+        /// a reader can notice it should stop.
+        pub fn join_ipv4_routes(&self) -> Result<()> {
+            let fd = self.0.as_raw_fd();
+            // SAFETY: zeroed sockaddr_nl is valid; groups: RTMGRP_IPV4_ROUTE.
+            let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+            sa.nl_family = libc::AF_NETLINK as u16;
+            sa.nl_groups = 0x40;
+            // SAFETY: valid fd and address.
+            let r = unsafe {
+                libc::bind(
+                    fd,
+                    &sa as *const libc::sockaddr_nl as *const libc::sockaddr,
+                    std::mem::size_of::<libc::sockaddr_nl>() as u32,
+                )
+            };
+            if r < 0 {
+                bail!("bind: {}", std::io::Error::last_os_error());
+            }
+            let tv = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            // SAFETY: valid fd, a timeval option of its size.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const libc::timeval as *const libc::c_void,
+                    std::mem::size_of::<libc::timeval>() as u32,
+                )
+            };
+            if r < 0 {
+                bail!("SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+            }
+            Ok(())
+        }
+
+        /// One datagram's octets, or 0 on a timeout (or ENOBUFS: the
+        /// reader fell behind).
+        pub fn recv_some(&self, rx: &mut [u8]) -> usize {
+            // SAFETY: rx is writable.
+            let n = unsafe {
+                libc::recv(
+                    self.0.as_raw_fd(),
+                    rx.as_mut_ptr() as *mut libc::c_void,
+                    rx.len(),
+                    0,
+                )
+            };
+            n.max(0) as usize
         }
 
         pub fn send(&self, buf: &[u8]) -> Result<()> {
@@ -306,10 +408,16 @@ struct Run {
 
 fn run_raw(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "raw")?;
-    let (n, b, m) = (a.routes, a.batch_bytes, a.mtu);
-    let (e1, install_s, install_cpu) = ns.enter(move || timed(|| raw::run(n, b, false, m)))?;
+    let (n, b, m, l) = (a.routes, a.batch_bytes, a.mtu, a.listener);
+    let (e1, install_s, install_cpu) = ns.enter(move || {
+        let _l = Listener::start(l)?;
+        timed(|| raw::run(n, b, false, m))
+    })?;
     let in_fib = count_routes(&ns)?;
-    let (e2, withdraw_s, withdraw_cpu) = ns.enter(move || timed(|| raw::run(n, b, true, m)))?;
+    let (e2, withdraw_s, withdraw_cpu) = ns.enter(move || {
+        let _l = Listener::start(l)?;
+        timed(|| raw::run(n, b, true, m))
+    })?;
     Ok(Run {
         install_s,
         withdraw_s,
@@ -323,8 +431,9 @@ fn run_raw(lab: &Lab, a: &Args) -> Result<Run> {
 fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "fib")?;
     let (add, del) = changes(a.routes);
-    let (chunk, bb, mtu) = (a.chunk.max(1), a.batch_bytes, a.mtu);
+    let (chunk, bb, mtu, l) = (a.chunk.max(1), a.batch_bytes, a.mtu, a.listener);
     let ((fib, e1), install_s, install_cpu) = ns.enter(move || {
+        let _l = Listener::start(l)?;
         let mut fib = Fib::open(FibConfig {
             mtu,
             batch_bytes: bb,
@@ -340,6 +449,7 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
     })?;
     let in_fib = count_routes(&ns)?;
     let (e2, withdraw_s, withdraw_cpu) = ns.enter(move || {
+        let _l = Listener::start(l)?;
         let mut fib = fib;
         timed(move || {
             let mut errors = 0;
