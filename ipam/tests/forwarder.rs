@@ -187,6 +187,32 @@ fn without_a_service_or_a_direct_plugin_the_error_says_what_to_install() {
     assert_eq!(o.out["code"], 6, "{}", o.stdout);
 }
 
+/// A copy of the forwarder installed as petrel-ipam-direct: an error
+/// naming the mix-up, not an endless chain of execs.
+#[test]
+fn a_forwarder_installed_as_the_direct_plugin_is_an_error_not_a_loop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = lone_forwarder(dir.path());
+    std::fs::copy(&bin, dir.path().join("petrel-ipam-direct")).expect("copy");
+    let c = conf(
+        "1.0.0",
+        &dir.path().join("db"),
+        dir.path(),
+        &dir.path().join("absent.sock"),
+    );
+    let o = run(&bin, "ADD", "c1", dir.path(), c.to_string().as_bytes());
+    assert_eq!(o.exit, Some(1), "{} {}", o.stdout, o.stderr);
+    assert_eq!(o.out["code"], 5, "{}", o.stdout);
+    assert_eq!(o.out["cniVersion"], "1.0.0", "{}", o.stdout);
+    assert!(
+        o.out["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("is the petrel-ipam forwarder")),
+        "{}",
+        o.stdout
+    );
+}
+
 /// Installed on its own in a directory, the forwarder finds the direct
 /// plugin in another of the runtime's plugin directories; the config
 /// reaches it whole however large (here ~250 KiB, far over a pipe's 64).

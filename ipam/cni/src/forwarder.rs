@@ -30,6 +30,11 @@ use std::time::Duration;
 /// The datastore half's binary name, looked for beside this one.
 pub const DIRECT_BINARY: &str = "petrel-ipam-direct";
 
+/// Set in the direct plugin's environment. A forwarder that finds it was
+/// exec'd as the direct plugin (a copy of itself installed under that
+/// name) and stops, instead of exec'ing itself forever.
+pub const EXEC_MARK: &str = "PETREL_IPAM_FROM_FORWARDER";
+
 /// Where one invocation goes.
 #[derive(Debug)]
 pub enum Route {
@@ -74,6 +79,21 @@ pub fn main() -> ExitCode {
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
         let err = CniError::new(code::IO_FAILURE, "cannot read stdin", e.to_string());
+        return fail(err, &stdin);
+    }
+    if std::env::var_os(EXEC_MARK).is_some() {
+        let exe = std::env::current_exe().unwrap_or_default();
+        let err = CniError::new(
+            code::IO_FAILURE,
+            format!(
+                "{} is the petrel-ipam forwarder, not {DIRECT_BINARY}",
+                exe.display()
+            ),
+            format!(
+                "install {DIRECT_BINARY} from petrel's build (target/release/{DIRECT_BINARY}) \
+                 beside petrel-ipam"
+            ),
+        );
         return fail(err, &stdin);
     }
     match route(&env, &stdin) {
@@ -154,7 +174,7 @@ fn exec_direct(env: &Env, stdin: &[u8], no_service: Option<(&Path, std::io::Erro
         }
     };
     // Only returns on failure.
-    let e = Command::new(&bin).stdin(input).exec();
+    let e = Command::new(&bin).env(EXEC_MARK, "1").stdin(input).exec();
     fail(
         CniError::new(
             code,
