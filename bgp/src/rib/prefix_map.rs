@@ -6,6 +6,15 @@
 //! packings sort exactly as `Prefix` does (address, then length; IPv4
 //! before IPv6), so iteration order, and with it the order UPDATEs are
 //! built in, is the same as a `BTreeMap<Prefix, V>`'s.
+//!
+//! A table arrives mostly in prefix order, and a B-tree that grows at its
+//! right edge splits its last leaf in two: every leaf left behind is about
+//! half full, doubling the memory per entry. So the map rebuilds its trees
+//! whenever it has doubled since the last rebuild, from their sorted
+//! contents, which packs the nodes full (`BTreeMap::from_iter` on sorted
+//! input builds bottom-up). Amortised that is at most two moves per entry,
+//! and at any size at least the older half of the entries sits in full
+//! nodes.
 
 use crate::wire::nlri::Prefix;
 use std::collections::BTreeMap;
@@ -15,13 +24,19 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub(crate) struct PrefixMap<V> {
     v4: BTreeMap<u64, V>,
     v6: BTreeMap<(u128, u8), V>,
+    /// The size at which the trees are rebuilt next.
+    rebuild_at: usize,
 }
+
+/// Below this many entries the map does not bother rebuilding.
+const REBUILD_FLOOR: usize = 4096;
 
 impl<V> Default for PrefixMap<V> {
     fn default() -> Self {
         Self {
             v4: BTreeMap::new(),
             v6: BTreeMap::new(),
+            rebuild_at: REBUILD_FLOOR,
         }
     }
 }
@@ -64,6 +79,7 @@ impl<V> PrefixMap<V> {
     where
         V: Default,
     {
+        self.grow();
         match p {
             Prefix::V4 { addr, len } => self.v4.entry(v4_key(addr, len)).or_default(),
             Prefix::V6 { addr, len } => self.v6.entry((u128::from(addr), len)).or_default(),
@@ -71,6 +87,7 @@ impl<V> PrefixMap<V> {
     }
 
     pub fn insert(&mut self, p: Prefix, v: V) -> Option<V> {
+        self.grow();
         match p {
             Prefix::V4 { addr, len } => self.v4.insert(v4_key(addr, len), v),
             Prefix::V6 { addr, len } => self.v6.insert((u128::from(addr), len), v),
@@ -86,6 +103,24 @@ impl<V> PrefixMap<V> {
 
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len()
+    }
+
+    /// Before an insert: rebuilds the trees packed once they have doubled.
+    fn grow(&mut self) {
+        let len = self.len();
+        if len < self.rebuild_at {
+            return;
+        }
+        self.rebuild();
+        self.rebuild_at = (2 * len).max(REBUILD_FLOOR);
+    }
+
+    /// Rebuilds both trees with full nodes. The old tree's nodes are freed
+    /// as it is read, so the peak is about the new tree plus one sorted
+    /// vector of the entries.
+    fn rebuild(&mut self) {
+        self.v4 = std::mem::take(&mut self.v4).into_iter().collect();
+        self.v6 = std::mem::take(&mut self.v6).into_iter().collect();
     }
 
     /// Every entry in prefix order.
@@ -167,6 +202,35 @@ mod tests {
             let want: Vec<(Prefix, usize)> = reference.into_iter().collect();
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    /// Rebuilds keep every entry and the order, and happen as the map
+    /// doubles.
+    #[test]
+    fn rebuilds_keep_contents_as_the_map_grows() {
+        let mut m = PrefixMap::default();
+        let mut reference = BTreeMap::new();
+        let mut rebuilds = 0;
+        for i in 0..20_000u32 {
+            // Mostly ascending, as a table arrives, with some out of order.
+            let a = if i % 7 == 0 { 20_000 - i } else { i };
+            let p = Prefix::new(Ipv4Addr::from(a << 8).into(), 24).unwrap();
+            let before = m.rebuild_at;
+            m.insert(p, i);
+            reference.insert(p, i);
+            if m.rebuild_at != before {
+                rebuilds += 1;
+            }
+        }
+        // At 4096, 8192 and 16384 entries.
+        assert_eq!(rebuilds, 3);
+        assert_eq!(m.len(), reference.len());
+        assert!(m
+            .iter()
+            .map(|(p, v)| (p, *v))
+            .eq(reference.iter().map(|(p, v)| (*p, *v))));
+        *m.get_or_default(Prefix::new(Ipv4Addr::new(10, 0, 0, 0).into(), 8).unwrap()) = 7;
+        assert_eq!(m.get(&"10.0.0.0/8".parse().unwrap()), Some(&7));
     }
 
     #[test]
