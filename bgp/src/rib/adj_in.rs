@@ -185,10 +185,11 @@ impl Rib {
     }
 
     /// [`Rib::peer_down`] for a driver that forwards the outcome in bounded
-    /// steps: the peer's paths are taken out at once, the decision process
-    /// runs as the driver drains the result with [`Rib::decide_pending`].
-    /// A full table's withdrawal then never exists as one list of a million
-    /// changes. Drain it before anything else is fed to the RIB.
+    /// steps: the peer leaves its update group at once; its paths are taken
+    /// out, and the decision process run, step by step as the driver drains
+    /// the result with [`Rib::decide_pending`]. A full table's withdrawal
+    /// then never exists as one list of a million changes (nor of a million
+    /// prefixes). Drain it before anything else is fed to the RIB.
     pub fn peer_down_in_steps(&mut self, id: PeerId, keep_stale: &[Family]) -> Pending {
         if self.peer(id).is_err() {
             return Pending::default();
@@ -197,20 +198,37 @@ impl Rib {
         if let Ok(p) = self.peer_mut(id) {
             p.session = None;
         }
-        self.sweep(id, |prefix, p| {
-            if keep_stale.contains(&prefix.family()) {
-                p.flags |= STALE;
-                Keep::Yes
-            } else {
-                Keep::No
-            }
-        })
+        Pending {
+            dirty: PrefixQueue::default(),
+            drop: Some(SessionDrop {
+                id,
+                keep: keep_stale.to_vec(),
+                after: None,
+            }),
+        }
     }
 
     /// Runs the decision process for up to `max` prefixes of `pending`;
-    /// `None` once it is empty.
+    /// `None` once it is done.
     pub fn decide_pending(&mut self, pending: &mut Pending, max: usize) -> Option<Output> {
-        let step = pending.dirty.take(max.max(1));
+        let max = max.max(1);
+        if pending.dirty.len() == 0 {
+            if let Some(d) = &mut pending.drop {
+                let keep = &d.keep;
+                d.after = self.sweep_from(d.id, d.after, max, &mut pending.dirty, |prefix, p| {
+                    if keep.contains(&prefix.family()) {
+                        p.flags |= STALE;
+                        Keep::Yes
+                    } else {
+                        Keep::No
+                    }
+                });
+                if d.after.is_none() {
+                    pending.drop = None;
+                }
+            }
+        }
+        let step = pending.dirty.take(max);
         if step.is_empty() {
             return None;
         }
@@ -219,8 +237,13 @@ impl Rib {
 
     /// Drains `pending` in one go.
     fn decide_all(&mut self, pending: &mut Pending) -> Output {
-        let all = pending.dirty.len();
-        self.finish(pending.dirty.take(all))
+        let mut out = Output::default();
+        while let Some(o) = self.decide_pending(pending, usize::MAX) {
+            out.changes.extend(o.changes);
+            out.messages.extend(o.messages);
+            out.errors.extend(o.errors);
+        }
+        out
     }
 
     /// An UPDATE from `id`. End-of-RIB markers are recognised (RFC 4724 §2),
@@ -436,10 +459,27 @@ impl Rib {
     /// Walks the peer's paths: `f` may change flags that do not affect the
     /// selection (STALE) and says whether to keep each path. Returns the
     /// prefixes whose decision must run.
-    fn sweep(&mut self, id: PeerId, mut f: impl FnMut(&Prefix, &mut Path) -> Keep) -> Pending {
+    fn sweep(&mut self, id: PeerId, f: impl FnMut(&Prefix, &mut Path) -> Keep) -> Pending {
         let mut dirty = PrefixQueue::default();
+        self.sweep_from(id, None, usize::MAX, &mut dirty, f);
+        Pending { dirty, drop: None }
+    }
+
+    /// [`Rib::sweep`] over the prefixes after `after`, stopping once
+    /// `max` prefixes are queued in `dirty`; returns the last prefix walked
+    /// when it stopped early (where to resume), `None` at the table's end.
+    fn sweep_from(
+        &mut self,
+        id: PeerId,
+        after: Option<Prefix>,
+        max: usize,
+        dirty: &mut PrefixQueue,
+        mut f: impl FnMut(&Prefix, &mut Path) -> Keep,
+    ) -> Option<Prefix> {
         let mut counters = self.peer(id).map(|p| p.counters).unwrap_or_default();
-        for (prefix, paths) in self.table.iter_mut() {
+        let mut queued = 0;
+        let mut resume = None;
+        for (prefix, paths) in self.table.iter_mut_after(after) {
             let mut i = 0;
             let mut removed = false;
             while i < paths.len() {
@@ -464,31 +504,44 @@ impl Rib {
             }
             if removed {
                 dirty.push(prefix);
+                queued += 1;
+                if queued >= max {
+                    resume = Some(prefix);
+                    break;
+                }
             }
         }
         if let Ok(p) = self.peer_mut(id) {
             p.counters = counters;
         }
-        Pending { dirty }
+        resume
     }
 }
 
-/// Prefixes whose paths a bulk operation changed and whose decision has not
-/// run yet, in prefix order: see [`Rib::peer_down_in_steps`].
+/// A bulk operation whose decisions have not all run yet: prefixes known
+/// to need one, and possibly a session drop still to walk. See
+/// [`Rib::peer_down_in_steps`].
 #[derive(Debug, Default)]
 #[must_use = "drain it with Rib::decide_pending: the RIB is not consistent until then"]
 pub struct Pending {
     dirty: PrefixQueue,
+    drop: Option<SessionDrop>,
+}
+
+/// A session drop's walk over the table.
+#[derive(Debug)]
+struct SessionDrop {
+    id: PeerId,
+    /// RFC 4724 §4.2: families whose paths stay, as stale.
+    keep: Vec<Family>,
+    /// The last prefix walked.
+    after: Option<Prefix>,
 }
 
 impl Pending {
-    /// Prefixes still to decide.
-    pub fn len(&self) -> usize {
-        self.dirty.len()
-    }
-
+    /// Nothing left to decide.
     pub fn is_empty(&self) -> bool {
-        self.dirty.len() == 0
+        self.dirty.len() == 0 && self.drop.is_none()
     }
 }
 

@@ -356,8 +356,12 @@ impl Table {
         self.map.iter()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut Paths)> {
-        self.map.iter_mut()
+    /// The prefixes after `after` (all with `None`), paths writable.
+    pub fn iter_mut_after(
+        &mut self,
+        after: Option<Prefix>,
+    ) -> impl Iterator<Item = (Prefix, &mut Paths)> {
+        self.map.iter_mut_after(after)
     }
 
     pub fn prefixes(&self) -> usize {

@@ -130,10 +130,29 @@ impl<V> PrefixMap<V> {
         v4.chain(v6)
     }
 
-    /// Every entry in prefix order, values writable.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Prefix, &mut V)> + '_ {
-        let v4 = self.v4.iter_mut().map(|(k, v)| (v4_prefix(*k), v));
-        let v6 = self.v6.iter_mut().map(|(k, v)| (v6_prefix(k), v));
+    /// The entries after `after` (all with `None`) in prefix order, values
+    /// writable.
+    pub fn iter_mut_after(
+        &mut self,
+        after: Option<Prefix>,
+    ) -> impl Iterator<Item = (Prefix, &mut V)> + '_ {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let (b4, b6) = match after {
+            None => (Unbounded, Unbounded),
+            Some(Prefix::V4 { addr, len }) => (Excluded(v4_key(addr, len)), Unbounded),
+            // Every IPv4 prefix comes before: skip them all.
+            Some(Prefix::V6 { addr, len }) => {
+                (Excluded(u64::MAX), Excluded((u128::from(addr), len)))
+            }
+        };
+        let v4 = self
+            .v4
+            .range_mut((b4, Unbounded))
+            .map(|(k, v)| (v4_prefix(*k), v));
+        let v6 = self
+            .v6
+            .range_mut((b6, Unbounded))
+            .map(|(k, v)| (v6_prefix(k), v));
         v4.chain(v6)
     }
 }
@@ -202,6 +221,34 @@ mod tests {
             let want: Vec<(Prefix, usize)> = reference.into_iter().collect();
             proptest::prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn iteration_resumes_after_a_prefix() {
+        let mut m = PrefixMap::default();
+        let ps: Vec<Prefix> = [
+            "10.0.0.0/8",
+            "10.0.0.0/16",
+            "192.0.2.0/24",
+            "2001:db8::/32",
+            "2001:db8::/48",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        for (i, p) in ps.iter().enumerate() {
+            m.insert(*p, i);
+        }
+        let after = |m: &mut PrefixMap<usize>, a: Option<usize>| -> Vec<usize> {
+            m.iter_mut_after(a.map(|i| ps[i]))
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        assert_eq!(after(&mut m, None), [0, 1, 2, 3, 4]);
+        assert_eq!(after(&mut m, Some(0)), [1, 2, 3, 4]);
+        assert_eq!(after(&mut m, Some(2)), [3, 4]);
+        assert_eq!(after(&mut m, Some(3)), [4]);
+        assert_eq!(after(&mut m, Some(4)), Vec::<usize>::new());
     }
 
     /// Rebuilds keep every entry and the order, and happen as the map
