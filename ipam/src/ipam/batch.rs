@@ -168,9 +168,11 @@ impl Ipam {
                     }));
                 }
                 if need > 0 {
-                    // Perhaps only the copies are full: the ordinary path
-                    // reads afresh.
-                    self.hints.forget_blocks();
+                    // Perhaps only the copies are out of room: the ordinary
+                    // path reads afresh. Copies of full blocks stay (see
+                    // `forget_block_copies_with_room`), so the batch after
+                    // a claim reads the new block, not every block again.
+                    self.hints.forget_blocks_with_room();
                     return Ok(Err(Declined::NoRoom));
                 }
             }
@@ -226,6 +228,17 @@ impl Ipam {
     pub fn forget_block_copies(&self) {
         self.hints.forget_blocks();
     }
+
+    /// Drop the copies of blocks that have a free address, before ADDs go
+    /// the ordinary way: those never write a block without one (nothing
+    /// to assign, no room for a gateway), so the copies of full blocks
+    /// stay true to this process's writes. Anything else (DEL, GC, a
+    /// conflict) drops every copy. A full block freed by another process
+    /// meanwhile only stays out of group commits until then; the ordinary
+    /// path reads blocks afresh and finds its room.
+    pub fn forget_block_copies_with_room(&self) {
+        self.hints.forget_blocks_with_room();
+    }
 }
 
 /// A node's block as this process knows it.
@@ -259,6 +272,9 @@ impl super::Hints {
     }
     fn forget_blocks(&self) {
         self.lock().blocks.clear();
+    }
+    fn forget_blocks_with_room(&self) {
+        self.lock().blocks.retain(|_, (b, _)| b.free.is_empty());
     }
 }
 
@@ -406,9 +422,14 @@ mod tests {
             Err(Declined::NoRoom),
             "only a full block"
         );
+        // The ordinary path claims the next block; the full block's copy
+        // is kept through both, so the next batch reads only the new one.
+        ipam.forget_block_copies_with_room();
         ipam.assign(&AssignRequest::new("net.second.eth0", "n1", 1, 0))
             .await
             .unwrap();
+        let copies = |ipam: &Ipam| ipam.hints.lock().blocks.len();
+        assert_eq!(copies(&ipam), 1, "the full block's copy");
         let blocks = ipam.node_affinities("n1").await.unwrap();
         assert_eq!(blocks.len(), 2);
         let first = blocks
@@ -430,8 +451,49 @@ mod tests {
             before,
             "the full block is not rewritten"
         );
+        assert_eq!(copies(&ipam), 2);
+        // A DEL (any write outside group commits) drops every copy.
+        ipam.release_handle("net.f3.eth0").await.unwrap();
+        ipam.forget_block_copies();
+        assert_eq!(copies(&ipam), 0);
+        let out = ipam.assign_new_batch(&reqs(1, 0)).await.unwrap().unwrap();
+        assert!(first.contains(&out[0][0].addr), "the freed address again");
         let r = ipam.check().await.unwrap();
         assert!(r.clean, "{}", r.human());
         assert_eq!(r.addresses_in_use, 16 + 1 + 6);
+    }
+
+    #[tokio::test]
+    async fn kept_copies_of_full_blocks_stay_out_of_the_way_when_stale() {
+        // Another process frees an address in a block this one keeps as
+        // full: batches go on without it, the ordinary path finds it.
+        let ipam = Ipam::new(Arc::new(MemoryStore::new()));
+        ipam.add_pool(&pool("v4", "10.9.0.0/28", 28)).await.unwrap();
+        ipam.assign(&AssignRequest::new("net.first.eth0", "n1", 1, 0))
+            .await
+            .unwrap();
+        let fill: Vec<_> = (0..15)
+            .map(|i| AssignRequest::new(&format!("net.f{i}.eth0"), "n1", 1, 0))
+            .collect();
+        ipam.assign_new_batch(&fill).await.unwrap().unwrap();
+        let other = Ipam::new(ipam.store().clone());
+        other.release_handle("net.f7.eth0").await.unwrap();
+        assert_eq!(
+            ipam.assign_new_batch(&reqs(1, 0)).await.unwrap(),
+            Err(Declined::NoRoom)
+        );
+        ipam.forget_block_copies_with_room();
+        let got = ipam
+            .assign(&AssignRequest::new("net.c0.eth0", "n1", 1, 0))
+            .await
+            .unwrap();
+        assert_eq!(
+            got.len(),
+            1,
+            "the pool has only this block: its freed address"
+        );
+        let r = ipam.check().await.unwrap();
+        assert!(r.clean, "{}", r.human());
+        assert_eq!(r.addresses_in_use, 16);
     }
 }

@@ -383,7 +383,7 @@ async fn run_adds(ipam: &Ipam, jobs: Vec<Job>, mtu: &mut cni::MtuFile) {
         }
         Ok(Err(declined)) => {
             tracing::debug!(adds = jobs.len(), ?declined, "IPAM service: one by one");
-            ipam.forget_block_copies();
+            ipam.forget_block_copies_with_room();
             for job in jobs {
                 let outcome = cni::execute(&job.prepared, ipam).await;
                 let _ = job.reply.send(outcome);
