@@ -20,6 +20,7 @@ fn route(path: &[u32], communities: &[&str]) -> AttrSet {
             ..Default::default()
         },
         next_hop: NextHop::V4(Ipv4Addr::new(192, 0, 2, 1)),
+        pre: None,
     }
 }
 

@@ -99,7 +99,6 @@ impl Rib {
     ) -> Path {
         let mut path = Path {
             attrs: pre,
-            pre: None,
             path_id,
             peer: id,
             flags: flags | REJECTED,
@@ -120,8 +119,9 @@ impl Rib {
         match verdict {
             Verdict::Reject => {}
             Verdict::Accept(None) => path.flags &= !REJECTED,
-            Verdict::Accept(Some(post)) => {
-                path.pre = Some(std::mem::replace(&mut path.attrs, self.attrs.intern(post)));
+            Verdict::Accept(Some(mut post)) => {
+                post.pre = Some(path.attrs.clone());
+                path.attrs = self.attrs.intern(post);
                 path.flags &= !REJECTED;
             }
         }

@@ -264,7 +264,11 @@ fn export_route(
     };
     a.next_hop = None;
     Some(Advertised {
-        attrs: table.intern(AttrSet { attrs: a, next_hop }),
+        attrs: table.intern(AttrSet {
+            attrs: a,
+            next_hop,
+            pre: None,
+        }),
         exclude: (src.kind != PeerKind::Local).then_some(src.id),
     })
 }

@@ -23,6 +23,11 @@ use std::sync::Arc;
 pub struct AttrSet {
     pub attrs: PathAttributes,
     pub next_hop: NextHop,
+    /// For a set an import policy produced: the set as received, kept for
+    /// soft reconfiguration. It lives here rather than in every path (8
+    /// bytes a route) because policy-changed routes are the exception; it
+    /// is part of the set's identity.
+    pub pre: Option<Arc<AttrSet>>,
 }
 
 impl AttrSet {
@@ -33,7 +38,11 @@ impl AttrSet {
         let next_hop = next_hop
             .or(classic.map(NextHop::V4))
             .unwrap_or(NextHop::V4(Ipv4Addr::UNSPECIFIED));
-        Self { attrs, next_hop }
+        Self {
+            attrs,
+            next_hop,
+            pre: None,
+        }
     }
 
     /// The address to forward to (`None` for next hops of other families).

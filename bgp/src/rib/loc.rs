@@ -17,7 +17,6 @@ use crate::wire::attr::community::LLGR_STALE as LLGR_STALE_COMMUNITY;
 use crate::wire::attr::Community;
 use crate::wire::nlri::Prefix;
 use std::net::{IpAddr, Ipv4Addr};
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 /// Import policy or loop detection refused the path.
@@ -35,19 +34,18 @@ pub(crate) const WITHDRAWN: u8 = 16;
 /// One path for one prefix, from one peer (and ADD-PATH path id).
 #[derive(Clone, Debug)]
 pub(crate) struct Path {
-    /// The attributes after import policy (before it when rejected).
+    /// The attributes after import policy (before it when rejected); when
+    /// policy changed them, they hold the received ones in `pre`.
     pub attrs: Arc<AttrSet>,
-    /// The attributes as received, when policy changed them; kept for soft
-    /// reconfiguration.
-    pub pre: Option<Arc<AttrSet>>,
     pub path_id: u32,
     pub peer: PeerId,
     pub flags: u8,
 }
 
 impl Path {
+    /// The attributes as received (soft reconfiguration).
     pub fn pre(&self) -> &Arc<AttrSet> {
-        self.pre.as_ref().unwrap_or(&self.attrs)
+        self.attrs.pre.as_ref().unwrap_or(&self.attrs)
     }
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
@@ -157,7 +155,7 @@ const _: () = assert!(std::mem::size_of::<Paths>() == std::mem::size_of::<Path>(
 
 impl Default for Paths {
     fn default() -> Self {
-        Paths::Many(Many::default())
+        Paths::Many(Box::default())
     }
 }
 
@@ -166,7 +164,7 @@ impl std::ops::Deref for Paths {
     fn deref(&self) -> &[Path] {
         match self {
             Paths::One(p) => std::slice::from_ref(p),
-            Paths::Many(v) => v.as_slice(),
+            Paths::Many(v) => v,
         }
     }
 }
@@ -175,7 +173,7 @@ impl std::ops::DerefMut for Paths {
     fn deref_mut(&mut self) -> &mut [Path] {
         match self {
             Paths::One(p) => std::slice::from_mut(p),
-            Paths::Many(v) => v.as_mut_slice(),
+            Paths::Many(v) => v,
         }
     }
 }
@@ -187,13 +185,13 @@ impl Paths {
                 return Paths::One(p);
             }
         }
-        Paths::Many(Many::from_vec(v))
+        Paths::Many(Box::new(v))
     }
 
     fn into_vec(self) -> Vec<Path> {
         match self {
             Paths::One(p) => vec![p],
-            Paths::Many(v) => v.into_vec(),
+            Paths::Many(v) => *v,
         }
     }
 
@@ -201,19 +199,18 @@ impl Paths {
     /// churn from many peers reallocates every few arrivals, not each one.
     fn push(&mut self, p: Path) {
         *self = match std::mem::take(self) {
-            Paths::Many(v) if v.len == 0 => Paths::One(p),
+            Paths::Many(v) if v.is_empty() => Paths::One(p),
             Paths::One(first) => {
                 let mut v = Vec::with_capacity(2);
                 v.extend([first, p]);
-                Paths::Many(Many::from_vec(v))
+                Paths::Many(Box::new(v))
             }
-            Paths::Many(v) => {
-                let mut v = v.into_vec();
+            Paths::Many(mut v) => {
                 if v.len() == v.capacity() {
                     v.reserve_exact((v.len() / 2).max(2));
                 }
                 v.push(p);
-                Paths::Many(Many::from_vec(v))
+                Paths::Many(v)
             }
         }
     }
@@ -233,74 +230,9 @@ impl Paths {
     }
 }
 
-/// A `Vec<Path>` in 16 bytes instead of 24 (32-bit length and capacity),
-/// so that [`Paths`] stays the size of the one path it usually holds.
-pub(crate) struct Many {
-    ptr: NonNull<Path>,
-    len: u32,
-    cap: u32,
-}
-
-// SAFETY: `Many` owns its paths exactly as the `Vec<Path>` it was made
-// from did, and `Path` is `Send` and `Sync`.
-unsafe impl Send for Many {}
-// SAFETY: as above.
-unsafe impl Sync for Many {}
-
-impl Many {
-    fn from_vec(v: Vec<Path>) -> Self {
-        let mut v = std::mem::ManuallyDrop::new(v);
-        let (Ok(len), Ok(cap)) = (u32::try_from(v.len()), u32::try_from(v.capacity())) else {
-            panic!("more than 2^32 paths for one prefix");
-        };
-        Many {
-            ptr: NonNull::new(v.as_mut_ptr()).expect("a Vec's pointer is never null"),
-            len,
-            cap,
-        }
-    }
-
-    fn into_vec(self) -> Vec<Path> {
-        let me = std::mem::ManuallyDrop::new(self);
-        // SAFETY: the parts of a `Vec<Path>` (see `from_vec`), taken back
-        // once: `me` is not dropped.
-        unsafe { Vec::from_raw_parts(me.ptr.as_ptr(), me.len as usize, me.cap as usize) }
-    }
-
-    fn as_slice(&self) -> &[Path] {
-        // SAFETY: `len` initialised paths from `ptr` (see `from_vec`).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len as usize) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [Path] {
-        // SAFETY: as in `as_slice`, borrowed mutably through `self`.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len as usize) }
-    }
-}
-
-impl Default for Many {
-    fn default() -> Self {
-        Many::from_vec(Vec::new())
-    }
-}
-
-impl Drop for Many {
-    fn drop(&mut self) {
-        drop(std::mem::take(self).into_vec());
-    }
-}
-
-impl Clone for Many {
-    fn clone(&self) -> Self {
-        Many::from_vec(self.as_slice().to_vec())
-    }
-}
-
-impl std::fmt::Debug for Many {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.as_slice().fmt(f)
-    }
-}
+/// Several paths: a boxed vector, so that [`Paths`] is no larger than the
+/// one path it usually holds (the box fits beside the path's niche).
+type Many = Box<Vec<Path>>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Table {
@@ -723,7 +655,6 @@ mod tests {
         let prefix: Prefix = "10.0.0.0/24".parse().unwrap();
         let path = |flags| Path {
             attrs: stale.clone(),
-            pre: None,
             path_id: 0,
             peer: PeerId(1),
             flags,
@@ -757,7 +688,6 @@ mod tests {
                     Op::Set(x, peer, path_id, a, flags) => {
                         let path = Path {
                             attrs: sets[a].clone(),
-                            pre: None,
                             path_id,
                             peer: PeerId(peer),
                             flags,

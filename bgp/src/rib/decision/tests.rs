@@ -53,6 +53,7 @@ impl C {
                 ..Default::default()
             },
             next_hop: NextHop::V4(Ipv4Addr::from(self.peer)),
+            pre: None,
         }
     }
 }
