@@ -9,28 +9,26 @@
 //! as few UPDATEs as fit, and hands every member a clone of the same encoded
 //! buffer.
 //!
-//! What a group remembers per prefix is only *that* it advertised it and
-//! which peer the route came from (two bytes in a packed map, as BIRD keeps
-//! an export bitmap rather than an export table): the attributes sent are a
-//! pure function of the Loc-RIB route and the group's key, so they are
-//! recomputed when needed (a new member's table, ROUTE-REFRESH, the end of
-//! the selection deferral, `show`) instead of being held for every route.
-//! The exported attribute sets are interned per pass only, and freed once
-//! encoded. A Loc-RIB change is therefore always advertised, even when the
-//! export happens to be the same as before (an ECMP-set change, a MED the
-//! eBGP export strips): a duplicate announcement replaces the route with
-//! itself (RFC 4271 §9.2 lets the speaker send it), where an export table
-//! would cost as much memory as the Loc-RIB.
+//! A group keeps nothing per prefix (BIRD keeps an export bitmap; this
+//! keeps less): what it advertised for a prefix is the export of the
+//! prefix's Loc-RIB best, a pure function of that route and the group's
+//! key. When the best changes, the decision process hands over the route it
+//! replaced, and the group exports both: equal exports send nothing (an
+//! unchanged route is never re-sent), a new one is announced, a lost one
+//! withdrawn. Whole tables (a new member, ROUTE-REFRESH, the end of the
+//! selection deferral, `show`) are exported from the Loc-RIB when needed.
+//! Exported attribute sets are interned per pass only, and freed once
+//! encoded.
 //!
 //! The one per-peer exception is split horizon: a route is never sent back
 //! to the peer it came from. The group records that peer with the
-//! advertisement; the message skips it, and if it held an older version of
-//! the route it gets a withdrawal of its own.
+//! advertisement (the source of the Loc-RIB best); the message skips it,
+//! and if it held an older version of the route it gets a withdrawal of its
+//! own.
 
 use super::attrs::{AttrSet, AttrTable};
 use super::decision::PeerKind;
 use super::loc::{LocRibChange, Route};
-use super::prefix_map::PrefixMap;
 use super::{EncodeError, Output, Peer, PeerId, Rib, RibConfig, RibError};
 use crate::policy::{PeerType, Policy, PolicyInput, Verdict};
 use crate::wire::attr::community::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
@@ -90,19 +88,7 @@ struct Advertised {
 pub(crate) struct UpdateGroup {
     key: GroupKey,
     members: Vec<PeerId>,
-    /// The prefixes advertised, each with the peer excluded by split
-    /// horizon ([`PeerId::LOCAL`] for none).
-    out: PrefixMap<PeerId>,
     messages_encoded: u64,
-}
-
-/// The excluded peer as stored: locally originated routes exclude no one.
-fn stored(exclude: Option<PeerId>) -> PeerId {
-    exclude.unwrap_or(PeerId::LOCAL)
-}
-
-fn excluded(stored: PeerId) -> Option<PeerId> {
-    (stored != PeerId::LOCAL).then_some(stored)
 }
 
 /// A snapshot of one update group, for tests, metrics and `show`.
@@ -359,26 +345,23 @@ fn by_family(prefixes: &[Prefix]) -> Vec<(Family, Vec<NlriEntry>)> {
 }
 
 impl UpdateGroup {
-    /// Records the new advertisement of `prefix` and what must be sent.
-    fn record(&mut self, prefix: Prefix, new: Option<Advertised>, batch: &mut Batch) {
-        let old = self.out.get(&prefix).copied().map(excluded);
+    /// What must be sent when `prefix`'s advertisement goes from `old` to
+    /// `new`.
+    fn record(prefix: Prefix, old: Option<Advertised>, new: Option<Advertised>, batch: &mut Batch) {
         match (old, new) {
             (None, None) => {}
+            (Some(o), Some(n)) if Arc::ptr_eq(&o.attrs, &n.attrs) && o.exclude == n.exclude => {}
             (old, Some(n)) => {
                 if let Some(x) = n.exclude {
                     // Split horizon: the source peer had an older version
                     // from elsewhere; take it back.
-                    if old.is_some_and(|o| o != Some(x)) {
+                    if old.is_some_and(|o| o.exclude != Some(x)) {
                         bucket(&mut batch.only, x, prefix);
                     }
                 }
                 batch.announce(&n, prefix);
-                self.out.insert(prefix, stored(n.exclude));
             }
-            (Some(o), None) => {
-                bucket(&mut batch.withdraw, o, prefix);
-                self.out.remove(&prefix);
-            }
+            (Some(o), None) => bucket(&mut batch.withdraw, o.exclude, prefix),
         }
     }
 
@@ -559,17 +542,16 @@ impl Rib {
         }
     }
 
-    /// Runs `f` on what group `gi` advertises, per prefix: the attributes,
-    /// recomputed from the Loc-RIB (see the module docs), and the peer
-    /// excluded.
+    /// Runs `f` on what group `gi` advertises, per prefix: the export of
+    /// the Loc-RIB best (see the module docs) and the peer excluded.
     fn for_each_export(&self, gi: usize, mut f: impl FnMut(Prefix, &Advertised)) {
         let Some(group) = self.groups.get(gi).and_then(Option::as_ref) else {
             return;
         };
         let mut interned = AttrTable::new();
         let mut cache = ExportCache::new(&group.key);
-        for (prefix, _) in group.out.iter() {
-            let Some(best) = self.table.selected(&prefix).next() else {
+        for (prefix, paths) in self.table.iter() {
+            let Some(best) = paths.first().filter(|p| p.has(super::loc::SELECTED)) else {
                 continue;
             };
             let route = Route::of(prefix, best);
@@ -618,32 +600,13 @@ impl Rib {
         }
     }
 
-    /// Creates a group and fills its Adj-RIB-Out from the Loc-RIB.
+    /// Creates a group (what it advertises follows from the Loc-RIB).
     fn new_group(&mut self, key: GroupKey) -> usize {
-        let mut group = UpdateGroup {
+        let group = UpdateGroup {
             key,
             members: Vec::new(),
-            out: PrefixMap::default(),
             messages_encoded: 0,
         };
-        let Rib {
-            cfg, peers, table, ..
-        } = self;
-        let mut interned = AttrTable::new();
-        let mut cache = ExportCache::new(&group.key);
-        for (prefix, paths) in table.iter() {
-            let Some(best) = paths.first().filter(|p| p.has(super::loc::SELECTED)) else {
-                continue;
-            };
-            let route = Route::of(prefix, best);
-            let exported = cache.export(&route, || {
-                let src = source(peers, cfg, route.peer);
-                export_route(cfg, &mut interned, &group.key, &route, &src)
-            });
-            if let Some(a) = exported {
-                group.out.insert(prefix, stored(a.exclude));
-            }
-        }
         match self.groups.iter().position(Option::is_none) {
             Some(i) => {
                 self.groups[i] = Some(group);
@@ -679,8 +642,14 @@ impl Rib {
         view
     }
 
-    /// Runs every group over the Loc-RIB changes.
-    pub(crate) fn advertise(&mut self, changes: &[LocRibChange], out: &mut Output) {
+    /// Runs every group over the Loc-RIB changes; `was[i]` is the best
+    /// route `changes[i]` replaced.
+    pub(crate) fn advertise(
+        &mut self,
+        changes: &[LocRibChange],
+        was: &[Option<Route>],
+        out: &mut Output,
+    ) {
         let Rib {
             cfg,
             peers,
@@ -688,23 +657,28 @@ impl Rib {
             deferring,
             ..
         } = self;
+        // RFC 4724 §4.1: nothing is sent while deferring; the whole table
+        // goes out when the deferral ends.
+        if *deferring {
+            return;
+        }
         for group in groups.iter_mut().flatten() {
             let mut batch = Batch::default();
             // Interned for this pass only: freed once encoded.
             let mut interned = AttrTable::new();
             let mut cache = ExportCache::new(&group.key);
-            for ch in changes {
-                let new = ch.best().and_then(|best| {
-                    cache.export(best, || {
-                        let src = source(peers, cfg, best.peer);
-                        export_route(cfg, &mut interned, &group.key, best, &src)
-                    })
-                });
-                group.record(ch.prefix(), new, &mut batch);
+            let mut export = |route: &Route| {
+                cache.export(route, || {
+                    let src = source(peers, cfg, route.peer);
+                    export_route(cfg, &mut interned, &group.key, route, &src)
+                })
+            };
+            for (ch, was) in changes.iter().zip(was) {
+                let old = was.as_ref().and_then(&mut export);
+                let new = ch.best().and_then(&mut export);
+                UpdateGroup::record(ch.prefix(), old, new, &mut batch);
             }
-            if !*deferring {
-                group.send(batch, None, out);
-            }
+            group.send(batch, None, out);
         }
     }
 
@@ -782,17 +756,21 @@ impl Rib {
         Ok(out)
     }
 
-    /// The update groups, for metrics and tests.
+    /// The update groups, for metrics and tests. `advertised` is counted
+    /// by exporting the Loc-RIB (one export per attribute set): a walk of
+    /// the table.
     pub fn groups(&self) -> Vec<GroupInfo> {
         self.groups
             .iter()
             .enumerate()
             .filter_map(|(id, g)| {
                 let g = g.as_ref()?;
+                let mut advertised = 0;
+                self.for_each_export(id, |_, _| advertised += 1);
                 Some(GroupInfo {
                     id,
                     members: g.members.clone(),
-                    advertised: g.out.len(),
+                    advertised,
                     messages_encoded: g.messages_encoded,
                 })
             })

@@ -308,6 +308,7 @@ impl Table {
     /// Runs the decision process for `prefix` and records the outcome;
     /// returns the change, if any. `peer` describes a path's peer; `cost` is
     /// the IGP-cost hook, `None` for an unreachable next hop.
+    #[cfg(test)]
     pub fn decide(
         &mut self,
         prefix: Prefix,
@@ -315,6 +316,18 @@ impl Table {
         peer: impl Fn(PeerId) -> Option<PeerView>,
         cost: impl Fn(&Path, &PeerView) -> Option<u32>,
     ) -> Option<LocRibChange> {
+        self.decide_from(prefix, cfg, peer, cost).map(|(c, _)| c)
+    }
+
+    /// [`Table::decide`], with the best route the change replaces (what
+    /// Adj-RIB-Out had exported for the prefix, recomputed from it).
+    pub fn decide_from(
+        &mut self,
+        prefix: Prefix,
+        cfg: &DecisionConfig,
+        peer: impl Fn(PeerId) -> Option<PeerView>,
+        cost: impl Fn(&Path, &PeerView) -> Option<u32>,
+    ) -> Option<(LocRibChange, Option<Route>)> {
         let paths = self.map.get_mut(&prefix)?;
         // Almost every prefix has a few paths: rank them in buffers on the
         // stack, and allocate only for a change or a crowd.
@@ -347,7 +360,7 @@ fn decide_in(
     cost: &impl Fn(&Path, &PeerView) -> Option<u32>,
     ranked: &mut [Ranked],
     chosen: &mut [usize],
-) -> Option<LocRibChange> {
+) -> Option<(LocRibChange, Option<Route>)> {
     let mut usable = 0;
     let mut withdrawn = false;
     for (i, p) in paths.iter().enumerate() {
@@ -386,6 +399,7 @@ fn decide_in(
             .iter()
             .enumerate()
             .all(|(rank, &i)| rank == i || same_route(&paths[rank], &paths[i]));
+    let was = (!unchanged && old > 0).then(|| Route::of(prefix, &paths[0]));
     // Selected first, in rank order; the rest keep their relative order.
     // Rotating each chosen path to its rank moves only the paths between.
     for (rank, &i) in chosen.iter().enumerate() {
@@ -404,14 +418,15 @@ fn decide_in(
         return None;
     }
     let multipath: Vec<Route> = paths[..n].iter().map(|p| Route::of(prefix, p)).collect();
-    Some(match multipath.first() {
+    let change = match multipath.first() {
         Some(best) => LocRibChange::Best {
             prefix,
             best: best.clone(),
             multipath,
         },
         None => LocRibChange::Unreachable { prefix },
-    })
+    };
+    Some((change, was))
 }
 
 /// Whether two paths make the same [`Route`] (see `Route::same`).

@@ -18,9 +18,9 @@
 //!   picks the ECMP set; every change of a prefix's selection becomes a
 //!   [`LocRibChange`].
 //! - Peers whose outbound treatment is identical share an update group
-//!   ([`adj_out`]); a group exports each change once, remembers only which
-//!   prefixes it advertised (not the attributes: they are recomputed when
-//!   needed), and encodes each UPDATE once for all its members.
+//!   ([`adj_out`]); a group exports each change once (and the route it
+//!   replaced, which is what the group had advertised: it keeps no table of
+//!   its own), and encodes each UPDATE once for all its members.
 //!
 //! Memory: a prefix with one path costs one ordered-map entry (an 8-byte
 //! packed key for IPv4, `rib::prefix_map`, whose trees are rebuilt with
@@ -28,9 +28,9 @@
 //! attributes' `Arc`, path id, peer and flags, the pre-policy attributes
 //! hanging off the post-policy set when policy changed them) and nothing
 //! else of its own; 1M IPv4 /24s from one peer with 1000 attribute sets
-//! measure 38 bytes per route for Adj-RIB-In and Loc-RIB together, and 56
-//! with the Adj-RIB-Out of one update group (`rib::memory`, an ignored test
-//! run with `--release`; 83 and 151 at the start of issue 6's memory work).
+//! measure 38 bytes per route for Adj-RIB-In and Loc-RIB together, update
+//! groups adding nothing (`rib::memory`, an ignored test run with
+//! `--release`; 83 and 151 at the start of issue 6's memory work).
 //!
 //! Driving it, call by call (each returns an [`Output`] unless noted):
 //!
@@ -473,12 +473,16 @@ impl Rib {
             }
             igp.cost(p.attrs.next_hop_addr()?)
         };
-        let changes: Vec<LocRibChange> = dirty
-            .into_iter()
-            .filter_map(|prefix| table.decide(prefix, &cfg.decision, peer, cost))
-            .collect();
+        let mut changes = Vec::new();
+        let mut was = Vec::new();
+        for prefix in dirty {
+            if let Some((c, w)) = table.decide_from(prefix, &cfg.decision, peer, cost) {
+                changes.push(c);
+                was.push(w);
+            }
+        }
         let mut out = Output::default();
-        self.advertise(&changes, &mut out);
+        self.advertise(&changes, &was, &mut out);
         out.changes = changes;
         out
     }

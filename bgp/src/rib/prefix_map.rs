@@ -86,6 +86,7 @@ impl<V> PrefixMap<V> {
         }
     }
 
+    #[cfg(test)]
     pub fn insert(&mut self, p: Prefix, v: V) -> Option<V> {
         self.grow();
         match p {
