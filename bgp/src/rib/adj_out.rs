@@ -28,6 +28,7 @@
 
 use super::attrs::{AttrSet, AttrTable};
 use super::decision::PeerKind;
+use super::fxhash::FxHashMap;
 use super::loc::{LocRibChange, Route};
 use super::{EncodeError, Output, Peer, PeerId, Rib, RibConfig, RibError};
 use crate::policy::{PeerType, Policy, PolicyInput, Verdict};
@@ -40,7 +41,7 @@ use crate::wire::update::{TooLarge, Update, UpdatePacker};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -265,14 +266,19 @@ fn export_route(
 /// not one per prefix.
 struct ExportCache {
     enabled: bool,
-    seen: HashMap<(usize, PeerId, bool, Family), Option<Advertised>>,
+    seen: FxHashMap<ExportKey, Option<Advertised>>,
+    /// The last lookup: runs of prefixes share an attribute set.
+    last: Option<(ExportKey, Option<Advertised>)>,
 }
+
+type ExportKey = (usize, PeerId, bool, Family);
 
 impl ExportCache {
     fn new(key: &GroupKey) -> Self {
         Self {
             enabled: key.export.rules.iter().all(|r| r.matches.prefix.is_none()),
-            seen: HashMap::new(),
+            seen: FxHashMap::default(),
+            last: None,
         }
     }
 
@@ -290,7 +296,14 @@ impl ExportCache {
             route.llgr_stale,
             route.prefix.family(),
         );
-        self.seen.entry(k).or_insert_with(run).clone()
+        if let Some((lk, v)) = &self.last {
+            if *lk == k {
+                return v.clone();
+            }
+        }
+        let v = self.seen.entry(k).or_insert_with(run).clone();
+        self.last = Some((k, v.clone()));
+        v
     }
 }
 
@@ -299,7 +312,7 @@ impl ExportCache {
 struct Batch {
     /// Announcements: attribute set, excluded peer, prefixes.
     announce: Vec<(Arc<AttrSet>, Option<PeerId>, Vec<Prefix>)>,
-    index: HashMap<(usize, Option<PeerId>), usize>,
+    index: FxHashMap<(usize, Option<PeerId>), usize>,
     /// Withdrawals to every member but the excluded one.
     withdraw: Vec<(Option<PeerId>, Vec<Prefix>)>,
     /// Withdrawals to one member only.

@@ -86,6 +86,7 @@ pub mod adj_in;
 pub mod adj_out;
 pub mod attrs;
 pub mod decision;
+mod fxhash;
 pub mod loc;
 mod prefix_map;
 pub mod show;
@@ -473,8 +474,8 @@ impl Rib {
             }
             igp.cost(p.attrs.next_hop_addr()?)
         };
-        let mut changes = Vec::new();
-        let mut was = Vec::new();
+        let mut changes = Vec::with_capacity(dirty.len());
+        let mut was = Vec::with_capacity(dirty.len());
         for prefix in dirty {
             if let Some((c, w)) = table.decide_from(prefix, &cfg.decision, peer, cost) {
                 changes.push(c);
