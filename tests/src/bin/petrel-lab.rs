@@ -18,8 +18,8 @@ const USAGE: &str =
     "usage: petrel-lab up [--tor frr|bird] [--json] [--name NAME] [--peering datastore|file]
        petrel-lab down [--name NAME]
 
-Binaries: petreld, petrelctl and petrel-ipam beside this one, or in
-$PETREL_BIN_DIR. Logs and configs: $TMPDIR/petrel-lab/NAME/.";
+Binaries: petreld, petrelctl, petrel-ipam and petrel-ipam-direct beside
+this one, or in $PETREL_BIN_DIR. Logs and configs: $TMPDIR/petrel-lab/NAME/.";
 
 struct Args {
     command: String,
