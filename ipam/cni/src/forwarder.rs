@@ -16,7 +16,7 @@ use crate::client::{self, Forward};
 use crate::conf::parse;
 use crate::env::Env;
 use crate::error::{code, CniError};
-use crate::output::{output, version_result};
+use crate::output::{output, print, version_result};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -229,18 +229,6 @@ fn debug(msg: &str) {
     if std::env::var("PETREL_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace")) {
         eprintln!("petrel-ipam: {msg}");
     }
-}
-
-fn print((stdout, exit): (String, u8)) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    if out
-        .write_all(stdout.as_bytes())
-        .and_then(|()| out.flush())
-        .is_err()
-    {
-        return ExitCode::from(1);
-    }
-    ExitCode::from(exit)
 }
 
 #[cfg(test)]

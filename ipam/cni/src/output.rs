@@ -32,6 +32,21 @@ pub fn version_of(stdin: &[u8]) -> String {
         .unwrap_or_else(|| "1.1.0".to_string())
 }
 
+/// Prints a plugin's result (see [`output`]) on stdout and gives its exit
+/// status (1 when stdout cannot be written).
+pub fn print((stdout, exit): (String, u8)) -> std::process::ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if out
+        .write_all(stdout.as_bytes())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
+        return std::process::ExitCode::from(1);
+    }
+    std::process::ExitCode::from(exit)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,9 @@
 //! result or a CNI error object on stdout, and logs to stderr (PETREL_LOG
 //! sets the level, default warn).
 
+use petrel_cni::output::print;
 use petrel_ipam::cni::{self, CniError};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -41,16 +42,4 @@ fn main() -> ExitCode {
         tracing::error!(code = e.code, msg = %e.msg, details = %e.details, "failed");
     }
     print(cni::output(&outcome, &stdin))
-}
-
-fn print((stdout, exit): (String, u8)) -> ExitCode {
-    let mut out = std::io::stdout().lock();
-    if out
-        .write_all(stdout.as_bytes())
-        .and_then(|()| out.flush())
-        .is_err()
-    {
-        return ExitCode::from(1);
-    }
-    ExitCode::from(exit)
 }
