@@ -148,27 +148,7 @@ async fn bridge_delegates_to_petrel_ipam_in_a_netns() {
     {
         return;
     }
-    let mut etcd = EtcdServer::start().expect("start etcd");
-    let store = EtcdStore::connect(&EtcdConfig::new(vec![etcd.endpoint.clone()]))
-        .await
-        .expect("connect");
-    let ipam = Ipam::new(Arc::new(store));
-    ipam.set_config(&IpamConfig::default())
-        .await
-        .expect("config");
-    for (name, cidr, bs) in [("v4", "10.251.0.0/24", 26), ("v6", "fd51::/120", 122)] {
-        ipam.add_pool(&Pool {
-            name: name.into(),
-            cidr: cidr.parse().expect("cidr"),
-            block_size: bs,
-            disabled: false,
-            node_selector: String::new(),
-            allowed_uses: vec![PoolUse::Workload],
-            encapsulation: Encapsulation::Vxlan,
-        })
-        .await
-        .expect("pool");
-    }
+    let (mut etcd, ipam) = etcd_with_pools("10.251.0.0/24", "fd51::/120").await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("pod-mtu"), "1400\n").expect("mtu file");
     let pid = std::process::id();
@@ -498,27 +478,7 @@ async fn bridge_holds_the_reserved_gateway() {
     {
         return;
     }
-    let etcd = EtcdServer::start().expect("start etcd");
-    let store = EtcdStore::connect(&EtcdConfig::new(vec![etcd.endpoint.clone()]))
-        .await
-        .expect("connect");
-    let ipam = Ipam::new(Arc::new(store));
-    ipam.set_config(&IpamConfig::default())
-        .await
-        .expect("config");
-    for (name, cidr, bs) in [("v4", "10.252.0.0/24", 26), ("v6", "fd52::/120", 122)] {
-        ipam.add_pool(&Pool {
-            name: name.into(),
-            cidr: cidr.parse().expect("cidr"),
-            block_size: bs,
-            disabled: false,
-            node_selector: String::new(),
-            allowed_uses: vec![PoolUse::Workload],
-            encapsulation: Encapsulation::Vxlan,
-        })
-        .await
-        .expect("pool");
-    }
+    let (etcd, ipam) = etcd_with_pools("10.252.0.0/24", "fd52::/120").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let pid = std::process::id();
     let bridge = format!("ptrg{}", pid % 100000);
@@ -649,4 +609,31 @@ async fn bridge_holds_the_reserved_gateway() {
             .and_then(|o| b.allocations.get(&o))
             .is_some_and(|a| petrel_ipam::gateway::is_gateway_handle(&a.handle))));
     }
+}
+
+/// A fresh etcd with IPAM config and a v4 (/26 blocks) and a v6 (/122
+/// blocks) workload pool.
+async fn etcd_with_pools(v4: &str, v6: &str) -> (EtcdServer, Ipam) {
+    let etcd = EtcdServer::start().expect("start etcd");
+    let store = EtcdStore::connect(&EtcdConfig::new(vec![etcd.endpoint.clone()]))
+        .await
+        .expect("connect");
+    let ipam = Ipam::new(Arc::new(store));
+    ipam.set_config(&IpamConfig::default())
+        .await
+        .expect("config");
+    for (name, cidr, bs) in [("v4", v4, 26), ("v6", v6, 122)] {
+        ipam.add_pool(&Pool {
+            name: name.into(),
+            cidr: cidr.parse().expect("cidr"),
+            block_size: bs,
+            disabled: false,
+            node_selector: String::new(),
+            allowed_uses: vec![PoolUse::Workload],
+            encapsulation: Encapsulation::Vxlan,
+        })
+        .await
+        .expect("pool");
+    }
+    (etcd, ipam)
 }

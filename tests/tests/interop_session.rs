@@ -356,15 +356,7 @@ fn connection_collision_leaves_one_stable_session() -> Result<()> {
             Ok((la >= 4 && lb >= 4).then_some(()))
         },
     )?;
-    let conns = a.exec(
-        "ss",
-        &[
-            "-Htn",
-            "state",
-            "established",
-            "( sport = :179 or dport = :179 )",
-        ],
-    )?;
+    let conns = bgp_connections(&a)?;
     assert_eq!(conns.lines().count(), 1, "BGP connections:\n{conns}");
     for (name, p) in [("A", &pa), ("B", &pb)] {
         let log = p.log();
@@ -393,15 +385,7 @@ fn connection_collision_loses_neither_connection() -> Result<()> {
     // on port 179.
     let logs = format!("{}\n{}", pa.log(), pb.log());
     if logs.lines().any(|l| l.contains("collision:")) {
-        let conns = a.exec(
-            "ss",
-            &[
-                "-Htn",
-                "state",
-                "established",
-                "( sport = :179 or dport = :179 )",
-            ],
-        )?;
+        let conns = bgp_connections(&a)?;
         let local = conns.split_whitespace().nth(2).unwrap_or_default();
         assert!(local.ends_with(":179"), "§6.8 kept A's connection: {conns}");
     }
@@ -418,6 +402,19 @@ fn connection_collision_loses_neither_connection() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The established BGP connections in `ns`, one `ss` line each.
+fn bgp_connections(ns: &Netns) -> Result<String> {
+    ns.exec(
+        "ss",
+        &[
+            "-Htn",
+            "state",
+            "established",
+            "( sport = :179 or dport = :179 )",
+        ],
+    )
 }
 
 fn signal(daemons: &[&Petreld], sig: libc::c_int) {
