@@ -3,10 +3,10 @@
 //! MTU change, liveness ping) and netlink route events, one at a time, so
 //! the Fib needs no lock.
 //!
-//! The Fib blocks in short netlink system calls, run under
-//! `block_in_place` (petreld's runtime is multi-threaded). Every channel is
-//! bounded: a full command channel makes the sender wait, which is the
-//! back-pressure the speaker's Loc-RIB stream already has.
+//! The Fib blocks in netlink system calls, so the task runs on a thread of
+//! its own (a single-threaded runtime that runs nothing else). Every
+//! channel is bounded: a full command channel makes the sender wait, which
+//! is the back-pressure the speaker's Loc-RIB stream already has.
 
 use super::{Event, Fib, FibConfig, FibCounters, Held, Monitor};
 use crate::control::FibRow;
@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::block_in_place;
 use tracing::{error, info, warn};
 
 /// Requests to the FIB task.
@@ -131,15 +130,35 @@ pub fn spawn(
         counters: fib.counters(),
         routes: routes.clone(),
     };
-    tokio::spawn(run(
-        fib,
-        monitor,
-        settings.sweep_after,
-        loc_rib,
-        rx,
-        blackholes,
-        routes,
-    ));
+    // The writer gets a thread of its own: its netlink calls are the
+    // longest CPU-bound work in petreld (the kernel installs routes inside
+    // them), and on a thread of the shared runtime each one would hand the
+    // worker's other tasks (the speaker) to another thread and back.
+    let sweep_after = settings.sweep_after;
+    std::thread::Builder::new()
+        .name("petrel-fib".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "cannot start the FIB writer's runtime");
+                    return;
+                }
+            };
+            rt.block_on(run(
+                fib,
+                monitor,
+                sweep_after,
+                loc_rib,
+                rx,
+                blackholes,
+                routes,
+            ));
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the FIB writer thread: {e}"))?;
     Ok(h)
 }
 
@@ -170,6 +189,12 @@ async fn run(
         tokio::select! {
             batch = loc_rib.recv() => {
                 let Some(mut batch) = batch else { return };
+                // Half the queue or more waiting: the writer is behind and
+                // the speaker is (about to be) blocked on it, so holding
+                // (below) would only idle both; the queue itself gathers
+                // the next batch meanwhile. Holding there cost a full
+                // table ~15% of its time (docs/benchmarks.md, fourth round).
+                let behind = loc_rib.len() * 2 >= loc_rib.max_capacity();
                 // The speaker sends a batch per UPDATE (a handful of
                 // prefixes): take what else is queued too, so a netlink
                 // datagram carries hundreds of routes instead of one
@@ -183,8 +208,9 @@ async fn run(
                 // In a burst (a table arriving, several peers racing for
                 // the best path), wait a moment for more: a prefix whose
                 // best path changes again within the window is written
-                // once, not once per change. A lone change goes at once.
-                if batch.len() >= BURST {
+                // once, not once per change. A lone change goes at once,
+                // and so does a batch while the writer is behind.
+                if batch.len() >= BURST && !behind {
                     let deadline = tokio::time::Instant::now() + BURST_HOLD;
                     while batch.len() < COALESCE {
                         match tokio::time::timeout_at(deadline, loc_rib.recv()).await {
@@ -193,7 +219,7 @@ async fn run(
                         }
                     }
                 }
-                match block_in_place(|| fib.apply(&batch)) {
+                match fib.apply(&batch) {
                     Ok(report) => log_report(&report),
                     Err(e) => error!(error = %e, "netlink socket failed"),
                 }
@@ -201,13 +227,13 @@ async fn run(
             set = recv_opt(&mut blackholes) => match set {
                 Some(set) => {
                     for p in own_blackholes.difference(&set) {
-                        match block_in_place(|| fib.remove(*p)) {
+                        match fib.remove(*p) {
                             Ok(r) => log_report(&r),
                             Err(e) => error!(error = %e, prefix = %p, "netlink socket failed"),
                         }
                     }
                     for p in set.difference(&own_blackholes) {
-                        match block_in_place(|| fib.install_blackhole(*p)) {
+                        match fib.install_blackhole(*p) {
                             Ok(r) => log_report(&r),
                             Err(e) => error!(error = %e, prefix = %p, "netlink socket failed"),
                         }
@@ -218,11 +244,11 @@ async fn run(
             },
             cmd = commands.recv() => match cmd {
                 Some(Command::Show(reply)) => {
-                    let _ = reply.send(block_in_place(|| rows(&fib)));
+                    let _ = reply.send(rows(&fib));
                 }
                 Some(Command::SetMtu(m)) => {
                     info!(mtu = ?m, routes = fib.len(), "route MTU changed; re-installing routes");
-                    match block_in_place(|| fib.set_mtu(m)) {
+                    match fib.set_mtu(m) {
                         Ok(r) => log_report(&r),
                         Err(e) => error!(error = %e, "netlink socket failed"),
                     }
@@ -232,7 +258,7 @@ async fn run(
                 }
                 Some(Command::Converged) if !swept => {
                     swept = true;
-                    match block_in_place(|| fib.sweep_stale()) {
+                    match fib.sweep_stale() {
                         Ok(r) => info!(removed = r.removed, "converged: stale kernel routes of a previous run swept"),
                         Err(e) => warn!(error = %e, "sweep of stale kernel routes failed"),
                     }
@@ -258,12 +284,12 @@ async fn run(
                             Event::Addr { deleted: false, .. } => relink = true,
                             _ => {}
                         }
-                        if let Err(e) = block_in_place(|| fib.on_event(ev)) {
+                        if let Err(e) = fib.on_event(ev) {
                             warn!(error = %e, "could not restore a route");
                         }
                     }
                     if relink {
-                        match block_in_place(|| fib.relink()) {
+                        match fib.relink() {
                             Ok(r) => {
                                 info!(installed = r.installed, unresolved = fib.unresolved_count(), "link or address up: routes re-installed");
                                 log_report(&r);
@@ -274,12 +300,12 @@ async fn run(
                 }
                 Err(e) => {
                     warn!(error = %e, "netlink monitor failed; resynchronising");
-                    let _ = block_in_place(|| fib.resync());
+                    let _ = fib.resync();
                 }
             },
             _ = &mut sweep, if !swept => {
                 swept = true;
-                match block_in_place(|| fib.sweep_stale()) {
+                match fib.sweep_stale() {
                     Ok(r) => info!(removed = r.removed, "stale kernel routes of a previous run swept"),
                     Err(e) => warn!(error = %e, "sweep of stale kernel routes failed"),
                 }
