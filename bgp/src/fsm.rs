@@ -284,7 +284,9 @@ impl Fsm {
         d.mul_f64(f)
     }
 
-    fn local_open(&self) -> Open {
+    /// The OPEN this FSM sends (also sent by the driver on a second
+    /// connection during a §6.8 collision).
+    pub fn local_open(&self) -> Open {
         Open::new(
             self.cfg.local_as,
             self.cfg.hold_time,

@@ -15,7 +15,7 @@ use crate::wire::notification::{CeaseError, ErrorCode};
 use crate::wire::{Message, Notification, Open, RouteRefresh, Update};
 use bytes::{Bytes, BytesMut};
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,13 +83,46 @@ struct Conn {
     stream: TcpStream,
     outgoing: bool,
     buf: BytesMut,
+    /// Our OPEN already went out on this connection (it was the second
+    /// connection of a collision): the FSM's own OPEN is not sent again.
+    open_sent: bool,
 }
+
+impl Conn {
+    fn new(stream: TcpStream, outgoing: bool) -> Self {
+        Self {
+            stream,
+            outgoing,
+            buf: BytesMut::with_capacity(64 * 1024),
+            open_sent: false,
+        }
+    }
+}
+
+/// RFC 4271 §6.8: a second connection with the peer while the FSM's own is
+/// in OpenSent or OpenConfirm. Our OPEN has gone out on it, as on any new
+/// connection, so that the peer can decide too; the peer's OPEN on it
+/// decides which of the two survives. Both speakers apply the same rule to
+/// the same two connections, so they keep the same one.
+struct Second {
+    stream: TcpStream,
+    outgoing: bool,
+    buf: BytesMut,
+    /// A peer that sends no OPEN on it by then loses it.
+    deadline: Instant,
+}
+
+/// How long a second connection may wait for the peer's OPEN.
+const SECOND_OPEN_WAIT: Duration = Duration::from_secs(30);
 
 struct Task {
     cfg: PeerConfig,
     fsm: Fsm,
     conn: Option<Conn>,
+    /// Our outgoing connection attempt. It stays when the peer's connection
+    /// is accepted meanwhile: if it completes too, §6.8 picks one.
     connecting: Option<ConnectFuture>,
+    second: Option<Second>,
     timers: [Option<Instant>; 5],
     events: mpsc::Sender<PeerEvent>,
     /// The peer advertised graceful restart on the current session.
@@ -130,6 +163,7 @@ pub fn spawn_peer(
         fsm,
         conn: None,
         connecting: None,
+        second: None,
         timers: [None; 5],
         events,
         peer_gr: false,
@@ -169,6 +203,15 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
+            let second = async {
+                match self.second.as_mut() {
+                    Some(s) => {
+                        s.buf.reserve(4096);
+                        tokio::time::timeout_at(s.deadline, s.stream.read_buf(&mut s.buf)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     None => {
@@ -187,10 +230,15 @@ impl Task {
                 res = connecting => {
                     self.connecting = None;
                     match res {
+                        // The peer's connection was accepted meanwhile.
+                        Ok(stream) if self.conn.is_some() => self.second_connection(stream, true).await,
                         Ok(stream) => {
                             debug!(%peer, "connected");
-                            self.conn = Some(Conn { stream, outgoing: true, buf: BytesMut::with_capacity(64 * 1024) });
+                            self.conn = Some(Conn::new(stream, true));
                             self.feed(Event::TcpConnected).await;
+                        }
+                        Err(e) if self.conn.is_some() => {
+                            debug!(%peer, error = %e, "connect failed; the accepted connection stays");
                         }
                         Err(e) => {
                             debug!(%peer, error = %e, "connect failed");
@@ -206,6 +254,28 @@ impl Task {
                     }
                     Ok(_) => self.drain().await,
                 },
+                res = second => match res {
+                    Ok(Ok(n)) if n > 0 => self.second_read().await,
+                    Ok(_) => {
+                        debug!(%peer, "collision: the second connection closed");
+                        self.second = None;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "collision: no OPEN on the second connection; closing it");
+                        if let Some(s) = self.second.take() {
+                            reject(s.stream, CeaseError::ConnectionCollisionResolution).await;
+                        }
+                    }
+                },
+            }
+            // §6.8: "a connection collision with an existing BGP connection
+            // that is in the Established state causes closing of the newly
+            // created connection".
+            if self.fsm.state() == State::Established {
+                if let Some(s) = self.second.take() {
+                    debug!(%peer, "collision: the session is up; closing the second connection");
+                    reject(s.stream, CeaseError::ConnectionCollisionResolution).await;
+                }
             }
             if self.fsm.state() == State::Established {
                 if let Some(t) = self.established_at {
@@ -231,6 +301,18 @@ impl Task {
                     let raw = raw.freeze();
                     let body = raw.slice(HEADER_LEN..);
                     let ev = match Message::decode_body(self.fsm.codec(), header.msg_type, &body) {
+                        // §6.8, decided before this OPEN moves the FSM on (and
+                        // a KEEPALIVE goes out on a connection that may lose):
+                        // the peer decides the same way on its side, so
+                        // neither side confirms the connection the other
+                        // closes.
+                        Ok(Message::Open(o)) if self.second.is_some() => {
+                            if !self.resolve(o.bgp_id, None).await {
+                                // Now on the second connection: its bytes.
+                                continue;
+                            }
+                            Event::Received(Message::Open(o))
+                        }
                         Ok(m) => Event::Received(m),
                         Err(n) => Event::DecodeError(n),
                     };
@@ -248,9 +330,11 @@ impl Task {
         match cmd {
             PeerCommand::Start => self.feed(Event::ManualStart).await,
             PeerCommand::Stop { communication } => {
+                self.second = None;
                 self.feed(Event::ManualStop { communication }).await
             }
             PeerCommand::AdminDown { notification, idle } => {
+                self.second = None;
                 self.feed(Event::AdminDown { notification, idle }).await
             }
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
@@ -287,12 +371,11 @@ impl Task {
                 drop(stream);
             }
             State::Connect | State::Active => {
-                self.connecting = None;
-                self.conn = Some(Conn {
-                    stream,
-                    outgoing: false,
-                    buf: BytesMut::with_capacity(64 * 1024),
-                });
+                // Our own attempt is left running: if it completes as well,
+                // the two connections collide (§6.8) and one is closed with
+                // a NOTIFICATION, rather than ours vanishing unannounced
+                // while the peer may have accepted it.
+                self.conn = Some(Conn::new(stream, false));
                 self.feed(Event::TcpAccepted).await;
             }
             State::Established if self.peer_gr => {
@@ -304,74 +387,149 @@ impl Task {
                 self.feed(Event::TcpFails).await;
                 self.feed(Event::ManualStart).await;
                 self.connecting = None;
-                self.conn = Some(Conn {
-                    stream,
-                    outgoing: false,
-                    buf: BytesMut::with_capacity(64 * 1024),
-                });
+                self.conn = Some(Conn::new(stream, false));
                 self.feed(Event::TcpAccepted).await;
             }
             State::Established => {
                 // §6.8: a collision with an Established session closes the new connection.
                 reject(stream, CeaseError::ConnectionCollisionResolution).await;
             }
-            State::OpenSent | State::OpenConfirm => self.collision(stream).await,
+            State::OpenSent | State::OpenConfirm => self.second_connection(stream, false).await,
         }
     }
 
-    /// §6.8: read the new connection's OPEN, then keep the connection that
-    /// the speaker with the higher BGP Identifier initiated.
-    async fn collision(&mut self, mut stream: TcpStream) {
+    /// §6.8: a second connection while the first is in OpenSent or
+    /// OpenConfirm. Our OPEN goes out on it at once, as on any connection:
+    /// a peer in the same position decides when it reads it, and waiting
+    /// for the peer's OPEN first would deadlock two speakers that both wait.
+    async fn second_connection(&mut self, mut stream: TcpStream, outgoing: bool) {
         let peer = self.cfg.address;
-        let mut buf = BytesMut::with_capacity(4096);
-        let open = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                if let Ok(Some((h, raw))) = split_message(&mut buf, 4096) {
-                    let raw = raw.freeze();
-                    return match Message::decode_body(
-                        &Default::default(),
-                        h.msg_type,
-                        &raw.slice(HEADER_LEN..),
-                    ) {
-                        Ok(Message::Open(o)) => Some(o),
-                        _ => None,
-                    };
-                }
-                match stream.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                }
-            }
-        })
-        .await
-        .ok()
-        .flatten();
-        let Some(open) = open else { return };
-        let existing_outgoing = self.conn.as_ref().is_some_and(|c| c.outgoing);
-        if collision_keeps_existing(self.cfg.fsm.local_id, open.bgp_id, existing_outgoing) {
-            debug!(%peer, "collision: keeping the existing connection");
+        if self.second.is_some() || self.fsm.state() == State::Established {
+            // A third, or a late one: what is there stays.
             reject(stream, CeaseError::ConnectionCollisionResolution).await;
             return;
         }
-        debug!(%peer, "collision: switching to the new connection");
-        let n = Notification::bare(ErrorCode::Cease(CeaseError::ConnectionCollisionResolution));
-        if let Ok(b) = Message::Notification(n).to_bytes(&Default::default()) {
-            self.write(&b).await;
+        let open = Message::Open(self.fsm.local_open());
+        let Ok(b) = open.to_bytes(&Default::default()) else {
+            return;
+        };
+        if let Err(e) = stream.write_all(&b).await {
+            debug!(%peer, error = %e, "collision: the second connection failed");
+            return;
         }
-        self.conn = None;
-        self.feed(Event::TcpFails).await;
+        debug!(%peer, outgoing, "collision: second connection; OPEN sent");
+        self.second = Some(Second {
+            stream,
+            outgoing,
+            buf: BytesMut::with_capacity(4096),
+            deadline: Instant::now() + SECOND_OPEN_WAIT,
+        });
+        // In OpenConfirm the peer's BGP Identifier is known: decide now
+        // (§6.8 examines the connections in OpenConfirm).
+        if self.fsm.state() == State::OpenConfirm {
+            if let Some(id) = self.fsm.remote_open().map(|o| o.bgp_id) {
+                self.resolve(id, None).await;
+            }
+        }
+    }
+
+    /// §6.8 between the FSM's connection and the second, the peer's BGP
+    /// Identifier known: the connection the speaker with the higher
+    /// Identifier initiated stays, the other is closed with Cease /
+    /// Connection Collision Resolution. `open` is the peer's OPEN on the
+    /// second connection, if that is where it came. Returns whether the
+    /// FSM's connection stayed.
+    async fn resolve(&mut self, remote_id: Ipv4Addr, open: Option<Open>) -> bool {
+        let peer = self.cfg.address;
+        let Some(s) = self.second.take() else {
+            return true;
+        };
+        let existing_outgoing = self.conn.as_ref().is_some_and(|c| c.outgoing);
+        if self.conn.is_some()
+            && collision_keeps_existing(self.cfg.fsm.local_id, remote_id, existing_outgoing)
+        {
+            debug!(%peer, existing_outgoing, "collision: keeping the existing connection");
+            reject(s.stream, CeaseError::ConnectionCollisionResolution).await;
+            return true;
+        }
+        debug!(%peer, existing_outgoing, "collision: switching to the second connection");
+        if let Some(c) = self.conn.take() {
+            reject(c.stream, CeaseError::ConnectionCollisionResolution).await;
+            self.feed(Event::TcpFails).await;
+        }
+        self.adopt(s, open).await;
+        false
+    }
+
+    /// Bytes arrived on the second connection: once its first message is
+    /// whole, the peer's OPEN decides the collision; anything else (its
+    /// NOTIFICATION: the peer closed it) ends it.
+    async fn second_read(&mut self) {
+        let peer = self.cfg.address;
+        let Some(s) = self.second.as_mut() else {
+            return;
+        };
+        let open = match split_message(&mut s.buf, 4096) {
+            Ok(None) => return,
+            Ok(Some((h, raw))) => {
+                let raw = raw.freeze();
+                match Message::decode_body(
+                    &Default::default(),
+                    h.msg_type,
+                    &raw.slice(HEADER_LEN..),
+                ) {
+                    Ok(Message::Open(o)) => Some(o),
+                    Ok(Message::Notification(n)) => {
+                        debug!(%peer, notification = %n, "collision: the peer closed the second connection");
+                        None
+                    }
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        let Some(open) = open else {
+            self.second = None;
+            return;
+        };
+        if self.fsm.state() == State::Established {
+            if let Some(s) = self.second.take() {
+                reject(s.stream, CeaseError::ConnectionCollisionResolution).await;
+            }
+            return;
+        }
+        // With no connection of the FSM's left (the peer closed it, having
+        // chosen this one, or it failed), `resolve` carries on with this.
+        if !self.resolve(open.bgp_id, Some(open)).await {
+            self.drain().await;
+        }
+    }
+
+    /// Makes the second connection the FSM's: our OPEN is out on it, and
+    /// `open` is the peer's if it came (later bytes are in its buffer).
+    async fn adopt(&mut self, s: Second, open: Option<Open>) {
         if self.fsm.state() == State::Idle {
             self.feed(Event::ManualStart).await;
         }
         self.connecting = None;
+        if !matches!(self.fsm.state(), State::Connect | State::Active) {
+            return;
+        }
         self.conn = Some(Conn {
-            stream,
-            outgoing: false,
-            buf,
+            stream: s.stream,
+            outgoing: s.outgoing,
+            buf: s.buf,
+            open_sent: true,
         });
-        self.feed(Event::TcpAccepted).await;
-        self.feed(Event::Received(Message::Open(open))).await;
-        self.drain().await;
+        self.feed(if s.outgoing {
+            Event::TcpConnected
+        } else {
+            Event::TcpAccepted
+        })
+        .await;
+        if let Some(open) = open {
+            self.feed(Event::Received(Message::Open(open))).await;
+        }
     }
 
     async fn write(&mut self, b: &[u8]) -> bool {
@@ -433,6 +591,9 @@ impl Task {
                         let Some(conn) = self.conn.as_mut() else {
                             return;
                         };
+                        if matches!(m, Message::Open(_)) && std::mem::take(&mut conn.open_sent) {
+                            return;
+                        }
                         // A failed write surfaces as a read error next.
                         let _ = conn.stream.write_all(&b).await;
                     }
