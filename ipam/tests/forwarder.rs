@@ -39,18 +39,32 @@ fn lone_forwarder(dir: &Path) -> PathBuf {
 }
 
 fn run(bin: &Path, command: &str, cid: &str, cni_path: &Path, conf: &[u8]) -> Outcome {
-    let mut child = Command::new(bin)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", cid)
-        .env("CNI_NETNS", "/var/run/netns/none")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", cni_path)
-        .env_remove("PETREL_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the plugin");
+    let spawn = || {
+        Command::new(bin)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", cid)
+            .env("CNI_NETNS", "/var/run/netns/none")
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", cni_path)
+            .env_remove("PETREL_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    };
+    // A binary copied just now (`lone_forwarder`) can be "busy" for a
+    // moment: a test on another thread that forks while the copy's file is
+    // open hands the open descriptor to its child until that child execs.
+    let mut tries = 0;
+    let mut child = loop {
+        match spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => break r.expect("spawn the plugin"),
+        }
+    };
     let mut stdin = child.stdin.take().expect("stdin");
     let conf = conf.to_vec();
     // A writer thread: the config may be larger than the pipe.
