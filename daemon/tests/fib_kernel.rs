@@ -564,3 +564,106 @@ fn monitor_filter_drops_our_own_notifications_only() {
     })
     .unwrap();
 }
+
+/// Feeds the monitor's events to the FIB until `done` holds of what it
+/// re-installed, or 5 s pass; returns the routes re-installed.
+fn feed_link_events(fib: &mut Fib, mon: &mut Monitor, done: impl Fn(usize) -> bool) -> usize {
+    let mut installed = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done(installed) && Instant::now() < deadline {
+        for ev in mon.wait(Duration::from_millis(200)).unwrap() {
+            if let Some(r) = fib.on_link_event(&ev).unwrap() {
+                assert!(r.errors.is_empty(), "{r:?}");
+                installed += r.installed;
+            }
+        }
+    }
+    installed
+}
+
+/// RTAX_MTU is written only where it differs from the egress link's MTU
+/// (the kernel uses the link's when a route has none; the metric costs it
+/// an allocation per route), and a link's MTU change re-decides.
+#[test]
+fn route_mtu_left_out_where_the_egress_link_has_it() {
+    let Some((_lab, ns)) = lab("fib-egress") else {
+        return;
+    };
+    ns.ip(&["link", "set", "d1", "mtu", "1400"]).unwrap();
+    let n = ns.clone();
+    ns.enter(move || {
+        let mut fib = Fib::open(cfg())?; // route MTU 1400
+        let mut mon = Monitor::open()?;
+        mon.ignore_sender(fib.port())?;
+        let r = fib.apply(&[
+            best("10.11.0.0/24", "192.0.2.2"),     // d0: 1500
+            best("10.11.1.0/24", "198.51.100.2"),  // d1: 1400
+            best("fd00:11::/48", "2001:db8:1::2"), // d1: 1400
+            ecmp("10.11.2.0/24", &["192.0.2.2", "198.51.100.2"]),
+        ])?;
+        assert_eq!((r.installed, r.errors.len()), (4, 0), "{r:?}");
+        let k = ours(&n);
+        let mtu = |dst: &str| mtu_of(find(&k, dst).expect(dst));
+        assert_eq!(mtu("10.11.0.0/24"), Some(1400), "below d0's 1500: written");
+        assert_eq!(mtu("10.11.1.0/24"), None, "d1's own MTU: left out");
+        assert_eq!(mtu("fd00:11::/48"), None, "d1's own MTU: left out");
+        assert_eq!(mtu("10.11.2.0/24"), Some(1400), "one hop over d0: written");
+        // The kernel's answer for the route without the metric: d1's 1400.
+        let got = n.ip(&["route", "get", "10.11.1.5"])?;
+        assert!(!got.contains("mtu"), "{got}");
+        // Which new addresses call for re-installing: one where our next
+        // hops are, not a pod veth's link-local one.
+        let addr = |ifindex: u32, net: &str| fib::msg::AddrInfo {
+            ifindex,
+            net: net.parse().unwrap(),
+        };
+        assert!(fib.next_hops_in(&addr(999, "192.0.2.77/24")));
+        assert!(fib.next_hops_in(&addr(999, "2001:db8:1::9/64")));
+        assert!(!fib.next_hops_in(&addr(999, "fe80::1/64")));
+        assert!(!fib.next_hops_in(&addr(999, "203.0.113.1/24")));
+
+        // d0 drops to 1400: its routes lose the metric.
+        n.ip(&["link", "set", "d0", "mtu", "1400"])?;
+        let redone = feed_link_events(&mut fib, &mut mon, |i| i >= 2);
+        assert_eq!(redone, 2, "the d0 route and the ECMP route re-installed");
+        let k = ours(&n);
+        let mtu = |dst: &str| mtu_of(find(&k, dst).expect(dst));
+        assert_eq!(mtu("10.11.0.0/24"), None);
+        assert_eq!(mtu("10.11.2.0/24"), None);
+        // d1 goes up to 9000: its routes need the metric again.
+        n.ip(&["link", "set", "d1", "mtu", "9000"])?;
+        let redone = feed_link_events(&mut fib, &mut mon, |i| i >= 3);
+        assert_eq!(redone, 3);
+        let k = ours(&n);
+        let mtu = |dst: &str| mtu_of(find(&k, dst).expect(dst));
+        assert_eq!(mtu("10.11.0.0/24"), None);
+        assert_eq!(mtu("10.11.1.0/24"), Some(1400));
+        assert_eq!(mtu("fd00:11::/48"), Some(1400));
+        assert_eq!(mtu("10.11.2.0/24"), Some(1400));
+
+        // Someone adds the metric to a route that has none: it is ours as
+        // we wrote it no longer, and is restored without it.
+        n.ip(&[
+            "route",
+            "replace",
+            "10.11.0.0/24",
+            "via",
+            "192.0.2.2",
+            "proto",
+            "202",
+            "mtu",
+            "1400",
+        ])?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut restored = false;
+        while !restored && Instant::now() < deadline {
+            for ev in mon.wait(Duration::from_millis(200))? {
+                restored |= fib.on_event(&ev)?.is_some();
+            }
+        }
+        assert!(restored);
+        assert_eq!(mtu_of(find(&ours(&n), "10.11.0.0/24").unwrap()), None);
+        Ok(())
+    })
+    .unwrap();
+}

@@ -3,7 +3,8 @@
 //! Design. [`Fib`] owns one NETLINK_ROUTE socket and a map of what it
 //! installed. [`Fib::apply`] coalesces a slice of Loc-RIB changes per prefix
 //! (the last change wins), turns each into one RTM_NEWROUTE (create +
-//! replace, our protocol, our table, RTAX_MTU, RTA_MULTIPATH for ECMP sets)
+//! replace, our protocol, our table, RTAX_MTU where it is not the egress
+//! link's MTU already ([`egress`]), RTA_MULTIPATH for ECMP sets)
 //! or RTM_DELROUTE, and packs them into datagrams of up to
 //! [`FibConfig::batch_bytes`]. Only the last message of a datagram asks for
 //! an ACK: the kernel processes a datagram synchronously inside `sendmsg`
@@ -58,6 +59,7 @@
 //! // On a graceful-restart stop: just drop the Fib; the routes stay.
 //! ```
 
+pub mod egress;
 pub mod monitor;
 pub mod msg;
 pub mod mtu;
@@ -245,6 +247,9 @@ pub struct Fib {
     /// Values hold a reference, as `installed`'s.
     unresolved: PrefixMap,
     hops: Vec<Hop>,
+    /// The links and connected networks, for leaving out a route MTU that
+    /// equals the egress link's.
+    links: egress::Links,
 }
 
 impl Fib {
@@ -274,7 +279,22 @@ impl Fib {
             seen: PrefixSet::default(),
             unresolved: PrefixMap::default(),
             hops: Vec::new(),
+            links: egress::Links::default(),
         })
+        .and_then(|mut fib| {
+            fib.refresh_links()?;
+            Ok(fib)
+        })
+    }
+
+    /// Reads the links and addresses afresh (at open; again once the
+    /// monitor listens, so that no change falls in between) and decides
+    /// every set's route MTU again: routes whose RTAX_MTU changes are
+    /// re-installed.
+    pub fn refresh_links(&mut self) -> io::Result<Report> {
+        let (links, addrs) = monitor::links_and_addrs()?;
+        self.links = egress::Links::new(&links, &addrs);
+        self.redecide_mtu()
     }
 
     pub fn config(&self) -> &FibConfig {
@@ -337,6 +357,85 @@ impl Fib {
     }
 
     /// Whether `prefix` is installed with next hops (not a blackhole).
+    /// The RTAX_MTU a route over `hops` carries: the route MTU, unless
+    /// every hop leaves by a link of exactly that MTU, where the kernel
+    /// uses the link's without the metric's cost (see [`egress`]).
+    pub fn route_mtu_for(&self, hops: &[Hop]) -> Option<u32> {
+        let m = self.params.mtu.filter(|m| *m > 0)?;
+        (!self.links.redundant(m, hops)).then_some(m)
+    }
+
+    /// The parameters of set `id`'s routes (its decision cached).
+    fn params_for(&mut self, id: u32) -> RouteParams {
+        let Some(m) = self.params.mtu.filter(|m| *m > 0) else {
+            return self.params;
+        };
+        let redundant = match self.sets.mtu_redundant(id) {
+            Some(r) => r,
+            None => {
+                let r = self.links.redundant(m, self.sets.get(id).hops());
+                self.sets.set_mtu_redundant(id, r);
+                r
+            }
+        };
+        RouteParams {
+            mtu: if redundant { None } else { Some(m) },
+            ..self.params
+        }
+    }
+
+    /// Decides every set's route MTU again and re-installs the routes of
+    /// the sets whose answer changed.
+    fn redecide_mtu(&mut self) -> io::Result<Report> {
+        let mut report = Report::default();
+        let Some(m) = self.params.mtu.filter(|m| *m > 0) else {
+            return Ok(report);
+        };
+        let mut flipped = Vec::new();
+        let ids: Vec<u32> = self.sets.ids().collect();
+        for id in ids {
+            let now = self.links.redundant(m, self.sets.get(id).hops());
+            if self.sets.mtu_redundant(id).is_some_and(|was| was != now) {
+                flipped.push(id);
+            }
+            self.sets.set_mtu_redundant(id, now);
+        }
+        if flipped.is_empty() {
+            return Ok(report);
+        }
+        let redo: Vec<(Prefix, u32)> = self
+            .installed
+            .iter()
+            .filter(|(p, id)| flipped.contains(id) && !self.stale.contains(p))
+            .collect();
+        for (p, id) in redo {
+            self.sets.acquire(id);
+            self.queue_install(p, id, &mut report)?;
+        }
+        self.flush(&mut report)?;
+        Ok(report)
+    }
+
+    /// A link or address event from the monitor: when the egress links'
+    /// MTUs or the connected networks changed, routes whose RTAX_MTU must
+    /// now be written or left out are re-installed (returned report).
+    pub fn on_link_event(&mut self, ev: &Event) -> io::Result<Option<Report>> {
+        if !self.links.on_event(ev) {
+            return Ok(None);
+        }
+        self.redecide_mtu().map(Some)
+    }
+
+    /// True when a next hop of ours lies in the network of `addr` (or
+    /// leaves by its link): a new address there may bring routes back.
+    pub fn next_hops_in(&self, addr: &msg::AddrInfo) -> bool {
+        self.sets.ids().any(|id| {
+            self.sets.get(id).hops().iter().any(|h| {
+                h.ifindex == addr.ifindex || (h.ifindex == 0 && addr.net.contains(&h.gateway))
+            })
+        })
+    }
+
     fn is_unicast(&self, prefix: &Prefix) -> bool {
         self.installed.get(prefix).is_some_and(|id| id != BLACKHOLE)
     }
@@ -511,6 +610,7 @@ impl Fib {
     pub fn set_mtu(&mut self, mtu: Option<u32>) -> io::Result<Report> {
         self.cfg.mtu = mtu;
         self.params.mtu = mtu;
+        self.sets.forget_mtu_redundant();
         self.reinstall_all()
     }
 
@@ -527,6 +627,16 @@ impl Fib {
         let mut report = Report::default();
         let snapshot = self.installed.clone();
         self.requeue(&snapshot, false, &mut report)?;
+        let snapshot = self.unresolved.clone();
+        self.requeue(&snapshot, true, &mut report)?;
+        self.flush(&mut report)?;
+        Ok(report)
+    }
+
+    /// Retries the routes the kernel refused (an address was added: their
+    /// next hops may be reachable now).
+    pub fn retry_unresolved(&mut self) -> io::Result<Report> {
+        let mut report = Report::default();
         let snapshot = self.unresolved.clone();
         self.requeue(&snapshot, true, &mut report)?;
         self.flush(&mut report)?;
@@ -609,7 +719,7 @@ impl Fib {
                 Installed::Blackhole => route.rtype == msg::RTN_BLACKHOLE,
                 i => route.rtype == msg::RTN_UNICAST && i.hops() == &route.hops[..],
             }
-            && route.mtu == self.params.mtu.filter(|m| *m > 0);
+            && route.mtu == self.params_for(want).mtu;
         if same {
             return Ok(None);
         }
@@ -694,11 +804,12 @@ impl Fib {
                 return Err(e);
             }
         };
+        let params = self.params_for(id);
         let kind = match self.sets.get(id) {
             Installed::Blackhole => RouteKind::Blackhole,
             i => RouteKind::Unicast(i.hops()),
         };
-        self.last_at = msg::put_new_route(&mut self.out, seq, &self.params, &prefix, kind);
+        self.last_at = msg::put_new_route(&mut self.out, seq, &params, &prefix, kind);
         self.pending.push(Pending {
             prefix,
             new: Some(id),

@@ -462,6 +462,10 @@ pub struct Sets {
     sets: Vec<(Installed, u32)>,
     free: Vec<u32>,
     ids: HashMap<Installed, u32>,
+    /// By id: whether the route MTU is redundant on this set's links
+    /// (`None`: not decided since the set was interned or the links
+    /// changed). See `egress::Links::redundant`.
+    mtu_redundant: Vec<Option<bool>>,
 }
 
 impl Default for Sets {
@@ -470,6 +474,7 @@ impl Default for Sets {
             sets: vec![(Installed::Blackhole, 0)],
             free: Vec::new(),
             ids: HashMap::new(),
+            mtu_redundant: vec![None],
         }
     }
 }
@@ -490,11 +495,13 @@ impl Sets {
             Some(id) => id,
             None if self.sets.len() < MAX_VALUE as usize => {
                 self.sets.push((Installed::Blackhole, 0));
+                self.mtu_redundant.push(None);
                 (self.sets.len() - 1) as u32
             }
             None => return None,
         };
         self.sets[id as usize] = (set.clone(), 1);
+        self.mtu_redundant[id as usize] = None;
         self.ids.insert(set, id);
         Some(id)
     }
@@ -521,6 +528,25 @@ impl Sets {
             self.ids.remove(&set);
             self.free.push(id);
         }
+    }
+
+    /// The cached answer of `egress::Links::redundant` for `id`.
+    pub fn mtu_redundant(&self, id: u32) -> Option<bool> {
+        self.mtu_redundant[id as usize]
+    }
+
+    pub fn set_mtu_redundant(&mut self, id: u32, redundant: bool) {
+        self.mtu_redundant[id as usize] = Some(redundant);
+    }
+
+    /// Forgets every cached answer (the route MTU changed).
+    pub fn forget_mtu_redundant(&mut self) {
+        self.mtu_redundant.iter_mut().for_each(|r| *r = None);
+    }
+
+    /// The ids of the sets in use, the blackhole aside.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ids.values().copied()
     }
 
     /// Sets in use, the blackhole aside.

@@ -116,6 +116,10 @@ pub fn spawn(
     if let Err(e) = monitor.ignore_sender(fib.port()) {
         warn!(error = %e, "cannot filter our own route notifications; reading them all");
     }
+    // Again now that the monitor listens: a link change since the open is
+    // either in this dump or in the monitor's stream.
+    fib.refresh_links()
+        .map_err(|e| anyhow::anyhow!("cannot read the links and addresses: {e}"))?;
     let stale = fib
         .dump_own()
         .map_err(|e| anyhow::anyhow!("cannot dump petrel's kernel routes: {e}"))?
@@ -269,11 +273,15 @@ async fn run(
             },
             ev = monitor.next() => match ev {
                 Ok(events) => {
-                    let mut relink = false;
+                    let (mut relink, mut retry) = (false, false);
                     for ev in &events {
                         match ev {
                             // A known link coming (back) up, or a new
-                            // address: next hops may resolve again.
+                            // address where our next hops are: routes the
+                            // kernel flushed come back. Any new address
+                            // may make a refused next hop reachable. (Not
+                            // a full re-install per address: each new pod's
+                            // veth brings an IPv6 link-local one.)
                             Event::Link { deleted: false, link } => {
                                 let was = links_up.insert(link.ifindex, link.up);
                                 relink |= link.up && was == Some(false);
@@ -281,11 +289,31 @@ async fn run(
                             Event::Link { deleted: true, link } => {
                                 links_up.remove(&link.ifindex);
                             }
-                            Event::Addr { deleted: false, .. } => relink = true,
+                            Event::Addr { deleted: false, addr } => {
+                                relink |= fib.next_hops_in(addr);
+                                retry = true;
+                            }
                             _ => {}
                         }
                         if let Err(e) = fib.on_event(ev) {
                             warn!(error = %e, "could not restore a route");
+                        }
+                        // A link's MTU or the connected networks changed:
+                        // routes whose RTAX_MTU is now needed (or no longer)
+                        // are re-installed.
+                        match fib.on_link_event(ev) {
+                            Ok(Some(r)) if r.installed > 0 => {
+                                info!(installed = r.installed, "egress link MTU changed: routes re-installed");
+                                log_report(&r);
+                            }
+                            Ok(_) => {}
+                            Err(e) => error!(error = %e, "netlink socket failed"),
+                        }
+                    }
+                    if retry && !relink && fib.unresolved_count() > 0 {
+                        match fib.retry_unresolved() {
+                            Ok(r) => log_report(&r),
+                            Err(e) => error!(error = %e, "netlink socket failed"),
                         }
                     }
                     if relink {

@@ -5,11 +5,12 @@
 //!
 //! The messages are petreld's own, octet for octet (built by its FIB
 //! writer's `msg` module with the parameters petreld uses in the benchmark:
-//! protocol 202, RTA_TABLE main, RTAX_MTU 1500 — the MTU it detects on the
-//! DUT's veth — in datagrams of its default size), so that the rate
-//! compared is the kernel's for the same work (RTA_METRICS alone costs the
-//! kernel an allocation and an RCU free per route: `fib-bench --mtu none`
-//! shows how much).
+//! protocol 202, RTA_TABLE main, no RTAX_MTU — the pod MTU it detects, 1500,
+//! is the MTU of the veth its next hops leave by, so it leaves the metric
+//! out — in datagrams of its default size), so that the rate compared is
+//! the kernel's for the same work (RTA_METRICS alone costs the kernel an
+//! allocation and an RCU free per route: `fib-bench --mtu none` shows how
+//! much).
 
 use anyhow::{bail, Result};
 use petrel_bgp::wire::Prefix;
@@ -21,8 +22,10 @@ use std::time::Instant;
 /// Protocol number of the routes (petrel's default, so they read alike).
 const PROTO: u8 = 202;
 
-/// RTAX_MTU: what petreld detects on the DUT's veth (no encapsulation).
-const MTU: Option<u32> = Some(1500);
+/// RTAX_MTU: none. petreld detects 1500 on the DUT's veth (no
+/// encapsulation), the MTU of the link its next hops leave by, where it
+/// writes no metric (daemon/src/fib/egress.rs).
+const MTU: Option<u32> = None;
 /// Datagram size, as petreld's FIB writer's default.
 const BATCH: usize = 128 << 10;
 
