@@ -6,7 +6,7 @@
 //! is closed at once). Every channel is bounded:
 //!
 //! - API commands: capacity 64; callers wait when it is full.
-//! - Peer events (all sessions into the central task): capacity 1024; a
+//! - Peer events (all sessions into the central task): capacity 64; a
 //!   session waits, so it stops reading its socket and TCP flow control
 //!   slows that peer.
 //! - Commands to one session (encoded UPDATEs): capacity 256 batches; the
@@ -203,7 +203,11 @@ pub struct Speaker {
 
 /// Capacities of the bounded channels (see the module docs).
 const API_QUEUE: usize = 64;
-const EVENT_QUEUE: usize = 1024;
+/// Shared by every session: a received UPDATE is decided while its memory
+/// is still in cache. 1024 let one session run a thousand UPDATEs ahead of
+/// the others and made ten peers' tables 0.1–0.3 s slower (docs/benchmarks.md,
+/// fifth round); a session waiting for room stops reading its socket.
+const EVENT_QUEUE: usize = 64;
 const PEER_QUEUE: usize = 256;
 const FIB_QUEUE: usize = 256;
 /// Prefixes decided per step of a bulk withdrawal: with FIB_QUEUE batches in
