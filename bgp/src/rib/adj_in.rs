@@ -250,6 +250,28 @@ impl Rib {
     /// treat-as-withdraw is honoured (RFC 7606 §2), NLRI of families the
     /// session did not negotiate are ignored.
     pub fn receive(&mut self, id: PeerId, update: &Update) -> Output {
+        let mut pending = Pending::default();
+        let out = self.receive_deferred(id, update, &mut pending);
+        if pending.is_empty() {
+            return out;
+        }
+        self.decide_all(&mut pending)
+    }
+
+    /// [`Rib::receive`] with the decision process left for later: the
+    /// UPDATE's paths enter Adj-RIB-In at once and its prefixes join
+    /// `pending`, for [`Rib::decide_pending`]. A prefix that several UPDATEs
+    /// change before then (several peers sending the same table) is decided
+    /// once, on all its paths, instead of once per arrival: RFC 4271 §9.1
+    /// runs the decision process on the Adj-RIBs-In as they are, and says
+    /// nothing of when. An End-of-RIB marker is acted on at once (its
+    /// output is returned; otherwise the output is empty).
+    pub fn receive_deferred(
+        &mut self,
+        id: PeerId,
+        update: &Update,
+        pending: &mut Pending,
+    ) -> Output {
         let Some(session) = self.peer(id).ok().and_then(|p| p.session.as_ref()) else {
             return Output::default();
         };
@@ -261,7 +283,7 @@ impl Rib {
         let ebgp = self
             .peer(id)
             .is_ok_and(|p| p.kind(&self.cfg) != super::PeerKind::Ibgp);
-        let mut dirty = Vec::new();
+        let dirty = &mut pending.dirty;
         for (_, e) in update.withdrawals() {
             if self.drop_path(id, e.prefix, e.path_id.unwrap_or(0)) {
                 dirty.push(e.prefix);
@@ -273,7 +295,7 @@ impl Rib {
                     dirty.push(e.prefix);
                 }
             }
-            return self.finish(dirty);
+            return Output::default();
         }
         let mut attrs = update.attrs.clone();
         if four_octet {
@@ -315,9 +337,9 @@ impl Rib {
         for (prefix, path_id, pre) in paths {
             let path = self.import_path(id, prefix, path_id, pre, 0);
             self.put(prefix, path);
-            dirty.push(prefix);
+            pending.dirty.push(prefix);
         }
-        self.finish(dirty)
+        Output::default()
     }
 
     /// RFC 4724 §4.2: End-of-RIB for `family`: stale paths of the peer in
@@ -542,6 +564,12 @@ impl Pending {
     /// Nothing left to decide.
     pub fn is_empty(&self) -> bool {
         self.dirty.len() == 0 && self.drop.is_none()
+    }
+
+    /// Prefix decisions queued (a prefix queued twice counts twice; a
+    /// session drop's walk not yet done counts nothing).
+    pub fn queued(&self) -> usize {
+        self.dirty.len()
     }
 }
 

@@ -491,6 +491,52 @@ fn ecmp_multipath_set_in_changes() {
 }
 
 #[test]
+fn deferred_decisions_run_once_on_all_paths() {
+    let mut r = rib();
+    let a = peer(&mut r, 2, 65001, |_| {});
+    let b = peer(&mut r, 3, 65002, |_| {});
+    let watcher = peer(&mut r, 9, 65009, |_| {});
+    let mut pending = Pending::default();
+    let out = r.receive_deferred(
+        a,
+        &announce(
+            attrs(&[65001, 1, 2], [192, 0, 2, 2]),
+            &["10.16.0.0/24", "10.16.1.0/24"],
+        ),
+        &mut pending,
+    );
+    assert!(out.changes.is_empty() && out.messages.is_empty());
+    let out = r.receive_deferred(
+        b,
+        &announce(attrs(&[65002], [192, 0, 2, 3]), &["10.16.0.0/24"]),
+        &mut pending,
+    );
+    assert!(out.changes.is_empty() && out.messages.is_empty());
+    assert_eq!(pending.queued(), 3);
+    // Nothing decided yet: the Loc-RIB is as before.
+    assert!(r.best(&p("10.16.0.0/24")).is_none());
+    let mut all = Output::default();
+    while let Some(o) = r.decide_pending(&mut pending, 1) {
+        all.changes.extend(o.changes);
+        all.messages.extend(o.messages);
+    }
+    assert!(pending.is_empty());
+    // One change per prefix, each decided on every path it had: the shorter
+    // path of b wins 10.16.0.0/24 at once; a's longer one never shows.
+    assert_eq!(changes(&all), ["10.16.0.0/24 via 2", "10.16.1.0/24 via 1"]);
+    assert_eq!(
+        sent(&all, watcher),
+        [
+            "+10.16.0.0/24 path [64512 65002] nh 192.0.2.1",
+            "+10.16.1.0/24 path [64512 65001 1 2] nh 192.0.2.1"
+        ]
+    );
+    // End-of-RIB is acted on at once, not deferred.
+    let _ = r.receive_deferred(a, &Update::end_of_rib(Family::IPV4_UNICAST), &mut pending);
+    assert!(pending.is_empty());
+}
+
+#[test]
 fn unreachable_next_hop_is_excluded() {
     let mut r = rib();
     let a = peer(&mut r, 2, 65001, |_| {});

@@ -214,6 +214,18 @@ const FIB_QUEUE: usize = 256;
 /// flight, at most 128k changes wait for the FIB (about 12 MB) however large
 /// the table that went away.
 const SWEEP_STEP: usize = 512;
+/// Prefix decisions left for later (see `Core::undecided`) before they run
+/// whatever else is queued: the window in which a prefix several peers
+/// send is decided once.
+const UNDECIDED_MAX: usize = 1 << 18;
+/// Prefix decisions run at once when the FIB consumer's queue is empty
+/// (about one netlink apply's worth) ...
+const UNDECIDED_REFILL: usize = 2048;
+/// ... and all of them once no event has come for this long.
+const UNDECIDED_IDLE: Duration = Duration::from_millis(1);
+/// Prefixes decided per step of those: each step's changes are one batch
+/// in the FIB queue, so that queue holds at most FIB_QUEUE * 64 changes.
+const UNDECIDED_STEP: usize = 64;
 
 impl Speaker {
     /// Starts the speaker: binds the listeners and returns the handle and
@@ -273,6 +285,7 @@ impl Speaker {
             peers: HashMap::new(),
             ev_tx,
             fib_tx,
+            undecided: rib::Pending::default(),
             started: Instant::now(),
             listener_socks,
             deferral_deadline: None,
@@ -389,6 +402,11 @@ struct Core {
     peers: HashMap<IpAddr, PeerEntry>,
     ev_tx: mpsc::Sender<PeerEvent>,
     fib_tx: mpsc::Sender<Vec<LocRibChange>>,
+    /// Prefixes whose paths changed by received UPDATEs, not decided yet:
+    /// decided when no event is waiting (or UNDECIDED_MAX are queued), and
+    /// before anything other than an UPDATE is handled. While UPDATEs keep
+    /// coming, a prefix that several of them change is decided once.
+    undecided: rib::Pending,
     started: Instant,
     /// The listening sockets, to install per-peer MD5 keys on.
     listener_socks: Vec<(SocketAddr, socket2::Socket)>,
@@ -424,18 +442,42 @@ impl Core {
             tokio::select! {
                 cmd = api.recv() => match cmd {
                     Some(Command::Shutdown(msg, done)) => {
+                        self.decide_undecided().await;
                         for p in self.peers.values() {
                             let _ = p.cmd.send(PeerCommand::Stop { communication: msg.clone() }).await;
                         }
                         let _ = done.send(());
                         return;
                     }
-                    Some(cmd) => self.command(cmd).await,
+                    Some(cmd) => {
+                        self.decide_undecided().await;
+                        self.command(cmd).await
+                    }
                     None => return,
                 },
-                Some(ev) = events.recv() => self.event(ev).await,
-                Some((stream, from)) = accepts.recv() => self.accept(stream, from).await,
+                Some(ev) = events.recv() => {
+                    self.event(ev).await;
+                    // Decisions run when the FIB consumer has taken all it
+                    // was given (it would idle otherwise), or when too many
+                    // wait; meanwhile UPDATEs keep entering Adj-RIB-In, and a
+                    // prefix several of them change is decided once.
+                    if !self.undecided.is_empty()
+                        && (self.undecided.queued() >= UNDECIDED_MAX
+                            || self.fib_tx.capacity() == self.fib_tx.max_capacity())
+                    {
+                        self.decide_some(UNDECIDED_REFILL).await;
+                    }
+                }
+                // No UPDATE for a moment: decide the rest.
+                _ = tokio::time::sleep(UNDECIDED_IDLE), if !self.undecided.is_empty() => {
+                    self.decide_undecided().await;
+                }
+                Some((stream, from)) = accepts.recv() => {
+                    self.decide_undecided().await;
+                    self.accept(stream, from).await
+                }
                 _ = restart_timer => {
+                    self.decide_undecided().await;
                     self.restart_timers().await;
                     if self.deferral_deadline.is_some_and(|t| t <= Instant::now()) {
                         info!("selection deferral timer expired: advertising");
@@ -443,6 +485,31 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    /// Runs up to `n` of the decisions left for later, oldest first.
+    async fn decide_some(&mut self, n: usize) {
+        let mut left = n;
+        while left > 0 {
+            let step = left.min(UNDECIDED_STEP);
+            let Some(out) = self.rib.decide_pending(&mut self.undecided, step) else {
+                break;
+            };
+            left -= step;
+            self.emit(out).await;
+        }
+    }
+
+    /// Runs the decisions left for later (see `undecided`).
+    async fn decide_undecided(&mut self) {
+        if self.undecided.is_empty() {
+            return;
+        }
+        // A fresh queue each time: a burst's buffer goes with it.
+        let mut pending = std::mem::take(&mut self.undecided);
+        while let Some(out) = self.rib.decide_pending(&mut pending, UNDECIDED_STEP) {
+            self.emit(out).await;
         }
     }
 
@@ -804,6 +871,14 @@ impl Core {
     }
 
     async fn event(&mut self, ev: PeerEvent) {
+        // Only a plain UPDATE may leave decisions for later; anything else
+        // (a session coming or going, End-of-RIB, a refresh) acts on a
+        // Loc-RIB with every decision made.
+        let plain_update =
+            matches!(&ev.kind, PeerEventKind::Update(u) if u.end_of_rib_family().is_none());
+        if !plain_update {
+            self.decide_undecided().await;
+        }
         let Some(p) = self.peers.get_mut(&ev.peer) else {
             return;
         };
@@ -907,7 +982,11 @@ impl Core {
                         p.eor_received.push(f);
                     }
                 }
-                let out = self.rib.receive(id, &u);
+                let out = if plain_update {
+                    self.rib.receive_deferred(id, &u, &mut self.undecided)
+                } else {
+                    self.rib.receive(id, &u)
+                };
                 self.check_max_prefix(ev.peer).await;
                 self.emit(out).await;
                 self.maybe_end_deferral().await;
