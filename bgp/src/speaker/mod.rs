@@ -14,6 +14,10 @@
 //!   RIB (documented in docs/architecture.md).
 //! - Loc-RIB changes to the FIB consumer: capacity 256 batches; a slow
 //!   consumer slows route processing rather than growing memory.
+//! - Prefixes of received UPDATEs not decided yet (`Core::undecided`): at
+//!   most 256k entries; decisions run as the FIB consumer takes their
+//!   changes, so while it is busy a prefix several peers send is decided
+//!   once.
 
 use crate::fsm::{FsmConfig, State};
 use crate::policy::Policy;
