@@ -407,9 +407,11 @@ struct Core {
     ev_tx: mpsc::Sender<PeerEvent>,
     fib_tx: mpsc::Sender<Vec<LocRibChange>>,
     /// Prefixes whose paths changed by received UPDATEs, not decided yet:
-    /// decided when no event is waiting (or UNDECIDED_MAX are queued), and
-    /// before anything other than an UPDATE is handled. While UPDATEs keep
-    /// coming, a prefix that several of them change is decided once.
+    /// UNDECIDED_REFILL of them are decided when the FIB queue is empty or
+    /// UNDECIDED_MAX wait, all of them after UNDECIDED_IDLE without an
+    /// event and before anything other than a plain UPDATE is handled.
+    /// While the FIB is busy, a prefix that several UPDATEs change is
+    /// decided once.
     undecided: rib::Pending,
     started: Instant,
     /// The listening sockets, to install per-peer MD5 keys on.

@@ -356,16 +356,10 @@ impl Fib {
         self.params.mtu
     }
 
-    /// Whether `prefix` is installed with next hops (not a blackhole).
-    /// The RTAX_MTU a route over `hops` carries: the route MTU, unless
-    /// every hop leaves by a link of exactly that MTU, where the kernel
-    /// uses the link's without the metric's cost (see [`egress`]).
-    pub fn route_mtu_for(&self, hops: &[Hop]) -> Option<u32> {
-        let m = self.params.mtu.filter(|m| *m > 0)?;
-        (!self.links.redundant(m, hops)).then_some(m)
-    }
-
-    /// The parameters of set `id`'s routes (its decision cached).
+    /// The parameters of set `id`'s routes: RTAX_MTU is the route MTU,
+    /// unless every hop leaves by a link of exactly that MTU, where the
+    /// kernel uses the link's without the metric's cost (see [`egress`]).
+    /// The answer is cached per set until the links or the MTU change.
     fn params_for(&mut self, id: u32) -> RouteParams {
         let Some(m) = self.params.mtu.filter(|m| *m > 0) else {
             return self.params;
@@ -436,6 +430,7 @@ impl Fib {
         })
     }
 
+    /// Whether `prefix` is installed with next hops (not a blackhole).
     fn is_unicast(&self, prefix: &Prefix) -> bool {
         self.installed.get(prefix).is_some_and(|id| id != BLACKHOLE)
     }
