@@ -8,5 +8,6 @@ pub mod daemon;
 pub mod fib;
 pub mod health;
 pub mod intent;
+pub mod k8s;
 pub mod metrics;
 pub mod systemd;

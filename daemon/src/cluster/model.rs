@@ -7,6 +7,9 @@
 //! | `/petrel/bgp/v1/peers/<name>` | [`BgpPeer`] |
 //! | `/petrel/bgp/v1/services/<name>` | [`Service`] |
 //! | `/petrel/ipam/v1/nodes/<node>` | [`Node`] (shared with IPAM) |
+//! | `/petrel/controller/v1/leader` | petrel-controller's lease (`crate::k8s::election::Lease`) |
+//! | `/petrel/controller/v1/status` | [`ControllerStatus`] |
+//! | `/petrel/controller/v1/node-labels/<node>` | [`OwnedLabels`] |
 //!
 //! Every write is conditioned on the revision that was read, like IPAM's,
 //! so two operators (or an operator and a node) changing the same record
@@ -25,6 +28,11 @@ pub const BGP_ROOT: &str = "/petrel/bgp/v1/";
 pub const BGP_CONFIG: &str = "/petrel/bgp/v1/config";
 pub const PEERS: &str = "/petrel/bgp/v1/peers/";
 pub const SERVICES: &str = "/petrel/bgp/v1/services/";
+
+pub const CONTROLLER_ROOT: &str = "/petrel/controller/v1/";
+pub const CONTROLLER_LEADER: &str = "/petrel/controller/v1/leader";
+pub const CONTROLLER_STATUS: &str = "/petrel/controller/v1/status";
+pub const CONTROLLER_NODE_LABELS: &str = "/petrel/controller/v1/node-labels/";
 
 /// How many times a read-modify-write is retried after losing a race.
 const CAS_ATTEMPTS: usize = 16;
@@ -131,6 +139,55 @@ pub struct Service {
     /// Nodes with a local endpoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoint_nodes: Vec<String>,
+}
+
+/// What petrel-controller reports about itself, for `petrelctl controller
+/// status`. Written by the leader every few seconds when it changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ControllerStatus {
+    /// The controller that wrote this (the leader).
+    pub leader: String,
+    /// Unix milliseconds when it became leader.
+    pub leader_since_ms: u64,
+    /// Unix milliseconds of the last complete sync of the Kubernetes caches
+    /// into the datastore (a pass with nothing left to do).
+    pub last_sync_ms: u64,
+    /// Objects in the caches.
+    pub services: u64,
+    pub endpoint_slices: u64,
+    pub nodes: u64,
+    pub pods: u64,
+    /// LoadBalancer Services holding an address, and those that cannot get one.
+    pub lb_allocated: u64,
+    pub lb_failed: u64,
+    /// Service records under `/petrel/bgp/v1/services/k8s.*`.
+    pub service_records: u64,
+    /// Addresses of pods that no longer exist released so far (by this
+    /// leader), and the latest of them.
+    pub leaks_reclaimed: u64,
+    pub recent_reclaimed: Vec<String>,
+    /// Nodes garbage-collected after their Kubernetes Node went away.
+    pub nodes_collected: Vec<String>,
+    /// The latest errors, newest last (at most a few).
+    pub errors: Vec<String>,
+}
+
+/// The labels petrel-controller copied from a Kubernetes Node into the
+/// node's record, so that it removes or changes only its own: a label set
+/// by the node's petreld.toml or by `petrelctl node label` with another
+/// value is left alone (the file's labels win). Its presence also marks the
+/// node as one Kubernetes knew, which is what makes it a candidate for
+/// garbage collection once the Node is gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OwnedLabels {
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+pub fn controller_node_labels_key(node: &str) -> String {
+    format!("{CONTROLLER_NODE_LABELS}{node}")
 }
 
 #[derive(Debug, thiserror::Error)]
