@@ -70,7 +70,11 @@ fn parse_ips<'a>(l: impl IntoIterator<Item = &'a String>) -> Vec<IpNet> {
 /// The records a Service should have (none for ExternalName, or when it
 /// has no address to advertise). `lb_addrs`: the load-balancer addresses
 /// petrel holds for it; `endpoint_nodes`: the advertised (held-down) set.
-pub fn derive(svc: &Service, lb_addrs: &[IpAddr], endpoint_nodes: &[String]) -> Vec<model::Service> {
+pub fn derive(
+    svc: &Service,
+    lb_addrs: &[IpAddr],
+    endpoint_nodes: &[String],
+) -> Vec<model::Service> {
     let (Some(ns), Some(name), Some(spec)) = (
         svc.metadata.namespace.as_deref(),
         svc.metadata.name.as_deref(),
@@ -78,8 +82,7 @@ pub fn derive(svc: &Service, lb_addrs: &[IpAddr], endpoint_nodes: &[String]) -> 
     ) else {
         return Vec::new();
     };
-    if spec.type_.as_deref() == Some("ExternalName") || svc.metadata.deletion_timestamp.is_some()
-    {
+    if spec.type_.as_deref() == Some("ExternalName") || svc.metadata.deletion_timestamp.is_some() {
         return Vec::new();
     }
     let mut out = Vec::new();

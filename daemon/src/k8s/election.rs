@@ -259,7 +259,10 @@ mod tests {
         let mut b = Election::new("b", Timing::default());
         let held = lease("a", 7);
         // The holder's record says nothing about time: b times it itself.
-        assert!(matches!(b.observe(Some((&held, 40)), now), Action::Wait { .. }));
+        assert!(matches!(
+            b.observe(Some((&held, 40)), now),
+            Action::Wait { .. }
+        ));
         assert!(matches!(
             b.observe(Some((&held, 40)), now + 9 * S),
             Action::Wait { .. }

@@ -129,8 +129,7 @@ pub fn request(svc: &Service) -> Result<LbRequest, RequestError> {
         None => None,
         Some(k) => {
             let ok = k.len() <= 200
-                && k
-                    .chars()
+                && k.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !ok {
                 return Err(RequestError::BadSharingKey(k.to_string()));

@@ -107,7 +107,9 @@ pub async fn run(
             if let Some(rev) = election.resign() {
                 match store.delete(CONTROLLER_LEADER, rev).await {
                     Ok(()) => info!("lease given up"),
-                    Err(e) => warn!(error = %e, "could not give the lease up; it expires by itself"),
+                    Err(e) => {
+                        warn!(error = %e, "could not give the lease up; it expires by itself")
+                    }
                 }
             }
             return;
@@ -126,7 +128,10 @@ async fn act(
         Action::Wait { until } => return until,
         Action::Create(l) => {
             let r = store
-                .create(CONTROLLER_LEADER, serde_json::to_vec(&l).unwrap_or_default())
+                .create(
+                    CONTROLLER_LEADER,
+                    serde_json::to_vec(&l).unwrap_or_default(),
+                )
                 .await;
             (l, r)
         }

@@ -10,14 +10,20 @@
 //! [`lbreq`] (what a Service asks of load-balancer IPAM), [`advert`]
 //! (Service → advertisement records), [`holddown`] (endpoint-node removal
 //! hold-down), [`labels`] (Node labels → node records), [`grace`]
-//! (timers for dead nodes and leaked pod addresses). Drivers: [`lbipam`],
-//! [`run`], [`metrics`].
+//! (timers for dead nodes and leaked pod addresses). Drivers: [`lbipam`]
+//! (IPAM calls), [`watch`] (reflectors), [`sync`] (the loop), [`metrics`].
 
 pub mod advert;
 pub mod election;
+pub mod grace;
 pub mod holddown;
+pub mod labels;
+pub mod lbipam;
 pub mod lbreq;
 pub mod lease;
+pub mod metrics;
+pub mod sync;
+pub mod watch;
 
 /// `spec.loadBalancerClass` petrel answers to (besides none).
 pub const LB_CLASS: &str = "petrel.io/lb";
