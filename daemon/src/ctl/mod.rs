@@ -1,6 +1,7 @@
 //! petrelctl's commands, one module per command group.
 
 pub mod bgp;
+pub mod controller;
 pub mod ipam;
 pub mod mrt;
 pub mod pool;
@@ -52,4 +53,7 @@ pub enum Command {
     /// The cluster's nodes and their labels, in the datastore.
     #[command(subcommand)]
     Node(bgp::NodeCmd),
+    /// petrel-controller (Kubernetes): its lease and status, in the datastore.
+    #[command(subcommand)]
+    Controller(controller::ControllerCmd),
 }
