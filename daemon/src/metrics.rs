@@ -17,7 +17,10 @@ use crate::fib::FibCounters;
 use crate::health::Health;
 use async_trait::async_trait;
 use petrel_bgp::speaker::{PeerSnapshot, Speaker};
-use petrel_ipam::store::{KeyValue, Listing, Op, Store, StoreError, WatchReceiver};
+use petrel_ipam::store::{
+    KeyValue, Listing, Op, Page, Store, StoreError, WatchEvent, WatchReceiver,
+    WATCH_CHANNEL_CAPACITY,
+};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,10 +52,11 @@ pub enum StoreOp {
     ListKeys,
     Watch,
     Ping,
+    ListPage,
 }
 
 impl StoreOp {
-    const ALL: [StoreOp; 10] = [
+    const ALL: [StoreOp; 11] = [
         StoreOp::Get,
         StoreOp::Create,
         StoreOp::Update,
@@ -63,6 +67,7 @@ impl StoreOp {
         StoreOp::ListKeys,
         StoreOp::Watch,
         StoreOp::Ping,
+        StoreOp::ListPage,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -76,6 +81,7 @@ impl StoreOp {
             StoreOp::ListKeys => "list_keys",
             StoreOp::Watch => "watch",
             StoreOp::Ping => "ping",
+            StoreOp::ListPage => "list_page",
         }
     }
 }
@@ -93,13 +99,97 @@ struct OpStats {
     buckets: [AtomicU64; BUCKETS.len()],
 }
 
-/// Datastore counters: operations, errors and latency per operation.
+/// Which records a key belongs to, for the bytes-read counters: the scale
+/// contract is that a node reads block contents only of its own blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Records {
+    Blocks,
+    Affinities,
+    Handles,
+    Borrowed,
+    Nodes,
+    IpamConfig,
+    Bgp,
+    Other,
+}
+
+impl Records {
+    const ALL: [Records; 8] = [
+        Records::Blocks,
+        Records::Affinities,
+        Records::Handles,
+        Records::Borrowed,
+        Records::Nodes,
+        Records::IpamConfig,
+        Records::Bgp,
+        Records::Other,
+    ];
+    pub fn of(key: &str) -> Records {
+        use petrel_ipam::keys;
+        if key.starts_with(keys::BLOCKS) {
+            Records::Blocks
+        } else if key.starts_with(keys::AFFINITIES) {
+            Records::Affinities
+        } else if key.starts_with(keys::HANDLES) {
+            Records::Handles
+        } else if key.starts_with(keys::BORROWED) {
+            Records::Borrowed
+        } else if key.starts_with(keys::NODES) {
+            Records::Nodes
+        } else if key.starts_with(keys::SETTINGS) {
+            Records::IpamConfig
+        } else if key.starts_with(crate::cluster::model::BGP_ROOT) {
+            Records::Bgp
+        } else {
+            Records::Other
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Records::Blocks => "blocks",
+            Records::Affinities => "affinities",
+            Records::Handles => "handles",
+            Records::Borrowed => "borrowed",
+            Records::Nodes => "nodes",
+            Records::IpamConfig => "ipam-config",
+            Records::Bgp => "bgp",
+            Records::Other => "other",
+        }
+    }
+}
+
+/// Datastore counters: operations, errors and latency per operation, and
+/// bytes read (keys and values) per kind of record, by reads and by
+/// watch events.
 #[derive(Debug, Default)]
 pub struct StoreMetrics {
     ops: [OpStats; StoreOp::ALL.len()],
+    read_bytes: [AtomicU64; Records::ALL.len()],
+    watch_bytes: [AtomicU64; Records::ALL.len()],
 }
 
 impl StoreMetrics {
+    /// Bytes of `kv` read by a request.
+    pub fn count_read(&self, kv: &KeyValue) {
+        self.read_bytes[Records::of(&kv.key) as usize]
+            .fetch_add((kv.key.len() + kv.value.len()) as u64, Ordering::Relaxed);
+    }
+    /// Bytes of a watch event.
+    pub fn count_watch(&self, ev: &WatchEvent) {
+        let n = match ev {
+            WatchEvent::Put(kv) => kv.key.len() + kv.value.len(),
+            WatchEvent::Delete { key, .. } => key.len(),
+        };
+        self.watch_bytes[Records::of(ev.key()) as usize].fetch_add(n as u64, Ordering::Relaxed);
+    }
+    /// Bytes read of `records`, by requests and by watch events.
+    pub fn bytes_read(&self, records: Records) -> (u64, u64) {
+        (
+            self.read_bytes[records as usize].load(Ordering::Relaxed),
+            self.watch_bytes[records as usize].load(Ordering::Relaxed),
+        )
+    }
+
     /// Records one finished operation.
     pub fn record(&self, op: StoreOp, took: Duration, outcome: Result<(), &StoreError>) {
         let s = &self.ops[op as usize];
@@ -122,6 +212,25 @@ impl StoreMetrics {
     }
 
     fn render(&self, out: &mut String) {
+        head(
+            out,
+            "petrel_datastore_read_bytes_total",
+            "counter",
+            "Bytes of keys and values read from the datastore, by kind of record and by how (a request, or a watch event).",
+        );
+        for r in Records::ALL {
+            let (read, watch) = self.bytes_read(r);
+            let _ = writeln!(
+                out,
+                "petrel_datastore_read_bytes_total{{records=\"{}\",via=\"request\"}} {read}",
+                r.name()
+            );
+            let _ = writeln!(
+                out,
+                "petrel_datastore_read_bytes_total{{records=\"{}\",via=\"watch\"}} {watch}",
+                r.name()
+            );
+        }
         head(
             out,
             "petrel_datastore_operations_total",
@@ -232,7 +341,11 @@ impl InstrumentedStore {
 #[async_trait]
 impl Store for InstrumentedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.timed(StoreOp::Get, self.inner.get(key)).await
+        let r = self.timed(StoreOp::Get, self.inner.get(key)).await?;
+        if let Some(kv) = &r {
+            self.metrics.count_read(kv);
+        }
+        Ok(r)
     }
     async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError> {
         self.timed(StoreOp::Create, self.inner.create(key, value))
@@ -249,20 +362,67 @@ impl Store for InstrumentedStore {
     async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError> {
         self.timed(StoreOp::Commit, self.inner.commit(ops)).await
     }
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        revision: i64,
+        keys_only: bool,
+    ) -> Result<Page, StoreError> {
+        let p = self
+            .timed(
+                StoreOp::ListPage,
+                self.inner
+                    .list_page(prefix, after, limit, revision, keys_only),
+            )
+            .await?;
+        p.kvs.iter().for_each(|kv| self.metrics.count_read(kv));
+        Ok(p)
+    }
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
-        self.timed(StoreOp::List, self.inner.list(prefix)).await
+        let l = self.timed(StoreOp::List, self.inner.list(prefix)).await?;
+        l.kvs.iter().for_each(|kv| self.metrics.count_read(kv));
+        Ok(l)
     }
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
-        self.timed(StoreOp::GetMany, self.inner.get_many(keys))
-            .await
+        let r = self
+            .timed(StoreOp::GetMany, self.inner.get_many(keys))
+            .await?;
+        r.iter()
+            .flatten()
+            .for_each(|kv| self.metrics.count_read(kv));
+        Ok(r)
     }
     async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        self.timed(StoreOp::ListKeys, self.inner.list_keys(prefix))
-            .await
+        let r = self
+            .timed(StoreOp::ListKeys, self.inner.list_keys(prefix))
+            .await?;
+        for (k, _) in &r {
+            self.metrics.read_bytes[Records::of(k) as usize]
+                .fetch_add(k.len() as u64, Ordering::Relaxed);
+        }
+        Ok(r)
     }
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError> {
-        self.timed(StoreOp::Watch, self.inner.watch(prefix, from_revision))
-            .await
+        let mut inner = self
+            .timed(StoreOp::Watch, self.inner.watch(prefix, from_revision))
+            .await?;
+        // One more bounded hop, to count what the watch delivers; it ends
+        // with either side.
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_CHANNEL_CAPACITY);
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = inner.recv().await {
+                if let Ok(ev) = &ev {
+                    metrics.count_watch(ev);
+                }
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.timed(StoreOp::Ping, self.inner.ping()).await

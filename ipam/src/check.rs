@@ -15,6 +15,8 @@ pub struct Snapshot {
     pub blocks: Vec<(Block, i64)>,
     pub affinities: Vec<(Affinity, i64)>,
     pub handles: Vec<(Handle, i64)>,
+    /// The borrowed-address index ([`crate::borrowed`]): (node, address).
+    pub borrowed: Vec<(String, IpAddr)>,
     /// Keys whose value could not be decoded, with the reason.
     pub undecodable: Vec<(String, String)>,
 }
@@ -75,6 +77,18 @@ pub enum Problem {
         key: String,
         detail: String,
     },
+    /// A borrowed address without its index entry: the node does not
+    /// advertise it (written by a version without the index).
+    BorrowedIndexMissing {
+        node: String,
+        addr: IpAddr,
+        block: IpNet,
+    },
+    /// An index entry for an address the node does not hold (borrowed).
+    BorrowedIndexStale {
+        node: String,
+        addr: IpAddr,
+    },
 }
 
 impl std::fmt::Display for Problem {
@@ -91,6 +105,8 @@ impl std::fmt::Display for Problem {
             AddressWithTwoOwners { addr, blocks } => write!(f, "{addr} lies in {} blocks: {blocks:?}", blocks.len()),
             BlockInconsistent { block, detail } => write!(f, "block {block}: {detail}"),
             Undecodable { key, detail } => write!(f, "{key}: cannot decode: {detail}"),
+            BorrowedIndexMissing { node, addr, block } => write!(f, "node {node} holds {addr} in block {block}, not its own, and the borrowed index lacks it (the node does not advertise it)"),
+            BorrowedIndexStale { node, addr } => write!(f, "the borrowed index says node {node} holds {addr} outside its blocks, but it does not"),
         }
     }
 }
@@ -144,6 +160,33 @@ pub fn check(snap: &Snapshot, now: u64) -> Report {
         .iter()
         .map(|(a, _)| ((a.node.clone(), a.cidr), a))
         .collect();
+
+    // The borrowed index against the blocks (one snapshot: exact).
+    let mut implied: BTreeMap<(String, IpAddr), IpNet> = BTreeMap::new();
+    for b in blocks.values() {
+        for (k, ()) in crate::borrowed::entries(b) {
+            implied.insert(k, b.cidr);
+        }
+    }
+    let indexed: std::collections::BTreeSet<(String, IpAddr)> =
+        snap.borrowed.iter().cloned().collect();
+    for ((node, addr), block) in &implied {
+        if !indexed.contains(&(node.clone(), *addr)) {
+            problems.push(Problem::BorrowedIndexMissing {
+                node: node.clone(),
+                addr: *addr,
+                block: *block,
+            });
+        }
+    }
+    for (node, addr) in &indexed {
+        if !implied.contains_key(&(node.clone(), *addr)) {
+            problems.push(Problem::BorrowedIndexStale {
+                node: node.clone(),
+                addr: *addr,
+            });
+        }
+    }
 
     // Per block: internal consistency, pool membership, handle counts.
     let mut actual: BTreeMap<(String, IpNet), u32> = BTreeMap::new();

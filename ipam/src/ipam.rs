@@ -10,6 +10,7 @@
 //! pending-deletion affinity and only at the revision seen empty.
 
 use crate::block::Release;
+use crate::borrowed;
 use crate::check::{self, Report, Snapshot};
 use crate::claim;
 use crate::gateway;
@@ -132,6 +133,18 @@ struct Took {
     gateway: Option<IpAddr>,
 }
 
+/// How [`Ipam::migrate_borrowed_index`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationOutcome {
+    AlreadyDone,
+    /// Another process holds the migration's record (its name, if known).
+    InProgressElsewhere(String),
+    Migrated {
+        added: usize,
+        removed: usize,
+    },
+}
+
 /// What gc did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
@@ -140,6 +153,8 @@ pub struct GcReport {
     pub affinities_fixed: usize,
     pub blocks_fixed: usize,
     pub blocks_deleted: usize,
+    /// Borrowed-index entries added or removed.
+    pub index_fixed: usize,
 }
 
 #[derive(Clone)]
@@ -303,7 +318,7 @@ fn decode<T: DeserializeOwned>(key: &str, raw: &[u8]) -> Result<T> {
     })
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // Serialising plain records with string map keys cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
 }
@@ -866,18 +881,13 @@ impl Ipam {
                     gw_new = true;
                 }
             }
+            let before = block.clone();
             let ips = block.assign(n, &req.handle, &req.attrs, t, cfg.reuse_cooldown_secs);
             if ips.is_empty() {
                 return Ok(nothing);
             }
-            let mut ops = vec![
-                Op::Update {
-                    key: key.clone(),
-                    value: encode(&block),
-                    revision: rev,
-                },
-                handle.add_op(&req.handle, cidr, ips.len() as i64),
-            ];
+            let mut ops = borrowed::update_ops(&before, &block, rev);
+            ops.push(handle.add_op(&req.handle, cidr, ips.len() as i64));
             if gw_new {
                 ops.push(gw_slot.add_op(&gw_handle, cidr, 1));
             }
@@ -939,20 +949,15 @@ impl Ipam {
                     handle: a.handle.clone(),
                 });
             }
+            let before = block.clone();
             if !block.assign_addr(addr, &req.handle, &req.attrs, now()) {
                 return Err(IpamError::Corrupt {
                     key,
                     detail: format!("{addr} is neither assigned nor free; run `petrelctl ipam gc`"),
                 });
             }
-            let ops = vec![
-                Op::Update {
-                    key: key.clone(),
-                    value: encode(&block),
-                    revision: rev,
-                },
-                handle.add_op(&req.handle, &cidr, 1),
-            ];
+            let mut ops = borrowed::update_ops(&before, &block, rev);
+            ops.push(handle.add_op(&req.handle, &cidr, 1));
             match self.store.commit(ops).await {
                 Ok(_) => {
                     return Ok(Assigned {
@@ -1210,11 +1215,7 @@ impl Ipam {
         let mut nb = b.clone();
         nb.affinity = Some(node.into());
         nb.changed = now();
-        match self
-            .store
-            .update(&keys::block(&b.cidr), encode(&nb), rev)
-            .await
-        {
+        match self.store.commit(borrowed::update_ops(b, &nb, rev)).await {
             Ok(_) => {}
             Err(e) if e.is_conflict() => {
                 self.delete_if(&akey, arev).await?;
@@ -1323,6 +1324,7 @@ impl Ipam {
                 return Ok(Vec::new());
             };
             let t = now();
+            let before = block.clone();
             let mut handles: BTreeMap<String, i64> = BTreeMap::new();
             let mut these = Vec::new();
             for (a, s) in list {
@@ -1334,11 +1336,7 @@ impl Ipam {
             if these.is_empty() {
                 return Ok(these);
             }
-            let mut ops = vec![Op::Update {
-                key: key.clone(),
-                value: encode(&block),
-                revision: rev,
-            }];
+            let mut ops = borrowed::update_ops(&before, &block, rev);
             for (h, delta) in handles {
                 // A handle without a record (a torn write of an older
                 // version, or corruption) has nothing to decrement.
@@ -1381,14 +1379,11 @@ impl Ipam {
                 let Some((mut block, rev)) = self.read::<Block>(&bkey).await? else {
                     continue;
                 };
+                let before = block.clone();
                 let ips = block.release_handle(handle, t);
                 if !ips.is_empty() {
                     freed.extend(ips);
-                    ops.push(Op::Update {
-                        key: bkey,
-                        value: encode(&block),
-                        revision: rev,
-                    });
+                    ops.extend(borrowed::update_ops(&before, &block, rev));
                 }
             }
             ops.push(Op::Delete {
@@ -1616,6 +1611,10 @@ impl Ipam {
                 serde_json::from_slice(&kv.value)
                     .map(|h| snap.handles.push((h, kv.mod_revision)))
                     .map_err(bad)
+            } else if k.starts_with(keys::BORROWED) {
+                keys::parse_borrowed(k)
+                    .map(|e| snap.borrowed.push(e))
+                    .ok_or_else(|| (k.to_string(), "not <node>/<address>".to_string()))
             } else {
                 Ok(())
             };
@@ -1624,6 +1623,133 @@ impl Ipam {
             }
         }
         Ok(snap)
+    }
+
+    /// Brings the borrowed-address index in line with the blocks: entries
+    /// missing (blocks written by a version without the index) are added,
+    /// stale ones removed. Each fix is one transaction with a rewrite of
+    /// its block at the revision the snapshot saw, so an allocation or
+    /// release racing in makes it conflict instead of undoing it (it is
+    /// then right already, or the next run fixes it). Returns (added,
+    /// removed).
+    pub async fn reconcile_borrowed_index(&self) -> Result<(usize, usize)> {
+        let (mut added, mut removed) = (0, 0);
+        // Two fixes in one block conflict with each other (each rewrites
+        // the block): a few rounds, each from a fresh snapshot.
+        for _ in 0..4 {
+            let (a, r, conflicts) = self.reconcile_borrowed_index_once().await?;
+            added += a;
+            removed += r;
+            if conflicts == 0 {
+                break;
+            }
+        }
+        Ok((added, removed))
+    }
+
+    async fn reconcile_borrowed_index_once(&self) -> Result<(usize, usize, usize)> {
+        let snap = self.snapshot().await?;
+        let report = check::check(&snap, now());
+        let blocks: BTreeMap<IpNet, &(Block, i64)> =
+            snap.blocks.iter().map(|e| (e.0.cidr, e)).collect();
+        let (mut added, mut removed, mut conflicts) = (0, 0, 0);
+        for p in &report.problems {
+            let (ops, is_add) = match p {
+                check::Problem::BorrowedIndexMissing { node, addr, block } => {
+                    let Some((b, rev)) = blocks.get(block) else {
+                        continue;
+                    };
+                    (
+                        vec![
+                            Op::Update {
+                                key: keys::block(block),
+                                value: encode(b),
+                                revision: *rev,
+                            },
+                            Op::Put {
+                                key: keys::borrowed(node, addr),
+                                value: borrowed::value(b),
+                            },
+                        ],
+                        true,
+                    )
+                }
+                check::Problem::BorrowedIndexStale { node, addr } => {
+                    let mut ops = vec![Op::Remove {
+                        key: keys::borrowed(node, addr),
+                    }];
+                    if let Some((b, rev)) = blocks.values().find(|(b, _)| b.cidr.contains(addr)) {
+                        ops.push(Op::Update {
+                            key: keys::block(&b.cidr),
+                            value: encode(b),
+                            revision: *rev,
+                        });
+                    }
+                    (ops, false)
+                }
+                _ => continue,
+            };
+            match self.store.commit(ops).await {
+                Ok(_) if is_add => added += 1,
+                Ok(_) => removed += 1,
+                Err(e) if e.is_conflict() => conflicts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok((added, removed, conflicts))
+    }
+
+    /// The online migration to the borrowed-address index: run once per
+    /// cluster by whichever node gets to it first (a create-if-absent
+    /// record is the lock), and marked done. Nodes of older versions may
+    /// still write borrowed addresses without entries until they are
+    /// upgraded; `petrelctl ipam gc` catches those up.
+    pub async fn migrate_borrowed_index(&self, by: &str) -> Result<MigrationOutcome> {
+        #[derive(Serialize, serde::Deserialize)]
+        struct Marker {
+            state: String,
+            by: String,
+            since: u64,
+        }
+        let key = keys::MIGRATION_BORROWED_INDEX;
+        let started = match self.read::<Marker>(key).await? {
+            Some((m, _)) if m.state == "done" => return Ok(MigrationOutcome::AlreadyDone),
+            // Another node is at it; a run abandoned for 5 minutes (a
+            // crashed node) is taken over.
+            Some((m, rev)) if now().saturating_sub(m.since) < 300 => {
+                let _ = rev;
+                return Ok(MigrationOutcome::InProgressElsewhere(m.by));
+            }
+            Some((_, rev)) => Some(rev),
+            None => None,
+        };
+        let mine = Marker {
+            state: "running".into(),
+            by: by.into(),
+            since: now(),
+        };
+        let rev = match started {
+            None => self.store.create(key, encode(&mine)).await,
+            Some(rev) => self.store.update(key, encode(&mine), rev).await,
+        };
+        let rev = match rev {
+            Ok(r) => r,
+            Err(e) if e.is_conflict() => {
+                return Ok(MigrationOutcome::InProgressElsewhere(String::new()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (added, removed) = self.reconcile_borrowed_index().await?;
+        let done = Marker {
+            state: "done".into(),
+            by: by.into(),
+            since: now(),
+        };
+        match self.store.update(key, encode(&done), rev).await {
+            Ok(_) | Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(MigrationOutcome::Migrated { added, removed })
     }
 
     pub async fn check(&self) -> Result<Report> {
@@ -1638,8 +1764,33 @@ impl Ipam {
         handle_prefix: &str,
         live: &HashSet<String>,
     ) -> Result<Vec<IpAddr>> {
+        // The node's addresses are in its own blocks and in the blocks its
+        // borrowed index names: never a walk over the cluster's blocks.
+        let mut cidrs: BTreeSet<IpNet> = self
+            .node_affinities(node)
+            .await?
+            .into_iter()
+            .map(|(a, _)| a.cidr)
+            .collect();
+        for (k, _) in self.store.list_keys(&keys::node_borrowed(node)).await? {
+            if let Some((_, addr)) = keys::parse_borrowed(&k) {
+                if let Some(c) = self.pools().await?.iter().find_map(|p| p.block_of(addr)) {
+                    cidrs.insert(c);
+                }
+            }
+        }
+        let keys: Vec<String> = cidrs.iter().map(keys::block).collect();
+        let mut blocks = Vec::new();
+        for kv in self.store.get_many(&keys).await?.into_iter().flatten() {
+            blocks.push(serde_json::from_slice::<Block>(&kv.value).map_err(|e| {
+                IpamError::Corrupt {
+                    key: kv.key.clone(),
+                    detail: e.to_string(),
+                }
+            })?);
+        }
         let mut victims = Vec::new();
-        for (b, _) in self.list::<Block>(keys::BLOCKS).await? {
+        for b in blocks {
             for (ord, a) in &b.allocations {
                 if a.attrs.node.as_deref() == Some(node)
                     && a.handle.starts_with(handle_prefix)
@@ -1661,8 +1812,33 @@ impl Ipam {
     /// be claimed by another node once emptied), its node record.
     pub async fn gc_node(&self, node: &str) -> Result<GcReport> {
         let mut report = GcReport::default();
+        // The node's addresses are in its own blocks and in the blocks its
+        // borrowed index names: never a walk over the cluster's blocks.
+        let mut cidrs: BTreeSet<IpNet> = self
+            .node_affinities(node)
+            .await?
+            .into_iter()
+            .map(|(a, _)| a.cidr)
+            .collect();
+        for (k, _) in self.store.list_keys(&keys::node_borrowed(node)).await? {
+            if let Some((_, addr)) = keys::parse_borrowed(&k) {
+                if let Some(c) = self.pools().await?.iter().find_map(|p| p.block_of(addr)) {
+                    cidrs.insert(c);
+                }
+            }
+        }
+        let keys: Vec<String> = cidrs.iter().map(keys::block).collect();
+        let mut blocks = Vec::new();
+        for kv in self.store.get_many(&keys).await?.into_iter().flatten() {
+            blocks.push(serde_json::from_slice::<Block>(&kv.value).map_err(|e| {
+                IpamError::Corrupt {
+                    key: kv.key.clone(),
+                    detail: e.to_string(),
+                }
+            })?);
+        }
         let mut victims = Vec::new();
-        for (b, _) in self.list::<Block>(keys::BLOCKS).await? {
+        for b in blocks {
             for (ord, a) in &b.allocations {
                 if a.attrs.node.as_deref() == Some(node) {
                     victims.push((b.addr(*ord), Some(a.seq)));
@@ -1681,11 +1857,7 @@ impl Ipam {
                 let mut nb = b.clone();
                 nb.affinity = None;
                 nb.changed = now();
-                match self
-                    .store
-                    .update(&keys::block(&b.cidr), encode(&nb), rev)
-                    .await
-                {
+                match self.store.commit(borrowed::update_ops(&b, &nb, rev)).await {
                     Ok(_) => report.blocks_fixed += 1,
                     Err(e) if e.is_conflict() => {}
                     Err(e) => return Err(e.into()),
@@ -1840,6 +2012,8 @@ impl Ipam {
                 Err(e) => return Err(e.into()),
             }
         }
+        let (added, removed) = self.reconcile_borrowed_index().await?;
+        report.index_fixed = added + removed;
         Ok(report)
     }
 }

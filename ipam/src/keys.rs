@@ -13,6 +13,13 @@ pub const BLOCKS: &str = "/petrel/ipam/v1/blocks/";
 pub const AFFINITIES: &str = "/petrel/ipam/v1/affinities/";
 pub const HANDLES: &str = "/petrel/ipam/v1/handles/";
 pub const NODES: &str = "/petrel/ipam/v1/nodes/";
+/// The borrowed-address index: `borrowed/<node>/<addr>` exists while
+/// `<node>` holds `<addr>` in a block not affine to it, so a node finds its
+/// borrowed addresses without reading every block (docs/datastore.md).
+pub const BORROWED: &str = "/petrel/ipam/v1/borrowed/";
+/// Migrations of the layout: one record each, written when done.
+pub const MIGRATIONS: &str = "/petrel/ipam/v1/migrations/";
+pub const MIGRATION_BORROWED_INDEX: &str = "/petrel/ipam/v1/migrations/borrowed-index";
 
 /// `10.0.0.0/26` → `10.0.0.0-26`: keys stay one path segment.
 pub fn cidr_segment(cidr: &IpNet) -> String {
@@ -41,6 +48,20 @@ pub fn handle(handle: &str) -> String {
 
 pub fn node(name: &str) -> String {
     format!("{NODES}{name}")
+}
+
+pub fn node_borrowed(node: &str) -> String {
+    format!("{BORROWED}{node}/")
+}
+
+pub fn borrowed(node: &str, addr: &std::net::IpAddr) -> String {
+    format!("{BORROWED}{node}/{addr}")
+}
+
+/// The address of a borrowed-index key.
+pub fn parse_borrowed(key: &str) -> Option<(String, std::net::IpAddr)> {
+    let (node, addr) = key.strip_prefix(BORROWED)?.rsplit_once('/')?;
+    Some((node.to_string(), addr.parse().ok()?))
 }
 
 /// The block CIDR of a block key, if it is one.

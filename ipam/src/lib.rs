@@ -9,6 +9,7 @@
 //! socket endpoint that the plugin forwards invocations to).
 
 pub mod block;
+pub mod borrowed;
 pub mod check;
 pub mod claim;
 pub mod cni;
@@ -22,4 +23,4 @@ pub mod store;
 #[doc(hidden)]
 pub mod testing;
 
-pub use ipam::{AssignRequest, Assigned, Ipam, IpamError};
+pub use ipam::{AssignRequest, Assigned, Ipam, IpamError, MigrationOutcome};

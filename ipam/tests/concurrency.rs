@@ -77,6 +77,18 @@ impl<S: Store> Store for Counting<S> {
         }
         self.0.list(prefix).await
     }
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        revision: i64,
+        keys_only: bool,
+    ) -> Result<petrel_ipam::store::Page, StoreError> {
+        self.0
+            .list_page(prefix, after, limit, revision, keys_only)
+            .await
+    }
     async fn watch(&self, prefix: &str, from: i64) -> Result<WatchReceiver, StoreError> {
         self.0.watch(prefix, from).await
     }

@@ -703,3 +703,76 @@ async fn a_pool_holding_only_gateways_can_be_deleted() {
     assert!(r.clean, "{}", r.human());
     assert_eq!((r.blocks, r.handles), (0, 0));
 }
+
+#[tokio::test]
+async fn borrowed_addresses_are_indexed_and_the_migration_catches_up_old_ones() {
+    let cfg = IpamConfig {
+        max_blocks_per_host: 1,
+        ..lenient()
+    };
+    let ipam = setup(&[pool("p", "10.0.0.0/29", 30)], cfg).await;
+    ipam.assign(&AssignRequest::new("h0", "n2", 1, 0))
+        .await
+        .unwrap();
+    let got = ipam
+        .assign(&AssignRequest::new("h1", "n1", 5, 0))
+        .await
+        .unwrap();
+    let lent = got.iter().find(|a| a.borrowed).unwrap().addr;
+    let index = ipam
+        .store()
+        .list_keys(&keys::node_borrowed("n1"))
+        .await
+        .unwrap();
+    assert_eq!(index.len(), 1);
+    assert_eq!(index[0].0, keys::borrowed("n1", &lent));
+    assert!(ipam
+        .store()
+        .list_keys(&keys::node_borrowed("n2"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A layout from before the index: the entry is missing, check says so.
+    let kv = ipam.store().get(&index[0].0).await.unwrap().unwrap();
+    ipam.store().delete(&kv.key, kv.mod_revision).await.unwrap();
+    let r = ipam.check().await.unwrap();
+    assert!(
+        r.problems.iter().any(|p| matches!(p, Problem::BorrowedIndexMissing { node, addr, .. } if node == "n1" && *addr == lent)),
+        "{}",
+        r.human()
+    );
+    // A stale entry, too.
+    let ghost: IpAddr = "10.0.0.7".parse().unwrap();
+    ipam.store()
+        .create(&keys::borrowed("n3", &ghost), b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        ipam.migrate_borrowed_index("n1").await.unwrap(),
+        MigrationOutcome::Migrated {
+            added: 1,
+            removed: 1
+        }
+    );
+    assert_clean(&ipam).await;
+    assert_eq!(
+        ipam.migrate_borrowed_index("n2").await.unwrap(),
+        MigrationOutcome::AlreadyDone
+    );
+
+    // CNI GC finds the borrowed address through the index, and its
+    // release takes the entry with it.
+    let freed = ipam
+        .gc_attachments("n1", "h", &HashSet::new())
+        .await
+        .unwrap();
+    assert_eq!(freed.len(), 5, "{freed:?}");
+    assert!(ipam
+        .store()
+        .list_keys(keys::BORROWED)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_clean(&ipam).await;
+}

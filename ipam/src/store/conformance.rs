@@ -13,6 +13,120 @@ pub async fn run_all(store: Arc<dyn Store>, prefix: &str) {
     watch_replays_from_revision(&*store, &format!("{prefix}/watch")).await;
     concurrent_cas_loses_no_update(store.clone(), &format!("{prefix}/race")).await;
     commit_is_all_or_nothing(&*store, &format!("{prefix}/commit")).await;
+    lists_come_in_pages(&*store, &format!("{prefix}/pages")).await;
+    put_and_remove_are_unconditional(&*store, &format!("{prefix}/index")).await;
+}
+
+/// A list longer than a page is whole, in order, and the pages of
+/// `list_page` neither overlap nor skip, nor run past the prefix.
+pub async fn lists_come_in_pages(s: &dyn Store, p: &str) {
+    use super::{list_paged, KEYS_PAGE, LIST_PAGE};
+    let n = LIST_PAGE * 2 + 7;
+    let dir = format!("{p}/d/");
+    // Keys around the prefix's edges must not leak in.
+    s.create(&format!("{p}/c"), b"before".to_vec())
+        .await
+        .expect("create");
+    s.create(&format!("{p}/d0"), b"after".to_vec())
+        .await
+        .expect("create");
+    let mut ops = Vec::new();
+    for i in 0..n {
+        ops.push(super::Op::Create {
+            key: format!("{dir}{i:05}"),
+            value: format!("v{i}").into_bytes(),
+        });
+        if ops.len() == 50 {
+            s.commit(std::mem::take(&mut ops)).await.expect("commit");
+        }
+    }
+    s.commit(ops).await.expect("commit");
+    let all = s.list(&dir).await.expect("list");
+    assert_eq!(all.kvs.len(), n, "every key, across pages");
+    for (i, kv) in all.kvs.iter().enumerate() {
+        assert_eq!(kv.key, format!("{dir}{i:05}"), "in key order");
+        assert_eq!(kv.value, format!("v{i}").into_bytes());
+    }
+    let keys = s.list_keys(&dir).await.expect("list keys");
+    assert_eq!(keys.len(), n);
+    assert!(KEYS_PAGE > n || keys.windows(2).all(|w| w[0].0 < w[1].0));
+    let small = list_paged(s, &dir, 10, true).await.expect("small pages");
+    assert_eq!(small.kvs.len(), n, "pages of 10");
+    assert!(small.kvs.iter().all(|kv| kv.value.is_empty()), "keys only");
+    let first = s.list_page(&dir, None, 10, 0, false).await.expect("page");
+    assert_eq!(first.kvs.len(), 10);
+    assert!(first.more);
+    let next = s
+        .list_page(&dir, Some(&first.kvs[9].key), 10, first.revision, false)
+        .await
+        .expect("page");
+    assert_eq!(next.kvs[0].key, format!("{dir}00010"), "strictly after");
+    let last = s
+        .list_page(&dir, Some(&format!("{dir}{:05}", n - 3)), 10, 0, false)
+        .await
+        .expect("page");
+    assert_eq!(last.kvs.len(), 2);
+    assert!(!last.more, "the end of the prefix is the end");
+}
+
+/// `Put` and `Remove` ride in a transaction without conditions of their
+/// own; a failed condition elsewhere still sinks them.
+pub async fn put_and_remove_are_unconditional(s: &dyn Store, p: &str) {
+    use super::Op;
+    let (a, i1, i2) = (format!("{p}/a"), format!("{p}/i1"), format!("{p}/i2"));
+    let ra = s.create(&a, b"a1".to_vec()).await.expect("create");
+    s.create(&i2, b"old".to_vec()).await.expect("create");
+    let stale = s
+        .commit(vec![
+            Op::Update {
+                key: a.clone(),
+                value: b"a2".to_vec(),
+                revision: ra - 1,
+            },
+            Op::Put {
+                key: i1.clone(),
+                value: b"x".to_vec(),
+            },
+        ])
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { ref key }) if *key == a),
+        "{stale:?}"
+    );
+    assert_eq!(s.get(&i1).await.expect("get"), None, "nothing applied");
+    s.commit(vec![
+        Op::Update {
+            key: a.clone(),
+            value: b"a2".to_vec(),
+            revision: ra,
+        },
+        Op::Put {
+            key: i1.clone(),
+            value: b"x".to_vec(),
+        },
+        Op::Put {
+            key: i2.clone(),
+            value: b"new".to_vec(),
+        },
+        Op::Remove {
+            key: format!("{p}/absent"),
+        },
+    ])
+    .await
+    .expect("unconditional ops hold whatever is there");
+    assert_eq!(s.get(&i2).await.expect("get").expect("i2").value, b"new");
+    let ra = s.get(&a).await.expect("get").expect("a").mod_revision;
+    s.commit(vec![
+        Op::Update {
+            key: a.clone(),
+            value: b"a3".to_vec(),
+            revision: ra,
+        },
+        Op::Remove { key: i1.clone() },
+    ])
+    .await
+    .expect("remove");
+    assert_eq!(s.get(&i1).await.expect("get"), None);
 }
 
 pub async fn commit_is_all_or_nothing(s: &dyn Store, p: &str) {

@@ -11,7 +11,7 @@
 //! [`StoreError::Compacted`].
 
 use super::hub::Hub;
-use super::{KeyValue, Listing, Op, Store, StoreError, WatchEvent, WatchReceiver};
+use super::{KeyValue, Listing, Op, Page, Store, StoreError, WatchEvent, WatchReceiver};
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -99,6 +99,7 @@ impl EmbeddedStore {
             let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
             let tx = db.begin_write().map_err(|e| err(e.to_string()))?;
             let rev = w.0 + 1;
+            let mut removed_absent = Vec::new();
             {
                 let mut kv = tx.open_table(KV).map_err(|e| err(e.to_string()))?;
                 for op in &ops {
@@ -106,13 +107,12 @@ impl EmbeddedStore {
                         .get(op.key())
                         .map_err(|e| err(e.to_string()))?
                         .map(|g| decode_rev(g.value()));
-                    let ok = match (op, current) {
-                        (Op::Create { .. }, None) => true,
-                        (
-                            Op::Update { revision, .. } | Op::Delete { revision, .. },
-                            Some(Some(cur)),
-                        ) => *revision == cur,
-                        _ => false,
+                    // A record too short to hold a revision (corrupt) holds
+                    // no conditional op.
+                    let ok = match current {
+                        None => op.holds(None),
+                        Some(Some(cur)) => op.holds(Some(cur)),
+                        Some(None) => matches!(op, Op::Put { .. } | Op::Remove { .. }),
                     };
                     if !ok {
                         // Dropping the transaction aborts it.
@@ -121,7 +121,7 @@ impl EmbeddedStore {
                         });
                     }
                 }
-                for op in &ops {
+                for (i, op) in ops.iter().enumerate() {
                     match op.after() {
                         Some(v) => {
                             let mut buf = Vec::with_capacity(8 + v.len());
@@ -131,7 +131,10 @@ impl EmbeddedStore {
                                 .map_err(|e| err(e.to_string()))?;
                         }
                         None => {
-                            kv.remove(op.key()).map_err(|e| err(e.to_string()))?;
+                            let was = kv.remove(op.key()).map_err(|e| err(e.to_string()))?;
+                            if was.is_none() {
+                                removed_absent.push(i);
+                            }
                         }
                     }
                 }
@@ -140,16 +143,22 @@ impl EmbeddedStore {
             }
             tx.commit().map_err(|e| err(e.to_string()))?;
             w.0 = rev;
-            for op in ops {
+            for (i, op) in ops.into_iter().enumerate() {
+                // etcd reports no event for deleting an absent key.
+                if removed_absent.contains(&i) {
+                    continue;
+                }
                 let ev = match op {
-                    Op::Create { key, value } | Op::Update { key, value, .. } => {
-                        WatchEvent::Put(KeyValue {
-                            key,
-                            value,
-                            mod_revision: rev,
-                        })
+                    Op::Create { key, value }
+                    | Op::Update { key, value, .. }
+                    | Op::Put { key, value } => WatchEvent::Put(KeyValue {
+                        key,
+                        value,
+                        mod_revision: rev,
+                    }),
+                    Op::Delete { key, .. } | Op::Remove { key } => {
+                        WatchEvent::Delete { key, revision: rev }
                     }
-                    Op::Delete { key, .. } => WatchEvent::Delete { key, revision: rev },
                 };
                 w.1.publish(ev);
             }
@@ -227,6 +236,53 @@ impl Store for EmbeddedStore {
 
     async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError> {
         self.write(ops).await
+    }
+
+    /// Pages of the current state: one process owns the file and there is
+    /// no response size limit, so `revision` is not honoured; the
+    /// whole-list [`Store::list`] below reads one snapshot.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        _revision: i64,
+        keys_only: bool,
+    ) -> Result<Page, StoreError> {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let revision = w.0;
+        let (kvs, more) = self.read(|kv| {
+            let mut out = Vec::new();
+            let range = match after {
+                Some(a) => {
+                    kv.range::<&str>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))?
+                }
+                None => kv.range(prefix..)?,
+            };
+            for item in range {
+                let (k, v) = item?;
+                let k = k.value();
+                if !k.starts_with(prefix) {
+                    return Ok((out, false));
+                }
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                if let Some(mut kv) = decode(k, v.value()) {
+                    if keys_only {
+                        kv.value = Vec::new();
+                    }
+                    out.push(kv);
+                }
+            }
+            Ok((out, false))
+        })?;
+        drop(w);
+        Ok(Page {
+            kvs,
+            revision,
+            more,
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {

@@ -8,7 +8,8 @@
 //! the outcome stays correct.
 
 use super::{
-    KeyValue, Listing, Op, Store, StoreError, WatchEvent, WatchReceiver, WATCH_CHANNEL_CAPACITY,
+    prefix_end, KeyValue, Op, Page, Store, StoreError, WatchEvent, WatchReceiver, GET_MANY_CHUNK,
+    WATCH_CHANNEL_CAPACITY,
 };
 use async_trait::async_trait;
 use etcd_client::{
@@ -166,6 +167,8 @@ impl EtcdStore {
                     ));
                     put.push(TxnOp::delete(key.as_str(), None));
                 }
+                Op::Put { key, value } => put.push(TxnOp::put(key.as_str(), value.clone(), None)),
+                Op::Remove { key } => put.push(TxnOp::delete(key.as_str(), None)),
             }
         }
         // On failure, read every key back in the same round trip, to name
@@ -204,13 +207,7 @@ impl EtcdStore {
         let failed = ops
             .iter()
             .zip(&current)
-            .find(|(o, c)| match (o, c) {
-                (Op::Create { .. }, Some(_)) => true,
-                (Op::Update { revision, .. } | Op::Delete { revision, .. }, c) => {
-                    c.as_ref().map(|(_, r)| *r) != Some(*revision)
-                }
-                _ => false,
-            })
+            .find(|(o, c)| !o.holds(c.as_ref().map(|(_, r)| *r)))
             .map(|(o, _)| o.key().to_string())
             .unwrap_or_else(|| ops.first().map(|o| o.key().to_string()).unwrap_or_default());
         Err(StoreError::Conflict { key: failed })
@@ -244,6 +241,16 @@ impl EtcdStore {
 
 fn classify(endpoints: &str, e: etcd_client::Error) -> StoreError {
     use etcd_client::Error as E;
+    // A read at a revision older than the compaction point (a paged list
+    // that straddled a compaction): etcd's ErrCompacted, OutOfRange.
+    if let E::GRpcStatus(s) = &e {
+        if s.code() == tonic::Code::OutOfRange && s.message().contains("compacted") {
+            return StoreError::Compacted {
+                requested: 0,
+                oldest: 0,
+            };
+        }
+    }
     let unavailable = match &e {
         E::TransportError(_) | E::IoError(_) => true,
         // tonic reports a broken connection as Unknown "transport error".
@@ -316,61 +323,76 @@ impl Store for EtcdStore {
         self.txn_ops(&ops).await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        revision: i64,
+        keys_only: bool,
+    ) -> Result<Page, StoreError> {
+        // The range [after + "\0", end of prefix): strictly after `after`.
+        let start: Vec<u8> = match after {
+            Some(a) => {
+                let mut k = a.as_bytes().to_vec();
+                k.push(0);
+                k
+            }
+            None => prefix.as_bytes().to_vec(),
+        };
+        let mut opts = GetOptions::new().with_limit(limit as i64);
+        opts = match prefix_end(prefix) {
+            Some(end) => opts.with_range(end),
+            None => opts.with_from_key(),
+        };
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        if keys_only {
+            opts = opts.with_keys_only();
+        }
         let resp = self
-            .retry(
-                |mut c| async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await },
-            )
+            .retry(|mut c| {
+                let (start, opts) = (start.clone(), opts.clone());
+                async move { c.get(start, Some(opts)).await }
+            })
             .await?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(revision);
         let kvs = resp
             .kvs()
             .iter()
             .map(convert)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Listing { kvs, revision })
+        Ok(Page {
+            kvs,
+            revision,
+            more: resp.more(),
+        })
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        // A transaction without conditions: all reads at one revision, in
-        // one round trip.
-        let gets: Vec<TxnOp> = keys.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
-        let txn = Txn::new().and_then(gets);
-        let resp = self
-            .retry(|mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await?;
         let mut out = Vec::with_capacity(keys.len());
-        for r in resp.op_responses() {
-            if let etcd_client::TxnOpResponse::Get(g) = r {
-                out.push(match g.kvs().first() {
-                    Some(kv) => Some(convert(kv)?),
-                    None => None,
-                });
+        // A transaction without conditions: each chunk's reads at one
+        // revision, in one round trip, and never past etcd's txn op limit.
+        for chunk in keys.chunks(GET_MANY_CHUNK) {
+            let gets: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+            let txn = Txn::new().and_then(gets);
+            let resp = self
+                .retry(|mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            for r in resp.op_responses() {
+                if let etcd_client::TxnOpResponse::Get(g) = r {
+                    out.push(match g.kvs().first() {
+                        Some(kv) => Some(convert(kv)?),
+                        None => None,
+                    });
+                }
             }
         }
         Ok(out)
-    }
-
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        let resp = self
-            .retry(|mut c| async move {
-                c.get(
-                    prefix,
-                    Some(GetOptions::new().with_prefix().with_keys_only()),
-                )
-                .await
-            })
-            .await?;
-        resp.kvs()
-            .iter()
-            .map(|kv| convert(kv).map(|k| (k.key, k.mod_revision)))
-            .collect()
     }
 
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError> {

@@ -2,7 +2,7 @@
 //! simulations. Nothing persists.
 
 use super::hub::Hub;
-use super::{KeyValue, Listing, Op, Store, StoreError, WatchEvent, WatchReceiver};
+use super::{KeyValue, Listing, Op, Page, Store, StoreError, WatchEvent, WatchReceiver};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -105,11 +105,7 @@ impl Store for MemoryStore {
         let (state, hub) = &mut *g;
         for op in &ops {
             let cur = state.kvs.get(op.key()).map(|(_, r)| *r);
-            let ok = match op {
-                Op::Create { .. } => cur.is_none(),
-                Op::Update { revision, .. } | Op::Delete { revision, .. } => cur == Some(*revision),
-            };
-            if !ok {
+            if !op.holds(cur) {
                 return Err(StoreError::Conflict {
                     key: op.key().into(),
                 });
@@ -119,7 +115,9 @@ impl Store for MemoryStore {
         let rev = state.revision;
         for op in ops {
             match op {
-                Op::Create { key, value } | Op::Update { key, value, .. } => {
+                Op::Create { key, value }
+                | Op::Update { key, value, .. }
+                | Op::Put { key, value } => {
                     state.kvs.insert(key.clone(), (value.clone(), rev));
                     hub.publish(WatchEvent::Put(KeyValue {
                         key,
@@ -127,13 +125,52 @@ impl Store for MemoryStore {
                         mod_revision: rev,
                     }));
                 }
-                Op::Delete { key, .. } => {
-                    state.kvs.remove(&key);
-                    hub.publish(WatchEvent::Delete { key, revision: rev });
+                Op::Delete { key, .. } | Op::Remove { key } => {
+                    // etcd reports no event for deleting an absent key.
+                    if state.kvs.remove(&key).is_some() {
+                        hub.publish(WatchEvent::Delete { key, revision: rev });
+                    }
                 }
             }
         }
         Ok(rev)
+    }
+
+    /// Pages of the current state: an in-memory store keeps no history, so
+    /// `revision` is not honoured (the whole-list [`Store::list`] below is
+    /// one snapshot).
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        _revision: i64,
+        keys_only: bool,
+    ) -> Result<Page, StoreError> {
+        let g = self.lock();
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(a.to_string()),
+            None => std::ops::Bound::Included(prefix.to_string()),
+        };
+        let mut it =
+            g.0.kvs
+                .range((start, std::ops::Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix));
+        let kvs: Vec<KeyValue> = it
+            .by_ref()
+            .take(limit)
+            .map(|(k, (v, r))| KeyValue {
+                key: k.clone(),
+                value: if keys_only { Vec::new() } else { v.clone() },
+                mod_revision: *r,
+            })
+            .collect();
+        let more = it.next().is_some();
+        Ok(Page {
+            kvs,
+            revision: g.0.revision,
+            more,
+        })
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {

@@ -39,7 +39,31 @@ pub struct Listing {
     pub revision: i64,
 }
 
-/// One conditional write of a [`Store::commit`].
+/// One page of a prefix list ([`Store::list_page`]).
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub kvs: Vec<KeyValue>,
+    /// The revision the page was read at: pass it back for the next page
+    /// so that all pages come from one snapshot.
+    pub revision: i64,
+    /// More keys follow the last one of this page.
+    pub more: bool,
+}
+
+/// Keys and values per page of [`Store::list`]. A block record of a full
+/// /26 is about 8 KiB, so a page stays near 1 MiB at worst, far below
+/// etcd's 4 MiB default response limit (and gRPC's decoding limit).
+pub const LIST_PAGE: usize = 128;
+/// Keys per page of [`Store::list_keys`] (no values: ~60 bytes a key).
+pub const KEYS_PAGE: usize = 4096;
+/// Keys per round trip of [`Store::get_many`]: below etcd's default
+/// `--max-txn-ops` of 128.
+pub const GET_MANY_CHUNK: usize = 64;
+
+/// One write of a [`Store::commit`]. The first three are conditional and
+/// decide races; `Put` and `Remove` are unconditional, for derived records
+/// (an index) whose every change rides in the same transaction as a
+/// conditional write of the record they derive from, which serializes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// Only if absent.
@@ -52,21 +76,52 @@ pub enum Op {
     },
     /// Only if the mod revision is still `revision`.
     Delete { key: String, revision: i64 },
+    /// Write whatever is there (or is not).
+    Put { key: String, value: Vec<u8> },
+    /// Delete if present; absent is not a conflict.
+    Remove { key: String },
 }
 
 impl Op {
     pub fn key(&self) -> &str {
         match self {
-            Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => key,
+            Op::Create { key, .. }
+            | Op::Update { key, .. }
+            | Op::Delete { key, .. }
+            | Op::Put { key, .. }
+            | Op::Remove { key } => key,
         }
     }
     /// The value the key holds once the op is applied.
     pub(crate) fn after(&self) -> Option<&[u8]> {
         match self {
-            Op::Create { value, .. } | Op::Update { value, .. } => Some(value),
-            Op::Delete { .. } => None,
+            Op::Create { value, .. } | Op::Update { value, .. } | Op::Put { value, .. } => {
+                Some(value)
+            }
+            Op::Delete { .. } | Op::Remove { .. } => None,
         }
     }
+    /// Whether the op holds against the key's current mod revision.
+    pub(crate) fn holds(&self, current: Option<i64>) -> bool {
+        match self {
+            Op::Create { .. } => current.is_none(),
+            Op::Update { revision, .. } | Op::Delete { revision, .. } => current == Some(*revision),
+            Op::Put { .. } | Op::Remove { .. } => true,
+        }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (etcd's
+/// range end for a prefix); `None` when no such key exists (all 0xff).
+pub fn prefix_end(prefix: &str) -> Option<Vec<u8>> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,10 +205,26 @@ pub trait Store: Send + Sync {
     /// gives [`StoreError::Conflict`] naming one failing key. Keys must be
     /// distinct.
     async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError>;
-    /// Every key starting with `prefix`, in key order, from one snapshot.
-    async fn list(&self, prefix: &str) -> Result<Listing, StoreError>;
-    /// Several keys in one round trip, from one snapshot where the backend
-    /// can; `None` for an absent key.
+    /// At most `limit` keys starting with `prefix` and sorting after
+    /// `after` (from the first when `None`), in key order, read at
+    /// `revision` (0: the current one). Values are empty when `keys_only`.
+    /// The primitive every list is made of: no response is ever larger
+    /// than a page, whatever the datastore holds.
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        revision: i64,
+        keys_only: bool,
+    ) -> Result<Page, StoreError>;
+    /// Every key starting with `prefix`, in key order, from one snapshot,
+    /// fetched [`LIST_PAGE`] at a time.
+    async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        list_paged(self, prefix, LIST_PAGE, false).await
+    }
+    /// Several keys, [`GET_MANY_CHUNK`] per round trip, each chunk from one
+    /// snapshot; `None` for an absent key.
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KeyValue>>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
@@ -162,10 +233,9 @@ pub trait Store: Send + Sync {
         Ok(out)
     }
     /// The keys under `prefix` and their mod revisions, without values:
-    /// cheap where values are large.
+    /// cheap where values are large; [`KEYS_PAGE`] per round trip.
     async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(self
-            .list(prefix)
+        Ok(list_paged(self, prefix, KEYS_PAGE, true)
             .await?
             .kvs
             .into_iter()
@@ -177,6 +247,44 @@ pub trait Store: Send + Sync {
     async fn watch(&self, prefix: &str, from_revision: i64) -> Result<WatchReceiver, StoreError>;
     /// A cheap round trip, for health checks (CNI STATUS).
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Attempts at a paged list whose snapshot was compacted away between two
+/// pages (each attempt starts again at the current revision).
+const LIST_ATTEMPTS: usize = 3;
+
+/// Every page under `prefix`, all at the revision of the first one, so the
+/// result is one snapshot as a single range read would be. A snapshot
+/// compacted away meanwhile (a long list on a busy etcd) starts over.
+pub async fn list_paged<S: Store + ?Sized>(
+    store: &S,
+    prefix: &str,
+    limit: usize,
+    keys_only: bool,
+) -> Result<Listing, StoreError> {
+    let mut attempt = 0;
+    'again: loop {
+        attempt += 1;
+        let mut kvs: Vec<KeyValue> = Vec::new();
+        let mut revision = 0;
+        loop {
+            let after = kvs.last().map(|kv| kv.key.as_str());
+            let page = match store
+                .list_page(prefix, after, limit.max(1), revision, keys_only)
+                .await
+            {
+                Ok(p) => p,
+                Err(StoreError::Compacted { .. }) if attempt < LIST_ATTEMPTS => continue 'again,
+                Err(e) => return Err(e),
+            };
+            revision = page.revision;
+            let more = page.more && !page.kvs.is_empty();
+            kvs.extend(page.kvs);
+            if !more {
+                return Ok(Listing { kvs, revision });
+            }
+        }
+    }
 }
 
 /// The conformance suite every backend must pass; public so that the
