@@ -6,6 +6,17 @@ use ipnet::IpNet;
 use petrel_ipam::model::{Encapsulation, Family, Pool, PoolUse};
 use std::process::ExitCode;
 
+fn parse_use(s: &str) -> Result<PoolUse, String> {
+    match s.trim() {
+        "workload" => Ok(PoolUse::Workload),
+        "tunnel" => Ok(PoolUse::Tunnel),
+        "load-balancer" => Ok(PoolUse::LoadBalancer),
+        o => Err(format!(
+            "{o:?}: allowed uses are workload, tunnel and load-balancer"
+        )),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct PoolArgs {
     #[command(subcommand)]
@@ -30,6 +41,11 @@ pub enum PoolCmd {
         node_selector: String,
         #[arg(long, default_value = "none")]
         encapsulation: Encapsulation,
+        /// What the pool's addresses are for, comma-separated: workload,
+        /// tunnel, load-balancer (petrel-controller allocates Service
+        /// load-balancer addresses from the last).
+        #[arg(long, value_delimiter = ',', default_value = "workload,tunnel", value_parser = parse_use)]
+        allowed_uses: Vec<PoolUse>,
     },
     List {
         #[arg(long)]
@@ -56,6 +72,7 @@ async fn run_async(args: PoolArgs, datastore: DatastoreArgs) -> anyhow::Result<E
             name,
             node_selector,
             encapsulation,
+            allowed_uses,
         } => {
             let family = Family::of_net(&cidr);
             let pool = Pool {
@@ -64,7 +81,7 @@ async fn run_async(args: PoolArgs, datastore: DatastoreArgs) -> anyhow::Result<E
                 block_size: block_size.unwrap_or(family.block_sizes().1),
                 disabled: false,
                 node_selector,
-                allowed_uses: vec![PoolUse::Workload, PoolUse::Tunnel],
+                allowed_uses,
                 encapsulation,
             };
             ipam.add_pool(&pool).await?;
