@@ -109,13 +109,18 @@ fn describe(pools: &[Pool]) -> String {
     }
 }
 
+/// What [`plan`] decides for a handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub keep: Vec<IpAddr>,
+    /// Families still to assign.
+    pub missing: Vec<Family>,
+    pub release: Vec<IpAddr>,
+}
+
 /// The addresses to keep of `current`, the families still to assign, and
 /// the addresses to give back, for `req` given the pools. Pure.
-pub fn plan(
-    req: &LbRequest,
-    all_pools: &[Pool],
-    current: &[IpAddr],
-) -> Result<(Vec<IpAddr>, Vec<Family>, Vec<IpAddr>), AllocError> {
+pub fn plan(req: &LbRequest, all_pools: &[Pool], current: &[IpAddr]) -> Result<Plan, AllocError> {
     let pools = lb_pools(all_pools, &req.pools);
     let mut have: Vec<Family> = pools.iter().map(|p| p.family()).collect();
     // A requested address decides that its family is available or fails
@@ -143,7 +148,11 @@ pub fn plan(
         .filter(|a| !keep.contains(a))
         .copied()
         .collect();
-    Ok((keep, missing, release))
+    Ok(Plan {
+        keep,
+        missing,
+        release,
+    })
 }
 
 /// Make `handle` hold what `req` asks. Returns its addresses. All or
@@ -157,7 +166,11 @@ pub async fn ensure(
     current: &[IpAddr],
 ) -> Result<Vec<IpAddr>, AllocError> {
     let all = ipam.pools().await.map_err(AllocError::Ipam)?;
-    let (mut keep, missing, release) = plan(req, &all, current)?;
+    let Plan {
+        mut keep,
+        missing,
+        release,
+    } = plan(req, &all, current)?;
     if !release.is_empty() {
         ipam.release_addrs(&release)
             .await
@@ -293,24 +306,27 @@ mod tests {
             pool("pods", "10.0.0.0/16", &[PoolUse::Workload]),
         ];
         let cur: Vec<IpAddr> = vec!["192.0.2.5".parse().unwrap()];
-        let (keep, missing, release) = plan(
+        let p = plan(
             &req(&[], FamilyWant::Prefer(Family::V4, Family::V6)),
             &pools,
             &cur,
         )
         .unwrap();
         assert_eq!(
-            (keep, missing, release),
+            (p.keep, p.missing, p.release),
             (cur.clone(), vec![Family::V6], vec![])
         );
         // A different requested address replaces the held one.
-        let (keep, missing, release) = plan(
+        let p = plan(
             &req(&["192.0.2.9"], FamilyWant::Single(Family::V4)),
             &pools,
             &cur,
         )
         .unwrap();
-        assert_eq!((keep, missing, release), (vec![], vec![Family::V4], cur));
+        assert_eq!(
+            (p.keep, p.missing, p.release),
+            (vec![], vec![Family::V4], cur)
+        );
         // RequireDualStack without a v6 pool is refused up front.
         let e = plan(
             &req(&[], FamilyWant::Require(Family::V4, Family::V6)),

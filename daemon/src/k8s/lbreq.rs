@@ -289,7 +289,8 @@ mod tests {
     #[test]
     fn families_follow_the_policy_and_the_pools_that_exist() {
         use Family::*;
-        let table: &[(FamilyWant, &[Family], Result<Vec<Family>, Family>)] = &[
+        type Row = (FamilyWant, &'static [Family], Result<Vec<Family>, Family>);
+        let table: &[Row] = &[
             (FamilyWant::Single(V6), &[V4, V6], Ok(vec![V6])),
             (FamilyWant::Prefer(V4, V6), &[V4, V6], Ok(vec![V4, V6])),
             (FamilyWant::Prefer(V4, V6), &[V4], Ok(vec![V4])),
