@@ -421,7 +421,9 @@ impl Controller {
         } else {
             HashMap::new()
         };
-        for k in dirty.into_iter().chain(extra) {
+        let mut todo = dirty;
+        todo.extend(extra);
+        for k in todo {
             if !self.fence.acting() {
                 // Demoted mid-pass: leave the rest to the next leader.
                 break;
