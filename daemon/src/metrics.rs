@@ -429,11 +429,18 @@ impl Store for InstrumentedStore {
     }
 }
 
-/// This node's IPAM gauges, set by the cluster code.
+/// This node's IPAM gauges, set by the cluster code, and the cluster
+/// driver's counters (the scale harness reads them).
 #[derive(Debug, Default)]
 pub struct IpamGauges {
     blocks: AtomicU64,
     addresses: AtomicU64,
+    /// Full lists of the node's records (start, and after a lost watch).
+    pub full_syncs: AtomicU64,
+    /// Watch events applied to the local model.
+    pub events: AtomicU64,
+    /// Times the peers or the routes were derived again.
+    pub derivations: AtomicU64,
 }
 
 impl IpamGauges {
@@ -644,6 +651,26 @@ pub fn render(s: &Snapshot) -> String {
         "petrel_ipam_addresses {}",
         m.ipam.addresses.load(Ordering::Relaxed)
     );
+    for (name, help, v) in [
+        (
+            "petrel_cluster_full_syncs_total",
+            "Full (paged) reads of the node's datastore records: at start and after a watch was lost.",
+            &m.ipam.full_syncs,
+        ),
+        (
+            "petrel_cluster_events_total",
+            "Datastore watch events applied to the node's model of the cluster.",
+            &m.ipam.events,
+        ),
+        (
+            "petrel_cluster_derivations_total",
+            "Times the node derived its peers or its routes again.",
+            &m.ipam.derivations,
+        ),
+    ] {
+        head(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+    }
     out
 }
 

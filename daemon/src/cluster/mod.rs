@@ -2,10 +2,15 @@
 //! BGP peers from the cluster's records and originates its IPAM blocks.
 //!
 //! [`model`] holds the records and their compare-and-swap helpers,
+//! [`state`] the node's local model of the records that concern it,
 //! [`peers`] and [`origin`] the pure derivations, and [`Cluster`] the
-//! driver: it loads a snapshot, derives, hands the result to
-//! [`crate::intent::Intent`] (which applies only differences), then waits
-//! for a watch event or the periodic resync and does it again.
+//! driver: it lists the node's records once (paged), then follows watches,
+//! applying each event to the model and deriving again only what the event
+//! changed; [`crate::intent::Intent`] applies only differences. A full list
+//! happens at start and after a watch is lost or compacted, never on a
+//! timer. Another node's pod churn writes only that node's blocks, which
+//! this node neither reads nor watches (docs/datastore.md, "What a node
+//! reads").
 //!
 //! A datastore outage changes nothing on the wire: the last applied peers
 //! and routes stay, the node reports itself degraded, and the driver
@@ -14,6 +19,7 @@
 pub mod model;
 pub mod origin;
 pub mod peers;
+pub mod state;
 
 use crate::config;
 use crate::health::Health;
@@ -24,20 +30,17 @@ use petrel_bgp::wire::attr::{Community, Origin, PathAttributes};
 use petrel_bgp::wire::Prefix;
 use petrel_ipam::cni::DatastoreConfig;
 use petrel_ipam::keys;
-use petrel_ipam::model::{Affinity, Block};
-use petrel_ipam::store::{Store, StoreError};
+use petrel_ipam::model::Block;
+use petrel_ipam::store::{KeyValue, Store, StoreError, WatchEvent, WatchReceiver};
 use serde::Serialize;
+use state::{ClusterState, Dirty};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-/// A full reload even without watch events: the safety net for a watch
-/// that silently stopped.
-const RESYNC: Duration = Duration::from_secs(60);
-/// Events within this window are taken together.
-const DEBOUNCE: Duration = Duration::from_millis(100);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -152,54 +155,151 @@ pub struct Cluster {
     pub ipam_gauges: Arc<crate::metrics::IpamGauges>,
 }
 
-/// One consistent-enough read of everything the derivations need.
-struct Snapshot {
-    cfg: BgpConfig,
-    nodes: Vec<model::Node>,
-    peers: Vec<model::BgpPeer>,
-    services: Vec<model::Service>,
-    blocks: Vec<Block>,
-    affinities: Vec<Affinity>,
-    revision: i64,
+/// Capacity of the queue from every watch into the driver: when it is
+/// full the watch forwarders wait, and etcd holds the rest of each stream.
+const EVENT_QUEUE: usize = 1024;
+/// After an event, what else arrives within this window is applied with it
+/// and derived once (a claim writes an affinity and a block together).
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// What the watches feed the driver, tagged with the generation of the
+/// watches that sent it (events of watches from before a resync are
+/// dropped).
+enum Feed {
+    Event(WatchEvent),
+    /// A watch ended or failed (compacted, unreachable): list again.
+    Lost(String),
+}
+
+/// The running watches: one per prefix of the model, one per own block.
+#[derive(Default)]
+struct Watches {
+    prefixes: Vec<tokio::task::JoinHandle<()>>,
+    blocks: BTreeMap<IpNet, tokio::task::JoinHandle<()>>,
+}
+
+impl Watches {
+    fn stop(&mut self) {
+        for w in self.prefixes.drain(..) {
+            w.abort();
+        }
+        for (_, w) in std::mem::take(&mut self.blocks) {
+            w.abort();
+        }
+    }
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Forwards one watch into the driver's queue.
+fn forward(
+    mut rx: WatchReceiver,
+    tx: mpsc::Sender<(u64, Feed)>,
+    generation: u64,
+    what: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let feed = match ev {
+                Ok(ev) => Feed::Event(ev),
+                Err(e) => Feed::Lost(format!("watch of {what}: {e}")),
+            };
+            let lost = matches!(feed, Feed::Lost(_));
+            if tx.send((generation, feed)).await.is_err() || lost {
+                return;
+            }
+        }
+        let _ = tx
+            .send((generation, Feed::Lost(format!("watch of {what} ended"))))
+            .await;
+    })
 }
 
 impl Cluster {
-    async fn load(&self) -> Result<Snapshot, ModelError> {
-        let s = &*self.store;
-        // The BGP records' listing gives the revision to watch from; the
-        // other reads are later, so a change between them is seen twice at
-        // worst, never missed.
-        let bgp = s.list(model::BGP_ROOT).await?;
-        let revision = bgp.revision;
-        let mut cfg = BgpConfig::default();
-        let mut peers = Vec::new();
-        let mut services = Vec::new();
-        for kv in &bgp.kvs {
-            let bad = |e: serde_json::Error| ModelError::Corrupt {
-                key: kv.key.clone(),
-                detail: e.to_string(),
-            };
-            if kv.key == model::BGP_CONFIG {
-                cfg = serde_json::from_slice(&kv.value).map_err(bad)?;
-            } else if kv.key.starts_with(model::PEERS) {
-                peers.push(serde_json::from_slice(&kv.value).map_err(bad)?);
-            } else if kv.key.starts_with(model::SERVICES) {
-                services.push(serde_json::from_slice(&kv.value).map_err(bad)?);
-            }
-        }
-        Ok(Snapshot {
-            cfg,
-            nodes: model::nodes(s).await?,
-            peers,
-            services,
-            blocks: model::list(s, keys::BLOCKS).await?,
-            affinities: model::list(s, &keys::node_affinities(&self.node.name)).await?,
-            revision,
-        })
+    /// One record, and the revision it was read at (to watch from).
+    async fn read_one(&self, key: &str) -> Result<(Option<KeyValue>, i64), ModelError> {
+        let page = self.store.list_page(key, None, 1, 0, false).await?;
+        let kv = page.kvs.into_iter().find(|kv| kv.key == key);
+        Ok((kv, page.revision))
     }
 
-    fn local(&self, snap: &Snapshot) -> peers::LocalNode {
-        let stored = snap.nodes.iter().find(|n| n.name == self.node.name);
+    /// The full read: every prefix of the model (paged), then the contents
+    /// of the node's own blocks. Returns the model and, per watch to start,
+    /// the revision its read was at. A record that does not decode is
+    /// reported and left out; the rest of the cluster still applies.
+    async fn sync(&self) -> Result<(ClusterState, Vec<(String, i64)>), ModelError> {
+        let mut state = ClusterState::new(&self.node.name);
+        let mut from = Vec::new();
+        for prefix in state.prefixes() {
+            let l = self.store.list(&prefix).await?;
+            for kv in &l.kvs {
+                if let Err(e) = state.put(kv) {
+                    warn!(error = %e, "record skipped");
+                }
+            }
+            from.push((prefix, l.revision));
+        }
+        for cidr in state.wanted_blocks() {
+            let key = keys::block(&cidr);
+            let (kv, rev) = self.read_one(&key).await?;
+            if let Some(kv) = kv {
+                if let Err(e) = state.put(&kv) {
+                    warn!(error = %e, "record skipped");
+                }
+            }
+            from.push((key, rev));
+        }
+        self.ipam_gauges.full_syncs.fetch_add(1, Ordering::Relaxed);
+        Ok((state, from))
+    }
+
+    /// Starts watching the blocks the model wants and does not watch yet,
+    /// and stops watching those it no longer wants. A new block is read
+    /// first, and watched from the revision of that read.
+    async fn follow_blocks(
+        &self,
+        state: &mut ClusterState,
+        watches: &mut Watches,
+        tx: &mpsc::Sender<(u64, Feed)>,
+        generation: u64,
+    ) -> Result<(), ModelError> {
+        let wanted = state.wanted_blocks();
+        let gone: Vec<IpNet> = watches
+            .blocks
+            .keys()
+            .filter(|c| !wanted.contains(c))
+            .copied()
+            .collect();
+        for c in gone {
+            if let Some(w) = watches.blocks.remove(&c) {
+                w.abort();
+            }
+        }
+        for cidr in wanted {
+            if watches.blocks.contains_key(&cidr) {
+                continue;
+            }
+            let key = keys::block(&cidr);
+            let (kv, rev) = self.read_one(&key).await?;
+            if let Some(kv) = kv {
+                if let Err(e) = state.put(&kv) {
+                    warn!(error = %e, "record skipped");
+                }
+            }
+            let rx = self.store.watch(&key, rev + 1).await?;
+            watches
+                .blocks
+                .insert(cidr, forward(rx, tx.clone(), generation, key));
+        }
+        Ok(())
+    }
+
+    fn local(&self, state: &ClusterState) -> peers::LocalNode {
+        let stored = state.nodes.get(&self.node.name);
         peers::LocalNode {
             name: self.node.name.clone(),
             addresses: self.addresses.clone(),
@@ -214,10 +314,9 @@ impl Cluster {
 
     /// Whether the stored node record says what this node registers
     /// (someone deleted or edited it, or a datastore restored from backup).
-    fn record_current(&self, snap: &Snapshot) -> bool {
-        snap.nodes.iter().any(|n| {
-            n.name == self.node.name
-                && n.addresses == self.addresses
+    fn record_current(&self, state: &ClusterState) -> bool {
+        state.nodes.get(&self.node.name).is_some_and(|n| {
+            n.addresses == self.addresses
                 && n.asn == self.node.asn_from_file.then_some(self.node.asn)
                 && n.route_reflector_cluster_id == self.rr_cluster_id
                 && self
@@ -228,73 +327,86 @@ impl Cluster {
         })
     }
 
-    /// Derives from a snapshot and applies it.
-    async fn apply(&self, snap: &Snapshot, intent: &tokio::sync::Mutex<Intent>) {
-        if !self.node.asn_from_file && snap.cfg.asn != self.node.asn {
-            warn!(
-                cluster_asn = snap.cfg.asn,
-                running_asn = self.node.asn,
-                "the cluster's AS changed; restart petreld to speak it"
-            );
-        }
-        let me = self.local(snap);
-        let set = peers::derive(&me, &snap.nodes, &snap.cfg, &snap.peers);
-        for s in &set.skipped {
-            warn!(record = %s.what, reason = %s.why, "cluster record skipped");
-        }
-        let origins = origin::derive(
-            &self.node.name,
-            &snap.blocks,
-            &snap.affinities,
-            &snap.cfg,
-            &snap.services,
-        );
-        let communities: Vec<Community> = snap
-            .cfg
-            .communities
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        let attrs = PathAttributes {
-            origin: Some(Origin::Igp),
-            communities: (!communities.is_empty()).then_some(communities),
-            ..PathAttributes::default()
-        };
-        let blackholes: BTreeSet<Prefix> = origins
-            .iter()
-            .filter(|(_, r)| **r == origin::Reason::Block)
-            .map(|(p, _)| *p)
-            .collect();
-        let routes: BTreeMap<Prefix, PathAttributes> =
-            origins.keys().map(|p| (*p, attrs.clone())).collect();
-        {
-            let mut i = intent.lock().await;
-            if let Err(e) = i.set_peers(Source::Cluster, set.peers).await {
+    /// Derives what `dirty` says changed and applies it.
+    async fn apply(&self, state: &ClusterState, dirty: Dirty, intent: &tokio::sync::Mutex<Intent>) {
+        self.ipam_gauges.derivations.fetch_add(1, Ordering::Relaxed);
+        if dirty.peers {
+            if !self.node.asn_from_file && state.cfg.asn != self.node.asn {
+                warn!(
+                    cluster_asn = state.cfg.asn,
+                    running_asn = self.node.asn,
+                    "the cluster's AS changed; restart petreld to speak it"
+                );
+            }
+            let me = self.local(state);
+            let set = peers::derive(&me, &state.node_list(), &state.cfg, &state.peer_list());
+            for s in &set.skipped {
+                warn!(record = %s.what, reason = %s.why, "cluster record skipped");
+            }
+            if let Err(e) = intent
+                .lock()
+                .await
+                .set_peers(Source::Cluster, set.peers)
+                .await
+            {
                 warn!(error = %e, "could not apply the cluster's peers");
             }
-            if let Err(e) = i
+            let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+            v.skipped = set
+                .skipped
+                .iter()
+                .map(|s| format!("{}: {}", s.what, s.why))
+                .collect();
+        }
+        if dirty.origins || dirty.blocks {
+            let blocks = state.block_list();
+            let borrowed: Vec<std::net::IpAddr> = state.borrowed.keys().copied().collect();
+            let origins = origin::derive(
+                &self.node.name,
+                &blocks,
+                &state.affinity_list(),
+                &borrowed,
+                &state.cfg,
+                &state.service_list(),
+            );
+            let communities: Vec<Community> = state
+                .cfg
+                .communities
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect();
+            let attrs = PathAttributes {
+                origin: Some(Origin::Igp),
+                communities: (!communities.is_empty()).then_some(communities),
+                ..PathAttributes::default()
+            };
+            let blackholes: BTreeSet<Prefix> = origins
+                .iter()
+                .filter(|(_, r)| **r == origin::Reason::Block)
+                .map(|(p, _)| *p)
+                .collect();
+            let routes: BTreeMap<Prefix, PathAttributes> =
+                origins.keys().map(|p| (*p, attrs.clone())).collect();
+            if let Err(e) = intent
+                .lock()
+                .await
                 .set_origins(Source::Cluster, routes, Some(blackholes))
                 .await
             {
                 warn!(error = %e, "could not apply the cluster's routes");
             }
+            let rows = block_rows(&self.node.name, &blocks, &state.borrowed, &origins);
+            self.ipam_gauges.set(
+                rows.iter().filter(|r| r.kind == "block").count() as u64,
+                rows.iter().map(|r| r.mine as u64).sum(),
+            );
+            let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+            v.blocks = rows;
+            v.advertised = origins
+                .iter()
+                .map(|(p, r)| (p.to_string(), r.name().to_string()))
+                .collect();
         }
-        let rows = block_rows(&self.node.name, &snap.blocks, &origins);
-        self.ipam_gauges.set(
-            rows.iter().filter(|r| r.kind == "block").count() as u64,
-            rows.iter().map(|r| r.mine as u64).sum(),
-        );
-        let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
-        v.blocks = rows;
-        v.advertised = origins
-            .iter()
-            .map(|(p, r)| (p.to_string(), r.name().to_string()))
-            .collect();
-        v.skipped = set
-            .skipped
-            .iter()
-            .map(|s| format!("{}: {}", s.what, s.why))
-            .collect();
     }
 
     fn set_ok(&self, ok: bool, err: Option<String>) {
@@ -319,7 +431,9 @@ impl Cluster {
         .map(|_| ())
     }
 
-    /// Runs until the process ends.
+    /// Runs until the process ends: register, then (again after any lost
+    /// watch) list the node's records, derive, and follow the watches,
+    /// applying each event to the model and deriving only what it changed.
     pub async fn run(self, intent: Arc<tokio::sync::Mutex<Intent>>) {
         self.health.expect_datastore();
         let mut backoff = BACKOFF_MIN;
@@ -338,106 +452,159 @@ impl Cluster {
                 }
             }
         }
-        backoff = BACKOFF_MIN;
-        let (dirty_tx, mut dirty_rx) = mpsc::channel::<()>(1);
-        let mut watching_from: Option<i64> = None;
-        let mut watches: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-        loop {
-            match self.load().await {
-                Ok(snap) => {
-                    let was_down = !self.view.lock().map(|v| v.datastore_ok).unwrap_or(true);
-                    self.set_ok(true, None);
-                    if was_down {
-                        info!("datastore reachable again; catching up");
-                        // A record lost while it was down (a restore from
-                        // backup, say) must not leave this node unknown.
-                        if let Err(e) = self.register().await {
-                            warn!(error = %e, "re-registration failed");
-                        }
+        // The layout migration to the borrowed index, once per cluster, by
+        // whichever node comes first; the others go on meanwhile.
+        {
+            let ipam = petrel_ipam::Ipam::new(self.store.clone());
+            let me = self.node.name.clone();
+            tokio::spawn(async move {
+                match ipam.migrate_borrowed_index(&me).await {
+                    Ok(petrel_ipam::MigrationOutcome::Migrated { added, removed }) => {
+                        info!(added, removed, "borrowed-address index built")
                     }
-                    if !self.record_current(&snap) {
-                        // Keep the record current: the next event (our own
-                        // write) brings a snapshot that has it.
-                        match self.register().await {
-                            Ok(()) => info!("node record was missing or changed; registered again"),
-                            Err(e) => warn!(error = %e, "cannot re-register the node"),
-                        }
+                    Ok(o) => debug!(outcome = ?o, "borrowed-address index migration"),
+                    Err(e) => {
+                        warn!(error = %e, "borrowed-address index migration failed; `petrelctl ipam gc` runs it too")
                     }
-                    self.apply(&snap, &intent).await;
-                    if !self.view.lock().map(|v| v.synced).unwrap_or(false) {
-                        self.view.lock().unwrap_or_else(|e| e.into_inner()).synced = true;
-                        self.health.set_cluster_synced();
-                        info!("first cluster sync done");
-                    }
-                    backoff = BACKOFF_MIN;
-                    let alive = watches.iter().all(|w| !w.is_finished());
-                    if watching_from.is_none() || !alive {
-                        for w in watches.drain(..) {
-                            w.abort();
-                        }
-                        watches = self.watch(snap.revision + 1, &dirty_tx).await;
-                        watching_from = Some(snap.revision + 1);
-                    }
-                    // Wait for a change (or the safety-net resync).
-                    let _ = tokio::time::timeout(RESYNC, dirty_rx.recv()).await;
-                    tokio::time::sleep(DEBOUNCE).await;
-                    while dirty_rx.try_recv().is_ok() {}
                 }
+            });
+        }
+        backoff = BACKOFF_MIN;
+        let (tx, mut rx) = mpsc::channel::<(u64, Feed)>(EVENT_QUEUE);
+        let mut generation = 0u64;
+        loop {
+            generation += 1;
+            let mut watches = Watches::default();
+            let started = async {
+                let (mut state, from) = self.sync().await?;
+                for (what, rev) in from {
+                    let rx = self.store.watch(&what, rev + 1).await?;
+                    let w = forward(rx, tx.clone(), generation, what.clone());
+                    match keys::parse_block(&what) {
+                        Some(cidr) => {
+                            watches.blocks.insert(cidr, w);
+                        }
+                        None => watches.prefixes.push(w),
+                    }
+                }
+                // Blocks whose affinity came between the lists.
+                self.follow_blocks(&mut state, &mut watches, &tx, generation)
+                    .await?;
+                Ok::<_, ModelError>(state)
+            }
+            .await;
+            let mut state = match started {
+                Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, retry_in = ?backoff, "cannot read the cluster from the datastore; keeping sessions and routes as they are");
                     self.set_ok(false, Some(e.to_string()));
-                    for w in watches.drain(..) {
-                        w.abort();
-                    }
-                    watching_from = None;
+                    drop(watches);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let was_down = !self.view.lock().map(|v| v.datastore_ok).unwrap_or(true);
+            self.set_ok(true, None);
+            backoff = BACKOFF_MIN;
+            if was_down {
+                info!("datastore reachable again; caught up");
+            }
+            if !self.record_current(&state) {
+                // A record lost (a restore from backup, say) or edited must
+                // not leave this node unknown; our own write comes back as
+                // an event.
+                match self.register().await {
+                    Ok(()) => info!("node record was missing or changed; registered again"),
+                    Err(e) => warn!(error = %e, "cannot re-register the node"),
                 }
             }
-        }
-    }
-
-    /// Watches every prefix the derivations read; any event marks dirty.
-    async fn watch(&self, from: i64, dirty: &mpsc::Sender<()>) -> Vec<tokio::task::JoinHandle<()>> {
-        let prefixes = [
-            model::BGP_ROOT.to_string(),
-            keys::NODES.to_string(),
-            keys::BLOCKS.to_string(),
-            keys::node_affinities(&self.node.name),
-        ];
-        let mut out = Vec::new();
-        for prefix in prefixes {
-            match self.store.watch(&prefix, from).await {
-                Ok(mut rx) => {
-                    let dirty = dirty.clone();
-                    out.push(tokio::spawn(async move {
-                        while let Some(ev) = rx.recv().await {
-                            match ev {
-                                Ok(ev) => debug!(key = ev.key(), "datastore change"),
-                                Err(e) => {
-                                    warn!(error = %e, prefix, "watch failed; reloading");
-                                    let _ = dirty.try_send(());
-                                    return;
-                                }
+            self.apply(
+                &state,
+                Dirty {
+                    peers: true,
+                    origins: true,
+                    blocks: true,
+                },
+                &intent,
+            )
+            .await;
+            if !self.view.lock().map(|v| v.synced).unwrap_or(false) {
+                self.view.lock().unwrap_or_else(|e| e.into_inner()).synced = true;
+                self.health.set_cluster_synced();
+                info!("first cluster sync done");
+            }
+            // Follow the watches until one is lost.
+            let lost = loop {
+                let Some(first) = rx.recv().await else {
+                    break "the watch queue closed".to_string();
+                };
+                let mut batch = vec![first];
+                let settle = tokio::time::sleep(SETTLE);
+                tokio::pin!(settle);
+                loop {
+                    tokio::select! {
+                        biased;
+                        m = rx.recv() => match m {
+                            Some(m) => batch.push(m),
+                            None => break,
+                        },
+                        _ = &mut settle => break,
+                    }
+                }
+                let mut dirty = Dirty::default();
+                let mut lost = None;
+                let mut own_record = false;
+                for (g, feed) in batch {
+                    if g != generation {
+                        continue;
+                    }
+                    match feed {
+                        Feed::Lost(why) => lost = Some(why),
+                        Feed::Event(ev) => {
+                            debug!(key = ev.key(), "datastore change");
+                            self.ipam_gauges.events.fetch_add(1, Ordering::Relaxed);
+                            own_record |= ev.key() == keys::node(&self.node.name);
+                            match state.apply(&ev) {
+                                Ok(d) => dirty.merge(d),
+                                Err(e) => warn!(error = %e, "record skipped"),
                             }
-                            // Coalesce: one pending reload is enough.
-                            let _ = dirty.try_send(());
                         }
-                        let _ = dirty.try_send(());
-                    }));
+                    }
                 }
-                Err(e) => {
-                    warn!(error = %e, prefix, "cannot watch; relying on the periodic resync");
+                if let Some(why) = lost {
+                    break why;
                 }
-            }
+                if dirty.blocks {
+                    if let Err(e) = self
+                        .follow_blocks(&mut state, &mut watches, &tx, generation)
+                        .await
+                    {
+                        break format!("cannot follow the node's blocks: {e}");
+                    }
+                }
+                if own_record && !self.record_current(&state) {
+                    match self.register().await {
+                        Ok(()) => info!("node record was deleted or changed; registered again"),
+                        Err(e) => warn!(error = %e, "cannot re-register the node"),
+                    }
+                }
+                if dirty.any() {
+                    self.apply(&state, dirty, &intent).await;
+                }
+            };
+            warn!(reason = %lost, "lost a datastore watch; reading the node's records again");
+            watches.stop();
+            // Events of the old watches still queued are dropped by their
+            // generation.
         }
-        out
     }
 }
 
 fn block_rows(
     node: &str,
     blocks: &[Block],
+    borrowed: &BTreeMap<std::net::IpAddr, IpNet>,
     origins: &BTreeMap<Prefix, origin::Reason>,
 ) -> Vec<BlockRow> {
     let mut rows = Vec::new();
@@ -460,6 +627,26 @@ fn block_rows(
             in_use: b.in_use(),
             mine,
             affinity: b.affinity.clone().unwrap_or_else(|| "-".into()),
+        });
+    }
+    // Borrowed addresses, by block: the node does not read those blocks
+    // (another node's), so their totals are not known here.
+    let mut by_block: BTreeMap<IpNet, u32> = BTreeMap::new();
+    for (addr, block) in borrowed {
+        if blocks.iter().any(|b| b.cidr.contains(addr)) {
+            continue;
+        }
+        *by_block.entry(*block).or_default() += 1;
+    }
+    for (cidr, mine) in by_block {
+        rows.push(BlockRow {
+            cidr: cidr.to_string(),
+            pool: "-".into(),
+            kind: "borrowed".into(),
+            total: 0,
+            in_use: 0,
+            mine,
+            affinity: "?".into(),
         });
     }
     rows

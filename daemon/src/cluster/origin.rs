@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use petrel_bgp::wire::Prefix;
 use petrel_ipam::model::{Affinity, AffinityState, Block};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 /// Why a prefix is advertised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,14 +45,39 @@ pub fn prefix_of(n: &IpNet) -> Option<Prefix> {
 }
 
 /// The prefixes this node originates, each with why.
+///
+/// `blocks` needs only the node's own blocks and `borrowed` is the node's
+/// borrowed-address index; other blocks may be passed (their allocations of
+/// this node count as borrowed too, as before the index).
 pub fn derive(
     node: &str,
     blocks: &[Block],
     affinities: &[Affinity],
+    borrowed: &[IpAddr],
     cfg: &BgpConfig,
     services: &[Service],
 ) -> BTreeMap<Prefix, Reason> {
     let mut out = BTreeMap::new();
+    let own: Vec<IpNet> = blocks
+        .iter()
+        .filter(|b| {
+            b.affinity.as_deref() == Some(node)
+                && affinities.iter().any(|a| {
+                    a.node == node && a.cidr == b.cidr && a.state == AffinityState::Confirmed
+                })
+        })
+        .map(|b| b.cidr)
+        .collect();
+    for addr in borrowed {
+        // Inside one of the node's own blocks the aggregate covers it (a
+        // block claimed after the address was borrowed from it unaffine).
+        if own.iter().any(|c| c.contains(addr)) {
+            continue;
+        }
+        if let Some(p) = Prefix::new(*addr, if addr.is_ipv4() { 32 } else { 128 }) {
+            out.insert(p, Reason::Borrowed);
+        }
+    }
     for b in blocks {
         let mine = b.affinity.as_deref() == Some(node);
         let confirmed = affinities
@@ -160,7 +186,7 @@ mod tests {
             aff("a", "fd00:244::/122", AffinityState::Confirmed),
             aff("b", "10.244.0.64/26", AffinityState::Confirmed),
         ];
-        let out = derive("a", &blocks, &affs, &BgpConfig::default(), &[]);
+        let out = derive("a", &blocks, &affs, &[], &BgpConfig::default(), &[]);
         let want: BTreeMap<Prefix, Reason> = [
             (p("10.244.0.0/26"), Reason::Block),
             (p("fd00:244::/122"), Reason::Block),
@@ -190,12 +216,30 @@ mod tests {
                 endpoint_nodes: vec![],
             },
         ];
-        let a = derive("a", &[], &[], &cfg, &services);
+        let a = derive("a", &[], &[], &[], &cfg, &services);
         assert_eq!(
             a.keys().copied().collect::<Vec<_>>(),
             vec![p("10.96.0.0/12"), p("192.0.2.20/32")]
         );
-        let b = derive("b", &[], &[], &cfg, &services);
+        let b = derive("b", &[], &[], &[], &cfg, &services);
         assert!(b.contains_key(&p("192.0.2.10/32")));
+    }
+
+    #[test]
+    fn borrowed_index_addresses_are_host_routes_unless_an_own_block_covers_them() {
+        let blocks = [block("10.244.0.0/26", Some("a"))];
+        let affs = [aff("a", "10.244.0.0/26", AffinityState::Confirmed)];
+        let borrowed: Vec<IpAddr> = ["10.244.0.70", "10.244.0.5", "fd00::7"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let out = derive("a", &blocks, &affs, &borrowed, &BgpConfig::default(), &[]);
+        let want: BTreeMap<Prefix, Reason> = [
+            (p("10.244.0.0/26"), Reason::Block),
+            (p("10.244.0.70/32"), Reason::Borrowed),
+            (p("fd00::7/128"), Reason::Borrowed),
+        ]
+        .into();
+        assert_eq!(out, want);
     }
 }

@@ -764,7 +764,7 @@ fn network_of(addr: &str, len: u8) -> Result<String> {
 
 /// Puts `ns` on the ToR's bridge: a veth `eth0` in `ns` with `addr`, its
 /// peer `p-<name>` a port of `br0`.
-fn attach(tor: &Netns, name: &str, ns: &Netns, addr: &str) -> Result<()> {
+pub fn attach(tor: &Netns, name: &str, ns: &Netns, addr: &str) -> Result<()> {
     let port = format!("p-{name}");
     run(
         "ip",
