@@ -52,7 +52,11 @@ pub fn run(cmd: ControllerCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
             println!("status:          none written yet");
             return Ok(ExitCode::SUCCESS);
         };
-        println!("leader:          {} (since {})", s.leader, when(s.leader_since_ms));
+        println!(
+            "leader:          {} (since {})",
+            s.leader,
+            when(s.leader_since_ms)
+        );
         println!("last sync:       {}", when(s.last_sync_ms));
         println!(
             "cached:          {} services, {} endpoint slices, {} nodes, {} pods",
