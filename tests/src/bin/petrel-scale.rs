@@ -70,7 +70,7 @@ fn args() -> Result<Args> {
             it.next()
                 .ok_or_else(|| anyhow!("{f} needs a value"))?
                 .parse()
-                .with_context(|| format!("{f}"))
+                .with_context(|| f.clone())
         };
         match f.as_str() {
             "--nodes" => a.nodes = num()? as u32,
