@@ -29,6 +29,7 @@ pub enum Request {
     ShowFib,
     ShowMtu,
     ShowBlocks,
+    ShowServices,
     ShowPeer {
         address: String,
     },
@@ -43,6 +44,7 @@ pub enum Response {
     Fib { routes: Vec<FibRow> },
     Mtu(crate::fib::mtu::MtuStatus),
     Blocks(Blocks),
+    Services(Services),
     Peer(PeerDetail),
     Ok,
     Error { message: String },
@@ -77,6 +79,16 @@ pub struct Blocks {
     pub blocks: Vec<crate::cluster::BlockRow>,
     /// (prefix, reason: block, borrowed or service)
     pub advertised: Vec<(String, String)>,
+}
+
+/// Service addresses this node advertises or not, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Services {
+    /// False when petreld runs without a datastore.
+    pub cluster: bool,
+    pub datastore_ok: bool,
+    pub last_error: Option<String>,
+    pub services: Vec<crate::cluster::origin::ServiceRow>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -660,6 +660,19 @@ async fn handle(st: &tokio::sync::Mutex<State>, req: Request) -> Response {
                 advertised: v.advertised,
             })
         }
+        Request::ShowServices => {
+            let v = s
+                .cluster_view
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            Response::Services(crate::control::Services {
+                cluster: s.cfg.datastore.is_some(),
+                datastore_ok: v.datastore_ok,
+                last_error: v.last_error,
+                services: v.services,
+            })
+        }
         Request::PeerEnable { address } => match addr(&address) {
             Ok(a) => s
                 .speaker

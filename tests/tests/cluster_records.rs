@@ -13,6 +13,7 @@ use petrel_tests::lab::{self, wait_until, Lab};
 const EXT_AS: u32 = 65010;
 const EXT_PREFIX: &str = "198.51.100.0/24";
 const SERVICE_RANGE: &str = "10.96.0.0/12";
+const LOCAL_SERVICE: &str = "203.0.113.80/32";
 
 fn ctl(c: &Cluster, args: &[&str]) -> Result<String> {
     let bin = petrel_tests::bin("petrelctl")?;
@@ -145,6 +146,55 @@ fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
             },
         )?;
     }
+    // A local-only service with its endpoint on node2: advertised by node2
+    // alone, and each node's `show services` says why.
+    ctl(
+        &c,
+        &[
+            "bgp",
+            "service",
+            "add",
+            "web",
+            "--address",
+            LOCAL_SERVICE,
+            "--local-only",
+            "--endpoint-node",
+            &n2.name,
+        ],
+    )?;
+    wait_until(
+        &format!("{LOCAL_SERVICE} from {} at the ToR", n2.name),
+        &[c.tor.daemon()],
+        || {
+            Ok(c.tor
+                .routes_from(&n2.address)?
+                .iter()
+                .any(|r| r.prefix == LOCAL_SERVICE)
+                .then_some(()))
+        },
+    )?;
+    ensure!(
+        !c.tor
+            .routes_from(&n1.address)?
+            .iter()
+            .any(|r| r.prefix == LOCAL_SERVICE),
+        "node1 has no endpoint of the local-only service but advertises it"
+    );
+    let row = |n: &petrel_tests::lab::cluster::Node| -> Result<serde_json::Value> {
+        let v = n.petreld.ctl_json(&["show", "services", "--json"])?;
+        v["services"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["address"] == LOCAL_SERVICE).cloned())
+            .ok_or_else(|| anyhow::anyhow!("no row for {LOCAL_SERVICE} in {v}"))
+    };
+    let (r1, r2) = (row(n1)?, row(n2)?);
+    ensure!(r2["advertised"] == true, "{r2}");
+    ensure!(
+        r1["advertised"] == false && r1["why"].as_str().unwrap_or("").contains(&n2.name),
+        "node1 should say the endpoint is on node2: {r1}"
+    );
+    ctl(&c, &["bgp", "service", "delete", "web"])?;
+
     ctl(&c, &["bgp", "config", "--service-cluster-ips", ""])?;
     wait_until("the service range withdrawn", &[c.tor.daemon()], || {
         let any = c.nodes.iter().try_fold(false, |acc, n| {

@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Command::Ipam(args) => petrel_daemon::ctl::ipam::run(args, cli.datastore),
         Command::Bgp(cmd) => petrel_daemon::ctl::bgp::bgp(cmd, cli.datastore),
         Command::Node(cmd) => petrel_daemon::ctl::bgp::node(cmd, cli.datastore),
+        Command::Cni(cmd) => petrel_daemon::ctl::cni::run(cmd, cli.datastore),
         Command::Controller(cmd) => petrel_daemon::ctl::controller::run(cmd, cli.datastore),
         Command::Status { json } => petrel_daemon::ctl::show::status(&cli.socket, json),
         Command::Show(cmd) => petrel_daemon::ctl::show::show(&cli.socket, cmd),

@@ -94,6 +94,8 @@ pub struct View {
     pub blocks: Vec<BlockRow>,
     pub advertised: Vec<(String, String)>,
     pub skipped: Vec<String>,
+    /// Service addresses and ranges, advertised or not, and why.
+    pub services: Vec<origin::ServiceRow>,
 }
 
 pub type SharedView = Arc<Mutex<View>>;
@@ -400,7 +402,9 @@ impl Cluster {
                 rows.iter().filter(|r| r.kind == "block").count() as u64,
                 rows.iter().map(|r| r.mine as u64).sum(),
             );
+            let services = origin::service_rows(&self.node.name, &state.cfg, &state.service_list());
             let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
+            v.services = services;
             v.blocks = rows;
             v.advertised = origins
                 .iter()

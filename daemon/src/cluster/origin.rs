@@ -127,6 +127,68 @@ pub fn derive(
     out
 }
 
+/// One service address and whether this node advertises it, with why:
+/// `petrelctl show services`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceRow {
+    /// The service record (`k8s.<namespace>.<name>.external` for the
+    /// controller's) or the configured range's kind.
+    pub service: String,
+    pub address: String,
+    pub advertised: bool,
+    pub why: String,
+}
+
+/// What this node does with every service address and range, and why; the
+/// same rules as [`derive`].
+pub fn service_rows(node: &str, cfg: &BgpConfig, services: &[Service]) -> Vec<ServiceRow> {
+    let mut rows = Vec::new();
+    for (kind, nets) in [
+        ("cluster-ip range", &cfg.service_cluster_ips),
+        ("external-ip range", &cfg.service_external_ips),
+        ("load-balancer range", &cfg.service_loadbalancer_ips),
+    ] {
+        for n in nets {
+            rows.push(ServiceRow {
+                service: format!("({kind})"),
+                address: n.to_string(),
+                advertised: true,
+                why: "configured range: every node advertises it".into(),
+            });
+        }
+    }
+    for s in services {
+        let local = s.endpoint_nodes.iter().any(|n| n == node);
+        let (advertised, why) = match (s.local_only, local) {
+            (false, _) => (true, "traffic policy Cluster: every node".to_string()),
+            (true, true) => (
+                true,
+                "traffic policy Local: this node has a ready or serving endpoint".to_string(),
+            ),
+            (true, false) => (
+                false,
+                format!(
+                    "traffic policy Local: no endpoint on this node (endpoints on {})",
+                    if s.endpoint_nodes.is_empty() {
+                        "no node".to_string()
+                    } else {
+                        s.endpoint_nodes.join(", ")
+                    }
+                ),
+            ),
+        };
+        for a in &s.addresses {
+            rows.push(ServiceRow {
+                service: s.name.clone(),
+                address: a.to_string(),
+                advertised,
+                why: why.clone(),
+            });
+        }
+    }
+    rows
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +303,48 @@ mod tests {
         ]
         .into();
         assert_eq!(out, want);
+    }
+
+    #[test]
+    fn service_rows_say_what_is_advertised_and_why() {
+        let cfg = BgpConfig {
+            service_cluster_ips: vec!["10.96.0.0/12".parse().unwrap()],
+            ..BgpConfig::default()
+        };
+        let services = [
+            Service {
+                name: "k8s.default.web.external".into(),
+                addresses: vec!["198.51.100.1/32".parse().unwrap()],
+                local_only: true,
+                endpoint_nodes: vec!["b".into()],
+            },
+            Service {
+                name: "k8s.default.api.external".into(),
+                addresses: vec!["198.51.100.2/32".parse().unwrap()],
+                local_only: false,
+                endpoint_nodes: vec![],
+            },
+        ];
+        let rows = service_rows("a", &cfg, &services);
+        let adv: Vec<(&str, bool)> = rows
+            .iter()
+            .map(|r| (r.address.as_str(), r.advertised))
+            .collect();
+        assert_eq!(
+            adv,
+            [
+                ("10.96.0.0/12", true),
+                ("198.51.100.1/32", false),
+                ("198.51.100.2/32", true)
+            ]
+        );
+        assert!(rows[1].why.contains("endpoints on b"), "{}", rows[1].why);
+        // The rows agree with what derive advertises.
+        let origins = derive("a", &[], &[], &[], &cfg, &services);
+        for r in &rows {
+            let p: Prefix = r.address.parse().unwrap();
+            assert_eq!(origins.contains_key(&p), r.advertised, "{r:?}");
+        }
+        assert!(service_rows("b", &cfg, &services)[1].advertised);
     }
 }

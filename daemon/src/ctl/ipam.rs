@@ -47,6 +47,11 @@ impl DatastoreArgs {
     }
 
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(crate::cluster::open_store(&self.datastore()?).await?)
+    }
+
+    /// Where the datastore is: the flags, or petreld's configuration file.
+    pub fn datastore(&self) -> anyhow::Result<crate::config::Datastore> {
         let flags = self.datastore_path.is_some() || !self.etcd_endpoints.is_empty();
         let file = match &self.config {
             Some(f) if flags => anyhow::bail!(
@@ -61,12 +66,11 @@ impl DatastoreArgs {
         };
         if let Some(f) = file {
             let cfg = crate::config::Config::load(&f)?;
-            let ds = cfg
+            return cfg
                 .datastore
-                .ok_or_else(|| anyhow::anyhow!("{}: has no [datastore] section", f.display()))?;
-            return Ok(crate::cluster::open_store(&ds).await?);
+                .ok_or_else(|| anyhow::anyhow!("{}: has no [datastore] section", f.display()));
         }
-        let ds = match (&self.datastore_path, self.etcd_endpoints.is_empty()) {
+        Ok(match (&self.datastore_path, self.etcd_endpoints.is_empty()) {
             (Some(path), true) => crate::config::Datastore::Embedded { path: path.clone() },
             (None, false) => crate::config::Datastore::Etcd {
                 endpoints: self.etcd_endpoints.clone(),
@@ -80,8 +84,7 @@ impl DatastoreArgs {
             (None, true) => anyhow::bail!(
                 "say where the datastore is: --etcd-endpoints URL[,URL], --datastore-path FILE or --config petreld.toml"
             ),
-        };
-        Ok(crate::cluster::open_store(&ds).await?)
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! petrelctl's commands, one module per command group.
 
 pub mod bgp;
+pub mod cni;
 pub mod controller;
 pub mod ipam;
 pub mod mrt;
@@ -53,6 +54,9 @@ pub enum Command {
     /// The cluster's nodes and their labels, in the datastore.
     #[command(subcommand)]
     Node(bgp::NodeCmd),
+    /// CNI: install petrel's plugins and a network configuration list.
+    #[command(subcommand)]
+    Cni(cni::CniCmd),
     /// petrel-controller (Kubernetes): its lease and status, in the datastore.
     #[command(subcommand)]
     Controller(controller::ControllerCmd),

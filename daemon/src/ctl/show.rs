@@ -32,6 +32,12 @@ pub enum ShowCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Service addresses and ranges from the cluster: advertised by this
+    /// node or not, and why (traffic policy, local endpoints).
+    Services {
+        #[arg(long)]
+        json: bool,
+    },
     /// petrel's routes in the kernel, as the FIB writer holds them.
     Fib {
         #[arg(long)]
@@ -171,6 +177,16 @@ pub fn show(socket: &Path, cmd: ShowCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&b)?);
             } else {
                 print_blocks(&b);
+            }
+        }
+        ShowCmd::Services { json } => {
+            let Response::Services(v) = request(socket, Request::ShowServices)? else {
+                anyhow::bail!("unexpected answer")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_services(&v);
             }
         }
         ShowCmd::Fib { json } => {
@@ -338,6 +354,32 @@ fn print_blocks(b: &crate::control::Blocks) {
     println!("{:<44} WHY", "ADVERTISED");
     for (p, why) in &b.advertised {
         println!("{p:<44} {why}");
+    }
+}
+
+fn print_services(v: &crate::control::Services) {
+    if !v.cluster {
+        println!("petreld runs without a datastore: no services");
+        return;
+    }
+    if !v.datastore_ok {
+        println!(
+            "datastore unreachable ({}): showing the last known state",
+            v.last_error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    println!(
+        "{:<40} {:<44} {:<10} WHY",
+        "SERVICE", "ADDRESS", "ADVERTISED"
+    );
+    for r in &v.services {
+        println!(
+            "{:<40} {:<44} {:<10} {}",
+            r.service,
+            r.address,
+            if r.advertised { "yes" } else { "no" },
+            r.why
+        );
     }
 }
 
