@@ -200,3 +200,93 @@ impl Store for MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{list_paged, Page, PAGE_BYTES};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A store that refuses a page over 4 MiB, as etcd's gRPC client does,
+    /// and counts the pages asked for.
+    struct Limited(MemoryStore, AtomicUsize);
+
+    #[async_trait]
+    impl Store for Limited {
+        async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+            self.0.get(key).await
+        }
+        async fn create(&self, key: &str, value: Vec<u8>) -> Result<i64, StoreError> {
+            self.0.create(key, value).await
+        }
+        async fn update(&self, k: &str, v: Vec<u8>, r: i64) -> Result<i64, StoreError> {
+            self.0.update(k, v, r).await
+        }
+        async fn delete(&self, key: &str, r: i64) -> Result<(), StoreError> {
+            self.0.delete(key, r).await
+        }
+        async fn commit(&self, ops: Vec<Op>) -> Result<i64, StoreError> {
+            self.0.commit(ops).await
+        }
+        async fn list_page(
+            &self,
+            prefix: &str,
+            after: Option<&str>,
+            limit: usize,
+            revision: i64,
+            keys_only: bool,
+        ) -> Result<Page, StoreError> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            let p = self
+                .0
+                .list_page(prefix, after, limit, revision, keys_only)
+                .await?;
+            let bytes: usize = p.kvs.iter().map(|kv| kv.key.len() + kv.value.len()).sum();
+            if bytes > 4 << 20 {
+                return Err(StoreError::Etcd {
+                    endpoints: "test".into(),
+                    detail: format!("decoded message length too large: found {bytes} bytes"),
+                });
+            }
+            Ok(p)
+        }
+        async fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+            list_paged(self, prefix, 128, false).await
+        }
+        async fn watch(&self, p: &str, from: i64) -> Result<WatchReceiver, StoreError> {
+            self.0.watch(p, from).await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_grow_for_small_records_and_shrink_when_refused() {
+        let s = Limited(MemoryStore::new(), AtomicUsize::new(0));
+        // 20,000 small records, then 600 of 16 KiB (9.4 MiB) under the
+        // same prefix.
+        let mut ops = Vec::new();
+        for i in 0..20_000 {
+            ops.push(Op::Create {
+                key: format!("/p/a/{i:06}"),
+                value: vec![b'x'; 100],
+            });
+        }
+        for i in 0..600 {
+            ops.push(Op::Create {
+                key: format!("/p/b/{i:06}"),
+                value: vec![b'y'; 16 << 10],
+            });
+        }
+        s.0.commit(ops).await.unwrap();
+        let l = s.list("/p/").await.unwrap();
+        assert_eq!(l.kvs.len(), 20_600, "every record, once");
+        assert!(l.kvs.windows(2).all(|w| w[0].key < w[1].key), "in order");
+        let pages = s.1.load(Ordering::Relaxed);
+        // At a fixed 128 a page it would take 161 pages; growing, the small
+        // ones come 4,096 at a time and the large ones PAGE_BYTES at a time.
+        assert!(pages < 40, "{pages} pages");
+        assert!(PAGE_BYTES / (16 << 10) >= 32);
+    }
+}

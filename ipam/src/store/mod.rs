@@ -253,9 +253,21 @@ pub trait Store: Send + Sync {
 /// pages (each attempt starts again at the current revision).
 const LIST_ATTEMPTS: usize = 3;
 
+/// The size a page of values aims at: far below the 4 MiB that etcd's
+/// server and the gRPC client accept by default.
+pub const PAGE_BYTES: usize = 1 << 20;
+/// The most records a page of values asks for, however small they are.
+pub const MAX_PAGE: usize = 4096;
+
 /// Every page under `prefix`, all at the revision of the first one, so the
 /// result is one snapshot as a single range read would be. A snapshot
 /// compacted away meanwhile (a long list on a busy etcd) starts over.
+///
+/// The page size adapts to the records: it doubles while the largest
+/// record of a page says twice as many still fit in [`PAGE_BYTES`] (200k
+/// handles of ~200 bytes come 4,096 at a time, /26 blocks of up to 8 KiB
+/// 128 at a time), and a page refused as too large (small records followed
+/// by large ones under one prefix) is asked again at a quarter of the size.
 pub async fn list_paged<S: Store + ?Sized>(
     store: &S,
     prefix: &str,
@@ -267,18 +279,37 @@ pub async fn list_paged<S: Store + ?Sized>(
         attempt += 1;
         let mut kvs: Vec<KeyValue> = Vec::new();
         let mut revision = 0;
+        let mut limit = limit.max(1);
         loop {
             let after = kvs.last().map(|kv| kv.key.as_str());
             let page = match store
-                .list_page(prefix, after, limit.max(1), revision, keys_only)
+                .list_page(prefix, after, limit, revision, keys_only)
                 .await
             {
                 Ok(p) => p,
                 Err(StoreError::Compacted { .. }) if attempt < LIST_ATTEMPTS => continue 'again,
+                Err(StoreError::Etcd { ref detail, .. })
+                    if limit > 1 && detail.contains("too large") =>
+                {
+                    limit = (limit / 4).max(1);
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             revision = page.revision;
             let more = page.more && !page.kvs.is_empty();
+            if !keys_only {
+                if let Some(biggest) = page
+                    .kvs
+                    .iter()
+                    .map(|kv| kv.key.len() + kv.value.len())
+                    .max()
+                {
+                    limit = (limit * 2)
+                        .min(PAGE_BYTES / biggest.max(1))
+                        .clamp(1, MAX_PAGE);
+                }
+            }
             kvs.extend(page.kvs);
             if !more {
                 return Ok(Listing { kvs, revision });
