@@ -10,16 +10,21 @@
 
 use anyhow::{bail, Result};
 use petrel_tests::lab::cluster::{Cluster, Options, Peering};
+use petrel_tests::lab::k8s::{KubeLab, KubeOptions};
+use petrel_tests::lab::kube::require_apiserver;
 use petrel_tests::lab::topo::Kind;
 use petrel_tests::lab::{remove_named, require_lab, Lab};
 use std::process::ExitCode;
 
 const USAGE: &str =
-    "usage: petrel-lab up [--tor frr|bird] [--json] [--name NAME] [--peering datastore|file]
+    "usage: petrel-lab up [--tor frr|bird] [--json] [--name NAME] [--peering datastore|file] [--kubernetes]
+                    [--etcd-members 1|3] [--etcd-proxy]
        petrel-lab down [--name NAME]
 
 Binaries: petreld, petrelctl, petrel-ipam and petrel-ipam-direct beside
-this one, or in $PETREL_BIN_DIR. Logs and configs: $TMPDIR/petrel-lab/NAME/.";
+this one, or in $PETREL_BIN_DIR (and petrel-controller with --kubernetes,
+which adds a kube-apiserver on the lab's etcd and petrel-controller).
+Logs and configs: $TMPDIR/petrel-lab/NAME/.";
 
 struct Args {
     command: String,
@@ -27,6 +32,9 @@ struct Args {
     json: bool,
     name: String,
     peering: Peering,
+    kubernetes: bool,
+    etcd_members: usize,
+    etcd_proxy: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -37,10 +45,14 @@ fn parse() -> Result<Args> {
         json: false,
         name: "plab".into(),
         peering: Peering::Datastore,
+        kubernetes: false,
+        etcd_members: 1,
+        etcd_proxy: false,
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--json" => a.json = true,
+            "--kubernetes" => a.kubernetes = true,
             "--tor" => {
                 a.tor = match it.next().as_deref() {
                     Some("frr") => Kind::Frr,
@@ -55,6 +67,13 @@ fn parse() -> Result<Args> {
                     other => bail!("--peering datastore|file, not {other:?}"),
                 }
             }
+            "--etcd-members" => {
+                a.etcd_members = match it.next().as_deref().map(str::parse) {
+                    Some(Ok(n @ 1..=3)) => n,
+                    other => bail!("--etcd-members 1|2|3, not {other:?}"),
+                }
+            }
+            "--etcd-proxy" => a.etcd_proxy = true,
             "--name" => match it.next() {
                 Some(n) => a.name = n,
                 None => bail!("--name needs a value"),
@@ -92,6 +111,12 @@ fn run() -> Result<ExitCode> {
             if !require_lab(&programs) {
                 bail!("this machine cannot run the lab (see above; bash .ci/setup installs what it needs)");
             }
+            if args.kubernetes && !require_apiserver() {
+                bail!("--kubernetes needs kube-apiserver, kubectl and openssl (see above)");
+            }
+            if args.kubernetes && args.peering == Peering::File {
+                bail!("--kubernetes needs --peering datastore: service routes come from the datastore");
+            }
             let lab = Lab::named(&args.name)?;
             eprintln!(
                 "petrel-lab: building {} in {}",
@@ -101,17 +126,28 @@ fn run() -> Result<ExitCode> {
             let options = Options {
                 tor: args.tor,
                 peering: args.peering,
+                etcd_members: args.etcd_members,
+                etcd_proxy: args.etcd_proxy,
                 ..Options::default()
             };
-            let built = Cluster::build(lab, options).and_then(|c| match c.wait_converged() {
-                Ok(()) => Ok(c),
-                Err(e) if std::env::var_os("PETREL_LAB_KEEP").is_some() => {
-                    std::mem::forget(c);
-                    Err(e)
+            let built = Cluster::build(lab, options).and_then(|c| {
+                let kube = match c.wait_converged() {
+                    Ok(()) if args.kubernetes => {
+                        KubeLab::start(&c, KubeOptions::default()).map(Some)
+                    }
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                match kube {
+                    Ok(k) => Ok((c, k)),
+                    Err(e) if std::env::var_os("PETREL_LAB_KEEP").is_some() => {
+                        std::mem::forget(c);
+                        Err(e)
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) => Err(e),
             });
-            let cluster = match built {
+            let (cluster, kube) = match built {
                 Ok(c) => c,
                 Err(e) => {
                     // Leave nothing half-built behind, unless asked to
@@ -123,12 +159,29 @@ fn run() -> Result<ExitCode> {
                 }
             };
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&cluster.to_json())?);
+                let mut v = cluster.to_json();
+                if let Some(k) = &kube {
+                    v["kubernetes"] = k.to_json();
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", cluster.report()?);
+                if let Some(k) = &kube {
+                    let j = k.to_json();
+                    println!(
+                        "\n== Kubernetes: kube-apiserver {} (netns {}), petrel-controller leading\n\
+                         load-balancer pool {}, ClusterIP aggregate {}\n{} get nodes",
+                        j["apiserver"].as_str().unwrap_or_default(),
+                        j["netns"].as_str().unwrap_or_default(),
+                        j["loadbalancer_pool"].as_str().unwrap_or_default(),
+                        j["service_cluster_ips"].as_str().unwrap_or_default(),
+                        j["kubectl"].as_str().unwrap_or_default(),
+                    );
+                }
                 println!("\nThe lab keeps running; `petrel-lab down` removes it.");
             }
             // Keep every process and namespace after this process ends.
+            std::mem::forget(kube);
             std::mem::forget(cluster);
             Ok(ExitCode::SUCCESS)
         }

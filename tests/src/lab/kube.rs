@@ -95,6 +95,19 @@ impl KubeApiserver {
     /// `etcd_endpoint` (`http://…:2379`), and waits until `/readyz` says
     /// ok through the kubeconfig.
     pub fn start(lab: &Lab, ns: &Netns, addr: &str, etcd_endpoint: &str) -> Result<KubeApiserver> {
+        Self::start_with(lab, ns, addr, etcd_endpoint, SERVICE_CIDR)
+    }
+
+    /// [`Self::start`] with another `--service-cluster-ip-range` than
+    /// [`SERVICE_CIDR`] (the lab's `--kubernetes` uses Kubernetes' usual
+    /// 10.96.0.0/12, which petrel advertises as the ClusterIP aggregate).
+    pub fn start_with(
+        lab: &Lab,
+        ns: &Netns,
+        addr: &str,
+        etcd_endpoint: &str,
+        service_cidr: &str,
+    ) -> Result<KubeApiserver> {
         let bin = apiserver_bin()?;
         let dir = lab.subdir("kube-apiserver")?;
         let p = |f: &str| dir.join(f).to_string_lossy().into_owned();
@@ -116,7 +129,7 @@ impl KubeApiserver {
             format!("--bind-address={addr}"),
             format!("--advertise-address={addr}"),
             format!("--secure-port={PORT}"),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            format!("--service-cluster-ip-range={service_cidr}"),
             format!("--tls-cert-file={}", p("server.crt")),
             format!("--tls-private-key-file={}", p("server.key")),
             format!("--client-ca-file={}", p("ca.crt")),

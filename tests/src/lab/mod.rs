@@ -47,6 +47,7 @@ pub mod exabgp;
 pub mod fib;
 pub mod frr;
 pub mod gobgp;
+pub mod k8s;
 pub mod kube;
 mod netns;
 pub mod petreld;
