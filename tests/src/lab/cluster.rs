@@ -7,7 +7,7 @@
 //! namespace):
 //!
 //! ```text
-//!   etcd 10.99.0.2 ─┐
+//!   etcd 10.99.0.2 ─┐  (three members: also .32, .33; grpc-proxy .30)
 //!   node1 10.99.0.11 ─┤ br0 (ToR 10.99.0.1, AS 65000, FRR or BIRD)
 //!   node2 10.99.0.12 ─┤
 //!   node3 10.99.0.13 ─┘
@@ -24,7 +24,7 @@
 //! also gives the node the connected route for its block, which wins over
 //! petreld's blackhole (metric 65535).
 
-use super::etcd::Etcd;
+use super::etcd::{Etcd, GrpcProxy};
 use super::netns::run;
 use super::petreld::{self, Petreld};
 use super::topo::{self, Kind, NeighborSpec, PeerSpec, Speaker};
@@ -41,6 +41,10 @@ pub const NODE_AS: u32 = 64512;
 pub const TOR_AS: u32 = 65000;
 pub const TOR_ADDR: &str = "10.99.0.1";
 pub const ETCD_ADDR: &str = "10.99.0.2";
+/// The members' addresses when etcd has several ([`Options::etcd_members`]).
+pub const ETCD_ADDRS: [&str; 3] = [ETCD_ADDR, "10.99.0.32", "10.99.0.33"];
+/// Where `etcd grpc-proxy` listens when [`Options::etcd_proxy`] is on.
+pub const ETCD_PROXY_ADDR: &str = "10.99.0.30";
 /// A free address on the lab's subnet (an extra router a test may add).
 pub const SPARE_ADDR: &str = "10.99.0.3";
 pub const SUBNET_LEN: u8 = 24;
@@ -79,6 +83,14 @@ pub struct Options {
     pub peering: Peering,
     /// petreld's log filter.
     pub log_filter: String,
+    /// etcd members, each in its own namespace on the ToR's bridge (1 or
+    /// up to [`ETCD_ADDRS`]' 3). petreld, petrel-ipam and petrelctl get
+    /// every member's endpoint.
+    pub etcd_members: usize,
+    /// Run `etcd grpc-proxy` at [`ETCD_PROXY_ADDR`] and give petreld and
+    /// petrel-ipam only the proxy's endpoint (petrelctl still talks to
+    /// the members).
+    pub etcd_proxy: bool,
 }
 
 impl Default for Options {
@@ -92,6 +104,8 @@ impl Default for Options {
             pod_mtu: 1450,
             peering: Peering::Datastore,
             log_filter: "info".into(),
+            etcd_members: 1,
+            etcd_proxy: false,
         }
     }
 }
@@ -124,6 +138,7 @@ pub struct Cluster {
     pub tor_ns: Netns,
     pub tor: Box<dyn Speaker>,
     pub nodes: Vec<Node>,
+    pub etcd_proxy: Option<GrpcProxy>,
     pub etcd: Etcd,
     pub lab: Lab,
 }
@@ -161,15 +176,42 @@ impl Cluster {
         tor_ns.add_addr("br0", &format!("{TOR_ADDR}/{SUBNET_LEN}"))?;
         tor_ns.ip(&["link", "set", "br0", "up"])?;
 
-        let etcd_ns = lab.netns("etcd")?;
-        attach(&tor_ns, "etcd", &etcd_ns, ETCD_ADDR)?;
-        let etcd = Etcd::start(&lab, &etcd_ns, ETCD_ADDR)?;
-        let ctl = |args: &[&str]| -> Result<String> {
-            let bin = crate::bin("petrelctl")?;
-            let mut a = vec!["--etcd-endpoints", etcd.endpoint()];
-            a.extend_from_slice(args);
-            tor_ns.exec(&bin.to_string_lossy(), &a)
+        let etcd = match options.etcd_members {
+            1 => {
+                let etcd_ns = lab.netns("etcd")?;
+                attach(&tor_ns, "etcd", &etcd_ns, ETCD_ADDR)?;
+                Etcd::start(&lab, &etcd_ns, ETCD_ADDR)?
+            }
+            n if (2..=ETCD_ADDRS.len()).contains(&n) => {
+                let mut members = Vec::new();
+                for (i, addr) in ETCD_ADDRS.iter().take(n).enumerate() {
+                    let name = format!("etcd{}", i + 1);
+                    let ns = lab.netns(&name)?;
+                    attach(&tor_ns, &name, &ns, addr)?;
+                    members.push((ns, addr.to_string()));
+                }
+                Etcd::start_cluster(&lab, &members, &tor_ns)?
+            }
+            n => bail!("etcd_members: 1 to {}, not {n}", ETCD_ADDRS.len()),
         };
+        let etcd_proxy = if options.etcd_proxy {
+            let ns = lab.netns("etcd-proxy")?;
+            attach(&tor_ns, "etcd-proxy", &ns, ETCD_PROXY_ADDR)?;
+            Some(GrpcProxy::start(
+                &lab,
+                &ns,
+                ETCD_PROXY_ADDR,
+                &etcd.endpoints(),
+            )?)
+        } else {
+            None
+        };
+        // What petreld and petrel-ipam are given.
+        let endpoints = match &etcd_proxy {
+            Some(p) => vec![p.endpoint().to_string()],
+            None => etcd.endpoints(),
+        };
+        let ctl = |args: &[&str]| petrelctl(&tor_ns, &etcd, args);
         ctl(&[
             "pool",
             "add",
@@ -231,7 +273,7 @@ impl Cluster {
                 name: name.clone(),
                 ns,
                 cni_dir: lab.subdir(&format!("cni-{name}"))?,
-                endpoint: etcd.endpoint().to_string(),
+                endpoints: endpoints.clone(),
             });
         }
         // With peers from files the blocks must be known before petreld
@@ -267,7 +309,7 @@ impl Cluster {
             match options.peering {
                 Peering::Datastore => {
                     config.addresses = vec![format!("{address}/{SUBNET_LEN}")];
-                    config.etcd_endpoints = vec![etcd.endpoint().to_string()];
+                    config.etcd_endpoints = endpoints.clone();
                 }
                 Peering::File => {
                     config.peer(
@@ -333,14 +375,32 @@ impl Cluster {
             tor_ns,
             tor,
             nodes,
+            etcd_proxy,
             etcd,
             lab,
         })
     }
 
+    /// Runs petrelctl in the ToR's namespace with every etcd member's
+    /// endpoint.
+    pub fn petrelctl(&self, args: &[&str]) -> Result<String> {
+        petrelctl(&self.tor_ns, &self.etcd, args)
+    }
+
+    /// The endpoints petreld and petrel-ipam were given: every member's,
+    /// or the grpc-proxy's.
+    pub fn client_endpoints(&self) -> Vec<String> {
+        match &self.etcd_proxy {
+            Some(p) => vec![p.endpoint().to_string()],
+            None => self.etcd.endpoints(),
+        }
+    }
+
     /// Every process of the lab, for waits that must notice a crash.
     pub fn daemons(&self) -> Vec<&Daemon> {
-        let mut d = vec![self.tor.daemon(), self.etcd.daemon()];
+        let mut d = vec![self.tor.daemon()];
+        d.extend(self.etcd.daemons());
+        d.extend(self.etcd_proxy.as_ref().map(GrpcProxy::daemon));
         for n in &self.nodes {
             if let Some(x) = n.petreld_daemon() {
                 d.push(x);
@@ -478,6 +538,8 @@ impl Cluster {
     pub fn to_json(&self) -> Value {
         json!({
             "tor": { "netns": self.tor_ns.name(), "address": TOR_ADDR },
+            "etcd_endpoints": self.etcd.endpoints(),
+            "client_endpoints": self.client_endpoints(),
             "nodes": self.nodes.iter().map(|n| json!({
                 "name": n.name,
                 "netns": n.ns.name(),
@@ -496,10 +558,14 @@ impl Cluster {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "ToR {TOR_ADDR} (AS {TOR_AS}, {:?}, netns {}), etcd {}",
+            "ToR {TOR_ADDR} (AS {TOR_AS}, {:?}, netns {}), etcd {}{}",
             self.tor.kind(),
             self.tor_ns.name(),
-            self.etcd.endpoint()
+            self.etcd.endpoints().join(","),
+            match &self.etcd_proxy {
+                Some(p) => format!(" (nodes through grpc-proxy {})", p.endpoint()),
+                None => String::new(),
+            }
         );
         for n in &self.nodes {
             let _ = writeln!(
@@ -605,11 +671,53 @@ impl Node {
         endpoint: &str,
         mtu: u32,
     ) -> Result<Value> {
+        self.cni_pod_endpoints(command, pod_ns, container_id, &[endpoint.to_string()], mtu)
+    }
+
+    /// petrel-ipam alone (no bridge, no pod namespace) with forwarding
+    /// off (`"daemon_socket": ""`): it execs petrel-ipam-direct, which
+    /// opens the datastore at `endpoints` itself. The CNI result of an ADD.
+    pub fn ipam_direct(
+        &self,
+        command: &str,
+        container_id: &str,
+        endpoints: &[String],
+    ) -> Result<Value> {
         let setup = NodeSetup {
             name: self.name.clone(),
             ns: self.ns.clone(),
             cni_dir: self.cni_dir.clone(),
-            endpoint: endpoint.to_string(),
+            endpoints: endpoints.to_vec(),
+        };
+        let mut ipam = setup.conf("petrel-ipam", 1450)["ipam"].clone();
+        ipam["daemon_socket"] = json!("");
+        let conf = json!({ "cniVersion": "1.0.0", "name": NETWORK, "ipam": ipam });
+        let bin = crate::bin("petrel-ipam")?;
+        cni(
+            &self.ns,
+            &bin.to_string_lossy(),
+            command,
+            container_id,
+            "/dev/null",
+            "eth0",
+            &conf,
+        )
+    }
+
+    /// [`Node::cni_pod`] with several etcd endpoints in the CNI config.
+    pub fn cni_pod_endpoints(
+        &self,
+        command: &str,
+        pod_ns: &Netns,
+        container_id: &str,
+        endpoints: &[String],
+        mtu: u32,
+    ) -> Result<Value> {
+        let setup = NodeSetup {
+            name: self.name.clone(),
+            ns: self.ns.clone(),
+            cni_dir: self.cni_dir.clone(),
+            endpoints: endpoints.to_vec(),
         };
         setup.run_bridge(command, pod_ns, container_id, mtu)
     }
@@ -620,7 +728,7 @@ struct NodeSetup {
     name: String,
     ns: Netns,
     cni_dir: PathBuf,
-    endpoint: String,
+    endpoints: Vec<String>,
 }
 
 impl NodeSetup {
@@ -635,7 +743,7 @@ impl NodeSetup {
             "mtu": mtu,
             "ipam": {
                 "type": "petrel-ipam",
-                "datastore": { "etcd_endpoints": [self.endpoint] },
+                "datastore": { "etcd_endpoints": self.endpoints },
                 "node_name": self.name,
                 "mtu_file": self.cni_dir.join("pod-mtu"),
                 "lock_file": self.cni_dir.join("ipam.lock"),
@@ -693,6 +801,15 @@ impl NodeSetup {
             &self.conf("bridge", mtu),
         )
     }
+}
+
+/// petrelctl in `ns` with every member of `etcd`.
+fn petrelctl(ns: &Netns, etcd: &Etcd, args: &[&str]) -> Result<String> {
+    let bin = crate::bin("petrelctl")?;
+    let endpoints = etcd.endpoints().join(",");
+    let mut a = vec!["--etcd-endpoints", &endpoints];
+    a.extend_from_slice(args);
+    ns.exec(&bin.to_string_lossy(), &a)
 }
 
 /// Runs a CNI plugin inside the node's namespace, as a runtime does:
