@@ -15,13 +15,16 @@
 //!   advertisements, p50/p99, with the churn running;
 //! - RSS.
 //!
-//! Records only for the N nodes (the mesh is off, as it must be at this
-//! size: route reflectors carry the routes; here the K petrelds have no
-//! BGP sessions at all). Usage:
+//! Records only for the N nodes. The mesh is off, as it must be at this
+//! size (route reflectors carry the routes); the K petrelds peer with each
+//! other through peer records naming them, so a block of one reaches the
+//! others' kernel FIBs over real BGP, and the harness times that too
+//! (commit → route in another node's FIB). Usage:
 //!
 //! ```sh
 //! petrel-scale [--nodes 5000] [--petrelds 3] [--pods-per-node 40]
-//!              [--churn 100] [--seconds 10] [--block-changes 20] [--json]
+//!              [--churn 100] [--seconds 10] [--block-changes 20]
+//!              [--churn-via cni|ipam] [--json]
 //! ```
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -52,6 +55,9 @@ struct Args {
     seconds: u64,
     block_changes: u32,
     json: bool,
+    /// Churn through exec'd `petrel-ipam-direct` (the CNI path) instead
+    /// of the IPAM library.
+    cni: bool,
 }
 
 fn args() -> Result<Args> {
@@ -63,6 +69,7 @@ fn args() -> Result<Args> {
         seconds: 10,
         block_changes: 20,
         json: false,
+        cni: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(f) = it.next() {
@@ -80,6 +87,13 @@ fn args() -> Result<Args> {
             "--seconds" => a.seconds = num()?,
             "--block-changes" => a.block_changes = num()? as u32,
             "--json" => a.json = true,
+            "--churn-via" => {
+                a.cni = match it.next().as_deref() {
+                    Some("cni") => true,
+                    Some("ipam") => false,
+                    other => bail!("--churn-via: cni or ipam, got {other:?}"),
+                }
+            }
             other => bail!("unknown argument {other}; see the module doc of petrel-scale"),
         }
     }
@@ -218,6 +232,12 @@ async fn write_cluster(store: Arc<dyn Store>, a: &Args, pool: &Pool) -> Result<D
     Ok(started.elapsed())
 }
 
+/// Whether `p`'s namespace has a kernel route for exactly `prefix`.
+fn kernel_has(p: &Petreld, prefix: &str) -> Result<bool> {
+    let out = p.netns().ip(&["-4", "route", "show", "exact", prefix])?;
+    Ok(!out.trim().is_empty())
+}
+
 /// CPU seconds (user + system) of a process.
 fn cpu_secs(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -313,6 +333,12 @@ fn run_churn(
         runtime()?.block_on(async {
             let store = connect(endpoint).await?;
             let ipam = Ipam::new(store);
+            let cni = if a.cni {
+                Some(petrel_tests::bin("petrel-ipam-direct")?)
+            } else {
+                None
+            };
+            let mut held = std::collections::HashSet::new();
             let mut ops = 0u64;
             let mut lat = Vec::new();
             let period = Duration::from_secs_f64(1.0 / a.churn.max(1) as f64);
@@ -329,7 +355,14 @@ fn run_churn(
                 let h = format!("scale.churn-{node}.eth0");
                 let t = Instant::now();
                 // A pod on that node comes or goes.
-                if ipam.release_handle(&h).await?.is_empty() {
+                if let Some(plugin) = &cni {
+                    let id = format!("churn-{node}");
+                    let del = held.remove(&id);
+                    cni_call(plugin, if del { "DEL" } else { "ADD" }, &id, &node, endpoint).await?;
+                    if !del {
+                        held.insert(id);
+                    }
+                } else if ipam.release_handle(&h).await?.is_empty() {
                     let mut r = AssignRequest::new(&h, &node, 1, 0);
                     r.attrs.pod = Some(format!("churn-{node}"));
                     ipam.assign(&r).await?;
@@ -340,6 +373,58 @@ fn run_churn(
             Ok::<_, anyhow::Error>((ops, lat))
         })
     })
+}
+
+/// One CNI call of `petrel-ipam-direct`, as a runtime makes it (the IPAM
+/// plugin of a chain: CNI_* in the environment, the config on stdin).
+async fn cni_call(
+    plugin: &std::path::Path,
+    command: &str,
+    id: &str,
+    node: &str,
+    endpoint: &str,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "scale",
+        "ipam": {
+            "type": "petrel-ipam",
+            "datastore": { "etcd_endpoints": [endpoint] },
+            "node_name": node,
+            "daemon_socket": "",
+            "lock_file": format!("/tmp/petrel-scale-{node}.lock"),
+        }
+    });
+    let mut child = tokio::process::Command::new(plugin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", "/dev/null")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .env(
+            "CNI_ARGS",
+            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin"))?
+        .write_all(conf.to_string().as_bytes())
+        .await?;
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        bail!(
+            "CNI {command} {id} on {node}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -405,7 +490,38 @@ fn main() -> Result<()> {
         check_time.as_secs_f64()
     );
 
-    // K petrelds.
+    // K petrelds, peering with each other through peer records that name
+    // them (the mesh is off): the lower address dials.
+    let reals: Vec<(String, String)> = (0..a.petrelds)
+        .map(|k| (format!("real-{k}"), format!("10.99.0.{}", 11 + k)))
+        .collect();
+    in_netns(&hub, || {
+        runtime()?.block_on(async {
+            let store = connect(&endpoint).await?;
+            for (i, (me, _)) in reals.iter().enumerate() {
+                for (j, (other, addr)) in reals.iter().enumerate() {
+                    if i == j {
+                        continue;
+                    }
+                    let peer = json!({
+                        "name": format!("{me}-to-{other}"),
+                        "address": addr,
+                        "asn": NODE_AS,
+                        "node": me,
+                        "passive": j < i,
+                        "advertise_learned": false,
+                    });
+                    store
+                        .create(
+                            &petrel_daemon::cluster::model::peer_key(&format!("{me}-to-{other}")),
+                            peer.to_string().into_bytes(),
+                        )
+                        .await?;
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+    })?;
     let mut petrelds = Vec::new();
     let mut starts = Vec::new();
     for k in 0..a.petrelds {
@@ -440,6 +556,15 @@ fn main() -> Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    // The sessions among the petrelds.
+    for (name, p) in &petrelds {
+        for (other, addr) in &reals {
+            if other != name {
+                p.wait_established(addr)
+                    .with_context(|| format!("{name} to {other}"))?;
+            }
+        }
+    }
     std::thread::sleep(Duration::from_secs(1));
 
     // Phase 1: churn on the synthetic nodes alone; what it costs each
@@ -459,11 +584,12 @@ fn main() -> Result<()> {
     // Phase 2: K × block changes that concern the petrelds, with the
     // churn running again.
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let latencies = std::thread::scope(|s| -> Result<_> {
+    let (latencies, fib_latencies) = std::thread::scope(|s| -> Result<_> {
         let churn = s.spawn(|| run_churn(&hub, &endpoint, &a, &stop));
         // Block changes: a block of a petreld's own, committed as a claim
         // commits it (affinity confirmed and block, one transaction).
         let mut latencies: Vec<f64> = Vec::new();
+        let mut fib_latencies: Vec<f64> = Vec::new();
         let result = (|| -> Result<()> {
             let mut next_block = a.nodes * BLOCKS_PER_NODE;
             for _ in 0..a.block_changes {
@@ -506,6 +632,20 @@ fn main() -> Result<()> {
                         }
                         std::thread::sleep(Duration::from_millis(1));
                     }
+                    // And into another petreld's kernel FIB, over BGP.
+                    if let Some((_, other)) = petrelds.iter().find(|(n, _)| n != name) {
+                        let prefix = cidr.to_string();
+                        loop {
+                            if kernel_has(other, &prefix)? {
+                                fib_latencies.push(committed.elapsed().as_secs_f64() * 1e3);
+                                break;
+                            }
+                            if Instant::now() > deadline {
+                                bail!("{prefix} of {name} not in another node's FIB within 10 s");
+                            }
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                    }
                 }
             }
             Ok(())
@@ -515,7 +655,7 @@ fn main() -> Result<()> {
             .join()
             .map_err(|_| anyhow!("churn thread panicked"))??;
         result?;
-        Ok(latencies)
+        Ok((latencies, fib_latencies))
     })?;
 
     let mut rows = Vec::new();
@@ -538,6 +678,7 @@ fn main() -> Result<()> {
         }));
     }
     let mut lat = latencies.clone();
+    let mut fib = fib_latencies.clone();
     let out = json!({
         "nodes": a.nodes,
         "petrelds": a.petrelds,
@@ -553,6 +694,9 @@ fn main() -> Result<()> {
         "own_block_to_advertised_ms_p50": pct(&mut lat, 0.5),
         "own_block_to_advertised_ms_p99": pct(&mut lat, 0.99),
         "own_block_changes": latencies.len(),
+        "block_to_other_fib_ms_p50": pct(&mut fib.clone(), 0.5),
+        "block_to_other_fib_ms_p99": pct(&mut fib, 0.99),
+        "churn_via": if a.cni { "cni (petrel-ipam-direct)" } else { "ipam library" },
         "per_petreld": rows,
     });
     if a.json {
@@ -572,6 +716,12 @@ fn main() -> Result<()> {
                 .as_f64()
                 .unwrap_or(0.0),
             latencies.len()
+        );
+        println!(
+            "a node's new block -> another node's kernel FIB (BGP): p50 {:.1} ms, p99 {:.1} ms over {}",
+            out["block_to_other_fib_ms_p50"].as_f64().unwrap_or(0.0),
+            out["block_to_other_fib_ms_p99"].as_f64().unwrap_or(0.0),
+            fib_latencies.len()
         );
         println!("petreld   start(s)  start(bytes)  block-bytes(window)  bytes(window)  cpu(window s)  derivations  syncs  rss(MiB)");
         for r in out["per_petreld"].as_array().into_iter().flatten() {

@@ -322,6 +322,11 @@ impl Petreld {
     }
 
     /// The config it runs with.
+    /// The namespace petreld runs in.
+    pub fn netns(&self) -> &Netns {
+        &self.ns
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
