@@ -358,7 +358,14 @@ fn run_churn(
                 if let Some(plugin) = &cni {
                     let id = format!("churn-{node}");
                     let del = held.remove(&id);
-                    cni_call(plugin, if del { "DEL" } else { "ADD" }, &id, &node, endpoint).await?;
+                    cni_call(
+                        plugin,
+                        if del { "DEL" } else { "ADD" },
+                        &id,
+                        &node,
+                        endpoint,
+                    )
+                    .await?;
                     if !del {
                         held.insert(id);
                     }
