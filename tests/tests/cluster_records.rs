@@ -181,7 +181,7 @@ fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
         "node1 has no endpoint of the local-only service but advertises it"
     );
     let row = |n: &petrel_tests::lab::cluster::Node| -> Result<serde_json::Value> {
-        let v = n.petreld.ctl_json(&["show", "services", "--json"])?;
+        let v = n.petreld.ctl_json(&["show", "services"])?;
         v["services"]
             .as_array()
             .and_then(|rows| rows.iter().find(|r| r["address"] == LOCAL_SERVICE).cloned())
