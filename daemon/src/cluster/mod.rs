@@ -508,7 +508,11 @@ impl Cluster {
                     continue;
                 }
             };
-            let was_down = !self.view.lock().map(|v| v.datastore_ok).unwrap_or(true);
+            let was_down = self
+                .view
+                .lock()
+                .map(|v| v.synced && !v.datastore_ok)
+                .unwrap_or(false);
             self.set_ok(true, None);
             backoff = BACKOFF_MIN;
             if was_down {

@@ -531,7 +531,9 @@ fn main() -> Result<()> {
     })?;
     let mut petrelds = Vec::new();
     let mut starts = Vec::new();
-    for k in 0..a.petrelds {
+    // The highest address first: the lower dials, and a dial refused
+    // because its peer is not listening yet waits out ConnectRetry (30 s).
+    for k in (0..a.petrelds).rev() {
         let name = format!("real-{k}");
         let address = format!("10.99.0.{}", 11 + k);
         let ns = lab.netns(&name)?;
@@ -541,12 +543,19 @@ fn main() -> Result<()> {
         config.name = name.clone();
         config.addresses = vec![format!("{address}/{SUBNET_LEN}")];
         config.etcd_endpoints = vec![endpoint.clone()];
-        config.extra = format!("\n[ipam]\nsocket = {:?}\n", dir.join("ipam.sock"));
+        config.listen(&address);
+        config.extra = format!(
+            "\n[mtu]\nfile = {:?}\n\n[ipam]\nsocket = {:?}\n",
+            dir.join("pod-mtu"),
+            dir.join("ipam.sock")
+        );
         let t0 = Instant::now();
         let p = Petreld::start(&lab, &ns, &config)?;
         starts.push(t0);
         petrelds.push((name, p));
     }
+    petrelds.reverse();
+    starts.reverse();
     let mut startup = Vec::new();
     for ((name, p), t0) in petrelds.iter().zip(&starts) {
         let deadline = Instant::now() + Duration::from_secs(120);
