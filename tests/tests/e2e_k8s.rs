@@ -673,8 +673,15 @@ fn kubernetes_services_reach_the_tor() -> Result<()> {
     let a = env.allocations()?;
     assert!(a.contains_key(&leak_addrs["alive"]));
     assert!(lab_pods.iter().all(|(addr, _)| a.contains_key(addr)));
-    let st = k.controller_status()?;
-    assert_eq!(st["status"]["leaks_reclaimed"], 1, "{st}");
+    // The status record follows within a few seconds.
+    let st = wait_for(
+        "the reclaim in the controller's status",
+        Duration::from_secs(20),
+        || {
+            let st = k.controller_status()?;
+            Ok((st["status"]["leaks_reclaimed"] == 1).then_some(st))
+        },
+    )?;
     report.push(format!(
         "leak: pod leaky ({leaky}) deleted without CNI DEL -> reclaimed after {} (grace {}); \
          alive ({}) and the 6 lab pods kept; controller status: {}",
