@@ -9,6 +9,7 @@
 //! |---|---|
 //! | leader killed | no session reset, no route changed; CNI ADDs run throughout and work after the election (ADD latency p50/p99 printed) |
 //! | member partitioned | its link down: a peer record added after the cut reaches every petreld; nothing lost; healed, it catches up |
+//! | cut off from its peers only | iptables drops a follower's peer port: clients still reach it and it serves stale watches; a peer record added after the cut still reaches every petreld |
 //! | quorum lost | two members stopped (SIGSTOP) for `PETREL_ETCD_QUORUM_LOSS` s (default 20; the 60 works the same, only slower): ADD fails with CNI code 11; no route or session changes; after, ADD works and a change reaches every petreld (times printed) |
 //! | client failover | the first endpoint's member killed: petreld follows changes, and petrel-ipam-direct (no service) allocates with the same endpoint list |
 //!
@@ -20,11 +21,11 @@
 use anyhow::{anyhow, ensure, Context, Result};
 use petrel_ipam::store::etcd::{EtcdConfig, EtcdStore};
 use petrel_ipam::store::Store;
+use petrel_tests::have_bin;
 use petrel_tests::lab::cluster::{kernel_route, Cluster, KernelRoute, Options};
 use petrel_tests::lab::etcd::Etcd;
 use petrel_tests::lab::topo::Kind;
 use petrel_tests::lab::{require_lab, wait_until, Lab, Netns};
-use petrel_tests::have_bin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,14 @@ use std::time::{Duration, Instant};
 static ONE_LAB: Mutex<()> = Mutex::new(());
 
 fn can_run() -> bool {
-    let mut p = vec!["etcd", "etcdctl", "ping", "curl", "/usr/lib/cni/bridge"];
+    let mut p = vec![
+        "etcd",
+        "etcdctl",
+        "ping",
+        "curl",
+        "iptables",
+        "/usr/lib/cni/bridge",
+    ];
     p.extend(Kind::Frr.programs());
     require_lab(&p)
         && have_bin("petreld")
@@ -73,6 +81,9 @@ fn three_members() -> Result<()> {
     let mut probe = Probe::new(&c)?;
     phase("leader killed", || leader_killed(&mut c, &mut probe))?;
     phase("member partitioned", || partitioned(&c, &mut probe))?;
+    phase("member cut off from its peers only", || {
+        peers_cut(&c, &mut probe)
+    })?;
     phase("quorum lost", || quorum_lost(&c, &mut probe))?;
     phase("clients fail over", || client_failover(&mut c, &mut probe))?;
     Ok(())
@@ -158,9 +169,19 @@ impl Probe {
         let addr = format!("10.99.0.{}", self.next_peer);
         let name = format!("probe{}", self.next_peer);
         let t = Instant::now();
-        c.petrelctl(&[
-            "bgp", "peer", "add", &name, "--address", &addr, "--asn", "65099",
-        ])?;
+        ctl(
+            c,
+            &[
+                "bgp",
+                "peer",
+                "add",
+                &name,
+                "--address",
+                &addr,
+                "--asn",
+                "65099",
+            ],
+        )?;
         wait_until(
             &format!("peer {addr} in every petreld"),
             &c.daemons(),
@@ -174,7 +195,7 @@ impl Probe {
             },
         )?;
         let took = t.elapsed();
-        c.petrelctl(&["bgp", "peer", "delete", &name])?;
+        ctl(c, &["bgp", "peer", "delete", &name])?;
         wait_until(
             &format!("peer {addr} gone from every petreld"),
             &c.daemons(),
@@ -189,6 +210,39 @@ impl Probe {
         )?;
         Ok(took)
     }
+}
+
+/// petrelctl with every endpoint, run again (up to 3 times) when it fails,
+/// as an operator would: its request can land on a member that lost its
+/// leader and time out there (the client's balancer knows nothing of
+/// leaders). Each failure is printed.
+fn ctl(c: &Cluster, args: &[&str]) -> Result<String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match c.petrelctl(args) {
+            Ok(out) => return Ok(out),
+            Err(e) if tries < 3 => eprintln!("petrelctl {args:?} failed, running it again: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The follower serving the most watch streams (etcd's
+/// etcd_debugging_mvcc_watch_stream_total): cutting it off concerns the
+/// most petreld watches.
+fn busiest_follower(c: &Cluster) -> Result<usize> {
+    let leader = c.etcd.wait_leader()?;
+    let mut best = None;
+    for i in (0..c.etcd.len()).filter(|&i| i != leader) {
+        let streams = c.etcd.metric(i, "etcd_debugging_mvcc_watch_stream_total")?;
+        if !matches!(best, Some((_, s)) if s >= streams) {
+            best = Some((i, streams));
+        }
+    }
+    let (i, streams) = best.ok_or_else(|| anyhow!("no follower"))?;
+    eprintln!("member {i}, a follower, serves {streams} watch streams");
+    Ok(i)
 }
 
 /// Every node's route to every other node's block, in full.
@@ -227,7 +281,10 @@ fn ms(d: Duration) -> String {
 fn leader_killed(c: &mut Cluster, probe: &mut Probe) -> Result<()> {
     let sessions = c.uptimes()?;
     let leader = c.etcd.leader()?;
-    eprintln!("etcd leader: member {leader} ({})", c.etcd.member_endpoint(leader));
+    eprintln!(
+        "etcd leader: member {leader} ({})",
+        c.etcd.member_endpoint(leader)
+    );
     // ADDs before, across and after the kill.
     let mut before = Vec::new();
     for _ in 0..10 {
@@ -297,8 +354,7 @@ fn leader_killed(c: &mut Cluster, probe: &mut Probe) -> Result<()> {
 /// with the quorum; healed, it catches up.
 fn partitioned(c: &Cluster, probe: &mut Probe) -> Result<()> {
     let sessions = c.uptimes()?;
-    let leader = c.etcd.wait_leader()?;
-    let cut = (leader + 1) % c.etcd.len();
+    let cut = busiest_follower(c)?;
     let syncs_before = full_syncs(c)?;
     c.etcd.partition(cut)?;
     let during = (|| -> Result<()> {
@@ -320,13 +376,51 @@ fn partitioned(c: &Cluster, probe: &mut Probe) -> Result<()> {
     c.etcd.wait_healthy(cut)?;
     // It catches up: the same revision as the others.
     let members: Vec<usize> = (0..c.etcd.len()).collect();
-    wait_until("the healed member at the others' revision", &c.daemons(), || {
-        let s = c.etcd.status(&members);
-        let revs: Vec<i64> = s.iter().map(|m| m.revision).collect();
-        Ok((revs.len() == members.len() && revs.windows(2).all(|w| w[0] == w[1])).then_some(()))
-    })?;
+    wait_until(
+        "the healed member at the others' revision",
+        &c.daemons(),
+        || {
+            let s = c.etcd.status(&members);
+            let revs: Vec<i64> = s.iter().map(|m| m.revision).collect();
+            Ok(
+                (revs.len() == members.len() && revs.windows(2).all(|w| w[0] == w[1]))
+                    .then_some(()),
+            )
+        },
+    )?;
     let took = probe.new_peer_everywhere(c)?;
-    eprintln!("after the heal a peer record reached every petreld in {}", ms(took));
+    eprintln!(
+        "after the heal a peer record reached every petreld in {}",
+        ms(took)
+    );
+    probe.unchanged(c)?;
+    c.no_reset(&sessions, &[])
+}
+
+/// One follower cut off from the other members but not from the clients:
+/// it keeps serving the watches it has, without a leader, and sends them
+/// nothing more. A change made after the cut must still reach every
+/// petreld: their watches on that member end (the stale-member check of
+/// `EtcdStore::watch`) and they list again through another member.
+fn peers_cut(c: &Cluster, probe: &mut Probe) -> Result<()> {
+    let sessions = c.uptimes()?;
+    let cut = busiest_follower(c)?;
+    let syncs_before = full_syncs(c)?;
+    c.etcd.isolate_peers(cut)?;
+    let during = (|| -> Result<()> {
+        let took = probe.new_peer_everywhere(c)?;
+        eprintln!(
+            "member {cut} cut off from its peers only: a peer record added after the cut reached every petreld in {} (full syncs before {:?}, now {:?})",
+            ms(took),
+            syncs_before,
+            full_syncs(c)?
+        );
+        probe.unchanged(c)?;
+        c.no_reset(&sessions, &[])
+    })();
+    c.etcd.rejoin_peers(cut)?;
+    during?;
+    c.etcd.wait_healthy(cut)?;
     probe.unchanged(c)?;
     c.no_reset(&sessions, &[])
 }
@@ -352,7 +446,10 @@ fn quorum_lost(c: &Cluster, probe: &mut Probe) -> Result<()> {
             cni_code(&err) == Some(11),
             "without a quorum the ADD failed with another code than 11 (try again later): {err}"
         );
-        eprintln!("CNI ADD without a quorum failed in {} as expected: {err}", ms(t));
+        eprintln!(
+            "CNI ADD without a quorum failed in {} as expected: {err}",
+            ms(t)
+        );
         while t0.elapsed() < quorum_loss() {
             probe.unchanged(c)?;
             let down = c.sessions_down()?;
@@ -464,7 +561,10 @@ fn grpc_proxy() -> Result<()> {
     let mut probe = Probe::new(&c)?;
     phase("changes through the proxy", || {
         let took = probe.new_peer_everywhere(&c)?;
-        eprintln!("through grpc-proxy: a new peer record reached every petreld in {}", ms(took));
+        eprintln!(
+            "through grpc-proxy: a new peer record reached every petreld in {}",
+            ms(took)
+        );
         let (t, r) = probe.add(&c);
         r.context("CNI ADD through the proxy")?;
         eprintln!("through grpc-proxy: CNI ADD {}", ms(t));
@@ -494,6 +594,24 @@ fn grpc_proxy() -> Result<()> {
         ensure!(
             proxied.0 - base.0 < direct.0 - base.0,
             "the proxy did not coalesce the watches"
+        );
+        Ok(())
+    })?;
+    // petreld's watches ask for progress every 15 s (the stale-member
+    // check): the proxy must live with that, and changes still flow.
+    phase("two stale-member checks later", || {
+        let wait = Duration::from_secs(35);
+        let t = Instant::now();
+        while t.elapsed() < wait {
+            for d in c.daemons() {
+                ensure!(d.alive(), "{} died: {}", d.name(), d.log_tail(20));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let took = probe.new_peer_everywhere(&c)?;
+        eprintln!(
+            "through grpc-proxy, 35 s later: a new peer record reached every petreld in {}",
+            ms(took)
         );
         Ok(())
     })?;

@@ -51,7 +51,13 @@ impl EtcdConfig {
 pub struct EtcdStore {
     client: Client,
     endpoints: String,
+    /// How many endpoints: a refused connection is retried this many
+    /// times more (see [`EtcdStore::retry_counted`]).
+    endpoint_count: u32,
     attempts: u32,
+    /// The last quorum revision and when it was read (the watches' stale
+    /// member check).
+    quorum: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>,
 }
 
 fn read_pem(path: &PathBuf) -> Result<Vec<u8>, StoreError> {
@@ -92,7 +98,13 @@ impl EtcdStore {
         Ok(EtcdStore {
             client,
             endpoints,
-            attempts: cfg.attempts.max(1),
+            endpoint_count: cfg.endpoints.len() as u32,
+            // With several endpoints, one more attempt than there are
+            // members: the balancer picks among them at random and knows
+            // nothing of a member that lost its leader (it accepts the
+            // request and times out), so each attempt may pick it again.
+            attempts: cfg.attempts.max(1).max(cfg.endpoints.len() as u32 + 1),
+            quorum: Default::default(),
         })
     }
 
@@ -118,11 +130,24 @@ impl EtcdStore {
     {
         let mut pause = Duration::from_millis(50);
         let mut attempt = 1;
+        let mut refused = 0;
         loop {
             match op(self.client.clone()).await {
-                Ok(v) => return Ok((v, attempt > 1)),
+                Ok(v) => return Ok((v, attempt > 1 || refused > 0)),
                 Err(e) => {
+                    // A refused connection sent nothing and costs nothing:
+                    // with several endpoints the client's balancer can pick
+                    // a member that just died (its port closed) several
+                    // times in a row, so such an attempt does not count
+                    // against `attempts`, up to twice per endpoint.
+                    let was_refused = connection_refused(&e);
                     let e = classify(&self.endpoints, e);
+                    if was_refused && e.is_unavailable() && refused < 2 * self.endpoint_count {
+                        refused += 1;
+                        tracing::debug!(refused, error = %e, "etcd connection refused, trying again");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
                     if !e.is_unavailable() || attempt >= self.attempts {
                         return Err(e);
                     }
@@ -236,6 +261,51 @@ impl EtcdStore {
             }
         }
         Err(StoreError::Conflict { key: key.into() })
+    }
+}
+
+/// Whether the request failed because a member refused the connection
+/// (its port closed): nothing was sent.
+fn connection_refused(e: &etcd_client::Error) -> bool {
+    let mut level: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = level {
+        let refused = err
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        if refused || err.to_string().contains("Connection refused") {
+            return true;
+        }
+        level = err.source();
+    }
+    false
+}
+
+/// How often a watch checks that the member serving it is not behind the
+/// cluster (see [`EtcdStore::watch`]): a stale watch ends within two.
+const STALE_CHECK: Duration = Duration::from_secs(15);
+
+impl EtcdStore {
+    /// The cluster's revision from a linearizable read (one that needs a
+    /// quorum), shared by every watch of this client for a check's
+    /// length; `None` when no quorum answers.
+    async fn quorum_revision(&self) -> Option<i64> {
+        if let Ok(q) = self.quorum.lock() {
+            if let Some((at, rev)) = *q {
+                if at.elapsed() < STALE_CHECK / 2 {
+                    return Some(rev);
+                }
+            }
+        }
+        let mut c = self.client.clone();
+        let resp = c
+            .get("/petrel/ping", Some(GetOptions::new().with_count_only()))
+            .await
+            .ok()?;
+        let rev = resp.header()?.revision();
+        if let Ok(mut q) = self.quorum.lock() {
+            *q = Some((std::time::Instant::now(), rev));
+        }
+        Some(rev)
     }
 }
 
@@ -408,12 +478,37 @@ impl Store for EtcdStore {
             .await?;
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL_CAPACITY);
         let endpoints = self.endpoints.clone();
+        let store = self.clone();
         tokio::spawn(async move {
             // The watcher cancels the watch when dropped: keep it for as
             // long as the stream is forwarded.
-            let _watcher = watcher;
+            let mut watcher = watcher;
+            // A member cut off from its peers but not from us keeps the
+            // stream open and silent: etcd ends such watches only for
+            // clients that ask with the `hasleader` metadata, which
+            // etcd-client 0.14 cannot send. So every STALE_CHECK the
+            // member is asked for its revision (a progress request) and
+            // compared with the cluster's from a quorum read made one
+            // check earlier; a member still below it serves a stale
+            // watch, which ends as unavailable (the caller lists again,
+            // through another member).
+            let mut check = tokio::time::interval(STALE_CHECK);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            check.tick().await;
+            let (mut quorum_before, mut quorum_now) = (None::<i64>, None::<i64>);
             loop {
-                let msg = match stream.message().await {
+                let msg = tokio::select! {
+                    m = stream.message() => m,
+                    _ = check.tick() => {
+                        quorum_before = quorum_now;
+                        quorum_now = store.quorum_revision().await;
+                        // No answer (a proxy that does not forward it) is
+                        // no evidence either way.
+                        let _ = watcher.request_progress().await;
+                        continue;
+                    }
+                };
+                let msg = match msg {
                     Ok(Some(m)) => m,
                     Ok(None) => return,
                     Err(e) => {
@@ -421,6 +516,28 @@ impl Store for EtcdStore {
                         return;
                     }
                 };
+                let member = msg.header().map(|h| h.revision()).unwrap_or(0);
+                // A progress response: no events, not a create or cancel.
+                let progress = msg.events().is_empty()
+                    && !msg.created()
+                    && !msg.canceled()
+                    && msg.compact_revision() == 0;
+                if progress {
+                    if let Some(q) = quorum_before.filter(|&q| member < q) {
+                        let _ = tx
+                            .send(Err(StoreError::Unavailable {
+                                endpoints: endpoints.clone(),
+                                detail: format!(
+                                    "the member serving this watch is at revision {member}, \
+                                     behind the cluster's {q} of {STALE_CHECK:?} ago: it lost \
+                                     its quorum"
+                                ),
+                            }))
+                            .await;
+                        return;
+                    }
+                    continue;
+                }
                 if msg.compact_revision() > 0 {
                     let _ = tx
                         .send(Err(StoreError::Compacted {

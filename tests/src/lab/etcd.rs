@@ -227,6 +227,29 @@ impl Etcd {
             .map(drop)
     }
 
+    /// Cuts member `i` off from its peers only (iptables drops the peer
+    /// port, 2380, both ways, in its namespace): clients still reach it,
+    /// and it still answers them from what it has, without a leader.
+    pub fn isolate_peers(&self, i: usize) -> Result<()> {
+        self.peer_rules(i, "-A")
+    }
+
+    /// Undoes [`Etcd::isolate_peers`].
+    pub fn rejoin_peers(&self, i: usize) -> Result<()> {
+        self.peer_rules(i, "-D")
+    }
+
+    fn peer_rules(&self, i: usize, op: &str) -> Result<()> {
+        let port = PEER_PORT.to_string();
+        for dir in ["--dport", "--sport"] {
+            self.members[i].ns.exec(
+                "iptables",
+                &[op, "INPUT", "-p", "tcp", dir, &port, "-j", "DROP"],
+            )?;
+        }
+        Ok(())
+    }
+
     /// `etcdctl endpoint health` of member `i`, from `ctl_ns`.
     pub fn healthy(&self, i: usize) -> bool {
         self.etcdctl(&[&self.members[i].endpoint], &["endpoint", "health"])
@@ -425,8 +448,7 @@ impl GrpcProxy {
                         "--dial-timeout=1s",
                         "--command-timeout=2s",
                         "get",
-                        "--count-only",
-                        "/petrel",
+                        "/petrel/ping",
                     ],
                 )
                 .ok()
