@@ -406,14 +406,53 @@ fn peers_cut(c: &Cluster, probe: &mut Probe) -> Result<()> {
     let sessions = c.uptimes()?;
     let cut = busiest_follower(c)?;
     let syncs_before = full_syncs(c)?;
+    // Which member petreld's watches sit on is the balancer's choice: so
+    // also STORES clients of our own, each given the cut member and one
+    // other, watch the BGP records as petreld does. Each must see the
+    // change or have its watch ended; a watch left on the cut member
+    // without the stale-member check would see neither.
+    const STORES: usize = 8;
+    let other = (0..c.etcd.len())
+        .find(|&i| i != cut)
+        .ok_or_else(|| anyhow!("one member"))?;
+    let endpoints = vec![
+        c.etcd.member_endpoint(cut).to_string(),
+        c.etcd.member_endpoint(other).to_string(),
+    ];
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let watchers = first_items(c, endpoints, STORES, ready_tx);
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow!("the watcher thread died"))??;
     c.etcd.isolate_peers(cut)?;
     let during = (|| -> Result<()> {
+        let written = Instant::now();
         let took = probe.new_peer_everywhere(c)?;
         eprintln!(
             "member {cut} cut off from its peers only: a peer record added after the cut reached every petreld in {} (full syncs before {:?}, now {:?})",
             ms(took),
             syncs_before,
             full_syncs(c)?
+        );
+        let outcomes = watchers
+            .join()
+            .map_err(|_| anyhow!("the watcher thread panicked"))??;
+        let mut events = 0;
+        let mut ended = Vec::new();
+        for (i, o) in outcomes.iter().enumerate() {
+            match o {
+                Some((true, _)) => events += 1,
+                Some((false, at)) => ended.push(ms(at.saturating_duration_since(written))),
+                None => {
+                    return Err(anyhow!(
+                        "watch {i} neither saw the change nor ended within 90 s: stale"
+                    ))
+                }
+            }
+        }
+        eprintln!(
+            "{STORES} watches of our own: {events} saw the change, {} were on the cut member and ended as stale after {ended:?}",
+            ended.len()
         );
         probe.unchanged(c)?;
         c.no_reset(&sessions, &[])
@@ -423,6 +462,64 @@ fn peers_cut(c: &Cluster, probe: &mut Probe) -> Result<()> {
     c.etcd.wait_healthy(cut)?;
     probe.unchanged(c)?;
     c.no_reset(&sessions, &[])
+}
+
+/// On a thread in the ToR's namespace: `n` stores on `endpoints`, each
+/// watching the BGP records; once they run, `ready` is told; then the
+/// first item of each within 90 s: (an event?, when), or `None`.
+#[allow(clippy::type_complexity)]
+fn first_items(
+    c: &Cluster,
+    endpoints: Vec<String>,
+    n: usize,
+    ready: std::sync::mpsc::Sender<Result<()>>,
+) -> std::thread::JoinHandle<Result<Vec<Option<(bool, Instant)>>>> {
+    let path = format!("/run/netns/{}", c.tor_ns.name());
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid namespace fd; only this thread changes namespace.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(anyhow!("setns {path}: {}", std::io::Error::last_os_error()));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let mut rxs = Vec::new();
+            let opened = async {
+                for _ in 0..n {
+                    let store = EtcdStore::connect(&EtcdConfig::new(endpoints.clone())).await?;
+                    rxs.push(store.watch(WATCHED[0], 0).await?);
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+            .await;
+            let failed = opened.is_err();
+            let _ = ready.send(opened);
+            if failed {
+                return Ok(Vec::new());
+            }
+            let tasks: Vec<_> = rxs
+                .into_iter()
+                .map(|mut rx| {
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(Duration::from_secs(90), rx.recv()).await {
+                            Ok(Some(Ok(_))) => Some((true, Instant::now())),
+                            Ok(Some(Err(_)) | None) => Some((false, Instant::now())),
+                            Err(_) => None,
+                        }
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await?);
+            }
+            Ok(out)
+        })
+    })
 }
 
 /// Two of three members stopped: ADD fails with code 11, nothing
