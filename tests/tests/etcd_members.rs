@@ -677,7 +677,7 @@ fn grpc_proxy() -> Result<()> {
     phase("watchers with and without the proxy", || {
         let base = server_watchers(&c.etcd)?;
         let direct = count_with_watchers(&c, &c.etcd.endpoints(), n)?;
-        let proxied = count_with_watchers(&c, &[proxy.clone()], n)?;
+        let proxied = count_with_watchers(&c, std::slice::from_ref(&proxy), n)?;
         eprintln!(
             "etcd server watchers (summed over 3 members; petrelds' own included: {} watchers, {} streams): {n} clients x {} prefixes direct: +{} watchers, +{} streams; through grpc-proxy: +{} watchers, +{} streams",
             base.0,
