@@ -133,6 +133,13 @@ struct Took {
     gateway: Option<IpAddr>,
 }
 
+/// A node that is no host: its name starts with '_' (no Kubernetes Node
+/// name can). petrel-controller's load-balancer addresses belong to
+/// `_load-balancer`; `max_blocks_per_host` does not apply to such nodes.
+pub fn is_virtual_node(node: &str) -> bool {
+    node.starts_with('_')
+}
+
 /// How [`Ipam::migrate_borrowed_index`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MigrationOutcome {
@@ -1083,7 +1090,12 @@ impl Ipam {
             .iter()
             .filter(|(a, _)| a.state == AffinityState::Confirmed)
             .count() as u32;
-        if cfg.max_blocks_per_host > 0 && held >= cfg.max_blocks_per_host {
+        // The cap is per host; a virtual node (a name starting with '_',
+        // which no Kubernetes Node can have, such as the controller's
+        // `_load-balancer`) is no host and holds as many blocks as its
+        // addresses need.
+        if cfg.max_blocks_per_host > 0 && held >= cfg.max_blocks_per_host && !is_virtual_node(node)
+        {
             return Ok(Claim::AtLimit);
         }
         // First pass: blocks that do not exist yet, found from the keys

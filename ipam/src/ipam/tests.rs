@@ -776,3 +776,30 @@ async fn borrowed_addresses_are_indexed_and_the_migration_catches_up_old_ones() 
         .is_empty());
     assert_clean(&ipam).await;
 }
+
+#[tokio::test]
+async fn the_block_cap_is_per_host_and_a_virtual_node_is_none() {
+    let cfg = IpamConfig {
+        max_blocks_per_host: 1,
+        strict_affinity: true,
+        ..lenient()
+    };
+    let ipam = setup(&[pool("p", "10.0.0.0/28", 30)], cfg).await;
+    // A host stops at one block of 4 (strict: no borrowing).
+    let err = ipam
+        .assign(&AssignRequest::new("h", "n1", 5, 0))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IpamError::Exhausted { .. }), "{err}");
+    // The load-balancer pseudo-node takes the blocks it needs.
+    let got = ipam
+        .assign(&AssignRequest::new("lb", "_load-balancer", 9, 0))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 9);
+    assert_eq!(
+        ipam.node_affinities("_load-balancer").await.unwrap().len(),
+        3
+    );
+    assert_clean(&ipam).await;
+}
