@@ -1776,31 +1776,7 @@ impl Ipam {
         handle_prefix: &str,
         live: &HashSet<String>,
     ) -> Result<Vec<IpAddr>> {
-        // The node's addresses are in its own blocks and in the blocks its
-        // borrowed index names: never a walk over the cluster's blocks.
-        let mut cidrs: BTreeSet<IpNet> = self
-            .node_affinities(node)
-            .await?
-            .into_iter()
-            .map(|(a, _)| a.cidr)
-            .collect();
-        for (k, _) in self.store.list_keys(&keys::node_borrowed(node)).await? {
-            if let Some((_, addr)) = keys::parse_borrowed(&k) {
-                if let Some(c) = self.pools().await?.iter().find_map(|p| p.block_of(addr)) {
-                    cidrs.insert(c);
-                }
-            }
-        }
-        let keys: Vec<String> = cidrs.iter().map(keys::block).collect();
-        let mut blocks = Vec::new();
-        for kv in self.store.get_many(&keys).await?.into_iter().flatten() {
-            blocks.push(serde_json::from_slice::<Block>(&kv.value).map_err(|e| {
-                IpamError::Corrupt {
-                    key: kv.key.clone(),
-                    detail: e.to_string(),
-                }
-            })?);
-        }
+        let blocks = self.node_blocks(node).await?;
         let mut victims = Vec::new();
         for b in blocks {
             for (ord, a) in &b.allocations {
@@ -1819,24 +1795,21 @@ impl Ipam {
         self.release_guarded(&victims).await
     }
 
-    /// Everything of a node that no longer exists: its addresses, its
-    /// empty blocks, its affinities (non-empty blocks become unaffine, to
-    /// be claimed by another node once emptied), its node record.
-    pub async fn gc_node(&self, node: &str) -> Result<GcReport> {
-        let mut report = GcReport::default();
-        // The node's addresses are in its own blocks and in the blocks its
-        // borrowed index names: never a walk over the cluster's blocks.
+    /// The blocks that may hold `node`'s addresses: its own and those its
+    /// borrowed index names; never a walk over the cluster's blocks.
+    async fn node_blocks(&self, node: &str) -> Result<Vec<Block>> {
         let mut cidrs: BTreeSet<IpNet> = self
             .node_affinities(node)
             .await?
             .into_iter()
             .map(|(a, _)| a.cidr)
             .collect();
+        let pools = self.pools().await?;
         for (k, _) in self.store.list_keys(&keys::node_borrowed(node)).await? {
-            if let Some((_, addr)) = keys::parse_borrowed(&k) {
-                if let Some(c) = self.pools().await?.iter().find_map(|p| p.block_of(addr)) {
-                    cidrs.insert(c);
-                }
+            if let Some(c) = keys::parse_borrowed(&k)
+                .and_then(|(_, addr)| pools.iter().find_map(|p| p.block_of(addr)))
+            {
+                cidrs.insert(c);
             }
         }
         let keys: Vec<String> = cidrs.iter().map(keys::block).collect();
@@ -1849,6 +1822,15 @@ impl Ipam {
                 }
             })?);
         }
+        Ok(blocks)
+    }
+
+    /// Everything of a node that no longer exists: its addresses, its
+    /// empty blocks, its affinities (non-empty blocks become unaffine, to
+    /// be claimed by another node once emptied), its node record.
+    pub async fn gc_node(&self, node: &str) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let blocks = self.node_blocks(node).await?;
         let mut victims = Vec::new();
         for b in blocks {
             for (ord, a) in &b.allocations {
