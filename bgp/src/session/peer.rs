@@ -128,7 +128,15 @@ struct Task {
     /// The peer advertised graceful restart on the current session.
     peer_gr: bool,
     established_at: Option<Instant>,
+    /// When the peer last closed the FSM's connection in OpenSent or
+    /// OpenConfirm with Cease / Connection Collision Resolution: it keeps
+    /// the connection it initiated, which may still be on its way here.
+    collision_lost_at: Option<Instant>,
 }
+
+/// How long after losing a collision the peer's own connection is still
+/// accepted in Idle.
+const COLLISION_ACCEPT_WAIT: Duration = Duration::from_secs(10);
 
 fn timer_index(t: Timer) -> usize {
     match t {
@@ -168,6 +176,7 @@ pub fn spawn_peer(
         events,
         peer_gr: false,
         established_at: None,
+        collision_lost_at: None,
     };
     tokio::spawn(task.run(commands))
 }
@@ -313,6 +322,17 @@ impl Task {
                             }
                             Event::Received(Message::Open(o))
                         }
+                        Ok(Message::Notification(n))
+                            if n.error
+                                == ErrorCode::Cease(CeaseError::ConnectionCollisionResolution)
+                                && matches!(
+                                    self.fsm.state(),
+                                    State::OpenSent | State::OpenConfirm
+                                ) =>
+                        {
+                            self.collision_lost_at = Some(Instant::now());
+                            Event::Received(Message::Notification(n))
+                        }
                         Ok(m) => Event::Received(m),
                         Err(n) => Event::DecodeError(n),
                     };
@@ -331,10 +351,12 @@ impl Task {
             PeerCommand::Start => self.feed(Event::ManualStart).await,
             PeerCommand::Stop { communication } => {
                 self.second = None;
+                self.collision_lost_at = None;
                 self.feed(Event::ManualStop { communication }).await
             }
             PeerCommand::AdminDown { notification, idle } => {
                 self.second = None;
+                self.collision_lost_at = None;
                 self.feed(Event::AdminDown { notification, idle }).await
             }
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
@@ -366,6 +388,27 @@ impl Task {
             }
         }
         match self.fsm.state() {
+            State::Idle
+                if self
+                    .collision_lost_at
+                    .is_some_and(|t| t.elapsed() < COLLISION_ACCEPT_WAIT) =>
+            {
+                // §6.8: the peer closed our connection as the loser of a
+                // collision, keeping the one it initiated. In the RFC's
+                // model that is a second FSM of its own (§8: one FSM per
+                // connection), untouched by the loser's going Idle; here it
+                // raced the NOTIFICATION and arrives after it. Accepting it
+                // is the session coming up on the connection both sides
+                // chose, with no connect-retry round.
+                self.collision_lost_at = None;
+                debug!(%peer, "collision: accepting the connection the peer kept");
+                self.feed(Event::ManualStart).await;
+                self.connecting = None;
+                if matches!(self.fsm.state(), State::Connect | State::Active) {
+                    self.conn = Some(Conn::new(stream, false));
+                    self.feed(Event::TcpAccepted).await;
+                }
+            }
             State::Idle => {
                 // Not started, or holding down after an error: refuse.
                 drop(stream);
@@ -668,4 +711,161 @@ async fn reject(mut stream: TcpStream, why: CeaseError) {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&b)).await;
     }
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::header::split_message;
+    use tokio::net::TcpListener;
+
+    const LOCAL_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const PEER_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    /// Reads one whole message from a raw peer-side stream.
+    async fn read_message(s: &mut TcpStream, buf: &mut BytesMut) -> Option<Message> {
+        loop {
+            if let Ok(Some((h, raw))) = split_message(buf, 4096) {
+                let raw = raw.freeze();
+                return Message::decode_body(
+                    &Default::default(),
+                    h.msg_type,
+                    &raw.slice(HEADER_LEN..),
+                )
+                .ok();
+            }
+            match tokio::time::timeout(Duration::from_secs(5), s.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    async fn send(s: &mut TcpStream, m: Message) {
+        s.write_all(&m.to_bytes(&Default::default()).unwrap())
+            .await
+            .unwrap();
+    }
+
+    async fn next_state(events: &mut mpsc::Receiver<PeerEvent>, want: State) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(e) = events.recv().await {
+                if matches!(e.kind, PeerEventKind::State(s) if s == want) {
+                    return;
+                }
+            }
+            panic!("events ended before {want:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {want:?} within 5 s"));
+    }
+
+    /// RFC 4271 §6.8: the peer (higher BGP Identifier) closes our connection
+    /// as the collision's loser, and the connection it initiated reaches us
+    /// only after that NOTIFICATION (the race seen in the interop suite).
+    /// That connection is accepted and the session comes up on it at once.
+    #[tokio::test]
+    async fn connection_the_peer_kept_is_accepted_after_it_closed_ours() {
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = peer_listener.local_addr().unwrap().port();
+        let mut fsm = FsmConfig::new(65001, LOCAL_ID, 65002, vec![]);
+        fsm.idle_hold = Duration::from_secs(60);
+        let cfg = PeerConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            port,
+            fsm,
+            connect: ConnectOptions::default(),
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, mut events) = mpsc::channel(64);
+        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+
+        // Our connection to the peer reaches OpenConfirm.
+        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        assert!(matches!(
+            read_message(&mut ours, &mut buf).await,
+            Some(Message::Open(_))
+        ));
+        send(
+            &mut ours,
+            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
+        )
+        .await;
+        next_state(&mut events, State::OpenConfirm).await;
+
+        // The peer keeps the connection it initiated and closes ours.
+        let n = Notification::bare(ErrorCode::Cease(CeaseError::ConnectionCollisionResolution));
+        send(&mut ours, Message::Notification(n)).await;
+        next_state(&mut events, State::Idle).await;
+
+        // Its own connection arrives now.
+        let our_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut theirs = TcpStream::connect(our_listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = our_listener.accept().await.unwrap();
+        cmd_tx.send(PeerCommand::Incoming(accepted)).await.unwrap();
+        let mut buf = BytesMut::new();
+        assert!(
+            matches!(
+                read_message(&mut theirs, &mut buf).await,
+                Some(Message::Open(_))
+            ),
+            "the peer's connection was refused"
+        );
+        send(
+            &mut theirs,
+            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
+        )
+        .await;
+        send(&mut theirs, Message::Keepalive).await;
+        next_state(&mut events, State::Established).await;
+    }
+
+    /// Outside that window an Idle peer still refuses connections (§8.2.2
+    /// Idle: a connection is not accepted while holding down after an error).
+    #[tokio::test]
+    async fn idle_after_an_error_refuses_connections() {
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = peer_listener.local_addr().unwrap().port();
+        let mut fsm = FsmConfig::new(65001, LOCAL_ID, 65002, vec![]);
+        fsm.idle_hold = Duration::from_secs(60);
+        let cfg = PeerConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            port,
+            fsm,
+            connect: ConnectOptions::default(),
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, mut events) = mpsc::channel(64);
+        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        assert!(matches!(
+            read_message(&mut ours, &mut buf).await,
+            Some(Message::Open(_))
+        ));
+        send(
+            &mut ours,
+            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
+        )
+        .await;
+        next_state(&mut events, State::OpenConfirm).await;
+        // Any other NOTIFICATION: an error, not a collision.
+        let n = Notification::bare(ErrorCode::Cease(CeaseError::OtherConfigurationChange));
+        send(&mut ours, Message::Notification(n)).await;
+        next_state(&mut events, State::Idle).await;
+
+        let our_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut theirs = TcpStream::connect(our_listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = our_listener.accept().await.unwrap();
+        cmd_tx.send(PeerCommand::Incoming(accepted)).await.unwrap();
+        let mut buf = BytesMut::new();
+        assert!(read_message(&mut theirs, &mut buf).await.is_none());
+    }
 }
