@@ -372,3 +372,203 @@ fn controller_allocates_advertises_reports_and_releases() -> Result<()> {
     c2.stop()?;
     Ok(())
 }
+
+const LB_POOL6: &str = "2001:db8:5::/120";
+
+/// A dual-stack Service of `policy` with `families` in that order.
+fn dual_service(name: &str, policy: &str, families: &[&str]) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "type": "LoadBalancer",
+            "ipFamilyPolicy": policy,
+            "ipFamilies": families,
+            "selector": {"app": name},
+            "ports": [{"protocol": "TCP", "port": 80}]
+        }
+    })
+    .to_string()
+}
+
+/// Dual-stack clusters (issue 13: "v4, v6 and dual-stack by
+/// ipFamilies/ipFamilyPolicy"): against an apiserver with a v4 and a v6
+/// service range, a RequireDualStack Service gets one address of each
+/// family in its `ipFamilies` order, a SingleStack IPv6 Service one v6
+/// address, a PreferDualStack one both; each address is in its family's
+/// load-balancer pool and in the Service's record as /32 or /128. The
+/// controller's /metrics, scraped as Prometheus would, counts what it did.
+#[test]
+fn controller_serves_dual_stack_services_and_counts_them() -> Result<()> {
+    if !require_lab(&["etcd", "etcdctl"])
+        || !require_apiserver()
+        || !petrel_tests::have_bin("petrel-controller")
+        || !petrel_tests::have_bin("petrelctl")
+    {
+        return Ok(());
+    }
+    let lab = Lab::new("k8sds")?;
+    let (e, k) = (lab.netns("etcd")?, lab.netns("kube")?);
+    lab.link(
+        &e,
+        &[&format!("{ETCD_ADDR}/24")],
+        &k,
+        &[&format!("{API_ADDR}/24")],
+    )?;
+    let etcd = Etcd::start(&lab, &e, ETCD_ADDR)?;
+    let api = KubeApiserver::start_with(
+        &lab,
+        &k,
+        API_ADDR,
+        etcd.endpoint(),
+        "10.96.0.0/16,fd00:96::/112",
+    )?;
+    let env = Env {
+        ns: &k,
+        api: &api,
+        etcd: etcd.endpoint().to_string(),
+    };
+    for (cidr, name, size) in [(LB_POOL, "lb4", "28"), (LB_POOL6, "lb6", "124")] {
+        env.petrelctl(&[
+            "pool",
+            "add",
+            cidr,
+            "--name",
+            name,
+            "--block-size",
+            size,
+            "--allowed-uses",
+            "load-balancer",
+        ])?;
+    }
+    let metrics_addr = "127.0.0.1:9182";
+    let c = controller(&lab, &k, &api, etcd.endpoint(), "ctl-ds", metrics_addr)?;
+
+    let ingress = |name: &str| -> Result<Vec<String>> {
+        let v = api.get_json(&["service", name, "-n", "default"])?;
+        Ok(v["status"]["loadBalancer"]["ingress"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|i| i["ip"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    };
+    let in_pool6 = |ip: &str| {
+        ip.parse::<std::net::Ipv6Addr>().is_ok_and(|a| {
+            a.segments()[..7] == [0x2001, 0xdb8, 5, 0, 0, 0, 0] && a.segments()[7] < 0x100
+        })
+    };
+    let cases = [
+        ("both", "RequireDualStack", vec!["IPv4", "IPv6"]),
+        ("six", "SingleStack", vec!["IPv6"]),
+        ("six-first", "PreferDualStack", vec!["IPv6", "IPv4"]),
+    ];
+    for (name, policy, families) in &cases {
+        api.kubectl_stdin(
+            &["create", "-f", "-"],
+            &dual_service(name, policy, families),
+        )?;
+    }
+    for (name, policy, families) in &cases {
+        let ips = wait_for(
+            &format!("{name}'s {} ingress addresses", families.len()),
+            Duration::from_secs(30),
+            || {
+                let ips = ingress(name)?;
+                Ok((ips.len() == families.len()).then_some(ips))
+            },
+        )?;
+        eprintln!("{name} ({policy} {families:?}): {ips:?}");
+        for (ip, family) in ips.iter().zip(families) {
+            match *family {
+                "IPv4" => assert!(in_pool(ip), "{name}: {ip} not in {LB_POOL}"),
+                _ => assert!(in_pool6(ip), "{name}: {ip} not in {LB_POOL6}"),
+            }
+        }
+        // Cluster policy: one record with every address, at full length.
+        let key = format!("/petrel/bgp/v1/services/k8s.default.{name}.external");
+        let rec = wait_for(&format!("{name}'s record"), Duration::from_secs(30), || {
+            env.etcd_get(&key)
+        })?;
+        let mut want: Vec<String> = ips
+            .iter()
+            .map(|ip| match ip.contains(':') {
+                true => format!("{ip}/128"),
+                false => format!("{ip}/32"),
+            })
+            .collect();
+        let mut got: Vec<String> = rec["addresses"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|a| a.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{name}: {rec}");
+        assert_eq!(rec["local_only"], false, "{rec}");
+    }
+
+    // Metrics: three Services hold addresses, five addresses were
+    // assigned, none failed; the caches saw the Services.
+    let text = wait_for(
+        "the controller's metrics to count the five addresses",
+        Duration::from_secs(30),
+        || {
+            let t = petrel_tests::lab::metrics::scrape(&k, metrics_addr)?;
+            let v =
+                petrel_tests::lab::metrics::sample(&t, "petrel_controller_lb_allocations_total");
+            Ok((v == Some(5.0)).then_some(t))
+        },
+    )?;
+    let s = |n: &str| petrel_tests::lab::metrics::sample(&text, n);
+    assert_eq!(s("petrel_controller_leader"), Some(1.0), "{text}");
+    assert_eq!(
+        s("petrel_controller_lb_services_allocated"),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        s("petrel_controller_lb_services_failed"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        s("petrel_controller_lb_releases_total"),
+        Some(0.0),
+        "{text}"
+    );
+    // The apiserver's own `kubernetes` Service is in the cache too.
+    assert!(
+        s("petrel_controller_services").is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
+    assert!(
+        s("petrel_controller_watch_events_total").is_some_and(|n| n >= 3.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE petrel_controller_lb_allocations_total counter"),
+        "{text}"
+    );
+
+    // Deleting the dual-stack Service gives both addresses back.
+    api.kubectl(&["delete", "service", "both", "-n", "default", "--wait=true"])?;
+    wait_for("two releases counted", Duration::from_secs(30), || {
+        let t = petrel_tests::lab::metrics::scrape(&k, metrics_addr)?;
+        Ok(
+            (petrel_tests::lab::metrics::sample(&t, "petrel_controller_lb_releases_total")
+                == Some(2.0))
+            .then_some(()),
+        )
+    })?;
+    let handles = env.etcd_keys("/petrel/ipam/v1/handles/lb.default.both.")?;
+    assert!(handles.is_empty(), "{handles:?}");
+    c.stop()?;
+    Ok(())
+}

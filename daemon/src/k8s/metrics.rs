@@ -43,6 +43,9 @@ impl Metrics {
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
     pub fn set(c: &AtomicU64, v: u64) {
         c.store(v, Ordering::Relaxed);
     }
@@ -109,7 +112,7 @@ pub fn render(m: &Metrics) -> String {
         (
             "petrel_controller_lb_releases_total",
             "counter",
-            "Load-balancer handles released",
+            "Load-balancer addresses released",
             g(&m.releases),
         ),
         (

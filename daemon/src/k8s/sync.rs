@@ -600,7 +600,7 @@ impl Controller {
             match lbipam::ensure(&self.ipam, &handle, &g.0, &req, &current).await {
                 Ok(a) => {
                     if a != current {
-                        Metrics::inc(&self.metrics.allocations);
+                        Metrics::add(&self.metrics.allocations, newly(&a, &current));
                         info!(%handle, addrs = ?a, "shared address");
                     }
                     l.held.insert(handle.clone(), a.clone());
@@ -660,7 +660,7 @@ impl Controller {
             Ok(freed) => {
                 if !freed.is_empty() {
                     info!(%handle, ?freed, "released");
-                    Metrics::inc(&self.metrics.releases);
+                    Metrics::add(&self.metrics.releases, freed.len() as u64);
                 }
                 l.held.remove(handle);
             }
@@ -703,7 +703,7 @@ impl Controller {
                         match lbipam::ensure(&self.ipam, &handle, &k.0, &r, &current).await {
                             Ok(a) => {
                                 if a != current {
-                                    Metrics::inc(&self.metrics.allocations);
+                                    Metrics::add(&self.metrics.allocations, newly(&a, &current));
                                     info!(service = %format!("{}/{}", k.0, k.1), addrs = ?a, "load-balancer address");
                                 }
                                 l.held.insert(handle.clone(), a.clone());
@@ -1171,4 +1171,10 @@ impl Controller {
             Err(e) => self.error(format!("writing the status record: {e}")),
         }
     }
+}
+
+/// How many of `now`'s addresses `before` did not hold (the allocations
+/// counter counts addresses, as its help text says, not Services).
+fn newly<T: PartialEq>(now: &[T], before: &[T]) -> u64 {
+    now.iter().filter(|a| !before.contains(a)).count() as u64
 }

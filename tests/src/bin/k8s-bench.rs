@@ -40,7 +40,6 @@ use petrel_tests::lab::kube::require_apiserver;
 use petrel_tests::lab::{require_lab, Lab};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -229,14 +228,7 @@ fn tor_route(tor: &str, prefix: &str) -> Result<BTreeSet<String>> {
 
 /// The controller's Prometheus counters (one scrape in its namespace).
 fn metrics(k: &KubeLab) -> Result<BTreeMap<String, f64>> {
-    let body = k.ns.enter(|| {
-        let mut s = std::net::TcpStream::connect((API_ADDR, 9180))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")?;
-        let mut b = String::new();
-        s.read_to_string(&mut b)?;
-        Ok(b)
-    })?;
+    let body = petrel_tests::lab::metrics::scrape(&k.ns, &format!("{API_ADDR}:9180"))?;
     Ok(body
         .lines()
         .filter(|l| l.starts_with("petrel_controller_"))

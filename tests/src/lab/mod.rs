@@ -49,6 +49,7 @@ pub mod frr;
 pub mod gobgp;
 pub mod k8s;
 pub mod kube;
+pub mod metrics;
 mod netns;
 pub mod petreld;
 mod process;

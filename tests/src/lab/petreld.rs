@@ -429,30 +429,14 @@ impl Petreld {
     /// petreld's Prometheus text, from its `[metrics]` address (the
     /// default 127.0.0.1:9179 inside its namespace).
     pub fn metrics_text(&self) -> Result<String> {
-        self.ns.enter(|| {
-            use std::io::{Read, Write};
-            let mut s = std::net::TcpStream::connect("127.0.0.1:9179")?;
-            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: petreld\r\nConnection: close\r\n\r\n")?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
+        super::metrics::scrape(&self.ns, "127.0.0.1:9179")
     }
 
     /// One sample of petreld's metrics, by its name with labels exactly as
     /// rendered (`petrel_cluster_full_syncs_total`,
     /// `petrel_datastore_read_bytes_total{records="blocks",via="watch"}`).
     pub fn metric(&self, sample: &str) -> Result<f64> {
-        let text = self.metrics_text()?;
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
+        super::metrics::sample(&self.metrics_text()?, sample)
             .with_context(|| format!("no sample {sample} in petreld's metrics"))
     }
 
