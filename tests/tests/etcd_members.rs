@@ -444,17 +444,16 @@ fn peers_cut(c: &Cluster, probe: &mut Probe) -> Result<()> {
             match o {
                 Some((true, _)) => events += 1,
                 Some((false, at)) => ended.push(ms(at.saturating_duration_since(written))),
-                // Known defect (session note 2026-12-06): the stale-member
-                // check in EtcdStore does not always end a bare watch on
-                // the cut member within 90 s (1 of 8 in one CI-like run);
-                // petreld still got the record above, by its re-list.
-                // Reported, not asserted, until the check is fixed.
                 None => stale.push(i),
             }
         }
         eprintln!(
             "{STORES} watches of our own: {events} saw the change, {} were on the cut member and ended as stale after {ended:?}, still stale after 90 s: {stale:?}",
             ended.len()
+        );
+        ensure!(
+            stale.is_empty(),
+            "watches {stale:?} on the cut member neither saw the change nor ended in 90 s"
         );
         probe.unchanged(c)?;
         c.no_reset(&sessions, &[])

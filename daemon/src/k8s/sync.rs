@@ -161,8 +161,30 @@ fn ingress_ips(s: &Service) -> Vec<String> {
         .and_then(|lb| lb.ingress.as_ref())
         .map(|l| l.iter().filter_map(|i| i.ip.clone()).collect())
         .unwrap_or_default();
-    v.sort();
+    v.dedup();
     v
+}
+
+/// `addrs` as `status.loadBalancer.ingress` lists them: the Service's
+/// primary family first, in `spec.ipFamilies` order (as `spec.clusterIPs`
+/// is), so that a client taking the first address gets the family the
+/// Service asked for first.
+fn ingress_order(s: &Service, addrs: &[IpAddr]) -> Vec<String> {
+    let families = s
+        .spec
+        .as_ref()
+        .and_then(|sp| sp.ip_families.clone())
+        .unwrap_or_default();
+    let rank = |a: &IpAddr| {
+        let f = if a.is_ipv4() { "IPv4" } else { "IPv6" };
+        families
+            .iter()
+            .position(|x| x == f)
+            .unwrap_or(families.len())
+    };
+    let mut v = addrs.to_vec();
+    v.sort_by_key(|a| (rank(a), *a));
+    v.iter().map(|a| a.to_string()).collect()
 }
 
 fn has_finalizer(s: &Service) -> bool {
@@ -762,8 +784,7 @@ impl Controller {
     async fn sync_object(&mut self, s: &Service, wants: bool, addrs: &[IpAddr]) {
         let (ns, name) = key_of(s);
         let api: Api<Service> = Api::namespaced(self.client.clone(), &ns);
-        let mut want_ips: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-        want_ips.sort();
+        let want_ips = ingress_order(s, addrs);
         let have_ips = ingress_ips(s);
         // A Service of another class or type keeps whatever its own
         // implementation wrote; ours is cleared only where we wrote it.
@@ -1177,4 +1198,41 @@ impl Controller {
 /// counter counts addresses, as its help text says, not Services).
 fn newly<T: PartialEq>(now: &[T], before: &[T]) -> u64 {
     now.iter().filter(|a| !before.contains(a)).count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ServiceSpec;
+
+    fn service(families: &[&str]) -> Service {
+        Service {
+            spec: Some(ServiceSpec {
+                ip_families: Some(families.iter().map(|f| f.to_string()).collect()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ingress_lists_the_primary_family_first() {
+        let addrs: Vec<IpAddr> = ["2001:db8::2", "192.0.2.9", "10.0.0.1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(
+            ingress_order(&service(&["IPv6", "IPv4"]), &addrs),
+            ["2001:db8::2", "10.0.0.1", "192.0.2.9"]
+        );
+        assert_eq!(
+            ingress_order(&service(&["IPv4", "IPv6"]), &addrs),
+            ["10.0.0.1", "192.0.2.9", "2001:db8::2"]
+        );
+        // No families listed (an older object): addresses in order, v4 first.
+        assert_eq!(
+            ingress_order(&Service::default(), &addrs),
+            ["10.0.0.1", "192.0.2.9", "2001:db8::2"]
+        );
+    }
 }

@@ -281,13 +281,25 @@ fn connection_refused(e: &etcd_client::Error) -> bool {
 }
 
 /// How often a watch checks that the member serving it is not behind the
-/// cluster (see [`EtcdStore::watch`]): a stale watch ends within two.
+/// cluster (see [`EtcdStore::watch`]): a stale watch ends within one check
+/// and [`PROGRESS_DELAY`].
 const STALE_CHECK: Duration = Duration::from_secs(15);
+
+/// How long after a quorum read the watch's member is asked for its
+/// revision: a healthy follower applies what the quorum committed long
+/// before this, so only a member that lost its leader is still below.
+const PROGRESS_DELAY: Duration = Duration::from_secs(5);
+
+/// A quorum read is tried this many times, each bounded by
+/// [`QUORUM_READ_TIMEOUT`]: the balancer may send it to the very member
+/// that lost its quorum, which cannot answer it.
+const QUORUM_READ_ATTEMPTS: u32 = 4;
+const QUORUM_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl EtcdStore {
     /// The cluster's revision from a linearizable read (one that needs a
-    /// quorum), shared by every watch of this client for a check's
-    /// length; `None` when no quorum answers.
+    /// quorum), shared by every watch of this client for half a check;
+    /// `None` when no quorum answers.
     async fn quorum_revision(&self) -> Option<i64> {
         if let Ok(q) = self.quorum.lock() {
             if let Some((at, rev)) = *q {
@@ -296,16 +308,21 @@ impl EtcdStore {
                 }
             }
         }
-        let mut c = self.client.clone();
-        let resp = c
-            .get("/petrel/ping", Some(GetOptions::new().with_count_only()))
-            .await
-            .ok()?;
-        let rev = resp.header()?.revision();
-        if let Ok(mut q) = self.quorum.lock() {
-            *q = Some((std::time::Instant::now(), rev));
+        for _ in 0..QUORUM_READ_ATTEMPTS {
+            let mut c = self.client.clone();
+            let read = c.get("/petrel/ping", Some(GetOptions::new().with_count_only()));
+            let Ok(Ok(resp)) = tokio::time::timeout(QUORUM_READ_TIMEOUT, read).await else {
+                continue;
+            };
+            let Some(rev) = resp.header().map(|h| h.revision()) else {
+                continue;
+            };
+            if let Ok(mut q) = self.quorum.lock() {
+                *q = Some((std::time::Instant::now(), rev));
+            }
+            return Some(rev);
         }
-        Some(rev)
+        None
     }
 }
 
@@ -487,21 +504,32 @@ impl Store for EtcdStore {
             // stream open and silent: etcd ends such watches only for
             // clients that ask with the `hasleader` metadata, which
             // etcd-client 0.14 cannot send. So every STALE_CHECK the
-            // member is asked for its revision (a progress request) and
-            // compared with the cluster's from a quorum read made one
-            // check earlier; a member still below it serves a stale
-            // watch, which ends as unavailable (the caller lists again,
-            // through another member).
+            // cluster's revision is read with a quorum and, PROGRESS_DELAY
+            // later, the member is asked for its own (a progress request);
+            // a member still below the quorum's serves a stale watch, which
+            // ends as unavailable (the caller lists again, through another
+            // member).
             let mut check = tokio::time::interval(STALE_CHECK);
             check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             check.tick().await;
-            let (mut quorum_before, mut quorum_now) = (None::<i64>, None::<i64>);
+            let mut quorum = None::<i64>;
+            let mut progress_at = None::<tokio::time::Instant>;
             loop {
+                let ask = async {
+                    match progress_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 let msg = tokio::select! {
                     m = stream.message() => m,
                     _ = check.tick() => {
-                        quorum_before = quorum_now;
-                        quorum_now = store.quorum_revision().await;
+                        quorum = store.quorum_revision().await;
+                        progress_at = quorum.map(|_| tokio::time::Instant::now() + PROGRESS_DELAY);
+                        continue;
+                    }
+                    _ = ask => {
+                        progress_at = None;
                         // No answer (a proxy that does not forward it) is
                         // no evidence either way.
                         let _ = watcher.request_progress().await;
@@ -523,14 +551,14 @@ impl Store for EtcdStore {
                     && !msg.canceled()
                     && msg.compact_revision() == 0;
                 if progress {
-                    if let Some(q) = quorum_before.filter(|&q| member < q) {
+                    if let Some(q) = quorum.filter(|&q| member < q) {
                         let _ = tx
                             .send(Err(StoreError::Unavailable {
                                 endpoints: endpoints.clone(),
                                 detail: format!(
                                     "the member serving this watch is at revision {member}, \
-                                     behind the cluster's {q} of {STALE_CHECK:?} ago: it lost \
-                                     its quorum"
+                                     behind the cluster's {q} of {PROGRESS_DELAY:?} before: it \
+                                     lost its quorum"
                                 ),
                             }))
                             .await;
