@@ -27,7 +27,7 @@
 //! missing piece fails the test.
 //! `PETREL_E2E_KUBE_OUTAGE` sets the outage in seconds (default 30).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use petrel_ipam::model::Block;
 use petrel_tests::lab::cluster::{kernel_route, kernel_routes, Cluster, Options};
 use petrel_tests::lab::frr::parse_paths;
@@ -296,6 +296,10 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+/// One Kubernetes lab at a time: two apiservers and six petrelds on two
+/// cores would make every wait here a question of load.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn kubernetes_services_reach_the_tor() -> Result<()> {
     let mut programs = vec!["etcd", "etcdctl", "ping", "/usr/lib/cni/bridge"];
@@ -309,6 +313,7 @@ fn kubernetes_services_reach_the_tor() -> Result<()> {
     {
         return Ok(());
     }
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let outage: u64 = std::env::var("PETREL_E2E_KUBE_OUTAGE")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -696,5 +701,146 @@ fn kubernetes_services_reach_the_tor() -> Result<()> {
         eprintln!("{r}");
     }
     drop(k);
+    Ok(())
+}
+
+/// What a user does with the README's lab: `petrel-lab up --kubernetes
+/// --json` (here with the BIRD ToR, the other half of the e2e above), then
+/// kubectl with the kubeconfig the JSON names. A LoadBalancer Service gets
+/// an address of the `loadbalancer_pool` the JSON names, routed in the
+/// ToR's kernel FIB; deleted, the route goes; `down` leaves nothing.
+#[test]
+fn petrel_lab_up_kubernetes_with_bird() -> Result<()> {
+    let mut programs = vec!["etcd", "etcdctl", "ping", "/usr/lib/cni/bridge"];
+    programs.extend(petrel_tests::lab::topo::Kind::Bird.programs());
+    if !require_lab(&programs)
+        || !require_apiserver()
+        || !petrel_tests::have_bin("petrel-controller")
+        || !petrel_tests::have_bin("petrelctl")
+        || !petrel_tests::have_bin("petreld")
+        || !petrel_tests::have_bin("petrel-ipam")
+    {
+        return Ok(());
+    }
+    let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
+    let name = format!("plabk{}", std::process::id());
+    let dir = petrel_tests::bin("petreld")?
+        .parent()
+        .map(|d| d.to_path_buf())
+        .unwrap_or_default();
+    let lab = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_petrel-lab"))
+            .args(args)
+            .args(["--name", &name])
+            .env("PETREL_BIN_DIR", &dir)
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    let out = lab(&["up", "--kubernetes", "--tor", "bird", "--json"])?;
+    let result = (|| -> Result<()> {
+        if !out.status.success() {
+            bail!("petrel-lab up: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let v: Value = serde_json::from_slice(&out.stdout)?;
+        let kube = &v["kubernetes"];
+        let kubeconfig = kube["kubeconfig"].as_str().unwrap_or_default().to_string();
+        let pool = kube["loadbalancer_pool"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let in_pool = |a: std::net::Ipv4Addr| -> Result<bool> {
+            let (net, len) = pool
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("loadbalancer_pool {pool:?} in {v}"))?;
+            let (net, len): (std::net::Ipv4Addr, u32) = (net.parse()?, len.parse()?);
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            Ok(u32::from(a) & mask == u32::from(net) & mask)
+        };
+        let tor_ns = v["tor"]["netns"].as_str().unwrap_or_default().to_string();
+        let kube_ns = kube["netns"].as_str().unwrap_or_default().to_string();
+        let nodes: BTreeSet<String> = v["nodes"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|n| n["address"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let kubectl = |args: &[&str], input: Option<&str>| -> Result<String> {
+            use std::io::Write as _;
+            // Inside the apiserver's namespace, as the JSON's `kubectl`
+            // says: the lab's addresses exist only in its namespaces.
+            let mut child = std::process::Command::new("ip")
+                .args(["netns", "exec", &kube_ns])
+                .arg(petrel_tests::lab::kube::kubectl_bin()?)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()?;
+            if let Some(i) = input {
+                child.stdin.take().map(|mut s| s.write_all(i.as_bytes()));
+            }
+            drop(child.stdin.take());
+            let o = child.wait_with_output()?;
+            if !o.status.success() {
+                bail!("kubectl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        ensure!(
+            kube["kubectl"]
+                .as_str()
+                .is_some_and(|k| k.starts_with(&format!("ip netns exec {kube_ns} "))),
+            "{v}"
+        );
+        let got = kubectl(&["get", "nodes", "-o", "name"], None)?;
+        assert_eq!(got.lines().count(), 3, "{got}");
+        kubectl(
+            &["create", "-f", "-"],
+            Some(&service("bird-web", "Cluster", &[80], json!({}))),
+        )?;
+        let ip = wait_for("bird-web's ingress", Duration::from_secs(60), || {
+            let o = kubectl(&["get", "service", "bird-web", "-o", "json"], None)?;
+            let s: Value = serde_json::from_str(&o)?;
+            Ok(s["status"]["loadBalancer"]["ingress"][0]["ip"]
+                .as_str()
+                .map(String::from))
+        })?;
+        assert!(in_pool(ip.parse()?)?, "{ip} not in {pool}");
+        let route = |dst: &str| -> Result<String> {
+            let o = std::process::Command::new("ip")
+                .args(["-n", &tor_ns, "route", "show", dst])
+                .output()?;
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        };
+        let dst = format!("{ip}/32");
+        // BIRD installs one of the nodes' paths (no `merge paths` in the
+        // lab's config): a route via one of them.
+        let r = wait_for(
+            "the Service's /32 in the ToR's FIB",
+            Duration::from_secs(60),
+            || {
+                let r = route(&dst)?;
+                Ok((!r.trim().is_empty()).then_some(r))
+            },
+        )?;
+        assert!(
+            nodes.iter().any(|n| r.contains(&format!("via {n} "))),
+            "{dst} at the ToR not via a node ({nodes:?}): {r}"
+        );
+        kubectl(&["delete", "service", "bird-web", "--wait=true"], None)?;
+        wait_for(
+            "the /32 withdrawn at the ToR",
+            Duration::from_secs(60),
+            || Ok(route(&dst)?.trim().is_empty().then_some(())),
+        )?;
+        Ok(())
+    })();
+    let down = lab(&["down"])?;
+    result?;
+    assert!(down.status.success(), "petrel-lab down failed");
     Ok(())
 }

@@ -169,7 +169,7 @@ impl Config {
             for af in ["ipv4", "ipv6"] {
                 let _ = writeln!(
                     c,
-                    "protocol kernel {{ {af} {{ import none; export where source = RTS_BGP; }}; learn off; }}"
+                    "protocol kernel {{ {af} {{ import none; export where source = RTS_BGP; }}; learn off; merge paths on; }}"
                 );
             }
         }

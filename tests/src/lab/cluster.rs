@@ -253,6 +253,9 @@ impl Cluster {
 
         let mut spec = PeerSpec::new(TOR_ADDR, TOR_AS);
         spec.graceful_restart = Some(options.restart_time.into());
+        // A ToR forwards: the Services' routes are checked in its FIB
+        // whichever daemon it runs.
+        spec.install_fib = true;
         for a in &node_addrs {
             let mut n = NeighborSpec::new(a, NODE_AS, TOR_ADDR);
             n.graceful_restart = Some(options.restart_time.into());
