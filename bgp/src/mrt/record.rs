@@ -401,6 +401,7 @@ fn parse_prefix(c: &mut Cursor<'_>, family: Family) -> Result<Prefix, MrtError> 
     } else {
         IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
     };
+    // RFC 4271 §4.3: trailing bits are irrelevant; `Prefix::new` masks them.
     Prefix::new(addr, len).ok_or_else(|| c.short("prefix"))
 }
 
