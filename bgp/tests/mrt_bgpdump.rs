@@ -414,8 +414,122 @@ fn host_bits() -> Case {
     }
 }
 
+/// TABLE_DUMP (RFC 6396 §4.2, 2-octet ASes, the peer inline) for IPv4 and
+/// IPv6, and the AS_PATH segment types, communities, ATOMIC_AGGREGATE and
+/// AGGREGATOR as bgpdump spells them.
+fn table_dump_v1_and_path_forms() -> Case {
+    let v1 = |v6: bool, prefix: &str, peer: &str, peer_as: u16, attrs: &[u8]| {
+        let (a, l) = prefix.split_once('/').unwrap();
+        let mut b = [0u16.to_be_bytes(), 0u16.to_be_bytes()].concat();
+        b.extend_from_slice(&ip(a));
+        b.extend_from_slice(&[l.parse().unwrap(), 1]);
+        b.extend_from_slice(&1_690_000_000u32.to_be_bytes());
+        b.extend_from_slice(&ip(peer));
+        b.extend_from_slice(&peer_as.to_be_bytes());
+        b.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+        b.extend_from_slice(attrs);
+        record(12, if v6 { 2 } else { 1 }, &b)
+    };
+    let v4_attrs = [
+        attr(WK, ORIGIN, &[1]),
+        attr(WK, AS_PATH, &[2, 2, 0xfd, 0xf2, 0xfd, 0xfc]), // 65010 65020
+        next_hop("10.0.0.1"),
+        attr(ON, 4, &5u32.to_be_bytes()),          // MULTI_EXIT_DISC
+        attr(WK, 6, &[]),                          // ATOMIC_AGGREGATE
+        attr(0xc0, 7, &[0xfd, 0xf2, 10, 0, 0, 1]), // AGGREGATOR 65010 10.0.0.1
+    ]
+    .concat();
+    let v6_attrs = [
+        attr(WK, ORIGIN, &[0]),
+        attr(WK, AS_PATH, &[2, 1, 0xfd, 0xf3]),
+        attr(
+            ON,
+            MP_REACH_NLRI,
+            &[&[0, 2, 1, 16][..], &ip("2001:db8::1"), &[0]].concat(),
+        ),
+    ]
+    .concat();
+    let seg = |kind: u8, asns: &[u32]| {
+        let mut v = vec![kind, asns.len() as u8];
+        for a in asns {
+            v.extend_from_slice(&a.to_be_bytes());
+        }
+        v
+    };
+    // AS_SEQUENCE, AS_SET, AS_CONFED_SEQUENCE, AS_CONFED_SET (RFC 5065 §3).
+    let path = [
+        seg(2, &[65010, 65020]),
+        seg(1, &[1, 2]),
+        seg(3, &[7]),
+        seg(4, &[8]),
+    ]
+    .concat();
+    let communities = [0xffff_ff02u32, 0xffff_ff03, (65010 << 16) | 5]
+        .map(u32::to_be_bytes)
+        .concat();
+    let v2_attrs = [
+        attr(WK, ORIGIN, &[0]),
+        attr(WK, AS_PATH, &path),
+        next_hop("10.0.0.1"),
+        attr(0xc0, 8, &communities),
+    ]
+    .concat();
+    let mrt = [
+        v1(false, "10.9.0.0/16", "10.0.0.1", 65010, &v4_attrs),
+        v1(true, "2001:db8::/32", "2001:db8::1", 65011, &v6_attrs),
+        peer_index(&[("10.0.0.1", 65010)]),
+        rib(2, 0, "10.7.7.0/24", &[(0, None, v2_attrs)]),
+    ]
+    .concat();
+    Case {
+        name: "TABLE_DUMP and path forms",
+        mrt,
+        lines: &[
+            "TABLE_DUMP|1700000000|B|10.0.0.1|65010|10.9.0.0/16|65010 65020|EGP|10.0.0.1|0|5||AG|65010 10.0.0.1|",
+            "TABLE_DUMP|1700000000|B|2001:db8::1|65011|2001:db8::/32|65011|IGP|2001:db8::1|0|0||NAG||",
+            "TABLE_DUMP2|1700000000|B|10.0.0.1|65010|10.7.7.0/24|65010 65020 {1,2} (7) [8]|IGP|10.0.0.1|0|0|no-advertise local-AS 65010:5|NAG||",
+        ],
+        bgpdump: None,
+    }
+}
+
+/// bgpdump prints no line for RIB_IPV4_MULTICAST (3), RIB_IPV6_MULTICAST
+/// (5), RIB_IPV4_MULTICAST_ADDPATH (9) or RIB_GENERIC (6) records: a
+/// multicast route would read as a unicast one.
+fn records_bgpdump_does_not_print() -> Case {
+    let attrs = [origin_and_path(&[65010]), next_hop("10.0.0.1")].concat();
+    let mut generic = 2u32.to_be_bytes().to_vec();
+    generic.extend_from_slice(&[0, 1, 1]); // AFI 1, SAFI 1
+    generic.extend_from_slice(&pfx("10.9.9.0/24"));
+    generic.extend_from_slice(&1u16.to_be_bytes());
+    generic.extend_from_slice(&0u16.to_be_bytes());
+    generic.extend_from_slice(&1_690_000_000u32.to_be_bytes());
+    generic.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    generic.extend_from_slice(&attrs);
+    let v6 = [origin_and_path(&[65010]), mp_reach_rib("2001:db8::1")].concat();
+    let mrt = [
+        peer_index(&[("10.0.0.1", 65010)]),
+        rib(3, 0, "10.8.8.0/24", &[(0, None, attrs.clone())]),
+        rib(5, 1, "2001:db8::/32", &[(0, None, v6)]),
+        rib(9, 2, "10.8.9.0/24", &[(0, Some(3), attrs.clone())]),
+        record(13, 6, &generic),
+        rib(2, 3, "10.10.10.0/24", &[(0, None, attrs)]),
+    ]
+    .concat();
+    Case {
+        name: "multicast and RIB_GENERIC records",
+        mrt,
+        lines: &[
+            "TABLE_DUMP2|1700000000|B|10.0.0.1|65010|10.10.10.0/24|65010|IGP|10.0.0.1|0|0||NAG||",
+        ],
+        bgpdump: None,
+    }
+}
+
 fn cases() -> Vec<Case> {
     vec![
+        table_dump_v1_and_path_forms(),
+        records_bgpdump_does_not_print(),
         bird_rib_dump(),
         rib_add_path(),
         bgp4mp_add_path_and_local(),

@@ -4,14 +4,19 @@
 //! `TYPE|TIME|A|PEER|PEER_AS|PREFIX|AS_PATH|ORIGIN|NEXT_HOP|LOCAL_PREF|MED|COMMUNITIES|AG/NAG|AGGREGATOR|`
 //! for announcements and RIB entries (`B`), `TYPE|TIME|W|PEER|PEER_AS|PREFIX`
 //! for withdrawals and `TYPE|TIME|STATE|PEER|PEER_AS|OLD|NEW` for state
-//! changes. Routes with an RFC 8050 path identifier (ADD-PATH subtypes) are
-//! typed `TABLE_DUMP2_AP`, `BGP4MP_AP`, `BGP4MP_ET_AP` and carry the path
-//! identifier after the prefix. Absent attributes print as bgpdump's
-//! defaults: 0 for numbers, `INCOMPLETE` for ORIGIN, `255.255.255.255` for
-//! the next hop.
+//! changes. The type is `BGP4MP`, with `_ET` for extended timestamps,
+//! `_LOCAL` for messages the collector sent and `_AP` for RFC 8050 ADD-PATH
+//! subtypes, or `TABLE_DUMP`, `TABLE_DUMP2`, `TABLE_DUMP2_AP`; ADD-PATH
+//! routes carry their path identifier after the prefix. Like bgpdump, it
+//! prints nothing for multicast and RIB_GENERIC RIB records. Absent
+//! attributes print as bgpdump's defaults: 0 for numbers, `INCOMPLETE` for
+//! ORIGIN, `255.255.255.255` for the next hop.
 
-use super::reader::{RawRecord, BGP4MP_ET, TABLE_DUMP};
-use super::record::{is_add_path, is_local, PeerIndexTable, Record, RibRecord};
+use super::reader::{RawRecord, BGP4MP_ET, TABLE_DUMP, TABLE_DUMP_V2};
+use super::record::{
+    is_add_path, is_local, PeerIndexTable, Record, RibRecord, RIB_IPV4_UNICAST,
+    RIB_IPV4_UNICAST_ADDPATH, RIB_IPV6_UNICAST, RIB_IPV6_UNICAST_ADDPATH,
+};
 use crate::wire::attr::community::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
 use crate::wire::attr::{NextHop, PathAttributes};
 use crate::wire::family::Family;
@@ -107,6 +112,19 @@ fn rib_lines(
     out: &mut String,
 ) {
     let Some(prefix) = r.prefix else { return };
+    // bgpdump prints the unicast RIB subtypes only: a multicast route would
+    // read as a unicast one. The summary counts the others.
+    if raw.mrt_type == TABLE_DUMP_V2
+        && !matches!(
+            raw.subtype,
+            RIB_IPV4_UNICAST
+                | RIB_IPV6_UNICAST
+                | RIB_IPV4_UNICAST_ADDPATH
+                | RIB_IPV6_UNICAST_ADDPATH
+        )
+    {
+        return;
+    }
     let head = if raw.mrt_type == TABLE_DUMP {
         format!("TABLE_DUMP|{time}")
     } else if is_add_path(raw) {
