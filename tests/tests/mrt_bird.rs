@@ -78,8 +78,8 @@ protocol bgp a_v6 {{ local fd99::2 as 4200000002; neighbor fd99::1 as 4200000001
   ipv4 {{ import all; export none; extended next hop on; }};
   ipv6 {{ import all; export none; }};
 }}
-protocol mrt dump4 {{ table "master4"; filename "{d}/rib4-%H%M%S.mrt"; period 1; }}
-protocol mrt dump6 {{ table "master6"; filename "{d}/rib6-%H%M%S.mrt"; period 1; }}
+protocol mrt dump4 {{ table "master4"; filename "{d}/rib4-%Y%m%d%H%M%S.mrt"; period 1; }}
+protocol mrt dump6 {{ table "master6"; filename "{d}/rib6-%Y%m%d%H%M%S.mrt"; period 1; }}
 "#,
         d = dumps.display()
     )
