@@ -54,6 +54,7 @@ pub fn unhex(s: &str) -> Vec<u8> {
 }
 
 pub mod lab;
+pub mod mrt;
 
 /// A binary of the workspace (`petreld`, `petrelctl`): in `$PETREL_BIN_DIR`
 /// when set, else beside the test binary's `deps/` folder

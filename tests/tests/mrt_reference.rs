@@ -6,8 +6,9 @@
 
 use flate2::read::GzDecoder;
 use petrel_bgp::mrt::summary::summarize;
-use petrel_bgp::mrt::{bgpdump, open, MrtError, PeerIndexTable, Record};
+use petrel_bgp::mrt::{open, Record};
 use petrel_tests::data;
+use petrel_tests::mrt::{first_difference, petrel_lines};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -80,24 +81,6 @@ fn counts_match_the_reference_decoders() {
     }
 }
 
-/// Formats a whole file as `bgpdump -m` would.
-pub fn petrel_lines(path: &Path) -> Vec<String> {
-    let mut peers: Option<PeerIndexTable> = None;
-    let mut text = String::new();
-    for item in open(path).unwrap() {
-        let raw = match item {
-            Ok(r) => r,
-            Err(MrtError::Truncated { .. } | MrtError::Io { .. }) => break,
-            Err(e) => panic!("{e}"),
-        };
-        match Record::parse(&raw).unwrap() {
-            Record::PeerIndexTable(t) => peers = Some(t),
-            rec => bgpdump::format_record(&raw, &rec, peers.as_ref(), &mut text),
-        }
-    }
-    text.lines().map(str::to_string).collect()
-}
-
 #[test]
 fn bgpdump_format_equals_recorded_bgpdump_output() {
     let Some(dir) = data() else { return };
@@ -111,17 +94,10 @@ fn bgpdump_format_equals_recorded_bgpdump_output() {
                 .lines()
                 .map(Result::unwrap)
                 .collect();
-        let ours = petrel_lines(&dir.join(file));
-        let mismatch = ours.iter().zip(&expected).position(|(a, b)| a != b);
-        if let Some(i) = mismatch {
-            panic!(
-                "{file} line {}:\n petrel:   {}\n bgpdump:  {}",
-                i + 1,
-                ours[i],
-                expected[i]
-            );
+        let ours = petrel_lines(&dir.join(file)).unwrap();
+        if let Some(d) = first_difference(&ours, &expected) {
+            panic!("{file} {d}");
         }
-        assert_eq!(ours.len(), expected.len(), "{file}: line counts differ");
     }
 }
 

@@ -35,6 +35,30 @@ pub const BGP4MP_MESSAGE_AS4_ADDPATH: u16 = 9;
 pub const BGP4MP_MESSAGE_LOCAL_ADDPATH: u16 = 10;
 pub const BGP4MP_MESSAGE_AS4_LOCAL_ADDPATH: u16 = 11;
 
+/// Whether the record is of an RFC 8050 ADD-PATH subtype: its routes carry
+/// path identifiers.
+pub fn is_add_path(raw: &RawRecord) -> bool {
+    match raw.mrt_type {
+        TABLE_DUMP_V2 => (RIB_IPV4_UNICAST_ADDPATH..=RIB_GENERIC_ADDPATH).contains(&raw.subtype),
+        BGP4MP | BGP4MP_ET => {
+            (BGP4MP_MESSAGE_ADDPATH..=BGP4MP_MESSAGE_AS4_LOCAL_ADDPATH).contains(&raw.subtype)
+        }
+        _ => false,
+    }
+}
+
+/// Whether a BGP4MP subtype holds a message the collector sent (RFC 6396
+/// §4.4.5–§4.4.6, RFC 8050 §3) rather than one it received.
+pub fn is_local(bgp4mp_subtype: u16) -> bool {
+    matches!(
+        bgp4mp_subtype,
+        BGP4MP_MESSAGE_LOCAL
+            | BGP4MP_MESSAGE_AS4_LOCAL
+            | BGP4MP_MESSAGE_LOCAL_ADDPATH
+            | BGP4MP_MESSAGE_AS4_LOCAL_ADDPATH
+    )
+}
+
 /// The name of a type/subtype pair, as mrtparse and bgpdump spell them.
 pub fn type_name(mrt_type: u16, subtype: u16) -> String {
     let (t, s) = match mrt_type {
@@ -377,6 +401,7 @@ fn parse_prefix(c: &mut Cursor<'_>, family: Family) -> Result<Prefix, MrtError> 
     } else {
         IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
     };
+    // RFC 4271 §4.3: trailing bits are irrelevant; `Prefix::new` masks them.
     Prefix::new(addr, len).ok_or_else(|| c.short("prefix"))
 }
 

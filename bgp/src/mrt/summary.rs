@@ -28,6 +28,13 @@ pub struct Summary {
     pub peer_index_peers: u64,
     pub rib_prefix_records: u64,
     pub rib_entries: u64,
+    /// RIB entries of the RFC 8050 ADD-PATH subtypes, each with a path
+    /// identifier.
+    pub rib_path_ids: u64,
+    /// Announced and withdrawn NLRI carrying a path identifier (RFC 8050
+    /// §3: BGP4MP ADD-PATH subtypes).
+    pub announced_path_ids: u64,
+    pub withdrawn_path_ids: u64,
     pub distinct_announced_prefixes: u64,
     pub distinct_withdrawn_prefixes: u64,
     pub distinct_rib_prefixes: u64,
@@ -88,6 +95,7 @@ pub fn summarize<R: Read>(file: &str, reader: MrtReader<R>) -> Summary {
                 }
                 for e in &r.entries {
                     s.rib_entries += 1;
+                    s.rib_path_ids += u64::from(e.path_id.is_some());
                     match &e.attrs {
                         Ok(d) => {
                             for err in &d.errors {
@@ -110,6 +118,12 @@ pub fn summarize<R: Read>(file: &str, reader: MrtReader<R>) -> Summary {
                     if let Message::Update(u) = msg {
                         for err in &u.errors {
                             *s.rfc7606.entry(err.to_string()).or_default() += 1;
+                        }
+                        for (_, e) in u.announced() {
+                            s.announced_path_ids += u64::from(e.path_id.is_some());
+                        }
+                        for (_, e) in u.withdrawals() {
+                            s.withdrawn_path_ids += u64::from(e.path_id.is_some());
                         }
                         for e in u.nlri.iter() {
                             s.announced_v4 += 1;

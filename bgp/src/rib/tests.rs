@@ -220,6 +220,40 @@ fn withdrawals_fall_back_then_unreachable() {
     assert!(r.best(&p("10.3.0.0/24")).is_none());
 }
 
+/// RFC 4271 §4.3: "the value of trailing bits is irrelevant". A peer's
+/// 11.13.0.0/13 (bits set past the length, as some routers send it) is the
+/// route 11.8.0.0/13: installed, advertised in canonical form, and
+/// withdrawn by any spelling of the same prefix.
+#[test]
+fn prefix_with_bits_past_its_length_is_the_masked_route() {
+    let mut r = rib();
+    let e1 = peer(&mut r, 2, 65001, |_| {});
+    let e2 = peer(&mut r, 3, 65002, |_| {});
+    let ctx = CodecContext::four_octet();
+    #[rustfmt::skip]
+    let announce = Bytes::from_static(&[
+        0, 0,                                   // no withdrawn routes
+        0, 20,                                  // attributes:
+        0x40, 1, 1, 0,                          //   ORIGIN IGP
+        0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9,     //   AS_PATH 65001
+        0x40, 3, 4, 192, 0, 2, 2,               //   NEXT_HOP 192.0.2.2
+        13, 11, 13,                             // 11.13.0.0/13
+    ]);
+    let u = Update::decode(&ctx, &announce).unwrap();
+    assert_eq!(u.action(), None);
+    let out = r.receive(e1, &u);
+    assert_eq!(changes(&out), ["11.8.0.0/13 via 1"]);
+    assert_eq!(
+        sent(&out, e2),
+        ["+11.8.0.0/13 path [64512 65001] nh 192.0.2.1"]
+    );
+    // 11.15.0.0/13 withdraws it.
+    let withdraw = Bytes::from_static(&[0, 3, 13, 11, 15, 0, 0]);
+    let out = r.receive(e1, &Update::decode(&ctx, &withdraw).unwrap());
+    assert_eq!(changes(&out), ["11.8.0.0/13 unreachable"]);
+    assert_eq!(sent(&out, e2), ["-11.8.0.0/13"]);
+}
+
 #[test]
 fn nothing_resent_when_unchanged() {
     let mut r = rib();

@@ -32,7 +32,7 @@ use crate::wire::capability::{
 };
 use crate::wire::family::Family;
 use crate::wire::notification::{CeaseError, ErrorCode};
-use crate::wire::{Notification, Prefix, RouteRefresh};
+use crate::wire::{Notification, Prefix, RouteRefresh, Update};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -993,7 +993,7 @@ impl Core {
                 } else {
                     self.rib.receive(id, &u)
                 };
-                self.check_max_prefix(ev.peer).await;
+                self.check_max_prefix(ev.peer, &u).await;
                 self.emit(out).await;
                 self.maybe_end_deferral().await;
             }
@@ -1066,7 +1066,9 @@ impl Core {
         self.emit(out).await;
     }
 
-    async fn check_max_prefix(&mut self, addr: IpAddr) {
+    /// After `update` from the peer at `addr`: closes the session (or
+    /// warns) when the peer's accepted routes exceed its limit.
+    async fn check_max_prefix(&mut self, addr: IpAddr, update: &Update) {
         let Some(p) = self.peers.get(&addr) else {
             return;
         };
@@ -1083,14 +1085,12 @@ impl Core {
             }
             MaxPrefixAction::Restart(after) => {
                 warn!(peer = %addr, accepted, limit, "maximum prefix count exceeded: closing the session");
-                // RFC 4486 §4: Cease / Maximum Number of Prefixes Reached, with
-                // AFI, SAFI and the limit as data.
-                let mut data = vec![0, 1, 1];
-                data.extend_from_slice(&limit.to_be_bytes());
-                let n = Notification::new(
-                    ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached),
-                    data,
-                );
+                let fallback = p
+                    .families_up
+                    .first()
+                    .copied()
+                    .unwrap_or(Family::IPV4_UNICAST);
+                let n = max_prefix_cease(exceeding_family(update, fallback), limit);
                 let _ = p
                     .cmd
                     .send(PeerCommand::AdminDown {
@@ -1121,9 +1121,77 @@ impl Core {
     }
 }
 
+/// The family whose routes took a peer over its limit: that of the routes
+/// `update` announces (MP_REACH_NLRI's, else the NLRI field's IPv4 unicast),
+/// or `fallback` (the session's first family) when it announces none.
+fn exceeding_family(update: &Update, fallback: Family) -> Family {
+    match &update.mp_reach {
+        Some(mp) if !mp.nlri.is_empty() => mp.family,
+        _ if !update.nlri.is_empty() => Family::IPV4_UNICAST,
+        _ => fallback,
+    }
+}
+
+/// RFC 4486 §4: Cease / Maximum Number of Prefixes Reached, its data the
+/// AFI (2 octets), SAFI (1) and the prefix upper bound (4).
+fn max_prefix_cease(family: Family, limit: u32) -> Notification {
+    let mut data = Vec::with_capacity(7);
+    data.extend_from_slice(&family.afi.to_be_bytes());
+    data.push(family.safi);
+    data.extend_from_slice(&limit.to_be_bytes());
+    Notification::new(
+        ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached),
+        data,
+    )
+}
+
 fn hash_ip(a: IpAddr) -> u64 {
     match a {
         IpAddr::V4(v) => u32::from(v) as u64,
         IpAddr::V6(v) => (u128::from(v) as u64) ^ ((u128::from(v) >> 64) as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::attr::{MpReach, NextHop};
+    use crate::wire::nlri::Nlri;
+
+    fn v6_update() -> Update {
+        let mut u = Update::new(PathAttributes::default());
+        u.mp_reach = Some(MpReach {
+            family: Family::IPV6_UNICAST,
+            next_hop: NextHop::V6 {
+                global: "2001:db8::1".parse().unwrap(),
+                link_local: None,
+            },
+            nlri: Nlri::from_prefixes(Family::IPV6_UNICAST, &["2001:db8:1::/48".parse().unwrap()]),
+        });
+        u
+    }
+
+    /// RFC 4486 §4: the data names the family that exceeded, not IPv4
+    /// unicast always: AFI 2, SAFI 1 and the limit 1000 for an IPv6 peer.
+    #[test]
+    fn max_prefix_notification_names_the_exceeding_family() {
+        let n = max_prefix_cease(exceeding_family(&v6_update(), Family::IPV4_UNICAST), 1000);
+        assert_eq!(
+            n.error,
+            ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached)
+        );
+        assert_eq!(&n.data[..], [0, 2, 1, 0, 0, 0x03, 0xe8]);
+
+        let mut v4 = Update::new(PathAttributes::default());
+        v4.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &["10.0.0.0/8".parse().unwrap()]);
+        let n = max_prefix_cease(exceeding_family(&v4, Family::IPV6_UNICAST), 7);
+        assert_eq!(&n.data[..], [0, 1, 1, 0, 0, 0, 7]);
+
+        // An UPDATE announcing nothing: the session's family.
+        let empty = Update::new(PathAttributes::default());
+        assert_eq!(
+            exceeding_family(&empty, Family::IPV6_UNICAST),
+            Family::IPV6_UNICAST
+        );
     }
 }

@@ -327,6 +327,9 @@ impl Iterator for NlriIter<'_> {
         let n = (len as usize).div_ceil(8);
         let octets = b.get(1..1 + n)?;
         self.buf = &b[1 + n..];
+        // RFC 4271 §4.3: "the value of trailing bits is irrelevant": a
+        // prefix with bits set past its length (11.13.0.0/13) is accepted
+        // and masked (11.8.0.0/13), from a live peer as from a dump.
         // Octets are shifted in rather than copied into an array: a
         // variable-length copy is a memcpy call per prefix.
         let prefix = if self.v6 {
@@ -374,6 +377,22 @@ mod tests {
         let n = Nlri::parse(Family::IPV4_UNICAST, false, raw).unwrap();
         let v: Vec<String> = n.iter().map(|e| e.prefix.to_string()).collect();
         assert_eq!(v, ["10.0.0.0/8", "192.168.1.0/24", "0.0.0.0/0"]);
+    }
+
+    /// RFC 4271 §4.3: trailing bits are irrelevant: announced and
+    /// withdrawn prefixes with bits past their length are kept, masked.
+    #[test]
+    fn bits_past_the_prefix_length_are_masked() {
+        // 11.13.0.0/13, 10.1.3.0/23, 0.0.0.0/1 written as 127.0.0.0/1
+        let raw = Bytes::from_static(&[13, 11, 13, 23, 10, 1, 3, 1, 127]);
+        let n = Nlri::parse(Family::IPV4_UNICAST, false, raw).unwrap();
+        let v: Vec<String> = n.iter().map(|e| e.prefix.to_string()).collect();
+        assert_eq!(v, ["11.8.0.0/13", "10.1.2.0/23", "0.0.0.0/1"]);
+        // 2001:db8:1:ff00::/52
+        let raw = Bytes::from_static(&[52, 0x20, 0x01, 0x0d, 0xb8, 0, 1, 0xff]);
+        let n = Nlri::parse(Family::IPV6_UNICAST, false, raw).unwrap();
+        let v: Vec<String> = n.iter().map(|e| e.prefix.to_string()).collect();
+        assert_eq!(v, ["2001:db8:1:f000::/52"]);
     }
 
     #[test]

@@ -85,6 +85,13 @@ fn print_human(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> std
             "  distinct prefixes  announced {}  withdrawn {}",
             s.distinct_announced_prefixes, s.distinct_withdrawn_prefixes
         )?;
+        if s.announced_path_ids + s.withdrawn_path_ids > 0 {
+            writeln!(
+                out,
+                "  path identifiers   announced {}  withdrawn {}  (RFC 8050 ADD-PATH)",
+                s.announced_path_ids, s.withdrawn_path_ids
+            )?;
+        }
     }
     if s.rib_prefix_records > 0 {
         writeln!(
@@ -92,6 +99,13 @@ fn print_human(out: &mut impl Write, path: &std::path::Path, s: &Summary) -> std
             "  RIB                {} prefixes, {} entries, {} peers",
             s.rib_prefix_records, s.rib_entries, s.peer_index_peers
         )?;
+        if s.rib_path_ids > 0 {
+            writeln!(
+                out,
+                "  RIB path ids       {} entries with a path identifier (RFC 8050 ADD-PATH)",
+                s.rib_path_ids
+            )?;
+        }
     }
     for (k, v) in &s.rfc7606 {
         writeln!(out, "  RFC 7606           {k}: {v}")?;

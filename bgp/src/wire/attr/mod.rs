@@ -484,12 +484,19 @@ pub(crate) fn decode_attributes_in(
         }
         *slot |= bit;
 
-        if let Some(expected) = expected_flags(code) {
+        // The flag checks guard a session. An MRT dump has none to protect,
+        // and its writers get flags wrong (BIRD 2 writes NEXT_HOP and
+        // LOCAL_PREF with a zero flags octet in TABLE_DUMP_V2 RIB entries):
+        // there, attributes are decoded by type code alone, as bgpdump does.
+        let from_peer = actx == AttrContext::Update;
+        match expected_flags(code) {
             // RFC 7606 §3 (c): Optional/Transitive bits in conflict with the
             // type code make the attribute malformed: treat-as-withdraw,
             // "unless the specification for the attribute mandates different
             // handling" (§3 (f), §7.6, §7.7: discard; §7.11, §7.12: reset).
-            if flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE) != expected {
+            Some(expected)
+                if from_peer && flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE) != expected =>
+            {
                 let action = malformed_action(code);
                 if action == Action::SessionReset {
                     return Err(reset(UpdateError::AttributeFlagsError, whole()));
@@ -501,10 +508,12 @@ pub(crate) fn decode_attributes_in(
                 });
                 continue;
             }
-        } else if flags & FLAG_OPTIONAL == 0 {
             // RFC 4271 §6.3: an unrecognized well-known attribute; RFC 7606
             // does not relax this, the data is the attribute.
-            return Err(reset(UpdateError::UnrecognizedWellKnownAttribute, whole()));
+            None if from_peer && flags & FLAG_OPTIONAL == 0 => {
+                return Err(reset(UpdateError::UnrecognizedWellKnownAttribute, whole()));
+            }
+            _ => {}
         }
 
         // RFC 4271 §5: remember a Partial bit on typed optional transitive
