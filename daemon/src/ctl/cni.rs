@@ -55,7 +55,8 @@ pub struct InstallArgs {
     #[arg(long)]
     pub node_name: Option<String>,
     /// Where petrel-ipam and petrel-ipam-direct are; default: beside this
-    /// petrelctl.
+    /// petrelctl, else /usr/lib/cni (where the Debian package puts them,
+    /// beside Debian's own plugins).
     #[arg(long)]
     pub from: Option<PathBuf>,
     /// Where the reference plugins (bridge, ptp, portmap) are when the
@@ -131,13 +132,24 @@ fn write_if_changed(path: &Path, content: &[u8], mode: u32) -> Result<bool> {
     Ok(true)
 }
 
+/// Where the Debian package installs petrel's CNI plugins.
+const PACKAGED_PLUGINS: &str = "/usr/lib/cni";
+
 pub fn install(a: &InstallArgs, datastore: &crate::config::Datastore) -> Result<Vec<String>> {
     let from = match &a.from {
         Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(Path::to_path_buf)
-            .context("cannot tell where petrelctl is; give --from")?,
+        None => {
+            let beside = std::env::current_exe()?
+                .parent()
+                .map(Path::to_path_buf)
+                .context("cannot tell where petrelctl is; give --from")?;
+            let packaged = PathBuf::from(PACKAGED_PLUGINS);
+            if !beside.join("petrel-ipam").is_file() && packaged.join("petrel-ipam").is_file() {
+                packaged
+            } else {
+                beside
+            }
+        }
     };
     let mut changed = Vec::new();
     for bin in ["petrel-ipam", "petrel-ipam-direct"] {

@@ -1010,9 +1010,15 @@ pub fn write_rt_protos_name(name: &str, protocol: u8) -> io::Result<()> {
 
 /// [`write_rt_protos_name`] into another folder (created if missing).
 pub fn write_rt_protos_name_in(dir: &Path, name: &str, protocol: u8) -> io::Result<()> {
-    std::fs::create_dir_all(dir)?;
     let text = format!("# written by petreld: its kernel routes\n{protocol}\t{name}\n");
-    mtu::write_atomic(&dir.join(format!("{name}.conf")), text.as_bytes())
+    let path = dir.join(format!("{name}.conf"));
+    // Already so (the Debian package writes it at install, and petreld
+    // running as its own user may not write there): nothing to do.
+    if std::fs::read(&path).is_ok_and(|t| t == text.as_bytes()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)?;
+    mtu::write_atomic(&path, text.as_bytes())
 }
 
 #[cfg(test)]

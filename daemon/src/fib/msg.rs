@@ -55,6 +55,9 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 pub const RTN_UNICAST: u8 = 1;
 pub const RTN_BLACKHOLE: u8 = 6;
 const RT_SCOPE_UNIVERSE: u8 = 0;
+/// On RTM_DELROUTE, "any scope": IPv4's fib_table_delete otherwise
+/// matches only routes of the scope given (IPv6 has no route scope).
+const RT_SCOPE_NOWHERE: u8 = 255;
 pub const RTNH_F_ONLINK: u8 = 4;
 const RTNH_F_DEAD: u8 = 1;
 
@@ -156,17 +159,28 @@ fn family_of(prefix: &Prefix) -> (u8, u8) {
 
 #[allow(clippy::too_many_arguments)]
 fn rtmsg(buf: &mut Vec<u8>, family: u8, dst_len: u8, table: u32, protocol: u8, rtype: u8) {
-    let rtm_table = if table < 256 { table as u8 } else { 0 };
-    buf.extend_from_slice(&[
+    rtmsg_scoped(
+        buf,
         family,
         dst_len,
-        0,
-        0,
-        rtm_table,
+        table,
         protocol,
-        RT_SCOPE_UNIVERSE,
         rtype,
-    ]);
+        RT_SCOPE_UNIVERSE,
+    )
+}
+
+fn rtmsg_scoped(
+    buf: &mut Vec<u8>,
+    family: u8,
+    dst_len: u8,
+    table: u32,
+    protocol: u8,
+    rtype: u8,
+    scope: u8,
+) {
+    let rtm_table = if table < 256 { table as u8 } else { 0 };
+    buf.extend_from_slice(&[family, dst_len, 0, 0, rtm_table, protocol, scope, rtype]);
     buf.extend_from_slice(&0u32.to_ne_bytes());
 }
 
@@ -271,7 +285,10 @@ pub fn put_del_route(
 ) -> usize {
     let at = begin_msg(buf, RTM_DELROUTE, NLM_F_REQUEST, seq);
     let (family, len) = family_of(prefix);
-    rtmsg(buf, family, len, p.table, p.protocol, 0);
+    // Any scope and any type: a stale route of our protocol from a dump
+    // may be a link-scope route someone added by hand, which a universe
+    // scope would not match (the kernel answers ESRCH, read as "gone").
+    rtmsg_scoped(buf, family, len, p.table, p.protocol, 0, RT_SCOPE_NOWHERE);
     put_dst(buf, prefix);
     attr(buf, RTA_TABLE, &p.table.to_ne_bytes());
     if let Some(prio) = priority {
@@ -687,6 +704,13 @@ mod tests {
         assert!(r.hops.is_empty());
         assert_eq!(ms[1].ty, RTM_DELROUTE);
         assert_eq!(parse_route(ms[1].payload).unwrap().protocol, 202);
+        // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type.
+        assert_eq!(
+            (ms[1].payload[6], ms[1].payload[7]),
+            (RT_SCOPE_NOWHERE, 0),
+            "a delete matches any scope and type"
+        );
+        assert_eq!(ms[0].payload[6], RT_SCOPE_UNIVERSE);
     }
 
     #[test]
