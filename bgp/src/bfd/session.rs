@@ -235,6 +235,13 @@ impl Session {
     pub fn polling(&self) -> bool {
         self.polling
     }
+    /// The Desired Min TX Interval and Detect Mult last received.
+    pub fn remote_desired_min_tx(&self) -> Duration {
+        self.remote_desired_min_tx
+    }
+    pub fn remote_detect_mult(&self) -> u8 {
+        self.remote_detect_mult
+    }
     /// The remote's Required Min RX Interval (bfd.RemoteMinRxInterval).
     pub fn remote_min_rx(&self) -> Duration {
         self.remote_min_rx
@@ -429,6 +436,13 @@ impl Session {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// A packet now, outside the schedule and without P or F: the last
+    /// words of a session being removed, once it is AdminDown (§6.8.16
+    /// wants the remote to learn that, and no later packet will tell it).
+    pub fn transmit_now(&mut self) -> Vec<u8> {
+        self.build(false, false)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
