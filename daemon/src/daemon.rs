@@ -159,6 +159,7 @@ pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> an
                 long_lived_stale_time: g.long_lived_stale_time,
             }),
         max_paths: cfg.bgp.max_paths,
+        bfd: Default::default(),
     };
     let (speaker, fib_rx) = Speaker::start(scfg).await?;
     health.set_speaker_started();

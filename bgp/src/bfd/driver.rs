@@ -99,9 +99,10 @@ pub struct SessionStatus {
     pub local_diag: Diag,
     /// Transitions out of Up so far.
     pub flaps: u64,
-    /// The latest change: its remote state tells a remote AdminDown, which
-    /// is not a failure (RFC 5882 §3.2), from a Down that is.
     pub last_change: Option<StateChange>,
+    /// The latest change out of Up: its remote state tells a remote
+    /// AdminDown, which is not a failure (RFC 5882 §3.2), from a Down that is.
+    pub last_down: Option<StateChange>,
 }
 
 /// A session as `petrelctl show bfd` reports it.
@@ -444,6 +445,7 @@ impl Driver {
             local_diag: Diag::NoDiagnostic,
             flaps: 0,
             last_change: None,
+            last_down: None,
         });
         self.links.insert(
             key,
@@ -497,11 +499,14 @@ impl Driver {
                 );
             }
             let flaps = s.stats().flaps;
-            link.status.send_replace(SessionStatus {
-                state: c.to,
-                local_diag: c.diag,
-                flaps,
-                last_change: Some(c),
+            link.status.send_modify(|st| {
+                st.state = c.to;
+                st.local_diag = c.diag;
+                st.flaps = flaps;
+                st.last_change = Some(c);
+                if c.from == State::Up {
+                    st.last_down = Some(c);
+                }
             });
         }
     }

@@ -6,6 +6,7 @@
 //! slow peer's socket blocks only its own task.
 
 use super::socket::{self, ConnectOptions};
+use crate::bfd::{self, SessionStatus};
 use crate::fsm::{
     collision_keeps_existing, Action, DownReason, Event, Fsm, FsmConfig, State, Timer,
 };
@@ -20,7 +21,7 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -30,6 +31,8 @@ pub struct PeerConfig {
     pub port: u16,
     pub fsm: FsmConfig,
     pub connect: ConnectOptions,
+    /// The BFD session protecting this peer, if any (RFC 5882).
+    pub bfd: Option<watch::Receiver<SessionStatus>>,
 }
 
 /// Commands are few and short-lived; the occasional OPEN-sized message
@@ -52,6 +55,8 @@ pub enum PeerCommand {
     Send(Vec<Bytes>),
     /// A message to encode with the session's context and write.
     SendMessage(Message),
+    /// BFD was turned on (a session's status to watch) or off for this peer.
+    Bfd(Option<watch::Receiver<SessionStatus>>),
 }
 
 #[derive(Debug)]
@@ -132,6 +137,9 @@ struct Task {
     /// OpenConfirm with Cease / Connection Collision Resolution: it keeps
     /// the connection it initiated, which may still be on its way here.
     collision_lost_at: Option<Instant>,
+    /// The BFD session's status, and its flap count when last looked at.
+    bfd: Option<watch::Receiver<SessionStatus>>,
+    bfd_flaps: u64,
 }
 
 /// How long after losing a collision the peer's own connection is still
@@ -166,6 +174,8 @@ pub fn spawn_peer(
     events: mpsc::Sender<PeerEvent>,
 ) -> tokio::task::JoinHandle<()> {
     let fsm = Fsm::new(cfg.fsm.clone());
+    let bfd = cfg.bfd.clone();
+    let bfd_flaps = bfd.as_ref().map_or(0, |b| b.borrow().flaps);
     let task = Task {
         cfg,
         fsm,
@@ -177,6 +187,8 @@ pub fn spawn_peer(
         peer_gr: false,
         established_at: None,
         collision_lost_at: None,
+        bfd,
+        bfd_flaps,
     };
     tokio::spawn(task.run(commands))
 }
@@ -221,7 +233,21 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
+            let bfd_changed = async {
+                match self.bfd.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                // RFC 5882 §4.2: a BFD session going down tears the BGP
+                // session down at once, ahead of anything else queued.
+                biased;
+                changed = bfd_changed => match changed {
+                    Ok(()) => self.bfd_changed().await,
+                    // The BFD session was removed with BFD turned off.
+                    Err(_) => self.bfd = None,
+                },
                 cmd = commands.recv() => match cmd {
                     None => {
                         // The speaker dropped us: leave quietly, as a stop.
@@ -354,6 +380,10 @@ impl Task {
                 self.collision_lost_at = None;
                 self.feed(Event::ManualStop { communication }).await
             }
+            PeerCommand::Bfd(rx) => {
+                self.bfd_flaps = rx.as_ref().map_or(0, |b| b.borrow().flaps);
+                self.bfd = rx;
+            }
             PeerCommand::AdminDown { notification, idle } => {
                 self.second = None;
                 self.collision_lost_at = None;
@@ -377,6 +407,48 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// The BFD session changed state. A transition out of Up (seen by the
+    /// flap count, so one that came and went between two looks counts too)
+    /// ends a BGP session with Cease / BFD Down (RFC 9384), unless the
+    /// remote system was administratively down: RFC 5882 §3.2, "the
+    /// session MUST NOT be declared down" for that. An Idle, Connect or
+    /// Active session has nothing to end; it is left to connect: BGP is
+    /// not held back while BFD is down (no RFC 5882 §3.3 dampening beyond
+    /// the FSM's own growing idle hold).
+    async fn bfd_changed(&mut self) {
+        let Some(rx) = self.bfd.as_mut() else {
+            return;
+        };
+        let st = *rx.borrow_and_update();
+        if st.flaps <= self.bfd_flaps {
+            return;
+        }
+        self.bfd_flaps = st.flaps;
+        let peer = self.cfg.address;
+        let down = st.last_down;
+        if down.is_some_and(|c| c.remote_state == bfd::State::AdminDown) {
+            info!(%peer, "BFD: the peer is administratively down; the BGP session stays");
+            return;
+        }
+        if !matches!(
+            self.fsm.state(),
+            State::OpenSent | State::OpenConfirm | State::Established
+        ) {
+            debug!(%peer, state = self.fsm.state().name(), "BFD down; no BGP session to end");
+            return;
+        }
+        let diag = down.map_or(bfd::Diag::NoDiagnostic, |c| c.diag);
+        warn!(%peer, %diag, "BFD down: ending the BGP session (Cease / BFD Down)");
+        self.second = None;
+        self.collision_lost_at = None;
+        let idle = Some(self.cfg.fsm.idle_hold);
+        self.feed(Event::AdminDown {
+            notification: Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)),
+            idle,
+        })
+        .await;
     }
 
     /// An accepted connection from the peer (RFC 4271 §6.8 collisions).
@@ -775,6 +847,7 @@ mod tests {
             port,
             fsm,
             connect: ConnectOptions::default(),
+            bfd: None,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, mut events) = mpsc::channel(64);
@@ -837,6 +910,7 @@ mod tests {
             port,
             fsm,
             connect: ConnectOptions::default(),
+            bfd: None,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, mut events) = mpsc::channel(64);
