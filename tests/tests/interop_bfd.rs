@@ -134,6 +134,15 @@ fn frr_hang(v6: bool) -> Result<()> {
         "discriminators: petreld {ours} / FRR {theirs}"
     );
     eprintln!("FRR's view: {theirs}");
+    // The table operators read.
+    let table = petrel.ctl(&["show", "bfd"])?;
+    eprintln!("{table}");
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.starts_with(peer) && l.contains(" Up ")),
+        "show bfd: {table}"
+    );
 
     let t = Instant::now();
     frr.bfdd().expect("started").pause();
@@ -142,6 +151,7 @@ fn frr_hang(v6: bool) -> Result<()> {
     frr.bgpd().resume();
     frr.bfdd().expect("started").resume();
     r?;
+    eprintln!("{}", petrel.ctl(&["show", "bfd"])?);
     petrel.wait_bfd(peer, "Up")?;
     petrel.wait_established(peer)?;
     frr.wait_established(me)?;
