@@ -68,7 +68,8 @@ impl ManualBfd {
         rx.set_nonblocking(true).unwrap();
         let tx = UdpSocket::bind((B, 0)).unwrap();
         tx.set_ttl(255).unwrap();
-        let cfg = SessionConfig::new(Duration::from_millis(100), Duration::from_millis(100), 3);
+        // 100 ms × 5: room for a loaded machine before a spurious Down.
+        let cfg = SessionConfig::new(Duration::from_millis(100), Duration::from_millis(100), 5);
         Self {
             session: Session::new(cfg, 0xb0b, 7, Instant::now()),
             rx,
@@ -127,7 +128,7 @@ async fn bfd_down_ends_the_bgp_session_with_cease_bfd_down() {
     pa.bfd = Some(BfdSettings {
         min_rx: Duration::from_millis(100),
         min_tx: Duration::from_millis(100),
-        multiplier: 3,
+        multiplier: 5,
         multihop: false,
     });
     let a = speaker(A, 65001, bgp_port, bfd_port, pa).await;
@@ -178,7 +179,7 @@ async fn a_peer_going_admin_down_leaves_the_bgp_session_up() {
     pa.bfd = Some(BfdSettings {
         min_rx: Duration::from_millis(100),
         min_tx: Duration::from_millis(100),
-        multiplier: 3,
+        multiplier: 5,
         multihop: false,
     });
     let a = speaker(A, 65001, bgp_port, bfd_port, pa).await;
