@@ -142,6 +142,24 @@ struct Task {
     bfd_flaps: u64,
 }
 
+/// Resolves, with the new flap count, when the BFD session has left Up
+/// since `seen` for a reason other than the remote's AdminDown (RFC 5882
+/// §3.2); never without BFD or once its session is gone.
+async fn bfd_failure(rx: Option<&mut watch::Receiver<SessionStatus>>, seen: u64) -> u64 {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    let failed = |s: &SessionStatus| {
+        s.flaps > seen && !matches!(s.last_down, Some(c) if c.remote_state == bfd::State::AdminDown)
+    };
+    // The borrow of the status ends here, before anything else awaits.
+    let flaps = rx.wait_for(failed).await.map(|s| s.flaps);
+    match flaps {
+        Ok(f) => f,
+        Err(_) => std::future::pending().await,
+    }
+}
+
 /// How long after losing a collision the peer's own connection is still
 /// accepted in Idle.
 const COLLISION_ACCEPT_WAIT: Duration = Duration::from_secs(10);
@@ -651,7 +669,29 @@ impl Task {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        match conn.stream.write_all(b).await {
+        // A hung peer reads nothing and the write waits for it; BFD going
+        // Down meanwhile must not wait behind it (RFC 5882 §4.2).
+        let seen = self.bfd_flaps;
+        let r = tokio::select! {
+            r = conn.stream.write_all(b) => r,
+            flaps = bfd_failure(self.bfd.as_mut(), seen) => {
+                self.bfd_flaps = flaps;
+                warn!(
+                    peer = %self.cfg.address,
+                    "BFD down while a write waited for the peer: dropping the connection (Cease / BFD Down)"
+                );
+                // The NOTIFICATION cannot get past the data queued before
+                // it: the connection goes, and the FSM records why.
+                self.conn = None;
+                Box::pin(self.feed(Event::AdminDown {
+                    notification: Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)),
+                    idle: Some(self.cfg.fsm.idle_hold),
+                }))
+                .await;
+                return false;
+            }
+        };
+        match r {
             Ok(()) => true,
             Err(e) => {
                 debug!(peer = %self.cfg.address, error = %e, "write failed");
@@ -895,6 +935,87 @@ mod tests {
         .await;
         send(&mut theirs, Message::Keepalive).await;
         next_state(&mut events, State::Established).await;
+    }
+
+    /// A hung peer stops reading: our UPDATEs fill its receive window and
+    /// our send buffer, and the session task waits in a write. BFD going
+    /// Down must still end the session at once (RFC 5882 §4.2), not when
+    /// the hold timer fires.
+    #[tokio::test]
+    async fn bfd_down_ends_a_session_blocked_in_a_write() {
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = peer_listener.local_addr().unwrap().port();
+        let (bfd_tx, bfd_rx) = watch::channel(SessionStatus {
+            state: bfd::State::Up,
+            local_diag: bfd::Diag::NoDiagnostic,
+            flaps: 0,
+            last_change: None,
+            last_down: None,
+        });
+        let cfg = PeerConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            port,
+            fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
+            connect: ConnectOptions::default(),
+            bfd: Some(bfd_rx),
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, mut events) = mpsc::channel(64);
+        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        read_message(&mut ours, &mut buf).await;
+        send(
+            &mut ours,
+            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
+        )
+        .await;
+        send(&mut ours, Message::Keepalive).await;
+        next_state(&mut events, State::Established).await;
+
+        // The peer reads no more; 64 MB to send is far beyond the buffers.
+        let feeder = tokio::spawn(async move {
+            for _ in 0..64 {
+                if cmd_tx
+                    .send(PeerCommand::Send(vec![Bytes::from(vec![0u8; 1 << 20])]))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bfd_tx.send_modify(|s| {
+            let c = bfd::StateChange {
+                from: bfd::State::Up,
+                to: bfd::State::Down,
+                diag: bfd::Diag::ControlDetectionTimeExpired,
+                remote_state: bfd::State::Up,
+                remote_diag: bfd::Diag::NoDiagnostic,
+            };
+            s.state = bfd::State::Down;
+            s.flaps = 1;
+            s.last_change = Some(c);
+            s.last_down = Some(c);
+        });
+        let reason = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(e) = events.recv().await {
+                if let PeerEventKind::Down { reason, .. } = e.kind {
+                    return reason;
+                }
+            }
+            panic!("events ended");
+        })
+        .await
+        .expect("the session ended within 2 s of BFD going down");
+        assert_eq!(
+            reason,
+            DownReason::NotificationSent(Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)))
+        );
+        feeder.abort();
+        drop(ours);
     }
 
     /// Outside that window an Idle peer still refuses connections (§8.2.2
