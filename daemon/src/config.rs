@@ -9,9 +9,10 @@ use petrel_bgp::policy::{Policy, Rule};
 use petrel_bgp::wire::attr::{Community, LargeCommunity};
 use petrel_bgp::wire::family::Family;
 use petrel_bgp::wire::Prefix;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 pub const DEFAULT_PATH: &str = "/etc/petrel/petreld.toml";
 pub const DEFAULT_SOCKET: &str = "/run/petrel/petreld.sock";
@@ -163,6 +164,7 @@ struct RawPeer {
     families: Option<Vec<String>>,
     graceful_restart: Option<RawGr>,
     max_prefix: Option<RawMaxPrefix>,
+    bfd: Option<Bfd>,
     #[serde(default)]
     import: Vec<toml::Value>,
     #[serde(default)]
@@ -254,6 +256,61 @@ pub struct Bgp {
     pub originate: Vec<Originate>,
 }
 
+/// BFD for a peer (RFC 5880, RFC 5882): `bfd = { min_rx_ms = 300,
+/// min_tx_ms = 300, multiplier = 3 }`; fields left out take those values.
+/// The same form is stored in datastore peer records and the cluster's
+/// BGP configuration (for the node mesh).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Bfd {
+    /// bfd.RequiredMinRxInterval: the fastest we take the peer's packets.
+    pub min_rx_ms: u32,
+    /// bfd.DesiredMinTxInterval: the fastest we send (once Up).
+    pub min_tx_ms: u32,
+    /// bfd.DetectMult: the peer's packets missed before Down.
+    pub multiplier: u8,
+    /// RFC 5883 multi-hop (UDP 4784) for a peer not on a shared link.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub multihop: bool,
+}
+
+impl Default for Bfd {
+    fn default() -> Self {
+        Self {
+            min_rx_ms: 300,
+            min_tx_ms: 300,
+            multiplier: 3,
+            multihop: false,
+        }
+    }
+}
+
+impl Bfd {
+    /// The accepted ranges, as `(field, message)` on error.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (field, v) in [("min_rx_ms", self.min_rx_ms), ("min_tx_ms", self.min_tx_ms)] {
+            // Below 10 ms a user-space daemon on a busy node flaps; above a
+            // minute BFD detects nothing BGP's hold timer would not.
+            if !(10..=60_000).contains(&v) {
+                return Err((field, format!("{v} is outside 10..=60000")));
+            }
+        }
+        if self.multiplier == 0 {
+            return Err(("multiplier", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self) -> petrel_bgp::speaker::BfdSettings {
+        petrel_bgp::speaker::BfdSettings {
+            min_rx: Duration::from_millis(self.min_rx_ms as u64),
+            min_tx: Duration::from_millis(self.min_tx_ms as u64),
+            multiplier: self.multiplier,
+            multihop: self.multihop,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GracefulRestart {
     pub restart_time: u16,
@@ -308,6 +365,7 @@ pub struct Peer {
     pub max_prefix: Option<MaxPrefix>,
     pub import: Policy,
     pub export: Policy,
+    pub bfd: Option<Bfd>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -605,6 +663,10 @@ impl Config {
             };
             let import = policy(p.import, "import")?;
             let export = policy(p.export, "export")?;
+            if let Some(b) = &p.bfd {
+                b.validate()
+                    .map_err(|(field, m)| bad(f(&format!("bfd.{field}")), m))?;
+            }
             peers.push(Peer {
                 address,
                 asn: p.asn,
@@ -626,6 +688,7 @@ impl Config {
                 max_prefix,
                 import,
                 export,
+                bfd: p.bfd,
             });
         }
 
@@ -819,6 +882,37 @@ prefix = "10.10.1.0/24"
 communities = ["64512:100", "no-export"]
 large_communities = ["4200000001:1:2"]
 "#;
+
+    #[test]
+    fn bfd_per_peer_with_defaults_and_ranges() {
+        let with = |bfd: &str| {
+            Config::parse(
+                "petreld.toml",
+                &GOOD.replace(
+                    "route_reflector_client = true",
+                    &format!("route_reflector_client = true\nbfd = {bfd}"),
+                ),
+            )
+        };
+        let c = with("{ min_rx_ms = 100 }").unwrap();
+        assert_eq!(c.bgp.peers[0].bfd, None);
+        let b = c.bgp.peers[1].bfd.unwrap();
+        assert_eq!(
+            (b.min_rx_ms, b.min_tx_ms, b.multiplier, b.multihop),
+            (100, 300, 3, false)
+        );
+        let s = b.settings();
+        assert_eq!(s.min_rx, Duration::from_millis(100));
+        let e = with("{ min_tx_ms = 5 }").unwrap_err().to_string();
+        assert!(
+            e.contains("bgp.peers[1].bfd.min_tx_ms") && e.contains("10..=60000"),
+            "{e}"
+        );
+        let e = with("{ multiplier = 0 }").unwrap_err().to_string();
+        assert!(e.contains("bfd.multiplier"), "{e}");
+        let e = with("{ interval = 5 }").unwrap_err().to_string();
+        assert!(e.contains("interval"), "{e}");
+    }
 
     #[test]
     fn parses_a_complete_file() {

@@ -33,6 +33,7 @@ pub enum Request {
     ShowPeer {
         address: String,
     },
+    ShowBfd,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,6 +47,7 @@ pub enum Response {
     Blocks(Blocks),
     Services(Services),
     Peer(PeerDetail),
+    Bfd { sessions: Vec<BfdRow> },
     Ok,
     Error { message: String },
 }
@@ -119,6 +121,74 @@ pub struct PeerRow {
     pub accepted: u64,
     pub advertised: u64,
     pub last_error: Option<String>,
+}
+
+/// One BFD session (RFC 5880). Intervals in microseconds, as on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BfdRow {
+    pub peer: String,
+    pub multihop: bool,
+    pub local_address: Option<String>,
+    pub source_port: u16,
+    pub state: String,
+    pub remote_state: String,
+    /// Why the session last changed state, ours and the peer's (§4.1 Diag).
+    pub local_diag: String,
+    pub remote_diag: String,
+    pub local_discriminator: u32,
+    pub remote_discriminator: u32,
+    /// Configured: Desired Min TX, Required Min RX, Detect Mult.
+    pub min_tx_us: u64,
+    pub min_rx_us: u64,
+    pub multiplier: u8,
+    /// Negotiated: our transmit interval (§6.8.7) and the peer's values.
+    pub tx_interval_us: u64,
+    pub remote_min_tx_us: u64,
+    pub remote_min_rx_us: u64,
+    pub remote_multiplier: u8,
+    /// §6.8.4; none before the first packet.
+    pub detection_time_us: Option<u64>,
+    pub uptime_seconds: Option<u64>,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub packets_discarded: u64,
+    pub flaps: u64,
+    pub auth: Option<String>,
+    /// The C bit we send: false, BFD shares fate with petreld.
+    pub control_plane_independent: bool,
+}
+
+impl BfdRow {
+    pub fn from_snapshot(s: &petrel_bgp::bfd::SessionSnapshot) -> Self {
+        let us = |d: std::time::Duration| d.as_micros() as u64;
+        BfdRow {
+            peer: s.key.remote.to_string(),
+            multihop: s.key.multihop,
+            local_address: s.local.map(|a| a.to_string()),
+            source_port: s.source_port,
+            state: s.state.name().into(),
+            remote_state: s.remote_state.name().into(),
+            local_diag: s.local_diag.text().into(),
+            remote_diag: s.remote_diag.text().into(),
+            local_discriminator: s.local_discriminator,
+            remote_discriminator: s.remote_discriminator,
+            min_tx_us: us(s.desired_min_tx),
+            min_rx_us: us(s.required_min_rx),
+            multiplier: s.detect_mult,
+            tx_interval_us: us(s.tx_interval),
+            remote_min_tx_us: us(s.remote_desired_min_tx),
+            remote_min_rx_us: us(s.remote_min_rx),
+            remote_multiplier: s.remote_detect_mult,
+            detection_time_us: s.detection_time.map(us),
+            uptime_seconds: s.uptime.map(|u| u.as_secs()),
+            packets_sent: s.stats.tx,
+            packets_received: s.stats.rx,
+            packets_discarded: s.stats.discarded,
+            flaps: s.stats.flaps,
+            auth: s.auth.map(|a| format!("{a:?}")),
+            control_plane_independent: s.control_plane_independent,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -58,6 +58,7 @@ pub fn peer_settings(c: &config::Peer) -> PeerSettings {
     });
     p.import = c.import.clone();
     p.export = c.export.clone();
+    p.bfd = c.bfd.map(|b| b.settings());
     p
 }
 
@@ -159,6 +160,7 @@ pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> an
                 long_lived_stale_time: g.long_lived_stale_time,
             }),
         max_paths: cfg.bgp.max_paths,
+        bfd: Default::default(),
     };
     let (speaker, fib_rx) = Speaker::start(scfg).await?;
     health.set_speaker_started();
@@ -401,6 +403,10 @@ pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> an
         // does not disturb forwarding. A node stopped for good is
         // withdrawn when the restart time runs out.
         info!("stopping gracefully: sessions closed without NOTIFICATION, routes kept for the restart time");
+        // BFD says AdminDown first: RFC 5882 §3.2, the peers must not take
+        // it for a forwarding failure and end the sessions they keep our
+        // routes by (the kernel's routes stay: forwarding goes on).
+        let _ = s.speaker.stop_bfd().await;
     } else {
         info!("stopping");
         let _ = s.speaker.shutdown(Some("petreld stopping".into())).await;
@@ -566,6 +572,15 @@ async fn handle(st: &tokio::sync::Mutex<State>, req: Request) -> Response {
             None => err(&"the FIB task has stopped"),
         },
         Request::ShowMtu => Response::Mtu(s.mtu.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+        Request::ShowBfd => match s.speaker.bfd_sessions().await {
+            Ok(v) => Response::Bfd {
+                sessions: v
+                    .iter()
+                    .map(crate::control::BfdRow::from_snapshot)
+                    .collect(),
+            },
+            Err(e) => err(&e),
+        },
         Request::ShowPeers => match s.speaker.peers().await {
             Ok(v) => Response::Peers {
                 peers: v

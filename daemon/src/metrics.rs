@@ -16,6 +16,7 @@ use crate::fib::mtu::MtuStatus;
 use crate::fib::FibCounters;
 use crate::health::Health;
 use async_trait::async_trait;
+use petrel_bgp::bfd::SessionSnapshot as BfdSnapshot;
 use petrel_bgp::speaker::{PeerSnapshot, Speaker};
 use petrel_ipam::store::{
     KeyValue, Listing, Op, Page, Store, StoreError, WatchEvent, WatchReceiver,
@@ -466,6 +467,7 @@ pub struct Metrics {
 pub struct Snapshot<'a> {
     pub m: &'a Metrics,
     pub peers: &'a [PeerSnapshot],
+    pub bfd: &'a [BfdSnapshot],
 }
 
 fn head(out: &mut String, name: &str, ty: &str, help: &str) {
@@ -489,6 +491,81 @@ fn state_number(s: petrel_bgp::fsm::State) -> u8 {
         OpenSent => 4,
         OpenConfirm => 5,
         Established => 6,
+    }
+}
+
+/// BFD (RFC 5880): sessions by state, and per session its state, flaps,
+/// detection time and packet counters.
+fn render_bfd(out: &mut String, sessions: &[BfdSnapshot]) {
+    use petrel_bgp::bfd::State;
+    head(
+        out,
+        "petrel_bfd_sessions",
+        "gauge",
+        "BFD sessions by state (RFC 5880 4.1).",
+    );
+    for st in [State::AdminDown, State::Down, State::Init, State::Up] {
+        let n = sessions.iter().filter(|s| s.state == st).count();
+        let _ = writeln!(out, "petrel_bfd_sessions{{state=\"{}\"}} {n}", st.name());
+    }
+    let label =
+        |s: &BfdSnapshot| format!("peer=\"{}\",multihop=\"{}\"", s.key.remote, s.key.multihop);
+    head(
+        out,
+        "petrel_bfd_session_up",
+        "gauge",
+        "1 while the BFD session is Up.",
+    );
+    for s in sessions {
+        let _ = writeln!(
+            out,
+            "petrel_bfd_session_up{{{}}} {}",
+            label(s),
+            (s.state == State::Up) as u8
+        );
+    }
+    head(
+        out,
+        "petrel_bfd_detection_time_seconds",
+        "gauge",
+        "The detection time (RFC 5880 6.8.4: the peer's multiplier times the agreed interval); absent before the first packet.",
+    );
+    for s in sessions {
+        if let Some(d) = s.detection_time {
+            let _ = writeln!(
+                out,
+                "petrel_bfd_detection_time_seconds{{{}}} {}",
+                label(s),
+                d.as_secs_f64()
+            );
+        }
+    }
+    for (name, help, get) in [
+        (
+            "petrel_bfd_flaps_total",
+            "Transitions of the BFD session out of Up.",
+            (|s: &BfdSnapshot| s.stats.flaps) as fn(&BfdSnapshot) -> u64,
+        ),
+        (
+            "petrel_bfd_packets_sent_total",
+            "BFD Control packets sent.",
+            |s| s.stats.tx,
+        ),
+        (
+            "petrel_bfd_packets_received_total",
+            "BFD Control packets received and accepted.",
+            |s| s.stats.rx,
+        ),
+        (
+            "petrel_bfd_packets_discarded_total",
+            "BFD Control packets discarded by the rules of RFC 5880 6.8.6 and 6.7.",
+            |s| s.stats.discarded,
+        ),
+    ] {
+        head(out, name, "counter", help);
+        for s in sessions {
+            let _ = writeln!(out, "{name}{{{}}} {}", label(s), get(s));
+        }
     }
 }
 
@@ -569,6 +646,8 @@ pub fn render(s: &Snapshot) -> String {
             let _ = writeln!(out, "{name}{{peer=\"{}\"}} {}", p.address, get(p));
         }
     }
+
+    render_bfd(&mut out, s.bfd);
 
     let f = &m.fib;
     for (name, ty, help, v) in [
@@ -750,7 +829,12 @@ async fn answer(
     match path {
         "/metrics" => {
             let peers = speaker.peers().await.unwrap_or_default();
-            let body = render(&Snapshot { m, peers: &peers });
+            let bfd = speaker.bfd_sessions().await.unwrap_or_default();
+            let body = render(&Snapshot {
+                m,
+                peers: &peers,
+                bfd: &bfd,
+            });
             respond(
                 &mut stream,
                 200,
@@ -856,6 +940,7 @@ mod tests {
         let t = render(&Snapshot {
             m: &m,
             peers: &peers,
+            bfd: &[],
         });
         assert_eq!(
             value(
@@ -884,6 +969,71 @@ mod tests {
                 .trim_end_matches("_sum")
                 .trim_end_matches("_count");
             assert!(t.contains(&format!("# TYPE {family} ")), "{l}");
+        }
+    }
+
+    #[test]
+    fn renders_bfd_sessions() {
+        use petrel_bgp::bfd::{Diag, PeerKey, State};
+        let m = metrics();
+        let snap = |remote: &str, state: State, flaps: u64| BfdSnapshot {
+            key: PeerKey::single_hop(remote.parse().unwrap()),
+            local: None,
+            source_port: 49152,
+            state,
+            remote_state: state,
+            local_diag: Diag::NoDiagnostic,
+            remote_diag: Diag::NoDiagnostic,
+            local_discriminator: 1,
+            remote_discriminator: 2,
+            desired_min_tx: Duration::from_millis(300),
+            required_min_rx: Duration::from_millis(300),
+            detect_mult: 3,
+            tx_interval: Duration::from_millis(300),
+            remote_min_rx: Duration::from_millis(300),
+            remote_desired_min_tx: Duration::from_millis(300),
+            remote_detect_mult: 3,
+            detection_time: (state == State::Up).then_some(Duration::from_millis(900)),
+            uptime: None,
+            stats: petrel_bgp::bfd::session::Stats {
+                tx: 10,
+                rx: 9,
+                discarded: 1,
+                flaps,
+            },
+            auth: None,
+            control_plane_independent: false,
+        };
+        let bfd = [
+            snap("192.0.2.1", State::Up, 2),
+            snap("192.0.2.2", State::Down, 0),
+        ];
+        let t = render(&Snapshot {
+            m: &m,
+            peers: &[],
+            bfd: &bfd,
+        });
+        assert_eq!(
+            value(&t, "petrel_bfd_sessions{state=\"Up\"}").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&t, "petrel_bfd_sessions{state=\"AdminDown\"}").as_deref(),
+            Some("0")
+        );
+        let l = "{peer=\"192.0.2.1\",multihop=\"false\"}";
+        assert_eq!(
+            value(&t, &format!("petrel_bfd_flaps_total{l}")).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            value(&t, &format!("petrel_bfd_detection_time_seconds{l}")).as_deref(),
+            Some("0.9")
+        );
+        assert!(!t.contains("petrel_bfd_detection_time_seconds{peer=\"192.0.2.2\""));
+        for l in t.lines().filter(|l| l.starts_with("petrel_bfd")) {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert!(t.contains(&format!("# TYPE {name} ")), "{l}");
         }
     }
 

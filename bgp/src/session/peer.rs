@@ -6,6 +6,7 @@
 //! slow peer's socket blocks only its own task.
 
 use super::socket::{self, ConnectOptions};
+use crate::bfd::{self, SessionStatus};
 use crate::fsm::{
     collision_keeps_existing, Action, DownReason, Event, Fsm, FsmConfig, State, Timer,
 };
@@ -20,7 +21,7 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -30,6 +31,8 @@ pub struct PeerConfig {
     pub port: u16,
     pub fsm: FsmConfig,
     pub connect: ConnectOptions,
+    /// The BFD session protecting this peer, if any (RFC 5882).
+    pub bfd: Option<watch::Receiver<SessionStatus>>,
 }
 
 /// Commands are few and short-lived; the occasional OPEN-sized message
@@ -52,6 +55,8 @@ pub enum PeerCommand {
     Send(Vec<Bytes>),
     /// A message to encode with the session's context and write.
     SendMessage(Message),
+    /// BFD was turned on (a session's status to watch) or off for this peer.
+    Bfd(Option<watch::Receiver<SessionStatus>>),
 }
 
 #[derive(Debug)]
@@ -132,6 +137,27 @@ struct Task {
     /// OpenConfirm with Cease / Connection Collision Resolution: it keeps
     /// the connection it initiated, which may still be on its way here.
     collision_lost_at: Option<Instant>,
+    /// The BFD session's status, and its flap count when last looked at.
+    bfd: Option<watch::Receiver<SessionStatus>>,
+    bfd_flaps: u64,
+}
+
+/// Resolves, with the new flap count, when the BFD session has left Up
+/// since `seen` for a reason other than the remote's AdminDown (RFC 5882
+/// §3.2); never without BFD or once its session is gone.
+async fn bfd_failure(rx: Option<&mut watch::Receiver<SessionStatus>>, seen: u64) -> u64 {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    let failed = |s: &SessionStatus| {
+        s.flaps > seen && !matches!(s.last_down, Some(c) if c.remote_state == bfd::State::AdminDown)
+    };
+    // The borrow of the status ends here, before anything else awaits.
+    let flaps = rx.wait_for(failed).await.map(|s| s.flaps);
+    match flaps {
+        Ok(f) => f,
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// How long after losing a collision the peer's own connection is still
@@ -166,6 +192,8 @@ pub fn spawn_peer(
     events: mpsc::Sender<PeerEvent>,
 ) -> tokio::task::JoinHandle<()> {
     let fsm = Fsm::new(cfg.fsm.clone());
+    let bfd = cfg.bfd.clone();
+    let bfd_flaps = bfd.as_ref().map_or(0, |b| b.borrow().flaps);
     let task = Task {
         cfg,
         fsm,
@@ -177,6 +205,8 @@ pub fn spawn_peer(
         peer_gr: false,
         established_at: None,
         collision_lost_at: None,
+        bfd,
+        bfd_flaps,
     };
     tokio::spawn(task.run(commands))
 }
@@ -221,7 +251,21 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
+            let bfd_changed = async {
+                match self.bfd.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                // RFC 5882 §4.2: a BFD session going down tears the BGP
+                // session down at once, ahead of anything else queued.
+                biased;
+                changed = bfd_changed => match changed {
+                    Ok(()) => self.bfd_changed().await,
+                    // The BFD session was removed with BFD turned off.
+                    Err(_) => self.bfd = None,
+                },
                 cmd = commands.recv() => match cmd {
                     None => {
                         // The speaker dropped us: leave quietly, as a stop.
@@ -354,6 +398,10 @@ impl Task {
                 self.collision_lost_at = None;
                 self.feed(Event::ManualStop { communication }).await
             }
+            PeerCommand::Bfd(rx) => {
+                self.bfd_flaps = rx.as_ref().map_or(0, |b| b.borrow().flaps);
+                self.bfd = rx;
+            }
             PeerCommand::AdminDown { notification, idle } => {
                 self.second = None;
                 self.collision_lost_at = None;
@@ -377,6 +425,48 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// The BFD session changed state. A transition out of Up (seen by the
+    /// flap count, so one that came and went between two looks counts too)
+    /// ends a BGP session with Cease / BFD Down (RFC 9384), unless the
+    /// remote system was administratively down: RFC 5882 §3.2, "the
+    /// session MUST NOT be declared down" for that. An Idle, Connect or
+    /// Active session has nothing to end; it is left to connect: BGP is
+    /// not held back while BFD is down (no RFC 5882 §3.3 dampening beyond
+    /// the FSM's own growing idle hold).
+    async fn bfd_changed(&mut self) {
+        let Some(rx) = self.bfd.as_mut() else {
+            return;
+        };
+        let st = *rx.borrow_and_update();
+        if st.flaps <= self.bfd_flaps {
+            return;
+        }
+        self.bfd_flaps = st.flaps;
+        let peer = self.cfg.address;
+        let down = st.last_down;
+        if down.is_some_and(|c| c.remote_state == bfd::State::AdminDown) {
+            info!(%peer, "BFD: the peer is administratively down; the BGP session stays");
+            return;
+        }
+        if !matches!(
+            self.fsm.state(),
+            State::OpenSent | State::OpenConfirm | State::Established
+        ) {
+            debug!(%peer, state = self.fsm.state().name(), "BFD down; no BGP session to end");
+            return;
+        }
+        let diag = down.map_or(bfd::Diag::NoDiagnostic, |c| c.diag);
+        warn!(%peer, %diag, "BFD down: ending the BGP session (Cease / BFD Down)");
+        self.second = None;
+        self.collision_lost_at = None;
+        let idle = Some(self.cfg.fsm.idle_hold);
+        self.feed(Event::AdminDown {
+            notification: Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)),
+            idle,
+        })
+        .await;
     }
 
     /// An accepted connection from the peer (RFC 4271 §6.8 collisions).
@@ -579,7 +669,29 @@ impl Task {
         let Some(conn) = self.conn.as_mut() else {
             return false;
         };
-        match conn.stream.write_all(b).await {
+        // A hung peer reads nothing and the write waits for it; BFD going
+        // Down meanwhile must not wait behind it (RFC 5882 §4.2).
+        let seen = self.bfd_flaps;
+        let r = tokio::select! {
+            r = conn.stream.write_all(b) => r,
+            flaps = bfd_failure(self.bfd.as_mut(), seen) => {
+                self.bfd_flaps = flaps;
+                warn!(
+                    peer = %self.cfg.address,
+                    "BFD down while a write waited for the peer: dropping the connection (Cease / BFD Down)"
+                );
+                // The NOTIFICATION cannot get past the data queued before
+                // it: the connection goes, and the FSM records why.
+                self.conn = None;
+                Box::pin(self.feed(Event::AdminDown {
+                    notification: Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)),
+                    idle: Some(self.cfg.fsm.idle_hold),
+                }))
+                .await;
+                return false;
+            }
+        };
+        match r {
             Ok(()) => true,
             Err(e) => {
                 debug!(peer = %self.cfg.address, error = %e, "write failed");
@@ -775,6 +887,7 @@ mod tests {
             port,
             fsm,
             connect: ConnectOptions::default(),
+            bfd: None,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, mut events) = mpsc::channel(64);
@@ -824,6 +937,87 @@ mod tests {
         next_state(&mut events, State::Established).await;
     }
 
+    /// A hung peer stops reading: our UPDATEs fill its receive window and
+    /// our send buffer, and the session task waits in a write. BFD going
+    /// Down must still end the session at once (RFC 5882 §4.2), not when
+    /// the hold timer fires.
+    #[tokio::test]
+    async fn bfd_down_ends_a_session_blocked_in_a_write() {
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = peer_listener.local_addr().unwrap().port();
+        let (bfd_tx, bfd_rx) = watch::channel(SessionStatus {
+            state: bfd::State::Up,
+            local_diag: bfd::Diag::NoDiagnostic,
+            flaps: 0,
+            last_change: None,
+            last_down: None,
+        });
+        let cfg = PeerConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            port,
+            fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
+            connect: ConnectOptions::default(),
+            bfd: Some(bfd_rx),
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, mut events) = mpsc::channel(64);
+        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        read_message(&mut ours, &mut buf).await;
+        send(
+            &mut ours,
+            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
+        )
+        .await;
+        send(&mut ours, Message::Keepalive).await;
+        next_state(&mut events, State::Established).await;
+
+        // The peer reads no more; 64 MB to send is far beyond the buffers.
+        let feeder = tokio::spawn(async move {
+            for _ in 0..64 {
+                if cmd_tx
+                    .send(PeerCommand::Send(vec![Bytes::from(vec![0u8; 1 << 20])]))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bfd_tx.send_modify(|s| {
+            let c = bfd::StateChange {
+                from: bfd::State::Up,
+                to: bfd::State::Down,
+                diag: bfd::Diag::ControlDetectionTimeExpired,
+                remote_state: bfd::State::Up,
+                remote_diag: bfd::Diag::NoDiagnostic,
+            };
+            s.state = bfd::State::Down;
+            s.flaps = 1;
+            s.last_change = Some(c);
+            s.last_down = Some(c);
+        });
+        let reason = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(e) = events.recv().await {
+                if let PeerEventKind::Down { reason, .. } = e.kind {
+                    return reason;
+                }
+            }
+            panic!("events ended");
+        })
+        .await
+        .expect("the session ended within 2 s of BFD going down");
+        assert_eq!(
+            reason,
+            DownReason::NotificationSent(Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)))
+        );
+        feeder.abort();
+        drop(ours);
+    }
+
     /// Outside that window an Idle peer still refuses connections (§8.2.2
     /// Idle: a connection is not accepted while holding down after an error).
     #[tokio::test]
@@ -837,6 +1031,7 @@ mod tests {
             port,
             fsm,
             connect: ConnectOptions::default(),
+            bfd: None,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, mut events) = mpsc::channel(64);

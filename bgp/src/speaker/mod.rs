@@ -19,6 +19,7 @@
 //!   changes, so while it is busy a prefix several peers send is decided
 //!   once.
 
+use crate::bfd::{self, Bfd, BfdConfig, PeerKey, SessionOptions, SessionSnapshot};
 use crate::fsm::{FsmConfig, State};
 use crate::policy::Policy;
 use crate::rib::{self, LocRibChange, NextHopMode, PeerId, Rib, RibConfig, Session};
@@ -53,12 +54,37 @@ pub struct SpeakerConfig {
     pub graceful_restart: Option<GracefulRestartSettings>,
     /// ECMP: the most paths in a multipath set.
     pub max_paths: usize,
+    /// Where BFD listens; it starts with the first peer that has `bfd`.
+    pub bfd: BfdConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GracefulRestartSettings {
     pub restart_time: u16,
     pub long_lived_stale_time: Option<u32>,
+}
+
+/// A peer's BFD session (RFC 5882): the timers of RFC 5880 §6.8.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BfdSettings {
+    /// bfd.RequiredMinRxInterval.
+    pub min_rx: Duration,
+    /// bfd.DesiredMinTxInterval.
+    pub min_tx: Duration,
+    /// bfd.DetectMult.
+    pub multiplier: u8,
+    /// RFC 5883 multi-hop (UDP 4784), for peers not on a shared link.
+    pub multihop: bool,
+}
+
+impl BfdSettings {
+    fn key(&self, peer: IpAddr) -> PeerKey {
+        if self.multihop {
+            PeerKey::multihop(peer)
+        } else {
+            PeerKey::single_hop(peer)
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +122,8 @@ pub struct PeerSettings {
     pub max_prefix: Option<(u32, MaxPrefixAction)>,
     pub import: Policy,
     pub export: Policy,
+    /// BFD protects the session: its Down ends the session at once.
+    pub bfd: Option<BfdSettings>,
 }
 
 impl PeerSettings {
@@ -125,15 +153,18 @@ impl PeerSettings {
             max_prefix: None,
             import: Policy::default(),
             export: Policy::default(),
+            bfd: None,
         }
     }
 
-    /// Whether `other` differs in something that needs a new session.
+    /// Whether `other` differs in something that needs a new session. BFD
+    /// does not: it is turned on, off or re-timed under a running session.
     fn session_differs(&self, other: &PeerSettings) -> bool {
         let strip = |p: &PeerSettings| PeerSettings {
             import: Policy::default(),
             export: Policy::default(),
             max_prefix: None,
+            bfd: None,
             ..p.clone()
         };
         strip(self) != strip(other)
@@ -195,6 +226,9 @@ enum Command {
     Withdraw(Prefix),
     Peers(oneshot::Sender<Vec<PeerSnapshot>>),
     Routes(Option<Prefix>, oneshot::Sender<Vec<RouteSnapshot>>),
+    BfdSessions(oneshot::Sender<Vec<SessionSnapshot>>),
+    /// BFD AdminDown to every BFD peer, BGP untouched (a graceful stop).
+    StopBfd(oneshot::Sender<()>),
     Shutdown(Option<String>, oneshot::Sender<()>),
 }
 
@@ -294,6 +328,7 @@ impl Speaker {
             listener_socks,
             deferral_deadline: None,
             converged: converged_tx,
+            bfd: None,
         };
         let mut core = core;
         if let Some(deadline) = deferral {
@@ -375,6 +410,16 @@ impl Speaker {
     pub async fn shutdown(&self, message: Option<String>) -> Result<(), SpeakerError> {
         self.ask(|tx| Command::Shutdown(message, tx)).await
     }
+    /// The BFD sessions, as `show bfd` reports them.
+    pub async fn bfd_sessions(&self) -> Result<Vec<SessionSnapshot>, SpeakerError> {
+        self.ask(Command::BfdSessions).await
+    }
+    /// Tells every BFD peer AdminDown and stops BFD, leaving the BGP
+    /// sessions alone: for a graceful restart, whose peers must not take
+    /// the stop for a forwarding failure (RFC 5882 §3.2).
+    pub async fn stop_bfd(&self) -> Result<(), SpeakerError> {
+        self.ask(Command::StopBfd).await
+    }
 }
 
 struct PeerEntry {
@@ -423,6 +468,8 @@ struct Core {
     /// Set once selection deferral is over (at once without graceful
     /// restart): the Loc-RIB is as complete as it will get after a restart.
     converged: tokio::sync::watch::Sender<bool>,
+    /// BFD, started with the first peer that asks for it.
+    bfd: Option<Bfd>,
 }
 
 impl Core {
@@ -451,6 +498,9 @@ impl Core {
                         self.decide_undecided().await;
                         for p in self.peers.values() {
                             let _ = p.cmd.send(PeerCommand::Stop { communication: msg.clone() }).await;
+                        }
+                        if let Some(b) = self.bfd.take() {
+                            let _ = b.shutdown().await;
                         }
                         let _ = done.send(());
                         return;
@@ -655,6 +705,10 @@ impl Core {
                 port,
             )),
         };
+        let bfd = match p.bfd {
+            Some(b) => self.bfd_session(&p, b).await,
+            None => None,
+        };
         let scfg = SessionConfig {
             address: p.address,
             port: p.port,
@@ -665,6 +719,7 @@ impl Core {
                 gtsm_hops: p.ttl_security,
                 timeout: None,
             },
+            bfd,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(PEER_QUEUE);
         spawn_peer(scfg, cmd_rx, self.ev_tx.clone());
@@ -693,6 +748,80 @@ impl Core {
         Ok(())
     }
 
+    /// Starts the BFD session of a peer (and BFD itself, the first time).
+    /// Without it the BGP session still runs, unprotected: a warning says so.
+    async fn bfd_session(
+        &mut self,
+        p: &PeerSettings,
+        b: BfdSettings,
+    ) -> Option<tokio::sync::watch::Receiver<bfd::SessionStatus>> {
+        if self.bfd.is_none() {
+            match Bfd::start(self.cfg.bfd.clone()) {
+                Ok(h) => {
+                    info!("BFD started");
+                    self.bfd = Some(h);
+                }
+                Err(e) => {
+                    warn!(peer = %p.address, error = %e, "BFD cannot start: the session runs without it");
+                    return None;
+                }
+            }
+        }
+        let h = self.bfd.as_ref()?;
+        let mut session = bfd::SessionConfig::new(b.min_tx, b.min_rx, b.multiplier);
+        // RFC 5880 §4.1 C bit: BFD runs inside petreld and dies with it.
+        session.control_plane_independent = false;
+        let opts = SessionOptions {
+            key: b.key(p.address),
+            local: p.local_address,
+            session,
+            // RFC 5883 §5: multi-hop takes any TTL unless GTSM is asked of
+            // the BGP session too, whose hop count then bounds it.
+            min_ttl: p.ttl_security.map_or(1, |h| 255u8.saturating_sub(h - 1)),
+        };
+        match h.add_session(opts).await {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                warn!(peer = %p.address, error = %e, "no BFD session: the BGP session runs without it");
+                None
+            }
+        }
+    }
+
+    /// Applies a change of a peer's BFD settings under its running session.
+    async fn update_bfd(
+        &mut self,
+        addr: IpAddr,
+        old: Option<BfdSettings>,
+        new: Option<BfdSettings>,
+    ) {
+        if old == new {
+            return;
+        }
+        if let (Some(o), Some(n), Some(h)) = (old, new, self.bfd.as_ref()) {
+            if o.multihop == n.multihop {
+                // RFC 5880 §6.8.3: new timers go through a Poll Sequence.
+                if let Err(e) = h
+                    .set_timers(n.key(addr), n.min_tx, n.min_rx, n.multiplier)
+                    .await
+                {
+                    warn!(peer = %addr, error = %e, "BFD timers not changed");
+                }
+                return;
+            }
+        }
+        if let (Some(o), Some(h)) = (old, self.bfd.as_ref()) {
+            let _ = h.remove_session(o.key(addr)).await;
+        }
+        let rx = match (new, self.peers.get(&addr).map(|e| e.settings.clone())) {
+            (Some(n), Some(settings)) => self.bfd_session(&settings, n).await,
+            _ => None,
+        };
+        if let Some(p) = self.peers.get(&addr) {
+            let _ = p.cmd.send(PeerCommand::Bfd(rx)).await;
+        }
+    }
+
     fn install_listener_key(&mut self, peer: IpAddr, key: &[u8]) {
         for (addr, sock) in &self.listener_socks {
             if addr.is_ipv4() != peer.is_ipv4() {
@@ -719,6 +848,9 @@ impl Core {
             .ok_or(SpeakerError::NoSuchPeer(addr))?;
         if p.settings.password.is_some() {
             self.remove_listener_key(addr);
+        }
+        if let (Some(b), Some(h)) = (p.settings.bfd, self.bfd.as_ref()) {
+            let _ = h.remove_session(b.key(addr)).await;
         }
         let _ = p
             .cmd
@@ -753,11 +885,14 @@ impl Core {
                     }
                     Some(old) => {
                         let id = old.id;
+                        let old_bfd = old.settings.bfd;
                         let cfg = self.rib_peer_config(&p);
                         let r = self.rib.set_peer_config(id, (&cfg).into());
+                        let (addr, new_bfd) = (p.address, p.bfd);
                         if let Some(e) = self.peers.get_mut(&p.address) {
                             e.settings = *p;
                         }
+                        self.update_bfd(addr, old_bfd, new_bfd).await;
                         match r {
                             Ok(out) => {
                                 self.emit(out).await;
@@ -837,6 +972,19 @@ impl Core {
             }
             Command::Routes(prefix, reply) => {
                 let _ = reply.send(self.routes(prefix));
+            }
+            Command::BfdSessions(reply) => {
+                let v = match self.bfd.as_ref() {
+                    Some(h) => h.sessions().await.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let _ = reply.send(v);
+            }
+            Command::StopBfd(done) => {
+                if let Some(h) = self.bfd.take() {
+                    let _ = h.shutdown().await;
+                }
+                let _ = done.send(());
             }
             Command::Shutdown(..) => {}
         }

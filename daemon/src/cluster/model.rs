@@ -64,6 +64,9 @@ pub struct BgpConfig {
     pub service_external_ips: Vec<IpNet>,
     /// Service load-balancer IP ranges every node advertises.
     pub service_loadbalancer_ips: Vec<IpNet>,
+    /// BFD on every node-to-node session (RFC 5882); none: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_mesh_bfd: Option<crate::config::Bfd>,
 }
 
 impl Default for BgpConfig {
@@ -76,6 +79,7 @@ impl Default for BgpConfig {
             service_cluster_ips: Vec::new(),
             service_external_ips: Vec::new(),
             service_loadbalancer_ips: Vec::new(),
+            node_mesh_bfd: None,
         }
     }
 }
@@ -124,6 +128,9 @@ pub struct BgpPeer {
     pub import: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export: Vec<serde_json::Value>,
+    /// BFD for this peer (RFC 5882); none: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<crate::config::Bfd>,
 }
 
 /// Addresses of a Kubernetes service to advertise. A `local_only` one
@@ -342,6 +349,9 @@ pub fn validate_peer(p: &BgpPeer) -> Result<()> {
             return bad(format!("restart time {t} exceeds 4095 (RFC 4724 §3)"));
         }
     }
+    if let Some(Err((field, m))) = p.bfd.map(|b| b.validate()) {
+        return bad(format!("bfd {field}: {m}"));
+    }
     for (what, rules) in [("import", &p.import), ("export", &p.export)] {
         if let Err(e) = policy_of(rules) {
             return bad(format!("{what} policy: {e}"));
@@ -378,6 +388,9 @@ pub fn validate_config(c: &BgpConfig) -> Result<()> {
     }
     if c.listen_port == 0 {
         return Err(ModelError::Invalid("listen port 0 is not a port".into()));
+    }
+    if let Some(Err((field, m))) = c.node_mesh_bfd.map(|b| b.validate()) {
+        return Err(ModelError::Invalid(format!("node mesh bfd {field}: {m}")));
     }
     for s in &c.communities {
         if s.parse::<petrel_bgp::wire::attr::Community>().is_err() {
@@ -473,6 +486,7 @@ mod tests {
             advertise_learned: false,
             import: vec![],
             export: vec![],
+            bfd: None,
         };
         let e = validate_peer(&p).unwrap_err().to_string();
         assert!(e.contains("either a node or a node selector"), "{e}");

@@ -84,6 +84,7 @@ fn base_peer(address: IpAddr, asn: u32) -> Peer {
         max_prefix: None,
         import: Policy::default(),
         export: Policy::default(),
+        bfd: None,
     }
 }
 
@@ -120,6 +121,7 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             // One side dials: the lower address.
             p.passive = mine > theirs;
             p.graceful_restart = me.graceful_restart;
+            p.bfd = cfg.node_mesh_bfd;
             // RFC 4456 §6: a reflector's clients are the non-reflectors.
             p.route_reflector_client = i_reflect && !it_reflects && asn == me.asn;
             p.next_hop = if asn == me.asn {
@@ -177,6 +179,14 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             }),
             None => me.graceful_restart,
         };
+        if let Some(Err((field, m))) = r.bfd.map(|b| b.validate()) {
+            out.skipped.push(Skipped {
+                what: format!("peer {}", r.name),
+                why: format!("bfd.{field}: {m}"),
+            });
+            continue;
+        }
+        p.bfd = r.bfd;
         match (policy_of(&r.import), policy_of(&r.export)) {
             (Ok(i), Ok(e)) => {
                 p.import = i;
@@ -248,6 +258,7 @@ mod tests {
             advertise_learned: false,
             import: vec![],
             export: vec![],
+            bfd: None,
         }
     }
 
@@ -283,6 +294,32 @@ mod tests {
         let p = &set_b.peers[&ip("10.0.0.1")];
         assert_eq!((p.asn, p.next_hop), (64512, NextHopMode::Keep));
         assert_eq!(p.graceful_restart.unwrap().restart_time, 120);
+    }
+
+    #[test]
+    fn bfd_comes_from_the_mesh_setting_and_the_peer_records() {
+        let nodes = [node("a", &["10.0.0.1/24"]), node("b", &["10.0.0.2/24"])];
+        let mut cfg = BgpConfig::default();
+        let me_a = me("a", &["10.0.0.1/24"]);
+        let mut tor = peer("tor", "10.0.0.254", 65000);
+        let set = derive(&me_a, &nodes, &cfg, std::slice::from_ref(&tor));
+        assert_eq!(set.peers[&ip("10.0.0.2")].bfd, None, "off by default");
+        cfg.node_mesh_bfd = Some(crate::config::Bfd::default());
+        tor.bfd = Some(crate::config::Bfd {
+            min_rx_ms: 100,
+            ..Default::default()
+        });
+        let set = derive(&me_a, &nodes, &cfg, std::slice::from_ref(&tor));
+        assert_eq!(set.peers[&ip("10.0.0.2")].bfd.unwrap().min_rx_ms, 300);
+        assert_eq!(set.peers[&ip("10.0.0.254")].bfd.unwrap().min_rx_ms, 100);
+        // A record with timers out of range is skipped, and says why.
+        tor.bfd = Some(crate::config::Bfd {
+            multiplier: 0,
+            ..Default::default()
+        });
+        let set = derive(&me_a, &nodes, &cfg, &[tor]);
+        assert!(!set.peers.contains_key(&ip("10.0.0.254")));
+        assert!(set.skipped[0].why.contains("bfd.multiplier"));
     }
 
     #[test]

@@ -51,10 +51,70 @@ pub struct ConfigArgs {
     /// Service load-balancer IP ranges to advertise (replaces the list).
     #[arg(long, value_delimiter = ',')]
     service_loadbalancer_ips: Option<Vec<String>>,
+    /// BFD on every node-to-node session (RFC 5882); on takes the
+    /// --mesh-bfd-* values given, 300 ms × 3 otherwise.
+    #[arg(long)]
+    mesh_bfd: Option<OnOff>,
+    #[command(flatten)]
+    mesh_bfd_timers: MeshBfdTimers,
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Args, Debug, Default)]
+pub struct MeshBfdTimers {
+    /// BFD Required Min RX Interval of mesh sessions, in milliseconds.
+    #[arg(long)]
+    mesh_bfd_min_rx_ms: Option<u32>,
+    /// BFD Desired Min TX Interval of mesh sessions, in milliseconds.
+    #[arg(long)]
+    mesh_bfd_min_tx_ms: Option<u32>,
+    /// BFD Detect Mult of mesh sessions.
+    #[arg(long)]
+    mesh_bfd_multiplier: Option<u8>,
+}
+
+/// BFD for one peer: any of these turns it on.
+#[derive(Args, Debug, Default)]
+pub struct PeerBfdArgs {
+    /// BFD protects the session (RFC 5882), 300 ms × 3 unless set below.
+    #[arg(long)]
+    bfd: bool,
+    /// BFD Required Min RX Interval, in milliseconds.
+    #[arg(long)]
+    bfd_min_rx_ms: Option<u32>,
+    /// BFD Desired Min TX Interval, in milliseconds.
+    #[arg(long)]
+    bfd_min_tx_ms: Option<u32>,
+    /// BFD Detect Mult.
+    #[arg(long)]
+    bfd_multiplier: Option<u8>,
+    /// Multi-hop BFD (RFC 5883, UDP 4784) for a peer not on a shared link.
+    #[arg(long)]
+    bfd_multihop: bool,
+}
+
+impl PeerBfdArgs {
+    fn to_bfd(&self) -> Option<crate::config::Bfd> {
+        let on = self.bfd
+            || self.bfd_multihop
+            || self.bfd_min_rx_ms.is_some()
+            || self.bfd_min_tx_ms.is_some()
+            || self.bfd_multiplier.is_some();
+        on.then(|| {
+            let d = crate::config::Bfd::default();
+            crate::config::Bfd {
+                min_rx_ms: self.bfd_min_rx_ms.unwrap_or(d.min_rx_ms),
+                min_tx_ms: self.bfd_min_tx_ms.unwrap_or(d.min_tx_ms),
+                multiplier: self.bfd_multiplier.unwrap_or(d.multiplier),
+                multihop: self.bfd_multihop,
+            }
+        })
+    }
+}
+
+/// Parsed once per petrelctl run: the size of a variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum PeerCmd {
     /// Add a peer, or replace the one of that name.
@@ -112,6 +172,8 @@ pub struct PeerAdd {
     /// Export policy: as --import-policy.
     #[arg(long, value_name = "FILE")]
     export_policy: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    bfd: PeerBfdArgs,
 }
 
 /// The rules of a policy file: a JSON list (or one rule).
@@ -186,7 +248,11 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 || a.communities.is_some()
                 || a.service_cluster_ips.is_some()
                 || a.service_external_ips.is_some()
-                || a.service_loadbalancer_ips.is_some();
+                || a.service_loadbalancer_ips.is_some()
+                || a.mesh_bfd.is_some()
+                || a.mesh_bfd_timers.mesh_bfd_min_rx_ms.is_some()
+                || a.mesh_bfd_timers.mesh_bfd_min_tx_ms.is_some()
+                || a.mesh_bfd_timers.mesh_bfd_multiplier.is_some();
             let cfg = if changes {
                 model::modify::<BgpConfig, _>(s, model::BGP_CONFIG, |cur| {
                     let mut c = cur.unwrap_or_default();
@@ -210,6 +276,28 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     }
                     if let Some(v) = &a.service_loadbalancer_ips {
                         c.service_loadbalancer_ips = nets(v)?;
+                    }
+                    if let Some(m) = a.mesh_bfd {
+                        c.node_mesh_bfd = matches!(m, OnOff::On).then(Default::default);
+                    }
+                    let t = &a.mesh_bfd_timers;
+                    if t.mesh_bfd_min_rx_ms.is_some()
+                        || t.mesh_bfd_min_tx_ms.is_some()
+                        || t.mesh_bfd_multiplier.is_some()
+                    {
+                        // Timers turn it on unless --mesh-bfd off was given.
+                        if !matches!(a.mesh_bfd, Some(OnOff::Off)) {
+                            let b = c.node_mesh_bfd.get_or_insert_with(Default::default);
+                            if let Some(v) = t.mesh_bfd_min_rx_ms {
+                                b.min_rx_ms = v;
+                            }
+                            if let Some(v) = t.mesh_bfd_min_tx_ms {
+                                b.min_tx_ms = v;
+                            }
+                            if let Some(v) = t.mesh_bfd_multiplier {
+                                b.multiplier = v;
+                            }
+                        }
                     }
                     model::validate_config(&c)?;
                     Ok(Some(c))
@@ -238,6 +326,16 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     if cfg.node_mesh { "on" } else { "off" }
                 );
                 println!("listen port               {}", cfg.listen_port);
+                println!(
+                    "node mesh BFD             {}",
+                    match cfg.node_mesh_bfd {
+                        Some(b) => format!(
+                            "rx {} ms, tx {} ms, multiplier {}",
+                            b.min_rx_ms, b.min_tx_ms, b.multiplier
+                        ),
+                        None => "off".into(),
+                    }
+                );
                 println!(
                     "communities               {}",
                     if cfg.communities.is_empty() {
@@ -278,6 +376,7 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 advertise_learned: a.advertise_learned,
                 import: policy_rules(&a.import_policy)?,
                 export: policy_rules(&a.export_policy)?,
+                bfd: a.bfd.to_bfd(),
             };
             model::validate_peer(&p)?;
             let mut existed = false;
@@ -322,6 +421,14 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     }
                     if let Some(t) = p.ttl_security {
                         opts.push(format!("ttl-security={t}"));
+                    }
+                    if let Some(b) = p.bfd {
+                        opts.push(format!(
+                            "bfd={}x{}ms{}",
+                            b.multiplier,
+                            b.min_rx_ms,
+                            if b.multihop { ",multihop" } else { "" }
+                        ));
                     }
                     println!(
                         "{:<16} {:<28} {:>10}  {:<24} {}",

@@ -1,7 +1,7 @@
 //! `petrelctl show|status|peer`: talk to a running petreld over its control
 //! socket. Aligned tables by default, `--json` for scripts.
 
-use crate::control::{call, FibRow, PeerRow, Request, Response, RouteRow};
+use crate::control::{call, BfdRow, FibRow, PeerRow, Request, Response, RouteRow};
 use crate::fib::mtu::MtuStatus;
 use clap::Subcommand;
 use std::path::Path;
@@ -45,6 +45,11 @@ pub enum ShowCmd {
     },
     /// The host and pod MTU, and where they come from.
     Mtu {
+        #[arg(long)]
+        json: bool,
+    },
+    /// BFD sessions (RFC 5880): state, diagnostics, negotiated timers.
+    Bfd {
         #[arg(long)]
         json: bool,
     },
@@ -187,6 +192,16 @@ pub fn show(socket: &Path, cmd: ShowCmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_services(&v);
+            }
+        }
+        ShowCmd::Bfd { json } => {
+            let Response::Bfd { sessions } = request(socket, Request::ShowBfd)? else {
+                anyhow::bail!("unexpected answer")
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&sessions)?);
+            } else {
+                print_bfd(&sessions);
             }
         }
         ShowCmd::Fib { json } => {
@@ -416,5 +431,50 @@ fn print_mtu(m: &MtuStatus) {
     println!("file           {}", m.file);
     if let Some(e) = &m.error {
         println!("error          {e}");
+    }
+}
+
+/// Milliseconds from microseconds, without a trailing ".0".
+fn ms(us: u64) -> String {
+    if (us / 1000) * 1000 == us {
+        format!("{}", us / 1000)
+    } else {
+        format!("{:.1}", us as f64 / 1000.0)
+    }
+}
+
+fn print_bfd(sessions: &[BfdRow]) {
+    if sessions.is_empty() {
+        println!("no BFD sessions (no peer has bfd)");
+        return;
+    }
+    println!(
+        "{:<28} {:<5} {:<9} {:<9} {:>12} {:>7} {:>9} {:>10} {:>5}  DIAG",
+        "PEER", "HOPS", "STATE", "REMOTE", "TX/RX MS", "MULT", "DETECT", "UPTIME", "FLAPS"
+    );
+    for b in sessions {
+        let diag = if b.state == "Up" {
+            "-".to_string()
+        } else if b.remote_diag != "no diagnostic"
+            && b.local_diag == "neighbor signaled session down"
+        {
+            format!("{} (peer: {})", b.local_diag, b.remote_diag)
+        } else {
+            b.local_diag.clone()
+        };
+        println!(
+            "{:<28} {:<5} {:<9} {:<9} {:>12} {:>7} {:>9} {:>10} {:>5}  {}",
+            b.peer,
+            if b.multihop { "multi" } else { "one" },
+            b.state,
+            b.remote_state,
+            format!("{}/{}", ms(b.min_tx_us), ms(b.min_rx_us)),
+            format!("{}/{}", b.multiplier, b.remote_multiplier),
+            b.detection_time_us
+                .map_or("-".into(), |d| format!("{} ms", ms(d))),
+            b.uptime_seconds.map_or("-".into(), duration),
+            b.flaps,
+            diag
+        );
     }
 }

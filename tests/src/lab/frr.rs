@@ -32,6 +32,8 @@ pub struct Neighbor {
     pub extended_nexthop: bool,
     /// Extra lines for `router bgp`.
     pub extra: String,
+    /// `neighbor ADDR bfd`: bfdd's session (default 300 ms × 3) protects it.
+    pub bfd: bool,
 }
 
 impl Neighbor {
@@ -50,7 +52,12 @@ impl Neighbor {
             next_hop_self: false,
             extended_nexthop: false,
             extra: String::new(),
+            bfd: false,
         }
+    }
+    pub fn bfd(mut self) -> Self {
+        self.bfd = true;
+        self
     }
     pub fn interface(mut self, ifname: &str) -> Self {
         self.interface = Some(ifname.into());
@@ -193,6 +200,9 @@ impl Config {
             if n.extended_nexthop {
                 let _ = writeln!(c, " neighbor {a} capability extended-nexthop");
             }
+            if n.bfd {
+                let _ = writeln!(c, " neighbor {a} bfd");
+            }
             c += &n.extra;
         }
         for (af, v6) in [("ipv4", false), ("ipv6", true)] {
@@ -225,11 +235,12 @@ impl Config {
     }
 }
 
-/// A running FRR (zebra and bgpd).
+/// A running FRR (zebra and bgpd, and bfdd when asked).
 pub struct Frr {
     ns: Netns,
     dir: PathBuf,
     zebra: Option<Daemon>,
+    bfdd: Option<Daemon>,
     bgpd: Option<Daemon>,
 }
 
@@ -249,10 +260,92 @@ impl Frr {
             ns: ns.clone(),
             dir,
             zebra: None,
+            bfdd: None,
             bgpd: None,
         };
         f.launch(lab, true)?;
         Ok(f)
+    }
+
+    /// As [`Frr::start`], with bfdd between zebra and bgpd (bgpd's
+    /// `neighbor X bfd` reaches bfdd through zebra). `bfdd_conf` is bfdd's
+    /// own configuration (profiles, static peers); empty is fine.
+    pub fn start_with_bfdd(lab: &Lab, ns: &Netns, bgpd_conf: &str, bfdd_conf: &str) -> Result<Frr> {
+        let dir = lab.subdir(&format!("frr-{}", ns.name()))?;
+        std::fs::create_dir_all(dir.join("run"))?;
+        std::fs::write(
+            dir.join("zebra.conf"),
+            "hostname lab-zebra\nlog stdout informational\n",
+        )?;
+        std::fs::write(
+            dir.join("bfdd.conf"),
+            format!("hostname lab-bfdd\nlog stdout informational\ndebug bfd peer\ndebug bfd zebra\n{bfdd_conf}"),
+        )?;
+        std::fs::write(dir.join("bgpd.conf"), bgpd_conf)?;
+        super::netns::run("chown", &["-R", "frr:frr", &dir.to_string_lossy()])?;
+        let mut f = Frr {
+            ns: ns.clone(),
+            dir,
+            zebra: None,
+            bfdd: None,
+            bgpd: None,
+        };
+        let z = f.spawn(lab, "zebra")?;
+        let api = f.dir.join("run/zserv.api");
+        wait_until("zebra's zserv.api", &[&z], || {
+            Ok(api.exists().then_some(()))
+        })?;
+        f.zebra = Some(z);
+        let ctl = f.dir.join("run/bfdd.sock");
+        let b = spawn_daemon_with(
+            lab,
+            &f.ns,
+            &f.dir,
+            "bfdd",
+            &f.dir.join("bfdd.log"),
+            &["--bfdctl", &ctl.to_string_lossy()],
+        )?;
+        wait_until("vtysh to reach bfdd", &[&b], || {
+            Ok(f.vtysh_on("bfdd", "show bfd peers json").ok().map(drop))
+        })?;
+        f.bfdd = Some(b);
+        f.launch(lab, false)?;
+        Ok(f)
+    }
+
+    /// bfdd's daemon, if started.
+    pub fn bfdd(&self) -> Option<&Daemon> {
+        self.bfdd.as_ref()
+    }
+
+    /// bfdd's sessions: `show bfd peers json`.
+    pub fn bfd_peers(&self) -> Result<Vec<Value>> {
+        let out = self.vtysh_on("bfdd", "show bfd peers json")?;
+        let v: Value =
+            serde_json::from_str(&out).with_context(|| format!("show bfd peers json: {out}"))?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// bfdd's session with `peer` (its `status`: "up", "down", ...).
+    pub fn bfd_peer(&self, peer: &str) -> Result<Value> {
+        self.bfd_peers()?
+            .into_iter()
+            .find(|p| p["peer"] == peer)
+            .ok_or_else(|| anyhow!("bfdd has no session with {peer}"))
+    }
+
+    /// Waits until bfdd's session with `peer` has `status`.
+    pub fn wait_bfd(&self, peer: &str, status: &str) -> Result<Value> {
+        let b = self.bfdd().ok_or_else(|| anyhow!("bfdd was not started"))?;
+        wait_until(&format!("bfdd session with {peer} {status}"), &[b], || {
+            let p = self.bfd_peer(peer)?;
+            Ok((p["status"] == status).then_some(p))
+        })
+    }
+
+    /// bfdd's log so far.
+    pub fn bfdd_log(&self) -> String {
+        self.bfdd.as_ref().map(|d| d.log()).unwrap_or_default()
     }
 
     fn spawn(&self, lab: &Lab, which: &str) -> Result<Daemon> {
@@ -290,6 +383,11 @@ impl Frr {
     /// Runs a vtysh command against bgpd; an error when vtysh reached no
     /// daemon or the command was refused.
     pub fn vtysh(&self, cmd: &str) -> Result<String> {
+        self.vtysh_on("bgpd", cmd)
+    }
+
+    /// Runs a vtysh command against one of the daemons (`bgpd`, `bfdd`).
+    pub fn vtysh_on(&self, daemon: &str, cmd: &str) -> Result<String> {
         let run = self.dir.join("run");
         let out = self.ns.exec(
             "vtysh",
@@ -297,7 +395,7 @@ impl Frr {
                 "--vty_socket",
                 &run.to_string_lossy(),
                 "-d",
-                "bgpd",
+                daemon,
                 "-c",
                 cmd,
             ],
@@ -426,9 +524,12 @@ impl Frr {
         self.bgpd.as_ref().map(|d| d.log()).unwrap_or_default()
     }
 
-    /// Stops bgpd (SIGTERM: it sends NOTIFICATIONs) and zebra.
+    /// Stops bgpd (SIGTERM: it sends NOTIFICATIONs), bfdd and zebra.
     pub fn stop(&mut self) -> Result<()> {
         if let Some(b) = self.bgpd.take() {
+            b.stop()?;
+        }
+        if let Some(b) = self.bfdd.take() {
             b.stop()?;
         }
         if let Some(z) = self.zebra.take() {
@@ -504,30 +605,50 @@ pub fn parse_paths(prefix: &str, v: &Value) -> Vec<Route> {
 /// file, zserv socket and vty socket all under `dir` (`dir/which.conf`,
 /// `dir/run/`), so that several FRRs on one machine never meet.
 pub fn spawn_daemon(lab: &Lab, ns: &Netns, dir: &Path, which: &str, log: &Path) -> Result<Daemon> {
+    spawn_daemon_with(lab, ns, dir, which, log, &[])
+}
+
+/// [`spawn_daemon`] with further arguments (bfdd's `--bfdctl`).
+pub fn spawn_daemon_with(
+    lab: &Lab,
+    ns: &Netns,
+    dir: &Path,
+    which: &str,
+    log: &Path,
+    extra: &[&str],
+) -> Result<Daemon> {
     let run = dir.join("run");
     let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let (conf, pid, zserv, vty) = (
+        s(dir.join(format!("{which}.conf"))),
+        s(run.join(format!("{which}.pid"))),
+        s(run.join("zserv.api")),
+        s(run.clone()),
+    );
+    let mut args = vec![
+        "-f",
+        &conf,
+        "-i",
+        &pid,
+        "-z",
+        &zserv,
+        "--vty_socket",
+        &vty,
+        "-P",
+        "0",
+        "-u",
+        "frr",
+        "-g",
+        "frr",
+    ];
+    args.extend_from_slice(extra);
     Daemon::spawn(
         lab,
         ns,
         which,
         log,
         &format!("/usr/lib/frr/{which}"),
-        &[
-            "-f",
-            &s(dir.join(format!("{which}.conf"))),
-            "-i",
-            &s(run.join(format!("{which}.pid"))),
-            "-z",
-            &s(run.join("zserv.api")),
-            "--vty_socket",
-            &s(run.clone()),
-            "-P",
-            "0",
-            "-u",
-            "frr",
-            "-g",
-            "frr",
-        ],
+        &args,
         &[],
     )
 }

@@ -26,6 +26,8 @@ pub struct Peer {
     pub graceful_restart: Option<u32>,
     /// (limit, action "restart"|"warn", restart_after seconds)
     pub max_prefix: Option<(u32, String, u32)>,
+    /// BFD (min_rx_ms, min_tx_ms, multiplier).
+    pub bfd: Option<(u32, u32, u8)>,
 }
 
 impl Peer {
@@ -45,6 +47,7 @@ impl Peer {
             families: vec!["ipv4-unicast".into(), "ipv6-unicast".into()],
             graceful_restart: None,
             max_prefix: None,
+            bfd: None,
         }
     }
     pub fn local_address(mut self, a: &str) -> Self {
@@ -85,6 +88,10 @@ impl Peer {
     }
     pub fn graceful_restart(mut self, restart_time: u32) -> Self {
         self.graceful_restart = Some(restart_time);
+        self
+    }
+    pub fn bfd(mut self, min_rx_ms: u32, min_tx_ms: u32, multiplier: u8) -> Self {
+        self.bfd = Some((min_rx_ms, min_tx_ms, multiplier));
         self
     }
     pub fn max_prefix(mut self, limit: u32, action: &str, restart_after: u32) -> Self {
@@ -227,6 +234,12 @@ impl Config {
             let _ = writeln!(c, "families = {}", list(&p.families));
             if let Some(t) = p.graceful_restart {
                 let _ = writeln!(c, "graceful_restart = {{ restart_time = {t} }}");
+            }
+            if let Some((rx, tx, m)) = p.bfd {
+                let _ = writeln!(
+                    c,
+                    "bfd = {{ min_rx_ms = {rx}, min_tx_ms = {tx}, multiplier = {m} }}"
+                );
             }
             if let Some((l, a, r)) = &p.max_prefix {
                 let _ = writeln!(
@@ -377,6 +390,32 @@ impl Petreld {
                 last_error: p["last_error"].as_str().map(str::to_string),
             })
             .collect())
+    }
+
+    /// `show bfd`: one JSON object per session (control.rs `BfdRow`).
+    pub fn bfd(&self) -> Result<Vec<Value>> {
+        let v = self.ctl_json(&["show", "bfd"])?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// The BFD session with `peer`.
+    pub fn bfd_session(&self, peer: &str) -> Result<Value> {
+        self.bfd()?
+            .into_iter()
+            .find(|s| s["peer"] == peer)
+            .with_context(|| format!("petreld has no BFD session with {peer}"))
+    }
+
+    /// Waits until the BFD session with `peer` is in `state`.
+    pub fn wait_bfd(&self, peer: &str, state: &str) -> Result<Value> {
+        wait_until(
+            &format!("petreld BFD with {peer} {state}"),
+            &[self.daemon()],
+            || {
+                let s = self.bfd_session(peer)?;
+                Ok((s["state"] == state).then_some(s))
+            },
+        )
     }
 
     /// One peer's status.

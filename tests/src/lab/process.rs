@@ -97,6 +97,16 @@ impl Daemon {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
+    /// SIGSTOP: the process stays, silent, its sockets open (a hung node).
+    pub fn pause(&self) {
+        kill(self.pid, libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Daemon::pause`].
+    pub fn resume(&self) {
+        kill(self.pid, libc::SIGCONT);
+    }
+
     /// SIGKILL, and reap.
     pub fn kill9(&self) {
         let mut c = self.child.lock().unwrap();

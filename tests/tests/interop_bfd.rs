@@ -1,0 +1,272 @@
+//! BFD (RFC 5880/5881) under BGP (RFC 5882) against FRR's bfdd and BIRD's
+//! BFD protocol, single-hop, IPv4 and IPv6.
+//!
+//! ```text
+//!  petrel 10.99.1.1, fd00:99:1::1 ── 10.99.1.2, fd00:99:1::2 peer (FRR or BIRD)
+//!  AS 4200000001                     AS 4200000002
+//! ```
+//!
+//! Each test brings BFD Up on both sides under an Established BGP session,
+//! then makes the peer fail the way a node fails (its daemons stopped with
+//! SIGSTOP, or its link down) and checks that petreld ended the BGP
+//! session because BFD went down: the reason is in `show peers`, the
+//! diagnostic in `show bfd`. How long it took is printed (for
+//! docs/benchmarks.md), not asserted.
+
+use anyhow::{ensure, Result};
+use petrel_tests::lab::petreld::{self, Petreld};
+use petrel_tests::lab::{bird, frr, require_lab, wait_until, Lab, Netns};
+use std::time::Instant;
+
+const PETREL4: &str = "10.99.1.1";
+const PEER4: &str = "10.99.1.2";
+const PETREL6: &str = "fd00:99:1::1";
+const PEER6: &str = "fd00:99:1::2";
+const PETREL_AS: u32 = 4200000001;
+const PEER_AS: u32 = 4200000002;
+
+fn ready(programs: &[&str]) -> bool {
+    require_lab(programs)
+        && petrel_tests::have_bin("petreld")
+        && petrel_tests::have_bin("petrelctl")
+}
+
+/// `petrel` and `peer` on one link, both families; the peer's interface.
+fn lab(tag: &str) -> Result<(Lab, Netns, Netns, String)> {
+    let lab = Lab::new(tag)?;
+    let (p, q) = (lab.netns("petrel")?, lab.netns("peer")?);
+    let link = lab.link(
+        &p,
+        &[&format!("{PETREL4}/24"), &format!("{PETREL6}/64")],
+        &q,
+        &[&format!("{PEER4}/24"), &format!("{PEER6}/64")],
+    )?;
+    Ok((lab, p, q, link.b))
+}
+
+/// petreld with one BFD-protected peer of the family of `peer`.
+fn petrel(lab: &Lab, ns: &Netns, peer: &str) -> Result<Petreld> {
+    let v6 = peer.contains(':');
+    let (local, family) = if v6 {
+        (PETREL6, "ipv6-unicast")
+    } else {
+        (PETREL4, "ipv4-unicast")
+    };
+    let mut c = petreld::Config::new(PETREL4, PETREL_AS);
+    c.listen(PETREL4).listen(PETREL6);
+    c.peer(
+        petreld::Peer::new(peer, PEER_AS)
+            .local_address(local)
+            .families(&[family])
+            .bfd(300, 300, 3),
+    );
+    Petreld::start(lab, ns, &c)
+}
+
+/// Waits until petreld's BFD session with `peer` is Up at the agreed
+/// 300 ms × 3. Right after Up the peer may still advertise its 1 s rate
+/// (RFC 5880 §6.8.3) until its Poll Sequence: the detection time follows.
+fn wait_bfd_fast(petrel: &Petreld, peer: &str) -> Result<serde_json::Value> {
+    wait_until(
+        &format!("petreld's BFD with {peer} Up at 300 ms x 3"),
+        &[petrel.daemon()],
+        || {
+            let s = petrel.bfd_session(peer)?;
+            Ok((s["state"] == "Up" && s["detection_time_us"] == 900_000).then_some(s))
+        },
+    )
+}
+
+/// Waits until petreld's BGP session with `peer` has left Established,
+/// returns its reason.
+fn wait_bgp_down(petrel: &Petreld, peer: &str, since: Instant) -> Result<String> {
+    let err = wait_until(
+        &format!("petreld's session with {peer} to go down"),
+        &[petrel.daemon()],
+        || {
+            let p = petrel.peer(peer)?;
+            Ok((p.state != "Established").then_some(p.last_error))
+        },
+    )?;
+    eprintln!(
+        "measure: BGP with {peer} down {} ms after the failure",
+        since.elapsed().as_millis()
+    );
+    Ok(err.unwrap_or_default())
+}
+
+/// The checks common to every failure: BGP ended with Cease / BFD Down
+/// (RFC 9384), BFD Down by detection time (RFC 5880 §6.8.4, Diag 1).
+fn assert_bfd_teardown(petrel: &Petreld, peer: &str, since: Instant) -> Result<()> {
+    let err = wait_bgp_down(petrel, peer, since)?;
+    ensure!(
+        err.contains("sent NOTIFICATION") && err.contains("BFD down"),
+        "petreld's session with {peer} went down for another reason: {err:?}"
+    );
+    let s = petrel.bfd_session(peer)?;
+    ensure!(s["state"] != "Up", "BFD still Up: {s}");
+    ensure!(
+        s["local_diag"] == "control detection time expired",
+        "BFD diagnostic: {s}"
+    );
+    ensure!(s["flaps"].as_u64() >= Some(1), "no flap counted: {s}");
+    Ok(())
+}
+
+fn frr_conf(peer_of_frr: &str) -> String {
+    let v6 = peer_of_frr.contains(':');
+    let mut c = frr::Config::new(PEER4, PEER_AS);
+    c.neighbor(
+        frr::Neighbor::new(peer_of_frr, PETREL_AS)
+            .families(!v6, v6)
+            .bfd(),
+    );
+    c.render()
+}
+
+/// FRR's bfdd and petreld come Up (both sides say so, with the timers
+/// they agreed), then FRR hangs (bgpd and bfdd SIGSTOPped): petreld ends
+/// the session with Cease / BFD Down. FRR resumes: BFD and BGP come back.
+fn frr_hang(v6: bool) -> Result<()> {
+    let (peer, me) = if v6 {
+        (PEER6, PETREL6)
+    } else {
+        (PEER4, PETREL4)
+    };
+    let (lab, p, q, _) = lab(if v6 { "bfd-frr6" } else { "bfd-frr4" })?;
+    let petrel = petrel(&lab, &p, peer)?;
+    let frr = frr::Frr::start_with_bfdd(&lab, &q, &frr_conf(me), "")?;
+    frr.wait_established(me)?;
+    petrel.wait_established(peer)?;
+    let ours = wait_bfd_fast(&petrel, peer)?;
+    let theirs = frr.wait_bfd(me, "up")?;
+    // FRR's defaults are 300 ms × 3 too.
+    ensure!(ours["remote_multiplier"] == 3, "petreld: {ours}");
+    ensure!(
+        ours["remote_discriminator"] == theirs["id"],
+        "discriminators: petreld {ours} / FRR {theirs}"
+    );
+    eprintln!("FRR's view: {theirs}");
+    // The table operators read.
+    let table = petrel.ctl(&["show", "bfd"])?;
+    eprintln!("{table}");
+    ensure!(
+        table
+            .lines()
+            .any(|l| l.starts_with(peer) && l.contains(" Up ")),
+        "show bfd: {table}"
+    );
+
+    let t = Instant::now();
+    frr.bfdd().expect("started").pause();
+    frr.bgpd().pause();
+    let r = assert_bfd_teardown(&petrel, peer, t);
+    frr.bgpd().resume();
+    frr.bfdd().expect("started").resume();
+    r?;
+    eprintln!("{}", petrel.ctl(&["show", "bfd"])?);
+    petrel.wait_bfd(peer, "Up")?;
+    petrel.wait_established(peer)?;
+    frr.wait_established(me)?;
+    Ok(())
+}
+
+#[test]
+fn frr_bfdd_ipv4_hang_ends_the_bgp_session() -> Result<()> {
+    if !ready(&["vtysh", "/usr/lib/frr/bfdd"]) {
+        return Ok(());
+    }
+    frr_hang(false)
+}
+
+#[test]
+fn frr_bfdd_ipv6_hang_ends_the_bgp_session() -> Result<()> {
+    if !ready(&["vtysh", "/usr/lib/frr/bfdd"]) {
+        return Ok(());
+    }
+    frr_hang(true)
+}
+
+/// The peer's interface goes down: no TCP reset reaches petreld, only
+/// BFD can tell. Both BFD sides go Down.
+#[test]
+fn frr_bfdd_link_down_ends_the_bgp_session() -> Result<()> {
+    if !ready(&["vtysh", "/usr/lib/frr/bfdd"]) {
+        return Ok(());
+    }
+    let (lab, p, q, ifname) = lab("bfd-frr-link")?;
+    let petrel = petrel(&lab, &p, PEER4)?;
+    let frr = frr::Frr::start_with_bfdd(&lab, &q, &frr_conf(PETREL4), "")?;
+    frr.wait_established(PETREL4)?;
+    wait_bfd_fast(&petrel, PEER4)?;
+    frr.wait_bfd(PETREL4, "up")?;
+    let t = Instant::now();
+    q.ip(&["link", "set", &ifname, "down"])?;
+    assert_bfd_teardown(&petrel, PEER4, t)?;
+    frr.wait_bfd(PETREL4, "down")?;
+    Ok(())
+}
+
+fn bird_conf(peer_of_bird: &str) -> String {
+    let v6 = peer_of_bird.contains(':');
+    let mut c = bird::Config::new(PEER4, PEER_AS);
+    let mut b = bird::Peer::new("petrel", peer_of_bird, PETREL_AS).families(!v6, v6);
+    b.extra = "  bfd on;\n".into();
+    c.peer(b);
+    c.extra = "protocol bfd {\n  interface \"*\" { interval 300 ms; multiplier 3; };\n}\n".into();
+    c.render()
+}
+
+/// BIRD's `show bfd sessions` line for `addr`, if any.
+fn bird_bfd_line(b: &bird::Bird, addr: &str) -> Result<Option<String>> {
+    let out = b.birdc("show bfd sessions")?;
+    Ok(out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(addr))
+        .map(str::to_string))
+}
+
+/// BIRD's BFD and petreld come Up, then BIRD hangs (SIGSTOP).
+fn bird_hang(v6: bool) -> Result<()> {
+    let (peer, me) = if v6 {
+        (PEER6, PETREL6)
+    } else {
+        (PEER4, PETREL4)
+    };
+    let (lab, p, q, _) = lab(if v6 { "bfd-bird6" } else { "bfd-bird4" })?;
+    let petrel = petrel(&lab, &p, peer)?;
+    let b = bird::Bird::start(&lab, &q, &bird_conf(me))?;
+    b.wait_established("petrel")?;
+    petrel.wait_established(peer)?;
+    let ours = wait_bfd_fast(&petrel, peer)?;
+    let line = wait_until("BIRD's BFD session Up", &[b.daemon()], || {
+        Ok(bird_bfd_line(&b, me)?.filter(|l| l.contains(" Up ")))
+    })?;
+    eprintln!("BIRD's view: {line}");
+    ensure!(ours["remote_multiplier"] == 3, "petreld: {ours}");
+
+    let t = Instant::now();
+    b.daemon().pause();
+    let r = assert_bfd_teardown(&petrel, peer, t);
+    b.daemon().resume();
+    r?;
+    petrel.wait_bfd(peer, "Up")?;
+    petrel.wait_established(peer)?;
+    Ok(())
+}
+
+#[test]
+fn bird_bfd_ipv4_hang_ends_the_bgp_session() -> Result<()> {
+    if !ready(&["bird", "birdc"]) {
+        return Ok(());
+    }
+    bird_hang(false)
+}
+
+#[test]
+fn bird_bfd_ipv6_hang_ends_the_bgp_session() -> Result<()> {
+    if !ready(&["bird", "birdc"]) {
+        return Ok(());
+    }
+    bird_hang(true)
+}
