@@ -82,6 +82,7 @@
 //! // graceful restart), and so on.
 //! ```
 
+pub mod add_path;
 pub mod adj_in;
 pub mod adj_out;
 pub mod attrs;
@@ -91,6 +92,7 @@ pub mod loc;
 mod prefix_map;
 pub mod show;
 
+pub use add_path::{AddPathConfig, SendMode};
 pub use adj_in::Pending;
 pub use adj_out::{GroupInfo, NextHopMode};
 pub use attrs::{AttrSet, AttrTable};
@@ -162,6 +164,10 @@ pub struct PeerConfig {
     /// the other nodes (the router has those from their owners, with the
     /// right next hop).
     pub local_routes_only: bool,
+    /// RFC 7911: what we send (and take) several paths of. Only `send` is
+    /// the RIB's business; changing it needs a new session (the OPEN says
+    /// it).
+    pub add_path: AddPathConfig,
     pub import: Policy,
     pub export: Policy,
 }
@@ -176,6 +182,7 @@ impl PeerConfig {
             next_hop: NextHopMode::Auto,
             allow_own_as: 0,
             local_routes_only: false,
+            add_path: AddPathConfig::default(),
             import: Policy::default(),
             export: Policy::default(),
         }
@@ -476,14 +483,14 @@ impl Rib {
         };
         let mut changes = Vec::with_capacity(dirty.len());
         let mut was = Vec::with_capacity(dirty.len());
-        for prefix in dirty {
+        for &prefix in &dirty {
             if let Some((c, w)) = table.decide_from(prefix, &cfg.decision, peer, cost) {
                 changes.push(c);
                 was.push(w);
             }
         }
         let mut out = Output::default();
-        self.advertise(&changes, &was, &mut out);
+        self.advertise(&changes, &was, &dirty, &mut out);
         out.changes = changes;
         out
     }

@@ -1,0 +1,338 @@
+//! ADD-PATH send (RFC 7911): several paths of one prefix to one peer.
+//!
+//! When we said we send several paths in a family and the peer said it
+//! receives them (§4, §5), its update group sends, per the peer's
+//! [`SendMode`], the best path, the multipath set or every usable path,
+//! each with a Path Identifier of its own (§3). Export policy and the
+//! reflection rules apply to each path as to a best path.
+//!
+//! A best-path group keeps nothing per prefix: what it sent is the export of
+//! the Loc-RIB best (see `adj_out`). A group that sends paths cannot work
+//! that way, since it must remember which identifier it gave which path:
+//! [`Sent`] holds, per prefix, each advertised path's identifier, the path
+//! it stands for (peer and received path id) and what was exported. So the
+//! memory cost of ADD-PATH is paid by groups that send paths only; the
+//! table and best-path groups are unchanged.
+//!
+//! Identifiers are allocated per prefix, in [`reconcile`]: a path keeps its
+//! identifier for as long as the group advertises it, whatever happens to
+//! the best path; it is withdrawn by it. A path that comes in takes the
+//! identifier of one that went out in the same pass (§5: an advertisement
+//! with a prefix and identifier in use replaces that path, one message
+//! instead of a withdrawal and an announcement), else the smallest free one.
+
+use super::adj_out::Advertised;
+use super::attrs::AttrTable;
+use super::prefix_map::PrefixMap;
+use super::PeerId;
+use crate::wire::capability::{AddPathMode, Capability};
+use crate::wire::family::Family;
+use crate::wire::nlri::Prefix;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// Which paths of a prefix go to a peer that receives several (OpenBGPD's
+/// names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendMode {
+    /// The best path only (what a peer without ADD-PATH gets), with an
+    /// identifier: a new best replaces the old one under its identifier.
+    #[default]
+    Best,
+    /// The multipath set of the best path (`DecisionConfig::max_paths`).
+    Ecmp,
+    /// Every path that could be selected: accepted by import policy, next
+    /// hop resolvable.
+    All,
+}
+
+impl SendMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SendMode::Best => "best",
+            SendMode::Ecmp => "ecmp",
+            SendMode::All => "all",
+        }
+    }
+}
+
+impl std::str::FromStr for SendMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "best" => Ok(SendMode::Best),
+            "ecmp" => Ok(SendMode::Ecmp),
+            "all" => Ok(SendMode::All),
+            _ => Err(format!(
+                "{s:?}: allowed values are \"best\", \"ecmp\" and \"all\""
+            )),
+        }
+    }
+}
+
+/// One peer's ADD-PATH settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AddPathConfig {
+    /// Families in which the peer may send us several paths.
+    pub receive: Vec<Family>,
+    /// Families in which we send the peer several paths, and which.
+    pub send: Vec<(Family, SendMode)>,
+}
+
+impl AddPathConfig {
+    pub fn is_empty(&self) -> bool {
+        self.receive.is_empty() && self.send.is_empty()
+    }
+
+    pub fn send_mode(&self, family: Family) -> Option<SendMode> {
+        self.send
+            .iter()
+            .find_map(|(f, m)| (*f == family).then_some(*m))
+    }
+
+    /// The capability to advertise for the session's `families`, if any.
+    /// RFC 7911 §4: one instance, one tuple per family.
+    pub fn capability(&self, families: &[Family]) -> Option<Capability> {
+        let tuples: Vec<(Family, AddPathMode)> = families
+            .iter()
+            .filter_map(|&f| {
+                let mode = match (self.receive.contains(&f), self.send_mode(f).is_some()) {
+                    (true, true) => AddPathMode::Both,
+                    (true, false) => AddPathMode::Receive,
+                    (false, true) => AddPathMode::Send,
+                    (false, false) => return None,
+                };
+                Some((f, mode))
+            })
+            .collect();
+        (!tuples.is_empty()).then_some(Capability::AddPath(tuples))
+    }
+}
+
+/// One path as a group advertised it.
+#[derive(Clone, Debug)]
+pub(crate) struct SentPath {
+    /// RFC 7911 §3 Path Identifier, on every session of the group.
+    pub id: u32,
+    /// The path in the table: its peer and received path id.
+    pub peer: PeerId,
+    pub path_id: u32,
+    pub adv: Advertised,
+}
+
+/// What a group that sends paths advertised, per prefix.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    pub prefixes: PrefixMap<Vec<SentPath>>,
+    /// The exported attribute sets, interned for as long as some path
+    /// holds them (a best-path group interns per pass), so that an
+    /// unchanged export is recognised by pointer.
+    pub attrs: AttrTable,
+}
+
+impl Sent {
+    /// Every advertised path, in prefix order.
+    pub fn iter(&self) -> impl Iterator<Item = (Prefix, &SentPath)> {
+        self.prefixes
+            .iter()
+            .flat_map(|(p, v)| v.iter().map(move |s| (p, s)))
+    }
+
+    pub fn paths(&self) -> usize {
+        self.prefixes.iter().map(|(_, v)| v.len()).sum()
+    }
+}
+
+/// A path the group should advertise now: which table path, and its export.
+pub(crate) struct Wanted {
+    pub peer: PeerId,
+    pub path_id: u32,
+    pub adv: Advertised,
+}
+
+/// Turns what was sent for one prefix (`sent`) into `wanted`, calling
+/// `record(id, old, new)` for every identifier whose advertisement may
+/// change; `sent` is updated.
+pub(crate) fn reconcile(
+    sent: &mut Vec<SentPath>,
+    wanted: Vec<Wanted>,
+    mut record: impl FnMut(u32, Option<&Advertised>, Option<&Advertised>),
+) {
+    let mut gone = std::mem::take(sent);
+    let mut fresh = Vec::new();
+    for w in wanted {
+        match gone
+            .iter()
+            .position(|s| s.peer == w.peer && s.path_id == w.path_id)
+        {
+            // The same path: it keeps its identifier.
+            Some(i) => {
+                let old = gone.swap_remove(i);
+                record(old.id, Some(&old.adv), Some(&w.adv));
+                sent.push(SentPath { adv: w.adv, ..old });
+            }
+            None => fresh.push(w),
+        }
+    }
+    // RFC 7911 §5: a new advertisement of a prefix and identifier replaces
+    // the previous one, so a new path takes a leaving path's identifier.
+    gone.sort_unstable_by_key(|s| s.id);
+    let mut gone = gone.into_iter();
+    let mut used: Vec<u32> = sent.iter().map(|s| s.id).collect();
+    used.sort_unstable();
+    let (mut next, mut at) = (1u32, 0);
+    for w in fresh {
+        let id = match gone.next() {
+            Some(old) => {
+                record(old.id, Some(&old.adv), Some(&w.adv));
+                old.id
+            }
+            None => {
+                // The smallest identifier above zero not in use (some
+                // implementations read 0 as "no identifier").
+                loop {
+                    while used.get(at).is_some_and(|&u| u < next) {
+                        at += 1;
+                    }
+                    if used.get(at) != Some(&next) {
+                        break;
+                    }
+                    next += 1;
+                }
+                let id = next;
+                next += 1;
+                record(id, None, Some(&w.adv));
+                id
+            }
+        };
+        sent.push(SentPath {
+            id,
+            peer: w.peer,
+            path_id: w.path_id,
+            adv: w.adv,
+        });
+    }
+    for old in gone {
+        record(old.id, Some(&old.adv), None);
+    }
+}
+
+/// Whether two exports are the same advertisement (same attributes, same
+/// peer left out).
+pub(crate) fn same(a: &Advertised, b: &Advertised) -> bool {
+    Arc::ptr_eq(&a.attrs, &b.attrs) && a.exclude == b.exclude
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rib::attrs::AttrSet;
+    use crate::wire::attr::{AsPath, PathAttributes};
+
+    fn adv(t: &mut AttrTable, asn: u32) -> Advertised {
+        Advertised {
+            attrs: t.intern(AttrSet::new(
+                PathAttributes {
+                    as_path: Some(AsPath::from_sequence(&[asn])),
+                    ..Default::default()
+                },
+                None,
+            )),
+            exclude: None,
+        }
+    }
+
+    /// Runs `reconcile` and describes each recorded change: `+id asn`,
+    /// `-id`, `=id` (re-exported unchanged).
+    fn run(sent: &mut Vec<SentPath>, wanted: Vec<Wanted>) -> Vec<String> {
+        let mut log = Vec::new();
+        reconcile(sent, wanted, |id, old, new| {
+            log.push(match (old, new) {
+                (Some(o), Some(n)) if same(o, n) => format!("={id}"),
+                (_, Some(n)) => format!("+{id} {}", n.attrs.attrs.as_path.as_ref().unwrap()),
+                (_, None) => format!("-{id}"),
+            })
+        });
+        log.sort();
+        log
+    }
+
+    fn want(t: &mut AttrTable, peers: &[(u16, u32)]) -> Vec<Wanted> {
+        peers
+            .iter()
+            .map(|&(p, asn)| Wanted {
+                peer: PeerId(p),
+                path_id: 0,
+                adv: adv(t, asn),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn paths_keep_their_identifiers_and_new_ones_take_freed_ones() {
+        let mut t = AttrTable::new();
+        let mut sent = Vec::new();
+        assert_eq!(
+            run(
+                &mut sent,
+                want(&mut t, &[(1, 65001), (2, 65002), (3, 65003)])
+            ),
+            ["+1 65001", "+2 65002", "+3 65003"]
+        );
+        // Peer 2's path goes, peer 1's changes, peer 4's comes: peer 1
+        // keeps 1, peer 3 keeps 3, peer 4 takes 2.
+        assert_eq!(
+            run(
+                &mut sent,
+                want(&mut t, &[(3, 65003), (1, 65011), (4, 65004)])
+            ),
+            ["+1 65011", "+2 65004", "=3"]
+        );
+        // Only peer 4's is left: 1 and 3 are withdrawn, 2 stays.
+        assert_eq!(
+            run(&mut sent, want(&mut t, &[(4, 65004)])),
+            ["-1", "-3", "=2"]
+        );
+        // Two new paths fill the gaps, smallest first.
+        assert_eq!(
+            run(
+                &mut sent,
+                want(&mut t, &[(4, 65004), (5, 65005), (6, 65006)])
+            ),
+            ["+1 65005", "+3 65006", "=2"]
+        );
+        assert_eq!(run(&mut sent, Vec::new()), ["-1", "-2", "-3"]);
+        assert!(sent.is_empty());
+    }
+
+    #[test]
+    fn the_capability_says_what_is_configured_per_family() {
+        let c = AddPathConfig {
+            receive: vec![Family::IPV4_UNICAST],
+            send: vec![
+                (Family::IPV4_UNICAST, SendMode::All),
+                (Family::IPV6_UNICAST, SendMode::Ecmp),
+            ],
+        };
+        assert_eq!(
+            c.capability(&[Family::IPV4_UNICAST, Family::IPV6_UNICAST]),
+            Some(Capability::AddPath(vec![
+                (Family::IPV4_UNICAST, AddPathMode::Both),
+                (Family::IPV6_UNICAST, AddPathMode::Send),
+            ]))
+        );
+        // Only the session's families.
+        assert_eq!(
+            c.capability(&[Family::IPV6_UNICAST]),
+            Some(Capability::AddPath(vec![(
+                Family::IPV6_UNICAST,
+                AddPathMode::Send
+            )]))
+        );
+        assert_eq!(
+            AddPathConfig::default().capability(&[Family::IPV4_UNICAST]),
+            None
+        );
+    }
+}
