@@ -67,6 +67,9 @@ pub struct PeerDetail {
     pub route_reflector_client: bool,
     pub families: Vec<String>,
     pub graceful_restart_time: Option<u16>,
+    /// RFC 7911 settings, as `config::describe_add_path` words them.
+    #[serde(default)]
+    pub add_path: String,
 }
 
 /// The node's blocks and what it advertises from the cluster.

@@ -39,6 +39,7 @@ pub fn peer_settings(c: &config::Peer) -> PeerSettings {
     p.rr_client = c.route_reflector_client;
     p.local_routes_only = c.local_routes_only;
     p.families = c.families.clone();
+    p.add_path = c.add_path.clone();
     p.graceful_restart = c
         .graceful_restart
         .map(|g| speaker::GracefulRestartSettings {
@@ -644,6 +645,7 @@ async fn handle(st: &tokio::sync::Mutex<State>, req: Request) -> Response {
                 route_reflector_client: c.route_reflector_client,
                 families: c.families.iter().map(|f| f.to_string()).collect(),
                 graceful_restart_time: c.graceful_restart.map(|g| g.restart_time),
+                add_path: config::describe_add_path(&c.add_path),
             })
         }
         Request::ShowBlocks => {

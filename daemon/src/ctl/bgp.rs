@@ -51,6 +51,10 @@ pub struct ConfigArgs {
     /// Service load-balancer IP ranges to advertise (replaces the list).
     #[arg(long, value_delimiter = ',')]
     service_loadbalancer_ips: Option<Vec<String>>,
+    /// ADD-PATH (RFC 7911) from route reflectors to their clients: "best",
+    /// "ecmp" or "all" paths per prefix; "off": one path.
+    #[arg(long, value_name = "MODE")]
+    route_reflector_add_path: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -58,7 +62,7 @@ pub struct ConfigArgs {
 #[derive(Subcommand, Debug)]
 pub enum PeerCmd {
     /// Add a peer, or replace the one of that name.
-    Add(PeerAdd),
+    Add(Box<PeerAdd>),
     List {
         #[arg(long)]
         json: bool,
@@ -105,6 +109,13 @@ pub struct PeerAdd {
     /// the node's own).
     #[arg(long)]
     advertise_learned: bool,
+    /// ADD-PATH (RFC 7911): send the peer "best", "ecmp" or "all" paths per
+    /// prefix, where it says it receives several.
+    #[arg(long, value_name = "MODE")]
+    add_path: Option<String>,
+    /// ADD-PATH (RFC 7911): take several paths per prefix from the peer.
+    #[arg(long)]
+    add_path_receive: bool,
     /// Import policy: a JSON file holding a list of rules, in the form of
     /// petreld.toml's `[[bgp.peers.import]]` (docs/config.md).
     #[arg(long, value_name = "FILE")]
@@ -186,7 +197,8 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 || a.communities.is_some()
                 || a.service_cluster_ips.is_some()
                 || a.service_external_ips.is_some()
-                || a.service_loadbalancer_ips.is_some();
+                || a.service_loadbalancer_ips.is_some()
+                || a.route_reflector_add_path.is_some();
             let cfg = if changes {
                 model::modify::<BgpConfig, _>(s, model::BGP_CONFIG, |cur| {
                     let mut c = cur.unwrap_or_default();
@@ -210,6 +222,9 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     }
                     if let Some(v) = &a.service_loadbalancer_ips {
                         c.service_loadbalancer_ips = nets(v)?;
+                    }
+                    if let Some(m) = &a.route_reflector_add_path {
+                        c.route_reflector_add_path = (m != "off").then(|| m.clone());
                     }
                     model::validate_config(&c)?;
                     Ok(Some(c))
@@ -258,6 +273,10 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     "service load-balancer IPs {}",
                     list(&cfg.service_loadbalancer_ips)
                 );
+                println!(
+                    "route reflector add-path  {}",
+                    cfg.route_reflector_add_path.as_deref().unwrap_or("off")
+                );
             }
         }
         BgpCmd::Peer(PeerCmd::Add(a)) => {
@@ -276,6 +295,8 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 next_hop: a.next_hop,
                 passive: a.passive,
                 advertise_learned: a.advertise_learned,
+                add_path: a.add_path,
+                add_path_receive: a.add_path_receive,
                 import: policy_rules(&a.import_policy)?,
                 export: policy_rules(&a.export_policy)?,
             };
@@ -322,6 +343,12 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     }
                     if let Some(t) = p.ttl_security {
                         opts.push(format!("ttl-security={t}"));
+                    }
+                    if let Some(m) = &p.add_path {
+                        opts.push(format!("add-path={m}"));
+                    }
+                    if p.add_path_receive {
+                        opts.push("add-path-receive".into());
                     }
                     println!(
                         "{:<16} {:<28} {:>10}  {:<24} {}",
