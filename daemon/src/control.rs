@@ -139,6 +139,10 @@ pub struct RouteRow {
     pub best: bool,
     pub peer: String,
     pub stale: bool,
+    /// RFC 7911: the Path Identifier the peer gave the path (0 without
+    /// ADD-PATH).
+    #[serde(default)]
+    pub path_id: u32,
 }
 
 /// One of petrel's kernel routes, as the FIB writer holds it.

@@ -751,5 +751,6 @@ fn route_row(r: speaker::RouteSnapshot) -> RouteRow {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "local".into()),
         stale: r.stale,
+        path_id: r.route.path_id,
     }
 }
