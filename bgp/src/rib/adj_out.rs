@@ -29,7 +29,7 @@
 //! Families in which a group sends several paths per prefix (ADD-PATH,
 //! RFC 7911) are the exception to "nothing per prefix": see [`super::add_path`].
 
-use super::add_path::{self, SendMode, Sent, Wanted};
+use super::add_path::{self, SendMode, Sent, SentPaths, Wanted};
 use super::attrs::{AttrSet, AttrTable};
 use super::decision::PeerKind;
 use super::fxhash::FxHashMap;
@@ -548,7 +548,6 @@ impl UpdateGroup {
             });
             if let Some(adv) = exported {
                 wanted.push(Wanted {
-                    peer: p.peer,
                     path_id: p.path_id,
                     adv,
                 });
@@ -557,12 +556,15 @@ impl UpdateGroup {
         if wanted.is_empty() && sent.prefixes.get(&prefix).is_none() {
             return;
         }
-        let v = sent.prefixes.get_or_default(prefix);
-        add_path::reconcile(v, wanted, |id, old, new| {
+        let was = sent
+            .prefixes
+            .remove(&prefix)
+            .map_or_else(Vec::new, SentPaths::into_vec);
+        let now = add_path::reconcile(was, wanted, |id, old, new| {
             batch.record((prefix, id), old, new)
         });
-        if v.is_empty() {
-            sent.prefixes.remove(&prefix);
+        if !now.is_empty() {
+            sent.prefixes.insert(prefix, SentPaths::from_vec(now));
         }
     }
 }

@@ -20,7 +20,9 @@
 //! - Peers whose outbound treatment is identical share an update group
 //!   ([`adj_out`]); a group exports each change once (and the route it
 //!   replaced, which is what the group had advertised: it keeps no table of
-//!   its own), and encodes each UPDATE once for all its members.
+//!   its own), and encodes each UPDATE once for all its members. Groups
+//!   whose peers receive several paths per prefix (ADD-PATH, RFC 7911) do
+//!   keep what they sent, with each path's identifier ([`add_path`]).
 //!
 //! Memory: a prefix with one path costs one ordered-map entry (an 8-byte
 //! packed key for IPv4, `rib::prefix_map`, whose trees are rebuilt with

@@ -8,12 +8,13 @@ use crate::rib::attrs::AttrSet;
 use crate::rib::tests::{
     announce, attrs, describe, peer, rib, sent as plain_sent, session, withdraw, LOCAL_AS,
 };
-use crate::rib::{NextHopCost, Output, PeerConfig, Rib};
+use crate::rib::{NextHopCost, Output, PeerConfig, PeerId, Rib};
 use crate::wire::attr::{AsPath, PathAttributes};
 use crate::wire::{CodecContext, Message};
 use std::net::IpAddr;
 
-fn adv(t: &mut AttrTable, asn: u32) -> Advertised {
+/// Peer `peer`'s export: AS_PATH [asn], not sent back to it.
+fn adv(t: &mut AttrTable, peer: u16, asn: u32) -> Advertised {
     Advertised {
         attrs: t.intern(AttrSet::new(
             PathAttributes {
@@ -22,7 +23,7 @@ fn adv(t: &mut AttrTable, asn: u32) -> Advertised {
             },
             None,
         )),
-        exclude: None,
+        exclude: Some(PeerId(peer)),
     }
 }
 
@@ -30,7 +31,7 @@ fn adv(t: &mut AttrTable, asn: u32) -> Advertised {
 /// `-id`, `=id` (re-exported unchanged).
 fn run(sent: &mut Vec<SentPath>, wanted: Vec<Wanted>) -> Vec<String> {
     let mut log = Vec::new();
-    reconcile(sent, wanted, |id, old, new| {
+    *sent = reconcile(std::mem::take(sent), wanted, |id, old, new| {
         log.push(match (old, new) {
             (Some(o), Some(n)) if same(o, n) => format!("={id}"),
             (_, Some(n)) => format!("+{id} {}", n.attrs.attrs.as_path.as_ref().unwrap()),
@@ -45,9 +46,8 @@ fn want(t: &mut AttrTable, peers: &[(u16, u32)]) -> Vec<Wanted> {
     peers
         .iter()
         .map(|&(p, asn)| Wanted {
-            peer: PeerId(p),
             path_id: 0,
-            adv: adv(t, asn),
+            adv: adv(t, p, asn),
         })
         .collect()
 }
