@@ -138,8 +138,12 @@ impl SentPath {
 #[derive(Debug)]
 pub(crate) enum SentPaths {
     One(SentPath),
-    Many(Box<Vec<SentPath>>),
+    Many(Many),
 }
+
+/// A boxed vector, so that [`SentPaths`] is no larger than one path (as
+/// `loc::Paths`).
+type Many = Box<Vec<SentPath>>;
 
 const _: () = assert!(std::mem::size_of::<SentPaths>() == std::mem::size_of::<SentPath>());
 
