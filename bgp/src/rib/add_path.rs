@@ -237,8 +237,8 @@ pub(crate) fn reconcile(
     // the previous one, so a new path takes a leaving path's identifier.
     gone.sort_unstable_by_key(|s| s.id);
     let mut gone = gone.into_iter();
-    let mut used: Vec<u32> = now.iter().map(|s| s.id).collect();
-    used.sort_unstable();
+    // The identifiers in use, sorted: built only if a new one is needed.
+    let mut used: Option<Vec<u32>> = None;
     let (mut next, mut at) = (1u32, 0);
     for w in fresh {
         let id = match gone.next() {
@@ -249,6 +249,11 @@ pub(crate) fn reconcile(
             None => {
                 // The smallest identifier above zero not in use (some
                 // implementations read 0 as "no identifier").
+                let used = used.get_or_insert_with(|| {
+                    let mut v: Vec<u32> = now.iter().map(|s| s.id).collect();
+                    v.sort_unstable();
+                    v
+                });
                 loop {
                     while used.get(at).is_some_and(|&u| u < next) {
                         at += 1;

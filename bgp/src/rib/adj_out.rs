@@ -556,15 +556,25 @@ impl UpdateGroup {
         if wanted.is_empty() && sent.prefixes.get(&prefix).is_none() {
             return;
         }
-        let was = sent
-            .prefixes
-            .remove(&prefix)
-            .map_or_else(Vec::new, SentPaths::into_vec);
-        let now = add_path::reconcile(was, wanted, |id, old, new| {
+        let mut record = |id, old: Option<&Advertised>, new: Option<&Advertised>| {
             batch.record((prefix, id), old, new)
-        });
-        if !now.is_empty() {
-            sent.prefixes.insert(prefix, SentPaths::from_vec(now));
+        };
+        match sent.prefixes.get_mut(&prefix) {
+            Some(slot) => {
+                let was = std::mem::take(slot).into_vec();
+                let now = add_path::reconcile(was, wanted, &mut record);
+                if now.is_empty() {
+                    sent.prefixes.remove(&prefix);
+                } else {
+                    *slot = SentPaths::from_vec(now);
+                }
+            }
+            None => {
+                let now = add_path::reconcile(Vec::new(), wanted, &mut record);
+                if !now.is_empty() {
+                    sent.prefixes.insert(prefix, SentPaths::from_vec(now));
+                }
+            }
         }
     }
 }
