@@ -12,13 +12,15 @@
 //!     target/release/deps/rib_churn-HASH 10 100000
 //! ```
 //!
-//! Arguments: peers (10), prefixes (100000), prefixes per UPDATE (300).
+//! Arguments: peers (10), prefixes (100000), prefixes per UPDATE (300),
+//! and peers that receive every path with ADD-PATH (0; RFC 7911 `all`:
+//! what sending several paths costs).
 //! As in petrel-bench's `v4-10peers`, each peer is its own neighbour AS and
 //! prepends itself 1–4 times depending on the attribute set and the peer,
 //! so each prefix has a different winner and the best path changes as the
 //! peers arrive; one attribute set in four carries a MED.
 
-use petrel_bgp::rib::{PeerConfig, PeerId, Rib, RibConfig, Session};
+use petrel_bgp::rib::{PeerConfig, PeerId, Rib, RibConfig, SendMode, Session};
 use petrel_bgp::wire::attr::{AsPath, Origin};
 use petrel_bgp::wire::nlri::Nlri;
 use petrel_bgp::wire::{CodecContext, Family, PathAttributes, Prefix, Update};
@@ -94,10 +96,10 @@ fn feed(rib: &mut Rib, streams: &[(PeerId, Vec<Update>)]) -> (usize, usize) {
 }
 
 fn main() {
-    run(arg(0, 10), arg(1, 100_000), arg(2, 300));
+    run(arg(0, 10), arg(1, 100_000), arg(2, 300), arg(3, 0));
 }
 
-fn run(peers: usize, n: usize, per: usize) {
+fn run(peers: usize, n: usize, per: usize, add_path: usize) {
     // /24s from 16.0.0.0 upwards.
     let prefixes: Vec<Prefix> = (0..n as u32)
         .map(|i| Prefix::new(Ipv4Addr::from((16 << 24) + (i << 8)).into(), 24).unwrap())
@@ -112,12 +114,23 @@ fn run(peers: usize, n: usize, per: usize) {
         rib.peer_up(id, session(k));
         streams.push((id, updates(k, peers, &prefixes, per)));
     }
+    for k in 0..add_path {
+        let addr = Ipv4Addr::new(10, 0, 2, 11 + k as u8);
+        let mut cfg = PeerConfig::new(addr.into(), 4_200_000_201);
+        cfg.add_path.send = vec![(Family::IPV4_UNICAST, SendMode::All)];
+        let id = rib.add_peer(cfg).unwrap();
+        let mut s = session(k);
+        s.router_id = addr;
+        s.codec.add_path_tx.insert(Family::IPV4_UNICAST);
+        rib.peer_up(id, s);
+    }
     let started = Instant::now();
     let (changes, messages) = feed(&mut rib, &streams);
     let elapsed = started.elapsed();
     let arrivals = peers * n;
     println!(
-        "{peers} peers x {n} prefixes, {per} per UPDATE: {arrivals} arrivals, \
+        "{peers} peers x {n} prefixes, {per} per UPDATE, {add_path} ADD-PATH receivers: \
+         {arrivals} arrivals, \
          {changes} Loc-RIB changes, {messages} UPDATEs out, {elapsed:?} \
          ({:.0} ns/arrival)",
         elapsed.as_nanos() as f64 / arrivals as f64

@@ -18,7 +18,9 @@ pub const DEFAULT_PATH: &str = "/etc/petrel/petreld.toml";
 pub const DEFAULT_SOCKET: &str = "/run/petrel/petreld.sock";
 pub const DEFAULT_ASN: u32 = 64512;
 
+mod add_path;
 mod ops;
+pub use add_path::describe as describe_add_path;
 pub use ops::{Log, LogFormat, Metrics, Mtu, DEFAULT_MTU_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +164,7 @@ struct RawPeer {
     #[serde(default)]
     local_routes_only: bool,
     families: Option<Vec<String>>,
+    add_path: Option<add_path::RawAddPath>,
     graceful_restart: Option<RawGr>,
     max_prefix: Option<RawMaxPrefix>,
     bfd: Option<Bfd>,
@@ -361,6 +364,8 @@ pub struct Peer {
     /// Advertise only routes this node originates.
     pub local_routes_only: bool,
     pub families: Vec<Family>,
+    /// RFC 7911: several paths per prefix, per family.
+    pub add_path: petrel_bgp::rib::AddPathConfig,
     pub graceful_restart: Option<GracefulRestart>,
     pub max_prefix: Option<MaxPrefix>,
     pub import: Policy,
@@ -629,6 +634,11 @@ impl Config {
                     })
                     .collect::<Result<_, _>>()?,
             };
+            let add_path = match p.add_path {
+                None => Default::default(),
+                Some(raw) => add_path::parse(raw, &families)
+                    .map_err(|(field, message)| bad(f(&format!("add_path.{field}")), message))?,
+            };
             let max_prefix = match p.max_prefix {
                 None => None,
                 Some(m) => {
@@ -684,6 +694,7 @@ impl Config {
                 route_reflector_client: p.route_reflector_client,
                 local_routes_only: p.local_routes_only,
                 families,
+                add_path,
                 graceful_restart: gr(p.graceful_restart, &f("graceful_restart"))?,
                 max_prefix,
                 import,
@@ -877,6 +888,7 @@ max_prefix = { limit = 1000, action = "restart", restart_after = 30 }
 address = "fd00:99:1::3"
 asn = 4200000001
 route_reflector_client = true
+add_path = { send = "ecmp", receive = true }
 [[bgp.originate]]
 prefix = "10.10.1.0/24"
 communities = ["64512:100", "no-export"]
@@ -930,6 +942,11 @@ large_communities = ["4200000001:1:2"]
             (10179, 1, None)
         );
         assert_eq!(c.bgp.peers[1].families, [Family::IPV6_UNICAST]);
+        assert_eq!(
+            c.bgp.peers[1].add_path.send,
+            [(Family::IPV6_UNICAST, petrel_bgp::rib::SendMode::Ecmp)]
+        );
+        assert!(c.bgp.peers[0].add_path.is_empty());
         assert_eq!(
             c.bgp.peers[0].max_prefix,
             Some(MaxPrefix {
@@ -989,6 +1006,11 @@ large_communities = ["4200000001:1:2"]
             "route_reflector_client = true\nnext_hop = \"selff\"",
         ));
         assert!(e.contains("\"self\" and \"keep\""), "{e}");
+        let e = err(&GOOD.replace("send = \"ecmp\"", "send = { \"ipv4-unicast\" = \"all\" }"));
+        assert!(
+            e.contains("bgp.peers[1].add_path.send.ipv4-unicast: not one of the peer's families"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -69,6 +69,9 @@ pub struct PeerDetail {
     pub route_reflector_client: bool,
     pub families: Vec<String>,
     pub graceful_restart_time: Option<u16>,
+    /// RFC 7911 settings, as `config::describe_add_path` words them.
+    #[serde(default)]
+    pub add_path: String,
 }
 
 /// The node's blocks and what it advertises from the cluster.
@@ -206,6 +209,10 @@ pub struct RouteRow {
     pub best: bool,
     pub peer: String,
     pub stale: bool,
+    /// RFC 7911: the Path Identifier the peer gave the path (0 without
+    /// ADD-PATH).
+    #[serde(default)]
+    pub path_id: u32,
 }
 
 /// One of petrel's kernel routes, as the FIB writer holds it.

@@ -39,6 +39,7 @@ pub fn peer_settings(c: &config::Peer) -> PeerSettings {
     p.rr_client = c.route_reflector_client;
     p.local_routes_only = c.local_routes_only;
     p.families = c.families.clone();
+    p.add_path = c.add_path.clone();
     p.graceful_restart = c
         .graceful_restart
         .map(|g| speaker::GracefulRestartSettings {
@@ -659,6 +660,7 @@ async fn handle(st: &tokio::sync::Mutex<State>, req: Request) -> Response {
                 route_reflector_client: c.route_reflector_client,
                 families: c.families.iter().map(|f| f.to_string()).collect(),
                 graceful_restart_time: c.graceful_restart.map(|g| g.restart_time),
+                add_path: config::describe_add_path(&c.add_path),
             })
         }
         Request::ShowBlocks => {
@@ -764,5 +766,6 @@ fn route_row(r: speaker::RouteSnapshot) -> RouteRow {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "local".into()),
         stale: r.stale,
+        path_id: r.route.path_id,
     }
 }

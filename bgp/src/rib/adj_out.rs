@@ -25,12 +25,16 @@
 //! advertisement (the source of the Loc-RIB best); the message skips it,
 //! and if it held an older version of the route it gets a withdrawal of its
 //! own.
+//!
+//! Families in which a group sends several paths per prefix (ADD-PATH,
+//! RFC 7911) are the exception to "nothing per prefix": see [`super::add_path`].
 
+use super::add_path::{self, SendMode, Sent, SentPaths, Wanted};
 use super::attrs::{AttrSet, AttrTable};
 use super::decision::PeerKind;
 use super::fxhash::FxHashMap;
-use super::loc::{LocRibChange, Route};
-use super::{EncodeError, Output, Peer, PeerId, Rib, RibConfig, RibError};
+use super::loc::{LocRibChange, Path, Route, REJECTED, SELECTED, WITHDRAWN};
+use super::{EncodeError, NextHopCost, Output, Peer, PeerId, Rib, RibConfig, RibError};
 use crate::policy::{PeerType, Policy, PolicyInput, Verdict};
 use crate::wire::attr::community::{NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
 use crate::wire::attr::{Community, NextHop, Origin};
@@ -75,14 +79,25 @@ pub(crate) struct GroupKey {
     llgr: bool,
     families: Vec<Family>,
     codec: CodecContext,
+    /// RFC 7911: the families in which the peers receive several paths
+    /// from us (negotiated), and which.
+    add_path: Vec<(Family, SendMode)>,
     export: Policy,
 }
 
+impl GroupKey {
+    fn send_mode(&self, family: Family) -> Option<SendMode> {
+        self.add_path
+            .iter()
+            .find_map(|(f, m)| (*f == family).then_some(*m))
+    }
+}
+
 #[derive(Clone, Debug)]
-struct Advertised {
-    attrs: Arc<AttrSet>,
+pub(crate) struct Advertised {
+    pub attrs: Arc<AttrSet>,
     /// The peer the route came from, which must not get it back.
-    exclude: Option<PeerId>,
+    pub exclude: Option<PeerId>,
 }
 
 #[derive(Debug)]
@@ -90,6 +105,8 @@ pub(crate) struct UpdateGroup {
     key: GroupKey,
     members: Vec<PeerId>,
     messages_encoded: u64,
+    /// What the group sent in its ADD-PATH families; `None` without any.
+    paths: Option<Box<Sent>>,
 }
 
 /// A snapshot of one update group, for tests, metrics and `show`.
@@ -97,7 +114,7 @@ pub(crate) struct UpdateGroup {
 pub struct GroupInfo {
     pub id: usize,
     pub members: Vec<PeerId>,
-    /// Prefixes currently advertised.
+    /// Routes currently advertised (in ADD-PATH families, paths).
     pub advertised: usize,
     /// UPDATE messages encoded so far (each sent to every member).
     pub messages_encoded: u64,
@@ -307,79 +324,113 @@ impl ExportCache {
     }
 }
 
-/// Changes of one group waiting to be encoded.
-#[derive(Default)]
-struct Batch {
-    /// Announcements: attribute set, excluded peer, prefixes.
-    announce: Vec<(Arc<AttrSet>, Option<PeerId>, Vec<Prefix>)>,
-    index: FxHashMap<(usize, Option<PeerId>), usize>,
-    /// Withdrawals to every member but the excluded one.
-    withdraw: Vec<(Option<PeerId>, Vec<Prefix>)>,
-    /// Withdrawals to one member only.
-    only: Vec<(PeerId, Vec<Prefix>)>,
+/// What a batch announces or withdraws: a prefix, or under ADD-PATH a
+/// prefix and the Path Identifier it goes under (RFC 7911 §3).
+pub(crate) trait Key: Copy + Ord {
+    fn entry(self) -> NlriEntry;
 }
 
-fn bucket<K: PartialEq>(v: &mut Vec<(K, Vec<Prefix>)>, k: K, p: Prefix) {
-    match v.iter_mut().find(|(x, _)| *x == k) {
-        Some((_, ps)) => ps.push(p),
-        None => v.push((k, vec![p])),
+impl Key for Prefix {
+    fn entry(self) -> NlriEntry {
+        NlriEntry {
+            path_id: None,
+            prefix: self,
+        }
     }
 }
 
-impl Batch {
-    fn announce(&mut self, a: &Advertised, p: Prefix) {
-        let k = (Arc::as_ptr(&a.attrs) as usize, a.exclude);
-        let i = *self.index.entry(k).or_insert_with(|| {
-            self.announce.push((a.attrs.clone(), a.exclude, Vec::new()));
-            self.announce.len() - 1
-        });
-        self.announce[i].2.push(p);
+impl Key for (Prefix, u32) {
+    fn entry(self) -> NlriEntry {
+        NlriEntry {
+            path_id: Some(self.1),
+            prefix: self.0,
+        }
+    }
+}
+
+/// Changes of one group waiting to be encoded.
+struct Batch<K> {
+    /// Announcements: attribute set, excluded peer, what.
+    announce: Vec<(Arc<AttrSet>, Option<PeerId>, Vec<K>)>,
+    index: FxHashMap<(usize, Option<PeerId>), usize>,
+    /// Withdrawals to every member but the excluded one.
+    withdraw: Vec<(Option<PeerId>, Vec<K>)>,
+    /// Withdrawals to one member only.
+    only: Vec<(PeerId, Vec<K>)>,
+}
+
+impl<K> Default for Batch<K> {
+    fn default() -> Self {
+        Self {
+            announce: Vec::new(),
+            index: FxHashMap::default(),
+            withdraw: Vec::new(),
+            only: Vec::new(),
+        }
+    }
+}
+
+fn bucket<P: PartialEq, K>(v: &mut Vec<(P, Vec<K>)>, p: P, k: K) {
+    match v.iter_mut().find(|(x, _)| *x == p) {
+        Some((_, ks)) => ks.push(k),
+        None => v.push((p, vec![k])),
+    }
+}
+
+impl<K: Key> Batch<K> {
+    fn announce(&mut self, a: &Advertised, k: K) {
+        let i = *self
+            .index
+            .entry((Arc::as_ptr(&a.attrs) as usize, a.exclude))
+            .or_insert_with(|| {
+                self.announce.push((a.attrs.clone(), a.exclude, Vec::new()));
+                self.announce.len() - 1
+            });
+        self.announce[i].2.push(k);
     }
 
     fn is_empty(&self) -> bool {
         self.announce.is_empty() && self.withdraw.is_empty() && self.only.is_empty()
     }
+
+    /// What must be sent when the advertisement of `k` goes from `old` to
+    /// `new`.
+    fn record(&mut self, k: K, old: Option<&Advertised>, new: Option<&Advertised>) {
+        match (old, new) {
+            (None, None) => {}
+            (Some(o), Some(n)) if add_path::same(o, n) => {}
+            (old, Some(n)) => {
+                if let Some(x) = n.exclude {
+                    // Split horizon: the source peer had an older version
+                    // from elsewhere; take it back.
+                    if old.is_some_and(|o| o.exclude != Some(x)) {
+                        bucket(&mut self.only, x, k);
+                    }
+                }
+                self.announce(n, k);
+            }
+            (Some(o), None) => bucket(&mut self.withdraw, o.exclude, k),
+        }
+    }
 }
 
-/// Splits prefixes by family, as NLRI entries.
-fn by_family(prefixes: &[Prefix]) -> Vec<(Family, Vec<NlriEntry>)> {
+/// Splits keys by family, as NLRI entries.
+fn by_family<K: Key>(keys: &[K]) -> Vec<(Family, Vec<NlriEntry>)> {
     let mut out: Vec<(Family, Vec<NlriEntry>)> = Vec::new();
-    for p in prefixes {
-        let e = NlriEntry {
-            path_id: None,
-            prefix: *p,
-        };
-        match out.iter_mut().find(|(f, _)| *f == p.family()) {
+    for k in keys {
+        let e = k.entry();
+        let f = e.prefix.family();
+        match out.iter_mut().find(|(x, _)| *x == f) {
             Some((_, v)) => v.push(e),
-            None => out.push((p.family(), vec![e])),
+            None => out.push((f, vec![e])),
         }
     }
     out
 }
 
 impl UpdateGroup {
-    /// What must be sent when `prefix`'s advertisement goes from `old` to
-    /// `new`.
-    fn record(prefix: Prefix, old: Option<Advertised>, new: Option<Advertised>, batch: &mut Batch) {
-        match (old, new) {
-            (None, None) => {}
-            (Some(o), Some(n)) if Arc::ptr_eq(&o.attrs, &n.attrs) && o.exclude == n.exclude => {}
-            (old, Some(n)) => {
-                if let Some(x) = n.exclude {
-                    // Split horizon: the source peer had an older version
-                    // from elsewhere; take it back.
-                    if old.is_some_and(|o| o.exclude != Some(x)) {
-                        bucket(&mut batch.only, x, prefix);
-                    }
-                }
-                batch.announce(&n, prefix);
-            }
-            (Some(o), None) => bucket(&mut batch.withdraw, o.exclude, prefix),
-        }
-    }
-
     /// Encodes a batch once and addresses it to the members.
-    fn send(&mut self, batch: Batch, to: Option<PeerId>, out: &mut Output) {
+    fn send<K: Key>(&mut self, batch: Batch<K>, to: Option<PeerId>, out: &mut Output) {
         if batch.is_empty() {
             return;
         }
@@ -416,8 +467,8 @@ impl UpdateGroup {
                 }),
             }
         };
-        for (exclude, prefixes) in &batch.withdraw {
-            for (family, entries) in by_family(prefixes) {
+        for (exclude, keys) in &batch.withdraw {
+            for (family, entries) in by_family(keys) {
                 emit(
                     packer.withdraw(family, &entries),
                     family,
@@ -427,8 +478,8 @@ impl UpdateGroup {
                 );
             }
         }
-        for (peer, prefixes) in &batch.only {
-            for (family, entries) in by_family(prefixes) {
+        for (peer, keys) in &batch.only {
+            for (family, entries) in by_family(keys) {
                 emit(
                     packer.withdraw(family, &entries),
                     family,
@@ -438,8 +489,8 @@ impl UpdateGroup {
                 );
             }
         }
-        for (attrs, exclude, prefixes) in &batch.announce {
-            for (family, entries) in by_family(prefixes) {
+        for (attrs, exclude, keys) in &batch.announce {
+            for (family, entries) in by_family(keys) {
                 let msgs = packer.announce(family, &attrs.attrs, &attrs.next_hop, &entries);
                 emit(msgs, family, entries.len(), *exclude, None);
             }
@@ -458,30 +509,122 @@ impl UpdateGroup {
             }
         }
     }
+
+    /// Brings what the group sent for `prefix`, in a family it sends paths
+    /// in, in line with the table's `paths` (RFC 7911): which paths the
+    /// mode picks, each exported on its own.
+    #[allow(clippy::too_many_arguments)]
+    fn sync_paths(
+        &mut self,
+        cfg: &RibConfig,
+        peers: &[Option<Peer>],
+        igp: &dyn NextHopCost,
+        prefix: Prefix,
+        paths: &[Path],
+        cache: &mut ExportCache,
+        batch: &mut Batch<(Prefix, u32)>,
+    ) {
+        let UpdateGroup {
+            key, paths: sent, ..
+        } = self;
+        let (Some(sent), Some(mode)) = (sent.as_mut(), key.send_mode(prefix.family())) else {
+            return;
+        };
+        let selected = paths.iter().take_while(|p| p.has(SELECTED)).count();
+        let picked = match mode {
+            SendMode::Best => &paths[..selected.min(1)],
+            SendMode::Ecmp => &paths[..selected],
+            SendMode::All => paths,
+        };
+        let mut wanted = Vec::with_capacity(picked.len());
+        for (i, p) in picked.iter().enumerate() {
+            if i >= selected && !eligible(cfg, peers, igp, p) {
+                continue;
+            }
+            let route = Route::of(prefix, p);
+            let exported = cache.export(&route, || {
+                let src = source(peers, cfg, route.peer);
+                export_route(cfg, &mut sent.attrs, key, &route, &src)
+            });
+            if let Some(adv) = exported {
+                wanted.push(Wanted {
+                    path_id: p.path_id,
+                    adv,
+                });
+            }
+        }
+        if wanted.is_empty() && sent.prefixes.get(&prefix).is_none() {
+            return;
+        }
+        let mut record = |id, old: Option<&Advertised>, new: Option<&Advertised>| {
+            batch.record((prefix, id), old, new)
+        };
+        match sent.prefixes.get_mut(&prefix) {
+            Some(slot) => {
+                let was = std::mem::take(slot).into_vec();
+                let now = add_path::reconcile(was, wanted, &mut record);
+                if now.is_empty() {
+                    sent.prefixes.remove(&prefix);
+                } else {
+                    *slot = SentPaths::from_vec(now);
+                }
+            }
+            None => {
+                let now = add_path::reconcile(Vec::new(), wanted, &mut record);
+                if !now.is_empty() {
+                    sent.prefixes.insert(prefix, SentPaths::from_vec(now));
+                }
+            }
+        }
+    }
+}
+
+/// Whether a path that is not selected could be: accepted, its peer known,
+/// its next hop resolvable (RFC 4271 §9.1.2). What `all` sends.
+fn eligible(cfg: &RibConfig, peers: &[Option<Peer>], igp: &dyn NextHopCost, p: &Path) -> bool {
+    if p.flags & (REJECTED | WITHDRAWN) != 0 {
+        return false;
+    }
+    match super::view(peers, cfg, p.peer) {
+        None => false,
+        Some(v) if v.kind == PeerKind::Local => true,
+        Some(_) => p
+            .attrs
+            .next_hop_addr()
+            .is_some_and(|nh| igp.cost(nh).is_some()),
+    }
+}
+
+/// What one peer holds from its group: per prefix, and per prefix and
+/// path identifier in ADD-PATH families.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    best: BTreeMap<Prefix, Arc<AttrSet>>,
+    paths: BTreeMap<(Prefix, u32), Arc<AttrSet>>,
 }
 
 /// The batch that turns what `peer` holds (`old`) into `new`.
-fn diff(
-    old: &BTreeMap<Prefix, Arc<AttrSet>>,
-    new: &BTreeMap<Prefix, Arc<AttrSet>>,
+fn diff<K: Key>(
+    old: &BTreeMap<K, Arc<AttrSet>>,
+    new: &BTreeMap<K, Arc<AttrSet>>,
     peer: PeerId,
-) -> Batch {
+) -> Batch<K> {
     let mut b = Batch::default();
-    for (p, a) in new {
+    for (k, a) in new {
         // By value: the two sides were exported in different passes, each
         // interned on its own.
-        if old.get(p).is_none_or(|o| !Arc::ptr_eq(o, a) && o != a) {
+        if old.get(k).is_none_or(|o| !Arc::ptr_eq(o, a) && o != a) {
             b.announce(
                 &Advertised {
                     attrs: a.clone(),
                     exclude: None,
                 },
-                *p,
+                *k,
             );
         }
     }
-    for p in old.keys().filter(|p| !new.contains_key(p)) {
-        bucket(&mut b.only, peer, *p);
+    for k in old.keys().filter(|k| !new.contains_key(k)) {
+        bucket(&mut b.only, peer, *k);
     }
     b
 }
@@ -492,6 +635,19 @@ impl Rib {
         let mut families = s.families.clone();
         families.sort();
         families.dedup();
+        // RFC 7911 §5: several paths only where we said we send them and
+        // the peer said it receives them (the negotiated codec); the mode
+        // is the configured one (best when the session was negotiated by
+        // hand).
+        let mut add_path: Vec<(Family, SendMode)> = s
+            .codec
+            .add_path_tx
+            .families()
+            .iter()
+            .filter(|f| families.contains(f))
+            .map(|&f| (f, peer.cfg.add_path.send_mode(f).unwrap_or_default()))
+            .collect();
+        add_path.sort_by_key(|(f, _)| *f);
         Some(GroupKey {
             kind: peer.kind(&self.cfg),
             peer_as: peer.cfg.asn,
@@ -508,6 +664,7 @@ impl Rib {
                 add_path_rx: Default::default(),
                 ..s.codec.clone()
             },
+            add_path,
             export: peer.cfg.export.clone(),
         })
     }
@@ -516,12 +673,7 @@ impl Rib {
     /// the group's whole table and End-of-RIB for each family (RFC 4724 §2);
     /// with it (what the peer holds from an earlier group), only the
     /// difference.
-    pub(crate) fn join_group(
-        &mut self,
-        id: PeerId,
-        held: Option<BTreeMap<Prefix, Arc<AttrSet>>>,
-        out: &mut Output,
-    ) {
+    pub(crate) fn join_group(&mut self, id: PeerId, held: Option<Held>, out: &mut Output) {
         let Ok(peer) = self.peer(id) else { return };
         let Some(key) = self.group_key(peer) else {
             return;
@@ -544,9 +696,12 @@ impl Rib {
             None if self.deferring => {}
             None => self.send_table(gi, id, None, out),
             Some(held) => {
-                let batch = diff(&held, &self.view(gi, id), id);
+                let now = self.view(gi, id);
+                let best = diff(&held.best, &now.best, id);
+                let paths = diff(&held.paths, &now.paths, id);
                 if let Some(group) = self.groups[gi].as_mut() {
-                    group.send(batch, Some(id), out);
+                    group.send(best, Some(id), out);
+                    group.send(paths, Some(id), out);
                 }
             }
         }
@@ -555,8 +710,9 @@ impl Rib {
         }
     }
 
-    /// Runs `f` on what group `gi` advertises, per prefix: the export of
-    /// the Loc-RIB best (see the module docs) and the peer excluded.
+    /// Runs `f` on what group `gi` advertises, per prefix, outside the
+    /// families it sends several paths in: the export of the Loc-RIB best
+    /// (see the module docs) and the peer excluded.
     fn for_each_export(&self, gi: usize, mut f: impl FnMut(Prefix, &Advertised)) {
         let Some(group) = self.groups.get(gi).and_then(Option::as_ref) else {
             return;
@@ -567,6 +723,9 @@ impl Rib {
             let Some(best) = paths.first().filter(|p| p.has(super::loc::SELECTED)) else {
                 continue;
             };
+            if group.paths.is_some() && group.key.send_mode(prefix.family()).is_some() {
+                continue;
+            }
             let route = Route::of(prefix, best);
             let exported = cache.export(&route, || {
                 let src = source(&self.peers, &self.cfg, route.peer);
@@ -579,13 +738,23 @@ impl Rib {
     }
 
     /// What `peer` currently holds from group `gi`.
-    fn view(&self, gi: usize, peer: PeerId) -> BTreeMap<Prefix, Arc<AttrSet>> {
-        let mut v = BTreeMap::new();
+    fn view(&self, gi: usize, peer: PeerId) -> Held {
+        let mut v = Held::default();
         self.for_each_export(gi, |p, a| {
             if a.exclude != Some(peer) {
-                v.insert(p, a.attrs.clone());
+                v.best.insert(p, a.attrs.clone());
             }
         });
+        let sent = self.groups.get(gi).and_then(Option::as_ref);
+        for (p, s) in sent
+            .and_then(|g| g.paths.as_deref())
+            .into_iter()
+            .flat_map(Sent::iter)
+        {
+            if s.adv.exclude != Some(peer) {
+                v.paths.insert((p, s.id), s.adv.attrs.clone());
+            }
+        }
         v
     }
 
@@ -608,19 +777,73 @@ impl Rib {
             return;
         };
         group.send(batch, Some(id), out);
+        let mut paths = Batch::default();
+        for (p, s) in group.paths.as_deref().into_iter().flat_map(Sent::iter) {
+            if s.adv.exclude != Some(id) && family.is_none_or(|f| f == p.family()) {
+                paths.announce(
+                    &Advertised {
+                        attrs: s.adv.attrs.clone(),
+                        exclude: None,
+                    },
+                    (p, s.id),
+                );
+            }
+        }
+        group.send(paths, Some(id), out);
         if family.is_none() {
             group.end_of_rib(id, out);
         }
     }
 
-    /// Creates a group (what it advertises follows from the Loc-RIB).
+    /// Brings what group `gi` sent in its ADD-PATH families in line with
+    /// the whole table; returns the changes.
+    fn sync_all_paths(&mut self, gi: usize) -> Batch<(Prefix, u32)> {
+        let mut batch = Batch::default();
+        let Rib {
+            cfg,
+            peers,
+            table,
+            groups,
+            igp,
+            ..
+        } = self;
+        let Some(group) = groups.get_mut(gi).and_then(Option::as_mut) else {
+            return batch;
+        };
+        if group.paths.is_none() {
+            return batch;
+        }
+        let mut cache = ExportCache::new(&group.key);
+        let mut stale: Vec<Prefix> = Vec::new();
+        for (prefix, paths) in table.iter() {
+            group.sync_paths(cfg, peers, &**igp, prefix, paths, &mut cache, &mut batch);
+        }
+        // Prefixes gone from the table while nothing was sent (deferral).
+        if let Some(sent) = group.paths.as_deref() {
+            stale.extend(
+                sent.prefixes
+                    .iter()
+                    .map(|(p, _)| p)
+                    .filter(|p| table.paths(p).is_empty()),
+            );
+        }
+        for prefix in stale {
+            group.sync_paths(cfg, peers, &**igp, prefix, &[], &mut cache, &mut batch);
+        }
+        batch
+    }
+
+    /// Creates a group. What it advertises follows from the Loc-RIB, but
+    /// in ADD-PATH families it is recorded (with the identifiers) at once.
     fn new_group(&mut self, key: GroupKey) -> usize {
+        let paths = (!key.add_path.is_empty()).then(Box::default);
         let group = UpdateGroup {
             key,
             members: Vec::new(),
             messages_encoded: 0,
+            paths,
         };
-        match self.groups.iter().position(Option::is_none) {
+        let gi = match self.groups.iter().position(Option::is_none) {
             Some(i) => {
                 self.groups[i] = Some(group);
                 i
@@ -629,7 +852,10 @@ impl Rib {
                 self.groups.push(Some(group));
                 self.groups.len() - 1
             }
-        }
+        };
+        // No member yet: nothing to send.
+        drop(self.sync_all_paths(gi));
+        gi
     }
 
     /// Takes a peer out of its group.
@@ -639,11 +865,7 @@ impl Rib {
 
     /// Takes a peer out of its group; returns what it held (built only when
     /// asked for: a copy of a full table).
-    pub(crate) fn leave_group_with(
-        &mut self,
-        id: PeerId,
-        held: bool,
-    ) -> Option<BTreeMap<Prefix, Arc<AttrSet>>> {
+    pub(crate) fn leave_group_with(&mut self, id: PeerId, held: bool) -> Option<Held> {
         let gi = self.peer_mut(id).ok()?.group.take()?;
         let view = held.then(|| self.view(gi, id));
         let slot = self.groups.get_mut(gi)?;
@@ -656,17 +878,22 @@ impl Rib {
     }
 
     /// Runs every group over the Loc-RIB changes; `was[i]` is the best
-    /// route `changes[i]` replaced.
+    /// route `changes[i]` replaced. `dirty` are the prefixes whose paths
+    /// changed, selected or not: in ADD-PATH families a group sends
+    /// several paths and looks at each of them.
     pub(crate) fn advertise(
         &mut self,
         changes: &[LocRibChange],
         was: &[Option<Route>],
+        dirty: &[Prefix],
         out: &mut Output,
     ) {
         let Rib {
             cfg,
             peers,
+            table,
             groups,
+            igp,
             deferring,
             ..
         } = self;
@@ -680,18 +907,33 @@ impl Rib {
             // Interned for this pass only: freed once encoded.
             let mut interned = AttrTable::new();
             let mut cache = ExportCache::new(&group.key);
+            let sends_paths = group.paths.is_some();
+            let key = &group.key;
             let mut export = |route: &Route| {
                 cache.export(route, || {
                     let src = source(peers, cfg, route.peer);
-                    export_route(cfg, &mut interned, &group.key, route, &src)
+                    export_route(cfg, &mut interned, key, route, &src)
                 })
             };
             for (ch, was) in changes.iter().zip(was) {
+                let prefix = ch.prefix();
+                if sends_paths && key.send_mode(prefix.family()).is_some() {
+                    continue;
+                }
                 let old = was.as_ref().and_then(&mut export);
                 let new = ch.best().and_then(&mut export);
-                UpdateGroup::record(ch.prefix(), old, new, &mut batch);
+                batch.record(prefix, old.as_ref(), new.as_ref());
             }
             group.send(batch, None, out);
+            if sends_paths {
+                let mut batch = Batch::default();
+                let mut cache = ExportCache::new(&group.key);
+                for &prefix in dirty {
+                    let paths = table.paths(&prefix);
+                    group.sync_paths(cfg, peers, &**igp, prefix, paths, &mut cache, &mut batch);
+                }
+                group.send(batch, None, out);
+            }
         }
     }
 
@@ -718,10 +960,18 @@ impl Rib {
             // applies), then End-of-RIB to each.
             let mut batch = Batch::default();
             self.for_each_export(gi, |p, a| batch.announce(a, p));
+            // The members hold nothing of ours yet: what changed while
+            // deferring is not sent as such, the whole record is.
+            drop(self.sync_all_paths(gi));
             let Some(group) = self.groups[gi].as_mut() else {
                 continue;
             };
             group.send(batch, None, &mut out);
+            let mut paths = Batch::default();
+            for (p, s) in group.paths.as_deref().into_iter().flat_map(Sent::iter) {
+                paths.announce(&s.adv, (p, s.id));
+            }
+            group.send(paths, None, &mut out);
             for id in &group.members {
                 group.end_of_rib(*id, &mut out);
             }
@@ -778,7 +1028,7 @@ impl Rib {
             .enumerate()
             .filter_map(|(id, g)| {
                 let g = g.as_ref()?;
-                let mut advertised = 0;
+                let mut advertised = g.paths.as_ref().map_or(0, |s| s.paths());
                 self.for_each_export(id, |_, _| advertised += 1);
                 Some(GroupInfo {
                     id,
@@ -790,12 +1040,28 @@ impl Rib {
             .collect()
     }
 
-    /// What `peer` was last sent, per prefix.
+    /// What `peer` was last sent, per prefix (a prefix once per path in
+    /// families with several paths).
     pub fn adj_rib_out(&self, id: PeerId) -> Vec<(Prefix, Arc<AttrSet>)> {
+        let mut v: Vec<_> = self
+            .adj_rib_out_paths(id)
+            .into_iter()
+            .map(|(e, a)| (e.prefix, a))
+            .collect();
+        v.sort_by_key(|(p, _)| *p);
+        v
+    }
+
+    /// What `peer` was last sent: each NLRI, with its Path Identifier in
+    /// families with several paths (RFC 7911), and attributes.
+    pub fn adj_rib_out_paths(&self, id: PeerId) -> Vec<(NlriEntry, Arc<AttrSet>)> {
         let Some(gi) = self.peer(id).ok().and_then(|p| p.group) else {
             return Vec::new();
         };
-        self.view(gi, id).into_iter().collect()
+        let held = self.view(gi, id);
+        let best = held.best.into_iter().map(|(p, a)| (p.entry(), a));
+        best.chain(held.paths.into_iter().map(|(k, a)| (k.entry(), a)))
+            .collect()
     }
 }
 

@@ -121,3 +121,65 @@ fn bytes_per_route_one_peer_full_table() {
     assert!(rib.attr_sets() <= 2 * ATTR_SETS + 10);
     assert!(per(table) < 100.0, "{:.1} bytes/route", per(table));
 }
+
+#[test]
+#[ignore = "measurement; run with --release --ignored --nocapture"]
+fn bytes_per_path_of_an_add_path_group() {
+    // The table of the test above, from one peer; then a peer that
+    // receives every path (RFC 7911) joins: its group records what it sent.
+    let mut rib = Rib::new(RibConfig::new(64512, Ipv4Addr::new(10, 0, 0, 1)));
+    let session = |id: u8| Session {
+        router_id: Ipv4Addr::new(10, 0, 0, id),
+        codec: CodecContext::four_octet(),
+        families: vec![Family::IPV4_UNICAST],
+        local_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        local_v6: None,
+        llgr: false,
+    };
+    let peer = rib
+        .add_peer(PeerConfig::new([192, 0, 2, 2].into(), 65001))
+        .unwrap();
+    rib.peer_up(peer, session(2));
+    for (n, chunk) in (0..ROUTES)
+        .collect::<Vec<_>>()
+        .chunks(PER_UPDATE)
+        .enumerate()
+    {
+        let set = (n % ATTR_SETS) as u32;
+        let attrs = PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(&[65001, 65100 + set])),
+            next_hop: Some(Ipv4Addr::new(192, 0, 2, 2)),
+            ..Default::default()
+        };
+        let prefixes: Vec<Prefix> = chunk
+            .iter()
+            .map(|&i| Prefix::new(Ipv4Addr::from((16u32 << 24) + ((i as u32) << 8)).into(), 24))
+            .collect::<Option<_>>()
+            .unwrap();
+        let mut u = Update::new(attrs);
+        u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &prefixes);
+        drop(rib.receive(peer, &u));
+    }
+    let mut cfg = PeerConfig::new([192, 0, 2, 3].into(), 65003);
+    cfg.add_path.send = vec![(Family::IPV4_UNICAST, SendMode::All)];
+    let rx = rib.add_peer(cfg).unwrap();
+    let before = live();
+    let mut s = session(3);
+    s.codec.add_path_tx.insert(Family::IPV4_UNICAST);
+    let started = std::time::Instant::now();
+    let out = rib.peer_up(rx, s);
+    let elapsed = started.elapsed();
+    let messages = out.messages.len();
+    drop(out);
+    let group = live() - before;
+    rib.leave_group(rx);
+    println!(
+        "an ADD-PATH group (send all) over {ROUTES} single-path prefixes: {:.1} bytes/path \
+         (SentPath {} B); built and {messages} UPDATEs encoded in {elapsed:?}; {} bytes left \
+         once the group is gone",
+        group as f64 / ROUTES as f64,
+        std::mem::size_of::<add_path::SentPath>(),
+        live() - before,
+    );
+}

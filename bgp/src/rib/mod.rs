@@ -20,7 +20,9 @@
 //! - Peers whose outbound treatment is identical share an update group
 //!   ([`adj_out`]); a group exports each change once (and the route it
 //!   replaced, which is what the group had advertised: it keeps no table of
-//!   its own), and encodes each UPDATE once for all its members.
+//!   its own), and encodes each UPDATE once for all its members. Groups
+//!   whose peers receive several paths per prefix (ADD-PATH, RFC 7911) do
+//!   keep what they sent, with each path's identifier ([`add_path`]).
 //!
 //! Memory: a prefix with one path costs one ordered-map entry (an 8-byte
 //! packed key for IPv4, `rib::prefix_map`, whose trees are rebuilt with
@@ -82,6 +84,7 @@
 //! // graceful restart), and so on.
 //! ```
 
+pub mod add_path;
 pub mod adj_in;
 pub mod adj_out;
 pub mod attrs;
@@ -91,6 +94,7 @@ pub mod loc;
 mod prefix_map;
 pub mod show;
 
+pub use add_path::{AddPathConfig, SendMode};
 pub use adj_in::Pending;
 pub use adj_out::{GroupInfo, NextHopMode};
 pub use attrs::{AttrSet, AttrTable};
@@ -162,6 +166,10 @@ pub struct PeerConfig {
     /// the other nodes (the router has those from their owners, with the
     /// right next hop).
     pub local_routes_only: bool,
+    /// RFC 7911: what we send (and take) several paths of. Only `send` is
+    /// the RIB's business; changing it needs a new session (the OPEN says
+    /// it).
+    pub add_path: AddPathConfig,
     pub import: Policy,
     pub export: Policy,
 }
@@ -176,6 +184,7 @@ impl PeerConfig {
             next_hop: NextHopMode::Auto,
             allow_own_as: 0,
             local_routes_only: false,
+            add_path: AddPathConfig::default(),
             import: Policy::default(),
             export: Policy::default(),
         }
@@ -476,14 +485,14 @@ impl Rib {
         };
         let mut changes = Vec::with_capacity(dirty.len());
         let mut was = Vec::with_capacity(dirty.len());
-        for prefix in dirty {
+        for &prefix in &dirty {
             if let Some((c, w)) = table.decide_from(prefix, &cfg.decision, peer, cost) {
                 changes.push(c);
                 was.push(w);
             }
         }
         let mut out = Output::default();
-        self.advertise(&changes, &was, &mut out);
+        self.advertise(&changes, &was, &dirty, &mut out);
         out.changes = changes;
         out
     }

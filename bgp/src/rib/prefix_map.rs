@@ -86,7 +86,6 @@ impl<V> PrefixMap<V> {
         }
     }
 
-    #[cfg(test)]
     pub fn insert(&mut self, p: Prefix, v: V) -> Option<V> {
         self.grow();
         match p {

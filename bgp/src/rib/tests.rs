@@ -9,14 +9,14 @@ use crate::wire::attr::{Community, RawAttribute, FLAG_OPTIONAL, FLAG_PARTIAL, FL
 use crate::wire::nlri::Nlri;
 use crate::wire::{Message, Update};
 
-const LOCAL_AS: u32 = 64512;
+pub(crate) const LOCAL_AS: u32 = 64512;
 const ROUTER_ID: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
-fn rib() -> Rib {
+pub(crate) fn rib() -> Rib {
     Rib::new(RibConfig::new(LOCAL_AS, ROUTER_ID))
 }
 
-fn session(router_id: [u8; 4]) -> Session {
+pub(crate) fn session(router_id: [u8; 4]) -> Session {
     Session {
         router_id: Ipv4Addr::from(router_id),
         codec: CodecContext::four_octet(),
@@ -28,7 +28,7 @@ fn session(router_id: [u8; 4]) -> Session {
 }
 
 /// Adds a peer at 192.0.2.`n` and brings its session up.
-fn peer(rib: &mut Rib, n: u8, asn: u32, f: impl FnOnce(&mut PeerConfig)) -> PeerId {
+pub(crate) fn peer(rib: &mut Rib, n: u8, asn: u32, f: impl FnOnce(&mut PeerConfig)) -> PeerId {
     let mut cfg = PeerConfig::new(IpAddr::from([192, 0, 2, n]), asn);
     f(&mut cfg);
     let id = rib.add_peer(cfg).unwrap();
@@ -36,11 +36,11 @@ fn peer(rib: &mut Rib, n: u8, asn: u32, f: impl FnOnce(&mut PeerConfig)) -> Peer
     id
 }
 
-fn p(s: &str) -> Prefix {
+pub(crate) fn p(s: &str) -> Prefix {
     s.parse().unwrap()
 }
 
-fn attrs(path: &[u32], next_hop: [u8; 4]) -> PathAttributes {
+pub(crate) fn attrs(path: &[u32], next_hop: [u8; 4]) -> PathAttributes {
     PathAttributes {
         origin: Some(Origin::Igp),
         as_path: Some(AsPath::from_sequence(path)),
@@ -49,14 +49,14 @@ fn attrs(path: &[u32], next_hop: [u8; 4]) -> PathAttributes {
     }
 }
 
-fn announce(a: PathAttributes, prefixes: &[&str]) -> Update {
+pub(crate) fn announce(a: PathAttributes, prefixes: &[&str]) -> Update {
     let mut u = Update::new(a);
     let ps: Vec<Prefix> = prefixes.iter().map(|s| p(s)).collect();
     u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &ps);
     u
 }
 
-fn withdraw(prefixes: &[&str]) -> Update {
+pub(crate) fn withdraw(prefixes: &[&str]) -> Update {
     let mut u = Update::new(PathAttributes::default());
     let ps: Vec<Prefix> = prefixes.iter().map(|s| p(s)).collect();
     u.withdrawn = Nlri::from_prefixes(Family::IPV4_UNICAST, &ps);
@@ -64,7 +64,7 @@ fn withdraw(prefixes: &[&str]) -> Update {
 }
 
 /// One line per prefix of every UPDATE sent to `to`.
-fn sent(out: &Output, to: PeerId) -> Vec<String> {
+pub(crate) fn sent(out: &Output, to: PeerId) -> Vec<String> {
     let ctx = CodecContext::four_octet();
     let mut lines = Vec::new();
     for (_, m) in out.messages.iter().filter(|(p, _)| *p == to) {
@@ -91,7 +91,7 @@ fn sent(out: &Output, to: PeerId) -> Vec<String> {
     lines
 }
 
-fn describe(a: &PathAttributes, nh: &str) -> String {
+pub(crate) fn describe(a: &PathAttributes, nh: &str) -> String {
     let mut s = format!(
         "path [{}] nh {nh}",
         a.as_path
@@ -123,7 +123,7 @@ fn describe(a: &PathAttributes, nh: &str) -> String {
 }
 
 /// The Loc-RIB changes, one line each.
-fn changes(out: &Output) -> Vec<String> {
+pub(crate) fn changes(out: &Output) -> Vec<String> {
     out.changes
         .iter()
         .map(|c| match c {

@@ -29,7 +29,7 @@ use crate::session::{
 };
 use crate::wire::attr::PathAttributes;
 use crate::wire::capability::{
-    AddPathMode, Capability, GracefulRestart as GrCap, GracefulRestartFamily, LlgrFamily,
+    Capability, GracefulRestart as GrCap, GracefulRestartFamily, LlgrFamily,
 };
 use crate::wire::family::Family;
 use crate::wire::notification::{CeaseError, ErrorCode};
@@ -118,6 +118,8 @@ pub struct PeerSettings {
     /// [`rib::PeerConfig::local_routes_only`]).
     pub local_routes_only: bool,
     pub families: Vec<Family>,
+    /// RFC 7911 ADD-PATH: families we take and send several paths in.
+    pub add_path: rib::AddPathConfig,
     pub graceful_restart: Option<GracefulRestartSettings>,
     pub max_prefix: Option<(u32, MaxPrefixAction)>,
     pub import: Policy,
@@ -149,6 +151,7 @@ impl PeerSettings {
             } else {
                 Family::IPV6_UNICAST
             }],
+            add_path: rib::AddPathConfig::default(),
             graceful_restart: None,
             max_prefix: None,
             import: Policy::default(),
@@ -622,7 +625,7 @@ impl Core {
                 },
             ]));
         }
-        let _ = AddPathMode::Receive;
+        caps.extend(p.add_path.capability(&p.families));
         if let Some(gr) = p.graceful_restart.or(self.cfg.graceful_restart) {
             // RFC 4724 §3: the Restart State bit while we are recovering from
             // our own restart (the first restart time after start), and the
@@ -667,6 +670,7 @@ impl Core {
         c.rr_client = p.rr_client;
         c.next_hop = p.next_hop;
         c.local_routes_only = p.local_routes_only;
+        c.add_path = p.add_path.clone();
         c.import = p.import.clone();
         c.export = p.export.clone();
         c

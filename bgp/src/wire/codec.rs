@@ -85,6 +85,13 @@ impl CodecContext {
         let add_path = |caps: &[Capability]| -> Vec<(Family, AddPathMode)> {
             caps.iter()
                 .filter_map(|c| match c {
+                    // RFC 7911 §4: a Send/Receive value other than 1..=3
+                    // makes the whole capability "not understood": ignored.
+                    Capability::AddPath(v)
+                        if v.iter().any(|(_, m)| matches!(m, AddPathMode::Other(_))) =>
+                    {
+                        None
+                    }
                     Capability::AddPath(v) => Some(v.clone()),
                     _ => None,
                 })
@@ -106,5 +113,58 @@ impl CodecContext {
             }
         }
         ctx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V4: Family = Family::IPV4_UNICAST;
+    const V6: Family = Family::IPV6_UNICAST;
+
+    fn caps(v: &[(Family, AddPathMode)]) -> Vec<Capability> {
+        vec![
+            Capability::FourOctetAs(65000),
+            Capability::AddPath(v.to_vec()),
+        ]
+    }
+
+    #[test]
+    fn add_path_is_negotiated_per_family_and_direction() {
+        use AddPathMode::*;
+        // RFC 7911 §5: we send path ids where we said Send and the peer
+        // Receive; we receive them where we said Receive and the peer Send.
+        let local = caps(&[(V4, Both), (V6, Send)]);
+        let remote = caps(&[(V4, Receive), (V6, Send)]);
+        let ctx = CodecContext::negotiate(&local, &remote);
+        assert_eq!(ctx.add_path_tx.families(), [V4]);
+        assert!(ctx.add_path_rx.families().is_empty());
+        // The other side's view is the mirror image.
+        let theirs = CodecContext::negotiate(&remote, &local);
+        assert_eq!(theirs.add_path_rx.families(), [V4]);
+        assert!(theirs.add_path_tx.families().is_empty());
+
+        let ctx = CodecContext::negotiate(&caps(&[(V4, Both)]), &caps(&[(V4, Both)]));
+        assert_eq!(
+            (ctx.add_path_tx.families(), ctx.add_path_rx.families()),
+            ([V4].as_slice(), [V4].as_slice())
+        );
+        // A family only one side names: nothing.
+        let ctx = CodecContext::negotiate(&caps(&[(V6, Both)]), &caps(&[(V4, Both)]));
+        assert!(ctx.add_path_tx.families().is_empty() && ctx.add_path_rx.families().is_empty());
+        // No capability from the peer: nothing.
+        let ctx = CodecContext::negotiate(&caps(&[(V4, Both)]), &[Capability::FourOctetAs(1)]);
+        assert_eq!(ctx.add_path_tx, AddPathFamilies::default());
+    }
+
+    #[test]
+    fn a_capability_with_an_unknown_send_receive_value_is_ignored_whole() {
+        use AddPathMode::*;
+        // RFC 7911 §4: "treated as not understood and ignored", all of it,
+        // not only the tuple with the odd value.
+        let remote = caps(&[(V4, Receive), (V6, Other(7))]);
+        let ctx = CodecContext::negotiate(&caps(&[(V4, Both), (V6, Both)]), &remote);
+        assert!(ctx.add_path_tx.families().is_empty());
     }
 }

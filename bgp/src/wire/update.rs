@@ -351,3 +351,111 @@ fn chunks(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::attr::{AsPath, Origin};
+    use crate::wire::Message;
+    use std::net::Ipv4Addr;
+
+    fn ctx(tx: &[Family], rx: &[Family]) -> CodecContext {
+        let mut c = CodecContext::four_octet();
+        for f in tx {
+            c.add_path_tx.insert(*f);
+        }
+        for f in rx {
+            c.add_path_rx.insert(*f);
+        }
+        c
+    }
+
+    fn e(id: u32, p: &str) -> NlriEntry {
+        NlriEntry {
+            path_id: Some(id),
+            prefix: p.parse().unwrap(),
+        }
+    }
+
+    fn attrs() -> PathAttributes {
+        PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::new()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn path_ids_go_before_each_prefix_where_add_path_is_sent() {
+        // RFC 7911 §3: Path Identifier (4 octets), then length and prefix.
+        let v4 = Family::IPV4_UNICAST;
+        let tx = ctx(&[v4], &[]);
+        let nh = NextHop::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let same = [e(1, "10.0.0.0/24"), e(7, "10.0.0.0/24")];
+        let m = UpdatePacker::new(&tx)
+            .announce(v4, &attrs(), &nh, &same)
+            .unwrap();
+        assert_eq!(m.len(), 1);
+        assert!(
+            m[0].ends_with(&[0, 0, 0, 1, 24, 10, 0, 0, 0, 0, 0, 7, 24, 10, 0, 0]),
+            "{:?}",
+            &m[0][..]
+        );
+        // A receiver that negotiated receive sees two paths of one prefix.
+        let Ok(Message::Update(u)) = Message::decode(&ctx(&[], &[v4]), &m[0]) else {
+            panic!("not an UPDATE");
+        };
+        let got: Vec<NlriEntry> = u.announced().map(|(_, e)| e).collect();
+        assert_eq!(got, same);
+
+        // Withdrawn by identifier: withdrawn length 8, the entry, no
+        // attributes.
+        let w = UpdatePacker::new(&tx)
+            .withdraw(v4, &[e(7, "10.0.0.0/24")])
+            .unwrap();
+        assert_eq!(&w[0][HEADER_LEN..], &[0, 8, 0, 0, 0, 7, 24, 10, 0, 0, 0, 0]);
+
+        // Where it was not negotiated (IPv6 here) no identifier is written
+        // (the entries' own are ignored).
+        let v6 = Family::IPV6_UNICAST;
+        let w = UpdatePacker::new(&tx)
+            .withdraw(v6, &[e(7, "2001:db8::/32")])
+            .unwrap();
+        // MP_UNREACH_NLRI: flags, type 15, length 8, AFI 2, SAFI 1, /32.
+        assert!(
+            w[0].ends_with(&[0x80, 15, 8, 0, 2, 1, 32, 0x20, 0x01, 0x0d, 0xb8]),
+            "{:?}",
+            &w[0][..]
+        );
+    }
+
+    #[test]
+    fn mp_reach_carries_path_ids_too() {
+        let v6 = Family::IPV6_UNICAST;
+        let tx = ctx(&[v6], &[]);
+        let nh = NextHop::V6 {
+            global: "2001:db8::1".parse().unwrap(),
+            link_local: None,
+        };
+        let m = UpdatePacker::new(&tx)
+            .announce(v6, &attrs(), &nh, &[e(3, "2001:db8:1::/48")])
+            .unwrap();
+        let Ok(Message::Update(u)) = Message::decode(&ctx(&[], &[v6]), &m[0]) else {
+            panic!("not an UPDATE");
+        };
+        let mp = u.mp_reach.as_ref().unwrap();
+        assert!(mp.nlri.add_path());
+        assert_eq!(
+            u.announced().map(|(_, e)| e).collect::<Vec<_>>(),
+            [e(3, "2001:db8:1::/48")]
+        );
+        // In MP_REACH_NLRI (first among the attributes), after the next
+        // hop and the reserved octet.
+        let nlri = [0, 0, 0, 3, 48, 0x20, 0x01, 0x0d, 0xb8, 0, 1];
+        assert!(
+            m[0].windows(nlri.len()).any(|w| w == nlri),
+            "{:?}",
+            &m[0][..]
+        );
+    }
+}

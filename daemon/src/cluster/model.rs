@@ -16,6 +16,7 @@
 //! never lose each other's change silently: the loser re-reads and retries.
 
 use ipnet::IpNet;
+use petrel_bgp::rib::SendMode;
 use petrel_ipam::keys;
 pub use petrel_ipam::model::Node;
 use petrel_ipam::store::{Store, StoreError};
@@ -67,6 +68,11 @@ pub struct BgpConfig {
     /// BFD on every node-to-node session (RFC 5882); none: off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_mesh_bfd: Option<crate::config::Bfd>,
+    /// RFC 7911 ADD-PATH between route reflectors and their clients: the
+    /// paths a reflector sends ("best", "ecmp" or "all"; the clients take
+    /// several). None: one path, as without ADD-PATH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route_reflector_add_path: Option<String>,
 }
 
 impl Default for BgpConfig {
@@ -80,6 +86,7 @@ impl Default for BgpConfig {
             service_external_ips: Vec::new(),
             service_loadbalancer_ips: Vec::new(),
             node_mesh_bfd: None,
+            route_reflector_add_path: None,
         }
     }
 }
@@ -122,6 +129,13 @@ pub struct BgpPeer {
     /// only this node's own blocks, services and borrowed addresses).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub advertise_learned: bool,
+    /// RFC 7911: send the peer several paths per prefix ("best", "ecmp" or
+    /// "all"), where it says it receives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_path: Option<String>,
+    /// RFC 7911: take several paths per prefix from the peer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub add_path_receive: bool,
     /// Import and export policies: lists of rules in the configuration
     /// file's form (docs/config.md), kept as JSON.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -364,6 +378,11 @@ pub fn validate_peer(p: &BgpPeer) -> Result<()> {
             ));
         }
     }
+    if let Some(m) = &p.add_path {
+        if let Err(e) = m.parse::<SendMode>() {
+            return bad(format!("add path {e}"));
+        }
+    }
     Ok(())
 }
 
@@ -391,6 +410,11 @@ pub fn validate_config(c: &BgpConfig) -> Result<()> {
     }
     if let Some(Err((field, m))) = c.node_mesh_bfd.map(|b| b.validate()) {
         return Err(ModelError::Invalid(format!("node mesh bfd {field}: {m}")));
+    }
+    if let Some(m) = &c.route_reflector_add_path {
+        if let Err(e) = m.parse::<SendMode>() {
+            return Err(ModelError::Invalid(format!("route reflector add path {e}")));
+        }
     }
     for s in &c.communities {
         if s.parse::<petrel_bgp::wire::attr::Community>().is_err() {
@@ -484,6 +508,8 @@ mod tests {
             next_hop: None,
             passive: false,
             advertise_learned: false,
+            add_path: None,
+            add_path_receive: false,
             import: vec![],
             export: vec![],
             bfd: None,
@@ -495,6 +521,11 @@ mod tests {
         let e = validate_peer(&p).unwrap_err().to_string();
         assert!(e.contains("RFC 4271 §4.2"), "{e}");
         p.hold_time = Some(9);
+        validate_peer(&p).unwrap();
+        p.add_path = Some("every".into());
+        let e = validate_peer(&p).unwrap_err().to_string();
+        assert!(e.contains("\"best\", \"ecmp\" and \"all\""), "{e}");
+        p.add_path = Some("all".into());
         validate_peer(&p).unwrap();
     }
 

@@ -22,6 +22,7 @@ use super::model::{policy_of, BgpConfig, BgpPeer, Node};
 use crate::config::{GracefulRestart, NextHopMode, Peer};
 use ipnet::IpNet;
 use petrel_bgp::policy::Policy;
+use petrel_bgp::rib::{AddPathConfig, SendMode};
 use petrel_bgp::wire::family::Family;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -80,6 +81,7 @@ fn base_peer(address: IpAddr, asn: u32) -> Peer {
         } else {
             Family::IPV6_UNICAST
         }],
+        add_path: AddPathConfig::default(),
         graceful_restart: None,
         max_prefix: None,
         import: Policy::default(),
@@ -94,6 +96,12 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
     let mut out = PeerSet::default();
     let own: Vec<IpAddr> = me.addresses.iter().map(|n| n.addr()).collect();
     let i_reflect = me.rr_cluster_id.is_some();
+    // Validated when written; a record written around the validation is
+    // taken as "off".
+    let rr_add_path: Option<SendMode> = cfg
+        .route_reflector_add_path
+        .as_deref()
+        .and_then(|m| m.parse().ok());
 
     for n in nodes.iter().filter(|n| n.name != me.name) {
         let it_reflects = n.route_reflector_cluster_id.is_some();
@@ -129,6 +137,16 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             } else {
                 NextHopMode::SelfAddr
             };
+            // RFC 7911 between a reflector and its clients: the reflector
+            // sends several paths, the client takes them (its FIB gets the
+            // ECMP set when bgp.max_paths allows).
+            if let Some(mode) = rr_add_path {
+                if p.route_reflector_client {
+                    p.add_path.send = p.families.iter().map(|f| (*f, mode)).collect();
+                } else if it_reflects && !i_reflect && asn == me.asn {
+                    p.add_path.receive = p.families.clone();
+                }
+            }
             out.peers.insert(theirs, p);
         }
     }
@@ -172,6 +190,16 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             _ if ibgp => NextHopMode::Keep,
             _ => NextHopMode::SelfAddr,
         };
+        if let Some(mode) = r
+            .add_path
+            .as_deref()
+            .and_then(|m| m.parse::<SendMode>().ok())
+        {
+            p.add_path.send = p.families.iter().map(|f| (*f, mode)).collect();
+        }
+        if r.add_path_receive {
+            p.add_path.receive = p.families.clone();
+        }
         p.graceful_restart = match r.restart_time {
             Some(t) => Some(GracefulRestart {
                 restart_time: t,
@@ -256,6 +284,8 @@ mod tests {
             next_hop: None,
             passive: false,
             advertise_learned: false,
+            add_path: None,
+            add_path_receive: false,
             import: vec![],
             export: vec![],
             bfd: None,
@@ -361,6 +391,53 @@ mod tests {
         let r = derive(&m, &nodes, &cfg, &[]);
         assert_eq!(r.peers.len(), 2);
         assert!(r.peers.values().all(|p| p.route_reflector_client));
+    }
+
+    #[test]
+    fn reflector_add_path_sends_to_clients_and_clients_receive() {
+        let mut rr = node("rr", &["10.0.0.10/24"]);
+        rr.route_reflector_cluster_id = Some("1.1.1.1".parse().unwrap());
+        let mut rr2 = node("rr2", &["10.0.0.11/24"]);
+        rr2.route_reflector_cluster_id = Some("1.1.1.1".parse().unwrap());
+        let nodes = [rr, rr2, node("a", &["10.0.0.1/24"])];
+        let cfg = BgpConfig {
+            node_mesh: false,
+            route_reflector_add_path: Some("all".into()),
+            ..BgpConfig::default()
+        };
+        let v4 = Family::IPV4_UNICAST;
+        let a = derive(&me("a", &["10.0.0.1/24"]), &nodes, &cfg, &[]);
+        let to_rr = &a.peers[&ip("10.0.0.10")].add_path;
+        assert_eq!(
+            (to_rr.receive.as_slice(), to_rr.send.as_slice()),
+            ([v4].as_slice(), [].as_slice())
+        );
+        let mut m = me("rr", &["10.0.0.10/24"]);
+        m.rr_cluster_id = Some("1.1.1.1".parse().unwrap());
+        let r = derive(&m, &nodes, &cfg, &[]);
+        assert_eq!(
+            r.peers[&ip("10.0.0.1")].add_path.send,
+            [(v4, SendMode::All)]
+        );
+        // Between reflectors: one path, as before.
+        assert!(r.peers[&ip("10.0.0.11")].add_path.is_empty());
+        // Off: nothing anywhere.
+        let cfg = BgpConfig {
+            node_mesh: false,
+            ..BgpConfig::default()
+        };
+        let r = derive(&m, &nodes, &cfg, &[]);
+        assert!(r.peers.values().all(|p| p.add_path.is_empty()));
+        // An external peer record asks for it itself.
+        let mut tor = peer("tor", "10.0.0.254", 64512);
+        tor.add_path = Some("ecmp".into());
+        tor.add_path_receive = true;
+        let a = derive(&me("a", &["10.0.0.1/24"]), &nodes, &cfg, &[tor]);
+        let t = &a.peers[&ip("10.0.0.254")].add_path;
+        assert_eq!(
+            (t.send.as_slice(), t.receive.as_slice()),
+            ([(v4, SendMode::Ecmp)].as_slice(), [v4].as_slice())
+        );
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct ConfigArgs {
     mesh_bfd: Option<OnOff>,
     #[command(flatten)]
     mesh_bfd_timers: MeshBfdTimers,
+    /// ADD-PATH (RFC 7911) from route reflectors to their clients: "best",
+    /// "ecmp" or "all" paths per prefix; "off": one path.
+    #[arg(long, value_name = "MODE")]
+    route_reflector_add_path: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -118,7 +122,7 @@ impl PeerBfdArgs {
 #[derive(Subcommand, Debug)]
 pub enum PeerCmd {
     /// Add a peer, or replace the one of that name.
-    Add(PeerAdd),
+    Add(Box<PeerAdd>),
     List {
         #[arg(long)]
         json: bool,
@@ -165,6 +169,13 @@ pub struct PeerAdd {
     /// the node's own).
     #[arg(long)]
     advertise_learned: bool,
+    /// ADD-PATH (RFC 7911): send the peer "best", "ecmp" or "all" paths per
+    /// prefix, where it says it receives several.
+    #[arg(long, value_name = "MODE")]
+    add_path: Option<String>,
+    /// ADD-PATH (RFC 7911): take several paths per prefix from the peer.
+    #[arg(long)]
+    add_path_receive: bool,
     /// Import policy: a JSON file holding a list of rules, in the form of
     /// petreld.toml's `[[bgp.peers.import]]` (docs/config.md).
     #[arg(long, value_name = "FILE")]
@@ -252,7 +263,8 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 || a.mesh_bfd.is_some()
                 || a.mesh_bfd_timers.mesh_bfd_min_rx_ms.is_some()
                 || a.mesh_bfd_timers.mesh_bfd_min_tx_ms.is_some()
-                || a.mesh_bfd_timers.mesh_bfd_multiplier.is_some();
+                || a.mesh_bfd_timers.mesh_bfd_multiplier.is_some()
+                || a.route_reflector_add_path.is_some();
             let cfg = if changes {
                 model::modify::<BgpConfig, _>(s, model::BGP_CONFIG, |cur| {
                     let mut c = cur.unwrap_or_default();
@@ -298,6 +310,9 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                                 b.multiplier = v;
                             }
                         }
+                    }
+                    if let Some(m) = &a.route_reflector_add_path {
+                        c.route_reflector_add_path = (m != "off").then(|| m.clone());
                     }
                     model::validate_config(&c)?;
                     Ok(Some(c))
@@ -356,6 +371,10 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     "service load-balancer IPs {}",
                     list(&cfg.service_loadbalancer_ips)
                 );
+                println!(
+                    "route reflector add-path  {}",
+                    cfg.route_reflector_add_path.as_deref().unwrap_or("off")
+                );
             }
         }
         BgpCmd::Peer(PeerCmd::Add(a)) => {
@@ -374,6 +393,8 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 next_hop: a.next_hop,
                 passive: a.passive,
                 advertise_learned: a.advertise_learned,
+                add_path: a.add_path,
+                add_path_receive: a.add_path_receive,
                 import: policy_rules(&a.import_policy)?,
                 export: policy_rules(&a.export_policy)?,
                 bfd: a.bfd.to_bfd(),
@@ -429,6 +450,12 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                             b.min_rx_ms,
                             if b.multihop { ",multihop" } else { "" }
                         ));
+                    }
+                    if let Some(m) = &p.add_path {
+                        opts.push(format!("add-path={m}"));
+                    }
+                    if p.add_path_receive {
+                        opts.push("add-path-receive".into());
                     }
                     println!(
                         "{:<16} {:<28} {:>10}  {:<24} {}",

@@ -167,6 +167,7 @@ pub fn show(socket: &Path, cmd: ShowCmd) -> anyhow::Result<ExitCode> {
                 println!("next hop      {}", p.next_hop);
                 println!("rr client     {}", p.route_reflector_client);
                 println!("families      {}", p.families.join(", "));
+                println!("add-path      {}", p.add_path);
                 println!(
                     "graceful rst  {}",
                     o(p.graceful_restart_time

@@ -34,6 +34,8 @@ pub struct Peer {
     pub extended_next_hop: bool,
     /// Export filter of both channels.
     pub export: String,
+    /// `add paths` of both channels (RFC 7911): "rx", "tx" or "on".
+    pub add_paths: Option<String>,
     /// Extra lines inside the protocol.
     pub extra: String,
 }
@@ -57,6 +59,7 @@ impl Peer {
             next_hop_self: false,
             extended_next_hop: false,
             export: "where proto ~ \"static_*\"".into(),
+            add_paths: None,
             extra: String::new(),
         }
     }
@@ -99,6 +102,11 @@ impl Peer {
     }
     pub fn extended_next_hop(mut self) -> Self {
         self.extended_next_hop = true;
+        self
+    }
+    /// ADD-PATH on both channels: `"rx"` takes several paths per prefix.
+    pub fn add_paths(mut self, mode: &str) -> Self {
+        self.add_paths = Some(mode.into());
         self
     }
     /// Export filter, e.g. `"all"` or `"where net ~ [10.0.0.0/8+]"`.
@@ -239,6 +247,9 @@ impl Config {
                 }
                 if af == "ipv4" && p.extended_next_hop {
                     c += " extended next hop on;";
+                }
+                if let Some(m) = &p.add_paths {
+                    let _ = write!(c, " add paths {m};");
                 }
                 c += " };\n";
             }

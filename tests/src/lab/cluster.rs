@@ -91,6 +91,12 @@ pub struct Options {
     /// petrel-ipam only the proxy's endpoint (petrelctl still talks to
     /// the members).
     pub etcd_proxy: bool,
+    /// This node (an index into the nodes) is a route reflector: its
+    /// petreld.toml sets `bgp.cluster_id` (its address), which it
+    /// registers, and the other nodes become its clients.
+    pub reflector: Option<usize>,
+    /// Every node's `bgp.max_paths` (ECMP).
+    pub max_paths: Option<usize>,
 }
 
 impl Default for Options {
@@ -106,6 +112,8 @@ impl Default for Options {
             log_filter: "info".into(),
             etcd_members: 1,
             etcd_proxy: false,
+            reflector: None,
+            max_paths: None,
         }
     }
 }
@@ -300,6 +308,10 @@ impl Cluster {
             config.log_filter = options.log_filter.clone();
             config.graceful_restart = Some(options.restart_time.into());
             config.listen(address);
+            if options.reflector == Some(i) {
+                config.cluster_id = Some(address.clone());
+            }
+            config.max_paths = options.max_paths;
             // The pod MTU as petreld derives it: eth0's 1500 less VXLAN's
             // 50, written where this node's petrel-ipam reads it.
             // One host, several petrelds: each serves petrel-ipam on its

@@ -118,6 +118,8 @@ pub struct Config {
     pub neighbors: Vec<Neighbor>,
     /// Log UPDATEs and neighbour events (to the bgpd log).
     pub debug: bool,
+    /// `maximum-paths ibgp N` in both address families (iBGP ECMP).
+    pub maximum_paths_ibgp: Option<u32>,
     pub extra: String,
 }
 
@@ -131,6 +133,7 @@ impl Config {
             originate: Vec::new(),
             neighbors: Vec::new(),
             debug: true,
+            maximum_paths_ibgp: None,
             extra: String::new(),
         }
     }
@@ -207,6 +210,9 @@ impl Config {
         }
         for (af, v6) in [("ipv4", false), ("ipv6", true)] {
             let _ = writeln!(c, " address-family {af} unicast");
+            if let Some(n) = self.maximum_paths_ibgp {
+                let _ = writeln!(c, "  maximum-paths ibgp {n}");
+            }
             for (i, o) in self.originate.iter().enumerate() {
                 if o.prefix.contains(':') == v6 {
                     let _ = writeln!(c, "  network {} route-map ORIG{i}", o.prefix);

@@ -28,6 +28,8 @@ pub struct Peer {
     pub max_prefix: Option<(u32, String, u32)>,
     /// BFD (min_rx_ms, min_tx_ms, multiplier).
     pub bfd: Option<(u32, u32, u8)>,
+    /// `add_path`: (send mode for every family, receive).
+    pub add_path: Option<(Option<String>, bool)>,
 }
 
 impl Peer {
@@ -48,6 +50,7 @@ impl Peer {
             graceful_restart: None,
             max_prefix: None,
             bfd: None,
+            add_path: None,
         }
     }
     pub fn local_address(mut self, a: &str) -> Self {
@@ -98,6 +101,12 @@ impl Peer {
         self.max_prefix = Some((limit, action.into(), restart_after));
         self
     }
+    /// ADD-PATH (RFC 7911): send `send` ("best", "ecmp", "all") paths,
+    /// take several paths when `receive`.
+    pub fn add_path(mut self, send: Option<&str>, receive: bool) -> Self {
+        self.add_path = Some((send.map(str::to_string), receive));
+        self
+    }
 }
 
 /// The whole petreld config.
@@ -110,6 +119,8 @@ pub struct Config {
     pub socket: String,
     pub listen: Vec<String>,
     pub cluster_id: Option<String>,
+    /// `bgp.max_paths` (ECMP).
+    pub max_paths: Option<usize>,
     pub graceful_restart: Option<u32>,
     pub peers: Vec<Peer>,
     /// (prefix, communities, large communities)
@@ -135,6 +146,7 @@ impl Config {
             socket: String::new(),
             listen: Vec::new(),
             cluster_id: None,
+            max_paths: None,
             graceful_restart: None,
             peers: Vec::new(),
             originate: Vec::new(),
@@ -194,6 +206,9 @@ impl Config {
         if let Some(id) = &self.cluster_id {
             let _ = writeln!(c, "cluster_id = {}", q(id));
         }
+        if let Some(n) = self.max_paths {
+            let _ = writeln!(c, "max_paths = {n}");
+        }
         if let Some(t) = self.graceful_restart {
             let _ = writeln!(c, "graceful_restart = {{ restart_time = {t} }}");
         }
@@ -240,6 +255,13 @@ impl Config {
                     c,
                     "bfd = {{ min_rx_ms = {rx}, min_tx_ms = {tx}, multiplier = {m} }}"
                 );
+            }
+            if let Some((send, receive)) = &p.add_path {
+                let send = send
+                    .as_ref()
+                    .map(|m| format!("send = {}, ", q(m)))
+                    .unwrap_or_default();
+                let _ = writeln!(c, "add_path = {{ {send}receive = {receive} }}");
             }
             if let Some((l, a, r)) = &p.max_prefix {
                 let _ = writeln!(
