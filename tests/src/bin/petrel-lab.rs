@@ -18,8 +18,11 @@ use std::process::ExitCode;
 
 const USAGE: &str =
     "usage: petrel-lab up [--tor frr|bird] [--json] [--name NAME] [--peering datastore|file] [--kubernetes]
-                    [--etcd-members 1|3] [--etcd-proxy]
+                    [--etcd-members 1|3] [--etcd-proxy] [--ipv4-only]
        petrel-lab down [--name NAME]
+
+The lab is dual-stack (IPv4 and IPv6 pods, sessions and routes) unless
+--ipv4-only is given.
 
 Binaries: petreld, petrelctl, petrel-ipam and petrel-ipam-direct beside
 this one, or in $PETREL_BIN_DIR (and petrel-controller with --kubernetes,
@@ -35,6 +38,7 @@ struct Args {
     kubernetes: bool,
     etcd_members: usize,
     etcd_proxy: bool,
+    ipv4_only: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -48,6 +52,7 @@ fn parse() -> Result<Args> {
         kubernetes: false,
         etcd_members: 1,
         etcd_proxy: false,
+        ipv4_only: false,
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -74,6 +79,7 @@ fn parse() -> Result<Args> {
                 }
             }
             "--etcd-proxy" => a.etcd_proxy = true,
+            "--ipv4-only" => a.ipv4_only = true,
             "--name" => match it.next() {
                 Some(n) => a.name = n,
                 None => bail!("--name needs a value"),
@@ -128,6 +134,7 @@ fn run() -> Result<ExitCode> {
                 peering: args.peering,
                 etcd_members: args.etcd_members,
                 etcd_proxy: args.etcd_proxy,
+                ipv6: !args.ipv4_only,
                 ..Options::default()
             };
             let built = Cluster::build(lab, options).and_then(|c| {
