@@ -422,11 +422,15 @@ impl Cluster {
                         ));
                     }
                     for (tor, local, nodes, family) in families {
+                        // As the datastore's peers (and Calico): the ToR
+                        // hears each block from its owner only, not also
+                        // from the other nodes with themselves as next hop.
                         config.peer(
                             petreld::Peer::new(tor, TOR_AS)
                                 .local_address(local)
                                 .families(&[family])
-                                .hold_time(options.hold_time),
+                                .hold_time(options.hold_time)
+                                .local_routes_only(),
                         );
                         for (j, other) in nodes.iter().enumerate() {
                             if j == i {
