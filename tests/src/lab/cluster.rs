@@ -109,6 +109,12 @@ pub struct Options {
     /// Dual-stack (the default): the IPv6 subnet, pool, pod addresses and
     /// sessions beside the IPv4 ones. Off: the IPv4-only lab.
     pub ipv6: bool,
+    /// IPv4 over the IPv6 sessions (RFC 8950): no IPv4 session at all;
+    /// each IPv6 session carries both families, the IPv4 blocks with the
+    /// owner's IPv6 address as next hop, installed `via inet6`. Needs
+    /// [`Options::ipv6`] and [`Peering::File`] (the datastore's mesh makes
+    /// one session per family).
+    pub rfc8950: bool,
 }
 
 impl Default for Options {
@@ -125,6 +131,7 @@ impl Default for Options {
             etcd_members: 1,
             etcd_proxy: false,
             ipv6: true,
+            rfc8950: false,
         }
     }
 }
@@ -165,6 +172,8 @@ pub struct Node {
     pub gateway6: Option<String>,
     pub pods: Vec<Pod>,
     cni_dir: PathBuf,
+    /// [`Options::rfc8950`].
+    rfc8950: bool,
 }
 
 /// A running lab. Fields drop in order: the daemons before the [`Lab`],
@@ -207,6 +216,9 @@ impl Cluster {
 
     /// Builds the lab without waiting for it to converge.
     pub fn build(lab: Lab, options: Options) -> Result<Cluster> {
+        if options.rfc8950 && !(options.ipv6 && options.peering == Peering::File) {
+            bail!("rfc8950 needs ipv6 and file-configured peers");
+        }
         let tor_ns = lab.netns("tor")?;
         tor_ns.ip(&["link", "add", "br0", "type", "bridge"])?;
         tor_ns.add_addr("br0", &format!("{TOR_ADDR}/{SUBNET_LEN}"))?;
@@ -329,14 +341,23 @@ impl Cluster {
         spec.graceful_restart = Some(options.restart_time.into());
         // The ToR's own FIB holds the blocks too (BIRD exports to it).
         spec.kernel = true;
-        let sessions = node_addrs.iter().map(|a| (a.as_str(), TOR_ADDR)).chain(
-            node_addrs6
-                .iter()
-                .flatten()
-                .map(|a| (a.as_str(), TOR_ADDR6)),
-        );
+        let v4_sessions = if options.rfc8950 { 0 } else { node_addrs.len() };
+        let sessions = node_addrs
+            .iter()
+            .take(v4_sessions)
+            .map(|a| (a.as_str(), TOR_ADDR))
+            .chain(
+                node_addrs6
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.as_str(), TOR_ADDR6)),
+            );
         for (a, local) in sessions {
             let mut n = NeighborSpec::new(a, NODE_AS, local);
+            if options.rfc8950 {
+                n.ipv4 = true;
+                n.extended_nexthop = true;
+            }
             n.graceful_restart = Some(options.restart_time.into());
             // The nodes dial: one side per session keeps a restart simple.
             n.passive = true;
@@ -406,29 +427,37 @@ impl Cluster {
                     config.etcd_endpoints = endpoints.clone();
                 }
                 Peering::File => {
-                    // Per family: (the ToR's address, this node's, the others').
-                    let mut families = vec![(
-                        TOR_ADDR,
-                        address.as_str(),
-                        node_addrs.iter().map(String::as_str).collect::<Vec<_>>(),
-                        "ipv4-unicast",
-                    )];
+                    // Per transport: (the ToR's address, this node's, the
+                    // others', the families the sessions carry).
+                    let mut transports = Vec::new();
+                    if !options.rfc8950 {
+                        transports.push((
+                            TOR_ADDR,
+                            address.as_str(),
+                            node_addrs.iter().map(String::as_str).collect::<Vec<_>>(),
+                            &["ipv4-unicast"][..],
+                        ));
+                    }
                     if let Some(a6) = address6 {
-                        families.push((
+                        transports.push((
                             TOR_ADDR6,
                             a6.as_str(),
                             node_addrs6.iter().flatten().map(String::as_str).collect(),
-                            "ipv6-unicast",
+                            if options.rfc8950 {
+                                &["ipv4-unicast", "ipv6-unicast"][..]
+                            } else {
+                                &["ipv6-unicast"][..]
+                            },
                         ));
                     }
-                    for (tor, local, nodes, family) in families {
+                    for (tor, local, nodes, families) in transports {
                         // As the datastore's peers (and Calico): the ToR
                         // hears each block from its owner only, not also
                         // from the other nodes with themselves as next hop.
                         config.peer(
                             petreld::Peer::new(tor, TOR_AS)
                                 .local_address(local)
-                                .families(&[family])
+                                .families(families)
                                 .hold_time(options.hold_time)
                                 .local_routes_only(),
                         );
@@ -438,7 +467,7 @@ impl Cluster {
                             }
                             let mut p = petreld::Peer::new(other, NODE_AS)
                                 .local_address(local)
-                                .families(&[family])
+                                .families(families)
                                 .hold_time(options.hold_time);
                             if j < i {
                                 p = p.passive();
@@ -490,6 +519,7 @@ impl Cluster {
                 gateway6: claimed.gateway6,
                 pods,
                 cni_dir: s.cni_dir,
+                rfc8950: options.rfc8950,
             });
         }
         Ok(Cluster {
@@ -593,7 +623,10 @@ impl Cluster {
 
     /// The ToR's addresses the nodes peer with, IPv4 first.
     pub fn tor_addresses(&self) -> Vec<&'static str> {
-        let mut v = vec![TOR_ADDR];
+        let mut v = Vec::new();
+        if !self.options.rfc8950 {
+            v.push(TOR_ADDR);
+        }
         if self.options.ipv6 {
             v.push(TOR_ADDR6);
         }
@@ -609,7 +642,7 @@ impl Cluster {
                 self.nodes
                     .iter()
                     .filter(|o| o.name != n.name)
-                    .flat_map(|o| o.addresses()),
+                    .flat_map(|o| o.session_addresses()),
             );
             for w in want {
                 match peers.iter().find(|p| p.address == w) {
@@ -618,7 +651,7 @@ impl Cluster {
                     None => down.push(format!("{} -> {w} (no such peer)", n.name)),
                 }
             }
-            for a in n.addresses() {
+            for a in n.session_addresses() {
                 if !self.tor.established(a)? {
                     down.push(format!("tor -> {a}"));
                 }
@@ -757,7 +790,7 @@ impl Cluster {
         }
         let _ = writeln!(s, "\n== the ToR's table");
         for n in &self.nodes {
-            for a in n.addresses() {
+            for a in n.session_addresses() {
                 for r in self.tor.routes_from(a)? {
                     let _ = writeln!(
                         s,
@@ -843,10 +876,25 @@ impl Node {
             .collect()
     }
 
+    /// The addresses its BGP sessions run from: both, or with RFC 8950
+    /// the IPv6 one only.
+    pub fn session_addresses(&self) -> Vec<&str> {
+        match (&self.address6, self.rfc8950) {
+            (Some(a6), true) => vec![a6.as_str()],
+            _ => self.addresses(),
+        }
+    }
+
     /// Its blocks, each with the address other routers reach it by:
-    /// (block, next hop), IPv4 first.
+    /// (block, next hop), IPv4 first. With RFC 8950 that is the IPv6
+    /// address for both, and it is also the session the ToR hears both
+    /// from.
     pub fn blocks(&self) -> Vec<(&str, &str)> {
-        let mut v = vec![(self.block.as_str(), self.address.as_str())];
+        let v4_via = match (&self.address6, self.rfc8950) {
+            (Some(a6), true) => a6.as_str(),
+            _ => self.address.as_str(),
+        };
+        let mut v = vec![(self.block.as_str(), v4_via)];
         if let (Some(b), Some(a)) = (&self.block6, &self.address6) {
             v.push((b, a));
         }
@@ -1215,9 +1263,11 @@ pub fn kernel_routes(ns: &Netns, prefix: &str) -> Result<Vec<KernelRoute>> {
             dst: prefix.to_string(),
             kind: r["type"].as_str().unwrap_or("unicast").to_string(),
             protocol: r["protocol"].as_str().unwrap_or("boot").to_string(),
+            // An IPv4 route over an IPv6 next hop (RFC 8950) has `via`.
             gateways: hops
                 .iter()
-                .filter_map(|h| h["gateway"].as_str().map(str::to_string))
+                .filter_map(|h| h["gateway"].as_str().or(h["via"]["host"].as_str()))
+                .map(str::to_string)
                 .collect(),
             mtu,
             metric: r["metric"].as_u64(),
