@@ -616,6 +616,7 @@ fn route_mtu_left_out_where_the_egress_link_has_it() {
         let addr = |ifindex: u32, net: &str| fib::msg::AddrInfo {
             ifindex,
             net: net.parse().unwrap(),
+            flags: 0,
         };
         assert!(fib.next_hops_in(&addr(999, "192.0.2.77/24")));
         assert!(fib.next_hops_in(&addr(999, "2001:db8:1::9/64")));

@@ -6,7 +6,7 @@
 //! and BIRD (the extra router), real petrelds in namespaces.
 
 use anyhow::{ensure, Result};
-use petrel_tests::lab::cluster::{Cluster, Options, SPARE_ADDR, TOR_ADDR};
+use petrel_tests::lab::cluster::{Cluster, Options, SPARE_ADDR};
 use petrel_tests::lab::topo::{self, Kind, NeighborSpec, PeerSpec};
 use petrel_tests::lab::{self, wait_until, Lab};
 
@@ -58,22 +58,26 @@ fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
     let detail = n1.petreld.ctl_json(&["show", "peer", &n2.address])?;
     ensure!(detail["passive"] == false, "{detail}");
     // The ToR hears each block from its owner only: a node does not pass
-    // on what it learned from the other nodes to an external peer.
+    // on what it learned from the other nodes to an external peer. Each
+    // family's block over that family's session.
     for n in &c.nodes {
-        let from = c.tor.routes_from(&n.address)?;
-        let prefixes: Vec<&str> = from.iter().map(|r| r.prefix.as_str()).collect();
-        ensure!(
-            prefixes == [n.block.as_str()],
-            "the ToR has {prefixes:?} from {}, want only its block {}",
-            n.name,
-            n.block
-        );
+        for (block, via) in n.blocks() {
+            let from = c.tor.routes_from(via)?;
+            let prefixes: Vec<&str> = from.iter().map(|r| r.prefix.as_str()).collect();
+            ensure!(
+                prefixes == [block],
+                "the ToR has {prefixes:?} from {via} ({}), want only its block {block}",
+                n.name,
+            );
+        }
     }
     let nodes = ctl(&c, &["node", "list", "--json"])?;
-    ensure!(
-        nodes.contains(&n1.address) && nodes.contains(&n2.address),
-        "both nodes registered with their addresses: {nodes}"
-    );
+    for a in n1.addresses().into_iter().chain(n2.addresses()) {
+        ensure!(
+            nodes.contains(a),
+            "both nodes registered with their addresses: {a} missing from {nodes}"
+        );
+    }
 
     // An extra router for the nodes labelled rack=b.
     let ext_ns = c.lab.netns("ext")?;
@@ -209,19 +213,28 @@ fn cluster_records_apply_live_and_touch_nothing_else() -> Result<()> {
         Ok((!any).then_some(()))
     })?;
 
-    // Mesh off: the node-to-node sessions go, the ToR's stay.
+    // Mesh off: the node-to-node sessions go (both families), the ToR's
+    // stay.
     ctl(&c, &["bgp", "config", "--mesh", "off"])?;
+    let mesh: Vec<(&str, &str)> = n2
+        .addresses()
+        .into_iter()
+        .map(|a| ("node1", a))
+        .chain(n1.addresses().into_iter().map(|a| ("node2", a)))
+        .collect();
     wait_until("the mesh sessions removed", &[], || {
-        Ok((!has_peer(&c, 0, &n2.address)? && !has_peer(&c, 1, &n1.address)?).then_some(()))
+        for (node, addr) in &mesh {
+            let i = if *node == "node1" { 0 } else { 1 };
+            if has_peer(&c, i, addr)? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(()))
     })?;
-    ensure!(has_peer(&c, 0, TOR_ADDR)? && has_peer(&c, 1, TOR_ADDR)?);
-    c.no_reset(
-        &before,
-        &[
-            ("node1", n2.address.as_str()),
-            ("node2", n1.address.as_str()),
-        ],
-    )?;
+    for tor in c.tor_addresses() {
+        ensure!(has_peer(&c, 0, tor)? && has_peer(&c, 1, tor)?);
+    }
+    c.no_reset(&before, &mesh)?;
     let blocks = n1.petreld.ctl_json(&["show", "blocks"])?;
     ensure!(
         blocks["datastore_ok"] == true

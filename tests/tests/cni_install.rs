@@ -5,7 +5,7 @@
 //! nothing.
 
 use anyhow::{anyhow, ensure, Context, Result};
-use petrel_tests::lab::cluster::{Cluster, Options};
+use petrel_tests::lab::cluster::{result_address, Cluster, Options};
 use petrel_tests::lab::topo::Kind;
 use petrel_tests::lab::{self, Lab};
 use serde_json::Value;
@@ -55,6 +55,8 @@ fn installed_conflist_gives_a_pod_an_address_through_the_real_bridge_plugin() ->
                 &n.name,
                 "--from",
                 &from.to_string_lossy(),
+                // The lab is dual-stack.
+                "--ipv6",
             ],
         )
     };
@@ -102,21 +104,33 @@ fn installed_conflist_gives_a_pod_an_address_through_the_real_bridge_plugin() ->
         String::from_utf8_lossy(&out.stderr)
     );
     let res: Value = serde_json::from_str(&stdout)?;
-    let addr = res["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .ok_or_else(|| anyhow!("no address in {res}"))?;
-    let (net, len) = n
-        .block
-        .split_once('/')
-        .ok_or_else(|| anyhow!("block {}", n.block))?;
-    let mask = u32::MAX << (32 - len.parse::<u32>()?);
-    let (net, a): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (net.parse()?, addr.parse()?);
-    ensure!(
-        u32::from(a) & mask == u32::from(net) & mask,
-        "{addr} is not in {}'s block {}",
-        n.name,
-        n.block
-    );
+    // One address per family, each in the node's block of that family.
+    let blocks = n.blocks();
+    ensure!(blocks.len() == 2, "a dual-stack lab: {blocks:?}");
+    for (block, _) in blocks {
+        let v6 = block.contains(':');
+        let addr = result_address(&res, v6)
+            .ok_or_else(|| anyhow!("no IPv{} address in {res}", if v6 { 6 } else { 4 }))?;
+        ensure!(
+            in_block(&addr, block)?,
+            "{addr} is not in {}'s block {block}",
+            n.name
+        );
+    }
     Ok(())
+}
+
+/// Whether `addr` is inside `block` (CIDR), either family.
+fn in_block(addr: &str, block: &str) -> Result<bool> {
+    let bits = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+        std::net::IpAddr::V6(v) => (u128::from(v), 128),
+    };
+    let (net, len) = block
+        .split_once('/')
+        .ok_or_else(|| anyhow!("block {block}"))?;
+    let ((a, wa), (b, wb)) = (bits(addr.parse()?), bits(net.parse()?));
+    let len: u32 = len.parse()?;
+    let shift = wb - len;
+    Ok(wa == wb && a.checked_shr(shift) == b.checked_shr(shift))
 }

@@ -20,7 +20,7 @@
 //! | sharing | two Services with one `petrel.io/sharing-key`, different ports: one address |
 //! | outside | an address outside every pool: an `AllocationFailed` Event, nothing else changes |
 //! | apiserver outage | kube-apiserver stopped (SIGSTOP) 30 s: no route changes at the ToR; a Service made right after it resumes is routed |
-//! | leak | a pod deleted while its CNI DEL was lost: its address reclaimed after the leak grace; a live pod's never |
+//! | leak | a pod deleted while its CNI DEL was lost: its addresses (both families) reclaimed after the leak grace; a live pod's never |
 //!
 //! Needs root, etcd, FRR, the CNI bridge plugin, kubectl, openssl, the
 //! apiserver (.ci/kube-apiserver.sh) and the workspace binaries; in CI a
@@ -612,32 +612,39 @@ fn kubernetes_services_reach_the_tor() -> Result<()> {
         secs(t_fib)
     ));
 
-    // leak: a pod whose CNI DEL was lost, and a live one, on node2.
-    let mut leak_addrs = BTreeMap::new();
+    // leak: a pod whose CNI DEL was lost, and a live one, on node2. In
+    // the dual-stack lab each has two addresses, and the leak is both.
+    let mut leak_addrs: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
     for name in ["leaky", "alive"] {
         k.apply(&petrel_tests::lab::k8s::pod_object(name, "node2").to_string())?;
         let pod_ns = c.lab.netns(name)?;
         let res = node2.cni_pod("ADD", &pod_ns, name, c.etcd.endpoint(), 1450)?;
-        let addr: IpAddr = res["ips"][0]["address"]
-            .as_str()
-            .and_then(|a| a.split('/').next())
-            .unwrap_or_default()
-            .parse()?;
-        leak_addrs.insert(name, addr);
+        let addrs = res["ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|ip| ip["address"].as_str()?.split('/').next()?.parse().ok())
+            .collect::<Vec<IpAddr>>();
+        let want = if c.options.ipv6 { 2 } else { 1 };
+        assert_eq!(addrs.len(), want, "{name}'s addresses: {res}");
+        leak_addrs.insert(name, addrs);
     }
     let allocs = env.allocations()?;
-    for (name, addr) in &leak_addrs {
-        assert_eq!(
-            allocs.get(addr).and_then(|(_, p)| p.as_deref()),
-            Some(*name),
-            "{addr} not recorded for pod {name}"
-        );
+    for (name, addrs) in &leak_addrs {
+        for addr in addrs {
+            assert_eq!(
+                allocs.get(addr).and_then(|(_, p)| p.as_deref()),
+                Some(*name),
+                "{addr} not recorded for pod {name}"
+            );
+        }
     }
     let lab_pods: Vec<(IpAddr, String)> = c
         .nodes
         .iter()
         .flat_map(|n| &n.pods)
-        .map(|p| Ok((p.address.parse()?, p.container_id.clone())))
+        .flat_map(|p| p.addresses().into_iter().map(move |a| (a, p)))
+        .map(|(a, p)| Ok((a.parse()?, p.container_id.clone())))
         .collect::<Result<_>>()?;
     let t0 = Instant::now();
     // No kubelet: a graceful delete would wait for one forever.
@@ -650,22 +657,23 @@ fn kubernetes_services_reach_the_tor() -> Result<()> {
         "--grace-period=0",
         "--force",
     ])?;
-    let leaky = leak_addrs["leaky"];
+    let leaky = &leak_addrs["leaky"];
+    let alive = &leak_addrs["alive"];
     wait_for(
-        "leaky's address reclaimed",
+        "leaky's addresses reclaimed",
         LEAK_GRACE + Duration::from_secs(30),
         || {
             let a = env.allocations()?;
             // Never a live pod's address, at any moment.
-            if !a.contains_key(&leak_addrs["alive"]) {
-                bail!("alive's address {} was released", leak_addrs["alive"]);
+            if let Some(x) = alive.iter().find(|x| !a.contains_key(x)) {
+                bail!("alive's address {x} was released");
             }
             for (addr, pod) in &lab_pods {
                 if !a.contains_key(addr) {
                     bail!("lab pod {pod}'s address {addr} was released");
                 }
             }
-            Ok((!a.contains_key(&leaky)).then_some(()))
+            Ok((!leaky.iter().any(|x| a.contains_key(x))).then_some(()))
         },
     )?;
     let took = t0.elapsed();
@@ -676,23 +684,30 @@ fn kubernetes_services_reach_the_tor() -> Result<()> {
     // Another look at gc intervals later: the live ones stay.
     std::thread::sleep(Duration::from_secs(3));
     let a = env.allocations()?;
-    assert!(a.contains_key(&leak_addrs["alive"]));
+    assert!(alive.iter().all(|x| a.contains_key(x)));
     assert!(lab_pods.iter().all(|(addr, _)| a.contains_key(addr)));
-    // The status record follows within a few seconds.
+    // The status record follows within a few seconds; it counts addresses.
     let st = wait_for(
         "the reclaim in the controller's status",
         Duration::from_secs(20),
         || {
             let st = k.controller_status()?;
-            Ok((st["status"]["leaks_reclaimed"] == 1).then_some(st))
+            Ok((st["status"]["leaks_reclaimed"] == leaky.len()).then_some(st))
         },
     )?;
+    let list = |v: &[IpAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     report.push(format!(
-        "leak: pod leaky ({leaky}) deleted without CNI DEL -> reclaimed after {} (grace {}); \
+        "leak: pod leaky ({}) deleted without CNI DEL -> reclaimed after {} (grace {}); \
          alive ({}) and the 6 lab pods kept; controller status: {}",
+        list(leaky),
         secs(took),
         secs(LEAK_GRACE),
-        leak_addrs["alive"],
+        list(alive),
         st["status"]["recent_reclaimed"]
     ));
 

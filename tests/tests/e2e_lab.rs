@@ -6,6 +6,12 @@
 //! converged for the next, the destructive one last. Timers are short:
 //! graceful-restart restart time [`RESTART`] s, hold time 9 s.
 //!
+//! The lab is dual-stack (issue 15): every check of a block, a route or a
+//! ping is made for the IPv4 and the IPv6 block alike, each over its own
+//! family's sessions. `PETREL_LAB_IPV4_ONLY=1` runs it IPv4 only;
+//! `PETREL_LAB_RFC8950=1` (with `PETREL_LAB_PEERING=file`) with IPv6
+//! sessions only, the IPv4 blocks carried over them with IPv6 next hops.
+//!
 //! Environment: `PETREL_E2E_ETCD_OUTAGE` (seconds, default 10) is how
 //! long etcd stays stopped (the issue's 30 s works the same, only slower);
 //! `PETREL_LAB_PEERING=file` runs the lab with file-configured peers
@@ -14,8 +20,8 @@
 
 use anyhow::{anyhow, ensure, Context, Result};
 use petrel_tests::lab::cluster::{
-    kernel_route, kernel_routes, ping, ping_refusal, Cluster, Options, Peering, SPARE_ADDR,
-    TOR_ADDR,
+    kernel_route, kernel_routes, ping, ping_refusal, result_address, Cluster, Options, Peering,
+    SPARE_ADDR, TOR_ADDR, TOR_ADDR6,
 };
 use petrel_tests::lab::topo::{self, wait_while_holding, Kind, NeighborSpec, PeerSpec};
 use petrel_tests::lab::{petreld, remove_named, require_lab, wait_until, Lab};
@@ -54,6 +60,10 @@ fn can_run() -> bool {
         && have_bin("petrel-ipam")
 }
 
+fn ipv6() -> bool {
+    std::env::var_os("PETREL_LAB_IPV4_ONLY").is_none()
+}
+
 fn peering() -> Peering {
     match std::env::var("PETREL_LAB_PEERING").as_deref() {
         Ok("file") => Peering::File,
@@ -79,9 +89,19 @@ fn three_node_lab() -> Result<()> {
         hold_time: 9,
         peering: peering(),
         log_filter: "info".into(),
+        ipv6: ipv6(),
+        rfc8950: std::env::var_os("PETREL_LAB_RFC8950").is_some(),
         ..Options::default()
     };
     let mut c = phase("up", || Cluster::up(Lab::new("e2e")?, options))?;
+    if c.options.ipv6 {
+        ensure!(
+            c.nodes
+                .iter()
+                .all(|n| n.block6.is_some() && n.pods.iter().all(|p| p.address6.is_some())),
+            "a dual-stack lab with a node or pod without IPv6"
+        );
+    }
     phase(
         "converged: sessions, tables, FIBs, MTU, blackholes, pings",
         || converged(&c),
@@ -102,69 +122,77 @@ fn converged(c: &Cluster) -> Result<()> {
     ensure!(missing.is_empty(), "missing: {missing:?}");
     let mtu = c.options.pod_mtu;
     for owner in &c.nodes {
-        for n in c.nodes.iter().filter(|n| n.name != owner.name) {
-            let r = kernel_route(&n.ns, &owner.block)?
-                .ok_or_else(|| anyhow!("{} not in {}'s FIB", owner.block, n.name))?;
-            ensure!(
-                r.mtu == Some(mtu.into()),
-                "{} in {}'s FIB without route MTU {mtu}: {r:?}",
-                owner.block,
-                n.name
-            );
-        }
-        if c.options.peering == Peering::Datastore {
-            let own = kernel_routes(&owner.ns, &owner.block)?;
-            ensure!(
-                own.iter().any(|r| r.kind == "blackhole" && r.is_petrel()),
-                "no petrel blackhole for {}'s own block {}: {own:?}",
-                owner.name,
-                owner.block
-            );
+        for (block, _) in owner.blocks() {
+            for n in c.nodes.iter().filter(|n| n.name != owner.name) {
+                let r = kernel_route(&n.ns, block)?
+                    .ok_or_else(|| anyhow!("{block} not in {}'s FIB", n.name))?;
+                ensure!(
+                    r.mtu == Some(mtu.into()),
+                    "{block} in {}'s FIB without route MTU {mtu}: {r:?}",
+                    n.name
+                );
+            }
+            if c.options.peering == Peering::Datastore {
+                let own = kernel_routes(&owner.ns, block)?;
+                ensure!(
+                    own.iter().any(|r| r.kind == "blackhole" && r.is_petrel()),
+                    "no petrel blackhole for {}'s own block {block}: {own:?}",
+                    owner.name,
+                );
+            }
         }
     }
     let failed: Vec<_> = c.ping_matrix()?.into_iter().filter(|p| !p.ok).collect();
     ensure!(failed.is_empty(), "pings failed: {failed:?}");
 
-    // DF pings at and one byte over the MTU (IPv4 20 + ICMP 8 octets of
-    // headers), from a pod (its eth0 MTU) and from a node, whose uplink is
-    // 1500: there only the route MTU petreld set refuses the larger one.
+    // DF pings at and one byte over the MTU (IPv4 20 or IPv6 40, + ICMP 8
+    // octets of headers), from a pod (its eth0 MTU) and from a node, whose
+    // uplink is 1500: there only the route MTU petreld set refuses the
+    // larger one. (IPv6 has no DF bit, routers never fragment; `-M do`
+    // keeps the sender from fragmenting too.)
     let (a, b) = (&c.nodes[0], &c.nodes[1]);
-    let dst = &b.pods[0].address;
-    let fits = mtu - 28;
-    for (who, ns) in [("pod", &a.pods[0].ns), ("node", &a.ns)] {
-        ensure!(
-            ping(ns, dst, Some(fits))?,
-            "{who} {}: DF ping of {fits} bytes (MTU {mtu}) to {dst} got no reply",
-            a.name
-        );
-        let refusal = ping_refusal(ns, dst, fits + 1)?
-            .ok_or_else(|| anyhow!("{who}: DF ping one byte over the MTU got a reply"))?;
-        ensure!(
-            refusal.contains(&format!("mtu={mtu}")),
-            "{who}: refused, but not for MTU {mtu}: {refusal}"
-        );
+    for (dst, headers) in b.pods[0].addresses().into_iter().zip([28, 48]) {
+        let fits = mtu - headers;
+        for (who, ns) in [("pod", &a.pods[0].ns), ("node", &a.ns)] {
+            ensure!(
+                ping(ns, dst, Some(fits))?,
+                "{who} {}: DF ping of {fits} bytes (MTU {mtu}) to {dst} got no reply",
+                a.name
+            );
+            let refusal = ping_refusal(ns, dst, fits + 1)?.ok_or_else(|| {
+                anyhow!("{who}: DF ping one byte over the MTU to {dst} got a reply")
+            })?;
+            // iputils says `mtu=1450` for IPv4 and `mtu: 1450` for IPv6.
+            ensure!(
+                refusal.contains(&format!("mtu={mtu}")) || refusal.contains(&format!("mtu: {mtu}")),
+                "{who}: refused, but not for MTU {mtu}: {refusal}"
+            );
+        }
     }
     Ok(())
 }
 
-/// `ip route del` of a petrel route: petreld puts it back at once.
+/// `ip route del` of a petrel route: petreld puts it back at once (each
+/// family's).
 fn route_deleted(c: &Cluster) -> Result<()> {
     let (n, owner) = (&c.nodes[0], &c.nodes[1]);
-    n.ns.ip(&["route", "del", &owner.block, "proto", "202"])?;
-    // The issue's "back within a second": a one-second deadline.
-    let end = Instant::now() + Duration::from_secs(1);
-    loop {
-        if kernel_route(&n.ns, &owner.block)?.is_some() {
-            return Ok(());
+    for (block, _) in owner.blocks() {
+        n.ns.ip(&["route", "del", block, "proto", "202"])?;
+        // The issue's "back within a second": a one-second deadline.
+        let end = Instant::now() + Duration::from_secs(1);
+        loop {
+            if kernel_route(&n.ns, block)?.is_some() {
+                break;
+            }
+            ensure!(
+                Instant::now() < end,
+                "{block} not back in {}'s FIB within 1 s",
+                n.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        ensure!(
-            Instant::now() < end,
-            "{} not back in {}'s FIB within 1 s",
-            owner.block,
-            n.name
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(())
 }
 
 /// An external router added to node1's petreld.toml comes up on SIGHUP;
@@ -220,13 +248,15 @@ fn sighup_new_peer(c: &mut Cluster) -> Result<()> {
     c.no_reset(&before, &[])
 }
 
-/// Every petrel route of every node, as (node, prefix).
+/// Every petrel route of every node, as (node, prefix), both families.
 fn petrel_routes(c: &Cluster) -> Result<Vec<(String, String)>> {
     let mut v = Vec::new();
     for n in &c.nodes {
         for o in c.nodes.iter().filter(|o| o.name != n.name) {
-            if kernel_route(&n.ns, &o.block)?.is_some() {
-                v.push((n.name.clone(), o.block.clone()));
+            for (block, _) in o.blocks() {
+                if kernel_route(&n.ns, block)?.is_some() {
+                    v.push((n.name.clone(), block.to_string()));
+                }
             }
         }
     }
@@ -299,21 +329,23 @@ fn etcd_outage(c: &Cluster) -> Result<()> {
             .ok()
             .map(drop))
     })?;
-    let addr = wait_until("CNI ADD after etcd is back", &daemons, || {
+    let res = wait_until("CNI ADD after etcd is back", &daemons, || {
         Ok(node.cni_pod("ADD", &pod_ns, &cid, &endpoint, mtu).ok())
     })?;
-    let addr = addr["ips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .ok_or_else(|| anyhow!("no address: {addr}"))?
-        .to_string();
-    let remote = &c.nodes[0].pods[0].address;
-    wait_until(
-        "the new pod reaching a pod of another node",
-        &daemons,
-        || Ok(ping(&pod_ns, remote, None)?.then_some(())),
-    )?;
-    eprintln!("pod {addr} added after the outage reaches {remote}");
+    let mut addrs = vec![result_address(&res, false)];
+    if c.options.ipv6 {
+        addrs.push(result_address(&res, true));
+    }
+    let remote = c.nodes[0].pods[0].addresses();
+    for (addr, remote) in addrs.into_iter().zip(remote) {
+        let addr = addr.ok_or_else(|| anyhow!("an address missing: {res}"))?;
+        wait_until(
+            "the new pod reaching a pod of another node",
+            &daemons,
+            || Ok(ping(&pod_ns, remote, None)?.then_some(())),
+        )?;
+        eprintln!("pod {addr} added after the outage reaches {remote}");
+    }
     Ok(())
 }
 
@@ -362,29 +394,42 @@ impl Pinger {
 
 /// A petreld killed with SIGKILL: its peers keep its routes (graceful
 /// restart) and traffic flows; restarted, it comes back without the ToR
-/// ever withdrawing its block.
+/// ever withdrawing its blocks, IPv4 and IPv6.
 fn graceful_restart(c: &mut Cluster) -> Result<()> {
     let victim = VICTIM;
-    let (block, vaddr, vname) = {
+    let (blocks, vname): (Vec<(String, String)>, String) = {
         let v = &c.nodes[victim];
-        (v.block.clone(), v.address.clone(), v.name.clone())
+        (
+            v.blocks()
+                .into_iter()
+                .map(|(b, a)| (b.to_string(), a.to_string()))
+                .collect(),
+            v.name.clone(),
+        )
     };
-    let pinger = Pinger::start(&c.nodes[1].pods[0].ns, &c.nodes[victim].pods[0].address)?;
+    // One continuous ping per family, node2's pod to the victim's.
+    let pingers = c.nodes[victim].pods[0]
+        .addresses()
+        .into_iter()
+        .map(|dst| Pinger::start(&c.nodes[1].pods[0].ns, dst))
+        .collect::<Result<Vec<_>>>()?;
     let bgpd_log_before = c.tor.log().len();
 
-    // Its block must be everywhere at every poll from here on.
+    // Its blocks must be everywhere at every poll from here on.
     let everywhere = |c: &Cluster| -> Result<()> {
-        for n in c.nodes.iter().filter(|n| n.name != vname) {
+        for (block, vaddr) in &blocks {
+            for n in c.nodes.iter().filter(|n| n.name != vname) {
+                ensure!(
+                    kernel_route(&n.ns, block)?.is_some(),
+                    "{block} left {}'s FIB",
+                    n.name
+                );
+            }
             ensure!(
-                kernel_route(&n.ns, &block)?.is_some(),
-                "{block} left {}'s FIB",
-                n.name
+                c.tor.routes_from(vaddr)?.iter().any(|r| &r.prefix == block),
+                "the ToR withdrew {block}"
             );
         }
-        ensure!(
-            c.tor.routes_from(&vaddr)?.iter().any(|r| r.prefix == block),
-            "the ToR withdrew {block}"
-        );
         Ok(())
     };
 
@@ -414,15 +459,19 @@ fn graceful_restart(c: &mut Cluster) -> Result<()> {
         || everywhere(c),
         || Ok((c.sessions_down()?.is_empty() && c.missing_routes()?.is_empty()).then_some(())),
     )?;
-    eprintln!("{}", pinger.finish()?);
+    for p in pingers {
+        eprintln!("{}", p.finish()?);
+    }
     let log = c.tor.log();
     let after = log.get(bgpd_log_before..).unwrap_or_default();
-    ensure!(
-        !after
-            .lines()
-            .any(|l| l.contains(&block) && l.contains("withdrawn")),
-        "the ToR logged a withdrawal of {block}:\n{after}"
-    );
+    for (block, _) in &blocks {
+        ensure!(
+            !after
+                .lines()
+                .any(|l| l.contains(block.as_str()) && l.contains("withdrawn")),
+            "the ToR logged a withdrawal of {block}:\n{after}"
+        );
+    }
     Ok(())
 }
 
@@ -435,23 +484,26 @@ fn gone_for_good(c: &mut Cluster) -> Result<()> {
     let v = &c.nodes[victim];
     let daemons = c.daemons();
     wait_until("the dead node's routes withdrawn", &daemons, || {
-        for n in c.nodes.iter().filter(|n| n.name != v.name) {
-            if kernel_route(&n.ns, &v.block)?.is_some() {
+        for (block, vaddr) in v.blocks() {
+            for n in c.nodes.iter().filter(|n| n.name != v.name) {
+                if kernel_route(&n.ns, block)?.is_some() {
+                    return Ok(None);
+                }
+            }
+            if c.tor.routes_from(vaddr)?.iter().any(|r| r.prefix == block) {
                 return Ok(None);
             }
         }
-        Ok((!c
-            .tor
-            .routes_from(&v.address)?
-            .iter()
-            .any(|r| r.prefix == v.block))
-        .then_some(()))
+        Ok(Some(()))
     })?;
     // The others still reach each other.
     let (a, b) = (&c.nodes[1], &c.nodes[2]);
-    wait_until("node2's pod reaching node3's", &daemons, || {
-        Ok(ping(&a.pods[0].ns, &b.pods[0].address, None)?.then_some(()))
-    })
+    for dst in b.pods[0].addresses() {
+        wait_until("node2's pod reaching node3's", &daemons, || {
+            Ok(ping(&a.pods[0].ns, dst, None)?.then_some(()))
+        })?;
+    }
+    Ok(())
 }
 
 /// `petrel-lab up --json` then `down`; a second `up` after a killed first
@@ -526,26 +578,35 @@ fn petrel_lab_up_down() -> Result<()> {
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         ensure!(v["tor"]["address"] == TOR_ADDR, "{v}");
+        // Dual-stack by default.
+        ensure!(v["tor"]["address6"] == TOR_ADDR6, "{v}");
         let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
         ensure!(nodes.len() == 3, "{v}");
-        let pods: Vec<(String, String)> = nodes
+        ensure!(
+            nodes
+                .iter()
+                .all(|n| n["address6"].is_string() && n["block6"].is_string()),
+            "{v}"
+        );
+        let pods: Vec<(String, String, String)> = nodes
             .iter()
             .flat_map(|n| n["pods"].as_array().cloned().unwrap_or_default())
             .map(|p| {
-                (
-                    p["netns"].as_str().unwrap_or_default().to_string(),
-                    p["address"].as_str().unwrap_or_default().to_string(),
-                )
+                let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+                (s("netns"), s("address"), s("address6"))
             })
             .collect();
         ensure!(pods.len() == 6, "{v}");
-        // The JSON is enough to test the lab from outside: first pod to last.
-        let (ns, _) = &pods[0];
-        let (_, dst) = &pods[5];
-        let o = std::process::Command::new("ip")
-            .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "2", dst])
-            .output()?;
-        ensure!(o.status.success(), "ping {dst} from {ns} failed");
+        // The JSON is enough to test the lab from outside: first pod to
+        // last, in each family.
+        let (ns, _, _) = &pods[0];
+        let (_, dst, dst6) = &pods[5];
+        for dst in [dst, dst6] {
+            let o = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "ping", "-c", "1", "-W", "2", dst])
+                .output()?;
+            ensure!(o.status.success(), "ping {dst} from {ns} failed");
+        }
         Ok(())
     })();
     let down = lab(&["down"])?;

@@ -129,20 +129,33 @@ pub fn node_addresses(node: &config::Node) -> anyhow::Result<Vec<IpNet>> {
             })?,
         },
     };
-    let out: Vec<IpNet> = addrs
+    let out = identity_addresses(&addrs, wanted);
+    if out.is_empty() {
+        anyhow::bail!("the node's interface has no usable address");
+    }
+    Ok(out)
+}
+
+/// The addresses of interface `ifindex` that may name the node to its
+/// peers: they are registered, and the mesh dials the first of each
+/// family (peers.rs).
+fn identity_addresses(addrs: &[crate::fib::msg::AddrInfo], ifindex: u32) -> Vec<IpNet> {
+    use crate::fib::msg::{IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TEMPORARY};
+    addrs
         .iter()
-        .filter(|a| a.ifindex == wanted)
+        .filter(|a| a.ifindex == ifindex)
+        // RFC 4941 temporary addresses are replaced by the day, a deprecated
+        // one (RFC 4862 §5.5.4) is on its way out, and one that failed DAD
+        // (§5.4.5) is not the node's. A tentative one is kept: it is the
+        // node's within a second of boot, when petreld may already run.
+        .filter(|a| a.flags & (IFA_F_TEMPORARY | IFA_F_DEPRECATED | IFA_F_DADFAILED) == 0)
         .map(|a| a.net)
         // Link-local addresses identify nothing beyond the link.
         .filter(|n| match n.addr() {
             std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
             std::net::IpAddr::V4(v4) => !v4.is_link_local(),
         })
-        .collect();
-    if out.is_empty() {
-        anyhow::bail!("the node's interface has no usable address");
-    }
-    Ok(out)
+        .collect()
 }
 
 /// The driver's inputs that do not come from the datastore.
@@ -680,5 +693,35 @@ pub async fn initial_bgp_config(store: &dyn Store, wait: Duration) -> Option<Bgp
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fib::msg::IFA_F_TENTATIVE;
+    use crate::fib::msg::{AddrInfo, IFA_F_DADFAILED, IFA_F_DEPRECATED, IFA_F_TEMPORARY};
+
+    #[test]
+    fn a_node_registers_stable_addresses_of_both_families() {
+        let a = |ifindex, net: &str, flags| AddrInfo {
+            ifindex,
+            net: net.parse().unwrap(),
+            flags,
+        };
+        let addrs = [
+            a(2, "10.99.0.11/24", 0),
+            a(2, "fd00:99::5c3a:1b2f:9e01:7d44/64", IFA_F_TEMPORARY),
+            a(2, "2001:db8::11/64", IFA_F_DEPRECATED),
+            a(2, "2001:db8:1::11/64", IFA_F_DADFAILED),
+            a(2, "fd00:99::11/64", IFA_F_TENTATIVE),
+            a(2, "fe80::1/64", 0),
+            a(3, "192.0.2.1/24", 0),
+        ];
+        let got: Vec<String> = identity_addresses(&addrs, 2)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(got, ["10.99.0.11/24", "fd00:99::11/64"]);
     }
 }

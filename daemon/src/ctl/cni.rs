@@ -66,6 +66,11 @@ pub struct InstallArgs {
     /// Leave hostPort support (portmap) out of the chain.
     #[arg(long)]
     pub no_portmap: bool,
+    /// Dual-stack pods: an IPv6 address too, from the IPv6 pools
+    /// (petrel-ipam's `assign_ipv6`). The bridge gets each family's
+    /// gateway.
+    #[arg(long)]
+    pub ipv6: bool,
 }
 
 /// The configuration list, as a runtime reads it.
@@ -90,6 +95,9 @@ pub fn conflist(a: &InstallArgs, datastore: &crate::config::Datastore) -> Value 
     let mut ipam = json!({ "type": "petrel-ipam", "datastore": ds });
     if let Some(n) = &a.node_name {
         ipam["node_name"] = json!(n);
+    }
+    if a.ipv6 {
+        ipam["assign_ipv6"] = json!(true);
     }
     let mut link = json!({ "type": a.plugin.name(), "ipam": ipam });
     if a.plugin == LinkPlugin::Bridge {
@@ -231,6 +239,7 @@ mod tests {
             from: Some(dir.join("from")),
             reference_plugins: dir.join("ref"),
             no_portmap: false,
+            ipv6: false,
         }
     }
 
@@ -267,7 +276,17 @@ mod tests {
             "http://10.0.0.2:2379"
         );
         assert_eq!(list["plugins"][1]["type"], "portmap");
+        assert!(list["plugins"][0]["ipam"].get("assign_ipv6").is_none());
         assert!(install(&a, &ds).unwrap().is_empty(), "idempotent");
+        // Dual-stack pods: petrel-ipam asked for an IPv6 address too.
+        let dual = InstallArgs {
+            ipv6: true,
+            ..args(t.path())
+        };
+        assert_eq!(
+            conflist(&dual, &ds)["plugins"][0]["ipam"]["assign_ipv6"],
+            true
+        );
         // A newer petrel-ipam is installed again, nothing else.
         std::fs::write(t.path().join("from/petrel-ipam"), "#!new").unwrap();
         let again = install(&a, &ds).unwrap();

@@ -166,6 +166,7 @@ mod tests {
         AddrInfo {
             ifindex,
             net: net.parse().unwrap(),
+            flags: 0,
         }
     }
 

@@ -66,6 +66,13 @@ const IFLA_MTU: u16 = 4;
 const IFF_UP: u32 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
+/// All 32 flag bits; the header's `ifa_flags` holds only the low 8.
+const IFA_FLAGS: u16 = 8;
+/// `ifa_flags` bits (linux/if_addr.h).
+pub const IFA_F_TEMPORARY: u32 = 0x01;
+pub const IFA_F_DADFAILED: u32 = 0x08;
+pub const IFA_F_DEPRECATED: u32 = 0x20;
+pub const IFA_F_TENTATIVE: u32 = 0x40;
 
 /// The metric of the node's blackholes for its own blocks: high, so that a
 /// connected route of the same prefix (the pods' bridge: metric 0 on IPv4,
@@ -561,17 +568,21 @@ pub fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
 pub struct AddrInfo {
     pub ifindex: u32,
     pub net: IpNet,
+    /// `IFA_F_*`.
+    pub flags: u32,
 }
 
 pub fn parse_addr(payload: &[u8]) -> Option<AddrInfo> {
     let h = payload.get(0..8)?;
     let (family, plen) = (h[0], h[1]);
+    let mut flags = u32::from(h[2]);
     let ifindex = u32::from_ne_bytes(h[4..8].try_into().ok()?);
     let (mut local, mut address) = (None, None);
     for (ty, data) in attrs(&payload[8..]) {
         match ty {
             IFA_LOCAL => local = ip_from(family, data),
             IFA_ADDRESS => address = ip_from(family, data),
+            IFA_FLAGS => flags = u32_of(data).unwrap_or(flags),
             _ => {}
         }
     }
@@ -580,6 +591,7 @@ pub fn parse_addr(payload: &[u8]) -> Option<AddrInfo> {
     Some(AddrInfo {
         ifindex,
         net: IpNet::new(addr, plen).ok()?,
+        flags,
     })
 }
 
@@ -731,6 +743,28 @@ mod tests {
         let e = parse_error(&m).unwrap();
         assert_eq!(e.errno, 101);
         assert_eq!(e.message.as_deref(), Some("Nexthop has invalid gateway"));
+    }
+
+    #[test]
+    fn address_flags_from_the_header_and_from_ifa_flags() {
+        // ifaddrmsg: family, prefixlen, flags, scope, index.
+        let msg = |flags8: u8, extra: Option<u32>| {
+            let mut b = vec![AF_INET6, 64, flags8, 0];
+            b.extend_from_slice(&7u32.to_ne_bytes());
+            let a: Ipv6Addr = "fd00:99::11".parse().unwrap();
+            attr(&mut b, IFA_ADDRESS, &a.octets());
+            if let Some(f) = extra {
+                attr(&mut b, IFA_FLAGS, &f.to_ne_bytes());
+            }
+            b
+        };
+        let a = parse_addr(&msg(IFA_F_TEMPORARY as u8, None)).unwrap();
+        assert_eq!(a.ifindex, 7);
+        assert_eq!(a.net, "fd00:99::11/64".parse::<IpNet>().unwrap());
+        assert_eq!(a.flags, IFA_F_TEMPORARY);
+        // IFA_FLAGS carries all 32 bits and wins over the header's 8.
+        let a = parse_addr(&msg(0, Some(IFA_F_DEPRECATED | 0x200))).unwrap();
+        assert_eq!(a.flags, IFA_F_DEPRECATED | 0x200);
     }
 
     #[test]

@@ -363,6 +363,7 @@ mod tests {
         let addrs = [AddrInfo {
             ifindex: 5,
             net: "10.0.0.5/24".parse().unwrap(),
+            flags: 0,
         }];
         let pat = Select::Pattern("eth*".into());
         assert_eq!(host_mtu(&links, &addrs, &pat), Some(1500));

@@ -18,8 +18,12 @@ use std::process::ExitCode;
 
 const USAGE: &str =
     "usage: petrel-lab up [--tor frr|bird] [--json] [--name NAME] [--peering datastore|file] [--kubernetes]
-                    [--etcd-members 1|3] [--etcd-proxy]
+                    [--etcd-members 1|3] [--etcd-proxy] [--ipv4-only | --rfc8950]
        petrel-lab down [--name NAME]
+
+The lab is dual-stack (IPv4 and IPv6 pods, sessions and routes) unless
+--ipv4-only is given. --rfc8950 (implies --peering file): IPv6 sessions
+only, each carrying the IPv4 routes too, with IPv6 next hops.
 
 Binaries: petreld, petrelctl, petrel-ipam and petrel-ipam-direct beside
 this one, or in $PETREL_BIN_DIR (and petrel-controller with --kubernetes,
@@ -35,6 +39,8 @@ struct Args {
     kubernetes: bool,
     etcd_members: usize,
     etcd_proxy: bool,
+    ipv4_only: bool,
+    rfc8950: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -48,6 +54,8 @@ fn parse() -> Result<Args> {
         kubernetes: false,
         etcd_members: 1,
         etcd_proxy: false,
+        ipv4_only: false,
+        rfc8950: false,
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -74,6 +82,11 @@ fn parse() -> Result<Args> {
                 }
             }
             "--etcd-proxy" => a.etcd_proxy = true,
+            "--ipv4-only" => a.ipv4_only = true,
+            "--rfc8950" => {
+                a.rfc8950 = true;
+                a.peering = Peering::File;
+            }
             "--name" => match it.next() {
                 Some(n) => a.name = n,
                 None => bail!("--name needs a value"),
@@ -114,6 +127,9 @@ fn run() -> Result<ExitCode> {
             if args.kubernetes && !require_apiserver() {
                 bail!("--kubernetes needs kube-apiserver, kubectl and openssl (see above)");
             }
+            if args.ipv4_only && args.rfc8950 {
+                bail!("--rfc8950 carries IPv4 over IPv6 sessions: not with --ipv4-only");
+            }
             if args.kubernetes && args.peering == Peering::File {
                 bail!("--kubernetes needs --peering datastore: service routes come from the datastore");
             }
@@ -128,6 +144,8 @@ fn run() -> Result<ExitCode> {
                 peering: args.peering,
                 etcd_members: args.etcd_members,
                 etcd_proxy: args.etcd_proxy,
+                ipv6: !args.ipv4_only,
+                rfc8950: args.rfc8950,
                 ..Options::default()
             };
             let built = Cluster::build(lab, options).and_then(|c| {

@@ -3,16 +3,22 @@
 //! delegating to petrel-ipam. One implementation serves `petrel-lab up`
 //! and the end-to-end suite.
 //!
-//! Topology (one L2 subnet, 10.99.0.0/24, on a Linux bridge in the ToR's
-//! namespace):
+//! Topology (one L2 subnet, 10.99.0.0/24 and fd00:99::/64, on a Linux
+//! bridge in the ToR's namespace):
 //!
 //! ```text
 //!   etcd 10.99.0.2 ─┐  (three members: also .32, .33; grpc-proxy .30)
-//!   node1 10.99.0.11 ─┤ br0 (ToR 10.99.0.1, AS 65000, FRR or BIRD)
-//!   node2 10.99.0.12 ─┤
-//!   node3 10.99.0.13 ─┘
-//!   nodeN: cni0 bridge (the block's gateway) ── podN-1, podN-2
+//!   node1 10.99.0.11 fd00:99::11 ─┤ br0 (ToR 10.99.0.1 fd00:99::1,
+//!   node2 10.99.0.12 fd00:99::12 ─┤      AS 65000, FRR or BIRD)
+//!   node3 10.99.0.13 fd00:99::13 ─┘
+//!   nodeN: cni0 bridge (the blocks' gateways) ── podN-1, podN-2
 //! ```
+//!
+//! Dual-stack unless [`Options::ipv6`] is off: an IPv6 pool beside the
+//! IPv4 one, every pod with an address of each, and every BGP session
+//! twice, once per family over that family's transport (the ToR as two
+//! datastore peers, `tor` and `tor6`; the mesh from the nodes' registered
+//! addresses, one session per family both nodes have). Etcd stays IPv4.
 //!
 //! Nodes have no default route: a pod on another node is reachable only
 //! through the route petreld put into the node's FIB, so a ping proves it.
@@ -50,6 +56,15 @@ pub const SPARE_ADDR: &str = "10.99.0.3";
 pub const SUBNET_LEN: u8 = 24;
 pub const POOL: &str = "10.244.0.0/16";
 pub const BLOCK_SIZE: u8 = 26;
+/// The ToR's IPv6 address on the lab's subnet (ULA, RFC 4193).
+pub const TOR_ADDR6: &str = "fd00:99::1";
+/// A free IPv6 address on the lab's subnet.
+pub const SPARE_ADDR6: &str = "fd00:99::3";
+pub const SUBNET6_LEN: u8 = 64;
+/// The IPv6 pool, with Calico's default IPv6 block size (/122: 64
+/// addresses, as a /26).
+pub const POOL6: &str = "fd00:10:244::/56";
+pub const BLOCK_SIZE6: u8 = 122;
 /// The kernel's name for petrel's route protocol (202), or the number
 /// when /etc/iproute2/rt_protos.d does not name it.
 pub const PROTOCOLS: [&str; 2] = ["petrel", "202"];
@@ -97,6 +112,15 @@ pub struct Options {
     pub reflector: Option<usize>,
     /// Every node's `bgp.max_paths` (ECMP).
     pub max_paths: Option<usize>,
+    /// Dual-stack (the default): the IPv6 subnet, pool, pod addresses and
+    /// sessions beside the IPv4 ones. Off: the IPv4-only lab.
+    pub ipv6: bool,
+    /// IPv4 over the IPv6 sessions (RFC 8950): no IPv4 session at all;
+    /// each IPv6 session carries both families, the IPv4 blocks with the
+    /// owner's IPv6 address as next hop, installed `via inet6`. Needs
+    /// [`Options::ipv6`] and [`Peering::File`] (the datastore's mesh makes
+    /// one session per family).
+    pub rfc8950: bool,
 }
 
 impl Default for Options {
@@ -114,6 +138,8 @@ impl Default for Options {
             etcd_proxy: false,
             reflector: None,
             max_paths: None,
+            ipv6: true,
+            rfc8950: false,
         }
     }
 }
@@ -122,7 +148,18 @@ impl Default for Options {
 pub struct Pod {
     pub ns: Netns,
     pub address: String,
+    /// Its IPv6 address, in a dual-stack lab.
+    pub address6: Option<String>,
     pub container_id: String,
+}
+
+impl Pod {
+    /// Its addresses, IPv4 first.
+    pub fn addresses(&self) -> Vec<&str> {
+        std::iter::once(self.address.as_str())
+            .chain(self.address6.as_deref())
+            .collect()
+    }
 }
 
 /// One node: a namespace running petreld, with `eth0` on the ToR's bridge.
@@ -135,8 +172,16 @@ pub struct Node {
     pub block: String,
     /// The block's gateway, reserved by petrel-ipam, on `cni0`.
     pub gateway: String,
+    /// In a dual-stack lab: the node's IPv6 address on the lab's subnet,
+    /// its affine IPv6 block (`fd00:10:244:…/122`) and that block's
+    /// gateway, also on `cni0`.
+    pub address6: Option<String>,
+    pub block6: Option<String>,
+    pub gateway6: Option<String>,
     pub pods: Vec<Pod>,
     cni_dir: PathBuf,
+    /// [`Options::rfc8950`].
+    rfc8950: bool,
 }
 
 /// A running lab. Fields drop in order: the daemons before the [`Lab`],
@@ -179,9 +224,15 @@ impl Cluster {
 
     /// Builds the lab without waiting for it to converge.
     pub fn build(lab: Lab, options: Options) -> Result<Cluster> {
+        if options.rfc8950 && !(options.ipv6 && options.peering == Peering::File) {
+            bail!("rfc8950 needs ipv6 and file-configured peers");
+        }
         let tor_ns = lab.netns("tor")?;
         tor_ns.ip(&["link", "add", "br0", "type", "bridge"])?;
         tor_ns.add_addr("br0", &format!("{TOR_ADDR}/{SUBNET_LEN}"))?;
+        if options.ipv6 {
+            tor_ns.add_addr("br0", &format!("{TOR_ADDR6}/{SUBNET6_LEN}"))?;
+        }
         tor_ns.ip(&["link", "set", "br0", "up"])?;
 
         let etcd = match options.etcd_members {
@@ -229,8 +280,24 @@ impl Cluster {
             "--name",
             "lab",
         ])?;
+        if options.ipv6 {
+            ctl(&[
+                "pool",
+                "add",
+                POOL6,
+                "--block-size",
+                &BLOCK_SIZE6.to_string(),
+                "--name",
+                "lab6",
+            ])?;
+        }
         let node_addrs: Vec<String> = (0..options.nodes)
             .map(|i| format!("10.99.0.{}", 11 + i))
+            .collect();
+        // The same last digits as the IPv4 address, read as hex: easy to
+        // pair up by eye.
+        let node_addrs6: Vec<Option<String>> = (0..options.nodes)
+            .map(|i| options.ipv6.then(|| format!("fd00:99::{}", 11 + i)))
             .collect();
         let restart = options.restart_time.to_string();
         let hold = options.hold_time.to_string();
@@ -257,15 +324,48 @@ impl Cluster {
                 "--restart-time",
                 &restart,
             ])?;
+            if options.ipv6 {
+                // A peer record is one session, and a session carries its
+                // transport's family (daemon/src/cluster/peers.rs): the
+                // ToR's IPv6 address is a second record.
+                ctl(&[
+                    "bgp",
+                    "peer",
+                    "add",
+                    "tor6",
+                    "--address",
+                    TOR_ADDR6,
+                    "--asn",
+                    &TOR_AS.to_string(),
+                    "--hold-time",
+                    &hold,
+                    "--restart-time",
+                    &restart,
+                ])?;
+            }
         }
 
         let mut spec = PeerSpec::new(TOR_ADDR, TOR_AS);
         spec.graceful_restart = Some(options.restart_time.into());
-        // A ToR forwards: the Services' routes are checked in its FIB
-        // whichever daemon it runs.
-        spec.install_fib = true;
-        for a in &node_addrs {
-            let mut n = NeighborSpec::new(a, NODE_AS, TOR_ADDR);
+        // The ToR's own FIB holds the blocks too (BIRD exports to it).
+        spec.kernel = true;
+        let v4_sessions = if options.rfc8950 { 0 } else { node_addrs.len() };
+        let sessions = node_addrs
+            .iter()
+            .take(v4_sessions)
+            .map(|a| (a.as_str(), TOR_ADDR))
+            .chain(
+                node_addrs6
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.as_str(), TOR_ADDR6)),
+            );
+        for (a, local) in sessions {
+            let mut n = NeighborSpec::new(a, NODE_AS, local);
+            if options.rfc8950 {
+                n.ipv4 = true;
+                n.extended_nexthop = true;
+            }
             n.graceful_restart = Some(options.restart_time.into());
             // The nodes dial: one side per session keeps a restart simple.
             n.passive = true;
@@ -280,16 +380,20 @@ impl Cluster {
             let name = format!("node{}", i + 1);
             let ns = lab.netns(&name)?;
             attach(&tor_ns, &name, &ns, address)?;
+            if let Some(a6) = &node_addrs6[i] {
+                ns.add_addr("eth0", &format!("{a6}/{SUBNET6_LEN}"))?;
+            }
             setups.push(NodeSetup {
                 name: name.clone(),
                 ns,
                 cni_dir: lab.subdir(&format!("cni-{name}"))?,
                 endpoints: endpoints.clone(),
+                ipv6: options.ipv6,
             });
         }
         // With peers from files the blocks must be known before petreld
         // starts; from the datastore petreld picks them up as they come.
-        let mut gateways = Vec::new();
+        let mut gateways: Vec<Option<Claimed>> = Vec::new();
         if options.peering == Peering::File {
             for s in &mut setups {
                 gateways.push(Some(s.claim_block(options.pod_mtu)?));
@@ -302,7 +406,7 @@ impl Cluster {
         // peer listening (a refused one waits out ConnectRetry, 30 s).
         let mut daemons: Vec<Option<Petreld>> = (0..setups.len()).map(|_| None).collect();
         for i in (0..setups.len()).rev() {
-            let (s, address) = (&setups[i], &node_addrs[i]);
+            let (s, address, address6) = (&setups[i], &node_addrs[i], &node_addrs6[i]);
             let mut config = petreld::Config::new(address, NODE_AS);
             config.name = s.name.clone();
             config.log_filter = options.log_filter.clone();
@@ -312,6 +416,9 @@ impl Cluster {
                 config.cluster_id = Some(address.clone());
             }
             config.max_paths = options.max_paths;
+            if let Some(a6) = address6 {
+                config.listen(a6);
+            }
             // The pod MTU as petreld derives it: eth0's 1500 less VXLAN's
             // 50, written where this node's petrel-ipam reads it.
             // One host, several petrelds: each serves petrel-ipam on its
@@ -323,43 +430,80 @@ impl Cluster {
             );
             match options.peering {
                 Peering::Datastore => {
+                    // Registered in the node's record: the other nodes
+                    // make one mesh session per family from them.
                     config.addresses = vec![format!("{address}/{SUBNET_LEN}")];
+                    if let Some(a6) = address6 {
+                        config.addresses.push(format!("{a6}/{SUBNET6_LEN}"));
+                    }
                     config.etcd_endpoints = endpoints.clone();
                 }
                 Peering::File => {
-                    config.peer(
-                        petreld::Peer::new(TOR_ADDR, TOR_AS)
-                            .local_address(address)
-                            .families(&["ipv4-unicast"])
-                            .hold_time(options.hold_time),
-                    );
-                    for (j, other) in node_addrs.iter().enumerate() {
-                        if j == i {
-                            continue;
-                        }
-                        let mut p = petreld::Peer::new(other, NODE_AS)
-                            .local_address(address)
-                            .families(&["ipv4-unicast"])
-                            .hold_time(options.hold_time);
-                        if j < i {
-                            p = p.passive();
-                        }
-                        config.peer(p);
+                    // Per transport: (the ToR's address, this node's, the
+                    // others', the families the sessions carry).
+                    let mut transports = Vec::new();
+                    if !options.rfc8950 {
+                        transports.push((
+                            TOR_ADDR,
+                            address.as_str(),
+                            node_addrs.iter().map(String::as_str).collect::<Vec<_>>(),
+                            &["ipv4-unicast"][..],
+                        ));
                     }
-                    if let Some((_, block)) = &gateways[i] {
-                        config.originate(block, &[], &[]);
+                    if let Some(a6) = address6 {
+                        transports.push((
+                            TOR_ADDR6,
+                            a6.as_str(),
+                            node_addrs6.iter().flatten().map(String::as_str).collect(),
+                            if options.rfc8950 {
+                                &["ipv4-unicast", "ipv6-unicast"][..]
+                            } else {
+                                &["ipv6-unicast"][..]
+                            },
+                        ));
+                    }
+                    for (tor, local, nodes, families) in transports {
+                        // As the datastore's peers (and Calico): the ToR
+                        // hears each block from its owner only, not also
+                        // from the other nodes with themselves as next hop.
+                        config.peer(
+                            petreld::Peer::new(tor, TOR_AS)
+                                .local_address(local)
+                                .families(families)
+                                .hold_time(options.hold_time)
+                                .local_routes_only(),
+                        );
+                        for (j, other) in nodes.iter().enumerate() {
+                            if j == i {
+                                continue;
+                            }
+                            let mut p = petreld::Peer::new(other, NODE_AS)
+                                .local_address(local)
+                                .families(families)
+                                .hold_time(options.hold_time);
+                            if j < i {
+                                p = p.passive();
+                            }
+                            config.peer(p);
+                        }
+                    }
+                    if let Some(claimed) = &gateways[i] {
+                        config.originate(&claimed.block, &[], &[]);
+                        if let Some(b6) = &claimed.block6 {
+                            config.originate(b6, &[], &[]);
+                        }
                     }
                 }
             }
             daemons[i] = Some(Petreld::start(&lab, &s.ns, &config)?);
         }
         let mut nodes = Vec::new();
-        for ((mut s, gw), (petreld, address)) in setups
+        for ((mut s, gw), (petreld, (address, address6))) in setups
             .into_iter()
             .zip(gateways)
-            .zip(daemons.into_iter().zip(&node_addrs))
+            .zip(daemons.into_iter().zip(node_addrs.iter().zip(&node_addrs6)))
         {
-            let (gateway, block) = match gw {
+            let claimed = match gw {
                 Some(g) => g,
                 None => s.claim_block(options.pod_mtu)?,
             };
@@ -367,10 +511,11 @@ impl Cluster {
             for p in 0..options.pods_per_node {
                 let cid = format!("{}-pod{}", s.name, p + 1);
                 let pod_ns = lab.netns(&cid)?;
-                let address = s.add_pod(&pod_ns, &cid, options.pod_mtu)?;
+                let (address, address6) = s.add_pod(&pod_ns, &cid, options.pod_mtu)?;
                 pods.push(Pod {
                     ns: pod_ns,
                     address,
+                    address6,
                     container_id: cid,
                 });
             }
@@ -379,10 +524,14 @@ impl Cluster {
                 ns: s.ns,
                 address: address.clone(),
                 petreld: petreld.ok_or_else(|| anyhow!("petreld not started"))?,
-                block,
-                gateway,
+                block: claimed.block,
+                gateway: claimed.gateway,
+                address6: address6.clone(),
+                block6: claimed.block6,
+                gateway6: claimed.gateway6,
                 pods,
                 cni_dir: s.cni_dir,
+                rfc8950: options.rfc8950,
             });
         }
         Ok(Cluster {
@@ -484,16 +633,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// The ToR's addresses the nodes peer with, IPv4 first.
+    pub fn tor_addresses(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.options.rfc8950 {
+            v.push(TOR_ADDR);
+        }
+        if self.options.ipv6 {
+            v.push(TOR_ADDR6);
+        }
+        v
+    }
+
     pub fn sessions_down(&self) -> Result<Vec<String>> {
         let mut down = Vec::new();
         for n in &self.nodes {
             let peers = n.petreld.peers()?;
-            let mut want: Vec<&str> = vec![TOR_ADDR];
+            let mut want: Vec<&str> = self.tor_addresses();
             want.extend(
                 self.nodes
                     .iter()
                     .filter(|o| o.name != n.name)
-                    .map(|o| o.address.as_str()),
+                    .flat_map(|o| o.session_addresses()),
             );
             for w in want {
                 match peers.iter().find(|p| p.address == w) {
@@ -502,27 +663,36 @@ impl Cluster {
                     None => down.push(format!("{} -> {w} (no such peer)", n.name)),
                 }
             }
-            if !self.tor.established(&n.address)? {
-                down.push(format!("tor -> {}", n.address));
+            for a in n.session_addresses() {
+                if !self.tor.established(a)? {
+                    down.push(format!("tor -> {a}"));
+                }
             }
         }
         Ok(down)
     }
 
-    /// Blocks missing from the ToR's table or from a node's FIB (with
-    /// petrel's protocol, via the owning node, with the pod MTU).
+    /// Blocks missing from the ToR's table or FIB, or from a node's FIB
+    /// (with petrel's protocol, via the owning node's address of the
+    /// block's family), both families.
     pub fn missing_routes(&self) -> Result<Vec<String>> {
         let mut missing = Vec::new();
         for owner in &self.nodes {
-            let at_tor = self.tor.routes_from(&owner.address)?;
-            if !at_tor.iter().any(|r| r.prefix == owner.block) {
-                missing.push(format!("{} in the ToR's table", owner.block));
-            }
-            for n in self.nodes.iter().filter(|n| n.name != owner.name) {
-                match kernel_route(&n.ns, &owner.block)? {
-                    Some(r) if r.is_petrel() && r.gateways == [owner.address.clone()] => {}
-                    other => {
-                        missing.push(format!("{} in {}'s FIB: {other:?}", owner.block, n.name))
+            for (block, via) in owner.blocks() {
+                let at_tor = self.tor.routes_from(via)?;
+                if !at_tor.iter().any(|r| r.prefix == block) {
+                    missing.push(format!("{block} in the ToR's table"));
+                }
+                if !kernel_routes(&self.tor_ns, block)?
+                    .iter()
+                    .any(|r| r.kind == "unicast" && r.gateways == [via])
+                {
+                    missing.push(format!("{block} via {via} in the ToR's FIB"));
+                }
+                for n in self.nodes.iter().filter(|n| n.name != owner.name) {
+                    match kernel_route(&n.ns, block)? {
+                        Some(r) if r.is_petrel() && r.gateways == [via] => {}
+                        other => missing.push(format!("{block} in {}'s FIB: {other:?}", n.name)),
                     }
                 }
             }
@@ -530,17 +700,21 @@ impl Cluster {
         Ok(missing)
     }
 
-    /// Every pod pings every other pod once.
+    /// Every pod pings every other pod once, at each of its addresses
+    /// (IPv4 to IPv4, IPv6 to IPv6).
     pub fn ping_matrix(&self) -> Result<Vec<PingResult>> {
         let pods: Vec<&Pod> = self.nodes.iter().flat_map(|n| &n.pods).collect();
         let mut out = Vec::new();
         for a in &pods {
             for b in &pods {
-                if a.address != b.address {
+                if a.address == b.address {
+                    continue;
+                }
+                for (from, to) in a.addresses().into_iter().zip(b.addresses()) {
                     out.push(PingResult {
-                        from: a.address.clone(),
-                        to: b.address.clone(),
-                        ok: ping(&a.ns, &b.address, None)?,
+                        from: from.to_string(),
+                        to: to.to_string(),
+                        ok: ping(&a.ns, to, None)?,
                     });
                 }
             }
@@ -551,20 +725,34 @@ impl Cluster {
     /// `{"tor": {"netns", "address"}, "nodes": [{"name", "netns",
     /// "address", "pods": [{"netns", "address"}]}]}`.
     pub fn to_json(&self) -> Value {
+        // IPv6 fields only in a dual-stack lab (absent, not null, in an
+        // IPv4-only one).
+        let mut tor = json!({ "netns": self.tor_ns.name(), "address": TOR_ADDR });
+        if self.options.ipv6 {
+            tor["address6"] = json!(TOR_ADDR6);
+        }
+        let with6 = |mut v: Value, fields: &[(&str, &Option<String>)]| {
+            for (k, x) in fields {
+                if let Some(x) = x {
+                    v[*k] = json!(x);
+                }
+            }
+            v
+        };
         json!({
-            "tor": { "netns": self.tor_ns.name(), "address": TOR_ADDR },
+            "tor": tor,
             "etcd_endpoints": self.etcd.endpoints(),
             "client_endpoints": self.client_endpoints(),
-            "nodes": self.nodes.iter().map(|n| json!({
+            "nodes": self.nodes.iter().map(|n| with6(json!({
                 "name": n.name,
                 "netns": n.ns.name(),
                 "address": n.address,
                 "block": n.block,
-                "pods": n.pods.iter().map(|p| json!({
+                "pods": n.pods.iter().map(|p| with6(json!({
                     "netns": p.ns.name(),
                     "address": p.address,
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+                }), &[("address6", &p.address6)])).collect::<Vec<_>>(),
+            }), &[("address6", &n.address6), ("block6", &n.block6)])).collect::<Vec<_>>(),
         })
     }
 
@@ -573,7 +761,8 @@ impl Cluster {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "ToR {TOR_ADDR} (AS {TOR_AS}, {:?}, netns {}), etcd {}{}",
+            "ToR {} (AS {TOR_AS}, {:?}, netns {}), etcd {}{}",
+            self.tor_addresses().join(" "),
             self.tor.kind(),
             self.tor_ns.name(),
             self.etcd.endpoints().join(","),
@@ -585,64 +774,81 @@ impl Cluster {
         for n in &self.nodes {
             let _ = writeln!(
                 s,
-                "\n== {} {} (netns {}), block {}, pods {}",
+                "\n== {} {} (netns {}), blocks {}, pods {}",
                 n.name,
-                n.address,
+                n.addresses().join(" "),
                 n.ns.name(),
-                n.block,
+                n.blocks()
+                    .iter()
+                    .map(|(b, _)| *b)
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 n.pods
                     .iter()
-                    .map(|p| p.address.as_str())
+                    .map(|p| p.addresses().join(" "))
                     .collect::<Vec<_>>()
-                    .join(" ")
+                    .join(", ")
             );
             s += &n.petreld.ctl(&["show", "peers"])?;
             let _ = writeln!(s, "kernel routes of petrel:");
             // By name when /etc/iproute2 knows it, else by number.
-            let routes = PROTOCOLS
-                .iter()
-                .find_map(|p| n.ns.ip(&["route", "show", "proto", p]).ok())
-                .unwrap_or_default();
-            s += &routes;
+            for family in ["-4", "-6"] {
+                let routes = PROTOCOLS
+                    .iter()
+                    .find_map(|p| n.ns.ip(&[family, "route", "show", "proto", p]).ok())
+                    .unwrap_or_default();
+                s += &routes;
+            }
         }
         let _ = writeln!(s, "\n== the ToR's table");
         for n in &self.nodes {
-            for r in self.tor.routes_from(&n.address)? {
-                let _ = writeln!(
-                    s,
-                    "{:<18} via {:<12} as-path {}{}",
-                    r.prefix,
-                    r.next_hop,
-                    r.as_path,
-                    if r.best { "  best" } else { "" }
-                );
+            for a in n.session_addresses() {
+                for r in self.tor.routes_from(a)? {
+                    let _ = writeln!(
+                        s,
+                        "{:<26} via {:<12} as-path {}{}",
+                        r.prefix,
+                        r.next_hop,
+                        r.as_path,
+                        if r.best { "  best" } else { "" }
+                    );
+                }
             }
         }
         let matrix = self.ping_matrix()?;
-        let pods: Vec<&str> = self
-            .nodes
-            .iter()
-            .flat_map(|n| n.pods.iter().map(|p| p.address.as_str()))
-            .collect();
-        let _ = writeln!(s, "\n== ping matrix (from row to column)");
-        let _ = write!(s, "{:<16}", "");
-        for p in &pods {
-            let _ = write!(s, "{p:<16}");
-        }
-        s += "\n";
-        for a in &pods {
-            let _ = write!(s, "{a:<16}");
-            for b in &pods {
-                let cell = if a == b {
-                    "-"
-                } else if matrix.iter().any(|m| m.from == *a && m.to == *b && m.ok) {
-                    "ok"
-                } else {
-                    "FAIL"
-                };
-                let _ = write!(s, "{cell:<16}");
+        let all: Vec<&Pod> = self.nodes.iter().flat_map(|n| &n.pods).collect();
+        let families: [(&str, Vec<&str>); 2] = [
+            ("IPv4", all.iter().map(|p| p.address.as_str()).collect()),
+            (
+                "IPv6",
+                all.iter().filter_map(|p| p.address6.as_deref()).collect(),
+            ),
+        ];
+        for (family, pods) in families {
+            if pods.is_empty() {
+                continue;
+            }
+            let w = pods.iter().map(|p| p.len()).max().unwrap_or(0) + 2;
+            let _ = writeln!(s, "\n== {family} ping matrix (from row to column)");
+            let _ = write!(s, "{:<w$}", "");
+            for p in &pods {
+                let _ = write!(s, "{p:<w$}");
             }
             s += "\n";
+            for a in &pods {
+                let _ = write!(s, "{a:<w$}");
+                for b in &pods {
+                    let cell = if a == b {
+                        "-"
+                    } else if matrix.iter().any(|m| m.from == *a && m.to == *b && m.ok) {
+                        "ok"
+                    } else {
+                        "FAIL"
+                    };
+                    let _ = write!(s, "{cell:<w$}");
+                }
+                s += "\n";
+            }
         }
         Ok(s)
     }
@@ -675,6 +881,48 @@ impl Node {
         self.petreld.running()
     }
 
+    /// Its addresses on the lab's subnet, IPv4 first.
+    pub fn addresses(&self) -> Vec<&str> {
+        std::iter::once(self.address.as_str())
+            .chain(self.address6.as_deref())
+            .collect()
+    }
+
+    /// The addresses its BGP sessions run from: both, or with RFC 8950
+    /// the IPv6 one only.
+    pub fn session_addresses(&self) -> Vec<&str> {
+        match (&self.address6, self.rfc8950) {
+            (Some(a6), true) => vec![a6.as_str()],
+            _ => self.addresses(),
+        }
+    }
+
+    /// Its blocks, each with the address other routers reach it by:
+    /// (block, next hop), IPv4 first. With RFC 8950 that is the IPv6
+    /// address for both, and it is also the session the ToR hears both
+    /// from.
+    pub fn blocks(&self) -> Vec<(&str, &str)> {
+        let v4_via = match (&self.address6, self.rfc8950) {
+            (Some(a6), true) => a6.as_str(),
+            _ => self.address.as_str(),
+        };
+        let mut v = vec![(self.block.as_str(), v4_via)];
+        if let (Some(b), Some(a)) = (&self.block6, &self.address6) {
+            v.push((b, a));
+        }
+        v
+    }
+
+    fn setup(&self, endpoints: &[String]) -> NodeSetup {
+        NodeSetup {
+            name: self.name.clone(),
+            ns: self.ns.clone(),
+            cni_dir: self.cni_dir.clone(),
+            endpoints: endpoints.to_vec(),
+            ipv6: self.block6.is_some(),
+        }
+    }
+
     /// Runs the bridge plugin (petrel-ipam behind it) for a pod: `ADD`
     /// returns the CNI result; a failure is an error holding the plugin's
     /// error object.
@@ -698,12 +946,7 @@ impl Node {
         container_id: &str,
         endpoints: &[String],
     ) -> Result<Value> {
-        let setup = NodeSetup {
-            name: self.name.clone(),
-            ns: self.ns.clone(),
-            cni_dir: self.cni_dir.clone(),
-            endpoints: endpoints.to_vec(),
-        };
+        let setup = self.setup(endpoints);
         let mut ipam = setup.conf("petrel-ipam", 1450)["ipam"].clone();
         ipam["daemon_socket"] = json!("");
         let conf = json!({ "cniVersion": "1.0.0", "name": NETWORK, "ipam": ipam });
@@ -728,13 +971,8 @@ impl Node {
         endpoints: &[String],
         mtu: u32,
     ) -> Result<Value> {
-        let setup = NodeSetup {
-            name: self.name.clone(),
-            ns: self.ns.clone(),
-            cni_dir: self.cni_dir.clone(),
-            endpoints: endpoints.to_vec(),
-        };
-        setup.run_bridge(command, pod_ns, container_id, mtu)
+        self.setup(endpoints)
+            .run_bridge(command, pod_ns, container_id, mtu)
     }
 }
 
@@ -744,10 +982,34 @@ struct NodeSetup {
     ns: Netns,
     cni_dir: PathBuf,
     endpoints: Vec<String>,
+    /// Ask petrel-ipam for an IPv6 address too.
+    ipv6: bool,
+}
+
+/// What a node's first CNI ADD claimed: its block and the block's gateway,
+/// per family.
+#[derive(Clone, Debug)]
+struct Claimed {
+    block: String,
+    gateway: String,
+    block6: Option<String>,
+    gateway6: Option<String>,
 }
 
 impl NodeSetup {
     fn conf(&self, plugin: &str, mtu: u32) -> Value {
+        let mut conf = self.conf_v4(plugin, mtu);
+        if self.ipv6 {
+            // One address of each family from the pools of that family;
+            // `"gateway": "block"` (the default) reserves a gateway in
+            // the IPv6 block too, which the bridge plugin (isGateway)
+            // puts on cni0 beside the IPv4 one.
+            conf["ipam"]["assign_ipv6"] = json!(true);
+        }
+        conf
+    }
+
+    fn conf_v4(&self, plugin: &str, mtu: u32) -> Value {
         json!({
             "cniVersion": "1.0.0",
             "name": NETWORK,
@@ -770,9 +1032,9 @@ impl NodeSetup {
     /// Claims the node's block and its gateway through petrel-ipam, with
     /// an ADD and a DEL of a probe attachment (the gateway stays), before
     /// any pod: with peers from files petreld must know the block when it
-    /// starts. The bridge plugin puts the gateway on `cni0` with the first
-    /// pod. Returns (gateway address, block).
-    fn claim_block(&mut self, mtu: u32) -> Result<(String, String)> {
+    /// starts. The bridge plugin puts the gateways on `cni0` with the first
+    /// pod.
+    fn claim_block(&mut self, mtu: u32) -> Result<Claimed> {
         let conf = self.conf("petrel-ipam", mtu)["ipam"].clone();
         let conf = json!({ "cniVersion": "1.0.0", "name": NETWORK, "ipam": conf });
         let ipam = crate::bin("petrel-ipam")?;
@@ -780,23 +1042,56 @@ impl NodeSetup {
         let ipam = ipam.to_string_lossy();
         let res = cni(&self.ns, &ipam, "ADD", &probe, "/dev/null", "eth0", &conf)?;
         cni(&self.ns, &ipam, "DEL", &probe, "/dev/null", "eth0", &conf)?;
-        let cidr = first_address(&res)?;
-        let (addr, len) = cidr
-            .split_once('/')
-            .ok_or_else(|| anyhow!("no prefix length in {cidr}"))?;
-        let block = network_of(addr, len.parse()?)?;
-        let gateway = res["ips"][0]["gateway"]
-            .as_str()
-            .ok_or_else(|| anyhow!("no gateway in the CNI result {res}"))?;
-        Ok((gateway.to_string(), block))
+        let block_of = |v6: bool| -> Result<Option<(String, String)>> {
+            let Some(ip) = ip_of(&res, v6) else {
+                return Ok(None);
+            };
+            let cidr = ip["address"].as_str().unwrap_or_default();
+            let (addr, len) = cidr
+                .split_once('/')
+                .ok_or_else(|| anyhow!("no prefix length in {cidr}"))?;
+            let block = network_of(addr, len.parse()?)?;
+            let gateway = ip["gateway"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no gateway for {cidr} in the CNI result {res}"))?;
+            Ok(Some((block, gateway.to_string())))
+        };
+        let (block, gateway) =
+            block_of(false)?.ok_or_else(|| anyhow!("no IPv4 address in the CNI result {res}"))?;
+        let v6 = block_of(true)?;
+        if self.ipv6 && v6.is_none() {
+            bail!("no IPv6 address in the CNI result {res}");
+        }
+        let (block6, gateway6) = v6.unzip();
+        Ok(Claimed {
+            block,
+            gateway,
+            block6,
+            gateway6,
+        })
     }
 
     /// CNI ADD through the bridge plugin for a pod namespace: the pod's
-    /// address.
-    fn add_pod(&self, pod_ns: &Netns, container_id: &str, mtu: u32) -> Result<String> {
+    /// IPv4 address, and its IPv6 one in a dual-stack lab.
+    fn add_pod(
+        &self,
+        pod_ns: &Netns,
+        container_id: &str,
+        mtu: u32,
+    ) -> Result<(String, Option<String>)> {
         let res = self.run_bridge("ADD", pod_ns, container_id, mtu)?;
-        let cidr = first_address(&res)?;
-        Ok(cidr.split('/').next().unwrap_or_default().to_string())
+        let addr = |v6: bool| {
+            ip_of(&res, v6).and_then(|ip| {
+                let a = ip["address"].as_str()?;
+                Some(a.split('/').next().unwrap_or_default().to_string())
+            })
+        };
+        let v4 = addr(false).ok_or_else(|| anyhow!("no IPv4 address in the CNI result {res}"))?;
+        let v6 = addr(true);
+        if self.ipv6 && v6.is_none() {
+            bail!("no IPv6 address in the CNI result {res}");
+        }
+        Ok((v4, v6))
     }
 
     fn run_bridge(
@@ -879,18 +1174,37 @@ fn cni(
     serde_json::from_str(&stdout).with_context(|| format!("CNI result: {stdout}"))
 }
 
-fn first_address(result: &Value) -> Result<String> {
-    result["ips"][0]["address"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow!("no address in the CNI result {result}"))
+/// The CNI result's `ips` entry of one family, if any.
+fn ip_of(result: &Value, v6: bool) -> Option<&Value> {
+    result["ips"].as_array()?.iter().find(|ip| {
+        ip["address"]
+            .as_str()
+            .is_some_and(|a| a.contains(':') == v6)
+    })
 }
 
-/// `10.244.3.65`, 26 → `10.244.3.64/26`.
+/// The CNI result's address of one family, without its prefix length.
+pub fn result_address(result: &Value, v6: bool) -> Option<String> {
+    let a = ip_of(result, v6)?["address"].as_str()?;
+    Some(a.split('/').next().unwrap_or_default().to_string())
+}
+
+/// `10.244.3.65`, 26 → `10.244.3.64/26`; `fd00:10:244::49`, 122 →
+/// `fd00:10:244::40/122`.
 fn network_of(addr: &str, len: u8) -> Result<String> {
-    let a: std::net::Ipv4Addr = addr.parse()?;
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-    let net = std::net::Ipv4Addr::from(u32::from(a) & mask);
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let a: IpAddr = addr.parse()?;
+    let net = match a {
+        IpAddr::V4(a) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
+        _ => bail!("prefix length {len} too long for {addr}"),
+    };
     Ok(format!("{net}/{len}"))
 }
 
@@ -938,11 +1252,12 @@ impl KernelRoute {
     }
 }
 
-/// The main-table IPv4 routes for exactly `prefix` (all types: unicast
-/// and blackhole).
+/// The main-table routes for exactly `prefix`, of its family (all types:
+/// unicast and blackhole).
 pub fn kernel_routes(ns: &Netns, prefix: &str) -> Result<Vec<KernelRoute>> {
+    let family = if prefix.contains(':') { "-6" } else { "-4" };
     let out = ns.ip(&[
-        "-j", "-4", "route", "show", "table", "main", "exact", prefix,
+        "-j", family, "route", "show", "table", "main", "exact", prefix,
     ])?;
     let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
     let mut routes = Vec::new();
@@ -960,9 +1275,11 @@ pub fn kernel_routes(ns: &Netns, prefix: &str) -> Result<Vec<KernelRoute>> {
             dst: prefix.to_string(),
             kind: r["type"].as_str().unwrap_or("unicast").to_string(),
             protocol: r["protocol"].as_str().unwrap_or("boot").to_string(),
+            // An IPv4 route over an IPv6 next hop (RFC 8950) has `via`.
             gateways: hops
                 .iter()
-                .filter_map(|h| h["gateway"].as_str().map(str::to_string))
+                .filter_map(|h| h["gateway"].as_str().or(h["via"]["host"].as_str()))
+                .map(str::to_string)
                 .collect(),
             mtu,
             metric: r["metric"].as_u64(),

@@ -504,10 +504,29 @@ impl Frr {
         Ok(parse_paths(prefix, &v))
     }
 
-    /// Paths learned from `peer` (both families).
+    /// Paths learned from `peer` (both families). The table's summary
+    /// names each path's peer, so only the prefixes with a path from
+    /// `peer` cost a query of their own (a dual-stack lab's polls asked
+    /// for every prefix once per peer).
     pub fn received(&self, peer: &str) -> Result<Vec<Route>> {
-        let mut r = self.routes("ipv4")?;
-        r.extend(self.routes("ipv6")?);
+        let mut r = Vec::new();
+        for family in ["ipv4", "ipv6"] {
+            let v = self.json(&format!("show bgp {family} unicast json"))?;
+            let from_peer = v["routes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, paths)| {
+                    paths
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["peerId"].as_str() == Some(peer))
+                });
+            for (prefix, _) in from_peer {
+                r.extend(self.route(family, prefix)?);
+            }
+        }
         r.retain(|r| r.peer.as_deref() == Some(peer));
         Ok(r)
     }

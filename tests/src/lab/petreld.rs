@@ -22,6 +22,8 @@ pub struct Peer {
     /// `"self"` or `"keep"`.
     pub next_hop: Option<String>,
     pub route_reflector_client: bool,
+    /// `local_routes_only`: advertise only this node's own routes.
+    pub local_routes_only: bool,
     pub families: Vec<String>,
     pub graceful_restart: Option<u32>,
     /// (limit, action "restart"|"warn", restart_after seconds)
@@ -46,6 +48,7 @@ impl Peer {
             ttl_security: None,
             next_hop: None,
             route_reflector_client: false,
+            local_routes_only: false,
             families: vec!["ipv4-unicast".into(), "ipv6-unicast".into()],
             graceful_restart: None,
             max_prefix: None,
@@ -83,6 +86,10 @@ impl Peer {
     }
     pub fn rr_client(mut self) -> Self {
         self.route_reflector_client = true;
+        self
+    }
+    pub fn local_routes_only(mut self) -> Self {
+        self.local_routes_only = true;
         self
     }
     pub fn families(mut self, f: &[&str]) -> Self {
@@ -245,6 +252,9 @@ impl Config {
             }
             if p.route_reflector_client {
                 c += "route_reflector_client = true\n";
+            }
+            if p.local_routes_only {
+                c += "local_routes_only = true\n";
             }
             let _ = writeln!(c, "families = {}", list(&p.families));
             if let Some(t) = p.graceful_restart {

@@ -80,10 +80,10 @@ pub struct PeerSpec {
     pub originate: Vec<(String, Vec<String>, Vec<String>)>,
     /// Global graceful restart (FRR needs it globally).
     pub graceful_restart: Option<u32>,
-    /// Install best paths into the namespace's kernel FIB, as a real
-    /// router does. FRR's zebra always does; BIRD only with its kernel
-    /// protocol, which this turns on (with ECMP: `merge paths`).
-    pub install_fib: bool,
+    /// Install the best BGP routes in the namespace's kernel FIB. FRR
+    /// (zebra) always does; BIRD only with this (`protocol kernel`);
+    /// GoBGP never.
+    pub kernel: bool,
 }
 
 impl PeerSpec {
@@ -94,7 +94,7 @@ impl PeerSpec {
             neighbors: Vec::new(),
             originate: Vec::new(),
             graceful_restart: None,
-            install_fib: false,
+            kernel: false,
         }
     }
     pub fn originate(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> &mut Self {
@@ -152,7 +152,7 @@ pub fn start(kind: Kind, lab: &Lab, ns: &Netns, spec: &PeerSpec) -> Result<Box<d
     Ok(match kind {
         Kind::Bird => {
             let mut c = bird::Config::new(&spec.router_id, spec.asn);
-            c.kernel = spec.install_fib;
+            c.kernel = spec.kernel;
             for (p, comms, large) in &spec.originate {
                 c.originate(p, &strs(comms), &strs(large));
             }
