@@ -121,6 +121,26 @@ async fn until(
     }
 }
 
+/// Runs the manual endpoint until both ends say Up: the endpoint goes Up
+/// on petrel's Init, petrel only on the endpoint's next packet (RFC 5880
+/// §6.8.6's three-way handshake), which a loaded machine may delay.
+async fn both_up(bfd: &mut ManualBfd, s: &Speaker) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let petrel_up = s
+            .bfd_sessions()
+            .await
+            .unwrap()
+            .first()
+            .is_some_and(|x| x.state == State::Up);
+        if petrel_up && bfd.session.state() == State::Up {
+            return;
+        }
+        assert!(Instant::now() < end, "BFD not Up on both ends within 10 s");
+        bfd.run(Duration::from_millis(50), true).await;
+    }
+}
+
 #[tokio::test]
 async fn bfd_down_ends_the_bgp_session_with_cease_bfd_down() {
     let (bgp_port, bfd_port) = ports();
@@ -136,9 +156,7 @@ async fn bfd_down_ends_the_bgp_session_with_cease_bfd_down() {
     let mut bfd = ManualBfd::new(bfd_port);
     let secs = Duration::from_secs(20);
     until(&mut bfd, &a, true, secs, |s| s == BgpState::Established).await;
-    while bfd.session.state() != State::Up {
-        bfd.run(Duration::from_millis(50), true).await;
-    }
+    both_up(&mut bfd, &a).await;
     let snap = a.bfd_sessions().await.unwrap();
     assert_eq!(snap.len(), 1);
     assert_eq!(snap[0].state, State::Up);
@@ -189,9 +207,7 @@ async fn a_peer_going_admin_down_leaves_the_bgp_session_up() {
         s == BgpState::Established
     })
     .await;
-    while bfd.session.state() != State::Up {
-        bfd.run(Duration::from_millis(50), true).await;
-    }
+    both_up(&mut bfd, &a).await;
     // RFC 5882 §3.2: "the receiving system MUST NOT ... declare the session down".
     bfd.session.set_admin_down(Instant::now(), true);
     bfd.run(Duration::from_millis(1500), true).await;
