@@ -296,21 +296,25 @@ fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
 }
 
+/// Everything a Kubernetes lab with a `tor` ToR needs (in CI a missing
+/// piece fails the test).
+fn can_run(tor: petrel_tests::lab::topo::Kind) -> bool {
+    let mut programs = vec!["etcd", "etcdctl", "ping", "/usr/lib/cni/bridge"];
+    programs.extend(tor.programs());
+    require_lab(&programs)
+        && require_apiserver()
+        && ["petrel-controller", "petrelctl", "petreld", "petrel-ipam"]
+            .iter()
+            .all(|b| petrel_tests::have_bin(b))
+}
+
 /// One Kubernetes lab at a time: two apiservers and six petrelds on two
 /// cores would make every wait here a question of load.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn kubernetes_services_reach_the_tor() -> Result<()> {
-    let mut programs = vec!["etcd", "etcdctl", "ping", "/usr/lib/cni/bridge"];
-    programs.extend(petrel_tests::lab::topo::Kind::Frr.programs());
-    if !require_lab(&programs)
-        || !require_apiserver()
-        || !petrel_tests::have_bin("petrel-controller")
-        || !petrel_tests::have_bin("petrelctl")
-        || !petrel_tests::have_bin("petreld")
-        || !petrel_tests::have_bin("petrel-ipam")
-    {
+    if !can_run(petrel_tests::lab::topo::Kind::Frr) {
         return Ok(());
     }
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
@@ -726,15 +730,7 @@ fn kubernetes_services_reach_the_tor() -> Result<()> {
 /// ToR's kernel FIB; deleted, the route goes; `down` leaves nothing.
 #[test]
 fn petrel_lab_up_kubernetes_with_bird() -> Result<()> {
-    let mut programs = vec!["etcd", "etcdctl", "ping", "/usr/lib/cni/bridge"];
-    programs.extend(petrel_tests::lab::topo::Kind::Bird.programs());
-    if !require_lab(&programs)
-        || !require_apiserver()
-        || !petrel_tests::have_bin("petrel-controller")
-        || !petrel_tests::have_bin("petrelctl")
-        || !petrel_tests::have_bin("petreld")
-        || !petrel_tests::have_bin("petrel-ipam")
-    {
+    if !can_run(petrel_tests::lab::topo::Kind::Bird) {
         return Ok(());
     }
     let _one = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());

@@ -872,12 +872,14 @@ mod tests {
         .unwrap_or_else(|_| panic!("no {want:?} within 5 s"));
     }
 
-    /// RFC 4271 §6.8: the peer (higher BGP Identifier) closes our connection
-    /// as the collision's loser, and the connection it initiated reaches us
-    /// only after that NOTIFICATION (the race seen in the interop suite).
-    /// That connection is accepted and the session comes up on it at once.
-    #[tokio::test]
-    async fn connection_the_peer_kept_is_accepted_after_it_closed_ours() {
+    /// A peer task whose own connection reached OpenConfirm with a peer
+    /// of the higher BGP Identifier: its commands, its events and the
+    /// peer's end of that connection.
+    async fn in_open_confirm() -> (
+        mpsc::Sender<PeerCommand>,
+        mpsc::Receiver<PeerEvent>,
+        TcpStream,
+    ) {
         let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = peer_listener.local_addr().unwrap().port();
         let mut fsm = FsmConfig::new(65001, LOCAL_ID, 65002, vec![]);
@@ -907,6 +909,28 @@ mod tests {
         )
         .await;
         next_state(&mut events, State::OpenConfirm).await;
+        (cmd_tx, events, ours)
+    }
+
+    /// A connection accepted on our side, handed to the task as the
+    /// speaker's listener would, and the peer's end of it.
+    async fn incoming(cmd_tx: &mpsc::Sender<PeerCommand>) -> TcpStream {
+        let our_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let theirs = TcpStream::connect(our_listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = our_listener.accept().await.unwrap();
+        cmd_tx.send(PeerCommand::Incoming(accepted)).await.unwrap();
+        theirs
+    }
+
+    /// RFC 4271 §6.8: the peer (higher BGP Identifier) closes our connection
+    /// as the collision's loser, and the connection it initiated reaches us
+    /// only after that NOTIFICATION (the race seen in the interop suite).
+    /// That connection is accepted and the session comes up on it at once.
+    #[tokio::test]
+    async fn connection_the_peer_kept_is_accepted_after_it_closed_ours() {
+        let (cmd_tx, mut events, mut ours) = in_open_confirm().await;
 
         // The peer keeps the connection it initiated and closes ours.
         let n = Notification::bare(ErrorCode::Cease(CeaseError::ConnectionCollisionResolution));
@@ -914,12 +938,7 @@ mod tests {
         next_state(&mut events, State::Idle).await;
 
         // Its own connection arrives now.
-        let our_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut theirs = TcpStream::connect(our_listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (accepted, _) = our_listener.accept().await.unwrap();
-        cmd_tx.send(PeerCommand::Incoming(accepted)).await.unwrap();
+        let mut theirs = incoming(&cmd_tx).await;
         let mut buf = BytesMut::new();
         assert!(
             matches!(
@@ -1022,44 +1041,13 @@ mod tests {
     /// Idle: a connection is not accepted while holding down after an error).
     #[tokio::test]
     async fn idle_after_an_error_refuses_connections() {
-        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = peer_listener.local_addr().unwrap().port();
-        let mut fsm = FsmConfig::new(65001, LOCAL_ID, 65002, vec![]);
-        fsm.idle_hold = Duration::from_secs(60);
-        let cfg = PeerConfig {
-            address: "127.0.0.1".parse().unwrap(),
-            port,
-            fsm,
-            connect: ConnectOptions::default(),
-            bfd: None,
-        };
-        let (cmd_tx, cmd_rx) = mpsc::channel(8);
-        let (ev_tx, mut events) = mpsc::channel(64);
-        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
-        cmd_tx.send(PeerCommand::Start).await.unwrap();
-        let (mut ours, _) = peer_listener.accept().await.unwrap();
-        let mut buf = BytesMut::new();
-        assert!(matches!(
-            read_message(&mut ours, &mut buf).await,
-            Some(Message::Open(_))
-        ));
-        send(
-            &mut ours,
-            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
-        )
-        .await;
-        next_state(&mut events, State::OpenConfirm).await;
+        let (cmd_tx, mut events, mut ours) = in_open_confirm().await;
         // Any other NOTIFICATION: an error, not a collision.
         let n = Notification::bare(ErrorCode::Cease(CeaseError::OtherConfigurationChange));
         send(&mut ours, Message::Notification(n)).await;
         next_state(&mut events, State::Idle).await;
 
-        let our_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut theirs = TcpStream::connect(our_listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (accepted, _) = our_listener.accept().await.unwrap();
-        cmd_tx.send(PeerCommand::Incoming(accepted)).await.unwrap();
+        let mut theirs = incoming(&cmd_tx).await;
         let mut buf = BytesMut::new();
         assert!(read_message(&mut theirs, &mut buf).await.is_none());
     }
