@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Result};
 use petrel_tests::lab::etcd::Etcd;
-use petrel_tests::lab::kube::{require_apiserver, KubeApiserver};
+use petrel_tests::lab::kube::{require_apiserver, KubeApiserver, SERVICE_CIDR};
 use petrel_tests::lab::{require_lab, Daemon, Lab, Netns};
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -135,6 +135,32 @@ impl Env<'_> {
     }
 }
 
+/// etcd, the apiserver and petrel's binaries (in CI a missing piece
+/// fails the test).
+fn can_run() -> bool {
+    require_lab(&["etcd", "etcdctl"])
+        && require_apiserver()
+        && petrel_tests::have_bin("petrel-controller")
+        && petrel_tests::have_bin("petrelctl")
+}
+
+/// A lab with etcd and a kube-apiserver on it (`service_cidr` its
+/// `--service-cluster-ip-range`), each in its own namespace; the
+/// apiserver's namespace is where the tests work. The lab goes last.
+fn control_plane(name: &str, service_cidr: &str) -> Result<(Lab, Netns, Etcd, KubeApiserver)> {
+    let lab = Lab::new(name)?;
+    let (e, k) = (lab.netns("etcd")?, lab.netns("kube")?);
+    lab.link(
+        &e,
+        &[&format!("{ETCD_ADDR}/24")],
+        &k,
+        &[&format!("{API_ADDR}/24")],
+    )?;
+    let etcd = Etcd::start(&lab, &e, ETCD_ADDR)?;
+    let api = KubeApiserver::start_with(&lab, &k, API_ADDR, etcd.endpoint(), service_cidr)?;
+    Ok((lab, k, etcd, api))
+}
+
 fn controller(
     lab: &Lab,
     ns: &Netns,
@@ -174,23 +200,10 @@ fn controller(
 
 #[test]
 fn controller_allocates_advertises_reports_and_releases() -> Result<()> {
-    if !require_lab(&["etcd", "etcdctl"])
-        || !require_apiserver()
-        || !petrel_tests::have_bin("petrel-controller")
-        || !petrel_tests::have_bin("petrelctl")
-    {
+    if !can_run() {
         return Ok(());
     }
-    let lab = Lab::new("k8sctl")?;
-    let (e, k) = (lab.netns("etcd")?, lab.netns("kube")?);
-    lab.link(
-        &e,
-        &[&format!("{ETCD_ADDR}/24")],
-        &k,
-        &[&format!("{API_ADDR}/24")],
-    )?;
-    let etcd = Etcd::start(&lab, &e, ETCD_ADDR)?;
-    let api = KubeApiserver::start(&lab, &k, API_ADDR, etcd.endpoint())?;
+    let (lab, k, etcd, api) = control_plane("k8sctl", SERVICE_CIDR)?;
     let env = Env {
         ns: &k,
         api: &api,
@@ -401,29 +414,10 @@ fn dual_service(name: &str, policy: &str, families: &[&str]) -> String {
 /// controller's /metrics, scraped as Prometheus would, counts what it did.
 #[test]
 fn controller_serves_dual_stack_services_and_counts_them() -> Result<()> {
-    if !require_lab(&["etcd", "etcdctl"])
-        || !require_apiserver()
-        || !petrel_tests::have_bin("petrel-controller")
-        || !petrel_tests::have_bin("petrelctl")
-    {
+    if !can_run() {
         return Ok(());
     }
-    let lab = Lab::new("k8sds")?;
-    let (e, k) = (lab.netns("etcd")?, lab.netns("kube")?);
-    lab.link(
-        &e,
-        &[&format!("{ETCD_ADDR}/24")],
-        &k,
-        &[&format!("{API_ADDR}/24")],
-    )?;
-    let etcd = Etcd::start(&lab, &e, ETCD_ADDR)?;
-    let api = KubeApiserver::start_with(
-        &lab,
-        &k,
-        API_ADDR,
-        etcd.endpoint(),
-        "10.96.0.0/16,fd00:96::/112",
-    )?;
+    let (lab, k, etcd, api) = control_plane("k8sds", "10.96.0.0/16,fd00:96::/112")?;
     let env = Env {
         ns: &k,
         api: &api,
