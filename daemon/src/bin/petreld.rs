@@ -27,7 +27,7 @@ struct Args {
 /// come from the heap and leave holes the RSS keeps), and two arenas (one
 /// per runtime thread by default: objects allocated on one worker and
 /// freed on another strand memory in each). Measured on 1M routes: peak
-/// RSS 150–179 -> 139 bytes per route, no change in time (docs/benchmarks.md).
+/// RSS 150–179 -> 139 bytes per route, no change in time (docs/benchmarks/history.md).
 #[cfg(target_env = "gnu")]
 fn tune_allocator() {
     // SAFETY: mallopt only sets allocator parameters; called before any

@@ -6,7 +6,7 @@
 //! else `dev->mtu`). So a route MTU equal to the egress link's MTU changes
 //! nothing the kernel does, while the metric costs it an allocation per
 //! route (and an RCU free at delete): 10–15% of its work installing a full
-//! table (docs/benchmarks.md). [`Links::redundant`] tells when the metric
+//! table (docs/benchmarks/history.md). [`Links::redundant`] tells when the metric
 //! can be left out; where the egress link is not known for certain (a next
 //! hop outside every connected network) the metric is always written.
 //!

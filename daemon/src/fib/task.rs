@@ -197,7 +197,7 @@ async fn run(
                 // the speaker is (about to be) blocked on it, so holding
                 // (below) would only idle both; the queue itself gathers
                 // the next batch meanwhile. Holding there cost a full
-                // table ~15% of its time (docs/benchmarks.md, fourth round).
+                // table ~15% of its time (docs/benchmarks/history.md, fourth round).
                 let behind = loc_rib.len() * 2 >= loc_rib.max_capacity();
                 // The speaker sends a batch per UPDATE (a handful of
                 // prefixes): take what else is queued too, so a netlink
