@@ -64,6 +64,7 @@ pub mod monitor;
 pub mod msg;
 pub mod mtu;
 pub mod sock;
+pub mod state;
 pub mod table;
 pub mod task;
 
@@ -72,16 +73,17 @@ pub use msg::{Hop, KernelRoute, RouteParams};
 
 use ipnet::IpNet;
 use msg::RouteKind;
-use petrel_bgp::rib::{LocRibChange, PeerId, Route};
-use petrel_bgp::wire::attr::mp::NextHop;
+use petrel_bgp::rib::LocRibChange;
+#[cfg(doc)]
+use petrel_bgp::rib::PeerId;
 use petrel_bgp::wire::Prefix;
 use sock::NlSocket;
+use state::{Decision, FibState, Pending};
 use std::io;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use table::{Installed, PrefixMap, PrefixSet, Sets, BLACKHOLE};
+use table::{Installed, BLACKHOLE};
 
 /// The main routing table (RT_TABLE_MAIN).
 pub const TABLE_MAIN: u32 = 254;
@@ -207,31 +209,14 @@ pub enum Held<'a> {
 /// prefetched (about the misses a core keeps in flight).
 const PREFETCH_AHEAD: usize = 8;
 
-/// One queued route message.
-#[derive(Clone, Copy)]
-struct Pending {
-    prefix: Prefix,
-    /// The next-hop set installed, holding a reference; `None` for a
-    /// delete.
-    new: Option<u32>,
-}
-
 /// The kernel FIB writer. See the module docs.
 pub struct Fib {
     sock: NlSocket,
     cfg: FibConfig,
     params: RouteParams,
     seq: u32,
-    /// Our routes in the kernel: prefix → next-hop set id (one reference
-    /// each).
-    installed: PrefixMap,
-    stale: PrefixSet,
-    /// The next-hop sets the maps and `pending` name.
-    sets: Sets,
-    /// The last single next hop resolved and its set (holding a
-    /// reference): a table's routes share a few next hops, so most routes
-    /// skip resolving and interning.
-    last_hop: Option<(NextHop, u32)>,
+    /// What the kernel holds of ours, and the rules that change it.
+    state: FibState,
     counters: Arc<FibCounters>,
     out: Vec<u8>,
     /// Offset of the last message in `out`.
@@ -240,13 +225,6 @@ pub struct Fib {
     first_seq: u32,
     pending: Vec<Pending>,
     rx: Vec<u8>,
-    /// The prefixes of one `apply` seen so far (the last change wins).
-    seen: PrefixSet,
-    /// Routes the kernel refused (a next hop not reachable yet, a link
-    /// down): retried by [`Fib::relink`] when links or addresses change.
-    /// Values hold a reference, as `installed`'s.
-    unresolved: PrefixMap,
-    hops: Vec<Hop>,
     /// The links and connected networks, for leaving out a route MTU that
     /// equals the egress link's.
     links: egress::Links,
@@ -264,21 +242,15 @@ impl Fib {
                 mtu: cfg.mtu,
                 priority: cfg.priority,
             },
+            state: FibState::new(cfg.onlink.clone()),
             cfg,
             seq: 1,
-            installed: PrefixMap::default(),
-            stale: PrefixSet::default(),
-            sets: Sets::default(),
-            last_hop: None,
             counters: Arc::default(),
             out: Vec::new(),
             last_at: 0,
             first_seq: 0,
             pending: Vec::new(),
             rx: Vec::with_capacity(1 << 20),
-            seen: PrefixSet::default(),
-            unresolved: PrefixMap::default(),
-            hops: Vec::new(),
             links: egress::Links::default(),
         })
         .and_then(|mut fib| {
@@ -312,43 +284,28 @@ impl Fib {
 
     /// How many routes this process has installed (blackholes included).
     pub fn len(&self) -> usize {
-        self.installed.len()
+        self.state.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.installed.is_empty()
+        self.state.is_empty()
     }
 
     /// Routes of ours found by [`Fib::dump_own`] and not re-installed since.
     pub fn stale_count(&self) -> usize {
-        self.stale.len()
+        self.state.stale_count()
     }
 
     /// What this process holds, for `petrelctl show fib`: each installed
     /// route, then the stale ones of a previous run not re-installed yet.
     pub fn held(&self) -> impl Iterator<Item = (Prefix, Held<'_>)> + '_ {
-        let installed = self.installed.iter().map(|(p, id)| {
-            let h = match self.sets.get(id) {
-                Installed::Blackhole => Held::Blackhole,
-                i => Held::Unicast(i.hops()),
-            };
-            (p, h)
-        });
-        let stale = self
-            .stale
-            .iter()
-            .filter(|p| !self.installed.contains(p))
-            .map(|p| (p, Held::Stale));
-        installed.chain(stale)
+        self.state.held()
     }
 
     /// Heap octets of the routes' state (the maps and the next-hop sets'
     /// ids), for measuring it.
     pub fn state_bytes(&self) -> usize {
-        self.installed.heap_bytes()
-            + self.stale.heap_bytes()
-            + self.unresolved.heap_bytes()
-            + self.seen.heap_bytes()
+        self.state.heap_bytes()
     }
 
     /// The RTAX_MTU routes are installed with.
@@ -364,11 +321,12 @@ impl Fib {
         let Some(m) = self.params.mtu.filter(|m| *m > 0) else {
             return self.params;
         };
-        let redundant = match self.sets.mtu_redundant(id) {
+        let sets = self.state.sets_mut();
+        let redundant = match sets.mtu_redundant(id) {
             Some(r) => r,
             None => {
-                let r = self.links.redundant(m, self.sets.get(id).hops());
-                self.sets.set_mtu_redundant(id, r);
+                let r = self.links.redundant(m, sets.get(id).hops());
+                sets.set_mtu_redundant(id, r);
                 r
             }
         };
@@ -386,24 +344,20 @@ impl Fib {
             return Ok(report);
         };
         let mut flipped = Vec::new();
-        let ids: Vec<u32> = self.sets.ids().collect();
+        let sets = self.state.sets_mut();
+        let ids: Vec<u32> = sets.ids().collect();
         for id in ids {
-            let now = self.links.redundant(m, self.sets.get(id).hops());
-            if self.sets.mtu_redundant(id).is_some_and(|was| was != now) {
+            let now = self.links.redundant(m, sets.get(id).hops());
+            if sets.mtu_redundant(id).is_some_and(|was| was != now) {
                 flipped.push(id);
             }
-            self.sets.set_mtu_redundant(id, now);
+            sets.set_mtu_redundant(id, now);
         }
         if flipped.is_empty() {
             return Ok(report);
         }
-        let redo: Vec<(Prefix, u32)> = self
-            .installed
-            .iter()
-            .filter(|(p, id)| flipped.contains(id) && !self.stale.contains(p))
-            .collect();
-        for (p, id) in redo {
-            self.sets.acquire(id);
+        for (p, id) in self.state.installed_in(&flipped) {
+            self.state.sets_mut().acquire(id);
             self.queue_install(p, id, &mut report)?;
         }
         self.flush(&mut report)?;
@@ -423,161 +377,46 @@ impl Fib {
     /// True when a next hop of ours lies in the network of `addr` (or
     /// leaves by its link): a new address there may bring routes back.
     pub fn next_hops_in(&self, addr: &msg::AddrInfo) -> bool {
-        self.sets.ids().any(|id| {
-            self.sets.get(id).hops().iter().any(|h| {
-                h.ifindex == addr.ifindex || (h.ifindex == 0 && addr.net.contains(&h.gateway))
-            })
-        })
-    }
-
-    /// Whether `prefix` is installed with next hops (not a blackhole).
-    fn is_unicast(&self, prefix: &Prefix) -> bool {
-        self.installed.get(prefix).is_some_and(|id| id != BLACKHOLE)
+        self.state.next_hops_in(addr)
     }
 
     /// Applies Loc-RIB changes: per prefix the last change wins; a best path
     /// of ours ([`PeerId::LOCAL`]) is not installed (its blackhole, if any,
     /// stays). Errors are per prefix in the report; `Err` only for the
-    /// socket itself failing.
+    /// socket itself failing. What each change needs is
+    /// [`FibState::decide`]'s.
     pub fn apply(&mut self, changes: &[LocRibChange]) -> io::Result<Report> {
         let mut report = Report::default();
         let coalesce = changes.len() > 1;
         // Reverse order, skipping prefixes already seen: the last one wins.
         for (k, c) in changes.iter().enumerate().rev() {
             if let Some(ahead) = k.checked_sub(PREFETCH_AHEAD) {
-                self.installed.prefetch(&changes[ahead].prefix());
+                self.state.prefetch(&changes[ahead].prefix());
             }
             let prefix = c.prefix();
-            if coalesce && !self.seen.insert(prefix) {
-                continue;
-            }
-            match c {
-                LocRibChange::Best {
-                    best, multipath, ..
-                } => {
-                    if best.peer == PeerId::LOCAL {
-                        if self.is_unicast(&prefix) {
-                            self.queue_delete(prefix, &mut report)?;
-                        } else {
-                            report.unchanged += 1;
-                        }
-                        continue;
-                    }
-                    let set = if multipath.is_empty() {
-                        std::slice::from_ref(best)
-                    } else {
-                        &multipath[..]
-                    };
-                    let id = match self.resolve(set) {
-                        Ok(id) => id,
-                        Err(why) => {
-                            report.errors.push(FibError {
-                                prefix,
-                                op: Op::Install,
-                                errno: 0,
-                                message: Some(why.into()),
-                            });
-                            continue;
-                        }
-                    };
-                    let now = self.installed.get(&prefix);
-                    if now == Some(id) && !self.stale.contains(&prefix) {
-                        self.sets.release(id);
-                        report.unchanged += 1;
-                        continue;
-                    }
-                    if now == Some(BLACKHOLE) {
-                        self.queue_delete(prefix, &mut report)?;
+            match self.state.decide(c, coalesce) {
+                Decision::Superseded => {}
+                Decision::Unchanged => report.unchanged += 1,
+                Decision::Refused(why) => report.errors.push(FibError {
+                    prefix,
+                    op: Op::Install,
+                    errno: 0,
+                    message: Some(why.into()),
+                }),
+                Decision::Delete => self.queue_delete(prefix, &mut report)?,
+                Decision::Install(id) => self.queue_install(prefix, id, &mut report)?,
+                Decision::DeleteThenInstall(id) => {
+                    if let Err(e) = self.queue_delete(prefix, &mut report) {
+                        self.state.sets_mut().release(id);
+                        return Err(e);
                     }
                     self.queue_install(prefix, id, &mut report)?;
                 }
-                LocRibChange::Unreachable { .. } => {
-                    if let Some(old) = self.unresolved.remove(&prefix) {
-                        self.sets.release(old);
-                    }
-                    if self.is_unicast(&prefix)
-                        || (self.stale.contains(&prefix) && !self.installed.contains(&prefix))
-                    {
-                        self.queue_delete(prefix, &mut report)?;
-                    } else {
-                        report.unchanged += 1;
-                    }
-                }
             }
         }
-        self.seen.clear();
+        self.state.end_batch();
         self.flush(&mut report)?;
         Ok(report)
-    }
-
-    /// The id of an ECMP set's kernel next hops, with a reference for the
-    /// caller.
-    fn resolve(&mut self, set: &[Route]) -> Result<u32, &'static str> {
-        if let [r] = set {
-            if let Some((nh, id)) = &self.last_hop {
-                if *nh == r.attrs.next_hop && r.peer != PeerId::LOCAL {
-                    let id = *id;
-                    self.sets.acquire(id);
-                    return Ok(id);
-                }
-            }
-        }
-        self.resolve_hops(set);
-        if self.hops.is_empty() {
-            return Err("no usable next hop");
-        }
-        let id = self
-            .sets
-            .intern(&self.hops)
-            .ok_or("too many distinct next-hop sets")?;
-        if let [r] = set {
-            self.sets.acquire(id);
-            if let Some((_, old)) = self.last_hop.replace((r.attrs.next_hop.clone(), id)) {
-                self.sets.release(old);
-            }
-        }
-        Ok(id)
-    }
-
-    /// The kernel next hops of an ECMP set, in order, without duplicates.
-    fn resolve_hops(&mut self, set: &[Route]) {
-        self.hops.clear();
-        for r in set {
-            if r.peer == PeerId::LOCAL {
-                continue;
-            }
-            let hop = match &r.attrs.next_hop {
-                NextHop::V4(a) if !a.is_unspecified() => self.hop(IpAddr::V4(*a), None),
-                NextHop::V6 { global, link_local } if !global.is_unspecified() => {
-                    self.hop(IpAddr::V6(*global), link_local.map(IpAddr::V6))
-                }
-                _ => continue,
-            };
-            if !self.hops.contains(&hop) {
-                self.hops.push(hop);
-            }
-        }
-    }
-
-    fn hop(&self, gw: IpAddr, link_local: Option<IpAddr>) -> Hop {
-        let onlink = self.cfg.onlink.iter().find(|o| o.net.contains(&gw));
-        match (onlink, link_local) {
-            (Some(o), Some(ll)) => Hop {
-                gateway: ll,
-                ifindex: o.ifindex,
-                onlink: false,
-            },
-            (Some(o), None) => Hop {
-                gateway: gw,
-                ifindex: o.ifindex,
-                onlink: true,
-            },
-            (None, _) => Hop {
-                gateway: gw,
-                ifindex: 0,
-                onlink: false,
-            },
-        }
     }
 
     /// Installs a blackhole for one of the node's own blocks.
@@ -585,7 +424,7 @@ impl Fib {
         let mut report = Report::default();
         // A different metric is a different kernel route: replace would
         // leave a unicast route of ours beside the blackhole.
-        if self.is_unicast(&prefix) {
+        if self.state.is_unicast(&prefix) {
             self.queue_delete(prefix, &mut report)?;
         }
         self.queue_install(prefix, BLACKHOLE, &mut report)?;
@@ -605,13 +444,13 @@ impl Fib {
     pub fn set_mtu(&mut self, mtu: Option<u32>) -> io::Result<Report> {
         self.cfg.mtu = mtu;
         self.params.mtu = mtu;
-        self.sets.forget_mtu_redundant();
+        self.state.sets_mut().forget_mtu_redundant();
         self.reinstall_all()
     }
 
     /// Routes waiting for their next hop (see [`Fib::relink`]).
     pub fn unresolved_count(&self) -> usize {
-        self.unresolved.len()
+        self.state.unresolved_count()
     }
 
     /// A link came up or an address was added: re-installs every route we
@@ -620,10 +459,8 @@ impl Fib {
     /// full re-install brings ours back when it returns.
     pub fn relink(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
-        let snapshot = self.installed.clone();
-        self.requeue(&snapshot, false, &mut report)?;
-        let snapshot = self.unresolved.clone();
-        self.requeue(&snapshot, true, &mut report)?;
+        self.requeue(false, &mut report)?;
+        self.requeue(true, &mut report)?;
         self.flush(&mut report)?;
         Ok(report)
     }
@@ -632,8 +469,7 @@ impl Fib {
     /// next hops may be reachable now).
     pub fn retry_unresolved(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
-        let snapshot = self.unresolved.clone();
-        self.requeue(&snapshot, true, &mut report)?;
+        self.requeue(true, &mut report)?;
         self.flush(&mut report)?;
         Ok(report)
     }
@@ -645,29 +481,19 @@ impl Fib {
 
     fn reinstall_all(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
-        let snapshot = self.installed.clone();
-        self.requeue(&snapshot, false, &mut report)?;
+        self.requeue(false, &mut report)?;
         self.flush(&mut report)?;
         Ok(report)
     }
 
-    /// Queues the prefixes of `snapshot` (a copy: a full datagram's flush
-    /// changes the maps) with the set each holds now in `installed` (or in
-    /// `unresolved`); those gone since are skipped.
-    fn requeue(
-        &mut self,
-        snapshot: &PrefixMap,
-        unresolved: bool,
-        report: &mut Report,
-    ) -> io::Result<()> {
+    /// Queues every installed (or, with `unresolved`, every refused) route
+    /// again, with the set each holds when its turn comes (a full
+    /// datagram's flush changes the maps while the copy is walked); those
+    /// gone since are skipped.
+    fn requeue(&mut self, unresolved: bool, report: &mut Report) -> io::Result<()> {
+        let snapshot = self.state.snapshot(unresolved);
         for (p, _) in snapshot.iter() {
-            let now = if unresolved {
-                self.unresolved.get(&p)
-            } else {
-                self.installed.get(&p)
-            };
-            if let Some(id) = now {
-                self.sets.acquire(id);
+            if let Some(id) = self.state.acquire_held(&p, unresolved) {
                 self.queue_install(p, id, report)?;
             }
         }
@@ -677,8 +503,7 @@ impl Fib {
     /// Re-installs our route of `prefix` if we hold one.
     pub fn restore(&mut self, prefix: Prefix) -> io::Result<Report> {
         let mut report = Report::default();
-        if let Some(id) = self.installed.get(&prefix) {
-            self.sets.acquire(id);
+        if let Some(id) = self.state.acquire_held(&prefix, false) {
             self.queue_install(prefix, id, &mut report)?;
             self.flush(&mut report)?;
             self.counters.restored.fetch_add(1, Ordering::Relaxed);
@@ -706,15 +531,11 @@ impl Fib {
         {
             return Ok(None);
         }
-        let Some(want) = self.installed.get(&route.prefix) else {
+        let Some(want) = self.state.installed(&route.prefix) else {
             return Ok(None);
         };
-        let same = !*deleted
-            && match self.sets.get(want) {
-                Installed::Blackhole => route.rtype == msg::RTN_BLACKHOLE,
-                i => route.rtype == msg::RTN_UNICAST && i.hops() == &route.hops[..],
-            }
-            && route.mtu == self.params_for(want).mtu;
+        let same =
+            !*deleted && self.state.matches(want, route) && route.mtu == self.params_for(want).mtu;
         if same {
             return Ok(None);
         }
@@ -761,11 +582,7 @@ impl Fib {
                 }
             }
         }
-        for r in &out {
-            if !self.installed.contains(&r.prefix) {
-                self.stale.insert(r.prefix);
-            }
-        }
+        self.state.mark_stale(&out);
         Ok(out)
     }
 
@@ -773,11 +590,8 @@ impl Fib {
     /// re-installed since.
     pub fn sweep_stale(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
-        let stale = std::mem::take(&mut self.stale);
-        for p in stale.iter() {
-            if !self.installed.contains(&p) {
-                self.queue_delete(p, &mut report)?;
-            }
+        for p in self.state.take_stale() {
+            self.queue_delete(p, &mut report)?;
         }
         self.flush(&mut report)?;
         Ok(report)
@@ -795,12 +609,12 @@ impl Fib {
         let seq = match self.begin(report) {
             Ok(seq) => seq,
             Err(e) => {
-                self.sets.release(id);
+                self.state.sets_mut().release(id);
                 return Err(e);
             }
         };
         let params = self.params_for(id);
-        let kind = match self.sets.get(id) {
+        let kind = match self.state.sets().get(id) {
             Installed::Blackhole => RouteKind::Blackhole,
             i => RouteKind::Unicast(i.hops()),
         };
@@ -815,7 +629,7 @@ impl Fib {
     fn queue_delete(&mut self, prefix: Prefix, report: &mut Report) -> io::Result<()> {
         // A blackhole has its own metric, and a stale route from a dump is
         // of unknown metric: delete those by protocol alone.
-        let priority = if self.is_unicast(&prefix) {
+        let priority = if self.state.is_unicast(&prefix) {
             self.params.priority
         } else {
             None
@@ -838,32 +652,10 @@ impl Fib {
         Ok(seq)
     }
 
-    /// Records `id` (and its reference) as installed for `prefix`.
-    fn set_installed(&mut self, prefix: Prefix, id: u32) {
-        if let Some(old) = self.installed.insert(prefix, id) {
-            self.sets.release(old);
-        }
-    }
-
-    fn unset_installed(&mut self, prefix: &Prefix) -> bool {
-        match self.installed.remove(prefix) {
-            Some(old) => {
-                self.sets.release(old);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn unset_unresolved(&mut self, prefix: &Prefix) {
-        if let Some(old) = self.unresolved.remove(prefix) {
-            self.sets.release(old);
-        }
-    }
-
     /// Sends the queued messages, the last one with NLM_F_ACK, and reads the
     /// replies up to that ACK: every NLMSG_ERROR before it is a failure of
-    /// the message with its sequence number.
+    /// the message with its sequence number. [`FibState::settle`] applies
+    /// the outcome.
     fn flush(&mut self, report: &mut Report) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -876,12 +668,8 @@ impl Fib {
         self.out.clear();
         let mut pending = std::mem::take(&mut self.pending);
         if let Err(e) = sent {
-            // Nothing was sent: drop the batch and its references.
-            for p in pending.drain(..) {
-                if let Some(id) = p.new {
-                    self.sets.release(id);
-                }
-            }
+            self.state.unsent(&pending);
+            pending.clear();
             self.pending = pending;
             return Err(e);
         }
@@ -892,17 +680,9 @@ impl Fib {
         let mut done = false;
         while !done {
             if let Err(e) = self.sock.recv(&mut self.rx) {
-                // ENOBUFS: replies were lost and what happened is unknown.
-                // Take the batch as applied and let the caller's resync
-                // (re-install all) repair the difference.
-                for p in pending.drain(..) {
-                    match p.new {
-                        Some(new) => self.set_installed(p.prefix, new),
-                        None => {
-                            self.unset_installed(&p.prefix);
-                        }
-                    };
-                }
+                // ENOBUFS: replies were lost.
+                self.state.settle_unanswered(&pending);
+                pending.clear();
                 self.pending = pending;
                 return Err(e);
             }
@@ -926,68 +706,15 @@ impl Fib {
             }
         }
         failed.sort_by_key(|(i, _)| *i);
-        let mut f = failed.into_iter().peekable();
-        for i in 0..pending.len() {
-            if let Some(ahead) = pending.get(i + PREFETCH_AHEAD) {
-                self.installed.prefetch(&ahead.prefix);
-            }
-            let p = pending[i];
-            let err = match f.peek() {
-                Some((fi, _)) if *fi == i => f.next().map(|(_, e)| e),
-                _ => None,
-            };
-            match (p.new, err) {
-                (Some(new), None) => {
-                    self.stale.remove(&p.prefix);
-                    self.unset_unresolved(&p.prefix);
-                    self.set_installed(p.prefix, new);
-                    report.installed += 1;
-                }
-                (None, None) => {
-                    self.stale.remove(&p.prefix);
-                    self.unset_unresolved(&p.prefix);
-                    self.unset_installed(&p.prefix);
-                    report.removed += 1;
-                }
-                // Already gone: IPv4 says ESRCH, IPv6 ENOENT.
-                (None, Some(e)) if e.errno == libc::ESRCH || e.errno == libc::ENOENT => {
-                    self.stale.remove(&p.prefix);
-                    self.unset_installed(&p.prefix);
-                    report.removed += 1;
-                }
-                (new, Some(e)) => {
-                    // What the kernel holds now is unknown (a failed replace
-                    // keeps the old route, a failed restore leaves none):
-                    // untracked and stale, so that the next change of the
-                    // prefix is written whatever it is, an Unreachable
-                    // deletes what may be left, and a sweep removes it.
-                    if new.is_some() && self.unset_installed(&p.prefix) {
-                        self.stale.insert(p.prefix);
-                    }
-                    if let Some(n) = new {
-                        if let Some(old) = self.unresolved.insert(p.prefix, n) {
-                            self.sets.release(old);
-                        }
-                    }
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    report.errors.push(FibError {
-                        prefix: p.prefix,
-                        op: if new.is_some() {
-                            Op::Install
-                        } else {
-                            Op::Delete
-                        },
-                        errno: e.errno,
-                        message: e.message,
-                    });
-                }
-            }
-        }
+        let errors = self.state.settle(&pending, &failed, report);
+        self.counters
+            .errors
+            .fetch_add(errors as u64, Ordering::Relaxed);
         pending.clear();
         self.pending = pending;
         self.counters
             .routes
-            .store(self.installed.len() as u64, Ordering::Relaxed);
+            .store(self.state.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -996,8 +723,8 @@ impl std::fmt::Debug for Fib {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fib")
             .field("cfg", &self.cfg)
-            .field("routes", &self.installed.len())
-            .field("stale", &self.stale.len())
+            .field("routes", &self.state.len())
+            .field("stale", &self.state.stale_count())
             .finish()
     }
 }
@@ -1024,6 +751,7 @@ pub fn write_rt_protos_name_in(dir: &Path, name: &str, protocol: u8) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     /// Replies still find their prefixes when sequence numbers wrap inside
     /// one datagram.
@@ -1048,7 +776,7 @@ mod tests {
                     onlink: false,
                 };
                 if i % 3 == 0 && i > 0 {
-                    let id = fib.sets.intern(&[hop]).unwrap();
+                    let id = fib.state.sets_mut().intern(&[hop]).unwrap();
                     fib.queue_install(p, id, &mut rep)?;
                 } else {
                     fib.queue_install(p, BLACKHOLE, &mut rep)?;
