@@ -20,6 +20,11 @@ pub const DEFAULT_ASN: u32 = 64512;
 
 mod add_path;
 mod ops;
+mod peer;
+
+/// The default `[metrics] address`: loopback only, so that nothing is
+/// exposed until an operator chooses to.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9179";
 pub use add_path::describe as describe_add_path;
 pub use ops::{Log, LogFormat, Metrics, Mtu, DEFAULT_MTU_FILE};
 

@@ -2,6 +2,9 @@
 //! (root-only by default: mode 0600), one JSON request per line, one JSON
 //! response per line. Requests and responses are plain serde types, so that
 //! scripts can speak the protocol too.
+//!
+//! A leaf of the crate: petreld's parts produce these rows and petrelctl
+//! reads them, so nothing here depends on either.
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -43,13 +46,55 @@ pub enum Response {
     Peers { peers: Vec<PeerRow> },
     Routes { routes: Vec<RouteRow> },
     Fib { routes: Vec<FibRow> },
-    Mtu(crate::fib::mtu::MtuStatus),
+    Mtu(MtuStatus),
     Blocks(Blocks),
     Services(Services),
     Peer(PeerDetail),
     Bfd { sessions: Vec<BfdRow> },
     Ok,
     Error { message: String },
+}
+
+/// What `petrelctl show mtu` and the metrics report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MtuStatus {
+    pub host_mtu: Option<u32>,
+    pub interface: Option<String>,
+    pub encapsulation: String,
+    pub overhead: u32,
+    pub pod_mtu: Option<u32>,
+    /// "auto" or "fixed".
+    pub source: String,
+    pub file: String,
+    /// Why there is no pod MTU, when there is none.
+    pub error: Option<String>,
+}
+
+/// One of this node's blocks, for `petrelctl show blocks`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlockRow {
+    pub cidr: String,
+    pub pool: String,
+    /// "block" (affine, advertised and blackholed) or "borrowed" (host
+    /// routes for this node's addresses in another node's block).
+    pub kind: String,
+    pub total: u32,
+    pub in_use: u32,
+    /// Addresses of this node in the block (borrowed ones for "borrowed").
+    pub mine: u32,
+    pub affinity: String,
+}
+
+/// One service address and whether this node advertises it, with why:
+/// `petrelctl show services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRow {
+    /// The service record (`k8s.<namespace>.<name>.external` for the
+    /// controller's) or the configured range's kind.
+    pub service: String,
+    pub address: String,
+    pub advertised: bool,
+    pub why: String,
 }
 
 /// One peer: its session and the settings in effect.
@@ -81,7 +126,7 @@ pub struct Blocks {
     pub cluster: bool,
     pub datastore_ok: bool,
     pub last_error: Option<String>,
-    pub blocks: Vec<crate::cluster::BlockRow>,
+    pub blocks: Vec<BlockRow>,
     /// (prefix, reason: block, borrowed or service)
     pub advertised: Vec<(String, String)>,
 }
@@ -93,7 +138,7 @@ pub struct Services {
     pub cluster: bool,
     pub datastore_ok: bool,
     pub last_error: Option<String>,
-    pub services: Vec<crate::cluster::origin::ServiceRow>,
+    pub services: Vec<ServiceRow>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,11 +1,10 @@
 //! petreld's main loop: configuration to speaker, the control socket, the
 //! Loc-RIB stream, and signals (SIGHUP reloads, SIGTERM/SIGINT stop).
 
-use crate::config::{self, Config, MaxPrefixAction, NextHopMode};
+use crate::config::{self, Config, NextHopMode};
 use crate::control::{PeerRow, Request, Response, RouteRow, Status};
 use crate::intent::{Intent, Source};
-use petrel_bgp::rib;
-use petrel_bgp::speaker::{self, PeerSettings, Speaker, SpeakerConfig};
+use petrel_bgp::speaker::{self, Speaker, SpeakerConfig};
 use petrel_bgp::wire::attr::{Origin, PathAttributes, RareAttributes};
 use petrel_bgp::wire::Prefix;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,49 +18,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
-
-pub fn peer_settings(c: &config::Peer) -> PeerSettings {
-    let mut p = PeerSettings::new(c.address, c.asn);
-    p.port = c.port;
-    p.local_address = c.local_address;
-    p.local_port = c.local_port;
-    p.local_as = c.local_as;
-    p.allow_own_as = c.allow_own_as;
-    p.password = c.password.clone();
-    p.passive = c.passive;
-    p.hold_time = c.hold_time;
-    p.keepalive = c.keepalive;
-    p.ttl_security = c.ttl_security;
-    p.next_hop = match c.next_hop {
-        NextHopMode::SelfAddr => rib::NextHopMode::SelfAddr,
-        NextHopMode::Keep => rib::NextHopMode::Keep,
-    };
-    p.rr_client = c.route_reflector_client;
-    p.local_routes_only = c.local_routes_only;
-    p.families = c.families.clone();
-    p.add_path = c.add_path.clone();
-    p.graceful_restart = c
-        .graceful_restart
-        .map(|g| speaker::GracefulRestartSettings {
-            restart_time: g.restart_time,
-            long_lived_stale_time: g.long_lived_stale_time,
-        });
-    p.max_prefix = c.max_prefix.map(|m| {
-        (
-            m.limit,
-            match m.action {
-                MaxPrefixAction::Warn => speaker::MaxPrefixAction::Warn,
-                MaxPrefixAction::Restart { after_secs } => {
-                    speaker::MaxPrefixAction::Restart(Duration::from_secs(after_secs))
-                }
-            },
-        )
-    });
-    p.import = c.import.clone();
-    p.export = c.export.clone();
-    p.bfd = c.bfd.map(|b| b.settings());
-    p
-}
 
 fn originate_attrs(o: &config::Originate) -> PathAttributes {
     PathAttributes {

@@ -8,7 +8,6 @@
 //! itself is the operator's local override of the cluster's records.
 
 use crate::config::{self, Peer};
-use crate::daemon::peer_settings;
 use petrel_bgp::speaker::{Speaker, SpeakerError};
 use petrel_bgp::wire::attr::PathAttributes;
 use petrel_bgp::wire::Prefix;
@@ -106,11 +105,11 @@ impl Intent {
             match self.peers.get(a) {
                 None => {
                     info!(peer = %a, asn = p.asn, passive = p.passive, "peer added");
-                    self.speaker.add_peer(peer_settings(p)).await?;
+                    self.speaker.add_peer(p.settings()).await?;
                 }
                 Some(old) if old != p => {
                     info!(peer = %a, "peer settings changed");
-                    self.speaker.update_peer(peer_settings(p)).await?;
+                    self.speaker.update_peer(p.settings()).await?;
                 }
                 Some(_) => {}
             }

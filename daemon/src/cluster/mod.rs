@@ -16,6 +16,7 @@
 //! and routes stay, the node reports itself degraded, and the driver
 //! retries with backoff until the datastore answers again.
 
+pub mod gauges;
 pub mod model;
 pub mod origin;
 pub mod peers;
@@ -70,20 +71,8 @@ pub async fn open_store(ds: &config::Datastore) -> Result<Arc<dyn Store>, StoreE
     petrel_ipam::cni::open_store(&c).await
 }
 
-/// One of this node's blocks, for `petrelctl show blocks`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct BlockRow {
-    pub cidr: String,
-    pub pool: String,
-    /// "block" (affine, advertised and blackholed) or "borrowed" (host
-    /// routes for this node's addresses in another node's block).
-    pub kind: String,
-    pub total: u32,
-    pub in_use: u32,
-    /// Addresses of this node in the block (borrowed ones for "borrowed").
-    pub mine: u32,
-    pub affinity: String,
-}
+pub use crate::control::BlockRow;
+pub use gauges::IpamGauges;
 
 /// What the driver last saw and did, for the control socket.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -167,7 +156,7 @@ pub struct Cluster {
     pub graceful_restart: Option<config::GracefulRestart>,
     pub health: Arc<Health>,
     pub view: SharedView,
-    pub ipam_gauges: Arc<crate::metrics::IpamGauges>,
+    pub ipam_gauges: Arc<IpamGauges>,
 }
 
 /// Capacity of the queue from every watch into the driver: when it is

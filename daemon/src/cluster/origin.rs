@@ -127,17 +127,7 @@ pub fn derive(
     out
 }
 
-/// One service address and whether this node advertises it, with why:
-/// `petrelctl show services`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ServiceRow {
-    /// The service record (`k8s.<namespace>.<name>.external` for the
-    /// controller's) or the configured range's kind.
-    pub service: String,
-    pub address: String,
-    pub advertised: bool,
-    pub why: String,
-}
+pub use crate::control::ServiceRow;
 
 /// What this node does with every service address and range, and why; the
 /// same rules as [`derive`].

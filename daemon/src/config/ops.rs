@@ -181,7 +181,7 @@ pub(super) fn parse(
     } else {
         let a = metrics
             .address
-            .unwrap_or_else(|| crate::metrics::DEFAULT_ADDRESS.to_string());
+            .unwrap_or_else(|| super::DEFAULT_METRICS_ADDRESS.to_string());
         Some(a.parse::<SocketAddr>().map_err(|_| {
             bad(
                 "metrics.address",

@@ -169,20 +169,7 @@ pub struct MtuSettings {
 /// (IPv4's minimum datagram every host must accept, RFC 791).
 pub const MIN_POD_MTU: u32 = 576;
 
-/// What `petrelctl show mtu` and the metrics report.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct MtuStatus {
-    pub host_mtu: Option<u32>,
-    pub interface: Option<String>,
-    pub encapsulation: String,
-    pub overhead: u32,
-    pub pod_mtu: Option<u32>,
-    /// "auto" or "fixed".
-    pub source: String,
-    pub file: String,
-    /// Why there is no pod MTU, when there is none.
-    pub error: Option<String>,
-}
+pub use crate::control::MtuStatus;
 
 impl MtuSettings {
     /// Detects (or takes the fixed value); never fails: a failure is in
