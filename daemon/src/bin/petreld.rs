@@ -84,7 +84,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(petrel_daemon::daemon::run(args.config, notifier)) {
+    match rt.block_on(petrel_daemon::server::run(args.config, notifier)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("petreld: {e:#}");
