@@ -16,9 +16,9 @@
 //! and routes stay, the node reports itself degraded, and the driver
 //! retries with backoff until the datastore answers again.
 
+pub mod advertise;
 pub mod gauges;
 pub mod model;
-pub mod origin;
 pub mod peers;
 pub mod state;
 
@@ -84,7 +84,7 @@ pub struct View {
     pub advertised: Vec<(String, String)>,
     pub skipped: Vec<String>,
     /// Service addresses and ranges, advertised or not, and why.
-    pub services: Vec<origin::ServiceRow>,
+    pub services: Vec<advertise::ServiceRow>,
 }
 
 pub type SharedView = Arc<Mutex<View>>;
@@ -365,7 +365,7 @@ impl Cluster {
         if dirty.origins || dirty.blocks {
             let blocks = state.block_list();
             let borrowed: Vec<std::net::IpAddr> = state.borrowed.keys().copied().collect();
-            let origins = origin::derive(
+            let origins = advertise::derive(
                 &self.node.name,
                 &blocks,
                 &state.affinity_list(),
@@ -386,7 +386,7 @@ impl Cluster {
             };
             let blackholes: BTreeSet<Prefix> = origins
                 .iter()
-                .filter(|(_, r)| **r == origin::Reason::Block)
+                .filter(|(_, r)| **r == advertise::Reason::Block)
                 .map(|(p, _)| *p)
                 .collect();
             let routes: BTreeMap<Prefix, PathAttributes> =
@@ -404,7 +404,8 @@ impl Cluster {
                 rows.iter().filter(|r| r.kind == "block").count() as u64,
                 rows.iter().map(|r| r.mine as u64).sum(),
             );
-            let services = origin::service_rows(&self.node.name, &state.cfg, &state.service_list());
+            let services =
+                advertise::service_rows(&self.node.name, &state.cfg, &state.service_list());
             let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner());
             v.services = services;
             v.blocks = rows;
@@ -615,12 +616,12 @@ fn block_rows(
     node: &str,
     blocks: &[Block],
     borrowed: &BTreeMap<std::net::IpAddr, IpNet>,
-    origins: &BTreeMap<Prefix, origin::Reason>,
+    origins: &BTreeMap<Prefix, advertise::Reason>,
 ) -> Vec<BlockRow> {
     let mut rows = Vec::new();
     for b in blocks {
-        let own = origin::prefix_of(&b.cidr)
-            .is_some_and(|p| origins.get(&p) == Some(&origin::Reason::Block));
+        let own = advertise::prefix_of(&b.cidr)
+            .is_some_and(|p| origins.get(&p) == Some(&advertise::Reason::Block));
         let mine = b
             .allocations
             .values()

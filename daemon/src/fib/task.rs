@@ -44,16 +44,16 @@ const BURST_HOLD: Duration = Duration::from_millis(5);
 /// Loc-RIB changes taken from the queue for one `Fib::apply` at most.
 const COALESCE: usize = 4096;
 
-/// The daemon's handle on the FIB task.
+/// The daemon's side of the FIB task: the channels to it and its counters.
 #[derive(Clone)]
-pub struct Handle {
+pub struct FibTask {
     tx: mpsc::Sender<Command>,
     pub counters: Arc<FibCounters>,
     /// Routes in the FIB (or in the Loc-RIB when the FIB is disabled).
     pub routes: Arc<AtomicUsize>,
 }
 
-impl Handle {
+impl FibTask {
     pub async fn show(&self) -> Option<Vec<FibRow>> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Command::Show(tx)).await.ok()?;
@@ -91,11 +91,11 @@ pub fn spawn(
     loc_rib: mpsc::Receiver<Vec<LocRibChange>>,
     blackholes: Option<mpsc::Receiver<BTreeSet<Prefix>>>,
     health: Arc<Health>,
-) -> anyhow::Result<Handle> {
+) -> anyhow::Result<FibTask> {
     let (tx, rx) = mpsc::channel(COMMANDS);
     let routes = Arc::new(AtomicUsize::new(0));
     let Some(fcfg) = settings.fib else {
-        let h = Handle {
+        let h = FibTask {
             tx,
             counters: Arc::default(),
             routes: routes.clone(),
@@ -129,7 +129,7 @@ pub fn spawn(
         "kernel routes of a previous run kept until convergence"
     );
     health.set_fib_ok();
-    let h = Handle {
+    let h = FibTask {
         tx,
         counters: fib.counters(),
         routes: routes.clone(),

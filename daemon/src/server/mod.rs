@@ -44,7 +44,7 @@ struct Running {
     speaker: Speaker,
     started: Instant,
     fib_routes: Arc<AtomicUsize>,
-    fib: crate::fib::task::Handle,
+    fib: crate::fib::task::FibTask,
     mtu: Arc<std::sync::Mutex<crate::fib::mtu::MtuStatus>>,
     health: Arc<crate::health::Health>,
     intent: Arc<tokio::sync::Mutex<Intent>>,

@@ -3,7 +3,7 @@
 
 use super::{file_origins, Running};
 use crate::config::Config;
-use crate::fib::task::Handle as FibHandle;
+use crate::fib::task::FibTask;
 use crate::health::Health;
 use crate::intent::Source;
 use crate::systemd::Notifier;
@@ -20,7 +20,7 @@ pub(super) struct MainLoop<'a> {
     pub(super) config_path: &'a Path,
     pub(super) notifier: &'a Notifier,
     pub(super) speaker: Speaker,
-    pub(super) fib: FibHandle,
+    pub(super) fib: FibTask,
     pub(super) fib_routes: Arc<AtomicUsize>,
     pub(super) health: Arc<Health>,
     pub(super) beat_every: Duration,
