@@ -4,6 +4,7 @@
 //! returns. Everything the RIB needs leaves as a [`PeerEvent`] on a bounded
 //! channel; everything the speaker wants arrives as a [`PeerCommand`].
 
+pub mod collision;
 pub mod peer;
 pub mod socket;
 
