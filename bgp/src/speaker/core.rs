@@ -38,7 +38,7 @@ use crate::wire::family::Family;
 use crate::wire::notification::{CeaseError, ErrorCode};
 use crate::wire::{Message, Notification, RefreshSubtype, RouteRefresh, Update};
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -141,7 +141,9 @@ struct PeerEntry {
 pub struct SpeakerCore {
     rib: Rib,
     cfg: SpeakerConfig,
-    peers: HashMap<IpAddr, PeerEntry>,
+    /// Ordered by address: outputs for several peers come in the same order
+    /// every run (simulations repeat exactly).
+    peers: BTreeMap<IpAddr, PeerEntry>,
     /// Prefixes whose paths changed by received UPDATEs, not decided yet
     /// (see [`SpeakerCore::decide_some`]): while the FIB is busy, a prefix
     /// that several UPDATEs change is decided once.
@@ -173,7 +175,7 @@ impl SpeakerCore {
         Self {
             rib,
             cfg,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             undecided: rib::Pending::default(),
             started: now,
             deferral_deadline: deferral,
