@@ -979,4 +979,153 @@ mod tests {
             Family::IPV6_UNICAST
         );
     }
+
+    const T0_GR: super::super::GracefulRestartSettings = super::super::GracefulRestartSettings {
+        restart_time: 120,
+        long_lived_stale_time: None,
+    };
+
+    fn a(i: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, i))
+    }
+
+    /// A restarting speaker (graceful restart configured) with peers 10.0.0.2
+    /// and 10.0.0.3, its outputs so far drained.
+    fn restarting_core(now: Instant) -> SpeakerCore {
+        let cfg = SpeakerConfig {
+            local_as: 65001,
+            router_id: Ipv4Addr::new(10, 0, 0, 1),
+            cluster_id: None,
+            listen: Vec::new(),
+            graceful_restart: Some(T0_GR),
+            max_paths: 1,
+            bfd: Default::default(),
+        };
+        let mut core = SpeakerCore::new(cfg, now);
+        for i in [2, 3] {
+            core.add_peer(now, PeerSettings::new(a(i), 65000 + i as u32))
+                .unwrap();
+        }
+        drain(&mut core);
+        core
+    }
+
+    fn drain(core: &mut SpeakerCore) -> Vec<Output> {
+        std::iter::from_fn(|| core.poll_output()).collect()
+    }
+
+    fn converged(outs: &[Output]) -> bool {
+        outs.iter().any(|o| matches!(o, Output::Converged))
+    }
+
+    /// The peer's OPEN: IPv4 unicast, graceful restart with `flags`.
+    fn up(core: &mut SpeakerCore, now: Instant, i: u8, gr_flags: Option<u8>) -> Vec<Output> {
+        let mut caps = vec![Capability::Multiprotocol(Family::IPV4_UNICAST)];
+        if let Some(flags) = gr_flags {
+            caps.push(Capability::GracefulRestart(GrCap {
+                flags,
+                restart_time: 120,
+                families: vec![GracefulRestartFamily {
+                    family: Family::IPV4_UNICAST,
+                    flags: GracefulRestartFamily::FORWARDING_STATE,
+                }],
+            }));
+        }
+        let open = crate::wire::Open::new(65000 + i as u32, 90, Ipv4Addr::new(10, 0, 0, i), caps);
+        let ev = PeerEvent {
+            peer: a(i),
+            kind: PeerEventKind::Established {
+                ctx: Default::default(),
+                remote: Box::new(open),
+                local: Some(SocketAddr::new(a(1), 179)),
+            },
+        };
+        core.handle(now, Input::Session(ev));
+        drain(core)
+    }
+
+    fn end_of_rib(core: &mut SpeakerCore, now: Instant, i: u8) -> Vec<Output> {
+        let ev = PeerEvent {
+            peer: a(i),
+            kind: PeerEventKind::Update(Box::new(Update::end_of_rib(Family::IPV4_UNICAST))),
+        };
+        core.handle(now, Input::Session(ev));
+        drain(core)
+    }
+
+    /// RFC 4724 §4.1: deferral lasts until every peer that is up has sent
+    /// End-of-RIB, not merely until it is up.
+    #[test]
+    fn deferral_waits_for_end_of_rib_from_every_peer() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        assert!(!core.converged());
+        assert!(!converged(&up(&mut core, t0, 2, Some(GrCap::NOTIFICATION))));
+        assert!(!converged(&up(&mut core, t0, 3, Some(GrCap::NOTIFICATION))));
+        assert!(!converged(&end_of_rib(&mut core, t0, 2)));
+        assert!(!core.converged());
+        assert!(converged(&end_of_rib(&mut core, t0, 3)));
+        assert!(core.converged());
+        assert_eq!(core.poll_timeout(), None);
+    }
+
+    /// §4.1: peers without graceful restart, and peers restarting too (the
+    /// Restart State bit), are not waited for.
+    #[test]
+    fn deferral_does_not_wait_for_restarting_or_non_gr_peers() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        assert!(!converged(&up(&mut core, t0, 2, None)));
+        let outs = up(
+            &mut core,
+            t0,
+            3,
+            Some(GrCap::RESTART_STATE | GrCap::NOTIFICATION),
+        );
+        assert!(converged(&outs));
+    }
+
+    /// §4.1: a peer that never comes up holds deferral back only until the
+    /// deferral timer (the restart time, 120 s), which `poll_timeout` asks for.
+    #[test]
+    fn deferral_timer() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        up(&mut core, t0, 2, Some(GrCap::NOTIFICATION));
+        end_of_rib(&mut core, t0, 2);
+        let deadline = t0 + Duration::from_secs(120);
+        assert_eq!(core.poll_timeout(), Some(deadline));
+        core.handle(deadline - Duration::from_millis(1), Input::Timeout);
+        assert!(!converged(&drain(&mut core)));
+        core.handle(deadline, Input::Timeout);
+        assert!(converged(&drain(&mut core)));
+    }
+
+    /// RFC 4724 §4.2: the helper's restart timer is armed by a lost
+    /// connection of a GR peer, and not by a NOTIFICATION.
+    #[test]
+    fn helper_restart_timer_armed_by_a_lost_connection_only() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        up(&mut core, t0, 2, Some(GrCap::NOTIFICATION));
+        up(&mut core, t0, 3, Some(GrCap::NOTIFICATION));
+        end_of_rib(&mut core, t0, 2);
+        end_of_rib(&mut core, t0, 3);
+        let t1 = t0 + Duration::from_secs(10);
+        let down = |reason| PeerEvent {
+            peer: a(2),
+            kind: PeerEventKind::Down {
+                reason,
+                was_established: true,
+            },
+        };
+        let n = Notification::bare(ErrorCode::Cease(CeaseError::AdministrativeReset));
+        core.handle(t1, Input::Session(down(DownReason::NotificationReceived(n))));
+        drain(&mut core);
+        assert_eq!(core.poll_timeout(), None);
+        up(&mut core, t1, 2, Some(GrCap::NOTIFICATION));
+        core.handle(t1, Input::Session(down(DownReason::ConnectionLost)));
+        drain(&mut core);
+        assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
+    }
 }
