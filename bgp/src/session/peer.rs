@@ -358,8 +358,11 @@ impl Task {
                         Ok(Message::Notification(n)) => {
                             // §6.8: Cease 6/7 here means the peer keeps the
                             // connection it initiated.
-                            self.collision
-                                .notification(std::time::Instant::now(), self.fsm.state(), &n);
+                            self.collision.notification(
+                                std::time::Instant::now(),
+                                self.fsm.state(),
+                                &n,
+                            );
                             Event::Received(Message::Notification(n))
                         }
                         Ok(m) => Event::Received(m),

@@ -61,7 +61,6 @@ pub enum Input {
 }
 
 /// What a session is asked to do.
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionCommand {
     Start,
@@ -75,8 +74,9 @@ pub enum SessionCommand {
     },
     /// Encoded messages (UPDATEs) to write, in order, while Established.
     Send(Vec<Bytes>),
-    /// A message to encode with the session's context and write.
-    SendMessage(Message),
+    /// A message to encode with the session's context and write (boxed:
+    /// an OPEN-sized message would make every queued output that large).
+    SendMessage(Box<Message>),
 }
 
 /// What a new session needs: its FSM and its socket options.
@@ -353,7 +353,7 @@ impl SpeakerCore {
         self.rib_output(out, false);
     }
 
-    fn to_session(&mut self, addr: IpAddr, c: SessionCommand) {
+    fn send_session(&mut self, addr: IpAddr, c: SessionCommand) {
         self.work.push_back(Work::Out(Output::Session(addr, c)));
     }
 
@@ -477,7 +477,7 @@ impl SpeakerCore {
                 fsm,
                 connect,
             }))));
-        self.to_session(addr, SessionCommand::Start);
+        self.send_session(addr, SessionCommand::Start);
         info!(peer = %addr, asn = p.asn, "peer added");
         self.peers.insert(
             addr,
@@ -509,7 +509,7 @@ impl SpeakerCore {
             .peers
             .remove(&addr)
             .ok_or(SpeakerError::NoSuchPeer(addr))?;
-        self.to_session(
+        self.send_session(
             addr,
             SessionCommand::Stop {
                 communication: Some("peer de-configured".into()),
@@ -571,7 +571,7 @@ impl SpeakerCore {
         } else {
             SessionCommand::Stop { communication }
         };
-        self.to_session(addr, c);
+        self.send_session(addr, c);
         Ok(())
     }
 
@@ -584,12 +584,17 @@ impl SpeakerCore {
     /// Asks the peer to resend its routes (RFC 2918).
     pub fn refresh_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
         self.settle();
-        let p = self.peers.get(&addr).ok_or(SpeakerError::NoSuchPeer(addr))?;
+        let p = self
+            .peers
+            .get(&addr)
+            .ok_or(SpeakerError::NoSuchPeer(addr))?;
         let families = p.settings.families.clone();
         for f in families {
-            self.to_session(
+            self.send_session(
                 addr,
-                SessionCommand::SendMessage(Message::RouteRefresh(RouteRefresh::request(f))),
+                SessionCommand::SendMessage(Box::new(Message::RouteRefresh(
+                    RouteRefresh::request(f),
+                ))),
             );
         }
         Ok(())
@@ -612,7 +617,7 @@ impl SpeakerCore {
         self.decide_undecided();
         let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
         for a in addrs {
-            self.to_session(
+            self.send_session(
                 a,
                 SessionCommand::Stop {
                     communication: communication.clone(),
@@ -793,18 +798,20 @@ impl SpeakerCore {
                         // RFC 7313 §4: bracketed by BoRR and EoRR when the
                         // peer speaks enhanced route refresh.
                         let mark = |subtype| {
-                            SessionCommand::SendMessage(Message::RouteRefresh(RouteRefresh {
-                                family: r.family,
-                                subtype,
-                            }))
+                            SessionCommand::SendMessage(Box::new(Message::RouteRefresh(
+                                RouteRefresh {
+                                    family: r.family,
+                                    subtype,
+                                },
+                            )))
                         };
                         if enhanced {
-                            self.to_session(ev.peer, mark(RefreshSubtype::BeginningOfRefresh));
+                            self.send_session(ev.peer, mark(RefreshSubtype::BeginningOfRefresh));
                         }
                         let out = self.rib.refresh(id, r.family);
                         self.emit(out);
                         if enhanced {
-                            self.to_session(ev.peer, mark(RefreshSubtype::EndOfRefresh));
+                            self.send_session(ev.peer, mark(RefreshSubtype::EndOfRefresh));
                         }
                     }
                     RefreshSubtype::BeginningOfRefresh => {
@@ -877,7 +884,7 @@ impl SpeakerCore {
                     .copied()
                     .unwrap_or(Family::IPV4_UNICAST);
                 let n = max_prefix_cease(exceeding_family(update, fallback), limit);
-                self.to_session(
+                self.send_session(
                     addr,
                     SessionCommand::AdminDown {
                         notification: n,
@@ -1120,7 +1127,10 @@ mod tests {
             },
         };
         let n = Notification::bare(ErrorCode::Cease(CeaseError::AdministrativeReset));
-        core.handle(t1, Input::Session(down(DownReason::NotificationReceived(n))));
+        core.handle(
+            t1,
+            Input::Session(down(DownReason::NotificationReceived(n))),
+        );
         drain(&mut core);
         assert_eq!(core.poll_timeout(), None);
         up(&mut core, t1, 2, Some(GrCap::NOTIFICATION));

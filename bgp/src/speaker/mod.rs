@@ -481,7 +481,7 @@ impl Driver {
                             PeerCommand::AdminDown { notification, idle }
                         }
                         SessionCommand::Send(m) => PeerCommand::Send(m),
-                        SessionCommand::SendMessage(m) => PeerCommand::SendMessage(m),
+                        SessionCommand::SendMessage(m) => PeerCommand::SendMessage(*m),
                     };
                     let _ = tx.send(c).await;
                 }
@@ -621,7 +621,7 @@ impl Driver {
                     .map(|old| old.bfd);
                 let (addr, new_bfd) = (p.address, p.bfd);
                 let r = self.core.update_peer(now, *p);
-                if let (Ok(()), Some(old_bfd)) = (&r, old_bfd) {
+                if let Some(old_bfd) = old_bfd {
                     self.flush().await;
                     self.update_bfd(addr, old_bfd, new_bfd).await;
                 }

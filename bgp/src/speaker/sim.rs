@@ -111,8 +111,7 @@ impl Wires {
                 });
             }
         }
-        self.events
-            .push_back(NetEvent::Readable { node: to, pipe });
+        self.events.push_back(NetEvent::Readable { node: to, pipe });
     }
 
     fn close(&mut self, from: NodeId, pipe: PipeId) {
@@ -373,9 +372,6 @@ impl Node {
                 let pipe = c.pipe;
                 let b = m.to_bytes(s.fsm.codec()).unwrap();
                 w.write(me, pipe, &b, s.fsm.codec());
-                if matches!(m, Message::Notification(_)) {
-                    // The FSM's Disconnect follows.
-                }
             }
             Action::StartTimer(t, d) => {
                 s.timers.insert(t, w.now + d);
@@ -515,7 +511,13 @@ impl Node {
     }
 
     /// Returns whether the FSM's connection stayed.
-    fn resolve(&mut self, w: &mut Wires, peer: IpAddr, remote_id: Ipv4Addr, open: Option<Open>) -> bool {
+    fn resolve(
+        &mut self,
+        w: &mut Wires,
+        peer: IpAddr,
+        remote_id: Ipv4Addr,
+        open: Option<Open>,
+    ) -> bool {
         let s = self.sessions.get_mut(&peer).unwrap();
         let existing = s.conn.map(|c| c.outgoing);
         let Some(r) = s.arbiter.resolve(remote_id, existing) else {
@@ -581,7 +583,12 @@ impl Node {
         }
     }
 
-    fn take_message(w: &mut Wires, node: NodeId, pipe: PipeId, ctx: &CodecContext) -> Option<Result<Message, Notification>> {
+    fn take_message(
+        w: &mut Wires,
+        node: NodeId,
+        pipe: PipeId,
+        ctx: &CodecContext,
+    ) -> Option<Result<Message, Notification>> {
         let p = &mut w.pipes[pipe];
         let end = p.end(node);
         match split_message(&mut p.inbox[end], ctx.max_message_len) {
@@ -664,7 +671,12 @@ impl Node {
     fn next_timer(&self) -> Option<Instant> {
         self.sessions
             .values()
-            .flat_map(|s| s.timers.values().copied().chain(s.arbiter.second_deadline()))
+            .flat_map(|s| {
+                s.timers
+                    .values()
+                    .copied()
+                    .chain(s.arbiter.second_deadline())
+            })
             .chain(self.core.poll_timeout())
             .min()
     }
@@ -730,7 +742,9 @@ impl Sim {
         let mut cfgs = Vec::new();
         let mut nodes = Vec::new();
         for i in 0..n {
-            let IpAddr::V4(id) = addr(i) else { unreachable!() };
+            let IpAddr::V4(id) = addr(i) else {
+                unreachable!()
+            };
             let cfg = SpeakerConfig {
                 local_as: AS_BASE + i as u32,
                 router_id: id,
@@ -762,11 +776,11 @@ impl Sim {
         self.w.now - self.start
     }
 
-    /// `a` peers with `b` (eBGP, graceful restart offered per peer).
-    fn settings(&self, a: usize, b: usize) -> PeerSettings {
+    /// A speaker's settings for peer `b` (eBGP, graceful restart offered
+    /// per peer).
+    fn settings(b: usize) -> PeerSettings {
         let mut p = PeerSettings::new(addr(b), AS_BASE + b as u32);
         p.graceful_restart = Some(GR);
-        let _ = a;
         p
     }
 
@@ -778,7 +792,7 @@ impl Sim {
 
     /// Peers `a` and `b` with each other, both starting at once.
     fn link(&mut self, a: usize, b: usize) {
-        let (pa, pb) = (self.settings(a, b), self.settings(b, a));
+        let (pa, pb) = (Sim::settings(b), Sim::settings(a));
         self.add_peer(a, pa);
         self.add_peer(b, pb);
     }
@@ -926,9 +940,18 @@ fn collision_keeps_the_higher_identifiers_connection() {
     assert!(sim.run_until(Duration::from_secs(60), |s| s.established(0, 1)));
 
     let kept = sim.conn(0, 1).unwrap();
-    assert_eq!(sim.conn(1, 0), Some(kept), "both sides on the same connection");
-    assert_eq!(sim.w.pipes[kept].initiator, 1, "the higher Identifier's connection");
-    let open: Vec<PipeId> = (0..sim.w.pipes.len()).filter(|p| sim.w.is_open(*p)).collect();
+    assert_eq!(
+        sim.conn(1, 0),
+        Some(kept),
+        "both sides on the same connection"
+    );
+    assert_eq!(
+        sim.w.pipes[kept].initiator, 1,
+        "the higher Identifier's connection"
+    );
+    let open: Vec<PipeId> = (0..sim.w.pipes.len())
+        .filter(|p| sim.w.is_open(*p))
+        .collect();
     assert_eq!(open, vec![kept], "exactly one connection left");
     let lost = 1 - kept;
     let cease7: Vec<&Sent> = sim
@@ -995,19 +1018,30 @@ fn graceful_restart_helper_keeps_stale_routes_until_end_of_rib() {
     sim.crash(1);
     sim.run_for(Duration::from_secs(1));
     assert_ne!(sim.state(0, 1), Some(State::Established));
-    assert_eq!(sim.route(0, "10.1.0.0/24"), vec![(Some(addr(1)), true, true)]);
-    assert_eq!(sim.route(0, "10.2.0.0/24"), vec![(Some(addr(1)), true, true)]);
+    assert_eq!(
+        sim.route(0, "10.1.0.0/24"),
+        vec![(Some(addr(1)), true, true)]
+    );
+    assert_eq!(
+        sim.route(0, "10.2.0.0/24"),
+        vec![(Some(addr(1)), true, true)]
+    );
     assert!(sim.nodes[0].fib.contains_key(&pfx("10.1.0.0/24")));
 
     // Back after 30 s, with only one of its two routes.
     sim.run_for(Duration::from_secs(30));
     sim.restart(1);
-    assert!(!sim.nodes[1].core.converged(), "a restarting speaker defers");
+    assert!(
+        !sim.nodes[1].core.converged(),
+        "a restarting speaker defers"
+    );
     sim.originate(1, "10.1.0.0/24");
-    let p = sim.settings(1, 0);
+    let p = Sim::settings(0);
     sim.add_peer(1, p);
     let trace_from = sim.w.trace.len();
-    assert!(sim.run_until(Duration::from_secs(60), |s| s.route(0, "10.2.0.0/24").is_empty()));
+    assert!(sim.run_until(Duration::from_secs(60), |s| s
+        .route(0, "10.2.0.0/24")
+        .is_empty()));
     assert!(sim.established(0, 1));
 
     // Its OPEN: Restart State bit, forwarding state kept for IPv4 unicast.
@@ -1028,7 +1062,10 @@ fn graceful_restart_helper_keeps_stale_routes_until_end_of_rib() {
     assert!(gr.restarting());
     assert_eq!(gr.families.len(), 1);
     assert_eq!(gr.families[0].family, Family::IPV4_UNICAST);
-    assert_ne!(gr.families[0].flags & GracefulRestartFamily::FORWARDING_STATE, 0);
+    assert_ne!(
+        gr.families[0].flags & GracefulRestartFamily::FORWARDING_STATE,
+        0
+    );
 
     // §4.1: the restarting speaker sent its table only after our
     // End-of-RIB, and its own End-of-RIB after its table.
@@ -1048,16 +1085,19 @@ fn graceful_restart_helper_keeps_stale_routes_until_end_of_rib() {
     assert!(our_eor < its_route && its_route < its_eor);
     assert!(sim.nodes[1].converged_at.is_some());
 
-    assert_eq!(sim.route(0, "10.1.0.0/24"), vec![(Some(addr(1)), true, false)]);
+    assert_eq!(
+        sim.route(0, "10.1.0.0/24"),
+        vec![(Some(addr(1)), true, false)]
+    );
     assert!(sim.route(0, "10.2.0.0/24").is_empty());
     // The FIB kept 10.1.0.0/24 throughout; 10.2.0.0/24 went at End-of-RIB.
     let changes = &sim.nodes[0].fib_log[fib_before..];
-    assert!(!changes
-        .iter()
-        .any(|c| matches!(c, LocRibChange::Unreachable { prefix } if *prefix == pfx("10.1.0.0/24"))));
-    assert!(changes
-        .iter()
-        .any(|c| matches!(c, LocRibChange::Unreachable { prefix } if *prefix == pfx("10.2.0.0/24"))));
+    assert!(!changes.iter().any(
+        |c| matches!(c, LocRibChange::Unreachable { prefix } if *prefix == pfx("10.1.0.0/24"))
+    ));
+    assert!(changes.iter().any(
+        |c| matches!(c, LocRibChange::Unreachable { prefix } if *prefix == pfx("10.2.0.0/24"))
+    ));
 }
 
 /// RFC 4724 §4.2: a peer that does not come back loses its stale routes
@@ -1068,8 +1108,13 @@ fn graceful_restart_helper_sweeps_stale_routes_at_the_restart_time() {
     sim.crash(1);
     let crashed = sim.w.now;
     sim.run_for(Duration::from_secs(110));
-    assert_eq!(sim.route(0, "10.1.0.0/24"), vec![(Some(addr(1)), true, true)]);
-    assert!(sim.run_until(Duration::from_secs(60), |s| s.route(0, "10.1.0.0/24").is_empty()));
+    assert_eq!(
+        sim.route(0, "10.1.0.0/24"),
+        vec![(Some(addr(1)), true, true)]
+    );
+    assert!(sim.run_until(Duration::from_secs(60), |s| s
+        .route(0, "10.1.0.0/24")
+        .is_empty()));
     assert!(sim.w.now - crashed >= Duration::from_secs(120));
     assert!(sim.route(0, "10.2.0.0/24").is_empty());
     assert!(sim.nodes[0].fib.is_empty());
@@ -1086,7 +1131,9 @@ fn a_notification_withdraws_at_once() {
         .enable_peer(addr(0), false, Some("maintenance".into()))
         .unwrap();
     sim.nodes[1].pump(&mut sim.w);
-    assert!(sim.run_until(Duration::from_secs(5), |s| s.route(0, "10.1.0.0/24").is_empty()));
+    assert!(sim.run_until(Duration::from_secs(5), |s| s
+        .route(0, "10.1.0.0/24")
+        .is_empty()));
     assert!(matches!(
         sim.nodes[0].downs.last(),
         Some((_, DownReason::NotificationReceived(n)))
@@ -1106,7 +1153,7 @@ fn selection_deferral_waits_for_end_of_rib_from_every_peer() {
     sim.originate(1, "10.1.0.0/24");
     sim.originate(0, "10.0.0.0/24");
     sim.link(0, 1);
-    let p = sim.settings(1, 2);
+    let p = Sim::settings(2);
     sim.add_peer(1, p);
     assert!(sim.run_until(Duration::from_secs(30), |s| s.established(0, 1)));
     sim.run_for(Duration::from_secs(30));
@@ -1118,13 +1165,16 @@ fn selection_deferral_waits_for_end_of_rib_from_every_peer() {
 
     // Peer 2 starts and sends its End-of-RIB: deferral over at once.
     sim.w.up[2] = true;
-    let p = sim.settings(2, 1);
+    let p = Sim::settings(1);
     sim.add_peer(2, p);
     assert!(sim.run_until(Duration::from_secs(30), |s| {
         s.route(0, "10.1.0.0/24").len() == 1 && s.route(2, "10.0.0.0/24").len() == 1
     }));
     let converged = sim.nodes[1].converged_at.unwrap();
-    assert!(converged - sim.start < Duration::from_secs(130 + 120), "before the deferral timer");
+    assert!(
+        converged - sim.start < Duration::from_secs(130 + 120),
+        "before the deferral timer"
+    );
 }
 
 /// RFC 4724 §4.1: "the deferral timer" bounds the wait: a peer that never
@@ -1138,9 +1188,12 @@ fn selection_deferral_ends_at_the_deferral_timer() {
     let restarted = sim.w.now;
     sim.originate(1, "10.1.0.0/24");
     sim.link(0, 1);
-    let p = sim.settings(1, 2);
+    let p = Sim::settings(2);
     sim.add_peer(1, p);
-    assert!(sim.run_until(Duration::from_secs(300), |s| s.route(0, "10.1.0.0/24").len() == 1));
+    assert!(sim.run_until(Duration::from_secs(300), |s| s
+        .route(0, "10.1.0.0/24")
+        .len()
+        == 1));
     let converged = sim.nodes[1].converged_at.unwrap();
     assert_eq!(converged - restarted, Duration::from_secs(120));
     assert_ne!(sim.state(1, 2), Some(State::Established));
@@ -1156,10 +1209,10 @@ fn max_prefix_closes_the_session_with_cease_1() {
     for p in ["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"] {
         sim.originate(1, p);
     }
-    let mut p0 = sim.settings(0, 1);
+    let mut p0 = Sim::settings(1);
     p0.max_prefix = Some((2, MaxPrefixAction::Restart(Duration::from_secs(60))));
     sim.add_peer(0, p0);
-    let p1 = sim.settings(1, 0);
+    let p1 = Sim::settings(0);
     sim.add_peer(1, p1);
     let cease1 = |s: &Sim| -> Vec<Notification> {
         s.sent(0, 1)
@@ -1179,7 +1232,10 @@ fn max_prefix_closes_the_session_with_cease_1() {
     assert_eq!(&cease1(&sim)[0].data[..], [0, 1, 1, 0, 0, 0, 2]);
     sim.run_for(Duration::from_secs(1));
     assert_ne!(sim.state(0, 1), Some(State::Established));
-    assert!(sim.route(0, "10.1.0.0/24").is_empty(), "the peer's routes went");
+    assert!(
+        sim.route(0, "10.1.0.0/24").is_empty(),
+        "the peer's routes went"
+    );
     assert!(matches!(
         sim.nodes[1].downs.last(),
         Some((_, DownReason::NotificationReceived(n)))
@@ -1200,7 +1256,10 @@ fn enhanced_route_refresh_is_bracketed_by_borr_and_eorr() {
     let mut sim = Sim::new(2, &[]);
     sim.originate(1, "10.1.0.0/24");
     sim.link(0, 1);
-    assert!(sim.run_until(Duration::from_secs(60), |s| s.route(0, "10.1.0.0/24").len() == 1));
+    assert!(
+        sim.run_until(Duration::from_secs(60), |s| s.route(0, "10.1.0.0/24").len()
+            == 1)
+    );
     let from = sim.w.trace.len();
     sim.nodes[0].core.refresh_peer(addr(1)).unwrap();
     sim.nodes[0].pump(&mut sim.w);
@@ -1219,11 +1278,18 @@ fn enhanced_route_refresh_is_bracketed_by_borr_and_eorr() {
         m if announces(m, "10.1.0.0/24") => "route",
         _ => "other",
     };
-    let kinds: Vec<&str> = answer.iter().map(|m| kind(m)).filter(|k| *k != "other").collect();
+    let kinds: Vec<&str> = answer
+        .iter()
+        .map(|m| kind(m))
+        .filter(|k| *k != "other")
+        .collect();
     assert_eq!(kinds, ["BoRR", "route", "EoRR"]);
     assert!(sim.w.trace[from..].iter().any(|s| s.from == addr(0)
         && matches!(&s.msg, Message::RouteRefresh(r) if r.subtype == RefreshSubtype::Request)));
-    assert_eq!(sim.route(0, "10.1.0.0/24"), vec![(Some(addr(1)), true, false)]);
+    assert_eq!(
+        sim.route(0, "10.1.0.0/24"),
+        vec![(Some(addr(1)), true, false)]
+    );
 }
 
 /// The simulation itself: with one peer silent, the virtual clock carries
@@ -1235,7 +1301,8 @@ fn hold_timer_runs_in_virtual_time() {
     assert!(sim.run_until(Duration::from_secs(60), |s| s.established(0, 1)));
     // Speaker 1 hangs: no crash, no FIN, nothing sent.
     sim.w.up[1] = false;
-    assert!(sim.run_until(Duration::from_secs(200), |s| s.state(0, 1) != Some(State::Established)));
+    assert!(sim.run_until(Duration::from_secs(200), |s| s.state(0, 1)
+        != Some(State::Established)));
     assert!(matches!(
         sim.nodes[0].downs.last(),
         Some((_, DownReason::NotificationSent(n))) if n.error.code() == 4
