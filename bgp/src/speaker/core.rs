@@ -1138,4 +1138,62 @@ mod tests {
         drain(&mut core);
         assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
     }
+
+    /// A session drop's withdrawals are decided a step at a time, as outputs
+    /// are polled: nothing is computed ahead of the driver, so its bounded
+    /// FIB channel holds a whole table back (module docs).
+    #[test]
+    fn a_dropped_table_is_withdrawn_a_step_at_a_time() {
+        use crate::wire::attr::{AsPath, Origin};
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        // Not restarting: past the deferral.
+        core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+        drain(&mut core);
+        up(&mut core, t0, 2, None);
+        let mut u = Update::new(PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(&[65002])),
+            next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            ..Default::default()
+        });
+        let n = 3 * SWEEP_STEP + 7;
+        let prefixes: Vec<crate::wire::Prefix> = (0..n)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
+            .collect();
+        u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &prefixes);
+        core.handle(
+            t0,
+            Input::Session(PeerEvent {
+                peer: a(2),
+                kind: PeerEventKind::Update(Box::new(u)),
+            }),
+        );
+        core.decide_undecided();
+        drain(&mut core);
+        assert_eq!(core.routes(None).len(), n);
+
+        let cease = Notification::bare(ErrorCode::Cease(CeaseError::AdministrativeReset));
+        core.handle(
+            t0,
+            Input::Session(PeerEvent {
+                peer: a(2),
+                kind: PeerEventKind::Down {
+                    reason: DownReason::NotificationReceived(cease),
+                    was_established: true,
+                },
+            }),
+        );
+        assert!(core.ready.is_empty(), "nothing decided before it is polled");
+        let batches: Vec<usize> = drain(&mut core)
+            .iter()
+            .filter_map(|o| match o {
+                Output::Fib(c) => Some(c.len()),
+                _ => None,
+            })
+            .collect();
+        assert!(batches.iter().all(|b| *b <= SWEEP_STEP), "{batches:?}");
+        assert_eq!(batches.iter().sum::<usize>(), n);
+        assert!(core.routes(None).is_empty());
+    }
 }
