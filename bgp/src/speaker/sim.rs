@@ -63,6 +63,8 @@ enum NetEvent {
     },
     /// Bytes or EOF to read at `node`'s end of `pipe`.
     Readable { node: NodeId, pipe: PipeId },
+    /// `node` starts its connection attempt to `peer`, if still wanted.
+    Dial { node: NodeId, peer: IpAddr },
 }
 
 /// A message seen on the wire.
@@ -83,6 +85,12 @@ struct Wires {
     /// Nodes running (a crashed node's address refuses connections).
     up: Vec<bool>,
     trace: Vec<Sent>,
+    /// How long a node's connection attempts take to reach the peer's
+    /// listener (none: at once). Its own side completes at once, so it may
+    /// write before the peer has accepted: the bytes wait in the pipe.
+    syn_delay: BTreeMap<NodeId, Duration>,
+    /// Events due later, with when.
+    later: Vec<(Instant, NetEvent)>,
 }
 
 impl Wires {
@@ -331,29 +339,13 @@ impl Node {
         };
         match a {
             Action::Connect => {
+                // Like the driver's connect future, the attempt starts only
+                // once this event's handling is over (and not if it was
+                // dropped meanwhile).
                 s.connecting = true;
-                let pipe = match w.node_of(addr) {
-                    Some(to) if w.up[to] => {
-                        w.pipes.push(Pipe {
-                            initiator: me,
-                            ends: [me, to],
-                            inbox: [BytesMut::new(), BytesMut::new()],
-                            eof: [false, false],
-                        });
-                        let pipe = w.pipes.len() - 1;
-                        w.events.push_back(NetEvent::Accepted {
-                            node: to,
-                            from: w.addrs[me],
-                            pipe,
-                        });
-                        Some(pipe)
-                    }
-                    _ => None,
-                };
-                w.events.push_back(NetEvent::Connected {
+                w.events.push_back(NetEvent::Dial {
                     node: me,
                     peer: addr,
-                    pipe,
                 });
             }
             Action::Disconnect => {
@@ -413,6 +405,42 @@ impl Node {
         }
     }
 
+    /// The SYN goes out: a pipe to the peer's listener (after the
+    /// initiator's `syn_delay`), or a failure if nothing listens there.
+    fn dial(&mut self, w: &mut Wires, peer: IpAddr) {
+        let me = self.id;
+        if !self.sessions.get(&peer).is_some_and(|s| s.connecting) {
+            return;
+        }
+        let pipe = match w.node_of(peer) {
+            Some(to) if w.up[to] => {
+                w.pipes.push(Pipe {
+                    initiator: me,
+                    ends: [me, to],
+                    inbox: [BytesMut::new(), BytesMut::new()],
+                    eof: [false, false],
+                });
+                let pipe = w.pipes.len() - 1;
+                let ev = NetEvent::Accepted {
+                    node: to,
+                    from: w.addrs[me],
+                    pipe,
+                };
+                match w.syn_delay.get(&me) {
+                    Some(d) => w.later.push((w.now + *d, ev)),
+                    None => w.events.push_back(ev),
+                }
+                Some(pipe)
+            }
+            _ => None,
+        };
+        w.events.push_back(NetEvent::Connected {
+            node: me,
+            peer,
+            pipe,
+        });
+    }
+
     fn connected(&mut self, w: &mut Wires, peer: IpAddr, pipe: Option<PipeId>) {
         let Some(s) = self.sessions.get_mut(&peer) else {
             if let Some(p) = pipe {
@@ -448,6 +476,11 @@ impl Node {
     }
 
     fn accepted(&mut self, w: &mut Wires, from: IpAddr, pipe: PipeId) {
+        // What the peer wrote before we accepted is read once we hold it.
+        w.events.push_back(NetEvent::Readable {
+            node: self.id,
+            pipe,
+        });
         if !self.core.accepts(from) {
             w.close(self.id, pipe);
             return;
@@ -765,6 +798,8 @@ impl Sim {
                 addrs: (0..n).map(addr).collect(),
                 up: vec![true; n],
                 trace: Vec::new(),
+                syn_delay: BTreeMap::new(),
+                later: Vec::new(),
             },
             nodes,
             cfgs,
@@ -813,7 +848,8 @@ impl Sim {
                 let node = match &ev {
                     NetEvent::Connected { node, .. }
                     | NetEvent::Accepted { node, .. }
-                    | NetEvent::Readable { node, .. } => *node,
+                    | NetEvent::Readable { node, .. }
+                    | NetEvent::Dial { node, .. } => *node,
                 };
                 if !self.w.up[node] {
                     continue;
@@ -823,6 +859,7 @@ impl Sim {
                     NetEvent::Connected { peer, pipe, .. } => n.connected(&mut self.w, peer, pipe),
                     NetEvent::Accepted { from, pipe, .. } => n.accepted(&mut self.w, from, pipe),
                     NetEvent::Readable { pipe, .. } => n.readable(&mut self.w, pipe),
+                    NetEvent::Dial { peer, .. } => n.dial(&mut self.w, peer),
                 }
                 n.pump(&mut self.w);
                 if until(self) {
@@ -837,10 +874,16 @@ impl Sim {
                 .iter()
                 .filter(|n| self.w.up[n.id])
                 .filter_map(|n| n.next_timer())
+                .chain(self.w.later.iter().map(|(t, _)| *t))
                 .min();
             match next {
                 Some(t) if t <= end => {
                     self.w.now = self.w.now.max(t);
+                    let now = self.w.now;
+                    let (due, rest): (Vec<_>, Vec<_>) =
+                        self.w.later.drain(..).partition(|(t, _)| *t <= now);
+                    self.w.later = rest;
+                    self.w.events.extend(due.into_iter().map(|(_, ev)| ev));
                     for i in 0..self.nodes.len() {
                         if self.w.up[i] {
                             self.nodes[i].fire_timers(&mut self.w);
@@ -936,8 +979,8 @@ fn is_eor(m: &Message) -> bool {
 fn collision_keeps_the_higher_identifiers_connection() {
     let mut sim = Sim::new(2, &[]);
     sim.link(0, 1);
-    assert_eq!(sim.w.pipes.len(), 2, "both sides connected at once");
     assert!(sim.run_until(Duration::from_secs(60), |s| s.established(0, 1)));
+    assert_eq!(sim.w.pipes.len(), 2, "one connection each way, no retry");
 
     let kept = sim.conn(0, 1).unwrap();
     assert_eq!(
@@ -990,18 +1033,41 @@ fn collisions_in_a_full_mesh() {
     assert_eq!(open, 3);
 }
 
+/// The race the interop suite found (RFC 4271 §6.8): the higher Identifier
+/// (10.0.0.2) keeps the connection it opened and closes ours with Cease
+/// 6/7, but its connection reaches us only after that NOTIFICATION, when
+/// our FSM is Idle. It is accepted there (for 10 s after losing), and the
+/// session comes up on it with no further connection attempt.
+#[test]
+fn the_winners_connection_arriving_after_its_cease_is_accepted() {
+    let mut sim = Sim::new(2, &[]);
+    sim.w.syn_delay.insert(1, Duration::from_millis(200));
+    sim.link(0, 1);
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.established(0, 1)));
+    // Speaker 0 went Idle on the Cease before the connection arrived.
+    assert!(matches!(
+        sim.nodes[0].downs.first(),
+        Some((_, DownReason::NotificationReceived(n))) if n.error == COLLISION_CEASE
+    ));
+    let kept = sim.conn(0, 1).unwrap();
+    assert_eq!(sim.w.pipes[kept].initiator, 1);
+    assert_eq!(sim.conn(1, 0), Some(kept));
+    assert_eq!(sim.w.pipes.len(), 2, "no connect-retry round");
+}
+
 /// Routes of speaker 0 reach speaker 1: a helper scenario's starting point.
 fn two_up_with_routes(restarting: &[usize]) -> Sim {
     let mut sim = Sim::new(2, restarting);
+    // Past the first restart time: neither speaker sets the Restart State
+    // bit for peers added now (a peer's capabilities, that bit included,
+    // are fixed when it is added).
+    sim.run_for(Duration::from_secs(130));
     sim.originate(1, "10.1.0.0/24");
     sim.originate(1, "10.2.0.0/24");
     sim.link(0, 1);
     assert!(sim.run_until(Duration::from_secs(60), |s| {
         s.established(0, 1) && s.route(0, "10.2.0.0/24").len() == 1
     }));
-    // Past the first restart time: neither speaker still says it restarts.
-    sim.run_for(Duration::from_secs(130));
-    assert!(sim.established(0, 1));
     sim
 }
 
