@@ -14,7 +14,7 @@
 //! grows with repeated flaps (damping the "peer oscillation" of §8.1.1).
 //!
 //! Connection collisions (§6.8) involve two connections, hence two FSMs; the
-//! rule that picks the survivor is [`collision_keeps_existing`].
+//! arbiter that picks the survivor is [`crate::session::collision`].
 
 use crate::wire::capability::Capability;
 use crate::wire::codec::CodecContext;
@@ -47,7 +47,7 @@ impl State {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     ConnectRetry,
     Hold,
@@ -205,22 +205,6 @@ pub struct Fsm {
     refused: u32,
     delay_open_running: bool,
     rng: u64,
-}
-
-/// RFC 4271 §6.8: when a second connection's OPEN arrives, the one initiated
-/// by the speaker with the higher BGP Identifier survives. Returns true when
-/// the existing connection is kept (and the new one closed with Cease /
-/// Connection Collision Resolution).
-pub fn collision_keeps_existing(
-    local_id: Ipv4Addr,
-    remote_id: Ipv4Addr,
-    existing_is_outgoing: bool,
-) -> bool {
-    // "If the value of the local BGP Identifier is less than the remote one,
-    // the local system closes the BGP connection that ... it initiated";
-    // otherwise it closes the one the remote system initiated.
-    let keep_remote_initiated = u32::from(local_id) < u32::from(remote_id);
-    existing_is_outgoing != keep_remote_initiated
 }
 
 impl Fsm {

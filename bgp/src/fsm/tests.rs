@@ -399,15 +399,3 @@ fn idle_hold_grows_with_flaps_and_is_capped() {
     let a = f.handle(Event::TcpFails);
     assert!(timer(&a, Timer::IdleHold).unwrap() <= Duration::from_secs(2));
 }
-
-#[test]
-fn collision_resolution_rfc4271_6_8() {
-    let low = Ipv4Addr::new(10, 0, 0, 1);
-    let high = Ipv4Addr::new(10, 0, 0, 2);
-    // We have the lower id: keep the connection the peer initiated.
-    assert!(!collision_keeps_existing(low, high, true));
-    assert!(collision_keeps_existing(low, high, false));
-    // We have the higher id: keep ours.
-    assert!(collision_keeps_existing(high, low, true));
-    assert!(!collision_keeps_existing(high, low, false));
-}

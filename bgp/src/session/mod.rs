@@ -3,7 +3,11 @@
 //! with the session's codec context, feeds the FSM, and carries out what it
 //! returns. Everything the RIB needs leaves as a [`PeerEvent`] on a bounded
 //! channel; everything the speaker wants arrives as a [`PeerCommand`].
+//! Connection collisions (RFC 4271 §6.8) are decided by the sans-IO
+//! [`collision::Arbiter`]; the task holds the connections and carries its
+//! answers out.
 
+pub mod collision;
 pub mod peer;
 pub mod socket;
 

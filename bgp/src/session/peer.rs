@@ -5,11 +5,10 @@
 //! control slows the peer down. Outgoing UPDATEs arrive already encoded; a
 //! slow peer's socket blocks only its own task.
 
+use super::collision::{Admit, Arbiter, Resolution};
 use super::socket::{self, ConnectOptions};
 use crate::bfd::{self, SessionStatus};
-use crate::fsm::{
-    collision_keeps_existing, Action, DownReason, Event, Fsm, FsmConfig, State, Timer,
-};
+use crate::fsm::{Action, DownReason, Event, Fsm, FsmConfig, State, Timer};
 use crate::wire::capability::Capability;
 use crate::wire::header::{split_message, HEADER_LEN};
 use crate::wire::notification::{CeaseError, ErrorCode};
@@ -105,20 +104,14 @@ impl Conn {
 }
 
 /// RFC 4271 §6.8: a second connection with the peer while the FSM's own is
-/// in OpenSent or OpenConfirm. Our OPEN has gone out on it, as on any new
+/// in OpenSent or OpenConfirm (the [`Arbiter`] holds who initiated it and
+/// how long it may wait). Our OPEN has gone out on it, as on any new
 /// connection, so that the peer can decide too; the peer's OPEN on it
-/// decides which of the two survives. Both speakers apply the same rule to
-/// the same two connections, so they keep the same one.
+/// decides which of the two survives.
 struct Second {
     stream: TcpStream,
-    outgoing: bool,
     buf: BytesMut,
-    /// A peer that sends no OPEN on it by then loses it.
-    deadline: Instant,
 }
-
-/// How long a second connection may wait for the peer's OPEN.
-const SECOND_OPEN_WAIT: Duration = Duration::from_secs(30);
 
 struct Task {
     cfg: PeerConfig,
@@ -128,15 +121,12 @@ struct Task {
     /// is accepted meanwhile: if it completes too, §6.8 picks one.
     connecting: Option<ConnectFuture>,
     second: Option<Second>,
+    collision: Arbiter,
     timers: [Option<Instant>; 5],
     events: mpsc::Sender<PeerEvent>,
     /// The peer advertised graceful restart on the current session.
     peer_gr: bool,
     established_at: Option<Instant>,
-    /// When the peer last closed the FSM's connection in OpenSent or
-    /// OpenConfirm with Cease / Connection Collision Resolution: it keeps
-    /// the connection it initiated, which may still be on its way here.
-    collision_lost_at: Option<Instant>,
     /// The BFD session's status, and its flap count when last looked at.
     bfd: Option<watch::Receiver<SessionStatus>>,
     bfd_flaps: u64,
@@ -159,10 +149,6 @@ async fn bfd_failure(rx: Option<&mut watch::Receiver<SessionStatus>>, seen: u64)
         Err(_) => std::future::pending().await,
     }
 }
-
-/// How long after losing a collision the peer's own connection is still
-/// accepted in Idle.
-const COLLISION_ACCEPT_WAIT: Duration = Duration::from_secs(10);
 
 fn timer_index(t: Timer) -> usize {
     match t {
@@ -192,6 +178,7 @@ pub fn spawn_peer(
     events: mpsc::Sender<PeerEvent>,
 ) -> tokio::task::JoinHandle<()> {
     let fsm = Fsm::new(cfg.fsm.clone());
+    let collision = Arbiter::new(cfg.fsm.local_id);
     let bfd = cfg.bfd.clone();
     let bfd_flaps = bfd.as_ref().map_or(0, |b| b.borrow().flaps);
     let task = Task {
@@ -200,11 +187,11 @@ pub fn spawn_peer(
         conn: None,
         connecting: None,
         second: None,
+        collision,
         timers: [None; 5],
         events,
         peer_gr: false,
         established_at: None,
-        collision_lost_at: None,
         bfd,
         bfd_flaps,
     };
@@ -242,13 +229,15 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
+            let second_deadline = self.collision.second_deadline();
             let second = async {
-                match self.second.as_mut() {
-                    Some(s) => {
+                match (self.second.as_mut(), second_deadline) {
+                    (Some(s), Some(deadline)) => {
                         s.buf.reserve(4096);
-                        tokio::time::timeout_at(s.deadline, s.stream.read_buf(&mut s.buf)).await
+                        tokio::time::timeout_at(deadline.into(), s.stream.read_buf(&mut s.buf))
+                            .await
                     }
-                    None => std::future::pending().await,
+                    _ => std::future::pending().await,
                 }
             };
             let bfd_changed = async {
@@ -284,7 +273,7 @@ impl Task {
                     self.connecting = None;
                     match res {
                         // The peer's connection was accepted meanwhile.
-                        Ok(stream) if self.conn.is_some() => self.second_connection(stream, true).await,
+                        Ok(stream) if self.conn.is_some() => self.connected_while_busy(stream).await,
                         Ok(stream) => {
                             debug!(%peer, "connected");
                             self.conn = Some(Conn::new(stream, true));
@@ -311,11 +300,11 @@ impl Task {
                     Ok(Ok(n)) if n > 0 => self.second_read().await,
                     Ok(_) => {
                         debug!(%peer, "collision: the second connection closed");
-                        self.second = None;
+                        self.drop_second();
                     }
                     Err(_) => {
                         debug!(%peer, "collision: no OPEN on the second connection; closing it");
-                        if let Some(s) = self.second.take() {
+                        if let Some(s) = self.drop_second() {
                             reject(s.stream, CeaseError::ConnectionCollisionResolution).await;
                         }
                     }
@@ -324,7 +313,7 @@ impl Task {
             // §6.8: "a connection collision with an existing BGP connection
             // that is in the Established state causes closing of the newly
             // created connection".
-            if self.fsm.state() == State::Established {
+            if self.fsm.state() == State::Established && self.collision.established() {
                 if let Some(s) = self.second.take() {
                     debug!(%peer, "collision: the session is up; closing the second connection");
                     reject(s.stream, CeaseError::ConnectionCollisionResolution).await;
@@ -359,22 +348,21 @@ impl Task {
                         // the peer decides the same way on its side, so
                         // neither side confirms the connection the other
                         // closes.
-                        Ok(Message::Open(o)) if self.second.is_some() => {
+                        Ok(Message::Open(o)) if self.collision.has_second() => {
                             if !self.resolve(o.bgp_id, None).await {
                                 // Now on the second connection: its bytes.
                                 continue;
                             }
                             Event::Received(Message::Open(o))
                         }
-                        Ok(Message::Notification(n))
-                            if n.error
-                                == ErrorCode::Cease(CeaseError::ConnectionCollisionResolution)
-                                && matches!(
-                                    self.fsm.state(),
-                                    State::OpenSent | State::OpenConfirm
-                                ) =>
-                        {
-                            self.collision_lost_at = Some(Instant::now());
+                        Ok(Message::Notification(n)) => {
+                            // §6.8: Cease 6/7 here means the peer keeps the
+                            // connection it initiated.
+                            self.collision.notification(
+                                std::time::Instant::now(),
+                                self.fsm.state(),
+                                &n,
+                            );
                             Event::Received(Message::Notification(n))
                         }
                         Ok(m) => Event::Received(m),
@@ -394,8 +382,8 @@ impl Task {
         match cmd {
             PeerCommand::Start => self.feed(Event::ManualStart).await,
             PeerCommand::Stop { communication } => {
-                self.second = None;
-                self.collision_lost_at = None;
+                self.drop_second();
+                self.collision.reset();
                 self.feed(Event::ManualStop { communication }).await
             }
             PeerCommand::Bfd(rx) => {
@@ -403,8 +391,8 @@ impl Task {
                 self.bfd = rx;
             }
             PeerCommand::AdminDown { notification, idle } => {
-                self.second = None;
-                self.collision_lost_at = None;
+                self.drop_second();
+                self.collision.reset();
                 self.feed(Event::AdminDown { notification, idle }).await
             }
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
@@ -459,8 +447,8 @@ impl Task {
         }
         let diag = down.map_or(bfd::Diag::NoDiagnostic, |c| c.diag);
         warn!(%peer, %diag, "BFD down: ending the BGP session (Cease / BFD Down)");
-        self.second = None;
-        self.collision_lost_at = None;
+        self.drop_second();
+        self.collision.reset();
         let idle = Some(self.cfg.fsm.idle_hold);
         self.feed(Event::AdminDown {
             notification: Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)),
@@ -469,7 +457,14 @@ impl Task {
         .await;
     }
 
-    /// An accepted connection from the peer (RFC 4271 §6.8 collisions).
+    /// Forgets the second connection, handing back its stream.
+    fn drop_second(&mut self) -> Option<Second> {
+        self.collision.second_gone();
+        self.second.take()
+    }
+
+    /// An accepted connection from the peer (RFC 4271 §6.8 collisions: the
+    /// [`Arbiter`] decides, this carries it out).
     async fn incoming(&mut self, stream: TcpStream) {
         let peer = self.cfg.address;
         if let Some(h) = self.cfg.connect.gtsm_hops {
@@ -477,20 +472,9 @@ impl Task {
                 warn!(%peer, error = %e, "cannot apply TTL security to an accepted connection");
             }
         }
-        match self.fsm.state() {
-            State::Idle
-                if self
-                    .collision_lost_at
-                    .is_some_and(|t| t.elapsed() < COLLISION_ACCEPT_WAIT) =>
-            {
-                // §6.8: the peer closed our connection as the loser of a
-                // collision, keeping the one it initiated. In the RFC's
-                // model that is a second FSM of its own (§8: one FSM per
-                // connection), untouched by the loser's going Idle; here it
-                // raced the NOTIFICATION and arrives after it. Accepting it
-                // is the session coming up on the connection both sides
-                // chose, with no connect-retry round.
-                self.collision_lost_at = None;
+        let now = std::time::Instant::now();
+        match self.collision.incoming(now, self.fsm.state(), self.peer_gr) {
+            Admit::StartAndAccept => {
                 debug!(%peer, "collision: accepting the connection the peer kept");
                 self.feed(Event::ManualStart).await;
                 self.connecting = None;
@@ -499,22 +483,15 @@ impl Task {
                     self.feed(Event::TcpAccepted).await;
                 }
             }
-            State::Idle => {
-                // Not started, or holding down after an error: refuse.
-                drop(stream);
-            }
-            State::Connect | State::Active => {
-                // Our own attempt is left running: if it completes as well,
-                // the two connections collide (§6.8) and one is closed with
-                // a NOTIFICATION, rather than ours vanishing unannounced
-                // while the peer may have accepted it.
+            // Not started, or holding down after an error.
+            Admit::Refuse => drop(stream),
+            Admit::Accept => {
                 self.conn = Some(Conn::new(stream, false));
                 self.feed(Event::TcpAccepted).await;
             }
-            State::Established if self.peer_gr => {
-                // RFC 4724 §4.2: a new connection from a peer that negotiated
-                // graceful restart means it restarted: the old session is gone
-                // (its routes become stale), the new one is accepted.
+            Admit::ReplaceRestarted => {
+                // RFC 4724 §4.2: the old session is gone (its routes become
+                // stale), the new one is accepted.
                 info!(%peer, "new connection while Established: peer restarted (graceful restart)");
                 self.conn = None;
                 self.feed(Event::TcpFails).await;
@@ -523,39 +500,41 @@ impl Task {
                 self.conn = Some(Conn::new(stream, false));
                 self.feed(Event::TcpAccepted).await;
             }
-            State::Established => {
-                // §6.8: a collision with an Established session closes the new connection.
-                reject(stream, CeaseError::ConnectionCollisionResolution).await;
-            }
-            State::OpenSent | State::OpenConfirm => self.second_connection(stream, false).await,
+            Admit::Reject => reject(stream, CeaseError::ConnectionCollisionResolution).await,
+            Admit::Second => self.hold_second(stream).await,
+        }
+    }
+
+    /// Our connection completed while the FSM has the peer's (§6.8).
+    async fn connected_while_busy(&mut self, stream: TcpStream) {
+        let now = std::time::Instant::now();
+        match self.collision.connected_while_busy(now, self.fsm.state()) {
+            Admit::Second => self.hold_second(stream).await,
+            _ => reject(stream, CeaseError::ConnectionCollisionResolution).await,
         }
     }
 
     /// §6.8: a second connection while the first is in OpenSent or
-    /// OpenConfirm. Our OPEN goes out on it at once, as on any connection:
-    /// a peer in the same position decides when it reads it, and waiting
-    /// for the peer's OPEN first would deadlock two speakers that both wait.
-    async fn second_connection(&mut self, mut stream: TcpStream, outgoing: bool) {
+    /// OpenConfirm, admitted by the arbiter. Our OPEN goes out on it at
+    /// once, as on any connection: a peer in the same position decides when
+    /// it reads it, and waiting for the peer's OPEN first would deadlock two
+    /// speakers that both wait.
+    async fn hold_second(&mut self, mut stream: TcpStream) {
         let peer = self.cfg.address;
-        if self.second.is_some() || self.fsm.state() == State::Established {
-            // A third, or a late one: what is there stays.
-            reject(stream, CeaseError::ConnectionCollisionResolution).await;
-            return;
-        }
         let open = Message::Open(self.fsm.local_open());
         let Ok(b) = open.to_bytes(&Default::default()) else {
+            self.collision.second_gone();
             return;
         };
         if let Err(e) = stream.write_all(&b).await {
             debug!(%peer, error = %e, "collision: the second connection failed");
+            self.collision.second_gone();
             return;
         }
-        debug!(%peer, outgoing, "collision: second connection; OPEN sent");
+        debug!(%peer, "collision: second connection; OPEN sent");
         self.second = Some(Second {
             stream,
-            outgoing,
             buf: BytesMut::with_capacity(4096),
-            deadline: Instant::now() + SECOND_OPEN_WAIT,
         });
         // In OpenConfirm the peer's BGP Identifier is known: decide now
         // (§6.8 examines the connections in OpenConfirm).
@@ -567,31 +546,35 @@ impl Task {
     }
 
     /// §6.8 between the FSM's connection and the second, the peer's BGP
-    /// Identifier known: the connection the speaker with the higher
-    /// Identifier initiated stays, the other is closed with Cease /
+    /// Identifier known: the arbiter picks, the loser is closed with Cease /
     /// Connection Collision Resolution. `open` is the peer's OPEN on the
     /// second connection, if that is where it came. Returns whether the
     /// FSM's connection stayed.
     async fn resolve(&mut self, remote_id: Ipv4Addr, open: Option<Open>) -> bool {
         let peer = self.cfg.address;
+        let existing_outgoing = self.conn.as_ref().map(|c| c.outgoing);
+        let Some(r) = self.collision.resolve(remote_id, existing_outgoing) else {
+            return true;
+        };
         let Some(s) = self.second.take() else {
             return true;
         };
-        let existing_outgoing = self.conn.as_ref().is_some_and(|c| c.outgoing);
-        if self.conn.is_some()
-            && collision_keeps_existing(self.cfg.fsm.local_id, remote_id, existing_outgoing)
-        {
-            debug!(%peer, existing_outgoing, "collision: keeping the existing connection");
-            reject(s.stream, CeaseError::ConnectionCollisionResolution).await;
-            return true;
+        match r {
+            Resolution::KeepExisting => {
+                debug!(%peer, ?existing_outgoing, "collision: keeping the existing connection");
+                reject(s.stream, CeaseError::ConnectionCollisionResolution).await;
+                true
+            }
+            Resolution::UseSecond { outgoing } => {
+                debug!(%peer, ?existing_outgoing, "collision: switching to the second connection");
+                if let Some(c) = self.conn.take() {
+                    reject(c.stream, CeaseError::ConnectionCollisionResolution).await;
+                    self.feed(Event::TcpFails).await;
+                }
+                self.adopt(s, outgoing, open).await;
+                false
+            }
         }
-        debug!(%peer, existing_outgoing, "collision: switching to the second connection");
-        if let Some(c) = self.conn.take() {
-            reject(c.stream, CeaseError::ConnectionCollisionResolution).await;
-            self.feed(Event::TcpFails).await;
-        }
-        self.adopt(s, open).await;
-        false
     }
 
     /// Bytes arrived on the second connection: once its first message is
@@ -622,17 +605,15 @@ impl Task {
             Err(_) => None,
         };
         let Some(open) = open else {
-            self.second = None;
+            self.drop_second();
             return;
         };
         if self.fsm.state() == State::Established {
-            if let Some(s) = self.second.take() {
+            if let Some(s) = self.drop_second() {
                 reject(s.stream, CeaseError::ConnectionCollisionResolution).await;
             }
             return;
         }
-        // With no connection of the FSM's left (the peer closed it, having
-        // chosen this one, or it failed), `resolve` carries on with this.
         if !self.resolve(open.bgp_id, Some(open)).await {
             self.drain().await;
         }
@@ -640,7 +621,7 @@ impl Task {
 
     /// Makes the second connection the FSM's: our OPEN is out on it, and
     /// `open` is the peer's if it came (later bytes are in its buffer).
-    async fn adopt(&mut self, s: Second, open: Option<Open>) {
+    async fn adopt(&mut self, s: Second, outgoing: bool, open: Option<Open>) {
         if self.fsm.state() == State::Idle {
             self.feed(Event::ManualStart).await;
         }
@@ -650,11 +631,11 @@ impl Task {
         }
         self.conn = Some(Conn {
             stream: s.stream,
-            outgoing: s.outgoing,
+            outgoing,
             buf: s.buf,
             open_sent: true,
         });
-        self.feed(if s.outgoing {
+        self.feed(if outgoing {
             Event::TcpConnected
         } else {
             Event::TcpAccepted

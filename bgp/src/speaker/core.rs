@@ -1,0 +1,1199 @@
+//! The speaker's protocol core, sans-IO: the [`Rib`] and the per-peer
+//! bookkeeping above the sessions.
+//!
+//! [`SpeakerCore`] takes what the sessions report ([`Input::Session`]: up,
+//! down, UPDATE, ROUTE-REFRESH) and the expiry of its own timers
+//! ([`Input::Timeout`]), and the management calls as plain methods; it
+//! answers with [`Output`]s (Loc-RIB changes for the FIB, commands and
+//! encoded messages for the sessions, sessions to create and remove, the
+//! end of selection deferral) taken with [`SpeakerCore::poll_output`], and
+//! says when it next wants [`Input::Timeout`] with
+//! [`SpeakerCore::poll_timeout`] — quinn-proto's shape. It owns no socket,
+//! channel or clock: every call is given `now`. The tokio driver in
+//! [`crate::speaker`] and the simulation tests drive the same core.
+//!
+//! What lives here: graceful restart as helper (stale routes kept until
+//! End-of-RIB or the restart time, RFC 4724 §4.2) and as restarting speaker
+//! (Restart State bit, selection deferral until End-of-RIB from every peer
+//! or the deferral timer, §4.1), max-prefix (RFC 4486 Cease / 1), and the
+//! route refresh markers (RFC 2918, RFC 7313).
+//!
+//! Bulk work stays bounded: a session drop's withdrawals are decided a
+//! step at a time as [`SpeakerCore::poll_output`] is called, so a driver
+//! that sends each output into a bounded channel before polling the next
+//! holds a full table's withdrawal back instead of one list of every
+//! change. A driver drains `poll_output` before its next call in.
+
+use super::{
+    MaxPrefixAction, PeerSettings, PeerSnapshot, RouteSnapshot, SpeakerConfig, SpeakerError,
+};
+use crate::fsm::{DownReason, FsmConfig, State};
+use crate::rib::{self, LocRibChange, PeerId, Rib, RibConfig, Session};
+use crate::session::socket::ConnectOptions;
+use crate::session::{PeerEvent, PeerEventKind};
+use crate::wire::capability::{
+    Capability, GracefulRestart as GrCap, GracefulRestartFamily, LlgrFamily,
+};
+use crate::wire::family::Family;
+use crate::wire::notification::{CeaseError, ErrorCode};
+use crate::wire::{Message, Notification, RefreshSubtype, RouteRefresh, Update};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// Prefixes decided per step of a bulk withdrawal: with the driver's FIB
+/// queue of 256 batches in flight, at most 128k changes wait for the FIB
+/// (about 12 MB) however large the table that went away.
+const SWEEP_STEP: usize = 512;
+/// Prefixes decided per step of the decisions left for later: each step's
+/// changes are one FIB batch.
+pub(super) const UNDECIDED_STEP: usize = 64;
+
+/// What the core is told, besides the management calls.
+#[derive(Debug)]
+pub enum Input {
+    /// A session's report.
+    Session(PeerEvent),
+    /// `now` has reached [`SpeakerCore::poll_timeout`]'s instant.
+    Timeout,
+}
+
+/// What a session is asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionCommand {
+    Start,
+    Stop {
+        communication: Option<String>,
+    },
+    /// Send this NOTIFICATION, go down, and come back after `idle` if given.
+    AdminDown {
+        notification: Notification,
+        idle: Option<Duration>,
+    },
+    /// Encoded messages (UPDATEs) to write, in order, while Established.
+    Send(Vec<Bytes>),
+    /// A message to encode with the session's context and write (boxed:
+    /// an OPEN-sized message would make every queued output that large).
+    SendMessage(Box<Message>),
+}
+
+/// What a new session needs: its FSM and its socket options.
+#[derive(Clone, Debug)]
+pub struct SessionSetup {
+    pub settings: PeerSettings,
+    pub fsm: FsmConfig,
+    pub connect: ConnectOptions,
+}
+
+/// What the core asks of its driver, in order.
+#[derive(Debug)]
+pub enum Output {
+    /// Loc-RIB changes for the FIB, in prefix order.
+    Fib(Vec<LocRibChange>),
+    /// Create the session of a new peer (it starts Idle; a
+    /// [`SessionCommand::Start`] follows).
+    AddSession(Box<SessionSetup>),
+    /// The peer is gone: its session was told to stop just before.
+    RemoveSession(Box<PeerSettings>),
+    Session(IpAddr, SessionCommand),
+    /// Selection deferral is over (RFC 4724 §4.1): the Loc-RIB is as
+    /// complete as it gets after a restart.
+    Converged,
+}
+
+/// Work in order: outputs ready, or bulk decisions run a step at a time.
+enum Work {
+    Out(Output),
+    Decide(rib::Pending, usize),
+    /// Removes a peer from the RIB once its withdrawal has run.
+    ForgetPeer(PeerId, IpAddr),
+    /// A peer whose session parameters changed, added again once the old
+    /// one is gone.
+    AddPeer(Instant, Box<PeerSettings>),
+    /// An input that came while bulk work was ahead of it.
+    Input(Instant, Input),
+}
+
+struct PeerEntry {
+    settings: PeerSettings,
+    id: PeerId,
+    state: State,
+    up_since: Option<Instant>,
+    last_error: Option<String>,
+    advertised: u64,
+    /// Families the peer may keep stale for us, and we for it (RFC 4724).
+    peer_gr: Option<(u16, Vec<Family>)>,
+    llgr_families: Vec<Family>,
+    restart_deadline: Option<Instant>,
+    enabled: bool,
+    /// Families negotiated on the current session, and those whose
+    /// End-of-RIB has arrived (for selection deferral).
+    families_up: Vec<Family>,
+    eor_received: Vec<Family>,
+    /// The peer's OPEN had the Restart State bit (it is restarting too).
+    peer_restarting: bool,
+    /// Both sides advertised enhanced route refresh (RFC 7313).
+    enhanced_rr: bool,
+}
+
+pub struct SpeakerCore {
+    rib: Rib,
+    cfg: SpeakerConfig,
+    /// Ordered by address: outputs for several peers come in the same order
+    /// every run (simulations repeat exactly).
+    peers: BTreeMap<IpAddr, PeerEntry>,
+    /// Prefixes whose paths changed by received UPDATEs, not decided yet
+    /// (see [`SpeakerCore::decide_some`]): while the FIB is busy, a prefix
+    /// that several UPDATEs change is decided once.
+    undecided: rib::Pending,
+    started: Instant,
+    /// RFC 4724 §4.1 selection deferral after our own restart: until every
+    /// configured peer has sent End-of-RIB, or this deadline, nothing is
+    /// advertised, so peers keep our routes from before the restart.
+    deferral_deadline: Option<Instant>,
+    /// Outputs of the bulk step being taken, ahead of `work`.
+    ready: VecDeque<Output>,
+    work: VecDeque<Work>,
+}
+
+impl SpeakerCore {
+    /// A core started at `now`. With graceful restart configured it is a
+    /// restarting speaker: selection deferral runs for the restart time.
+    pub fn new(cfg: SpeakerConfig, now: Instant) -> Self {
+        let deferral = cfg
+            .graceful_restart
+            .map(|g| now + Duration::from_secs(g.restart_time.max(1) as u64));
+        let mut rcfg = RibConfig::new(cfg.local_as, cfg.router_id);
+        rcfg.cluster_id = cfg.cluster_id;
+        rcfg.decision.max_paths = cfg.max_paths.max(1);
+        let mut rib = Rib::new(rcfg);
+        if deferral.is_some() {
+            rib.defer_advertisements();
+        }
+        Self {
+            rib,
+            cfg,
+            peers: BTreeMap::new(),
+            undecided: rib::Pending::default(),
+            started: now,
+            deferral_deadline: deferral,
+            ready: VecDeque::new(),
+            work: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &SpeakerConfig {
+        &self.cfg
+    }
+
+    /// True once selection deferral is over (at once without graceful
+    /// restart).
+    pub fn converged(&self) -> bool {
+        self.deferral_deadline.is_none()
+    }
+
+    /// The next output, computing the next step of any bulk work.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        loop {
+            if let Some(o) = self.ready.pop_front() {
+                return Some(o);
+            }
+            match self.work.pop_front()? {
+                Work::Out(o) => return Some(o),
+                Work::Decide(mut pending, step) => {
+                    if let Some(out) = self.rib.decide_pending(&mut pending, step) {
+                        self.work.push_front(Work::Decide(pending, step));
+                        self.rib_output(out, true);
+                    }
+                }
+                Work::ForgetPeer(id, addr) => match self.rib.remove_peer(id) {
+                    Ok(out) => {
+                        self.rib_output(out, true);
+                        info!(peer = %addr, "peer removed");
+                    }
+                    Err(e) => warn!(peer = %addr, error = %e, "peer not removed from the RIB"),
+                },
+                Work::AddPeer(now, p) => {
+                    let addr = p.address;
+                    if let Err(e) = self.add_peer_now(now, *p) {
+                        warn!(peer = %addr, error = %e, "peer not added again");
+                    }
+                }
+                Work::Input(now, input) => self.process(now, input),
+            }
+        }
+    }
+
+    /// When the core next wants [`Input::Timeout`]: a helper's restart
+    /// timer (RFC 4724 §4.2) or the selection deferral timer (§4.1).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers
+            .values()
+            .filter_map(|p| p.restart_deadline)
+            .chain(self.deferral_deadline)
+            .min()
+    }
+
+    /// Feeds one input. It acts after any bulk work queued before it (see
+    /// the module docs): drain [`SpeakerCore::poll_output`] after each call.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        // Only a plain UPDATE may leave decisions for later; anything else
+        // (a session coming or going, End-of-RIB, a refresh, a timer) acts
+        // on a Loc-RIB with every decision made.
+        let plain_update = matches!(&input,
+            Input::Session(PeerEvent { kind: PeerEventKind::Update(u), .. })
+                if u.end_of_rib_family().is_none());
+        if !plain_update {
+            self.decide_undecided();
+        }
+        if self.bulk_queued() {
+            self.work.push_back(Work::Input(now, input));
+        } else {
+            self.process(now, input);
+        }
+    }
+
+    fn bulk_queued(&self) -> bool {
+        self.work.iter().any(|w| !matches!(w, Work::Out(_)))
+    }
+
+    fn process(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Session(ev) => self.event(now, ev),
+            Input::Timeout => {
+                self.restart_timers(now);
+                if self.deferral_deadline.is_some_and(|t| t <= now) {
+                    info!("selection deferral timer expired: advertising");
+                    self.end_deferral();
+                }
+            }
+        }
+    }
+
+    /// Runs bulk work left unpolled, so that what comes next acts on a
+    /// RIB with it done (a driver that drains `poll_output` never leaves any).
+    fn settle(&mut self) {
+        if !self.bulk_queued() {
+            return;
+        }
+        let mut done = VecDeque::new();
+        while let Some(o) = self.poll_output() {
+            done.push_back(o);
+        }
+        self.ready = done;
+    }
+
+    /// Prefix decisions left for later by plain UPDATEs.
+    pub fn undecided(&self) -> usize {
+        self.undecided.queued()
+    }
+
+    pub fn has_undecided(&self) -> bool {
+        !self.undecided.is_empty()
+    }
+
+    /// Runs up to `n` of the decisions left for later, oldest first (the
+    /// driver calls this when its FIB consumer has taken all it was given).
+    pub fn decide_some(&mut self, n: usize) {
+        let mut left = n;
+        while left > 0 {
+            let step = left.min(UNDECIDED_STEP);
+            let Some(out) = self.rib.decide_pending(&mut self.undecided, step) else {
+                break;
+            };
+            left -= step;
+            self.emit(out);
+        }
+    }
+
+    /// Queues every decision left for later, run a step per
+    /// [`SpeakerCore::poll_output`]. A driver calls this, and drains the
+    /// outputs, before a management call.
+    pub fn decide_undecided(&mut self) {
+        if self.undecided.is_empty() {
+            return;
+        }
+        // A fresh queue each time: a burst's buffer goes with it.
+        let pending = std::mem::take(&mut self.undecided);
+        self.work.push_back(Work::Decide(pending, UNDECIDED_STEP));
+    }
+
+    /// A RIB output into outputs: FIB changes, then UPDATEs per peer.
+    fn rib_output(&mut self, out: rib::Output, front: bool) {
+        for e in &out.errors {
+            warn!(error = %e, "routes not advertised");
+        }
+        let mut outs = Vec::new();
+        if !out.changes.is_empty() {
+            outs.push(Output::Fib(out.changes));
+        }
+        if !out.messages.is_empty() {
+            let mut per_peer: HashMap<PeerId, Vec<Bytes>> = HashMap::new();
+            for (id, m) in out.messages {
+                per_peer.entry(id).or_default().push(m);
+            }
+            for p in self.peers.values_mut() {
+                if let Some(msgs) = per_peer.remove(&p.id) {
+                    p.advertised += msgs.len() as u64;
+                    let addr = p.settings.address;
+                    outs.push(Output::Session(addr, SessionCommand::Send(msgs)));
+                }
+            }
+        }
+        if front {
+            self.ready.extend(outs);
+        } else {
+            self.work.extend(outs.into_iter().map(Work::Out));
+        }
+    }
+
+    fn emit(&mut self, out: rib::Output) {
+        self.rib_output(out, false);
+    }
+
+    fn send_session(&mut self, addr: IpAddr, c: SessionCommand) {
+        self.work.push_back(Work::Out(Output::Session(addr, c)));
+    }
+
+    fn local_capabilities(&self, now: Instant, p: &PeerSettings) -> Vec<Capability> {
+        let mut caps: Vec<Capability> = p
+            .families
+            .iter()
+            .map(|f| Capability::Multiprotocol(*f))
+            .collect();
+        caps.push(Capability::RouteRefresh);
+        caps.push(Capability::EnhancedRouteRefresh);
+        caps.push(Capability::FourOctetAs(
+            p.local_as.unwrap_or(self.cfg.local_as),
+        ));
+        // RFC 8950: IPv4 NLRI over an IPv6 next hop on IPv6 sessions.
+        if p.address.is_ipv6() && p.families.contains(&Family::IPV4_UNICAST) {
+            caps.push(Capability::ExtendedNextHop(vec![
+                crate::wire::capability::ExtendedNextHop {
+                    nlri_afi: 1,
+                    nlri_safi: 1,
+                    next_hop_afi: 2,
+                },
+            ]));
+        }
+        caps.extend(p.add_path.capability(&p.families));
+        if let Some(gr) = p.graceful_restart.or(self.cfg.graceful_restart) {
+            // RFC 4724 §3: the Restart State bit while we are recovering from
+            // our own restart (the first restart time after start), and the
+            // forwarding-state bit: the kernel routes survive our restarts.
+            let restarting = now.saturating_duration_since(self.started)
+                < Duration::from_secs(gr.restart_time as u64);
+            caps.push(Capability::GracefulRestart(GrCap {
+                flags: if restarting {
+                    GrCap::RESTART_STATE | GrCap::NOTIFICATION
+                } else {
+                    GrCap::NOTIFICATION
+                },
+                restart_time: gr.restart_time,
+                families: p
+                    .families
+                    .iter()
+                    .map(|f| GracefulRestartFamily {
+                        family: *f,
+                        flags: GracefulRestartFamily::FORWARDING_STATE,
+                    })
+                    .collect(),
+            }));
+            if let Some(stale) = gr.long_lived_stale_time {
+                caps.push(Capability::LongLivedGracefulRestart(
+                    p.families
+                        .iter()
+                        .map(|f| LlgrFamily {
+                            family: *f,
+                            flags: 0x80,
+                            stale_time: stale,
+                        })
+                        .collect(),
+                ));
+            }
+        }
+        caps
+    }
+
+    fn rib_peer_config(&self, p: &PeerSettings) -> rib::PeerConfig {
+        let mut c = rib::PeerConfig::new(p.address, p.asn);
+        c.local_as = p.local_as;
+        c.allow_own_as = p.allow_own_as;
+        c.rr_client = p.rr_client;
+        c.next_hop = p.next_hop;
+        c.local_routes_only = p.local_routes_only;
+        c.add_path = p.add_path.clone();
+        c.import = p.import.clone();
+        c.export = p.export.clone();
+        c
+    }
+
+    /// Adds a peer: [`Output::AddSession`], then its start.
+    pub fn add_peer(&mut self, now: Instant, p: PeerSettings) -> Result<(), SpeakerError> {
+        self.settle();
+        self.add_peer_now(now, p)
+    }
+
+    fn add_peer_now(&mut self, now: Instant, p: PeerSettings) -> Result<(), SpeakerError> {
+        if self.peers.contains_key(&p.address) {
+            return Err(SpeakerError::DuplicatePeer(p.address));
+        }
+        let id = self.rib.add_peer(self.rib_peer_config(&p))?;
+        let mut fsm = FsmConfig::new(
+            p.local_as.unwrap_or(self.cfg.local_as),
+            self.cfg.router_id,
+            p.asn,
+            self.local_capabilities(now, &p),
+        );
+        fsm.hold_time = p.hold_time;
+        fsm.keepalive = p.keepalive;
+        fsm.passive = p.passive;
+        fsm.connect_retry = Duration::from_secs(5);
+        fsm.jitter_seed ^= u64::from(u32::from(self.cfg.router_id)) << 32 ^ hash_ip(p.address);
+        let local = match (p.local_address, p.local_port) {
+            (Some(a), port) => Some(SocketAddr::new(a, port)),
+            (None, 0) => None,
+            (None, port) => Some(SocketAddr::new(
+                if p.address.is_ipv4() {
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+                } else {
+                    IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                },
+                port,
+            )),
+        };
+        let connect = ConnectOptions {
+            local,
+            md5_key: p.password.as_ref().map(|s| s.as_bytes().to_vec()),
+            gtsm_hops: p.ttl_security,
+            timeout: None,
+        };
+        let addr = p.address;
+        self.work
+            .push_back(Work::Out(Output::AddSession(Box::new(SessionSetup {
+                settings: p.clone(),
+                fsm,
+                connect,
+            }))));
+        self.send_session(addr, SessionCommand::Start);
+        info!(peer = %addr, asn = p.asn, "peer added");
+        self.peers.insert(
+            addr,
+            PeerEntry {
+                settings: p,
+                id,
+                state: State::Idle,
+                up_since: None,
+                last_error: None,
+                advertised: 0,
+                peer_gr: None,
+                llgr_families: Vec::new(),
+                restart_deadline: None,
+                enabled: true,
+                families_up: Vec::new(),
+                eor_received: Vec::new(),
+                peer_restarting: false,
+                enhanced_rr: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a peer: its session stops, its routes are withdrawn (a step
+    /// at a time), then [`Output::RemoveSession`].
+    pub fn remove_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
+        self.settle();
+        let p = self
+            .peers
+            .remove(&addr)
+            .ok_or(SpeakerError::NoSuchPeer(addr))?;
+        self.send_session(
+            addr,
+            SessionCommand::Stop {
+                communication: Some("peer de-configured".into()),
+            },
+        );
+        self.work
+            .push_back(Work::Out(Output::RemoveSession(Box::new(p.settings))));
+        let pending = self.rib.peer_down_in_steps(p.id, &[]);
+        self.work.push_back(Work::Decide(pending, SWEEP_STEP));
+        self.work.push_back(Work::ForgetPeer(p.id, addr));
+        Ok(())
+    }
+
+    /// A peer's current settings.
+    pub fn peer_settings(&self, addr: IpAddr) -> Option<&PeerSettings> {
+        self.peers.get(&addr).map(|p| &p.settings)
+    }
+
+    /// Replaces a peer's settings. A session parameter changed: only this
+    /// peer restarts (removed and added again). Otherwise the new policy
+    /// applies under the running session.
+    pub fn update_peer(&mut self, now: Instant, p: PeerSettings) -> Result<(), SpeakerError> {
+        self.settle();
+        let Some(old) = self.peers.get(&p.address) else {
+            return Err(SpeakerError::NoSuchPeer(p.address));
+        };
+        if old.settings.session_differs(&p) {
+            self.remove_peer(p.address)?;
+            // The old peer's withdrawal runs before the new one exists.
+            self.work.push_back(Work::AddPeer(now, Box::new(p)));
+            return Ok(());
+        }
+        let id = old.id;
+        let cfg = self.rib_peer_config(&p);
+        let r = self.rib.set_peer_config(id, (&cfg).into());
+        if let Some(e) = self.peers.get_mut(&p.address) {
+            e.settings = p;
+        }
+        let out = r?;
+        self.emit(out);
+        Ok(())
+    }
+
+    /// Starts or stops a peer (with an RFC 9003 communication).
+    pub fn enable_peer(
+        &mut self,
+        addr: IpAddr,
+        on: bool,
+        communication: Option<String>,
+    ) -> Result<(), SpeakerError> {
+        self.settle();
+        let p = self
+            .peers
+            .get_mut(&addr)
+            .ok_or(SpeakerError::NoSuchPeer(addr))?;
+        p.enabled = on;
+        let c = if on {
+            SessionCommand::Start
+        } else {
+            SessionCommand::Stop { communication }
+        };
+        self.send_session(addr, c);
+        Ok(())
+    }
+
+    /// Whether a connection from `addr` goes to a session: connections from
+    /// unconfigured or disabled peers are refused at accept.
+    pub fn accepts(&self, addr: IpAddr) -> bool {
+        self.peers.get(&addr).is_some_and(|p| p.enabled)
+    }
+
+    /// Asks the peer to resend its routes (RFC 2918).
+    pub fn refresh_peer(&mut self, addr: IpAddr) -> Result<(), SpeakerError> {
+        self.settle();
+        let p = self
+            .peers
+            .get(&addr)
+            .ok_or(SpeakerError::NoSuchPeer(addr))?;
+        let families = p.settings.families.clone();
+        for f in families {
+            self.send_session(
+                addr,
+                SessionCommand::SendMessage(Box::new(Message::RouteRefresh(
+                    RouteRefresh::request(f),
+                ))),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn originate(&mut self, prefix: crate::wire::Prefix, attrs: crate::wire::PathAttributes) {
+        self.settle();
+        let out = self.rib.originate(prefix, attrs);
+        self.emit(out);
+    }
+
+    pub fn withdraw(&mut self, prefix: crate::wire::Prefix) {
+        self.settle();
+        let out = self.rib.withdraw(prefix);
+        self.emit(out);
+    }
+
+    /// Stops every session with a Cease / Administrative Shutdown.
+    pub fn shutdown(&mut self, communication: Option<String>) {
+        self.decide_undecided();
+        let addrs: Vec<IpAddr> = self.peers.keys().copied().collect();
+        for a in addrs {
+            self.send_session(
+                a,
+                SessionCommand::Stop {
+                    communication: communication.clone(),
+                },
+            );
+        }
+    }
+
+    pub fn peers(&self, now: Instant) -> Vec<PeerSnapshot> {
+        let mut v: Vec<PeerSnapshot> = self
+            .peers
+            .values()
+            .map(|p| {
+                let c = self.rib.counters(p.id).unwrap_or_default();
+                PeerSnapshot {
+                    address: p.settings.address,
+                    asn: p.settings.asn,
+                    state: p.state,
+                    uptime: p
+                        .up_since
+                        .map(|t| now.saturating_duration_since(t))
+                        .unwrap_or_default(),
+                    received: c.received as u64,
+                    accepted: c.accepted as u64,
+                    advertised: p.advertised,
+                    last_error: p.last_error.clone(),
+                }
+            })
+            .collect();
+        v.sort_by_key(|p| p.address);
+        v
+    }
+
+    pub fn routes(&self, only: Option<crate::wire::Prefix>) -> Vec<RouteSnapshot> {
+        let by_id: HashMap<PeerId, IpAddr> = self
+            .peers
+            .values()
+            .map(|p| (p.id, p.settings.address))
+            .collect();
+        let mut out = Vec::new();
+        for (_, paths) in self.rib.paths_view(only) {
+            for v in paths {
+                let peer = by_id.get(&v.route.peer).copied();
+                out.push(RouteSnapshot {
+                    route: v.route,
+                    peer,
+                    best: v.best,
+                    stale: v.stale,
+                });
+            }
+        }
+        out
+    }
+
+    fn event(&mut self, now: Instant, ev: PeerEvent) {
+        // Only a plain UPDATE may leave decisions for later; anything else
+        // (a session coming or going, End-of-RIB, a refresh) acts on a
+        // Loc-RIB with every decision made.
+        let plain_update =
+            matches!(&ev.kind, PeerEventKind::Update(u) if u.end_of_rib_family().is_none());
+        let Some(p) = self.peers.get_mut(&ev.peer) else {
+            return;
+        };
+        let id = p.id;
+        match ev.kind {
+            PeerEventKind::State(s) => p.state = s,
+            PeerEventKind::Established { ctx, remote, local } => {
+                p.state = State::Established;
+                p.up_since = Some(now);
+                p.last_error = None;
+                let remote_caps: Vec<Capability> = remote.capabilities().cloned().collect();
+                let remote_families: Vec<Family> = remote_caps
+                    .iter()
+                    .filter_map(|c| match c {
+                        Capability::Multiprotocol(f) => Some(*f),
+                        _ => None,
+                    })
+                    .collect();
+                // RFC 4760 §8: without any MP capability the peer speaks IPv4 unicast.
+                let families: Vec<Family> = p
+                    .settings
+                    .families
+                    .iter()
+                    .copied()
+                    .filter(|f| {
+                        remote_families.contains(f)
+                            || (remote_families.is_empty() && *f == Family::IPV4_UNICAST)
+                    })
+                    .collect();
+                p.peer_gr = remote_caps.iter().find_map(|c| match c {
+                    Capability::GracefulRestart(g) => Some((
+                        g.restart_time,
+                        g.families.iter().map(|f| f.family).collect(),
+                    )),
+                    _ => None,
+                });
+                p.llgr_families = remote_caps
+                    .iter()
+                    .filter_map(|c| match c {
+                        Capability::LongLivedGracefulRestart(v) => {
+                            Some(v.iter().map(|f| f.family).collect::<Vec<_>>())
+                        }
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                p.restart_deadline = None;
+                p.families_up = families.clone();
+                p.eor_received.clear();
+                p.enhanced_rr = remote_caps
+                    .iter()
+                    .any(|c| matches!(c, Capability::EnhancedRouteRefresh));
+                p.peer_restarting = remote_caps
+                    .iter()
+                    .any(|c| matches!(c, Capability::GracefulRestart(g) if g.restarting()));
+                let session = Session {
+                    router_id: remote.bgp_id,
+                    codec: ctx,
+                    families,
+                    local_v4: match local.map(|l| l.ip()) {
+                        Some(IpAddr::V4(a)) => Some(a),
+                        _ => None,
+                    },
+                    local_v6: match local.map(|l| l.ip()) {
+                        Some(IpAddr::V6(a)) => Some(a),
+                        _ => None,
+                    },
+                    llgr: !p.llgr_families.is_empty(),
+                };
+                let out = self.rib.peer_up(id, session);
+                self.emit(out);
+                self.maybe_end_deferral();
+            }
+            PeerEventKind::Down {
+                reason,
+                was_established,
+            } => {
+                p.state = State::Idle;
+                p.up_since = None;
+                p.last_error = Some(reason.to_string());
+                if was_established {
+                    // RFC 4724 §4.2: as helper, keep the peer's routes stale
+                    // for the families it preserves, until End-of-RIB or the
+                    // restart time. A NOTIFICATION ends the session for good
+                    // (RFC 8538's N bit is not negotiated here: no retention).
+                    let keep: Vec<Family> = match (&p.peer_gr, &reason) {
+                        (Some((_, fams)), DownReason::ConnectionLost) => fams.clone(),
+                        _ => Vec::new(),
+                    };
+                    if !keep.is_empty() {
+                        let t = p.peer_gr.as_ref().map(|g| g.0).unwrap_or(0);
+                        p.restart_deadline = Some(now + Duration::from_secs(t as u64));
+                    }
+                    let pending = self.rib.peer_down_in_steps(id, &keep);
+                    self.work.push_back(Work::Decide(pending, SWEEP_STEP));
+                }
+            }
+            PeerEventKind::Update(u) => {
+                if let Some(f) = u.end_of_rib_family() {
+                    if !p.eor_received.contains(&f) {
+                        p.eor_received.push(f);
+                    }
+                }
+                let out = if plain_update {
+                    self.rib.receive_deferred(id, &u, &mut self.undecided)
+                } else {
+                    self.rib.receive(id, &u)
+                };
+                self.check_max_prefix(ev.peer, &u);
+                self.emit(out);
+                self.maybe_end_deferral();
+            }
+            PeerEventKind::RouteRefresh(r) => {
+                let enhanced = p.enhanced_rr;
+                match r.subtype {
+                    RefreshSubtype::Request => {
+                        // RFC 2918 §4: resend our Adj-RIB-Out for the family;
+                        // RFC 7313 §4: bracketed by BoRR and EoRR when the
+                        // peer speaks enhanced route refresh.
+                        let mark = |subtype| {
+                            SessionCommand::SendMessage(Box::new(Message::RouteRefresh(
+                                RouteRefresh {
+                                    family: r.family,
+                                    subtype,
+                                },
+                            )))
+                        };
+                        if enhanced {
+                            self.send_session(ev.peer, mark(RefreshSubtype::BeginningOfRefresh));
+                        }
+                        let out = self.rib.refresh(id, r.family);
+                        self.emit(out);
+                        if enhanced {
+                            self.send_session(ev.peer, mark(RefreshSubtype::EndOfRefresh));
+                        }
+                    }
+                    RefreshSubtype::BeginningOfRefresh => {
+                        let out = self.rib.begin_refresh(id, r.family);
+                        self.emit(out);
+                    }
+                    RefreshSubtype::EndOfRefresh => {
+                        let out = self.rib.end_refresh(id, r.family);
+                        self.emit(out);
+                    }
+                    // RFC 7313 §5: other subtypes are ignored.
+                    RefreshSubtype::Reserved(_) => {}
+                }
+            }
+        }
+    }
+
+    /// Ends selection deferral once every configured, enabled peer is up and
+    /// has sent End-of-RIB for each family it negotiated (RFC 4724 §4.1).
+    fn maybe_end_deferral(&mut self) {
+        if self.deferral_deadline.is_none() {
+            return;
+        }
+        // RFC 4724 §4.1: End-of-RIB from all peers, "excluding the ones with
+        // the Restart State bit set in the received capability and excluding
+        // the ones that do not advertise the graceful restart capability"
+        // (two restarting speakers must not wait for each other).
+        let all = self.peers.values().filter(|p| p.enabled).all(|p| {
+            if p.state == State::Established && (p.peer_gr.is_none() || p.peer_restarting) {
+                return true;
+            }
+            p.state == State::Established
+                && p.families_up.iter().all(|f| p.eor_received.contains(f))
+        });
+        if all {
+            info!("End-of-RIB from every peer: selection deferral over, advertising");
+            self.end_deferral();
+        }
+    }
+
+    fn end_deferral(&mut self) {
+        self.deferral_deadline = None;
+        self.work.push_back(Work::Out(Output::Converged));
+        let out = self.rib.end_deferral();
+        self.emit(out);
+    }
+
+    /// After `update` from the peer at `addr`: closes the session (or
+    /// warns) when the peer's accepted routes exceed its limit.
+    fn check_max_prefix(&mut self, addr: IpAddr, update: &Update) {
+        let Some(p) = self.peers.get(&addr) else {
+            return;
+        };
+        let Some((limit, action)) = p.settings.max_prefix else {
+            return;
+        };
+        let accepted = self.rib.counters(p.id).map(|c| c.accepted).unwrap_or(0);
+        if accepted as u64 <= limit as u64 {
+            return;
+        }
+        match action {
+            MaxPrefixAction::Warn => {
+                warn!(peer = %addr, accepted, limit, "maximum prefix count exceeded")
+            }
+            MaxPrefixAction::Restart(after) => {
+                warn!(peer = %addr, accepted, limit, "maximum prefix count exceeded: closing the session");
+                let fallback = p
+                    .families_up
+                    .first()
+                    .copied()
+                    .unwrap_or(Family::IPV4_UNICAST);
+                let n = max_prefix_cease(exceeding_family(update, fallback), limit);
+                self.send_session(
+                    addr,
+                    SessionCommand::AdminDown {
+                        notification: n,
+                        idle: Some(after),
+                    },
+                );
+            }
+        }
+    }
+
+    fn restart_timers(&mut self, now: Instant) {
+        let expired: Vec<(PeerId, IpAddr, Vec<Family>)> = self
+            .peers
+            .values_mut()
+            .filter(|p| p.restart_deadline.is_some_and(|t| t <= now))
+            .map(|p| {
+                p.restart_deadline = None;
+                (p.id, p.settings.address, p.llgr_families.clone())
+            })
+            .collect();
+        for (id, addr, llgr) in expired {
+            info!(peer = %addr, "graceful restart time expired: removing stale routes");
+            let out = self.rib.restart_timer_expired(id, &llgr);
+            self.emit(out);
+        }
+    }
+}
+
+/// The family whose routes took a peer over its limit: that of the routes
+/// `update` announces (MP_REACH_NLRI's, else the NLRI field's IPv4 unicast),
+/// or `fallback` (the session's first family) when it announces none.
+fn exceeding_family(update: &Update, fallback: Family) -> Family {
+    match &update.mp_reach {
+        Some(mp) if !mp.nlri.is_empty() => mp.family,
+        _ if !update.nlri.is_empty() => Family::IPV4_UNICAST,
+        _ => fallback,
+    }
+}
+
+/// RFC 4486 §4: Cease / Maximum Number of Prefixes Reached, its data the
+/// AFI (2 octets), SAFI (1) and the prefix upper bound (4).
+fn max_prefix_cease(family: Family, limit: u32) -> Notification {
+    let mut data = Vec::with_capacity(7);
+    data.extend_from_slice(&family.afi.to_be_bytes());
+    data.push(family.safi);
+    data.extend_from_slice(&limit.to_be_bytes());
+    Notification::new(
+        ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached),
+        data,
+    )
+}
+
+fn hash_ip(a: IpAddr) -> u64 {
+    match a {
+        IpAddr::V4(v) => u32::from(v) as u64,
+        IpAddr::V6(v) => (u128::from(v) as u64) ^ ((u128::from(v) >> 64) as u64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::attr::{MpReach, NextHop, PathAttributes};
+    use crate::wire::nlri::Nlri;
+
+    fn v6_update() -> Update {
+        let mut u = Update::new(PathAttributes::default());
+        u.mp_reach = Some(MpReach {
+            family: Family::IPV6_UNICAST,
+            next_hop: NextHop::V6 {
+                global: "2001:db8::1".parse().unwrap(),
+                link_local: None,
+            },
+            nlri: Nlri::from_prefixes(Family::IPV6_UNICAST, &["2001:db8:1::/48".parse().unwrap()]),
+        });
+        u
+    }
+
+    /// RFC 4486 §4: the data names the family that exceeded, not IPv4
+    /// unicast always: AFI 2, SAFI 1 and the limit 1000 for an IPv6 peer.
+    #[test]
+    fn max_prefix_notification_names_the_exceeding_family() {
+        let n = max_prefix_cease(exceeding_family(&v6_update(), Family::IPV4_UNICAST), 1000);
+        assert_eq!(
+            n.error,
+            ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached)
+        );
+        assert_eq!(&n.data[..], [0, 2, 1, 0, 0, 0x03, 0xe8]);
+
+        let mut v4 = Update::new(PathAttributes::default());
+        v4.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &["10.0.0.0/8".parse().unwrap()]);
+        let n = max_prefix_cease(exceeding_family(&v4, Family::IPV6_UNICAST), 7);
+        assert_eq!(&n.data[..], [0, 1, 1, 0, 0, 0, 7]);
+
+        // An UPDATE announcing nothing: the session's family.
+        let empty = Update::new(PathAttributes::default());
+        assert_eq!(
+            exceeding_family(&empty, Family::IPV6_UNICAST),
+            Family::IPV6_UNICAST
+        );
+    }
+
+    const T0_GR: super::super::GracefulRestartSettings = super::super::GracefulRestartSettings {
+        restart_time: 120,
+        long_lived_stale_time: None,
+    };
+
+    fn a(i: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, i))
+    }
+
+    /// A restarting speaker (graceful restart configured) with peers 10.0.0.2
+    /// and 10.0.0.3, its outputs so far drained.
+    fn restarting_core(now: Instant) -> SpeakerCore {
+        let cfg = SpeakerConfig {
+            local_as: 65001,
+            router_id: Ipv4Addr::new(10, 0, 0, 1),
+            cluster_id: None,
+            listen: Vec::new(),
+            graceful_restart: Some(T0_GR),
+            max_paths: 1,
+            bfd: Default::default(),
+        };
+        let mut core = SpeakerCore::new(cfg, now);
+        for i in [2, 3] {
+            core.add_peer(now, PeerSettings::new(a(i), 65000 + i as u32))
+                .unwrap();
+        }
+        drain(&mut core);
+        core
+    }
+
+    fn drain(core: &mut SpeakerCore) -> Vec<Output> {
+        std::iter::from_fn(|| core.poll_output()).collect()
+    }
+
+    fn converged(outs: &[Output]) -> bool {
+        outs.iter().any(|o| matches!(o, Output::Converged))
+    }
+
+    /// The peer's OPEN: IPv4 unicast, graceful restart with `flags`.
+    fn up(core: &mut SpeakerCore, now: Instant, i: u8, gr_flags: Option<u8>) -> Vec<Output> {
+        let mut caps = vec![Capability::Multiprotocol(Family::IPV4_UNICAST)];
+        if let Some(flags) = gr_flags {
+            caps.push(Capability::GracefulRestart(GrCap {
+                flags,
+                restart_time: 120,
+                families: vec![GracefulRestartFamily {
+                    family: Family::IPV4_UNICAST,
+                    flags: GracefulRestartFamily::FORWARDING_STATE,
+                }],
+            }));
+        }
+        let open = crate::wire::Open::new(65000 + i as u32, 90, Ipv4Addr::new(10, 0, 0, i), caps);
+        let ev = PeerEvent {
+            peer: a(i),
+            kind: PeerEventKind::Established {
+                ctx: Default::default(),
+                remote: Box::new(open),
+                local: Some(SocketAddr::new(a(1), 179)),
+            },
+        };
+        core.handle(now, Input::Session(ev));
+        drain(core)
+    }
+
+    fn end_of_rib(core: &mut SpeakerCore, now: Instant, i: u8) -> Vec<Output> {
+        let ev = PeerEvent {
+            peer: a(i),
+            kind: PeerEventKind::Update(Box::new(Update::end_of_rib(Family::IPV4_UNICAST))),
+        };
+        core.handle(now, Input::Session(ev));
+        drain(core)
+    }
+
+    /// RFC 4724 §4.1: deferral lasts until every peer that is up has sent
+    /// End-of-RIB, not merely until it is up.
+    #[test]
+    fn deferral_waits_for_end_of_rib_from_every_peer() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        assert!(!core.converged());
+        assert!(!converged(&up(&mut core, t0, 2, Some(GrCap::NOTIFICATION))));
+        assert!(!converged(&up(&mut core, t0, 3, Some(GrCap::NOTIFICATION))));
+        assert!(!converged(&end_of_rib(&mut core, t0, 2)));
+        assert!(!core.converged());
+        assert!(converged(&end_of_rib(&mut core, t0, 3)));
+        assert!(core.converged());
+        assert_eq!(core.poll_timeout(), None);
+    }
+
+    /// §4.1: peers without graceful restart, and peers restarting too (the
+    /// Restart State bit), are not waited for.
+    #[test]
+    fn deferral_does_not_wait_for_restarting_or_non_gr_peers() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        assert!(!converged(&up(&mut core, t0, 2, None)));
+        let outs = up(
+            &mut core,
+            t0,
+            3,
+            Some(GrCap::RESTART_STATE | GrCap::NOTIFICATION),
+        );
+        assert!(converged(&outs));
+    }
+
+    /// §4.1: a peer that never comes up holds deferral back only until the
+    /// deferral timer (the restart time, 120 s), which `poll_timeout` asks for.
+    #[test]
+    fn deferral_timer() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        up(&mut core, t0, 2, Some(GrCap::NOTIFICATION));
+        end_of_rib(&mut core, t0, 2);
+        let deadline = t0 + Duration::from_secs(120);
+        assert_eq!(core.poll_timeout(), Some(deadline));
+        core.handle(deadline - Duration::from_millis(1), Input::Timeout);
+        assert!(!converged(&drain(&mut core)));
+        core.handle(deadline, Input::Timeout);
+        assert!(converged(&drain(&mut core)));
+    }
+
+    /// RFC 4724 §4.2: the helper's restart timer is armed by a lost
+    /// connection of a GR peer, and not by a NOTIFICATION.
+    #[test]
+    fn helper_restart_timer_armed_by_a_lost_connection_only() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        up(&mut core, t0, 2, Some(GrCap::NOTIFICATION));
+        up(&mut core, t0, 3, Some(GrCap::NOTIFICATION));
+        end_of_rib(&mut core, t0, 2);
+        end_of_rib(&mut core, t0, 3);
+        let t1 = t0 + Duration::from_secs(10);
+        let down = |reason| PeerEvent {
+            peer: a(2),
+            kind: PeerEventKind::Down {
+                reason,
+                was_established: true,
+            },
+        };
+        let n = Notification::bare(ErrorCode::Cease(CeaseError::AdministrativeReset));
+        core.handle(
+            t1,
+            Input::Session(down(DownReason::NotificationReceived(n))),
+        );
+        drain(&mut core);
+        assert_eq!(core.poll_timeout(), None);
+        up(&mut core, t1, 2, Some(GrCap::NOTIFICATION));
+        core.handle(t1, Input::Session(down(DownReason::ConnectionLost)));
+        drain(&mut core);
+        assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
+    }
+
+    /// A session drop's withdrawals are decided a step at a time, as outputs
+    /// are polled: nothing is computed ahead of the driver, so its bounded
+    /// FIB channel holds a whole table back (module docs).
+    #[test]
+    fn a_dropped_table_is_withdrawn_a_step_at_a_time() {
+        use crate::wire::attr::{AsPath, Origin};
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        // Not restarting: past the deferral.
+        core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+        drain(&mut core);
+        up(&mut core, t0, 2, None);
+        let mut u = Update::new(PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(&[65002])),
+            next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            ..Default::default()
+        });
+        let n = 3 * SWEEP_STEP + 7;
+        let prefixes: Vec<crate::wire::Prefix> = (0..n)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
+            .collect();
+        u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &prefixes);
+        core.handle(
+            t0,
+            Input::Session(PeerEvent {
+                peer: a(2),
+                kind: PeerEventKind::Update(Box::new(u)),
+            }),
+        );
+        core.decide_undecided();
+        drain(&mut core);
+        assert_eq!(core.routes(None).len(), n);
+
+        let cease = Notification::bare(ErrorCode::Cease(CeaseError::AdministrativeReset));
+        core.handle(
+            t0,
+            Input::Session(PeerEvent {
+                peer: a(2),
+                kind: PeerEventKind::Down {
+                    reason: DownReason::NotificationReceived(cease),
+                    was_established: true,
+                },
+            }),
+        );
+        assert!(core.ready.is_empty(), "nothing decided before it is polled");
+        let batches: Vec<usize> = drain(&mut core)
+            .iter()
+            .filter_map(|o| match o {
+                Output::Fib(c) => Some(c.len()),
+                _ => None,
+            })
+            .collect();
+        assert!(batches.iter().all(|b| *b <= SWEEP_STEP), "{batches:?}");
+        assert_eq!(batches.iter().sum::<usize>(), n);
+        assert!(core.routes(None).is_empty());
+    }
+}
