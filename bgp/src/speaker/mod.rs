@@ -248,7 +248,7 @@ pub struct Speaker {
 const API_QUEUE: usize = 64;
 /// Shared by every session: a received UPDATE is decided while its memory
 /// is still in cache. 1024 let one session run a thousand UPDATEs ahead of
-/// the others and made ten peers' tables 0.1–0.3 s slower (docs/benchmarks.md,
+/// the others and made ten peers' tables 0.1–0.3 s slower (docs/benchmarks/history.md,
 /// fifth round); a session waiting for room stops reading its socket.
 const EVENT_QUEUE: usize = 64;
 const PEER_QUEUE: usize = 256;
