@@ -150,6 +150,7 @@ async fn bfd_down_ends_the_bgp_session_with_cease_bfd_down() {
         min_tx: Duration::from_millis(100),
         multiplier: 5,
         multihop: false,
+        auth: None,
     });
     let a = speaker(A, 65001, bgp_port, bfd_port, pa).await;
     let b = speaker(B, 65002, bgp_port, bfd_port, peer(A, 65001, bgp_port, B)).await;
@@ -199,6 +200,7 @@ async fn a_peer_going_admin_down_leaves_the_bgp_session_up() {
         min_tx: Duration::from_millis(100),
         multiplier: 5,
         multihop: false,
+        auth: None,
     });
     let a = speaker(A, 65001, bgp_port, bfd_port, pa).await;
     let _b = speaker(B, 65002, bgp_port, bfd_port, peer(A, 65001, bgp_port, B)).await;

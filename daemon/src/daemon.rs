@@ -59,7 +59,7 @@ pub fn peer_settings(c: &config::Peer) -> PeerSettings {
     });
     p.import = c.import.clone();
     p.export = c.export.clone();
-    p.bfd = c.bfd.map(|b| b.settings());
+    p.bfd = c.bfd.as_ref().map(config::Bfd::settings);
     p
 }
 

@@ -561,6 +561,11 @@ fn render_bfd(out: &mut String, sessions: &[BfdSnapshot]) {
             "BFD Control packets discarded by the rules of RFC 5880 6.8.6 and 6.7.",
             |s| s.stats.discarded,
         ),
+        (
+            "petrel_bfd_auth_failures_total",
+            "BFD Control packets discarded for their authentication (RFC 5880 6.7): a key or type unlike the peer's.",
+            |s| s.stats.auth_failures,
+        ),
     ] {
         head(out, name, "counter", help);
         for s in sessions {
@@ -999,6 +1004,7 @@ mod tests {
                 tx: 10,
                 rx: 9,
                 discarded: 1,
+                auth_failures: 1,
                 flaps,
             },
             auth: None,

@@ -64,8 +64,9 @@ pub struct GracefulRestartSettings {
     pub long_lived_stale_time: Option<u32>,
 }
 
-/// A peer's BFD session (RFC 5882): the timers of RFC 5880 §6.8.1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A peer's BFD session (RFC 5882): the timers of RFC 5880 §6.8.1 and
+/// its authentication (§6.7).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BfdSettings {
     /// bfd.RequiredMinRxInterval.
     pub min_rx: Duration,
@@ -75,6 +76,8 @@ pub struct BfdSettings {
     pub multiplier: u8,
     /// RFC 5883 multi-hop (UDP 4784), for peers not on a shared link.
     pub multihop: bool,
+    /// bfd.AuthType and its key (RFC 5880 §6.8.1); `None`: no A bit.
+    pub auth: Option<bfd::AuthKey>,
 }
 
 impl BfdSettings {
@@ -709,7 +712,7 @@ impl Core {
                 port,
             )),
         };
-        let bfd = match p.bfd {
+        let bfd = match p.bfd.clone() {
             Some(b) => self.bfd_session(&p, b).await,
             None => None,
         };
@@ -773,6 +776,7 @@ impl Core {
         }
         let h = self.bfd.as_ref()?;
         let mut session = bfd::SessionConfig::new(b.min_tx, b.min_rx, b.multiplier);
+        session.auth = b.auth.clone();
         // RFC 5880 §4.1 C bit: BFD runs inside petreld and dies with it.
         session.control_plane_independent = false;
         let opts = SessionOptions {
@@ -802,8 +806,11 @@ impl Core {
         if old == new {
             return;
         }
-        if let (Some(o), Some(n), Some(h)) = (old, new, self.bfd.as_ref()) {
-            if o.multihop == n.multihop {
+        if let (Some(o), Some(n), Some(h)) = (&old, &new, self.bfd.as_ref()) {
+            // RFC 5880 §6.7.1 leaves changing authentication under a
+            // running session out of scope: a new key replaces the session,
+            // which the peer sees as a flap.
+            if o.multihop == n.multihop && o.auth == n.auth {
                 // RFC 5880 §6.8.3: new timers go through a Poll Sequence.
                 if let Err(e) = h
                     .set_timers(n.key(addr), n.min_tx, n.min_rx, n.multiplier)
@@ -814,7 +821,7 @@ impl Core {
                 return;
             }
         }
-        if let (Some(o), Some(h)) = (old, self.bfd.as_ref()) {
+        if let (Some(o), Some(h)) = (&old, self.bfd.as_ref()) {
             let _ = h.remove_session(o.key(addr)).await;
         }
         let rx = match (new, self.peers.get(&addr).map(|e| e.settings.clone())) {
@@ -853,7 +860,7 @@ impl Core {
         if p.settings.password.is_some() {
             self.remove_listener_key(addr);
         }
-        if let (Some(b), Some(h)) = (p.settings.bfd, self.bfd.as_ref()) {
+        if let (Some(b), Some(h)) = (&p.settings.bfd, self.bfd.as_ref()) {
             let _ = h.remove_session(b.key(addr)).await;
         }
         let _ = p
@@ -889,10 +896,10 @@ impl Core {
                     }
                     Some(old) => {
                         let id = old.id;
-                        let old_bfd = old.settings.bfd;
+                        let old_bfd = old.settings.bfd.clone();
                         let cfg = self.rib_peer_config(&p);
                         let r = self.rib.set_peer_config(id, (&cfg).into());
-                        let (addr, new_bfd) = (p.address, p.bfd);
+                        let (addr, new_bfd) = (p.address, p.bfd.clone());
                         if let Some(e) = self.peers.get_mut(&p.address) {
                             e.settings = *p;
                         }
