@@ -54,6 +54,7 @@ fn ipv4_blocks_over_ipv6_sessions_from_the_datastore() -> Result<()> {
         );
         // The other nodes' IPv4 blocks, as the kernel shows them.
         let table = n.ns.exec("ip", &["-4", "route", "show"])?;
+        eprintln!("{}:\n{table}", n.name);
         for o in c.nodes.iter().filter(|o| o.name != n.name) {
             let a6 = o.address6.as_deref().expect("a dual-stack lab");
             let line = table.lines().find(|l| l.starts_with(&o.block));
