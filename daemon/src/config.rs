@@ -334,6 +334,9 @@ impl Bfd {
         if self.multiplier == 0 {
             return Err(("multiplier", "must be at least 1".into()));
         }
+        if let Some(a) = &self.auth {
+            a.validate()?;
+        }
         Ok(())
     }
 

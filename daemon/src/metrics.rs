@@ -1036,6 +1036,10 @@ mod tests {
             value(&t, &format!("petrel_bfd_detection_time_seconds{l}")).as_deref(),
             Some("0.9")
         );
+        assert_eq!(
+            value(&t, &format!("petrel_bfd_auth_failures_total{l}")).as_deref(),
+            Some("1")
+        );
         assert!(!t.contains("petrel_bfd_detection_time_seconds{peer=\"192.0.2.2\""));
         for l in t.lines().filter(|l| l.starts_with("petrel_bfd")) {
             let name = l.split(['{', ' ']).next().unwrap();

@@ -370,7 +370,10 @@ fn bird_bfd_keyed_sha1_with_another_key_never_comes_up() -> Result<()> {
         "petreld took a packet it should have refused: {s}"
     );
     let line = bird_bfd_line(&b, PETREL4)?.unwrap_or_default();
-    ensure!(!line.contains(" Up "), "BIRD's BFD Up with a wrong key: {line}");
+    ensure!(
+        !line.contains(" Up "),
+        "BIRD's BFD Up with a wrong key: {line}"
+    );
     let log = petrel.log();
     ensure!(
         log.contains("BFD packet failed authentication") && !log.contains(BFD_KEY),
@@ -392,7 +395,11 @@ const FAR6: &str = "fd00:99:2::2";
 /// interface towards the peer: the far link.
 fn routed_lab(tag: &str) -> Result<(Lab, Netns, Netns, Netns, String)> {
     let lab = Lab::new(tag)?;
-    let (p, r, q) = (lab.netns("petrel")?, lab.netns("router")?, lab.netns("peer")?);
+    let (p, r, q) = (
+        lab.netns("petrel")?,
+        lab.netns("router")?,
+        lab.netns("peer")?,
+    );
     lab.link(
         &p,
         &[&format!("{PETREL4}/24"), &format!("{PETREL6}/64")],

@@ -134,8 +134,8 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             else {
                 continue;
             };
-            let both_v6 = first_of(&me.addresses, true).is_some()
-                && first_of(&n.addresses, true).is_some();
+            let both_v6 =
+                first_of(&me.addresses, true).is_some() && first_of(&n.addresses, true).is_some();
             if !v6 && v4_over_v6 && both_v6 {
                 continue;
             }
@@ -387,8 +387,14 @@ mod tests {
             ..Default::default()
         });
         let set = derive(&me_a, &nodes, &cfg, std::slice::from_ref(&tor));
-        assert_eq!(set.peers[&ip("10.0.0.2")].bfd.as_ref().unwrap().min_rx_ms, 300);
-        assert_eq!(set.peers[&ip("10.0.0.254")].bfd.as_ref().unwrap().min_rx_ms, 100);
+        assert_eq!(
+            set.peers[&ip("10.0.0.2")].bfd.as_ref().unwrap().min_rx_ms,
+            300
+        );
+        assert_eq!(
+            set.peers[&ip("10.0.0.254")].bfd.as_ref().unwrap().min_rx_ms,
+            100
+        );
         // A record with timers out of range is skipped, and says why.
         tor.bfd = Some(crate::config::Bfd {
             multiplier: 0,
@@ -442,11 +448,13 @@ mod tests {
         assert!(set.peers.is_empty(), "{:?}", set.peers.keys());
         let why: Vec<&str> = set.skipped.iter().map(|s| s.why.as_str()).collect();
         assert!(
-            why.iter().any(|w| w.starts_with("node_mesh_bfd.auth.secret_file") && w.contains("gone")),
+            why.iter()
+                .any(|w| w.starts_with("node_mesh_bfd.auth.secret_file") && w.contains("gone")),
             "{why:?}"
         );
         assert!(
-            why.iter().any(|w| w.starts_with("bfd.auth.secret_file") && w.contains("gone")),
+            why.iter()
+                .any(|w| w.starts_with("bfd.auth.secret_file") && w.contains("gone")),
             "{why:?}"
         );
     }
@@ -478,10 +486,7 @@ mod tests {
             [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
         );
         // c has none: its IPv4 session stays, IPv4 only.
-        assert_eq!(
-            set.peers[&ip("10.0.0.3")].families,
-            [Family::IPV4_UNICAST]
-        );
+        assert_eq!(set.peers[&ip("10.0.0.3")].families, [Family::IPV4_UNICAST]);
         assert_eq!(
             set.peers[&ip("fd00::fe")].families,
             [Family::IPV4_UNICAST, Family::IPV6_UNICAST]

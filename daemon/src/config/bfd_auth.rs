@@ -7,8 +7,9 @@
 //! ```
 //!
 //! The secret lives in a file of its own, read on the node when the peer is
-//! configured (at start, on SIGHUP, and whenever the datastore's records
-//! are resolved again), so a record in etcd names a path, never a key.
+//! configured (at start, on SIGHUP for petreld.toml's peers, and whenever
+//! the datastore's records are resolved again), so a record in etcd names a
+//! path, never a key.
 //! One trailing newline is not part of the key (`echo secret > file`).
 //! Keyed MD5 is not offered (see `petrel_bgp::bfd::auth`), nor the simple
 //! password, which travels in the clear (§6.7.2).
@@ -73,9 +74,23 @@ pub struct BfdAuth {
 }
 
 impl BfdAuth {
+    /// What can be checked without the file, where the record is written
+    /// (petrelctl) as on the node. A relative path would depend on
+    /// petreld's working directory.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !self.secret_file.is_absolute() {
+            return Err((
+                "auth.secret_file",
+                format!("{}: must be an absolute path", self.secret_file.display()),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads the key from `secret_file`. The error is `(field, message)`,
     /// the field relative to `bfd`.
     pub fn load(&mut self) -> Result<(), (&'static str, String)> {
+        self.validate()?;
         let path = &self.secret_file;
         let mut secret = std::fs::read(path).map_err(|e| {
             (
@@ -89,12 +104,8 @@ impl BfdAuth {
                 secret.pop();
             }
         }
-        let key = AuthKey::new(self.kind.kind(), self.key_id, secret).map_err(|e| {
-            (
-                "auth.secret_file",
-                format!("{}: {e}", path.display()),
-            )
-        })?;
+        let key = AuthKey::new(self.kind.kind(), self.key_id, secret)
+            .map_err(|e| ("auth.secret_file", format!("{}: {e}", path.display())))?;
         self.key = Some(key);
         Ok(())
     }
@@ -133,6 +144,9 @@ mod tests {
 
     #[test]
     fn a_missing_empty_or_long_secret_names_the_field_and_the_file() {
+        let (field, m) = auth(PathBuf::from("bfd.key")).load().unwrap_err();
+        assert_eq!(field, "auth.secret_file");
+        assert!(m.contains("absolute"), "{m}");
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none");
         let (field, m) = auth(missing.clone()).load().unwrap_err();

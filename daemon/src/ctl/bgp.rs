@@ -140,7 +140,11 @@ impl PeerBfdArgs {
                 min_tx_ms: self.bfd_min_tx_ms.unwrap_or(d.min_tx_ms),
                 multiplier: self.bfd_multiplier.unwrap_or(d.multiplier),
                 multihop: self.bfd_multihop,
-                auth: match (self.bfd_auth, self.bfd_auth_key_id, &self.bfd_auth_secret_file) {
+                auth: match (
+                    self.bfd_auth,
+                    self.bfd_auth_key_id,
+                    &self.bfd_auth_secret_file,
+                ) {
                     (Some(kind), Some(key_id), Some(file)) => Some(crate::config::BfdAuth {
                         kind,
                         key_id,
@@ -169,11 +173,13 @@ fn mesh_bfd_auth(a: &ConfigArgs) -> anyhow::Result<Option<Option<crate::config::
     if t == "off" {
         return Ok(Some(None));
     }
-    let kind: crate::config::BfdAuthType =
-        t.parse().map_err(|e| anyhow::anyhow!("--mesh-bfd-auth {e}"))?;
-    let (Some(key_id), Some(file)) = (a.mesh_bfd_auth_key_id, &a.mesh_bfd_auth_secret_file)
-    else {
-        anyhow::bail!("--mesh-bfd-auth {t} needs --mesh-bfd-auth-key-id and --mesh-bfd-auth-secret-file");
+    let kind: crate::config::BfdAuthType = t
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--mesh-bfd-auth {e}"))?;
+    let (Some(key_id), Some(file)) = (a.mesh_bfd_auth_key_id, &a.mesh_bfd_auth_secret_file) else {
+        anyhow::bail!(
+            "--mesh-bfd-auth {t} needs --mesh-bfd-auth-key-id and --mesh-bfd-auth-secret-file"
+        );
     };
     Ok(Some(Some(crate::config::BfdAuth {
         kind,

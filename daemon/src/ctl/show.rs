@@ -451,16 +451,7 @@ fn print_bfd(sessions: &[BfdRow]) {
     }
     println!(
         "{:<28} {:<5} {:<9} {:<9} {:>12} {:>7} {:>9} {:>10} {:>5}  {:<21} DIAG",
-        "PEER",
-        "HOPS",
-        "STATE",
-        "REMOTE",
-        "TX/RX MS",
-        "MULT",
-        "DETECT",
-        "UPTIME",
-        "FLAPS",
-        "AUTH"
+        "PEER", "HOPS", "STATE", "REMOTE", "TX/RX MS", "MULT", "DETECT", "UPTIME", "FLAPS", "AUTH"
     );
     for b in sessions {
         let diag = if b.state == "Up" {
