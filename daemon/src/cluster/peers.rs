@@ -103,13 +103,19 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
         .as_deref()
         .and_then(|m| m.parse().ok());
 
-    // The mesh's key file is read once per derivation; without it the
-    // mesh sessions are skipped rather than run unauthenticated.
+    // The mesh's key file is read once per derivation, on this node. A key
+    // that cannot be read turns BFD off for the mesh (and says so) rather
+    // than the mesh itself: one wrong path in the cluster's configuration
+    // must not cut every node off from the others. Without BFD nothing
+    // goes unauthenticated; failures are found by the hold timer.
     let mut mesh_bfd = cfg.node_mesh_bfd.clone();
-    let mesh_bfd_error = match mesh_bfd.as_mut().map(|b| b.load()) {
-        Some(Err((field, m))) => Some(format!("node_mesh_bfd.{field}: {m}")),
-        _ => None,
-    };
+    if let Some(Err((field, m))) = mesh_bfd.as_mut().map(|b| b.load()) {
+        out.skipped.push(Skipped {
+            what: "node mesh BFD".into(),
+            why: format!("node_mesh_bfd.{field}: {m}; the mesh runs without BFD"),
+        });
+        mesh_bfd = None;
+    }
 
     // RFC 8950 in the mesh: the IPv6 sessions' families, and whether they
     // carry IPv4 (then no IPv4 session between nodes with IPv6).
@@ -143,13 +149,6 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
                 out.skipped.push(Skipped {
                     what: format!("node {}", n.name),
                     why: format!("registers {theirs}, which is this node's own address"),
-                });
-                continue;
-            }
-            if let Some(why) = &mesh_bfd_error {
-                out.skipped.push(Skipped {
-                    what: format!("node {}", n.name),
-                    why: why.clone(),
                 });
                 continue;
             }
@@ -252,13 +251,22 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             }),
             None => me.graceful_restart,
         };
-        let mut bfd = r.bfd.clone();
-        if let Some(Err((field, m))) = bfd.as_mut().map(|b| b.load()) {
+        if let Some(Err((field, m))) = r.bfd.as_ref().map(|b| b.validate()) {
             out.skipped.push(Skipped {
                 what: format!("peer {}", r.name),
                 why: format!("bfd.{field}: {m}"),
             });
             continue;
+        }
+        // As for the mesh: a key file this node cannot read turns BFD off
+        // for the peer, not the peer off.
+        let mut bfd = r.bfd.clone();
+        if let Some(Err((field, m))) = bfd.as_mut().map(|b| b.load()) {
+            out.skipped.push(Skipped {
+                what: format!("peer {} BFD", r.name),
+                why: format!("bfd.{field}: {m}; the session runs without BFD"),
+            });
+            bfd = None;
         }
         p.bfd = bfd;
         match (policy_of(&r.import), policy_of(&r.export)) {
@@ -406,7 +414,7 @@ mod tests {
     }
 
     #[test]
-    fn bfd_auth_keys_are_read_on_the_node_and_a_bad_file_skips_the_peer() {
+    fn bfd_auth_keys_are_read_on_the_node_and_a_bad_file_turns_bfd_off() {
         use crate::config::{Bfd, BfdAuth, BfdAuthType};
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("mesh.key");
@@ -436,16 +444,18 @@ mod tests {
             let k = s.auth.expect("key loaded");
             assert_eq!((k.key_id, k.secret.as_slice()), (2, &b"mesh-secret"[..]));
         }
-        // A key file that cannot be read: the peers it protects are skipped
-        // (not run without authentication), and the reason names the field
-        // and the file.
+        // A key file that cannot be read: the sessions run without BFD
+        // (one wrong path must not take the mesh down), and the reason
+        // names the field and the file.
         let cfg = BgpConfig {
             node_mesh_bfd: auth(dir.path().join("gone")),
             ..BgpConfig::default()
         };
         tor.bfd = auth(dir.path().join("gone"));
         let set = derive(&me_a, &nodes, &cfg, &[tor]);
-        assert!(set.peers.is_empty(), "{:?}", set.peers.keys());
+        for addr in ["10.0.0.2", "10.0.0.254"] {
+            assert_eq!(set.peers[&ip(addr)].bfd, None, "{addr}");
+        }
         let why: Vec<&str> = set.skipped.iter().map(|s| s.why.as_str()).collect();
         assert!(
             why.iter()
