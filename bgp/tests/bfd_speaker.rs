@@ -150,6 +150,7 @@ async fn bfd_down_ends_the_bgp_session_with_cease_bfd_down() {
         min_tx: Duration::from_millis(100),
         multiplier: 5,
         multihop: false,
+        auth: None,
     });
     let a = speaker(A, 65001, bgp_port, bfd_port, pa).await;
     let b = speaker(B, 65002, bgp_port, bfd_port, peer(A, 65001, bgp_port, B)).await;
@@ -199,6 +200,7 @@ async fn a_peer_going_admin_down_leaves_the_bgp_session_up() {
         min_tx: Duration::from_millis(100),
         multiplier: 5,
         multihop: false,
+        auth: None,
     });
     let a = speaker(A, 65001, bgp_port, bfd_port, pa).await;
     let _b = speaker(B, 65002, bgp_port, bfd_port, peer(A, 65001, bgp_port, B)).await;
@@ -214,5 +216,67 @@ async fn a_peer_going_admin_down_leaves_the_bgp_session_up() {
     let snap = a.bfd_sessions().await.unwrap();
     assert_eq!(snap[0].state, State::Down);
     assert_eq!(snap[0].remote_state, State::AdminDown);
+    assert_eq!(bgp_state(&a).await.0, BgpState::Established);
+}
+
+/// A new key replaces the BFD session under a running BGP session (RFC
+/// 5880 §6.7.1 leaves changing authentication in place out of scope):
+/// with the endpoint still on the old key, petrel refuses its packets and
+/// never comes Up, and BGP carries on; once the endpoint has the new key
+/// too, both come Up.
+#[tokio::test]
+async fn a_new_key_replaces_the_bfd_session_and_leaves_bgp_up() {
+    use petrel_bgp::bfd::{AuthKey, AuthKind};
+    let key = |k: &[u8]| Some(AuthKey::new(AuthKind::MeticulousKeyedSha1, 1, k.to_vec()).unwrap());
+    let (bgp_port, bfd_port) = ports();
+    let (bgp_port, bfd_port) = (bgp_port + 3, bfd_port + 40);
+    let mut pa = peer(B, 65002, bgp_port, A);
+    pa.bfd = Some(BfdSettings {
+        min_rx: Duration::from_millis(100),
+        min_tx: Duration::from_millis(100),
+        multiplier: 5,
+        multihop: false,
+        auth: key(b"first"),
+    });
+    let a = speaker(A, 65001, bgp_port, bfd_port, pa.clone()).await;
+    let _b = speaker(B, 65002, bgp_port, bfd_port, peer(A, 65001, bgp_port, B)).await;
+    let mut bfd = ManualBfd::new(bfd_port);
+    let endpoint = |k: &[u8]| {
+        let mut cfg = SessionConfig::new(Duration::from_millis(100), Duration::from_millis(100), 5);
+        cfg.auth = key(k);
+        Session::new(cfg, 0xb0b, 7, Instant::now())
+    };
+    bfd.session = endpoint(b"first");
+    until(&mut bfd, &a, true, Duration::from_secs(20), |s| {
+        s == BgpState::Established
+    })
+    .await;
+    both_up(&mut bfd, &a).await;
+    let first = a.bfd_sessions().await.unwrap()[0].local_discriminator;
+
+    pa.bfd.as_mut().unwrap().auth = key(b"second");
+    a.update_peer(pa).await.unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let snap = loop {
+        bfd.run(Duration::from_millis(50), true).await;
+        let s = a.bfd_sessions().await.unwrap().remove(0);
+        assert_ne!(
+            s.state,
+            State::Up,
+            "Up with a key the endpoint does not have"
+        );
+        if s.stats.auth_failures >= 3 {
+            break s;
+        }
+        assert!(Instant::now() < end, "no authentication failures: {s:?}");
+    };
+    assert_ne!(
+        snap.local_discriminator, first,
+        "the session was not replaced"
+    );
+    assert_eq!(bgp_state(&a).await.0, BgpState::Established);
+
+    bfd.session = endpoint(b"second");
+    both_up(&mut bfd, &a).await;
     assert_eq!(bgp_state(&a).await.0, BgpState::Established);
 }

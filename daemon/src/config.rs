@@ -19,6 +19,7 @@ pub const DEFAULT_SOCKET: &str = "/run/petrel/petreld.sock";
 pub const DEFAULT_ASN: u32 = 64512;
 
 mod add_path;
+mod bfd_auth;
 mod ops;
 mod peer;
 
@@ -26,6 +27,7 @@ mod peer;
 /// exposed until an operator chooses to.
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9179";
 pub use add_path::describe as describe_add_path;
+pub use bfd_auth::{BfdAuth, BfdAuthType};
 pub use ops::{Log, LogFormat, Metrics, Mtu, DEFAULT_MTU_FILE};
 
 #[derive(Debug, thiserror::Error)]
@@ -264,11 +266,38 @@ pub struct Bgp {
     pub originate: Vec<Originate>,
 }
 
+/// A family as `families` names it, in petreld.toml and in the datastore's
+/// records.
+pub fn family_by_name(name: &str) -> Option<Family> {
+    match name {
+        "ipv4-unicast" => Some(Family::IPV4_UNICAST),
+        "ipv6-unicast" => Some(Family::IPV6_UNICAST),
+        _ => None,
+    }
+}
+
+/// `families` as the datastore's records hold it: names, validated, in
+/// order. The error says what is allowed.
+pub fn families_by_name(names: &[String]) -> Result<Vec<Family>, String> {
+    if names.is_empty() {
+        return Err("families must not be empty".into());
+    }
+    names
+        .iter()
+        .map(|s| {
+            family_by_name(s).ok_or_else(|| {
+                format!("family {s:?}: allowed values are \"ipv4-unicast\" and \"ipv6-unicast\"")
+            })
+        })
+        .collect()
+}
+
 /// BFD for a peer (RFC 5880, RFC 5882): `bfd = { min_rx_ms = 300,
-/// min_tx_ms = 300, multiplier = 3 }`; fields left out take those values.
+/// min_tx_ms = 300, multiplier = 3 }`; fields left out take those values,
+/// and `auth` (see [`BfdAuth`]) is off unless given.
 /// The same form is stored in datastore peer records and the cluster's
 /// BGP configuration (for the node mesh).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Bfd {
     /// bfd.RequiredMinRxInterval: the fastest we take the peer's packets.
@@ -280,6 +309,9 @@ pub struct Bfd {
     /// RFC 5883 multi-hop (UDP 4784) for a peer not on a shared link.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub multihop: bool,
+    /// RFC 5880 §6.7: authentication; none: packets without the A bit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<BfdAuth>,
 }
 
 impl Default for Bfd {
@@ -289,6 +321,7 @@ impl Default for Bfd {
             min_tx_ms: 300,
             multiplier: 3,
             multihop: false,
+            auth: None,
         }
     }
 }
@@ -306,15 +339,34 @@ impl Bfd {
         if self.multiplier == 0 {
             return Err(("multiplier", "must be at least 1".into()));
         }
+        if let Some(a) = &self.auth {
+            a.validate()?;
+        }
         Ok(())
     }
 
+    /// [`Bfd::validate`], then reads the authentication key from its file:
+    /// what every configured peer goes through before it reaches the
+    /// speaker, so [`Bfd::settings`] finds the key loaded.
+    pub fn load(&mut self) -> Result<(), (&'static str, String)> {
+        self.validate()?;
+        match &mut self.auth {
+            Some(a) => a.load(),
+            None => Ok(()),
+        }
+    }
+
+    /// The speaker's settings. An `auth` whose key was not [`Bfd::load`]ed
+    /// runs without authentication, which the peer refuses (it expects the
+    /// A bit): a misuse shows as a session that never comes Up, not as a
+    /// silently unprotected one.
     pub fn settings(&self) -> petrel_bgp::speaker::BfdSettings {
         petrel_bgp::speaker::BfdSettings {
             min_rx: Duration::from_millis(self.min_rx_ms as u64),
             min_tx: Duration::from_millis(self.min_tx_ms as u64),
             multiplier: self.multiplier,
             multihop: self.multihop,
+            auth: self.auth.as_ref().and_then(|a| a.key.clone()),
         }
     }
 }
@@ -678,8 +730,9 @@ impl Config {
             };
             let import = policy(p.import, "import")?;
             let export = policy(p.export, "export")?;
-            if let Some(b) = &p.bfd {
-                b.validate()
+            let mut bfd = p.bfd;
+            if let Some(b) = &mut bfd {
+                b.load()
                     .map_err(|(field, m)| bad(f(&format!("bfd.{field}")), m))?;
             }
             peers.push(Peer {
@@ -704,7 +757,7 @@ impl Config {
                 max_prefix,
                 import,
                 export,
-                bfd: p.bfd,
+                bfd,
             });
         }
 
@@ -913,7 +966,7 @@ large_communities = ["4200000001:1:2"]
         };
         let c = with("{ min_rx_ms = 100 }").unwrap();
         assert_eq!(c.bgp.peers[0].bfd, None);
-        let b = c.bgp.peers[1].bfd.unwrap();
+        let b = c.bgp.peers[1].bfd.clone().unwrap();
         assert_eq!(
             (b.min_rx_ms, b.min_tx_ms, b.multiplier, b.multihop),
             (100, 300, 3, false)
@@ -929,6 +982,52 @@ large_communities = ["4200000001:1:2"]
         assert!(e.contains("bfd.multiplier"), "{e}");
         let e = with("{ interval = 5 }").unwrap_err().to_string();
         assert!(e.contains("interval"), "{e}");
+    }
+
+    #[test]
+    fn bfd_auth_reads_its_secret_file_and_names_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bfd.key");
+        std::fs::write(&key, "s3cret\n").unwrap();
+        let with = |auth: &str| {
+            Config::parse(
+                "petreld.toml",
+                &GOOD.replace(
+                    "route_reflector_client = true",
+                    &format!("route_reflector_client = true\nbfd = {{ auth = {auth} }}"),
+                ),
+            )
+        };
+        let good = format!(
+            "{{ type = \"keyed-sha1\", key_id = 3, secret_file = {:?} }}",
+            key.display().to_string()
+        );
+        let c = with(&good).unwrap();
+        let s = c.bgp.peers[1].bfd.as_ref().unwrap().settings();
+        let k = s.auth.unwrap();
+        assert_eq!(
+            (k.kind, k.key_id, k.secret.as_slice()),
+            (petrel_bgp::bfd::AuthKind::KeyedSha1, 3, &b"s3cret"[..])
+        );
+        let e = with(&good.replace("keyed-sha1", "keyed-md5"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("petreld.toml") && e.contains("keyed-md5") && e.contains("keyed-sha1"),
+            "{e}"
+        );
+        let e = with(&good.replace("bfd.key", "missing.key"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("petreld.toml: bgp.peers[1].bfd.auth.secret_file")
+                && e.contains("missing.key"),
+            "{e}"
+        );
+        let e = with(&good.replace("key_id = 3", "key_id = 300"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key_id"), "{e}");
     }
 
     #[test]

@@ -200,7 +200,13 @@ pub struct BfdRow {
     pub packets_sent: u64,
     pub packets_received: u64,
     pub packets_discarded: u64,
+    /// Of the discarded: those refused for their authentication (RFC 5880
+    /// §6.7), a key or type unlike the peer's.
+    #[serde(default)]
+    pub auth_failures: u64,
     pub flaps: u64,
+    /// The authentication type (RFC 5880 §6.7) as petreld.toml names it;
+    /// the key is never shown.
     pub auth: Option<String>,
     /// The C bit we send: false, BFD shares fate with petreld.
     pub control_plane_independent: bool,
@@ -232,8 +238,16 @@ impl BfdRow {
             packets_sent: s.stats.tx,
             packets_received: s.stats.rx,
             packets_discarded: s.stats.discarded,
+            auth_failures: s.stats.auth_failures,
             flaps: s.stats.flaps,
-            auth: s.auth.map(|a| format!("{a:?}")),
+            auth: s.auth.map(|a| {
+                match a {
+                    petrel_bgp::bfd::AuthKind::SimplePassword => "simple-password",
+                    petrel_bgp::bfd::AuthKind::KeyedSha1 => "keyed-sha1",
+                    petrel_bgp::bfd::AuthKind::MeticulousKeyedSha1 => "meticulous-keyed-sha1",
+                }
+                .into()
+            }),
             control_plane_independent: s.control_plane_independent,
         }
     }

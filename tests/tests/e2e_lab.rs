@@ -9,8 +9,9 @@
 //! The lab is dual-stack (issue 15): every check of a block, a route or a
 //! ping is made for the IPv4 and the IPv6 block alike, each over its own
 //! family's sessions. `PETREL_LAB_IPV4_ONLY=1` runs it IPv4 only;
-//! `PETREL_LAB_RFC8950=1` (with `PETREL_LAB_PEERING=file`) with IPv6
-//! sessions only, the IPv4 blocks carried over them with IPv6 next hops.
+//! `PETREL_LAB_RFC8950=1` with IPv6 sessions only, the IPv4 blocks
+//! carried over them with IPv6 next hops (from the datastore's records,
+//! or with `PETREL_LAB_PEERING=file` from petreld.toml).
 //!
 //! Environment: `PETREL_E2E_ETCD_OUTAGE` (seconds, default 10) is how
 //! long etcd stays stopped (the issue's 30 s works the same, only slower);

@@ -43,6 +43,9 @@ pub const MULTIHOP_PORT: u16 = 4784;
 const SOURCE_PORTS: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 const COMMAND_QUEUE: usize = 64;
+/// Authentication failures of a session are logged the first time and then
+/// once in this many.
+const AUTH_LOG_EVERY: u64 = 6000;
 const DATAGRAM_QUEUE: usize = 1024;
 
 /// Where the driver listens and sends.
@@ -351,11 +354,22 @@ impl Driver {
                 self.rx_errors += 1;
                 // A Poll answered or a session gone to Down by the rules
                 // before the discard still has output.
-                if let RxError::Session(_) = e {
+                if let RxError::Session(discard) = &e {
                     let key = PeerKey {
                         remote: d.from.ip().to_canonical(),
                         multihop: d.multihop,
                     };
+                    if discard.is_auth() {
+                        // A key or type that differs from the peer's keeps
+                        // the session from ever coming Up: the operator must
+                        // hear of it, but not once per packet. The first and
+                        // every AUTH_LOG_EVERY-th failure are logged; all
+                        // are counted (`show bfd`).
+                        let n = self.reg.get(&key).map_or(0, |s| s.stats().auth_failures);
+                        if n % AUTH_LOG_EVERY == 1 {
+                            warn!(peer = %key.remote, multihop = key.multihop, failures = n, error = %e, "BFD packet failed authentication");
+                        }
+                    }
                     self.flush(&key, now);
                 }
                 debug!(from = %d.from, ttl = d.ttl, error = %e, "BFD packet discarded");

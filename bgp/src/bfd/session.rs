@@ -87,12 +87,27 @@ pub enum Discard {
     AdminDown,
 }
 
+impl Discard {
+    /// Whether the packet was refused for its authentication: a
+    /// misconfiguration (or an attack), not a transient.
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            Discard::UnexpectedAuth | Discard::MissingAuth | Discard::Auth(_)
+        )
+    }
+}
+
 /// Counters of one session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub tx: u64,
     pub rx: u64,
     pub discarded: u64,
+    /// Of `discarded`: those that failed authentication (§6.7), or carried
+    /// an A bit that does not match the session's (§6.8.6): a key or
+    /// type that differs from the peer's shows here.
+    pub auth_failures: u64,
     /// Transitions out of Up.
     pub flaps: u64,
 }
@@ -287,7 +302,12 @@ impl Session {
         let r = self.receive(now, p, raw);
         match r {
             Ok(()) => self.stats.rx += 1,
-            Err(_) => self.stats.discarded += 1,
+            Err(e) => {
+                self.stats.discarded += 1;
+                if e.is_auth() {
+                    self.stats.auth_failures += 1;
+                }
+            }
         }
         r
     }

@@ -4,7 +4,9 @@
 //! receives them (§4, §5), its update group sends, per the peer's
 //! [`SendMode`], the best path, the multipath set or every usable path,
 //! each with a Path Identifier of its own (§3). Export policy and the
-//! reflection rules apply to each path as to a best path.
+//! reflection rules apply to each path as to a best path; in `best` and
+//! `ecmp`, a best path they keep from the peer keeps the others too (§5,
+//! see `adj_out::UpdateGroup::sync_paths`).
 //!
 //! A best-path group keeps nothing per prefix: what it sent is the export of
 //! the Loc-RIB best (see `adj_out`). A group that sends paths cannot work

@@ -546,11 +546,26 @@ impl UpdateGroup {
                 let src = source(peers, cfg, route.peer);
                 export_route(cfg, &mut sent.attrs, key, &route, &src)
             });
-            if let Some(adv) = exported {
-                wanted.push(Wanted {
+            match exported {
+                Some(adv) => wanted.push(Wanted {
                     path_id: p.path_id,
                     adv,
-                });
+                }),
+                // RFC 7911 §5: "A BGP speaker SHOULD include the best route
+                // [RFC4271] when more than one path is advertised to a
+                // neighbor, unless it is a path received from that
+                // neighbor." (Split horizon exports it with `exclude`, so
+                // `None` here is policy, a well-known community or the
+                // reflection rules.) In `best` and `ecmp` the peer gets the
+                // best and what ties with it, so without the best it gets
+                // nothing, as a peer without ADD-PATH would. `all` sends
+                // every path export lets through, the best or not: the
+                // operator asked for each path on its own merits.
+                None if i == 0 && i < selected && mode != SendMode::All => {
+                    wanted.clear();
+                    break;
+                }
+                None => {}
             }
         }
         if wanted.is_empty() && sent.prefixes.get(&prefix).is_none() {

@@ -66,8 +66,9 @@ pub struct GracefulRestartSettings {
     pub long_lived_stale_time: Option<u32>,
 }
 
-/// A peer's BFD session (RFC 5882): the timers of RFC 5880 §6.8.1.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A peer's BFD session (RFC 5882): the timers of RFC 5880 §6.8.1 and
+/// its authentication (§6.7).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BfdSettings {
     /// bfd.RequiredMinRxInterval.
     pub min_rx: Duration,
@@ -77,6 +78,8 @@ pub struct BfdSettings {
     pub multiplier: u8,
     /// RFC 5883 multi-hop (UDP 4784), for peers not on a shared link.
     pub multihop: bool,
+    /// bfd.AuthType and its key (RFC 5880 §6.8.1); `None`: no A bit.
+    pub auth: Option<bfd::AuthKey>,
 }
 
 impl BfdSettings {
@@ -514,7 +517,7 @@ impl Driver {
             // RFC 2385: the listener must know the key to accept the SYN.
             self.listeners.install_key(p.address, key);
         }
-        let bfd = match p.bfd {
+        let bfd = match p.bfd.clone() {
             Some(b) => self.bfd_session(&p, b).await,
             None => None,
         };
@@ -551,6 +554,7 @@ impl Driver {
         }
         let h = self.bfd.as_ref()?;
         let mut session = bfd::SessionConfig::new(b.min_tx, b.min_rx, b.multiplier);
+        session.auth = b.auth.clone();
         // RFC 5880 §4.1 C bit: BFD runs inside petreld and dies with it.
         session.control_plane_independent = false;
         let opts = SessionOptions {
@@ -580,8 +584,11 @@ impl Driver {
         if old == new {
             return;
         }
-        if let (Some(o), Some(n), Some(h)) = (old, new, self.bfd.as_ref()) {
-            if o.multihop == n.multihop {
+        if let (Some(o), Some(n), Some(h)) = (&old, &new, self.bfd.as_ref()) {
+            // RFC 5880 §6.7.1 leaves changing authentication under a
+            // running session out of scope: a new key replaces the session,
+            // which the peer sees as a flap.
+            if o.multihop == n.multihop && o.auth == n.auth {
                 // RFC 5880 §6.8.3: new timers go through a Poll Sequence.
                 if let Err(e) = h
                     .set_timers(n.key(addr), n.min_tx, n.min_rx, n.multiplier)
@@ -592,7 +599,7 @@ impl Driver {
                 return;
             }
         }
-        if let (Some(o), Some(h)) = (old, self.bfd.as_ref()) {
+        if let (Some(o), Some(h)) = (&old, self.bfd.as_ref()) {
             let _ = h.remove_session(o.key(addr)).await;
         }
         let rx = match (new, self.core.peer_settings(addr).cloned()) {
@@ -618,8 +625,8 @@ impl Driver {
                     .core
                     .peer_settings(p.address)
                     .filter(|old| !old.session_differs(&p))
-                    .map(|old| old.bfd);
-                let (addr, new_bfd) = (p.address, p.bfd);
+                    .map(|old| old.bfd.clone());
+                let (addr, new_bfd) = (p.address, p.bfd.clone());
                 let r = self.core.update_peer(now, *p);
                 if let Some(old_bfd) = old_bfd {
                     self.flush().await;

@@ -73,6 +73,13 @@ pub struct BgpConfig {
     /// several). None: one path, as without ADD-PATH.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route_reflector_add_path: Option<String>,
+    /// The families the mesh's IPv6 sessions carry, named as `families`
+    /// in petreld.toml; none: IPv6 only. With "ipv4-unicast" among them,
+    /// IPv4 routes go over the IPv6 sessions with IPv6 next hops (RFC 8950,
+    /// Calico's and BIRD's "extended next hop"), and two nodes that both
+    /// have an IPv6 address make no IPv4 session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_mesh_ipv6_families: Option<Vec<String>>,
 }
 
 impl Default for BgpConfig {
@@ -87,6 +94,7 @@ impl Default for BgpConfig {
             service_loadbalancer_ips: Vec::new(),
             node_mesh_bfd: None,
             route_reflector_add_path: None,
+            node_mesh_ipv6_families: None,
         }
     }
 }
@@ -145,6 +153,11 @@ pub struct BgpPeer {
     /// BFD for this peer (RFC 5882); none: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<crate::config::Bfd>,
+    /// The families the session carries, as `families` in petreld.toml;
+    /// none: the family of `address`. "ipv4-unicast" on an IPv6 peer is
+    /// RFC 8950 (IPv4 routes with IPv6 next hops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub families: Option<Vec<String>>,
 }
 
 /// Addresses of a Kubernetes service to advertise. A `local_only` one
@@ -363,7 +376,7 @@ pub fn validate_peer(p: &BgpPeer) -> Result<()> {
             return bad(format!("restart time {t} exceeds 4095 (RFC 4724 §3)"));
         }
     }
-    if let Some(Err((field, m))) = p.bfd.map(|b| b.validate()) {
+    if let Some(Err((field, m))) = p.bfd.as_ref().map(|b| b.validate()) {
         return bad(format!("bfd {field}: {m}"));
     }
     for (what, rules) in [("import", &p.import), ("export", &p.export)] {
@@ -382,6 +395,9 @@ pub fn validate_peer(p: &BgpPeer) -> Result<()> {
         if let Err(e) = m.parse::<SendMode>() {
             return bad(format!("add path {e}"));
         }
+    }
+    if let Some(Err(e)) = p.families.as_deref().map(crate::config::families_by_name) {
+        return bad(e);
     }
     Ok(())
 }
@@ -408,13 +424,20 @@ pub fn validate_config(c: &BgpConfig) -> Result<()> {
     if c.listen_port == 0 {
         return Err(ModelError::Invalid("listen port 0 is not a port".into()));
     }
-    if let Some(Err((field, m))) = c.node_mesh_bfd.map(|b| b.validate()) {
+    if let Some(Err((field, m))) = c.node_mesh_bfd.as_ref().map(|b| b.validate()) {
         return Err(ModelError::Invalid(format!("node mesh bfd {field}: {m}")));
     }
     if let Some(m) = &c.route_reflector_add_path {
         if let Err(e) = m.parse::<SendMode>() {
             return Err(ModelError::Invalid(format!("route reflector add path {e}")));
         }
+    }
+    if let Some(Err(e)) = c
+        .node_mesh_ipv6_families
+        .as_deref()
+        .map(crate::config::families_by_name)
+    {
+        return Err(ModelError::Invalid(format!("node mesh ipv6 {e}")));
     }
     for s in &c.communities {
         if s.parse::<petrel_bgp::wire::attr::Community>().is_err() {
@@ -513,6 +536,7 @@ mod tests {
             import: vec![],
             export: vec![],
             bfd: None,
+            families: None,
         };
         let e = validate_peer(&p).unwrap_err().to_string();
         assert!(e.contains("either a node or a node selector"), "{e}");

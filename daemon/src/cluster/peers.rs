@@ -103,6 +103,30 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
         .as_deref()
         .and_then(|m| m.parse().ok());
 
+    // The mesh's key file is read once per derivation, on this node. A key
+    // that cannot be read turns BFD off for the mesh (and says so) rather
+    // than the mesh itself: one wrong path in the cluster's configuration
+    // must not cut every node off from the others. Without BFD nothing
+    // goes unauthenticated; failures are found by the hold timer.
+    let mut mesh_bfd = cfg.node_mesh_bfd.clone();
+    if let Some(Err((field, m))) = mesh_bfd.as_mut().map(|b| b.load()) {
+        out.skipped.push(Skipped {
+            what: "node mesh BFD".into(),
+            why: format!("node_mesh_bfd.{field}: {m}; the mesh runs without BFD"),
+        });
+        mesh_bfd = None;
+    }
+
+    // RFC 8950 in the mesh: the IPv6 sessions' families, and whether they
+    // carry IPv4 (then no IPv4 session between nodes with IPv6).
+    let mesh_v6_families = cfg
+        .node_mesh_ipv6_families
+        .as_deref()
+        .and_then(|f| crate::config::families_by_name(f).ok());
+    let v4_over_v6 = mesh_v6_families
+        .as_ref()
+        .is_some_and(|f| f.contains(&Family::IPV4_UNICAST));
+
     for n in nodes.iter().filter(|n| n.name != me.name) {
         let it_reflects = n.route_reflector_cluster_id.is_some();
         let connect = i_reflect || it_reflects || cfg.node_mesh;
@@ -116,6 +140,11 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             else {
                 continue;
             };
+            let both_v6 =
+                first_of(&me.addresses, true).is_some() && first_of(&n.addresses, true).is_some();
+            if !v6 && v4_over_v6 && both_v6 {
+                continue;
+            }
             if mine == theirs {
                 out.skipped.push(Skipped {
                     what: format!("node {}", n.name),
@@ -129,7 +158,10 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             // One side dials: the lower address.
             p.passive = mine > theirs;
             p.graceful_restart = me.graceful_restart;
-            p.bfd = cfg.node_mesh_bfd;
+            p.bfd = mesh_bfd.clone();
+            if let (true, Some(f)) = (v6, &mesh_v6_families) {
+                p.families = f.clone();
+            }
             // RFC 4456 §6: a reflector's clients are the non-reflectors.
             p.route_reflector_client = i_reflect && !it_reflects && asn == me.asn;
             p.next_hop = if asn == me.asn {
@@ -172,6 +204,18 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             continue;
         }
         let mut p = base_peer(r.address, r.asn);
+        if let Some(f) = &r.families {
+            match crate::config::families_by_name(f) {
+                Ok(f) => p.families = f,
+                Err(e) => {
+                    out.skipped.push(Skipped {
+                        what: format!("peer {}", r.name),
+                        why: e,
+                    });
+                    continue;
+                }
+            }
+        }
         let ibgp = r.asn == me.asn;
         p.port = r.port.unwrap_or(179);
         p.password = r.password.clone();
@@ -207,14 +251,24 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             }),
             None => me.graceful_restart,
         };
-        if let Some(Err((field, m))) = r.bfd.map(|b| b.validate()) {
+        if let Some(Err((field, m))) = r.bfd.as_ref().map(|b| b.validate()) {
             out.skipped.push(Skipped {
                 what: format!("peer {}", r.name),
                 why: format!("bfd.{field}: {m}"),
             });
             continue;
         }
-        p.bfd = r.bfd;
+        // As for the mesh: a key file this node cannot read turns BFD off
+        // for the peer, not the peer off.
+        let mut bfd = r.bfd.clone();
+        if let Some(Err((field, m))) = bfd.as_mut().map(|b| b.load()) {
+            out.skipped.push(Skipped {
+                what: format!("peer {} BFD", r.name),
+                why: format!("bfd.{field}: {m}; the session runs without BFD"),
+            });
+            bfd = None;
+        }
+        p.bfd = bfd;
         match (policy_of(&r.import), policy_of(&r.export)) {
             (Ok(i), Ok(e)) => {
                 p.import = i;
@@ -289,6 +343,7 @@ mod tests {
             import: vec![],
             export: vec![],
             bfd: None,
+            families: None,
         }
     }
 
@@ -340,8 +395,14 @@ mod tests {
             ..Default::default()
         });
         let set = derive(&me_a, &nodes, &cfg, std::slice::from_ref(&tor));
-        assert_eq!(set.peers[&ip("10.0.0.2")].bfd.unwrap().min_rx_ms, 300);
-        assert_eq!(set.peers[&ip("10.0.0.254")].bfd.unwrap().min_rx_ms, 100);
+        assert_eq!(
+            set.peers[&ip("10.0.0.2")].bfd.as_ref().unwrap().min_rx_ms,
+            300
+        );
+        assert_eq!(
+            set.peers[&ip("10.0.0.254")].bfd.as_ref().unwrap().min_rx_ms,
+            100
+        );
         // A record with timers out of range is skipped, and says why.
         tor.bfd = Some(crate::config::Bfd {
             multiplier: 0,
@@ -350,6 +411,114 @@ mod tests {
         let set = derive(&me_a, &nodes, &cfg, &[tor]);
         assert!(!set.peers.contains_key(&ip("10.0.0.254")));
         assert!(set.skipped[0].why.contains("bfd.multiplier"));
+    }
+
+    #[test]
+    fn bfd_auth_keys_are_read_on_the_node_and_a_bad_file_turns_bfd_off() {
+        use crate::config::{Bfd, BfdAuth, BfdAuthType};
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("mesh.key");
+        std::fs::write(&key, "mesh-secret\n").unwrap();
+        let auth = |file: std::path::PathBuf| {
+            Some(Bfd {
+                auth: Some(BfdAuth {
+                    kind: BfdAuthType::MeticulousKeyedSha1,
+                    key_id: 2,
+                    secret_file: file,
+                    key: None,
+                }),
+                ..Default::default()
+            })
+        };
+        let nodes = [node("a", &["10.0.0.1/24"]), node("b", &["10.0.0.2/24"])];
+        let me_a = me("a", &["10.0.0.1/24"]);
+        let cfg = BgpConfig {
+            node_mesh_bfd: auth(key.clone()),
+            ..BgpConfig::default()
+        };
+        let mut tor = peer("tor", "10.0.0.254", 65000);
+        tor.bfd = auth(key.clone());
+        let set = derive(&me_a, &nodes, &cfg, std::slice::from_ref(&tor));
+        for addr in ["10.0.0.2", "10.0.0.254"] {
+            let s = set.peers[&ip(addr)].bfd.as_ref().unwrap().settings();
+            let k = s.auth.expect("key loaded");
+            assert_eq!((k.key_id, k.secret.as_slice()), (2, &b"mesh-secret"[..]));
+        }
+        // A key file that cannot be read: the sessions run without BFD
+        // (one wrong path must not take the mesh down), and the reason
+        // names the field and the file.
+        let cfg = BgpConfig {
+            node_mesh_bfd: auth(dir.path().join("gone")),
+            ..BgpConfig::default()
+        };
+        tor.bfd = auth(dir.path().join("gone"));
+        let set = derive(&me_a, &nodes, &cfg, &[tor]);
+        for addr in ["10.0.0.2", "10.0.0.254"] {
+            assert_eq!(set.peers[&ip(addr)].bfd, None, "{addr}");
+        }
+        let why: Vec<&str> = set.skipped.iter().map(|s| s.why.as_str()).collect();
+        assert!(
+            why.iter()
+                .any(|w| w.starts_with("node_mesh_bfd.auth.secret_file") && w.contains("gone")),
+            "{why:?}"
+        );
+        assert!(
+            why.iter()
+                .any(|w| w.starts_with("bfd.auth.secret_file") && w.contains("gone")),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn rfc8950_carries_ipv4_over_the_ipv6_mesh_and_peer_records() {
+        let nodes = [
+            node("a", &["10.0.0.1/24", "fd00::1/64"]),
+            node("b", &["10.0.0.2/24", "fd00::2/64"]),
+            node("c", &["10.0.0.3/24"]),
+        ];
+        let both = vec!["ipv4-unicast".to_string(), "ipv6-unicast".to_string()];
+        let cfg = BgpConfig {
+            node_mesh_ipv6_families: Some(both.clone()),
+            ..BgpConfig::default()
+        };
+        let mut tor6 = peer("tor6", "fd00::fe", 65000);
+        tor6.families = Some(both);
+        let set = derive(
+            &me("a", &["10.0.0.1/24", "fd00::1/64"]),
+            &nodes,
+            &cfg,
+            &[tor6.clone()],
+        );
+        // b has IPv6: one session, over IPv6, carrying both families.
+        assert!(!set.peers.contains_key(&ip("10.0.0.2")));
+        assert_eq!(
+            set.peers[&ip("fd00::2")].families,
+            [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+        );
+        // c has none: its IPv4 session stays, IPv4 only.
+        assert_eq!(set.peers[&ip("10.0.0.3")].families, [Family::IPV4_UNICAST]);
+        assert_eq!(
+            set.peers[&ip("fd00::fe")].families,
+            [Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+        );
+        // Without the setting: a session per family, each its own.
+        let set = derive(
+            &me("a", &["10.0.0.1/24", "fd00::1/64"]),
+            &nodes,
+            &BgpConfig::default(),
+            &[],
+        );
+        assert_eq!(set.peers[&ip("10.0.0.2")].families, [Family::IPV4_UNICAST]);
+        assert_eq!(set.peers[&ip("fd00::2")].families, [Family::IPV6_UNICAST]);
+        // A record with an unknown family is skipped, and says why.
+        tor6.families = Some(vec!["ipv4-flowspec".into()]);
+        let set = derive(&me("a", &["fd00::1/64"]), &nodes, &cfg, &[tor6]);
+        assert!(!set.peers.contains_key(&ip("fd00::fe")));
+        assert!(
+            set.skipped.iter().any(|s| s.why.contains("ipv4-flowspec")),
+            "{:?}",
+            set.skipped
+        );
     }
 
     #[test]

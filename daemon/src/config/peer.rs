@@ -46,7 +46,7 @@ impl Peer {
         });
         p.import = self.import.clone();
         p.export = self.export.clone();
-        p.bfd = self.bfd.map(|b| b.settings());
+        p.bfd = self.bfd.as_ref().map(super::Bfd::settings);
         p
     }
 }

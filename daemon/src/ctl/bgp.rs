@@ -57,6 +57,22 @@ pub struct ConfigArgs {
     mesh_bfd: Option<OnOff>,
     #[command(flatten)]
     mesh_bfd_timers: MeshBfdTimers,
+    /// BFD authentication of mesh sessions (RFC 5880 §6.7): "keyed-sha1"
+    /// or "meticulous-keyed-sha1" with --mesh-bfd-auth-key-id and
+    /// --mesh-bfd-auth-secret-file; "off" removes it.
+    #[arg(long, value_name = "TYPE")]
+    mesh_bfd_auth: Option<String>,
+    #[arg(long, value_name = "N")]
+    mesh_bfd_auth_key_id: Option<u8>,
+    /// The file holding the key on every node (1 to 20 octets).
+    #[arg(long, value_name = "FILE")]
+    mesh_bfd_auth_secret_file: Option<std::path::PathBuf>,
+    /// The families the mesh's IPv6 sessions carry, e.g.
+    /// "ipv4-unicast,ipv6-unicast": IPv4 routes over IPv6 sessions with
+    /// IPv6 next hops (RFC 8950, "extended next hop"); "" resets to IPv6
+    /// only.
+    #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
+    mesh_ipv6_families: Option<Vec<String>>,
     /// ADD-PATH (RFC 7911) from route reflectors to their clients: "best",
     /// "ecmp" or "all" paths per prefix; "off": one path.
     #[arg(long, value_name = "MODE")]
@@ -96,6 +112,17 @@ pub struct PeerBfdArgs {
     /// Multi-hop BFD (RFC 5883, UDP 4784) for a peer not on a shared link.
     #[arg(long)]
     bfd_multihop: bool,
+    /// BFD authentication (RFC 5880 §6.7): "keyed-sha1" or
+    /// "meticulous-keyed-sha1"; needs the two options below.
+    #[arg(long, value_name = "TYPE", requires_all = ["bfd_auth_key_id", "bfd_auth_secret_file"])]
+    bfd_auth: Option<crate::config::BfdAuthType>,
+    /// BFD Auth Key ID, as the peer has it.
+    #[arg(long, value_name = "N", requires = "bfd_auth")]
+    bfd_auth_key_id: Option<u8>,
+    /// The file holding the BFD key (1 to 20 octets) on the nodes that
+    /// peer: the record names the file, never the key.
+    #[arg(long, value_name = "FILE", requires = "bfd_auth")]
+    bfd_auth_secret_file: Option<std::path::PathBuf>,
 }
 
 impl PeerBfdArgs {
@@ -104,7 +131,8 @@ impl PeerBfdArgs {
             || self.bfd_multihop
             || self.bfd_min_rx_ms.is_some()
             || self.bfd_min_tx_ms.is_some()
-            || self.bfd_multiplier.is_some();
+            || self.bfd_multiplier.is_some()
+            || self.bfd_auth.is_some();
         on.then(|| {
             let d = crate::config::Bfd::default();
             crate::config::Bfd {
@@ -112,9 +140,53 @@ impl PeerBfdArgs {
                 min_tx_ms: self.bfd_min_tx_ms.unwrap_or(d.min_tx_ms),
                 multiplier: self.bfd_multiplier.unwrap_or(d.multiplier),
                 multihop: self.bfd_multihop,
+                auth: match (
+                    self.bfd_auth,
+                    self.bfd_auth_key_id,
+                    &self.bfd_auth_secret_file,
+                ) {
+                    (Some(kind), Some(key_id), Some(file)) => Some(crate::config::BfdAuth {
+                        kind,
+                        key_id,
+                        secret_file: file.clone(),
+                        key: None,
+                    }),
+                    // clap's `requires` allows no other combination.
+                    _ => None,
+                },
             }
         })
     }
+}
+
+/// `--mesh-bfd-auth`: `None` leaves the mesh's authentication as it is,
+/// `Some(None)` removes it.
+#[allow(clippy::option_option)]
+fn mesh_bfd_auth(a: &ConfigArgs) -> anyhow::Result<Option<Option<crate::config::BfdAuth>>> {
+    let Some(t) = a.mesh_bfd_auth.as_deref() else {
+        anyhow::ensure!(
+            a.mesh_bfd_auth_key_id.is_none() && a.mesh_bfd_auth_secret_file.is_none(),
+            "--mesh-bfd-auth-key-id and --mesh-bfd-auth-secret-file go with --mesh-bfd-auth TYPE"
+        );
+        return Ok(None);
+    };
+    if t == "off" {
+        return Ok(Some(None));
+    }
+    let kind: crate::config::BfdAuthType = t
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--mesh-bfd-auth {e}"))?;
+    let (Some(key_id), Some(file)) = (a.mesh_bfd_auth_key_id, &a.mesh_bfd_auth_secret_file) else {
+        anyhow::bail!(
+            "--mesh-bfd-auth {t} needs --mesh-bfd-auth-key-id and --mesh-bfd-auth-secret-file"
+        );
+    };
+    Ok(Some(Some(crate::config::BfdAuth {
+        kind,
+        key_id,
+        secret_file: file.clone(),
+        key: None,
+    })))
 }
 
 /// Parsed once per petrelctl run: the size of a variant costs nothing.
@@ -185,6 +257,11 @@ pub struct PeerAdd {
     export_policy: Option<std::path::PathBuf>,
     #[command(flatten)]
     bfd: PeerBfdArgs,
+    /// The families the session carries (default: the address's own);
+    /// "ipv4-unicast,ipv6-unicast" on an IPv6 peer carries IPv4 routes with
+    /// IPv6 next hops (RFC 8950, "extended next hop").
+    #[arg(long, value_delimiter = ',', value_name = "FAMILIES")]
+    families: Option<Vec<String>>,
 }
 
 /// The rules of a policy file: a JSON list (or one rule).
@@ -264,7 +341,10 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 || a.mesh_bfd_timers.mesh_bfd_min_rx_ms.is_some()
                 || a.mesh_bfd_timers.mesh_bfd_min_tx_ms.is_some()
                 || a.mesh_bfd_timers.mesh_bfd_multiplier.is_some()
+                || a.mesh_bfd_auth.is_some()
+                || a.mesh_ipv6_families.is_some()
                 || a.route_reflector_add_path.is_some();
+            let mesh_auth = mesh_bfd_auth(&a)?;
             let cfg = if changes {
                 model::modify::<BgpConfig, _>(s, model::BGP_CONFIG, |cur| {
                     let mut c = cur.unwrap_or_default();
@@ -311,8 +391,19 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                             }
                         }
                     }
+                    if let Some(auth) = &mesh_auth {
+                        if !matches!(a.mesh_bfd, Some(OnOff::Off)) {
+                            let b = c.node_mesh_bfd.get_or_insert_with(Default::default);
+                            b.auth = auth.clone();
+                        }
+                    }
                     if let Some(m) = &a.route_reflector_add_path {
                         c.route_reflector_add_path = (m != "off").then(|| m.clone());
+                    }
+                    if let Some(f) = &a.mesh_ipv6_families {
+                        // `--mesh-ipv6-families ""` parses as one empty name.
+                        let f: Vec<String> = f.iter().filter(|s| !s.is_empty()).cloned().collect();
+                        c.node_mesh_ipv6_families = (!f.is_empty()).then_some(f);
                     }
                     model::validate_config(&c)?;
                     Ok(Some(c))
@@ -343,10 +434,21 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 println!("listen port               {}", cfg.listen_port);
                 println!(
                     "node mesh BFD             {}",
-                    match cfg.node_mesh_bfd {
+                    match &cfg.node_mesh_bfd {
                         Some(b) => format!(
-                            "rx {} ms, tx {} ms, multiplier {}",
-                            b.min_rx_ms, b.min_tx_ms, b.multiplier
+                            "rx {} ms, tx {} ms, multiplier {}{}",
+                            b.min_rx_ms,
+                            b.min_tx_ms,
+                            b.multiplier,
+                            match &b.auth {
+                                Some(a) => format!(
+                                    ", {} key {} from {}",
+                                    a.kind.name(),
+                                    a.key_id,
+                                    a.secret_file.display()
+                                ),
+                                None => String::new(),
+                            }
                         ),
                         None => "off".into(),
                     }
@@ -375,6 +477,12 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     "route reflector add-path  {}",
                     cfg.route_reflector_add_path.as_deref().unwrap_or("off")
                 );
+                println!(
+                    "mesh IPv6 families        {}",
+                    cfg.node_mesh_ipv6_families
+                        .as_ref()
+                        .map_or("ipv6-unicast".into(), |f| f.join(","))
+                );
             }
         }
         BgpCmd::Peer(PeerCmd::Add(a)) => {
@@ -398,6 +506,7 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                 import: policy_rules(&a.import_policy)?,
                 export: policy_rules(&a.export_policy)?,
                 bfd: a.bfd.to_bfd(),
+                families: a.families,
             };
             model::validate_peer(&p)?;
             let mut existed = false;
@@ -443,12 +552,16 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     if let Some(t) = p.ttl_security {
                         opts.push(format!("ttl-security={t}"));
                     }
-                    if let Some(b) = p.bfd {
+                    if let Some(b) = &p.bfd {
                         opts.push(format!(
-                            "bfd={}x{}ms{}",
+                            "bfd={}x{}ms{}{}",
                             b.multiplier,
                             b.min_rx_ms,
-                            if b.multihop { ",multihop" } else { "" }
+                            if b.multihop { ",multihop" } else { "" },
+                            match &b.auth {
+                                Some(a) => format!(",{}/{}", a.kind.name(), a.key_id),
+                                None => String::new(),
+                            }
                         ));
                     }
                     if let Some(m) = &p.add_path {
@@ -456,6 +569,9 @@ async fn bgp_async(cmd: BgpCmd, ds: DatastoreArgs) -> anyhow::Result<ExitCode> {
                     }
                     if p.add_path_receive {
                         opts.push("add-path-receive".into());
+                    }
+                    if let Some(f) = &p.families {
+                        opts.push(format!("families={}", f.join(",")));
                     }
                     println!(
                         "{:<16} {:<28} {:>10}  {:<24} {}",

@@ -450,8 +450,8 @@ fn print_bfd(sessions: &[BfdRow]) {
         return;
     }
     println!(
-        "{:<28} {:<5} {:<9} {:<9} {:>12} {:>7} {:>9} {:>10} {:>5}  DIAG",
-        "PEER", "HOPS", "STATE", "REMOTE", "TX/RX MS", "MULT", "DETECT", "UPTIME", "FLAPS"
+        "{:<28} {:<5} {:<9} {:<9} {:>12} {:>7} {:>9} {:>10} {:>5}  {:<21} DIAG",
+        "PEER", "HOPS", "STATE", "REMOTE", "TX/RX MS", "MULT", "DETECT", "UPTIME", "FLAPS", "AUTH"
     );
     for b in sessions {
         let diag = if b.state == "Up" {
@@ -463,8 +463,15 @@ fn print_bfd(sessions: &[BfdRow]) {
         } else {
             b.local_diag.clone()
         };
+        // The type only, and how many packets failed it: never the key.
+        let auth = match (&b.auth, b.auth_failures) {
+            (None, 0) => "-".to_string(),
+            (None, n) => format!("- ({n} failed)"),
+            (Some(a), 0) => a.clone(),
+            (Some(a), n) => format!("{a} ({n} failed)"),
+        };
         println!(
-            "{:<28} {:<5} {:<9} {:<9} {:>12} {:>7} {:>9} {:>10} {:>5}  {}",
+            "{:<28} {:<5} {:<9} {:<9} {:>12} {:>7} {:>9} {:>10} {:>5}  {:<21} {}",
             b.peer,
             if b.multihop { "multi" } else { "one" },
             b.state,
@@ -475,6 +482,7 @@ fn print_bfd(sessions: &[BfdRow]) {
                 .map_or("-".into(), |d| format!("{} ms", ms(d))),
             b.uptime_seconds.map_or("-".into(), duration),
             b.flaps,
+            auth,
             diag
         );
     }

@@ -105,6 +105,11 @@ fn render_bfd(out: &mut String, sessions: &[BfdSnapshot]) {
             "BFD Control packets discarded by the rules of RFC 5880 6.8.6 and 6.7.",
             |s| s.stats.discarded,
         ),
+        (
+            "petrel_bfd_auth_failures_total",
+            "BFD Control packets discarded for their authentication (RFC 5880 6.7): a key or type unlike the peer's.",
+            |s| s.stats.auth_failures,
+        ),
     ] {
         head(out, name, "counter", help);
         for s in sessions {
@@ -399,6 +404,7 @@ mod tests {
                 tx: 10,
                 rx: 9,
                 discarded: 1,
+                auth_failures: 1,
                 flaps,
             },
             auth: None,
@@ -429,6 +435,10 @@ mod tests {
         assert_eq!(
             value(&t, &format!("petrel_bfd_detection_time_seconds{l}")).as_deref(),
             Some("0.9")
+        );
+        assert_eq!(
+            value(&t, &format!("petrel_bfd_auth_failures_total{l}")).as_deref(),
+            Some("1")
         );
         assert!(!t.contains("petrel_bfd_detection_time_seconds{peer=\"192.0.2.2\""));
         for l in t.lines().filter(|l| l.starts_with("petrel_bfd")) {

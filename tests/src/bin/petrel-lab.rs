@@ -22,8 +22,9 @@ const USAGE: &str =
        petrel-lab down [--name NAME]
 
 The lab is dual-stack (IPv4 and IPv6 pods, sessions and routes) unless
---ipv4-only is given. --rfc8950 (implies --peering file): IPv6 sessions
-only, each carrying the IPv4 routes too, with IPv6 next hops.
+--ipv4-only is given. --rfc8950: IPv6 sessions only, each carrying the
+IPv4 routes too, with IPv6 next hops (from the datastore's records, or
+with --peering file from petreld.toml).
 
 Binaries: petreld, petrelctl, petrel-ipam and petrel-ipam-direct beside
 this one, or in $PETREL_BIN_DIR (and petrel-controller with --kubernetes,
@@ -83,10 +84,7 @@ fn parse() -> Result<Args> {
             }
             "--etcd-proxy" => a.etcd_proxy = true,
             "--ipv4-only" => a.ipv4_only = true,
-            "--rfc8950" => {
-                a.rfc8950 = true;
-                a.peering = Peering::File;
-            }
+            "--rfc8950" => a.rfc8950 = true,
             "--name" => match it.next() {
                 Some(n) => a.name = n,
                 None => bail!("--name needs a value"),

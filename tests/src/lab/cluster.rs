@@ -118,8 +118,9 @@ pub struct Options {
     /// IPv4 over the IPv6 sessions (RFC 8950): no IPv4 session at all;
     /// each IPv6 session carries both families, the IPv4 blocks with the
     /// owner's IPv6 address as next hop, installed `via inet6`. Needs
-    /// [`Options::ipv6`] and [`Peering::File`] (the datastore's mesh makes
-    /// one session per family).
+    /// [`Options::ipv6`]. From the datastore: the ToR's IPv6 record and the
+    /// mesh's IPv6 sessions carry both families (`--families`,
+    /// `--mesh-ipv6-families`), and there is no IPv4 ToR record.
     pub rfc8950: bool,
 }
 
@@ -224,8 +225,8 @@ impl Cluster {
 
     /// Builds the lab without waiting for it to converge.
     pub fn build(lab: Lab, options: Options) -> Result<Cluster> {
-        if options.rfc8950 && !(options.ipv6 && options.peering == Peering::File) {
-            bail!("rfc8950 needs ipv6 and file-configured peers");
+        if options.rfc8950 && !options.ipv6 {
+            bail!("rfc8950 carries IPv4 over IPv6 sessions: it needs ipv6");
         }
         let tor_ns = lab.netns("tor")?;
         tor_ns.ip(&["link", "add", "br0", "type", "bridge"])?;
@@ -302,39 +303,20 @@ impl Cluster {
         let restart = options.restart_time.to_string();
         let hold = options.hold_time.to_string();
         if options.peering == Peering::Datastore {
-            ctl(&[
-                "bgp",
-                "config",
-                "--asn",
-                &NODE_AS.to_string(),
-                "--mesh",
-                "on",
-            ])?;
-            ctl(&[
-                "bgp",
-                "peer",
-                "add",
-                "tor",
-                "--address",
-                TOR_ADDR,
-                "--asn",
-                &TOR_AS.to_string(),
-                "--hold-time",
-                &hold,
-                "--restart-time",
-                &restart,
-            ])?;
-            if options.ipv6 {
-                // A peer record is one session, and a session carries its
-                // transport's family (daemon/src/cluster/peers.rs): the
-                // ToR's IPv6 address is a second record.
+            let asn = NODE_AS.to_string();
+            let mut config = vec!["bgp", "config", "--asn", &asn, "--mesh", "on"];
+            if options.rfc8950 {
+                config.extend(["--mesh-ipv6-families", "ipv4-unicast,ipv6-unicast"]);
+            }
+            ctl(&config)?;
+            if !options.rfc8950 {
                 ctl(&[
                     "bgp",
                     "peer",
                     "add",
-                    "tor6",
+                    "tor",
                     "--address",
-                    TOR_ADDR6,
+                    TOR_ADDR,
                     "--asn",
                     &TOR_AS.to_string(),
                     "--hold-time",
@@ -342,6 +324,30 @@ impl Cluster {
                     "--restart-time",
                     &restart,
                 ])?;
+            }
+            if options.ipv6 {
+                // A peer record is one session, carrying its transport's
+                // family unless `--families` says more: the ToR's IPv6
+                // address is a second record, or with RFC 8950 the only one.
+                let tor_as = TOR_AS.to_string();
+                let mut tor6 = vec![
+                    "bgp",
+                    "peer",
+                    "add",
+                    "tor6",
+                    "--address",
+                    TOR_ADDR6,
+                    "--asn",
+                    &tor_as,
+                    "--hold-time",
+                    &hold,
+                    "--restart-time",
+                    &restart,
+                ];
+                if options.rfc8950 {
+                    tor6.extend(["--families", "ipv4-unicast,ipv6-unicast"]);
+                }
+                ctl(&tor6)?;
             }
         }
 

@@ -30,6 +30,8 @@ pub struct Peer {
     pub max_prefix: Option<(u32, String, u32)>,
     /// BFD (min_rx_ms, min_tx_ms, multiplier).
     pub bfd: Option<(u32, u32, u8)>,
+    /// More fields of the `bfd` inline table, e.g. `multihop = true`.
+    pub bfd_extra: Vec<String>,
     /// `add_path`: (send mode for every family, receive).
     pub add_path: Option<(Option<String>, bool)>,
 }
@@ -53,6 +55,7 @@ impl Peer {
             graceful_restart: None,
             max_prefix: None,
             bfd: None,
+            bfd_extra: Vec::new(),
             add_path: None,
         }
     }
@@ -102,6 +105,20 @@ impl Peer {
     }
     pub fn bfd(mut self, min_rx_ms: u32, min_tx_ms: u32, multiplier: u8) -> Self {
         self.bfd = Some((min_rx_ms, min_tx_ms, multiplier));
+        self
+    }
+    /// Multi-hop BFD (RFC 5883, UDP 4784), with [`Peer::bfd`].
+    pub fn bfd_multihop(mut self) -> Self {
+        self.bfd_extra.push("multihop = true".into());
+        self
+    }
+    /// BFD authentication (RFC 5880 §6.7): `kind` as petreld.toml names it,
+    /// the key in `secret_file`. With [`Peer::bfd`].
+    pub fn bfd_auth(mut self, kind: &str, key_id: u8, secret_file: &std::path::Path) -> Self {
+        self.bfd_extra.push(format!(
+            "auth = {{ type = {kind:?}, key_id = {key_id}, secret_file = {:?} }}",
+            secret_file.to_string_lossy()
+        ));
         self
     }
     pub fn max_prefix(mut self, limit: u32, action: &str, restart_after: u32) -> Self {
@@ -261,9 +278,10 @@ impl Config {
                 let _ = writeln!(c, "graceful_restart = {{ restart_time = {t} }}");
             }
             if let Some((rx, tx, m)) = p.bfd {
+                let extra: String = p.bfd_extra.iter().map(|e| format!(", {e}")).collect();
                 let _ = writeln!(
                     c,
-                    "bfd = {{ min_rx_ms = {rx}, min_tx_ms = {tx}, multiplier = {m} }}"
+                    "bfd = {{ min_rx_ms = {rx}, min_tx_ms = {tx}, multiplier = {m}{extra} }}"
                 );
             }
             if let Some((send, receive)) = &p.add_path {

@@ -316,6 +316,9 @@ fn the_a_bit_must_match_the_session() {
         Err(Discard::MissingAuth)
     );
     assert_eq!(s.state(), State::Down);
+    // Counted as an authentication failure: the operator's sign of a
+    // peer configured otherwise.
+    assert_eq!((s.stats().discarded, s.stats().auth_failures), (1, 1));
 }
 
 #[test]
@@ -761,6 +764,12 @@ fn mismatched_keys_never_come_up() {
         Err(Discard::Auth(crate::bfd::auth::AuthError::Hash))
     );
     assert_eq!(a.state(), State::Down);
+    assert_eq!((a.stats().rx, a.stats().auth_failures), (0, 1));
+    // A discard for another reason is not an authentication failure.
+    let mut p = remote(State::Up);
+    p.your_discriminator = 0xdead;
+    let _ = recv(&mut a, t, &p);
+    assert_eq!((a.stats().discarded, a.stats().auth_failures), (2, 1));
 }
 
 #[test]

@@ -301,6 +301,34 @@ fn ecmp_sends_the_multipath_set() {
 }
 
 #[test]
+fn ecmp_sends_nothing_when_export_policy_rejects_the_best() {
+    let mut r = rib();
+    r.cfg.decision.max_paths = 4;
+    // RFC 7911 §5: the best SHOULD be among the paths sent. Paths with
+    // community 64512:666 are not exported to this receiver.
+    let ecmp = receiver(&mut r, 9, SendMode::Ecmp, |c| {
+        c.export = serde_json::from_str(
+            r#"{"rules":[{"match":{"community":"64512:666"},"action":"reject"}]}"#,
+        )
+        .unwrap();
+    });
+    let (c2, c3) = (client(&mut r, 2), client(&mut r, 3));
+    let out = r.receive(c3, &announce(from(3), &[P]));
+    assert_eq!(sent(&out, ecmp), [reflected(3, 1, "")]);
+    // c2's path ties with c3's and wins the tie (lower originator): it is
+    // the best, and rejected. c3's, still in the multipath set, is
+    // withdrawn rather than left without the best beside it.
+    let mut a = from(2);
+    a.communities = Some(vec![crate::wire::attr::Community(64512 << 16 | 666)]);
+    let out = r.receive(c2, &announce(a, &[P]));
+    assert_eq!(sent(&out, ecmp), ["-10.1.0.0/24 #1"]);
+    assert!(r.adj_rib_out_paths(ecmp).is_empty());
+    // The rejected best goes: c3's is the best again, and is sent.
+    let out = r.receive(c2, &withdraw(&[P]));
+    assert_eq!(sent(&out, ecmp), [reflected(3, 1, "")]);
+}
+
+#[test]
 fn export_policy_and_reflection_rules_apply_per_path() {
     let mut r = rib();
     // Paths with community 64512:666 are not exported to this receiver.
