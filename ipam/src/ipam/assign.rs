@@ -4,7 +4,7 @@
 //! the handle record change in one transaction.
 
 use super::claims::{Claim, CLAIM_ROUNDS};
-use super::{decode, encode, now, retry_on_conflict, Ipam, IpamError, Result, CAS_ATTEMPTS};
+use super::{decode, encode, now, Ipam, IpamError, Result, CAS_ATTEMPTS};
 use crate::borrowed;
 use crate::claim;
 use crate::gateway;
@@ -564,7 +564,7 @@ impl Ipam {
                 Err(e) => return Err(e.into()),
             }
         }
-        retry_on_conflict(&key, || async {
+        super::retry_on_conflict(&key, || async {
             let current = self.read::<Handle>(&key).await?;
             let (mut h, rev) = match current {
                 Some((h, rev)) => (h, Some(rev)),
