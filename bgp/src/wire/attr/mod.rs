@@ -305,8 +305,8 @@ fn reset(sub: UpdateError, data: Bytes) -> Notification {
 /// RFC 4271 §6.3, Optional Attribute Error for an optional attribute (RFC
 /// 4760 §7 for the MP attributes, the only ones the table resets for),
 /// Malformed Attribute List otherwise.
-fn reset_subcode(t: &AttrType) -> UpdateError {
-    match t.category {
+fn reset_subcode(category: Category) -> UpdateError {
+    match category {
         Category::OptionalTransitive | Category::OptionalNonTransitive => {
             UpdateError::OptionalAttributeError
         }
@@ -384,14 +384,17 @@ pub(crate) fn decode_attributes_in(
             v[p + 2] as usize
         };
         // Every decision below reads the type's row.
-        let t = AttrType::rules(code);
+        let t = Rules::by_code(code);
         let start = p + hdr;
         if start + len > v.len() {
             // RFC 7606 §4: the last attribute overruns the attributes field:
             // treat-as-withdraw, unless the attribute's malformation resets
             // the session: MP attributes can't be trusted then (§5.3, §7.11).
             if t.malformed == Action::SessionReset {
-                return Err(reset(reset_subcode(t), buf.slice(base + p..base + v.len())));
+                return Err(reset(
+                    reset_subcode(t.category),
+                    buf.slice(base + p..base + v.len()),
+                ));
             }
             out.errors.push(AttrError {
                 type_code: code,
@@ -426,7 +429,7 @@ pub(crate) fn decode_attributes_in(
         // LOCAL_PREF with a zero flags octet in TABLE_DUMP_V2 RIB entries):
         // there, attributes are decoded by type code alone, as bgpdump does.
         let from_peer = actx == AttrContext::Update;
-        match t.category.flags() {
+        match t.flags {
             // RFC 7606 §3 (c): Optional/Transitive bits in conflict with the
             // type code make the attribute malformed: the row's action,
             // treat-as-withdraw "unless the specification for the attribute
@@ -462,7 +465,7 @@ pub(crate) fn decode_attributes_in(
                 out.attrs.partial &= !(1 << code);
             }
             if t.malformed == Action::SessionReset {
-                return Err(reset(reset_subcode(t), whole()));
+                return Err(reset(reset_subcode(t.category), whole()));
             }
             out.errors.push(AttrError {
                 type_code: code,
