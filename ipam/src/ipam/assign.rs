@@ -352,7 +352,7 @@ impl Ipam {
     }
 
     /// The node's confirmed blocks, from this process's copy when it is
-    /// younger than [`CACHE_TTL`].
+    /// younger than [`super::CACHE_TTL`].
     pub(super) async fn confirmed_blocks(&self, node: &str) -> Result<Vec<IpNet>> {
         if let Some(a) = self.hints.affine(node) {
             return Ok(a);

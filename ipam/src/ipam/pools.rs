@@ -28,7 +28,7 @@ impl Ipam {
     }
 
     /// The config and the pools, in one round trip, or from this
-    /// process's copy if it is younger than [`CACHE_TTL`]: changes made
+    /// process's copy if it is younger than [`super::CACHE_TTL`]: changes made
     /// elsewhere reach a long-running process within that time.
     pub async fn settings(&self) -> Result<(IpamConfig, Vec<Pool>)> {
         if let Some(s) = self.hints.settings() {
