@@ -127,7 +127,7 @@ attr_types! {
     IPV6_EXT_COMMUNITIES = 25, "IPV6_ADDRESS_SPECIFIC_EXTENDED_COMMUNITY", OptionalTransitive, TreatAsWithdraw, AttributeDiscard, Never;
     /// RFC 7311 §3; malformed: RFC 7311 §3.2 (RFC 7606 has no entry).
     AIGP = 26,                "AIGP",               OptionalNonTransitive, AttributeDiscard, AttributeDiscard, Never;
-    /// RFC 9552 §5.3.
+    /// RFC 9552.
     BGP_LS = 29,              "BGP-LS",             Unchecked,             TreatAsWithdraw,  AttributeDiscard, Never;
     /// RFC 8092 §3; malformed: RFC 8092 §6.
     LARGE_COMMUNITY = 32,     "LARGE_COMMUNITY",    OptionalTransitive,    TreatAsWithdraw,  AttributeDiscard, Never;
