@@ -13,9 +13,8 @@
 
 use crate::ipam::{AssignRequest, Ipam, IpamError};
 use crate::model::Attributes;
-use crate::store::embedded::EmbeddedStore;
-use crate::store::etcd::{EtcdConfig, EtcdStore};
-use crate::store::{Store, StoreError};
+use crate::store::etcd::EtcdConfig;
+use crate::store::{Location, Store, StoreError};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -60,18 +59,22 @@ pub fn error_from_store(e: StoreError, status: bool) -> CniError {
     CniError::new(c, "IPAM datastore unavailable", e.to_string())
 }
 
-pub async fn open_store(ds: &DatastoreConfig) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(path) = &ds.path {
-        return Ok(Arc::new(EmbeddedStore::open(
-            path,
-            Duration::from_secs(10),
-        )?));
+/// Where the network config's datastore section points.
+pub fn location(ds: &DatastoreConfig) -> Location {
+    match &ds.path {
+        Some(path) => Location::Embedded(path.clone()),
+        None => {
+            let mut cfg = EtcdConfig::new(ds.etcd_endpoints.clone());
+            cfg.ca = ds.etcd_ca.clone();
+            cfg.cert = ds.etcd_cert.clone();
+            cfg.key = ds.etcd_key.clone();
+            Location::Etcd(cfg)
+        }
     }
-    let mut cfg = EtcdConfig::new(ds.etcd_endpoints.clone());
-    cfg.ca = ds.etcd_ca.clone();
-    cfg.cert = ds.etcd_cert.clone();
-    cfg.key = ds.etcd_key.clone();
-    Ok(Arc::new(EtcdStore::connect(&cfg).await?))
+}
+
+pub async fn open_store(ds: &DatastoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    crate::store::open(&location(ds)).await
 }
 
 /// The host-wide lock, held until dropped (or the process dies).

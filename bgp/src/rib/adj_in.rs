@@ -180,26 +180,26 @@ impl Rib {
     /// the peer negotiated graceful restart, RFC 4724 §4.2) are marked stale
     /// and stay in use; every other path of the peer is removed.
     pub fn peer_down(&mut self, id: PeerId, keep_stale: &[Family]) -> Output {
-        let mut pending = self.peer_down_in_steps(id, keep_stale);
-        self.decide_all(&mut pending)
+        let mut undecided = self.peer_down_in_steps(id, keep_stale);
+        self.decide_all(&mut undecided)
     }
 
     /// [`Rib::peer_down`] for a driver that forwards the outcome in bounded
     /// steps: the peer leaves its update group at once; its paths are taken
     /// out, and the decision process run, step by step as the driver drains
-    /// the result with [`Rib::decide_pending`]. A full table's withdrawal
+    /// the result with [`Rib::decide_undecided`]. A full table's withdrawal
     /// then never exists as one list of a million changes (nor of a million
     /// prefixes). Drain it before anything else is fed to the RIB.
-    pub fn peer_down_in_steps(&mut self, id: PeerId, keep_stale: &[Family]) -> Pending {
+    pub fn peer_down_in_steps(&mut self, id: PeerId, keep_stale: &[Family]) -> Undecided {
         if self.peer(id).is_err() {
-            return Pending::default();
+            return Undecided::default();
         }
         self.leave_group(id);
         if let Ok(p) = self.peer_mut(id) {
             p.session = None;
         }
-        Pending {
-            dirty: PrefixQueue::default(),
+        Undecided {
+            prefixes: PrefixQueue::default(),
             drop: Some(SessionDrop {
                 id,
                 keep: keep_stale.to_vec(),
@@ -208,37 +208,57 @@ impl Rib {
         }
     }
 
-    /// Runs the decision process for up to `max` prefixes of `pending`;
+    /// Runs the decision process for up to `max` prefixes of `undecided`;
     /// `None` once it is done.
-    pub fn decide_pending(&mut self, pending: &mut Pending, max: usize) -> Option<Output> {
+    pub fn decide_undecided(&mut self, undecided: &mut Undecided, max: usize) -> Option<Output> {
         let max = max.max(1);
-        if pending.dirty.len() == 0 {
-            if let Some(d) = &mut pending.drop {
+        if undecided.prefixes.len() == 0 {
+            if let Some(d) = &mut undecided.drop {
                 let keep = &d.keep;
-                d.after = self.sweep_from(d.id, d.after, max, &mut pending.dirty, |prefix, p| {
-                    if keep.contains(&prefix.family()) {
-                        p.flags |= STALE;
-                        Keep::Yes
-                    } else {
-                        Keep::No
-                    }
-                });
+                d.after =
+                    self.sweep_from(d.id, d.after, max, &mut undecided.prefixes, |prefix, p| {
+                        if keep.contains(&prefix.family()) {
+                            p.flags |= STALE;
+                            Keep::Yes
+                        } else {
+                            Keep::No
+                        }
+                    });
                 if d.after.is_none() {
-                    pending.drop = None;
+                    undecided.drop = None;
                 }
             }
         }
-        let step = pending.dirty.take(max);
+        let step = undecided.prefixes.take(max);
         if step.is_empty() {
             return None;
         }
         Some(self.finish(step))
     }
 
-    /// Drains `pending` in one go.
-    fn decide_all(&mut self, pending: &mut Pending) -> Output {
+    /// [`Rib::decide_undecided`] by its old name, for the speaker's call
+    /// sites until they move (they are another branch's); then remove.
+    #[doc(hidden)]
+    pub fn decide_pending(&mut self, undecided: &mut Undecided, max: usize) -> Option<Output> {
+        self.decide_undecided(undecided, max)
+    }
+
+    /// [`Rib::receive_undecided`] by its old name; see
+    /// [`Rib::decide_pending`].
+    #[doc(hidden)]
+    pub fn receive_deferred(
+        &mut self,
+        id: PeerId,
+        update: &Update,
+        undecided: &mut Undecided,
+    ) -> Output {
+        self.receive_undecided(id, update, undecided)
+    }
+
+    /// Drains `undecided` in one go.
+    fn decide_all(&mut self, undecided: &mut Undecided) -> Output {
         let mut out = Output::default();
-        while let Some(o) = self.decide_pending(pending, usize::MAX) {
+        while let Some(o) = self.decide_undecided(undecided, usize::MAX) {
             out.changes.extend(o.changes);
             out.messages.extend(o.messages);
             out.errors.extend(o.errors);
@@ -250,27 +270,27 @@ impl Rib {
     /// treat-as-withdraw is honoured (RFC 7606 §2), NLRI of families the
     /// session did not negotiate are ignored.
     pub fn receive(&mut self, id: PeerId, update: &Update) -> Output {
-        let mut pending = Pending::default();
-        let out = self.receive_deferred(id, update, &mut pending);
-        if pending.is_empty() {
+        let mut undecided = Undecided::default();
+        let out = self.receive_undecided(id, update, &mut undecided);
+        if undecided.is_empty() {
             return out;
         }
-        self.decide_all(&mut pending)
+        self.decide_all(&mut undecided)
     }
 
     /// [`Rib::receive`] with the decision process left for later: the
     /// UPDATE's paths enter Adj-RIB-In at once and its prefixes join
-    /// `pending`, for [`Rib::decide_pending`]. A prefix that several UPDATEs
+    /// `undecided`, for [`Rib::decide_undecided`]. A prefix that several UPDATEs
     /// change before then (several peers sending the same table) is decided
     /// once, on all its paths, instead of once per arrival: RFC 4271 §9.1
     /// runs the decision process on the Adj-RIBs-In as they are, and says
     /// nothing of when. An End-of-RIB marker is acted on at once (its
     /// output is returned; otherwise the output is empty).
-    pub fn receive_deferred(
+    pub fn receive_undecided(
         &mut self,
         id: PeerId,
         update: &Update,
-        pending: &mut Pending,
+        undecided: &mut Undecided,
     ) -> Output {
         let Some(session) = self.peer(id).ok().and_then(|p| p.session.as_ref()) else {
             return Output::default();
@@ -283,16 +303,16 @@ impl Rib {
         let ebgp = self
             .peer(id)
             .is_ok_and(|p| p.kind(&self.cfg) != super::PeerKind::Ibgp);
-        let dirty = &mut pending.dirty;
+        let queue = &mut undecided.prefixes;
         for (_, e) in update.withdrawals() {
             if self.drop_path(id, e.prefix, e.path_id.unwrap_or(0)) {
-                dirty.push(e.prefix);
+                queue.push(e.prefix);
             }
         }
         if update.treat_as_withdraw() {
             for (_, e) in update.announced() {
                 if self.drop_path(id, e.prefix, e.path_id.unwrap_or(0)) {
-                    dirty.push(e.prefix);
+                    queue.push(e.prefix);
                 }
             }
             return Output::default();
@@ -337,7 +357,7 @@ impl Rib {
         for (prefix, path_id, pre) in paths {
             let path = self.import_path(id, prefix, path_id, pre, 0);
             self.put(prefix, path);
-            pending.dirty.push(prefix);
+            undecided.prefixes.push(prefix);
         }
         Output::default()
     }
@@ -481,21 +501,24 @@ impl Rib {
     /// Walks the peer's paths: `f` may change flags that do not affect the
     /// selection (STALE) and says whether to keep each path. Returns the
     /// prefixes whose decision must run.
-    fn sweep(&mut self, id: PeerId, f: impl FnMut(&Prefix, &mut Path) -> Keep) -> Pending {
-        let mut dirty = PrefixQueue::default();
-        self.sweep_from(id, None, usize::MAX, &mut dirty, f);
-        Pending { dirty, drop: None }
+    fn sweep(&mut self, id: PeerId, f: impl FnMut(&Prefix, &mut Path) -> Keep) -> Undecided {
+        let mut prefixes = PrefixQueue::default();
+        self.sweep_from(id, None, usize::MAX, &mut prefixes, f);
+        Undecided {
+            prefixes,
+            drop: None,
+        }
     }
 
     /// [`Rib::sweep`] over the prefixes after `after`, stopping once
-    /// `max` prefixes are queued in `dirty`; returns the last prefix walked
+    /// `max` prefixes are queued in `queue`; returns the last prefix walked
     /// when it stopped early (where to resume), `None` at the table's end.
     fn sweep_from(
         &mut self,
         id: PeerId,
         after: Option<Prefix>,
         max: usize,
-        dirty: &mut PrefixQueue,
+        queue: &mut PrefixQueue,
         mut f: impl FnMut(&Prefix, &mut Path) -> Keep,
     ) -> Option<Prefix> {
         let mut counters = self.peer(id).map(|p| p.counters).unwrap_or_default();
@@ -525,7 +548,7 @@ impl Rib {
                 }
             }
             if removed {
-                dirty.push(prefix);
+                queue.push(prefix);
                 queued += 1;
                 if queued >= max {
                     resume = Some(prefix);
@@ -540,13 +563,15 @@ impl Rib {
     }
 }
 
-/// A bulk operation whose decisions have not all run yet: prefixes known
-/// to need one, and possibly a session drop still to walk. See
-/// [`Rib::peer_down_in_steps`].
+/// What a bulk operation left undecided: prefixes whose decision process
+/// has not run yet, and possibly a session drop still to walk. See
+/// [`Rib::receive_undecided`] and [`Rib::peer_down_in_steps`].
 #[derive(Debug, Default)]
-#[must_use = "drain it with Rib::decide_pending: the RIB is not consistent until then"]
-pub struct Pending {
-    dirty: PrefixQueue,
+#[must_use = "drain it with Rib::decide_undecided: the RIB is not consistent until then"]
+pub struct Undecided {
+    /// Prefixes whose paths changed since their last decision; one may be
+    /// queued more than once.
+    prefixes: PrefixQueue,
     drop: Option<SessionDrop>,
 }
 
@@ -560,16 +585,16 @@ struct SessionDrop {
     after: Option<Prefix>,
 }
 
-impl Pending {
+impl Undecided {
     /// Nothing left to decide.
     pub fn is_empty(&self) -> bool {
-        self.dirty.len() == 0 && self.drop.is_none()
+        self.prefixes.len() == 0 && self.drop.is_none()
     }
 
     /// Prefix decisions queued (a prefix queued twice counts twice; a
     /// session drop's walk not yet done counts nothing).
     pub fn queued(&self) -> usize {
-        self.dirty.len()
+        self.prefixes.len()
     }
 }
 

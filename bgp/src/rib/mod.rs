@@ -95,7 +95,11 @@ mod prefix_map;
 pub mod show;
 
 pub use add_path::{AddPathConfig, SendMode};
-pub use adj_in::Pending;
+pub use adj_in::Undecided;
+/// [`Undecided`] by its old name, for the speaker until its call sites move
+/// (they are another branch's); then remove.
+#[doc(hidden)]
+pub type Pending = Undecided;
 pub use adj_out::{GroupInfo, NextHopMode};
 pub use attrs::{AttrSet, AttrTable};
 pub use decision::{DecisionConfig, PeerKind};

@@ -525,36 +525,36 @@ fn ecmp_multipath_set_in_changes() {
 }
 
 #[test]
-fn deferred_decisions_run_once_on_all_paths() {
+fn undecided_prefixes_are_decided_once_on_all_paths() {
     let mut r = rib();
     let a = peer(&mut r, 2, 65001, |_| {});
     let b = peer(&mut r, 3, 65002, |_| {});
     let watcher = peer(&mut r, 9, 65009, |_| {});
-    let mut pending = Pending::default();
-    let out = r.receive_deferred(
+    let mut undecided = Undecided::default();
+    let out = r.receive_undecided(
         a,
         &announce(
             attrs(&[65001, 1, 2], [192, 0, 2, 2]),
             &["10.16.0.0/24", "10.16.1.0/24"],
         ),
-        &mut pending,
+        &mut undecided,
     );
     assert!(out.changes.is_empty() && out.messages.is_empty());
-    let out = r.receive_deferred(
+    let out = r.receive_undecided(
         b,
         &announce(attrs(&[65002], [192, 0, 2, 3]), &["10.16.0.0/24"]),
-        &mut pending,
+        &mut undecided,
     );
     assert!(out.changes.is_empty() && out.messages.is_empty());
-    assert_eq!(pending.queued(), 3);
+    assert_eq!(undecided.queued(), 3);
     // Nothing decided yet: the Loc-RIB is as before.
     assert!(r.best(&p("10.16.0.0/24")).is_none());
     let mut all = Output::default();
-    while let Some(o) = r.decide_pending(&mut pending, 1) {
+    while let Some(o) = r.decide_undecided(&mut undecided, 1) {
         all.changes.extend(o.changes);
         all.messages.extend(o.messages);
     }
-    assert!(pending.is_empty());
+    assert!(undecided.is_empty());
     // One change per prefix, each decided on every path it had: the shorter
     // path of b wins 10.16.0.0/24 at once; a's longer one never shows.
     assert_eq!(changes(&all), ["10.16.0.0/24 via 2", "10.16.1.0/24 via 1"]);
@@ -565,9 +565,9 @@ fn deferred_decisions_run_once_on_all_paths() {
             "+10.16.1.0/24 path [64512 65001 1 2] nh 192.0.2.1"
         ]
     );
-    // End-of-RIB is acted on at once, not deferred.
-    let _ = r.receive_deferred(a, &Update::end_of_rib(Family::IPV4_UNICAST), &mut pending);
-    assert!(pending.is_empty());
+    // End-of-RIB is acted on at once, not left undecided.
+    let _ = r.receive_undecided(a, &Update::end_of_rib(Family::IPV4_UNICAST), &mut undecided);
+    assert!(undecided.is_empty());
 }
 
 #[test]
@@ -1188,19 +1188,19 @@ fn peer_down_in_steps_matches_peer_down() {
     let all = whole.peer_down(a, &[]);
 
     let (mut stepped, a2, watcher2) = setup();
-    let mut pending = stepped.peer_down_in_steps(a2, &[]);
-    assert!(!pending.is_empty());
+    let mut undecided = stepped.peer_down_in_steps(a2, &[]);
+    assert!(!undecided.is_empty());
     let mut changes = Vec::new();
     let mut lines = Vec::new();
     let mut steps = 0;
-    while let Some(out) = stepped.decide_pending(&mut pending, 7) {
+    while let Some(out) = stepped.decide_undecided(&mut undecided, 7) {
         assert!(out.changes.len() <= 7);
         lines.extend(sent(&out, watcher2));
         changes.extend(out.changes);
         steps += 1;
     }
     assert_eq!(steps, 6);
-    assert!(pending.is_empty());
+    assert!(undecided.is_empty());
     assert_eq!(changes, all.changes);
     let mut whole_lines = sent(&all, watcher);
     whole_lines.sort();

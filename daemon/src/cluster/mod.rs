@@ -29,10 +29,10 @@ use ipnet::IpNet;
 use model::{BgpConfig, ModelError};
 use petrel_bgp::wire::attr::{Community, Origin, PathAttributes};
 use petrel_bgp::wire::Prefix;
-use petrel_ipam::cni::DatastoreConfig;
 use petrel_ipam::keys;
 use petrel_ipam::model::Block;
-use petrel_ipam::store::{KeyValue, Store, StoreError, WatchEvent, WatchReceiver};
+use petrel_ipam::store::etcd::EtcdConfig;
+use petrel_ipam::store::{KeyValue, Location, Store, StoreError, WatchEvent, WatchReceiver};
 use serde::Serialize;
 use state::{ClusterState, Dirty};
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,30 +45,24 @@ use tracing::{debug, info, warn};
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// Opens the configured datastore, as petrel-ipam opens its own.
+/// Opens the configured datastore.
 pub async fn open_store(ds: &config::Datastore) -> Result<Arc<dyn Store>, StoreError> {
-    let c = match ds {
-        config::Datastore::Embedded { path } => DatastoreConfig {
-            etcd_endpoints: Vec::new(),
-            etcd_ca: None,
-            etcd_cert: None,
-            etcd_key: None,
-            path: Some(path.clone()),
-        },
+    let at = match ds {
+        config::Datastore::Embedded { path } => Location::Embedded(path.clone()),
         config::Datastore::Etcd {
             endpoints,
             ca,
             cert,
             key,
-        } => DatastoreConfig {
-            etcd_endpoints: endpoints.clone(),
-            etcd_ca: ca.clone(),
-            etcd_cert: cert.clone(),
-            etcd_key: key.clone(),
-            path: None,
-        },
+        } => {
+            let mut cfg = EtcdConfig::new(endpoints.clone());
+            cfg.ca = ca.clone();
+            cfg.cert = cert.clone();
+            cfg.key = key.clone();
+            Location::Etcd(cfg)
+        }
     };
-    petrel_ipam::cni::open_store(&c).await
+    petrel_ipam::store::open(&at).await
 }
 
 pub use crate::control::BlockRow;

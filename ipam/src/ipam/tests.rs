@@ -4,7 +4,11 @@
 use super::*;
 use crate::check::Problem;
 use crate::model::Encapsulation;
+use crate::model::{Affinity, AffinityState, Attributes, Block, IpamConfig, Node, Pool, PoolUse};
 use crate::store::memory::MemoryStore;
+use crate::{gateway, keys};
+use ipnet::IpNet;
+use std::collections::{BTreeSet, HashSet};
 
 fn pool(name: &str, cidr: &str, block: u8) -> Pool {
     Pool {

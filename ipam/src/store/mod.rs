@@ -19,6 +19,8 @@ pub mod memory;
 
 use async_trait::async_trait;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A stored value with the revision of its last modification.
@@ -147,6 +149,29 @@ impl WatchEvent {
             WatchEvent::Delete { key, .. } => key,
         }
     }
+}
+
+/// Which datastore to open: all a process needs, whatever its own
+/// configuration looks like (the daemon's file, a CNI network config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The embedded store at this path (one node, no etcd).
+    Embedded(PathBuf),
+    Etcd(etcd::EtcdConfig),
+}
+
+/// How long opening the embedded store waits while another process holds
+/// it.
+const EMBEDDED_OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens the datastore at `at`.
+pub async fn open(at: &Location) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match at {
+        Location::Embedded(path) => {
+            Arc::new(embedded::EmbeddedStore::open(path, EMBEDDED_OPEN_WAIT)?)
+        }
+        Location::Etcd(cfg) => Arc::new(etcd::EtcdStore::connect(cfg).await?),
+    })
 }
 
 /// Events of one watch, through a bounded channel: a consumer that does not

@@ -489,17 +489,17 @@ fn an_identifier_passed_to_the_path_of_a_peer_that_held_it_is_withdrawn_from_tha
     let a = receiver(&mut r, 9, SendMode::All, |_| {});
     let b = receiver(&mut r, 8, SendMode::All, |_| {});
     r.receive(a, &announce(from(9), &[P]));
-    // In one pass (decisions deferred, as the speaker does under load): a's
+    // In one pass (decisions left undecided, as the speaker does under load): a's
     // path #1 goes, b's comes and takes #1. Everyone but b gets it as a
     // replacement; b, which held #1 (a's) and must not get its own path
     // back, gets a withdrawal.
-    let mut pending = crate::rib::Pending::default();
-    let mut out = r.receive_deferred(a, &withdraw(&[P]), &mut pending);
+    let mut undecided = crate::rib::Undecided::default();
+    let mut out = r.receive_undecided(a, &withdraw(&[P]), &mut undecided);
     out.messages.extend(
-        r.receive_deferred(b, &announce(from(8), &[P]), &mut pending)
+        r.receive_undecided(b, &announce(from(8), &[P]), &mut undecided)
             .messages,
     );
-    while let Some(o) = r.decide_pending(&mut pending, 64) {
+    while let Some(o) = r.decide_undecided(&mut undecided, 64) {
         out.messages.extend(o.messages);
     }
     assert_eq!(sent(&out, a), [reflected(8, 1, "")]);

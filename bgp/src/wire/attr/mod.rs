@@ -5,15 +5,18 @@
 //! transitive attributes travel on untouched (with the Partial bit, RFC 4271
 //! §5). Decoding applies RFC 7606: each problem is classified as attribute
 //! discard, treat-as-withdraw or session reset ([`Action`]), the first two are
-//! recorded on the result and the last becomes a NOTIFICATION.
+//! recorded on the result and the last becomes a NOTIFICATION. What each
+//! type calls for, with its flags and its name, is its row in [`types`].
 
 pub mod as_path;
 pub mod community;
 pub mod mp;
+pub mod types;
 
 pub use as_path::{AsPath, AsPathError, Segment, SegmentType};
 pub use community::{Community, ExtCommunity, Ipv6ExtCommunity, LargeCommunity};
 pub use mp::{MpError, MpReach, MpUnreach, NextHop};
+pub use types::*;
 
 use super::codec::CodecContext;
 use super::family::Family;
@@ -28,88 +31,9 @@ pub const FLAG_TRANSITIVE: u8 = 0x40;
 pub const FLAG_PARTIAL: u8 = 0x20;
 pub const FLAG_EXTENDED_LENGTH: u8 = 0x10;
 
-pub const ORIGIN: u8 = 1;
-pub const AS_PATH: u8 = 2;
-pub const NEXT_HOP: u8 = 3;
-pub const MULTI_EXIT_DISC: u8 = 4;
-pub const LOCAL_PREF: u8 = 5;
-pub const ATOMIC_AGGREGATE: u8 = 6;
-pub const AGGREGATOR: u8 = 7;
-pub const COMMUNITIES: u8 = 8;
-pub const ORIGINATOR_ID: u8 = 9;
-pub const CLUSTER_LIST: u8 = 10;
-pub const MP_REACH_NLRI: u8 = 14;
-pub const MP_UNREACH_NLRI: u8 = 15;
-pub const EXTENDED_COMMUNITIES: u8 = 16;
-pub const AS4_PATH: u8 = 17;
-pub const AS4_AGGREGATOR: u8 = 18;
-pub const IPV6_EXT_COMMUNITIES: u8 = 25;
-pub const AIGP: u8 = 26;
-pub const LARGE_COMMUNITY: u8 = 32;
-pub const OTC: u8 = 35;
-pub const ATTR_SET: u8 = 128;
-
 /// The attribute's name for logs.
 pub fn type_name(code: u8) -> &'static str {
-    match code {
-        ORIGIN => "ORIGIN",
-        AS_PATH => "AS_PATH",
-        NEXT_HOP => "NEXT_HOP",
-        MULTI_EXIT_DISC => "MULTI_EXIT_DISC",
-        LOCAL_PREF => "LOCAL_PREF",
-        ATOMIC_AGGREGATE => "ATOMIC_AGGREGATE",
-        AGGREGATOR => "AGGREGATOR",
-        COMMUNITIES => "COMMUNITIES",
-        ORIGINATOR_ID => "ORIGINATOR_ID",
-        CLUSTER_LIST => "CLUSTER_LIST",
-        MP_REACH_NLRI => "MP_REACH_NLRI",
-        MP_UNREACH_NLRI => "MP_UNREACH_NLRI",
-        EXTENDED_COMMUNITIES => "EXTENDED_COMMUNITIES",
-        AS4_PATH => "AS4_PATH",
-        AS4_AGGREGATOR => "AS4_AGGREGATOR",
-        22 => "PMSI_TUNNEL",
-        23 => "TUNNEL_ENCAPSULATION",
-        IPV6_EXT_COMMUNITIES => "IPV6_ADDRESS_SPECIFIC_EXTENDED_COMMUNITY",
-        AIGP => "AIGP",
-        29 => "BGP-LS",
-        LARGE_COMMUNITY => "LARGE_COMMUNITY",
-        33 => "BGPsec_PATH",
-        OTC => "OTC",
-        40 => "PREFIX_SID",
-        ATTR_SET => "ATTR_SET",
-        _ => "unknown",
-    }
-}
-
-/// The Optional and Transitive bits a known attribute must carry
-/// (RFC 4271 §5 and each attribute's RFC). `None` for unknown codes.
-fn expected_flags(code: u8) -> Option<u8> {
-    const WK: u8 = FLAG_TRANSITIVE;
-    const OT: u8 = FLAG_OPTIONAL | FLAG_TRANSITIVE;
-    const ON: u8 = FLAG_OPTIONAL;
-    Some(match code {
-        ORIGIN | AS_PATH | NEXT_HOP | LOCAL_PREF | ATOMIC_AGGREGATE => WK,
-        MULTI_EXIT_DISC | ORIGINATOR_ID | CLUSTER_LIST | MP_REACH_NLRI | MP_UNREACH_NLRI | AIGP => {
-            ON
-        }
-        AGGREGATOR | COMMUNITIES | EXTENDED_COMMUNITIES | AS4_PATH | AS4_AGGREGATOR
-        | IPV6_EXT_COMMUNITIES | LARGE_COMMUNITY | OTC | ATTR_SET => OT,
-        _ => return None,
-    })
-}
-
-/// What a malformed instance of a known attribute calls for (RFC 7606 §7,
-/// RFC 6793 §6, RFC 7311 §3.2): attributes that do not affect route selection
-/// are discarded (§3 (f)), the MP attributes reset the session, the rest are
-/// treat-as-withdraw.
-fn malformed_action(code: u8) -> Action {
-    match code {
-        ATOMIC_AGGREGATE | AGGREGATOR | AS4_PATH | AS4_AGGREGATOR | AIGP => {
-            Action::AttributeDiscard
-        }
-        MP_REACH_NLRI | MP_UNREACH_NLRI => Action::SessionReset,
-        _ => Action::TreatAsWithdraw,
-    }
+    AttrType::rules(code).name
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -377,6 +301,19 @@ fn reset(sub: UpdateError, data: Bytes) -> Notification {
     Notification::new(ErrorCode::Update(sub), data)
 }
 
+/// The NOTIFICATION subcode when a malformed attribute resets the session:
+/// RFC 4271 §6.3, Optional Attribute Error for an optional attribute (RFC
+/// 4760 §7 for the MP attributes, the only ones the table resets for),
+/// Malformed Attribute List otherwise.
+fn reset_subcode(category: Category) -> UpdateError {
+    match category {
+        Category::OptionalTransitive | Category::OptionalNonTransitive => {
+            UpdateError::OptionalAttributeError
+        }
+        Category::WellKnown | Category::Unchecked => UpdateError::MalformedAttributeList,
+    }
+}
+
 /// Decodes the Path Attributes field of an UPDATE (or an MRT RIB entry).
 /// Returns `Err` only for errors that require a session reset.
 pub fn decode_attributes(
@@ -446,13 +383,16 @@ pub(crate) fn decode_attributes_in(
         } else {
             v[p + 2] as usize
         };
+        // Every decision below reads the type's row.
+        let t = Rules::by_code(code);
         let start = p + hdr;
         if start + len > v.len() {
-            // RFC 7606 §4: the last attribute overruns the attributes field.
-            // MP attributes can't be trusted then: RFC 7606 §5.3 / §7.11.
-            if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
+            // RFC 7606 §4: the last attribute overruns the attributes field:
+            // treat-as-withdraw, unless the attribute's malformation resets
+            // the session: MP attributes can't be trusted then (§5.3, §7.11).
+            if t.malformed == Action::SessionReset {
                 return Err(reset(
-                    UpdateError::OptionalAttributeError,
+                    reset_subcode(t.category),
                     buf.slice(base + p..base + v.len()),
                 ));
             }
@@ -472,13 +412,13 @@ pub(crate) fn decode_attributes_in(
         if *slot & bit != 0 {
             // RFC 7606 §3 (g): a repeated MP_REACH_NLRI or MP_UNREACH_NLRI is
             // Malformed Attribute List; any other repeat is discarded.
-            if code == MP_REACH_NLRI || code == MP_UNREACH_NLRI {
+            if t.repeated == Action::SessionReset {
                 return Err(reset(UpdateError::MalformedAttributeList, Bytes::new()));
             }
             out.errors.push(AttrError {
                 type_code: code,
                 kind: AttrErrorKind::Duplicate,
-                action: Action::AttributeDiscard,
+                action: t.repeated,
             });
             continue;
         }
@@ -489,22 +429,21 @@ pub(crate) fn decode_attributes_in(
         // LOCAL_PREF with a zero flags octet in TABLE_DUMP_V2 RIB entries):
         // there, attributes are decoded by type code alone, as bgpdump does.
         let from_peer = actx == AttrContext::Update;
-        match expected_flags(code) {
+        match t.flags {
             // RFC 7606 §3 (c): Optional/Transitive bits in conflict with the
-            // type code make the attribute malformed: treat-as-withdraw,
-            // "unless the specification for the attribute mandates different
-            // handling" (§3 (f), §7.6, §7.7: discard; §7.11, §7.12: reset).
+            // type code make the attribute malformed: the row's action,
+            // treat-as-withdraw "unless the specification for the attribute
+            // mandates different handling".
             Some(expected)
                 if from_peer && flags & (FLAG_OPTIONAL | FLAG_TRANSITIVE) != expected =>
             {
-                let action = malformed_action(code);
-                if action == Action::SessionReset {
+                if t.malformed == Action::SessionReset {
                     return Err(reset(UpdateError::AttributeFlagsError, whole()));
                 }
                 out.errors.push(AttrError {
                     type_code: code,
                     kind: AttrErrorKind::Flags,
-                    action,
+                    action: t.malformed,
                 });
                 continue;
             }
@@ -518,29 +457,20 @@ pub(crate) fn decode_attributes_in(
 
         // RFC 4271 §5: remember a Partial bit on typed optional transitive
         // attributes so that it is sent on as received.
-        if flags & FLAG_PARTIAL != 0
-            && code < 64
-            && expected_flags(code) == Some(FLAG_OPTIONAL | FLAG_TRANSITIVE)
-        {
+        if flags & FLAG_PARTIAL != 0 && code < 64 && t.category == Category::OptionalTransitive {
             out.attrs.partial |= 1 << code;
         }
-        if let Err((kind, action)) =
-            decode_one(ctx, actx, flags, code, buf, base + start..end, &mut out)
-        {
+        if let Err(kind) = decode_one(ctx, actx, flags, code, buf, base + start..end, &mut out) {
             if code < 64 {
                 out.attrs.partial &= !(1 << code);
             }
-            if action == Action::SessionReset {
-                let sub = match code {
-                    MP_REACH_NLRI | MP_UNREACH_NLRI => UpdateError::OptionalAttributeError,
-                    _ => UpdateError::MalformedAttributeList,
-                };
-                return Err(reset(sub, whole()));
+            if t.malformed == Action::SessionReset {
+                return Err(reset(reset_subcode(t.category), whole()));
             }
             out.errors.push(AttrError {
                 type_code: code,
                 kind,
-                action,
+                action: t.malformed,
             });
         }
     }
@@ -561,28 +491,37 @@ pub(crate) fn missing_mandatory(
     if !has_v4_nlri && !has_mp_nlri {
         return None;
     }
-    // RFC 4271 §5: ORIGIN and AS_PATH always; NEXT_HOP only for NLRI in the
-    // UPDATE's own NLRI field (RFC 4760 §3).
-    let missing = if attrs.origin.is_none() && !errors.iter().any(|e| e.type_code == ORIGIN) {
-        Some(ORIGIN)
-    } else if attrs.as_path.is_none() && !errors.iter().any(|e| e.type_code == AS_PATH) {
-        Some(AS_PATH)
-    } else if has_v4_nlri
-        && attrs.next_hop.is_none()
-        && !errors.iter().any(|e| e.type_code == NEXT_HOP)
-    {
-        Some(NEXT_HOP)
-    } else {
-        None
-    };
-    missing.map(|type_code| AttrError {
-        type_code,
-        kind: AttrErrorKind::Missing,
-        action: Action::TreatAsWithdraw,
-    })
+    // RFC 4271 §5, per the rows' `required`; the first missing one.
+    REQUIRED
+        .iter()
+        .find(|t| {
+            let needed = match t.required {
+                Required::Always => true,
+                Required::WithIpv4Nlri => has_v4_nlri,
+                Required::Never => false,
+            };
+            needed && !present(attrs, t.code) && !errors.iter().any(|e| e.type_code == t.code)
+        })
+        .map(|t| AttrError {
+            type_code: t.code,
+            kind: AttrErrorKind::Missing,
+            action: Action::TreatAsWithdraw,
+        })
 }
 
-type AttrResult = Result<(), (AttrErrorKind, Action)>;
+/// Whether a type an UPDATE may have to carry arrived. A required row
+/// without an arm here counts as missing, which its tests catch.
+fn present(attrs: &PathAttributes, code: u8) -> bool {
+    match code {
+        ORIGIN => attrs.origin.is_some(),
+        AS_PATH => attrs.as_path.is_some(),
+        NEXT_HOP => attrs.next_hop.is_some(),
+        _ => false,
+    }
+}
+
+/// What was wrong with a value; the row says what that calls for.
+type AttrResult = Result<(), AttrErrorKind>;
 
 fn u32_of(v: &[u8]) -> u32 {
     u32::from_be_bytes([v[0], v[1], v[2], v[3]])
@@ -601,70 +540,66 @@ fn decode_one(
     range: Range<usize>,
     out: &mut AttrSink<'_>,
 ) -> AttrResult {
-    use Action::*;
     use AttrErrorKind::*;
     let v = &buf[range.clone()];
     let value = || buf.slice(range.clone());
     let a = &mut *out.attrs;
     match code {
         ORIGIN => {
-            // RFC 7606 §7.1: wrong length or undefined value: treat-as-withdraw.
+            // RFC 7606 §7.1: wrong length or undefined value.
             if v.len() != 1 {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             a.origin = Some(match v[0] {
                 0 => Origin::Igp,
                 1 => Origin::Egp,
                 2 => Origin::Incomplete,
-                _ => return Err((InvalidOrigin, TreatAsWithdraw)),
+                _ => return Err(InvalidOrigin),
             });
         }
         AS_PATH => {
-            // RFC 7606 §7.2: a syntactically malformed AS_PATH: treat-as-withdraw.
-            a.as_path = Some(
-                as_path::AsPath::decode(v, ctx.four_octet_as)
-                    .map_err(|e| (AsPath(e), TreatAsWithdraw))?,
-            );
+            // RFC 7606 §7.2: a syntactically malformed AS_PATH.
+            a.as_path = Some(as_path::AsPath::decode(v, ctx.four_octet_as).map_err(AsPath)?);
         }
         NEXT_HOP => {
-            // RFC 7606 §7.3: length other than 4: treat-as-withdraw.
+            // RFC 7606 §7.3: length other than 4.
             if v.len() != 4 {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             let nh = ipv4_of(v);
             // RFC 4271 §6.3 and RFC 7606 §3 (e): a NEXT_HOP that cannot be a
             // unicast neighbour makes the routes unusable, but must not reset
-            // the session: treat-as-withdraw. (Whether it is one of our own
+            // the session. (Whether it is one of our own
             // addresses is the session's check.)
             if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
-                return Err((InvalidNextHop, TreatAsWithdraw));
+                return Err(InvalidNextHop);
             }
             a.next_hop = Some(nh);
         }
         MULTI_EXIT_DISC => {
-            // RFC 7606 §7.4: length other than 4: treat-as-withdraw.
+            // RFC 7606 §7.4: length other than 4.
             if v.len() != 4 {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             a.med = Some(u32_of(v));
         }
         LOCAL_PREF => {
-            // RFC 7606 §7.5: length other than 4: treat-as-withdraw. (Discarding
-            // it from external peers is the session's job: the codec can't tell.)
+            // RFC 7606 §7.5: length other than 4. (Discarding it from
+            // external peers is the session's job: the codec can't tell.)
             if v.len() != 4 {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             a.local_pref = Some(u32_of(v));
         }
         ATOMIC_AGGREGATE => {
-            // RFC 7606 §7.6: length other than 0: attribute discard.
+            // RFC 7606 §7.6: length other than 0.
             if !v.is_empty() {
-                return Err((Length, AttributeDiscard));
+                return Err(Length);
             }
             a.atomic_aggregate = true;
         }
         AGGREGATOR => {
-            // RFC 7606 §7.7: length other than 6 (or 8 with 4-octet AS): attribute discard.
+            // RFC 7606 §7.7: length other than 6 (or 8 with 4-octet AS).
             a.rare_mut().aggregator = Some(match (v.len(), ctx.four_octet_as) {
                 (6, false) => Aggregator {
                     asn: u16::from_be_bytes([v[0], v[1]]) as u32,
@@ -674,50 +609,48 @@ fn decode_one(
                     asn: u32_of(v),
                     addr: ipv4_of(&v[4..]),
                 },
-                _ => return Err((Length, AttributeDiscard)),
+                _ => return Err(Length),
             });
         }
         COMMUNITIES => {
-            // RFC 7606 §7.8: length zero or not a multiple of 4: treat-as-withdraw.
+            // RFC 7606 §7.8: length zero or not a multiple of 4.
             if v.is_empty() || !v.len().is_multiple_of(4) {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             a.communities = Some(v.chunks_exact(4).map(|c| Community(u32_of(c))).collect());
         }
         ORIGINATOR_ID => {
-            // RFC 7606 §7.9: length other than 4: treat-as-withdraw.
+            // RFC 7606 §7.9: length other than 4.
             if v.len() != 4 {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             a.originator_id = Some(ipv4_of(v));
         }
         CLUSTER_LIST => {
-            // RFC 7606 §7.10: length zero or not a multiple of 4: treat-as-withdraw.
+            // RFC 7606 §7.10: length zero or not a multiple of 4.
             if v.is_empty() || !v.len().is_multiple_of(4) {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             a.cluster_list = Some(v.chunks_exact(4).map(ipv4_of).collect());
         }
         MP_REACH_NLRI => {
-            // RFC 7606 §7.11: a malformed MP_REACH_NLRI: session reset (we do
-            // not implement the AFI/SAFI-disable alternative).
+            // RFC 7606 §7.11: a malformed MP_REACH_NLRI.
             let mp = match actx {
                 AttrContext::Update => MpReach::decode(&value(), |f| ctx.add_path_rx.contains(f)),
                 AttrContext::MrtRib(family) => MpReach::decode_rib(&value(), family),
             };
-            *out.mp_reach = Some(mp.map_err(|_| (Length, SessionReset))?);
+            *out.mp_reach = Some(mp.map_err(|_| Length)?);
         }
         MP_UNREACH_NLRI => {
-            // RFC 7606 §7.12: a malformed MP_UNREACH_NLRI: session reset.
+            // RFC 7606 §7.12: a malformed MP_UNREACH_NLRI.
             *out.mp_unreach = Some(
-                MpUnreach::decode(&value(), |f| ctx.add_path_rx.contains(f))
-                    .map_err(|_| (Length, SessionReset))?,
+                MpUnreach::decode(&value(), |f| ctx.add_path_rx.contains(f)).map_err(|_| Length)?,
             );
         }
         EXTENDED_COMMUNITIES => {
-            // RFC 7606 §7.14: length not a multiple of 8: treat-as-withdraw.
+            // RFC 7606 §7.14: length not a multiple of 8.
             if v.is_empty() || !v.len().is_multiple_of(8) {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             a.rare_mut().ext_communities = Some(
                 v.chunks_exact(8)
@@ -726,19 +659,18 @@ fn decode_one(
             );
         }
         AS4_PATH => {
-            // RFC 6793 §6: a malformed AS4_PATH is discarded, and so is one
-            // carrying confederation segments.
-            let path =
-                as_path::AsPath::decode(v, true).map_err(|e| (AsPath(e), AttributeDiscard))?;
+            // RFC 6793 §6: a malformed AS4_PATH, or one carrying
+            // confederation segments.
+            let path = as_path::AsPath::decode(v, true).map_err(AsPath)?;
             if path.segments().any(|s| s.kind.is_confed()) {
-                return Err((AsPath(AsPathError::BadSegmentType(3)), AttributeDiscard));
+                return Err(AsPath(AsPathError::BadSegmentType(3)));
             }
             a.rare_mut().as4_path = Some(path);
         }
         AS4_AGGREGATOR => {
-            // RFC 6793 §6: length other than 8: attribute discard.
+            // RFC 6793 §6: length other than 8.
             if v.len() != 8 {
-                return Err((Length, AttributeDiscard));
+                return Err(Length);
             }
             a.rare_mut().as4_aggregator = Some(Aggregator {
                 asn: u32_of(v),
@@ -746,9 +678,9 @@ fn decode_one(
             });
         }
         IPV6_EXT_COMMUNITIES => {
-            // RFC 7606 §7.15: length not a multiple of 20: treat-as-withdraw.
+            // RFC 7606 §7.15: length not a multiple of 20.
             if v.is_empty() || !v.len().is_multiple_of(20) {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             a.rare_mut().ipv6_ext_communities = Some(
                 v.chunks_exact(20)
@@ -757,9 +689,9 @@ fn decode_one(
             );
         }
         LARGE_COMMUNITY => {
-            // RFC 8092 §6: length zero or not a multiple of 12: treat-as-withdraw.
+            // RFC 8092 §6: length zero or not a multiple of 12.
             if v.is_empty() || !v.len().is_multiple_of(12) {
-                return Err((Length, TreatAsWithdraw));
+                return Err(Length);
             }
             a.rare_mut().large_communities = Some(
                 v.chunks_exact(12)
@@ -772,16 +704,16 @@ fn decode_one(
             );
         }
         OTC if v.len() != 4 => {
-            // RFC 9234 §5: an OTC attribute of length other than 4: treat-as-withdraw.
-            return Err((Length, TreatAsWithdraw));
+            // RFC 9234 §5: an OTC attribute of length other than 4.
+            return Err(Length);
         }
         ATTR_SET if v.len() < 4 => {
-            // RFC 7606 §7.16 / RFC 6368 §5: ATTR_SET shorter than its origin AS: treat-as-withdraw.
-            return Err((Length, TreatAsWithdraw));
+            // RFC 7606 §7.16 / RFC 6368 §5: ATTR_SET shorter than its origin AS.
+            return Err(Length);
         }
         AIGP if v.len() < 3 => {
-            // RFC 7311 §3.2: a malformed AIGP is discarded.
-            return Err((Length, AttributeDiscard));
+            // RFC 7311 §3.2: a malformed AIGP.
+            return Err(Length);
         }
         // The Extended Length bit is framing, derived again on encode.
         _ => a.rare_mut().other.push(RawAttribute {
@@ -848,9 +780,12 @@ impl PathAttributes {
     /// Encodes the attributes in ascending type-code order (RFC 4271 §5
     /// recommends it), each with the extended-length bit only when needed.
     pub fn encode(&self, ctx: &CodecContext, out: &mut BytesMut) {
-        const WK: u8 = FLAG_TRANSITIVE;
-        const OT: u8 = FLAG_OPTIONAL | FLAG_TRANSITIVE;
-        const ON: u8 = FLAG_OPTIONAL;
+        // Each type's flags from its row, at compile time.
+        macro_rules! flags {
+            ($code:expr) => {
+                const { AttrType::flags_of($code) }
+            };
+        }
         let four = ctx.four_octet_as;
         let mut others = self.rare().other.iter().peekable();
         let mut flush_others_below = |code: u8, out: &mut BytesMut| {
@@ -860,34 +795,44 @@ impl PathAttributes {
             }
         };
         if let Some(o) = self.origin {
-            put_header(out, WK, ORIGIN, 1);
+            put_header(out, flags!(ORIGIN), ORIGIN, 1);
             out.put_u8(o as u8);
         }
         if let Some(p) = &self.as_path {
-            put_header(out, WK, AS_PATH, p.encoded_len(four));
+            put_header(out, flags!(AS_PATH), AS_PATH, p.encoded_len(four));
             p.encode(four, out);
         }
         if let Some(nh) = self.next_hop {
-            put_header(out, WK, NEXT_HOP, 4);
+            put_header(out, flags!(NEXT_HOP), NEXT_HOP, 4);
             out.put_slice(&nh.octets());
         }
         if let Some(m) = self.med {
-            put_header(out, ON, MULTI_EXIT_DISC, 4);
+            put_header(out, flags!(MULTI_EXIT_DISC), MULTI_EXIT_DISC, 4);
             out.put_u32(m);
         }
         if let Some(l) = self.local_pref {
-            put_header(out, WK, LOCAL_PREF, 4);
+            put_header(out, flags!(LOCAL_PREF), LOCAL_PREF, 4);
             out.put_u32(l);
         }
         if self.atomic_aggregate {
-            put_header(out, WK, ATOMIC_AGGREGATE, 0);
+            put_header(out, flags!(ATOMIC_AGGREGATE), ATOMIC_AGGREGATE, 0);
         }
         if let Some(a) = self.rare().aggregator {
             if four {
-                put_header(out, OT | self.partial_flag(AGGREGATOR), AGGREGATOR, 8);
+                put_header(
+                    out,
+                    flags!(AGGREGATOR) | self.partial_flag(AGGREGATOR),
+                    AGGREGATOR,
+                    8,
+                );
                 out.put_u32(a.asn);
             } else {
-                put_header(out, OT | self.partial_flag(AGGREGATOR), AGGREGATOR, 6);
+                put_header(
+                    out,
+                    flags!(AGGREGATOR) | self.partial_flag(AGGREGATOR),
+                    AGGREGATOR,
+                    6,
+                );
                 out.put_u16(u16::try_from(a.asn).unwrap_or(super::open::AS_TRANS));
             }
             out.put_slice(&a.addr.octets());
@@ -895,7 +840,7 @@ impl PathAttributes {
         if let Some(c) = &self.communities {
             put_header(
                 out,
-                OT | self.partial_flag(COMMUNITIES),
+                flags!(COMMUNITIES) | self.partial_flag(COMMUNITIES),
                 COMMUNITIES,
                 4 * c.len(),
             );
@@ -904,11 +849,11 @@ impl PathAttributes {
             }
         }
         if let Some(o) = self.originator_id {
-            put_header(out, ON, ORIGINATOR_ID, 4);
+            put_header(out, flags!(ORIGINATOR_ID), ORIGINATOR_ID, 4);
             out.put_slice(&o.octets());
         }
         if let Some(c) = &self.cluster_list {
-            put_header(out, ON, CLUSTER_LIST, 4 * c.len());
+            put_header(out, flags!(CLUSTER_LIST), CLUSTER_LIST, 4 * c.len());
             for x in c {
                 out.put_slice(&x.octets());
             }
@@ -917,7 +862,7 @@ impl PathAttributes {
         if let Some(c) = &self.rare().ext_communities {
             put_header(
                 out,
-                OT | self.partial_flag(EXTENDED_COMMUNITIES),
+                flags!(EXTENDED_COMMUNITIES) | self.partial_flag(EXTENDED_COMMUNITIES),
                 EXTENDED_COMMUNITIES,
                 8 * c.len(),
             );
@@ -929,7 +874,7 @@ impl PathAttributes {
         if let Some(p) = as4 {
             put_header(
                 out,
-                OT | self.partial_flag(AS4_PATH),
+                flags!(AS4_PATH) | self.partial_flag(AS4_PATH),
                 AS4_PATH,
                 p.encoded_len(true),
             );
@@ -942,7 +887,7 @@ impl PathAttributes {
         {
             put_header(
                 out,
-                OT | self.partial_flag(AS4_AGGREGATOR),
+                flags!(AS4_AGGREGATOR) | self.partial_flag(AS4_AGGREGATOR),
                 AS4_AGGREGATOR,
                 8,
             );
@@ -953,7 +898,7 @@ impl PathAttributes {
         if let Some(c) = &self.rare().ipv6_ext_communities {
             put_header(
                 out,
-                OT | self.partial_flag(IPV6_EXT_COMMUNITIES),
+                flags!(IPV6_EXT_COMMUNITIES) | self.partial_flag(IPV6_EXT_COMMUNITIES),
                 IPV6_EXT_COMMUNITIES,
                 20 * c.len(),
             );
@@ -965,7 +910,7 @@ impl PathAttributes {
         if let Some(c) = &self.rare().large_communities {
             put_header(
                 out,
-                OT | self.partial_flag(LARGE_COMMUNITY),
+                flags!(LARGE_COMMUNITY) | self.partial_flag(LARGE_COMMUNITY),
                 LARGE_COMMUNITY,
                 12 * c.len(),
             );
@@ -1062,12 +1007,22 @@ pub(crate) fn mp_unreach_len(mp: &MpUnreach) -> usize {
 }
 
 pub(crate) fn encode_mp_reach(mp: &MpReach, out: &mut BytesMut) {
-    put_header(out, FLAG_OPTIONAL, MP_REACH_NLRI, mp.encoded_len());
+    put_header(
+        out,
+        const { AttrType::flags_of(MP_REACH_NLRI) },
+        MP_REACH_NLRI,
+        mp.encoded_len(),
+    );
     mp.encode(out);
 }
 
 pub(crate) fn encode_mp_unreach(mp: &MpUnreach, out: &mut BytesMut) {
-    put_header(out, FLAG_OPTIONAL, MP_UNREACH_NLRI, mp.encoded_len());
+    put_header(
+        out,
+        const { AttrType::flags_of(MP_UNREACH_NLRI) },
+        MP_UNREACH_NLRI,
+        mp.encoded_len(),
+    );
     mp.encode(out);
 }
 
@@ -1081,6 +1036,31 @@ mod tests {
         let mut h = DefaultHasher::new();
         a.hash(&mut h);
         h.finish()
+    }
+
+    /// Every row an announcement may need has a presence check: with all
+    /// of them there, none is missing; without one, that one is (RFC 7606
+    /// §3 (d)), in table order.
+    #[test]
+    fn missing_mandatory_reads_every_required_row() {
+        let full = PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::decode(&[], true).unwrap()),
+            next_hop: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            ..Default::default()
+        };
+        assert_eq!(missing_mandatory(&full, None, &[], true), None);
+        for t in &REQUIRED {
+            let mut a = full.clone();
+            match t.code {
+                ORIGIN => a.origin = None,
+                AS_PATH => a.as_path = None,
+                NEXT_HOP => a.next_hop = None,
+                c => panic!("required type {c} has no field in this test"),
+            }
+            let e = missing_mandatory(&a, None, &[], true).map(|e| (e.type_code, e.kind));
+            assert_eq!(e, Some((t.code, AttrErrorKind::Missing)), "{}", t.name);
+        }
     }
 
     /// No rare attributes and an empty box are the same set: interning and
