@@ -403,8 +403,10 @@ fn restart_state_bit_is_cleared_for_the_next_open() {
         .capabilities()
         .any(|c| matches!(c, Capability::GracefulRestart(g) if g.restarting())));
     f.set_restart_state(false);
-    f.handle(Event::TcpFails);
-    f.handle(Event::TimerExpired(Timer::IdleHold));
+    f.handle(Event::ManualStop {
+        communication: None,
+    });
+    f.handle(Event::ManualStart);
     let a = f.handle(Event::TcpConnected);
     let Message::Open(o) = sent(&a)[0] else {
         panic!()
