@@ -16,7 +16,7 @@
 //! Connection collisions (§6.8) involve two connections, hence two FSMs; the
 //! arbiter that picks the survivor is [`crate::session::collision`].
 
-use crate::wire::capability::Capability;
+use crate::wire::capability::{Capability, GracefulRestart};
 use crate::wire::codec::CodecContext;
 use crate::wire::notification::{CeaseError, ErrorCode, FsmError, OpenError};
 use crate::wire::open::AS_TRANS;
@@ -247,6 +247,26 @@ impl Fsm {
     /// Capabilities offered in our next OPEN.
     pub fn capabilities(&self) -> &[Capability] {
         &self.capabilities
+    }
+
+    /// Sets or clears the Restart State bit of the graceful-restart
+    /// capability in our next OPENs (RFC 4724 §3: set only while we are
+    /// restarting). A capability the peer rejected stays out.
+    pub fn set_restart_state(&mut self, restarting: bool) {
+        for c in self
+            .cfg
+            .capabilities
+            .iter_mut()
+            .chain(self.capabilities.iter_mut())
+        {
+            if let Capability::GracefulRestart(g) = c {
+                if restarting {
+                    g.flags |= GracefulRestart::RESTART_STATE;
+                } else {
+                    g.flags &= !GracefulRestart::RESTART_STATE;
+                }
+            }
+        }
     }
 
     pub fn negotiated_hold_time(&self) -> u16 {

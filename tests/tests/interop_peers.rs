@@ -11,7 +11,7 @@ use petrel_tests::lab::petreld::{self, Petreld};
 use petrel_tests::lab::topo::{
     self, Kind, NeighborSpec, PeerSpec, PEER4, PEER6, PEER_AS, PETREL4, PETREL6, PETREL_AS,
 };
-use petrel_tests::lab::{fib, require_lab, wait_until, Route};
+use petrel_tests::lab::{fib, frr as lab_frr, require_lab, wait_until, Route};
 
 const OURS4: &str = "10.10.1.0/24";
 const OURS6: &str = "fd00:10:1::/48";
@@ -496,5 +496,51 @@ fn frr_ipv4_routes_over_ipv6_next_hop() -> Result<()> {
             .find(|f| f.dst == OURS4))
     })?;
     assert!(k.gateways.iter().all(|g| g.contains(':')), "{k:?}");
+    Ok(())
+}
+
+/// RFC 4724 §3 with FRR: petrel sets the Restart State bit only while it
+/// is restarting. Its first OPEN after start has R = 1; once FRR's
+/// End-of-RIB has ended petrel's selection deferral, a session flap
+/// (petrel's peer disabled and enabled) brings a new OPEN with R = 0.
+#[test]
+fn frr_sees_the_restart_state_bit_clear_after_petrels_restart() -> Result<()> {
+    if !can_run(Kind::Frr) {
+        return Ok(());
+    }
+    let p = plan(false, false);
+    let pair = topo::pair("Frr-rbit")?;
+    let mut pc = petrel_config(&p, |x| x.graceful_restart(120));
+    pc.graceful_restart = Some(120);
+    let petrel = Petreld::start(&pair.lab, &pair.petrel, &pc)?;
+    let mut c = lab_frr::Config::new(PEER_ROUTER_ID, p.peer_as);
+    c.graceful_restart = Some(120);
+    c.originate(p.theirs, &[], &[]);
+    c.neighbor(lab_frr::Neighbor::new(p.petrel, PETREL_AS).update_source(p.peer));
+    let peer = lab_frr::Frr::start(&pair.lab, &pair.peer, &c.render())?;
+    petrel.wait_established(p.peer)?;
+    // petrel advertises only once its deferral is over.
+    peer.wait_received(p.petrel, "petrel's route", |r| {
+        Route::find(r, p.ours).is_some()
+    })?;
+    // FRR's `rBit`: the Restart State bit of the OPEN it received.
+    let r_bit = || -> Result<bool> {
+        let n = peer.neighbor(p.petrel)?;
+        n["gracefulRestartInfo"]["rBit"]
+            .as_bool()
+            .with_context(|| format!("no gracefulRestartInfo.rBit in {n:#}"))
+    };
+    ensure!(r_bit()?, "petrel's first OPEN after its start has R = 1");
+
+    petrel.ctl(&["peer", "disable", p.peer])?;
+    wait_until("FRR to see petrel gone", &[peer.bgpd()], || {
+        Ok((peer.state(p.petrel)? != "Established").then_some(()))
+    })?;
+    petrel.ctl(&["peer", "enable", p.peer])?;
+    peer.wait_established(p.petrel)?;
+    ensure!(
+        !r_bit()?,
+        "petrel's restart is over: its new OPEN has R = 0"
+    );
     Ok(())
 }

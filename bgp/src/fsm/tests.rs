@@ -373,6 +373,61 @@ fn peer_rejecting_a_capability_gets_an_open_without_it_rfc5492_5() {
     assert!(!o.capabilities().any(|c| c.code() == 69));
 }
 
+/// RFC 4724 §3: the Restart State bit is cleared in the next OPEN once the
+/// restart is over, the rest of the capability unchanged; a capability the
+/// peer rejected (RFC 5492 §5) does not come back with it.
+#[test]
+fn restart_state_bit_is_cleared_for_the_next_open() {
+    use crate::wire::capability::GracefulRestartFamily;
+    let gr = |flags| {
+        Capability::GracefulRestart(GracefulRestart {
+            flags,
+            restart_time: 120,
+            families: vec![GracefulRestartFamily {
+                family: Family::IPV4_UNICAST,
+                flags: GracefulRestartFamily::FORWARDING_STATE,
+            }],
+        })
+    };
+    let mut c = caps();
+    c.push(gr(
+        GracefulRestart::RESTART_STATE | GracefulRestart::NOTIFICATION
+    ));
+    let mut f = Fsm::new(FsmConfig::new(4_200_000_001, LOCAL_ID, 65002, c));
+    f.handle(Event::ManualStart);
+    let a = f.handle(Event::TcpConnected);
+    let Message::Open(o) = sent(&a)[0] else {
+        panic!()
+    };
+    assert!(o
+        .capabilities()
+        .any(|c| matches!(c, Capability::GracefulRestart(g) if g.restarting())));
+    f.set_restart_state(false);
+    f.handle(Event::ManualStop {
+        communication: None,
+    });
+    f.handle(Event::ManualStart);
+    let a = f.handle(Event::TcpConnected);
+    let Message::Open(o) = sent(&a)[0] else {
+        panic!()
+    };
+    assert!(o
+        .capabilities()
+        .any(|c| *c == gr(GracefulRestart::NOTIFICATION)));
+
+    // The peer rejects ADD-PATH; clearing the bit keeps it out.
+    let n = Notification::new(
+        ErrorCode::Open(OpenError::UnsupportedCapability),
+        vec![69, 4, 0, 1, 1, 3],
+    );
+    f.handle(Event::Received(Message::Notification(n)));
+    f.set_restart_state(false);
+    assert!(!f.capabilities().iter().any(|c| c.code() == 69));
+    assert!(f
+        .capabilities()
+        .contains(&gr(GracefulRestart::NOTIFICATION)));
+}
+
 #[test]
 fn idle_hold_grows_with_flaps_and_is_capped() {
     let mut f = fsm();

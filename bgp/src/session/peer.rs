@@ -56,6 +56,8 @@ pub enum PeerCommand {
     SendMessage(Message),
     /// BFD was turned on (a session's status to watch) or off for this peer.
     Bfd(Option<watch::Receiver<SessionStatus>>),
+    /// Whether our next OPENs carry the graceful-restart Restart State bit.
+    RestartState(bool),
 }
 
 #[derive(Debug)]
@@ -395,6 +397,7 @@ impl Task {
                 self.collision.reset();
                 self.feed(Event::AdminDown { notification, idle }).await
             }
+            PeerCommand::RestartState(on) => self.fsm.set_restart_state(on),
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
             PeerCommand::Send(msgs) => {
                 if self.fsm.state() == State::Established {

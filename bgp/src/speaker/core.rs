@@ -77,6 +77,9 @@ pub enum SessionCommand {
     /// A message to encode with the session's context and write (boxed:
     /// an OPEN-sized message would make every queued output that large).
     SendMessage(Box<Message>),
+    /// Whether the session's next OPENs carry the graceful-restart Restart
+    /// State bit: cleared for good when our restart is over (RFC 4724 §3).
+    RestartState(bool),
 }
 
 /// What a new session needs: its FSM and its socket options.
@@ -136,6 +139,12 @@ struct PeerEntry {
     peer_restarting: bool,
     /// Both sides advertised enhanced route refresh (RFC 7313).
     enhanced_rr: bool,
+    /// We told the session to close (max-prefix, or stopped): what it had
+    /// already read is not processed (RFC 4271 §6: after a NOTIFICATION the
+    /// connection is closed). Cleared by its Down and by a new session.
+    closing: bool,
+    /// The max-prefix warning was logged for this session.
+    over_limit_warned: bool,
 }
 
 pub struct SpeakerCore {
@@ -148,7 +157,6 @@ pub struct SpeakerCore {
     /// (see [`SpeakerCore::decide_some`]): while the FIB is busy, a prefix
     /// that several UPDATEs change is decided once.
     undecided: rib::Pending,
-    started: Instant,
     /// RFC 4724 §4.1 selection deferral after our own restart: until every
     /// configured peer has sent End-of-RIB, or this deadline, nothing is
     /// advertised, so peers keep our routes from before the restart.
@@ -177,7 +185,6 @@ impl SpeakerCore {
             cfg,
             peers: BTreeMap::new(),
             undecided: rib::Pending::default(),
-            started: now,
             deferral_deadline: deferral,
             ready: VecDeque::new(),
             work: VecDeque::new(),
@@ -357,7 +364,7 @@ impl SpeakerCore {
         self.work.push_back(Work::Out(Output::Session(addr, c)));
     }
 
-    fn local_capabilities(&self, now: Instant, p: &PeerSettings) -> Vec<Capability> {
+    fn local_capabilities(&self, p: &PeerSettings) -> Vec<Capability> {
         let mut caps: Vec<Capability> = p
             .families
             .iter()
@@ -380,11 +387,21 @@ impl SpeakerCore {
         }
         caps.extend(p.add_path.capability(&p.families));
         if let Some(gr) = p.graceful_restart.or(self.cfg.graceful_restart) {
-            // RFC 4724 §3: the Restart State bit while we are recovering from
-            // our own restart (the first restart time after start), and the
-            // forwarding-state bit: the kernel routes survive our restarts.
-            let restarting = now.saturating_duration_since(self.started)
-                < Duration::from_secs(gr.restart_time as u64);
+            // RFC 4724 §3: R "indicates that the BGP speaker has restarted,
+            // and its peer MUST NOT wait for the End-of-RIB marker from the
+            // speaker"; §4.1: the Restarting Speaker sets it to re-establish
+            // its sessions. We are restarting exactly while selection is
+            // deferred (any start with graceful restart configured: a first
+            // start cannot be told from a restart); `end_deferral` clears it
+            // on every session. Peers that defer too must not wait for us
+            // then, and after it a session flap is no restart of ours.
+            //
+            // F (per family): "the forwarding state ... has indeed been
+            // preserved during the previous BGP restart". petreld keeps its
+            // kernel routes across its restarts and across session flaps,
+            // so it is set; at a first start no peer holds stale routes of
+            // ours, so it decides nothing (§4.2 reads it only for them).
+            let restarting = self.deferral_deadline.is_some();
             caps.push(Capability::GracefulRestart(GrCap {
                 flags: if restarting {
                     GrCap::RESTART_STATE | GrCap::NOTIFICATION
@@ -436,7 +453,7 @@ impl SpeakerCore {
         self.add_peer_now(now, p)
     }
 
-    fn add_peer_now(&mut self, now: Instant, p: PeerSettings) -> Result<(), SpeakerError> {
+    fn add_peer_now(&mut self, _now: Instant, p: PeerSettings) -> Result<(), SpeakerError> {
         if self.peers.contains_key(&p.address) {
             return Err(SpeakerError::DuplicatePeer(p.address));
         }
@@ -445,7 +462,7 @@ impl SpeakerCore {
             p.local_as.unwrap_or(self.cfg.local_as),
             self.cfg.router_id,
             p.asn,
-            self.local_capabilities(now, &p),
+            self.local_capabilities(&p),
         );
         fsm.hold_time = p.hold_time;
         fsm.keepalive = p.keepalive;
@@ -496,6 +513,8 @@ impl SpeakerCore {
                 eor_received: Vec::new(),
                 peer_restarting: false,
                 enhanced_rr: false,
+                closing: false,
+                over_limit_warned: false,
             },
         );
         Ok(())
@@ -566,6 +585,7 @@ impl SpeakerCore {
             .get_mut(&addr)
             .ok_or(SpeakerError::NoSuchPeer(addr))?;
         p.enabled = on;
+        p.closing |= !on;
         let c = if on {
             SessionCommand::Start
         } else {
@@ -684,8 +704,13 @@ impl SpeakerCore {
         let id = p.id;
         match ev.kind {
             PeerEventKind::State(s) => p.state = s,
+            // RFC 4271 §6 / RFC 4486: once we decided to close the session,
+            // what it read after the deciding message is not applied.
+            PeerEventKind::Update(_) | PeerEventKind::RouteRefresh(_) if p.closing => {}
             PeerEventKind::Established { ctx, remote, local } => {
                 p.state = State::Established;
+                p.closing = false;
+                p.over_limit_warned = false;
                 p.up_since = Some(now);
                 p.last_error = None;
                 let remote_caps: Vec<Capability> = remote.capabilities().cloned().collect();
@@ -757,6 +782,7 @@ impl SpeakerCore {
             } => {
                 p.state = State::Idle;
                 p.up_since = None;
+                p.closing = false;
                 p.last_error = Some(reason.to_string());
                 if was_established {
                     // RFC 4724 §4.2: as helper, keep the peer's routes stale
@@ -854,6 +880,21 @@ impl SpeakerCore {
 
     fn end_deferral(&mut self) {
         self.deferral_deadline = None;
+        // RFC 4724 §3: our restart is over; later OPENs say so (R = 0).
+        let gr_peers: Vec<IpAddr> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.settings
+                    .graceful_restart
+                    .or(self.cfg.graceful_restart)
+                    .is_some()
+            })
+            .map(|p| p.settings.address)
+            .collect();
+        for a in gr_peers {
+            self.send_session(a, SessionCommand::RestartState(false));
+        }
         self.work.push_back(Work::Out(Output::Converged));
         let out = self.rib.end_deferral();
         self.emit(out);
@@ -862,7 +903,7 @@ impl SpeakerCore {
     /// After `update` from the peer at `addr`: closes the session (or
     /// warns) when the peer's accepted routes exceed its limit.
     fn check_max_prefix(&mut self, addr: IpAddr, update: &Update) {
-        let Some(p) = self.peers.get(&addr) else {
+        let Some(p) = self.peers.get_mut(&addr) else {
             return;
         };
         let Some((limit, action)) = p.settings.max_prefix else {
@@ -874,9 +915,14 @@ impl SpeakerCore {
         }
         match action {
             MaxPrefixAction::Warn => {
-                warn!(peer = %addr, accepted, limit, "maximum prefix count exceeded")
+                if !std::mem::replace(&mut p.over_limit_warned, true) {
+                    warn!(peer = %addr, accepted, limit, "maximum prefix count exceeded")
+                }
             }
             MaxPrefixAction::Restart(after) => {
+                // RFC 4486 §4: one Cease / 1 closes the session; UPDATEs
+                // already read behind this one are dropped (`closing`).
+                p.closing = true;
                 warn!(peer = %addr, accepted, limit, "maximum prefix count exceeded: closing the session");
                 let fallback = p
                     .families_up

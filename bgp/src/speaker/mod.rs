@@ -485,6 +485,7 @@ impl Driver {
                         }
                         SessionCommand::Send(m) => PeerCommand::Send(m),
                         SessionCommand::SendMessage(m) => PeerCommand::SendMessage(*m),
+                        SessionCommand::RestartState(on) => PeerCommand::RestartState(on),
                     };
                     let _ = tx.send(c).await;
                 }

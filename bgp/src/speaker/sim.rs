@@ -19,13 +19,13 @@ use crate::rib::LocRibChange;
 use crate::session::collision::{Admit, Arbiter, Resolution, COLLISION_CEASE};
 use crate::session::{PeerEvent, PeerEventKind};
 use crate::wire::attr::PathAttributes;
-use crate::wire::capability::{Capability, GracefulRestartFamily};
+use crate::wire::capability::{Capability, GracefulRestart, GracefulRestartFamily};
 use crate::wire::family::Family;
 use crate::wire::header::{split_message, HEADER_LEN};
 use crate::wire::notification::{CeaseError, ErrorCode};
 use crate::wire::{CodecContext, Message, Notification, Open, Prefix, RefreshSubtype};
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -267,6 +267,7 @@ impl Node {
                 self.drop_second(w, addr);
                 self.feed(w, addr, Event::AdminDown { notification, idle })
             }
+            SessionCommand::RestartState(on) => s.fsm.set_restart_state(on),
             SessionCommand::Send(msgs) => {
                 if s.fsm.state() == State::Established {
                     if let Some(c) = s.conn {
@@ -1058,9 +1059,8 @@ fn the_winners_connection_arriving_after_its_cease_is_accepted() {
 /// Routes of speaker 0 reach speaker 1: a helper scenario's starting point.
 fn two_up_with_routes(restarting: &[usize]) -> Sim {
     let mut sim = Sim::new(2, restarting);
-    // Past the first restart time: neither speaker sets the Restart State
-    // bit for peers added now (a peer's capabilities, that bit included,
-    // are fixed when it is added).
+    // Past the first restart time: a restarting speaker's deferral is over
+    // (its timer), so neither sets the Restart State bit now.
     sim.run_for(Duration::from_secs(130));
     sim.originate(1, "10.1.0.0/24");
     sim.originate(1, "10.2.0.0/24");
@@ -1374,4 +1374,144 @@ fn hold_timer_runs_in_virtual_time() {
         Some((_, DownReason::NotificationSent(n))) if n.error.code() == 4
     ));
     assert!(sim.elapsed() > Duration::from_secs(60));
+}
+
+/// The first OPEN `from` sent `to` after trace entry `since`: its
+/// graceful-restart capability.
+fn gr_in_open(sim: &Sim, since: usize, from: usize, to: usize) -> GracefulRestart {
+    sim.w.trace[since..]
+        .iter()
+        .find_map(|s| match &s.msg {
+            Message::Open(o) if s.from == addr(from) && s.to == addr(to) => {
+                o.capabilities().find_map(|c| match c {
+                    Capability::GracefulRestart(g) => Some(g.clone()),
+                    _ => None,
+                })
+            }
+            _ => None,
+        })
+        .expect("an OPEN with graceful restart")
+}
+
+/// RFC 4724 §3: the Restart State bit says "the BGP speaker has restarted";
+/// it is set while the speaker is restarting (§4.1), which ends with its
+/// selection deferral. Right after its start speaker 0 sends R = 1; its
+/// peer's End-of-RIB ends the deferral; a session flap 605 s later is no
+/// restart of speaker 0: the new OPEN has R = 0 (the forwarding state,
+/// kept by the running speaker, still F = 1).
+#[test]
+fn restart_state_bit_clears_once_the_restart_is_over() {
+    let mut sim = Sim::new(2, &[0]);
+    sim.link(0, 1);
+    assert!(
+        sim.run_until(Duration::from_secs(60), |s| s.established(0, 1)
+            && s.nodes[0].converged_at.is_some())
+    );
+    assert!(gr_in_open(&sim, 0, 0, 1).restarting(), "restarting: R = 1");
+    assert!(
+        sim.nodes[0].converged_at.unwrap() - sim.start < Duration::from_secs(120),
+        "deferral ended by End-of-RIB, not by its timer"
+    );
+
+    sim.run_for(Duration::from_secs(605));
+    assert!(sim.established(0, 1));
+    // The session flaps: speaker 1 goes away and comes back.
+    sim.crash(1);
+    sim.run_for(Duration::from_secs(1));
+    sim.restart(1);
+    let since = sim.w.trace.len();
+    let p = Sim::settings(0);
+    sim.add_peer(1, p);
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.established(0, 1)));
+    let gr = gr_in_open(&sim, since, 0, 1);
+    assert!(!gr.restarting(), "no restart of ours: R = 0");
+    assert_eq!(gr.families.len(), 1);
+    assert!(gr.families[0].forwarding_preserved());
+
+    // Speaker 0 itself restarts: R = 1 again.
+    sim.crash(0);
+    sim.run_for(Duration::from_secs(1));
+    sim.restart(0);
+    let since = sim.w.trace.len();
+    let p = Sim::settings(1);
+    sim.add_peer(0, p);
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.established(0, 1)));
+    assert!(gr_in_open(&sim, since, 0, 1).restarting());
+}
+
+/// RFC 4486, RFC 4271 §6: one overflow, one NOTIFICATION. Speaker 1's
+/// three routes (three UPDATEs: their attributes differ) and End-of-RIB
+/// are read together; the second UPDATE takes speaker 0 over its limit
+/// (1). Exactly one Cease / 1 goes out, with AFI 1, SAFI 1 and the limit;
+/// the session goes down once; the UPDATE behind the deciding one never
+/// reaches the Loc-RIB, and the peer's routes are all gone after.
+#[test]
+fn max_prefix_sends_one_cease_and_applies_nothing_after_it() {
+    let mut sim = Sim::new(2, &[]);
+    for (i, p) in ["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"]
+        .into_iter()
+        .enumerate()
+    {
+        let attrs = PathAttributes {
+            med: Some(i as u32 + 1),
+            ..Default::default()
+        };
+        sim.nodes[1].core.originate(pfx(p), attrs);
+        sim.nodes[1].pump(&mut sim.w);
+    }
+    let mut p0 = Sim::settings(1);
+    p0.max_prefix = Some((1, MaxPrefixAction::Restart(Duration::from_secs(60))));
+    sim.add_peer(0, p0);
+    let p1 = Sim::settings(0);
+    sim.add_peer(1, p1);
+    let cease1 = |s: &Sim| -> Vec<Notification> {
+        s.sent(0, 1)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Notification(n)
+                    if n.error == ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached) =>
+                {
+                    Some(n.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(sim.run_until(Duration::from_secs(60), |s| !cease1(s).is_empty()));
+    // Well inside the idle time (60 s, at least 45 s jittered): no new session.
+    sim.run_for(Duration::from_secs(5));
+    let announcing = sim
+        .sent(1, 0)
+        .iter()
+        .filter(|m| {
+            ["10.1.0.0/24", "10.2.0.0/24", "10.3.0.0/24"]
+                .iter()
+                .any(|p| announces(m, p))
+        })
+        .count();
+    assert_eq!(announcing, 3, "one UPDATE per route");
+
+    let ceases = cease1(&sim);
+    assert_eq!(ceases.len(), 1, "{ceases:?}");
+    assert_eq!(&ceases[0].data[..], [0, 1, 1, 0, 0, 0, 1]);
+    let downs: Vec<&DownReason> = sim.nodes[0]
+        .downs
+        .iter()
+        .filter(|(a, _)| *a == addr(1))
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(downs.len(), 1, "{downs:?}");
+    assert!(matches!(downs[0], DownReason::NotificationSent(n) if *n == ceases[0]));
+    // The two UPDATEs up to the limit's crossing were applied, not the third.
+    let installed: BTreeSet<Prefix> = sim.nodes[0]
+        .fib_log
+        .iter()
+        .filter_map(|c| match c {
+            LocRibChange::Best { prefix, .. } => Some(*prefix),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(installed.len(), 2, "{installed:?}");
+    assert!(sim.nodes[0].fib.is_empty());
+    assert!(sim.nodes[0].core.routes(None).is_empty());
 }
