@@ -236,25 +236,6 @@ impl Rib {
         Some(self.finish(step))
     }
 
-    /// [`Rib::decide_undecided`] by its old name, for the speaker's call
-    /// sites until they move (they are another branch's); then remove.
-    #[doc(hidden)]
-    pub fn decide_pending(&mut self, undecided: &mut Undecided, max: usize) -> Option<Output> {
-        self.decide_undecided(undecided, max)
-    }
-
-    /// [`Rib::receive_undecided`] by its old name; see
-    /// [`Rib::decide_pending`].
-    #[doc(hidden)]
-    pub fn receive_deferred(
-        &mut self,
-        id: PeerId,
-        update: &Update,
-        undecided: &mut Undecided,
-    ) -> Output {
-        self.receive_undecided(id, update, undecided)
-    }
-
     /// Drains `undecided` in one go.
     fn decide_all(&mut self, undecided: &mut Undecided) -> Output {
         let mut out = Output::default();

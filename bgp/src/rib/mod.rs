@@ -96,10 +96,6 @@ pub mod show;
 
 pub use add_path::{AddPathConfig, SendMode};
 pub use adj_in::Undecided;
-/// [`Undecided`] by its old name, for the speaker until its call sites move
-/// (they are another branch's); then remove.
-#[doc(hidden)]
-pub type Pending = Undecided;
 pub use adj_out::{GroupInfo, NextHopMode};
 pub use attrs::{AttrSet, AttrTable};
 pub use decision::{DecisionConfig, PeerKind};

@@ -24,8 +24,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+/// What a session task needs: where the peer is, its FSM settings, how to
+/// connect, and the BFD session protecting it (the speaker makes it from a
+/// peer's [`crate::speaker::PeerSettings`]).
 #[derive(Clone, Debug)]
-pub struct PeerConfig {
+pub struct SessionConfig {
     pub address: IpAddr,
     pub port: u16,
     pub fsm: FsmConfig,
@@ -116,7 +119,7 @@ struct Second {
 }
 
 struct Task {
-    cfg: PeerConfig,
+    cfg: SessionConfig,
     fsm: Fsm,
     conn: Option<Conn>,
     /// Our outgoing connection attempt. It stays when the peer's connection
@@ -175,7 +178,7 @@ const STABLE: Duration = Duration::from_secs(300);
 
 /// Spawns the task for one peer. It starts Idle; send [`PeerCommand::Start`].
 pub fn spawn_peer(
-    cfg: PeerConfig,
+    cfg: SessionConfig,
     commands: mpsc::Receiver<PeerCommand>,
     events: mpsc::Sender<PeerEvent>,
 ) -> tokio::task::JoinHandle<()> {
@@ -868,7 +871,7 @@ mod tests {
         let port = peer_listener.local_addr().unwrap().port();
         let mut fsm = FsmConfig::new(65001, LOCAL_ID, 65002, vec![]);
         fsm.idle_hold = Duration::from_secs(60);
-        let cfg = PeerConfig {
+        let cfg = SessionConfig {
             address: "127.0.0.1".parse().unwrap(),
             port,
             fsm,
@@ -955,7 +958,7 @@ mod tests {
             last_change: None,
             last_down: None,
         });
-        let cfg = PeerConfig {
+        let cfg = SessionConfig {
             address: "127.0.0.1".parse().unwrap(),
             port,
             fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),

@@ -109,7 +109,7 @@ pub enum Output {
 /// Work in order: outputs ready, or bulk decisions run a step at a time.
 enum Work {
     Out(Output),
-    Decide(rib::Pending, usize),
+    Decide(rib::Undecided, usize),
     /// Removes a peer from the RIB once its withdrawal has run.
     ForgetPeer(PeerId, IpAddr),
     /// A peer whose session parameters changed, added again once the old
@@ -156,7 +156,7 @@ pub struct SpeakerCore {
     /// Prefixes whose paths changed by received UPDATEs, not decided yet
     /// (see [`SpeakerCore::decide_some`]): while the FIB is busy, a prefix
     /// that several UPDATEs change is decided once.
-    undecided: rib::Pending,
+    undecided: rib::Undecided,
     /// RFC 4724 §4.1 selection deferral after our own restart: until every
     /// configured peer has sent End-of-RIB, or this deadline, nothing is
     /// advertised, so peers keep our routes from before the restart.
@@ -184,7 +184,7 @@ impl SpeakerCore {
             rib,
             cfg,
             peers: BTreeMap::new(),
-            undecided: rib::Pending::default(),
+            undecided: rib::Undecided::default(),
             deferral_deadline: deferral,
             ready: VecDeque::new(),
             work: VecDeque::new(),
@@ -210,7 +210,7 @@ impl SpeakerCore {
             match self.work.pop_front()? {
                 Work::Out(o) => return Some(o),
                 Work::Decide(mut pending, step) => {
-                    if let Some(out) = self.rib.decide_pending(&mut pending, step) {
+                    if let Some(out) = self.rib.decide_undecided(&mut pending, step) {
                         self.work.push_front(Work::Decide(pending, step));
                         self.rib_output(out, true);
                     }
@@ -307,7 +307,7 @@ impl SpeakerCore {
         let mut left = n;
         while left > 0 {
             let step = left.min(UNDECIDED_STEP);
-            let Some(out) = self.rib.decide_pending(&mut self.undecided, step) else {
+            let Some(out) = self.rib.decide_undecided(&mut self.undecided, step) else {
                 break;
             };
             left -= step;
@@ -808,7 +808,7 @@ impl SpeakerCore {
                     }
                 }
                 let out = if plain_update {
-                    self.rib.receive_deferred(id, &u, &mut self.undecided)
+                    self.rib.receive_undecided(id, &u, &mut self.undecided)
                 } else {
                     self.rib.receive(id, &u)
                 };

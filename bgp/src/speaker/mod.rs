@@ -32,7 +32,7 @@ use crate::bfd::{self, Bfd, BfdConfig, PeerKey, SessionOptions, SessionSnapshot}
 use crate::fsm::State;
 use crate::policy::Policy;
 use crate::rib::{self, LocRibChange, NextHopMode};
-use crate::session::{spawn_peer, PeerCommand, PeerConfig as SessionConfig, PeerEvent};
+use crate::session::{spawn_peer, PeerCommand, PeerEvent, SessionConfig};
 use crate::wire::attr::PathAttributes;
 use crate::wire::family::Family;
 use crate::wire::Prefix;
