@@ -18,12 +18,14 @@ use std::process::ExitCode;
 
 const USAGE: &str =
     "usage: petrel-lab up [--tor frr|bird] [--json] [--name NAME] [--peering datastore|file] [--kubernetes]
-                    [--etcd-members 1|3] [--etcd-proxy] [--ipv4-only | --rfc8950]
+                    [--etcd-members 1|3] [--etcd-proxy] [--ipv4-only | --rfc8950] [--bfd]
        petrel-lab down [--name NAME]
 
 The lab is dual-stack (IPv4 and IPv6 pods, sessions and routes) unless
 --ipv4-only is given. --rfc8950 (implies --peering file): IPv6 sessions
-only, each carrying the IPv4 routes too, with IPv6 next hops.
+only, each carrying the IPv4 routes too, with IPv6 next hops. --bfd: BFD
+(300 ms x 3) on every session, the mesh and the ToR's (FRR's bfdd, BIRD's
+protocol bfd), both families.
 
 Binaries: petreld, petrelctl, petrel-ipam and petrel-ipam-direct beside
 this one, or in $PETREL_BIN_DIR (and petrel-controller with --kubernetes,
@@ -41,6 +43,7 @@ struct Args {
     etcd_proxy: bool,
     ipv4_only: bool,
     rfc8950: bool,
+    bfd: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -56,6 +59,7 @@ fn parse() -> Result<Args> {
         etcd_proxy: false,
         ipv4_only: false,
         rfc8950: false,
+        bfd: false,
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -83,6 +87,7 @@ fn parse() -> Result<Args> {
             }
             "--etcd-proxy" => a.etcd_proxy = true,
             "--ipv4-only" => a.ipv4_only = true,
+            "--bfd" => a.bfd = true,
             "--rfc8950" => {
                 a.rfc8950 = true;
                 a.peering = Peering::File;
@@ -146,6 +151,7 @@ fn run() -> Result<ExitCode> {
                 etcd_proxy: args.etcd_proxy,
                 ipv6: !args.ipv4_only,
                 rfc8950: args.rfc8950,
+                bfd: args.bfd,
                 ..Options::default()
             };
             let built = Cluster::build(lab, options).and_then(|c| {
