@@ -43,7 +43,8 @@ struct Args {
     json: bool,
 }
 
-const USAGE: &str = "usage: failover-bench [--tor frr|bird] [--repeat K] [--failures sigstop,link-down] \
+const USAGE: &str =
+    "usage: failover-bench [--tor frr|bird] [--repeat K] [--failures sigstop,link-down] \
                      [--modes bfd,hold] [--hold-time S] [--kill9 K] [--json]";
 
 fn parse_args() -> Result<Args> {
@@ -81,7 +82,11 @@ fn parse_args() -> Result<Args> {
             }
             "--modes" => {
                 a.modes = val()?.split(',').map(str::to_string).collect();
-                if let Some(m) = a.modes.iter().find(|m| !matches!(m.as_str(), "bfd" | "hold")) {
+                if let Some(m) = a
+                    .modes
+                    .iter()
+                    .find(|m| !matches!(m.as_str(), "bfd" | "hold"))
+                {
                     bail!("mode bfd|hold, not {m}");
                 }
             }
