@@ -70,13 +70,10 @@ pub struct Layout {
 /// with the DUT, at petreld's 300 ms × 3. BIRD speaks no BGP here; its
 /// BFD sessions stand alone (RFC 5880 needs no client on this side).
 pub fn bfd_endpoint_conf(l: &Layout, dut: IpAddr) -> String {
-    let mut c = format!(
-        "log stderr {{ info, remote, warning, error, fatal, bug }};
-router id 10.0.0.250;
-         protocol device {{ scan time 10; }}
-protocol bfd {{
-           interface \"*\" {{ interval 300 ms; multiplier 3; }};
-"
+    let mut c = String::from(
+        "log stderr { info, remote, warning, error, fatal, bug };\nrouter id 10.0.0.250;\n\
+         protocol device { scan time 10; }\nprotocol bfd {\n  \
+         interface \"*\" { interval 300 ms; multiplier 3; };\n",
     );
     for (addr, _) in &l.injectors {
         let _ = writeln!(c, "  neighbor {dut} local {addr};");
