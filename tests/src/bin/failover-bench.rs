@@ -2,14 +2,16 @@
 //! BFD and without (issue 15).
 //!
 //! ```text
-//! failover-bench [--tor frr|bird] [--repeat K] [--failures sigstop,link-down]
+//! failover-bench [--tor frr|bird] [--repeat K] [--failures sigstop,link-down|none]
 //!                [--modes bfd,hold] [--hold-time S] [--kill9 K] [--json]
 //! ```
 //!
 //! Each mode builds the three-node lab (`petrel_tests::lab::cluster`, as
 //! `petrel-lab up`): `bfd` with BFD 300 ms × 3 on every session and a BGP
 //! hold time of 90 s, `hold` without BFD and a hold time of `--hold-time`
-//! (default 9 s, the lab's). Per failure and repetition, node1 is made
+//! (default 9 s, the lab's, on every session: the peers come from
+//! petreld.toml in this mode, as the datastore's mesh has no hold time to
+//! set). Per failure and repetition, node1 is made
 //! dead (its petreld SIGSTOPped, or its uplink down); `ip monitor route`
 //! in the ToR's and the other nodes' namespaces stamps the deletion of
 //! node1's blocks (both families) as the kernel reports it; the time is
@@ -28,7 +30,7 @@
 //! Needs root.
 
 use anyhow::{bail, Context, Result};
-use petrel_tests::lab::cluster::{Cluster, Options};
+use petrel_tests::lab::cluster::{Cluster, Options, Peering};
 use petrel_tests::lab::failover::{victim_routes, Failure, Pinger, RouteMonitor};
 use petrel_tests::lab::topo::Kind;
 use petrel_tests::lab::{require_lab, wait_until, Lab};
@@ -49,7 +51,7 @@ struct Args {
 }
 
 const USAGE: &str =
-    "usage: failover-bench [--tor frr|bird] [--repeat K] [--failures sigstop,link-down] \
+    "usage: failover-bench [--tor frr|bird] [--repeat K] [--failures sigstop,link-down|none] \
                      [--modes bfd,hold] [--hold-time S] [--kill9 K] [--json]";
 
 fn parse_args() -> Result<Args> {
@@ -78,6 +80,7 @@ fn parse_args() -> Result<Args> {
             "--failures" => {
                 a.failures = val()?
                     .split(',')
+                    .filter(|f| *f != "none")
                     .map(|f| match f {
                         "sigstop" => Ok(Failure::Stop),
                         "link-down" => Ok(Failure::LinkDown),
@@ -133,6 +136,10 @@ fn main() -> Result<()> {
             tor: a.tor,
             bfd,
             hold_time: if bfd { BFD_HOLD } else { a.hold_time },
+            // Without BFD the peers come from petreld.toml, so that the
+            // hold time applies to the mesh too (the datastore's mesh has
+            // none to set: 90 s).
+            peering: if bfd { Peering::Datastore } else { Peering::File },
             restart_time: 30,
             log_filter: "warn".into(),
             ..Options::default()
@@ -262,7 +269,8 @@ fn kill9_run(c: &mut Cluster) -> Result<Value> {
     for (from, p) in pingers {
         let dst = p.dst.clone();
         let l = p.finish()?;
-        r[format!("{from} -> {dst}")] = json!({ "sent": l.sent, "lost": l.lost });
+        r[format!("{from} -> {dst}")] =
+            json!({ "sent": l.sent, "lost": l.lost, "missing": l.missing });
     }
     Ok(r)
 }
