@@ -139,7 +139,11 @@ fn main() -> Result<()> {
             // Without BFD the peers come from petreld.toml, so that the
             // hold time applies to the mesh too (the datastore's mesh has
             // none to set: 90 s).
-            peering: if bfd { Peering::Datastore } else { Peering::File },
+            peering: if bfd {
+                Peering::Datastore
+            } else {
+                Peering::File
+            },
             restart_time: 30,
             log_filter: "warn".into(),
             ..Options::default()
