@@ -782,13 +782,26 @@ impl Task {
                     .await;
             }
             Action::Update(u) => {
-                let _ = self
-                    .events
-                    .send(PeerEvent {
-                        peer,
-                        kind: PeerEventKind::Update(u),
-                    })
-                    .await;
+                // Under a full table the speaker's event queue stays full
+                // while the RIB works, and this task waits here between
+                // two reads; BFD going Down meanwhile must not wait behind
+                // it (RFC 5882 §4.2). The UPDATE is dropped then: the
+                // session ends, and its Down withdraws all of this peer's
+                // routes anyway.
+                let seen = self.bfd_flaps;
+                let ev = PeerEvent {
+                    peer,
+                    kind: PeerEventKind::Update(u),
+                };
+                let failed = tokio::select! {
+                    biased;
+                    _ = bfd_failure(self.bfd.as_mut(), seen) => true,
+                    _ = self.events.send(ev) => false,
+                };
+                if failed {
+                    warn!(%peer, "BFD down while an UPDATE waited for the speaker");
+                    Box::pin(self.bfd_changed()).await;
+                }
             }
             Action::RouteRefresh(r) => {
                 let _ = self
@@ -1022,6 +1035,96 @@ mod tests {
         );
         feeder.abort();
         drop(ours);
+    }
+
+    /// The speaker is busy (its event queue full, as under a full table)
+    /// and the session task waits to hand it the next UPDATE. BFD going
+    /// Down must still end the session at once with Cease / BFD Down, not
+    /// once the speaker has caught up.
+    #[tokio::test]
+    async fn bfd_down_ends_a_session_waiting_for_the_speaker() {
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = peer_listener.local_addr().unwrap().port();
+        let (bfd_tx, bfd_rx) = watch::channel(SessionStatus {
+            state: bfd::State::Up,
+            local_diag: bfd::Diag::NoDiagnostic,
+            flaps: 0,
+            last_change: None,
+            last_down: None,
+        });
+        let cfg = PeerConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            port,
+            fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
+            connect: ConnectOptions::default(),
+            bfd: Some(bfd_rx),
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, mut events) = mpsc::channel(4);
+        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        read_message(&mut ours, &mut buf).await;
+        send(
+            &mut ours,
+            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
+        )
+        .await;
+        send(&mut ours, Message::Keepalive).await;
+        next_state(&mut events, State::Established).await;
+
+        // Far more UPDATEs than the queue holds, and nobody reads it: each
+        // withdraws 10.0.0.0/24 (RFC 4271 §4.3).
+        let mut update = vec![0xff; 16];
+        update.extend_from_slice(&[0, 27, 2, 0, 4, 24, 10, 0, 0, 0, 0]);
+        for _ in 0..64 {
+            ours.write_all(&update).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        bfd_tx.send_modify(|s| {
+            let c = bfd::StateChange {
+                from: bfd::State::Up,
+                to: bfd::State::Down,
+                diag: bfd::Diag::ControlDetectionTimeExpired,
+                remote_state: bfd::State::Up,
+                remote_diag: bfd::Diag::NoDiagnostic,
+            };
+            s.state = bfd::State::Down;
+            s.flaps = 1;
+            s.last_change = Some(c);
+            s.last_down = Some(c);
+        });
+        let got = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match read_message(&mut ours, &mut buf).await {
+                    Some(Message::Notification(n)) => return Some(n),
+                    Some(_) => continue,
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .expect("a NOTIFICATION within 2 s of BFD going down");
+        assert_eq!(
+            got,
+            Some(Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)))
+        );
+        // The speaker, catching up, learns of it after the UPDATEs queued.
+        let reason = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(e) = events.recv().await {
+                if let PeerEventKind::Down { reason, .. } = e.kind {
+                    return reason;
+                }
+            }
+            panic!("events ended");
+        })
+        .await
+        .expect("Down reported");
+        assert_eq!(
+            reason,
+            DownReason::NotificationSent(Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)))
+        );
     }
 
     /// Outside that window an Idle peer still refuses connections (§8.2.2

@@ -60,6 +60,26 @@ pub struct Layout {
     /// (address, ASN) of each injector.
     pub injectors: Vec<(IpAddr, u32)>,
     pub monitor: (IpAddr, u32),
+    /// BFD at 300 ms × 3 on every injector session (petreld only; the
+    /// endpoint is a BIRD in the injectors' namespace, see
+    /// [`bfd_endpoint_conf`]).
+    pub bfd: bool,
+}
+
+/// BIRD as the injectors' BFD endpoint: one session per injector address
+/// with the DUT, at petreld's 300 ms × 3. BIRD speaks no BGP here; its
+/// BFD sessions stand alone (RFC 5880 needs no client on this side).
+pub fn bfd_endpoint_conf(l: &Layout, dut: IpAddr) -> String {
+    let mut c = String::from(
+        "log stderr { info, remote, warning, error, fatal, bug };\nrouter id 10.0.0.250;\n\
+         protocol device { scan time 10; }\nprotocol bfd {\n  \
+         interface \"*\" { interval 300 ms; multiplier 3; };\n",
+    );
+    for (addr, _) in &l.injectors {
+        let _ = writeln!(c, "  neighbor {dut} local {addr};");
+    }
+    c += "}\n";
+    c
 }
 
 fn family(v6: bool) -> &'static str {
@@ -79,11 +99,16 @@ pub fn petreld_toml(l: &Layout, socket: &str) -> String {
         if l.v6 { "[::]" } else { "0.0.0.0" }
     );
     let fam = format!("{}-unicast", family(l.v6));
+    let bfd = if l.bfd {
+        "bfd = { min_rx_ms = 300, min_tx_ms = 300, multiplier = 3 }\n"
+    } else {
+        ""
+    };
     for (addr, asn) in &l.injectors {
         let _ = writeln!(
             c,
             "\n[[bgp.peers]]\naddress = \"{addr}\"\nasn = {asn}\npassive = true\nfamilies = [\"{fam}\"]\n\
-             [[bgp.peers.export]]\naction = \"reject\""
+             {bfd}[[bgp.peers.export]]\naction = \"reject\""
         );
     }
     let (addr, asn) = l.monitor;
@@ -207,6 +232,8 @@ pub struct Dut {
     pub kind: Kind,
     pub ns: Netns,
     pub daemons: Vec<Daemon>,
+    /// petreld's control socket.
+    ctl_socket: Option<String>,
 }
 
 impl Dut {
@@ -214,9 +241,11 @@ impl Dut {
         let dir = lab.subdir(&format!("dut-{}", kind.name()))?;
         let log = |n: &str| dir.join(format!("{n}.log"));
         let mut daemons = Vec::new();
+        let mut ctl_socket = None;
         match kind {
             Kind::Petreld => {
                 let sock = dir.join("petreld.sock").to_string_lossy().into_owned();
+                ctl_socket = Some(sock.clone());
                 let conf = dir.join("petreld.toml");
                 std::fs::write(&conf, petreld_toml(l, &sock))?;
                 let bin = petrel_tests::bin("petreld")?;
@@ -339,7 +368,22 @@ impl Dut {
             kind,
             ns: ns.clone(),
             daemons,
+            ctl_socket,
         })
+    }
+
+    /// petreld's `show bfd --json`: one object per BFD session.
+    pub fn bfd_sessions(&self) -> Result<Vec<serde_json::Value>> {
+        let Some(sock) = &self.ctl_socket else {
+            bail!("{} has no petrelctl", self.kind.name());
+        };
+        let ctl = petrel_tests::bin("petrelctl")?;
+        let out = super::run(
+            &ctl.to_string_lossy(),
+            &["--socket", sock, "show", "bfd", "--json"],
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(v.as_array().cloned().unwrap_or_default())
     }
 
     /// Fails with the logs if a DUT process died.
@@ -492,7 +536,26 @@ mod tests {
                 ("10.0.0.12".parse().unwrap(), 4_200_000_102),
             ],
             monitor: ("10.1.0.2".parse().unwrap(), 4_200_000_200),
+            bfd: false,
         }
+    }
+
+    #[test]
+    fn bfd_on_the_injector_sessions_and_bird_as_their_endpoint() {
+        let mut l = layout();
+        assert!(!petreld_toml(&l, "s").contains("bfd"));
+        l.bfd = true;
+        let t = petreld_toml(&l, "s");
+        // The injectors' sessions, not the monitor's.
+        assert_eq!(
+            t.matches("bfd = { min_rx_ms = 300, min_tx_ms = 300, multiplier = 3 }")
+                .count(),
+            2
+        );
+        let b = bfd_endpoint_conf(&l, "10.0.0.1".parse().unwrap());
+        assert!(b.contains("neighbor 10.0.0.1 local 10.0.0.11;"));
+        assert!(b.contains("neighbor 10.0.0.1 local 10.0.0.12;"));
+        assert!(b.contains("interval 300 ms; multiplier 3;"));
     }
 
     #[test]

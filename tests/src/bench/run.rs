@@ -6,13 +6,13 @@
 //! DUT's namespace by a veth. Clocks start when every injector session is
 //! Established; FIB instants come from the netlink watcher's thread.
 
-use super::dut::{Dut, Kind, Layout};
+use super::dut::{self, Dut, Kind, Layout};
 use super::fibwatch::FibWatch;
 use super::peer::{self, Injector, Monitor};
 use super::scenario::{self, Scenario};
 use super::table::Table;
 use anyhow::{bail, Context, Result};
-use petrel_tests::lab::{Lab, Netns};
+use petrel_tests::lab::{bird, Lab, Netns};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +53,10 @@ pub struct Measured {
     /// Churn: CPU over the churn window, FIB changes, and how long after
     /// the last update the FIB settled.
     pub churn: Option<Value>,
+    /// With BFD on the injector sessions (`--bfd`): petreld's BFD state
+    /// changes (flaps) from Up before the load to the end of the load
+    /// (and churn), and its sessions then.
+    pub bfd: Option<Value>,
     pub load1: f64,
 }
 
@@ -86,8 +90,9 @@ fn links(lab: &Lab, sc: &Scenario) -> Result<(Netns, Netns, Netns)> {
     Ok((dut, inj, mon))
 }
 
-fn layout(sc: &Scenario) -> Layout {
+fn layout(sc: &Scenario, bfd: bool) -> Layout {
     Layout {
+        bfd,
         asn: scenario::DUT_AS,
         router_id: "10.0.0.1".into(),
         v6: sc.v6,
@@ -146,6 +151,7 @@ pub fn dut_run(
     table: &Table,
     streams: &[Arc<Vec<u8>>],
     churn: &[Vec<u8>],
+    bfd: bool,
 ) -> Result<Measured> {
     let n = table.len();
     let lab = Lab::new(&format!("bench-{}", kind.name()))?;
@@ -154,8 +160,34 @@ pub fn dut_run(
     if fib.state.lock().unwrap().count != 0 {
         bail!("the DUT's FIB is not empty before the run");
     }
-    let l = layout(sc);
+    let l = layout(sc, bfd);
     let dut = Dut::start(kind, &lab, &dut_ns, &l)?;
+    // The injectors' BFD endpoint, sessions Up at 300 ms × 3 before the
+    // clock starts.
+    let bfd_endpoint = if bfd {
+        let b = bird::Bird::start(
+            &lab,
+            &inj_ns,
+            &dut::bfd_endpoint_conf(&l, dut_addr(sc.v6, false)),
+        )?;
+        wait(&dut, "petreld's BFD sessions Up at 900 ms", || {
+            let s = dut.bfd_sessions()?;
+            Ok(s.len() == l.injectors.len()
+                && s.iter()
+                    .all(|s| s["state"] == "Up" && s["detection_time_us"] == 900_000))
+        })?;
+        Some(b)
+    } else {
+        None
+    };
+    let flaps = |dut: &Dut| -> Result<u64> {
+        Ok(dut
+            .bfd_sessions()?
+            .iter()
+            .filter_map(|s| s["flaps"].as_u64())
+            .sum())
+    };
+    let flaps0 = if bfd { flaps(&dut)? } else { 0 };
     let mon = Monitor::start(peer::establish(
         &mon_ns,
         l.monitor.0,
@@ -236,6 +268,15 @@ pub fn dut_run(
             "fib_changes": f.events - ev0,
             "fib_lag_after_last_update_seconds": lag,
             "fib_count_after": f.count,
+        }));
+    }
+
+    if let Some(b) = &bfd_endpoint {
+        let sessions = dut.bfd_sessions()?;
+        m.bfd = Some(json!({
+            "flaps_during_load": flaps(&dut)? - flaps0,
+            "petreld_sessions": sessions,
+            "endpoint_sessions": b.birdc("show bfd sessions")?,
         }));
     }
 

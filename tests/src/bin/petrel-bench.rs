@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp
-//!              [--repeat K] [--json] [--no-kernel] [--no-sink]
+//!              [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd]
 //! ```
+//!
+//! `--bfd` (petreld only): BFD at 300 ms × 3 on every injector session,
+//! with a BIRD in the injectors' namespace as the BFD endpoint; the run
+//! reports petreld's BFD state changes during the load (goal: none).
 //!
 //! Per repetition the DUTs run in turn (the order rotates every
 //! repetition), each in a fresh lab: N injector sessions stream
@@ -31,11 +35,12 @@ struct Args {
     json: bool,
     kernel: bool,
     sink: bool,
+    bfd: bool,
 }
 
 fn usage() -> String {
     let mut s = "usage: petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp \
-                 [--repeat K] [--json] [--no-kernel] [--no-sink]\nscenarios:\n"
+                 [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd]\nscenarios:\n"
         .to_string();
     for (n, d) in SCENARIOS {
         s += &format!("  {n:<11} {d}\n");
@@ -52,6 +57,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         json: false,
         kernel: true,
         sink: true,
+        bfd: false,
     };
     let mut it = argv.iter();
     while let Some(k) = it.next() {
@@ -64,11 +70,15 @@ fn parse_args(argv: &[String]) -> Result<Args> {
             "--json" => a.json = true,
             "--no-kernel" => a.kernel = false,
             "--no-sink" => a.sink = false,
+            "--bfd" => a.bfd = true,
             _ => bail!("{}", usage()),
         }
     }
     if a.prefixes == 0 || a.prefixes > 1 << 22 {
         bail!("--prefixes must be 1..=4194304");
+    }
+    if a.bfd && a.duts.iter().any(|d| *d != Kind::Petreld) {
+        bail!("--bfd: petreld only (BFD on its injector sessions, BIRD as the endpoint)");
     }
     if a.repeat == 0 || a.duts.is_empty() {
         bail!("--repeat and --dut need at least one");
@@ -94,6 +104,7 @@ fn measured_json(m: &Measured) -> Value {
         "fib_count": m.fib_count,
         "netlink_overruns": m.netlink_overruns,
         "churn": m.churn,
+        "bfd": m.bfd,
         "load1": m.load1,
     })
 }
@@ -168,7 +179,7 @@ fn main() -> Result<()> {
         let k = a.duts.len();
         for j in 0..k {
             let kind = a.duts[(j + rep) % k];
-            let r = run::dut_run(kind, &sc, &table, &streams, &churn);
+            let r = run::dut_run(kind, &sc, &table, &streams, &churn, a.bfd);
             match &r {
                 Ok(m) => log(format!(
                     "rep {rep} {:<8} fib {:8.3} s  settled {:8.3} s  monitor {:8.3} s  withdraw {:8.3} s  \
@@ -193,7 +204,15 @@ fn main() -> Result<()> {
                         .as_ref()
                         .map(|c| format!("\n    churn: {c}"))
                         .unwrap_or_default()
-                )),
+                ) + &m
+                    .bfd
+                    .as_ref()
+                    .map(|b| format!(
+                        "\n    BFD flaps during the load: {}\n{}",
+                        b["flaps_during_load"],
+                        b["endpoint_sessions"].as_str().unwrap_or_default()
+                    ))
+                    .unwrap_or_default()),
                 Err(e) => log(format!("rep {rep} {:<8} FAILED: {e:#}", kind.name())),
             }
             runs.push((rep, kind, r));

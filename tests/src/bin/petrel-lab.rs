@@ -18,13 +18,15 @@ use std::process::ExitCode;
 
 const USAGE: &str =
     "usage: petrel-lab up [--tor frr|bird] [--json] [--name NAME] [--peering datastore|file] [--kubernetes]
-                    [--etcd-members 1|3] [--etcd-proxy] [--ipv4-only | --rfc8950]
+                    [--etcd-members 1|3] [--etcd-proxy] [--ipv4-only | --rfc8950] [--bfd]
        petrel-lab down [--name NAME]
 
 The lab is dual-stack (IPv4 and IPv6 pods, sessions and routes) unless
 --ipv4-only is given. --rfc8950: IPv6 sessions only, each carrying the
 IPv4 routes too, with IPv6 next hops (from the datastore's records, or
-with --peering file from petreld.toml).
+with --peering file from petreld.toml). --bfd: BFD (300 ms x 3) on every
+session, the mesh and the ToR's (FRR's bfdd, BIRD's protocol bfd), both
+families.
 
 Binaries: petreld, petrelctl, petrel-ipam and petrel-ipam-direct beside
 this one, or in $PETREL_BIN_DIR (and petrel-controller with --kubernetes,
@@ -42,6 +44,7 @@ struct Args {
     etcd_proxy: bool,
     ipv4_only: bool,
     rfc8950: bool,
+    bfd: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -57,6 +60,7 @@ fn parse() -> Result<Args> {
         etcd_proxy: false,
         ipv4_only: false,
         rfc8950: false,
+        bfd: false,
     };
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -84,6 +88,7 @@ fn parse() -> Result<Args> {
             }
             "--etcd-proxy" => a.etcd_proxy = true,
             "--ipv4-only" => a.ipv4_only = true,
+            "--bfd" => a.bfd = true,
             "--rfc8950" => a.rfc8950 = true,
             "--name" => match it.next() {
                 Some(n) => a.name = n,
@@ -144,6 +149,7 @@ fn run() -> Result<ExitCode> {
                 etcd_proxy: args.etcd_proxy,
                 ipv6: !args.ipv4_only,
                 rfc8950: args.rfc8950,
+                bfd: args.bfd,
                 ..Options::default()
             };
             let built = Cluster::build(lab, options).and_then(|c| {

@@ -122,7 +122,17 @@ pub struct Options {
     /// mesh's IPv6 sessions carry both families (`--families`,
     /// `--mesh-ipv6-families`), and there is no IPv4 ToR record.
     pub rfc8950: bool,
+    /// BFD (RFC 5880/5882) at [`BFD_MS`] × [`BFD_MULT`] on every session,
+    /// both families: the mesh (`node_mesh_bfd` in the cluster's BGP
+    /// config, or `bfd` on every file peer), the nodes' ToR peers, and the
+    /// ToR's side of them (FRR's bfdd, BIRD's `protocol bfd`).
+    pub bfd: bool,
 }
+
+/// The lab's BFD timers with [`Options::bfd`]: 300 ms × 3 (FRR's and
+/// petreld's defaults), a 900 ms detection time.
+pub const BFD_MS: u32 = 300;
+pub const BFD_MULT: u8 = 3;
 
 impl Default for Options {
     fn default() -> Self {
@@ -141,6 +151,7 @@ impl Default for Options {
             max_paths: None,
             ipv6: true,
             rfc8950: false,
+            bfd: false,
         }
     }
 }
@@ -302,41 +313,43 @@ impl Cluster {
             .collect();
         let restart = options.restart_time.to_string();
         let hold = options.hold_time.to_string();
+        let (bfd_ms, bfd_mult) = (BFD_MS.to_string(), BFD_MULT.to_string());
         if options.peering == Peering::Datastore {
             let asn = NODE_AS.to_string();
             let mut config = vec!["bgp", "config", "--asn", &asn, "--mesh", "on"];
             if options.rfc8950 {
                 config.extend(["--mesh-ipv6-families", "ipv4-unicast,ipv6-unicast"]);
             }
-            ctl(&config)?;
-            if !options.rfc8950 {
-                ctl(&[
-                    "bgp",
-                    "peer",
-                    "add",
-                    "tor",
-                    "--address",
-                    TOR_ADDR,
-                    "--asn",
-                    &TOR_AS.to_string(),
-                    "--hold-time",
-                    &hold,
-                    "--restart-time",
-                    &restart,
-                ])?;
+            if options.bfd {
+                config.extend([
+                    "--mesh-bfd",
+                    "on",
+                    "--mesh-bfd-min-rx-ms",
+                    &bfd_ms,
+                    "--mesh-bfd-min-tx-ms",
+                    &bfd_ms,
+                    "--mesh-bfd-multiplier",
+                    &bfd_mult,
+                ]);
             }
-            if options.ipv6 {
-                // A peer record is one session, carrying its transport's
-                // family unless `--families` says more: the ToR's IPv6
-                // address is a second record, or with RFC 8950 the only one.
-                let tor_as = TOR_AS.to_string();
-                let mut tor6 = vec![
+            ctl(&config)?;
+            // A peer record is one session, carrying its transport's family
+            // unless `--families` says more (daemon/src/cluster/peers.rs):
+            // the ToR's IPv6 address is a second record, or with RFC 8950
+            // the only one.
+            let tor_as = TOR_AS.to_string();
+            let tors = (!options.rfc8950)
+                .then_some(("tor", TOR_ADDR))
+                .into_iter()
+                .chain(options.ipv6.then_some(("tor6", TOR_ADDR6)));
+            for (name, addr) in tors {
+                let mut add = vec![
                     "bgp",
                     "peer",
                     "add",
-                    "tor6",
+                    name,
                     "--address",
-                    TOR_ADDR6,
+                    addr,
                     "--asn",
                     &tor_as,
                     "--hold-time",
@@ -345,9 +358,19 @@ impl Cluster {
                     &restart,
                 ];
                 if options.rfc8950 {
-                    tor6.extend(["--families", "ipv4-unicast,ipv6-unicast"]);
+                    add.extend(["--families", "ipv4-unicast,ipv6-unicast"]);
                 }
-                ctl(&tor6)?;
+                if options.bfd {
+                    add.extend([
+                        "--bfd-min-rx-ms",
+                        &bfd_ms,
+                        "--bfd-min-tx-ms",
+                        &bfd_ms,
+                        "--bfd-multiplier",
+                        &bfd_mult,
+                    ]);
+                }
+                ctl(&add)?;
             }
         }
 
@@ -373,6 +396,7 @@ impl Cluster {
                 n.extended_nexthop = true;
             }
             n.graceful_restart = Some(options.restart_time.into());
+            n.bfd = options.bfd;
             // The nodes dial: one side per session keeps a restart simple.
             n.passive = true;
             spec.neighbors.push(n);
@@ -468,17 +492,22 @@ impl Cluster {
                             },
                         ));
                     }
+                    let bfd = |p: petreld::Peer| {
+                        if options.bfd {
+                            p.bfd(BFD_MS, BFD_MS, BFD_MULT)
+                        } else {
+                            p
+                        }
+                    };
                     for (tor, local, nodes, families) in transports {
                         // As the datastore's peers (and Calico): the ToR
                         // hears each block from its owner only, not also
                         // from the other nodes with themselves as next hop.
-                        config.peer(
-                            petreld::Peer::new(tor, TOR_AS)
-                                .local_address(local)
-                                .families(families)
-                                .hold_time(options.hold_time)
-                                .local_routes_only(),
-                        );
+                        config.peer(bfd(petreld::Peer::new(tor, TOR_AS)
+                            .local_address(local)
+                            .families(families)
+                            .hold_time(options.hold_time)
+                            .local_routes_only()));
                         for (j, other) in nodes.iter().enumerate() {
                             if j == i {
                                 continue;
@@ -490,7 +519,7 @@ impl Cluster {
                             if j < i {
                                 p = p.passive();
                             }
-                            config.peer(p);
+                            config.peer(bfd(p));
                         }
                     }
                     if let Some(claimed) = &gateways[i] {
@@ -592,9 +621,52 @@ impl Cluster {
             &daemons,
             || self.missing_routes().map(|m| m.is_empty().then_some(())),
         )?;
+        if self.options.bfd {
+            wait_until("every BFD session Up", &daemons, || {
+                self.bfd_down().map(|d| d.is_empty().then_some(()))
+            })?;
+        }
         wait_until("every pod reaching every other pod", &daemons, || {
             Ok(self.ping_matrix()?.iter().all(|p| p.ok).then_some(()))
         })
+    }
+
+    /// With [`Options::bfd`]: BFD sessions not Up, on petreld's side
+    /// (every running node, with the ToR and every other node, at the
+    /// lab's 300 ms × 3, as "node1 -> 10.99.0.12 (Init)") and on the
+    /// ToR's.
+    pub fn bfd_down(&self) -> Result<Vec<String>> {
+        let detect = u64::from(BFD_MS) * 1000 * u64::from(BFD_MULT);
+        let mut down = Vec::new();
+        for n in self.nodes.iter().filter(|n| n.petreld.running().is_some()) {
+            let sessions = n.petreld.bfd()?;
+            let mut want: Vec<&str> = self.tor_addresses();
+            want.extend(
+                self.nodes
+                    .iter()
+                    .filter(|o| o.name != n.name)
+                    .flat_map(|o| o.session_addresses()),
+            );
+            for w in want {
+                match sessions.iter().find(|s| s["peer"] == w) {
+                    // Right after Up the peer may still advertise its 1 s
+                    // rate until its Poll (RFC 5880 §6.8.3).
+                    Some(s) if s["state"] == "Up" && s["detection_time_us"] == detect => {}
+                    Some(s) => down.push(format!(
+                        "{} -> {w} ({}, detection {} us)",
+                        n.name, s["state"], s["detection_time_us"]
+                    )),
+                    None => down.push(format!("{} -> {w} (no BFD session)", n.name)),
+                }
+            }
+            for a in n.session_addresses() {
+                match self.tor.bfd_state(a)?.as_deref() {
+                    Some("up") => {}
+                    other => down.push(format!("tor -> {a} ({other:?})")),
+                }
+            }
+        }
+        Ok(down)
     }
 
     /// Sessions not Established, as "node1 -> 10.99.0.12 (Connect)".
@@ -796,6 +868,9 @@ impl Cluster {
                     .join(", ")
             );
             s += &n.petreld.ctl(&["show", "peers"])?;
+            if self.options.bfd {
+                s += &n.petreld.ctl(&["show", "bfd"])?;
+            }
             let _ = writeln!(s, "kernel routes of petrel:");
             // By name when /etc/iproute2 knows it, else by number.
             for family in ["-4", "-6"] {

@@ -44,6 +44,7 @@ pub mod bird;
 pub mod cluster;
 pub mod etcd;
 pub mod exabgp;
+pub mod failover;
 pub mod fib;
 pub mod frr;
 pub mod gobgp;

@@ -48,6 +48,10 @@ pub struct NeighborSpec {
     /// RFC 8950 (FRR and BIRD only).
     pub extended_nexthop: bool,
     pub passive: bool,
+    /// BFD protects the session (RFC 5882), 300 ms × 3: FRR runs bfdd
+    /// with `neighbor X bfd`, BIRD `protocol bfd` with `bfd on`. GoBGP
+    /// has no BFD.
+    pub bfd: bool,
 }
 
 impl NeighborSpec {
@@ -66,6 +70,7 @@ impl NeighborSpec {
             ipv6: v6,
             extended_nexthop: false,
             passive: false,
+            bfd: false,
         }
     }
 }
@@ -121,6 +126,11 @@ pub trait Speaker {
     /// UPDATEs received from `neighbor`, when the daemon counts them.
     fn updates_received(&self, neighbor: &str) -> Result<Option<u64>>;
     fn log(&self) -> String;
+    /// The state of the daemon's BFD session with `neighbor`, lower case
+    /// ("up", "down", "init"), `None` when it has none.
+    fn bfd_state(&self, _neighbor: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
     fn kill9(&mut self);
     /// Starts again after [`Speaker::kill9`], as a restarting speaker.
     fn restart_graceful(&mut self, lab: &Lab) -> Result<()>;
@@ -147,6 +157,10 @@ pub trait Speaker {
     }
 }
 
+/// BIRD's BFD for every session with `bfd on`, at petrel's 300 ms × 3.
+pub const BIRD_BFD: &str =
+    "protocol bfd {\n  interface \"*\" { interval 300 ms; multiplier 3; };\n}\n";
+
 /// Starts `kind` in `ns` as `spec` says.
 pub fn start(kind: Kind, lab: &Lab, ns: &Netns, spec: &PeerSpec) -> Result<Box<dyn Speaker>> {
     Ok(match kind {
@@ -165,7 +179,13 @@ pub fn start(kind: Kind, lab: &Lab, ns: &Netns, spec: &PeerSpec) -> Result<Box<d
                 p.rr_client = n.rr_client;
                 p.extended_next_hop = n.extended_nexthop;
                 p.passive = n.passive;
+                if n.bfd {
+                    p.extra += "  bfd on;\n";
+                }
                 c.peer(p);
+            }
+            if spec.neighbors.iter().any(|n| n.bfd) {
+                c.extra += BIRD_BFD;
             }
             let b = bird::Bird::start(lab, ns, &c.render())?;
             Box::new(BirdSpeaker {
@@ -189,9 +209,15 @@ pub fn start(kind: Kind, lab: &Lab, ns: &Netns, spec: &PeerSpec) -> Result<Box<d
                 x.rr_client = n.rr_client;
                 x.extended_nexthop = n.extended_nexthop;
                 x.passive = n.passive;
+                x.bfd = n.bfd;
                 c.neighbor(x);
             }
-            let f = frr::Frr::start(lab, ns, &c.render())?;
+            // bgpd's `neighbor X bfd` needs bfdd (defaults 300 ms × 3).
+            let f = if spec.neighbors.iter().any(|n| n.bfd) {
+                frr::Frr::start_with_bfdd(lab, ns, &c.render(), "")?
+            } else {
+                frr::Frr::start(lab, ns, &c.render())?
+            };
             Box::new(FrrSpeaker { frr: f, config: c })
         }
         Kind::Gobgp => {
@@ -208,6 +234,9 @@ pub fn start(kind: Kind, lab: &Lab, ns: &Netns, spec: &PeerSpec) -> Result<Box<d
                 x.rr_client = n.rr_client;
                 x.passive = n.passive;
                 c.neighbor(x);
+            }
+            if spec.neighbors.iter().any(|n| n.bfd) {
+                anyhow::bail!("GoBGP has no BFD");
             }
             Box::new(gobgp::Gobgp::start(lab, ns, &c)?)
         }
@@ -253,6 +282,15 @@ impl Speaker for BirdSpeaker {
     }
     fn log(&self) -> String {
         self.lab_bird.log()
+    }
+    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
+        // `show bfd sessions`: IP address, interface, state, since, ...
+        let out = self.lab_bird.birdc("show bfd sessions")?;
+        Ok(out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.first() == Some(&neighbor))
+            .and_then(|w| w.get(2).map(|s| s.to_lowercase())))
     }
     fn kill9(&mut self) {
         self.lab_bird.kill9()
@@ -334,6 +372,17 @@ impl Speaker for FrrSpeaker {
     }
     fn log(&self) -> String {
         self.frr.log()
+    }
+    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
+        if self.frr.bfdd().is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .frr
+            .bfd_peers()?
+            .into_iter()
+            .find(|p| p["peer"] == neighbor)
+            .and_then(|p| p["status"].as_str().map(str::to_string)))
     }
     fn kill9(&mut self) {
         self.frr.kill9()
