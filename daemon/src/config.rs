@@ -94,6 +94,7 @@ struct RawFib {
     table: Option<u32>,
     route_mtu: Option<u32>,
     sweep_after: Option<u64>,
+    nexthop_objects: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +235,10 @@ pub struct Fib {
     /// After a start, routes of ours from before are removed if not
     /// re-learned within this many seconds.
     pub sweep_after: u64,
+    /// `nexthop_objects = "auto"`: routes point at kernel nexthop objects
+    /// where the kernel has them (Linux 5.3); `"off"` (the default): each
+    /// route carries its next hops.
+    pub nexthop_objects: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -764,7 +769,18 @@ impl Config {
                     ));
                 }
             }
+            let nexthop_objects = match f.nexthop_objects.as_deref() {
+                None | Some("off") => false,
+                Some("auto") => true,
+                Some(v) => {
+                    return Err(bad(
+                        "fib.nexthop_objects".into(),
+                        format!("{v:?}: use \"auto\" or \"off\""),
+                    ))
+                }
+            };
             Fib {
+                nexthop_objects,
                 enabled: f.enabled.unwrap_or(true),
                 protocol,
                 table: f.table.unwrap_or(254),
@@ -1028,7 +1044,8 @@ large_communities = ["4200000001:1:2"]
                 protocol: 202,
                 table: 254,
                 route_mtu: None,
-                sweep_after: 120
+                sweep_after: 120,
+                nexthop_objects: false,
             }
         );
         let c = Config::parse(
@@ -1044,6 +1061,19 @@ large_communities = ["4200000001:1:2"]
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("f.toml: fib.protocol: 2 is reserved"), "{e}");
+        let c = Config::parse(
+            "f.toml",
+            &format!("{GOOD}\n[fib]\nnexthop_objects = \"auto\"\n"),
+        )
+        .unwrap();
+        assert!(c.fib.nexthop_objects);
+        let e = Config::parse(
+            "f.toml",
+            &format!("{GOOD}\n[fib]\nnexthop_objects = \"on\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("f.toml: fib.nexthop_objects: \"on\""), "{e}");
     }
 
     #[test]
