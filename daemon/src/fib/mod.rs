@@ -17,6 +17,14 @@
 //! Routes of other protocols are never touched: deletes carry our protocol,
 //! which the kernel matches, and the start-up dump asks only for ours.
 //!
+//! With [`NexthopObjects::Auto`] on a kernel that has them (Linux 5.3),
+//! routes carry RTA_NH_ID instead of their next hops: [`nexthop`] keeps one
+//! kernel object per hop and one group per ECMP set, created (in a small
+//! datagram of their own) before the first route using them and deleted
+//! after the last; the kernel then skips building a next hop per route.
+//! Blackholes, and sets with a hop no connected network or on-link rule
+//! gives an interface, stay classic routes.
+//!
 //! # Kernel behaviour relied on
 //!
 //! - An IPv4 gateway must sit on a connected network (or be marked on-link):
@@ -31,6 +39,12 @@
 //!   how our own changes are told from someone else's.
 //! - An IPv4 route over an IPv6 next hop (RFC 8950) needs RTA_VIA, not
 //!   RTA_GATEWAY.
+//! - Deleting a nexthop object deletes the routes using it (notified as
+//!   RTM_DELNEXTHOP when someone asked for it); a link going down deletes
+//!   its objects and their routes silently.
+//! - IPv4 keeps a route's RTAX_MTU when it is replaced by a route of the
+//!   same nexthop object without RTA_METRICS (6.18; IPv6 drops it, as IPv4
+//!   does for classic routes): such a route is deleted first.
 //!
 //! # How petreld drives it
 //!
@@ -287,7 +301,12 @@ impl Fib {
         .and_then(|mut fib| {
             fib.refresh_links()?;
             if fib.cfg.nexthop_objects == NexthopObjects::Auto {
-                fib.nexthops = fib.dump_nexthops()?.is_some();
+                if let Some(old) = fib.dump_nexthops()? {
+                    fib.nexthops = true;
+                    // A previous run's objects: their ids are not ours to
+                    // reuse until they are swept with its routes.
+                    fib.objects.mark_stale(old.iter().map(|o| o.id));
+                }
             }
             Ok(fib)
         })
