@@ -339,8 +339,8 @@ pub fn put_del_route(
 }
 
 /// Appends an RTM_NEWNEXTHOP for object `id` of our protocol, with create
-/// + replace semantics: an object of that id is changed in place, and the
-/// routes using it follow.
+/// and replace semantics: an object of that id is changed in place, and
+/// the routes using it follow.
 pub fn put_new_nexthop(
     buf: &mut Vec<u8>,
     seq: u32,
