@@ -88,6 +88,57 @@ fn cfg() -> FibConfig {
     }
 }
 
+/// The configuration of a test run in either mode: classic routes, or
+/// routes by kernel nexthop object.
+fn cfg_in(nh: bool) -> FibConfig {
+    FibConfig {
+        nexthop_objects: if nh {
+            fib::NexthopObjects::Auto
+        } else {
+            fib::NexthopObjects::Off
+        },
+        ..cfg()
+    }
+}
+
+/// Runs a test body once per mode, each in a test of its own.
+macro_rules! both_paths {
+    ($name:ident) => {
+        mod $name {
+            #[test]
+            fn classic() {
+                super::$name(false)
+            }
+            #[test]
+            fn nexthop_objects() {
+                super::$name(true)
+            }
+        }
+    };
+}
+
+/// Asserts that the route uses a nexthop object exactly in nexthop mode.
+fn assert_mode(r: &Value, nh: bool) {
+    assert_eq!(
+        r["nhid"].is_u64(),
+        nh,
+        "route by nexthop id iff nh mode: {r}"
+    );
+}
+
+/// The nexthop objects of protocol 202 (`ip -j -d nexthop show`; the
+/// protocol shows by name where rt_protos.d names it).
+fn objects(ns: &Netns) -> Vec<Value> {
+    let text = ns.ip(&["-j", "-d", "nexthop", "show"]).unwrap();
+    let v: Value = serde_json::from_str(if text.trim().is_empty() { "[]" } else { &text }).unwrap();
+    v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|o| o["protocol"] == "petrel" || o["protocol"] == "202" || o["protocol"] == 202)
+        .collect()
+}
+
 /// `ip -j route show` for both families, with extra selectors.
 fn kernel(ns: &Netns, extra: &[&str]) -> Vec<Value> {
     let mut out = Vec::new();
@@ -132,14 +183,15 @@ fn gateways(r: &Value) -> Vec<String> {
     }
 }
 
-#[test]
-fn install_replace_delete_v4_v6() {
+both_paths!(install_replace_delete_v4_v6);
+fn install_replace_delete_v4_v6(nh: bool) {
     let Some((_lab, ns)) = lab("fib-ird") else {
         return;
     };
     let n = ns.clone();
     ns.enter(move || {
-        let mut fib = Fib::open(cfg())?;
+        let mut fib = Fib::open(cfg_in(nh))?;
+        assert_eq!(fib.nexthop_objects(), nh);
         let r = fib.apply(&[
             best("10.1.0.0/24", "192.0.2.2"),
             best("fd00:1::/48", "2001:db8::2"),
@@ -148,10 +200,14 @@ fn install_replace_delete_v4_v6() {
         assert_eq!((r.installed, r.errors.len()), (3, 0), "{r:?}");
         let k = ours(&n);
         let v4 = find(&k, "10.1.0.0/24").expect("v4 route installed");
+        assert_mode(v4, nh);
         assert_eq!(gateways(v4), ["192.0.2.2"]);
         assert_eq!(mtu_of(v4), Some(1400));
         let v6 = find(&k, "fd00:1::/48").expect("v6 route installed");
+        assert_mode(v6, nh);
         assert_eq!(gateways(v6), ["2001:db8::2"]);
+        // Two distinct hops: one object each, shared by the v4 routes.
+        assert_eq!(objects(&n).len(), if nh { 2 } else { 0 });
         assert_eq!(mtu_of(v6), Some(1400));
 
         // Replace (and coalescing: only the last change of a prefix counts).
@@ -179,13 +235,32 @@ fn install_replace_delete_v4_v6() {
         let c = fib.counters();
         assert_eq!(c.ops.load(std::sync::atomic::Ordering::Relaxed), 7);
         assert_eq!(fib.len(), 1);
+        // The objects of hops no route uses any more are gone, but for the
+        // last single hop resolved (192.0.2.3 here): the writer keeps its
+        // set interned for the next route, and so its object.
+        let gws = |n: &Netns| {
+            let mut g: Vec<String> = objects(n)
+                .iter()
+                .map(|o| o["gateway"].as_str().unwrap_or("").to_string())
+                .collect();
+            g.sort();
+            g
+        };
+        if nh {
+            assert_eq!(gws(&n), ["192.0.2.2", "192.0.2.3"]);
+            // The next route resolves another hop: 192.0.2.3's object goes.
+            fib.apply(&[best("10.1.2.0/24", "192.0.2.2")])?;
+            assert_eq!(gws(&n), ["192.0.2.2"]);
+        } else {
+            assert!(gws(&n).is_empty());
+        }
         Ok(())
     })
     .unwrap();
 }
 
-#[test]
-fn ecmp_multipath_v4_v6_and_onlink() {
+both_paths!(ecmp_multipath_v4_v6_and_onlink);
+fn ecmp_multipath_v4_v6_and_onlink(nh: bool) {
     let Some((_lab, ns)) = lab("fib-ecmp") else {
         return;
     };
@@ -202,7 +277,7 @@ fn ecmp_multipath_v4_v6_and_onlink() {
                 net: "100.64.0.0/24".parse().unwrap(),
                 ifindex: d0,
             }],
-            ..cfg()
+            ..cfg_in(nh)
         })?;
         let r = fib.apply(&[
             ecmp("10.2.0.0/24", &["192.0.2.2", "198.51.100.2"]),
@@ -214,6 +289,7 @@ fn ecmp_multipath_v4_v6_and_onlink() {
         ])?;
         assert!(r.errors.is_empty(), "{r:?}");
         let k = ours(&n);
+        assert_mode(find(&k, "10.2.0.0/24").unwrap(), nh);
         let mut g = gateways(find(&k, "10.2.0.0/24").unwrap());
         g.sort();
         assert_eq!(g, ["192.0.2.2", "198.51.100.2"]);
@@ -221,10 +297,20 @@ fn ecmp_multipath_v4_v6_and_onlink() {
         g.sort();
         assert_eq!(g, ["2001:db8:1::2", "2001:db8::2"]);
         let onl = find(&k, "10.3.0.0/24").unwrap();
+        assert_mode(onl, nh);
         assert_eq!(onl["dev"], "d0");
         assert!(onl["flags"].to_string().contains("onlink"), "{onl}");
         let via = find(&k, "10.9.0.0/24").unwrap();
+        assert_mode(via, nh);
         assert_eq!(gateways(via), ["2001:db8::2"], "{via}");
+        if nh {
+            // Hops 192.0.2.2, 198.51.100.2, 2001:db8::2, 2001:db8:1::2,
+            // 100.64.0.1 and the two groups.
+            let o = objects(&n);
+            assert_eq!(o.len(), 7, "{o:?}");
+            let onlink = o.iter().find(|x| x["gateway"] == "100.64.0.1").unwrap();
+            assert!(onlink["flags"].to_string().contains("onlink"), "{onlink}");
+        }
         // The dump reads back what was written, multipath included.
         let dumped = fib.dump_own()?;
         let mp = dumped
@@ -233,12 +319,21 @@ fn ecmp_multipath_v4_v6_and_onlink() {
             .unwrap();
         assert_eq!(mp.hops.len(), 2);
         assert_eq!(mp.mtu, Some(1400));
+        assert_eq!(mp.nh_id.is_some(), nh);
 
         // ECMP set shrinks to one: a plain route replaces the multipath one.
         let r = fib.apply(&[ecmp("10.2.0.0/24", &["198.51.100.2"])])?;
         assert_eq!(r.installed, 1);
         let k = ours(&n);
         assert_eq!(gateways(find(&k, "10.2.0.0/24").unwrap()), ["198.51.100.2"]);
+        assert_mode(find(&k, "10.2.0.0/24").unwrap(), nh);
+        // The v4 group went with its last route, and 192.0.2.2's object
+        // with it (no other set uses that hop).
+        if nh {
+            let o = objects(&n);
+            assert_eq!(o.len(), 5, "{o:?}");
+            assert!(!o.iter().any(|x| x["gateway"] == "192.0.2.2"), "{o:?}");
+        }
         Ok(())
     })
     .unwrap();
@@ -275,11 +370,33 @@ fn blackhole_and_local_routes() {
     .unwrap();
 }
 
-#[test]
-fn stale_dump_and_sweep_leave_other_protocols_alone() {
+both_paths!(stale_dump_and_sweep_leave_other_protocols_alone);
+fn stale_dump_and_sweep_leave_other_protocols_alone(nh: bool) {
     let Some((_lab, ns)) = lab("fib-stale") else {
         return;
     };
+    // A previous run's nexthop objects (whatever the mode then), a route
+    // using one, and another program's object.
+    for args in [
+        "id 2113929216 via 192.0.2.2 dev d0 proto 202",
+        "id 2113929217 via 198.51.100.2 dev d1 proto 202",
+        "id 2113929218 group 2113929216/2113929217 proto 202",
+        "id 77 via 192.0.2.2 dev d0 proto static",
+    ] {
+        let mut a = vec!["nexthop", "add"];
+        a.extend(args.split(' '));
+        ns.ip(&a).unwrap();
+    }
+    ns.ip(&[
+        "route",
+        "add",
+        "10.54.0.0/24",
+        "nhid",
+        "2113929218",
+        "proto",
+        "202",
+    ])
+    .unwrap();
     // A previous run's routes, and routes of other protocols.
     for args in [
         "10.50.0.0/24 via 192.0.2.2 proto 202",
@@ -295,24 +412,49 @@ fn stale_dump_and_sweep_leave_other_protocols_alone() {
     }
     let n = ns.clone();
     ns.enter(move || {
-        let mut fib = Fib::open(cfg())?;
+        let mut fib = Fib::open(cfg_in(nh))?;
         let mut dumped: Vec<String> = fib
             .dump_own()?
             .iter()
             .map(|r| r.prefix.to_string())
             .collect();
         dumped.sort();
-        assert_eq!(dumped, ["10.50.0.0/24", "10.51.0.0/24", "fd00:51::/48"]);
-        assert_eq!(fib.stale_count(), 3);
+        assert_eq!(
+            dumped,
+            [
+                "10.50.0.0/24",
+                "10.51.0.0/24",
+                "10.54.0.0/24",
+                "fd00:51::/48"
+            ]
+        );
+        assert_eq!(fib.stale_count(), 4);
         // Convergence re-installs one of them (identical next hop: still
         // written, with our MTU).
         let r = fib.apply(&[best("10.50.0.0/24", "192.0.2.2")])?;
         assert_eq!(r.installed, 1);
+        // Until the sweep, the old route keeps forwarding on the old
+        // objects (graceful restart), and new objects take other ids.
+        assert!(find(&ours(&n), "10.54.0.0/24").is_some());
+        assert_eq!(objects(&n).len(), if nh { 4 } else { 3 });
         let r = fib.sweep_stale()?;
-        assert_eq!((r.removed, r.errors.len()), (2, 0), "{r:?}");
+        assert_eq!((r.removed, r.errors.len()), (3, 0), "{r:?}");
         let k = ours(&n);
         assert_eq!(k.len(), 1, "{k:?}");
+        assert_mode(find(&k, "10.50.0.0/24").unwrap(), nh);
         assert_eq!(mtu_of(find(&k, "10.50.0.0/24").unwrap()), Some(1400));
+        // The old objects are swept; ours of now and the other program's
+        // stay.
+        let o = objects(&n);
+        assert_eq!(o.len(), if nh { 1 } else { 0 }, "{o:?}");
+        assert!(!o
+            .iter()
+            .any(|x| x["id"].as_u64() >= Some(2113929216) && x["id"].as_u64() <= Some(2113929218)));
+        let all = n.ip(&["-j", "nexthop", "show", "id", "77"])?;
+        assert!(
+            all.contains("\"id\":77"),
+            "another program's object kept: {all}"
+        );
         let all = kernel(&n, &[]);
         let other = find(&all, "10.52.0.0/24").expect("static route kept");
         assert_eq!(other["protocol"], "static");
@@ -325,14 +467,14 @@ fn stale_dump_and_sweep_leave_other_protocols_alone() {
     .unwrap();
 }
 
-#[test]
-fn unreachable_next_hop_is_reported_per_prefix() {
+both_paths!(unreachable_next_hop_is_reported_per_prefix);
+fn unreachable_next_hop_is_reported_per_prefix(nh: bool) {
     let Some((_lab, ns)) = lab("fib-err") else {
         return;
     };
     let n = ns.clone();
     ns.enter(move || {
-        let mut fib = Fib::open(cfg())?;
+        let mut fib = Fib::open(cfg_in(nh))?;
         let r = fib.apply(&[
             best("10.4.0.0/24", "192.0.2.2"),
             best("10.4.1.0/24", "203.0.113.9"),
@@ -380,8 +522,8 @@ fn unreachable_next_hop_is_reported_per_prefix() {
     .unwrap();
 }
 
-#[test]
-fn monitor_sees_foreign_delete_and_route_is_restored() {
+both_paths!(monitor_sees_foreign_delete_and_route_is_restored);
+fn monitor_sees_foreign_delete_and_route_is_restored(nh: bool) {
     let Some((_lab, ns)) = lab("fib-mon") else {
         return;
     };
@@ -390,7 +532,7 @@ fn monitor_sees_foreign_delete_and_route_is_restored() {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let mut fib = Fib::open(cfg())?;
+        let mut fib = Fib::open(cfg_in(nh))?;
         let mut mon = Monitor::open()?;
         fib.apply(&[best("10.6.0.0/24", "192.0.2.2")])?;
         // Our own install is seen, and ignored.
@@ -423,7 +565,7 @@ fn monitor_sees_foreign_delete_and_route_is_restored() {
             }
         }
         assert!(restored);
-        assert!(find(&ours(&n), "10.6.0.0/24").is_some());
+        assert_mode(find(&ours(&n), "10.6.0.0/24").unwrap(), nh);
         // A change by someone else (same protocol, other gateway) too.
         n.ip(&[
             "route",
@@ -445,6 +587,7 @@ fn monitor_sees_foreign_delete_and_route_is_restored() {
         assert!(acted.iter().any(Option::is_some));
         let k = ours(&n);
         assert_eq!(gateways(find(&k, "10.6.0.0/24").unwrap()), ["192.0.2.2"]);
+        assert_mode(find(&k, "10.6.0.0/24").unwrap(), nh);
         // Link events: an MTU change on d0.
         n.ip(&["link", "set", "d0", "mtu", "1300"])?;
         let mut seen = false;
@@ -482,17 +625,17 @@ fn mtu_detection_in_namespace() {
     .unwrap();
 }
 
+both_paths!(relink_restores_routes_after_link_down_and_retries_refused_ones);
 /// IPv4 flushes the routes of a link that goes down without telling
 /// anyone; `relink` (run when a link comes back up) puts ours back, and a
 /// route the kernel refused while its next hop was unreachable is retried.
-#[test]
-fn relink_restores_routes_after_link_down_and_retries_refused_ones() {
+fn relink_restores_routes_after_link_down_and_retries_refused_ones(nh: bool) {
     let Some((_lab, ns)) = lab("fib-relink") else {
         return;
     };
     let n = ns.clone();
     ns.enter(move || {
-        let mut fib = Fib::open(cfg())?;
+        let mut fib = Fib::open(cfg_in(nh))?;
         fib.apply(&[best("10.7.0.0/24", "192.0.2.2")])?;
         assert!(find(&ours(&n), "10.7.0.0/24").is_some());
         n.ip(&["link", "set", "d0", "down"])?;
@@ -510,6 +653,8 @@ fn relink_restores_routes_after_link_down_and_retries_refused_ones() {
         let k = ours(&n);
         assert_eq!(gateways(find(&k, "10.7.0.0/24").unwrap()), ["192.0.2.2"]);
         assert_eq!(gateways(find(&k, "10.7.1.0/24").unwrap()), ["192.0.2.3"]);
+        assert_mode(find(&k, "10.7.0.0/24").unwrap(), nh);
+        assert_mode(find(&k, "10.7.1.0/24").unwrap(), nh);
         assert_eq!(fib.unresolved_count(), 0);
         // Withdrawn while refused: not retried any more.
         n.ip(&["link", "set", "d0", "down"])?;
@@ -581,18 +726,18 @@ fn feed_link_events(fib: &mut Fib, mon: &mut Monitor, done: impl Fn(usize) -> bo
     installed
 }
 
+both_paths!(route_mtu_left_out_where_the_egress_link_has_it);
 /// RTAX_MTU is written only where it differs from the egress link's MTU
 /// (the kernel uses the link's when a route has none; the metric costs it
 /// an allocation per route), and a link's MTU change re-decides.
-#[test]
-fn route_mtu_left_out_where_the_egress_link_has_it() {
+fn route_mtu_left_out_where_the_egress_link_has_it(nh: bool) {
     let Some((_lab, ns)) = lab("fib-egress") else {
         return;
     };
     ns.ip(&["link", "set", "d1", "mtu", "1400"]).unwrap();
     let n = ns.clone();
     ns.enter(move || {
-        let mut fib = Fib::open(cfg())?; // route MTU 1400
+        let mut fib = Fib::open(cfg_in(nh))?; // route MTU 1400
         let mut mon = Monitor::open()?;
         mon.ignore_sender(fib.port())?;
         let r = fib.apply(&[
@@ -608,6 +753,7 @@ fn route_mtu_left_out_where_the_egress_link_has_it() {
         assert_eq!(mtu("10.11.1.0/24"), None, "d1's own MTU: left out");
         assert_eq!(mtu("fd00:11::/48"), None, "d1's own MTU: left out");
         assert_eq!(mtu("10.11.2.0/24"), Some(1400), "one hop over d0: written");
+        assert_mode(find(&k, "10.11.2.0/24").unwrap(), nh);
         // The kernel's answer for the route without the metric: d1's 1400.
         let got = n.ip(&["route", "get", "10.11.1.5"])?;
         assert!(!got.contains("mtu"), "{got}");
@@ -664,6 +810,263 @@ fn route_mtu_left_out_where_the_egress_link_has_it() {
         }
         assert!(restored);
         assert_eq!(mtu_of(find(&ours(&n), "10.11.0.0/24").unwrap()), None);
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Sends one datagram of messages with sequence numbers `first..=last`
+/// (the last asks for the ACK) and returns the errors before that ACK.
+fn send_and_ack(sock: &fib::sock::NlSocket, mut buf: Vec<u8>, at: usize, last: u32) -> Vec<i32> {
+    use fib::msg;
+    msg::add_flags(&mut buf, at, msg::NLM_F_ACK);
+    sock.send(&buf).unwrap();
+    let mut rx = Vec::with_capacity(1 << 16);
+    let mut errors = Vec::new();
+    loop {
+        sock.recv(&mut rx).unwrap();
+        for m in msg::messages(&rx) {
+            if m.ty != msg::NLMSG_ERROR {
+                continue;
+            }
+            let e = msg::parse_error(&m).unwrap();
+            if e.errno != 0 {
+                errors.push(e.errno);
+            }
+            if m.seq == last {
+                return errors;
+            }
+        }
+    }
+}
+
+/// The nexthop messages of `msg` as the kernel takes them: two single-hop
+/// objects (one on-link), an ECMP group of them with weights 1 and 3, a
+/// route by the group's id with its RTAX_MTU, all in one datagram (the
+/// kernel processes it in order); read back by `ip` and by our parsers.
+/// Deleting the group deletes the route using it.
+#[test]
+fn nexthop_objects_detected_and_messages_round_trip() {
+    use fib::msg::{self, Hop, NexthopKind, RouteKind, RouteParams};
+    let Some((_lab, ns)) = lab("fib-nhmsg") else {
+        return;
+    };
+    let n = ns.clone();
+    ns.enter(move || {
+        let off = Fib::open(cfg())?;
+        assert!(!off.nexthop_objects(), "off by default");
+        let mut fib = Fib::open(FibConfig {
+            nexthop_objects: fib::NexthopObjects::Auto,
+            ..cfg()
+        })?;
+        assert!(fib.nexthop_objects(), "Linux >= 5.3 answers the dump");
+        assert_eq!(fib.dump_nexthops()?, Some(vec![]));
+
+        // (Not /sys/class/net: that sysfs is the host namespace's.)
+        let idx = |dev: &str| -> u32 {
+            let name = std::ffi::CString::new(dev).unwrap();
+            // SAFETY: a NUL-terminated name.
+            unsafe { libc::if_nametoindex(name.as_ptr()) }
+        };
+        let (d0, d1) = (idx("d0"), idx("d1"));
+        let h1 = Hop {
+            gateway: "192.0.2.2".parse().unwrap(),
+            ifindex: d0,
+            onlink: false,
+        };
+        let h2 = Hop {
+            gateway: "203.0.113.9".parse().unwrap(),
+            ifindex: d1,
+            onlink: true,
+        };
+        let sock = fib::sock::NlSocket::open(1 << 20, false)?;
+        let mut buf = Vec::new();
+        msg::put_new_nexthop(&mut buf, 1, 202, 1_000_001, NexthopKind::Hop(h1));
+        msg::put_new_nexthop(&mut buf, 2, 202, 1_000_002, NexthopKind::Hop(h2));
+        let group = [(1_000_001, 1), (1_000_002, 3)];
+        msg::put_new_nexthop(&mut buf, 3, 202, 1_000_003, NexthopKind::Group(&group));
+        let params = RouteParams {
+            protocol: 202,
+            table: 254,
+            mtu: Some(1400),
+            priority: None,
+        };
+        let at = msg::put_new_route(
+            &mut buf,
+            4,
+            &params,
+            &p("10.9.0.0/24"),
+            RouteKind::Nexthop(1_000_003),
+        );
+        assert_eq!(send_and_ack(&sock, buf, at, 4), Vec::<i32>::new());
+
+        let nh: Value =
+            serde_json::from_str(&n.ip(&["-j", "-d", "nexthop", "show"]).unwrap()).unwrap();
+        let nh = nh.as_array().unwrap();
+        assert_eq!(nh.len(), 3, "{nh:?}");
+        let g = nh.iter().find(|o| o["id"] == 1_000_003).expect("the group");
+        assert_eq!(g["group"][1]["weight"], 3, "{g}");
+        let o2 = nh.iter().find(|o| o["id"] == 1_000_002).unwrap();
+        assert_eq!(o2["flags"], serde_json::json!(["onlink"]), "{o2}");
+        let k = ours(&n);
+        let r = find(&k, "10.9.0.0/24").expect("the route by nexthop id");
+        assert_eq!(r["nhid"], 1_000_003, "{r}");
+        assert_eq!(mtu_of(r), Some(1400));
+
+        // Our parsers read the kernel's own answers.
+        let mut dumped = fib.dump_nexthops()?.unwrap();
+        dumped.sort_by_key(|o| o.id);
+        assert_eq!(
+            dumped.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [1_000_001, 1_000_002, 1_000_003]
+        );
+        assert_eq!((dumped[0].hop, dumped[1].hop), (Some(h1), Some(h2)));
+        assert_eq!(dumped[2].group, [(1_000_001, 1), (1_000_002, 3)]);
+        let routes = fib.dump_own()?;
+        assert_eq!(routes.len(), 1, "{routes:?}");
+        assert_eq!(routes[0].nh_id, Some(1_000_003));
+        assert_eq!(routes[0].mtu, Some(1400));
+        assert_eq!(
+            routes[0].hops.len(),
+            2,
+            "the kernel expands the group: {routes:?}"
+        );
+
+        // Kernel semantics the writer must live with: deleting an object
+        // deletes the routes using it.
+        let mut buf = Vec::new();
+        let at = msg::put_del_nexthop(&mut buf, 5, 1_000_003);
+        assert_eq!(send_and_ack(&sock, buf, at, 5), Vec::<i32>::new());
+        assert!(
+            find(&ours(&n), "10.9.0.0/24").is_none(),
+            "route gone with its object"
+        );
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// Feeds the monitor's events to the FIB until it has re-installed `want`
+/// routes or 5 s pass; returns how many it re-installed.
+fn feed_events(fib: &mut Fib, mon: &mut Monitor, want: usize) -> usize {
+    let mut installed = 0;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while installed < want && Instant::now() < deadline {
+        for ev in mon.wait(Duration::from_millis(200)).unwrap() {
+            if let Some(r) = fib.on_event(&ev).unwrap() {
+                assert!(r.errors.is_empty(), "{r:?}");
+                installed += r.installed;
+            }
+        }
+    }
+    installed
+}
+
+fn object_id(ns: &Netns, gateway: Option<&str>) -> u64 {
+    let o = objects(ns);
+    let found = o.iter().find(|x| match gateway {
+        Some(g) => x["gateway"] == g,
+        None => x["group"].is_array(),
+    });
+    found.unwrap_or_else(|| panic!("no object {gateway:?}: {o:?}"))["id"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Someone deletes our nexthop objects (`ip nexthop del`): the kernel
+/// deletes the routes using them, or shrinks the groups they are in; the
+/// notification makes the writer re-create them and re-install the routes.
+#[test]
+fn nexthop_object_deleted_by_someone_is_repaired() {
+    let Some((_lab, ns)) = lab("fib-nhdel") else {
+        return;
+    };
+    let n = ns.clone();
+    ns.enter(move || {
+        let mut fib = Fib::open(cfg_in(true))?;
+        let mut mon = Monitor::open()?;
+        mon.ignore_sender(fib.port())?;
+        let r = fib.apply(&[
+            best("10.20.0.0/24", "192.0.2.2"),
+            ecmp("10.21.0.0/24", &["192.0.2.2", "198.51.100.2"]),
+        ])?;
+        assert_eq!((r.installed, r.errors.len()), (2, 0), "{r:?}");
+        assert_eq!(objects(&n).len(), 3);
+
+        // The shared hop: its single-hop route goes, the group shrinks.
+        let hop = object_id(&n, Some("192.0.2.2")).to_string();
+        n.ip(&["nexthop", "del", "id", &hop])?;
+        assert!(
+            find(&ours(&n), "10.20.0.0/24").is_none(),
+            "route went with its object"
+        );
+        assert!(feed_events(&mut fib, &mut mon, 1) >= 1);
+        let k = ours(&n);
+        let single = find(&k, "10.20.0.0/24").expect("restored");
+        assert_eq!(single["nhid"].as_u64(), Some(hop.parse().unwrap()));
+        let mut g = gateways(find(&k, "10.21.0.0/24").unwrap());
+        g.sort();
+        assert_eq!(g, ["192.0.2.2", "198.51.100.2"], "the group whole again");
+
+        // The group itself: its route goes with it.
+        let group = object_id(&n, None).to_string();
+        n.ip(&["nexthop", "del", "id", &group])?;
+        assert!(find(&ours(&n), "10.21.0.0/24").is_none());
+        assert!(feed_events(&mut fib, &mut mon, 1) >= 1);
+        let k = ours(&n);
+        let mut g = gateways(find(&k, "10.21.0.0/24").expect("restored"));
+        g.sort();
+        assert_eq!(g, ["192.0.2.2", "198.51.100.2"]);
+        assert_eq!(objects(&n).len(), 3);
+        assert!(
+            fib.counters()
+                .restored
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 2
+        );
+        Ok(())
+    })
+    .unwrap();
+}
+
+/// A link going down takes its nexthop objects, the routes using them and
+/// its hops in groups along, without a notification; nothing comes back
+/// with the link by itself. `relink` re-creates and re-installs them.
+#[test]
+fn nexthop_objects_come_back_after_link_down_up() {
+    let Some((_lab, ns)) = lab("fib-nhlink") else {
+        return;
+    };
+    let n = ns.clone();
+    ns.enter(move || {
+        let mut fib = Fib::open(cfg_in(true))?;
+        let r = fib.apply(&[
+            best("10.30.0.0/24", "198.51.100.2"),
+            best("10.31.0.0/24", "192.0.2.2"),
+            ecmp("10.32.0.0/24", &["192.0.2.2", "198.51.100.2"]),
+        ])?;
+        assert_eq!((r.installed, r.errors.len()), (3, 0), "{r:?}");
+        assert_eq!(objects(&n).len(), 3);
+        n.ip(&["link", "set", "d1", "down"])?;
+        let k = ours(&n);
+        assert!(find(&k, "10.30.0.0/24").is_none(), "{k:?}");
+        assert_eq!(gateways(find(&k, "10.32.0.0/24").unwrap()), ["192.0.2.2"]);
+        assert_eq!(objects(&n).len(), 2, "d1's object gone, the group shrunk");
+        n.ip(&["link", "set", "d1", "up"])?;
+        assert!(
+            find(&ours(&n), "10.30.0.0/24").is_none(),
+            "not back by itself"
+        );
+        let r = fib.relink()?;
+        assert!(r.errors.is_empty(), "{r:?}");
+        let k = ours(&n);
+        for dst in ["10.30.0.0/24", "10.31.0.0/24", "10.32.0.0/24"] {
+            assert_mode(find(&k, dst).expect(dst), true);
+        }
+        let mut g = gateways(find(&k, "10.32.0.0/24").unwrap());
+        g.sort();
+        assert_eq!(g, ["192.0.2.2", "198.51.100.2"]);
+        assert_eq!(objects(&n).len(), 3);
         Ok(())
     })
     .unwrap();

@@ -11,6 +11,7 @@ pub(super) struct RawFib {
     pub(super) table: Option<u32>,
     pub(super) route_mtu: Option<u32>,
     pub(super) sweep_after: Option<u64>,
+    pub(super) nexthop_objects: Option<String>,
 }
 
 /// Kernel route installation.
@@ -26,6 +27,10 @@ pub struct Fib {
     /// After a start, routes of ours from before are removed if not
     /// re-learned within this many seconds.
     pub sweep_after: u64,
+    /// `nexthop_objects = "auto"`: routes point at kernel nexthop objects
+    /// where the kernel has them (Linux 5.3); `"off"` (the default): each
+    /// route carries its next hops.
+    pub nexthop_objects: bool,
 }
 
 /// Validates `[fib]`; the stale-route sweep defaults to the graceful
@@ -52,7 +57,18 @@ pub(super) fn parse(
             ));
         }
     }
+    let nexthop_objects = match f.nexthop_objects.as_deref() {
+        None | Some("off") => false,
+        Some("auto") => true,
+        Some(v) => {
+            return Err(bad(
+                "fib.nexthop_objects".into(),
+                format!("{v:?}: use \"auto\" or \"off\""),
+            ))
+        }
+    };
     Ok(Fib {
+        nexthop_objects,
         enabled: f.enabled.unwrap_or(true),
         protocol,
         table: f.table.unwrap_or(254),

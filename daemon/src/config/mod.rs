@@ -365,7 +365,8 @@ large_communities = ["4200000001:1:2"]
                 protocol: 202,
                 table: 254,
                 route_mtu: None,
-                sweep_after: 120
+                sweep_after: 120,
+                nexthop_objects: false,
             }
         );
         let c = Config::parse(
@@ -381,6 +382,19 @@ large_communities = ["4200000001:1:2"]
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("f.toml: fib.protocol: 2 is reserved"), "{e}");
+        let c = Config::parse(
+            "f.toml",
+            &format!("{GOOD}\n[fib]\nnexthop_objects = \"auto\"\n"),
+        )
+        .unwrap();
+        assert!(c.fib.nexthop_objects);
+        let e = Config::parse(
+            "f.toml",
+            &format!("{GOOD}\n[fib]\nnexthop_objects = \"on\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("f.toml: fib.nexthop_objects: \"on\""), "{e}");
     }
 
     #[test]

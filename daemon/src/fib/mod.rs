@@ -17,6 +17,14 @@
 //! Routes of other protocols are never touched: deletes carry our protocol,
 //! which the kernel matches, and the start-up dump asks only for ours.
 //!
+//! With [`NexthopObjects::Auto`] on a kernel that has them (Linux 5.3),
+//! routes carry RTA_NH_ID instead of their next hops: [`nexthop`] keeps one
+//! kernel object per hop and one group per ECMP set, created (in a small
+//! datagram of their own) before the first route using them and deleted
+//! after the last; the kernel then skips building a next hop per route.
+//! Blackholes, and sets with a hop no connected network or on-link rule
+//! gives an interface, stay classic routes.
+//!
 //! # Kernel behaviour relied on
 //!
 //! - An IPv4 gateway must sit on a connected network (or be marked on-link):
@@ -31,6 +39,12 @@
 //!   how our own changes are told from someone else's.
 //! - An IPv4 route over an IPv6 next hop (RFC 8950) needs RTA_VIA, not
 //!   RTA_GATEWAY.
+//! - Deleting a nexthop object deletes the routes using it (notified as
+//!   RTM_DELNEXTHOP when someone asked for it); a link going down deletes
+//!   its objects and their routes silently.
+//! - IPv4 keeps a route's RTAX_MTU when it is replaced by a route of the
+//!   same nexthop object without RTA_METRICS (6.18; IPv6 drops it, as IPv4
+//!   does for classic routes): such a route is deleted first.
 //!
 //! # How petreld drives it
 //!
@@ -63,6 +77,7 @@ pub mod egress;
 pub mod monitor;
 pub mod msg;
 pub mod mtu;
+pub mod nexthop;
 pub mod sock;
 pub mod state;
 pub mod table;
@@ -110,6 +125,20 @@ pub struct FibConfig {
     pub batch_bytes: usize,
     /// Socket receive and send buffer.
     pub socket_buffer: usize,
+    /// Whether routes point at kernel nexthop objects (RTA_NH_ID) rather
+    /// than carry their next hops ([`nexthop`]); see
+    /// [`Fib::nexthop_objects`].
+    pub nexthop_objects: NexthopObjects,
+}
+
+/// `[fib] nexthop_objects`: kernel nexthop objects (RTM_NEWNEXTHOP, Linux
+/// 5.3) where the kernel has them, or never.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NexthopObjects {
+    /// Used when [`Fib::open`] finds the kernel answers a nexthop dump.
+    Auto,
+    #[default]
+    Off,
 }
 
 impl Default for FibConfig {
@@ -122,6 +151,7 @@ impl Default for FibConfig {
             onlink: Vec::new(),
             batch_bytes: 128 << 10,
             socket_buffer: 8 << 20,
+            nexthop_objects: NexthopObjects::default(),
         }
     }
 }
@@ -228,6 +258,16 @@ pub struct Fib {
     /// The links and connected networks, for leaving out a route MTU that
     /// equals the egress link's.
     links: egress::Links,
+    /// The kernel has nexthop objects and the configuration wants them.
+    nexthops: bool,
+    /// Our nexthop objects (and a previous run's, to sweep).
+    objects: nexthop::Objects,
+    nh_ops: Vec<nexthop::NhOp>,
+    /// A set's hops with their egress interfaces (reused buffer).
+    resolved: Vec<Hop>,
+    /// Sequence numbers of nexthop datagrams: their own counter, so that
+    /// a route datagram's numbers stay contiguous around them.
+    nh_seq: u32,
 }
 
 impl Fib {
@@ -252,11 +292,74 @@ impl Fib {
             pending: Vec::new(),
             rx: Vec::with_capacity(1 << 20),
             links: egress::Links::default(),
+            nexthops: false,
+            objects: nexthop::Objects::default(),
+            nh_ops: Vec::new(),
+            resolved: Vec::new(),
+            nh_seq: 1 << 31,
         })
         .and_then(|mut fib| {
             fib.refresh_links()?;
+            if fib.cfg.nexthop_objects == NexthopObjects::Auto {
+                if let Some(old) = fib.dump_nexthops()? {
+                    fib.nexthops = true;
+                    // A previous run's objects: their ids are not ours to
+                    // reuse until they are swept with its routes.
+                    fib.objects.mark_stale(old.iter().map(|o| o.id));
+                }
+            }
             Ok(fib)
         })
+    }
+
+    /// Whether kernel nexthop objects are in use: configured `Auto` and
+    /// the kernel has them.
+    pub fn nexthop_objects(&self) -> bool {
+        self.nexthops
+    }
+
+    /// How many nexthop objects of ours the kernel holds (hops and groups).
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Dumps the kernel's nexthop objects of our protocol; `None` when the
+    /// kernel has no nexthop objects at all (before Linux 5.3, rtnetlink
+    /// answers the unknown RTM_GETNEXTHOP with EOPNOTSUPP). This is the
+    /// detection: a dump changes nothing, unlike a probe object.
+    pub fn dump_nexthops(&mut self) -> io::Result<Option<Vec<msg::KernelNexthop>>> {
+        let seq = self.next_seq();
+        let mut req = Vec::new();
+        msg::put_nexthop_dump(&mut req, seq);
+        self.sock.send(&req)?;
+        let mut out = Vec::new();
+        loop {
+            self.sock.recv(&mut self.rx)?;
+            for m in msg::messages(&self.rx) {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.ty {
+                    msg::NLMSG_DONE => return Ok(Some(out)),
+                    msg::NLMSG_ERROR => {
+                        let errno = msg::parse_error(&m).map(|e| e.errno).unwrap_or(libc::EIO);
+                        return match errno {
+                            0 => Ok(Some(out)),
+                            libc::EOPNOTSUPP | libc::EINVAL => Ok(None),
+                            e => Err(io::Error::from_raw_os_error(e)),
+                        };
+                    }
+                    msg::RTM_NEWNEXTHOP => {
+                        if let Some(nh) = msg::parse_nexthop(m.payload) {
+                            if nh.protocol == self.params.protocol {
+                                out.push(nh);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 
     /// Reads the links and addresses afresh (at open; again once the
@@ -358,7 +461,7 @@ impl Fib {
         }
         for (p, id) in self.state.installed_in(&flipped) {
             self.state.sets_mut().acquire(id);
-            self.queue_install(p, id, &mut report)?;
+            self.queue_reinstall(p, id, true, &mut report)?;
         }
         self.flush(&mut report)?;
         Ok(report)
@@ -442,10 +545,51 @@ impl Fib {
 
     /// Sets the route MTU and re-installs every route with it.
     pub fn set_mtu(&mut self, mtu: Option<u32>) -> io::Result<Report> {
+        let had = self.params.mtu.is_some_and(|m| m > 0);
         self.cfg.mtu = mtu;
         self.params.mtu = mtu;
         self.state.sets_mut().forget_mtu_redundant();
-        self.reinstall_all()
+        if !(had && self.nexthops) {
+            return self.reinstall_all();
+        }
+        let mut report = Report::default();
+        self.repair_objects()?;
+        let snapshot = self.state.snapshot(false);
+        for (p, _) in snapshot.iter() {
+            if let Some(id) = self.state.acquire_held(&p, false) {
+                self.queue_reinstall(p, id, true, &mut report)?;
+            }
+        }
+        self.flush(&mut report)?;
+        Ok(report)
+    }
+
+    /// Queues the re-install of a held route (taking the caller's
+    /// reference on `id`). `had_metrics`: the kernel's copy may carry an
+    /// RTAX_MTU the route must now be without. Linux (6.18) keeps an IPv4
+    /// route's metrics when it is replaced by one of the same nexthop
+    /// object without RTA_METRICS (a new object, or a classic route, or
+    /// another MTU do replace them; IPv6 does): such a route is deleted
+    /// first, in the same datagram.
+    fn queue_reinstall(
+        &mut self,
+        prefix: Prefix,
+        id: u32,
+        had_metrics: bool,
+        report: &mut Report,
+    ) -> io::Result<()> {
+        if had_metrics
+            && self.nexthops
+            && matches!(prefix, Prefix::V4 { .. })
+            && self.objects.id_of(id).is_some()
+            && self.params_for(id).mtu.is_none()
+        {
+            if let Err(e) = self.queue_delete(prefix, report) {
+                self.state.sets_mut().release(id);
+                return Err(e);
+            }
+        }
+        self.queue_install(prefix, id, report)
     }
 
     /// Routes waiting for their next hop (see [`Fib::relink`]).
@@ -459,6 +603,8 @@ impl Fib {
     /// full re-install brings ours back when it returns.
     pub fn relink(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
+        // The link's nexthop objects went with it, silently.
+        self.repair_objects()?;
         self.requeue(false, &mut report)?;
         self.requeue(true, &mut report)?;
         self.flush(&mut report)?;
@@ -469,6 +615,8 @@ impl Fib {
     /// next hops may be reachable now).
     pub fn retry_unresolved(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
+        let sets = self.repair_objects()?;
+        self.requeue_sets(&sets, &mut report)?;
         self.requeue(true, &mut report)?;
         self.flush(&mut report)?;
         Ok(report)
@@ -481,6 +629,7 @@ impl Fib {
 
     fn reinstall_all(&mut self) -> io::Result<Report> {
         let mut report = Report::default();
+        self.repair_objects()?;
         self.requeue(false, &mut report)?;
         self.flush(&mut report)?;
         Ok(report)
@@ -500,11 +649,109 @@ impl Fib {
         Ok(())
     }
 
+    /// Queues the installed routes of sets `sets` again.
+    fn requeue_sets(&mut self, sets: &[u32], report: &mut Report) -> io::Result<()> {
+        if sets.is_empty() {
+            return Ok(());
+        }
+        for (p, _) in self.state.installed_in(sets) {
+            if let Some(id) = self.state.acquire_held(&p, false) {
+                self.queue_install(p, id, report)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// With nexthop objects: re-creates those of ours the kernel lost (a
+    /// link down takes its objects along without a notification); returns
+    /// the sets whose routes went with them.
+    fn repair_objects(&mut self) -> io::Result<Vec<u32>> {
+        if !self.nexthops || self.objects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let present: std::collections::HashSet<u32> = self
+            .dump_nexthops()?
+            .unwrap_or_default()
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        let mut ops = std::mem::take(&mut self.nh_ops);
+        let sets = self.objects.repair(|id| present.contains(&id), &mut ops);
+        self.nh_ops = ops;
+        self.send_nexthops()?;
+        Ok(sets)
+    }
+
+    /// Sends the queued nexthop operations in one datagram and reads up to
+    /// its ACK; false when the kernel refused one (logged).
+    fn send_nexthops(&mut self) -> io::Result<bool> {
+        if self.nh_ops.is_empty() {
+            return Ok(true);
+        }
+        let mut ok = true;
+        let mut buf = Vec::new();
+        let first = self.nh_seq;
+        let mut at = 0;
+        for op in self.nh_ops.drain(..) {
+            let seq = self.nh_seq;
+            self.nh_seq = self.nh_seq.wrapping_add(1) | 1 << 31;
+            at = match op {
+                nexthop::NhOp::Hop { id, hop } => msg::put_new_nexthop(
+                    &mut buf,
+                    seq,
+                    self.params.protocol,
+                    id,
+                    msg::NexthopKind::Hop(hop),
+                ),
+                nexthop::NhOp::Group { id, members } => {
+                    let m: Vec<(u32, u16)> = members.iter().map(|m| (*m, 1)).collect();
+                    msg::put_new_nexthop(
+                        &mut buf,
+                        seq,
+                        self.params.protocol,
+                        id,
+                        msg::NexthopKind::Group(&m),
+                    )
+                }
+                nexthop::NhOp::Delete(id) => msg::put_del_nexthop(&mut buf, seq, id),
+            };
+        }
+        let last = self.nh_seq.wrapping_sub(1) | 1 << 31;
+        msg::add_flags(&mut buf, at, msg::NLM_F_ACK);
+        self.sock.send(&buf)?;
+        loop {
+            self.sock.recv(&mut self.rx)?;
+            for m in msg::messages(&self.rx) {
+                if m.ty != msg::NLMSG_ERROR || m.seq.wrapping_sub(first) > last.wrapping_sub(first)
+                {
+                    continue;
+                }
+                let Some(e) = msg::parse_error(&m) else {
+                    continue;
+                };
+                // ENOENT: an object to delete is gone already.
+                if e.errno != 0 && e.errno != libc::ENOENT {
+                    tracing::debug!(errno = e.errno, message = ?e.message, "nexthop object refused");
+                    ok = false;
+                }
+                if m.seq == last {
+                    return Ok(ok);
+                }
+            }
+        }
+    }
+
     /// Re-installs our route of `prefix` if we hold one.
     pub fn restore(&mut self, prefix: Prefix) -> io::Result<Report> {
+        self.restore_over(prefix, true)
+    }
+
+    /// [`Fib::restore`]; `had_metrics`: the kernel's route may carry an
+    /// RTAX_MTU (see [`Fib::queue_reinstall`]).
+    fn restore_over(&mut self, prefix: Prefix, had_metrics: bool) -> io::Result<Report> {
         let mut report = Report::default();
         if let Some(id) = self.state.acquire_held(&prefix, false) {
-            self.queue_install(prefix, id, &mut report)?;
+            self.queue_reinstall(prefix, id, had_metrics, &mut report)?;
             self.flush(&mut report)?;
             self.counters.restored.fetch_add(1, Ordering::Relaxed);
         }
@@ -517,6 +764,14 @@ impl Fib {
     /// installed over the same prefix are left alone (no fight with the
     /// operator's `ip route replace`).
     pub fn on_event(&mut self, ev: &Event) -> io::Result<Option<Report>> {
+        if let Event::Nexthop {
+            deleted: true,
+            nh,
+            sender,
+        } = ev
+        {
+            return self.on_nexthop_deleted(nh, *sender);
+        }
         let Event::Route {
             deleted,
             route,
@@ -534,17 +789,54 @@ impl Fib {
         let Some(want) = self.state.installed(&route.prefix) else {
             return Ok(None);
         };
-        let same =
-            !*deleted && self.state.matches(want, route) && route.mtu == self.params_for(want).mtu;
+        let by_object = match (route.nh_id, self.objects.id_of(want)) {
+            (Some(k), Some(o)) => Some(k == o),
+            (None, None) => None,
+            _ => Some(false),
+        };
+        let same = !*deleted
+            && by_object.unwrap_or_else(|| self.state.matches(want, route))
+            && route.mtu == self.params_for(want).mtu;
         if same {
             return Ok(None);
         }
-        self.restore(route.prefix).map(Some)
+        let had_metrics = !*deleted && route.mtu.is_some();
+        self.restore_over(route.prefix, had_metrics).map(Some)
+    }
+
+    /// Someone deleted a nexthop object of ours (its routes went with it):
+    /// re-creates it and re-installs them.
+    fn on_nexthop_deleted(
+        &mut self,
+        nh: &msg::KernelNexthop,
+        sender: u32,
+    ) -> io::Result<Option<Report>> {
+        if sender == self.port()
+            || nh.protocol != self.params.protocol
+            || !self.nexthops
+            || !self.objects.is_ours(nh.id)
+        {
+            return Ok(None);
+        }
+        let mut ops = std::mem::take(&mut self.nh_ops);
+        let sets = self.objects.repair(|id| id != nh.id, &mut ops);
+        self.nh_ops = ops;
+        self.send_nexthops()?;
+        let mut report = Report::default();
+        self.requeue_sets(&sets, &mut report)?;
+        // Routes restored before this event (a route's deletion notified
+        // first) were refused for want of the object.
+        self.requeue(true, &mut report)?;
+        self.flush(&mut report)?;
+        self.counters
+            .restored
+            .fetch_add(report.installed as u64, Ordering::Relaxed);
+        Ok(Some(report))
     }
 
     /// Dumps our routes (our protocol, our table) from the kernel. Every one
     /// is kept as stale until re-installed; [`Fib::sweep_stale`] removes the
-    /// rest.
+    /// rest, and our nexthop objects of then with them.
     pub fn dump_own(&mut self) -> io::Result<Vec<KernelRoute>> {
         let mut out = Vec::new();
         for v6 in [false, true] {
@@ -583,6 +875,11 @@ impl Fib {
             }
         }
         self.state.mark_stale(&out);
+        // A previous run's objects (whatever the mode now): their ids are
+        // not reused, and they go with the stale routes.
+        if let Some(old) = self.dump_nexthops()? {
+            self.objects.mark_stale(old.iter().map(|o| o.id));
+        }
         Ok(out)
     }
 
@@ -594,6 +891,11 @@ impl Fib {
             self.queue_delete(p, &mut report)?;
         }
         self.flush(&mut report)?;
+        // Routes re-installed since use objects of this run.
+        let old = self.objects.take_stale();
+        self.nh_ops
+            .extend(old.into_iter().map(nexthop::NhOp::Delete));
+        self.send_nexthops()?;
         Ok(report)
     }
 
@@ -614,9 +916,44 @@ impl Fib {
             }
         };
         let params = self.params_for(id);
-        let kind = match self.state.sets().get(id) {
-            Installed::Blackhole => RouteKind::Blackhole,
-            i => RouteKind::Unicast(i.hops()),
+        // With nexthop objects, the set's object first: the kernel reads
+        // it before the route (its own datagram, sent now).
+        let mut object = None;
+        if self.nexthops {
+            let key = self.state.sets().get(id).hops();
+            let mut hops = std::mem::take(&mut self.resolved);
+            hops.clear();
+            hops.extend(key.iter().map(|h| Hop {
+                ifindex: self.links.egress(h).unwrap_or(0),
+                ..*h
+            }));
+            if nexthop::usable(&hops) {
+                object = self.objects.ensure(id, key, &hops, &mut self.nh_ops);
+            }
+            self.resolved = hops;
+        }
+        let sent = match self.send_nexthops() {
+            Ok(false) if object.is_some() => {
+                // Refused (a gateway the kernel cannot reach yet): this
+                // route goes the classic way, so that its error is the
+                // kernel's verdict on the next hop itself; the next
+                // install of the set tries an object again.
+                object = None;
+                let mut ops = std::mem::take(&mut self.nh_ops);
+                self.objects.retire(id, &mut ops);
+                self.nh_ops = ops;
+                self.send_nexthops().map(|_| ())
+            }
+            r => r.map(|_| ()),
+        };
+        if let Err(e) = sent {
+            self.state.sets_mut().release(id);
+            return Err(e);
+        }
+        let kind = match (object, self.state.sets().get(id)) {
+            (_, Installed::Blackhole) => RouteKind::Blackhole,
+            (Some(k), _) => RouteKind::Nexthop(k),
+            (None, i) => RouteKind::Unicast(i.hops()),
         };
         self.last_at = msg::put_new_route(&mut self.out, seq, &params, &prefix, kind);
         self.pending.push(Pending {
@@ -715,6 +1052,21 @@ impl Fib {
         self.counters
             .routes
             .store(self.state.len() as u64, Ordering::Relaxed);
+        if self.nexthops {
+            // Objects of sets no route uses any more (their routes are
+            // settled: none of ours in the kernel points at them).
+            let sets = self.state.sets();
+            let mut ops = std::mem::take(&mut self.nh_ops);
+            self.objects.collect(
+                |s| match sets.get(s) {
+                    Installed::Blackhole => None,
+                    i => Some(i.hops()),
+                },
+                &mut ops,
+            );
+            self.nh_ops = ops;
+            self.send_nexthops()?;
+        }
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 //! [`Event::Overrun`], after which the daemon resynchronises
 //! ([`super::Fib::resync`]) instead of trusting a partial stream.
 
-use super::msg::{self, AddrInfo, KernelRoute, LinkInfo};
+use super::msg::{self, AddrInfo, KernelNexthop, KernelRoute, LinkInfo};
 use super::sock::NlSocket;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -20,6 +20,8 @@ const RTNLGRP_IPV4_IFADDR: u32 = 5;
 const RTNLGRP_IPV4_ROUTE: u32 = 7;
 const RTNLGRP_IPV6_IFADDR: u32 = 9;
 const RTNLGRP_IPV6_ROUTE: u32 = 11;
+/// Nexthop objects (Linux 5.3; joined only where the kernel has it).
+const RTNLGRP_NEXTHOP: u32 = 32;
 
 /// The most events one call returns.
 const MAX_EVENTS: usize = 4096;
@@ -42,6 +44,13 @@ pub enum Event {
     Addr {
         deleted: bool,
         addr: AddrInfo,
+    },
+    /// A nexthop object was added, replaced or deleted (by a request:
+    /// the kernel removes a down link's objects without a notification).
+    Nexthop {
+        deleted: bool,
+        nh: KernelNexthop,
+        sender: u32,
     },
     /// Notifications were lost (receive buffer full).
     Overrun,
@@ -66,7 +75,7 @@ pub struct Monitor {
 impl Monitor {
     /// Opens the socket and joins the groups; notifications queue from now.
     pub fn open() -> io::Result<Self> {
-        Self::open_groups(
+        let m = Self::open_groups(
             &[
                 RTNLGRP_LINK,
                 RTNLGRP_IPV4_IFADDR,
@@ -75,7 +84,11 @@ impl Monitor {
                 RTNLGRP_IPV6_ROUTE,
             ],
             8 << 20,
-        )
+        )?;
+        // A kernel without nexthop objects refuses the group (EINVAL):
+        // there is nothing of the kind to watch there.
+        let _ = m.sock.join(RTNLGRP_NEXTHOP);
+        Ok(m)
     }
 
     /// Link and address notifications only (MTU re-detection); a small
@@ -218,7 +231,7 @@ fn parse_into(buf: &[u8], out: &mut Vec<Event>) {
     for m in msg::messages(buf) {
         let deleted = matches!(
             m.ty,
-            msg::RTM_DELROUTE | msg::RTM_DELLINK | msg::RTM_DELADDR
+            msg::RTM_DELROUTE | msg::RTM_DELLINK | msg::RTM_DELADDR | msg::RTM_DELNEXTHOP
         );
         let ev = match m.ty {
             msg::RTM_NEWROUTE | msg::RTM_DELROUTE => {
@@ -233,6 +246,13 @@ fn parse_into(buf: &[u8], out: &mut Vec<Event>) {
             }
             msg::RTM_NEWADDR | msg::RTM_DELADDR => {
                 msg::parse_addr(m.payload).map(|addr| Event::Addr { deleted, addr })
+            }
+            msg::RTM_NEWNEXTHOP | msg::RTM_DELNEXTHOP => {
+                msg::parse_nexthop(m.payload).map(|nh| Event::Nexthop {
+                    deleted,
+                    nh,
+                    sender: m.port,
+                })
             }
             msg::NLMSG_OVERRUN => Some(Event::Overrun),
             _ => None,

@@ -3,8 +3,10 @@
 //!
 //! Only what the FIB writer needs: RTM_NEWROUTE/DELROUTE/GETROUTE with the
 //! attributes of `ip route` (dst, gateway or via, oif, table, priority,
-//! metrics, multipath), link and address notifications, and NLMSG_ERROR with
-//! the extended-ACK message. Parsers never panic on what the kernel sends:
+//! metrics, multipath, nexthop id), kernel nexthop objects
+//! (RTM_NEWNEXTHOP/DELNEXTHOP/GETNEXTHOP, include/uapi/linux/nexthop.h),
+//! link and address notifications, and NLMSG_ERROR with the extended-ACK
+//! message. Parsers never panic on what the kernel sends:
 //! a short or malformed message is an error or is skipped.
 
 use ipnet::IpNet;
@@ -26,6 +28,9 @@ pub const RTM_GETADDR: u16 = 22;
 pub const RTM_NEWROUTE: u16 = 24;
 pub const RTM_DELROUTE: u16 = 25;
 pub const RTM_GETROUTE: u16 = 26;
+pub const RTM_NEWNEXTHOP: u16 = 104;
+pub const RTM_DELNEXTHOP: u16 = 105;
+pub const RTM_GETNEXTHOP: u16 = 106;
 
 pub const NLM_F_REQUEST: u16 = 0x1;
 pub const NLM_F_ACK: u16 = 0x4;
@@ -49,6 +54,8 @@ const RTA_METRICS: u16 = 8;
 const RTA_MULTIPATH: u16 = 9;
 const RTA_TABLE: u16 = 15;
 const RTA_VIA: u16 = 18;
+/// u32: the kernel nexthop object the route uses (Linux 5.3).
+const RTA_NH_ID: u16 = 30;
 const RTAX_MTU: u16 = 2;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
@@ -60,6 +67,18 @@ const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_NOWHERE: u8 = 255;
 pub const RTNH_F_ONLINK: u8 = 4;
 const RTNH_F_DEAD: u8 = 1;
+
+// include/uapi/linux/nexthop.h: `struct nhmsg` { family, scope, protocol,
+// resvd, u32 flags (RTNH_F_*) }, then these attributes.
+const NHA_ID: u16 = 1;
+/// An array of `struct nexthop_grp` { u32 id, u8 weight - 1, u8 weight's
+/// high bits (6.12), u16 reserved }.
+const NHA_GROUP: u16 = 2;
+const NHA_BLACKHOLE: u16 = 4;
+const NHA_OIF: u16 = 5;
+const NHA_GATEWAY: u16 = 6;
+/// The kernel leaves `nh_family` unspecified for groups and blackholes.
+const AF_UNSPEC: u8 = 0;
 
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
@@ -107,6 +126,19 @@ pub struct Hop {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteKind<'a> {
     Unicast(&'a [Hop]),
+    Blackhole,
+    /// A unicast route through kernel nexthop object `id` (RTA_NH_ID): no
+    /// gateway, interface or multipath of its own.
+    Nexthop(u32),
+}
+
+/// What a kernel nexthop object is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NexthopKind<'a> {
+    /// One hop; the kernel requires its interface (`ifindex` not 0).
+    Hop(Hop),
+    /// An ECMP group of other objects, each with its weight (1..=256).
+    Group(&'a [(u32, u16)]),
     Blackhole,
 }
 
@@ -229,14 +261,14 @@ pub fn put_new_route(
     );
     let (family, len) = family_of(prefix);
     let rtype = match kind {
-        RouteKind::Unicast(_) => RTN_UNICAST,
+        RouteKind::Unicast(_) | RouteKind::Nexthop(_) => RTN_UNICAST,
         RouteKind::Blackhole => RTN_BLACKHOLE,
     };
     rtmsg(buf, family, len, p.table, p.protocol, rtype);
     put_dst(buf, prefix);
     attr(buf, RTA_TABLE, &p.table.to_ne_bytes());
     let prio = match kind {
-        RouteKind::Unicast(_) => p.priority,
+        RouteKind::Unicast(_) | RouteKind::Nexthop(_) => p.priority,
         RouteKind::Blackhole => Some(BLACKHOLE_PRIORITY),
     };
     if let Some(prio) = prio {
@@ -249,6 +281,7 @@ pub fn put_new_route(
     }
     match kind {
         RouteKind::Blackhole => {}
+        RouteKind::Nexthop(id) => attr(buf, RTA_NH_ID, &id.to_ne_bytes()),
         RouteKind::Unicast([hop]) => {
             put_gateway(buf, family, &hop.gateway);
             if hop.ifindex != 0 {
@@ -303,6 +336,74 @@ pub fn put_del_route(
     }
     end_msg(buf, at);
     at
+}
+
+/// Appends an RTM_NEWNEXTHOP for object `id` of our protocol, with create
+/// and replace semantics: an object of that id is changed in place, and
+/// the routes using it follow.
+pub fn put_new_nexthop(
+    buf: &mut Vec<u8>,
+    seq: u32,
+    protocol: u8,
+    id: u32,
+    kind: NexthopKind,
+) -> usize {
+    let at = begin_msg(
+        buf,
+        RTM_NEWNEXTHOP,
+        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE,
+        seq,
+    );
+    let (family, flags) = match &kind {
+        NexthopKind::Hop(h) if h.gateway.is_ipv4() => (AF_INET, h.onlink),
+        NexthopKind::Hop(h) => (AF_INET6, h.onlink),
+        _ => (AF_UNSPEC, false),
+    };
+    let flags = if flags { RTNH_F_ONLINK as u32 } else { 0 };
+    buf.extend_from_slice(&[family, 0, protocol, 0]);
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    attr(buf, NHA_ID, &id.to_ne_bytes());
+    match kind {
+        NexthopKind::Hop(h) => {
+            match h.gateway {
+                IpAddr::V4(a) => attr(buf, NHA_GATEWAY, &a.octets()),
+                IpAddr::V6(a) => attr(buf, NHA_GATEWAY, &a.octets()),
+            }
+            attr(buf, NHA_OIF, &h.ifindex.to_ne_bytes());
+        }
+        NexthopKind::Group(members) => {
+            let mut g = Vec::with_capacity(members.len() * 8);
+            for (m, w) in members {
+                let w = w.clamp(&1, &256) - 1;
+                g.extend_from_slice(&m.to_ne_bytes());
+                g.push(w as u8);
+                g.push((w >> 8) as u8);
+                g.extend_from_slice(&[0, 0]);
+            }
+            attr(buf, NHA_GROUP, &g);
+        }
+        NexthopKind::Blackhole => attr(buf, NHA_BLACKHOLE, &[]),
+    }
+    end_msg(buf, at);
+    at
+}
+
+/// Appends an RTM_DELNEXTHOP of object `id`. The kernel deletes the routes
+/// using it with it, and drops it from the groups it is a member of.
+pub fn put_del_nexthop(buf: &mut Vec<u8>, seq: u32, id: u32) -> usize {
+    let at = begin_msg(buf, RTM_DELNEXTHOP, NLM_F_REQUEST, seq);
+    buf.extend_from_slice(&[AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0]);
+    attr(buf, NHA_ID, &id.to_ne_bytes());
+    end_msg(buf, at);
+    at
+}
+
+/// Appends a dump request of every nexthop object (the kernel filters only
+/// by device or group, not by protocol: the caller does).
+pub fn put_nexthop_dump(buf: &mut Vec<u8>, seq: u32) {
+    let at = begin_msg(buf, RTM_GETNEXTHOP, NLM_F_REQUEST | NLM_F_DUMP, seq);
+    buf.extend_from_slice(&[AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0]);
+    end_msg(buf, at);
 }
 
 /// Appends a route dump request, filtered by the kernel on protocol and
@@ -417,8 +518,11 @@ pub struct KernelRoute {
     pub rtype: u8,
     pub priority: Option<u32>,
     pub mtu: Option<u32>,
-    /// One entry per next hop (several for a multipath route).
+    /// One entry per next hop (several for a multipath route). A route by
+    /// nexthop object has the object's hops expanded here by the kernel.
     pub hops: Vec<Hop>,
+    /// RTA_NH_ID: the nexthop object the route uses.
+    pub nh_id: Option<u32>,
 }
 
 fn ip_from(family: u8, data: &[u8]) -> Option<IpAddr> {
@@ -462,6 +566,7 @@ pub fn parse_route(payload: &[u8]) -> Option<KernelRoute> {
         priority: None,
         mtu: None,
         hops: Vec::new(),
+        nh_id: None,
     };
     let mut single = Hop {
         gateway: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -495,6 +600,7 @@ pub fn parse_route(payload: &[u8]) -> Option<KernelRoute> {
                 }
             }
             RTA_MULTIPATH => r.hops = parse_multipath(family, data),
+            RTA_NH_ID => r.nh_id = u32_of(data),
             _ => {}
         }
     }
@@ -530,6 +636,61 @@ fn parse_multipath(family: u8, mut data: &[u8]) -> Vec<Hop> {
         data = &data[((len + 3) & !3).min(data.len())..];
     }
     hops
+}
+
+/// A nexthop object as the kernel reports it (RTM_NEWNEXTHOP/DELNEXTHOP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelNexthop {
+    pub id: u32,
+    pub protocol: u8,
+    /// The hop of a single-hop object (`None` for groups and blackholes).
+    pub hop: Option<Hop>,
+    /// The members of a group, with their weights (1..=65536).
+    pub group: Vec<(u32, u32)>,
+    pub blackhole: bool,
+}
+
+/// Parses an RTM_NEWNEXTHOP/DELNEXTHOP payload; `None` without an id.
+pub fn parse_nexthop(payload: &[u8]) -> Option<KernelNexthop> {
+    let h = payload.get(0..8)?;
+    let (family, protocol) = (h[0], h[2]);
+    let flags = u32::from_ne_bytes(h[4..8].try_into().ok()?);
+    let mut id = None;
+    let mut nh = KernelNexthop {
+        id: 0,
+        protocol,
+        hop: None,
+        group: Vec::new(),
+        blackhole: false,
+    };
+    let (mut gateway, mut ifindex) = (None, 0);
+    for (ty, data) in attrs(&payload[8..]) {
+        match ty {
+            NHA_ID => id = u32_of(data),
+            NHA_OIF => ifindex = u32_of(data).unwrap_or(0),
+            NHA_GATEWAY => gateway = ip_from(family, data),
+            NHA_BLACKHOLE => nh.blackhole = true,
+            NHA_GROUP => {
+                nh.group = data
+                    .chunks_exact(8)
+                    .map(|e| {
+                        let m = u32::from_ne_bytes([e[0], e[1], e[2], e[3]]);
+                        (m, (u32::from(e[5]) << 8 | u32::from(e[4])) + 1)
+                    })
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    nh.id = id.filter(|i| *i != 0)?;
+    if let Some(gateway) = gateway {
+        nh.hop = Some(Hop {
+            gateway,
+            ifindex,
+            onlink: flags & RTNH_F_ONLINK as u32 != 0,
+        });
+    }
+    Some(nh)
 }
 
 /// An interface from RTM_NEWLINK/DELLINK.
@@ -725,6 +886,95 @@ mod tests {
         assert_eq!(ms[0].payload[6], RT_SCOPE_UNIVERSE);
     }
 
+    /// The bytes of `ip nexthop add id 1000002 via 192.0.2.1 dev <3> onlink
+    /// proto 202` (nhmsg and NHA_* per include/uapi/linux/nexthop.h).
+    #[test]
+    fn new_nexthop_v4_bytes() {
+        let hop = Hop {
+            gateway: "192.0.2.1".parse().unwrap(),
+            ifindex: 3,
+            onlink: true,
+        };
+        let mut buf = Vec::new();
+        put_new_nexthop(&mut buf, 5, 202, 1_000_002, NexthopKind::Hop(hop));
+        #[rustfmt::skip]
+        let want: Vec<u8> = [
+            &48u32.to_ne_bytes()[..], &104u16.to_ne_bytes(), &0x501u16.to_ne_bytes(),
+            &5u32.to_ne_bytes(), &[0, 0, 0, 0],
+            // nhmsg: inet, scope 0, proto 202, resvd; flags RTNH_F_ONLINK
+            &[2, 0, 202, 0], &4u32.to_ne_bytes(),
+            &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), &1_000_002u32.to_ne_bytes(),
+            &8u16.to_ne_bytes(), &6u16.to_ne_bytes(), &[192, 0, 2, 1],
+            &8u16.to_ne_bytes(), &5u16.to_ne_bytes(), &3u32.to_ne_bytes(),
+        ]
+        .concat();
+        assert_eq!(buf, want);
+        let m = messages(&buf).next().unwrap();
+        let nh = parse_nexthop(m.payload).unwrap();
+        assert_eq!((nh.id, nh.protocol, nh.hop), (1_000_002, 202, Some(hop)));
+        assert!(nh.group.is_empty() && !nh.blackhole);
+    }
+
+    /// `ip nexthop add id 9 group 7/8,3`: struct nexthop_grp entries carry
+    /// weight - 1; the family is unspecified.
+    #[test]
+    fn nexthop_group_blackhole_and_delete() {
+        let mut buf = Vec::new();
+        put_new_nexthop(&mut buf, 1, 202, 9, NexthopKind::Group(&[(7, 1), (8, 3)]));
+        #[rustfmt::skip]
+        let want: Vec<u8> = [
+            &52u32.to_ne_bytes()[..], &104u16.to_ne_bytes(), &0x501u16.to_ne_bytes(),
+            &1u32.to_ne_bytes(), &[0, 0, 0, 0],
+            &[0, 0, 202, 0], &0u32.to_ne_bytes(),
+            &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), &9u32.to_ne_bytes(),
+            &20u16.to_ne_bytes(), &2u16.to_ne_bytes(),
+            &7u32.to_ne_bytes(), &[0, 0, 0, 0], &8u32.to_ne_bytes(), &[2, 0, 0, 0],
+        ]
+        .concat();
+        assert_eq!(buf, want);
+        put_new_nexthop(&mut buf, 2, 202, 10, NexthopKind::Blackhole);
+        put_del_nexthop(&mut buf, 3, 9);
+        let ms: Vec<_> = messages(&buf).collect();
+        let g = parse_nexthop(ms[0].payload).unwrap();
+        assert_eq!(
+            (g.id, g.group.as_slice(), g.hop),
+            (9, &[(7, 1), (8, 3)][..], None)
+        );
+        let b = parse_nexthop(ms[1].payload).unwrap();
+        assert!(b.blackhole && b.hop.is_none());
+        assert_eq!((ms[2].ty, ms[2].flags), (RTM_DELNEXTHOP, NLM_F_REQUEST));
+        assert_eq!(parse_nexthop(ms[2].payload).unwrap().id, 9);
+    }
+
+    /// A route by nexthop id carries RTA_NH_ID and RTAX_MTU, no gateway.
+    #[test]
+    fn route_by_nexthop_id() {
+        let mut buf = Vec::new();
+        put_new_route(
+            &mut buf,
+            4,
+            &PARAMS,
+            &p("10.1.0.0/16"),
+            RouteKind::Nexthop(1_000_002),
+        );
+        #[rustfmt::skip]
+        let want: Vec<u8> = [
+            &64u32.to_ne_bytes()[..], &24u16.to_ne_bytes(), &0x501u16.to_ne_bytes(),
+            &4u32.to_ne_bytes(), &[0, 0, 0, 0],
+            &[2, 16, 0, 0, 254, 202, 0, 1, 0, 0, 0, 0],
+            &8u16.to_ne_bytes(), &1u16.to_ne_bytes(), &[10, 1, 0, 0],
+            &8u16.to_ne_bytes(), &15u16.to_ne_bytes(), &254u32.to_ne_bytes(),
+            &12u16.to_ne_bytes(), &8u16.to_ne_bytes(),
+            &8u16.to_ne_bytes(), &2u16.to_ne_bytes(), &1450u32.to_ne_bytes(),
+            &8u16.to_ne_bytes(), &30u16.to_ne_bytes(), &1_000_002u32.to_ne_bytes(),
+        ]
+        .concat();
+        assert_eq!(buf, want);
+        let r = parse_route(messages(&buf).next().unwrap().payload).unwrap();
+        assert_eq!((r.nh_id, r.mtu), (Some(1_000_002), Some(1450)));
+        assert!(r.hops.is_empty());
+    }
+
     #[test]
     fn error_with_extended_ack() {
         // NLMSG_ERROR, flags CAPPED|ACK_TLVS, seq 9: -ENETUNREACH, the echoed
@@ -784,6 +1034,7 @@ mod tests {
                 let _ = parse_route(m.payload);
                 let _ = parse_link(m.payload);
                 let _ = parse_addr(m.payload);
+                let _ = parse_nexthop(m.payload);
                 let _ = parse_error(&m);
             }
             let _ = parse_route(&buf);

@@ -624,6 +624,7 @@ mod tests {
             priority: None,
             mtu: None,
             hops: Vec::new(),
+            nh_id: None,
         };
         st.mark_stale([&found]);
         assert_eq!(st.stale_count(), 1);
@@ -758,6 +759,7 @@ mod tests {
                 priority: None,
                 mtu: None,
                 hops: Vec::new(),
+                nh_id: None,
             })
             .collect();
         st.mark_stale(&found);

@@ -126,6 +126,7 @@ pub fn spawn(
         .len();
     info!(
         stale,
+        nexthop_objects = fib.nexthop_objects(),
         "kernel routes of a previous run kept until convergence"
     );
     health.set_fib_ok();

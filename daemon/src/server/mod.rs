@@ -154,6 +154,11 @@ pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> an
                 protocol: cfg.fib.protocol,
                 table: cfg.fib.table,
                 mtu: cfg.fib.route_mtu.or(pod_mtu),
+                nexthop_objects: if cfg.fib.nexthop_objects {
+                    crate::fib::NexthopObjects::Auto
+                } else {
+                    crate::fib::NexthopObjects::Off
+                },
                 ..crate::fib::FibConfig::default()
             }),
             sweep_after: Duration::from_secs(cfg.fib.sweep_after),

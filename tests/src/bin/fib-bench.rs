@@ -1,10 +1,17 @@
 //! fib-bench: N IPv4 /24 routes into a fresh namespace's kernel FIB, through
 //! petrel's `Fib` and through a minimal batched-netlink loop (the kernel's
-//! own limit, issue 6), in one run; then the same routes withdrawn.
+//! own limit, issue 6), in one run; then the same routes withdrawn. A third
+//! writer, `rawnh`, is the same loop with every route pointing at one kernel
+//! nexthop object (RTA_NH_ID, issue 17): the kernel's limit when it need not
+//! build a next hop per route.
 //!
 //! ```text
-//! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--repeat K] [--json]
+//! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener]
+//!           [--nexthop-objects] [--repeat K] [--json]
 //! ```
+//!
+//! `--nexthop-objects` has `Fib` use kernel nexthop objects (`[fib]
+//! nexthop_objects = "auto"`).
 //!
 //! `--chunk` is how many Loc-RIB changes one `Fib::apply` call gets (the
 //! speaker's batch); `--batch-bytes` the netlink datagram size of both
@@ -19,7 +26,7 @@ use anyhow::{bail, Context, Result};
 use petrel_bgp::rib::{AttrSet, LocRibChange, PeerId, Route};
 use petrel_bgp::wire::attr::mp::NextHop;
 use petrel_bgp::wire::{PathAttributes, Prefix};
-use petrel_daemon::fib::{Fib, FibConfig};
+use petrel_daemon::fib::{Fib, FibConfig, NexthopObjects};
 use petrel_tests::lab::{self, Lab, Netns};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -29,6 +36,8 @@ use std::time::Instant;
 const PROTO: u8 = 202;
 const MTU: Option<u32> = Some(1450);
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+/// The raw loop's nexthop object.
+const NEXTHOP_ID: u32 = 1_000_000;
 
 struct Args {
     routes: u32,
@@ -36,6 +45,7 @@ struct Args {
     batch_bytes: usize,
     mtu: Option<u32>,
     listener: bool,
+    nexthop_objects: bool,
     repeat: usize,
     json: bool,
 }
@@ -47,6 +57,7 @@ fn args() -> Result<Args> {
         batch_bytes: FibConfig::default().batch_bytes,
         mtu: MTU,
         listener: false,
+        nexthop_objects: false,
         repeat: 1,
         json: false,
     };
@@ -66,8 +77,9 @@ fn args() -> Result<Args> {
             "--repeat" => a.repeat = val()?.parse()?,
             "--json" => a.json = true,
             "--listener" => a.listener = true,
+            "--nexthop-objects" => a.nexthop_objects = true,
             _ => bail!(
-                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--repeat K] [--json]"
+                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--nexthop-objects] [--repeat K] [--json]"
             ),
         }
     }
@@ -314,12 +326,23 @@ mod raw {
     }
 
     /// RTM_NEWROUTE (create|replace) or RTM_DELROUTE of the i-th /24.
-    pub fn put(buf: &mut Vec<u8>, seq: u32, i: u32, delete: bool, ack: bool, mtu: Option<u32>) {
+    /// With `nh`, the route points at that nexthop object instead of
+    /// carrying its gateway.
+    pub fn put(
+        buf: &mut Vec<u8>,
+        seq: u32,
+        i: u32,
+        delete: bool,
+        ack: bool,
+        mtu: Option<u32>,
+        nh: Option<u32>,
+    ) {
         let at = buf.len();
         let (ty, mut flags): (u16, u16) = if delete { (25, 1) } else { (24, 0x501) };
         if ack {
             flags |= 4;
         }
+        let nh = if delete { None } else { nh };
         buf.extend_from_slice(&0u32.to_ne_bytes());
         buf.extend_from_slice(&ty.to_ne_bytes());
         buf.extend_from_slice(&flags.to_ne_bytes());
@@ -329,7 +352,11 @@ mod raw {
         buf.extend_from_slice(&[2, 24, 0, 0, 254, PROTO, 0, rtype, 0, 0, 0, 0]);
         attr(buf, 1, &prefix_addr(i).octets());
         if !delete {
-            attr(buf, 5, &GATEWAY.octets());
+            match nh {
+                // RTA_NH_ID
+                Some(id) => attr(buf, 30, &id.to_ne_bytes()),
+                None => attr(buf, 5, &GATEWAY.octets()),
+            }
             if let Some(mtu) = mtu {
                 buf.extend_from_slice(&12u16.to_ne_bytes());
                 buf.extend_from_slice(&8u16.to_ne_bytes());
@@ -340,13 +367,47 @@ mod raw {
         buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
-    /// Writes routes 0..n; returns the errors.
-    pub fn run(n: u32, batch_bytes: usize, delete: bool, mtu: Option<u32>) -> Result<usize> {
+    /// RTM_NEWNEXTHOP (create|replace, ACK) of object `id`: GATEWAY over
+    /// interface `oif`.
+    fn put_nexthop(buf: &mut Vec<u8>, seq: u32, id: u32, oif: u32) {
+        let at = buf.len();
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&104u16.to_ne_bytes());
+        buf.extend_from_slice(&0x505u16.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        // nhmsg: inet, scope, protocol, resvd, flags
+        buf.extend_from_slice(&[2, 0, PROTO, 0, 0, 0, 0, 0]);
+        attr(buf, 1, &id.to_ne_bytes()); // NHA_ID
+        attr(buf, 6, &GATEWAY.octets()); // NHA_GATEWAY
+        attr(buf, 5, &oif.to_ne_bytes()); // NHA_OIF
+        let len = (buf.len() - at) as u32;
+        buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    /// Writes routes 0..n; returns the errors. With `nh` (object id,
+    /// interface), the object is created first and the routes use it.
+    pub fn run(
+        n: u32,
+        batch_bytes: usize,
+        delete: bool,
+        mtu: Option<u32>,
+        nh: Option<(u32, u32)>,
+    ) -> Result<usize> {
         let sock = Sock::open()?;
         let mut buf = Vec::with_capacity(batch_bytes + 256);
         let mut rx = vec![0u8; 1 << 20];
         let mut errors = 0;
         let mut seq = 0u32;
+        if let (Some((id, oif)), false) = (nh, delete) {
+            seq += 1;
+            put_nexthop(&mut buf, seq, id, oif);
+            sock.send(&buf)?;
+            if sock.wait(&mut rx, seq)? != 0 {
+                bail!("the kernel refused nexthop object {id}");
+            }
+        }
+        let nh = nh.map(|(id, _)| id);
         let per = 64;
         let mut i = 0;
         while i < n {
@@ -354,7 +415,7 @@ mod raw {
             let end = (i + (batch_bytes / per).max(1) as u32).min(n);
             for j in i..end {
                 seq += 1;
-                put(&mut buf, seq, j, delete, j + 1 == end, mtu);
+                put(&mut buf, seq, j, delete, j + 1 == end, mtu, nh);
             }
             sock.send(&buf)?;
             errors += sock.wait(&mut rx, seq)?;
@@ -406,17 +467,21 @@ struct Run {
     in_fib: usize,
 }
 
-fn run_raw(lab: &Lab, a: &Args) -> Result<Run> {
+/// The raw loop; with `by_nexthop`, every route uses one nexthop object.
+fn run_raw(lab: &Lab, a: &Args, by_nexthop: bool) -> Result<Run> {
     let ns = namespace(lab, "raw")?;
     let (n, b, m, l) = (a.routes, a.batch_bytes, a.mtu, a.listener);
     let (e1, install_s, install_cpu) = ns.enter(move || {
         let _l = Listener::start(l)?;
-        timed(|| raw::run(n, b, false, m))
+        // SAFETY: a NUL-terminated name.
+        let oif = unsafe { libc::if_nametoindex(c"d0".as_ptr()) };
+        let nh = by_nexthop.then_some((NEXTHOP_ID, oif));
+        timed(|| raw::run(n, b, false, m, nh))
     })?;
     let in_fib = count_routes(&ns)?;
     let (e2, withdraw_s, withdraw_cpu) = ns.enter(move || {
         let _l = Listener::start(l)?;
-        timed(|| raw::run(n, b, true, m))
+        timed(|| raw::run(n, b, true, m, None))
     })?;
     Ok(Run {
         install_s,
@@ -430,15 +495,25 @@ fn run_raw(lab: &Lab, a: &Args) -> Result<Run> {
 
 fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "fib")?;
+    let a_nh = a.nexthop_objects;
     let (add, del) = changes(a.routes);
     let (chunk, bb, mtu, l) = (a.chunk.max(1), a.batch_bytes, a.mtu, a.listener);
+    let nexthop_objects = if a.nexthop_objects {
+        NexthopObjects::Auto
+    } else {
+        NexthopObjects::Off
+    };
     let ((fib, e1), install_s, install_cpu) = ns.enter(move || {
         let _l = Listener::start(l)?;
         let mut fib = Fib::open(FibConfig {
             mtu,
             batch_bytes: bb,
+            nexthop_objects,
             ..FibConfig::default()
         })?;
+        if a_nh && !fib.nexthop_objects() {
+            bail!("--nexthop-objects: this kernel has no nexthop objects");
+        }
         timed(move || {
             let mut errors = 0;
             for c in add.chunks(chunk) {
@@ -476,18 +551,15 @@ fn main() -> Result<()> {
     }
     let mut rows = Vec::new();
     for rep in 0..a.repeat {
-        // Alternate which writer goes first.
-        let order: [&str; 2] = if rep % 2 == 0 {
-            ["raw", "fib"]
-        } else {
-            ["fib", "raw"]
-        };
+        // Rotate which writer goes first.
+        let mut order = ["raw", "rawnh", "fib"];
+        order.rotate_left(rep % 3);
         for which in order {
             let lab = Lab::new("fib-bench")?;
-            let r = if which == "raw" {
-                run_raw(&lab, &a)?
-            } else {
-                run_fib(&lab, &a)?
+            let r = match which {
+                "raw" => run_raw(&lab, &a, false)?,
+                "rawnh" => run_raw(&lab, &a, true)?,
+                _ => run_fib(&lab, &a)?,
             };
             if r.in_fib != a.routes as usize {
                 eprintln!(
@@ -506,8 +578,24 @@ fn main() -> Result<()> {
             .map(|(_, _, r)| n / f(r))
             .fold(0.0, f64::max)
     };
+    // Medians: the machine may be shared, and one lucky run is no limit.
+    let median = |w: &str, f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = rows
+            .iter()
+            .filter(|(_, x, _)| *x == w)
+            .map(|(_, _, r)| n / f(r))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            k if k % 2 == 1 => v[k / 2],
+            k => (v[k / 2 - 1] + v[k / 2]) / 2.0,
+        }
+    };
     let (raw_in, fib_in) = (best("raw", |r| r.install_s), best("fib", |r| r.install_s));
     let (raw_out, fib_out) = (best("raw", |r| r.withdraw_s), best("fib", |r| r.withdraw_s));
+    let med_in = ["raw", "rawnh", "fib"].map(|w| median(w, |r| r.install_s));
+    let med_out = ["raw", "rawnh", "fib"].map(|w| median(w, |r| r.withdraw_s));
     if a.json {
         let runs: Vec<_> = rows
             .iter()
@@ -529,11 +617,13 @@ fn main() -> Result<()> {
             "runs": runs,
             "best_install_ratio": fib_in / raw_in,
             "best_withdraw_ratio": fib_out / raw_out,
+            "median_install_routes_per_s": {"raw": med_in[0], "rawnh": med_in[1], "fib": med_in[2]},
+            "median_withdraw_routes_per_s": {"raw": med_out[0], "rawnh": med_out[1], "fib": med_out[2]},
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{:>3} {:>4} {:>9} {:>10} {:>12} {:>7} {:>7} {:>10} {:>12} {:>7} {:>7} {:>6}",
+            "{:>3} {:>5} {:>9} {:>10} {:>12} {:>7} {:>7} {:>10} {:>12} {:>7} {:>7} {:>6}",
             "rep",
             "who",
             "routes",
@@ -549,7 +639,7 @@ fn main() -> Result<()> {
         );
         for (rep, w, r) in &rows {
             println!(
-                "{rep:>3} {w:>4} {:>9} {:>10.3} {:>12.0} {:>7.3} {:>7.3} {:>10.3} {:>12.0} {:>7.3} {:>7.3} {:>6}",
+                "{rep:>3} {w:>5} {:>9} {:>10.3} {:>12.0} {:>7.3} {:>7.3} {:>10.3} {:>12.0} {:>7.3} {:>7.3} {:>6}",
                 r.in_fib,
                 r.install_s,
                 n / r.install_s,
@@ -570,6 +660,16 @@ fn main() -> Result<()> {
             fib_out,
             raw_out,
             100.0 * fib_out / raw_out
+        );
+        println!(
+            "median install r/s: raw {:.0}, rawnh {:.0} ({:.1}% of raw), fib {:.0}; withdraw r/s: raw {:.0}, rawnh {:.0}, fib {:.0}",
+            med_in[0],
+            med_in[1],
+            100.0 * med_in[1] / med_in[0],
+            med_in[2],
+            med_out[0],
+            med_out[1],
+            med_out[2]
         );
     }
     Ok(())
