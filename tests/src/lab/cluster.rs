@@ -1316,57 +1316,11 @@ pub fn attach(tor: &Netns, name: &str, ns: &Netns, addr: &str) -> Result<()> {
     Ok(())
 }
 
-/// One kernel route, with what the suites check.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KernelRoute {
-    pub dst: String,
-    pub kind: String,
-    pub protocol: String,
-    pub gateways: Vec<String>,
-    pub mtu: Option<u64>,
-    pub metric: Option<u64>,
-}
+pub use super::fib::KernelRoute;
 
-impl KernelRoute {
-    pub fn is_petrel(&self) -> bool {
-        PROTOCOLS.contains(&self.protocol.as_str())
-    }
-}
-
-/// The main-table routes for exactly `prefix`, of its family (all types:
-/// unicast and blackhole).
+/// The main-table routes for exactly `prefix` ([`super::fib::exact`]).
 pub fn kernel_routes(ns: &Netns, prefix: &str) -> Result<Vec<KernelRoute>> {
-    let family = if prefix.contains(':') { "-6" } else { "-4" };
-    let out = ns.ip(&[
-        "-j", family, "route", "show", "table", "main", "exact", prefix,
-    ])?;
-    let v: Value = serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })?;
-    let mut routes = Vec::new();
-    for r in v.as_array().into_iter().flatten() {
-        let hops: Vec<&Value> = match r["nexthops"].as_array() {
-            Some(a) => a.iter().collect(),
-            None => vec![r],
-        };
-        let mtu = r["metrics"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find_map(|m| m["mtu"].as_u64());
-        routes.push(KernelRoute {
-            dst: prefix.to_string(),
-            kind: r["type"].as_str().unwrap_or("unicast").to_string(),
-            protocol: r["protocol"].as_str().unwrap_or("boot").to_string(),
-            // An IPv4 route over an IPv6 next hop (RFC 8950) has `via`.
-            gateways: hops
-                .iter()
-                .filter_map(|h| h["gateway"].as_str().or(h["via"]["host"].as_str()))
-                .map(str::to_string)
-                .collect(),
-            mtu,
-            metric: r["metric"].as_u64(),
-        });
-    }
-    Ok(routes)
+    super::fib::exact(ns, prefix)
 }
 
 /// The unicast route petreld installed for `prefix`, if any.
