@@ -1,7 +1,8 @@
 //! The peer-side mechanics of the petrel scenarios, proved between real
-//! daemons (no petrel): graceful restart as seen by a helper (FRR, GoBGP,
-//! BIRD), route refresh counters, TCP MD5 right and wrong keys, through
-//! the same [`topo`] helpers the petrel suites use.
+//! daemons: graceful restart as seen by a helper (FRR, GoBGP, BIRD, and
+//! petreld through the same [`topo::Speaker`] trait, on either side), route
+//! refresh counters, TCP MD5 right and wrong keys, through the same
+//! [`topo`] helpers the petrel suites use.
 
 use anyhow::{ensure, Context, Result};
 use petrel_tests::lab::topo::{self, Kind, NeighborSpec, PeerSpec};
@@ -121,6 +122,19 @@ fn gobgp_helps_bird_restart() -> Result<()> {
 #[test]
 fn bird_helps_frr_restart() -> Result<()> {
     graceful_restart(Kind::Frr, Kind::Bird)
+}
+
+/// petreld as the restarting speaker, FRR helping: the same scenario as
+/// the daemons' own, through the same trait.
+#[test]
+fn frr_helps_petreld_restart() -> Result<()> {
+    graceful_restart(Kind::Petreld, Kind::Frr)
+}
+
+/// petreld as the helper of a restarting BIRD.
+#[test]
+fn petreld_helps_bird_restart() -> Result<()> {
+    graceful_restart(Kind::Bird, Kind::Petreld)
 }
 
 fn md5(key_a: &str, key_b: &str) -> Result<()> {

@@ -1,8 +1,9 @@
 //! Small topologies for the petrel interop suites, and one [`Speaker`]
-//! trait over the BIRD, FRR and GoBGP drivers so a scenario is written once
-//! and run against each of them.
+//! trait over the BIRD, FRR, GoBGP and petreld drivers, each started from
+//! one [`PeerSpec`], so a scenario is written once and run with any of
+//! them on either side.
 
-use super::{bird, frr, gobgp, wait_until, Daemon, Lab, Link, Netns, Route};
+use super::{bird, frr, gobgp, petreld, wait_until, Daemon, Lab, Link, Netns, Route};
 use anyhow::Result;
 
 /// petrel's ASN in every scenario (4-octet, private).
@@ -20,6 +21,8 @@ pub enum Kind {
     Bird,
     Frr,
     Gobgp,
+    /// petreld itself, from petreld.toml (its binaries are the build's).
+    Petreld,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
             Kind::Bird => &["bird", "birdc"],
             Kind::Frr => &["vtysh", "/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"],
             Kind::Gobgp => &["gobgpd", "gobgp"],
+            Kind::Petreld => &[],
         }
     }
 }
@@ -240,6 +244,40 @@ pub fn start(kind: Kind, lab: &Lab, ns: &Netns, spec: &PeerSpec) -> Result<Box<d
             }
             Box::new(gobgp::Gobgp::start(lab, ns, &c)?)
         }
+        Kind::Petreld => {
+            let mut c = petreld::Config::new(&spec.router_id, spec.asn);
+            c.graceful_restart = spec
+                .graceful_restart
+                .or(spec.neighbors.iter().find_map(|n| n.graceful_restart));
+            for (p, comms, large) in &spec.originate {
+                c.originate(p, &strs(comms), &strs(large));
+            }
+            // petreld listens where its sessions are, like the others.
+            for n in &spec.neighbors {
+                if !c.listen.iter().any(|l| l.contains(&n.local)) {
+                    c.listen(&n.local);
+                }
+                let mut families = Vec::new();
+                if n.ipv4 {
+                    families.push("ipv4-unicast");
+                }
+                if n.ipv6 {
+                    families.push("ipv6-unicast");
+                }
+                let mut x = petreld::Peer::new(&n.address, n.asn)
+                    .local_address(&n.local)
+                    .families(&families);
+                x.password = n.password.clone();
+                x.graceful_restart = n.graceful_restart;
+                x.route_reflector_client = n.rr_client;
+                x.passive = n.passive;
+                if n.bfd {
+                    x = x.bfd(300, 300, 3);
+                }
+                c.peer(x);
+            }
+            Box::new(petreld::Petreld::start(lab, ns, &c)?)
+        }
     })
 }
 
@@ -433,6 +471,64 @@ impl Speaker for gobgp::Gobgp {
     }
     fn stop(&mut self) -> Result<()> {
         gobgp::Gobgp::stop(self)
+    }
+}
+
+impl Speaker for petreld::Petreld {
+    fn kind(&self) -> Kind {
+        Kind::Petreld
+    }
+    fn daemon(&self) -> &Daemon {
+        petreld::Petreld::daemon(self)
+    }
+    fn established(&self, neighbor: &str) -> Result<bool> {
+        Ok(self
+            .peers()?
+            .iter()
+            .any(|p| p.address == neighbor && p.state == "Established"))
+    }
+    fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>> {
+        self.received(neighbor)
+    }
+    /// A new origination in petreld.toml, then SIGHUP.
+    fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()> {
+        let mut c = self.config().clone();
+        c.originate(prefix, communities, large);
+        self.reload(&c)
+    }
+    fn withdraw(&mut self, prefix: &str) -> Result<()> {
+        let mut c = self.config().clone();
+        c.originate.retain(|(p, _, _)| p != prefix);
+        self.reload(&c)
+    }
+    fn refresh_in(&self, neighbor: &str) -> Result<bool> {
+        self.ctl(&["peer", "refresh", neighbor])?;
+        Ok(true)
+    }
+    /// petreld counts prefixes, not UPDATE messages.
+    fn updates_received(&self, _neighbor: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    fn log(&self) -> String {
+        petreld::Petreld::log(self)
+    }
+    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
+        let v = self.bfd()?;
+        Ok(v.iter()
+            .find(|s| s["peer"].as_str() == Some(neighbor))
+            .and_then(|s| s["state"].as_str())
+            .map(str::to_lowercase))
+    }
+    fn kill9(&mut self) {
+        petreld::Petreld::kill9(self)
+    }
+    /// Starts again with the same petreld.toml: petreld restarts as a
+    /// restarting speaker whenever graceful restart is configured.
+    fn restart_graceful(&mut self, lab: &Lab) -> Result<()> {
+        self.restart(lab)
+    }
+    fn stop(&mut self) -> Result<()> {
+        petreld::Petreld::stop(self)
     }
 }
 
