@@ -283,6 +283,8 @@ fn withdrawal_logged(kind: Kind, log: &str, prefix: &str) -> bool {
                 Kind::Bird => l.contains(" removed "),
                 Kind::Frr => l.contains("withdrawn") || l.contains("Withdraw"),
                 Kind::Gobgp => l.contains("withdraw"),
+                // petreld logs sessions, not prefixes.
+                Kind::Petreld => false,
             }
     })
 }
