@@ -1052,7 +1052,7 @@ mod tests {
             last_change: None,
             last_down: None,
         });
-        let cfg = PeerConfig {
+        let cfg = SessionConfig {
             address: "127.0.0.1".parse().unwrap(),
             port,
             fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
