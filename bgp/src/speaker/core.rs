@@ -130,6 +130,9 @@ struct PeerEntry {
     peer_gr: Option<(u16, Vec<Family>)>,
     llgr_families: Vec<Family>,
     restart_deadline: Option<Instant>,
+    /// Families whose routes were kept stale when the last session went
+    /// down: the next OPEN's F bits decide whether they stay (RFC 4724 §4.2).
+    stale_families: Vec<Family>,
     enabled: bool,
     /// Families negotiated on the current session, and those whose
     /// End-of-RIB has arrived (for selection deferral).
@@ -396,6 +399,11 @@ impl SpeakerCore {
             // on every session. Peers that defer too must not wait for us
             // then, and after it a session flap is no restart of ours.
             //
+            // N (RFC 8538) is not sent: a NOTIFICATION would then have to
+            // keep the routes stale on both sides and administrative stops
+            // would need Hard Reset; without it the plain RFC 4724 rules
+            // hold, and a NOTIFICATION ends the session and its routes.
+            //
             // F (per family): "the forwarding state ... has indeed been
             // preserved during the previous BGP restart". petreld keeps its
             // kernel routes across its restarts and across session flaps,
@@ -403,11 +411,7 @@ impl SpeakerCore {
             // ours, so it decides nothing (§4.2 reads it only for them).
             let restarting = self.deferral_deadline.is_some();
             caps.push(Capability::GracefulRestart(GrCap {
-                flags: if restarting {
-                    GrCap::RESTART_STATE | GrCap::NOTIFICATION
-                } else {
-                    GrCap::NOTIFICATION
-                },
+                flags: if restarting { GrCap::RESTART_STATE } else { 0 },
                 restart_time: gr.restart_time,
                 families: p
                     .families
@@ -508,6 +512,7 @@ impl SpeakerCore {
                 peer_gr: None,
                 llgr_families: Vec::new(),
                 restart_deadline: None,
+                stale_families: Vec::new(),
                 enabled: true,
                 families_up: Vec::new(),
                 eor_received: Vec::new(),
@@ -732,6 +737,28 @@ impl SpeakerCore {
                             || (remote_families.is_empty() && *f == Family::IPV4_UNICAST)
                     })
                     .collect();
+                // RFC 4724 §4.2 (paraphrased): on the new session the helper
+                // deletes at once the stale routes it retains for a family
+                // when the OPEN has no Graceful Restart Capability, does not
+                // list the family, or lists it with the F bit clear (the
+                // peer lost that forwarding state); End-of-RIB may never come.
+                let preserved: Vec<Family> = remote_caps
+                    .iter()
+                    .find_map(|c| match c {
+                        Capability::GracefulRestart(g) => Some(
+                            g.families
+                                .iter()
+                                .filter(|f| f.forwarding_preserved())
+                                .map(|f| f.family)
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let flush: Vec<Family> = std::mem::take(&mut p.stale_families)
+                    .into_iter()
+                    .filter(|f| !preserved.contains(f))
+                    .collect();
                 p.peer_gr = remote_caps.iter().find_map(|c| match c {
                     Capability::GracefulRestart(g) => Some((
                         g.restart_time,
@@ -772,6 +799,10 @@ impl SpeakerCore {
                     },
                     llgr: !p.llgr_families.is_empty(),
                 };
+                for f in flush {
+                    let out = self.rib.end_of_rib(id, f);
+                    self.emit(out);
+                }
                 let out = self.rib.peer_up(id, session);
                 self.emit(out);
                 self.maybe_end_deferral();
@@ -787,8 +818,9 @@ impl SpeakerCore {
                 if was_established {
                     // RFC 4724 §4.2: as helper, keep the peer's routes stale
                     // for the families it preserves, until End-of-RIB or the
-                    // restart time. A NOTIFICATION ends the session for good
-                    // (RFC 8538's N bit is not negotiated here: no retention).
+                    // restart time. A NOTIFICATION ends the session for good:
+                    // §4.2 covers the TCP connection's loss only, and RFC
+                    // 8538's N bit, which would extend it, is never sent.
                     let keep: Vec<Family> = match (&p.peer_gr, &reason) {
                         (Some((_, fams)), DownReason::ConnectionLost) => fams.clone(),
                         _ => Vec::new(),
@@ -797,6 +829,7 @@ impl SpeakerCore {
                         let t = p.peer_gr.as_ref().map(|g| g.0).unwrap_or(0);
                         p.restart_deadline = Some(now + Duration::from_secs(t as u64));
                     }
+                    p.stale_families = keep.clone();
                     let pending = self.rib.peer_down_in_steps(id, &keep);
                     self.work.push_back(Work::Decide(pending, SWEEP_STEP));
                 }
@@ -1073,6 +1106,23 @@ mod tests {
 
     /// The peer's OPEN: IPv4 unicast, graceful restart with `flags`.
     fn up(core: &mut SpeakerCore, now: Instant, i: u8, gr_flags: Option<u8>) -> Vec<Output> {
+        up_f(
+            core,
+            now,
+            i,
+            gr_flags,
+            GracefulRestartFamily::FORWARDING_STATE,
+        )
+    }
+
+    /// [`up`] with IPv4 unicast's per-family flags (the F bit) `family_flags`.
+    fn up_f(
+        core: &mut SpeakerCore,
+        now: Instant,
+        i: u8,
+        gr_flags: Option<u8>,
+        family_flags: u8,
+    ) -> Vec<Output> {
         let mut caps = vec![Capability::Multiprotocol(Family::IPV4_UNICAST)];
         if let Some(flags) = gr_flags {
             caps.push(Capability::GracefulRestart(GrCap {
@@ -1080,7 +1130,7 @@ mod tests {
                 restart_time: 120,
                 families: vec![GracefulRestartFamily {
                     family: Family::IPV4_UNICAST,
-                    flags: GracefulRestartFamily::FORWARDING_STATE,
+                    flags: family_flags,
                 }],
             }));
         }
@@ -1183,6 +1233,62 @@ mod tests {
         core.handle(t1, Input::Session(down(DownReason::ConnectionLost)));
         drain(&mut core);
         assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
+    }
+
+    /// RFC 4724 §4.2, helper: the reconnecting peer's OPEN decides what
+    /// happens to the routes kept stale: with the F bit clear for IPv4
+    /// unicast (or no capability at all) they go at Established; with it set
+    /// they stay until End-of-RIB.
+    #[test]
+    fn reconnecting_peers_f_bit_decides_its_stale_routes() {
+        use crate::wire::attr::{AsPath, Origin};
+        let f = GracefulRestartFamily::FORWARDING_STATE;
+        for (gr, family_flags, kept) in [(Some(0), f, true), (Some(0), 0, false), (None, f, false)]
+        {
+            let t0 = Instant::now();
+            let mut core = restarting_core(t0);
+            core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+            drain(&mut core);
+            up(&mut core, t0, 2, Some(0));
+            let mut u = Update::new(PathAttributes {
+                origin: Some(Origin::Igp),
+                as_path: Some(AsPath::from_sequence(&[65002])),
+                next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
+                ..Default::default()
+            });
+            u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &["10.9.0.0/24".parse().unwrap()]);
+            core.handle(
+                t0,
+                Input::Session(PeerEvent {
+                    peer: a(2),
+                    kind: PeerEventKind::Update(Box::new(u)),
+                }),
+            );
+            core.handle(
+                t0,
+                Input::Session(PeerEvent {
+                    peer: a(2),
+                    kind: PeerEventKind::Down {
+                        reason: DownReason::ConnectionLost,
+                        was_established: true,
+                    },
+                }),
+            );
+            drain(&mut core);
+            let stale: Vec<bool> = core.routes(None).iter().map(|r| r.stale).collect();
+            assert_eq!(stale, [true]);
+
+            let t1 = t0 + Duration::from_secs(5);
+            up_f(&mut core, t1, 2, gr, family_flags);
+            let stale: Vec<bool> = core.routes(None).iter().map(|r| r.stale).collect();
+            assert_eq!(
+                stale,
+                if kept { vec![true] } else { vec![] },
+                "{gr:?} {family_flags:#x}"
+            );
+            end_of_rib(&mut core, t1, 2);
+            assert!(core.routes(None).is_empty());
+        }
     }
 
     /// A session drop's withdrawals are decided a step at a time, as outputs
