@@ -13,7 +13,9 @@
 //! [`crate::speaker`] and the simulation tests drive the same core.
 //!
 //! What lives here: graceful restart as helper (stale routes kept until
-//! End-of-RIB or the restart time, RFC 4724 §4.2) and as restarting speaker
+//! End-of-RIB or the restart time, dropped at once for the families the
+//! peer's new OPEN does not preserve, RFC 4724 §4.2; no RFC 8538 N bit, so
+//! a NOTIFICATION drops them too) and as restarting speaker
 //! (Restart State bit, selection deferral until End-of-RIB from every peer
 //! or the deferral timer, §4.1), max-prefix (RFC 4486 Cease / 1), and the
 //! route refresh markers (RFC 2918, RFC 7313).
