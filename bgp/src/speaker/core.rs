@@ -744,19 +744,30 @@ impl SpeakerCore {
                 // when the OPEN has no Graceful Restart Capability, does not
                 // list the family, or lists it with the F bit clear (the
                 // peer lost that forwarding state); End-of-RIB may never come.
+                // Past the restart time the routes are long-lived stale, and
+                // the F bit of the LLGR capability's entry decides instead
+                // (RFC 9494, paraphrased; BIRD decides the same way).
+                let llgr_phase = p.restart_deadline.is_none();
                 let preserved: Vec<Family> = remote_caps
                     .iter()
-                    .find_map(|c| match c {
-                        Capability::GracefulRestart(g) => Some(
+                    .filter_map(|c| match c {
+                        Capability::GracefulRestart(g) if !llgr_phase => Some(
                             g.families
                                 .iter()
                                 .filter(|f| f.forwarding_preserved())
+                                .map(|f| f.family)
+                                .collect::<Vec<_>>(),
+                        ),
+                        Capability::LongLivedGracefulRestart(v) if llgr_phase => Some(
+                            v.iter()
+                                .filter(|f| f.flags & GracefulRestartFamily::FORWARDING_STATE != 0)
                                 .map(|f| f.family)
                                 .collect(),
                         ),
                         _ => None,
                     })
-                    .unwrap_or_default();
+                    .flatten()
+                    .collect();
                 let flush: Vec<Family> = std::mem::take(&mut p.stale_families)
                     .into_iter()
                     .filter(|f| !preserved.contains(f))
@@ -802,6 +813,7 @@ impl SpeakerCore {
                     llgr: !p.llgr_families.is_empty(),
                 };
                 for f in flush {
+                    info!(peer = %ev.peer, family = %f, "forwarding state not preserved across the restart: removing stale routes");
                     let out = self.rib.end_of_rib(id, f);
                     self.emit(out);
                 }
@@ -1114,16 +1126,19 @@ mod tests {
             i,
             gr_flags,
             GracefulRestartFamily::FORWARDING_STATE,
+            None,
         )
     }
 
-    /// [`up`] with IPv4 unicast's per-family flags (the F bit) `family_flags`.
+    /// [`up`] with IPv4 unicast's per-family flags (the F bit) `family_flags`
+    /// and, if `llgr_flags`, an LLGR capability entry with those flags.
     fn up_f(
         core: &mut SpeakerCore,
         now: Instant,
         i: u8,
         gr_flags: Option<u8>,
         family_flags: u8,
+        llgr_flags: Option<u8>,
     ) -> Vec<Output> {
         let mut caps = vec![Capability::Multiprotocol(Family::IPV4_UNICAST)];
         if let Some(flags) = gr_flags {
@@ -1135,6 +1150,13 @@ mod tests {
                     flags: family_flags,
                 }],
             }));
+        }
+        if let Some(flags) = llgr_flags {
+            caps.push(Capability::LongLivedGracefulRestart(vec![LlgrFamily {
+                family: Family::IPV4_UNICAST,
+                flags,
+                stale_time: 3600,
+            }]));
         }
         let open = crate::wire::Open::new(65000 + i as u32, 90, Ipv4Addr::new(10, 0, 0, i), caps);
         let ev = PeerEvent {
@@ -1240,18 +1262,27 @@ mod tests {
     /// RFC 4724 §4.2, helper: the reconnecting peer's OPEN decides what
     /// happens to the routes kept stale: with the F bit clear for IPv4
     /// unicast (or no capability at all) they go at Established; with it set
-    /// they stay until End-of-RIB.
+    /// they stay until End-of-RIB. Past the restart time (long-lived stale,
+    /// RFC 9494) the LLGR capability's F bit decides instead.
     #[test]
     fn reconnecting_peers_f_bit_decides_its_stale_routes() {
         use crate::wire::attr::{AsPath, Origin};
         let f = GracefulRestartFamily::FORWARDING_STATE;
-        for (gr, family_flags, kept) in [(Some(0), f, true), (Some(0), 0, false), (None, f, false)]
-        {
+        // (back after, GR capability flags, its F, LLGR entry's flags, kept)
+        let cases = [
+            (5, Some(0), f, None, true),
+            (5, Some(0), 0, None, false),
+            (5, None, f, None, false),
+            (5, Some(0), f, Some(0), true),
+            (130, Some(0), f, Some(0), false),
+            (130, Some(0), 0, Some(f), true),
+        ];
+        for (after, gr, family_flags, llgr, kept) in cases {
             let t0 = Instant::now();
             let mut core = restarting_core(t0);
             core.handle(t0 + Duration::from_secs(120), Input::Timeout);
             drain(&mut core);
-            up(&mut core, t0, 2, Some(0));
+            up_f(&mut core, t0, 2, Some(0), f, Some(f));
             let mut u = Update::new(PathAttributes {
                 origin: Some(Origin::Igp),
                 as_path: Some(AsPath::from_sequence(&[65002])),
@@ -1277,19 +1308,17 @@ mod tests {
                 }),
             );
             drain(&mut core);
-            let stale: Vec<bool> = core.routes(None).iter().map(|r| r.stale).collect();
-            assert_eq!(stale, [true]);
+            let t1 = t0 + Duration::from_secs(after);
+            core.handle(t1, Input::Timeout);
+            drain(&mut core);
+            // Kept through the drop: stale, or long-lived stale after 120 s.
+            assert_eq!(core.routes(None).len(), 1);
 
-            let t1 = t0 + Duration::from_secs(5);
-            up_f(&mut core, t1, 2, gr, family_flags);
-            let stale: Vec<bool> = core.routes(None).iter().map(|r| r.stale).collect();
-            assert_eq!(
-                stale,
-                if kept { vec![true] } else { vec![] },
-                "{gr:?} {family_flags:#x}"
-            );
+            up_f(&mut core, t1, 2, gr, family_flags, llgr);
+            let case = format!("{after} s, {gr:?} {family_flags:#x} {llgr:?}");
+            assert_eq!(core.routes(None).len(), usize::from(kept), "{case}");
             end_of_rib(&mut core, t1, 2);
-            assert!(core.routes(None).is_empty());
+            assert!(core.routes(None).is_empty(), "{case}");
         }
     }
 
