@@ -402,6 +402,60 @@ fn gr_peer_restarts(kind: Kind) -> Result<()> {
     Ok(())
 }
 
+/// The peer restarts (kill -9) but comes back without graceful restart
+/// recovery: the Graceful Restart Capability in its new OPEN has the F bit
+/// clear. RFC 4724 §4.2: petrel drops the stale routes at Established
+/// instead of waiting for End-of-RIB (its log says so), and then has the
+/// route again, fresh, from the new session.
+fn gr_peer_restarts_cold(kind: Kind) -> Result<()> {
+    if !can_run(kind) {
+        return Ok(());
+    }
+    let p = plan(false, false);
+    let pair = topo::pair(&format!("{kind:?}-grc"))?;
+    let mut pc = petrel_config(&p, |x| x.graceful_restart(120));
+    pc.graceful_restart = Some(120);
+    let petrel = Petreld::start(&pair.lab, &pair.petrel, &pc)?;
+    let mut spec = peer_spec(&p, |mut n| {
+        n.graceful_restart = Some(120);
+        n
+    });
+    spec.graceful_restart = Some(120);
+    let mut peer = topo::start(kind, &pair.lab, &pair.peer, &spec)?;
+    petrel.wait_established(p.peer)?;
+    petrel.wait_received(p.peer, "the peer's route", |r| {
+        Route::find(r, p.theirs).is_some()
+    })?;
+    const FLUSHED: &str = "forwarding state not preserved across the restart";
+    assert!(!petrel.log().contains(FLUSHED));
+
+    peer.kill9();
+    wait_until("petrel to mark the route stale", &[petrel.daemon()], || {
+        let r = petrel.received(p.peer)?;
+        Ok((petrel.peer(p.peer)?.state != "Established"
+            && find(&r, p.theirs).is_ok_and(|r| r.stale))
+        .then_some(()))
+    })?;
+    peer.restart_cold(&pair.lab)?;
+    wait_until(
+        "the route again, fresh, from the new session",
+        &[petrel.daemon(), peer.daemon()],
+        || {
+            let r = petrel.received(p.peer)?;
+            Ok((petrel.peer(p.peer)?.state == "Established"
+                && find(&r, p.theirs).is_ok_and(|r| !r.stale))
+            .then_some(()))
+        },
+    )?;
+    let log = petrel.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(FLUSHED) && l.contains(p.peer)),
+        "petrel did not drop the stale routes at Established:\n{log}"
+    );
+    Ok(())
+}
+
 macro_rules! per_peer {
     ($m:ident, $kind:expr) => {
         mod $m {
@@ -453,6 +507,18 @@ macro_rules! per_peer {
 per_peer!(bird, Kind::Bird);
 per_peer!(frr, Kind::Frr);
 per_peer!(gobgp, Kind::Gobgp);
+
+// FRR has no cold restart with graceful restart configured (see
+// `Speaker::restart_cold`).
+#[test]
+fn bird_graceful_restart_peer_restarts_cold() -> Result<()> {
+    gr_peer_restarts_cold(Kind::Bird)
+}
+
+#[test]
+fn gobgp_graceful_restart_peer_restarts_cold() -> Result<()> {
+    gr_peer_restarts_cold(Kind::Gobgp)
+}
 
 /// RFC 8950 with FRR: an IPv6 session carrying IPv4 routes with IPv6 next
 /// hops, in both directions, and into FRR's kernel FIB.
@@ -533,10 +599,23 @@ fn frr_sees_the_restart_state_bit_clear_after_petrels_restart() -> Result<()> {
             .with_context(|| format!("no gracefulRestartInfo.rBit in {n:#}"))
     };
     ensure!(r_bit()?, "petrel's first OPEN after its start has R = 1");
+    // petrel does not offer RFC 8538's N bit (it does not implement it), so
+    // FRR must not keep its routes across petrel's NOTIFICATIONs.
+    let n = peer.neighbor(p.petrel)?;
+    let n_bit = n["gracefulRestartInfo"]["nBit"]
+        .as_bool()
+        .with_context(|| format!("no gracefulRestartInfo.nBit in {n:#}"))?;
+    ensure!(!n_bit, "petrel's OPEN has no N bit");
 
+    // Administrative Shutdown (a NOTIFICATION): FRR drops petrel's route at
+    // once instead of keeping it stale (RFC 4724 §4.2 covers only the loss
+    // of the connection).
     petrel.ctl(&["peer", "disable", p.peer])?;
     wait_until("FRR to see petrel gone", &[peer.bgpd()], || {
         Ok((peer.state(p.petrel)? != "Established").then_some(()))
+    })?;
+    peer.wait_received(p.petrel, "petrel's route withdrawn", |r| {
+        Route::find(r, p.ours).is_none()
     })?;
     petrel.ctl(&["peer", "enable", p.peer])?;
     peer.wait_established(p.petrel)?;

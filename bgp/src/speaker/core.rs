@@ -13,7 +13,9 @@
 //! [`crate::speaker`] and the simulation tests drive the same core.
 //!
 //! What lives here: graceful restart as helper (stale routes kept until
-//! End-of-RIB or the restart time, RFC 4724 §4.2) and as restarting speaker
+//! End-of-RIB or the restart time, dropped at once for the families the
+//! peer's new OPEN does not preserve, RFC 4724 §4.2; no RFC 8538 N bit, so
+//! a NOTIFICATION drops them too) and as restarting speaker
 //! (Restart State bit, selection deferral until End-of-RIB from every peer
 //! or the deferral timer, §4.1), max-prefix (RFC 4486 Cease / 1), and the
 //! route refresh markers (RFC 2918, RFC 7313).
@@ -130,6 +132,9 @@ struct PeerEntry {
     peer_gr: Option<(u16, Vec<Family>)>,
     llgr_families: Vec<Family>,
     restart_deadline: Option<Instant>,
+    /// Families whose routes were kept stale when the last session went
+    /// down: the next OPEN's F bits decide whether they stay (RFC 4724 §4.2).
+    stale_families: Vec<Family>,
     enabled: bool,
     /// Families negotiated on the current session, and those whose
     /// End-of-RIB has arrived (for selection deferral).
@@ -396,6 +401,11 @@ impl SpeakerCore {
             // on every session. Peers that defer too must not wait for us
             // then, and after it a session flap is no restart of ours.
             //
+            // N (RFC 8538) is not sent: a NOTIFICATION would then have to
+            // keep the routes stale on both sides and administrative stops
+            // would need Hard Reset; without it the plain RFC 4724 rules
+            // hold, and a NOTIFICATION ends the session and its routes.
+            //
             // F (per family): "the forwarding state ... has indeed been
             // preserved during the previous BGP restart". petreld keeps its
             // kernel routes across its restarts and across session flaps,
@@ -403,11 +413,7 @@ impl SpeakerCore {
             // ours, so it decides nothing (§4.2 reads it only for them).
             let restarting = self.deferral_deadline.is_some();
             caps.push(Capability::GracefulRestart(GrCap {
-                flags: if restarting {
-                    GrCap::RESTART_STATE | GrCap::NOTIFICATION
-                } else {
-                    GrCap::NOTIFICATION
-                },
+                flags: if restarting { GrCap::RESTART_STATE } else { 0 },
                 restart_time: gr.restart_time,
                 families: p
                     .families
@@ -508,6 +514,7 @@ impl SpeakerCore {
                 peer_gr: None,
                 llgr_families: Vec::new(),
                 restart_deadline: None,
+                stale_families: Vec::new(),
                 enabled: true,
                 families_up: Vec::new(),
                 eor_received: Vec::new(),
@@ -732,6 +739,39 @@ impl SpeakerCore {
                             || (remote_families.is_empty() && *f == Family::IPV4_UNICAST)
                     })
                     .collect();
+                // RFC 4724 §4.2 (paraphrased): on the new session the helper
+                // deletes at once the stale routes it retains for a family
+                // when the OPEN has no Graceful Restart Capability, does not
+                // list the family, or lists it with the F bit clear (the
+                // peer lost that forwarding state); End-of-RIB may never come.
+                // Past the restart time the routes are long-lived stale, and
+                // the F bit of the LLGR capability's entry decides instead
+                // (RFC 9494, paraphrased; BIRD decides the same way).
+                let llgr_phase = p.restart_deadline.is_none();
+                let preserved: Vec<Family> = remote_caps
+                    .iter()
+                    .filter_map(|c| match c {
+                        Capability::GracefulRestart(g) if !llgr_phase => Some(
+                            g.families
+                                .iter()
+                                .filter(|f| f.forwarding_preserved())
+                                .map(|f| f.family)
+                                .collect::<Vec<_>>(),
+                        ),
+                        Capability::LongLivedGracefulRestart(v) if llgr_phase => Some(
+                            v.iter()
+                                .filter(|f| f.flags & GracefulRestartFamily::FORWARDING_STATE != 0)
+                                .map(|f| f.family)
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                let flush: Vec<Family> = std::mem::take(&mut p.stale_families)
+                    .into_iter()
+                    .filter(|f| !preserved.contains(f))
+                    .collect();
                 p.peer_gr = remote_caps.iter().find_map(|c| match c {
                     Capability::GracefulRestart(g) => Some((
                         g.restart_time,
@@ -772,6 +812,11 @@ impl SpeakerCore {
                     },
                     llgr: !p.llgr_families.is_empty(),
                 };
+                for f in flush {
+                    info!(peer = %ev.peer, family = %f, "forwarding state not preserved across the restart: removing stale routes");
+                    let out = self.rib.end_of_rib(id, f);
+                    self.emit(out);
+                }
                 let out = self.rib.peer_up(id, session);
                 self.emit(out);
                 self.maybe_end_deferral();
@@ -787,8 +832,9 @@ impl SpeakerCore {
                 if was_established {
                     // RFC 4724 §4.2: as helper, keep the peer's routes stale
                     // for the families it preserves, until End-of-RIB or the
-                    // restart time. A NOTIFICATION ends the session for good
-                    // (RFC 8538's N bit is not negotiated here: no retention).
+                    // restart time. A NOTIFICATION ends the session for good:
+                    // §4.2 covers the TCP connection's loss only, and RFC
+                    // 8538's N bit, which would extend it, is never sent.
                     let keep: Vec<Family> = match (&p.peer_gr, &reason) {
                         (Some((_, fams)), DownReason::ConnectionLost) => fams.clone(),
                         _ => Vec::new(),
@@ -797,6 +843,7 @@ impl SpeakerCore {
                         let t = p.peer_gr.as_ref().map(|g| g.0).unwrap_or(0);
                         p.restart_deadline = Some(now + Duration::from_secs(t as u64));
                     }
+                    p.stale_families = keep.clone();
                     let pending = self.rib.peer_down_in_steps(id, &keep);
                     self.work.push_back(Work::Decide(pending, SWEEP_STEP));
                 }
@@ -1073,6 +1120,26 @@ mod tests {
 
     /// The peer's OPEN: IPv4 unicast, graceful restart with `flags`.
     fn up(core: &mut SpeakerCore, now: Instant, i: u8, gr_flags: Option<u8>) -> Vec<Output> {
+        up_f(
+            core,
+            now,
+            i,
+            gr_flags,
+            GracefulRestartFamily::FORWARDING_STATE,
+            None,
+        )
+    }
+
+    /// [`up`] with IPv4 unicast's per-family flags (the F bit) `family_flags`
+    /// and, if `llgr_flags`, an LLGR capability entry with those flags.
+    fn up_f(
+        core: &mut SpeakerCore,
+        now: Instant,
+        i: u8,
+        gr_flags: Option<u8>,
+        family_flags: u8,
+        llgr_flags: Option<u8>,
+    ) -> Vec<Output> {
         let mut caps = vec![Capability::Multiprotocol(Family::IPV4_UNICAST)];
         if let Some(flags) = gr_flags {
             caps.push(Capability::GracefulRestart(GrCap {
@@ -1080,9 +1147,16 @@ mod tests {
                 restart_time: 120,
                 families: vec![GracefulRestartFamily {
                     family: Family::IPV4_UNICAST,
-                    flags: GracefulRestartFamily::FORWARDING_STATE,
+                    flags: family_flags,
                 }],
             }));
+        }
+        if let Some(flags) = llgr_flags {
+            caps.push(Capability::LongLivedGracefulRestart(vec![LlgrFamily {
+                family: Family::IPV4_UNICAST,
+                flags,
+                stale_time: 3600,
+            }]));
         }
         let open = crate::wire::Open::new(65000 + i as u32, 90, Ipv4Addr::new(10, 0, 0, i), caps);
         let ev = PeerEvent {
@@ -1183,6 +1257,69 @@ mod tests {
         core.handle(t1, Input::Session(down(DownReason::ConnectionLost)));
         drain(&mut core);
         assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
+    }
+
+    /// RFC 4724 §4.2, helper: the reconnecting peer's OPEN decides what
+    /// happens to the routes kept stale: with the F bit clear for IPv4
+    /// unicast (or no capability at all) they go at Established; with it set
+    /// they stay until End-of-RIB. Past the restart time (long-lived stale,
+    /// RFC 9494) the LLGR capability's F bit decides instead.
+    #[test]
+    fn reconnecting_peers_f_bit_decides_its_stale_routes() {
+        use crate::wire::attr::{AsPath, Origin};
+        let f = GracefulRestartFamily::FORWARDING_STATE;
+        // (back after, GR capability flags, its F, LLGR entry's flags, kept)
+        let cases = [
+            (5, Some(0), f, None, true),
+            (5, Some(0), 0, None, false),
+            (5, None, f, None, false),
+            (5, Some(0), f, Some(0), true),
+            (130, Some(0), f, Some(0), false),
+            (130, Some(0), 0, Some(f), true),
+        ];
+        for (after, gr, family_flags, llgr, kept) in cases {
+            let t0 = Instant::now();
+            let mut core = restarting_core(t0);
+            core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+            drain(&mut core);
+            up_f(&mut core, t0, 2, Some(0), f, Some(f));
+            let mut u = Update::new(PathAttributes {
+                origin: Some(Origin::Igp),
+                as_path: Some(AsPath::from_sequence(&[65002])),
+                next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
+                ..Default::default()
+            });
+            u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &["10.9.0.0/24".parse().unwrap()]);
+            core.handle(
+                t0,
+                Input::Session(PeerEvent {
+                    peer: a(2),
+                    kind: PeerEventKind::Update(Box::new(u)),
+                }),
+            );
+            core.handle(
+                t0,
+                Input::Session(PeerEvent {
+                    peer: a(2),
+                    kind: PeerEventKind::Down {
+                        reason: DownReason::ConnectionLost,
+                        was_established: true,
+                    },
+                }),
+            );
+            drain(&mut core);
+            let t1 = t0 + Duration::from_secs(after);
+            core.handle(t1, Input::Timeout);
+            drain(&mut core);
+            // Kept through the drop: stale, or long-lived stale after 120 s.
+            assert_eq!(core.routes(None).len(), 1);
+
+            up_f(&mut core, t1, 2, gr, family_flags, llgr);
+            let case = format!("{after} s, {gr:?} {family_flags:#x} {llgr:?}");
+            assert_eq!(core.routes(None).len(), usize::from(kept), "{case}");
+            end_of_rib(&mut core, t1, 2);
+            assert!(core.routes(None).is_empty(), "{case}");
+        }
     }
 
     /// A session drop's withdrawals are decided a step at a time, as outputs

@@ -1126,6 +1126,11 @@ fn graceful_restart_helper_keeps_stale_routes_until_end_of_rib() {
         })
         .unwrap();
     assert!(gr.restarting());
+    assert_eq!(
+        gr.flags & GracefulRestart::NOTIFICATION,
+        0,
+        "no RFC 8538 N bit"
+    );
     assert_eq!(gr.families.len(), 1);
     assert_eq!(gr.families[0].family, Family::IPV4_UNICAST);
     assert_ne!(
@@ -1166,6 +1171,47 @@ fn graceful_restart_helper_keeps_stale_routes_until_end_of_rib() {
     ));
 }
 
+/// RFC 4724 §4.2, helper: the peer comes back without graceful restart
+/// (its OPEN has no Graceful Restart Capability, so no F bit for IPv4
+/// unicast): the stale routes go the moment the session is Established,
+/// before the peer's End-of-RIB. 10.1.0.0/24, which the peer announces
+/// again, thus leaves the FIB and comes back, unlike in the F = 1 case
+/// above where it never leaves.
+#[test]
+fn graceful_restart_helper_drops_stale_routes_when_the_peer_lost_its_forwarding_state() {
+    let mut sim = two_up_with_routes(&[]);
+    sim.crash(1);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.route(0, "10.1.0.0/24"),
+        vec![(Some(addr(1)), true, true)]
+    );
+    let fib_before = sim.nodes[0].fib_log.len();
+    sim.run_for(Duration::from_secs(30));
+    sim.restart(1);
+    sim.originate(1, "10.1.0.0/24");
+    let mut p = Sim::settings(0);
+    p.graceful_restart = None;
+    sim.add_peer(1, p);
+    // Speaker 0 may read speaker 1's KEEPALIVE, UPDATE and End-of-RIB in
+    // one go: what tells the F = 0 handling from an End-of-RIB sweep is
+    // that 10.1.0.0/24 left the FIB in between (below).
+    assert!(sim.run_until(Duration::from_secs(60), |s| s.established(0, 1)));
+    assert!(sim.route(0, "10.2.0.0/24").is_empty());
+    assert!(
+        sim.run_until(Duration::from_secs(30), |s| s.route(0, "10.1.0.0/24").len()
+            == 1)
+    );
+    assert_eq!(
+        sim.route(0, "10.1.0.0/24"),
+        vec![(Some(addr(1)), true, false)]
+    );
+    let changes = &sim.nodes[0].fib_log[fib_before..];
+    assert!(changes.iter().any(
+        |c| matches!(c, LocRibChange::Unreachable { prefix } if *prefix == pfx("10.1.0.0/24"))
+    ));
+}
+
 /// RFC 4724 §4.2: a peer that does not come back loses its stale routes
 /// when the restart time (120 s) runs out, not before.
 #[test]
@@ -1187,8 +1233,8 @@ fn graceful_restart_helper_sweeps_stale_routes_at_the_restart_time() {
 }
 
 /// A NOTIFICATION ends the session for good: no stale routes kept (RFC
-/// 4724 §4.2 covers the loss of the TCP connection only; RFC 8538 is not
-/// negotiated).
+/// 4724 §4.2 covers the loss of the TCP connection only; petrel does not
+/// send RFC 8538's N bit, so it is never negotiated).
 #[test]
 fn a_notification_withdraws_at_once() {
     let mut sim = two_up_with_routes(&[]);

@@ -138,6 +138,10 @@ pub trait Speaker {
     fn kill9(&mut self);
     /// Starts again after [`Speaker::kill9`], as a restarting speaker.
     fn restart_graceful(&mut self, lab: &Lab) -> Result<()>;
+    /// Starts again after [`Speaker::kill9`] without graceful restart
+    /// recovery: its OPEN keeps the Graceful Restart Capability but with
+    /// every F bit clear (BIRD without `-R`, gobgpd without `-r`).
+    fn restart_cold(&mut self, lab: &Lab) -> Result<()>;
     fn stop(&mut self) -> Result<()>;
 
     fn wait_established(&self, neighbor: &str) -> Result<()> {
@@ -336,6 +340,9 @@ impl Speaker for BirdSpeaker {
     fn restart_graceful(&mut self, lab: &Lab) -> Result<()> {
         self.lab_bird.restart_graceful(lab)
     }
+    fn restart_cold(&mut self, lab: &Lab) -> Result<()> {
+        self.lab_bird.restart(lab)
+    }
     fn stop(&mut self) -> Result<()> {
         self.lab_bird.stop()
     }
@@ -429,6 +436,9 @@ impl Speaker for FrrSpeaker {
         // FRR restarts gracefully whenever `bgp graceful-restart` is set.
         self.frr.restart(lab)
     }
+    fn restart_cold(&mut self, _lab: &Lab) -> Result<()> {
+        anyhow::bail!("FRR restarts gracefully whenever `bgp graceful-restart` is set")
+    }
     fn stop(&mut self) -> Result<()> {
         self.frr.stop()
     }
@@ -468,6 +478,9 @@ impl Speaker for gobgp::Gobgp {
     }
     fn restart_graceful(&mut self, lab: &Lab) -> Result<()> {
         gobgp::Gobgp::restart_graceful(self, lab)
+    }
+    fn restart_cold(&mut self, lab: &Lab) -> Result<()> {
+        gobgp::Gobgp::restart(self, lab)
     }
     fn stop(&mut self) -> Result<()> {
         gobgp::Gobgp::stop(self)
