@@ -540,6 +540,14 @@ impl Speaker for petreld::Petreld {
     fn restart_graceful(&mut self, lab: &Lab) -> Result<()> {
         self.restart(lab)
     }
+    /// petreld keeps its kernel routes across every restart and says so
+    /// (F=1) whenever graceful restart is configured: there is no cold
+    /// restart to ask for.
+    fn restart_cold(&mut self, _lab: &Lab) -> Result<()> {
+        anyhow::bail!(
+            "petreld has no cold restart with graceful restart configured (F is always 1)"
+        )
+    }
     fn stop(&mut self) -> Result<()> {
         petreld::Petreld::stop(self)
     }
