@@ -956,12 +956,17 @@ mod tests {
         next_state(&mut events, State::Established).await;
     }
 
-    /// A hung peer stops reading: our UPDATEs fill its receive window and
-    /// our send buffer, and the session task waits in a write. BFD going
-    /// Down must still end the session at once (RFC 5882 §4.2), not when
-    /// the hold timer fires.
-    #[tokio::test]
-    async fn bfd_down_ends_a_session_blocked_in_a_write() {
+    /// A session task with BFD Up (the sender to change it), Established
+    /// with a peer on loopback whose socket is returned; the speaker's
+    /// event queue holds `events` (a small one fills as under a full table).
+    async fn established_with_bfd(
+        events: usize,
+    ) -> (
+        watch::Sender<SessionStatus>,
+        mpsc::Sender<PeerCommand>,
+        mpsc::Receiver<PeerEvent>,
+        TcpStream,
+    ) {
         let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = peer_listener.local_addr().unwrap().port();
         let (bfd_tx, bfd_rx) = watch::channel(SessionStatus {
@@ -979,7 +984,7 @@ mod tests {
             bfd: Some(bfd_rx),
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
-        let (ev_tx, mut events) = mpsc::channel(64);
+        let (ev_tx, mut events) = mpsc::channel(events);
         let _task = spawn_peer(cfg, cmd_rx, ev_tx);
         cmd_tx.send(PeerCommand::Start).await.unwrap();
         let (mut ours, _) = peer_listener.accept().await.unwrap();
@@ -992,6 +997,16 @@ mod tests {
         .await;
         send(&mut ours, Message::Keepalive).await;
         next_state(&mut events, State::Established).await;
+        (bfd_tx, cmd_tx, events, ours)
+    }
+
+    /// A hung peer stops reading: our UPDATEs fill its receive window and
+    /// our send buffer, and the session task waits in a write. BFD going
+    /// Down must still end the session at once (RFC 5882 §4.2), not when
+    /// the hold timer fires.
+    #[tokio::test]
+    async fn bfd_down_ends_a_session_blocked_in_a_write() {
+        let (bfd_tx, cmd_tx, mut events, ours) = established_with_bfd(64).await;
 
         // The peer reads no more; 64 MB to send is far beyond the buffers.
         let feeder = tokio::spawn(async move {
@@ -1043,36 +1058,8 @@ mod tests {
     /// once the speaker has caught up.
     #[tokio::test]
     async fn bfd_down_ends_a_session_waiting_for_the_speaker() {
-        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = peer_listener.local_addr().unwrap().port();
-        let (bfd_tx, bfd_rx) = watch::channel(SessionStatus {
-            state: bfd::State::Up,
-            local_diag: bfd::Diag::NoDiagnostic,
-            flaps: 0,
-            last_change: None,
-            last_down: None,
-        });
-        let cfg = SessionConfig {
-            address: "127.0.0.1".parse().unwrap(),
-            port,
-            fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
-            connect: ConnectOptions::default(),
-            bfd: Some(bfd_rx),
-        };
-        let (cmd_tx, cmd_rx) = mpsc::channel(8);
-        let (ev_tx, mut events) = mpsc::channel(4);
-        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
-        cmd_tx.send(PeerCommand::Start).await.unwrap();
-        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let (bfd_tx, _cmd_tx, mut events, mut ours) = established_with_bfd(4).await;
         let mut buf = BytesMut::new();
-        read_message(&mut ours, &mut buf).await;
-        send(
-            &mut ours,
-            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
-        )
-        .await;
-        send(&mut ours, Message::Keepalive).await;
-        next_state(&mut events, State::Established).await;
 
         // Far more UPDATEs than the queue holds, and nobody reads it: each
         // withdraws 10.0.0.0/24 (RFC 4271 §4.3).
