@@ -248,6 +248,7 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             Some(t) => Some(GracefulRestart {
                 restart_time: t,
                 long_lived_stale_time: None,
+                notification: !matches!(me.graceful_restart, Some(g) if !g.notification),
             }),
             None => me.graceful_restart,
         };
@@ -318,6 +319,7 @@ mod tests {
             graceful_restart: Some(GracefulRestart {
                 restart_time: 120,
                 long_lived_stale_time: None,
+                notification: true,
             }),
         }
     }

@@ -29,6 +29,13 @@ pub(super) struct RawGr {
     pub(super) restart_time: u16,
     #[serde(default)]
     pub(super) long_lived_stale_time: Option<u32>,
+    /// RFC 8538's N bit; on unless turned off.
+    #[serde(default = "yes")]
+    pub(super) notification: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +98,8 @@ pub fn families_by_name(names: &[String]) -> Result<Vec<Family>, String> {
 pub struct GracefulRestart {
     pub restart_time: u16,
     pub long_lived_stale_time: Option<u32>,
+    /// RFC 8538: NOTIFICATIONs keep graceful restart, Hard Reset ends it.
+    pub notification: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +252,7 @@ pub(super) fn graceful_restart(
         Some(g) => Ok(Some(GracefulRestart {
             restart_time: g.restart_time,
             long_lived_stale_time: g.long_lived_stale_time,
+            notification: g.notification,
         })),
     }
 }

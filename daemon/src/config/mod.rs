@@ -191,6 +191,38 @@ communities = ["64512:100", "no-export"]
 large_communities = ["4200000001:1:2"]
 "#;
 
+    /// RFC 8538's N bit is offered unless `notification = false`.
+    #[test]
+    fn graceful_restart_notification_defaults_on() {
+        let c = Config::parse("petreld.toml", GOOD).unwrap();
+        assert!(c.bgp.graceful_restart.unwrap().notification);
+        assert!(
+            c.bgp.peers[0]
+                .settings()
+                .graceful_restart
+                .unwrap()
+                .notification
+        );
+        let off = GOOD.replacen(
+            "graceful_restart = { restart_time = 120 }",
+            "graceful_restart = { restart_time = 120, notification = false }",
+            1,
+        );
+        let c = Config::parse("petreld.toml", &off).unwrap();
+        assert!(!c.bgp.graceful_restart.unwrap().notification);
+        let e = Config::parse(
+            "petreld.toml",
+            &GOOD.replacen(
+                "restart_time = 120 }",
+                "restart_time = 120, notification = 1 }",
+                1,
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("notification"), "{e}");
+    }
+
     #[test]
     fn bfd_per_peer_with_defaults_and_ranges() {
         let with = |bfd: &str| {

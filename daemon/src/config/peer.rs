@@ -297,6 +297,7 @@ impl Peer {
             .map(|g| speaker::GracefulRestartSettings {
                 restart_time: g.restart_time,
                 long_lived_stale_time: g.long_lived_stale_time,
+                notification: g.notification,
             });
         p.max_prefix = self.max_prefix.map(|m| {
             (

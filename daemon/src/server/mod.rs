@@ -78,6 +78,7 @@ fn speaker_config(cfg: &Config) -> SpeakerConfig {
             .map(|g| speaker::GracefulRestartSettings {
                 restart_time: g.restart_time,
                 long_lived_stale_time: g.long_lived_stale_time,
+                notification: g.notification,
             }),
         max_paths: cfg.bgp.max_paths,
         bfd: Default::default(),

@@ -176,9 +176,10 @@ impl Config {
         if let Some(t) = self.graceful_restart {
             // preserve-fw-state sets the F bit: without it a helper flushes the
             // stale routes as soon as the session is back (RFC 4724 §4.2).
+            // notification: RFC 8538's N bit, as petrel offers it.
             let _ = writeln!(
                 c,
-                " bgp graceful-restart\n bgp graceful-restart restart-time {t}\n bgp graceful-restart preserve-fw-state"
+                " bgp graceful-restart\n bgp graceful-restart restart-time {t}\n bgp graceful-restart preserve-fw-state\n bgp graceful-restart notification"
             );
         }
         for n in &self.neighbors {
