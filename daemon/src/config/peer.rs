@@ -160,13 +160,13 @@ pub(super) fn parse(
         Some(v) => v
             .iter()
             .enumerate()
-            .map(|(j, s)| match s.as_str() {
-                "ipv4-unicast" => Ok(Family::IPV4_UNICAST),
-                "ipv6-unicast" => Ok(Family::IPV6_UNICAST),
-                _ => Err(bad(
-                    format!("bgp.peers[{i}].families[{j}]"),
-                    format!("{s:?}: allowed values are \"ipv4-unicast\" and \"ipv6-unicast\""),
-                )),
+            .map(|(j, s)| {
+                super::family_by_name(s).ok_or_else(|| {
+                    bad(
+                        format!("bgp.peers[{i}].families[{j}]"),
+                        format!("{s:?}: allowed values are \"ipv4-unicast\" and \"ipv6-unicast\""),
+                    )
+                })
             })
             .collect::<Result<_, _>>()?,
     };
