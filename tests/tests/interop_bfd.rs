@@ -21,6 +21,7 @@
 
 use anyhow::{ensure, Result};
 use petrel_tests::lab::petreld::{self, Petreld};
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::{bird, frr, require_lab, wait_until, Lab, Netns};
 use std::time::Instant;
 
@@ -145,7 +146,8 @@ fn frr_hang(v6: bool) -> Result<()> {
     frr.wait_established(me)?;
     petrel.wait_established(peer)?;
     let ours = wait_bfd_fast(&petrel, peer)?;
-    let theirs = frr.wait_bfd(me, "up")?;
+    frr.wait_bfd(me, "up")?;
+    let theirs = frr.bfd_peer(me)?;
     // FRR's defaults are 300 ms × 3 too.
     ensure!(ours["remote_multiplier"] == 3, "petreld: {ours}");
     ensure!(
@@ -171,7 +173,7 @@ fn frr_hang(v6: bool) -> Result<()> {
     frr.bfdd().expect("started").resume();
     r?;
     eprintln!("{}", petrel.ctl(&["show", "bfd"])?);
-    petrel.wait_bfd(peer, "Up")?;
+    petrel.wait_bfd(peer, "up")?;
     petrel.wait_established(peer)?;
     frr.wait_established(me)?;
     Ok(())
@@ -256,7 +258,7 @@ fn bird_hang(v6: bool) -> Result<()> {
     let r = assert_bfd_teardown(&petrel, peer, t);
     b.daemon().resume();
     r?;
-    petrel.wait_bfd(peer, "Up")?;
+    petrel.wait_bfd(peer, "up")?;
     petrel.wait_established(peer)?;
     Ok(())
 }
@@ -477,7 +479,8 @@ fn frr_multihop(v6: bool) -> Result<()> {
     let frr = frr::Frr::start_with_bfdd(&lab, &q, &c.render(), "")?;
     frr.wait_established(me)?;
     multihop_far_link_down(&petrel, &r, &far, peer, || {
-        Ok(frr.wait_bfd(me, "up")?.to_string())
+        frr.wait_bfd(me, "up")?;
+        Ok(frr.bfd_peer(me)?.to_string())
     })
 }
 
