@@ -247,10 +247,8 @@ fn bird_hang(v6: bool) -> Result<()> {
     b.wait_established("petrel")?;
     petrel.wait_established(peer)?;
     let ours = wait_bfd_fast(&petrel, peer)?;
-    let line = wait_until("BIRD's BFD session Up", &[b.daemon()], || {
-        Ok(bird_bfd_line(&b, me)?.filter(|l| l.contains(" Up ")))
-    })?;
-    eprintln!("BIRD's view: {line}");
+    b.wait_bfd(me, "up")?;
+    eprintln!("BIRD's view: {}", b.birdc("show bfd sessions")?);
     ensure!(ours["remote_multiplier"] == 3, "petreld: {ours}");
 
     let t = Instant::now();
@@ -325,10 +323,8 @@ fn bird_bfd_meticulous_keyed_sha1_with_the_same_key_comes_up() -> Result<()> {
     b.wait_established("petrel")?;
     petrel.wait_established(PEER4)?;
     let ours = wait_bfd_fast(&petrel, PEER4)?;
-    let line = wait_until("BIRD's BFD session Up", &[b.daemon()], || {
-        Ok(bird_bfd_line(&b, PETREL4)?.filter(|l| l.contains(" Up ")))
-    })?;
-    eprintln!("BIRD's view: {line}");
+    b.wait_bfd(PETREL4, "up")?;
+    eprintln!("BIRD's view: {}", b.birdc("show bfd sessions")?);
     ensure!(ours["auth"] == "meticulous-keyed-sha1", "petreld: {ours}");
     ensure!(ours["auth_failures"] == 0, "petreld: {ours}");
     let table = petrel.ctl(&["show", "bfd"])?;
@@ -515,9 +511,8 @@ fn bird_multihop(v6: bool) -> Result<()> {
     let bird = bird::Bird::start(&lab, &q, &c.render())?;
     bird.wait_established("petrel")?;
     multihop_far_link_down(&petrel, &r, &far, peer, || {
-        wait_until("BIRD's BFD session Up", &[bird.daemon()], || {
-            Ok(bird_bfd_line(&bird, me)?.filter(|l| l.contains(" Up ")))
-        })
+        bird.wait_bfd(me, "up")?;
+        bird.birdc("show bfd sessions")
     })
 }
 
