@@ -13,7 +13,7 @@
 use anyhow::{ensure, Context, Result};
 use petrel_tests::lab::failover::RouteMonitor;
 use petrel_tests::lab::petreld::{self, Petreld};
-use petrel_tests::lab::topo::{self, PEER4, PEER_AS, PETREL4, PETREL_AS};
+use petrel_tests::lab::topo::{self, View, PEER4, PEER_AS, PETREL4, PETREL_AS};
 use petrel_tests::lab::{fib, frr as lab_frr, require_lab, wait_until, Route};
 
 const OURS: &str = "10.10.1.0/24";
@@ -56,7 +56,7 @@ fn frr_n_bit_graceful_notification_and_hard_reset() -> Result<()> {
     wait_until("FRR's route in petrel's FIB", &[petrel.daemon()], || {
         Ok(in_petrels_fib()?.then_some(()))
     })?;
-    peer.wait_received(PETREL4, "petrel's route", |r| {
+    peer.wait_routes_from(PETREL4, "petrel's route", &mut |r| {
         Route::find(r, OURS).is_some()
     })?;
     // RFC 8538 §2: FRR saw the N bit in petrel's OPEN.
@@ -118,7 +118,7 @@ fn frr_n_bit_graceful_notification_and_hard_reset() -> Result<()> {
     wait_until("FRR to see petrel gone", &[peer.bgpd()], || {
         Ok((peer.state(PETREL4)? != "Established").then_some(()))
     })?;
-    peer.wait_received(PETREL4, "petrel's route withdrawn", |r| {
+    peer.wait_routes_from(PETREL4, "petrel's route withdrawn", &mut |r| {
         Route::find(r, OURS).is_none()
     })?;
     let n = peer.neighbor(PETREL4)?;

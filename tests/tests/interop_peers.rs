@@ -8,6 +8,7 @@
 
 use anyhow::{ensure, Context, Result};
 use petrel_tests::lab::petreld::{self, Petreld};
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::topo::{
     self, Kind, NeighborSpec, PeerSpec, PEER4, PEER6, PEER_AS, PETREL4, PETREL6, PETREL_AS,
 };
@@ -105,7 +106,7 @@ fn basic(kind: Kind, ibgp: bool, v6: bool) -> Result<()> {
     }
 
     // peer -> petrel
-    let got = petrel.wait_received(p.peer, "the peer's route at petrel", |r| {
+    let got = petrel.wait_routes_from(p.peer, "the peer's route at petrel", &mut |r| {
         Route::find(r, p.theirs).is_some()
     })?;
     let r = find(&got, p.theirs)?;
@@ -155,7 +156,7 @@ fn basic(kind: Kind, ibgp: bool, v6: bool) -> Result<()> {
 
     // A withdrawal by the peer reaches petrel; the session stays.
     peer.withdraw(p.theirs)?;
-    petrel.wait_received(p.peer, "the peer's withdrawal at petrel", |r| {
+    petrel.wait_routes_from(p.peer, "the peer's withdrawal at petrel", &mut |r| {
         Route::find(r, p.theirs).is_none()
     })?;
     wait_until(
@@ -169,7 +170,7 @@ fn basic(kind: Kind, ibgp: bool, v6: bool) -> Result<()> {
         },
     )?;
     peer.announce(p.theirs, &["64512:201"], &[])?;
-    let got = petrel.wait_received(p.peer, "the re-announcement at petrel", |r| {
+    let got = petrel.wait_routes_from(p.peer, "the re-announcement at petrel", &mut |r| {
         Route::find(r, p.theirs).is_some_and(|r| r.communities == ["64512:201"])
     })?;
     assert!(find(&got, p.theirs)?.large_communities.is_empty());
@@ -222,7 +223,7 @@ fn md5_right_key(kind: Kind) -> Result<()> {
     )?;
     petrel.wait_established(p.peer)?;
     peer.wait_established(p.petrel)?;
-    petrel.wait_received(p.peer, "routes over the MD5 session", |r| {
+    petrel.wait_routes_from(p.peer, "routes over the MD5 session", &mut |r| {
         Route::find(r, p.theirs).is_some()
     })?;
     Ok(())
@@ -375,7 +376,7 @@ fn gr_peer_restarts(kind: Kind) -> Result<()> {
     spec.graceful_restart = Some(120);
     let mut peer = topo::start(kind, &pair.lab, &pair.peer, &spec)?;
     petrel.wait_established(p.peer)?;
-    petrel.wait_received(p.peer, "the peer's route", |r| {
+    petrel.wait_routes_from(p.peer, "the peer's route", &mut |r| {
         Route::find(r, p.theirs).is_some()
     })?;
 
@@ -423,7 +424,7 @@ fn gr_peer_restarts_cold(kind: Kind) -> Result<()> {
     spec.graceful_restart = Some(120);
     let mut peer = topo::start(kind, &pair.lab, &pair.peer, &spec)?;
     petrel.wait_established(p.peer)?;
-    petrel.wait_received(p.peer, "the peer's route", |r| {
+    petrel.wait_routes_from(p.peer, "the peer's route", &mut |r| {
         Route::find(r, p.theirs).is_some()
     })?;
     const FLUSHED: &str = "forwarding state not preserved across the restart";
@@ -547,7 +548,7 @@ fn frr_ipv4_routes_over_ipv6_next_hop() -> Result<()> {
     petrel.wait_established(PEER6)?;
     peer.wait_established(PETREL6)?;
 
-    let got = petrel.wait_received(PEER6, "FRR's IPv4 route at petrel", |r| {
+    let got = petrel.wait_routes_from(PEER6, "FRR's IPv4 route at petrel", &mut |r| {
         Route::find(r, THEIRS4).is_some()
     })?;
     let r = find(&got, THEIRS4)?;
@@ -588,7 +589,7 @@ fn frr_sees_the_restart_state_bit_clear_after_petrels_restart() -> Result<()> {
     let peer = lab_frr::Frr::start(&pair.lab, &pair.peer, &c.render())?;
     petrel.wait_established(p.peer)?;
     // petrel advertises only once its deferral is over.
-    peer.wait_received(p.petrel, "petrel's route", |r| {
+    peer.wait_routes_from(p.petrel, "petrel's route", &mut |r| {
         Route::find(r, p.ours).is_some()
     })?;
     // FRR's `rBit`: the Restart State bit of the OPEN it received.

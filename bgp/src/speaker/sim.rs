@@ -10,7 +10,8 @@
 //!
 //! The scenarios: connection collisions (RFC 4271 §6.8), graceful restart as
 //! helper and as restarting speaker (RFC 4724 §4.1, §4.2), max-prefix
-//! (RFC 4486) and enhanced route refresh (RFC 7313).
+//! (RFC 4486), enhanced route refresh (RFC 7313) and which settings
+//! changes reset a session.
 
 use super::core::{Input, Output, SessionCommand, SessionSetup, SpeakerCore};
 use super::{GracefulRestartSettings, MaxPrefixAction, PeerSettings, SpeakerConfig};
@@ -1631,4 +1632,54 @@ fn max_prefix_sends_one_cease_and_applies_nothing_after_it() {
     assert_eq!(installed.len(), 2, "{installed:?}");
     assert!(sim.nodes[0].fib.is_empty());
     assert!(sim.nodes[0].core.routes(None).is_empty());
+}
+
+/// What a change of a peer's settings resets (the daemon hands every
+/// changed `PeerSettings` to `update_peer`, so this is the whole rule):
+/// policy, max-prefix and BFD apply under the running session, which keeps
+/// its connection; a session parameter (here the hold time, which the OPEN
+/// carries, RFC 4271 §4.2) ends it and a new one comes up.
+#[test]
+fn a_settings_change_resets_the_session_only_for_session_parameters() {
+    use crate::policy::{Policy, Rule, Terminal};
+    let mut sim = two_up_with_routes(&[]);
+    let (conn, downs) = (sim.conn(0, 1), sim.nodes[0].downs.len());
+    let mut p = Sim::settings(1);
+    p.import = Policy {
+        rules: vec![Rule {
+            action: Some(Terminal::Reject),
+            ..Rule::default()
+        }],
+    };
+    p.max_prefix = Some((1000, MaxPrefixAction::Warn));
+    p.bfd = Some(super::BfdSettings {
+        min_rx: Duration::from_millis(300),
+        min_tx: Duration::from_millis(300),
+        multiplier: 3,
+        multihop: false,
+        auth: None,
+    });
+    let now = sim.w.now;
+    sim.nodes[0].core.update_peer(now, p.clone()).unwrap();
+    sim.nodes[0].pump(&mut sim.w);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s
+        .route(0, "10.2.0.0/24")
+        .is_empty()));
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.established(0, 1));
+    assert_eq!(sim.conn(0, 1), conn, "the same connection");
+    assert_eq!(sim.nodes[0].downs.len(), downs, "no session went down");
+
+    p.hold_time = 30;
+    let now = sim.w.now;
+    sim.nodes[0].core.update_peer(now, p).unwrap();
+    sim.nodes[0].pump(&mut sim.w);
+    assert!(
+        sim.run_until(Duration::from_secs(120), |s| s.established(0, 1)
+            && s.conn(0, 1) != conn)
+    );
+    assert!(
+        sim.nodes[0].downs.len() > downs,
+        "the old session went down"
+    );
 }

@@ -1,6 +1,7 @@
 //! `[fib]`: kernel route installation.
 
-use super::{ConfigError, GracefulRestart};
+use super::ConfigError;
+use petrel_bgp::speaker::GracefulRestartSettings;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -37,7 +38,7 @@ pub struct Fib {
 /// restart time.
 pub(super) fn parse(
     raw: RawFib,
-    graceful_restart: Option<GracefulRestart>,
+    graceful_restart: Option<GracefulRestartSettings>,
     bad: &dyn Fn(String, String) -> ConfigError,
 ) -> Result<Fib, ConfigError> {
     let f = raw;

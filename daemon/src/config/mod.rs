@@ -28,15 +28,11 @@ pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9179";
 pub use add_path::describe as describe_add_path;
 pub use bfd::Bfd;
 pub use bfd_auth::{BfdAuth, BfdAuthType};
-pub use bgp::{
-    families_by_name, family_by_name, Bgp, GracefulRestart, MaxPrefix, MaxPrefixAction,
-    NextHopMode, Originate,
-};
+pub use bgp::{families_by_name, family_by_name, Bgp, Originate};
 pub use datastore::{Datastore, DEFAULT_IPAM_SOCKET};
 pub use fib::Fib;
 pub use node::Node;
 pub use ops::{Log, LogFormat, Metrics, Mtu, DEFAULT_MTU_FILE};
-pub use peer::Peer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -155,6 +151,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use petrel_bgp::rib::NextHopMode;
+    use petrel_bgp::speaker::MaxPrefixAction;
     use petrel_bgp::wire::family::Family;
     use std::time::Duration;
 
@@ -196,13 +194,7 @@ large_communities = ["4200000001:1:2"]
     fn graceful_restart_notification_defaults_on() {
         let c = Config::parse("petreld.toml", GOOD).unwrap();
         assert!(c.bgp.graceful_restart.unwrap().notification);
-        assert!(
-            c.bgp.peers[0]
-                .settings()
-                .graceful_restart
-                .unwrap()
-                .notification
-        );
+        assert!(c.bgp.peers[0].graceful_restart.unwrap().notification);
         let off = GOOD.replacen(
             "graceful_restart = { restart_time = 120 }",
             "graceful_restart = { restart_time = 120, notification = false }",
@@ -237,12 +229,11 @@ large_communities = ["4200000001:1:2"]
         let c = with("{ min_rx_ms = 100 }").unwrap();
         assert_eq!(c.bgp.peers[0].bfd, None);
         let b = c.bgp.peers[1].bfd.clone().unwrap();
+        let ms = Duration::from_millis;
         assert_eq!(
-            (b.min_rx_ms, b.min_tx_ms, b.multiplier, b.multihop),
-            (100, 300, 3, false)
+            (b.min_rx, b.min_tx, b.multiplier, b.multihop, b.auth),
+            (ms(100), ms(300), 3, false, None)
         );
-        let s = b.settings();
-        assert_eq!(s.min_rx, Duration::from_millis(100));
         let e = with("{ min_tx_ms = 5 }").unwrap_err().to_string();
         assert!(
             e.contains("bgp.peers[1].bfd.min_tx_ms") && e.contains("10..=60000"),
@@ -273,8 +264,8 @@ large_communities = ["4200000001:1:2"]
             key.display().to_string()
         );
         let c = with(&good).unwrap();
-        let s = c.bgp.peers[1].bfd.as_ref().unwrap().settings();
-        let k = s.auth.unwrap();
+        let s = c.bgp.peers[1].bfd.as_ref().unwrap();
+        let k = s.auth.as_ref().unwrap();
         assert_eq!(
             (k.kind, k.key_id, k.secret.as_slice()),
             (petrel_bgp::bfd::AuthKind::KeyedSha1, 3, &b"s3cret"[..])
@@ -323,10 +314,7 @@ large_communities = ["4200000001:1:2"]
         assert!(c.bgp.peers[0].add_path.is_empty());
         assert_eq!(
             c.bgp.peers[0].max_prefix,
-            Some(MaxPrefix {
-                limit: 1000,
-                action: MaxPrefixAction::Restart { after_secs: 30 }
-            })
+            Some((1000, MaxPrefixAction::Restart(Duration::from_secs(30))))
         );
         assert_eq!(c.bgp.originate[0].prefix.to_string(), "10.10.1.0/24");
     }

@@ -341,15 +341,6 @@ impl Frr {
             .ok_or_else(|| anyhow!("bfdd has no session with {peer}"))
     }
 
-    /// Waits until bfdd's session with `peer` has `status`.
-    pub fn wait_bfd(&self, peer: &str, status: &str) -> Result<Value> {
-        let b = self.bfdd().ok_or_else(|| anyhow!("bfdd was not started"))?;
-        wait_until(&format!("bfdd session with {peer} {status}"), &[b], || {
-            let p = self.bfd_peer(peer)?;
-            Ok((p["status"] == status).then_some(p))
-        })
-    }
-
     /// bfdd's log so far.
     pub fn bfdd_log(&self) -> String {
         self.bfdd.as_ref().map(|d| d.log()).unwrap_or_default()
@@ -463,15 +454,6 @@ impl Frr {
             .to_string())
     }
 
-    /// Waits until the session with `addr` is Established.
-    pub fn wait_established(&self, addr: &str) -> Result<()> {
-        wait_until(
-            &format!("FRR neighbor {addr} Established"),
-            &[self.bgpd()],
-            || Ok((self.state(addr)? == "Established").then_some(())),
-        )
-    }
-
     /// A `messageStats` counter of the neighbour (`updatesRecv`,
     /// `routeRefreshRecv`, ...).
     pub fn message_stat(&self, addr: &str, counter: &str) -> Result<u64> {
@@ -530,19 +512,6 @@ impl Frr {
         }
         r.retain(|r| r.peer.as_deref() == Some(peer));
         Ok(r)
-    }
-
-    /// Waits until `f` holds for the routes learned from `peer`.
-    pub fn wait_received(
-        &self,
-        peer: &str,
-        what: &str,
-        mut f: impl FnMut(&[Route]) -> bool,
-    ) -> Result<Vec<Route>> {
-        wait_until(what, &[self.bgpd()], || {
-            let r = self.received(peer)?;
-            Ok(f(&r).then_some(r))
-        })
     }
 
     /// bgpd's log so far.
