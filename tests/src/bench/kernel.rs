@@ -222,7 +222,15 @@ mod tests {
             None,
         );
         assert_eq!(b.len(), 16 + 12 + 8 + 8 + 12 + 8);
-        let at = put(&mut b, 2, &p6, "fd00::11".parse().unwrap(), false, None, None);
+        let at = put(
+            &mut b,
+            2,
+            &p6,
+            "fd00::11".parse().unwrap(),
+            false,
+            None,
+            None,
+        );
         assert_eq!(b.len() - at, 16 + 12 + 20 + 8 + 20);
         msg::add_flags(&mut b, at, msg::NLM_F_ACK);
         // The second message's flags: create|replace|request with the ACK.
