@@ -315,7 +315,8 @@ pub fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
-/// The kernel-limit run: (install seconds, delete seconds, errors).
+/// The kernel-limit runs, classic then by nexthop id, in one namespace
+/// with one route-notification listener.
 pub fn kernel_run(sc: &Scenario, table: &Table) -> Result<KernelLimit> {
     let lab = Lab::new("bench-kernel")?;
     let ns = lab.netns("k")?;
