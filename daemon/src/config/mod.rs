@@ -386,7 +386,7 @@ large_communities = ["4200000001:1:2"]
                 table: 254,
                 route_mtu: None,
                 sweep_after: 120,
-                nexthop_objects: false,
+                nexthop_objects: true,
             }
         );
         let c = Config::parse(
@@ -404,10 +404,10 @@ large_communities = ["4200000001:1:2"]
         assert!(e.starts_with("f.toml: fib.protocol: 2 is reserved"), "{e}");
         let c = Config::parse(
             "f.toml",
-            &format!("{GOOD}\n[fib]\nnexthop_objects = \"auto\"\n"),
+            &format!("{GOOD}\n[fib]\nnexthop_objects = \"off\"\n"),
         )
         .unwrap();
-        assert!(c.fib.nexthop_objects);
+        assert!(!c.fib.nexthop_objects);
         let e = Config::parse(
             "f.toml",
             &format!("{GOOD}\n[fib]\nnexthop_objects = \"on\"\n"),

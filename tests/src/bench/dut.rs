@@ -17,6 +17,9 @@ use std::net::IpAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Petreld,
+    /// petreld with `[fib] nexthop_objects = "off"`: every route carries
+    /// its next hop (to compare the two FIB paths side by side).
+    PetreldClassic,
     Bird,
     Frr,
     Gobgp,
@@ -26,15 +29,17 @@ impl Kind {
     pub fn parse(s: &str) -> Result<Kind> {
         Ok(match s {
             "petreld" | "petrel" => Kind::Petreld,
+            "petreld-classic" => Kind::PetreldClassic,
             "bird" => Kind::Bird,
             "frr" => Kind::Frr,
             "gobgp" | "gobgpd" => Kind::Gobgp,
-            _ => bail!("unknown DUT {s:?} (petreld, bird, frr, gobgp)"),
+            _ => bail!("unknown DUT {s:?} (petreld, petreld-classic, bird, frr, gobgp)"),
         })
     }
     pub fn name(self) -> &'static str {
         match self {
             Kind::Petreld => "petreld",
+            Kind::PetreldClassic => "petreld-classic",
             Kind::Bird => "bird",
             Kind::Frr => "frr",
             Kind::Gobgp => "gobgp",
@@ -43,11 +48,15 @@ impl Kind {
     /// Programs it needs on this machine.
     pub fn programs(self) -> &'static [&'static str] {
         match self {
-            Kind::Petreld => &[],
+            Kind::Petreld | Kind::PetreldClassic => &[],
             Kind::Bird => &["bird", "birdc"],
             Kind::Frr => &["/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "vtysh"],
             Kind::Gobgp => &["gobgpd", "gobgp", "python3"],
         }
+    }
+    /// petreld in either FIB mode.
+    pub fn is_petreld(self) -> bool {
+        matches!(self, Kind::Petreld | Kind::PetreldClassic)
     }
 }
 
@@ -243,11 +252,15 @@ impl Dut {
         let mut daemons = Vec::new();
         let mut ctl_socket = None;
         match kind {
-            Kind::Petreld => {
+            Kind::Petreld | Kind::PetreldClassic => {
                 let sock = dir.join("petreld.sock").to_string_lossy().into_owned();
                 ctl_socket = Some(sock.clone());
                 let conf = dir.join("petreld.toml");
-                std::fs::write(&conf, petreld_toml(l, &sock))?;
+                let mut toml = petreld_toml(l, &sock);
+                if kind == Kind::PetreldClassic {
+                    toml += "\n[fib]\nnexthop_objects = \"off\"\n";
+                }
+                std::fs::write(&conf, toml)?;
                 let bin = petrel_tests::bin("petreld")?;
                 let d = Daemon::spawn(
                     lab,
@@ -500,7 +513,7 @@ pub fn version(kind: Kind) -> String {
             .unwrap_or_else(|e| format!("? ({e})"))
     };
     match kind {
-        Kind::Petreld => {
+        Kind::Petreld | Kind::PetreldClassic => {
             let rev = first(
                 "git",
                 &[
