@@ -197,9 +197,7 @@ impl<V> PrefixMap<V> {
             None => (Unbounded, Unbounded),
             Some(Prefix::V4 { addr, len }) => (Excluded(v4_key(addr, len)), Unbounded),
             // Every IPv4 prefix comes before: skip them all.
-            Some(Prefix::V6 { addr, len }) => {
-                (Excluded(u64::MAX), Excluded(V6Key::new(addr, len)))
-            }
+            Some(Prefix::V6 { addr, len }) => (Excluded(u64::MAX), Excluded(V6Key::new(addr, len))),
         };
         let v4 = self
             .v4
