@@ -64,7 +64,10 @@ fn petrel_bench_failover_scenarios_petreld_and_bird() {
             .output()
             .expect("petrel-bench runs");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "petrel-bench {scenario} failed: {stderr}");
+        assert!(
+            out.status.success(),
+            "petrel-bench {scenario} failed: {stderr}"
+        );
         let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
         let runs = v["runs"].as_array().expect("runs");
         let want = if scenario == "restart" { 2 } else { 4 };

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+const RTM_NEWLINK: u16 = 16;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
@@ -55,6 +56,10 @@ pub struct FibState {
     pub max_missing: usize,
     /// When the FIB first equalled `want` since `expect`.
     pub exact_at: Option<Instant>,
+    /// When an interface of the namespace that was up and running first
+    /// lost its carrier (IFF_RUNNING off) since `expect`: the failover
+    /// scenarios' clock.
+    pub carrier_lost_at: Option<Instant>,
 }
 
 /// (missing, wrong) for one prefix: its route `have` against `want`.
@@ -92,6 +97,7 @@ impl FibState {
         self.wrong = wrong;
         self.max_missing = missing;
         self.exact_at = (missing == 0 && wrong == 0).then(Instant::now);
+        self.carrier_lost_at = None;
     }
 
     /// Records one route change, keeping the distance to `want`.
@@ -115,6 +121,29 @@ impl FibState {
             if self.exact_at.is_none() && self.missing == 0 && self.wrong == 0 {
                 self.exact_at = Some(now);
             }
+        }
+    }
+
+    /// Takes the table as a dump found it (after lost notifications).
+    fn resync(&mut self, dumped: Result<HashMap<u128, Option<IpAddr>>>) {
+        match dumped {
+            Ok(s) => {
+                let gone: Vec<u128> = self
+                    .routes
+                    .keys()
+                    .filter(|k| !s.contains_key(k))
+                    .copied()
+                    .collect();
+                gone.into_iter().for_each(|k| self.apply(k, None));
+                s.into_iter().for_each(|(k, gw)| self.apply(k, Some(gw)));
+                let now = Instant::now();
+                self.settle_batch(now);
+                self.count = self.routes.len();
+                if self.reached_at.is_none() && self.reached() {
+                    self.reached_at = Some(now);
+                }
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
         }
     }
 
@@ -247,6 +276,16 @@ pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool, Option<IpAddr>)>
     Some((key(dst.get(..n)?, dst_len, v6), ty == RTM_NEWROUTE, gw))
 }
 
+/// Whether an RTM_NEWLINK says the interface is administratively up but
+/// has no carrier (struct ifinfomsg: family, pad, type, index, flags).
+fn lost_carrier(msg: &[u8]) -> bool {
+    let Some(f) = msg.get(8..12) else {
+        return false;
+    };
+    let flags = u32::from_ne_bytes([f[0], f[1], f[2], f[3]]);
+    flags & libc::IFF_UP as u32 != 0 && flags & libc::IFF_RUNNING as u32 == 0
+}
+
 /// Calls `f` for each netlink message in a datagram: (type, payload).
 fn for_each_msg(mut b: &[u8], mut f: impl FnMut(u16, &[u8])) {
     while b.len() >= 16 {
@@ -303,7 +342,8 @@ impl FibWatch {
     /// routes are counted.
     pub fn start(ns: &Netns) -> Result<FibWatch> {
         // RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
-        let (fd, initial) = ns.enter(|| Ok((socket(0x40 | 0x400)?, dump()?)))?;
+        // RTMGRP_LINK too, for carrier changes.
+        let (fd, initial) = ns.enter(|| Ok((socket(0x1 | 0x40 | 0x400)?, dump()?)))?;
         let state = Arc::new(Mutex::new(FibState {
             count: initial.len(),
             routes: initial,
@@ -326,22 +366,8 @@ impl FibWatch {
                         Some(libc::ENOBUFS) => {
                             // Events were lost: take the table as it is now.
                             let mut g = st.lock().unwrap();
-                            match nsc.enter(dump) {
-                                Ok(s) => {
-                                    let gone: Vec<u128> = g
-                                        .routes
-                                        .keys()
-                                        .filter(|k| !s.contains_key(k))
-                                        .copied()
-                                        .collect();
-                                    gone.into_iter().for_each(|k| g.apply(k, None));
-                                    s.into_iter().for_each(|(k, gw)| g.apply(k, Some(gw)));
-                                    g.settle_batch(Instant::now());
-                                }
-                                Err(e) => g.error = Some(format!("{e:#}")),
-                            }
+                            g.resync(nsc.enter(dump));
                             g.overruns += 1;
-                            g.count = g.routes.len();
                             continue;
                         }
                         _ => {
@@ -351,12 +377,15 @@ impl FibWatch {
                     }
                 }
                 changes.clear();
+                let mut carrier_lost = false;
                 for_each_msg(&buf[..n as usize], |ty, m| {
                     if ty == RTM_NEWROUTE || ty == RTM_DELROUTE {
                         changes.extend(route_change(ty, m));
+                    } else if ty == RTM_NEWLINK {
+                        carrier_lost |= lost_carrier(m);
                     }
                 });
-                if changes.is_empty() {
+                if changes.is_empty() && !carrier_lost {
                     continue;
                 }
                 let mut g = st.lock().unwrap();
@@ -366,6 +395,14 @@ impl FibWatch {
                 }
                 g.settle_batch(now);
                 g.count = g.routes.len();
+                if carrier_lost {
+                    g.carrier_lost_at.get_or_insert(now);
+                    // The kernel removes the nexthop objects of a link
+                    // that lost its carrier, and every route using them,
+                    // with no route notification (FRR's routes use
+                    // objects): read the table as it now is.
+                    g.resync(nsc.enter(dump));
+                }
                 g.last_event = Some(now);
                 if g.reached_at.is_none() && g.reached() {
                     g.reached_at = Some(now);
