@@ -32,6 +32,14 @@ pub fn keepalive() -> Vec<u8> {
 /// unicast (RFC 4760 §8) and 4-octet AS (RFC 6793 §3); AS_TRANS in
 /// My Autonomous System when the ASN needs 32 bits.
 pub fn open(asn: u32, router_id: [u8; 4], hold: u16) -> Vec<u8> {
+    open_with(asn, router_id, hold, false)
+}
+
+/// [`open`], with `helper` also the graceful restart capability of a
+/// receiving speaker only (RFC 4724 §3: no <AFI, SAFI> entries, R = 0),
+/// so that a restarting DUT waits for our End-of-RIB before it sweeps
+/// (RFC 4724 §4.1).
+pub fn open_with(asn: u32, router_id: [u8; 4], hold: u16, helper: bool) -> Vec<u8> {
     let my_as = if asn > 0xffff { 23456 } else { asn as u16 };
     let mut caps = Vec::new();
     for afi in [1u16, 2] {
@@ -41,6 +49,11 @@ pub fn open(asn: u32, router_id: [u8; 4], hold: u16) -> Vec<u8> {
     }
     caps.extend_from_slice(&[65, 4]);
     caps.extend_from_slice(&asn.to_be_bytes());
+    if helper {
+        // Restart Flags 0, Restart Time 120 s (never used: we never restart).
+        caps.extend_from_slice(&[64, 2]);
+        caps.extend_from_slice(&120u16.to_be_bytes());
+    }
     let mut b = vec![4];
     b.extend_from_slice(&my_as.to_be_bytes());
     b.extend_from_slice(&hold.to_be_bytes());
@@ -50,6 +63,19 @@ pub fn open(asn: u32, router_id: [u8; 4], hold: u16) -> Vec<u8> {
     b.extend_from_slice(&[2, caps.len() as u8]);
     b.extend_from_slice(&caps);
     message(1, &b)
+}
+
+/// End-of-RIB (RFC 4724 §2): for IPv4 unicast an UPDATE with no
+/// withdrawn routes and no attributes; for IPv6 unicast an empty
+/// MP_UNREACH_NLRI.
+pub fn end_of_rib(v6: bool) -> Vec<u8> {
+    if v6 {
+        let mut attrs = Vec::new();
+        attr(&mut attrs, 0x80, 15, &[0, 2, 1]);
+        update_v4(&attrs, &[])
+    } else {
+        message(2, &[0, 0, 0, 0])
+    }
 }
 
 fn attr(out: &mut Vec<u8>, flags: u8, code: u8, value: &[u8]) {
@@ -252,7 +278,6 @@ fn keys(mut nlri: &[u8], v6: bool, out: &mut Vec<u128>) -> Option<()> {
 }
 
 /// The key of a prefix as [`key`] makes it.
-#[cfg(test)]
 pub fn prefix_key(p: &Prefix) -> u128 {
     let n = (p.len() as usize).div_ceil(8);
     match p.addr() {
@@ -342,6 +367,21 @@ mod tests {
         assert_eq!(&o[16..20], &[0, 49, 1, 4]);
         assert_eq!(&o[20..22], &23456u16.to_be_bytes());
         assert_eq!(&o[o.len() - 6..], &[65, 4, 0xfa, 0x56, 0xea, 0x65]);
+    }
+
+    #[test]
+    fn end_of_rib_and_the_helper_capability() {
+        let ctx = CodecContext::four_octet();
+        for v6 in [false, true] {
+            let m = end_of_rib(v6);
+            let u = Update::decode(&ctx, &Bytes::copy_from_slice(&m[19..])).unwrap();
+            assert!(u.nlri.is_empty() && u.withdrawn.is_empty() && u.mp_reach.is_none());
+        }
+        assert_eq!(end_of_rib(false), message(2, &[0, 0, 0, 0]));
+        // The helper's OPEN is the plain one plus capability 64, length 2.
+        let (a, b) = (open(65001, [1; 4], 9), open_with(65001, [1; 4], 9, true));
+        assert_eq!(b.len(), a.len() + 4);
+        assert_eq!(&b[b.len() - 4..], &[64, 2, 0, 120]);
     }
 
     #[test]

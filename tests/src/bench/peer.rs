@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Hold time we offer (RFC 4271 §4.2); the DUT may lower it, so
-/// keepalives go every [`KEEPALIVE`] regardless.
+/// Hold time we offer (RFC 4271 §4.2); the DUT may lower it (the
+/// failover scenarios configure 9 s), so keepalives go every
+/// [`KEEPALIVE`], a third of the lowest hold time any scenario uses.
 const HOLD: u16 = 180;
-const KEEPALIVE: Duration = Duration::from_secs(10);
+const KEEPALIVE: Duration = Duration::from_secs(3);
 
 /// Reads one message: (type, body).
 pub fn read_message(s: &mut impl Read) -> Result<(u8, Vec<u8>)> {
@@ -45,8 +46,8 @@ fn notification(body: &[u8]) -> String {
 
 /// Sends our OPEN, answers theirs with a KEEPALIVE, returns at their
 /// KEEPALIVE: Established (RFC 4271 §8.2.2, OpenConfirm).
-fn handshake(s: &mut TcpStream, asn: u32, id: [u8; 4]) -> Result<()> {
-    s.write_all(&encode::open(asn, id, HOLD))?;
+fn handshake(s: &mut TcpStream, asn: u32, id: [u8; 4], gr_helper: bool) -> Result<()> {
+    s.write_all(&encode::open_with(asn, id, HOLD, gr_helper))?;
     let mut got_open = false;
     loop {
         match read_message(s)? {
@@ -64,6 +65,18 @@ fn handshake(s: &mut TcpStream, asn: u32, id: [u8; 4]) -> Result<()> {
 /// Dials `peer:179` from `local` inside `ns` (retrying until the lab
 /// deadline while the DUT starts listening) and completes the handshake.
 pub fn establish(ns: &Netns, local: IpAddr, peer: IpAddr, asn: u32) -> Result<TcpStream> {
+    establish_with(ns, local, peer, asn, false)
+}
+
+/// [`establish`]; with `gr_helper` our OPEN carries the graceful restart
+/// capability of a helper (see [`encode::open_with`]).
+pub fn establish_with(
+    ns: &Netns,
+    local: IpAddr,
+    peer: IpAddr,
+    asn: u32,
+    gr_helper: bool,
+) -> Result<TcpStream> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = match local {
         IpAddr::V4(a) => a.octets(),
@@ -82,7 +95,7 @@ pub fn establish(ns: &Netns, local: IpAddr, peer: IpAddr, asn: u32) -> Result<Tc
                 .and_then(|mut r| {
                     let mut s = r.stream().try_clone()?;
                     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                    handshake(&mut s, asn, id)?;
+                    handshake(&mut s, asn, id, gr_helper)?;
                     s.set_read_timeout(None)?;
                     Ok(s)
                 });

@@ -99,10 +99,12 @@ fn layout(sc: &Scenario, bfd: bool) -> Layout {
         injectors: (0..sc.peers)
             .map(|k| (scenario::injector_addr(k, sc.v6), scenario::injector_as(k)))
             .collect(),
-        monitor: (
+        monitor: Some((
             if sc.v6 { "fd01::2" } else { "10.1.0.2" }.parse().unwrap(),
             scenario::MONITOR_AS,
-        ),
+        )),
+        hold: None,
+        graceful_restart: None,
     }
 }
 
@@ -119,7 +121,7 @@ fn dut_addr(v6: bool, monitor: bool) -> std::net::IpAddr {
 
 /// Polls `done` every 5 ms (in-memory state only) until it holds; fails
 /// if the DUT dies or the phase limit passes.
-fn wait(dut: &Dut, what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn wait(dut: &Dut, what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
     let start = Instant::now();
     loop {
         if done()? {
@@ -190,7 +192,7 @@ pub fn dut_run(
     let flaps0 = if bfd { flaps(&dut)? } else { 0 };
     let mon = Monitor::start(peer::establish(
         &mon_ns,
-        l.monitor.0,
+        if sc.v6 { "fd01::2" } else { "10.1.0.2" }.parse()?,
         dut_addr(sc.v6, true),
         scenario::MONITOR_AS,
     )?)?;

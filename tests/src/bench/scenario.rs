@@ -16,6 +16,17 @@ pub struct Scenario {
     pub churn: Option<(u32, u32)>,
     /// A real RIB dump to replay instead of a synthetic table.
     pub mrt: Option<PathBuf>,
+    /// A failover scenario instead of a load (see `super::failover`).
+    pub failover: Option<Failover>,
+}
+
+/// The failover scenarios (issue 17).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failover {
+    /// Two peers on links of their own; A's link loses carrier.
+    PeerDeath,
+    /// The DUT crashes and restarts with graceful restart.
+    Restart,
 }
 
 /// The scenario names and what each does, for `--help` and the docs.
@@ -41,6 +52,16 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "mrt-v6",
         "1 peer x the IPv6 routes of the RouteViews v6 RIB dump (at most N)",
     ),
+    (
+        "peer-death",
+        "peers A and B on links of their own, N IPv4 each (B's path longer, or A alone); \
+         A's link loses carrier: time to all N via B / none",
+    ),
+    (
+        "restart",
+        "1 peer x N IPv4; the DUT is SIGKILLed and restarts with graceful restart while \
+         the peer drops 10% and moves 10%: routes missing, time to the exact table",
+    ),
 ];
 
 impl Scenario {
@@ -51,6 +72,11 @@ impl Scenario {
             v6,
             churn,
             mrt: mrt.map(|f| data.join(f)),
+            failover: None,
+        };
+        let f = |peers, kind| Scenario {
+            failover: Some(kind),
+            ..s(peers, false, None, None)
         };
         Ok(match name {
             "v4" => s(1, false, None, None),
@@ -69,6 +95,8 @@ impl Scenario {
                 None,
                 Some("routeviews6.rib6.20151101.0600.firstMB.complete-records.mrt.bz2"),
             ),
+            "peer-death" => f(2, Failover::PeerDeath),
+            "restart" => f(1, Failover::Restart),
             _ => bail!(
                 "unknown scenario {name:?}; one of: {}",
                 SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")

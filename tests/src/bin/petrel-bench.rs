@@ -6,6 +6,12 @@
 //!              [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd]
 //! ```
 //!
+//! `--scenario peer-death` and `--scenario restart` measure failover
+//! instead of a load (issue 17; see `bench/failover.rs`): per repetition
+//! and DUT, a peer's link losing carrier (variants `move` and `gone`), or
+//! the DUT crashing and restarting with graceful restart; no kernel-limit
+//! or sink run.
+//!
 //! `--bfd` (petreld only): BFD at 300 ms × 3 on every injector session,
 //! with a BIRD in the injectors' namespace as the BFD endpoint; the run
 //! reports petreld's BFD state changes during the load (goal: none).
@@ -24,8 +30,10 @@ mod bench;
 
 use anyhow::{bail, Context, Result};
 use bench::dut::{self, Kind};
+use bench::failover;
 use bench::run::{self, median_min_max, mib, Measured};
-use bench::scenario::{self, Scenario, SCENARIOS};
+use bench::scenario::{self, Failover, Scenario, SCENARIOS};
+use bench::table::Table;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -125,6 +133,12 @@ fn main() -> Result<()> {
     }
     let sc = Scenario::parse(&a.scenario, &petrel_tests::data_dir())?;
     let table = sc.table(a.prefixes)?;
+    if let Some(f) = sc.failover {
+        if a.bfd {
+            bail!("--bfd: not with the failover scenarios (they measure without BFD)");
+        }
+        return failover_main(&a, &sc, f, &table);
+    }
     let n = table.len();
     let streams: Vec<Arc<Vec<u8>>> = scenario::streams(&sc, &table)
         .into_iter()
@@ -343,6 +357,117 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     if runs.iter().any(|(_, _, r)| r.is_err()) {
+        bail!("some runs failed (see above)");
+    }
+    Ok(())
+}
+
+/// The failover scenarios: every variant for every DUT, DUTs alternating.
+fn failover_main(a: &Args, sc: &Scenario, f: Failover, table: &Table) -> Result<()> {
+    let log = |s: String| {
+        if a.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    log(format!(
+        "scenario {}, {} prefixes; hold time {} s{}; load {:.2}",
+        sc.name,
+        table.len(),
+        failover::HOLD,
+        if f == Failover::Restart {
+            format!(", graceful restart time {} s", failover::RESTART_TIME)
+        } else {
+            String::new()
+        },
+        run::load1()
+    ));
+    let mut runs: Vec<(usize, Kind, &str, Result<failover::Outcome>)> = Vec::new();
+    for rep in 0..a.repeat {
+        let k = a.duts.len();
+        for j in 0..k {
+            let kind = a.duts[(j + rep) % k];
+            for variant in failover::variants(f) {
+                let r = failover::run(kind, f, variant, table);
+                match &r {
+                    Ok(o) => log(format!(
+                        "rep {rep} {:<8} {variant:<8} {:8.3} s  max missing {:7}  {}",
+                        kind.name(),
+                        o.seconds,
+                        o.max_missing,
+                        o.detail
+                    )),
+                    Err(e) => log(format!(
+                        "rep {rep} {:<8} {variant:<8} FAILED: {e:#}",
+                        kind.name()
+                    )),
+                }
+                runs.push((rep, kind, variant, r));
+            }
+        }
+    }
+    let mut duts = a.duts.clone();
+    duts.dedup();
+    let mut summary = serde_json::Map::new();
+    for kind in &duts {
+        let mut s = serde_json::Map::new();
+        for variant in failover::variants(f) {
+            let ok: Vec<&failover::Outcome> = runs
+                .iter()
+                .filter(|r| r.1 == *kind && r.2 == *variant)
+                .filter_map(|r| r.3.as_ref().ok())
+                .collect();
+            let secs: Vec<f64> = ok.iter().map(|o| o.seconds).collect();
+            let missing: Vec<f64> = ok.iter().map(|o| o.max_missing as f64).collect();
+            let m = |v: &[f64]| {
+                median_min_max(v).map(|(m, l, h)| json!({"median": m, "min": l, "max": h}))
+            };
+            s.insert(
+                variant.to_string(),
+                json!({"seconds": m(&secs), "max_missing": m(&missing), "runs": ok.len()}),
+            );
+            if !a.json {
+                if let (Some((m, l, h)), Some((mm, ml, mh))) =
+                    (median_min_max(&secs), median_min_max(&missing))
+                {
+                    println!(
+                        "  {:<8} {variant:<8} {m:.3} s [{l:.3}-{h:.3}]  max missing {mm:.0} [{ml:.0}-{mh:.0}]",
+                        kind.name()
+                    );
+                }
+            }
+        }
+        summary.insert(kind.name().into(), Value::Object(s));
+    }
+    if a.json {
+        let rows: Vec<Value> = runs
+            .iter()
+            .map(|(rep, k, variant, r)| {
+                let mut v = match r {
+                    Ok(o) => o.json(),
+                    Err(e) => json!({"variant": variant, "error": format!("{e:#}")}),
+                };
+                v["repeat"] = json!(rep);
+                v["dut"] = json!(k.name());
+                v
+            })
+            .collect();
+        let out = json!({
+            "scenario": sc.name, "prefixes": table.len(),
+            "hold_time": failover::HOLD,
+            "graceful_restart_time": (f == Failover::Restart).then_some(failover::RESTART_TIME),
+            "machine": {"cpus": std::thread::available_parallelism().map(|x| x.get()).unwrap_or(0),
+                        "kernel": bench::run("uname", &["-r"]).unwrap_or_default().trim(),
+                        "load1_end": run::load1()},
+            "versions": duts.iter().map(|k| (k.name().to_string(), json!(dut::version(*k))))
+                            .collect::<serde_json::Map<_, _>>(),
+            "runs": rows,
+            "summary": summary,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if runs.iter().any(|r| r.3.is_err()) {
         bail!("some runs failed (see above)");
     }
     Ok(())
