@@ -251,9 +251,8 @@ impl Dut {
                 let bin = petrel_tests::bin("petreld")?.to_string_lossy().into_owned();
                 let conf = conf.to_string_lossy().into_owned();
                 let mut args = vec!["--config", &conf];
-                let cg = callgrind_dir().map(|d| {
-                    format!("--callgrind-out-file={}/callgrind.out.%p", d.display())
-                });
+                let cg = callgrind_dir()
+                    .map(|d| format!("--callgrind-out-file={}/callgrind.out.%p", d.display()));
                 let program = match &cg {
                     Some(out) => {
                         args.splice(0..0, ["--tool=callgrind", out, &bin]);
