@@ -32,6 +32,12 @@ pub fn keepalive() -> Vec<u8> {
 /// unicast (RFC 4760 §8) and 4-octet AS (RFC 6793 §3); AS_TRANS in
 /// My Autonomous System when the ASN needs 32 bits.
 pub fn open(asn: u32, router_id: [u8; 4], hold: u16) -> Vec<u8> {
+    open_with(asn, router_id, hold, false)
+}
+
+/// [`open`], and with `add_path_receive` the ADD-PATH capability (RFC 7911
+/// §4, code 69): IPv4 unicast, Send/Receive 1 (we receive).
+pub fn open_with(asn: u32, router_id: [u8; 4], hold: u16, add_path_receive: bool) -> Vec<u8> {
     let my_as = if asn > 0xffff { 23456 } else { asn as u16 };
     let mut caps = Vec::new();
     for afi in [1u16, 2] {
@@ -41,6 +47,9 @@ pub fn open(asn: u32, router_id: [u8; 4], hold: u16) -> Vec<u8> {
     }
     caps.extend_from_slice(&[65, 4]);
     caps.extend_from_slice(&asn.to_be_bytes());
+    if add_path_receive {
+        caps.extend_from_slice(&[69, 4, 0, 1, 1, 1]);
+    }
     let mut b = vec![4];
     b.extend_from_slice(&my_as.to_be_bytes());
     b.extend_from_slice(&hold.to_be_bytes());
@@ -50,6 +59,31 @@ pub fn open(asn: u32, router_id: [u8; 4], hold: u16) -> Vec<u8> {
     b.extend_from_slice(&[2, caps.len() as u8]);
     b.extend_from_slice(&caps);
     message(1, &b)
+}
+
+/// Whether an OPEN body says its sender sends ADD-PATH for IPv4 unicast
+/// (RFC 7911 §4: Send/Receive 2 or 3); `None` if the body is malformed.
+pub fn open_sends_add_path_v4(body: &[u8]) -> Option<bool> {
+    let optlen = *body.get(9)? as usize;
+    let mut params = body.get(10..10 + optlen)?;
+    let mut sends = false;
+    while let [kind, len, rest @ ..] = params {
+        let v = rest.get(..*len as usize)?;
+        if *kind == 2 {
+            let mut caps = v;
+            while let [code, clen, crest @ ..] = caps {
+                let cv = crest.get(..*clen as usize)?;
+                if *code == 69 {
+                    sends |= cv
+                        .chunks_exact(4)
+                        .any(|t| t[..3] == [0, 1, 1] && t[3] & 2 != 0);
+                }
+                caps = &crest[*clen as usize..];
+            }
+        }
+        params = &rest[*len as usize..];
+    }
+    Some(sends)
 }
 
 fn attr(out: &mut Vec<u8>, flags: u8, code: u8, value: &[u8]) {
@@ -75,8 +109,9 @@ fn put_prefix(out: &mut Vec<u8>, p: &Prefix) {
 
 /// The path attributes of one UPDATE, without MP_REACH_NLRI: ORIGIN,
 /// AS_PATH (`first` prepended `prepend + 1` times), NEXT_HOP for IPv4,
-/// MED, COMMUNITIES.
-fn common_attrs(a: &Attrs, first: u32, prepend: usize, next_hop: IpAddr) -> Vec<u8> {
+/// MED, LOCAL_PREF if given (an iBGP sender's, RFC 4271 §5.1.5), COMMUNITIES.
+fn common_attrs(a: &Attrs, peer: &PeerView, id: u32) -> Vec<u8> {
+    let (first, prepend, next_hop) = (peer.asn, (peer.prepend)(id), peer.next_hop);
     let mut out = Vec::with_capacity(64);
     attr(&mut out, 0x40, 1, &[a.origin]);
     let mut path: Vec<u32> = vec![first; prepend + 1];
@@ -94,6 +129,9 @@ fn common_attrs(a: &Attrs, first: u32, prepend: usize, next_hop: IpAddr) -> Vec<
     }
     if let Some(med) = a.med {
         attr(&mut out, 0x80, 4, &med.to_be_bytes());
+    }
+    if let Some(lp) = peer.local_pref {
+        attr(&mut out, 0x40, 5, &lp.to_be_bytes());
     }
     if !a.communities.is_empty() {
         let c: Vec<u8> = a.communities.iter().flat_map(|c| c.to_be_bytes()).collect();
@@ -125,9 +163,12 @@ fn mp_reach_v6(next_hop: IpAddr, nlri: &[u8]) -> Vec<u8> {
 }
 
 /// How an injector's copy of a table differs from the others': its own AS
-/// in front, repeated `1 + prepend(attr id)` times, and its next hop.
+/// in front, repeated `1 + prepend(attr id)` times, and its next hop. An
+/// iBGP injector (a route reflector's client) puts its external
+/// neighbour's AS in front instead and sets LOCAL_PREF.
 pub struct PeerView<'a> {
     pub asn: u32,
+    pub local_pref: Option<u32>,
     pub next_hop: IpAddr,
     pub prepend: &'a dyn Fn(u32) -> usize,
 }
@@ -144,7 +185,7 @@ pub fn announce(table: &Table, peer: &PeerView) -> Vec<Vec<u8>> {
             j += 1;
         }
         let a = &table.attrs[id as usize];
-        let base = common_attrs(a, peer.asn, (peer.prepend)(id), peer.next_hop);
+        let base = common_attrs(a, peer, id);
         let v6 = peer.next_hop.is_ipv6();
         // Room for NLRI: header, the two length fields, MP_REACH's own
         // header (4) and fixed part (21).
@@ -177,7 +218,7 @@ pub fn announce(table: &Table, peer: &PeerView) -> Vec<Vec<u8>> {
 
 /// One UPDATE announcing a single prefix (churn: one change per message).
 pub fn announce_one(p: &Prefix, a: &Attrs, peer: &PeerView, id: u32) -> Vec<u8> {
-    let base = common_attrs(a, peer.asn, (peer.prepend)(id), peer.next_hop);
+    let base = common_attrs(a, peer, id);
     let mut nlri = Vec::new();
     put_prefix(&mut nlri, p);
     if peer.next_hop.is_ipv6() {
@@ -300,6 +341,7 @@ mod tests {
                 &t,
                 &PeerView {
                     asn: 4_200_000_101,
+                    local_pref: None,
                     next_hop: nh,
                     prepend: &prepend,
                 },
@@ -325,6 +367,7 @@ mod tests {
             &t,
             &PeerView {
                 asn: 65001,
+                local_pref: None,
                 next_hop: "10.0.0.11".parse().unwrap(),
                 prepend: &|_| 0,
             },

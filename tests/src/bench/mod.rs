@@ -8,6 +8,7 @@ pub mod encode;
 pub mod fibwatch;
 pub mod kernel;
 pub mod peer;
+pub mod rr;
 pub mod run;
 pub mod scenario;
 pub mod table;
