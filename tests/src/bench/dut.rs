@@ -103,15 +103,15 @@ pub fn petreld_rr_toml(l: &Layout, r: Reflector, socket: &str) -> String {
     c
 }
 
-/// BIRD as a reflector: a template with `rr client`, `gateway direct` (the
-/// clients' next hops are on the link; BIRD's iBGP default, recursive,
-/// would need an IGP table) and `add paths tx` with ADD-PATH; no kernel
+/// BIRD as a reflector: a template with `rr client`, `direct` and `gateway
+/// direct` (the clients and their next hops are on the link; BIRD's iBGP
+/// defaults, multihop with recursive next hops, would need an IGP table) and `add paths tx` with ADD-PATH; no kernel
 /// protocol.
 pub fn bird_rr_conf(l: &Layout, r: Reflector) -> String {
     let mut c = format!(
         "log stderr {{ warning, error, fatal, bug }};\nrouter id {};\n\
          protocol device {{ scan time 10; }}\n\
-         template bgp rrc {{ local as {}; passive on; rr client; rr cluster id {CLUSTER_ID}; \
+         template bgp rrc {{ local as {}; passive on; direct; rr client; rr cluster id {CLUSTER_ID}; \
          ipv4 {{ import all; export all; gateway direct;{} }}; }}\n",
         l.router_id,
         l.asn,

@@ -82,7 +82,7 @@ pub struct Progress {
     pub updates: AtomicU64,
     /// NLRI announced to this client (paths, with ADD-PATH).
     pub paths: AtomicU64,
-    /// Paths of its own reflected back to a source client.
+    /// Paths of its own reflected back to a source client (NLRI).
     pub reflected_back: AtomicU64,
     /// The last instant `good` reached N (it may drop again while the DUT
     /// converges, so the last time counts).
@@ -233,14 +233,14 @@ fn apply(h: &mut Held, e: &Expect, body: &[u8], back: &mut u64) -> Result<u64, S
         attrs = &rest[len..];
     }
     let s = source.ok_or("an announcement without NEXT_HOP")?;
-    if s == h.c {
-        *back += 1;
-    }
     let mut count = 0;
     walk(nlri, e.add_path, n, |i, id| {
         h.announce(e, i, s, id);
         count += 1;
     })?;
+    if s == h.c {
+        *back += count;
+    }
     Ok(count)
 }
 
@@ -560,8 +560,8 @@ mod tests {
         // is its own path reflected back (counted).
         let mut h = Held::new(0, &e);
         assert_eq!(h.good, 1);
-        apply(&mut h, &e, &body(&[], 0, &P1), &mut back).unwrap();
-        assert_eq!((h.good, back), (1, 1));
+        apply(&mut h, &e, &body(&[], 0, &[P0, P1].concat()), &mut back).unwrap();
+        assert_eq!((h.good, back), (1, 2), "two paths of its own back");
         apply(&mut h, &e, &body(&[], 1, &P0), &mut back).unwrap();
         assert_eq!(h.good, 2);
     }
