@@ -388,6 +388,21 @@ mod tests {
     }
 
     #[test]
+    fn add_path_receive_offered_and_send_recognised() {
+        let o = open_with(4_200_000_101, [10, 0, 0, 11], 180, true);
+        assert_eq!(&o[o.len() - 6..], &[69, 4, 0, 1, 1, 1]);
+        // Ours says receive (1): not a sender.
+        assert_eq!(open_sends_add_path_v4(&o[19..]), Some(false));
+        // A peer's: IPv6 send, then IPv4 send/receive (3).
+        let mut b = o[19..o.len() - 6].to_vec();
+        b.extend_from_slice(&[69, 8, 0, 2, 1, 2, 0, 1, 1, 3]);
+        b[9] += 4;
+        b[11] += 4;
+        assert_eq!(open_sends_add_path_v4(&b), Some(true));
+        assert_eq!(open_sends_add_path_v4(&b[..b.len() - 1]), None);
+    }
+
+    #[test]
     fn withdrawals_and_mp_unreach_are_read() {
         // Withdrawn 10.1.0.0/16; MP_UNREACH of 2a00::/16.
         let mut body = vec![0, 3, 16, 10, 1];
