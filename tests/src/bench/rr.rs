@@ -69,7 +69,8 @@ impl Expect {
             v | own == all
         } else {
             let b = self.best[i];
-            v == b || (b as usize == c && (v == NONE || v == b))
+            // Its own best: nothing (or its own path, which `v == b` takes).
+            v == b || (b as usize == c && v == NONE)
         }
     }
 }
