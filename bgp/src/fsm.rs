@@ -326,6 +326,7 @@ impl Fsm {
                             Notification::bare(ErrorCode::Cease(CeaseError::AdministrativeShutdown))
                         }
                     };
+                    let n = self.outgoing(n);
                     out.push(Action::Send(Message::Notification(n.clone())));
                     self.enter_idle(out, DownReason::NotificationSent(n), None);
                 } else {
@@ -336,6 +337,7 @@ impl Fsm {
             }
             (s, AdminDown { notification, idle }) => {
                 if matches!(s, OpenSent | OpenConfirm | Established) {
+                    let notification = self.outgoing(notification);
                     out.push(Action::Send(Message::Notification(notification.clone())));
                     self.enter_idle(out, DownReason::NotificationSent(notification), idle);
                 } else {
@@ -618,7 +620,33 @@ impl Fsm {
         );
     }
 
+    /// RFC 8538 §2: both OPENs of this session carried the graceful-restart
+    /// N bit, so a NOTIFICATION keeps the graceful-restart procedures and
+    /// ending a session for good takes a Hard Reset.
+    pub fn hard_reset_negotiated(&self) -> bool {
+        let n_bit = |c: &Capability| matches!(c, Capability::GracefulRestart(g) if g.flags & GracefulRestart::NOTIFICATION != 0);
+        self.state == State::Established
+            && self.capabilities.iter().any(n_bit)
+            && self
+                .remote_open
+                .as_ref()
+                .is_some_and(|o| o.capabilities().any(n_bit))
+    }
+
+    /// What goes on the wire for `n`: RFC 8538 §3/§5.1, a NOTIFICATION that
+    /// must end the session and its routes for good travels inside a Hard
+    /// Reset when the N bit is negotiated (otherwise the peer would keep
+    /// our routes stale for its restart time).
+    fn outgoing(&self, n: Notification) -> Notification {
+        if n.requires_hard_reset() && !n.is_hard_reset() && self.hard_reset_negotiated() {
+            Notification::hard_reset(&n)
+        } else {
+            n
+        }
+    }
+
     fn send_notification(&mut self, n: Notification, out: &mut Vec<Action>) {
+        let n = self.outgoing(n);
         out.push(Action::Send(Message::Notification(n.clone())));
         out.push(Action::Disconnect);
         self.connect_retry_counter += 1;

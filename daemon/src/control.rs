@@ -97,7 +97,10 @@ pub struct ServiceRow {
     pub why: String,
 }
 
-/// One peer: its session and the settings in effect.
+/// One peer: its session and the settings in effect. The settings are
+/// the speaker's `PeerSettings` as petrelctl shows them (strings, no
+/// secrets: `md5` says whether a password is set), kept apart because this
+/// is the control socket's JSON, which petrelctl of another version reads.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerDetail {
     pub session: PeerRow,

@@ -7,8 +7,8 @@
 //! On a conflict the file wins: a peer or prefix configured on the node
 //! itself is the operator's local override of the cluster's records.
 
-use crate::config::{self, Peer};
-use petrel_bgp::speaker::{Speaker, SpeakerError};
+use crate::config;
+use petrel_bgp::speaker::{PeerSettings, Speaker, SpeakerError};
 use petrel_bgp::wire::attr::PathAttributes;
 use petrel_bgp::wire::Prefix;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,9 +29,9 @@ pub type BlackholeSender = mpsc::Sender<BTreeSet<Prefix>>;
 
 pub struct Intent {
     speaker: Speaker,
-    file_peers: BTreeMap<IpAddr, Peer>,
-    cluster_peers: BTreeMap<IpAddr, Peer>,
-    peers: BTreeMap<IpAddr, Peer>,
+    file_peers: BTreeMap<IpAddr, PeerSettings>,
+    cluster_peers: BTreeMap<IpAddr, PeerSettings>,
+    peers: BTreeMap<IpAddr, PeerSettings>,
     file_origins: BTreeMap<Prefix, PathAttributes>,
     cluster_origins: BTreeMap<Prefix, PathAttributes>,
     origins: BTreeMap<Prefix, PathAttributes>,
@@ -59,7 +59,7 @@ impl Intent {
     }
 
     /// The peers in effect, by address.
-    pub fn peers(&self) -> &BTreeMap<IpAddr, Peer> {
+    pub fn peers(&self) -> &BTreeMap<IpAddr, PeerSettings> {
         &self.peers
     }
 
@@ -86,7 +86,7 @@ impl Intent {
     pub async fn set_peers(
         &mut self,
         source: Source,
-        peers: BTreeMap<IpAddr, Peer>,
+        peers: BTreeMap<IpAddr, PeerSettings>,
     ) -> Result<(), SpeakerError> {
         match source {
             Source::File => self.file_peers = peers,
@@ -105,11 +105,13 @@ impl Intent {
             match self.peers.get(a) {
                 None => {
                     info!(peer = %a, asn = p.asn, passive = p.passive, "peer added");
-                    self.speaker.add_peer(p.settings()).await?;
+                    self.speaker.add_peer(p.clone()).await?;
                 }
+                // The speaker decides whether the change needs a new
+                // session (`PeerSettings` says which fields do).
                 Some(old) if old != p => {
                     info!(peer = %a, "peer settings changed");
-                    self.speaker.update_peer(p.settings()).await?;
+                    self.speaker.update_peer(p.clone()).await?;
                 }
                 Some(_) => {}
             }
@@ -173,7 +175,7 @@ impl Intent {
 }
 
 /// The file's peers by address.
-pub fn file_peers(cfg: &config::Config) -> BTreeMap<IpAddr, Peer> {
+pub fn file_peers(cfg: &config::Config) -> BTreeMap<IpAddr, PeerSettings> {
     cfg.bgp
         .peers
         .iter()

@@ -7,6 +7,7 @@
 
 use anyhow::{ensure, Result};
 use petrel_tests::lab::cluster::{Cluster, Options, SPARE_ADDR};
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::topo::{self, Kind, NeighborSpec, PeerSpec};
 use petrel_tests::lab::{self, wait_until, Lab};
 

@@ -24,6 +24,7 @@ use petrel_tests::lab::cluster::{
     kernel_route, kernel_routes, ping, ping_refusal, result_address, Cluster, Options, Peering,
     SPARE_ADDR, TOR_ADDR, TOR_ADDR6,
 };
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::topo::{self, wait_while_holding, Kind, NeighborSpec, PeerSpec};
 use petrel_tests::lab::{petreld, remove_named, require_lab, wait_until, Lab};
 use petrel_tests::{bin, have_bin};

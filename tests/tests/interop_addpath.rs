@@ -17,6 +17,7 @@
 use anyhow::Result;
 use petrel_tests::lab::cluster::attach;
 use petrel_tests::lab::petreld::{self, Petreld};
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::topo::PETREL_AS;
 use petrel_tests::lab::{bird, fib, frr, require_lab, wait_until, Lab, Netns, Route};
 
@@ -144,7 +145,7 @@ fn reflector_sends_both_paths_and_frr_installs_ecmp() -> Result<()> {
     let both = vec![C1.to_string(), C2.to_string()];
 
     // FRR: two paths for P from the reflector, each with its originator.
-    let got = frr.wait_received(RR, "both paths of P at FRR", |r| hops(r) == both)?;
+    let got = frr.wait_routes_from(RR, "both paths of P at FRR", &mut |r| hops(r) == both)?;
     let mut originators: Vec<_> = got
         .iter()
         .filter(|r| r.prefix == P)
@@ -160,27 +161,29 @@ fn reflector_sends_both_paths_and_frr_installs_ecmp() -> Result<()> {
 
     // BIRD: both paths too (the multipath set of petrel's two equal paths).
     let proto = bird::proto_name(RR);
-    brx.wait_received(&proto, "both paths of P at BIRD", |r| hops(r) == both)?;
+    brx.wait_routes_from(&proto, "both paths of P at BIRD", &mut |r| hops(r) == both)?;
 
     // One originator goes: its path is withdrawn by its identifier; the
     // other stays, at both receivers and in FRR's kernel.
     b2.stop()?;
     let one = vec![C1.to_string()];
-    frr.wait_received(RR, "one path of P left at FRR", |r| hops(r) == one)?;
+    frr.wait_routes_from(RR, "one path of P left at FRR", &mut |r| hops(r) == one)?;
     wait_until(
         "FRR's kernel route down to one next hop",
         &[frr.bgpd()],
         || Ok((kernel_hops(&f)? == one).then_some(())),
     )?;
-    brx.wait_received(&proto, "one path of P left at BIRD", |r| hops(r) == one)?;
+    brx.wait_routes_from(&proto, "one path of P left at BIRD", &mut |r| {
+        hops(r) == one
+    })?;
 
     // It comes back: two paths and ECMP again.
     b2.restart(&lab)?;
-    frr.wait_received(RR, "both paths of P at FRR again", |r| hops(r) == both)?;
+    frr.wait_routes_from(RR, "both paths of P at FRR again", &mut |r| hops(r) == both)?;
     wait_until("FRR's ECMP route again", &[frr.bgpd()], || {
         Ok((kernel_hops(&f)? == both).then_some(()))
     })?;
-    brx.wait_received(&proto, "both paths at BIRD again", |r| hops(r) == both)?;
+    brx.wait_routes_from(&proto, "both paths at BIRD again", &mut |r| hops(r) == both)?;
 
     // What FRR says it negotiated, for the record.
     let caps = frr.neighbor(RR)?["neighborCapabilities"]["addPath"].clone();

@@ -21,6 +21,7 @@
 
 use anyhow::{ensure, Result};
 use petrel_tests::lab::petreld::{self, Petreld};
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::{bird, frr, require_lab, wait_until, Lab, Netns};
 use std::time::Instant;
 
@@ -145,7 +146,8 @@ fn frr_hang(v6: bool) -> Result<()> {
     frr.wait_established(me)?;
     petrel.wait_established(peer)?;
     let ours = wait_bfd_fast(&petrel, peer)?;
-    let theirs = frr.wait_bfd(me, "up")?;
+    frr.wait_bfd(me, "up")?;
+    let theirs = frr.bfd_peer(me)?;
     // FRR's defaults are 300 ms × 3 too.
     ensure!(ours["remote_multiplier"] == 3, "petreld: {ours}");
     ensure!(
@@ -171,7 +173,7 @@ fn frr_hang(v6: bool) -> Result<()> {
     frr.bfdd().expect("started").resume();
     r?;
     eprintln!("{}", petrel.ctl(&["show", "bfd"])?);
-    petrel.wait_bfd(peer, "Up")?;
+    petrel.wait_bfd(peer, "up")?;
     petrel.wait_established(peer)?;
     frr.wait_established(me)?;
     Ok(())
@@ -245,10 +247,8 @@ fn bird_hang(v6: bool) -> Result<()> {
     b.wait_established("petrel")?;
     petrel.wait_established(peer)?;
     let ours = wait_bfd_fast(&petrel, peer)?;
-    let line = wait_until("BIRD's BFD session Up", &[b.daemon()], || {
-        Ok(bird_bfd_line(&b, me)?.filter(|l| l.contains(" Up ")))
-    })?;
-    eprintln!("BIRD's view: {line}");
+    b.wait_bfd(me, "up")?;
+    eprintln!("BIRD's view: {}", b.birdc("show bfd sessions")?);
     ensure!(ours["remote_multiplier"] == 3, "petreld: {ours}");
 
     let t = Instant::now();
@@ -256,7 +256,7 @@ fn bird_hang(v6: bool) -> Result<()> {
     let r = assert_bfd_teardown(&petrel, peer, t);
     b.daemon().resume();
     r?;
-    petrel.wait_bfd(peer, "Up")?;
+    petrel.wait_bfd(peer, "up")?;
     petrel.wait_established(peer)?;
     Ok(())
 }
@@ -323,10 +323,8 @@ fn bird_bfd_meticulous_keyed_sha1_with_the_same_key_comes_up() -> Result<()> {
     b.wait_established("petrel")?;
     petrel.wait_established(PEER4)?;
     let ours = wait_bfd_fast(&petrel, PEER4)?;
-    let line = wait_until("BIRD's BFD session Up", &[b.daemon()], || {
-        Ok(bird_bfd_line(&b, PETREL4)?.filter(|l| l.contains(" Up ")))
-    })?;
-    eprintln!("BIRD's view: {line}");
+    b.wait_bfd(PETREL4, "up")?;
+    eprintln!("BIRD's view: {}", b.birdc("show bfd sessions")?);
     ensure!(ours["auth"] == "meticulous-keyed-sha1", "petreld: {ours}");
     ensure!(ours["auth_failures"] == 0, "petreld: {ours}");
     let table = petrel.ctl(&["show", "bfd"])?;
@@ -477,7 +475,8 @@ fn frr_multihop(v6: bool) -> Result<()> {
     let frr = frr::Frr::start_with_bfdd(&lab, &q, &c.render(), "")?;
     frr.wait_established(me)?;
     multihop_far_link_down(&petrel, &r, &far, peer, || {
-        Ok(frr.wait_bfd(me, "up")?.to_string())
+        frr.wait_bfd(me, "up")?;
+        Ok(frr.bfd_peer(me)?.to_string())
     })
 }
 
@@ -512,9 +511,8 @@ fn bird_multihop(v6: bool) -> Result<()> {
     let bird = bird::Bird::start(&lab, &q, &c.render())?;
     bird.wait_established("petrel")?;
     multihop_far_link_down(&petrel, &r, &far, peer, || {
-        wait_until("BIRD's BFD session Up", &[bird.daemon()], || {
-            Ok(bird_bfd_line(&bird, me)?.filter(|l| l.contains(" Up ")))
-        })
+        bird.wait_bfd(me, "up")?;
+        bird.birdc("show bfd sessions")
     })
 }
 

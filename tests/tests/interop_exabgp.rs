@@ -11,6 +11,7 @@
 use anyhow::{Context, Result};
 use petrel_tests::lab::exabgp::{self, Exabgp};
 use petrel_tests::lab::petreld::{self, Petreld};
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::topo::PETREL_AS;
 use petrel_tests::lab::{gobgp, raw, require_lab, Lab, Netns, Route};
 use std::time::Duration;
@@ -114,13 +115,15 @@ fn two_octet_speaker_with_as_trans_and_as4_path() -> Result<()> {
     let e = exa(&t, exa_neighbor(EXA_AS2).asn2())?;
     // ExaBGP sends AS_PATH [64999 23456] and AS4_PATH [64999 4200000009].
     e.announce("10.30.1.0/24", EXA, "as-path [ 64999 4200000009 ]")?;
-    let got = t.petrel.wait_received(EXA, "the route at petrel", |r| {
-        Route::find(r, "10.30.1.0/24").is_some()
-    })?;
+    let got = t
+        .petrel
+        .wait_routes_from(EXA, "the route at petrel", &mut |r| {
+            Route::find(r, "10.30.1.0/24").is_some()
+        })?;
     assert_eq!(find(&got, "10.30.1.0/24")?.as_path, "64999 4200000009");
     let got = t
         .gobgp
-        .wait_received(PETREL_GOBGP_SIDE, "the route at GoBGP", |r| {
+        .wait_routes_from(PETREL_GOBGP_SIDE, "the route at GoBGP", &mut |r| {
             Route::find(r, "10.30.1.0/24").is_some()
         })?;
     let r = find(&got, "10.30.1.0/24")?;
@@ -143,15 +146,17 @@ fn as_set() -> Result<()> {
         EXA,
         "as-path [ 4200000004 ( 4200000008 4200000009 ) ]",
     )?;
-    let got = t.petrel.wait_received(EXA, "the route at petrel", |r| {
-        Route::find(r, "10.30.2.0/24").is_some()
-    })?;
+    let got = t
+        .petrel
+        .wait_routes_from(EXA, "the route at petrel", &mut |r| {
+            Route::find(r, "10.30.2.0/24").is_some()
+        })?;
     let r = find(&got, "10.30.2.0/24")?;
     assert_eq!(r.asns(), [4200000004, 4200000008, 4200000009], "{r:?}");
     assert!(r.as_path.contains('{'), "AS_SET in braces: {r:?}");
     let got = t
         .gobgp
-        .wait_received(PETREL_GOBGP_SIDE, "the route at GoBGP", |r| {
+        .wait_routes_from(PETREL_GOBGP_SIDE, "the route at GoBGP", &mut |r| {
             Route::find(r, "10.30.2.0/24").is_some()
         })?;
     let r = find(&got, "10.30.2.0/24")?;
@@ -176,7 +181,7 @@ fn unknown_optional_transitive_passed_on_with_partial_bit() -> Result<()> {
     )?;
     let got = t
         .gobgp
-        .wait_received(PETREL_GOBGP_SIDE, "the route at GoBGP", |r| {
+        .wait_routes_from(PETREL_GOBGP_SIDE, "the route at GoBGP", &mut |r| {
             Route::find(r, "10.30.3.0/24").is_some()
         })?;
     let r = find(&got, "10.30.3.0/24")?;
@@ -206,7 +211,7 @@ fn malformed_attribute_is_treat_as_withdraw() -> Result<()> {
     e.announce("10.30.4.0/24", EXA, "as-path [ 4200000004 ]")?;
     e.announce("10.30.5.0/24", EXA, "as-path [ 4200000004 ]")?;
     t.gobgp
-        .wait_received(PETREL_GOBGP_SIDE, "both routes at GoBGP", |r| {
+        .wait_routes_from(PETREL_GOBGP_SIDE, "both routes at GoBGP", &mut |r| {
             Route::find(r, "10.30.4.0/24").is_some() && Route::find(r, "10.30.5.0/24").is_some()
         })?;
     // MULTI_EXIT_DISC of 2 octets: RFC 7606 §7.4, treat-as-withdraw.
@@ -216,13 +221,13 @@ fn malformed_attribute_is_treat_as_withdraw() -> Result<()> {
         "as-path [ 4200000004 ] attribute [ 0x04 0x80 0x0001 ]",
     )?;
     t.petrel
-        .wait_received(EXA, "treat-as-withdraw at petrel", |r| {
+        .wait_routes_from(EXA, "treat-as-withdraw at petrel", &mut |r| {
             Route::find(r, "10.30.4.0/24").is_none()
         })?;
-    t.gobgp.wait_received(
+    t.gobgp.wait_routes_from(
         PETREL_GOBGP_SIDE,
         "the withdrawal passed on to GoBGP",
-        |r| Route::find(r, "10.30.4.0/24").is_none(),
+        &mut |r| Route::find(r, "10.30.4.0/24").is_none(),
     )?;
     assert!(established(&t, EXA)?, "the session must stay up");
     find(&t.petrel.received(EXA)?, "10.30.5.0/24")?;
@@ -248,13 +253,13 @@ fn malformed_hex_update_is_treat_as_withdraw() -> Result<()> {
         &["10.30.6.0/24", "10.30.7.0/24"],
     )?)?;
     t.petrel
-        .wait_received(EXA, "raw routes at petrel", |r| r.len() == 2)?;
+        .wait_routes_from(EXA, "raw routes at petrel", &mut |r| r.len() == 2)?;
     // 40 01 01 07: ORIGIN, length 1, value 7.
     let mut bad = petrel_tests::unhex("40010107");
     bad.extend_from_slice(&attrs[4..]);
     s.send_update(&raw::update(&[], &bad, &["10.30.6.0/24"])?)?;
     t.petrel
-        .wait_received(EXA, "treat-as-withdraw at petrel", |r| {
+        .wait_routes_from(EXA, "treat-as-withdraw at petrel", &mut |r| {
             Route::find(r, "10.30.6.0/24").is_none()
         })?;
     s.still_up(Duration::from_millis(300))?;
@@ -296,9 +301,11 @@ fn maximum_size_update() -> Result<()> {
     s.send_update(&body)?;
     let n = prefixes.len();
     t.petrel
-        .wait_received(EXA, "every prefix at petrel", |r| r.len() == n)?;
+        .wait_routes_from(EXA, "every prefix at petrel", &mut |r| r.len() == n)?;
     t.gobgp
-        .wait_received(PETREL_GOBGP_SIDE, "every prefix at GoBGP", |r| r.len() == n)?;
+        .wait_routes_from(PETREL_GOBGP_SIDE, "every prefix at GoBGP", &mut |r| {
+            r.len() == n
+        })?;
     s.still_up(Duration::from_millis(300))?;
     let st = t.petrel.peer(EXA)?;
     assert_eq!((st.received, st.accepted), (n as u64, n as u64), "{st:?}");
@@ -314,11 +321,12 @@ fn hold_time_zero() -> Result<()> {
     };
     let e = exa(&t, exa_neighbor(EXA_AS4).hold_time(0))?;
     e.announce("10.30.8.0/24", EXA, "as-path [ 4200000004 ]")?;
-    t.petrel.wait_received(EXA, "the route at petrel", |r| {
-        Route::find(r, "10.30.8.0/24").is_some()
-    })?;
+    t.petrel
+        .wait_routes_from(EXA, "the route at petrel", &mut |r| {
+            Route::find(r, "10.30.8.0/24").is_some()
+        })?;
     t.gobgp
-        .wait_received(PETREL_GOBGP_SIDE, "the route at GoBGP", |r| {
+        .wait_routes_from(PETREL_GOBGP_SIDE, "the route at GoBGP", &mut |r| {
             Route::find(r, "10.30.8.0/24").is_some()
         })?;
     assert!(established(&t, EXA)?);

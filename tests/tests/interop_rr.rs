@@ -9,6 +9,7 @@
 
 use anyhow::Result;
 use petrel_tests::lab::petreld::{self, Petreld};
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::topo::PETREL_AS;
 use petrel_tests::lab::{bird, frr, require_lab, Lab, Route};
 
@@ -70,7 +71,7 @@ fn petrel_reflects_between_bird_and_frr_clients() -> Result<()> {
     petrel.wait_established("10.99.2.2")?;
 
     let proto = bird::proto_name("10.99.1.1");
-    let got = bird.wait_received(&proto, "FRR's route reflected to BIRD", |r| {
+    let got = bird.wait_routes_from(&proto, "FRR's route reflected to BIRD", &mut |r| {
         Route::find(r, "10.22.0.0/24").is_some()
     })?;
     let r = Route::find(&got, "10.22.0.0/24").unwrap();
@@ -83,7 +84,7 @@ fn petrel_reflects_between_bird_and_frr_clients() -> Result<()> {
     assert_eq!(r.communities, ["64512:22"]);
     assert_eq!(r.as_path, "");
 
-    let got = frr.wait_received("10.99.2.1", "BIRD's route reflected to FRR", |r| {
+    let got = frr.wait_routes_from("10.99.2.1", "BIRD's route reflected to FRR", &mut |r| {
         Route::find(r, "10.21.0.0/24").is_some()
     })?;
     let r = Route::find(&got, "10.21.0.0/24").unwrap();

@@ -16,6 +16,7 @@ use anyhow::{bail, ensure, Context, Result};
 use petrel_tests::lab::petreld::{self, Petreld};
 use petrel_tests::lab::raw::{self, Open, RawSpeaker, SocketOptions};
 use petrel_tests::lab::topo::wait_while_holding;
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::{frr, require_lab, wait_until, Lab, Netns, Route};
 use std::io::Read;
 use std::net::IpAddr;
@@ -96,7 +97,7 @@ fn unconfigured_address_refused_at_accept() -> Result<()> {
     let petrel = petrel(&lab, &p, vec![petreld::Peer::new(PEER, PEER_AS).passive()])?;
     let mut peer = RawSpeaker::connect_with(&q, &format!("{PETREL}:179"), &open(), &from(PEER)?)?;
     peer.send_update(&announce(&["10.30.1.0/24"])?)?;
-    petrel.wait_received(PEER, "the configured peer's route", |r| r.len() == 1)?;
+    petrel.wait_routes_from(PEER, "the configured peer's route", &mut |r| r.len() == 1)?;
 
     // The kernel completes the handshake; petreld must close it unread.
     let mut stranger = RawSpeaker::dial(&q, &format!("{PETREL}:179"), &from(STRANGER)?)?;
@@ -121,7 +122,7 @@ fn unconfigured_address_refused_at_accept() -> Result<()> {
 
     // The configured session did not notice.
     peer.send_update(&announce(&["10.30.2.0/24"])?)?;
-    petrel.wait_received(PEER, "the second route", |r| r.len() == 2)?;
+    petrel.wait_routes_from(PEER, "the second route", &mut |r| r.len() == 2)?;
     peer.still_up(Duration::from_millis(200))?;
     assert_eq!(petrel.peer(PEER)?.state, "Established");
     Ok(())
@@ -167,7 +168,7 @@ fn max_prefix_restart_sends_cease_and_retries() -> Result<()> {
     again.handshake(&open())?;
     petrel.wait_established(PEER)?;
     again.send_update(&announce(&["10.30.1.0/24"])?)?;
-    petrel.wait_received(PEER, "the route after the restart", |r| r.len() == 1)?;
+    petrel.wait_routes_from(PEER, "the route after the restart", &mut |r| r.len() == 1)?;
     Ok(())
 }
 
@@ -190,10 +191,10 @@ fn max_prefix_warn_keeps_the_session() -> Result<()> {
         "10.30.2.0/24",
         "10.30.3.0/24",
     ])?)?;
-    petrel.wait_received(PEER, "three routes over the limit", |r| r.len() == 3)?;
+    petrel.wait_routes_from(PEER, "three routes over the limit", &mut |r| r.len() == 3)?;
     // A later UPDATE is still processed: the session was never torn down.
     peer.send_update(&announce(&["10.30.4.0/24"])?)?;
-    let got = petrel.wait_received(PEER, "a fourth route", |r| r.len() == 4)?;
+    let got = petrel.wait_routes_from(PEER, "a fourth route", &mut |r| r.len() == 4)?;
     peer.still_up(Duration::from_millis(200))?;
     let s = petrel.peer(PEER)?;
     assert_eq!(s.state, "Established", "{s:?} {:?}", prefixes(&got));
@@ -452,7 +453,7 @@ fn petrel_frr(tag: &str) -> Result<Option<(Lab, Petreld, frr::Frr)>> {
     let f = frr::Frr::start(&lab, &q, &fc.render())?;
     f.wait_established(PETREL)?;
     petrel.wait_established(PEER)?;
-    petrel.wait_received(PEER, "FRR's route", |r| r.len() == 1)?;
+    petrel.wait_routes_from(PEER, "FRR's route", &mut |r| r.len() == 1)?;
     wait_until("petrel's route at FRR", &[f.bgpd()], || {
         Ok(f.prefixes("ipv4")?
             .iter()
@@ -483,7 +484,7 @@ fn admin_shutdown_sends_the_communication() -> Result<()> {
 
     petrel.ctl(&["peer", "enable", PEER])?;
     f.wait_established(PETREL)?;
-    petrel.wait_received(PEER, "FRR's route again", |r| r.len() == 1)?;
+    petrel.wait_routes_from(PEER, "FRR's route again", &mut |r| r.len() == 1)?;
     Ok(())
 }
 
@@ -547,7 +548,7 @@ fn unsupported_capability_is_dropped_on_retry() -> Result<()> {
     assert!(caps2.contains(&65), "4-octet AS kept: {caps2:?}");
     petrel.wait_established(PEER)?;
     second.send_update(&announce(&["10.30.1.0/24"])?)?;
-    petrel.wait_received(PEER, "a route on the new session", |r| r.len() == 1)?;
+    petrel.wait_routes_from(PEER, "a route on the new session", &mut |r| r.len() == 1)?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! ORIGINATOR_ID and CLUSTER_LIST as BIRD and FRR report them).
 
 use anyhow::Result;
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::{bird, frr, gobgp, require_lab, Lab, Route};
 
 const AS: u32 = 4200000001;
@@ -58,7 +59,7 @@ fn gobgp_reflects_between_bird_and_frr_clients() -> Result<()> {
     gobgp.wait_established("10.99.1.2")?;
     gobgp.wait_established("10.99.2.2")?;
 
-    let got = bird.wait_received("reflector", "FRR's route reflected to BIRD", |r| {
+    let got = bird.wait_routes_from("reflector", "FRR's route reflected to BIRD", &mut |r| {
         Route::find(r, "10.22.0.0/24").is_some()
     })?;
     let r = Route::find(&got, "10.22.0.0/24").unwrap();
@@ -67,7 +68,7 @@ fn gobgp_reflects_between_bird_and_frr_clients() -> Result<()> {
     assert_eq!((r.next_hop.as_str(), r.as_path.as_str()), ("10.99.2.2", ""));
     assert_eq!(r.communities, ["64512:22"]);
 
-    let got = frr.wait_received("10.99.2.1", "BIRD's route reflected to FRR", |r| {
+    let got = frr.wait_routes_from("10.99.2.1", "BIRD's route reflected to FRR", &mut |r| {
         Route::find(r, "10.21.0.0/24").is_some()
     })?;
     let r = Route::find(&got, "10.21.0.0/24").unwrap();

@@ -3,6 +3,7 @@
 //! kernel FIB. Needs root and the Debian packages of .ci/setup.
 
 use anyhow::Result;
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::{bird, exabgp, fib, frr, gobgp, raw, require_lab, Lab, Route};
 
 const BIRD_AS: u32 = 4200000001;
@@ -55,27 +56,29 @@ fn bird_frr_ebgp_ipv4_ipv6_both_ways_and_withdrawal() -> Result<()> {
     frr.wait_established("10.99.1.1")?;
 
     // FRR -> BIRD
-    let r4 = bird.wait_received("frr4", "FRR's IPv4 route at BIRD", |r| !r.is_empty())?;
+    let r4 = bird.wait_routes_from("frr4", "FRR's IPv4 route at BIRD", &mut |r| !r.is_empty())?;
     let r = route(&r4, "10.202.0.0/24");
     assert_eq!(r.as_path, FRR_AS.to_string());
     assert_eq!(r.next_hop, "10.99.1.2");
     assert_eq!(r.origin, "IGP");
     assert_eq!(r.communities, ["64512:200"]);
     assert_eq!(r.large_communities, ["4200000002:3:4"]);
-    let r6 = bird.wait_received("frr6", "FRR's IPv6 route at BIRD", |r| !r.is_empty())?;
+    let r6 = bird.wait_routes_from("frr6", "FRR's IPv6 route at BIRD", &mut |r| !r.is_empty())?;
     let r = route(&r6, "fd00:202::/48");
     assert_eq!(r.next_hop, "fd00:99:1::2");
     assert_eq!(r.large_communities, ["4200000002:5:6"]);
 
     // BIRD -> FRR
-    let got = frr.wait_received("10.99.1.1", "BIRD's IPv4 routes at FRR", |r| r.len() == 2)?;
+    let got = frr.wait_routes_from("10.99.1.1", "BIRD's IPv4 routes at FRR", &mut |r| {
+        r.len() == 2
+    })?;
     let r = route(&got, "10.201.0.0/24");
     assert_eq!(r.as_path, BIRD_AS.to_string());
     assert_eq!(r.next_hop, "10.99.1.1");
     assert_eq!(r.communities, ["64512:100"]);
     assert_eq!(r.large_communities, ["4200000001:1:2"]);
     assert!(r.best && !r.stale);
-    let got = frr.wait_received("fd00:99:1::1", "BIRD's IPv6 route at FRR", |r| {
+    let got = frr.wait_routes_from("fd00:99:1::1", "BIRD's IPv6 route at FRR", &mut |r| {
         !r.is_empty()
     })?;
     let r = route(&got, "fd00:201::/48");
@@ -101,12 +104,12 @@ fn bird_frr_ebgp_ipv4_ipv6_both_ways_and_withdrawal() -> Result<()> {
         "address-family ipv4 unicast",
         "no network 10.202.0.0/24 route-map ORIG0",
     ])?;
-    bird.wait_received("frr4", "withdrawal at BIRD", |r| {
+    bird.wait_routes_from("frr4", "withdrawal at BIRD", &mut |r| {
         Route::find(r, "10.202.0.0/24").is_none()
     })?;
     bc.originate.retain(|o| o.prefix != "10.201.1.0/24");
     bird.reconfigure(&bc.render())?;
-    frr.wait_received("10.99.1.1", "withdrawal at FRR", |r| {
+    frr.wait_routes_from("10.99.1.1", "withdrawal at FRR", &mut |r| {
         Route::find(r, "10.201.1.0/24").is_none() && Route::find(r, "10.201.0.0/24").is_some()
     })?;
     assert!(bird.established("frr4")?);
@@ -141,7 +144,7 @@ fn gobgp_bird_ebgp_both_ways() -> Result<()> {
     gobgp.wait_established("10.99.2.1")?;
     bird.wait_established("gobgp")?;
 
-    let got = bird.wait_received("gobgp", "GoBGP's route at BIRD", |r| !r.is_empty())?;
+    let got = bird.wait_routes_from("gobgp", "GoBGP's route at BIRD", &mut |r| !r.is_empty())?;
     let r = route(&got, "10.203.0.0/24");
     assert_eq!(
         (r.as_path.as_str(), r.next_hop.as_str()),
@@ -151,7 +154,8 @@ fn gobgp_bird_ebgp_both_ways() -> Result<()> {
     assert_eq!(r.large_communities, ["4200000003:5:6"]);
     assert_eq!(r.origin, "IGP");
 
-    let got = gobgp.wait_received("10.99.2.1", "BIRD's route at GoBGP", |r| !r.is_empty())?;
+    let got =
+        gobgp.wait_routes_from("10.99.2.1", "BIRD's route at GoBGP", &mut |r| !r.is_empty())?;
     let r = route(&got, "10.201.0.0/24");
     assert_eq!(
         (r.as_path.as_str(), r.next_hop.as_str()),
@@ -162,7 +166,7 @@ fn gobgp_bird_ebgp_both_ways() -> Result<()> {
     assert!(r.best);
 
     gobgp.del_route("10.203.0.0/24")?;
-    bird.wait_received("gobgp", "withdrawal at BIRD", |r| r.is_empty())?;
+    bird.wait_routes_from("gobgp", "withdrawal at BIRD", &mut |r| r.is_empty())?;
     Ok(())
 }
 
@@ -203,7 +207,7 @@ fn exabgp_announces_to_bird_with_raw_attribute_and_as_trans() -> Result<()> {
         "10.99.3.4",
         "as-path [ 64999 ( 64998 64997 ) ] med 5",
     )?;
-    let got = bird.wait_received("exa", "ExaBGP's routes at BIRD", |r| r.len() == 2)?;
+    let got = bird.wait_routes_from("exa", "ExaBGP's routes at BIRD", &mut |r| r.len() == 2)?;
     let r = route(&got, "10.204.0.0/24");
     assert_eq!(r.as_path, "64999 4200000009", "AS4_PATH merged: {r:?}");
     assert_eq!(r.communities, ["64999:1"]);
@@ -217,7 +221,7 @@ fn exabgp_announces_to_bird_with_raw_attribute_and_as_trans() -> Result<()> {
     assert!(r.as_path.contains('{'), "AS_SET shown in braces: {r:?}");
     assert_eq!(r.med, Some(5));
     exa.withdraw("10.204.1.0/24", "10.99.3.4")?;
-    bird.wait_received("exa", "withdrawal at BIRD", |r| r.len() == 1)?;
+    bird.wait_routes_from("exa", "withdrawal at BIRD", &mut |r| r.len() == 1)?;
     Ok(())
 }
 
@@ -248,7 +252,7 @@ fn raw_update_to_bird() -> Result<()> {
         &attrs,
         &["10.205.0.0/24", "10.205.1.0/25"],
     )?)?;
-    let got = bird.wait_received("raw", "raw routes at BIRD", |r| r.len() == 2)?;
+    let got = bird.wait_routes_from("raw", "raw routes at BIRD", &mut |r| r.len() == 2)?;
     assert_eq!(
         route(&got, "10.205.1.0/25").as_path,
         "4200000005 4200000006"
@@ -257,7 +261,7 @@ fn raw_update_to_bird() -> Result<()> {
     let mut bad = raw::attr(0x40, 1, &[7]);
     bad.extend(&attrs[4..]);
     s.send_update(&raw::update(&[], &bad, &["10.205.0.0/24"])?)?;
-    bird.wait_received("raw", "treat-as-withdraw at BIRD", |r| r.len() == 1)?;
+    bird.wait_routes_from("raw", "treat-as-withdraw at BIRD", &mut |r| r.len() == 1)?;
     s.still_up(std::time::Duration::from_millis(200))?;
     assert!(bird.established("raw")?);
     Ok(())
@@ -338,7 +342,7 @@ fn exabgp_through_bird_to_gobgp_third_peer_view() -> Result<()> {
         "10.99.4.4",
         "as-path [ 64999 4200000009 ( 4200000008 4200000007 ) ] attribute [ 0xf0 0xc0 0x0102030405 ] attribute [ 0xf1 0x80 0x01 ]",
     )?;
-    let got = gobgp.wait_received("10.99.3.1", "the route at GoBGP", |r| {
+    let got = gobgp.wait_routes_from("10.99.3.1", "the route at GoBGP", &mut |r| {
         Route::find(r, "10.30.3.0/24").is_some()
     })?;
     let r = route(&got, "10.30.3.0/24");
@@ -385,12 +389,13 @@ fn bird_frr_link_local_ipv6_session() -> Result<()> {
     let bird = bird::Bird::start(&lab, &a, &bc.render())?;
     let frr = frr::Frr::start(&lab, &b, &fc.render())?;
     bird.wait_established("frr")?;
-    let got = bird.wait_received("frr", "FRR's route over link-local", |r| !r.is_empty())?;
+    let got =
+        bird.wait_routes_from("frr", "FRR's route over link-local", &mut |r| !r.is_empty())?;
     assert!(route(&got, "fd00:202::/48")
         .next_hops
         .iter()
         .any(|n| n.starts_with("fe80:")));
-    let got = frr.wait_received(&lla, "BIRD's route over link-local", |r| !r.is_empty())?;
+    let got = frr.wait_routes_from(&lla, "BIRD's route over link-local", &mut |r| !r.is_empty())?;
     assert!(route(&got, "fd00:201::/48")
         .next_hops
         .iter()
@@ -464,7 +469,7 @@ fn exabgp_hold_time_zero_to_bird() -> Result<()> {
     )?;
     bird.wait_established("exa")?;
     exa.announce("10.30.8.0/24", "10.99.6.4", "as-path [ 64999 ]")?;
-    bird.wait_received("exa", "the route", |r| r.len() == 1)?;
+    bird.wait_routes_from("exa", "the route", &mut |r| r.len() == 1)?;
     let detail = bird.birdc("show protocols all exa")?;
     eprintln!("{detail}");
     assert!(

@@ -14,6 +14,7 @@
 use anyhow::{ensure, Context, Result};
 use petrel_bgp::mrt::summary::summarize;
 use petrel_tests::lab::bird::Bird;
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::{require_lab, wait_until, Lab};
 use petrel_tests::mrt::{bgpdump_lines, first_difference, petrel_lines};
 use std::collections::BTreeSet;

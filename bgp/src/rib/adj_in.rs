@@ -18,7 +18,7 @@
 //! RIB is told when they fire.
 
 use super::attrs::AttrSet;
-use super::loc::{withdraw_at, Path, LLGR_STALE, REJECTED, SELECTED, STALE, WITHDRAWN};
+use super::loc::{withdraw_at, Path, Paths, LLGR_STALE, REJECTED, SELECTED, STALE, WITHDRAWN};
 use super::prefix_map::PrefixQueue;
 use super::{Output, Peer, PeerId, Rib, RibConfig, Session};
 use crate::policy::{PeerType, PolicyInput, Verdict};
@@ -203,7 +203,7 @@ impl Rib {
             drop: Some(SessionDrop {
                 id,
                 keep: keep_stale.to_vec(),
-                after: None,
+                cursors: None,
             }),
         }
     }
@@ -214,9 +214,10 @@ impl Rib {
         let max = max.max(1);
         if undecided.prefixes.len() == 0 {
             if let Some(d) = &mut undecided.drop {
+                let cursors = d.cursors.get_or_insert_with(|| spread_cursors(&self.table));
                 let keep = &d.keep;
-                d.after =
-                    self.sweep_from(d.id, d.after, max, &mut undecided.prefixes, |prefix, p| {
+                let done =
+                    self.sweep_spread(d.id, cursors, max, &mut undecided.prefixes, |prefix, p| {
                         if keep.contains(&prefix.family()) {
                             p.flags |= STALE;
                             Keep::Yes
@@ -224,7 +225,7 @@ impl Rib {
                             Keep::No
                         }
                     });
-                if d.after.is_none() {
+                if done {
                     undecided.drop = None;
                 }
             }
@@ -506,29 +507,7 @@ impl Rib {
         let mut queued = 0;
         let mut resume = None;
         for (prefix, paths) in self.table.iter_mut_after(after) {
-            let mut i = 0;
-            let mut removed = false;
-            while i < paths.len() {
-                let p = &mut paths[i];
-                if p.peer != id || p.has(WITHDRAWN) {
-                    i += 1;
-                    continue;
-                }
-                match f(&prefix, p) {
-                    Keep::Yes => i += 1,
-                    Keep::No => {
-                        let selected = p.has(SELECTED);
-                        forget(&mut counters, Some(p));
-                        withdraw_at(paths, i);
-                        removed = true;
-                        // A selected path stays (marked) until the decision.
-                        if selected {
-                            i += 1;
-                        }
-                    }
-                }
-            }
-            if removed {
+            if drop_paths(id, &prefix, paths, &mut counters, &mut f) {
                 queue.push(prefix);
                 queued += 1;
                 if queued >= max {
@@ -542,6 +521,120 @@ impl Rib {
         }
         resume
     }
+
+    /// A session drop's walk, one step: [`Rib::sweep_from`] over every
+    /// cursor's segment in turn, one changed prefix per cursor per round,
+    /// until `max` prefixes are queued. Returns whether every segment is
+    /// done.
+    ///
+    /// Why spread: the changes go to the kernel in this order, and Linux's
+    /// FIB trie removes routes in address order at several times the cost
+    /// of removes spread over the table (it halves and frees a node per few
+    /// deletes; measured with fib-bench --order: 2.36 s of system time for
+    /// 1M deletes in order, 0.76 s scattered, 1.43 s from 64 interleaved
+    /// runs). A table arrives in address order, so without this a dead
+    /// peer's withdrawal always hit the slow case.
+    fn sweep_spread(
+        &mut self,
+        id: PeerId,
+        cursors: &mut Vec<Cursor>,
+        max: usize,
+        queue: &mut PrefixQueue,
+        mut f: impl FnMut(&Prefix, &mut Path) -> Keep,
+    ) -> bool {
+        let mut counters = self.peer(id).map(|p| p.counters).unwrap_or_default();
+        let mut queued = 0;
+        while queued < max && !cursors.is_empty() {
+            cursors.retain_mut(|c| {
+                if queued >= max {
+                    return true;
+                }
+                for (prefix, paths) in self.table.iter_mut_after(c.after) {
+                    if c.last.is_some_and(|last| prefix > last) {
+                        return false;
+                    }
+                    c.after = Some(prefix);
+                    if drop_paths(id, &prefix, paths, &mut counters, &mut f) {
+                        queue.push(prefix);
+                        queued += 1;
+                        return c.last != Some(prefix);
+                    }
+                }
+                false
+            });
+        }
+        if let Ok(p) = self.peer_mut(id) {
+            p.counters = counters;
+        }
+        cursors.is_empty()
+    }
+}
+
+/// Takes `id`'s paths out of `paths` where `f` says so; whether any went.
+fn drop_paths(
+    id: PeerId,
+    prefix: &Prefix,
+    paths: &mut Paths,
+    counters: &mut super::PeerCounters,
+    f: &mut impl FnMut(&Prefix, &mut Path) -> Keep,
+) -> bool {
+    let mut i = 0;
+    let mut removed = false;
+    while i < paths.len() {
+        let p = &mut paths[i];
+        if p.peer != id || p.has(WITHDRAWN) {
+            i += 1;
+            continue;
+        }
+        match f(prefix, p) {
+            Keep::Yes => i += 1,
+            Keep::No => {
+                let selected = p.has(SELECTED);
+                forget(counters, Some(p));
+                withdraw_at(paths, i);
+                removed = true;
+                // A selected path stays (marked) until the decision.
+                if selected {
+                    i += 1;
+                }
+            }
+        }
+    }
+    removed
+}
+
+/// Cursors over a session drop's segments of the table.
+const SPREAD_CURSORS: usize = 256;
+/// Below this many prefixes per segment, fewer segments.
+const SPREAD_MIN_SEGMENT: usize = 64;
+
+/// One segment of a spread walk: the prefixes after `after` up to and
+/// including `last` (`None`: to the table's end).
+#[derive(Debug)]
+struct Cursor {
+    after: Option<Prefix>,
+    last: Option<Prefix>,
+}
+
+/// Cuts the table into up to [`SPREAD_CURSORS`] segments of equal count:
+/// one pass over the keys, once per session drop.
+fn spread_cursors(table: &super::loc::Table) -> Vec<Cursor> {
+    let n = table.prefixes();
+    let k = (n / SPREAD_MIN_SEGMENT).clamp(1, SPREAD_CURSORS);
+    let per = n.div_ceil(k).max(1);
+    let mut cursors = Vec::with_capacity(k);
+    let mut after = None;
+    for (i, (prefix, _)) in table.iter().enumerate() {
+        if (i + 1) % per == 0 && i + 1 < n {
+            cursors.push(Cursor {
+                after,
+                last: Some(prefix),
+            });
+            after = Some(prefix);
+        }
+    }
+    cursors.push(Cursor { after, last: None });
+    cursors
 }
 
 /// What a bulk operation left undecided: prefixes whose decision process
@@ -562,8 +655,8 @@ struct SessionDrop {
     id: PeerId,
     /// RFC 4724 §4.2: families whose paths stay, as stale.
     keep: Vec<Family>,
-    /// The last prefix walked.
-    after: Option<Prefix>,
+    /// The walk's segments, cut at its first step.
+    cursors: Option<Vec<Cursor>>,
 }
 
 impl Undecided {

@@ -53,6 +53,27 @@ const PER_UPDATE: usize = 100;
 #[test]
 #[ignore = "measurement; run with --release --ignored --nocapture"]
 fn bytes_per_route_one_peer_full_table() {
+    let per = table_bytes_per_route(ROUTES, false);
+    assert!(per < 100.0, "{per:.1} bytes/route");
+}
+
+/// The IPv6 table of petrel-bench's `v6` scenario: 200k /48s.
+#[test]
+#[ignore = "measurement; run with --release --ignored --nocapture"]
+fn bytes_per_route_one_peer_ipv6_table() {
+    let per = table_bytes_per_route(200_000, true);
+    assert!(per < 150.0, "{per:.1} bytes/route");
+}
+
+/// Feeds `routes` prefixes from one eBGP peer in UPDATEs of
+/// [`PER_UPDATE`], prints what the RIB holds per route, and returns the
+/// table's (Adj-RIB-In + Loc-RIB) bytes per route.
+fn table_bytes_per_route(routes: usize, v6: bool) -> f64 {
+    let family = if v6 {
+        Family::IPV6_UNICAST
+    } else {
+        Family::IPV4_UNICAST
+    };
     let mut rib = Rib::new(RibConfig::new(64512, Ipv4Addr::new(10, 0, 0, 1)));
     let peer = rib
         .add_peer(PeerConfig::new([192, 0, 2, 2].into(), 65001))
@@ -62,16 +83,16 @@ fn bytes_per_route_one_peer_full_table() {
         Session {
             router_id: Ipv4Addr::new(10, 0, 0, 2),
             codec: CodecContext::four_octet(),
-            families: vec![Family::IPV4_UNICAST],
+            families: vec![family],
             local_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
-            local_v6: None,
+            local_v6: v6.then(|| "2001:db8::1".parse().unwrap()),
             llgr: false,
         },
     );
     let before = live();
     let started = std::time::Instant::now();
     let mut sent = 0;
-    for (n, chunk) in (0..ROUTES)
+    for (n, chunk) in (0..routes)
         .collect::<Vec<_>>()
         .chunks(PER_UPDATE)
         .enumerate()
@@ -84,32 +105,50 @@ fn bytes_per_route_one_peer_full_table() {
                 65100 + set,
                 65200 + set % 7,
             ])),
-            next_hop: Some(Ipv4Addr::new(192, 0, 2, 2)),
+            next_hop: (!v6).then(|| Ipv4Addr::new(192, 0, 2, 2)),
             med: Some(set),
             ..Default::default()
         };
-        // /24s from 16.0.0.0 upwards.
+        // /24s from 16.0.0.0 upwards, or /48s from 2a00::/16.
         let prefixes: Vec<Prefix> = chunk
             .iter()
-            .map(|&i| Prefix::new(Ipv4Addr::from((16u32 << 24) + ((i as u32) << 8)).into(), 24))
+            .map(|&i| {
+                if v6 {
+                    let a = (0x2a00u128 << 112) | ((i as u128) << 80);
+                    Prefix::new(std::net::Ipv6Addr::from(a).into(), 48)
+                } else {
+                    Prefix::new(Ipv4Addr::from((16u32 << 24) + ((i as u32) << 8)).into(), 24)
+                }
+            })
             .collect::<Option<_>>()
             .unwrap();
         let mut u = Update::new(attrs);
-        u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &prefixes);
+        if v6 {
+            u.mp_reach = Some(crate::wire::attr::MpReach {
+                family,
+                next_hop: crate::wire::attr::mp::NextHop::V6 {
+                    global: "2001:db8::2".parse().unwrap(),
+                    link_local: None,
+                },
+                nlri: Nlri::from_prefixes(family, &prefixes),
+            });
+        } else {
+            u.nlri = Nlri::from_prefixes(family, &prefixes);
+        }
         sent += rib.receive(peer, &u).changes.len();
     }
-    assert_eq!(sent, ROUTES);
+    assert_eq!(sent, routes);
     let elapsed = started.elapsed();
     let total = live() - before;
     // Take the update group (its Adj-RIB-Out) away to see the table alone.
     rib.leave_group(peer);
     let table = live() - before;
-    let per = |b: isize| b as f64 / ROUTES as f64;
+    let per = |b: isize| b as f64 / routes as f64;
     println!(
-        "{ROUTES} routes, {} attribute sets interned: {:.1} bytes/route for Adj-RIB-In + Loc-RIB, \
-         {:.1} with one update group's Adj-RIB-Out (sizes: Path {} B, Prefix {} B, AttrSet {} B, \
-         LocRibChange {} B); \
-         received, selected and exported in {elapsed:?}",
+        "{routes} {} routes, {} attribute sets interned: {:.1} bytes/route for Adj-RIB-In + \
+         Loc-RIB, {:.1} with one update group's Adj-RIB-Out (sizes: Path {} B, Prefix {} B, \
+         AttrSet {} B, LocRibChange {} B); received, selected and exported in {elapsed:?}",
+        if v6 { "IPv6" } else { "IPv4" },
         rib.attr_sets(),
         per(table),
         per(total),
@@ -119,7 +158,7 @@ fn bytes_per_route_one_peer_full_table() {
         std::mem::size_of::<LocRibChange>(),
     );
     assert!(rib.attr_sets() <= 2 * ATTR_SETS + 10);
-    assert!(per(table) < 100.0, "{:.1} bytes/route", per(table));
+    per(table)
 }
 
 #[test]

@@ -2,19 +2,21 @@
 //!
 //! [`Prefix`] is an 18-byte enum sized for IPv6; an IPv4 table keyed by it
 //! spends most of each B-tree node on padding. Here IPv4 keys are one `u64`
-//! (address << 8 | length) and IPv6 keys `(u128, u8)`, in two trees. Both
-//! packings sort exactly as `Prefix` does (address, then length; IPv4
-//! before IPv6), so iteration order, and with it the order UPDATEs are
-//! built in, is the same as a `BTreeMap<Prefix, V>`'s.
+//! (address << 8 | length) and IPv6 keys a packed 17-byte [`V6Key`], in two
+//! trees. (A `(u128, u8)` key is 32 bytes: `u128` is 16-aligned, so the
+//! length byte drags 15 of padding with it, in every B-tree slot and queue
+//! entry.) Both packings sort exactly as `Prefix` does (address, then
+//! length; IPv4 before IPv6), so iteration order, and with it the order
+//! UPDATEs are built in, is the same as a `BTreeMap<Prefix, V>`'s.
 //!
 //! A table arrives mostly in prefix order, and a B-tree that grows at its
-//! right edge splits its last leaf in two: every leaf left behind is about
-//! half full, doubling the memory per entry. So the map rebuilds its trees
-//! whenever it has doubled since the last rebuild, from their sorted
-//! contents, which packs the nodes full (`BTreeMap::from_iter` on sorted
-//! input builds bottom-up). Amortised that is at most two moves per entry,
-//! and at any size at least the older half of the entries sits in full
-//! nodes.
+//! right edge splits its last leaf 6 + 5: every leaf left behind is about
+//! half full, nearly doubling the memory per entry. So the map rebuilds its
+//! trees whenever it has grown by half since the last rebuild, from their
+//! sorted contents, which packs the nodes full. The rebuild streams (see
+//! [`packed`]), so it costs no more memory than the tree itself; amortised
+//! it is at most three moves per entry, and at any size at least two thirds
+//! of the entries sit in full nodes.
 
 use crate::wire::nlri::Prefix;
 use std::collections::BTreeMap;
@@ -23,7 +25,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 #[derive(Clone, Debug)]
 pub(crate) struct PrefixMap<V> {
     v4: BTreeMap<u64, V>,
-    v6: BTreeMap<(u128, u8), V>,
+    v6: BTreeMap<V6Key, V>,
     /// The size at which the trees are rebuilt next.
     rebuild_at: usize,
 }
@@ -52,9 +54,64 @@ fn v4_prefix(k: u64) -> Prefix {
     }
 }
 
-fn v6_prefix(&(addr, len): &(u128, u8)) -> Prefix {
+/// An IPv6 prefix packed into 17 bytes with no alignment: the address's
+/// halves, then the length. Ordered by address, then length, as [`Prefix`].
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+pub(crate) struct V6Key {
+    hi: u64,
+    lo: u64,
+    len: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<V6Key>() == 17);
+
+impl V6Key {
+    fn new(addr: Ipv6Addr, len: u8) -> Self {
+        let a = u128::from(addr);
+        V6Key {
+            hi: (a >> 64) as u64,
+            lo: a as u64,
+            len,
+        }
+    }
+
+    /// The fields by value (a packed field cannot be borrowed).
+    fn parts(self) -> (u64, u64, u8) {
+        (self.hi, self.lo, self.len)
+    }
+}
+
+impl PartialEq for V6Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for V6Key {}
+
+impl PartialOrd for V6Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for V6Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
+impl std::fmt::Debug for V6Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", v6_prefix(self))
+    }
+}
+
+fn v6_prefix(k: &V6Key) -> Prefix {
+    let (hi, lo, len) = k.parts();
     Prefix::V6 {
-        addr: Ipv6Addr::from(addr),
+        addr: Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo)),
         len,
     }
 }
@@ -63,14 +120,14 @@ impl<V> PrefixMap<V> {
     pub fn get(&self, p: &Prefix) -> Option<&V> {
         match *p {
             Prefix::V4 { addr, len } => self.v4.get(&v4_key(addr, len)),
-            Prefix::V6 { addr, len } => self.v6.get(&(u128::from(addr), len)),
+            Prefix::V6 { addr, len } => self.v6.get(&V6Key::new(addr, len)),
         }
     }
 
     pub fn get_mut(&mut self, p: &Prefix) -> Option<&mut V> {
         match *p {
             Prefix::V4 { addr, len } => self.v4.get_mut(&v4_key(addr, len)),
-            Prefix::V6 { addr, len } => self.v6.get_mut(&(u128::from(addr), len)),
+            Prefix::V6 { addr, len } => self.v6.get_mut(&V6Key::new(addr, len)),
         }
     }
 
@@ -82,7 +139,7 @@ impl<V> PrefixMap<V> {
         self.grow();
         match p {
             Prefix::V4 { addr, len } => self.v4.entry(v4_key(addr, len)).or_default(),
-            Prefix::V6 { addr, len } => self.v6.entry((u128::from(addr), len)).or_default(),
+            Prefix::V6 { addr, len } => self.v6.entry(V6Key::new(addr, len)).or_default(),
         }
     }
 
@@ -90,14 +147,14 @@ impl<V> PrefixMap<V> {
         self.grow();
         match p {
             Prefix::V4 { addr, len } => self.v4.insert(v4_key(addr, len), v),
-            Prefix::V6 { addr, len } => self.v6.insert((u128::from(addr), len), v),
+            Prefix::V6 { addr, len } => self.v6.insert(V6Key::new(addr, len), v),
         }
     }
 
     pub fn remove(&mut self, p: &Prefix) -> Option<V> {
         match *p {
             Prefix::V4 { addr, len } => self.v4.remove(&v4_key(addr, len)),
-            Prefix::V6 { addr, len } => self.v6.remove(&(u128::from(addr), len)),
+            Prefix::V6 { addr, len } => self.v6.remove(&V6Key::new(addr, len)),
         }
     }
 
@@ -105,22 +162,21 @@ impl<V> PrefixMap<V> {
         self.v4.len() + self.v6.len()
     }
 
-    /// Before an insert: rebuilds the trees packed once they have doubled.
+    /// Before an insert: rebuilds the trees packed once they have grown by
+    /// half.
     fn grow(&mut self) {
         let len = self.len();
         if len < self.rebuild_at {
             return;
         }
         self.rebuild();
-        self.rebuild_at = (2 * len).max(REBUILD_FLOOR);
+        self.rebuild_at = (len + len / 2).max(REBUILD_FLOOR);
     }
 
-    /// Rebuilds both trees with full nodes. The old tree's nodes are freed
-    /// as it is read, so the peak is about the new tree plus one sorted
-    /// vector of the entries.
+    /// Rebuilds both trees with full nodes.
     fn rebuild(&mut self) {
-        self.v4 = std::mem::take(&mut self.v4).into_iter().collect();
-        self.v6 = std::mem::take(&mut self.v6).into_iter().collect();
+        packed(&mut self.v4);
+        packed(&mut self.v6);
     }
 
     /// Every entry in prefix order.
@@ -141,9 +197,7 @@ impl<V> PrefixMap<V> {
             None => (Unbounded, Unbounded),
             Some(Prefix::V4 { addr, len }) => (Excluded(v4_key(addr, len)), Unbounded),
             // Every IPv4 prefix comes before: skip them all.
-            Some(Prefix::V6 { addr, len }) => {
-                (Excluded(u64::MAX), Excluded((u128::from(addr), len)))
-            }
+            Some(Prefix::V6 { addr, len }) => (Excluded(u64::MAX), Excluded(V6Key::new(addr, len))),
         };
         let v4 = self
             .v4
@@ -157,22 +211,41 @@ impl<V> PrefixMap<V> {
     }
 }
 
-/// A queue of prefixes with packed keys (8 bytes per IPv4 prefix instead
-/// of 18), taken from the front: IPv4 first, then IPv6, each in the order
+/// Rebuilds `tree` with full nodes, streaming. `BTreeMap::from_iter`
+/// would first collect every entry into one vector (at 200k IPv6 routes
+/// 6 MiB, a third of the table's own size, all of it in the peak RSS);
+/// `append` into a non-empty map instead merges the two trees' sorted
+/// iterators straight into new full nodes, and the old tree's nodes are
+/// freed as its iterator passes them. (Appending into an empty map would
+/// only swap the two, so the smallest entry goes first.)
+fn packed<K: Ord, V>(tree: &mut BTreeMap<K, V>) {
+    let mut rest = std::mem::take(tree);
+    let Some((k, v)) = rest.pop_first() else {
+        return;
+    };
+    tree.insert(k, v);
+    tree.append(&mut rest);
+}
+
+/// A queue of prefixes with packed keys (8 bytes per IPv4 prefix and 17
+/// per IPv6 prefix instead of 18 for either), taken from the front: IPv4 first, then IPv6, each in the order
 /// pushed.
 #[derive(Debug, Default)]
 pub(crate) struct PrefixQueue {
     v4: Vec<u64>,
-    v6: Vec<(u128, u8)>,
+    v6: Vec<V6Key>,
     /// How many of each were taken.
     taken: (usize, usize),
 }
+
+/// Taken prefixes below this many stay in the queue's vectors.
+const COMPACT_FLOOR: usize = 4096;
 
 impl PrefixQueue {
     pub fn push(&mut self, p: Prefix) {
         match p {
             Prefix::V4 { addr, len } => self.v4.push(v4_key(addr, len)),
-            Prefix::V6 { addr, len } => self.v6.push((u128::from(addr), len)),
+            Prefix::V6 { addr, len } => self.v6.push(V6Key::new(addr, len)),
         }
     }
 
@@ -191,7 +264,24 @@ impl PrefixQueue {
             .chain(self.v6[a6..a6 + n6].iter().map(v6_prefix))
             .collect();
         self.taken = (a4 + n4, a6 + n6);
+        self.compact();
         out
+    }
+
+    /// Drops the prefixes taken once they are half the vector: a queue fed
+    /// as fast as it is drained (a full table arriving while the FIB
+    /// writer is behind) then stays within twice what it holds, instead of
+    /// keeping every prefix ever pushed until it is dropped. Each move is
+    /// paid for by a take, so this is O(1) amortised.
+    fn compact(&mut self) {
+        fn front<T>(v: &mut Vec<T>, taken: &mut usize) {
+            if *taken >= COMPACT_FLOOR && *taken * 2 >= v.len() {
+                v.drain(..*taken);
+                *taken = 0;
+            }
+        }
+        front(&mut self.v4, &mut self.taken.0);
+        front(&mut self.v6, &mut self.taken.1);
     }
 }
 
@@ -252,7 +342,7 @@ mod tests {
     }
 
     /// Rebuilds keep every entry and the order, and happen as the map
-    /// doubles.
+    /// grows by half.
     #[test]
     fn rebuilds_keep_contents_as_the_map_grows() {
         let mut m = PrefixMap::default();
@@ -269,8 +359,8 @@ mod tests {
                 rebuilds += 1;
             }
         }
-        // At 4096, 8192 and 16384 entries.
-        assert_eq!(rebuilds, 3);
+        // At 4096, 6144, 9216 and 13824 entries.
+        assert_eq!(rebuilds, 4);
         assert_eq!(m.len(), reference.len());
         assert!(m
             .iter()
@@ -296,6 +386,25 @@ mod tests {
         assert_eq!(q.take(3), [ps[3]]);
         assert_eq!(q.len(), 0);
         assert!(q.take(3).is_empty());
+    }
+
+    /// A queue drained as it is fed keeps only about what it holds.
+    #[test]
+    fn queue_drops_what_was_taken() {
+        let mut q = PrefixQueue::default();
+        let p = |i: u32| Prefix::new(Ipv4Addr::from(i << 8).into(), 24).unwrap();
+        let mut next = 0;
+        for round in 0..100u32 {
+            for i in 0..1000 {
+                q.push(p(round * 1000 + i));
+            }
+            for got in q.take(1000) {
+                assert_eq!(got, p(next));
+                next += 1;
+            }
+        }
+        assert_eq!(q.len(), 0);
+        assert!(q.v4.len() < 2 * COMPACT_FLOOR + 1000, "{}", q.v4.len());
     }
 
     #[test]

@@ -1163,6 +1163,48 @@ fn enhanced_route_refresh_sweeps_what_was_not_refreshed() {
     assert!(r.adj_rib_in(e1).iter().all(|a| !a.stale));
 }
 
+/// A large session drop walks the table from many cursors at once, so the
+/// FIB gets its deletes spread over the table instead of in address order
+/// (the kernel's slow case); every prefix is still decided exactly once,
+/// and the RIB ends as a walk in order leaves it.
+#[test]
+fn a_large_session_drop_is_walked_spread_over_the_table() {
+    let prefixes: Vec<String> = (0..2000)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    let mut r = rib();
+    let a = peer(&mut r, 2, 65002, |_| {});
+    let b = peer(&mut r, 3, 65003, |_| {});
+    for chunk in refs.chunks(100) {
+        r.receive(a, &announce(attrs(&[65002], [192, 0, 2, 2]), chunk));
+    }
+    // b backs up every fourth prefix with a longer path.
+    let backed: Vec<&str> = refs.iter().copied().step_by(4).collect();
+    for chunk in backed.chunks(100) {
+        r.receive(b, &announce(attrs(&[65003, 65100], [192, 0, 2, 3]), chunk));
+    }
+    let mut undecided = r.peer_down_in_steps(a, &[]);
+    let mut steps: Vec<Vec<Prefix>> = Vec::new();
+    while let Some(out) = r.decide_undecided(&mut undecided, 50) {
+        assert!(out.changes.len() <= 50);
+        steps.push(out.changes.iter().map(|c| c.prefix()).collect());
+    }
+    let all: Vec<Prefix> = steps.iter().flatten().copied().collect();
+    let distinct: std::collections::BTreeSet<Prefix> = all.iter().copied().collect();
+    assert_eq!(all.len(), 2000, "each prefix decided once");
+    assert_eq!(distinct.len(), 2000);
+    // The first step already reaches from the table's first quarter to its
+    // last: not the first 50 prefixes in order.
+    let first = &steps[0];
+    let (lo, hi) = (first.iter().min().unwrap(), first.iter().max().unwrap());
+    assert!(*lo < "10.1.0.0/24".parse().unwrap(), "{first:?}");
+    assert!(*hi > "10.6.0.0/24".parse().unwrap(), "{first:?}");
+    assert_eq!(r.best_routes().count(), 500);
+    assert_eq!(r.counters(a).unwrap().received, 0);
+    assert!(r.best_routes().all(|(_, set)| set[0].peer == b));
+}
+
 /// A session drop decided in steps gives the same changes and UPDATEs as in
 /// one go, each step bounded, and leaves the RIB as `peer_down` does: the
 /// other peer's route takes over where it had one, the rest is unreachable.

@@ -14,8 +14,9 @@
 //!
 //! What lives here: graceful restart as helper (stale routes kept until
 //! End-of-RIB or the restart time, dropped at once for the families the
-//! peer's new OPEN does not preserve, RFC 4724 §4.2; no RFC 8538 N bit, so
-//! a NOTIFICATION drops them too) and as restarting speaker
+//! peer's new OPEN does not preserve, RFC 4724 §4.2; across a NOTIFICATION
+//! too when both sides set RFC 8538's N bit, but not a Hard Reset) and as
+//! restarting speaker
 //! (Restart State bit, selection deferral until End-of-RIB from every peer
 //! or the deferral timer, §4.1), max-prefix (RFC 4486 Cease / 1), and the
 //! route refresh markers (RFC 2918, RFC 7313).
@@ -130,6 +131,8 @@ struct PeerEntry {
     advertised: u64,
     /// Families the peer may keep stale for us, and we for it (RFC 4724).
     peer_gr: Option<(u16, Vec<Family>)>,
+    /// RFC 8538: both OPENs of the session carried the N bit.
+    hard_reset: bool,
     llgr_families: Vec<Family>,
     restart_deadline: Option<Instant>,
     /// Families whose routes were kept stale when the last session went
@@ -401,10 +404,10 @@ impl SpeakerCore {
             // on every session. Peers that defer too must not wait for us
             // then, and after it a session flap is no restart of ours.
             //
-            // N (RFC 8538) is not sent: a NOTIFICATION would then have to
-            // keep the routes stale on both sides and administrative stops
-            // would need Hard Reset; without it the plain RFC 4724 rules
-            // hold, and a NOTIFICATION ends the session and its routes.
+            // N (RFC 8538 §2) when configured: once both OPENs carry it, a
+            // NOTIFICATION keeps the routes stale on both sides (see the
+            // Down handling below) and the FSM sends the NOTIFICATIONs that
+            // must end a session for good as a Hard Reset.
             //
             // F (per family): "the forwarding state ... has indeed been
             // preserved during the previous BGP restart". petreld keeps its
@@ -412,8 +415,12 @@ impl SpeakerCore {
             // so it is set; at a first start no peer holds stale routes of
             // ours, so it decides nothing (§4.2 reads it only for them).
             let restarting = self.deferral_deadline.is_some();
+            let mut flags = if restarting { GrCap::RESTART_STATE } else { 0 };
+            if gr.notification {
+                flags |= GrCap::NOTIFICATION;
+            }
             caps.push(Capability::GracefulRestart(GrCap {
-                flags: if restarting { GrCap::RESTART_STATE } else { 0 },
+                flags,
                 restart_time: gr.restart_time,
                 families: p
                     .families
@@ -512,6 +519,7 @@ impl SpeakerCore {
                 last_error: None,
                 advertised: 0,
                 peer_gr: None,
+                hard_reset: false,
                 llgr_families: Vec::new(),
                 restart_deadline: None,
                 stale_families: Vec::new(),
@@ -779,6 +787,15 @@ impl SpeakerCore {
                     )),
                     _ => None,
                 });
+                let ours_n = p
+                    .settings
+                    .graceful_restart
+                    .or(self.cfg.graceful_restart)
+                    .is_some_and(|g| g.notification);
+                p.hard_reset = ours_n
+                    && remote_caps.iter().any(|c| {
+                        matches!(c, Capability::GracefulRestart(g) if g.flags & GrCap::NOTIFICATION != 0)
+                    });
                 p.llgr_families = remote_caps
                     .iter()
                     .filter_map(|c| match c {
@@ -832,11 +849,20 @@ impl SpeakerCore {
                 if was_established {
                     // RFC 4724 §4.2: as helper, keep the peer's routes stale
                     // for the families it preserves, until End-of-RIB or the
-                    // restart time. A NOTIFICATION ends the session for good:
-                    // §4.2 covers the TCP connection's loss only, and RFC
-                    // 8538's N bit, which would extend it, is never sent.
-                    let keep: Vec<Family> = match (&p.peer_gr, &reason) {
-                        (Some((_, fams)), DownReason::ConnectionLost) => fams.clone(),
+                    // restart time. §4.2 covers the TCP connection's loss
+                    // only: without RFC 8538 a NOTIFICATION ends the session
+                    // and its routes for good. RFC 8538 §4: with the N bit
+                    // negotiated, a NOTIFICATION sent or received is treated
+                    // as the connection's loss, except a Hard Reset (§3).
+                    let graceful = match &reason {
+                        DownReason::ConnectionLost => true,
+                        DownReason::NotificationSent(n) | DownReason::NotificationReceived(n) => {
+                            p.hard_reset && !n.is_hard_reset()
+                        }
+                        DownReason::Stopped => false,
+                    };
+                    let keep: Vec<Family> = match &p.peer_gr {
+                        Some((_, fams)) if graceful => fams.clone(),
                         _ => Vec::new(),
                     };
                     if !keep.is_empty() {
@@ -1083,6 +1109,7 @@ mod tests {
     const T0_GR: super::super::GracefulRestartSettings = super::super::GracefulRestartSettings {
         restart_time: 120,
         long_lived_stale_time: None,
+        notification: true,
     };
 
     fn a(i: u8) -> IpAddr {
@@ -1229,34 +1256,55 @@ mod tests {
     }
 
     /// RFC 4724 §4.2: the helper's restart timer is armed by a lost
-    /// connection of a GR peer, and not by a NOTIFICATION.
+    /// connection of a GR peer. A NOTIFICATION arms it only when both
+    /// OPENs carried RFC 8538's N bit (§4), and a Hard Reset never (§3).
     #[test]
-    fn helper_restart_timer_armed_by_a_lost_connection_only() {
+    fn helper_restart_timer_armed_by_a_lost_connection_or_a_soft_notification() {
         let t0 = Instant::now();
         let mut core = restarting_core(t0);
-        up(&mut core, t0, 2, Some(GrCap::NOTIFICATION));
+        up(&mut core, t0, 2, Some(0));
         up(&mut core, t0, 3, Some(GrCap::NOTIFICATION));
         end_of_rib(&mut core, t0, 2);
         end_of_rib(&mut core, t0, 3);
         let t1 = t0 + Duration::from_secs(10);
-        let down = |reason| PeerEvent {
-            peer: a(2),
+        let down = |peer, reason| PeerEvent {
+            peer: a(peer),
             kind: PeerEventKind::Down {
                 reason,
                 was_established: true,
             },
         };
-        let n = Notification::bare(ErrorCode::Cease(CeaseError::AdministrativeReset));
+        let reset = Notification::bare(ErrorCode::Cease(CeaseError::AdministrativeReset));
+        // Peer 2 has no N bit: its NOTIFICATION ends it for good.
         core.handle(
             t1,
-            Input::Session(down(DownReason::NotificationReceived(n))),
+            Input::Session(down(2, DownReason::NotificationReceived(reset.clone()))),
         );
         drain(&mut core);
         assert_eq!(core.poll_timeout(), None);
-        up(&mut core, t1, 2, Some(GrCap::NOTIFICATION));
-        core.handle(t1, Input::Session(down(DownReason::ConnectionLost)));
+        up(&mut core, t1, 2, Some(0));
+        core.handle(t1, Input::Session(down(2, DownReason::ConnectionLost)));
         drain(&mut core);
         assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
+
+        // Peer 3 has it: the same NOTIFICATION keeps its routes stale, a
+        // Hard Reset does not.
+        let t2 = t1 + Duration::from_secs(1);
+        let hard = Notification::hard_reset(&reset);
+        core.handle(
+            t2,
+            Input::Session(down(3, DownReason::NotificationReceived(hard))),
+        );
+        drain(&mut core);
+        assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
+        up(&mut core, t2, 3, Some(GrCap::NOTIFICATION));
+        core.handle(
+            t2,
+            Input::Session(down(3, DownReason::NotificationSent(reset))),
+        );
+        drain(&mut core);
+        assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
+        assert!(core.peers[&a(3)].restart_deadline == Some(t2 + Duration::from_secs(120)));
     }
 
     /// RFC 4724 §4.2, helper: the reconnecting peer's OPEN decides what

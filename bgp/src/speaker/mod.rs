@@ -64,6 +64,10 @@ pub struct SpeakerConfig {
 pub struct GracefulRestartSettings {
     pub restart_time: u16,
     pub long_lived_stale_time: Option<u32>,
+    /// RFC 8538: advertise the N bit, so that (when the peer sets it too)
+    /// a NOTIFICATION keeps the routes stale like a lost connection, and an
+    /// end for good is sent and honoured as a Hard Reset.
+    pub notification: bool,
 }
 
 /// A peer's BFD session (RFC 5882): the timers of RFC 5880 §6.8.1 and

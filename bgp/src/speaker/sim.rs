@@ -10,7 +10,8 @@
 //!
 //! The scenarios: connection collisions (RFC 4271 §6.8), graceful restart as
 //! helper and as restarting speaker (RFC 4724 §4.1, §4.2), max-prefix
-//! (RFC 4486) and enhanced route refresh (RFC 7313).
+//! (RFC 4486), enhanced route refresh (RFC 7313) and which settings
+//! changes reset a session.
 
 use super::core::{Input, Output, SessionCommand, SessionSetup, SpeakerCore};
 use super::{GracefulRestartSettings, MaxPrefixAction, PeerSettings, SpeakerConfig};
@@ -962,6 +963,7 @@ impl Sim {
 const GR: GracefulRestartSettings = GracefulRestartSettings {
     restart_time: 120,
     long_lived_stale_time: None,
+    notification: true,
 };
 
 fn announces(m: &Message, prefix: &str) -> bool {
@@ -1126,10 +1128,10 @@ fn graceful_restart_helper_keeps_stale_routes_until_end_of_rib() {
         })
         .unwrap();
     assert!(gr.restarting());
-    assert_eq!(
+    assert_ne!(
         gr.flags & GracefulRestart::NOTIFICATION,
         0,
-        "no RFC 8538 N bit"
+        "the RFC 8538 N bit"
     );
     assert_eq!(gr.families.len(), 1);
     assert_eq!(gr.families[0].family, Family::IPV4_UNICAST);
@@ -1232,11 +1234,11 @@ fn graceful_restart_helper_sweeps_stale_routes_at_the_restart_time() {
     assert!(sim.nodes[0].fib.is_empty());
 }
 
-/// A NOTIFICATION ends the session for good: no stale routes kept (RFC
-/// 4724 §4.2 covers the loss of the TCP connection only; petrel does not
-/// send RFC 8538's N bit, so it is never negotiated).
+/// RFC 8538 §3, §5.1: an Administrative Shutdown ends the session for
+/// good. With the N bit on both sides it travels inside a Hard Reset, and
+/// the receiver drops the routes at once instead of keeping them stale.
 #[test]
-fn a_notification_withdraws_at_once() {
+fn a_hard_reset_withdraws_at_once() {
     let mut sim = two_up_with_routes(&[]);
     sim.nodes[1]
         .core
@@ -1246,11 +1248,81 @@ fn a_notification_withdraws_at_once() {
     assert!(sim.run_until(Duration::from_secs(5), |s| s
         .route(0, "10.1.0.0/24")
         .is_empty()));
+    let Some((_, DownReason::NotificationReceived(n))) = sim.nodes[0].downs.last() else {
+        panic!("{:?}", sim.nodes[0].downs);
+    };
+    assert!(n.is_hard_reset(), "{n}");
+    let cause = n.hard_reset_cause().unwrap();
+    assert_eq!(
+        cause.error,
+        ErrorCode::Cease(CeaseError::AdministrativeShutdown)
+    );
+    assert_eq!(cause.shutdown_communication(), Some(Ok("maintenance")));
+    assert!(sim.nodes[0].fib.is_empty());
+}
+
+/// Without the N bit on both sides a NOTIFICATION ends the session and its
+/// routes (RFC 4724 §4.2 covers the loss of the TCP connection only), and
+/// an Administrative Shutdown goes out bare, not as a Hard Reset.
+#[test]
+fn without_the_n_bit_a_notification_withdraws_at_once() {
+    let mut sim = Sim::new(2, &[]);
+    sim.run_for(Duration::from_secs(130));
+    sim.originate(1, "10.1.0.0/24");
+    let mut p0 = Sim::settings(1);
+    p0.graceful_restart = Some(GracefulRestartSettings {
+        notification: false,
+        ..GR
+    });
+    sim.add_peer(0, p0);
+    sim.add_peer(1, Sim::settings(0));
+    assert!(
+        sim.run_until(Duration::from_secs(60), |s| s.route(0, "10.1.0.0/24").len()
+            == 1)
+    );
+    sim.nodes[1].core.enable_peer(addr(0), false, None).unwrap();
+    sim.nodes[1].pump(&mut sim.w);
+    assert!(sim.run_until(Duration::from_secs(5), |s| s
+        .route(0, "10.1.0.0/24")
+        .is_empty()));
     assert!(matches!(
         sim.nodes[0].downs.last(),
         Some((_, DownReason::NotificationReceived(n)))
             if n.error == ErrorCode::Cease(CeaseError::AdministrativeShutdown)
     ));
+}
+
+/// RFC 8538 §4: with the N bit on both sides, a NOTIFICATION that is not a
+/// Hard Reset — here the Hold Timer's expiry, as when a peer hangs — is
+/// handled as the loss of the connection: the peer's routes stay, stale,
+/// in the Loc-RIB and the FIB until it is back and has sent End-of-RIB.
+#[test]
+fn with_the_n_bit_a_notification_keeps_the_routes_stale() {
+    let mut sim = two_up_with_routes(&[]);
+    let fib_before = sim.nodes[0].fib_log.len();
+    // Speaker 1 stops reading and writing (hung): speaker 0's hold timer
+    // expires and it sends Hold Timer Expired.
+    sim.w.up[1] = false;
+    assert!(sim.run_until(Duration::from_secs(200), |s| {
+        matches!(
+            s.nodes[0].downs.last(),
+            Some((_, DownReason::NotificationSent(n))) if n.error == ErrorCode::HoldTimerExpired
+        )
+    }));
+    assert_eq!(
+        sim.route(0, "10.1.0.0/24"),
+        vec![(Some(addr(1)), true, true)],
+        "kept, stale"
+    );
+    assert!(sim.nodes[0].fib.contains_key(&pfx("10.1.0.0/24")));
+    // Back; its table again; End-of-RIB: fresh, never withdrawn.
+    sim.w.up[1] = true;
+    assert!(sim.run_until(Duration::from_secs(120), |s| {
+        s.established(0, 1) && s.route(0, "10.1.0.0/24") == vec![(Some(addr(1)), true, false)]
+    }));
+    assert!(!sim.nodes[0].fib_log[fib_before..]
+        .iter()
+        .any(|c| matches!(c, LocRibChange::Unreachable { .. })));
 }
 
 /// RFC 4724 §4.1 deferral: a restarting speaker with two peers selects and
@@ -1326,17 +1398,16 @@ fn max_prefix_closes_the_session_with_cease_1() {
     sim.add_peer(0, p0);
     let p1 = Sim::settings(0);
     sim.add_peer(1, p1);
+    // RFC 8538 §5.1: both offer the N bit, so the Cease travels inside a
+    // Hard Reset; these are the Ceases it carried.
     let cease1 = |s: &Sim| -> Vec<Notification> {
         s.sent(0, 1)
             .into_iter()
             .filter_map(|m| match m {
-                Message::Notification(n)
-                    if n.error == ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached) =>
-                {
-                    Some(n.clone())
-                }
+                Message::Notification(n) if n.is_hard_reset() => n.hard_reset_cause(),
                 _ => None,
             })
+            .filter(|n| n.error == ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached))
             .collect()
     };
     assert!(sim.run_until(Duration::from_secs(60), |s| !cease1(s).is_empty()));
@@ -1351,7 +1422,7 @@ fn max_prefix_closes_the_session_with_cease_1() {
     assert!(matches!(
         sim.nodes[1].downs.last(),
         Some((_, DownReason::NotificationReceived(n)))
-            if n.error == ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached)
+            if n.hard_reset_cause().is_some_and(|c| c.error == ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached))
     ));
     // Back after the idle time (jittered to 0.75–1.0 of it, RFC 4271
     // §10), over the limit again, closed again.
@@ -1510,17 +1581,16 @@ fn max_prefix_sends_one_cease_and_applies_nothing_after_it() {
     sim.add_peer(0, p0);
     let p1 = Sim::settings(0);
     sim.add_peer(1, p1);
+    // RFC 8538 §5.1: both offer the N bit, so the Cease travels inside a
+    // Hard Reset; these are the Ceases it carried.
     let cease1 = |s: &Sim| -> Vec<Notification> {
         s.sent(0, 1)
             .into_iter()
             .filter_map(|m| match m {
-                Message::Notification(n)
-                    if n.error == ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached) =>
-                {
-                    Some(n.clone())
-                }
+                Message::Notification(n) if n.is_hard_reset() => n.hard_reset_cause(),
                 _ => None,
             })
+            .filter(|n| n.error == ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached))
             .collect()
     };
     assert!(sim.run_until(Duration::from_secs(60), |s| !cease1(s).is_empty()));
@@ -1547,7 +1617,9 @@ fn max_prefix_sends_one_cease_and_applies_nothing_after_it() {
         .map(|(_, r)| r)
         .collect();
     assert_eq!(downs.len(), 1, "{downs:?}");
-    assert!(matches!(downs[0], DownReason::NotificationSent(n) if *n == ceases[0]));
+    assert!(
+        matches!(downs[0], DownReason::NotificationSent(n) if n.hard_reset_cause().as_ref() == Some(&ceases[0]))
+    );
     // The two UPDATEs up to the limit's crossing were applied, not the third.
     let installed: BTreeSet<Prefix> = sim.nodes[0]
         .fib_log
@@ -1560,4 +1632,54 @@ fn max_prefix_sends_one_cease_and_applies_nothing_after_it() {
     assert_eq!(installed.len(), 2, "{installed:?}");
     assert!(sim.nodes[0].fib.is_empty());
     assert!(sim.nodes[0].core.routes(None).is_empty());
+}
+
+/// What a change of a peer's settings resets (the daemon hands every
+/// changed `PeerSettings` to `update_peer`, so this is the whole rule):
+/// policy, max-prefix and BFD apply under the running session, which keeps
+/// its connection; a session parameter (here the hold time, which the OPEN
+/// carries, RFC 4271 §4.2) ends it and a new one comes up.
+#[test]
+fn a_settings_change_resets_the_session_only_for_session_parameters() {
+    use crate::policy::{Policy, Rule, Terminal};
+    let mut sim = two_up_with_routes(&[]);
+    let (conn, downs) = (sim.conn(0, 1), sim.nodes[0].downs.len());
+    let mut p = Sim::settings(1);
+    p.import = Policy {
+        rules: vec![Rule {
+            action: Some(Terminal::Reject),
+            ..Rule::default()
+        }],
+    };
+    p.max_prefix = Some((1000, MaxPrefixAction::Warn));
+    p.bfd = Some(super::BfdSettings {
+        min_rx: Duration::from_millis(300),
+        min_tx: Duration::from_millis(300),
+        multiplier: 3,
+        multihop: false,
+        auth: None,
+    });
+    let now = sim.w.now;
+    sim.nodes[0].core.update_peer(now, p.clone()).unwrap();
+    sim.nodes[0].pump(&mut sim.w);
+    assert!(sim.run_until(Duration::from_secs(10), |s| s
+        .route(0, "10.2.0.0/24")
+        .is_empty()));
+    sim.run_for(Duration::from_secs(10));
+    assert!(sim.established(0, 1));
+    assert_eq!(sim.conn(0, 1), conn, "the same connection");
+    assert_eq!(sim.nodes[0].downs.len(), downs, "no session went down");
+
+    p.hold_time = 30;
+    let now = sim.w.now;
+    sim.nodes[0].core.update_peer(now, p).unwrap();
+    sim.nodes[0].pump(&mut sim.w);
+    assert!(
+        sim.run_until(Duration::from_secs(120), |s| s.established(0, 1)
+            && s.conn(0, 1) != conn)
+    );
+    assert!(
+        sim.nodes[0].downs.len() > downs,
+        "the old session went down"
+    );
 }

@@ -276,6 +276,53 @@ impl Notification {
         )
     }
 
+    /// RFC 8538 §3: Cease / Hard Reset, carrying `inner` (its code, subcode
+    /// and data) as its own data.
+    pub fn hard_reset(inner: &Notification) -> Self {
+        let mut data = BytesMut::with_capacity(2 + inner.data.len());
+        inner.encode_body(&mut data);
+        Self {
+            error: ErrorCode::Cease(CeaseError::HardReset),
+            data: data.freeze(),
+        }
+    }
+
+    pub fn is_hard_reset(&self) -> bool {
+        self.error == ErrorCode::Cease(CeaseError::HardReset)
+    }
+
+    /// The NOTIFICATION a Hard Reset carries (RFC 8538 §3), when this is
+    /// one and its data holds at least a code and a subcode.
+    pub fn hard_reset_cause(&self) -> Option<Notification> {
+        if !self.is_hard_reset() || self.data.len() < 2 {
+            return None;
+        }
+        Some(Self {
+            error: ErrorCode::from_parts(self.data[0], self.data[1]),
+            data: self.data.slice(2..),
+        })
+    }
+
+    /// RFC 8538 §5.1: with the N bit negotiated, these Cease subcodes are
+    /// sent as a Hard Reset (the session and its routes end for good);
+    /// every other NOTIFICATION keeps the graceful-restart procedures.
+    /// Administrative Reset is "Provisional" there (the implementation
+    /// decides): petrel resets gracefully, which is what an operator's
+    /// `petrelctl peer reset` wants. BFD Down (RFC 9384) is hard: the
+    /// forwarding path is gone, so stale routes over it would blackhole.
+    pub fn requires_hard_reset(&self) -> bool {
+        matches!(
+            self.error,
+            ErrorCode::Cease(
+                CeaseError::MaximumNumberOfPrefixesReached
+                    | CeaseError::AdministrativeShutdown
+                    | CeaseError::PeerDeconfigured
+                    | CeaseError::HardReset
+                    | CeaseError::BfdDown
+            )
+        )
+    }
+
     pub(crate) fn decode(body: &Bytes) -> Result<Self, Notification> {
         if body.len() < 2 {
             // RFC 4271 §6.1: the minimum NOTIFICATION length is 21 octets.
@@ -314,6 +361,9 @@ pub enum ShutdownCommunicationError {
 impl fmt::Display for Notification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.error)?;
+        if let Some(cause) = self.hard_reset_cause() {
+            return write!(f, " ({cause})");
+        }
         match self.shutdown_communication() {
             Some(Ok(text)) => write!(f, ", shutdown communication: {text:?}"),
             Some(Err(e)) => write!(f, ", {e}"),
@@ -346,6 +396,47 @@ mod tests {
                 assert_eq!((e.code(), e.subcode()), (code, sub), "{e:?}");
             }
         }
+    }
+
+    #[test]
+    fn hard_reset_carries_its_cause() {
+        // RFC 8538 §3: the data is the encapsulated code, subcode and data.
+        let inner = Notification::new(
+            ErrorCode::Cease(CeaseError::MaximumNumberOfPrefixesReached),
+            vec![0, 2, 1, 0, 0, 0, 10],
+        );
+        let hr = Notification::hard_reset(&inner);
+        assert_eq!(hr.error, ErrorCode::Cease(CeaseError::HardReset));
+        assert_eq!(&hr.data[..], &[6, 1, 0, 2, 1, 0, 0, 0, 10]);
+        assert_eq!(hr.hard_reset_cause(), Some(inner.clone()));
+        assert!(
+            hr.to_string().contains("maximum number of prefixes"),
+            "{hr}"
+        );
+        assert_eq!(inner.hard_reset_cause(), None);
+        // A Hard Reset whose data is too short still is one.
+        let short = Notification::new(ErrorCode::Cease(CeaseError::HardReset), vec![6]);
+        assert!(short.is_hard_reset());
+        assert_eq!(short.hard_reset_cause(), None);
+    }
+
+    #[test]
+    fn which_notifications_are_hard() {
+        let hard = |e| Notification::bare(e).requires_hard_reset();
+        assert!(hard(ErrorCode::Cease(CeaseError::AdministrativeShutdown)));
+        assert!(hard(ErrorCode::Cease(
+            CeaseError::MaximumNumberOfPrefixesReached
+        )));
+        assert!(hard(ErrorCode::Cease(CeaseError::PeerDeconfigured)));
+        assert!(hard(ErrorCode::Cease(CeaseError::BfdDown)));
+        assert!(!hard(ErrorCode::Cease(CeaseError::AdministrativeReset)));
+        assert!(!hard(ErrorCode::Cease(
+            CeaseError::OtherConfigurationChange
+        )));
+        assert!(!hard(ErrorCode::HoldTimerExpired));
+        assert!(!hard(ErrorCode::Update(
+            UpdateError::MalformedAttributeList
+        )));
     }
 
     #[test]

@@ -33,8 +33,14 @@ fn tune_allocator() {
     // SAFETY: mallopt only sets allocator parameters; called before any
     // other thread runs.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        // glibc's own variables, when set, win: they are how the settings
+        // are measured against others (docs/benchmarks.md).
+        if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        }
+        if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
     }
 }
 

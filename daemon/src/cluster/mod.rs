@@ -147,7 +147,7 @@ pub struct Cluster {
     pub node: config::Node,
     pub addresses: Vec<IpNet>,
     pub rr_cluster_id: Option<std::net::Ipv4Addr>,
-    pub graceful_restart: Option<config::GracefulRestart>,
+    pub graceful_restart: Option<petrel_bgp::speaker::GracefulRestartSettings>,
     pub health: Arc<Health>,
     pub view: SharedView,
     pub ipam_gauges: Arc<IpamGauges>,

@@ -101,6 +101,12 @@ impl Default for BgpConfig {
 
 /// An external BGP peer (a top-of-rack router, say): for every node, for
 /// one node, or for the nodes a selector picks.
+///
+/// This is the record as stored, not a second peer-settings type: it says
+/// which nodes it applies to, names rather than values (`next_hop`,
+/// `families`, `add_path`), a key *file* for BFD, and leaves out what the
+/// node decides; `peers::derive` resolves it into the speaker's
+/// `PeerSettings` on each node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BgpPeer {

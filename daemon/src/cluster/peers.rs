@@ -19,10 +19,9 @@
 //!   this node's own is skipped.
 
 use super::model::{policy_of, BgpConfig, BgpPeer, Node};
-use crate::config::{GracefulRestart, NextHopMode, Peer};
 use ipnet::IpNet;
-use petrel_bgp::policy::Policy;
-use petrel_bgp::rib::{AddPathConfig, SendMode};
+use petrel_bgp::rib::{NextHopMode, SendMode};
+use petrel_bgp::speaker::{GracefulRestartSettings, PeerSettings};
 use petrel_bgp::wire::family::Family;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -38,7 +37,7 @@ pub struct LocalNode {
     /// The stored labels (the file's merged with operators').
     pub labels: BTreeMap<String, String>,
     /// Offered to mesh peers and to external peers without their own.
-    pub graceful_restart: Option<GracefulRestart>,
+    pub graceful_restart: Option<GracefulRestartSettings>,
 }
 
 /// A record that could not be turned into a peer, and why.
@@ -51,7 +50,7 @@ pub struct Skipped {
 /// The derived peers, by address, and the records skipped.
 #[derive(Debug, Default)]
 pub struct PeerSet {
-    pub peers: BTreeMap<IpAddr, Peer>,
+    pub peers: BTreeMap<IpAddr, PeerSettings>,
     pub skipped: Vec<Skipped>,
 }
 
@@ -59,34 +58,13 @@ fn first_of(addrs: &[IpNet], v6: bool) -> Option<IpAddr> {
     addrs.iter().map(|n| n.addr()).find(|a| a.is_ipv6() == v6)
 }
 
-fn base_peer(address: IpAddr, asn: u32) -> Peer {
-    Peer {
-        address,
-        asn,
-        port: 179,
-        local_address: None,
-        local_port: 0,
-        local_as: None,
-        allow_own_as: 0,
-        password: None,
-        passive: false,
-        hold_time: 90,
-        keepalive: None,
-        ttl_security: None,
+/// A cluster peer before its record or mesh role says more: the speaker's
+/// defaults, but the next hop kept (iBGP's rule, RFC 4271 §5.1.3), which
+/// the mesh and the records then set for eBGP.
+fn base_peer(address: IpAddr, asn: u32) -> PeerSettings {
+    PeerSettings {
         next_hop: NextHopMode::Keep,
-        route_reflector_client: false,
-        local_routes_only: false,
-        families: vec![if address.is_ipv4() {
-            Family::IPV4_UNICAST
-        } else {
-            Family::IPV6_UNICAST
-        }],
-        add_path: AddPathConfig::default(),
-        graceful_restart: None,
-        max_prefix: None,
-        import: Policy::default(),
-        export: Policy::default(),
-        bfd: None,
+        ..PeerSettings::new(address, asn)
     }
 }
 
@@ -108,14 +86,17 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
     // than the mesh itself: one wrong path in the cluster's configuration
     // must not cut every node off from the others. Without BFD nothing
     // goes unauthenticated; failures are found by the hold timer.
-    let mut mesh_bfd = cfg.node_mesh_bfd.clone();
-    if let Some(Err((field, m))) = mesh_bfd.as_mut().map(|b| b.load()) {
-        out.skipped.push(Skipped {
-            what: "node mesh BFD".into(),
-            why: format!("node_mesh_bfd.{field}: {m}; the mesh runs without BFD"),
-        });
-        mesh_bfd = None;
-    }
+    let mesh_bfd = match cfg.node_mesh_bfd.as_ref().map(|b| b.load()) {
+        None => None,
+        Some(Ok(b)) => Some(b),
+        Some(Err((field, m))) => {
+            out.skipped.push(Skipped {
+                what: "node mesh BFD".into(),
+                why: format!("node_mesh_bfd.{field}: {m}; the mesh runs without BFD"),
+            });
+            None
+        }
+    };
 
     // RFC 8950 in the mesh: the IPv6 sessions' families, and whether they
     // carry IPv4 (then no IPv4 session between nodes with IPv6).
@@ -163,7 +144,7 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
                 p.families = f.clone();
             }
             // RFC 4456 §6: a reflector's clients are the non-reflectors.
-            p.route_reflector_client = i_reflect && !it_reflects && asn == me.asn;
+            p.rr_client = i_reflect && !it_reflects && asn == me.asn;
             p.next_hop = if asn == me.asn {
                 NextHopMode::Keep
             } else {
@@ -173,7 +154,7 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             // sends several paths, the client takes them (its FIB gets the
             // ECMP set when bgp.max_paths allows).
             if let Some(mode) = rr_add_path {
-                if p.route_reflector_client {
+                if p.rr_client {
                     p.add_path.send = p.families.iter().map(|f| (*f, mode)).collect();
                 } else if it_reflects && !i_reflect && asn == me.asn {
                     p.add_path.receive = p.families.clone();
@@ -245,9 +226,10 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
             p.add_path.receive = p.families.clone();
         }
         p.graceful_restart = match r.restart_time {
-            Some(t) => Some(GracefulRestart {
+            Some(t) => Some(GracefulRestartSettings {
                 restart_time: t,
                 long_lived_stale_time: None,
+                notification: !matches!(me.graceful_restart, Some(g) if !g.notification),
             }),
             None => me.graceful_restart,
         };
@@ -260,15 +242,17 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
         }
         // As for the mesh: a key file this node cannot read turns BFD off
         // for the peer, not the peer off.
-        let mut bfd = r.bfd.clone();
-        if let Some(Err((field, m))) = bfd.as_mut().map(|b| b.load()) {
-            out.skipped.push(Skipped {
-                what: format!("peer {} BFD", r.name),
-                why: format!("bfd.{field}: {m}; the session runs without BFD"),
-            });
-            bfd = None;
-        }
-        p.bfd = bfd;
+        p.bfd = match r.bfd.as_ref().map(|b| b.load()) {
+            None => None,
+            Some(Ok(b)) => Some(b),
+            Some(Err((field, m))) => {
+                out.skipped.push(Skipped {
+                    what: format!("peer {} BFD", r.name),
+                    why: format!("bfd.{field}: {m}; the session runs without BFD"),
+                });
+                None
+            }
+        };
         match (policy_of(&r.import), policy_of(&r.export)) {
             (Ok(i), Ok(e)) => {
                 p.import = i;
@@ -299,6 +283,7 @@ pub fn derive(me: &LocalNode, nodes: &[Node], cfg: &BgpConfig, records: &[BgpPee
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn node(name: &str, addrs: &[&str]) -> Node {
         Node {
@@ -315,9 +300,10 @@ mod tests {
             asn: 64512,
             rr_cluster_id: None,
             labels: BTreeMap::new(),
-            graceful_restart: Some(GracefulRestart {
+            graceful_restart: Some(GracefulRestartSettings {
                 restart_time: 120,
                 long_lived_stale_time: None,
+                notification: true,
             }),
         }
     }
@@ -396,12 +382,12 @@ mod tests {
         });
         let set = derive(&me_a, &nodes, &cfg, std::slice::from_ref(&tor));
         assert_eq!(
-            set.peers[&ip("10.0.0.2")].bfd.as_ref().unwrap().min_rx_ms,
-            300
+            set.peers[&ip("10.0.0.2")].bfd.as_ref().unwrap().min_rx,
+            Duration::from_millis(300)
         );
         assert_eq!(
-            set.peers[&ip("10.0.0.254")].bfd.as_ref().unwrap().min_rx_ms,
-            100
+            set.peers[&ip("10.0.0.254")].bfd.as_ref().unwrap().min_rx,
+            Duration::from_millis(100)
         );
         // A record with timers out of range is skipped, and says why.
         tor.bfd = Some(crate::config::Bfd {
@@ -425,7 +411,6 @@ mod tests {
                     kind: BfdAuthType::MeticulousKeyedSha1,
                     key_id: 2,
                     secret_file: file,
-                    key: None,
                 }),
                 ..Default::default()
             })
@@ -440,8 +425,8 @@ mod tests {
         tor.bfd = auth(key.clone());
         let set = derive(&me_a, &nodes, &cfg, std::slice::from_ref(&tor));
         for addr in ["10.0.0.2", "10.0.0.254"] {
-            let s = set.peers[&ip(addr)].bfd.as_ref().unwrap().settings();
-            let k = s.auth.expect("key loaded");
+            let s = set.peers[&ip(addr)].bfd.as_ref().unwrap();
+            let k = s.auth.as_ref().expect("key loaded");
             assert_eq!((k.key_id, k.secret.as_slice()), (2, &b"mesh-secret"[..]));
         }
         // A key file that cannot be read: the sessions run without BFD
@@ -554,12 +539,12 @@ mod tests {
             a.peers.keys().copied().collect::<Vec<_>>(),
             vec![ip("10.0.0.10")]
         );
-        assert!(!a.peers[&ip("10.0.0.10")].route_reflector_client);
+        assert!(!a.peers[&ip("10.0.0.10")].rr_client);
         let mut m = me("rr", &["10.0.0.10/24"]);
         m.rr_cluster_id = Some("1.1.1.1".parse().unwrap());
         let r = derive(&m, &nodes, &cfg, &[]);
         assert_eq!(r.peers.len(), 2);
-        assert!(r.peers.values().all(|p| p.route_reflector_client));
+        assert!(r.peers.values().all(|p| p.rr_client));
     }
 
     #[test]

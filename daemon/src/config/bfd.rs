@@ -1,6 +1,7 @@
 //! `bfd = { ... }`: BFD settings of a peer or of the mesh.
 
 use super::BfdAuth;
+use petrel_bgp::speaker::BfdSettings;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -9,6 +10,11 @@ use std::time::Duration;
 /// and `auth` (see [`BfdAuth`]) is off unless given.
 /// The same form is stored in datastore peer records and the cluster's
 /// BGP configuration (for the node mesh).
+///
+/// The speaker's [`BfdSettings`] is the other form of the same idea, and
+/// both stay: this one is what is written (milliseconds, and a key *file*,
+/// so a record in etcd never holds a secret), that one what runs (timers
+/// and the key itself), made by [`Bfd::load`] on the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Bfd {
@@ -57,28 +63,18 @@ impl Bfd {
         Ok(())
     }
 
-    /// [`Bfd::validate`], then reads the authentication key from its file:
-    /// what every configured peer goes through before it reaches the
-    /// speaker, so [`Bfd::settings`] finds the key loaded.
-    pub fn load(&mut self) -> Result<(), (&'static str, String)> {
+    /// [`Bfd::validate`], then the speaker's settings, with the
+    /// authentication key read from its file: what every configured peer
+    /// goes through before it reaches the speaker. The key is read here,
+    /// on the node, each time the peer is configured.
+    pub fn load(&self) -> Result<BfdSettings, (&'static str, String)> {
         self.validate()?;
-        match &mut self.auth {
-            Some(a) => a.load(),
-            None => Ok(()),
-        }
-    }
-
-    /// The speaker's settings. An `auth` whose key was not [`Bfd::load`]ed
-    /// runs without authentication, which the peer refuses (it expects the
-    /// A bit): a misuse shows as a session that never comes Up, not as a
-    /// silently unprotected one.
-    pub fn settings(&self) -> petrel_bgp::speaker::BfdSettings {
-        petrel_bgp::speaker::BfdSettings {
+        Ok(BfdSettings {
             min_rx: Duration::from_millis(self.min_rx_ms as u64),
             min_tx: Duration::from_millis(self.min_tx_ms as u64),
             multiplier: self.multiplier,
             multihop: self.multihop,
-            auth: self.auth.as_ref().and_then(|a| a.key.clone()),
-        }
+            auth: self.auth.as_ref().map(BfdAuth::load).transpose()?,
+        })
     }
 }

@@ -65,12 +65,9 @@ pub struct BfdAuth {
     pub kind: BfdAuthType,
     /// Auth Key ID (§4.4), which both ends must agree on.
     pub key_id: u8,
-    /// The file holding the shared key, 1 to 20 octets (§4.4).
+    /// The file holding the shared key, 1 to 20 octets (§4.4); the key
+    /// itself is never part of a record.
     pub secret_file: PathBuf,
-    /// The key read from `secret_file` by [`BfdAuth::load`]; never
-    /// serialized, so a record written back carries only the path.
-    #[serde(skip)]
-    pub key: Option<AuthKey>,
 }
 
 impl BfdAuth {
@@ -89,7 +86,7 @@ impl BfdAuth {
 
     /// Reads the key from `secret_file`. The error is `(field, message)`,
     /// the field relative to `bfd`.
-    pub fn load(&mut self) -> Result<(), (&'static str, String)> {
+    pub fn load(&self) -> Result<AuthKey, (&'static str, String)> {
         self.validate()?;
         let path = &self.secret_file;
         let mut secret = std::fs::read(path).map_err(|e| {
@@ -104,10 +101,8 @@ impl BfdAuth {
                 secret.pop();
             }
         }
-        let key = AuthKey::new(self.kind.kind(), self.key_id, secret)
-            .map_err(|e| ("auth.secret_file", format!("{}: {e}", path.display())))?;
-        self.key = Some(key);
-        Ok(())
+        AuthKey::new(self.kind.kind(), self.key_id, secret)
+            .map_err(|e| ("auth.secret_file", format!("{}: {e}", path.display())))
     }
 }
 
@@ -120,7 +115,6 @@ mod tests {
             kind: BfdAuthType::MeticulousKeyedSha1,
             key_id: 7,
             secret_file: file,
-            key: None,
         }
     }
 
@@ -129,9 +123,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("k");
         std::fs::write(&f, "s3cret\n").unwrap();
-        let mut a = auth(f);
-        a.load().unwrap();
-        let k = a.key.clone().unwrap();
+        let a = auth(f);
+        let k = a.load().unwrap();
         assert_eq!(
             (k.kind, k.key_id, k.secret.as_slice()),
             (AuthKind::MeticulousKeyedSha1, 7, &b"s3cret"[..])

@@ -1,8 +1,9 @@
 //! `[bgp]`: the speaker, its peers (see [`super::peer`]) and what it
 //! originates.
 
-use super::peer::{self, Peer, RawPeer};
+use super::peer::{self, RawPeer};
 use super::ConfigError;
+use petrel_bgp::speaker::{GracefulRestartSettings, PeerSettings};
 use petrel_bgp::wire::attr::{Community, LargeCommunity};
 use petrel_bgp::wire::family::Family;
 use petrel_bgp::wire::Prefix;
@@ -29,6 +30,13 @@ pub(super) struct RawGr {
     pub(super) restart_time: u16,
     #[serde(default)]
     pub(super) long_lived_stale_time: Option<u32>,
+    /// RFC 8538's N bit; on unless turned off.
+    #[serde(default = "yes")]
+    pub(super) notification: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,9 +63,10 @@ pub(super) struct RawOriginate {
 pub struct Bgp {
     pub listen: Vec<SocketAddr>,
     pub cluster_id: Option<Ipv4Addr>,
-    pub graceful_restart: Option<GracefulRestart>,
+    pub graceful_restart: Option<GracefulRestartSettings>,
     pub max_paths: usize,
-    pub peers: Vec<Peer>,
+    /// The peers as the speaker takes them, validated.
+    pub peers: Vec<PeerSettings>,
     pub originate: Vec<Originate>,
 }
 
@@ -85,34 +94,6 @@ pub fn families_by_name(names: &[String]) -> Result<Vec<Family>, String> {
             })
         })
         .collect()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GracefulRestart {
-    pub restart_time: u16,
-    pub long_lived_stale_time: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextHopMode {
-    /// Our own address on the session.
-    SelfAddr,
-    /// The next hop as received.
-    Keep,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MaxPrefixAction {
-    /// Send Cease / Maximum Number of Prefixes Reached and restart later.
-    Restart { after_secs: u64 },
-    /// Log and keep going.
-    Warn,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaxPrefix {
-    pub limit: u32,
-    pub action: MaxPrefixAction,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -228,7 +209,7 @@ pub(super) fn graceful_restart(
     g: Option<RawGr>,
     field: &str,
     bad: &dyn Fn(String, String) -> ConfigError,
-) -> Result<Option<GracefulRestart>, ConfigError> {
+) -> Result<Option<GracefulRestartSettings>, ConfigError> {
     match g {
         None => Ok(None),
         // RFC 4724 §3: the restart time is 12 bits.
@@ -240,9 +221,10 @@ pub(super) fn graceful_restart(
             format!("{field}.long_lived_stale_time"),
             "exceeds 16777215 seconds (RFC 9494 §2)".into(),
         )),
-        Some(g) => Ok(Some(GracefulRestart {
+        Some(g) => Ok(Some(GracefulRestartSettings {
             restart_time: g.restart_time,
             long_lived_stale_time: g.long_lived_stale_time,
+            notification: g.notification,
         })),
     }
 }

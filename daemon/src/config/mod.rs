@@ -28,15 +28,11 @@ pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9179";
 pub use add_path::describe as describe_add_path;
 pub use bfd::Bfd;
 pub use bfd_auth::{BfdAuth, BfdAuthType};
-pub use bgp::{
-    families_by_name, family_by_name, Bgp, GracefulRestart, MaxPrefix, MaxPrefixAction,
-    NextHopMode, Originate,
-};
+pub use bgp::{families_by_name, family_by_name, Bgp, Originate};
 pub use datastore::{Datastore, DEFAULT_IPAM_SOCKET};
 pub use fib::Fib;
 pub use node::Node;
 pub use ops::{Log, LogFormat, Metrics, Mtu, DEFAULT_MTU_FILE};
-pub use peer::Peer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -155,6 +151,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use petrel_bgp::rib::NextHopMode;
+    use petrel_bgp::speaker::MaxPrefixAction;
     use petrel_bgp::wire::family::Family;
     use std::time::Duration;
 
@@ -191,6 +189,32 @@ communities = ["64512:100", "no-export"]
 large_communities = ["4200000001:1:2"]
 "#;
 
+    /// RFC 8538's N bit is offered unless `notification = false`.
+    #[test]
+    fn graceful_restart_notification_defaults_on() {
+        let c = Config::parse("petreld.toml", GOOD).unwrap();
+        assert!(c.bgp.graceful_restart.unwrap().notification);
+        assert!(c.bgp.peers[0].graceful_restart.unwrap().notification);
+        let off = GOOD.replacen(
+            "graceful_restart = { restart_time = 120 }",
+            "graceful_restart = { restart_time = 120, notification = false }",
+            1,
+        );
+        let c = Config::parse("petreld.toml", &off).unwrap();
+        assert!(!c.bgp.graceful_restart.unwrap().notification);
+        let e = Config::parse(
+            "petreld.toml",
+            &GOOD.replacen(
+                "restart_time = 120 }",
+                "restart_time = 120, notification = 1 }",
+                1,
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("notification"), "{e}");
+    }
+
     #[test]
     fn bfd_per_peer_with_defaults_and_ranges() {
         let with = |bfd: &str| {
@@ -205,12 +229,11 @@ large_communities = ["4200000001:1:2"]
         let c = with("{ min_rx_ms = 100 }").unwrap();
         assert_eq!(c.bgp.peers[0].bfd, None);
         let b = c.bgp.peers[1].bfd.clone().unwrap();
+        let ms = Duration::from_millis;
         assert_eq!(
-            (b.min_rx_ms, b.min_tx_ms, b.multiplier, b.multihop),
-            (100, 300, 3, false)
+            (b.min_rx, b.min_tx, b.multiplier, b.multihop, b.auth),
+            (ms(100), ms(300), 3, false, None)
         );
-        let s = b.settings();
-        assert_eq!(s.min_rx, Duration::from_millis(100));
         let e = with("{ min_tx_ms = 5 }").unwrap_err().to_string();
         assert!(
             e.contains("bgp.peers[1].bfd.min_tx_ms") && e.contains("10..=60000"),
@@ -241,8 +264,8 @@ large_communities = ["4200000001:1:2"]
             key.display().to_string()
         );
         let c = with(&good).unwrap();
-        let s = c.bgp.peers[1].bfd.as_ref().unwrap().settings();
-        let k = s.auth.unwrap();
+        let s = c.bgp.peers[1].bfd.as_ref().unwrap();
+        let k = s.auth.as_ref().unwrap();
         assert_eq!(
             (k.kind, k.key_id, k.secret.as_slice()),
             (petrel_bgp::bfd::AuthKind::KeyedSha1, 3, &b"s3cret"[..])
@@ -291,10 +314,7 @@ large_communities = ["4200000001:1:2"]
         assert!(c.bgp.peers[0].add_path.is_empty());
         assert_eq!(
             c.bgp.peers[0].max_prefix,
-            Some(MaxPrefix {
-                limit: 1000,
-                action: MaxPrefixAction::Restart { after_secs: 30 }
-            })
+            Some((1000, MaxPrefixAction::Restart(Duration::from_secs(30))))
         );
         assert_eq!(c.bgp.originate[0].prefix.to_string(), "10.10.1.0/24");
     }
@@ -366,7 +386,7 @@ large_communities = ["4200000001:1:2"]
                 table: 254,
                 route_mtu: None,
                 sweep_after: 120,
-                nexthop_objects: false,
+                nexthop_objects: true,
             }
         );
         let c = Config::parse(
@@ -384,10 +404,10 @@ large_communities = ["4200000001:1:2"]
         assert!(e.starts_with("f.toml: fib.protocol: 2 is reserved"), "{e}");
         let c = Config::parse(
             "f.toml",
-            &format!("{GOOD}\n[fib]\nnexthop_objects = \"auto\"\n"),
+            &format!("{GOOD}\n[fib]\nnexthop_objects = \"off\"\n"),
         )
         .unwrap();
-        assert!(c.fib.nexthop_objects);
+        assert!(!c.fib.nexthop_objects);
         let e = Config::parse(
             "f.toml",
             &format!("{GOOD}\n[fib]\nnexthop_objects = \"on\"\n"),

@@ -1,10 +1,15 @@
-//! `[[bgp.peers]]`: one peer, validated, and as the speaker takes it.
+//! `[[bgp.peers]]`: one peer, validated into the speaker's own
+//! [`PeerSettings`]. There is no configuration-side peer type: what the
+//! file says, the speaker runs, and the daemon's intent diffs exactly what
+//! it hands the speaker. Where a peer came from (the file or the cluster)
+//! is the intent's to know; a BFD key file is read here and only its key
+//! goes on.
 
-use super::bgp::{GracefulRestart, MaxPrefix, MaxPrefixAction, NextHopMode, RawGr, RawMaxPrefix};
+use super::bgp::{RawGr, RawMaxPrefix};
 use super::{add_path, Bfd, ConfigError};
 use petrel_bgp::policy::{Policy, Rule};
-use petrel_bgp::rib;
-use petrel_bgp::speaker::{self, PeerSettings};
+use petrel_bgp::rib::NextHopMode;
+use petrel_bgp::speaker::{MaxPrefixAction, PeerSettings};
 use petrel_bgp::wire::family::Family;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -42,46 +47,15 @@ pub(super) struct RawPeer {
     pub(super) export: Vec<toml::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Peer {
-    pub address: IpAddr,
-    pub asn: u32,
-    pub port: u16,
-    pub local_address: Option<IpAddr>,
-    /// Source port of our connections; 0 lets the kernel choose.
-    pub local_port: u16,
-    /// The AS this session speaks as, instead of node.asn.
-    pub local_as: Option<u32>,
-    /// Accept routes whose AS path holds our AS up to this many times.
-    pub allow_own_as: u8,
-    pub password: Option<String>,
-    pub passive: bool,
-    pub hold_time: u16,
-    pub keepalive: Option<u16>,
-    pub ttl_security: Option<u8>,
-    pub next_hop: NextHopMode,
-    pub route_reflector_client: bool,
-    /// Advertise only routes this node originates.
-    pub local_routes_only: bool,
-    pub families: Vec<Family>,
-    /// RFC 7911: several paths per prefix, per family.
-    pub add_path: petrel_bgp::rib::AddPathConfig,
-    pub graceful_restart: Option<GracefulRestart>,
-    pub max_prefix: Option<MaxPrefix>,
-    pub import: Policy,
-    pub export: Policy,
-    pub bfd: Option<Bfd>,
-}
-
 /// Validates `bgp.peers[i]`; `earlier` are the peers before it (an
 /// address may appear once). `node_asn` tells iBGP from eBGP.
 pub(super) fn parse(
     i: usize,
     p: RawPeer,
     node_asn: u32,
-    earlier: &[Peer],
+    earlier: &[PeerSettings],
     bad: &dyn Fn(String, String) -> ConfigError,
-) -> Result<Peer, ConfigError> {
+) -> Result<PeerSettings, ConfigError> {
     let f = |name: &str| format!("bgp.peers[{i}].{name}");
     let address: IpAddr = p.address.parse().map_err(|_| {
         bad(
@@ -186,13 +160,13 @@ pub(super) fn parse(
         Some(v) => v
             .iter()
             .enumerate()
-            .map(|(j, s)| match s.as_str() {
-                "ipv4-unicast" => Ok(Family::IPV4_UNICAST),
-                "ipv6-unicast" => Ok(Family::IPV6_UNICAST),
-                _ => Err(bad(
-                    format!("bgp.peers[{i}].families[{j}]"),
-                    format!("{s:?}: allowed values are \"ipv4-unicast\" and \"ipv6-unicast\""),
-                )),
+            .map(|(j, s)| {
+                super::family_by_name(s).ok_or_else(|| {
+                    bad(
+                        format!("bgp.peers[{i}].families[{j}]"),
+                        format!("{s:?}: allowed values are \"ipv4-unicast\" and \"ipv6-unicast\""),
+                    )
+                })
             })
             .collect::<Result<_, _>>()?,
     };
@@ -205,9 +179,9 @@ pub(super) fn parse(
         None => None,
         Some(m) => {
             let action = match m.action.as_deref() {
-                None | Some("restart") => MaxPrefixAction::Restart {
-                    after_secs: m.restart_after.unwrap_or(60),
-                },
+                None | Some("restart") => {
+                    MaxPrefixAction::Restart(Duration::from_secs(m.restart_after.unwrap_or(60)))
+                }
                 Some("warn") => MaxPrefixAction::Warn,
                 Some(o) => {
                     return Err(bad(
@@ -219,10 +193,7 @@ pub(super) fn parse(
             if m.limit == 0 {
                 return Err(bad(f("max_prefix.limit"), "must be at least 1".into()));
             }
-            Some(MaxPrefix {
-                limit: m.limit,
-                action,
-            })
+            Some((m.limit, action))
         }
     };
     let policy = |v: Vec<toml::Value>, name: &str| -> Result<Policy, ConfigError> {
@@ -235,12 +206,12 @@ pub(super) fn parse(
     };
     let import = policy(p.import, "import")?;
     let export = policy(p.export, "export")?;
-    let mut bfd = p.bfd;
-    if let Some(b) = &mut bfd {
-        b.load()
-            .map_err(|(field, m)| bad(f(&format!("bfd.{field}")), m))?;
-    }
-    Ok(Peer {
+    let bfd = p
+        .bfd
+        .map(|b| b.load())
+        .transpose()
+        .map_err(|(field, m)| bad(f(&format!("bfd.{field}")), m))?;
+    Ok(PeerSettings {
         address,
         asn: p.asn,
         port: p.port.unwrap_or(179),
@@ -254,7 +225,7 @@ pub(super) fn parse(
         keepalive: p.keepalive,
         ttl_security: p.ttl_security,
         next_hop,
-        route_reflector_client: p.route_reflector_client,
+        rr_client: p.route_reflector_client,
         local_routes_only: p.local_routes_only,
         families,
         add_path,
@@ -268,50 +239,4 @@ pub(super) fn parse(
         export,
         bfd,
     })
-}
-
-impl Peer {
-    /// The speaker's settings for this peer.
-    pub fn settings(&self) -> PeerSettings {
-        let mut p = PeerSettings::new(self.address, self.asn);
-        p.port = self.port;
-        p.local_address = self.local_address;
-        p.local_port = self.local_port;
-        p.local_as = self.local_as;
-        p.allow_own_as = self.allow_own_as;
-        p.password = self.password.clone();
-        p.passive = self.passive;
-        p.hold_time = self.hold_time;
-        p.keepalive = self.keepalive;
-        p.ttl_security = self.ttl_security;
-        p.next_hop = match self.next_hop {
-            NextHopMode::SelfAddr => rib::NextHopMode::SelfAddr,
-            NextHopMode::Keep => rib::NextHopMode::Keep,
-        };
-        p.rr_client = self.route_reflector_client;
-        p.local_routes_only = self.local_routes_only;
-        p.families = self.families.clone();
-        p.add_path = self.add_path.clone();
-        p.graceful_restart = self
-            .graceful_restart
-            .map(|g| speaker::GracefulRestartSettings {
-                restart_time: g.restart_time,
-                long_lived_stale_time: g.long_lived_stale_time,
-            });
-        p.max_prefix = self.max_prefix.map(|m| {
-            (
-                m.limit,
-                match m.action {
-                    MaxPrefixAction::Warn => speaker::MaxPrefixAction::Warn,
-                    MaxPrefixAction::Restart { after_secs } => {
-                        speaker::MaxPrefixAction::Restart(Duration::from_secs(after_secs))
-                    }
-                },
-            )
-        });
-        p.import = self.import.clone();
-        p.export = self.export.clone();
-        p.bfd = self.bfd.as_ref().map(super::Bfd::settings);
-        p
-    }
 }

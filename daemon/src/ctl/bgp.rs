@@ -149,7 +149,6 @@ impl PeerBfdArgs {
                         kind,
                         key_id,
                         secret_file: file.clone(),
-                        key: None,
                     }),
                     // clap's `requires` allows no other combination.
                     _ => None,
@@ -185,7 +184,6 @@ fn mesh_bfd_auth(a: &ConfigArgs) -> anyhow::Result<Option<Option<crate::config::
         kind,
         key_id,
         secret_file: file.clone(),
-        key: None,
     })))
 }
 

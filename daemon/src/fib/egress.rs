@@ -159,6 +159,7 @@ mod tests {
             name: format!("if{ifindex}"),
             mtu,
             up: true,
+            carrier: true,
         }
     }
 

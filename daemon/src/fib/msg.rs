@@ -83,6 +83,8 @@ const AF_UNSPEC: u8 = 0;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFF_UP: u32 = 1;
+const IFF_RUNNING: u32 = 0x40;
+const IFF_LOWER_UP: u32 = 0x1_0000;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 /// All 32 flag bits; the header's `ifa_flags` holds only the low 8.
@@ -701,6 +703,17 @@ pub struct LinkInfo {
     pub mtu: u32,
     /// IFF_UP (administratively up).
     pub up: bool,
+    /// IFF_LOWER_UP or IFF_RUNNING: the link has carrier. Without either,
+    /// the kernel flushes the link's nexthop objects and the routes using
+    /// them (nexthop.c, NETDEV_CHANGE), silently, as for a link set down.
+    pub carrier: bool,
+}
+
+impl LinkInfo {
+    /// Up with carrier: routes over the link can be installed and stay.
+    pub fn usable(&self) -> bool {
+        self.up && self.carrier
+    }
 }
 
 pub fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
@@ -710,6 +723,7 @@ pub fn parse_link(payload: &[u8]) -> Option<LinkInfo> {
         name: String::new(),
         mtu: 0,
         up: u32::from_ne_bytes(h[8..12].try_into().ok()?) & IFF_UP != 0,
+        carrier: u32::from_ne_bytes(h[8..12].try_into().ok()?) & (IFF_RUNNING | IFF_LOWER_UP) != 0,
     };
     for (ty, data) in attrs(&payload[16..]) {
         match ty {
@@ -759,6 +773,24 @@ pub fn parse_addr(payload: &[u8]) -> Option<AddrInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ifinfomsg's flags give admin state and
+    /// carrier; a link without IFF_LOWER_UP and IFF_RUNNING is not usable.
+    #[test]
+    fn link_flags_give_admin_state_and_carrier() {
+        let msg = |flags: u32| {
+            let mut m = vec![0u8; 16];
+            m[4..8].copy_from_slice(&3u32.to_ne_bytes());
+            m[8..12].copy_from_slice(&flags.to_ne_bytes());
+            m
+        };
+        let l = parse_link(&msg(IFF_UP | IFF_RUNNING | IFF_LOWER_UP)).unwrap();
+        assert!(l.up && l.carrier && l.usable());
+        let l = parse_link(&msg(IFF_UP)).unwrap(); // NO-CARRIER
+        assert!(l.up && !l.carrier && !l.usable());
+        let l = parse_link(&msg(IFF_LOWER_UP)).unwrap();
+        assert!(!l.up && !l.usable());
+    }
 
     fn p(s: &str) -> Prefix {
         s.parse().unwrap()

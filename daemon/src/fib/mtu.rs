@@ -319,6 +319,7 @@ mod tests {
             name: name.into(),
             mtu,
             up,
+            carrier: up,
         }
     }
 

@@ -8,6 +8,7 @@
 //! channel is bounded: a full command channel makes the sender wait, which
 //! is the back-pressure the speaker's Loc-RIB stream already has.
 
+use super::msg::LinkInfo;
 use super::{Event, Fib, FibConfig, FibCounters, Held, Monitor};
 use crate::control::FibRow;
 use crate::health::Health;
@@ -263,6 +264,22 @@ async fn run(
                 }
                 Some(Command::Converged) if !swept => {
                     swept = true;
+                    // The speaker sends its Loc-RIB batches before it reports
+                    // convergence, so all of them are queued by now; applied
+                    // first, or `select!` may sweep re-learned routes still
+                    // waiting here as stale, and they go missing from the
+                    // kernel until re-installed (petrel-bench --scenario
+                    // restart saw 3,494 of 90k).
+                    let mut pending = Vec::new();
+                    while let Ok(more) = loc_rib.try_recv() {
+                        pending.extend(more);
+                    }
+                    if !pending.is_empty() {
+                        match fib.apply(&pending) {
+                            Ok(report) => log_report(&report),
+                            Err(e) => error!(error = %e, "netlink socket failed"),
+                        }
+                    }
                     match fib.sweep_stale() {
                         Ok(r) => info!(removed = r.removed, "converged: stale kernel routes of a previous run swept"),
                         Err(e) => warn!(error = %e, "sweep of stale kernel routes failed"),
@@ -277,15 +294,16 @@ async fn run(
                     let (mut relink, mut retry) = (false, false);
                     for ev in &events {
                         match ev {
-                            // A known link coming (back) up, or a new
-                            // address where our next hops are: routes the
-                            // kernel flushed come back. Any new address
-                            // may make a refused next hop reachable. (Not
-                            // a full re-install per address: each new pod's
-                            // veth brings an IPv6 link-local one.)
+                            // A known link coming (back) up, or getting its
+                            // carrier back (nexthop objects go with the
+                            // carrier), or a new address where our next
+                            // hops are: routes the kernel flushed come
+                            // back. Any new address may make a refused next
+                            // hop reachable. (Not a full re-install per
+                            // address: each new pod's veth brings an IPv6
+                            // link-local one.)
                             Event::Link { deleted: false, link } => {
-                                let was = links_up.insert(link.ifindex, link.up);
-                                relink |= link.up && was == Some(false);
+                                relink |= link_came_back(&mut links_up, link);
                             }
                             Event::Link { deleted: true, link } => {
                                 links_up.remove(&link.ifindex);
@@ -433,5 +451,35 @@ async fn count_only(
                 None => return,
             },
         }
+    }
+}
+
+/// Records `link`'s state; true when it became usable (up with carrier)
+/// after being seen unusable: the kernel flushed what went over it.
+fn link_came_back(links: &mut HashMap<u32, bool>, link: &LinkInfo) -> bool {
+    let was = links.insert(link.ifindex, link.usable());
+    link.usable() && was == Some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_comes_back_with_its_carrier_or_its_admin_state() {
+        let link = |up, carrier| LinkInfo {
+            ifindex: 7,
+            name: "eth0".into(),
+            mtu: 1500,
+            up,
+            carrier,
+        };
+        let mut m = HashMap::new();
+        assert!(!link_came_back(&mut m, &link(true, true)), "first sight");
+        assert!(!link_came_back(&mut m, &link(true, false)), "carrier lost");
+        assert!(link_came_back(&mut m, &link(true, true)), "carrier back");
+        assert!(!link_came_back(&mut m, &link(false, true)), "set down");
+        assert!(link_came_back(&mut m, &link(true, true)), "set up");
+        assert!(!link_came_back(&mut m, &link(true, true)), "no change");
     }
 }

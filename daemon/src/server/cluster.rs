@@ -68,7 +68,7 @@ pub(super) struct ClusterStart {
     pub(super) node: config::Node,
     pub(super) addresses: Vec<ipnet::IpNet>,
     pub(super) rr_cluster_id: Option<std::net::Ipv4Addr>,
-    pub(super) graceful_restart: Option<config::GracefulRestart>,
+    pub(super) graceful_restart: Option<petrel_bgp::speaker::GracefulRestartSettings>,
     pub(super) health: Arc<Health>,
     pub(super) view: crate::cluster::SharedView,
 }

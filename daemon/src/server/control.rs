@@ -2,9 +2,10 @@
 //! the running daemon (the protocol is [`crate::control`]).
 
 use super::Running;
-use crate::config::{self, NextHopMode};
+use crate::config;
 use crate::control::{self, PeerRow, Request, Response, RouteRow, Status};
 use crate::intent::Source;
+use petrel_bgp::rib::NextHopMode;
 use petrel_bgp::speaker::{self, PeerSnapshot};
 use petrel_bgp::wire::Prefix;
 use std::net::IpAddr;
@@ -165,9 +166,11 @@ async fn handle(st: &tokio::sync::Mutex<Running>, req: Request) -> Response {
                 next_hop: match c.next_hop {
                     NextHopMode::SelfAddr => "self",
                     NextHopMode::Keep => "keep",
+                    // Configured peers have theirs resolved at parse.
+                    NextHopMode::Auto => "auto",
                 }
                 .into(),
-                route_reflector_client: c.route_reflector_client,
+                route_reflector_client: c.rr_client,
                 families: c.families.iter().map(|f| f.to_string()).collect(),
                 graceful_restart_time: c.graceful_restart.map(|g| g.restart_time),
                 add_path: config::describe_add_path(&c.add_path),

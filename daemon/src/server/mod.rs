@@ -13,7 +13,7 @@ mod signals;
 use crate::config::{self, Config};
 use crate::intent::{Intent, Source};
 use cluster::ClusterStart;
-use petrel_bgp::speaker::{self, Speaker, SpeakerConfig};
+use petrel_bgp::speaker::{Speaker, SpeakerConfig};
 use petrel_bgp::wire::attr::{Origin, PathAttributes, RareAttributes};
 use petrel_bgp::wire::Prefix;
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,13 +72,7 @@ fn speaker_config(cfg: &Config) -> SpeakerConfig {
         router_id: cfg.node.router_id,
         cluster_id: cfg.bgp.cluster_id,
         listen: cfg.bgp.listen.clone(),
-        graceful_restart: cfg
-            .bgp
-            .graceful_restart
-            .map(|g| speaker::GracefulRestartSettings {
-                restart_time: g.restart_time,
-                long_lived_stale_time: g.long_lived_stale_time,
-            }),
+        graceful_restart: cfg.bgp.graceful_restart,
         max_paths: cfg.bgp.max_paths,
         bfd: Default::default(),
     }

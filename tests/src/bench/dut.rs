@@ -17,6 +17,9 @@ use std::net::IpAddr;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Petreld,
+    /// petreld with `[fib] nexthop_objects = "off"`: every route carries
+    /// its next hop (to compare the two FIB paths side by side).
+    PetreldClassic,
     Bird,
     Frr,
     Gobgp,
@@ -26,15 +29,17 @@ impl Kind {
     pub fn parse(s: &str) -> Result<Kind> {
         Ok(match s {
             "petreld" | "petrel" => Kind::Petreld,
+            "petreld-classic" => Kind::PetreldClassic,
             "bird" => Kind::Bird,
             "frr" => Kind::Frr,
             "gobgp" | "gobgpd" => Kind::Gobgp,
-            _ => bail!("unknown DUT {s:?} (petreld, bird, frr, gobgp)"),
+            _ => bail!("unknown DUT {s:?} (petreld, petreld-classic, bird, frr, gobgp)"),
         })
     }
     pub fn name(self) -> &'static str {
         match self {
             Kind::Petreld => "petreld",
+            Kind::PetreldClassic => "petreld-classic",
             Kind::Bird => "bird",
             Kind::Frr => "frr",
             Kind::Gobgp => "gobgp",
@@ -43,11 +48,15 @@ impl Kind {
     /// Programs it needs on this machine.
     pub fn programs(self) -> &'static [&'static str] {
         match self {
-            Kind::Petreld => &[],
+            Kind::Petreld | Kind::PetreldClassic => &[],
             Kind::Bird => &["bird", "birdc"],
             Kind::Frr => &["/usr/lib/frr/bgpd", "/usr/lib/frr/zebra", "vtysh"],
             Kind::Gobgp => &["gobgpd", "gobgp", "python3"],
         }
+    }
+    /// petreld in either FIB mode.
+    pub fn is_petreld(self) -> bool {
+        matches!(self, Kind::Petreld | Kind::PetreldClassic)
     }
 }
 
@@ -59,7 +68,20 @@ pub struct Layout {
     pub v6: bool,
     /// (address, ASN) of each injector.
     pub injectors: Vec<(IpAddr, u32)>,
-    pub monitor: (IpAddr, u32),
+    /// The monitor peer; the failover scenarios run without one (a
+    /// restarting DUT would wait for it too).
+    pub monitor: Option<(IpAddr, u32)>,
+    /// Hold time on the injector sessions (failover scenarios: 9 s, the
+    /// fallback when nothing else notices a dead peer); else the DUT's
+    /// default.
+    pub hold: Option<u16>,
+    /// Graceful restart with this restart time, each DUT set to keep its
+    /// kernel routes across a crash and sweep the stale ones after (see
+    /// docs/benchmarks.md, "Failover and restart"): petreld's
+    /// `graceful_restart`; BIRD's `graceful restart` in BGP and kernel
+    /// protocols (and `-R` on the restart, [`Dut::restart`]); FRR's
+    /// `bgp graceful-restart` with `preserve-fw-state` and zebra's `-K`.
+    pub graceful_restart: Option<u16>,
     /// BFD at 300 ms × 3 on every injector session (petreld only; the
     /// endpoint is a BIRD in the injectors' namespace, see
     /// [`bfd_endpoint_conf`]).
@@ -180,12 +202,18 @@ pub fn petreld_toml(l: &Layout, socket: &str) -> String {
         l.asn,
         if l.v6 { "[::]" } else { "0.0.0.0" }
     );
+    if let Some(t) = l.graceful_restart {
+        let _ = writeln!(c, "graceful_restart = {{ restart_time = {t} }}");
+    }
     let fam = format!("{}-unicast", family(l.v6));
-    let bfd = if l.bfd {
-        "bfd = { min_rx_ms = 300, min_tx_ms = 300, multiplier = 3 }\n"
+    let mut bfd = if l.bfd {
+        "bfd = { min_rx_ms = 300, min_tx_ms = 300, multiplier = 3 }\n".to_string()
     } else {
-        ""
+        String::new()
     };
+    if let Some(h) = l.hold {
+        let _ = writeln!(bfd, "hold_time = {h}");
+    }
     for (addr, asn) in &l.injectors {
         let _ = writeln!(
             c,
@@ -193,34 +221,58 @@ pub fn petreld_toml(l: &Layout, socket: &str) -> String {
              {bfd}[[bgp.peers.export]]\naction = \"reject\""
         );
     }
-    let (addr, asn) = l.monitor;
-    let _ = writeln!(
-        c,
-        "\n[[bgp.peers]]\naddress = \"{addr}\"\nasn = {asn}\npassive = true\nfamilies = [\"{fam}\"]"
-    );
+    if let Some((addr, asn)) = l.monitor {
+        let _ = writeln!(
+            c,
+            "\n[[bgp.peers]]\naddress = \"{addr}\"\nasn = {asn}\npassive = true\nfamilies = [\"{fam}\"]"
+        );
+    }
     c
 }
 
 pub fn bird_conf(l: &Layout) -> String {
     let f = family(l.v6);
+    // Graceful restart: the kernel protocol waits for the recovery's end
+    // before it prunes routes it did not export (BIRD started with -R).
+    let (gr_global, gr_kernel, gr_bgp) = match l.graceful_restart {
+        Some(t) => (
+            format!("graceful restart wait {t};\n"),
+            " graceful restart on;",
+            format!(" graceful restart on; graceful restart time {t};"),
+        ),
+        None => (String::new(), "", String::new()),
+    };
+    // The failover scenarios (a hold time set): `check link` ends a
+    // direct session when its interface loses carrier (BIRD's own
+    // link-down detection, stated rather than left to the default).
+    let inj_opts = l
+        .hold
+        .map(|h| format!(" hold time {h}; check link on;"))
+        .unwrap_or_default();
     let mut c = format!(
-        "log stderr {{ warning, error, fatal, bug }};\nrouter id {};\n\
+        "log stderr {{ warning, error, fatal, bug }};\nrouter id {};\n{gr_global}\
          protocol device {{ scan time 10; }}\n\
-         protocol kernel {{ {f} {{ import none; export where source = RTS_BGP; }}; learn off; merge paths off; }}\n",
+         protocol kernel {{ {f} {{ import none; export where source = RTS_BGP; }}; learn off; merge paths off;{gr_kernel} }}\n",
         l.router_id
     );
-    let peer = |c: &mut String, name: &str, (addr, asn): (IpAddr, u32), export: &str| {
+    let peer = |c: &mut String,
+                name: &str,
+                (addr, asn): (IpAddr, u32),
+                export: &str,
+                opts: &str| {
         let _ = writeln!(
             c,
-            "protocol bgp {name} {{ local as {}; neighbor {addr} as {asn}; passive on; \
+            "protocol bgp {name} {{ local as {}; neighbor {addr} as {asn}; passive on;{opts}{gr_bgp} \
              {f} {{ import all; export {export}; }}; }}",
             l.asn
         );
     };
     for (k, p) in l.injectors.iter().enumerate() {
-        peer(&mut c, &format!("inj{k}"), *p, "none");
+        peer(&mut c, &format!("inj{k}"), *p, "none", &inj_opts);
     }
-    peer(&mut c, "mon", l.monitor, "all");
+    if let Some(m) = l.monitor {
+        peer(&mut c, "mon", m, "all", "");
+    }
     c
 }
 
@@ -230,12 +282,26 @@ pub fn frr_conf(l: &Layout) -> String {
          no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n",
         l.asn, l.router_id
     );
-    let all: Vec<(IpAddr, u32)> = l.injectors.iter().copied().chain([l.monitor]).collect();
+    // fast-external-failover (on by default) ends a directly connected
+    // eBGP session when zebra reports its interface down.
+    if let Some(t) = l.graceful_restart {
+        let _ = writeln!(
+            c,
+            " bgp graceful-restart\n bgp graceful-restart preserve-fw-state\n \
+             bgp graceful-restart restart-time {t}"
+        );
+    }
+    let all: Vec<(IpAddr, u32)> = l.injectors.iter().copied().chain(l.monitor).collect();
     for (addr, asn) in &all {
         let _ = writeln!(
             c,
             " neighbor {addr} remote-as {asn}\n neighbor {addr} passive"
         );
+    }
+    if let Some(h) = l.hold {
+        for (addr, _) in &l.injectors {
+            let _ = writeln!(c, " neighbor {addr} timers {} {h}", h / 3);
+        }
     }
     let _ = writeln!(
         c,
@@ -261,7 +327,7 @@ pub fn gobgp_toml(l: &Layout) -> String {
         .injectors
         .iter()
         .map(|(a, n)| (*a, *n, false))
-        .chain([(l.monitor.0, l.monitor.1, true)])
+        .chain(l.monitor.map(|(a, n)| (a, n, true)))
         .collect();
     for (addr, asn, export) in all {
         let _ = writeln!(
@@ -320,19 +386,37 @@ pub struct Dut {
 
 impl Dut {
     pub fn start(kind: Kind, lab: &Lab, ns: &Netns, l: &Layout) -> Result<Dut> {
+        Self::start_with(kind, lab, ns, l, false)
+    }
+
+    /// Starts the DUT again after [`Dut::crash`], recovering as a
+    /// restarting speaker: BIRD with `-R`; FRR's zebra keeps the previous
+    /// run's kernel routes for `-K` seconds (given at every start with
+    /// graceful restart); petreld always keeps its routes and sweeps the
+    /// stale ones after End-of-RIB.
+    pub fn restart(kind: Kind, lab: &Lab, ns: &Netns, l: &Layout) -> Result<Dut> {
+        Self::start_with(kind, lab, ns, l, true)
+    }
+
+    fn start_with(kind: Kind, lab: &Lab, ns: &Netns, l: &Layout, recovering: bool) -> Result<Dut> {
         let dir = lab.subdir(&format!("dut-{}", kind.name()))?;
         let log = |n: &str| dir.join(format!("{n}.log"));
         let mut daemons = Vec::new();
         let mut ctl_socket = None;
         match kind {
-            Kind::Petreld => {
+            Kind::Petreld | Kind::PetreldClassic => {
                 let sock = dir.join("petreld.sock").to_string_lossy().into_owned();
                 ctl_socket = Some(sock.clone());
                 let conf = dir.join("petreld.toml");
-                let toml = match l.reflector {
+                let mut toml = match l.reflector {
                     Some(r) => petreld_rr_toml(l, r, &sock),
                     None => petreld_toml(l, &sock),
                 };
+                // A reflector has its FIB off (its own `[fib]` table), so
+                // the classic FIB path changes nothing there.
+                if kind == Kind::PetreldClassic && l.reflector.is_none() {
+                    toml += "\n[fib]\nnexthop_objects = \"off\"\n";
+                }
                 std::fs::write(&conf, toml)?;
                 let bin = petrel_tests::bin("petreld")?;
                 let d = Daemon::spawn(
@@ -363,15 +447,12 @@ impl Dut {
                 };
                 std::fs::write(&conf, text)?;
                 let sock = dir.join("bird.ctl").to_string_lossy().into_owned();
-                let d = Daemon::spawn(
-                    lab,
-                    ns,
-                    "bird",
-                    &log("bird"),
-                    "bird",
-                    &["-f", "-c", &conf.to_string_lossy(), "-s", &sock],
-                    &[],
-                )?;
+                let conf = conf.to_string_lossy();
+                let mut args = vec!["-f", "-c", &conf, "-s", &sock];
+                if recovering {
+                    args.push("-R");
+                }
+                let d = Daemon::spawn(lab, ns, "bird", &log("bird"), "bird", &args, &[])?;
                 wait_until("birdc to answer", &[&d], || {
                     Ok(super::run("birdc", &["-s", &sock, "show status"])
                         .ok()
@@ -389,12 +470,15 @@ impl Dut {
                 };
                 std::fs::write(dir.join("bgpd.conf"), text)?;
                 super::run("chown", &["-R", "frr:frr", &dir.to_string_lossy()])?;
+                // A crashed zebra leaves its socket: wait for the new one.
+                let _ = std::fs::remove_file(run.join("zserv.api"));
+                let keep = l.graceful_restart.map(|t| t.to_string());
                 for which in ["zebra", "bgpd"] {
-                    // bgpd -n: no kernel install (the reflector's case).
-                    let extra: &[&str] = if which == "bgpd" && l.reflector.is_some() {
-                        &["-n"]
-                    } else {
-                        &[]
+                    let extra: Vec<&str> = match (&keep, which) {
+                        (Some(t), "zebra") => vec!["-K", t],
+                        // bgpd -n: no kernel install (the reflector's case).
+                        (_, "bgpd") if l.reflector.is_some() => vec!["-n"],
+                        _ => vec![],
                     };
                     let d = petrel_tests::lab::frr::spawn_daemon_with(
                         lab,
@@ -402,7 +486,7 @@ impl Dut {
                         &dir,
                         which,
                         &log(which),
-                        extra,
+                        &extra,
                     )?;
                     if which == "zebra" {
                         let api = run.join("zserv.api");
@@ -520,6 +604,12 @@ impl Dut {
     }
 
     pub fn stop(self) {
+        self.crash();
+    }
+
+    /// SIGKILL to every process of the DUT, as a crash: nothing is
+    /// cleaned up, its kernel routes stay.
+    pub fn crash(&self) {
         for d in self.daemons.iter().rev() {
             d.kill9();
         }
@@ -606,7 +696,7 @@ pub fn version(kind: Kind) -> String {
             .unwrap_or_else(|e| format!("? ({e})"))
     };
     match kind {
-        Kind::Petreld => {
+        Kind::Petreld | Kind::PetreldClassic => {
             let rev = first(
                 "git",
                 &[
@@ -641,8 +731,10 @@ mod tests {
                 ("10.0.0.11".parse().unwrap(), 4_200_000_101),
                 ("10.0.0.12".parse().unwrap(), 4_200_000_102),
             ],
-            monitor: ("10.1.0.2".parse().unwrap(), 4_200_000_200),
+            monitor: Some(("10.1.0.2".parse().unwrap(), 4_200_000_200)),
             bfd: false,
+            hold: None,
+            graceful_restart: None,
             reflector: None,
         }
     }

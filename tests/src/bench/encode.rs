@@ -32,12 +32,24 @@ pub fn keepalive() -> Vec<u8> {
 /// unicast (RFC 4760 §8) and 4-octet AS (RFC 6793 §3); AS_TRANS in
 /// My Autonomous System when the ASN needs 32 bits.
 pub fn open(asn: u32, router_id: [u8; 4], hold: u16) -> Vec<u8> {
-    open_with(asn, router_id, hold, false)
+    open_with(asn, router_id, hold, OpenOpts::default())
 }
 
-/// [`open`], and with `add_path_receive` the ADD-PATH capability (RFC 7911
-/// §4, code 69): IPv4 unicast, Send/Receive 1 (we receive).
-pub fn open_with(asn: u32, router_id: [u8; 4], hold: u16, add_path_receive: bool) -> Vec<u8> {
+/// Optional capabilities of our OPEN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOpts {
+    /// The graceful restart capability of a receiving speaker only (RFC
+    /// 4724 §3: no <AFI, SAFI> entries, R = 0), so that a restarting DUT
+    /// waits for our End-of-RIB before it sweeps (RFC 4724 §4.1).
+    pub gr_helper: bool,
+    /// The ADD-PATH capability (RFC 7911 §4, code 69): IPv4 unicast,
+    /// Send/Receive 1 (we receive).
+    pub add_path_receive: bool,
+}
+
+/// [`open`] with the capabilities `opts` asks for (graceful restart
+/// before ADD-PATH when both).
+pub fn open_with(asn: u32, router_id: [u8; 4], hold: u16, opts: OpenOpts) -> Vec<u8> {
     let my_as = if asn > 0xffff { 23456 } else { asn as u16 };
     let mut caps = Vec::new();
     for afi in [1u16, 2] {
@@ -47,7 +59,12 @@ pub fn open_with(asn: u32, router_id: [u8; 4], hold: u16, add_path_receive: bool
     }
     caps.extend_from_slice(&[65, 4]);
     caps.extend_from_slice(&asn.to_be_bytes());
-    if add_path_receive {
+    if opts.gr_helper {
+        // Restart Flags 0, Restart Time 120 s (never used: we never restart).
+        caps.extend_from_slice(&[64, 2]);
+        caps.extend_from_slice(&120u16.to_be_bytes());
+    }
+    if opts.add_path_receive {
         caps.extend_from_slice(&[69, 4, 0, 1, 1, 1]);
     }
     let mut b = vec![4];
@@ -84,6 +101,19 @@ pub fn open_sends_add_path_v4(body: &[u8]) -> Option<bool> {
         params = &rest[*len as usize..];
     }
     Some(sends)
+}
+
+/// End-of-RIB (RFC 4724 §2): for IPv4 unicast an UPDATE with no
+/// withdrawn routes and no attributes; for IPv6 unicast an empty
+/// MP_UNREACH_NLRI.
+pub fn end_of_rib(v6: bool) -> Vec<u8> {
+    if v6 {
+        let mut attrs = Vec::new();
+        attr(&mut attrs, 0x80, 15, &[0, 2, 1]);
+        update_v4(&attrs, &[])
+    } else {
+        message(2, &[0, 0, 0, 0])
+    }
 }
 
 fn attr(out: &mut Vec<u8>, flags: u8, code: u8, value: &[u8]) {
@@ -293,7 +323,6 @@ fn keys(mut nlri: &[u8], v6: bool, out: &mut Vec<u128>) -> Option<()> {
 }
 
 /// The key of a prefix as [`key`] makes it.
-#[cfg(test)]
 pub fn prefix_key(p: &Prefix) -> u128 {
     let n = (p.len() as usize).div_ceil(8);
     match p.addr() {
@@ -389,7 +418,11 @@ mod tests {
 
     #[test]
     fn add_path_receive_offered_and_send_recognised() {
-        let o = open_with(4_200_000_101, [10, 0, 0, 11], 180, true);
+        let ap = OpenOpts {
+            add_path_receive: true,
+            ..OpenOpts::default()
+        };
+        let o = open_with(4_200_000_101, [10, 0, 0, 11], 180, ap);
         assert_eq!(&o[o.len() - 6..], &[69, 4, 0, 1, 1, 1]);
         // Ours says receive (1): not a sender.
         assert_eq!(open_sends_add_path_v4(&o[19..]), Some(false));
@@ -400,6 +433,34 @@ mod tests {
         b[11] += 4;
         assert_eq!(open_sends_add_path_v4(&b), Some(true));
         assert_eq!(open_sends_add_path_v4(&b[..b.len() - 1]), None);
+    }
+
+    #[test]
+    fn end_of_rib_and_the_helper_capability() {
+        let ctx = CodecContext::four_octet();
+        for v6 in [false, true] {
+            let m = end_of_rib(v6);
+            let u = Update::decode(&ctx, &Bytes::copy_from_slice(&m[19..])).unwrap();
+            assert!(u.nlri.is_empty() && u.withdrawn.is_empty() && u.mp_reach.is_none());
+        }
+        assert_eq!(end_of_rib(false), message(2, &[0, 0, 0, 0]));
+        // The helper's OPEN is the plain one plus capability 64, length 2.
+        let helper = OpenOpts {
+            gr_helper: true,
+            ..OpenOpts::default()
+        };
+        let (a, b) = (open(65001, [1; 4], 9), open_with(65001, [1; 4], 9, helper));
+        assert_eq!(b.len(), a.len() + 4);
+        assert_eq!(&b[b.len() - 4..], &[64, 2, 0, 120]);
+        // Both: graceful restart, then ADD-PATH.
+        let both = OpenOpts {
+            gr_helper: true,
+            add_path_receive: true,
+        };
+        let c = open_with(65001, [1; 4], 9, both);
+        assert_eq!(c.len(), a.len() + 10);
+        assert_eq!(&c[c.len() - 10..], &[64, 2, 0, 120, 69, 4, 0, 1, 1, 1]);
+        assert_eq!(open_sends_add_path_v4(&c[19..]), Some(false));
     }
 
     #[test]

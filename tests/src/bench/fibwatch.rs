@@ -6,22 +6,30 @@
 //! not one the kernel itself uses (kernel, boot, static, ra). If the
 //! socket overruns (ENOBUFS: the kernel dropped events), the watcher
 //! re-reads the table with a dump and counts the overrun in the result.
+//!
+//! Each route's gateway is kept too, so that a run can also wait for an
+//! exact table ([`FibState::expect`]: these prefixes via these next hops
+//! and nothing else) and count, meanwhile, the most expected prefixes
+//! missing at once (the failover and restart scenarios).
 
 use super::encode::key;
 use anyhow::{bail, Result};
 use petrel_tests::lab::Netns;
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+const RTM_NEWLINK: u16 = 16;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const RTA_DST: u16 = 1;
+const RTA_GATEWAY: u16 = 5;
 const RTA_TABLE: u16 = 15;
 
 /// What the watcher has seen.
@@ -36,6 +44,35 @@ pub struct FibState {
     pub reached_at: Option<Instant>,
     pub overruns: u64,
     pub error: Option<String>,
+    /// The daemon routes now in the FIB: key (see [`key`]) to gateway.
+    pub routes: HashMap<u128, Option<IpAddr>>,
+    /// The table [`FibState::expect`] waits for, and how far the FIB is
+    /// from it: expected prefixes absent, and routes present that it does
+    /// not hold (another gateway, or a prefix it lacks).
+    pub want: Option<HashMap<u128, Option<IpAddr>>>,
+    pub missing: usize,
+    pub wrong: usize,
+    /// The most expected prefixes missing at once since `expect`.
+    pub max_missing: usize,
+    /// When the FIB first equalled `want` since `expect`.
+    pub exact_at: Option<Instant>,
+    /// When an interface of the namespace that was up and running first
+    /// lost its carrier (IFF_RUNNING off) since `expect`: the failover
+    /// scenarios' clock.
+    pub carrier_lost_at: Option<Instant>,
+}
+
+/// (missing, wrong) for one prefix: its route `have` against `want`.
+fn distance(
+    want: &HashMap<u128, Option<IpAddr>>,
+    k: u128,
+    have: Option<Option<IpAddr>>,
+) -> (usize, usize) {
+    match (want.get(&k), have) {
+        (Some(_), None) => (1, 0),
+        (Some(w), Some(h)) => (0, (*w != h) as usize),
+        (None, h) => (0, h.is_some() as usize),
+    }
 }
 
 impl FibState {
@@ -44,6 +81,75 @@ impl FibState {
     pub fn arm(&mut self, goal: usize) {
         self.goal = Some(goal);
         self.reached_at = self.reached().then(Instant::now);
+    }
+
+    /// Waits from now for the FIB to hold exactly `want` (key to
+    /// gateway); `exact_at` is stamped at once if it already does.
+    pub fn expect(&mut self, want: HashMap<u128, Option<IpAddr>>) {
+        let missing = want.keys().filter(|k| !self.routes.contains_key(k)).count();
+        let wrong = self
+            .routes
+            .iter()
+            .filter(|(k, gw)| want.get(k) != Some(gw))
+            .count();
+        self.want = Some(want);
+        self.missing = missing;
+        self.wrong = wrong;
+        self.max_missing = missing;
+        self.exact_at = (missing == 0 && wrong == 0).then(Instant::now);
+        self.carrier_lost_at = None;
+    }
+
+    /// Records one route change, keeping the distance to `want`.
+    fn apply(&mut self, k: u128, new: Option<Option<IpAddr>>) {
+        let old = match new {
+            Some(gw) => self.routes.insert(k, gw),
+            None => self.routes.remove(&k),
+        };
+        if let Some(w) = &self.want {
+            let (m0, w0) = distance(w, k, old);
+            let (m1, w1) = distance(w, k, new);
+            self.missing = self.missing + m1 - m0;
+            self.wrong = self.wrong + w1 - w0;
+        }
+    }
+
+    /// After a batch of changes: the running maximum and the exact instant.
+    fn settle_batch(&mut self, now: Instant) {
+        if self.want.is_some() {
+            self.max_missing = self.max_missing.max(self.missing);
+            if self.exact_at.is_none() && self.missing == 0 && self.wrong == 0 {
+                self.exact_at = Some(now);
+            }
+        }
+    }
+
+    /// Takes the table as a dump found it (after lost notifications).
+    fn resync(&mut self, dumped: Result<HashMap<u128, Option<IpAddr>>>) {
+        match dumped {
+            Ok(s) => {
+                let gone: Vec<u128> = self
+                    .routes
+                    .keys()
+                    .filter(|k| !s.contains_key(k))
+                    .copied()
+                    .collect();
+                gone.into_iter().for_each(|k| self.apply(k, None));
+                s.into_iter().for_each(|(k, gw)| self.apply(k, Some(gw)));
+                let now = Instant::now();
+                self.settle_batch(now);
+                self.count = self.routes.len();
+                if self.reached_at.is_none() && self.reached() {
+                    self.reached_at = Some(now);
+                }
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
+        }
+    }
+
+    /// Routes whose gateway is `gw`.
+    pub fn via(&self, gw: IpAddr) -> usize {
+        self.routes.values().filter(|g| **g == Some(gw)).count()
     }
 
     fn reached(&self) -> bool {
@@ -127,9 +233,9 @@ fn socket(groups: u32) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// One route message: `Some((key, is_add))` for a daemon route of the
-/// main table, `None` for anything else.
-pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool)> {
+/// One route message: `Some((key, is_add, gateway))` for a daemon route
+/// of the main table, `None` for anything else.
+pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool, Option<IpAddr>)> {
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
     // type, flags (u32).
     let rt = msg.get(..12)?;
@@ -144,6 +250,7 @@ pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool)> {
         _ => return None,
     };
     let mut dst: &[u8] = &[];
+    let mut gw = None;
     let mut a = &msg[12..];
     while a.len() >= 4 {
         let len = u16::from_ne_bytes([a[0], a[1]]) as usize;
@@ -153,6 +260,10 @@ pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool)> {
         }
         match ty {
             RTA_DST => dst = &a[4..len],
+            RTA_GATEWAY if len == 8 => gw = Some(IpAddr::from(<[u8; 4]>::try_from(&a[4..8]).ok()?)),
+            RTA_GATEWAY if len == 20 => {
+                gw = Some(IpAddr::from(<[u8; 16]>::try_from(&a[4..20]).ok()?))
+            }
             RTA_TABLE if len >= 8 => table = u32::from_ne_bytes(a[4..8].try_into().ok()?),
             _ => {}
         }
@@ -162,7 +273,17 @@ pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool)> {
         return None;
     }
     let n = (dst_len as usize).div_ceil(8);
-    Some((key(dst.get(..n)?, dst_len, v6), ty == RTM_NEWROUTE))
+    Some((key(dst.get(..n)?, dst_len, v6), ty == RTM_NEWROUTE, gw))
+}
+
+/// Whether an RTM_NEWLINK says the interface is administratively up but
+/// has no carrier (struct ifinfomsg: family, pad, type, index, flags).
+fn lost_carrier(msg: &[u8]) -> bool {
+    let Some(f) = msg.get(8..12) else {
+        return false;
+    };
+    let flags = u32::from_ne_bytes([f[0], f[1], f[2], f[3]]);
+    flags & libc::IFF_UP as u32 != 0 && flags & libc::IFF_RUNNING as u32 == 0
 }
 
 /// Calls `f` for each netlink message in a datagram: (type, payload).
@@ -179,9 +300,9 @@ fn for_each_msg(mut b: &[u8], mut f: impl FnMut(u16, &[u8])) {
 }
 
 /// The daemon routes now in the FIB, by a dump of both families.
-fn dump() -> Result<HashSet<u128>> {
+fn dump() -> Result<HashMap<u128, Option<IpAddr>>> {
     let fd = socket(0)?;
-    let mut set = HashSet::new();
+    let mut set = HashMap::new();
     let mut buf = vec![0u8; 1 << 20];
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         let mut req = Vec::with_capacity(28);
@@ -205,8 +326,8 @@ fn dump() -> Result<HashSet<u128>> {
             for_each_msg(&buf[..n as usize], |ty, m| match ty {
                 NLMSG_DONE | NLMSG_ERROR => done = true,
                 RTM_NEWROUTE => {
-                    if let Some((k, _)) = route_change(ty, m) {
-                        set.insert(k);
+                    if let Some((k, _, gw)) = route_change(ty, m) {
+                        set.insert(k, gw);
                     }
                 }
                 _ => {}
@@ -221,15 +342,17 @@ impl FibWatch {
     /// routes are counted.
     pub fn start(ns: &Netns) -> Result<FibWatch> {
         // RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
-        let (fd, initial) = ns.enter(|| Ok((socket(0x40 | 0x400)?, dump()?)))?;
+        // RTMGRP_LINK too, for carrier changes.
+        let (fd, initial) = ns.enter(|| Ok((socket(0x1 | 0x40 | 0x400)?, dump()?)))?;
         let state = Arc::new(Mutex::new(FibState {
             count: initial.len(),
+            routes: initial,
             ..FibState::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, stop2, nsc) = (state.clone(), stop.clone(), ns.clone());
         std::thread::spawn(move || {
-            let mut set = initial;
+            let mut changes = Vec::new();
             let mut buf = vec![0u8; 1 << 20];
             while !stop2.load(Ordering::Relaxed) {
                 // SAFETY: writable buffer.
@@ -242,13 +365,9 @@ impl FibWatch {
                         Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
                         Some(libc::ENOBUFS) => {
                             // Events were lost: take the table as it is now.
-                            match nsc.enter(dump) {
-                                Ok(s) => set = s,
-                                Err(e) => st.lock().unwrap().error = Some(format!("{e:#}")),
-                            }
                             let mut g = st.lock().unwrap();
+                            g.resync(nsc.enter(dump));
                             g.overruns += 1;
-                            g.count = set.len();
                             continue;
                         }
                         _ => {
@@ -257,25 +376,33 @@ impl FibWatch {
                         }
                     }
                 }
-                let mut events = 0;
+                changes.clear();
+                let mut carrier_lost = false;
                 for_each_msg(&buf[..n as usize], |ty, m| {
                     if ty == RTM_NEWROUTE || ty == RTM_DELROUTE {
-                        if let Some((k, add)) = route_change(ty, m) {
-                            events += 1;
-                            if add {
-                                set.insert(k);
-                            } else {
-                                set.remove(&k);
-                            }
-                        }
+                        changes.extend(route_change(ty, m));
+                    } else if ty == RTM_NEWLINK {
+                        carrier_lost |= lost_carrier(m);
                     }
                 });
-                if events == 0 {
+                if changes.is_empty() && !carrier_lost {
                     continue;
                 }
                 let mut g = st.lock().unwrap();
-                g.count = set.len();
-                g.events += events;
+                g.events += changes.len() as u64;
+                for (k, add, gw) in changes.drain(..) {
+                    g.apply(k, add.then_some(gw));
+                }
+                g.settle_batch(now);
+                g.count = g.routes.len();
+                if carrier_lost {
+                    g.carrier_lost_at.get_or_insert(now);
+                    // The kernel removes the nexthop objects of a link
+                    // that lost its carrier, and every route using them,
+                    // with no route notification (FRR's routes use
+                    // objects): read the table as it now is.
+                    g.resync(nsc.enter(dump));
+                }
                 g.last_event = Some(now);
                 if g.reached_at.is_none() && g.reached() {
                     g.reached_at = Some(now);
@@ -299,11 +426,42 @@ mod tests {
     }
 
     #[test]
+    fn distance_to_an_expected_table_follows_each_change() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.11".parse().unwrap(), "10.0.1.12".parse().unwrap());
+        let mut s = FibState::default();
+        for k in 0..4u128 {
+            s.apply(k, Some(Some(a)));
+        }
+        // Expected: 0..3 via b, 3 gone, 9 via b (not there yet).
+        s.expect([(0, Some(b)), (1, Some(b)), (2, Some(b)), (9, Some(b))].into());
+        assert_eq!((s.missing, s.wrong, s.exact_at), (1, 4, None));
+        s.apply(0, None);
+        s.apply(1, Some(Some(b)));
+        s.settle_batch(Instant::now());
+        assert_eq!((s.missing, s.wrong, s.max_missing), (2, 2, 2));
+        for k in [0, 2, 9] {
+            s.apply(k, Some(Some(b)));
+        }
+        s.apply(3, None);
+        s.settle_batch(Instant::now());
+        assert_eq!((s.missing, s.wrong, s.max_missing), (0, 0, 2));
+        assert!(s.exact_at.is_some());
+        assert_eq!((s.via(a), s.via(b)), (0, 4));
+    }
+
+    #[test]
     fn daemon_routes_of_the_main_table_only() {
-        let bird = rtmsg(2, 24, 12, 254, &[16, 0, 1, 0]);
+        let mut bird = rtmsg(2, 24, 12, 254, &[16, 0, 1, 0]);
         assert_eq!(
             route_change(RTM_NEWROUTE, &bird),
-            Some((key(&[16, 0, 1], 24, false), true))
+            Some((key(&[16, 0, 1], 24, false), true, None))
+        );
+        bird.extend_from_slice(&8u16.to_ne_bytes());
+        bird.extend_from_slice(&RTA_GATEWAY.to_ne_bytes());
+        bird.extend_from_slice(&[10, 0, 0, 11]);
+        assert_eq!(
+            route_change(RTM_NEWROUTE, &bird).and_then(|c| c.2),
+            Some("10.0.0.11".parse().unwrap())
         );
         assert_eq!(route_change(RTM_DELROUTE, &bird).map(|x| x.1), Some(false));
         // proto kernel (a connected route), another table.

@@ -1,7 +1,11 @@
 //! The kernel's own limit: the same prefixes written by a minimal batched
 //! netlink loop (RTM_NEWROUTE create|replace, many per datagram, one ACK
 //! per datagram), in a fresh namespace, then deleted the same way. No RIB,
-//! no BGP: what any daemon's FIB rate is a fraction of.
+//! no BGP: what any daemon's FIB rate is a fraction of. Two limits: routes
+//! carrying their next hop (classic, RTA_GATEWAY), and routes pointing at
+//! one kernel nexthop object (RTA_NH_ID, Linux 5.3), which the kernel
+//! installs with less work (no next hop built per route), as petreld does
+//! by default.
 //!
 //! The messages are petreld's own, octet for octet (built by its FIB
 //! writer's `msg` module with the parameters petreld uses in the benchmark:
@@ -65,8 +69,12 @@ fn open() -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The nexthop object of the nexthop-id limit.
+pub const NEXTHOP_ID: u32 = 1;
+
 /// One RTM_NEWROUTE (create|replace) or RTM_DELROUTE, as petreld's FIB
-/// writer builds it; returns the message's offset.
+/// writer builds it; returns the message's offset. `nh`: the route points
+/// at that nexthop object instead of carrying `gw`.
 pub fn put(
     buf: &mut Vec<u8>,
     seq: u32,
@@ -74,6 +82,7 @@ pub fn put(
     gw: IpAddr,
     delete: bool,
     mtu: Option<u32>,
+    nh: Option<u32>,
 ) -> usize {
     let params = RouteParams {
         protocol: PROTO,
@@ -83,6 +92,8 @@ pub fn put(
     };
     if delete {
         msg::put_del_route(buf, seq, &params, p, None)
+    } else if let Some(id) = nh {
+        msg::put_new_route(buf, seq, &params, p, RouteKind::Nexthop(id))
     } else {
         let hop = Hop {
             gateway: gw,
@@ -123,9 +134,42 @@ fn wait(fd: &OwnedFd, rx: &mut [u8], last: u32) -> Result<usize> {
     }
 }
 
+/// Creates (or, with `delete`, deletes) nexthop object [`NEXTHOP_ID`]: `gw`
+/// out of link `ifindex`. Call from a thread inside the namespace.
+pub fn nexthop(gw: IpAddr, ifindex: u32, delete: bool) -> Result<()> {
+    let fd = open()?;
+    let mut buf = Vec::new();
+    let at = if delete {
+        msg::put_del_nexthop(&mut buf, 1, NEXTHOP_ID)
+    } else {
+        let hop = Hop {
+            gateway: gw,
+            ifindex,
+            onlink: false,
+        };
+        msg::put_new_nexthop(&mut buf, 1, PROTO, NEXTHOP_ID, msg::NexthopKind::Hop(hop))
+    };
+    msg::add_flags(&mut buf, at, msg::NLM_F_ACK);
+    // SAFETY: a valid buffer; the kernel is the default destination.
+    if unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr() as *const _, buf.len(), 0) } < 0 {
+        bail!("send: {}", std::io::Error::last_os_error());
+    }
+    let mut rx = vec![0u8; 1 << 16];
+    if wait(&fd, &mut rx, 1)? > 0 {
+        bail!("the kernel refused nexthop object {NEXTHOP_ID} via {gw}");
+    }
+    Ok(())
+}
+
 /// Writes (or deletes) every prefix as petreld would; (seconds, errors).
-/// Call from a thread inside the target namespace.
-pub fn write_all(prefixes: &[Prefix], gw: IpAddr, delete: bool) -> Result<(f64, usize)> {
+/// `nh`: routes point at that nexthop object. Call from a thread inside
+/// the target namespace.
+pub fn write_all(
+    prefixes: &[Prefix],
+    gw: IpAddr,
+    delete: bool,
+    nh: Option<u32>,
+) -> Result<(f64, usize)> {
     let fd = open()?;
     let mut buf = Vec::with_capacity(BATCH + 256);
     let mut rx = vec![0u8; 1 << 20];
@@ -142,7 +186,7 @@ pub fn write_all(prefixes: &[Prefix], gw: IpAddr, delete: bool) -> Result<(f64, 
                 break;
             };
             seq += 1;
-            last = put(&mut buf, seq, p, gw, delete, MTU);
+            last = put(&mut buf, seq, p, gw, delete, MTU, nh);
             rest = more;
         }
         msg::add_flags(&mut buf, last, msg::NLM_F_ACK);
@@ -175,9 +219,18 @@ mod tests {
             "10.0.0.11".parse().unwrap(),
             false,
             Some(1500),
+            None,
         );
         assert_eq!(b.len(), 16 + 12 + 8 + 8 + 12 + 8);
-        let at = put(&mut b, 2, &p6, "fd00::11".parse().unwrap(), false, None);
+        let at = put(
+            &mut b,
+            2,
+            &p6,
+            "fd00::11".parse().unwrap(),
+            false,
+            None,
+            None,
+        );
         assert_eq!(b.len() - at, 16 + 12 + 20 + 8 + 20);
         msg::add_flags(&mut b, at, msg::NLM_F_ACK);
         // The second message's flags: create|replace|request with the ACK.
@@ -190,7 +243,24 @@ mod tests {
             "10.0.0.11".parse().unwrap(),
             true,
             Some(1500),
+            None,
         );
         assert_eq!(b.len() - at, 16 + 12 + 8 + 8);
+        // By nexthop id: RTA_NH_ID (8) where RTA_GATEWAY was.
+        let at = put(
+            &mut b,
+            4,
+            &p4,
+            "10.0.0.11".parse().unwrap(),
+            false,
+            None,
+            Some(NEXTHOP_ID),
+        );
+        assert_eq!(b.len() - at, 16 + 12 + 8 + 8 + 8);
+        assert_eq!(
+            u16::from_ne_bytes([b[at + 46], b[at + 47]]),
+            30,
+            "RTA_NH_ID"
+        );
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod dut;
 pub mod encode;
+pub mod failover;
 pub mod fibwatch;
 pub mod kernel;
 pub mod peer;

@@ -16,10 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Hold time we offer (RFC 4271 §4.2); the DUT may lower it, so
-/// keepalives go every [`KEEPALIVE`] regardless.
+/// Hold time we offer (RFC 4271 §4.2); the DUT may lower it (the
+/// failover scenarios configure 9 s), so keepalives go every
+/// [`KEEPALIVE`], a third of the lowest hold time any scenario uses.
 const HOLD: u16 = 180;
-const KEEPALIVE: Duration = Duration::from_secs(10);
+const KEEPALIVE: Duration = Duration::from_secs(3);
 
 /// Reads one message: (type, body).
 pub fn read_message(s: &mut impl Read) -> Result<(u8, Vec<u8>)> {
@@ -45,8 +46,8 @@ fn notification(body: &[u8]) -> String {
 
 /// Sends our OPEN, answers theirs with a KEEPALIVE, returns their OPEN's
 /// body at their KEEPALIVE: Established (RFC 4271 §8.2.2, OpenConfirm).
-fn handshake(s: &mut TcpStream, asn: u32, id: [u8; 4], add_path: bool) -> Result<Vec<u8>> {
-    s.write_all(&encode::open_with(asn, id, HOLD, add_path))?;
+fn handshake(s: &mut TcpStream, asn: u32, id: [u8; 4], opts: encode::OpenOpts) -> Result<Vec<u8>> {
+    s.write_all(&encode::open_with(asn, id, HOLD, opts))?;
     let mut open = None;
     loop {
         match read_message(s)? {
@@ -64,17 +65,18 @@ fn handshake(s: &mut TcpStream, asn: u32, id: [u8; 4], add_path: bool) -> Result
 /// Dials `peer:179` from `local` inside `ns` (retrying until the lab
 /// deadline while the DUT starts listening) and completes the handshake.
 pub fn establish(ns: &Netns, local: IpAddr, peer: IpAddr, asn: u32) -> Result<TcpStream> {
-    establish_with(ns, local, peer, asn, false).map(|(s, _)| s)
+    establish_with(ns, local, peer, asn, encode::OpenOpts::default()).map(|(s, _)| s)
 }
 
-/// [`establish`], offering to receive ADD-PATH when `add_path`; also gives
-/// the peer's OPEN body.
+/// [`establish`] with our OPEN's optional capabilities `caps` (see
+/// [`encode::OpenOpts`]: ADD-PATH receive, graceful restart helper);
+/// also gives the peer's OPEN body.
 pub fn establish_with(
     ns: &Netns,
     local: IpAddr,
     peer: IpAddr,
     asn: u32,
-    add_path: bool,
+    caps: encode::OpenOpts,
 ) -> Result<(TcpStream, Vec<u8>)> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = match local {
@@ -94,7 +96,7 @@ pub fn establish_with(
                 .and_then(|mut r| {
                     let mut s = r.stream().try_clone()?;
                     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                    let open = handshake(&mut s, asn, id, add_path)?;
+                    let open = handshake(&mut s, asn, id, caps)?;
                     s.set_read_timeout(None)?;
                     Ok((s, open))
                 });

@@ -347,8 +347,10 @@ pub fn layout(clients: usize, add_path: bool) -> Layout {
         injectors: (0..clients)
             .map(|k| (scenario::injector_addr(k, false), scenario::DUT_AS))
             .collect(),
-        // Unused: the clients are the monitors.
-        monitor: ("10.1.0.2".parse().unwrap(), scenario::MONITOR_AS),
+        // None: the clients are the monitors.
+        monitor: None,
+        hold: None,
+        graceful_restart: None,
         bfd: false,
         reflector: Some(super::dut::Reflector { add_path }),
     }
@@ -391,8 +393,12 @@ pub fn rr_run(
     });
     let dut_addr: IpAddr = "10.0.0.1".parse()?;
     let mut cs = Vec::new();
+    let opts = encode::OpenOpts {
+        add_path_receive: add_path,
+        ..encode::OpenOpts::default()
+    };
     for (k, (addr, asn)) in l.injectors.iter().enumerate() {
-        let (s, open) = peer::establish_with(&inj_ns, *addr, dut_addr, *asn, add_path)
+        let (s, open) = peer::establish_with(&inj_ns, *addr, dut_addr, *asn, opts)
             .with_context(|| format!("client {k}"))?;
         if add_path && encode::open_sends_add_path_v4(&open) != Some(true) {
             bail!(

@@ -104,10 +104,12 @@ fn layout(sc: &Scenario, bfd: bool) -> Layout {
         injectors: (0..sc.peers)
             .map(|k| (scenario::injector_addr(k, sc.v6), scenario::injector_as(k)))
             .collect(),
-        monitor: (
+        monitor: Some((
             if sc.v6 { "fd01::2" } else { "10.1.0.2" }.parse().unwrap(),
             scenario::MONITOR_AS,
-        ),
+        )),
+        hold: None,
+        graceful_restart: None,
         reflector: None,
     }
 }
@@ -125,7 +127,7 @@ fn dut_addr(v6: bool, monitor: bool) -> std::net::IpAddr {
 
 /// Polls `done` every 5 ms (in-memory state only) until it holds; fails
 /// if the DUT dies or the phase limit passes.
-fn wait(dut: &Dut, what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn wait(dut: &Dut, what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
     let start = Instant::now();
     loop {
         if done()? {
@@ -196,7 +198,7 @@ pub fn dut_run(
     let flaps0 = if bfd { flaps(&dut)? } else { 0 };
     let mon = Monitor::start(peer::establish(
         &mon_ns,
-        l.monitor.0,
+        if sc.v6 { "fd01::2" } else { "10.1.0.2" }.parse()?,
         dut_addr(sc.v6, true),
         scenario::MONITOR_AS,
     )?)?;
@@ -322,12 +324,13 @@ pub fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
-/// The kernel-limit run: (install seconds, delete seconds, errors).
-pub fn kernel_run(sc: &Scenario, table: &Table) -> Result<(f64, f64, usize)> {
+/// The kernel-limit runs, classic then by nexthop id, in one namespace
+/// with one route-notification listener.
+pub fn kernel_run(sc: &Scenario, table: &Table) -> Result<KernelLimit> {
     let lab = Lab::new("bench-kernel")?;
     let ns = lab.netns("k")?;
     let peer = lab.netns("kp")?;
-    lab.link(
+    let link = lab.link(
         &ns,
         &["10.0.0.1/24", "fd00::1/64"],
         &peer,
@@ -335,16 +338,48 @@ pub fn kernel_run(sc: &Scenario, table: &Table) -> Result<(f64, f64, usize)> {
     )?;
     let gw = scenario::injector_addr(0, sc.v6);
     let p = Arc::new(table.prefixes.clone());
-    let p2 = p.clone();
     // The same route-notification reader as in every DUT's run: the kernel
     // builds and queues a notification per route for each listener (15-25%
     // of the install time in fib-bench --listener), so a limit measured
     // without one is a ceiling no DUT in this harness could reach.
     let watch = FibWatch::start(&ns)?;
-    let (ins, e1) = ns.enter(move || super::kernel::write_all(&p, gw, false))?;
-    let (del, e2) = ns.enter(move || super::kernel::write_all(&p2, gw, true))?;
+    let mut out = KernelLimit::default();
+    for nh in [false, true] {
+        let (p1, p2) = (p.clone(), p.clone());
+        let ifname = link.a.clone();
+        let id = nh.then_some(super::kernel::NEXTHOP_ID);
+        if nh {
+            ns.enter(move || {
+                let name = std::ffi::CString::new(ifname)?;
+                // SAFETY: a NUL-terminated name.
+                let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+                super::kernel::nexthop(gw, ifindex, false)
+            })?;
+        }
+        let (ins, e1) = ns.enter(move || super::kernel::write_all(&p1, gw, false, id))?;
+        let (del, e2) = ns.enter(move || super::kernel::write_all(&p2, gw, true, id))?;
+        if nh {
+            ns.enter(move || super::kernel::nexthop(gw, 0, true))?;
+            (out.install_nh_seconds, out.delete_nh_seconds) = (ins, del);
+        } else {
+            (out.install_seconds, out.delete_seconds) = (ins, del);
+        }
+        out.errors += e1 + e2;
+    }
     drop(watch);
-    Ok((ins, del, e1 + e2))
+    Ok(out)
+}
+
+/// The kernel's limits of one repetition ([`kernel_run`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelLimit {
+    /// Routes carrying their next hop.
+    pub install_seconds: f64,
+    pub delete_seconds: f64,
+    /// Routes by the id of one nexthop object.
+    pub install_nh_seconds: f64,
+    pub delete_nh_seconds: f64,
+    pub errors: usize,
 }
 
 /// The injectors alone against a sink: seconds from Established until the

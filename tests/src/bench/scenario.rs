@@ -20,6 +20,17 @@ pub struct Scenario {
     /// clients, the first `peers` of which are the sources (see
     /// `super::rr`).
     pub rr_clients: Option<usize>,
+    /// A failover scenario instead of a load (see `super::failover`).
+    pub failover: Option<Failover>,
+}
+
+/// The failover scenarios (issue 17).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failover {
+    /// Two peers on links of their own; A's link loses carrier.
+    PeerDeath,
+    /// The DUT crashes and restarts with graceful restart.
+    Restart,
 }
 
 /// The scenario names and what each does, for `--help` and the docs.
@@ -50,6 +61,16 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "mrt-v6",
         "1 peer x the IPv6 routes of the RouteViews v6 RIB dump (at most N)",
     ),
+    (
+        "peer-death",
+        "peers A and B on links of their own, N IPv4 each (B's path longer, or A alone); \
+         A's link loses carrier: time to all N via B / none",
+    ),
+    (
+        "restart",
+        "1 peer x N IPv4; the DUT is SIGKILLed and restarts with graceful restart while \
+         the peer drops 10% and moves 10%: routes missing, time to the exact table",
+    ),
 ];
 
 impl Scenario {
@@ -61,6 +82,11 @@ impl Scenario {
             churn,
             mrt: mrt.map(|f| data.join(f)),
             rr_clients: None,
+            failover: None,
+        };
+        let f = |peers, kind| Scenario {
+            failover: Some(kind),
+            ..s(peers, false, None, None)
         };
         Ok(match name {
             "v4" => s(1, false, None, None),
@@ -83,6 +109,8 @@ impl Scenario {
                 None,
                 Some("routeviews6.rib6.20151101.0600.firstMB.complete-records.mrt.bz2"),
             ),
+            "peer-death" => f(2, Failover::PeerDeath),
+            "restart" => f(1, Failover::Restart),
             _ => bail!(
                 "unknown scenario {name:?}; one of: {}",
                 SCENARIOS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")

@@ -7,8 +7,15 @@
 //!
 //! ```text
 //! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener]
-//!           [--nexthop-objects] [--repeat K] [--json]
+//!           [--nexthop-objects] [--order sequential|scattered] [--repeat K] [--json]
 //! ```
+//!
+//! `--order`: the order every writer installs and withdraws the routes in:
+//! `sequential` (the default: address order, as a table arrives and as
+//! petreld's RIB sweeps a peer's routes) or `scattered` (route `i` is the
+//! `i·s mod N`-th, `s` ≈ 0.7·N and coprime to N: consecutive writes land far
+//! apart). Linux's LC-trie does far less rebalancing in the second
+//! (docs/benchmarks/history.md, "the kernel's cost depends on the order").
 //!
 //! `--nexthop-objects` has `Fib` use kernel nexthop objects (`[fib]
 //! nexthop_objects = "auto"`).
@@ -46,6 +53,7 @@ struct Args {
     mtu: Option<u32>,
     listener: bool,
     nexthop_objects: bool,
+    scattered: bool,
     repeat: usize,
     json: bool,
 }
@@ -58,6 +66,7 @@ fn args() -> Result<Args> {
         mtu: MTU,
         listener: false,
         nexthop_objects: false,
+        scattered: false,
         repeat: 1,
         json: false,
     };
@@ -78,8 +87,15 @@ fn args() -> Result<Args> {
             "--json" => a.json = true,
             "--listener" => a.listener = true,
             "--nexthop-objects" => a.nexthop_objects = true,
+            "--order" => {
+                a.scattered = match val()?.as_str() {
+                    "sequential" => false,
+                    "scattered" => true,
+                    o => bail!("--order {o}: sequential or scattered"),
+                }
+            }
             _ => bail!(
-                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--nexthop-objects] [--repeat K] [--json]"
+                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--nexthop-objects] [--order sequential|scattered] [--repeat K] [--json]"
             ),
         }
     }
@@ -393,6 +409,7 @@ mod raw {
         delete: bool,
         mtu: Option<u32>,
         nh: Option<(u32, u32)>,
+        scattered: bool,
     ) -> Result<usize> {
         let sock = Sock::open()?;
         let mut buf = Vec::with_capacity(batch_bytes + 256);
@@ -415,7 +432,15 @@ mod raw {
             let end = (i + (batch_bytes / per).max(1) as u32).min(n);
             for j in i..end {
                 seq += 1;
-                put(&mut buf, seq, j, delete, j + 1 == end, mtu, nh);
+                put(
+                    &mut buf,
+                    seq,
+                    super::order(j, n, scattered),
+                    delete,
+                    j + 1 == end,
+                    mtu,
+                    nh,
+                );
             }
             sock.send(&buf)?;
             errors += sock.wait(&mut rx, seq)?;
@@ -425,7 +450,28 @@ mod raw {
     }
 }
 
-fn changes(n: u32) -> (Vec<LocRibChange>, Vec<LocRibChange>) {
+/// The index of the `i`-th route written: `i` in address order, or spread
+/// by a stride coprime to `n` (a permutation of 0..n).
+fn order(i: u32, n: u32, scattered: bool) -> u32 {
+    if !scattered || n < 3 {
+        return i;
+    }
+    let mut s = (n as u64 * 7 / 10) | 1;
+    while gcd(s, n as u64) != 1 {
+        s += 2;
+    }
+    ((i as u64 * s) % n as u64) as u32
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn changes(n: u32, scattered: bool) -> (Vec<LocRibChange>, Vec<LocRibChange>) {
     let attrs = Arc::new(AttrSet::new(
         PathAttributes::default(),
         Some(NextHop::V4(GATEWAY)),
@@ -434,7 +480,7 @@ fn changes(n: u32) -> (Vec<LocRibChange>, Vec<LocRibChange>) {
     let mut del = Vec::with_capacity(n as usize);
     for i in 0..n {
         let prefix = Prefix::V4 {
-            addr: prefix_addr(i),
+            addr: prefix_addr(order(i, n, scattered)),
             len: 24,
         };
         let best = Route {
@@ -470,18 +516,18 @@ struct Run {
 /// The raw loop; with `by_nexthop`, every route uses one nexthop object.
 fn run_raw(lab: &Lab, a: &Args, by_nexthop: bool) -> Result<Run> {
     let ns = namespace(lab, "raw")?;
-    let (n, b, m, l) = (a.routes, a.batch_bytes, a.mtu, a.listener);
+    let (n, b, m, l, sc) = (a.routes, a.batch_bytes, a.mtu, a.listener, a.scattered);
     let (e1, install_s, install_cpu) = ns.enter(move || {
         let _l = Listener::start(l)?;
         // SAFETY: a NUL-terminated name.
         let oif = unsafe { libc::if_nametoindex(c"d0".as_ptr()) };
         let nh = by_nexthop.then_some((NEXTHOP_ID, oif));
-        timed(|| raw::run(n, b, false, m, nh))
+        timed(|| raw::run(n, b, false, m, nh, sc))
     })?;
     let in_fib = count_routes(&ns)?;
     let (e2, withdraw_s, withdraw_cpu) = ns.enter(move || {
         let _l = Listener::start(l)?;
-        timed(|| raw::run(n, b, true, m, None))
+        timed(|| raw::run(n, b, true, m, None, sc))
     })?;
     Ok(Run {
         install_s,
@@ -496,7 +542,7 @@ fn run_raw(lab: &Lab, a: &Args, by_nexthop: bool) -> Result<Run> {
 fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
     let ns = namespace(lab, "fib")?;
     let a_nh = a.nexthop_objects;
-    let (add, del) = changes(a.routes);
+    let (add, del) = changes(a.routes, a.scattered);
     let (chunk, bb, mtu, l) = (a.chunk.max(1), a.batch_bytes, a.mtu, a.listener);
     let nexthop_objects = if a.nexthop_objects {
         NexthopObjects::Auto
@@ -673,4 +719,26 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--order scattered` writes every route once, and consecutive writes
+    /// land far apart.
+    #[test]
+    fn scattered_order_is_a_permutation() {
+        for n in [1u32, 2, 10, 1000, 1_000_000] {
+            let mut seen = vec![false; n as usize];
+            for i in 0..n {
+                let k = order(i, n, true) as usize;
+                assert!(!seen[k], "n {n}: {k} twice");
+                seen[k] = true;
+            }
+            assert!(seen.iter().all(|s| *s));
+        }
+        assert_eq!(order(1, 1000, true).abs_diff(order(0, 1000, true)), 701);
+        assert_eq!(order(5, 1000, false), 5);
+    }
 }

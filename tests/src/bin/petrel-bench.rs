@@ -12,6 +12,12 @@
 //! until every client holds every path it should (the best, or with
 //! `--add-path` all of them). No kernel FIB; see `bench/rr.rs`.
 //!
+//! `--scenario peer-death` and `--scenario restart` measure failover
+//! instead of a load (issue 17; see `bench/failover.rs`): per repetition
+//! and DUT, a peer's link losing carrier (variants `move` and `gone`), or
+//! the DUT crashing and restarting with graceful restart; no kernel-limit
+//! or sink run.
+//!
 //! `--bfd` (petreld only): BFD at 300 ms × 3 on every injector session,
 //! with a BIRD in the injectors' namespace as the BFD endpoint; the run
 //! reports petreld's BFD state changes during the load (goal: none).
@@ -21,15 +27,19 @@
 //! pre-encoded UPDATEs into the DUT, which installs its best routes into
 //! its namespace's kernel FIB and advertises them to a monitor peer. Also
 //! per repetition: the kernel-limit run (the same prefixes by batched
-//! netlink). Once: the injectors alone against a sink. Needs root.
+//! netlink, classic and by nexthop id). Once: the injectors alone against
+//! a sink. Needs root. `--dut petreld,petreld-classic` compares petreld's
+//! two FIB paths (`[fib] nexthop_objects` "auto", the default, and "off").
 
 #[path = "../bench/mod.rs"]
 mod bench;
 
 use anyhow::{bail, Context, Result};
 use bench::dut::{self, Kind};
+use bench::failover;
 use bench::run::{self, median_min_max, mib, Measured};
-use bench::scenario::{self, Scenario, SCENARIOS};
+use bench::scenario::{self, Failover, Scenario, SCENARIOS};
+use bench::table::Table;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -89,7 +99,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
     if a.prefixes == 0 || a.prefixes > 1 << 22 {
         bail!("--prefixes must be 1..=4194304");
     }
-    if a.bfd && a.duts.iter().any(|d| *d != Kind::Petreld) {
+    if a.bfd && a.duts.iter().any(|d| !d.is_petreld()) {
         bail!("--bfd: petreld only (BFD on its injector sessions, BIRD as the endpoint)");
     }
     let rr = a.scenario == "rr64";
@@ -154,6 +164,12 @@ fn main() -> Result<()> {
     // A reflector installs nothing: no kernel-limit run to compare with.
     let kernel_limit = a.kernel && sc.rr_clients.is_none();
     let table = sc.table(a.prefixes)?;
+    if let Some(f) = sc.failover {
+        if a.bfd {
+            bail!("--bfd: not with the failover scenarios (they measure without BFD)");
+        }
+        return failover_main(&a, &sc, f, &table);
+    }
     let n = table.len();
     let streams: Vec<Arc<Vec<u8>>> = scenario::streams(&sc, &table)
         .into_iter()
@@ -196,16 +212,23 @@ fn main() -> Result<()> {
     let mut kernel = Vec::new();
     for rep in 0..a.repeat {
         if kernel_limit {
-            let (ins, del, errors) = run::kernel_run(&sc, &table)?;
+            let k = run::kernel_run(&sc, &table)?;
             log(format!(
-                "rep {rep} kernel-limit: install {ins:.3} s ({:.0}/s), delete {del:.3} s, {errors} errors, load {:.2}",
-                n as f64 / ins,
+                "rep {rep} kernel-limit: classic install {:.3} s ({:.0}/s), delete {:.3} s; \
+                 by nexthop id install {:.3} s ({:.0}/s), delete {:.3} s; {} errors, load {:.2}",
+                k.install_seconds,
+                n as f64 / k.install_seconds,
+                k.delete_seconds,
+                k.install_nh_seconds,
+                n as f64 / k.install_nh_seconds,
+                k.delete_nh_seconds,
+                k.errors,
                 run::load1()
             ));
-            kernel.push(
-                json!({"repeat": rep, "install_seconds": ins, "delete_seconds": del,
-                               "errors": errors, "load1": run::load1()}),
-            );
+            kernel.push(json!({"repeat": rep,
+                "install_seconds": k.install_seconds, "delete_seconds": k.delete_seconds,
+                "install_nh_seconds": k.install_nh_seconds, "delete_nh_seconds": k.delete_nh_seconds,
+                "errors": k.errors, "load1": run::load1()}));
         }
         let k = a.duts.len();
         for j in 0..k {
@@ -335,19 +358,30 @@ fn main() -> Result<()> {
                 f(metrics[6].1)
             );
         }
-        if let Some((med, _, _)) = median_min_max(
-            &kernel
-                .iter()
-                .filter_map(|k| k["install_seconds"].as_f64())
-                .collect::<Vec<_>>(),
-        ) {
-            println!(
-                "  kernel   install {med:.3} s = {:.0} routes/s",
-                n as f64 / med
-            );
+        let kernel_median = |key: &str| {
+            median_min_max(
+                &kernel
+                    .iter()
+                    .filter_map(|k| k[key].as_f64())
+                    .collect::<Vec<_>>(),
+            )
+            .map(|(m, _, _)| m)
+        };
+        let classic = kernel_median("install_seconds");
+        let by_id = kernel_median("install_nh_seconds");
+        for (what, med) in [("classic", classic), ("by nexthop id", by_id)] {
+            if let Some(med) = med {
+                println!(
+                    "  kernel   install {med:.3} s = {:.0} routes/s ({what})",
+                    n as f64 / med
+                );
+            }
+        }
+        // Against the faster of the two limits.
+        if let Some(med) = [classic, by_id].into_iter().flatten().reduce(f64::min) {
             if let Some((p, _, _)) = metric(Kind::Petreld, &metrics[0].1) {
                 println!(
-                    "  petreld reaches {:.1}% of the kernel-limit rate (Established to FIB vs raw install)",
+                    "  petreld reaches {:.1}% of the faster kernel-limit rate (Established to FIB vs raw install)",
                     100.0 * med / p
                 );
             }
@@ -383,6 +417,117 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
     if runs.iter().any(|(_, _, r)| r.is_err()) {
+        bail!("some runs failed (see above)");
+    }
+    Ok(())
+}
+
+/// The failover scenarios: every variant for every DUT, DUTs alternating.
+fn failover_main(a: &Args, sc: &Scenario, f: Failover, table: &Table) -> Result<()> {
+    let log = |s: String| {
+        if a.json {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    log(format!(
+        "scenario {}, {} prefixes; hold time {} s{}; load {:.2}",
+        sc.name,
+        table.len(),
+        failover::HOLD,
+        if f == Failover::Restart {
+            format!(", graceful restart time {} s", failover::RESTART_TIME)
+        } else {
+            String::new()
+        },
+        run::load1()
+    ));
+    let mut runs: Vec<(usize, Kind, &str, Result<failover::Outcome>)> = Vec::new();
+    for rep in 0..a.repeat {
+        let k = a.duts.len();
+        for j in 0..k {
+            let kind = a.duts[(j + rep) % k];
+            for variant in failover::variants(f) {
+                let r = failover::run(kind, f, variant, table);
+                match &r {
+                    Ok(o) => log(format!(
+                        "rep {rep} {:<8} {variant:<8} {:8.3} s  max missing {:7}  {}",
+                        kind.name(),
+                        o.seconds,
+                        o.max_missing,
+                        o.detail
+                    )),
+                    Err(e) => log(format!(
+                        "rep {rep} {:<8} {variant:<8} FAILED: {e:#}",
+                        kind.name()
+                    )),
+                }
+                runs.push((rep, kind, variant, r));
+            }
+        }
+    }
+    let mut duts = a.duts.clone();
+    duts.dedup();
+    let mut summary = serde_json::Map::new();
+    for kind in &duts {
+        let mut s = serde_json::Map::new();
+        for variant in failover::variants(f) {
+            let ok: Vec<&failover::Outcome> = runs
+                .iter()
+                .filter(|r| r.1 == *kind && r.2 == *variant)
+                .filter_map(|r| r.3.as_ref().ok())
+                .collect();
+            let secs: Vec<f64> = ok.iter().map(|o| o.seconds).collect();
+            let missing: Vec<f64> = ok.iter().map(|o| o.max_missing as f64).collect();
+            let m = |v: &[f64]| {
+                median_min_max(v).map(|(m, l, h)| json!({"median": m, "min": l, "max": h}))
+            };
+            s.insert(
+                variant.to_string(),
+                json!({"seconds": m(&secs), "max_missing": m(&missing), "runs": ok.len()}),
+            );
+            if !a.json {
+                if let (Some((m, l, h)), Some((mm, ml, mh))) =
+                    (median_min_max(&secs), median_min_max(&missing))
+                {
+                    println!(
+                        "  {:<8} {variant:<8} {m:.3} s [{l:.3}-{h:.3}]  max missing {mm:.0} [{ml:.0}-{mh:.0}]",
+                        kind.name()
+                    );
+                }
+            }
+        }
+        summary.insert(kind.name().into(), Value::Object(s));
+    }
+    if a.json {
+        let rows: Vec<Value> = runs
+            .iter()
+            .map(|(rep, k, variant, r)| {
+                let mut v = match r {
+                    Ok(o) => o.json(),
+                    Err(e) => json!({"variant": variant, "error": format!("{e:#}")}),
+                };
+                v["repeat"] = json!(rep);
+                v["dut"] = json!(k.name());
+                v
+            })
+            .collect();
+        let out = json!({
+            "scenario": sc.name, "prefixes": table.len(),
+            "hold_time": failover::HOLD,
+            "graceful_restart_time": (f == Failover::Restart).then_some(failover::RESTART_TIME),
+            "machine": {"cpus": std::thread::available_parallelism().map(|x| x.get()).unwrap_or(0),
+                        "kernel": bench::run("uname", &["-r"]).unwrap_or_default().trim(),
+                        "load1_end": run::load1()},
+            "versions": duts.iter().map(|k| (k.name().to_string(), json!(dut::version(*k))))
+                            .collect::<serde_json::Map<_, _>>(),
+            "runs": rows,
+            "summary": summary,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if runs.iter().any(|r| r.3.is_err()) {
         bail!("some runs failed (see above)");
     }
     Ok(())

@@ -37,6 +37,7 @@ use petrel_ipam::{AssignRequest, Ipam};
 use petrel_tests::lab::cluster::{attach, ETCD_ADDR, NODE_AS, SUBNET_LEN};
 use petrel_tests::lab::etcd::Etcd;
 use petrel_tests::lab::petreld::{Config, Petreld};
+use petrel_tests::lab::topo::View;
 use petrel_tests::lab::{self, Lab, Netns};
 use serde_json::json;
 use std::collections::BTreeMap;

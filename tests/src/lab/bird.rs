@@ -360,15 +360,6 @@ impl Bird {
         Ok(self.state(proto)?.starts_with("Established"))
     }
 
-    /// Waits until the BGP protocol `proto` is Established.
-    pub fn wait_established(&self, proto: &str) -> Result<()> {
-        wait_until(
-            &format!("BIRD protocol {proto} Established"),
-            &[self.daemon()],
-            || Ok(self.established(proto)?.then_some(())),
-        )
-    }
-
     /// Route updates received from protocol `proto`, over all its channels
     /// (`Import updates: received` of `show protocols all`): grows when the
     /// neighbour resends its routes, e.g. answering a ROUTE-REFRESH.
@@ -400,19 +391,6 @@ impl Bird {
     /// Routes BIRD exports to protocol `proto`.
     pub fn exported(&self, proto: &str) -> Result<Vec<Route>> {
         self.show_route(&format!("export {proto}"))
-    }
-
-    /// Waits until `f` holds for the routes received from `proto`.
-    pub fn wait_received(
-        &self,
-        proto: &str,
-        what: &str,
-        mut f: impl FnMut(&[Route]) -> bool,
-    ) -> Result<Vec<Route>> {
-        wait_until(what, &[self.daemon()], || {
-            let r = self.received(proto)?;
-            Ok(f(&r).then_some(r))
-        })
     }
 
     /// The log so far.

@@ -10,7 +10,7 @@
 //! `exabgp.api.ack=false` or ExaBGP blocks writing acks no one reads; it
 //! sends AS_PATH verbatim (put its own AS first for eBGP).
 
-use super::{wait_until, Daemon, Lab, Netns};
+use super::{Daemon, Lab, Netns};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -199,15 +199,6 @@ impl Exabgp {
     /// `withdraw route PREFIX next-hop NH`.
     pub fn withdraw(&self, prefix: &str, next_hop: &str) -> Result<()> {
         self.command(&format!("withdraw route {prefix} next-hop {next_hop}"))
-    }
-
-    /// Waits until the log contains `needle` (e.g. the peer's address with
-    /// `"connected"`).
-    pub fn wait_log(&self, needle: &str) -> Result<()> {
-        let d = self.daemon();
-        wait_until(&format!("ExaBGP log: {needle}"), &[d], || {
-            Ok(d.log().contains(needle).then_some(()))
-        })
     }
 
     /// The log so far.

@@ -176,9 +176,10 @@ impl Config {
         if let Some(t) = self.graceful_restart {
             // preserve-fw-state sets the F bit: without it a helper flushes the
             // stale routes as soon as the session is back (RFC 4724 §4.2).
+            // notification: RFC 8538's N bit, as petrel offers it.
             let _ = writeln!(
                 c,
-                " bgp graceful-restart\n bgp graceful-restart restart-time {t}\n bgp graceful-restart preserve-fw-state"
+                " bgp graceful-restart\n bgp graceful-restart restart-time {t}\n bgp graceful-restart preserve-fw-state\n bgp graceful-restart notification"
             );
         }
         for n in &self.neighbors {
@@ -340,15 +341,6 @@ impl Frr {
             .ok_or_else(|| anyhow!("bfdd has no session with {peer}"))
     }
 
-    /// Waits until bfdd's session with `peer` has `status`.
-    pub fn wait_bfd(&self, peer: &str, status: &str) -> Result<Value> {
-        let b = self.bfdd().ok_or_else(|| anyhow!("bfdd was not started"))?;
-        wait_until(&format!("bfdd session with {peer} {status}"), &[b], || {
-            let p = self.bfd_peer(peer)?;
-            Ok((p["status"] == status).then_some(p))
-        })
-    }
-
     /// bfdd's log so far.
     pub fn bfdd_log(&self) -> String {
         self.bfdd.as_ref().map(|d| d.log()).unwrap_or_default()
@@ -462,15 +454,6 @@ impl Frr {
             .to_string())
     }
 
-    /// Waits until the session with `addr` is Established.
-    pub fn wait_established(&self, addr: &str) -> Result<()> {
-        wait_until(
-            &format!("FRR neighbor {addr} Established"),
-            &[self.bgpd()],
-            || Ok((self.state(addr)? == "Established").then_some(())),
-        )
-    }
-
     /// A `messageStats` counter of the neighbour (`updatesRecv`,
     /// `routeRefreshRecv`, ...).
     pub fn message_stat(&self, addr: &str, counter: &str) -> Result<u64> {
@@ -529,19 +512,6 @@ impl Frr {
         }
         r.retain(|r| r.peer.as_deref() == Some(peer));
         Ok(r)
-    }
-
-    /// Waits until `f` holds for the routes learned from `peer`.
-    pub fn wait_received(
-        &self,
-        peer: &str,
-        what: &str,
-        mut f: impl FnMut(&[Route]) -> bool,
-    ) -> Result<Vec<Route>> {
-        wait_until(what, &[self.bgpd()], || {
-            let r = self.received(peer)?;
-            Ok(f(&r).then_some(r))
-        })
     }
 
     /// bgpd's log so far.

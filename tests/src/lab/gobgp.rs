@@ -292,15 +292,6 @@ impl Gobgp {
         })
     }
 
-    /// Waits until the session with `addr` is Established.
-    pub fn wait_established(&self, addr: &str) -> Result<()> {
-        wait_until(
-            &format!("GoBGP neighbor {addr} Established"),
-            &[self.daemon()],
-            || Ok((self.state(addr)? == "established").then_some(())),
-        )
-    }
-
     /// A received-message counter (`update`, `refresh`, `notification`...).
     pub fn received_messages(&self, addr: &str, kind: &str) -> Result<u64> {
         let v = self.neighbor(addr)?;
@@ -321,19 +312,6 @@ impl Gobgp {
         let mut r = self.routes()?;
         r.retain(|r| r.peer.as_deref() == Some(peer));
         Ok(r)
-    }
-
-    /// Waits until `f` holds for the routes learned from `peer`.
-    pub fn wait_received(
-        &self,
-        peer: &str,
-        what: &str,
-        mut f: impl FnMut(&[Route]) -> bool,
-    ) -> Result<Vec<Route>> {
-        wait_until(what, &[self.daemon()], || {
-            let r = self.received(peer)?;
-            Ok(f(&r).then_some(r))
-        })
     }
 
     /// The log so far.

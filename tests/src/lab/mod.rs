@@ -13,7 +13,9 @@
 //! [`raw::RawSpeaker`] sends UPDATEs byte for byte (what no daemon will
 //! send); [`fib`] reads a namespace's kernel routes; [`topo`] has the small
 //! topologies of the petrel suites and one [`topo::Speaker`] trait over
-//! BIRD, FRR and GoBGP so a scenario is written once.
+//! BIRD, FRR, GoBGP and petreld so a scenario is written once; its read
+//! side, [`topo::View`], is how any test waits for a daemon's sessions,
+//! routes and BFD.
 //!
 //! Dropping a [`Lab`] kills every process left in its namespaces and deletes
 //! them; [`sweep_leftovers`] (run by [`Lab::new`]) removes what a crashed
@@ -26,6 +28,7 @@
 //! `petrelctl` are (see [`crate::bin`]).
 //!
 //! ```no_run
+//! use petrel_tests::lab::topo::View;
 //! use petrel_tests::lab::{self, bird, frr, Lab};
 //! # fn main() -> anyhow::Result<()> {
 //! let lab = Lab::new("bird-frr")?;

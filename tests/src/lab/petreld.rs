@@ -456,33 +456,12 @@ impl Petreld {
             .with_context(|| format!("petreld has no BFD session with {peer}"))
     }
 
-    /// Waits until the BFD session with `peer` is in `state`.
-    pub fn wait_bfd(&self, peer: &str, state: &str) -> Result<Value> {
-        wait_until(
-            &format!("petreld BFD with {peer} {state}"),
-            &[self.daemon()],
-            || {
-                let s = self.bfd_session(peer)?;
-                Ok((s["state"] == state).then_some(s))
-            },
-        )
-    }
-
     /// One peer's status.
     pub fn peer(&self, addr: &str) -> Result<PeerStatus> {
         self.peers()?
             .into_iter()
             .find(|p| p.address == addr)
             .with_context(|| format!("petreld has no peer {addr}"))
-    }
-
-    /// Waits until the session with `addr` is Established.
-    pub fn wait_established(&self, addr: &str) -> Result<()> {
-        wait_until(
-            &format!("petreld peer {addr} Established"),
-            &[self.daemon()],
-            || Ok((self.peer(addr)?.state == "Established").then_some(())),
-        )
     }
 
     /// `show routes` (every path, `best` marks the chosen one).
@@ -500,19 +479,6 @@ impl Petreld {
         let mut r = self.routes()?;
         r.retain(|r| r.peer.as_deref() == Some(peer));
         Ok(r)
-    }
-
-    /// Waits until `f` holds for the routes learned from `peer`.
-    pub fn wait_received(
-        &self,
-        peer: &str,
-        what: &str,
-        mut f: impl FnMut(&[Route]) -> bool,
-    ) -> Result<Vec<Route>> {
-        wait_until(what, &[self.daemon()], || {
-            let r = self.received(peer)?;
-            Ok(f(&r).then_some(r))
-        })
     }
 
     /// petreld's Prometheus text, from its `[metrics]` address (the

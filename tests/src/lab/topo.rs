@@ -1,7 +1,8 @@
 //! Small topologies for the petrel interop suites, and one [`Speaker`]
 //! trait over the BIRD, FRR, GoBGP and petreld drivers, each started from
 //! one [`PeerSpec`], so a scenario is written once and run with any of
-//! them on either side.
+//! them on either side. Its read side, [`View`], is also what a test that
+//! starts a daemon from a configuration of its own waits with.
 
 use super::{bird, frr, gobgp, petreld, wait_until, Daemon, Lab, Link, Netns, Route};
 use anyhow::Result;
@@ -114,13 +115,62 @@ impl PeerSpec {
     }
 }
 
-/// What the scenarios need from any peer daemon.
-pub trait Speaker {
+/// What a test reads from a BGP daemon, and waits for: the one way to
+/// wait for a session, its routes or its BFD state, whichever daemon runs
+/// it. BIRD names a session by its protocol (`bird::Bird`) or, started
+/// from a [`PeerSpec`] ([`BirdSpeaker`]), by the neighbour's address;
+/// every other daemon by the neighbour's address.
+pub trait View {
     fn kind(&self) -> Kind;
     fn daemon(&self) -> &Daemon;
+    /// The processes whose death fails a wait, and whose logs it shows.
+    fn daemons(&self) -> Vec<&Daemon> {
+        vec![self.daemon()]
+    }
     fn established(&self, neighbor: &str) -> Result<bool>;
     /// Routes learned from `neighbor`, all attributes.
     fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>>;
+    /// The state of the daemon's BFD session with `neighbor`, lower case
+    /// ("up", "down", "init"), `None` when it has none.
+    fn bfd_state(&self, _neighbor: &str) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    fn wait_established(&self, neighbor: &str) -> Result<()> {
+        wait_until(
+            &format!("{:?} session with {neighbor} Established", self.kind()),
+            &self.daemons(),
+            || Ok(self.established(neighbor)?.then_some(())),
+        )
+    }
+
+    /// Waits until `f` holds for the routes learned from `neighbor`.
+    fn wait_routes_from(
+        &self,
+        neighbor: &str,
+        what: &str,
+        f: &mut dyn FnMut(&[Route]) -> bool,
+    ) -> Result<Vec<Route>> {
+        wait_until(what, &self.daemons(), || {
+            let r = self.routes_from(neighbor)?;
+            Ok(f(&r).then_some(r))
+        })
+    }
+
+    /// Waits until the BFD session with `neighbor` is in `state` (lower
+    /// case, as [`View::bfd_state`]).
+    fn wait_bfd(&self, neighbor: &str, state: &str) -> Result<()> {
+        wait_until(
+            &format!("{:?} BFD session with {neighbor} {state}", self.kind()),
+            &self.daemons(),
+            || Ok((self.bfd_state(neighbor)?.as_deref() == Some(state)).then_some(())),
+        )
+    }
+}
+
+/// What the scenarios do with any peer daemon started from a [`PeerSpec`],
+/// beyond reading it ([`View`]).
+pub trait Speaker: View {
     fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()>;
     fn withdraw(&mut self, prefix: &str) -> Result<()>;
     /// Sends ROUTE-REFRESH to `neighbor` (asks it to resend); `false` when
@@ -130,11 +180,6 @@ pub trait Speaker {
     /// UPDATEs received from `neighbor`, when the daemon counts them.
     fn updates_received(&self, neighbor: &str) -> Result<Option<u64>>;
     fn log(&self) -> String;
-    /// The state of the daemon's BFD session with `neighbor`, lower case
-    /// ("up", "down", "init"), `None` when it has none.
-    fn bfd_state(&self, _neighbor: &str) -> Result<Option<String>> {
-        Ok(None)
-    }
     fn kill9(&mut self);
     /// Starts again after [`Speaker::kill9`], as a restarting speaker.
     fn restart_graceful(&mut self, lab: &Lab) -> Result<()>;
@@ -143,26 +188,6 @@ pub trait Speaker {
     /// every F bit clear (BIRD without `-R`, gobgpd without `-r`).
     fn restart_cold(&mut self, lab: &Lab) -> Result<()>;
     fn stop(&mut self) -> Result<()>;
-
-    fn wait_established(&self, neighbor: &str) -> Result<()> {
-        wait_until(
-            &format!("{:?} session with {neighbor} Established", self.kind()),
-            &[self.daemon()],
-            || Ok(self.established(neighbor)?.then_some(())),
-        )
-    }
-
-    fn wait_routes_from(
-        &self,
-        neighbor: &str,
-        what: &str,
-        f: &mut dyn FnMut(&[Route]) -> bool,
-    ) -> Result<Vec<Route>> {
-        wait_until(what, &[self.daemon()], || {
-            let r = self.routes_from(neighbor)?;
-            Ok(f(&r).then_some(r))
-        })
-    }
 }
 
 /// BIRD's BFD for every session with `bfd on`, at petrel's 300 ms × 3.
@@ -291,7 +316,34 @@ pub struct BirdSpeaker {
     pub config: bird::Config,
 }
 
-impl Speaker for BirdSpeaker {
+impl View for bird::Bird {
+    fn kind(&self) -> Kind {
+        Kind::Bird
+    }
+    fn daemon(&self) -> &Daemon {
+        bird::Bird::daemon(self)
+    }
+    /// `proto`: the protocol's name.
+    fn established(&self, proto: &str) -> Result<bool> {
+        bird::Bird::established(self, proto)
+    }
+    fn routes_from(&self, proto: &str) -> Result<Vec<Route>> {
+        self.received(proto)
+    }
+    /// `neighbor`: its address (`show bfd sessions` has no protocol).
+    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
+        // `show bfd sessions`: IP address, interface, state, since, ...
+        let out = self.birdc("show bfd sessions")?;
+        Ok(out
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.first() == Some(&neighbor))
+            .and_then(|w| w.get(2).map(|s| s.to_lowercase())))
+    }
+}
+
+/// By the neighbour's address, as [`start`] names BIRD's protocols.
+impl View for BirdSpeaker {
     fn kind(&self) -> Kind {
         Kind::Bird
     }
@@ -304,6 +356,12 @@ impl Speaker for BirdSpeaker {
     fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>> {
         self.lab_bird.received(&bird::proto_name(neighbor))
     }
+    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
+        self.lab_bird.bfd_state(neighbor)
+    }
+}
+
+impl Speaker for BirdSpeaker {
     fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()> {
         self.config.originate(prefix, communities, large);
         self.lab_bird.reconfigure(&self.config.render())
@@ -325,15 +383,6 @@ impl Speaker for BirdSpeaker {
     fn log(&self) -> String {
         self.lab_bird.log()
     }
-    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
-        // `show bfd sessions`: IP address, interface, state, since, ...
-        let out = self.lab_bird.birdc("show bfd sessions")?;
-        Ok(out
-            .lines()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|w| w.first() == Some(&neighbor))
-            .and_then(|w| w.get(2).map(|s| s.to_lowercase())))
-    }
     fn kill9(&mut self) {
         self.lab_bird.kill9()
     }
@@ -354,19 +403,57 @@ pub struct FrrSpeaker {
     pub config: frr::Config,
 }
 
-impl Speaker for FrrSpeaker {
+impl View for frr::Frr {
+    fn kind(&self) -> Kind {
+        Kind::Frr
+    }
+    fn daemon(&self) -> &Daemon {
+        self.bgpd()
+    }
+    /// bgpd, and bfdd when it runs.
+    fn daemons(&self) -> Vec<&Daemon> {
+        std::iter::once(self.bgpd()).chain(self.bfdd()).collect()
+    }
+    fn established(&self, neighbor: &str) -> Result<bool> {
+        Ok(self.state(neighbor)? == "Established")
+    }
+    fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>> {
+        self.received(neighbor)
+    }
+    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
+        if self.bfdd().is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .bfd_peers()?
+            .into_iter()
+            .find(|p| p["peer"] == neighbor)
+            .and_then(|p| p["status"].as_str().map(str::to_string)))
+    }
+}
+
+impl View for FrrSpeaker {
     fn kind(&self) -> Kind {
         Kind::Frr
     }
     fn daemon(&self) -> &Daemon {
         self.frr.bgpd()
     }
+    fn daemons(&self) -> Vec<&Daemon> {
+        self.frr.daemons()
+    }
     fn established(&self, neighbor: &str) -> Result<bool> {
-        Ok(self.frr.state(neighbor)? == "Established")
+        self.frr.established(neighbor)
     }
     fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>> {
         self.frr.received(neighbor)
     }
+    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
+        self.frr.bfd_state(neighbor)
+    }
+}
+
+impl Speaker for FrrSpeaker {
     fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()> {
         let i = self.config.originate.len();
         self.config.originate(prefix, communities, large);
@@ -418,17 +505,6 @@ impl Speaker for FrrSpeaker {
     fn log(&self) -> String {
         self.frr.log()
     }
-    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
-        if self.frr.bfdd().is_none() {
-            return Ok(None);
-        }
-        Ok(self
-            .frr
-            .bfd_peers()?
-            .into_iter()
-            .find(|p| p["peer"] == neighbor)
-            .and_then(|p| p["status"].as_str().map(str::to_string)))
-    }
     fn kill9(&mut self) {
         self.frr.kill9()
     }
@@ -444,7 +520,8 @@ impl Speaker for FrrSpeaker {
     }
 }
 
-impl Speaker for gobgp::Gobgp {
+/// GoBGP has no BFD.
+impl View for gobgp::Gobgp {
     fn kind(&self) -> Kind {
         Kind::Gobgp
     }
@@ -457,6 +534,9 @@ impl Speaker for gobgp::Gobgp {
     fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>> {
         self.received(neighbor)
     }
+}
+
+impl Speaker for gobgp::Gobgp {
     fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()> {
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         self.add_route(prefix, &v(communities), &v(large))
@@ -487,7 +567,7 @@ impl Speaker for gobgp::Gobgp {
     }
 }
 
-impl Speaker for petreld::Petreld {
+impl View for petreld::Petreld {
     fn kind(&self) -> Kind {
         Kind::Petreld
     }
@@ -503,6 +583,16 @@ impl Speaker for petreld::Petreld {
     fn routes_from(&self, neighbor: &str) -> Result<Vec<Route>> {
         self.received(neighbor)
     }
+    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
+        let v = self.bfd()?;
+        Ok(v.iter()
+            .find(|s| s["peer"].as_str() == Some(neighbor))
+            .and_then(|s| s["state"].as_str())
+            .map(str::to_lowercase))
+    }
+}
+
+impl Speaker for petreld::Petreld {
     /// A new origination in petreld.toml, then SIGHUP.
     fn announce(&mut self, prefix: &str, communities: &[&str], large: &[&str]) -> Result<()> {
         let mut c = self.config().clone();
@@ -524,13 +614,6 @@ impl Speaker for petreld::Petreld {
     }
     fn log(&self) -> String {
         petreld::Petreld::log(self)
-    }
-    fn bfd_state(&self, neighbor: &str) -> Result<Option<String>> {
-        let v = self.bfd()?;
-        Ok(v.iter()
-            .find(|s| s["peer"].as_str() == Some(neighbor))
-            .and_then(|s| s["state"].as_str())
-            .map(str::to_lowercase))
     }
     fn kill9(&mut self) {
         petreld::Petreld::kill9(self)
