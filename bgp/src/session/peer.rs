@@ -14,6 +14,7 @@ use crate::wire::header::{split_message, HEADER_LEN};
 use crate::wire::notification::{CeaseError, ErrorCode};
 use crate::wire::{Message, Notification, Open, RouteRefresh, Update};
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -135,6 +136,13 @@ struct Task {
     /// The BFD session's status, and its flap count when last looked at.
     bfd: Option<watch::Receiver<SessionStatus>>,
     bfd_flaps: u64,
+    /// The speaker's commands. Read in the main loop, and also while an
+    /// event waits for room in the speaker's queue (see [`Task::deliver`]).
+    commands: mpsc::Receiver<PeerCommand>,
+    commands_closed: bool,
+    /// Commands read while an event waited, other than messages to send:
+    /// carried out once it is delivered.
+    deferred: VecDeque<PeerCommand>,
 }
 
 /// Resolves, with the new flap count, when the BFD session has left Up
@@ -199,14 +207,29 @@ pub fn spawn_peer(
         established_at: None,
         bfd,
         bfd_flaps,
+        commands,
+        commands_closed: false,
+        deferred: VecDeque::new(),
     };
-    tokio::spawn(task.run(commands))
+    tokio::spawn(task.run())
 }
 
 impl Task {
-    async fn run(mut self, mut commands: mpsc::Receiver<PeerCommand>) {
+    async fn run(mut self) {
         let peer = self.cfg.address;
         loop {
+            while let Some(c) = self.deferred.pop_front() {
+                self.command(c).await;
+            }
+            if self.commands_closed {
+                // The speaker dropped us while an event waited: leave
+                // quietly, as a stop.
+                self.feed(Event::ManualStop {
+                    communication: Some("peer removed".into()),
+                })
+                .await;
+                return;
+            }
             let next_timer = self
                 .timers
                 .iter()
@@ -260,7 +283,7 @@ impl Task {
                     // The BFD session was removed with BFD turned off.
                     Err(_) => self.bfd = None,
                 },
-                cmd = commands.recv() => match cmd {
+                cmd = self.commands.recv(), if !self.commands_closed => match cmd {
                     None => {
                         // The speaker dropped us: leave quietly, as a stop.
                         self.feed(Event::ManualStop { communication: Some("peer removed".into()) }).await;
@@ -402,21 +425,80 @@ impl Task {
             }
             PeerCommand::RestartState(on) => self.fsm.set_restart_state(on),
             PeerCommand::Incoming(stream) => self.incoming(stream).await,
+            c @ (PeerCommand::Send(_) | PeerCommand::SendMessage(_)) => self.send_now(c).await,
+        }
+    }
+
+    /// Writes the messages of a `Send` or `SendMessage` command while
+    /// Established (nothing else).
+    async fn send_now(&mut self, cmd: PeerCommand) {
+        if self.fsm.state() != State::Established {
+            return;
+        }
+        match cmd {
             PeerCommand::Send(msgs) => {
-                if self.fsm.state() == State::Established {
-                    for m in msgs {
-                        if !self.write(&m).await {
-                            break;
-                        }
+                for m in msgs {
+                    if !self.write(&m).await {
+                        break;
                     }
                 }
             }
             PeerCommand::SendMessage(m) => {
-                if self.fsm.state() == State::Established {
-                    if let Ok(b) = m.to_bytes(self.fsm.codec()) {
-                        self.write(&b).await;
-                    }
+                if let Ok(b) = m.to_bytes(self.fsm.codec()) {
+                    self.write(&b).await;
                 }
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands `ev` to the speaker, waiting for room in its queue.
+    async fn deliver(&mut self, ev: PeerEvent) {
+        self.deliver_racing(ev, false).await;
+    }
+
+    /// [`Task::deliver`], given up when BFD goes Down meanwhile (RFC 5882
+    /// §4.2: under a full table the speaker's queue stays full while the
+    /// RIB works, and BFD Down must not wait behind it); false then.
+    async fn deliver_unless_bfd_fails(&mut self, ev: PeerEvent) -> bool {
+        self.deliver_racing(ev, true).await
+    }
+
+    /// While an event waits for room in the speaker's queue, the speaker
+    /// may itself be waiting for room in ours (its UPDATEs for this peer,
+    /// in a route reflector or any peer that both sends and receives a
+    /// table): that is a deadlock unless this task keeps reading its
+    /// commands. The messages to send are written at once (they need
+    /// nothing but the socket); other commands wait in `deferred` until the
+    /// event is delivered, so that they are carried out in order.
+    async fn deliver_racing(&mut self, ev: PeerEvent, race_bfd: bool) -> bool {
+        let seen = self.bfd_flaps;
+        loop {
+            let bfd = async {
+                if race_bfd {
+                    bfd_failure(self.bfd.as_mut(), seen).await
+                } else {
+                    std::future::pending().await
+                }
+            };
+            let cmd = tokio::select! {
+                biased;
+                _ = bfd => return false,
+                permit = self.events.reserve() => {
+                    // A closed queue: the speaker is gone; nothing to tell.
+                    if let Ok(p) = permit {
+                        p.send(ev);
+                    }
+                    return true;
+                }
+                cmd = self.commands.recv(), if !self.commands_closed => cmd,
+            };
+            match cmd {
+                None => self.commands_closed = true,
+                Some(c @ (PeerCommand::Send(_) | PeerCommand::SendMessage(_))) => {
+                    self.send_now(c).await
+                }
+                Some(c) => self.deferred.push_back(c),
             }
         }
     }
@@ -699,13 +781,11 @@ impl Task {
         let after = self.fsm.state();
         if before != after {
             debug!(peer = %self.cfg.address, from = before.name(), to = after.name(), "state");
-            let _ = self
-                .events
-                .send(PeerEvent {
-                    peer: self.cfg.address,
-                    kind: PeerEventKind::State(after),
-                })
-                .await;
+            self.deliver(PeerEvent {
+                peer: self.cfg.address,
+                kind: PeerEventKind::State(after),
+            })
+            .await;
         }
     }
 
@@ -751,13 +831,11 @@ impl Task {
                 self.established_at = Some(Instant::now());
                 info!(%peer, asn = remote.asn(), id = %remote.bgp_id, hold = self.fsm.negotiated_hold_time(), "session established");
                 let local = self.conn.as_ref().and_then(|c| c.stream.local_addr().ok());
-                let _ = self
-                    .events
-                    .send(PeerEvent {
-                        peer,
-                        kind: PeerEventKind::Established { ctx, remote, local },
-                    })
-                    .await;
+                self.deliver(PeerEvent {
+                    peer,
+                    kind: PeerEventKind::Established { ctx, remote, local },
+                })
+                .await;
             }
             Action::Down {
                 reason,
@@ -770,16 +848,14 @@ impl Task {
                     r if was_established => warn!(%peer, reason = %r, "session down"),
                     r => debug!(%peer, reason = %r, "connection attempt ended"),
                 }
-                let _ = self
-                    .events
-                    .send(PeerEvent {
-                        peer,
-                        kind: PeerEventKind::Down {
-                            reason,
-                            was_established,
-                        },
-                    })
-                    .await;
+                self.deliver(PeerEvent {
+                    peer,
+                    kind: PeerEventKind::Down {
+                        reason,
+                        was_established,
+                    },
+                })
+                .await;
             }
             Action::Update(u) => {
                 // Under a full table the speaker's event queue stays full
@@ -788,29 +864,22 @@ impl Task {
                 // it (RFC 5882 §4.2). The UPDATE is dropped then: the
                 // session ends, and its Down withdraws all of this peer's
                 // routes anyway.
-                let seen = self.bfd_flaps;
                 let ev = PeerEvent {
                     peer,
                     kind: PeerEventKind::Update(u),
                 };
-                let failed = tokio::select! {
-                    biased;
-                    _ = bfd_failure(self.bfd.as_mut(), seen) => true,
-                    _ = self.events.send(ev) => false,
-                };
+                let failed = !self.deliver_unless_bfd_fails(ev).await;
                 if failed {
                     warn!(%peer, "BFD down while an UPDATE waited for the speaker");
                     Box::pin(self.bfd_changed()).await;
                 }
             }
             Action::RouteRefresh(r) => {
-                let _ = self
-                    .events
-                    .send(PeerEvent {
-                        peer,
-                        kind: PeerEventKind::RouteRefresh(r),
-                    })
-                    .await;
+                self.deliver(PeerEvent {
+                    peer,
+                    kind: PeerEventKind::RouteRefresh(r),
+                })
+                .await;
             }
         }
     }
@@ -1050,6 +1119,72 @@ mod tests {
         );
         feeder.abort();
         drop(ours);
+    }
+
+    /// The speaker's event queue is full and the session task waits to
+    /// hand it an UPDATE, while the speaker waits for room in this
+    /// session's command queue (its own UPDATEs for the peer: a route
+    /// reflector, or any peer that both sends and receives a table). The
+    /// session keeps writing what it is told to send, so the speaker is
+    /// never stuck behind it; other commands (a stop) are carried out once
+    /// the UPDATE is delivered. Before, both waited for ever.
+    #[tokio::test]
+    async fn a_session_waiting_for_the_speaker_still_sends_what_it_is_told() {
+        let (_bfd_tx, cmd_tx, mut events, mut ours) = established_with_bfd(4).await;
+        // The peer's UPDATEs fill the speaker's queue; nobody reads it.
+        let mut update = vec![0xff; 16];
+        update.extend_from_slice(&[0, 27, 2, 0, 4, 24, 10, 0, 0, 0, 0]);
+        for _ in 0..64 {
+            ours.write_all(&update).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Ours for the peer: four times the command queue's 8 slots.
+        let ours_update = {
+            let mut u = vec![0xff; 16];
+            u.extend_from_slice(&[0, 27, 2, 0, 4, 24, 10, 9, 9, 0, 0]);
+            Bytes::from(u)
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            for _ in 0..32 {
+                cmd_tx
+                    .send(PeerCommand::Send(vec![ours_update.clone()]))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await
+        .expect("the session took its commands while the speaker was busy");
+        let mut buf = BytesMut::new();
+        let mut got = 0;
+        while got < 32 {
+            match read_message(&mut ours, &mut buf).await {
+                Some(Message::Update(u)) if u.withdrawals().count() == 1 => got += 1,
+                Some(_) => {}
+                None => panic!("only {got} of our 32 UPDATEs reached the peer"),
+            }
+        }
+        // A stop read meanwhile waits for the UPDATEs to be delivered, then
+        // ends the session.
+        cmd_tx
+            .send(PeerCommand::Stop {
+                communication: None,
+            })
+            .await
+            .unwrap();
+        let reason = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(e) = events.recv().await {
+                if let PeerEventKind::Down { reason, .. } = e.kind {
+                    return reason;
+                }
+            }
+            panic!("events ended");
+        })
+        .await
+        .expect("the stop was carried out");
+        assert!(
+            matches!(&reason, DownReason::NotificationSent(n) if n.error == ErrorCode::Cease(CeaseError::AdministrativeShutdown)),
+            "{reason:?}"
+        );
     }
 
     /// The speaker is busy (its event queue full, as under a full table)

@@ -418,14 +418,25 @@ impl Dut {
                     toml += "\n[fib]\nnexthop_objects = \"off\"\n";
                 }
                 std::fs::write(&conf, toml)?;
-                let bin = petrel_tests::bin("petreld")?;
+                let bin = petrel_tests::bin("petreld")?.to_string_lossy().into_owned();
+                let conf = conf.to_string_lossy().into_owned();
+                let mut args = vec!["--config", &conf];
+                let cg = callgrind_dir()
+                    .map(|d| format!("--callgrind-out-file={}/callgrind.out.%p", d.display()));
+                let program = match &cg {
+                    Some(out) => {
+                        args.splice(0..0, ["--tool=callgrind", out, &bin]);
+                        "valgrind"
+                    }
+                    None => &bin,
+                };
                 let d = Daemon::spawn(
                     lab,
                     ns,
                     "petreld",
                     &log("petreld"),
-                    &bin.to_string_lossy(),
-                    &["--config", &conf.to_string_lossy()],
+                    program,
+                    &args,
                     &[("PETREL_LOG", "warn")],
                 )?;
                 let ctl = petrel_tests::bin("petrelctl")?;
@@ -611,9 +622,48 @@ impl Dut {
     /// cleaned up, its kernel routes stay.
     pub fn crash(&self) {
         for d in self.daemons.iter().rev() {
-            d.kill9();
+            if self.kind == Kind::Petreld && callgrind_dir().is_some() {
+                // SIGTERM: callgrind writes its last part at exit only.
+                let _ = d.stop();
+            } else {
+                d.kill9();
+            }
         }
     }
+
+    /// Under `PETREL_BENCH_CALLGRIND` (petreld only): `Zero` sets
+    /// callgrind's counters to zero, `Dump(label)` writes what they
+    /// counted since into a file of its own (callgrind.out.PID.N) and
+    /// zeroes them, so each phase of a run is counted apart. Does nothing
+    /// otherwise.
+    pub fn callgrind(&self, what: Callgrind) -> Result<()> {
+        if self.kind != Kind::Petreld || callgrind_dir().is_none() {
+            return Ok(());
+        }
+        let pid = self.daemons[0].pid().to_string();
+        match what {
+            Callgrind::Zero => super::run("callgrind_control", &["-z", &pid])?,
+            Callgrind::Dump(label) => {
+                super::run("callgrind_control", &[&format!("--dump={label}"), &pid])?
+            }
+        };
+        Ok(())
+    }
+}
+
+/// What [`Dut::callgrind`] asks of callgrind.
+pub enum Callgrind {
+    Zero,
+    Dump(&'static str),
+}
+
+/// `PETREL_BENCH_CALLGRIND=DIR`: petreld runs under `valgrind
+/// --tool=callgrind`, its profiles written into DIR, one per phase (see
+/// [`Dut::callgrind`]). Instruction counts do not change with the load of
+/// the machine, so two builds compare on a busy one; timings under
+/// valgrind mean nothing.
+pub fn callgrind_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("PETREL_BENCH_CALLGRIND").map(std::path::PathBuf::from)
 }
 
 /// Summed over processes.

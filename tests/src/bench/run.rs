@@ -6,7 +6,7 @@
 //! DUT's namespace by a veth. Clocks start when every injector session is
 //! Established; FIB instants come from the netlink watcher's thread.
 
-use super::dut::{self, Dut, Kind, Layout};
+use super::dut::{self, Callgrind, Dut, Kind, Layout};
 use super::fibwatch::FibWatch;
 use super::peer::{self, Injector, Monitor};
 use super::scenario::{self, Scenario};
@@ -211,6 +211,7 @@ pub fn dut_run(
     // Let the DUT finish its own session start-up work (End-of-RIB, timers).
     std::thread::sleep(Duration::from_millis(500));
     let before = dut.stats()?;
+    dut.callgrind(Callgrind::Zero)?;
     // A real table loses a few routes to the DUTs' sanity checks (AS
     // loops, martians): 99.9% of it counts as all of it; `fib_count` says
     // how many arrived.
@@ -235,6 +236,7 @@ pub fn dut_run(
     }
     settle(&dut, &fib, &mon)?;
     let loaded = dut.stats()?;
+    dut.callgrind(Callgrind::Dump("load"))?;
     let mut m = Measured {
         load1: load1(),
         clients_seconds: f64::NAN,
@@ -264,6 +266,7 @@ pub fn dut_run(
         let c_sent = dut.stats()?;
         settle(&dut, &fib, &mon)?;
         let c1 = dut.stats()?;
+        dut.callgrind(Callgrind::Dump("churn"))?;
         let f = fib.state.lock().unwrap();
         let lag = f
             .last_event
@@ -308,6 +311,7 @@ pub fn dut_run(
         .unwrap_or(f64::NAN);
     settle(&dut, &fib, &mon)?;
     let end = dut.stats()?;
+    dut.callgrind(Callgrind::Dump("withdraw"))?;
     m.withdraw_cpu_seconds = end.cpu_seconds - w0.cpu_seconds;
     m.peak_rss_bytes = end.hwm_bytes.max(loaded.hwm_bytes);
     m.rss_per_route = (m.peak_rss_bytes as f64 - before.rss_bytes as f64) / n as f64;

@@ -22,6 +22,11 @@
 //! with a BIRD in the injectors' namespace as the BFD endpoint; the run
 //! reports petreld's BFD state changes during the load (goal: none).
 //!
+//! `PETREL_BENCH_CALLGRIND=DIR` runs petreld under callgrind and writes
+//! one profile per phase into DIR (load, churn, withdraw, the rest at
+//! exit): instruction counts, which a busy machine does not change, to
+//! compare two builds (`PETREL_BIN_DIR` names the build's directory).
+//!
 //! Per repetition the DUTs run in turn (the order rotates every
 //! repetition), each in a fresh lab: N injector sessions stream
 //! pre-encoded UPDATEs into the DUT, which installs its best routes into
