@@ -44,6 +44,62 @@ fn petrel_bench_smoke_petreld_3000_prefixes() {
     assert!(v["injector_sink_seconds"].as_f64().unwrap() > 0.0);
 }
 
+/// The route-reflection scenario (issue 17), small: 8 clients, 4 of them
+/// sources of the same 2000 prefixes; petreld and BIRD as the reflector,
+/// best path only and with ADD-PATH. A run succeeds only when every client
+/// held exactly the paths it should (see `bench/rr.rs`); this checks that
+/// and the counts the report gives.
+#[test]
+fn petrel_bench_route_reflector_8_clients_petreld_and_bird() {
+    if !lab::require_lab(&["bird", "birdc"]) || !have_bin("petreld") || !have_bin("petrelctl") {
+        return;
+    }
+    let (clients, sources, n) = (8u64, 4u64, 2000u64);
+    for add_path in [false, true] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_petrel-bench"));
+        cmd.args(["--scenario", "rr64", "--clients", "8", "--prefixes", "2000"])
+            .args([
+                "--dut",
+                "petreld,bird",
+                "--repeat",
+                "1",
+                "--json",
+                "--no-sink",
+            ])
+            .env(
+                "PETREL_BIN_DIR",
+                petrel_tests::bin("petreld").unwrap().parent().unwrap(),
+            );
+        if add_path {
+            cmd.arg("--add-path");
+        }
+        let out = cmd.output().expect("petrel-bench runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "add_path {add_path}: {stderr}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+        assert_eq!(
+            (v["clients"].as_u64(), v["add_path"].as_bool()),
+            (Some(clients), Some(add_path))
+        );
+        let runs = v["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{v}");
+        for run in runs {
+            assert!(run.get("error").is_none(), "{run}");
+            let rr = &run["rr"];
+            assert_eq!(rr["add_path"], add_path, "{run}");
+            let t = run["clients_seconds"].as_f64().unwrap_or(f64::NAN);
+            assert!(t.is_finite() && t > 0.0, "{run}");
+            // The clients that are no source hold every prefix: once each
+            // (best path), or once per source (ADD-PATH).
+            let per = if add_path { sources } else { 1 };
+            let received = rr["paths_received"].as_u64().unwrap();
+            assert!(received >= (clients - sources) * n * per, "{run}");
+            assert!(run["cpu_seconds"].as_f64().unwrap() > 0.0, "{run}");
+            assert!(rr["harness_cpu_seconds"].as_f64().unwrap() > 0.0, "{run}");
+        }
+    }
+}
+
 /// The failover scenarios, small, for petreld and BIRD: A's link losing
 /// carrier leaves every prefix via B (`move`) or none (`gone`), and after a
 /// crash and restart the FIB equals the peer's changed table, petreld

@@ -86,6 +86,88 @@ pub struct Layout {
     /// endpoint is a BIRD in the injectors' namespace, see
     /// [`bfd_endpoint_conf`]).
     pub bfd: bool,
+    /// Route reflection (`super::rr`): every injector is an iBGP client
+    /// and there is no monitor; nothing goes into the kernel.
+    pub reflector: Option<Reflector>,
+}
+
+/// The DUT as a route reflector (RFC 4456) for every injector.
+#[derive(Clone, Copy, Debug)]
+pub struct Reflector {
+    /// Send every path to every client (RFC 7911), not the best alone.
+    pub add_path: bool,
+}
+
+/// The reflector's cluster id (RFC 4456 §7): its router id, as the daemons
+/// default to.
+const CLUSTER_ID: &str = "10.0.0.1";
+
+/// petreld as a reflector: `route_reflector_client` peers, `add_path` send
+/// `all` with ADD-PATH, and `fib.enabled = false`.
+pub fn petreld_rr_toml(l: &Layout, r: Reflector, socket: &str) -> String {
+    let mut c = format!(
+        "[node]\nname = \"bench\"\nrouter_id = \"{}\"\nasn = {}\n\n[control]\nsocket = {socket:?}\n\n\
+         [fib]\nenabled = false\n\n[bgp]\nlisten = [\"0.0.0.0:179\"]\ncluster_id = \"{CLUSTER_ID}\"\nmax_paths = 1\n",
+        l.router_id, l.asn
+    );
+    let ap = if r.add_path {
+        "add_path = { send = \"all\" }\n"
+    } else {
+        ""
+    };
+    for (addr, asn) in &l.injectors {
+        let _ = write!(
+            c,
+            "\n[[bgp.peers]]\naddress = \"{addr}\"\nasn = {asn}\npassive = true\n\
+             families = [\"ipv4-unicast\"]\nroute_reflector_client = true\n{ap}"
+        );
+    }
+    c
+}
+
+/// BIRD as a reflector: a template with `rr client`, `direct` and `gateway
+/// direct` (the clients and their next hops are on the link; BIRD's iBGP
+/// defaults, multihop with recursive next hops, would need an IGP table) and `add paths tx` with ADD-PATH; no kernel
+/// protocol.
+pub fn bird_rr_conf(l: &Layout, r: Reflector) -> String {
+    let mut c = format!(
+        "log stderr {{ warning, error, fatal, bug }};\nrouter id {};\n\
+         protocol device {{ scan time 10; }}\n\
+         template bgp rrc {{ local as {}; passive on; direct; rr client; rr cluster id {CLUSTER_ID}; \
+         ipv4 {{ import all; export all; gateway direct;{} }}; }}\n",
+        l.router_id,
+        l.asn,
+        if r.add_path { " add paths tx;" } else { "" }
+    );
+    for (k, (addr, asn)) in l.injectors.iter().enumerate() {
+        let _ = writeln!(
+            c,
+            "protocol bgp c{k} from rrc {{ neighbor {addr} as {asn}; }}"
+        );
+    }
+    c
+}
+
+/// FRR as a reflector: a peer group with `route-reflector-client` and
+/// `addpath-tx-all-paths` with ADD-PATH; bgpd runs with `-n` (no kernel
+/// install, FRR's option for reflectors).
+pub fn frr_rr_conf(l: &Layout, r: Reflector) -> String {
+    let mut c = format!(
+        "hostname bench\nlog stdout warnings\n!\nrouter bgp {}\n bgp router-id {}\n \
+         bgp cluster-id {CLUSTER_ID}\n no bgp default ipv4-unicast\n \
+         neighbor C peer-group\n neighbor C remote-as internal\n neighbor C passive\n",
+        l.asn, l.router_id
+    );
+    for (addr, _) in &l.injectors {
+        let _ = writeln!(c, " neighbor {addr} peer-group C");
+    }
+    c += " address-family ipv4 unicast\n  maximum-paths ibgp 1\n  neighbor C activate\n  \
+          neighbor C route-reflector-client\n";
+    if r.add_path {
+        c += "  neighbor C addpath-tx-all-paths\n";
+    }
+    c += " exit-address-family\n!\n";
+    c
 }
 
 /// BIRD as the injectors' BFD endpoint: one session per injector address
@@ -326,8 +408,13 @@ impl Dut {
                 let sock = dir.join("petreld.sock").to_string_lossy().into_owned();
                 ctl_socket = Some(sock.clone());
                 let conf = dir.join("petreld.toml");
-                let mut toml = petreld_toml(l, &sock);
-                if kind == Kind::PetreldClassic {
+                let mut toml = match l.reflector {
+                    Some(r) => petreld_rr_toml(l, r, &sock),
+                    None => petreld_toml(l, &sock),
+                };
+                // A reflector has its FIB off (its own `[fib]` table), so
+                // the classic FIB path changes nothing there.
+                if kind == Kind::PetreldClassic && l.reflector.is_none() {
                     toml += "\n[fib]\nnexthop_objects = \"off\"\n";
                 }
                 std::fs::write(&conf, toml)?;
@@ -365,7 +452,11 @@ impl Dut {
             }
             Kind::Bird => {
                 let conf = dir.join("bird.conf");
-                std::fs::write(&conf, bird_conf(l))?;
+                let text = match l.reflector {
+                    Some(r) => bird_rr_conf(l, r),
+                    None => bird_conf(l),
+                };
+                std::fs::write(&conf, text)?;
                 let sock = dir.join("bird.ctl").to_string_lossy().into_owned();
                 let conf = conf.to_string_lossy();
                 let mut args = vec!["-f", "-c", &conf, "-s", &sock];
@@ -384,7 +475,11 @@ impl Dut {
                 let run = dir.join("run");
                 std::fs::create_dir_all(&run)?;
                 std::fs::write(dir.join("zebra.conf"), "hostname z\nlog stdout warnings\n")?;
-                std::fs::write(dir.join("bgpd.conf"), frr_conf(l))?;
+                let text = match l.reflector {
+                    Some(r) => frr_rr_conf(l, r),
+                    None => frr_conf(l),
+                };
+                std::fs::write(dir.join("bgpd.conf"), text)?;
                 super::run("chown", &["-R", "frr:frr", &dir.to_string_lossy()])?;
                 // A crashed zebra leaves its socket: wait for the new one.
                 let _ = std::fs::remove_file(run.join("zserv.api"));
@@ -392,6 +487,8 @@ impl Dut {
                 for which in ["zebra", "bgpd"] {
                     let extra: Vec<&str> = match (&keep, which) {
                         (Some(t), "zebra") => vec!["-K", t],
+                        // bgpd -n: no kernel install (the reflector's case).
+                        (_, "bgpd") if l.reflector.is_some() => vec!["-n"],
                         _ => vec![],
                     };
                     let d = petrel_tests::lab::frr::spawn_daemon_with(
@@ -688,6 +785,7 @@ mod tests {
             bfd: false,
             hold: None,
             graceful_restart: None,
+            reflector: None,
         }
     }
 
@@ -729,6 +827,38 @@ mod tests {
         let p = petreld_toml(&l, "/tmp/s");
         assert_eq!(p.matches("action = \"reject\"").count(), 2);
         assert!(p.contains("max_paths = 1"));
+    }
+
+    #[test]
+    fn reflector_configs_make_every_peer_a_client() {
+        let l = Layout {
+            asn: 4_200_000_000,
+            injectors: vec![
+                ("10.0.0.11".parse().unwrap(), 4_200_000_000),
+                ("10.0.0.12".parse().unwrap(), 4_200_000_000),
+            ],
+            ..layout()
+        };
+        for add_path in [false, true] {
+            let r = Reflector { add_path };
+            let p = petreld_rr_toml(&l, r, "/s");
+            assert_eq!(p.matches("route_reflector_client = true").count(), 2);
+            assert_eq!(
+                p.matches("add_path = { send = \"all\" }").count(),
+                2 * add_path as usize
+            );
+            assert!(
+                p.contains("[fib]\nenabled = false") && p.contains("cluster_id = \"10.0.0.1\"")
+            );
+            let b = bird_rr_conf(&l, r);
+            assert!(b.contains("protocol bgp c1 from rrc { neighbor 10.0.0.12 as 4200000000; }"));
+            assert!(b.contains("rr client;") && !b.contains("protocol kernel"));
+            assert_eq!(b.contains("add paths tx;"), add_path);
+            let f = frr_rr_conf(&l, r);
+            assert!(f.contains(" neighbor 10.0.0.11 peer-group C\n"));
+            assert!(f.contains("neighbor C route-reflector-client"));
+            assert_eq!(f.contains("addpath-tx-all-paths"), add_path);
+        }
     }
 
     #[test]

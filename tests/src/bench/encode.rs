@@ -32,14 +32,24 @@ pub fn keepalive() -> Vec<u8> {
 /// unicast (RFC 4760 §8) and 4-octet AS (RFC 6793 §3); AS_TRANS in
 /// My Autonomous System when the ASN needs 32 bits.
 pub fn open(asn: u32, router_id: [u8; 4], hold: u16) -> Vec<u8> {
-    open_with(asn, router_id, hold, false)
+    open_with(asn, router_id, hold, OpenOpts::default())
 }
 
-/// [`open`], with `helper` also the graceful restart capability of a
-/// receiving speaker only (RFC 4724 §3: no <AFI, SAFI> entries, R = 0),
-/// so that a restarting DUT waits for our End-of-RIB before it sweeps
-/// (RFC 4724 §4.1).
-pub fn open_with(asn: u32, router_id: [u8; 4], hold: u16, helper: bool) -> Vec<u8> {
+/// Optional capabilities of our OPEN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenOpts {
+    /// The graceful restart capability of a receiving speaker only (RFC
+    /// 4724 §3: no <AFI, SAFI> entries, R = 0), so that a restarting DUT
+    /// waits for our End-of-RIB before it sweeps (RFC 4724 §4.1).
+    pub gr_helper: bool,
+    /// The ADD-PATH capability (RFC 7911 §4, code 69): IPv4 unicast,
+    /// Send/Receive 1 (we receive).
+    pub add_path_receive: bool,
+}
+
+/// [`open`] with the capabilities `opts` asks for (graceful restart
+/// before ADD-PATH when both).
+pub fn open_with(asn: u32, router_id: [u8; 4], hold: u16, opts: OpenOpts) -> Vec<u8> {
     let my_as = if asn > 0xffff { 23456 } else { asn as u16 };
     let mut caps = Vec::new();
     for afi in [1u16, 2] {
@@ -49,10 +59,13 @@ pub fn open_with(asn: u32, router_id: [u8; 4], hold: u16, helper: bool) -> Vec<u
     }
     caps.extend_from_slice(&[65, 4]);
     caps.extend_from_slice(&asn.to_be_bytes());
-    if helper {
+    if opts.gr_helper {
         // Restart Flags 0, Restart Time 120 s (never used: we never restart).
         caps.extend_from_slice(&[64, 2]);
         caps.extend_from_slice(&120u16.to_be_bytes());
+    }
+    if opts.add_path_receive {
+        caps.extend_from_slice(&[69, 4, 0, 1, 1, 1]);
     }
     let mut b = vec![4];
     b.extend_from_slice(&my_as.to_be_bytes());
@@ -63,6 +76,31 @@ pub fn open_with(asn: u32, router_id: [u8; 4], hold: u16, helper: bool) -> Vec<u
     b.extend_from_slice(&[2, caps.len() as u8]);
     b.extend_from_slice(&caps);
     message(1, &b)
+}
+
+/// Whether an OPEN body says its sender sends ADD-PATH for IPv4 unicast
+/// (RFC 7911 §4: Send/Receive 2 or 3); `None` if the body is malformed.
+pub fn open_sends_add_path_v4(body: &[u8]) -> Option<bool> {
+    let optlen = *body.get(9)? as usize;
+    let mut params = body.get(10..10 + optlen)?;
+    let mut sends = false;
+    while let [kind, len, rest @ ..] = params {
+        let v = rest.get(..*len as usize)?;
+        if *kind == 2 {
+            let mut caps = v;
+            while let [code, clen, crest @ ..] = caps {
+                let cv = crest.get(..*clen as usize)?;
+                if *code == 69 {
+                    sends |= cv
+                        .chunks_exact(4)
+                        .any(|t| t[..3] == [0, 1, 1] && t[3] & 2 != 0);
+                }
+                caps = &crest[*clen as usize..];
+            }
+        }
+        params = &rest[*len as usize..];
+    }
+    Some(sends)
 }
 
 /// End-of-RIB (RFC 4724 §2): for IPv4 unicast an UPDATE with no
@@ -101,8 +139,9 @@ fn put_prefix(out: &mut Vec<u8>, p: &Prefix) {
 
 /// The path attributes of one UPDATE, without MP_REACH_NLRI: ORIGIN,
 /// AS_PATH (`first` prepended `prepend + 1` times), NEXT_HOP for IPv4,
-/// MED, COMMUNITIES.
-fn common_attrs(a: &Attrs, first: u32, prepend: usize, next_hop: IpAddr) -> Vec<u8> {
+/// MED, LOCAL_PREF if given (an iBGP sender's, RFC 4271 §5.1.5), COMMUNITIES.
+fn common_attrs(a: &Attrs, peer: &PeerView, id: u32) -> Vec<u8> {
+    let (first, prepend, next_hop) = (peer.asn, (peer.prepend)(id), peer.next_hop);
     let mut out = Vec::with_capacity(64);
     attr(&mut out, 0x40, 1, &[a.origin]);
     let mut path: Vec<u32> = vec![first; prepend + 1];
@@ -120,6 +159,9 @@ fn common_attrs(a: &Attrs, first: u32, prepend: usize, next_hop: IpAddr) -> Vec<
     }
     if let Some(med) = a.med {
         attr(&mut out, 0x80, 4, &med.to_be_bytes());
+    }
+    if let Some(lp) = peer.local_pref {
+        attr(&mut out, 0x40, 5, &lp.to_be_bytes());
     }
     if !a.communities.is_empty() {
         let c: Vec<u8> = a.communities.iter().flat_map(|c| c.to_be_bytes()).collect();
@@ -151,9 +193,12 @@ fn mp_reach_v6(next_hop: IpAddr, nlri: &[u8]) -> Vec<u8> {
 }
 
 /// How an injector's copy of a table differs from the others': its own AS
-/// in front, repeated `1 + prepend(attr id)` times, and its next hop.
+/// in front, repeated `1 + prepend(attr id)` times, and its next hop. An
+/// iBGP injector (a route reflector's client) puts its external
+/// neighbour's AS in front instead and sets LOCAL_PREF.
 pub struct PeerView<'a> {
     pub asn: u32,
+    pub local_pref: Option<u32>,
     pub next_hop: IpAddr,
     pub prepend: &'a dyn Fn(u32) -> usize,
 }
@@ -170,7 +215,7 @@ pub fn announce(table: &Table, peer: &PeerView) -> Vec<Vec<u8>> {
             j += 1;
         }
         let a = &table.attrs[id as usize];
-        let base = common_attrs(a, peer.asn, (peer.prepend)(id), peer.next_hop);
+        let base = common_attrs(a, peer, id);
         let v6 = peer.next_hop.is_ipv6();
         // Room for NLRI: header, the two length fields, MP_REACH's own
         // header (4) and fixed part (21).
@@ -203,7 +248,7 @@ pub fn announce(table: &Table, peer: &PeerView) -> Vec<Vec<u8>> {
 
 /// One UPDATE announcing a single prefix (churn: one change per message).
 pub fn announce_one(p: &Prefix, a: &Attrs, peer: &PeerView, id: u32) -> Vec<u8> {
-    let base = common_attrs(a, peer.asn, (peer.prepend)(id), peer.next_hop);
+    let base = common_attrs(a, peer, id);
     let mut nlri = Vec::new();
     put_prefix(&mut nlri, p);
     if peer.next_hop.is_ipv6() {
@@ -325,6 +370,7 @@ mod tests {
                 &t,
                 &PeerView {
                     asn: 4_200_000_101,
+                    local_pref: None,
                     next_hop: nh,
                     prepend: &prepend,
                 },
@@ -350,6 +396,7 @@ mod tests {
             &t,
             &PeerView {
                 asn: 65001,
+                local_pref: None,
                 next_hop: "10.0.0.11".parse().unwrap(),
                 prepend: &|_| 0,
             },
@@ -370,6 +417,25 @@ mod tests {
     }
 
     #[test]
+    fn add_path_receive_offered_and_send_recognised() {
+        let ap = OpenOpts {
+            add_path_receive: true,
+            ..OpenOpts::default()
+        };
+        let o = open_with(4_200_000_101, [10, 0, 0, 11], 180, ap);
+        assert_eq!(&o[o.len() - 6..], &[69, 4, 0, 1, 1, 1]);
+        // Ours says receive (1): not a sender.
+        assert_eq!(open_sends_add_path_v4(&o[19..]), Some(false));
+        // A peer's: IPv6 send, then IPv4 send/receive (3).
+        let mut b = o[19..o.len() - 6].to_vec();
+        b.extend_from_slice(&[69, 8, 0, 2, 1, 2, 0, 1, 1, 3]);
+        b[9] += 4;
+        b[11] += 4;
+        assert_eq!(open_sends_add_path_v4(&b), Some(true));
+        assert_eq!(open_sends_add_path_v4(&b[..b.len() - 1]), None);
+    }
+
+    #[test]
     fn end_of_rib_and_the_helper_capability() {
         let ctx = CodecContext::four_octet();
         for v6 in [false, true] {
@@ -379,9 +445,22 @@ mod tests {
         }
         assert_eq!(end_of_rib(false), message(2, &[0, 0, 0, 0]));
         // The helper's OPEN is the plain one plus capability 64, length 2.
-        let (a, b) = (open(65001, [1; 4], 9), open_with(65001, [1; 4], 9, true));
+        let helper = OpenOpts {
+            gr_helper: true,
+            ..OpenOpts::default()
+        };
+        let (a, b) = (open(65001, [1; 4], 9), open_with(65001, [1; 4], 9, helper));
         assert_eq!(b.len(), a.len() + 4);
         assert_eq!(&b[b.len() - 4..], &[64, 2, 0, 120]);
+        // Both: graceful restart, then ADD-PATH.
+        let both = OpenOpts {
+            gr_helper: true,
+            add_path_receive: true,
+        };
+        let c = open_with(65001, [1; 4], 9, both);
+        assert_eq!(c.len(), a.len() + 10);
+        assert_eq!(&c[c.len() - 10..], &[64, 2, 0, 120, 69, 4, 0, 1, 1, 1]);
+        assert_eq!(open_sends_add_path_v4(&c[19..]), Some(false));
     }
 
     #[test]

@@ -102,6 +102,12 @@ pub fn run(kind: Kind, f: Failover, variant: &str, table: &Table) -> Result<Outc
     }
 }
 
+/// Our OPEN to a restarting DUT: a graceful restart helper.
+const HELPER: encode::OpenOpts = encode::OpenOpts {
+    gr_helper: true,
+    add_path_receive: false,
+};
+
 fn layout(injectors: Vec<(IpAddr, u32)>, graceful_restart: bool) -> Layout {
     Layout {
         asn: scenario::DUT_AS,
@@ -112,6 +118,7 @@ fn layout(injectors: Vec<(IpAddr, u32)>, graceful_restart: bool) -> Layout {
         bfd: false,
         hold: Some(HOLD),
         graceful_restart: graceful_restart.then_some(RESTART_TIME),
+        reflector: None,
     }
 }
 
@@ -125,6 +132,8 @@ fn announce(t: &Table, asn: u32, nh: IpAddr, prepend: usize) -> Vec<u8> {
             asn,
             next_hop: nh,
             prepend: &pre,
+            // eBGP: no LOCAL_PREF (RFC 4271 §5.1.5).
+            local_pref: None,
         },
     )
     .concat()
@@ -296,7 +305,7 @@ fn restart(kind: Kind, table: &Table) -> Result<Outcome> {
     let fib = FibWatch::start(&dut_ns)?;
     let l = layout(vec![(a, asn)], true);
     let dut = Dut::start(kind, &lab, &dut_ns, &l)?;
-    let mut inj = Injector::new(peer::establish_with(&inj_ns, a, dut_a, asn, true)?)?;
+    let mut inj = Injector::new(peer::establish_with(&inj_ns, a, dut_a, asn, HELPER)?.0)?;
     let mut s0 = announce(table, asn, a, 0);
     s0.extend(encode::end_of_rib(false));
     let w = inj.stream(Arc::new(s0))?;
@@ -325,8 +334,9 @@ fn restart(kind: Kind, table: &Table) -> Result<Outcome> {
     let t_start = Instant::now();
     let dut = Dut::restart(kind, &lab, &dut_ns, &l)?;
     let mut inj = Injector::new(
-        peer::establish_with(&inj_ns, a, dut_a, asn, true)
-            .context("the session after the restart")?,
+        peer::establish_with(&inj_ns, a, dut_a, asn, HELPER)
+            .context("the session after the restart")?
+            .0,
     )?;
     let t_est = Instant::now();
     let w = inj.stream(Arc::new(s1))?;

@@ -9,6 +9,7 @@ pub mod failover;
 pub mod fibwatch;
 pub mod kernel;
 pub mod peer;
+pub mod rr;
 pub mod run;
 pub mod scenario;
 pub mod table;

@@ -44,18 +44,18 @@ fn notification(body: &[u8]) -> String {
     )
 }
 
-/// Sends our OPEN, answers theirs with a KEEPALIVE, returns at their
-/// KEEPALIVE: Established (RFC 4271 §8.2.2, OpenConfirm).
-fn handshake(s: &mut TcpStream, asn: u32, id: [u8; 4], gr_helper: bool) -> Result<()> {
-    s.write_all(&encode::open_with(asn, id, HOLD, gr_helper))?;
-    let mut got_open = false;
+/// Sends our OPEN, answers theirs with a KEEPALIVE, returns their OPEN's
+/// body at their KEEPALIVE: Established (RFC 4271 §8.2.2, OpenConfirm).
+fn handshake(s: &mut TcpStream, asn: u32, id: [u8; 4], opts: encode::OpenOpts) -> Result<Vec<u8>> {
+    s.write_all(&encode::open_with(asn, id, HOLD, opts))?;
+    let mut open = None;
     loop {
         match read_message(s)? {
-            (1, _) => {
-                got_open = true;
+            (1, b) => {
+                open = Some(b);
                 s.write_all(&encode::keepalive())?;
             }
-            (4, _) if got_open => return Ok(()),
+            (4, _) if open.is_some() => return Ok(open.unwrap_or_default()),
             (3, b) => bail!("peer sent {}", notification(&b)),
             _ => {}
         }
@@ -65,18 +65,19 @@ fn handshake(s: &mut TcpStream, asn: u32, id: [u8; 4], gr_helper: bool) -> Resul
 /// Dials `peer:179` from `local` inside `ns` (retrying until the lab
 /// deadline while the DUT starts listening) and completes the handshake.
 pub fn establish(ns: &Netns, local: IpAddr, peer: IpAddr, asn: u32) -> Result<TcpStream> {
-    establish_with(ns, local, peer, asn, false)
+    establish_with(ns, local, peer, asn, encode::OpenOpts::default()).map(|(s, _)| s)
 }
 
-/// [`establish`]; with `gr_helper` our OPEN carries the graceful restart
-/// capability of a helper (see [`encode::open_with`]).
+/// [`establish`] with our OPEN's optional capabilities `caps` (see
+/// [`encode::OpenOpts`]: ADD-PATH receive, graceful restart helper);
+/// also gives the peer's OPEN body.
 pub fn establish_with(
     ns: &Netns,
     local: IpAddr,
     peer: IpAddr,
     asn: u32,
-    gr_helper: bool,
-) -> Result<TcpStream> {
+    caps: encode::OpenOpts,
+) -> Result<(TcpStream, Vec<u8>)> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = match local {
         IpAddr::V4(a) => a.octets(),
@@ -95,9 +96,9 @@ pub fn establish_with(
                 .and_then(|mut r| {
                     let mut s = r.stream().try_clone()?;
                     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                    handshake(&mut s, asn, id, gr_helper)?;
+                    let open = handshake(&mut s, asn, id, caps)?;
                     s.set_read_timeout(None)?;
-                    Ok(s)
+                    Ok((s, open))
                 });
         match attempt {
             Ok(s) => return Ok(s),
@@ -113,7 +114,7 @@ pub fn establish_with(
 
 /// Sends a KEEPALIVE every [`KEEPALIVE`] until `stop`, so a slow DUT's
 /// hold timer never expires while we wait for it.
-fn keepalives(mut s: TcpStream, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+pub fn keepalives(mut s: TcpStream, stop: Arc<AtomicBool>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {

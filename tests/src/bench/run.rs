@@ -57,6 +57,11 @@ pub struct Measured {
     /// changes (flaps) from Up before the load to the end of the load
     /// (and churn), and its sessions then.
     pub bfd: Option<Value>,
+    /// Route reflection (`super::rr`): the first UPDATE sent to the last
+    /// client holding every path it should.
+    pub clients_seconds: f64,
+    /// Route reflection's details: clients, paths, the harness's own CPU.
+    pub rr: Option<Value>,
     pub load1: f64,
 }
 
@@ -105,6 +110,7 @@ fn layout(sc: &Scenario, bfd: bool) -> Layout {
         )),
         hold: None,
         graceful_restart: None,
+        reflector: None,
     }
 }
 
@@ -233,6 +239,7 @@ pub fn dut_run(
     dut.callgrind(Callgrind::Dump("load"))?;
     let mut m = Measured {
         load1: load1(),
+        clients_seconds: f64::NAN,
         ..Measured::default()
     };
     {

@@ -16,6 +16,10 @@ pub struct Scenario {
     pub churn: Option<(u32, u32)>,
     /// A real RIB dump to replay instead of a synthetic table.
     pub mrt: Option<PathBuf>,
+    /// Route reflection (`rr64`): the DUT reflects for this many iBGP
+    /// clients, the first `peers` of which are the sources (see
+    /// `super::rr`).
+    pub rr_clients: Option<usize>,
     /// A failover scenario instead of a load (see `super::failover`).
     pub failover: Option<Failover>,
 }
@@ -45,6 +49,11 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "1 peer x N IPv4, then 10k single-prefix updates/s for 60 s (next hop flips)",
     ),
     (
+        "rr64",
+        "route reflector: 64 iBGP clients, 4 of them send the same N IPv4 prefixes \
+         with different paths; every client must get the best (or with --add-path all 4)",
+    ),
+    (
         "mrt-v4",
         "1 peer x the IPv4 routes of the RouteViews RIB dump in ../shared/data (at most N)",
     ),
@@ -72,6 +81,7 @@ impl Scenario {
             v6,
             churn,
             mrt: mrt.map(|f| data.join(f)),
+            rr_clients: None,
             failover: None,
         };
         let f = |peers, kind| Scenario {
@@ -83,6 +93,10 @@ impl Scenario {
             "v4-10peers" => s(10, false, None, None),
             "v6" => s(1, true, None, None),
             "churn" => s(1, false, Some((10_000, 60)), None),
+            "rr64" => Scenario {
+                rr_clients: Some(64),
+                ..s(RR_SOURCES, false, None, None)
+            },
             "mrt-v4" => s(
                 1,
                 false,
@@ -137,6 +151,11 @@ pub fn churn_next_hop(v6: bool) -> IpAddr {
 }
 
 pub const DUT_AS: u32 = 4_200_000_000;
+/// The route-reflection scenario's sources: 4 paths per prefix.
+pub const RR_SOURCES: usize = 4;
+/// What an iBGP source sets (RFC 4271 §5.1.5): the same at every source, so
+/// AS_PATH length decides the best path.
+pub const RR_LOCAL_PREF: u32 = 100;
 pub const MONITOR_AS: u32 = 4_200_000_200;
 
 pub fn injector_as(k: usize) -> u32 {
@@ -155,7 +174,25 @@ pub fn prepend(peers: usize, k: usize) -> impl Fn(u32) -> usize {
     }
 }
 
-/// Each injector's byte stream.
+/// Route reflection: per prefix, the source whose path is best. LOCAL_PREF
+/// is equal, so the shortest AS_PATH wins (RFC 4271 §9.1.2.2 (a)); with
+/// [`RR_SOURCES`] = 4 sources the offsets `k * 3 % 4` differ, so exactly
+/// one path is shortest and no later tie-breaker (router id, which the
+/// daemons order differently) decides.
+pub fn rr_best(t: &Table, sources: usize) -> Vec<u8> {
+    t.attr_of
+        .iter()
+        .map(|&id| {
+            (0..sources)
+                .min_by_key(|&k| prepend(sources, k)(id))
+                .unwrap_or(0) as u8
+        })
+        .collect()
+}
+
+/// Each injector's byte stream. Route reflection's sources are iBGP
+/// peers of the DUT: `injector_as(k)` is then their external neighbour's
+/// AS at the front of the path, and they set LOCAL_PREF.
 pub fn streams(sc: &Scenario, t: &Table) -> Vec<Vec<u8>> {
     (0..sc.peers)
         .map(|k| {
@@ -164,6 +201,7 @@ pub fn streams(sc: &Scenario, t: &Table) -> Vec<Vec<u8>> {
                 t,
                 &PeerView {
                     asn: injector_as(k),
+                    local_pref: sc.rr_clients.map(|_| RR_LOCAL_PREF),
                     next_hop: injector_addr(k, sc.v6),
                     prepend: &pre,
                 },
@@ -198,6 +236,7 @@ pub fn churn_messages(sc: &Scenario, t: &Table, rate: u32, secs: u32) -> Vec<Vec
                 &t.attrs[id as usize],
                 &PeerView {
                     asn: injector_as(0),
+                    local_pref: None,
                     next_hop: nh,
                     prepend: &pre,
                 },
@@ -232,6 +271,24 @@ mod tests {
         assert_ne!(s[0], s[1]);
         // Some attribute set has different lengths at two peers.
         assert!((0..10).any(|id| prepend(10, 0)(id) != prepend(10, 1)(id)));
+    }
+
+    #[test]
+    fn route_reflection_sources_have_one_shortest_path_per_prefix() {
+        let sc = Scenario::parse("rr64", std::path::Path::new("/")).unwrap();
+        assert_eq!((sc.peers, sc.rr_clients), (RR_SOURCES, Some(64)));
+        let t = table::synthetic(5000, false, 1);
+        let best = rr_best(&t, sc.peers);
+        for (i, &b) in best.iter().enumerate() {
+            let len = |k: usize| prepend(sc.peers, k)(t.attr_of[i]);
+            assert!((0..sc.peers).all(|k| k == b as usize || len(k) > len(b as usize)));
+        }
+        // Every source wins some prefixes.
+        assert!((0..sc.peers as u8).all(|k| best.contains(&k)));
+        // iBGP: LOCAL_PREF 100 (type 5) in every UPDATE.
+        let s = streams(&sc, &t);
+        assert_eq!(s.len(), RR_SOURCES);
+        assert!(s[0].windows(7).any(|w| w == [0x40, 5, 4, 0, 0, 0, 100]));
     }
 
     #[test]

@@ -4,7 +4,13 @@
 //! ```text
 //! petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp
 //!              [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd]
+//!              [--clients C] [--add-path]
 //! ```
+//!
+//! `--scenario rr64`: the DUT as a route reflector for C (64) iBGP clients,
+//! 4 of which send the same N prefixes with different paths; the time is
+//! until every client holds every path it should (the best, or with
+//! `--add-path` all of them). No kernel FIB; see `bench/rr.rs`.
 //!
 //! `--scenario peer-death` and `--scenario restart` measure failover
 //! instead of a load (issue 17; see `bench/failover.rs`): per repetition
@@ -51,11 +57,13 @@ struct Args {
     kernel: bool,
     sink: bool,
     bfd: bool,
+    clients: Option<usize>,
+    add_path: bool,
 }
 
 fn usage() -> String {
     let mut s = "usage: petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp \
-                 [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd]\nscenarios:\n"
+                 [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd] [--clients C] [--add-path]\nscenarios:\n"
         .to_string();
     for (n, d) in SCENARIOS {
         s += &format!("  {n:<11} {d}\n");
@@ -73,6 +81,8 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         kernel: true,
         sink: true,
         bfd: false,
+        clients: None,
+        add_path: false,
     };
     let mut it = argv.iter();
     while let Some(k) = it.next() {
@@ -86,6 +96,8 @@ fn parse_args(argv: &[String]) -> Result<Args> {
             "--no-kernel" => a.kernel = false,
             "--no-sink" => a.sink = false,
             "--bfd" => a.bfd = true,
+            "--clients" => a.clients = Some(val()?.parse()?),
+            "--add-path" => a.add_path = true,
             _ => bail!("{}", usage()),
         }
     }
@@ -94,6 +106,18 @@ fn parse_args(argv: &[String]) -> Result<Args> {
     }
     if a.bfd && a.duts.iter().any(|d| !d.is_petreld()) {
         bail!("--bfd: petreld only (BFD on its injector sessions, BIRD as the endpoint)");
+    }
+    let rr = a.scenario == "rr64";
+    if (a.clients.is_some() || a.add_path) && !rr {
+        bail!("--clients and --add-path are for --scenario rr64");
+    }
+    if a.clients
+        .is_some_and(|c| !(scenario::RR_SOURCES..=240).contains(&c))
+    {
+        bail!("--clients must be {}..=240", scenario::RR_SOURCES);
+    }
+    if rr && (a.bfd || a.duts.contains(&Kind::Gobgp)) {
+        bail!("--scenario rr64: petreld, bird or frr, without --bfd");
     }
     if a.repeat == 0 || a.duts.is_empty() {
         bail!("--repeat and --dut need at least one");
@@ -120,6 +144,8 @@ fn measured_json(m: &Measured) -> Value {
         "netlink_overruns": m.netlink_overruns,
         "churn": m.churn,
         "bfd": m.bfd,
+        "clients_seconds": m.clients_seconds,
+        "rr": m.rr,
         "load1": m.load1,
     })
 }
@@ -136,7 +162,12 @@ fn main() -> Result<()> {
     if let Err(what) = petrel_tests::lab::can_run(&programs) {
         bail!("petrel-bench needs {what}");
     }
-    let sc = Scenario::parse(&a.scenario, &petrel_tests::data_dir())?;
+    let mut sc = Scenario::parse(&a.scenario, &petrel_tests::data_dir())?;
+    if let (Some(c), Some(_)) = (a.clients, sc.rr_clients) {
+        sc.rr_clients = Some(c);
+    }
+    // A reflector installs nothing: no kernel-limit run to compare with.
+    let kernel_limit = a.kernel && sc.rr_clients.is_none();
     let table = sc.table(a.prefixes)?;
     if let Some(f) = sc.failover {
         if a.bfd {
@@ -185,7 +216,7 @@ fn main() -> Result<()> {
     let mut runs: Vec<(usize, Kind, Result<Measured>)> = Vec::new();
     let mut kernel = Vec::new();
     for rep in 0..a.repeat {
-        if a.kernel {
+        if kernel_limit {
             let k = run::kernel_run(&sc, &table)?;
             log(format!(
                 "rep {rep} kernel-limit: classic install {:.3} s ({:.0}/s), delete {:.3} s; \
@@ -207,8 +238,24 @@ fn main() -> Result<()> {
         let k = a.duts.len();
         for j in 0..k {
             let kind = a.duts[(j + rep) % k];
-            let r = run::dut_run(kind, &sc, &table, &streams, &churn, a.bfd);
+            let r = if sc.rr_clients.is_some() {
+                bench::rr::rr_run(kind, &sc, &table, &streams, a.add_path)
+            } else {
+                run::dut_run(kind, &sc, &table, &streams, &churn, a.bfd)
+            };
             match &r {
+                Ok(m) if m.rr.is_some() => log(format!(
+                    "rep {rep} {:<8} all clients {:8.3} s  peak RSS {:7.1} MiB  cpu {:7.2} s (user {:.2})  \
+                     harness cpu {:.2} s  load {:.2}\n    {}",
+                    kind.name(),
+                    m.clients_seconds,
+                    mib(m.peak_rss_bytes),
+                    m.cpu_seconds,
+                    m.cpu_user_seconds,
+                    m.rr.as_ref().and_then(|r| r["harness_cpu_seconds"].as_f64()).unwrap_or(f64::NAN),
+                    m.load1,
+                    m.rr.as_ref().map(|r| r.to_string()).unwrap_or_default()
+                )),
                 Ok(m) => log(format!(
                     "rep {rep} {:<8} fib {:8.3} s  settled {:8.3} s  monitor {:8.3} s  withdraw {:8.3} s  \
                      peak RSS {:7.1} MiB ({:6.1} B/route)  cpu {:7.2} s (user {:.2}; +{:.2} s withdraw)  load {:.2}{}{}",
@@ -256,7 +303,7 @@ fn main() -> Result<()> {
         median_min_max(&v)
     };
     type Getter = fn(&Measured) -> f64;
-    let metrics: [(&str, Getter); 7] = [
+    let metrics: [(&str, Getter); 9] = [
         ("fib_seconds", |m| m.fib_seconds),
         ("fib_settled_seconds", |m| m.fib_settled_seconds),
         ("monitor_seconds", |m| m.monitor_seconds),
@@ -264,6 +311,8 @@ fn main() -> Result<()> {
         ("peak_rss_bytes", |m| m.peak_rss_bytes as f64),
         ("rss_per_route_bytes", |m| m.rss_per_route),
         ("cpu_seconds", |m| m.cpu_seconds),
+        ("clients_seconds", |m| m.clients_seconds),
+        ("peak_rss_mib", |m| mib(m.peak_rss_bytes)),
     ];
     let mut summary = serde_json::Map::new();
     let mut duts = a.duts.clone();
@@ -293,6 +342,16 @@ fn main() -> Result<()> {
                     .map(|(m, l, h)| format!("{m:.3} [{l:.3}-{h:.3}]"))
                     .unwrap_or_else(|| "-".into())
             };
+            if sc.rr_clients.is_some() {
+                println!(
+                    "  {:<8} all clients {}  cpu {}  peak RSS MiB {}",
+                    kind.name(),
+                    f(metrics[7].1),
+                    f(metrics[6].1),
+                    f(metrics[8].1)
+                );
+                continue;
+            }
             println!(
                 "  {:<8} fib {}  settled {}  monitor {}  withdraw {}  B/route {}  cpu {}",
                 kind.name(),
@@ -347,6 +406,7 @@ fn main() -> Result<()> {
             .collect();
         let out = json!({
             "scenario": sc.name, "peers": sc.peers, "prefixes": n, "v6": sc.v6,
+            "clients": sc.rr_clients, "add_path": a.add_path,
             "table": {"attribute_sets": table.attrs.len(), "distinct_as_paths": paths,
                       "distinct_community_sets": comms, "update_bytes": bytes},
             "machine": {"cpus": std::thread::available_parallelism().map(|x| x.get()).unwrap_or(0),
@@ -497,5 +557,10 @@ mod tests {
         assert!(parse_args(&v("--dut quagga")).is_err());
         assert!(parse_args(&v("--prefixes 0")).is_err());
         assert!(parse_args(&v("--bogus")).is_err());
+        let a = parse_args(&v("--scenario rr64 --clients 8 --add-path --dut bird")).unwrap();
+        assert_eq!((a.clients, a.add_path), (Some(8), true));
+        assert!(parse_args(&v("--scenario v4 --add-path")).is_err());
+        assert!(parse_args(&v("--scenario rr64 --clients 2")).is_err());
+        assert!(parse_args(&v("--scenario rr64 --dut gobgp")).is_err());
     }
 }
