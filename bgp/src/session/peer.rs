@@ -928,6 +928,25 @@ mod tests {
             .unwrap();
     }
 
+    /// The reason of the next Down event, within `secs` (`what` names
+    /// the expectation when it does not come).
+    async fn next_down(
+        events: &mut mpsc::Receiver<PeerEvent>,
+        secs: u64,
+        what: &str,
+    ) -> DownReason {
+        tokio::time::timeout(Duration::from_secs(secs), async {
+            while let Some(e) = events.recv().await {
+                if let PeerEventKind::Down { reason, .. } = e.kind {
+                    return reason;
+                }
+            }
+            panic!("events ended");
+        })
+        .await
+        .expect(what)
+    }
+
     async fn next_state(events: &mut mpsc::Receiver<PeerEvent>, want: State) {
         tokio::time::timeout(Duration::from_secs(5), async {
             while let Some(e) = events.recv().await {
@@ -1103,16 +1122,12 @@ mod tests {
             s.last_change = Some(c);
             s.last_down = Some(c);
         });
-        let reason = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(e) = events.recv().await {
-                if let PeerEventKind::Down { reason, .. } = e.kind {
-                    return reason;
-                }
-            }
-            panic!("events ended");
-        })
-        .await
-        .expect("the session ended within 2 s of BFD going down");
+        let reason = next_down(
+            &mut events,
+            2,
+            "the session ended within 2 s of BFD going down",
+        )
+        .await;
         assert_eq!(
             reason,
             DownReason::NotificationSent(Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)))
@@ -1171,16 +1186,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let reason = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Some(e) = events.recv().await {
-                if let PeerEventKind::Down { reason, .. } = e.kind {
-                    return reason;
-                }
-            }
-            panic!("events ended");
-        })
-        .await
-        .expect("the stop was carried out");
+        let reason = next_down(&mut events, 5, "the stop was carried out").await;
         assert!(
             matches!(&reason, DownReason::NotificationSent(n) if n.error == ErrorCode::Cease(CeaseError::AdministrativeShutdown)),
             "{reason:?}"
@@ -1233,16 +1239,7 @@ mod tests {
             Some(Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)))
         );
         // The speaker, catching up, learns of it after the UPDATEs queued.
-        let reason = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(e) = events.recv().await {
-                if let PeerEventKind::Down { reason, .. } = e.kind {
-                    return reason;
-                }
-            }
-            panic!("events ended");
-        })
-        .await
-        .expect("Down reported");
+        let reason = next_down(&mut events, 2, "Down reported").await;
         assert_eq!(
             reason,
             DownReason::NotificationSent(Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)))
