@@ -89,7 +89,11 @@ fn reflector_node_gives_its_clients_ecmp_routes() -> Result<()> {
     both.sort();
     wait_until(
         "node2's ECMP route through node1 and node3",
-        &[n2.petreld.daemon()],
+        &[
+            n1.petreld.daemon(),
+            n2.petreld.daemon(),
+            n3.petreld.daemon(),
+        ],
         || Ok((gateways(&n2.ns)? == both).then_some(())),
     )?;
     let to_client = n1.petreld.ctl_json(&["show", "peer", &n2.address])?;

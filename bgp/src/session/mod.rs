@@ -11,4 +11,4 @@ pub mod collision;
 pub mod peer;
 pub mod socket;
 
-pub use peer::{spawn_peer, PeerCommand, PeerEvent, PeerEventKind, SessionConfig};
+pub use peer::{spawn_peer, PeerCommand, PeerEvent, PeerEventKind, SessionConfig, SessionId};

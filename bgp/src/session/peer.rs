@@ -31,6 +31,9 @@ use tracing::{debug, info, warn};
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
     pub address: IpAddr,
+    /// Stamped on every event, so that the speaker can tell this session's
+    /// reports from those of an earlier session of the same address.
+    pub id: SessionId,
     pub port: u16,
     pub fsm: FsmConfig,
     pub connect: ConnectOptions,
@@ -81,9 +84,18 @@ pub enum PeerEventKind {
     RouteRefresh(RouteRefresh),
 }
 
+/// Which session of a peer an event comes from. A peer whose session
+/// parameters change is removed and added again: the new session task runs
+/// (and may be Established) while the old one is still reporting its end,
+/// on the same channel and under the same address. The speaker numbers the
+/// sessions it creates and applies only the current one's events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SessionId(pub u64);
+
 #[derive(Debug)]
 pub struct PeerEvent {
     pub peer: IpAddr,
+    pub session: SessionId,
     pub kind: PeerEventKind,
 }
 
@@ -783,6 +795,7 @@ impl Task {
             debug!(peer = %self.cfg.address, from = before.name(), to = after.name(), "state");
             self.deliver(PeerEvent {
                 peer: self.cfg.address,
+                session: self.cfg.id,
                 kind: PeerEventKind::State(after),
             })
             .await;
@@ -833,6 +846,7 @@ impl Task {
                 let local = self.conn.as_ref().and_then(|c| c.stream.local_addr().ok());
                 self.deliver(PeerEvent {
                     peer,
+                    session: self.cfg.id,
                     kind: PeerEventKind::Established { ctx, remote, local },
                 })
                 .await;
@@ -850,6 +864,7 @@ impl Task {
                 }
                 self.deliver(PeerEvent {
                     peer,
+                    session: self.cfg.id,
                     kind: PeerEventKind::Down {
                         reason,
                         was_established,
@@ -866,6 +881,7 @@ impl Task {
                 // routes anyway.
                 let ev = PeerEvent {
                     peer,
+                    session: self.cfg.id,
                     kind: PeerEventKind::Update(u),
                 };
                 let failed = !self.deliver_unless_bfd_fails(ev).await;
@@ -877,6 +893,7 @@ impl Task {
             Action::RouteRefresh(r) => {
                 self.deliver(PeerEvent {
                     peer,
+                    session: self.cfg.id,
                     kind: PeerEventKind::RouteRefresh(r),
                 })
                 .await;
@@ -974,6 +991,7 @@ mod tests {
         fsm.idle_hold = Duration::from_secs(60);
         let cfg = SessionConfig {
             address: "127.0.0.1".parse().unwrap(),
+            id: SessionId(1),
             port,
             fsm,
             connect: ConnectOptions::default(),
@@ -1066,6 +1084,7 @@ mod tests {
         });
         let cfg = SessionConfig {
             address: "127.0.0.1".parse().unwrap(),
+            id: SessionId(1),
             port,
             fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
             connect: ConnectOptions::default(),

@@ -33,7 +33,7 @@ use super::{
 use crate::fsm::{DownReason, FsmConfig, State};
 use crate::rib::{self, LocRibChange, PeerId, Rib, RibConfig, Session};
 use crate::session::socket::ConnectOptions;
-use crate::session::{PeerEvent, PeerEventKind};
+use crate::session::{PeerEvent, PeerEventKind, SessionId};
 use crate::wire::capability::{
     Capability, GracefulRestart as GrCap, GracefulRestartFamily, LlgrFamily,
 };
@@ -44,7 +44,7 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Prefixes decided per step of a bulk withdrawal: with the driver's FIB
 /// queue of 256 batches in flight, at most 128k changes wait for the FIB
@@ -89,6 +89,8 @@ pub enum SessionCommand {
 #[derive(Clone, Debug)]
 pub struct SessionSetup {
     pub settings: PeerSettings,
+    /// The number its events carry (see [`SessionId`]).
+    pub id: SessionId,
     pub fsm: FsmConfig,
     pub connect: ConnectOptions,
 }
@@ -125,6 +127,8 @@ enum Work {
 struct PeerEntry {
     settings: PeerSettings,
     id: PeerId,
+    /// The session task of this entry: events of any other are dropped.
+    session: SessionId,
     state: State,
     up_since: Option<Instant>,
     last_error: Option<String>,
@@ -172,6 +176,8 @@ pub struct SpeakerCore {
     /// Outputs of the bulk step being taken, ahead of `work`.
     ready: VecDeque<Output>,
     work: VecDeque<Work>,
+    /// The last [`SessionId`] given out.
+    last_session: u64,
 }
 
 impl SpeakerCore {
@@ -196,6 +202,7 @@ impl SpeakerCore {
             deferral_deadline: deferral,
             ready: VecDeque::new(),
             work: VecDeque::new(),
+            last_session: 0,
         }
     }
 
@@ -501,9 +508,12 @@ impl SpeakerCore {
             timeout: None,
         };
         let addr = p.address;
+        self.last_session += 1;
+        let session = SessionId(self.last_session);
         self.work
             .push_back(Work::Out(Output::AddSession(Box::new(SessionSetup {
                 settings: p.clone(),
+                id: session,
                 fsm,
                 connect,
             }))));
@@ -514,6 +524,7 @@ impl SpeakerCore {
             PeerEntry {
                 settings: p,
                 id,
+                session,
                 state: State::Idle,
                 up_since: None,
                 last_error: None,
@@ -555,6 +566,12 @@ impl SpeakerCore {
         self.work.push_back(Work::Decide(pending, SWEEP_STEP));
         self.work.push_back(Work::ForgetPeer(p.id, addr));
         Ok(())
+    }
+
+    /// The session a peer's events must come from.
+    #[cfg(test)]
+    fn session_of(&self, addr: IpAddr) -> SessionId {
+        self.peers[&addr].session
     }
 
     /// A peer's current settings.
@@ -716,6 +733,12 @@ impl SpeakerCore {
         let Some(p) = self.peers.get_mut(&ev.peer) else {
             return;
         };
+        if p.session != ev.session {
+            // The end of a session this peer had before its settings
+            // changed: the peer's routes went with the old entry.
+            debug!(peer = %ev.peer, "event of an earlier session ignored");
+            return;
+        }
         let id = p.id;
         match ev.kind {
             PeerEventKind::State(s) => p.state = s,
@@ -1066,7 +1089,7 @@ fn hash_ip(a: IpAddr) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::attr::{MpReach, NextHop, PathAttributes};
+    use crate::wire::attr::{AsPath, MpReach, NextHop, Origin, PathAttributes};
     use crate::wire::nlri::Nlri;
 
     fn v6_update() -> Update {
@@ -1188,6 +1211,7 @@ mod tests {
         let open = crate::wire::Open::new(65000 + i as u32, 90, Ipv4Addr::new(10, 0, 0, i), caps);
         let ev = PeerEvent {
             peer: a(i),
+            session: core.session_of(a(i)),
             kind: PeerEventKind::Established {
                 ctx: Default::default(),
                 remote: Box::new(open),
@@ -1201,10 +1225,85 @@ mod tests {
     fn end_of_rib(core: &mut SpeakerCore, now: Instant, i: u8) -> Vec<Output> {
         let ev = PeerEvent {
             peer: a(i),
+            session: core.session_of(a(i)),
             kind: PeerEventKind::Update(Box::new(Update::end_of_rib(Family::IPV4_UNICAST))),
         };
         core.handle(now, Input::Session(ev));
         drain(core)
+    }
+
+    /// A settings change that needs a new session removes the peer and adds
+    /// it again. The old session task reports its end on the same channel,
+    /// under the same address, and may do so after the new session is up
+    /// (seen in the lab: an ADD-PATH change on a reflector and its client,
+    /// both sides resetting at once): that late Down must not take the new
+    /// session's state or routes.
+    #[test]
+    fn an_earlier_sessions_events_do_not_touch_the_new_one() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        up(&mut core, t0, 2, None);
+        up(&mut core, t0, 3, None);
+        end_of_rib(&mut core, t0, 2);
+        end_of_rib(&mut core, t0, 3);
+        let old = core.session_of(a(2));
+
+        let mut changed = PeerSettings::new(a(2), 65002);
+        changed.hold_time = 30;
+        core.update_peer(t0, changed).unwrap();
+        let outs = drain(&mut core);
+        let new = core.session_of(a(2));
+        assert_ne!(old, new);
+        assert!(outs.iter().any(
+            |o| matches!(o, Output::AddSession(s) if s.settings.address == a(2) && s.id == new)
+        ));
+
+        up(&mut core, t0, 2, None);
+        let mut u = Update::new(PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(&[65002])),
+            next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            ..Default::default()
+        });
+        u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &["10.9.0.0/24".parse().unwrap()]);
+        core.handle(
+            t0,
+            Input::Session(PeerEvent {
+                peer: a(2),
+                session: new,
+                kind: PeerEventKind::Update(Box::new(u)),
+            }),
+        );
+        core.decide_undecided();
+        drain(&mut core);
+        assert_eq!(core.routes(None).len(), 1);
+
+        // The old task's last words, after the new session is up.
+        let cease = Notification::bare(ErrorCode::Cease(CeaseError::HardReset));
+        for kind in [
+            PeerEventKind::Down {
+                reason: DownReason::NotificationSent(cease),
+                was_established: true,
+            },
+            PeerEventKind::State(State::Idle),
+        ] {
+            core.handle(
+                t0,
+                Input::Session(PeerEvent {
+                    peer: a(2),
+                    session: old,
+                    kind,
+                }),
+            );
+        }
+        drain(&mut core);
+        let p = core
+            .peers(t0)
+            .into_iter()
+            .find(|p| p.address == a(2))
+            .unwrap();
+        assert_eq!(p.state, State::Established);
+        assert_eq!(core.routes(None).len(), 1, "the new session's route stays");
     }
 
     /// RFC 4724 §4.1: deferral lasts until every peer that is up has sent
@@ -1267,8 +1366,9 @@ mod tests {
         end_of_rib(&mut core, t0, 2);
         end_of_rib(&mut core, t0, 3);
         let t1 = t0 + Duration::from_secs(10);
-        let down = |peer, reason| PeerEvent {
+        let down = |core: &SpeakerCore, peer, reason| PeerEvent {
             peer: a(peer),
+            session: core.session_of(a(peer)),
             kind: PeerEventKind::Down {
                 reason,
                 was_established: true,
@@ -1278,12 +1378,19 @@ mod tests {
         // Peer 2 has no N bit: its NOTIFICATION ends it for good.
         core.handle(
             t1,
-            Input::Session(down(2, DownReason::NotificationReceived(reset.clone()))),
+            Input::Session(down(
+                &core,
+                2,
+                DownReason::NotificationReceived(reset.clone()),
+            )),
         );
         drain(&mut core);
         assert_eq!(core.poll_timeout(), None);
         up(&mut core, t1, 2, Some(0));
-        core.handle(t1, Input::Session(down(2, DownReason::ConnectionLost)));
+        core.handle(
+            t1,
+            Input::Session(down(&core, 2, DownReason::ConnectionLost)),
+        );
         drain(&mut core);
         assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
 
@@ -1293,14 +1400,14 @@ mod tests {
         let hard = Notification::hard_reset(&reset);
         core.handle(
             t2,
-            Input::Session(down(3, DownReason::NotificationReceived(hard))),
+            Input::Session(down(&core, 3, DownReason::NotificationReceived(hard))),
         );
         drain(&mut core);
         assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
         up(&mut core, t2, 3, Some(GrCap::NOTIFICATION));
         core.handle(
             t2,
-            Input::Session(down(3, DownReason::NotificationSent(reset))),
+            Input::Session(down(&core, 3, DownReason::NotificationSent(reset))),
         );
         drain(&mut core);
         assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
@@ -1314,7 +1421,6 @@ mod tests {
     /// RFC 9494) the LLGR capability's F bit decides instead.
     #[test]
     fn reconnecting_peers_f_bit_decides_its_stale_routes() {
-        use crate::wire::attr::{AsPath, Origin};
         let f = GracefulRestartFamily::FORWARDING_STATE;
         // (back after, GR capability flags, its F, LLGR entry's flags, kept)
         let cases = [
@@ -1342,6 +1448,7 @@ mod tests {
                 t0,
                 Input::Session(PeerEvent {
                     peer: a(2),
+                    session: core.session_of(a(2)),
                     kind: PeerEventKind::Update(Box::new(u)),
                 }),
             );
@@ -1349,6 +1456,7 @@ mod tests {
                 t0,
                 Input::Session(PeerEvent {
                     peer: a(2),
+                    session: core.session_of(a(2)),
                     kind: PeerEventKind::Down {
                         reason: DownReason::ConnectionLost,
                         was_established: true,
@@ -1375,7 +1483,6 @@ mod tests {
     /// FIB channel holds a whole table back (module docs).
     #[test]
     fn a_dropped_table_is_withdrawn_a_step_at_a_time() {
-        use crate::wire::attr::{AsPath, Origin};
         let t0 = Instant::now();
         let mut core = restarting_core(t0);
         // Not restarting: past the deferral.
@@ -1397,6 +1504,7 @@ mod tests {
             t0,
             Input::Session(PeerEvent {
                 peer: a(2),
+                session: core.session_of(a(2)),
                 kind: PeerEventKind::Update(Box::new(u)),
             }),
         );
@@ -1409,6 +1517,7 @@ mod tests {
             t0,
             Input::Session(PeerEvent {
                 peer: a(2),
+                session: core.session_of(a(2)),
                 kind: PeerEventKind::Down {
                     reason: DownReason::NotificationReceived(cease),
                     was_established: true,

@@ -515,6 +515,7 @@ impl Driver {
     async fn add_session(&mut self, setup: SessionSetup) {
         let SessionSetup {
             settings: p,
+            id,
             fsm,
             connect,
         } = setup;
@@ -528,6 +529,7 @@ impl Driver {
         };
         let scfg = SessionConfig {
             address: p.address,
+            id,
             port: p.port,
             fsm,
             connect,

@@ -18,7 +18,7 @@ use super::{GracefulRestartSettings, MaxPrefixAction, PeerSettings, SpeakerConfi
 use crate::fsm::{Action, DownReason, Event, Fsm, State, Timer};
 use crate::rib::LocRibChange;
 use crate::session::collision::{Admit, Arbiter, Resolution, COLLISION_CEASE};
-use crate::session::{PeerEvent, PeerEventKind};
+use crate::session::{PeerEvent, PeerEventKind, SessionId};
 use crate::wire::attr::PathAttributes;
 use crate::wire::capability::{Capability, GracefulRestart, GracefulRestartFamily};
 use crate::wire::family::Family;
@@ -155,6 +155,7 @@ struct Conn {
 
 /// `session::peer`'s job for one peer, on pipes.
 struct Sess {
+    id: SessionId,
     fsm: Fsm,
     arbiter: Arbiter,
     conn: Option<Conn>,
@@ -227,11 +228,14 @@ impl Node {
                 }
             }
             Output::AddSession(setup) => {
-                let SessionSetup { settings, fsm, .. } = *setup;
+                let SessionSetup {
+                    settings, id, fsm, ..
+                } = *setup;
                 let arbiter = Arbiter::new(fsm.local_id);
                 self.sessions.insert(
                     settings.address,
                     Sess {
+                        id,
                         fsm: Fsm::new(fsm),
                         arbiter,
                         conn: None,
@@ -323,6 +327,7 @@ impl Node {
         if before != after {
             self.inbox.push_back(PeerEvent {
                 peer: addr,
+                session: s.id,
                 kind: PeerEventKind::State(after),
             });
         }
@@ -339,6 +344,7 @@ impl Node {
         let Some(s) = self.sessions.get_mut(&addr) else {
             return;
         };
+        let session = s.id;
         match a {
             Action::Connect => {
                 // Like the driver's connect future, the attempt starts only
@@ -380,6 +386,7 @@ impl Node {
                 let local = Some(SocketAddr::new(w.addrs[me], 179));
                 self.inbox.push_back(PeerEvent {
                     peer: addr,
+                    session,
                     kind: PeerEventKind::Established { ctx, remote, local },
                 });
             }
@@ -390,6 +397,7 @@ impl Node {
                 self.downs.push((addr, reason.clone()));
                 self.inbox.push_back(PeerEvent {
                     peer: addr,
+                    session,
                     kind: PeerEventKind::Down {
                         reason,
                         was_established,
@@ -398,10 +406,12 @@ impl Node {
             }
             Action::Update(u) => self.inbox.push_back(PeerEvent {
                 peer: addr,
+                session,
                 kind: PeerEventKind::Update(u),
             }),
             Action::RouteRefresh(r) => self.inbox.push_back(PeerEvent {
                 peer: addr,
+                session,
                 kind: PeerEventKind::RouteRefresh(r),
             }),
         }
