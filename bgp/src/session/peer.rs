@@ -1299,6 +1299,85 @@ mod tests {
         drop(ours);
     }
 
+    /// Fast external failover at the session: the link going down ends an
+    /// Established session at once, even one blocked in a write to a peer
+    /// that reads nothing, with Down / LinkDown; no connection is attempted
+    /// while the link stays down (a Start meanwhile waits too), and the
+    /// session connects again as soon as the link is back.
+    #[tokio::test]
+    async fn link_down_ends_the_session_and_holds_it_until_the_link_is_back() {
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = peer_listener.local_addr().unwrap().port();
+        let addr: IpAddr = "127.0.0.1".parse().unwrap();
+        let (links_tx, links_rx) = watch::channel(PeerLinks::new());
+        let cfg = SessionConfig {
+            address: addr,
+            id: SessionId(1),
+            port,
+            fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
+            connect: ConnectOptions::default(),
+            bfd: None,
+            links: Some(links_rx),
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, mut events) = mpsc::channel(64);
+        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        read_message(&mut ours, &mut buf).await;
+        send(
+            &mut ours,
+            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
+        )
+        .await;
+        send(&mut ours, Message::Keepalive).await;
+        next_state(&mut events, State::Established).await;
+
+        // The peer reads no more; 64 MB to send is far beyond the buffers.
+        let feeder_tx = cmd_tx.clone();
+        let feeder = tokio::spawn(async move {
+            for _ in 0..64 {
+                let big = PeerCommand::Send(vec![Bytes::from(vec![0u8; 1 << 20])]);
+                if feeder_tx.send(big).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        links_tx.send_modify(|l| {
+            l.insert(
+                addr,
+                LinkState {
+                    down: true,
+                    drops: 1,
+                },
+            );
+        });
+        let reason = next_down(&mut events, 2, "the session ended on the link").await;
+        assert_eq!(reason, DownReason::LinkDown);
+        feeder.abort();
+        drop(ours);
+
+        // Held: neither the FSM nor a Start connects while the link is down.
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), peer_listener.accept())
+                .await
+                .is_err(),
+            "no connection while the link is down"
+        );
+        links_tx.send_modify(|l| {
+            if let Some(s) = l.get_mut(&addr) {
+                s.down = false;
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), peer_listener.accept())
+            .await
+            .expect("a connection once the link is back")
+            .unwrap();
+    }
+
     /// The speaker's event queue is full and the session task waits to
     /// hand it an UPDATE, while the speaker waits for room in this
     /// session's command queue (its own UPDATEs for the peer: a route
