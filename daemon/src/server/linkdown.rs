@@ -69,7 +69,7 @@ pub(crate) enum Act {
 /// Whether fast external failover applies to the peer: a single-hop
 /// session (a directly connected address is checked by [`Watch`]).
 pub(crate) fn single_hop(p: &PeerSettings) -> bool {
-    p.ttl_security.map_or(true, |hops| hops <= 1) && !p.bfd.as_ref().is_some_and(|b| b.multihop)
+    p.ttl_security.is_none_or(|hops| hops <= 1) && !p.bfd.as_ref().is_some_and(|b| b.multihop)
 }
 
 /// The links and addresses of the kernel, and what each watched peer was
@@ -138,7 +138,7 @@ impl Watch {
         on.sort_unstable();
         // An address whose link is unknown (not dumped yet) counts as up:
         // a session is never dropped on a guess.
-        let usable = |i: &u32| self.links.get(i).map_or(true, |l| l.usable());
+        let usable = |i: &u32| self.links.get(i).is_none_or(|l| l.usable());
         match on.iter().find(|i| usable(i)) {
             Some(i) => Reach::Up(*i),
             None => Reach::Down(on[0]),
