@@ -77,6 +77,11 @@ pub enum Event {
         notification: Notification,
         idle: Option<Duration>,
     },
+    /// The link the peer is directly connected through went down (fast
+    /// external failover): the session ends at once, without a
+    /// NOTIFICATION (nothing crosses a dead link), and stays Idle until
+    /// started again.
+    LinkDown,
     TimerExpired(Timer),
     /// Event 16: our outgoing connection was established.
     TcpConnected,
@@ -100,6 +105,8 @@ pub enum DownReason {
     ConnectionLost,
     /// An administrative stop without a NOTIFICATION (no session yet).
     Stopped,
+    /// The link to a directly connected peer went down ([`Event::LinkDown`]).
+    LinkDown,
 }
 
 impl std::fmt::Display for DownReason {
@@ -109,6 +116,7 @@ impl std::fmt::Display for DownReason {
             DownReason::NotificationReceived(n) => write!(f, "received NOTIFICATION: {n}"),
             DownReason::ConnectionLost => f.write_str("connection lost"),
             DownReason::Stopped => f.write_str("stopped"),
+            DownReason::LinkDown => f.write_str("link down (fast external failover)"),
         }
     }
 }
@@ -343,6 +351,16 @@ impl Fsm {
                 } else {
                     self.enter_idle(out, DownReason::Stopped, idle);
                 }
+            }
+            // RFC 4271 §8.2.2 leaves local detection of a dead path to the
+            // implementation; this is ManualStop without its NOTIFICATION
+            // (it cannot cross a dead link): drop the connection, go Idle,
+            // no automatic restart. The driver starts it again when the
+            // link is back.
+            (Idle, LinkDown) => {}
+            (_, LinkDown) => {
+                self.enter_idle(out, DownReason::LinkDown, None);
+                self.connect_retry_counter = 0;
             }
             (Idle, ManualStart)
             | (Idle, AutomaticStart)

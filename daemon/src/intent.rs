@@ -13,7 +13,7 @@ use petrel_bgp::wire::attr::PathAttributes;
 use petrel_bgp::wire::Prefix;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 /// Where a part of the intent comes from.
@@ -37,6 +37,9 @@ pub struct Intent {
     origins: BTreeMap<Prefix, PathAttributes>,
     blackholes: BTreeSet<Prefix>,
     blackhole_tx: Option<BlackholeSender>,
+    /// The peers in effect, for whoever follows them (the link watch of
+    /// fast external failover): a `watch`, the newest set wins.
+    peers_tx: watch::Sender<BTreeMap<IpAddr, PeerSettings>>,
 }
 
 impl Intent {
@@ -51,7 +54,14 @@ impl Intent {
             origins: BTreeMap::new(),
             blackholes: BTreeSet::new(),
             blackhole_tx,
+            peers_tx: watch::channel(BTreeMap::new()).0,
         }
+    }
+
+    /// Follows the peers in effect (given to the speaker), each change
+    /// after it is applied.
+    pub fn watch_peers(&self) -> watch::Receiver<BTreeMap<IpAddr, PeerSettings>> {
+        self.peers_tx.subscribe()
     }
 
     pub fn speaker(&self) -> &Speaker {
@@ -84,6 +94,24 @@ impl Intent {
 
     /// Replaces one source's peers and applies the difference.
     pub async fn set_peers(
+        &mut self,
+        source: Source,
+        peers: BTreeMap<IpAddr, PeerSettings>,
+    ) -> Result<(), SpeakerError> {
+        let r = self.apply_peers(source, peers).await;
+        // What was applied, even when a step failed.
+        let applied = &self.peers;
+        self.peers_tx.send_if_modified(|v| {
+            let changed = v != applied;
+            if changed {
+                *v = applied.clone();
+            }
+            changed
+        });
+        r
+    }
+
+    async fn apply_peers(
         &mut self,
         source: Source,
         peers: BTreeMap<IpAddr, PeerSettings>,

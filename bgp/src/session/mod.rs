@@ -11,4 +11,7 @@ pub mod collision;
 pub mod peer;
 pub mod socket;
 
-pub use peer::{spawn_peer, PeerCommand, PeerEvent, PeerEventKind, SessionConfig, SessionId};
+pub use peer::{
+    spawn_peer, LinkState, PeerCommand, PeerEvent, PeerEventKind, PeerLinks, SessionConfig,
+    SessionId,
+};

@@ -14,7 +14,7 @@ use crate::wire::header::{split_message, HEADER_LEN};
 use crate::wire::notification::{CeaseError, ErrorCode};
 use crate::wire::{Message, Notification, Open, RouteRefresh, Update};
 use bytes::{Bytes, BytesMut};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -39,7 +39,26 @@ pub struct SessionConfig {
     pub connect: ConnectOptions,
     /// The BFD session protecting this peer, if any (RFC 5882).
     pub bfd: Option<watch::Receiver<SessionStatus>>,
+    /// The links of directly connected peers (fast external failover), if
+    /// anyone watches them.
+    pub links: Option<watch::Receiver<PeerLinks>>,
 }
+
+/// The link a directly connected peer is reached through, as the daemon
+/// that watches the kernel's links reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkState {
+    /// The link is down (no carrier, administratively down): the session
+    /// is held Idle until it is back.
+    pub down: bool,
+    /// How many times the session had to be dropped for the link: counted
+    /// like BFD's flaps, so that a drop and a recovery between two looks
+    /// still ends the session once.
+    pub drops: u64,
+}
+
+/// [`LinkState`] by peer address; peers without an entry are left alone.
+pub type PeerLinks = BTreeMap<IpAddr, LinkState>;
 
 /// Commands are few and short-lived; the occasional OPEN-sized message
 /// rides inline.
@@ -148,6 +167,14 @@ struct Task {
     /// The BFD session's status, and its flap count when last looked at.
     bfd: Option<watch::Receiver<SessionStatus>>,
     bfd_flaps: u64,
+    /// The peer's link (fast external failover), the drop count last acted
+    /// on, and whether the link is down now.
+    links: Option<watch::Receiver<PeerLinks>>,
+    link_drops: u64,
+    link_down: bool,
+    /// A start that waits for the link: the session was running (or was
+    /// asked to start) when the link went down.
+    start_on_link_up: bool,
     /// The speaker's commands. Read in the main loop, and also while an
     /// event waits for room in the speaker's queue (see [`Task::deliver`]).
     commands: mpsc::Receiver<PeerCommand>,
@@ -171,6 +198,30 @@ async fn bfd_failure(rx: Option<&mut watch::Receiver<SessionStatus>>, seen: u64)
     let flaps = rx.wait_for(failed).await.map(|s| s.flaps);
     match flaps {
         Ok(f) => f,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// The state of `addr`'s link (up and never dropped when unknown).
+fn link_of(rx: Option<&watch::Receiver<PeerLinks>>, addr: IpAddr) -> LinkState {
+    rx.and_then(|r| r.borrow().get(&addr).copied())
+        .unwrap_or_default()
+}
+
+/// Resolves, with the new drop count, when `addr`'s session must be
+/// dropped for its link since `seen`; never without a link watch or once
+/// its sender is gone.
+async fn link_failure(rx: Option<&mut watch::Receiver<PeerLinks>>, addr: IpAddr, seen: u64) -> u64 {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    let dropped = |l: &PeerLinks| l.get(&addr).is_some_and(|s| s.drops > seen);
+    let drops = rx
+        .wait_for(dropped)
+        .await
+        .map(|l| l.get(&addr).map_or(seen, |s| s.drops));
+    match drops {
+        Ok(d) => d,
         Err(_) => std::future::pending().await,
     }
 }
@@ -206,6 +257,10 @@ pub fn spawn_peer(
     let collision = Arbiter::new(cfg.fsm.local_id);
     let bfd = cfg.bfd.clone();
     let bfd_flaps = bfd.as_ref().map_or(0, |b| b.borrow().flaps);
+    let links = cfg.links.clone();
+    // A session created while its link is down starts held; a drop
+    // counted before it existed is not its own.
+    let link = link_of(links.as_ref(), cfg.address);
     let task = Task {
         cfg,
         fsm,
@@ -219,6 +274,10 @@ pub fn spawn_peer(
         established_at: None,
         bfd,
         bfd_flaps,
+        links,
+        link_drops: link.drops,
+        link_down: link.down,
+        start_on_link_up: false,
         commands,
         commands_closed: false,
         deferred: VecDeque::new(),
@@ -286,14 +345,25 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
+            let link_changed = async {
+                match self.links.as_mut() {
+                    Some(rx) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 // RFC 5882 §4.2: a BFD session going down tears the BGP
-                // session down at once, ahead of anything else queued.
+                // session down at once, ahead of anything else queued; so
+                // does the link to a directly connected peer going down.
                 biased;
                 changed = bfd_changed => match changed {
                     Ok(()) => self.bfd_changed().await,
                     // The BFD session was removed with BFD turned off.
                     Err(_) => self.bfd = None,
+                },
+                changed = link_changed => match changed {
+                    Ok(()) => self.link_changed().await,
+                    Err(_) => self.links = None,
                 },
                 cmd = self.commands.recv(), if !self.commands_closed => match cmd {
                     None => {
@@ -485,6 +555,7 @@ impl Task {
     /// event is delivered, so that they are carried out in order.
     async fn deliver_racing(&mut self, ev: PeerEvent, race_bfd: bool) -> bool {
         let seen = self.bfd_flaps;
+        let (addr, seen_link) = (self.cfg.address, self.link_drops);
         loop {
             let bfd = async {
                 if race_bfd {
@@ -493,9 +564,17 @@ impl Task {
                     std::future::pending().await
                 }
             };
+            let link = async {
+                if race_bfd {
+                    link_failure(self.links.as_mut(), addr, seen_link).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             let cmd = tokio::select! {
                 biased;
                 _ = bfd => return false,
+                _ = link => return false,
                 permit = self.events.reserve() => {
                     // A closed queue: the speaker is gone; nothing to tell.
                     if let Ok(p) = permit {
@@ -555,6 +634,48 @@ impl Task {
             idle,
         })
         .await;
+    }
+
+    /// The links of directly connected peers changed. A new drop of this
+    /// peer's (its link went down, or the peer left the connected
+    /// networks) ends the session at once, as BIRD's `check link` and
+    /// FRR's `fast-external-failover` do; while the link stays down the
+    /// session is held Idle, and it starts again when the link is back,
+    /// if it was running or asked to start meanwhile.
+    async fn link_changed(&mut self) {
+        let peer = self.cfg.address;
+        let Some(rx) = self.links.as_mut() else {
+            return;
+        };
+        let link = rx
+            .borrow_and_update()
+            .get(&peer)
+            .copied()
+            .unwrap_or_default();
+        if link.drops > self.link_drops {
+            self.link_drops = link.drops;
+            // A session that runs, or waits for its idle hold timer to run
+            // again, comes back with the link; a stopped one stays stopped.
+            let running = self.fsm.state() != State::Idle
+                || self.timers[timer_index(Timer::IdleHold)].is_some();
+            self.start_on_link_up |= running;
+            if matches!(
+                self.fsm.state(),
+                State::OpenSent | State::OpenConfirm | State::Established
+            ) {
+                warn!(%peer, "link down: session to {peer} dropped (fast external failover)");
+            } else {
+                info!(%peer, state = self.fsm.state().name(), "link down: no session to drop; the peer waits for the link");
+            }
+            self.drop_second();
+            self.collision.reset();
+            self.feed(Event::LinkDown).await;
+        }
+        self.link_down = link.down;
+        if !link.down && std::mem::take(&mut self.start_on_link_up) {
+            info!(%peer, "link up: starting the session again");
+            self.feed(Event::ManualStart).await;
+        }
     }
 
     /// Forgets the second connection, handing back its stream.
@@ -753,8 +874,16 @@ impl Task {
         // A hung peer reads nothing and the write waits for it; BFD going
         // Down meanwhile must not wait behind it (RFC 5882 §4.2).
         let seen = self.bfd_flaps;
+        let (addr, seen_link) = (self.cfg.address, self.link_drops);
         let r = tokio::select! {
             r = conn.stream.write_all(b) => r,
+            _ = link_failure(self.links.as_mut(), addr, seen_link) => {
+                // Not acted on here (the borrow of the connection): the
+                // connection goes, and `link_changed` ends the session.
+                self.conn = None;
+                Box::pin(self.link_changed()).await;
+                return false;
+            }
             flaps = bfd_failure(self.bfd.as_mut(), seen) => {
                 self.bfd_flaps = flaps;
                 warn!(
@@ -785,6 +914,18 @@ impl Task {
 
     /// Feeds one event to the FSM and carries out its actions.
     async fn feed(&mut self, ev: Event) {
+        match ev {
+            // Held while the link is down: a connection cannot succeed,
+            // and the start is taken when the link is back.
+            Event::ManualStart | Event::AutomaticStart | Event::TimerExpired(Timer::IdleHold)
+                if self.link_down =>
+            {
+                self.start_on_link_up = true;
+                return;
+            }
+            Event::ManualStop { .. } => self.start_on_link_up = false,
+            _ => {}
+        }
         let before = self.fsm.state();
         let actions = self.fsm.handle(ev);
         for a in actions {
@@ -886,8 +1027,9 @@ impl Task {
                 };
                 let failed = !self.deliver_unless_bfd_fails(ev).await;
                 if failed {
-                    warn!(%peer, "BFD down while an UPDATE waited for the speaker");
+                    warn!(%peer, "BFD or link down while an UPDATE waited for the speaker");
                     Box::pin(self.bfd_changed()).await;
+                    Box::pin(self.link_changed()).await;
                 }
             }
             Action::RouteRefresh(r) => {
@@ -996,6 +1138,7 @@ mod tests {
             fsm,
             connect: ConnectOptions::default(),
             bfd: None,
+            links: None,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, mut events) = mpsc::channel(64);
@@ -1089,6 +1232,7 @@ mod tests {
             fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
             connect: ConnectOptions::default(),
             bfd: Some(bfd_rx),
+            links: None,
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, mut events) = mpsc::channel(events);
@@ -1153,6 +1297,85 @@ mod tests {
         );
         feeder.abort();
         drop(ours);
+    }
+
+    /// Fast external failover at the session: the link going down ends an
+    /// Established session at once, even one blocked in a write to a peer
+    /// that reads nothing, with Down / LinkDown; no connection is attempted
+    /// while the link stays down (a Start meanwhile waits too), and the
+    /// session connects again as soon as the link is back.
+    #[tokio::test]
+    async fn link_down_ends_the_session_and_holds_it_until_the_link_is_back() {
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = peer_listener.local_addr().unwrap().port();
+        let addr: IpAddr = "127.0.0.1".parse().unwrap();
+        let (links_tx, links_rx) = watch::channel(PeerLinks::new());
+        let cfg = SessionConfig {
+            address: addr,
+            id: SessionId(1),
+            port,
+            fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
+            connect: ConnectOptions::default(),
+            bfd: None,
+            links: Some(links_rx),
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, mut events) = mpsc::channel(64);
+        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        read_message(&mut ours, &mut buf).await;
+        send(
+            &mut ours,
+            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
+        )
+        .await;
+        send(&mut ours, Message::Keepalive).await;
+        next_state(&mut events, State::Established).await;
+
+        // The peer reads no more; 64 MB to send is far beyond the buffers.
+        let feeder_tx = cmd_tx.clone();
+        let feeder = tokio::spawn(async move {
+            for _ in 0..64 {
+                let big = PeerCommand::Send(vec![Bytes::from(vec![0u8; 1 << 20])]);
+                if feeder_tx.send(big).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        links_tx.send_modify(|l| {
+            l.insert(
+                addr,
+                LinkState {
+                    down: true,
+                    drops: 1,
+                },
+            );
+        });
+        let reason = next_down(&mut events, 2, "the session ended on the link").await;
+        assert_eq!(reason, DownReason::LinkDown);
+        feeder.abort();
+        drop(ours);
+
+        // Held: neither the FSM nor a Start connects while the link is down.
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), peer_listener.accept())
+                .await
+                .is_err(),
+            "no connection while the link is down"
+        );
+        links_tx.send_modify(|l| {
+            if let Some(s) = l.get_mut(&addr) {
+                s.down = false;
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), peer_listener.accept())
+            .await
+            .expect("a connection once the link is back")
+            .unwrap();
     }
 
     /// The speaker's event queue is full and the session task waits to

@@ -33,7 +33,7 @@ use super::{
 use crate::fsm::{DownReason, FsmConfig, State};
 use crate::rib::{self, LocRibChange, PeerId, Rib, RibConfig, Session};
 use crate::session::socket::ConnectOptions;
-use crate::session::{PeerEvent, PeerEventKind, SessionId};
+use crate::session::{PeerEvent, PeerEventKind, PeerLinks, SessionId};
 use crate::wire::capability::{
     Capability, GracefulRestart as GrCap, GracefulRestartFamily, LlgrFamily,
 };
@@ -178,6 +178,9 @@ pub struct SpeakerCore {
     work: VecDeque<Work>,
     /// The last [`SessionId`] given out.
     last_session: u64,
+    /// The links of directly connected peers, as last told
+    /// ([`SpeakerCore::set_links`]).
+    links: PeerLinks,
 }
 
 impl SpeakerCore {
@@ -203,6 +206,7 @@ impl SpeakerCore {
             ready: VecDeque::new(),
             work: VecDeque::new(),
             last_session: 0,
+            links: PeerLinks::new(),
         }
     }
 
@@ -664,6 +668,39 @@ impl SpeakerCore {
         self.emit(out);
     }
 
+    /// The links of directly connected peers changed (fast external
+    /// failover, see [`crate::session::LinkState`]). The sessions end by
+    /// themselves, and their Down drops the routes; this drops at once the
+    /// routes a peer kept stale from an earlier session (RFC 4724 §4.2
+    /// helper) when its link goes: retention rests on the peer's
+    /// forwarding state being usable (§1), which it is not across a dead
+    /// link. A peer held by its link is not waited for in selection
+    /// deferral either.
+    pub fn set_links(&mut self, _now: Instant, links: &PeerLinks) {
+        self.settle();
+        for (addr, l) in links {
+            let before = self.links.get(addr).map_or(0, |b| b.drops);
+            let Some(p) = self.peers.get_mut(addr) else {
+                continue;
+            };
+            if l.drops <= before || p.state == State::Established || p.stale_families.is_empty() {
+                continue;
+            }
+            info!(peer = %addr, "link down: removing the peer's stale routes (fast external failover)");
+            p.stale_families.clear();
+            p.restart_deadline = None;
+            let pending = self.rib.peer_down_in_steps(p.id, &[]);
+            self.work.push_back(Work::Decide(pending, SWEEP_STEP));
+        }
+        self.links = links.clone();
+        self.maybe_end_deferral();
+    }
+
+    /// Whether `addr`'s link is down (its session held Idle).
+    fn link_down(&self, addr: &IpAddr) -> bool {
+        self.links.get(addr).is_some_and(|l| l.down)
+    }
+
     /// Stops every session with a Cease / Administrative Shutdown.
     pub fn shutdown(&mut self, communication: Option<String>) {
         self.decide_undecided();
@@ -877,13 +914,21 @@ impl SpeakerCore {
                     // and its routes for good. RFC 8538 §4: with the N bit
                     // negotiated, a NOTIFICATION sent or received is treated
                     // as the connection's loss, except a Hard Reset (§3).
-                    let graceful = match &reason {
-                        DownReason::ConnectionLost => true,
-                        DownReason::NotificationSent(n) | DownReason::NotificationReceived(n) => {
-                            p.hard_reset && !n.is_hard_reset()
-                        }
-                        DownReason::Stopped => false,
-                    };
+                    //
+                    // Fast external failover: the link to the peer is down,
+                    // so its forwarding state cannot be used (§1) and the
+                    // routes go at once, as BIRD and FRR do. That holds for
+                    // a lost connection seen before the link's own report.
+                    let link_down = self.links.get(&ev.peer).is_some_and(|l| l.down);
+                    let graceful = !link_down
+                        && match &reason {
+                            DownReason::ConnectionLost => true,
+                            DownReason::NotificationSent(n)
+                            | DownReason::NotificationReceived(n) => {
+                                p.hard_reset && !n.is_hard_reset()
+                            }
+                            DownReason::Stopped | DownReason::LinkDown => false,
+                        };
                     let keep: Vec<Family> = match &p.peer_gr {
                         Some((_, fams)) if graceful => fams.clone(),
                         _ => Vec::new(),
@@ -961,13 +1006,19 @@ impl SpeakerCore {
         // the Restart State bit set in the received capability and excluding
         // the ones that do not advertise the graceful restart capability"
         // (two restarting speakers must not wait for each other).
-        let all = self.peers.values().filter(|p| p.enabled).all(|p| {
-            if p.state == State::Established && (p.peer_gr.is_none() || p.peer_restarting) {
-                return true;
-            }
-            p.state == State::Established
-                && p.families_up.iter().all(|f| p.eor_received.contains(f))
-        });
+        // A peer held Idle by its link cannot send End-of-RIB; it is not
+        // waited for, like a disabled one.
+        let all = self
+            .peers
+            .values()
+            .filter(|p| p.enabled && !self.link_down(&p.settings.address))
+            .all(|p| {
+                if p.state == State::Established && (p.peer_gr.is_none() || p.peer_restarting) {
+                    return true;
+                }
+                p.state == State::Established
+                    && p.families_up.iter().all(|f| p.eor_received.contains(f))
+            });
         if all {
             info!("End-of-RIB from every peer: selection deferral over, advertising");
             self.end_deferral();
@@ -1535,5 +1586,171 @@ mod tests {
         assert!(batches.iter().all(|b| *b <= SWEEP_STEP), "{batches:?}");
         assert_eq!(batches.iter().sum::<usize>(), n);
         assert!(core.routes(None).is_empty());
+    }
+
+    /// Peer `i` announces 10.9.0.0/24 and the decision runs.
+    fn announce(core: &mut SpeakerCore, now: Instant, i: u8) {
+        let mut u = Update::new(PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(&[65000 + i as u32])),
+            next_hop: Some(Ipv4Addr::new(10, 0, 0, i)),
+            ..Default::default()
+        });
+        u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &["10.9.0.0/24".parse().unwrap()]);
+        core.handle(
+            now,
+            Input::Session(PeerEvent {
+                peer: a(i),
+                session: core.session_of(a(i)),
+                kind: PeerEventKind::Update(Box::new(u)),
+            }),
+        );
+        core.decide_undecided();
+        drain(core);
+    }
+
+    fn session_down(
+        core: &mut SpeakerCore,
+        now: Instant,
+        i: u8,
+        reason: DownReason,
+    ) -> Vec<Output> {
+        core.handle(
+            now,
+            Input::Session(PeerEvent {
+                peer: a(i),
+                session: core.session_of(a(i)),
+                kind: PeerEventKind::Down {
+                    reason,
+                    was_established: true,
+                },
+            }),
+        );
+        drain(core)
+    }
+
+    fn links(down: &[(u8, bool, u64)]) -> PeerLinks {
+        down.iter()
+            .map(|(i, down, drops)| {
+                (
+                    a(*i),
+                    crate::session::LinkState {
+                        down: *down,
+                        drops: *drops,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The withdrawals of 10.9.0.0/24 among `outs`.
+    fn withdrawn(outs: &[Output]) -> usize {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Fib(c) => Some(c.iter().filter(|c| c.best().is_none()).count()),
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// Fast external failover: a session ended because its link went down
+    /// drops the peer's routes at once, although graceful restart with
+    /// RFC 8538's N bit is negotiated (which keeps them across a lost
+    /// connection, the contrast below): the link they were reached through
+    /// is gone, so no forwarding state can be preserved (RFC 4724 §1). No
+    /// restart timer is armed.
+    #[test]
+    fn link_down_drops_routes_at_once_despite_graceful_restart() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+        drain(&mut core);
+        let t1 = t0 + Duration::from_secs(121);
+        up(&mut core, t1, 2, Some(GrCap::NOTIFICATION));
+        announce(&mut core, t1, 2);
+        assert_eq!(core.routes(None).len(), 1);
+
+        // The contrast: a lost connection keeps the route, stale.
+        session_down(&mut core, t1, 2, DownReason::ConnectionLost);
+        assert_eq!(core.routes(None).len(), 1);
+        assert!(core.routes(None)[0].stale);
+        assert_eq!(core.poll_timeout(), Some(t1 + Duration::from_secs(120)));
+        up(&mut core, t1, 2, Some(GrCap::NOTIFICATION));
+        announce(&mut core, t1, 2);
+        end_of_rib(&mut core, t1, 2);
+        assert_eq!(core.poll_timeout(), None);
+
+        // The session reports the link: the route goes with the Down.
+        core.set_links(t1, &links(&[(2, true, 1)]));
+        drain(&mut core);
+        assert_eq!(core.routes(None).len(), 1, "the session's Down drops it");
+        let outs = session_down(&mut core, t1, 2, DownReason::LinkDown);
+        assert_eq!(withdrawn(&outs), 1);
+        assert!(core.routes(None).is_empty());
+        assert_eq!(core.poll_timeout(), None, "no restart timer");
+        assert!(core.peers(t1)[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("link down")));
+    }
+
+    /// The connection may be seen lost before the session hears of its
+    /// link (or a Down with any reason comes while the link is down): the
+    /// routes go all the same.
+    #[test]
+    fn a_lost_connection_while_the_link_is_down_keeps_nothing() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+        drain(&mut core);
+        up(&mut core, t0, 2, Some(GrCap::NOTIFICATION));
+        announce(&mut core, t0, 2);
+        core.set_links(t0, &links(&[(2, true, 1)]));
+        drain(&mut core);
+        let outs = session_down(&mut core, t0, 2, DownReason::ConnectionLost);
+        assert_eq!(withdrawn(&outs), 1);
+        assert!(core.routes(None).is_empty());
+        assert_eq!(core.poll_timeout(), None);
+    }
+
+    /// Routes kept stale from an earlier session (its connection lost,
+    /// the peer restarting) go at once when the peer's link goes down,
+    /// not at the end of the restart time; a drop counted before (the
+    /// same count again) removes nothing more.
+    #[test]
+    fn link_down_removes_routes_kept_stale_from_an_earlier_session() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+        drain(&mut core);
+        let t1 = t0 + Duration::from_secs(121);
+        up(&mut core, t1, 2, Some(GrCap::NOTIFICATION));
+        announce(&mut core, t1, 2);
+        session_down(&mut core, t1, 2, DownReason::ConnectionLost);
+        assert_eq!(core.routes(None).len(), 1);
+
+        // Another peer's link, or this one's without a new drop: kept.
+        core.set_links(t1, &links(&[(3, true, 1)]));
+        assert_eq!(withdrawn(&drain(&mut core)), 0);
+        core.set_links(t1, &links(&[(2, false, 0), (3, true, 1)]));
+        assert_eq!(withdrawn(&drain(&mut core)), 0);
+        assert_eq!(core.routes(None).len(), 1);
+
+        core.set_links(t1, &links(&[(2, true, 1), (3, true, 1)]));
+        assert_eq!(withdrawn(&drain(&mut core)), 1);
+        assert!(core.routes(None).is_empty());
+        assert_eq!(core.poll_timeout(), None, "the restart timer is off");
+    }
+
+    /// RFC 4724 §4.1: a peer held Idle by its link cannot send
+    /// End-of-RIB, and selection deferral does not wait for it.
+    #[test]
+    fn deferral_does_not_wait_for_a_peer_whose_link_is_down() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        up(&mut core, t0, 2, Some(GrCap::NOTIFICATION));
+        assert!(!converged(&end_of_rib(&mut core, t0, 2)));
+        core.set_links(t0, &links(&[(3, true, 1)]));
+        assert!(converged(&drain(&mut core)));
     }
 }

@@ -32,16 +32,17 @@ use crate::bfd::{self, Bfd, BfdConfig, PeerKey, SessionOptions, SessionSnapshot}
 use crate::fsm::State;
 use crate::policy::Policy;
 use crate::rib::{self, LocRibChange, NextHopMode};
-use crate::session::{spawn_peer, PeerCommand, PeerEvent, SessionConfig};
+use crate::session::{spawn_peer, PeerCommand, PeerEvent, PeerLinks, SessionConfig};
 use crate::wire::attr::PathAttributes;
 use crate::wire::family::Family;
 use crate::wire::Prefix;
 use listen::Listeners;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 /// Speaker-wide settings.
@@ -249,6 +250,10 @@ enum Command {
 pub struct Speaker {
     tx: mpsc::Sender<Command>,
     converged: tokio::sync::watch::Receiver<bool>,
+    /// The links of directly connected peers (fast external failover): a
+    /// `watch`, never a queue, so that a link going down reaches the
+    /// session at once even while the speaker waits for a slow peer.
+    links: Arc<watch::Sender<PeerLinks>>,
 }
 
 /// Capacities of the bounded channels (see the module docs).
@@ -282,6 +287,7 @@ impl Speaker {
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let core = SpeakerCore::new(cfg, Instant::now());
         let (converged_tx, converged) = tokio::sync::watch::channel(core.converged());
+        let (links_tx, links_rx) = watch::channel(PeerLinks::new());
         let driver = Driver {
             core,
             sessions: HashMap::new(),
@@ -290,9 +296,18 @@ impl Speaker {
             listeners,
             converged: converged_tx,
             bfd: None,
+            links: links_rx,
         };
         tokio::spawn(driver.run(rx, ev_rx, accept_rx));
-        Ok((Speaker { tx, converged }, fib_rx))
+        let links = Arc::new(links_tx);
+        Ok((
+            Speaker {
+                tx,
+                converged,
+                links,
+            },
+            fib_rx,
+        ))
     }
 
     /// True once selection deferral is over (RFC 4724 §4.1: End-of-RIB from
@@ -370,6 +385,45 @@ impl Speaker {
     pub async fn bfd_sessions(&self) -> Result<Vec<SessionSnapshot>, SpeakerError> {
         self.ask(Command::BfdSessions).await
     }
+    /// The link through which the directly connected peer `addr` is
+    /// reached went down: its session ends at once and its routes go
+    /// (no graceful-restart retention: the link is gone), and it is held
+    /// Idle until [`Speaker::link_up`]. Never waits.
+    pub fn link_down(&self, addr: IpAddr) {
+        self.links.send_if_modified(|l| {
+            let s = l.entry(addr).or_default();
+            if s.down {
+                return false;
+            }
+            s.down = true;
+            s.drops += 1;
+            true
+        });
+    }
+
+    /// The peer's link is back (or the peer no longer has one to wait
+    /// for): a session held by [`Speaker::link_down`] starts again.
+    pub fn link_up(&self, addr: IpAddr) {
+        self.links.send_if_modified(|l| match l.get_mut(&addr) {
+            Some(s) if s.down => {
+                s.down = false;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// The peer is no longer on a connected network of an up link (the
+    /// address or the link went away while up): its session ends once,
+    /// as for [`Speaker::link_down`], and then retries as usual.
+    pub fn link_lost(&self, addr: IpAddr) {
+        self.links.send_modify(|l| {
+            let s = l.entry(addr).or_default();
+            s.down = false;
+            s.drops += 1;
+        });
+    }
+
     /// Tells every BFD peer AdminDown and stops BFD, leaving the BGP
     /// sessions alone: for a graceful restart, whose peers must not take
     /// the stop for a forwarding failure (RFC 5882 §3.2).
@@ -394,6 +448,9 @@ struct Driver {
     converged: tokio::sync::watch::Sender<bool>,
     /// BFD, started with the first peer that asks for it.
     bfd: Option<Bfd>,
+    /// The links of directly connected peers; each session watches a
+    /// clone.
+    links: watch::Receiver<PeerLinks>,
 }
 
 impl Driver {
@@ -403,6 +460,7 @@ impl Driver {
         mut events: mpsc::Receiver<PeerEvent>,
         mut accepts: mpsc::Receiver<(TcpStream, SocketAddr)>,
     ) {
+        let mut links = self.links.clone();
         loop {
             let timeout = self.core.poll_timeout();
             let core_timer = async {
@@ -454,6 +512,14 @@ impl Driver {
                 }
                 _ = core_timer => {
                     self.core.handle(Instant::now(), Input::Timeout);
+                    self.flush().await;
+                }
+                // The sessions act on their own; the core drops what a
+                // down link's peers left stale.
+                Ok(()) = links.changed() => {
+                    let links = links.borrow_and_update().clone();
+                    self.decided().await;
+                    self.core.set_links(Instant::now(), &links);
                     self.flush().await;
                 }
             }
@@ -534,6 +600,7 @@ impl Driver {
             fsm,
             connect,
             bfd,
+            links: Some(self.links.clone()),
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(PEER_QUEUE);
         spawn_peer(scfg, cmd_rx, self.ev_tx.clone());

@@ -18,6 +18,9 @@ pub(super) struct RawBgp {
     pub(super) graceful_restart: Option<RawGr>,
     #[serde(default)]
     pub(super) max_paths: Option<usize>,
+    /// On unless turned off (`None` when absent, `[bgp]` included).
+    #[serde(default)]
+    pub(super) fast_external_failover: Option<bool>,
     #[serde(default)]
     pub(super) peers: Vec<RawPeer>,
     #[serde(default)]
@@ -65,6 +68,10 @@ pub struct Bgp {
     pub cluster_id: Option<Ipv4Addr>,
     pub graceful_restart: Option<GracefulRestartSettings>,
     pub max_paths: usize,
+    /// Drop the session of a directly connected peer (eBGP or iBGP) at
+    /// once when the link it is reached through goes down (FRR's
+    /// `fast-external-failover`, BIRD's `check link`).
+    pub fast_external_failover: bool,
     /// The peers as the speaker takes them, validated.
     pub peers: Vec<PeerSettings>,
     pub originate: Vec<Originate>,
@@ -199,6 +206,7 @@ pub(super) fn parse(
         cluster_id,
         graceful_restart,
         max_paths,
+        fast_external_failover: raw.fast_external_failover.unwrap_or(true),
         peers,
         originate,
     })

@@ -215,6 +215,38 @@ large_communities = ["4200000001:1:2"]
         assert!(e.contains("notification"), "{e}");
     }
 
+    /// `[bgp] fast_external_failover` is on unless turned off, with or
+    /// without a `[bgp]` section; a wrong type names the field.
+    #[test]
+    fn fast_external_failover_defaults_on() {
+        let c = Config::parse("petreld.toml", GOOD).unwrap();
+        assert!(c.bgp.fast_external_failover);
+        let no_bgp = GOOD.split("[bgp]").next().unwrap();
+        assert!(
+            Config::parse("petreld.toml", no_bgp)
+                .unwrap()
+                .bgp
+                .fast_external_failover
+        );
+        let off = GOOD.replacen("[bgp]\n", "[bgp]\nfast_external_failover = false\n", 1);
+        assert!(
+            !Config::parse("petreld.toml", &off)
+                .unwrap()
+                .bgp
+                .fast_external_failover
+        );
+        let e = Config::parse(
+            "petreld.toml",
+            &GOOD.replacen("[bgp]\n", "[bgp]\nfast_external_failover = \"yes\"\n", 1),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("petreld.toml") && e.contains("fast_external_failover"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn bfd_per_peer_with_defaults_and_ranges() {
         let with = |bfd: &str| {

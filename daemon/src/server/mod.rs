@@ -3,11 +3,13 @@
 //! watch, metrics and the control socket; then the main loop.
 //!
 //! Parts: [`cluster`] opens the datastore and runs the cluster driver,
-//! [`control`] answers petrelctl, [`signals`] is the main loop (reload,
-//! watchdog, stop).
+//! [`control`] answers petrelctl, [`linkdown`] drops the sessions of
+//! directly connected peers whose link went down, [`signals`] is the main
+//! loop (reload, watchdog, stop).
 
 mod cluster;
 mod control;
+mod linkdown;
 mod signals;
 
 use crate::config::{self, Config};
@@ -106,6 +108,11 @@ pub async fn run(config_path: PathBuf, notifier: crate::systemd::Notifier) -> an
             .await?;
     }
     health.set_peers_configured();
+    // Read at start: a reload does not turn it on or off.
+    if cfg.bgp.fast_external_failover {
+        let peers = intent.lock().await.watch_peers();
+        tokio::spawn(linkdown::run(speaker.clone(), peers));
+    }
     let cluster_view = crate::cluster::SharedView::default();
     if let Some(ds) = cfg.datastore.clone() {
         let c = ClusterStart {

@@ -146,6 +146,8 @@ pub struct Config {
     /// `bgp.max_paths` (ECMP).
     pub max_paths: Option<usize>,
     pub graceful_restart: Option<u32>,
+    /// `[bgp] fast_external_failover` when set (petreld's default: on).
+    pub fast_external_failover: Option<bool>,
     pub peers: Vec<Peer>,
     /// (prefix, communities, large communities)
     pub originate: Vec<(String, Vec<String>, Vec<String>)>,
@@ -172,6 +174,7 @@ impl Config {
             cluster_id: None,
             max_paths: None,
             graceful_restart: None,
+            fast_external_failover: None,
             peers: Vec::new(),
             originate: Vec::new(),
             log_filter: "info".into(),
@@ -235,6 +238,9 @@ impl Config {
         }
         if let Some(t) = self.graceful_restart {
             let _ = writeln!(c, "graceful_restart = {{ restart_time = {t} }}");
+        }
+        if let Some(on) = self.fast_external_failover {
+            let _ = writeln!(c, "fast_external_failover = {on}");
         }
         for p in &self.peers {
             let _ = writeln!(
