@@ -8,9 +8,18 @@
 //! else holds. Sweeps run by themselves whenever the table has doubled since
 //! the last one, so the cost is amortised over inserts and the table never
 //! grows beyond twice the live sets (plus a small floor).
+//!
+//! Peers choose what is hashed here, so the hash is keyed (a colliding set
+//! of attributes for every petreld cannot be precomputed): aHash with keys
+//! from the OS's random source, a fresh key per table. aHash documents
+//! itself as DoS-resistant for in-memory maps (it is not a MAC, and a peer
+//! sees no hash value or iteration order of this table). It replaced
+//! SipHash (`std`'s `RandomState`), which cost 7% of a table load's
+//! instructions (docs/benchmarks/history.md). Each set is hashed once per
+//! intern, found or inserted.
 
 use crate::wire::attr::{NextHop, PathAttributes};
-use std::collections::HashSet;
+use hashbrown::HashTable;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -54,7 +63,8 @@ impl AttrSet {
 /// The hash-consing table.
 #[derive(Debug, Default)]
 pub struct AttrTable {
-    set: HashSet<Arc<AttrSet>>,
+    set: HashTable<Arc<AttrSet>>,
+    keys: ahash::RandomState,
     /// Live entries after the last sweep; the next sweep runs at twice that.
     after_sweep: usize,
 }
@@ -69,14 +79,17 @@ impl AttrTable {
 
     /// The shared copy of `a`.
     pub fn intern(&mut self, a: AttrSet) -> Arc<AttrSet> {
-        if let Some(found) = self.set.get(&a) {
+        let hash = self.keys.hash_one(&a);
+        if let Some(found) = self.set.find(hash, |s| **s == a) {
             return found.clone();
         }
         if self.set.len() >= SWEEP_FLOOR.max(2 * self.after_sweep) {
             self.sweep();
         }
         let arc = Arc::new(a);
-        self.set.insert(arc.clone());
+        let keys = &self.keys;
+        self.set
+            .insert_unique(hash, arc.clone(), |s| keys.hash_one(&**s));
         arc
     }
 
