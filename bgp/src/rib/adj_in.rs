@@ -280,7 +280,14 @@ impl Rib {
         if let Some(family) = update.end_of_rib_family() {
             return self.end_of_rib(id, family);
         }
-        let families = session.families.clone();
+        // Per UPDATE, so nothing here is copied that need not be: the
+        // families are looked up once, and the attributes are copied once
+        // (twice only for an UPDATE with both classic and MP NLRI).
+        let classic = !update.nlri.is_empty() && session.families.contains(&Family::IPV4_UNICAST);
+        let mp = update
+            .mp_reach
+            .as_ref()
+            .filter(|mp| session.families.contains(&mp.family));
         let four_octet = session.codec.four_octet_as;
         let ebgp = self
             .peer(id)
@@ -299,6 +306,9 @@ impl Rib {
             }
             return Output::default();
         }
+        if !classic && mp.is_none() {
+            return Output::default();
+        }
         let mut attrs = update.attrs.clone();
         if four_octet {
             // RFC 6793 §4.1: between NEW speakers AS4_PATH and AS4_AGGREGATOR
@@ -312,34 +322,26 @@ impl Rib {
             // the route gets the configured default.
             attrs.local_pref = Some(self.cfg.decision.default_local_pref);
         }
-        let classic =
-            (!update.nlri.is_empty()).then(|| self.attrs.intern(AttrSet::new(attrs.clone(), None)));
-        let mp = update.mp_reach.as_ref().map(|mp| {
-            let mut a = attrs.clone();
-            a.next_hop = None;
-            (
-                mp,
-                self.attrs
-                    .intern(AttrSet::new(a, Some(mp.next_hop.clone()))),
-            )
-        });
-        let runs = classic
-            .map(|a| (Family::IPV4_UNICAST, update.nlri.iter(), a))
+        let (classic_set, mp_set) = match mp {
+            Some(mp) => {
+                let classic_set =
+                    classic.then(|| self.attrs.intern(AttrSet::new(attrs.clone(), None)));
+                attrs.next_hop = None;
+                let set = AttrSet::new(attrs, Some(mp.next_hop.clone()));
+                (classic_set, Some((mp, self.attrs.intern(set))))
+            }
+            None => (Some(self.attrs.intern(AttrSet::new(attrs, None))), None),
+        };
+        let runs = classic_set
+            .map(|a| (update.nlri.iter(), a))
             .into_iter()
-            .chain(mp.map(|(mp, a)| (mp.family, mp.nlri.iter(), a)));
-        let mut paths = Vec::new();
-        for (family, entries, pre) in runs {
-            if !families.contains(&family) {
-                continue;
-            }
+            .chain(mp_set.map(|(mp, a)| (mp.nlri.iter(), a)));
+        for (entries, pre) in runs {
             for e in entries {
-                paths.push((e.prefix, e.path_id.unwrap_or(0), pre.clone()));
+                let path = self.import_path(id, e.prefix, e.path_id.unwrap_or(0), pre.clone(), 0);
+                self.put(e.prefix, path);
+                undecided.prefixes.push(e.prefix);
             }
-        }
-        for (prefix, path_id, pre) in paths {
-            let path = self.import_path(id, prefix, path_id, pre, 0);
-            self.put(prefix, path);
-            undecided.prefixes.push(prefix);
         }
         Output::default()
     }

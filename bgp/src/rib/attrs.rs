@@ -8,9 +8,18 @@
 //! else holds. Sweeps run by themselves whenever the table has doubled since
 //! the last one, so the cost is amortised over inserts and the table never
 //! grows beyond twice the live sets (plus a small floor).
+//!
+//! Peers choose what is hashed here, so the hash is keyed (a colliding set
+//! of attributes for every petreld cannot be precomputed): aHash with keys
+//! from the OS's random source, a fresh key per table. aHash documents
+//! itself as DoS-resistant for in-memory maps (it is not a MAC, and a peer
+//! sees no hash value or iteration order of this table). It replaced
+//! SipHash (`std`'s `RandomState`): interning cost 12–14% of a table
+//! load's instructions with it, 2% now (docs/benchmarks/history.md). Each
+//! set is hashed once per intern, found or inserted.
 
 use crate::wire::attr::{NextHop, PathAttributes};
-use std::collections::HashSet;
+use hashbrown::HashTable;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -54,7 +63,8 @@ impl AttrSet {
 /// The hash-consing table.
 #[derive(Debug, Default)]
 pub struct AttrTable {
-    set: HashSet<Arc<AttrSet>>,
+    set: HashTable<Arc<AttrSet>>,
+    keys: ahash::RandomState,
     /// Live entries after the last sweep; the next sweep runs at twice that.
     after_sweep: usize,
 }
@@ -69,14 +79,17 @@ impl AttrTable {
 
     /// The shared copy of `a`.
     pub fn intern(&mut self, a: AttrSet) -> Arc<AttrSet> {
-        if let Some(found) = self.set.get(&a) {
+        let hash = self.keys.hash_one(&a);
+        if let Some(found) = self.set.find(hash, |s| **s == a) {
             return found.clone();
         }
         if self.set.len() >= SWEEP_FLOOR.max(2 * self.after_sweep) {
             self.sweep();
         }
         let arc = Arc::new(a);
-        self.set.insert(arc.clone());
+        let keys = &self.keys;
+        self.set
+            .insert_unique(hash, arc.clone(), |s| keys.hash_one(&**s));
         arc
     }
 
@@ -124,6 +137,18 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(a.next_hop, NextHop::V4(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(a.attrs.next_hop, None);
+    }
+
+    #[test]
+    fn a_set_with_empty_rare_attributes_is_the_set_without() {
+        // Equal sets must hash alike, or the table holds both.
+        let mut t = AttrTable::new();
+        let a = t.intern(set(65001));
+        let mut b = set(65001);
+        b.attrs.rare_mut();
+        assert!(b.attrs.rare.is_some());
+        assert!(Arc::ptr_eq(&a, &t.intern(b)));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

@@ -202,7 +202,10 @@ impl Nlri {
         add_path: bool,
         entries: impl IntoIterator<Item = &'a NlriEntry>,
     ) -> Self {
-        let mut b = BytesMut::new();
+        let entries = entries.into_iter();
+        // Room for IPv4 /24s (the common case) without regrowing.
+        let per = if add_path { 8 } else { 4 };
+        let mut b = BytesMut::with_capacity(entries.size_hint().0 * per);
         for e in entries {
             if add_path {
                 b.put_u32(e.path_id.unwrap_or(0));

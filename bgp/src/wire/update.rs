@@ -227,6 +227,10 @@ impl Update {
     }
 }
 
+/// Room first given to an attribute set's encoding: a typical table's sets
+/// (an AS path of a few ASNs, some communities) fit without regrowing.
+const ATTRS_GUESS: usize = 128;
+
 /// Builds the UPDATE messages that announce or withdraw many NLRI.
 ///
 /// The attributes are encoded once; NLRI are then packed into each message
@@ -292,7 +296,10 @@ impl<'a> UpdatePacker<'a> {
         } else {
             attrs.next_hop = None;
         }
-        let mut abuf = BytesMut::new();
+        // The attributes are encoded once here and copied into each message
+        // (a full table's export encoded them four times per UPDATE, each
+        // time into a buffer growing from empty).
+        let mut abuf = BytesMut::with_capacity(ATTRS_GUESS);
         attrs.encode(self.ctx, &mut abuf);
         let fixed = HEADER_LEN
             + 4
@@ -306,19 +313,47 @@ impl<'a> UpdatePacker<'a> {
         let room = self.ctx.max_message_len.saturating_sub(fixed);
         for chunk in chunks(entries, room, entry_len) {
             let nlri = Nlri::from_entries(family, add_path, chunk);
-            let mut u = Update::new(attrs.clone());
-            if classic {
-                u.nlri = nlri;
+            out.push(if classic {
+                self.finish_encoded(None, &abuf, nlri.raw())?
             } else {
-                u.mp_reach = Some(MpReach {
+                let mp = MpReach {
                     family,
                     next_hop: next_hop.clone(),
                     nlri,
-                });
-            }
-            out.push(self.finish(&u)?);
+                };
+                self.finish_encoded(Some(&mp), &abuf, &[])?
+            });
         }
         Ok(out)
+    }
+
+    /// An announcing UPDATE whose other attributes are already encoded
+    /// (`attrs`), laid out as [`Update::encode`] does: no withdrawn routes,
+    /// MP_REACH_NLRI first (RFC 7606 §5.1), then `attrs`, then `nlri`.
+    fn finish_encoded(
+        &self,
+        mp: Option<&MpReach>,
+        attrs: &[u8],
+        nlri: &[u8],
+    ) -> Result<Bytes, TooLarge> {
+        let alen = mp.map_or(0, attr::mp_reach_len) + attrs.len();
+        let len = HEADER_LEN + 4 + alen + nlri.len();
+        if len > self.ctx.max_message_len {
+            return Err(TooLarge {
+                len,
+                max: self.ctx.max_message_len,
+            });
+        }
+        let mut b = BytesMut::with_capacity(len);
+        super::header_into(&mut b, TYPE_UPDATE, len);
+        b.put_u16(0);
+        b.put_u16(alen as u16);
+        if let Some(mp) = mp {
+            attr::encode_mp_reach(mp, &mut b);
+        }
+        b.put_slice(attrs);
+        b.put_slice(nlri);
+        Ok(b.freeze())
     }
 
     fn finish(&self, u: &Update) -> Result<Bytes, TooLarge> {

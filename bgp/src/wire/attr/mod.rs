@@ -772,7 +772,7 @@ impl PathAttributes {
 
     /// The encoded length of these attributes, MP attributes excluded.
     pub fn encoded_len(&self, ctx: &CodecContext) -> usize {
-        let mut b = BytesMut::new();
+        let mut b = BytesMut::with_capacity(128);
         self.encode(ctx, &mut b);
         b.len()
     }
