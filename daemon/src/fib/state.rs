@@ -9,10 +9,23 @@
 //! (a refused install, a delete of a route already gone, lost replies) are
 //! unit-tested without root.
 //!
+//! Held deletes. A peer's death withdraws all its routes, which all use
+//! one next-hop set. Deleting the set's kernel nexthop object removes them
+//! in one pass, at a tenth of the kernel's cost of a million single
+//! deletes (docs/benchmarks/history.md, "withdrawal by nexthop object").
+//! So the writer may hold a delete back ([`FibState::hold`]: the route
+//! stays installed, marked doomed); once a set's doomed routes are all of
+//! its routes ([`FibState::flushable`]), the object goes and so do they
+//! ([`FibState::drop_doomed`]). Any later change of a doomed prefix
+//! cancels its hold; the driver sends what is still held as plain deletes
+//! when the burst ends ([`FibState::take_held`]).
+//!
 //! Invariants: every set id held in `installed`, `unresolved`, `last_hop`
 //! or an in-flight [`Pending`] holds one reference in `sets`; a prefix in
 //! `stale` is a route of ours in the kernel, of a previous run or of a
-//! failed write, whose content is unknown.
+//! failed write, whose content is unknown; a prefix in `doomed` is in
+//! `installed` with a set other than the blackhole, counted in that set's
+//! [`SetRoutes::doomed`].
 
 use super::msg::{self, ErrorMsg, KernelRoute};
 use super::table::{Installed, PrefixMap, PrefixSet, Sets, BLACKHOLE};
@@ -70,6 +83,22 @@ pub struct FibState {
     unresolved: PrefixMap,
     hops: Vec<Hop>,
     onlink: Vec<OnLink>,
+    /// Installed routes whose delete is held back (see the module docs).
+    doomed: PrefixSet,
+    /// By set id: what `installed` and `doomed` hold of it.
+    per_set: Vec<SetRoutes>,
+}
+
+/// One next-hop set's share of the installed routes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetRoutes {
+    /// Routes in `installed` with this set.
+    pub routes: u32,
+    /// Of those, the doomed ones.
+    pub doomed: u32,
+    /// A route of the set was written without its nexthop object since
+    /// the set last had no route (the object does not hold every route).
+    pub classic: bool,
 }
 
 impl std::fmt::Debug for FibState {
@@ -79,6 +108,7 @@ impl std::fmt::Debug for FibState {
             .field("stale", &self.stale.len())
             .field("unresolved", &self.unresolved.len())
             .field("sets", &self.sets.len())
+            .field("doomed", &self.doomed.len())
             .finish()
     }
 }
@@ -143,6 +173,10 @@ impl FibState {
         if coalesce && !self.seen.insert(prefix) {
             return Decision::Superseded;
         }
+        // A new change of a prefix whose delete is held supersedes it: the
+        // route is still in the kernel, and what it needs now is decided
+        // from there.
+        self.unhold(&prefix);
         match change {
             LocRibChange::Best {
                 best, multipath, ..
@@ -454,22 +488,146 @@ impl FibState {
             + self.stale.heap_bytes()
             + self.unresolved.heap_bytes()
             + self.seen.heap_bytes()
+            + self.doomed.heap_bytes()
     }
 
     fn set_installed(&mut self, prefix: Prefix, id: u32) {
-        if let Some(old) = self.installed.insert(prefix, id) {
-            self.sets.release(old);
+        let old = self.installed.insert(prefix, id);
+        if old == Some(id) {
+            // The same route written again (a restore, a re-install): a
+            // held delete stays held.
+            self.sets.release(id);
+            return;
         }
+        if let Some(old) = old {
+            // Another route now: a held delete of the old one is moot.
+            if !self.doomed.is_empty() && self.doomed.remove(&prefix) {
+                self.set_routes(old).doomed -= 1;
+            }
+            self.route_gone(old);
+        }
+        self.set_routes(id).routes += 1;
     }
 
     fn unset_installed(&mut self, prefix: &Prefix) -> bool {
+        // Before the removal: `unhold` reads the prefix's set.
+        self.unhold(prefix);
         match self.installed.remove(prefix) {
             Some(old) => {
-                self.sets.release(old);
+                self.route_gone(old);
                 true
             }
             None => false,
         }
+    }
+
+    /// A route of set `id` left `installed`.
+    fn route_gone(&mut self, id: u32) {
+        let s = self.set_routes(id);
+        s.routes -= 1;
+        if s.routes == 0 {
+            s.classic = false;
+        }
+        self.sets.release(id);
+    }
+
+    fn set_routes(&mut self, id: u32) -> &mut SetRoutes {
+        let i = id as usize;
+        if self.per_set.len() <= i {
+            self.per_set.resize(i + 1, SetRoutes::default());
+        }
+        &mut self.per_set[i]
+    }
+
+    /// What `installed` holds of set `id`.
+    pub fn set_routes_of(&self, id: u32) -> SetRoutes {
+        self.per_set.get(id as usize).copied().unwrap_or_default()
+    }
+
+    /// A route of set `id` is being written without the set's nexthop
+    /// object: deleting the object would not take it.
+    pub fn note_classic(&mut self, id: u32) {
+        if id != BLACKHOLE {
+            self.set_routes(id).classic = true;
+        }
+    }
+
+    /// Holds back the delete of `prefix` (see the module docs): true when
+    /// held, false when it must be sent now (not a route of a set, or a
+    /// set whose object does not hold all its routes).
+    pub fn hold(&mut self, prefix: Prefix) -> bool {
+        let Some(id) = self.installed.get(&prefix) else {
+            return false;
+        };
+        if id == BLACKHOLE || self.set_routes_of(id).classic || self.stale.contains(&prefix) {
+            return false;
+        }
+        if self.doomed.insert(prefix) {
+            self.set_routes(id).doomed += 1;
+        }
+        true
+    }
+
+    /// Cancels a held delete of `prefix`, if any.
+    fn unhold(&mut self, prefix: &Prefix) {
+        if self.doomed.is_empty() || !self.doomed.remove(prefix) {
+            return;
+        }
+        if let Some(id) = self.installed.get(prefix) {
+            self.set_routes(id).doomed -= 1;
+        }
+    }
+
+    /// `prefix`'s route is gone from the kernel (someone else deleted it).
+    pub fn forget(&mut self, prefix: &Prefix) {
+        self.unset_installed(prefix);
+    }
+
+    /// Deletes held back.
+    pub fn held(&self) -> usize {
+        self.doomed.len()
+    }
+
+    /// Whether `prefix`'s delete is held.
+    pub fn is_held(&self, prefix: &Prefix) -> bool {
+        self.doomed.contains(prefix)
+    }
+
+    /// The sets every installed route of which is doomed: deleting their
+    /// nexthop objects removes exactly the routes the Loc-RIB no longer
+    /// has. (No install of such a set is in flight: the caller asks
+    /// between datagrams.)
+    pub fn flushable(&self) -> Vec<u32> {
+        if self.doomed.is_empty() {
+            return Vec::new();
+        }
+        self.per_set
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.doomed > 0 && s.doomed == s.routes && !s.classic)
+            .map(|(id, _)| id as u32)
+            .collect()
+    }
+
+    /// Set `id`'s nexthop object was deleted, and the kernel removed its
+    /// routes with it: they are gone here too (each counted as removed).
+    pub fn drop_doomed(&mut self, id: u32, report: &mut Report) {
+        let gone: Vec<Prefix> = self
+            .doomed
+            .iter()
+            .filter(|p| self.installed.get(p) == Some(id))
+            .collect();
+        for p in gone {
+            self.unset_installed(&p);
+            report.removed += 1;
+        }
+    }
+
+    /// Ends every hold: the prefixes whose delete must now be sent.
+    pub fn take_held(&mut self) -> Vec<Prefix> {
+        let held = std::mem::take(&mut self.doomed);
+        self.per_set.iter_mut().for_each(|s| s.doomed = 0);
+        held.iter().collect()
     }
 
     fn unset_unresolved(&mut self, prefix: &Prefix) {
@@ -744,6 +902,102 @@ mod tests {
             new: Some(id),
         }]);
         assert_eq!(st.sets().len(), 1, "only the last-hop cache's set");
+    }
+
+    /// Decides `c` (a delete) and holds it back instead of sending it.
+    fn hold(st: &mut FibState, c: &LocRibChange) -> bool {
+        assert_eq!(st.decide(c, false), Decision::Delete);
+        st.hold(c.prefix())
+    }
+
+    #[test]
+    fn a_set_is_flushable_once_every_route_of_it_is_held() {
+        let mut st = FibState::default();
+        for i in 0..3 {
+            apply(&mut st, &best(&format!("10.0.{i}.0/24"), [192, 0, 2, 1]), 0);
+        }
+        apply(&mut st, &best("10.9.0.0/24", [192, 0, 2, 2]), 0);
+        let a = st.installed(&p("10.0.0.0/24")).unwrap();
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+        assert!(hold(&mut st, &gone("10.0.1.0/24")));
+        assert!(st.flushable().is_empty(), "10.0.2.0/24 still wanted");
+        assert!(hold(&mut st, &gone("10.0.2.0/24")));
+        assert_eq!(st.flushable(), [a]);
+        // Held routes are still in the kernel, so still installed.
+        assert_eq!((st.len(), st.held()), (4, 3));
+        // The object went: its routes with it, the other next hop's stay.
+        let mut r = Report::default();
+        st.drop_doomed(a, &mut r);
+        assert_eq!((r.removed, st.len(), st.held()), (3, 1, 0));
+        assert!(st.is_unicast(&p("10.9.0.0/24")));
+        assert_eq!(st.set_routes_of(a), SetRoutes::default());
+    }
+
+    #[test]
+    fn a_new_change_of_a_held_prefix_cancels_its_hold() {
+        let mut st = FibState::default();
+        apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        apply(&mut st, &best("10.0.1.0/24", [192, 0, 2, 1]), 0);
+        let a = st.installed(&p("10.0.0.0/24")).unwrap();
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+        assert!(hold(&mut st, &gone("10.0.1.0/24")));
+        // The same path back: the kernel still has it; nothing to write,
+        // and it must not go with the object.
+        let (d, _) = apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        assert_eq!(d, Decision::Unchanged);
+        assert!(!st.is_held(&p("10.0.0.0/24")));
+        assert!(st.flushable().is_empty());
+        // Another next hop for the other: a replace, written; then the
+        // first set has no held route left either.
+        let (d, _) = apply(&mut st, &best("10.0.1.0/24", [192, 0, 2, 7]), 0);
+        assert!(matches!(d, Decision::Install(b) if b != a), "{d:?}");
+        assert_eq!((st.held(), st.set_routes_of(a).routes), (0, 1));
+        // Held again, the first set's only route: flushable.
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+        assert_eq!(st.flushable(), [a]);
+    }
+
+    #[test]
+    fn only_routes_all_by_their_object_are_held() {
+        let mut st = FibState::default();
+        blackhole(&mut st, "10.1.0.0/26");
+        assert!(!st.hold(p("10.1.0.0/26")), "a blackhole has no object");
+        assert!(!st.hold(p("10.2.0.0/24")), "not installed");
+        apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        let a = st.installed(&p("10.0.0.0/24")).unwrap();
+        // One route of the set went in without the object (refused, or
+        // before the link was known): deleting the object would leave it.
+        st.note_classic(a);
+        assert!(!hold(&mut st, &gone("10.0.0.0/24")));
+        // Forgotten once the set has no route left.
+        apply(&mut st, &gone("10.0.0.0/24"), 0);
+        apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+    }
+
+    #[test]
+    fn a_released_hold_is_a_plain_delete() {
+        let mut st = FibState::default();
+        apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        apply(&mut st, &best("10.0.1.0/24", [192, 0, 2, 1]), 0);
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+        assert_eq!(st.take_held(), [p("10.0.0.0/24")]);
+        assert_eq!((st.held(), st.len()), (0, 2));
+        let mut r = Report::default();
+        st.settle(
+            &[Pending {
+                prefix: p("10.0.0.0/24"),
+                new: None,
+            }],
+            &[],
+            &mut r,
+        );
+        assert_eq!((r.removed, st.len()), (1, 1));
+        // Someone else deleted a held route: gone, not held.
+        assert!(hold(&mut st, &gone("10.0.1.0/24")));
+        st.forget(&p("10.0.1.0/24"));
+        assert_eq!((st.held(), st.len()), (0, 0));
+        assert!(st.flushable().is_empty());
     }
 
     #[test]
