@@ -259,12 +259,12 @@ fn install_replace_delete_v4_v6(nh: bool) {
     .unwrap();
 }
 
-/// A next hop's routes all withdrawn in bursts (its peer died): with
-/// nexthop objects the writer holds the deletes back and deletes the
-/// object once every route of it is to go, and the kernel takes them with
-/// it. Routes via other next hops, replaces to another next hop, and an
-/// ECMP group that had the dead hop as a member come out exactly as
-/// route-by-route deletes leave them.
+// A next hop's routes all withdrawn in bursts (its peer died): with
+// nexthop objects the writer holds the deletes back and deletes the
+// object once every route of it is to go, and the kernel takes them with
+// it. Routes via other next hops, replaces to another next hop, and an
+// ECMP group that had the dead hop as a member come out exactly as
+// route-by-route deletes leave them.
 both_paths!(a_dead_next_hops_routes_go_with_its_object);
 fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
     let Some((_lab, ns)) = lab("fib-flush") else {
@@ -287,7 +287,7 @@ fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
         let first: Vec<LocRibChange> = (0..100).map(|i| gone(&a(i))).collect();
         let r1 = fib.apply(&first)?;
         assert_eq!(r1.errors.len(), 0, "{r1:?}");
-        assert_eq!(fib.held(), if nh { 100 } else { 0 });
+        assert_eq!(fib.held_deletes(), if nh { 100 } else { 0 });
         assert_eq!(ours(&n).len(), if nh { 205 } else { 105 });
 
         // The rest; one held route and one of this batch move to another
@@ -301,7 +301,7 @@ fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
         rest.extend((0..2).map(|i| best(&format!("10.4.{i}.0/24"), "198.51.100.2")));
         let r2 = fib.apply(&rest)?;
         assert_eq!(r2.errors.len(), 0, "{r2:?}");
-        assert_eq!(fib.held(), 0, "every hold ended");
+        assert_eq!(fib.held_deletes(), 0, "every hold ended");
         if nh {
             // 99 held in the first batch and 99 in this one, removed with
             // the object; 10.2.7.0/24 was replaced, never deleted.
@@ -356,9 +356,9 @@ fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
     .unwrap();
 }
 
-/// Held deletes that never add up to a whole next hop are sent as plain
-/// deletes by `release_held`; a held route someone else deletes meanwhile
-/// is simply gone.
+// Held deletes that never add up to a whole next hop are sent as plain
+// deletes by `release_held`; a held route someone else deletes meanwhile
+// is simply gone.
 both_paths!(held_deletes_are_released_as_plain_deletes);
 fn held_deletes_are_released_as_plain_deletes(nh: bool) {
     let Some((_lab, ns)) = lab("fib-release") else {
@@ -372,21 +372,21 @@ fn held_deletes_are_released_as_plain_deletes(nh: bool) {
         fib.apply(&load)?;
         let mut mon = Monitor::open()?;
         let r = fib.apply(&(0..80).map(|i| gone(&a(i))).collect::<Vec<_>>())?;
-        assert_eq!(fib.held(), if nh { 80 } else { 0 });
+        assert_eq!(fib.held_deletes(), if nh { 80 } else { 0 });
         assert_eq!(r.removed, if nh { 0 } else { 80 });
         if nh {
             n.ip(&["route", "del", "10.2.3.0/24", "proto", "202"]).unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
-            while fib.held() == 80 && Instant::now() < deadline {
+            while fib.held_deletes() == 80 && Instant::now() < deadline {
                 for ev in mon.wait(Duration::from_millis(200)).unwrap() {
                     assert_eq!(fib.on_event(&ev).unwrap(), None, "nothing restored");
                 }
             }
-            assert_eq!(fib.held(), 79, "the route someone deleted is not held");
+            assert_eq!(fib.held_deletes(), 79, "the route someone deleted is not held");
         }
         let r = fib.release_held()?;
         assert_eq!((r.removed, r.errors.len()), (if nh { 79 } else { 0 }, 0), "{r:?}");
-        assert_eq!(fib.held(), 0);
+        assert_eq!(fib.held_deletes(), 0);
         let k = ours(&n);
         assert_eq!(k.len(), 20, "{k:?}");
         assert!((80..100).all(|i| find(&k, &a(i)).is_some()));

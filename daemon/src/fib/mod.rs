@@ -25,6 +25,15 @@
 //! Blackholes, and sets with a hop no connected network or on-link rule
 //! gives an interface, stay classic routes.
 //!
+//! A dead peer's routes all go at once, and all use its next hop's object:
+//! in a burst of deletes the writer holds them back and deletes the object
+//! when every route of it is to go, one RTM_DELNEXTHOP that the kernel
+//! carries out in a single pass over its trie (~0.2 s of system time for
+//! a million routes, against ~2.3 s deleted one by one: the trie's
+//! rebalancing after each delete). What a burst leaves held is sent as
+//! plain deletes when it ends ([`Fib::release_held`]). The rules are
+//! [`state`]'s.
+//!
 //! # Kernel behaviour relied on
 //!
 //! - An IPv4 gateway must sit on a connected network (or be marked on-link):
@@ -60,6 +69,9 @@
 //! //     let report = fib.apply(&batch)?;   // log report.errors per prefix
 //! // When BGP has converged (End-of-RIB from every GR peer, or the timeout):
 //! //     fib.sweep_stale()?;
+//! // When no batch came for a moment and `fib.held_deletes() > 0` (deletes held
+//! // back in a burst, see below):
+//! //     fib.release_held()?;
 //! // The monitor runs in a tokio task: `monitor.next().await` yields
 //! // batches of events; forward them over a bounded channel to the Fib
 //! // thread, which calls `fib.on_event(&ev)` for each: a route of ours
@@ -503,7 +515,7 @@ impl Fib {
     /// removes them in one pass, at a fraction of the kernel's cost of
     /// route-by-route deletes. Held routes stay in the kernel until then or
     /// until [`Fib::release_held`], which the caller must call when the
-    /// burst is over ([`Fib::held`] > 0).
+    /// burst is over ([`Fib::held_deletes`] > 0).
     pub fn apply(&mut self, changes: &[LocRibChange]) -> io::Result<Report> {
         let mut report = Report::default();
         let mut deletes = std::mem::take(&mut self.deletes);
@@ -549,7 +561,7 @@ impl Fib {
             }
         }
         self.state.end_batch();
-        let hold = self.nexthops && (deletes.len() >= HOLD_BURST || self.state.held() > 0);
+        let hold = self.nexthops && (deletes.len() >= HOLD_BURST || self.state.held_deletes() > 0);
         for &prefix in deletes.iter() {
             if !(hold && self.hold_delete(prefix)) {
                 self.queue_delete(prefix, report)?;
@@ -569,8 +581,8 @@ impl Fib {
     }
 
     /// Deletes held back (see [`Fib::apply`]).
-    pub fn held(&self) -> usize {
-        self.state.held()
+    pub fn held_deletes(&self) -> usize {
+        self.state.held_deletes()
     }
 
     /// Deletes the nexthop object of every set all of whose routes are

@@ -584,7 +584,7 @@ impl FibState {
     }
 
     /// Deletes held back.
-    pub fn held(&self) -> usize {
+    pub fn held_deletes(&self) -> usize {
         self.doomed.len()
     }
 
@@ -612,6 +612,33 @@ impl FibState {
     /// Set `id`'s nexthop object was deleted, and the kernel removed its
     /// routes with it: they are gone here too (each counted as removed).
     pub fn drop_doomed(&mut self, id: u32, report: &mut Report) {
+        let s = self.set_routes_of(id);
+        if s.routes as usize * 2 > self.installed.len() {
+            // Most routes were this set's (a full table from one peer):
+            // one pass keeps the others, instead of a removal per route
+            // scattered over the map's memory.
+            let mut keep = PrefixMap::default();
+            for (p, v) in self.installed.iter().filter(|(_, v)| *v != id) {
+                keep.insert(p, v);
+            }
+            self.installed = keep;
+            if self.doomed.len() == s.doomed as usize {
+                self.doomed.clear();
+            } else {
+                let installed = &self.installed;
+                let mut left = PrefixSet::default();
+                for p in self.doomed.iter().filter(|p| installed.contains(p)) {
+                    left.insert(p);
+                }
+                self.doomed = left;
+            }
+            for _ in 0..s.routes {
+                self.sets.release(id);
+            }
+            self.per_set[id as usize] = SetRoutes::default();
+            report.removed += s.routes as usize;
+            return;
+        }
         let gone: Vec<Prefix> = self
             .doomed
             .iter()
@@ -924,13 +951,47 @@ mod tests {
         assert!(hold(&mut st, &gone("10.0.2.0/24")));
         assert_eq!(st.flushable(), [a]);
         // Held routes are still in the kernel, so still installed.
-        assert_eq!((st.len(), st.held()), (4, 3));
+        assert_eq!((st.len(), st.held_deletes()), (4, 3));
         // The object went: its routes with it, the other next hop's stay.
         let mut r = Report::default();
         st.drop_doomed(a, &mut r);
-        assert_eq!((r.removed, st.len(), st.held()), (3, 1, 0));
+        assert_eq!((r.removed, st.len(), st.held_deletes()), (3, 1, 0));
         assert!(st.is_unicast(&p("10.9.0.0/24")));
         assert_eq!(st.set_routes_of(a), SetRoutes::default());
+    }
+
+    /// Both ways of forgetting a flushed set's routes (a pass over the
+    /// map when they are most of it, a removal each otherwise) leave the
+    /// same state; other sets' holds stay.
+    #[test]
+    fn a_flushed_set_leaves_the_others_alone_either_way() {
+        for big in [1, 5] {
+            let mut st = FibState::default();
+            for i in 0..big {
+                apply(&mut st, &best(&format!("10.0.{i}.0/24"), [192, 0, 2, 1]), 0);
+            }
+            for i in 0..3 {
+                apply(&mut st, &best(&format!("10.9.{i}.0/24"), [192, 0, 2, 2]), 0);
+            }
+            blackhole(&mut st, "10.1.0.0/26");
+            let a = st.installed(&p("10.0.0.0/24")).unwrap();
+            let b = st.installed(&p("10.9.0.0/24")).unwrap();
+            for i in 0..big {
+                assert!(hold(&mut st, &gone(&format!("10.0.{i}.0/24"))));
+            }
+            assert!(hold(&mut st, &gone("10.9.1.0/24")));
+            assert_eq!(st.flushable(), [a]);
+            let mut r = Report::default();
+            st.drop_doomed(a, &mut r);
+            assert_eq!(r.removed, big, "{big}");
+            assert_eq!((st.len(), st.held_deletes()), (4, 1), "{big}");
+            assert!(st.is_held(&p("10.9.1.0/24")));
+            assert_eq!(st.set_routes_of(b).routes, 3);
+            assert_eq!(st.installed(&p("10.1.0.0/26")), Some(BLACKHOLE));
+            assert_eq!(st.installed(&p("10.0.0.0/24")), None);
+            // No reference left: the last-hop cache holds the other set.
+            assert_eq!(st.sets().refs(a), 0, "{big}");
+        }
     }
 
     #[test]
@@ -951,7 +1012,7 @@ mod tests {
         // first set has no held route left either.
         let (d, _) = apply(&mut st, &best("10.0.1.0/24", [192, 0, 2, 7]), 0);
         assert!(matches!(d, Decision::Install(b) if b != a), "{d:?}");
-        assert_eq!((st.held(), st.set_routes_of(a).routes), (0, 1));
+        assert_eq!((st.held_deletes(), st.set_routes_of(a).routes), (0, 1));
         // Held again, the first set's only route: flushable.
         assert!(hold(&mut st, &gone("10.0.0.0/24")));
         assert_eq!(st.flushable(), [a]);
@@ -982,7 +1043,7 @@ mod tests {
         apply(&mut st, &best("10.0.1.0/24", [192, 0, 2, 1]), 0);
         assert!(hold(&mut st, &gone("10.0.0.0/24")));
         assert_eq!(st.take_held(), [p("10.0.0.0/24")]);
-        assert_eq!((st.held(), st.len()), (0, 2));
+        assert_eq!((st.held_deletes(), st.len()), (0, 2));
         let mut r = Report::default();
         st.settle(
             &[Pending {
@@ -996,7 +1057,7 @@ mod tests {
         // Someone else deleted a held route: gone, not held.
         assert!(hold(&mut st, &gone("10.0.1.0/24")));
         st.forget(&p("10.0.1.0/24"));
-        assert_eq!((st.held(), st.len()), (0, 0));
+        assert_eq!((st.held_deletes(), st.len()), (0, 0));
         assert!(st.flushable().is_empty());
     }
 

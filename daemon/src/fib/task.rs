@@ -383,7 +383,7 @@ async fn run(
         }
         routes.store(fib.len(), Ordering::Relaxed);
         counters.routes.store(fib.len() as u64, Ordering::Relaxed);
-        held_since = match (fib.held(), held_since) {
+        held_since = match (fib.held_deletes(), held_since) {
             (0, _) => None,
             (_, None) => Some(tokio::time::Instant::now()),
             (_, t) => t,
