@@ -384,7 +384,7 @@ fn held_deletes_are_released_as_plain_deletes(nh: bool) {
             }
             assert_eq!(fib.held_deletes(), 79, "the route someone deleted is not held");
         }
-        let r = fib.release_held()?;
+        let r = fib.release_held(usize::MAX)?;
         assert_eq!((r.removed, r.errors.len()), (if nh { 79 } else { 0 }, 0), "{r:?}");
         assert_eq!(fib.held_deletes(), 0);
         let k = ours(&n);

@@ -71,7 +71,7 @@
 //! //     fib.sweep_stale()?;
 //! // When no batch came for a moment and `fib.held_deletes() > 0` (deletes held
 //! // back in a burst, see below):
-//! //     fib.release_held()?;
+//! //     fib.release_held(chunk)?;
 //! // The monitor runs in a tokio task: `monitor.next().await` yields
 //! // batches of events; forward them over a bounded channel to the Fib
 //! // thread, which calls `fib.on_event(&ev)` for each: a route of ours
@@ -615,13 +615,14 @@ impl Fib {
         Ok(())
     }
 
-    /// Sends every held delete (see [`Fib::apply`]): the burst is over, or
-    /// has lasted long enough.
-    pub fn release_held(&mut self) -> io::Result<Report> {
+    /// Sends up to `max` held deletes (see [`Fib::apply`]): the burst is
+    /// over, or has lasted long enough. A bounded `max` keeps the caller's
+    /// loop answering between the datagrams of a million deletes.
+    pub fn release_held(&mut self, max: usize) -> io::Result<Report> {
         let mut report = Report::default();
         // What can still go with its object first.
         self.flush_by_objects(&mut report)?;
-        for p in self.state.take_held() {
+        for p in self.state.take_held(max) {
             self.queue_delete(p, &mut report)?;
         }
         self.flush(&mut report)?;

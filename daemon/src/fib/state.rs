@@ -23,12 +23,12 @@
 //! Invariants: every set id held in `installed`, `unresolved`, `last_hop`
 //! or an in-flight [`Pending`] holds one reference in `sets`; a prefix in
 //! `stale` is a route of ours in the kernel, of a previous run or of a
-//! failed write, whose content is unknown; a prefix in `doomed` is in
-//! `installed` with a set other than the blackhole, counted in that set's
-//! [`SetRoutes::doomed`].
+//! failed write, whose content is unknown; a doomed route is one whose
+//! `installed` value carries [`HELD`] (never the blackhole), counted in
+//! its set's [`SetRoutes::doomed`] and in `held`.
 
 use super::msg::{self, ErrorMsg, KernelRoute};
-use super::table::{Installed, PrefixMap, PrefixSet, Sets, BLACKHOLE};
+use super::table::{Installed, PrefixMap, PrefixSet, Sets, BLACKHOLE, MAX_VALUE};
 use super::{FibError, Hop, OnLink, Op, Report};
 use petrel_bgp::rib::{LocRibChange, PeerId, Route};
 use petrel_bgp::wire::attr::mp::NextHop;
@@ -83,11 +83,17 @@ pub struct FibState {
     unresolved: PrefixMap,
     hops: Vec<Hop>,
     onlink: Vec<OnLink>,
-    /// Installed routes whose delete is held back (see the module docs).
-    doomed: PrefixSet,
-    /// By set id: what `installed` and `doomed` hold of it.
+    /// Installed routes whose delete is held back (see the module docs):
+    /// those whose value in `installed` carries [`HELD`] (a bit, not a
+    /// set of its own: a full table's hold costs no memory).
+    held: usize,
+    /// By set id: what `installed` holds of it.
     per_set: Vec<SetRoutes>,
 }
+
+/// The bit of an `installed` value marking a held delete; set ids stay
+/// below it.
+pub const HELD: u32 = MAX_VALUE >> 1;
 
 /// One next-hop set's share of the installed routes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,7 +114,7 @@ impl std::fmt::Debug for FibState {
             .field("stale", &self.stale.len())
             .field("unresolved", &self.unresolved.len())
             .field("sets", &self.sets.len())
-            .field("doomed", &self.doomed.len())
+            .field("held", &self.held)
             .finish()
     }
 }
@@ -142,7 +148,7 @@ impl FibState {
 
     /// The next-hop set installed for `prefix`.
     pub fn installed(&self, prefix: &Prefix) -> Option<u32> {
-        self.installed.get(prefix)
+        self.installed.get(prefix).map(|v| v & !HELD)
     }
 
     pub fn sets(&self) -> &Sets {
@@ -160,7 +166,7 @@ impl FibState {
 
     /// Whether `prefix` is installed with next hops (not a blackhole).
     pub fn is_unicast(&self, prefix: &Prefix) -> bool {
-        self.installed.get(prefix).is_some_and(|id| id != BLACKHOLE)
+        self.installed(prefix).is_some_and(|id| id != BLACKHOLE)
     }
 
     /// The kernel operation `change` needs. With `coalesce`, changes are
@@ -197,7 +203,7 @@ impl FibState {
                     Ok(id) => id,
                     Err(why) => return Decision::Refused(why),
                 };
-                let now = self.installed.get(&prefix);
+                let now = self.installed(&prefix);
                 if now == Some(id) && !self.stale.contains(&prefix) {
                     self.sets.release(id);
                     Decision::Unchanged
@@ -249,6 +255,11 @@ impl FibState {
             .sets
             .intern(&self.hops)
             .ok_or("too many distinct next-hop sets")?;
+        if id >= HELD {
+            // The top value bit marks held deletes.
+            self.sets.release(id);
+            return Err("too many distinct next-hop sets");
+        }
         if let [r] = set {
             self.sets.acquire(id);
             if let Some((_, old)) = self.last_hop.replace((r.attrs.next_hop.clone(), id)) {
@@ -429,7 +440,7 @@ impl FibState {
         let id = if unresolved {
             self.unresolved.get(prefix)
         } else {
-            self.installed.get(prefix)
+            self.installed(prefix)
         }?;
         self.sets.acquire(id);
         Some(id)
@@ -450,6 +461,7 @@ impl FibState {
     pub fn installed_in(&self, ids: &[u32]) -> Vec<(Prefix, u32)> {
         self.installed
             .iter()
+            .map(|(p, v)| (p, v & !HELD))
             .filter(|(p, id)| ids.contains(id) && !self.stale.contains(p))
             .collect()
     }
@@ -457,8 +469,8 @@ impl FibState {
     /// What is held, for `petrelctl show fib`: each installed route, then
     /// the stale ones not re-installed yet.
     pub fn held(&self) -> impl Iterator<Item = (Prefix, super::Held<'_>)> + '_ {
-        let installed = self.installed.iter().map(|(p, id)| {
-            let h = match self.sets.get(id) {
+        let installed = self.installed.iter().map(|(p, v)| {
+            let h = match self.sets.get(v & !HELD) {
                 Installed::Blackhole => super::Held::Blackhole,
                 i => super::Held::Unicast(i.hops()),
             };
@@ -488,30 +500,27 @@ impl FibState {
             + self.stale.heap_bytes()
             + self.unresolved.heap_bytes()
             + self.seen.heap_bytes()
-            + self.doomed.heap_bytes()
     }
 
     fn set_installed(&mut self, prefix: Prefix, id: u32) {
         let old = self.installed.insert(prefix, id);
-        if old == Some(id) {
+        if old == Some(id | HELD) {
             // The same route written again (a restore, a re-install): a
             // held delete stays held.
+            self.installed.insert(prefix, id | HELD);
+        }
+        if old.is_some_and(|v| v & !HELD == id) {
             self.sets.release(id);
             return;
         }
         if let Some(old) = old {
             // Another route now: a held delete of the old one is moot.
-            if !self.doomed.is_empty() && self.doomed.remove(&prefix) {
-                self.set_routes(old).doomed -= 1;
-            }
             self.route_gone(old);
         }
         self.set_routes(id).routes += 1;
     }
 
     fn unset_installed(&mut self, prefix: &Prefix) -> bool {
-        // Before the removal: `unhold` reads the prefix's set.
-        self.unhold(prefix);
         match self.installed.remove(prefix) {
             Some(old) => {
                 self.route_gone(old);
@@ -521,8 +530,13 @@ impl FibState {
         }
     }
 
-    /// A route of set `id` left `installed`.
-    fn route_gone(&mut self, id: u32) {
+    /// A route of `installed` value `v` (a set, perhaps [`HELD`]) left it.
+    fn route_gone(&mut self, v: u32) {
+        let id = v & !HELD;
+        if v & HELD != 0 {
+            self.held -= 1;
+            self.set_routes(id).doomed -= 1;
+        }
         let s = self.set_routes(id);
         s.routes -= 1;
         if s.routes == 0 {
@@ -556,24 +570,30 @@ impl FibState {
     /// held, false when it must be sent now (not a route of a set, or a
     /// set whose object does not hold all its routes).
     pub fn hold(&mut self, prefix: Prefix) -> bool {
-        let Some(id) = self.installed.get(&prefix) else {
+        let Some(v) = self.installed.get(&prefix) else {
             return false;
         };
-        if id == BLACKHOLE || self.set_routes_of(id).classic || self.stale.contains(&prefix) {
+        if v & HELD != 0 {
+            return true;
+        }
+        if v == BLACKHOLE || self.set_routes_of(v).classic || self.stale.contains(&prefix) {
             return false;
         }
-        if self.doomed.insert(prefix) {
-            self.set_routes(id).doomed += 1;
-        }
+        self.installed.insert(prefix, v | HELD);
+        self.held += 1;
+        self.set_routes(v).doomed += 1;
         true
     }
 
     /// Cancels a held delete of `prefix`, if any.
     fn unhold(&mut self, prefix: &Prefix) {
-        if self.doomed.is_empty() || !self.doomed.remove(prefix) {
+        if self.held == 0 {
             return;
         }
-        if let Some(id) = self.installed.get(prefix) {
+        if let Some(v) = self.installed.get(prefix).filter(|v| v & HELD != 0) {
+            let id = v & !HELD;
+            self.installed.insert(*prefix, id);
+            self.held -= 1;
             self.set_routes(id).doomed -= 1;
         }
     }
@@ -585,12 +605,12 @@ impl FibState {
 
     /// Deletes held back.
     pub fn held_deletes(&self) -> usize {
-        self.doomed.len()
+        self.held
     }
 
     /// Whether `prefix`'s delete is held.
     pub fn is_held(&self, prefix: &Prefix) -> bool {
-        self.doomed.contains(prefix)
+        self.installed.get(prefix).is_some_and(|v| v & HELD != 0)
     }
 
     /// The sets every installed route of which is doomed: deleting their
@@ -598,7 +618,7 @@ impl FibState {
     /// has. (No install of such a set is in flight: the caller asks
     /// between datagrams.)
     pub fn flushable(&self) -> Vec<u32> {
-        if self.doomed.is_empty() {
+        if self.held == 0 {
             return Vec::new();
         }
         self.per_set
@@ -618,20 +638,11 @@ impl FibState {
             // one pass keeps the others, instead of a removal per route
             // scattered over the map's memory.
             let mut keep = PrefixMap::default();
-            for (p, v) in self.installed.iter().filter(|(_, v)| *v != id) {
+            for (p, v) in self.installed.iter().filter(|(_, v)| v & !HELD != id) {
                 keep.insert(p, v);
             }
             self.installed = keep;
-            if self.doomed.len() == s.doomed as usize {
-                self.doomed.clear();
-            } else {
-                let installed = &self.installed;
-                let mut left = PrefixSet::default();
-                for p in self.doomed.iter().filter(|p| installed.contains(p)) {
-                    left.insert(p);
-                }
-                self.doomed = left;
-            }
+            self.held -= s.doomed as usize;
             for _ in 0..s.routes {
                 self.sets.release(id);
             }
@@ -640,9 +651,10 @@ impl FibState {
             return;
         }
         let gone: Vec<Prefix> = self
-            .doomed
+            .installed
             .iter()
-            .filter(|p| self.installed.get(p) == Some(id))
+            .filter(|(_, v)| *v == id | HELD)
+            .map(|(p, _)| p)
             .collect();
         for p in gone {
             self.unset_installed(&p);
@@ -650,11 +662,24 @@ impl FibState {
         }
     }
 
-    /// Ends every hold: the prefixes whose delete must now be sent.
-    pub fn take_held(&mut self) -> Vec<Prefix> {
-        let held = std::mem::take(&mut self.doomed);
-        self.per_set.iter_mut().for_each(|s| s.doomed = 0);
-        held.iter().collect()
+    /// Ends up to `max` holds (in the map's order, which is scattered over
+    /// the address space: the kernel's cheap order): the prefixes whose
+    /// delete must now be sent.
+    pub fn take_held(&mut self, max: usize) -> Vec<Prefix> {
+        if self.held == 0 {
+            return Vec::new();
+        }
+        let taken: Vec<Prefix> = self
+            .installed
+            .iter()
+            .filter(|(_, v)| v & HELD != 0)
+            .map(|(p, _)| p)
+            .take(max)
+            .collect();
+        for p in &taken {
+            self.unhold(p);
+        }
+        taken
     }
 
     fn unset_unresolved(&mut self, prefix: &Prefix) {
@@ -1042,8 +1067,22 @@ mod tests {
         apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
         apply(&mut st, &best("10.0.1.0/24", [192, 0, 2, 1]), 0);
         assert!(hold(&mut st, &gone("10.0.0.0/24")));
-        assert_eq!(st.take_held(), [p("10.0.0.0/24")]);
-        assert_eq!((st.held_deletes(), st.len()), (0, 2));
+        assert!(hold(&mut st, &gone("10.0.1.0/24")));
+        // Released a bounded number at a time.
+        let first = st.take_held(1);
+        assert_eq!((first.len(), st.held_deletes()), (1, 1));
+        let second = st.take_held(usize::MAX);
+        assert_eq!(second.len(), 1);
+        assert_ne!(first, second);
+        // Sent and answered for one; the other is held again.
+        let (sent, other) = if first == [p("10.0.0.0/24")] {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        assert!(st.hold(other[0]));
+        assert_eq!(sent, [p("10.0.0.0/24")]);
+        assert_eq!((st.held_deletes(), st.len()), (1, 2));
         let mut r = Report::default();
         st.settle(
             &[Pending {

@@ -51,9 +51,12 @@ const COALESCE: usize = 4096;
 const HOLD_IDLE: Duration = Duration::from_millis(20);
 /// ... or once the oldest has waited this long: a withdrawal that never
 /// ends (routes of a next hop flapping without a pause) still reaches
-/// the kernel. A full table's sweep (1M routes) takes the speaker about
-/// half of this.
-const HOLD_MAX: Duration = Duration::from_secs(2);
+/// the kernel. Well above a full table's sweep by the speaker (1M routes:
+/// about a second on a quiet machine, more than 3 s on a loaded one).
+const HOLD_MAX: Duration = Duration::from_secs(10);
+/// Held deletes sent per turn of the loop once released: commands (the
+/// watchdog's ping) are answered between turns.
+const RELEASE_CHUNK: usize = 16384;
 
 /// The daemon's side of the FIB task: the channels to it and its counters.
 #[derive(Clone)]
@@ -210,7 +213,7 @@ async fn run(
         });
         tokio::select! {
             _ = tokio::time::sleep_until(release_at), if held_since.is_some() => {
-                match fib.release_held() {
+                match fib.release_held(RELEASE_CHUNK) {
                     Ok(r) => log_report(&r),
                     Err(e) => error!(error = %e, "netlink socket failed"),
                 }

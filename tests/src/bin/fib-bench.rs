@@ -615,7 +615,7 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
                 errors += fib.apply(c)?.errors.len();
             }
             // As petreld's FIB task does when the burst is over.
-            errors += fib.release_held()?.errors.len();
+            errors += fib.release_held(usize::MAX)?.errors.len();
             Ok(errors)
         })
     })?;
