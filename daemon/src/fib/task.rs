@@ -47,8 +47,10 @@ const COALESCE: usize = 4096;
 /// Deletes the Fib holds back (a peer's routes going, to be removed with
 /// their nexthop object: `Fib::apply`) are sent one by one once no batch
 /// came for this long: the burst is over without every route of the next
-/// hop gone.
-const HOLD_IDLE: Duration = Duration::from_millis(20);
+/// hop gone. Not shorter: on a loaded machine the speaker's sweep of a
+/// dead peer's table paused up to ~100 ms between batches, and 20 ms let
+/// two thirds of a full table go one by one (docs/benchmarks/history.md).
+const HOLD_IDLE: Duration = Duration::from_millis(250);
 /// ... or once the oldest has waited this long: a withdrawal that never
 /// ends (routes of a next hop flapping without a pause) still reaches
 /// the kernel. Well above a full table's sweep by the speaker (1M routes:
