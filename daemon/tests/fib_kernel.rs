@@ -340,7 +340,11 @@ fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
             g
         };
         if nh {
-            assert_eq!(gws(&n), ["192.0.2.3", "198.51.100.2"], "the dead hop's object went");
+            assert_eq!(
+                gws(&n),
+                ["192.0.2.3", "198.51.100.2"],
+                "the dead hop's object went"
+            );
         }
 
         // The next hop comes back: a new object, its route installed.
@@ -375,17 +379,26 @@ fn held_deletes_are_released_as_plain_deletes(nh: bool) {
         assert_eq!(fib.held_deletes(), if nh { 80 } else { 0 });
         assert_eq!(r.removed, if nh { 0 } else { 80 });
         if nh {
-            n.ip(&["route", "del", "10.2.3.0/24", "proto", "202"]).unwrap();
+            n.ip(&["route", "del", "10.2.3.0/24", "proto", "202"])
+                .unwrap();
             let deadline = Instant::now() + Duration::from_secs(10);
             while fib.held_deletes() == 80 && Instant::now() < deadline {
                 for ev in mon.wait(Duration::from_millis(200)).unwrap() {
                     assert_eq!(fib.on_event(&ev).unwrap(), None, "nothing restored");
                 }
             }
-            assert_eq!(fib.held_deletes(), 79, "the route someone deleted is not held");
+            assert_eq!(
+                fib.held_deletes(),
+                79,
+                "the route someone deleted is not held"
+            );
         }
         let r = fib.release_held(usize::MAX)?;
-        assert_eq!((r.removed, r.errors.len()), (if nh { 79 } else { 0 }, 0), "{r:?}");
+        assert_eq!(
+            (r.removed, r.errors.len()),
+            (if nh { 79 } else { 0 }, 0),
+            "{r:?}"
+        );
         assert_eq!(fib.held_deletes(), 0);
         let k = ours(&n);
         assert_eq!(k.len(), 20, "{k:?}");

@@ -605,7 +605,11 @@ impl Fib {
                 tracing::warn!(set = id, routes = n, "nexthop object delete refused");
                 continue;
             }
-            tracing::debug!(set = id, routes = n, "routes removed with their nexthop object");
+            tracing::debug!(
+                set = id,
+                routes = n,
+                "routes removed with their nexthop object"
+            );
             self.state.drop_doomed(id, report);
             self.counters.ops.fetch_add(1, Ordering::Relaxed);
         }

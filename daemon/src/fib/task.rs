@@ -210,9 +210,8 @@ async fn run(
     let mut held_since: Option<tokio::time::Instant> = None;
     let mut last_batch = tokio::time::Instant::now();
     loop {
-        let release_at = held_since.map_or(last_batch, |t| {
-            (last_batch + HOLD_IDLE).min(t + HOLD_MAX)
-        });
+        let release_at =
+            held_since.map_or(last_batch, |t| (last_batch + HOLD_IDLE).min(t + HOLD_MAX));
         tokio::select! {
             _ = tokio::time::sleep_until(release_at), if held_since.is_some() => {
                 match fib.release_held(RELEASE_CHUNK) {
