@@ -259,6 +259,156 @@ fn install_replace_delete_v4_v6(nh: bool) {
     .unwrap();
 }
 
+// A next hop's routes all withdrawn in bursts (its peer died): with
+// nexthop objects the writer holds the deletes back and deletes the
+// object once every route of it is to go, and the kernel takes them with
+// it. Routes via other next hops, replaces to another next hop, and an
+// ECMP group that had the dead hop as a member come out exactly as
+// route-by-route deletes leave them.
+both_paths!(a_dead_next_hops_routes_go_with_its_object);
+fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
+    let Some((_lab, ns)) = lab("fib-flush") else {
+        return;
+    };
+    let n = ns.clone();
+    ns.enter(move || {
+        let mut fib = Fib::open(cfg_in(nh))?;
+        let a = |i: usize| format!("10.2.{i}.0/24");
+        let mut load: Vec<LocRibChange> = (0..200).map(|i| best(&a(i), "192.0.2.2")).collect();
+        load.extend((0..3).map(|i| best(&format!("10.3.{i}.0/24"), "192.0.2.3")));
+        load.extend(
+            (0..2).map(|i| ecmp(&format!("10.4.{i}.0/24"), &["192.0.2.2", "198.51.100.2"])),
+        );
+        let r = fib.apply(&load)?;
+        assert_eq!((r.installed, r.errors.len()), (205, 0), "{r:?}");
+
+        // The first half of the dead hop's routes: held with objects (the
+        // kernel still has them), deleted without.
+        let first: Vec<LocRibChange> = (0..100).map(|i| gone(&a(i))).collect();
+        let r1 = fib.apply(&first)?;
+        assert_eq!(r1.errors.len(), 0, "{r1:?}");
+        assert_eq!(fib.held_deletes(), if nh { 100 } else { 0 });
+        assert_eq!(ours(&n).len(), if nh { 205 } else { 105 });
+
+        // The rest; one held route and one of this batch move to another
+        // next hop, and the ECMP routes lose the dead member.
+        let mut rest: Vec<LocRibChange> = (100..200)
+            .filter(|i| *i != 150)
+            .map(|i| gone(&a(i)))
+            .collect();
+        rest.push(best(&a(7), "192.0.2.3"));
+        rest.push(best(&a(150), "192.0.2.3"));
+        rest.extend((0..2).map(|i| best(&format!("10.4.{i}.0/24"), "198.51.100.2")));
+        let r2 = fib.apply(&rest)?;
+        assert_eq!(r2.errors.len(), 0, "{r2:?}");
+        assert_eq!(fib.held_deletes(), 0, "every hold ended");
+        if nh {
+            // 99 held in the first batch and 99 in this one, removed with
+            // the object; 10.2.7.0/24 was replaced, never deleted.
+            assert_eq!((r2.removed, r2.installed), (198, 4), "{r2:?}");
+        }
+
+        let k = ours(&n);
+        let mut got: Vec<(String, Vec<String>)> = k
+            .iter()
+            .map(|r| (r["dst"].as_str().unwrap().to_string(), gateways(r)))
+            .collect();
+        got.sort();
+        let via = |d: &str, g: &str| (d.to_string(), vec![g.to_string()]);
+        assert_eq!(
+            got,
+            [
+                via("10.2.150.0/24", "192.0.2.3"),
+                via("10.2.7.0/24", "192.0.2.3"),
+                via("10.3.0.0/24", "192.0.2.3"),
+                via("10.3.1.0/24", "192.0.2.3"),
+                via("10.3.2.0/24", "192.0.2.3"),
+                via("10.4.0.0/24", "198.51.100.2"),
+                via("10.4.1.0/24", "198.51.100.2"),
+            ]
+        );
+        for r in &k {
+            assert_mode(r, nh);
+        }
+        assert_eq!(fib.len(), 7);
+        let gws = |n: &Netns| {
+            let mut g: Vec<String> = objects(n)
+                .iter()
+                .filter_map(|o| o["gateway"].as_str().map(String::from))
+                .collect();
+            g.sort();
+            g
+        };
+        if nh {
+            assert_eq!(
+                gws(&n),
+                ["192.0.2.3", "198.51.100.2"],
+                "the dead hop's object went"
+            );
+        }
+
+        // The next hop comes back: a new object, its route installed.
+        let r = fib.apply(&[best("10.5.0.0/24", "192.0.2.2")])?;
+        assert_eq!((r.installed, r.errors.len()), (1, 0), "{r:?}");
+        let k = ours(&n);
+        let back = find(&k, "10.5.0.0/24").expect("installed");
+        assert_mode(back, nh);
+        assert_eq!(gateways(back), ["192.0.2.2"]);
+        assert_eq!(k.len(), 8);
+        Ok(())
+    })
+    .unwrap();
+}
+
+// Held deletes that never add up to a whole next hop are sent as plain
+// deletes by `release_held`; a held route someone else deletes meanwhile
+// is simply gone.
+both_paths!(held_deletes_are_released_as_plain_deletes);
+fn held_deletes_are_released_as_plain_deletes(nh: bool) {
+    let Some((_lab, ns)) = lab("fib-release") else {
+        return;
+    };
+    let n = ns.clone();
+    ns.enter(move || {
+        let mut fib = Fib::open(cfg_in(nh))?;
+        let a = |i: usize| format!("10.2.{i}.0/24");
+        let load: Vec<LocRibChange> = (0..100).map(|i| best(&a(i), "192.0.2.2")).collect();
+        fib.apply(&load)?;
+        let mut mon = Monitor::open()?;
+        let r = fib.apply(&(0..80).map(|i| gone(&a(i))).collect::<Vec<_>>())?;
+        assert_eq!(fib.held_deletes(), if nh { 80 } else { 0 });
+        assert_eq!(r.removed, if nh { 0 } else { 80 });
+        if nh {
+            n.ip(&["route", "del", "10.2.3.0/24", "proto", "202"])
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while fib.held_deletes() == 80 && Instant::now() < deadline {
+                for ev in mon.wait(Duration::from_millis(200)).unwrap() {
+                    assert_eq!(fib.on_event(&ev).unwrap(), None, "nothing restored");
+                }
+            }
+            assert_eq!(
+                fib.held_deletes(),
+                79,
+                "the route someone deleted is not held"
+            );
+        }
+        let r = fib.release_held(usize::MAX)?;
+        assert_eq!(
+            (r.removed, r.errors.len()),
+            (if nh { 79 } else { 0 }, 0),
+            "{r:?}"
+        );
+        assert_eq!(fib.held_deletes(), 0);
+        let k = ours(&n);
+        assert_eq!(k.len(), 20, "{k:?}");
+        assert!((80..100).all(|i| find(&k, &a(i)).is_some()));
+        assert_eq!(fib.len(), 20);
+        Ok(())
+    })
+    .unwrap();
+}
+
 both_paths!(ecmp_multipath_v4_v6_and_onlink);
 fn ecmp_multipath_v4_v6_and_onlink(nh: bool) {
     let Some((_lab, ns)) = lab("fib-ecmp") else {

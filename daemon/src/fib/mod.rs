@@ -25,6 +25,15 @@
 //! Blackholes, and sets with a hop no connected network or on-link rule
 //! gives an interface, stay classic routes.
 //!
+//! A dead peer's routes all go at once, and all use its next hop's object:
+//! in a burst of deletes the writer holds them back and deletes the object
+//! when every route of it is to go, one RTM_DELNEXTHOP that the kernel
+//! carries out in a single pass over its trie (~0.2 s of system time for
+//! a million routes, against ~2.3 s deleted one by one: the trie's
+//! rebalancing after each delete). What a burst leaves held is sent as
+//! plain deletes when it ends ([`Fib::release_held`]). The rules are
+//! [`state`]'s.
+//!
 //! # Kernel behaviour relied on
 //!
 //! - An IPv4 gateway must sit on a connected network (or be marked on-link):
@@ -60,6 +69,9 @@
 //! //     let report = fib.apply(&batch)?;   // log report.errors per prefix
 //! // When BGP has converged (End-of-RIB from every GR peer, or the timeout):
 //! //     fib.sweep_stale()?;
+//! // When no batch came for a moment and `fib.held_deletes() > 0` (deletes held
+//! // back in a burst, see below):
+//! //     fib.release_held(chunk)?;
 //! // The monitor runs in a tokio task: `monitor.next().await` yields
 //! // batches of events; forward them over a bounded channel to the Fib
 //! // thread, which calls `fib.on_event(&ev)` for each: a route of ours
@@ -239,6 +251,11 @@ pub enum Held<'a> {
 /// prefetched (about the misses a core keeps in flight).
 const PREFETCH_AHEAD: usize = 8;
 
+/// With nexthop objects, a batch of at least this many deletes starts
+/// holding deletes back (a peer's routes going: see [`Fib::apply`]); a
+/// lone delete goes at once.
+pub const HOLD_BURST: usize = 64;
+
 /// The kernel FIB writer. See the module docs.
 pub struct Fib {
     sock: NlSocket,
@@ -263,6 +280,8 @@ pub struct Fib {
     /// Our nexthop objects (and a previous run's, to sweep).
     objects: nexthop::Objects,
     nh_ops: Vec<nexthop::NhOp>,
+    /// A batch's deletes (reused buffer).
+    deletes: Vec<Prefix>,
     /// A set's hops with their egress interfaces (reused buffer).
     resolved: Vec<Hop>,
     /// Sequence numbers of nexthop datagrams: their own counter, so that
@@ -295,6 +314,7 @@ impl Fib {
             nexthops: false,
             objects: nexthop::Objects::default(),
             nh_ops: Vec::new(),
+            deletes: Vec::new(),
             resolved: Vec::new(),
             nh_seq: 1 << 31,
         })
@@ -488,8 +508,29 @@ impl Fib {
     /// stays). Errors are per prefix in the report; `Err` only for the
     /// socket itself failing. What each change needs is
     /// [`FibState::decide`]'s.
+    ///
+    /// With nexthop objects, a batch of [`HOLD_BURST`] deletes or more (or
+    /// any delete while others are held) holds the deletes of routes by an
+    /// object back: once every route of a set is to go, deleting its object
+    /// removes them in one pass, at a fraction of the kernel's cost of
+    /// route-by-route deletes. Held routes stay in the kernel until then or
+    /// until [`Fib::release_held`], which the caller must call when the
+    /// burst is over ([`Fib::held_deletes`] > 0).
     pub fn apply(&mut self, changes: &[LocRibChange]) -> io::Result<Report> {
         let mut report = Report::default();
+        let mut deletes = std::mem::take(&mut self.deletes);
+        deletes.clear();
+        let r = self.apply_into(changes, &mut deletes, &mut report);
+        self.deletes = deletes;
+        r.map(|_| report)
+    }
+
+    fn apply_into(
+        &mut self,
+        changes: &[LocRibChange],
+        deletes: &mut Vec<Prefix>,
+        report: &mut Report,
+    ) -> io::Result<()> {
         let coalesce = changes.len() > 1;
         // Reverse order, skipping prefixes already seen: the last one wins.
         for (k, c) in changes.iter().enumerate().rev() {
@@ -506,18 +547,88 @@ impl Fib {
                     errno: 0,
                     message: Some(why.into()),
                 }),
-                Decision::Delete => self.queue_delete(prefix, &mut report)?,
-                Decision::Install(id) => self.queue_install(prefix, id, &mut report)?,
+                // After the installs (another prefix each: order does not
+                // matter), once the batch's count is known.
+                Decision::Delete => deletes.push(prefix),
+                Decision::Install(id) => self.queue_install(prefix, id, report)?,
                 Decision::DeleteThenInstall(id) => {
-                    if let Err(e) = self.queue_delete(prefix, &mut report) {
+                    if let Err(e) = self.queue_delete(prefix, report) {
                         self.state.sets_mut().release(id);
                         return Err(e);
                     }
-                    self.queue_install(prefix, id, &mut report)?;
+                    self.queue_install(prefix, id, report)?;
                 }
             }
         }
         self.state.end_batch();
+        let hold = self.nexthops && (deletes.len() >= HOLD_BURST || self.state.held_deletes() > 0);
+        for &prefix in deletes.iter() {
+            if !(hold && self.hold_delete(prefix)) {
+                self.queue_delete(prefix, report)?;
+            }
+        }
+        self.flush(report)?;
+        self.flush_by_objects(report)
+    }
+
+    /// Holds `prefix`'s delete back if its route is by a nexthop object.
+    fn hold_delete(&mut self, prefix: Prefix) -> bool {
+        let by_object = self
+            .state
+            .installed(&prefix)
+            .is_some_and(|id| self.objects.id_of(id).is_some());
+        by_object && self.state.hold(prefix)
+    }
+
+    /// Deletes held back (see [`Fib::apply`]).
+    pub fn held_deletes(&self) -> usize {
+        self.state.held_deletes()
+    }
+
+    /// Deletes the nexthop object of every set all of whose routes are
+    /// held for deletion, when no other set uses it: the kernel removes
+    /// those routes with it (without a route notification), one trie pass
+    /// instead of a delete each.
+    fn flush_by_objects(&mut self, report: &mut Report) -> io::Result<()> {
+        for id in self.state.flushable() {
+            if self.objects.exclusive(id).is_none() {
+                continue;
+            }
+            let mut ops = std::mem::take(&mut self.nh_ops);
+            self.objects.retire(id, &mut ops);
+            self.nh_ops = ops;
+            let n = self.state.set_routes_of(id).doomed;
+            if !self.send_nexthops()? {
+                // Refused: what the kernel holds is unknown; the routes
+                // are deleted one by one (a delete of a route gone answers
+                // ESRCH, counted as removed).
+                tracing::warn!(set = id, routes = n, "nexthop object delete refused");
+                continue;
+            }
+            tracing::debug!(
+                set = id,
+                routes = n,
+                "routes removed with their nexthop object"
+            );
+            self.state.drop_doomed(id, report);
+            self.counters.ops.fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters
+            .routes
+            .store(self.state.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends up to `max` held deletes (see [`Fib::apply`]): the burst is
+    /// over, or has lasted long enough. A bounded `max` keeps the caller's
+    /// loop answering between the datagrams of a million deletes.
+    pub fn release_held(&mut self, max: usize) -> io::Result<Report> {
+        let mut report = Report::default();
+        // What can still go with its object first.
+        self.flush_by_objects(&mut report)?;
+        for p in self.state.take_held(max) {
+            self.queue_delete(p, &mut report)?;
+        }
         self.flush(&mut report)?;
         Ok(report)
     }
@@ -789,6 +900,11 @@ impl Fib {
         let Some(want) = self.state.installed(&route.prefix) else {
             return Ok(None);
         };
+        if *deleted && self.state.is_held(&route.prefix) {
+            // Someone deleted a route we were about to delete: done.
+            self.state.forget(&route.prefix);
+            return Ok(None);
+        }
         let by_object = match (route.nh_id, self.objects.id_of(want)) {
             (Some(k), Some(o)) => Some(k == o),
             (None, None) => None,
@@ -950,6 +1066,9 @@ impl Fib {
             self.state.sets_mut().release(id);
             return Err(e);
         }
+        if object.is_none() {
+            self.state.note_classic(id);
+        }
         let kind = match (object, self.state.sets().get(id)) {
             (_, Installed::Blackhole) => RouteKind::Blackhole,
             (Some(k), _) => RouteKind::Nexthop(k),
@@ -1001,7 +1120,20 @@ impl Fib {
         let n = self.pending.len() as u32;
         let first = self.first_seq;
         let last = first.wrapping_add(n - 1);
+        let t0 = std::time::Instant::now();
         let sent = self.sock.send(&self.out);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // The kernel applies a datagram inside sendmsg: its time.
+            let (deletes, near) = delete_order(&self.pending);
+            tracing::debug!(
+                messages = n,
+                deletes,
+                near,
+                send_us = t0.elapsed().as_micros() as u64,
+                first = ?self.pending.first().map(|p| p.prefix),
+                "route datagram"
+            );
+        }
         self.out.clear();
         let mut pending = std::mem::take(&mut self.pending);
         if let Err(e) = sent {
@@ -1069,6 +1201,22 @@ impl Fib {
         }
         Ok(())
     }
+}
+
+/// A datagram's deletes, and how many follow a delete of the same IPv4
+/// /16 (the trie's locality: address order makes it rebalance the most).
+fn delete_order(pending: &[Pending]) -> (usize, usize) {
+    let mut last = None;
+    let (mut deletes, mut near) = (0, 0);
+    for p in pending.iter().filter(|p| p.new.is_none()) {
+        deletes += 1;
+        if let Prefix::V4 { addr, .. } = p.prefix {
+            let hi = u32::from(addr) >> 16;
+            near += (last == Some(hi)) as usize;
+            last = Some(hi);
+        }
+    }
+    (deletes, near)
 }
 
 impl std::fmt::Debug for Fib {

@@ -238,6 +238,23 @@ impl Objects {
         self.sets.get(set as usize)?.as_ref().map(|o| o.id)
     }
 
+    /// The object whose deletion takes set `set`'s routes and no other
+    /// route: the set's group, or its single hop's object when no other
+    /// set (no group) uses that hop. Deleting a group's member would
+    /// shrink the group under the other sets' routes, so a shared hop has
+    /// none.
+    pub fn exclusive(&self, set: u32) -> Option<u32> {
+        let o = self.sets.get(set as usize)?.as_ref()?;
+        if !o.members.is_empty() {
+            return Some(o.id);
+        }
+        let [hop] = &o.hops[..] else { return None };
+        match self.hops.get(hop) {
+            Some((id, 1)) if *id == o.id => Some(o.id),
+            _ => None,
+        }
+    }
+
     /// Whether `id` is one of our live objects.
     pub fn is_ours(&self, id: u32) -> bool {
         self.sets
@@ -459,6 +476,27 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// A hop object is the set's own only while no group uses the hop; a
+    /// group is always its set's own.
+    #[test]
+    fn exclusive_objects_take_only_their_sets_routes() {
+        let mut o = Objects::default();
+        let mut ops = Vec::new();
+        o.ensure(1, &[hop(2, 3)], &[hop(2, 3)], &mut ops);
+        assert_eq!(o.exclusive(1), Some(A));
+        o.ensure(
+            2,
+            &[hop(2, 3), hop(3, 3)],
+            &[hop(2, 3), hop(3, 3)],
+            &mut ops,
+        );
+        assert_eq!(o.exclusive(1), None, "hop A is a member of group G");
+        assert_eq!(o.exclusive(2), Some(G));
+        assert_eq!(o.exclusive(7), None, "no object");
+        o.retire(2, &mut ops);
+        assert_eq!(o.exclusive(1), Some(A));
     }
 
     #[test]

@@ -9,13 +9,26 @@
 //! (a refused install, a delete of a route already gone, lost replies) are
 //! unit-tested without root.
 //!
+//! Held deletes. A peer's death withdraws all its routes, which all use
+//! one next-hop set. Deleting the set's kernel nexthop object removes them
+//! in one pass, at a tenth of the kernel's cost of a million single
+//! deletes (docs/benchmarks/history.md, "withdrawal by nexthop object").
+//! So the writer may hold a delete back ([`FibState::hold`]: the route
+//! stays installed, marked doomed); once a set's doomed routes are all of
+//! its routes ([`FibState::flushable`]), the object goes and so do they
+//! ([`FibState::drop_doomed`]). Any later change of a doomed prefix
+//! cancels its hold; the driver sends what is still held as plain deletes
+//! when the burst ends ([`FibState::take_held`]).
+//!
 //! Invariants: every set id held in `installed`, `unresolved`, `last_hop`
 //! or an in-flight [`Pending`] holds one reference in `sets`; a prefix in
 //! `stale` is a route of ours in the kernel, of a previous run or of a
-//! failed write, whose content is unknown.
+//! failed write, whose content is unknown; a doomed route is one whose
+//! `installed` value carries [`HELD`] (never the blackhole), counted in
+//! its set's [`SetRoutes::doomed`] and in `held`.
 
 use super::msg::{self, ErrorMsg, KernelRoute};
-use super::table::{Installed, PrefixMap, PrefixSet, Sets, BLACKHOLE};
+use super::table::{Installed, PrefixMap, PrefixSet, Sets, BLACKHOLE, MAX_VALUE};
 use super::{FibError, Hop, OnLink, Op, Report};
 use petrel_bgp::rib::{LocRibChange, PeerId, Route};
 use petrel_bgp::wire::attr::mp::NextHop;
@@ -70,6 +83,28 @@ pub struct FibState {
     unresolved: PrefixMap,
     hops: Vec<Hop>,
     onlink: Vec<OnLink>,
+    /// Installed routes whose delete is held back (see the module docs):
+    /// those whose value in `installed` carries [`HELD`] (a bit, not a
+    /// set of its own: a full table's hold costs no memory).
+    held: usize,
+    /// By set id: what `installed` holds of it.
+    per_set: Vec<SetRoutes>,
+}
+
+/// The bit of an `installed` value marking a held delete; set ids stay
+/// below it.
+pub const HELD: u32 = MAX_VALUE >> 1;
+
+/// One next-hop set's share of the installed routes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetRoutes {
+    /// Routes in `installed` with this set.
+    pub routes: u32,
+    /// Of those, the doomed ones.
+    pub doomed: u32,
+    /// A route of the set was written without its nexthop object since
+    /// the set last had no route (the object does not hold every route).
+    pub classic: bool,
 }
 
 impl std::fmt::Debug for FibState {
@@ -79,6 +114,7 @@ impl std::fmt::Debug for FibState {
             .field("stale", &self.stale.len())
             .field("unresolved", &self.unresolved.len())
             .field("sets", &self.sets.len())
+            .field("held", &self.held)
             .finish()
     }
 }
@@ -112,7 +148,7 @@ impl FibState {
 
     /// The next-hop set installed for `prefix`.
     pub fn installed(&self, prefix: &Prefix) -> Option<u32> {
-        self.installed.get(prefix)
+        self.installed.get(prefix).map(|v| v & !HELD)
     }
 
     pub fn sets(&self) -> &Sets {
@@ -130,7 +166,7 @@ impl FibState {
 
     /// Whether `prefix` is installed with next hops (not a blackhole).
     pub fn is_unicast(&self, prefix: &Prefix) -> bool {
-        self.installed.get(prefix).is_some_and(|id| id != BLACKHOLE)
+        self.installed(prefix).is_some_and(|id| id != BLACKHOLE)
     }
 
     /// The kernel operation `change` needs. With `coalesce`, changes are
@@ -143,6 +179,10 @@ impl FibState {
         if coalesce && !self.seen.insert(prefix) {
             return Decision::Superseded;
         }
+        // A new change of a prefix whose delete is held supersedes it: the
+        // route is still in the kernel, and what it needs now is decided
+        // from there.
+        self.unhold(&prefix);
         match change {
             LocRibChange::Best {
                 best, multipath, ..
@@ -163,7 +203,7 @@ impl FibState {
                     Ok(id) => id,
                     Err(why) => return Decision::Refused(why),
                 };
-                let now = self.installed.get(&prefix);
+                let now = self.installed(&prefix);
                 if now == Some(id) && !self.stale.contains(&prefix) {
                     self.sets.release(id);
                     Decision::Unchanged
@@ -215,6 +255,11 @@ impl FibState {
             .sets
             .intern(&self.hops)
             .ok_or("too many distinct next-hop sets")?;
+        if id >= HELD {
+            // The top value bit marks held deletes.
+            self.sets.release(id);
+            return Err("too many distinct next-hop sets");
+        }
         if let [r] = set {
             self.sets.acquire(id);
             if let Some((_, old)) = self.last_hop.replace((r.attrs.next_hop.clone(), id)) {
@@ -395,7 +440,7 @@ impl FibState {
         let id = if unresolved {
             self.unresolved.get(prefix)
         } else {
-            self.installed.get(prefix)
+            self.installed(prefix)
         }?;
         self.sets.acquire(id);
         Some(id)
@@ -416,6 +461,7 @@ impl FibState {
     pub fn installed_in(&self, ids: &[u32]) -> Vec<(Prefix, u32)> {
         self.installed
             .iter()
+            .map(|(p, v)| (p, v & !HELD))
             .filter(|(p, id)| ids.contains(id) && !self.stale.contains(p))
             .collect()
     }
@@ -423,8 +469,8 @@ impl FibState {
     /// What is held, for `petrelctl show fib`: each installed route, then
     /// the stale ones not re-installed yet.
     pub fn held(&self) -> impl Iterator<Item = (Prefix, super::Held<'_>)> + '_ {
-        let installed = self.installed.iter().map(|(p, id)| {
-            let h = match self.sets.get(id) {
+        let installed = self.installed.iter().map(|(p, v)| {
+            let h = match self.sets.get(v & !HELD) {
                 Installed::Blackhole => super::Held::Blackhole,
                 i => super::Held::Unicast(i.hops()),
             };
@@ -457,19 +503,183 @@ impl FibState {
     }
 
     fn set_installed(&mut self, prefix: Prefix, id: u32) {
-        if let Some(old) = self.installed.insert(prefix, id) {
-            self.sets.release(old);
+        let old = self.installed.insert(prefix, id);
+        if old == Some(id | HELD) {
+            // The same route written again (a restore, a re-install): a
+            // held delete stays held.
+            self.installed.insert(prefix, id | HELD);
         }
+        if old.is_some_and(|v| v & !HELD == id) {
+            self.sets.release(id);
+            return;
+        }
+        if let Some(old) = old {
+            // Another route now: a held delete of the old one is moot.
+            self.route_gone(old);
+        }
+        self.set_routes(id).routes += 1;
     }
 
     fn unset_installed(&mut self, prefix: &Prefix) -> bool {
         match self.installed.remove(prefix) {
             Some(old) => {
-                self.sets.release(old);
+                self.route_gone(old);
                 true
             }
             None => false,
         }
+    }
+
+    /// A route of `installed` value `v` (a set, perhaps [`HELD`]) left it.
+    fn route_gone(&mut self, v: u32) {
+        let id = v & !HELD;
+        if v & HELD != 0 {
+            self.held -= 1;
+            self.set_routes(id).doomed -= 1;
+        }
+        let s = self.set_routes(id);
+        s.routes -= 1;
+        if s.routes == 0 {
+            s.classic = false;
+        }
+        self.sets.release(id);
+    }
+
+    fn set_routes(&mut self, id: u32) -> &mut SetRoutes {
+        let i = id as usize;
+        if self.per_set.len() <= i {
+            self.per_set.resize(i + 1, SetRoutes::default());
+        }
+        &mut self.per_set[i]
+    }
+
+    /// What `installed` holds of set `id`.
+    pub fn set_routes_of(&self, id: u32) -> SetRoutes {
+        self.per_set.get(id as usize).copied().unwrap_or_default()
+    }
+
+    /// A route of set `id` is being written without the set's nexthop
+    /// object: deleting the object would not take it.
+    pub fn note_classic(&mut self, id: u32) {
+        if id != BLACKHOLE {
+            self.set_routes(id).classic = true;
+        }
+    }
+
+    /// Holds back the delete of `prefix` (see the module docs): true when
+    /// held, false when it must be sent now (not a route of a set, or a
+    /// set whose object does not hold all its routes).
+    pub fn hold(&mut self, prefix: Prefix) -> bool {
+        let Some(v) = self.installed.get(&prefix) else {
+            return false;
+        };
+        if v & HELD != 0 {
+            return true;
+        }
+        if v == BLACKHOLE || self.set_routes_of(v).classic || self.stale.contains(&prefix) {
+            return false;
+        }
+        self.installed.insert(prefix, v | HELD);
+        self.held += 1;
+        self.set_routes(v).doomed += 1;
+        true
+    }
+
+    /// Cancels a held delete of `prefix`, if any.
+    fn unhold(&mut self, prefix: &Prefix) {
+        if self.held == 0 {
+            return;
+        }
+        if let Some(v) = self.installed.get(prefix).filter(|v| v & HELD != 0) {
+            let id = v & !HELD;
+            self.installed.insert(*prefix, id);
+            self.held -= 1;
+            self.set_routes(id).doomed -= 1;
+        }
+    }
+
+    /// `prefix`'s route is gone from the kernel (someone else deleted it).
+    pub fn forget(&mut self, prefix: &Prefix) {
+        self.unset_installed(prefix);
+    }
+
+    /// Deletes held back.
+    pub fn held_deletes(&self) -> usize {
+        self.held
+    }
+
+    /// Whether `prefix`'s delete is held.
+    pub fn is_held(&self, prefix: &Prefix) -> bool {
+        self.installed.get(prefix).is_some_and(|v| v & HELD != 0)
+    }
+
+    /// The sets every installed route of which is doomed: deleting their
+    /// nexthop objects removes exactly the routes the Loc-RIB no longer
+    /// has. (No install of such a set is in flight: the caller asks
+    /// between datagrams.)
+    pub fn flushable(&self) -> Vec<u32> {
+        if self.held == 0 {
+            return Vec::new();
+        }
+        self.per_set
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.doomed > 0 && s.doomed == s.routes && !s.classic)
+            .map(|(id, _)| id as u32)
+            .collect()
+    }
+
+    /// Set `id`'s nexthop object was deleted, and the kernel removed its
+    /// routes with it: they are gone here too (each counted as removed).
+    pub fn drop_doomed(&mut self, id: u32, report: &mut Report) {
+        let s = self.set_routes_of(id);
+        if s.routes as usize * 2 > self.installed.len() {
+            // Most routes were this set's (a full table from one peer):
+            // one pass keeps the others, instead of a removal per route
+            // scattered over the map's memory.
+            let mut keep = PrefixMap::default();
+            for (p, v) in self.installed.iter().filter(|(_, v)| v & !HELD != id) {
+                keep.insert(p, v);
+            }
+            self.installed = keep;
+            self.held -= s.doomed as usize;
+            for _ in 0..s.routes {
+                self.sets.release(id);
+            }
+            self.per_set[id as usize] = SetRoutes::default();
+            report.removed += s.routes as usize;
+            return;
+        }
+        let gone: Vec<Prefix> = self
+            .installed
+            .iter()
+            .filter(|(_, v)| *v == id | HELD)
+            .map(|(p, _)| p)
+            .collect();
+        for p in gone {
+            self.unset_installed(&p);
+            report.removed += 1;
+        }
+    }
+
+    /// Ends up to `max` holds (in the map's order, which is scattered over
+    /// the address space: the kernel's cheap order): the prefixes whose
+    /// delete must now be sent.
+    pub fn take_held(&mut self, max: usize) -> Vec<Prefix> {
+        if self.held == 0 {
+            return Vec::new();
+        }
+        let taken: Vec<Prefix> = self
+            .installed
+            .iter()
+            .filter(|(_, v)| v & HELD != 0)
+            .map(|(p, _)| p)
+            .take(max)
+            .collect();
+        for p in &taken {
+            self.unhold(p);
+        }
+        taken
     }
 
     fn unset_unresolved(&mut self, prefix: &Prefix) {
@@ -744,6 +954,150 @@ mod tests {
             new: Some(id),
         }]);
         assert_eq!(st.sets().len(), 1, "only the last-hop cache's set");
+    }
+
+    /// Decides `c` (a delete) and holds it back instead of sending it.
+    fn hold(st: &mut FibState, c: &LocRibChange) -> bool {
+        assert_eq!(st.decide(c, false), Decision::Delete);
+        st.hold(c.prefix())
+    }
+
+    #[test]
+    fn a_set_is_flushable_once_every_route_of_it_is_held() {
+        let mut st = FibState::default();
+        for i in 0..3 {
+            apply(&mut st, &best(&format!("10.0.{i}.0/24"), [192, 0, 2, 1]), 0);
+        }
+        apply(&mut st, &best("10.9.0.0/24", [192, 0, 2, 2]), 0);
+        let a = st.installed(&p("10.0.0.0/24")).unwrap();
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+        assert!(hold(&mut st, &gone("10.0.1.0/24")));
+        assert!(st.flushable().is_empty(), "10.0.2.0/24 still wanted");
+        assert!(hold(&mut st, &gone("10.0.2.0/24")));
+        assert_eq!(st.flushable(), [a]);
+        // Held routes are still in the kernel, so still installed.
+        assert_eq!((st.len(), st.held_deletes()), (4, 3));
+        // The object went: its routes with it, the other next hop's stay.
+        let mut r = Report::default();
+        st.drop_doomed(a, &mut r);
+        assert_eq!((r.removed, st.len(), st.held_deletes()), (3, 1, 0));
+        assert!(st.is_unicast(&p("10.9.0.0/24")));
+        assert_eq!(st.set_routes_of(a), SetRoutes::default());
+    }
+
+    /// Both ways of forgetting a flushed set's routes (a pass over the
+    /// map when they are most of it, a removal each otherwise) leave the
+    /// same state; other sets' holds stay.
+    #[test]
+    fn a_flushed_set_leaves_the_others_alone_either_way() {
+        for big in [1, 5] {
+            let mut st = FibState::default();
+            for i in 0..big {
+                apply(&mut st, &best(&format!("10.0.{i}.0/24"), [192, 0, 2, 1]), 0);
+            }
+            for i in 0..3 {
+                apply(&mut st, &best(&format!("10.9.{i}.0/24"), [192, 0, 2, 2]), 0);
+            }
+            blackhole(&mut st, "10.1.0.0/26");
+            let a = st.installed(&p("10.0.0.0/24")).unwrap();
+            let b = st.installed(&p("10.9.0.0/24")).unwrap();
+            for i in 0..big {
+                assert!(hold(&mut st, &gone(&format!("10.0.{i}.0/24"))));
+            }
+            assert!(hold(&mut st, &gone("10.9.1.0/24")));
+            assert_eq!(st.flushable(), [a]);
+            let mut r = Report::default();
+            st.drop_doomed(a, &mut r);
+            assert_eq!(r.removed, big, "{big}");
+            assert_eq!((st.len(), st.held_deletes()), (4, 1), "{big}");
+            assert!(st.is_held(&p("10.9.1.0/24")));
+            assert_eq!(st.set_routes_of(b).routes, 3);
+            assert_eq!(st.installed(&p("10.1.0.0/26")), Some(BLACKHOLE));
+            assert_eq!(st.installed(&p("10.0.0.0/24")), None);
+            // No reference left: the last-hop cache holds the other set.
+            assert_eq!(st.sets().refs(a), 0, "{big}");
+        }
+    }
+
+    #[test]
+    fn a_new_change_of_a_held_prefix_cancels_its_hold() {
+        let mut st = FibState::default();
+        apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        apply(&mut st, &best("10.0.1.0/24", [192, 0, 2, 1]), 0);
+        let a = st.installed(&p("10.0.0.0/24")).unwrap();
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+        assert!(hold(&mut st, &gone("10.0.1.0/24")));
+        // The same path back: the kernel still has it; nothing to write,
+        // and it must not go with the object.
+        let (d, _) = apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        assert_eq!(d, Decision::Unchanged);
+        assert!(!st.is_held(&p("10.0.0.0/24")));
+        assert!(st.flushable().is_empty());
+        // Another next hop for the other: a replace, written; then the
+        // first set has no held route left either.
+        let (d, _) = apply(&mut st, &best("10.0.1.0/24", [192, 0, 2, 7]), 0);
+        assert!(matches!(d, Decision::Install(b) if b != a), "{d:?}");
+        assert_eq!((st.held_deletes(), st.set_routes_of(a).routes), (0, 1));
+        // Held again, the first set's only route: flushable.
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+        assert_eq!(st.flushable(), [a]);
+    }
+
+    #[test]
+    fn only_routes_all_by_their_object_are_held() {
+        let mut st = FibState::default();
+        blackhole(&mut st, "10.1.0.0/26");
+        assert!(!st.hold(p("10.1.0.0/26")), "a blackhole has no object");
+        assert!(!st.hold(p("10.2.0.0/24")), "not installed");
+        apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        let a = st.installed(&p("10.0.0.0/24")).unwrap();
+        // One route of the set went in without the object (refused, or
+        // before the link was known): deleting the object would leave it.
+        st.note_classic(a);
+        assert!(!hold(&mut st, &gone("10.0.0.0/24")));
+        // Forgotten once the set has no route left.
+        apply(&mut st, &gone("10.0.0.0/24"), 0);
+        apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+    }
+
+    #[test]
+    fn a_released_hold_is_a_plain_delete() {
+        let mut st = FibState::default();
+        apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
+        apply(&mut st, &best("10.0.1.0/24", [192, 0, 2, 1]), 0);
+        assert!(hold(&mut st, &gone("10.0.0.0/24")));
+        assert!(hold(&mut st, &gone("10.0.1.0/24")));
+        // Released a bounded number at a time.
+        let first = st.take_held(1);
+        assert_eq!((first.len(), st.held_deletes()), (1, 1));
+        let second = st.take_held(usize::MAX);
+        assert_eq!(second.len(), 1);
+        assert_ne!(first, second);
+        // Sent and answered for one; the other is held again.
+        let (sent, other) = if first == [p("10.0.0.0/24")] {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        assert!(st.hold(other[0]));
+        assert_eq!(sent, [p("10.0.0.0/24")]);
+        assert_eq!((st.held_deletes(), st.len()), (1, 2));
+        let mut r = Report::default();
+        st.settle(
+            &[Pending {
+                prefix: p("10.0.0.0/24"),
+                new: None,
+            }],
+            &[],
+            &mut r,
+        );
+        assert_eq!((r.removed, st.len()), (1, 1));
+        // Someone else deleted a held route: gone, not held.
+        assert!(hold(&mut st, &gone("10.0.1.0/24")));
+        st.forget(&p("10.0.1.0/24"));
+        assert_eq!((st.held_deletes(), st.len()), (0, 0));
+        assert!(st.flushable().is_empty());
     }
 
     #[test]

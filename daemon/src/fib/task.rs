@@ -44,6 +44,21 @@ const BURST: usize = 64;
 const BURST_HOLD: Duration = Duration::from_millis(5);
 /// Loc-RIB changes taken from the queue for one `Fib::apply` at most.
 const COALESCE: usize = 4096;
+/// Deletes the Fib holds back (a peer's routes going, to be removed with
+/// their nexthop object: `Fib::apply`) are sent one by one once no batch
+/// came for this long: the burst is over without every route of the next
+/// hop gone. Not shorter: on a loaded machine the speaker's sweep of a
+/// dead peer's table paused up to ~100 ms between batches, and 20 ms let
+/// two thirds of a full table go one by one (docs/benchmarks/history.md).
+const HOLD_IDLE: Duration = Duration::from_millis(250);
+/// ... or once the oldest has waited this long: a withdrawal that never
+/// ends (routes of a next hop flapping without a pause) still reaches
+/// the kernel. Well above a full table's sweep by the speaker (1M routes:
+/// about a second on a quiet machine, more than 3 s on a loaded one).
+const HOLD_MAX: Duration = Duration::from_secs(10);
+/// Held deletes sent per turn of the loop once released: commands (the
+/// watchdog's ping) are answered between turns.
+const RELEASE_CHUNK: usize = 16384;
 
 /// The daemon's side of the FIB task: the channels to it and its counters.
 #[derive(Clone)]
@@ -191,10 +206,22 @@ async fn run(
     // Link up/down by ifindex, to tell a link coming back from a new one
     // (every pod's veth is a new link; it needs no re-install).
     let mut links_up: HashMap<u32, bool> = HashMap::new();
+    // When the Fib began holding deletes, and when the last batch came.
+    let mut held_since: Option<tokio::time::Instant> = None;
+    let mut last_batch = tokio::time::Instant::now();
     loop {
+        let release_at =
+            held_since.map_or(last_batch, |t| (last_batch + HOLD_IDLE).min(t + HOLD_MAX));
         tokio::select! {
+            _ = tokio::time::sleep_until(release_at), if held_since.is_some() => {
+                match fib.release_held(RELEASE_CHUNK) {
+                    Ok(r) => log_report(&r),
+                    Err(e) => error!(error = %e, "netlink socket failed"),
+                }
+            }
             batch = loc_rib.recv() => {
                 let Some(mut batch) = batch else { return };
+                last_batch = tokio::time::Instant::now();
                 // Half the queue or more waiting: the writer is behind and
                 // the speaker is (about to be) blocked on it, so holding
                 // (below) would only idle both; the queue itself gathers
@@ -360,6 +387,11 @@ async fn run(
         }
         routes.store(fib.len(), Ordering::Relaxed);
         counters.routes.store(fib.len() as u64, Ordering::Relaxed);
+        held_since = match (fib.held_deletes(), held_since) {
+            (0, _) => None,
+            (_, None) => Some(tokio::time::Instant::now()),
+            (_, t) => t,
+        };
     }
 }
 

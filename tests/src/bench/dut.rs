@@ -437,7 +437,12 @@ impl Dut {
                     &log("petreld"),
                     program,
                     &args,
-                    &[("PETREL_LOG", "warn")],
+                    // PETREL_BENCH_LOG: another filter for a look inside
+                    // (e.g. "warn,petrel_daemon::fib=debug").
+                    &[(
+                        "PETREL_LOG",
+                        &std::env::var("PETREL_BENCH_LOG").unwrap_or("warn".into()),
+                    )],
                 )?;
                 let ctl = petrel_tests::bin("petrelctl")?;
                 wait_until("petrelctl to answer", &[&d], || {

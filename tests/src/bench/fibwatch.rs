@@ -26,6 +26,9 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
+const RTM_DELNEXTHOP: u16 = 105;
+/// RTNLGRP_NEXTHOP: past the 32-bit `nl_groups` mask, joined by option.
+const RTNLGRP_NEXTHOP: i32 = 32;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const RTA_DST: u16 = 1;
@@ -230,6 +233,22 @@ fn socket(groups: u32) -> Result<OwnedFd> {
     if r < 0 {
         bail!("netlink bind: {}", std::io::Error::last_os_error());
     }
+    // Nexthop object deletions: the kernel removes the routes using a
+    // deleted object without a route notification (petreld deletes a dead
+    // next hop's object to withdraw its routes at once).
+    // SAFETY: valid fd, a c_int option (SOL_NETLINK, NETLINK_ADD_MEMBERSHIP).
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            270,
+            1,
+            &RTNLGRP_NEXTHOP as *const i32 as *const libc::c_void,
+            4,
+        )
+    };
+    if r < 0 {
+        bail!("join RTNLGRP_NEXTHOP: {}", std::io::Error::last_os_error());
+    }
     Ok(fd)
 }
 
@@ -378,14 +397,17 @@ impl FibWatch {
                 }
                 changes.clear();
                 let mut carrier_lost = false;
+                let mut object_gone = false;
                 for_each_msg(&buf[..n as usize], |ty, m| {
                     if ty == RTM_NEWROUTE || ty == RTM_DELROUTE {
                         changes.extend(route_change(ty, m));
                     } else if ty == RTM_NEWLINK {
                         carrier_lost |= lost_carrier(m);
+                    } else if ty == RTM_DELNEXTHOP {
+                        object_gone = true;
                     }
                 });
-                if changes.is_empty() && !carrier_lost {
+                if changes.is_empty() && !carrier_lost && !object_gone {
                     continue;
                 }
                 let mut g = st.lock().unwrap();
@@ -402,6 +424,20 @@ impl FibWatch {
                     // with no route notification (FRR's routes use
                     // objects): read the table as it now is.
                     g.resync(nsc.enter(dump));
+                } else if object_gone {
+                    // Its routes went silently. The kernel sends the
+                    // notification before it removes them (remove_nexthop
+                    // in net/ipv4/nexthop.c, as read, not observed), and a
+                    // dump may run meanwhile: dump until two in a row agree.
+                    let mut last = usize::MAX;
+                    for _ in 0..100 {
+                        g.resync(nsc.enter(dump));
+                        if g.count == last || g.error.is_some() {
+                            break;
+                        }
+                        last = g.count;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
                 }
                 g.last_event = Some(now);
                 if g.reached_at.is_none() && g.reached() {

@@ -3,7 +3,10 @@
 //! own limit, issue 6), in one run; then the same routes withdrawn. A third
 //! writer, `rawnh`, is the same loop with every route pointing at one kernel
 //! nexthop object (RTA_NH_ID, issue 17): the kernel's limit when it need not
-//! build a next hop per route.
+//! build a next hop per route. A fourth, `nhdel`, installs as `rawnh` does
+//! and withdraws by deleting the nexthop object alone (one RTM_DELNEXTHOP:
+//! the kernel removes every route using it), the way petreld's `Fib`
+//! removes a dead next hop's routes.
 //!
 //! ```text
 //! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener]
@@ -383,6 +386,30 @@ mod raw {
         buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
     }
 
+    /// RTM_DELNEXTHOP (ACK) of object `id`.
+    fn put_del_nexthop(buf: &mut Vec<u8>, seq: u32, id: u32) {
+        let at = buf.len();
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&105u16.to_ne_bytes());
+        buf.extend_from_slice(&0x5u16.to_ne_bytes());
+        buf.extend_from_slice(&seq.to_ne_bytes());
+        buf.extend_from_slice(&0u32.to_ne_bytes());
+        buf.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+        attr(buf, 1, &id.to_ne_bytes()); // NHA_ID
+        let len = (buf.len() - at) as u32;
+        buf[at..at + 4].copy_from_slice(&len.to_ne_bytes());
+    }
+
+    /// Deletes nexthop object `id` (and with it every route using it).
+    pub fn delete_object(id: u32) -> Result<usize> {
+        let sock = Sock::open()?;
+        let mut buf = Vec::new();
+        let mut rx = vec![0u8; 1 << 16];
+        put_del_nexthop(&mut buf, 1, id);
+        sock.send(&buf)?;
+        sock.wait(&mut rx, 1)
+    }
+
     /// RTM_NEWNEXTHOP (create|replace, ACK) of object `id`: GATEWAY over
     /// interface `oif`.
     fn put_nexthop(buf: &mut Vec<u8>, seq: u32, id: u32, oif: u32) {
@@ -513,8 +540,10 @@ struct Run {
     in_fib: usize,
 }
 
-/// The raw loop; with `by_nexthop`, every route uses one nexthop object.
-fn run_raw(lab: &Lab, a: &Args, by_nexthop: bool) -> Result<Run> {
+/// The raw loop; with `by_nexthop`, every route uses one nexthop object;
+/// with `by_object` too, the withdrawal deletes that object instead of
+/// the routes.
+fn run_raw(lab: &Lab, a: &Args, by_nexthop: bool, by_object: bool) -> Result<Run> {
     let ns = namespace(lab, "raw")?;
     let (n, b, m, l, sc) = (a.routes, a.batch_bytes, a.mtu, a.listener, a.scattered);
     let (e1, install_s, install_cpu) = ns.enter(move || {
@@ -527,8 +556,16 @@ fn run_raw(lab: &Lab, a: &Args, by_nexthop: bool) -> Result<Run> {
     let in_fib = count_routes(&ns)?;
     let (e2, withdraw_s, withdraw_cpu) = ns.enter(move || {
         let _l = Listener::start(l)?;
-        timed(|| raw::run(n, b, true, m, None, sc))
+        if by_object {
+            timed(|| raw::delete_object(NEXTHOP_ID))
+        } else {
+            timed(|| raw::run(n, b, true, m, None, sc))
+        }
     })?;
+    let left = count_routes(&ns)?;
+    if left != 0 {
+        bail!("{left} routes left in the FIB after the withdrawal");
+    }
     Ok(Run {
         install_s,
         withdraw_s,
@@ -577,9 +614,15 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
             for c in del.chunks(chunk) {
                 errors += fib.apply(c)?.errors.len();
             }
+            // As petreld's FIB task does when the burst is over.
+            errors += fib.release_held(usize::MAX)?.errors.len();
             Ok(errors)
         })
     })?;
+    let left = count_routes(&ns)?;
+    if left != 0 {
+        bail!("{left} routes left in the FIB after the withdrawal");
+    }
     Ok(Run {
         install_s,
         withdraw_s,
@@ -598,13 +641,14 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     for rep in 0..a.repeat {
         // Rotate which writer goes first.
-        let mut order = ["raw", "rawnh", "fib"];
-        order.rotate_left(rep % 3);
+        let mut order = ["raw", "rawnh", "nhdel", "fib"];
+        order.rotate_left(rep % 4);
         for which in order {
             let lab = Lab::new("fib-bench")?;
             let r = match which {
-                "raw" => run_raw(&lab, &a, false)?,
-                "rawnh" => run_raw(&lab, &a, true)?,
+                "raw" => run_raw(&lab, &a, false, false)?,
+                "rawnh" => run_raw(&lab, &a, true, false)?,
+                "nhdel" => run_raw(&lab, &a, true, true)?,
                 _ => run_fib(&lab, &a)?,
             };
             if r.in_fib != a.routes as usize {
@@ -641,7 +685,7 @@ fn main() -> Result<()> {
     let (raw_in, fib_in) = (best("raw", |r| r.install_s), best("fib", |r| r.install_s));
     let (raw_out, fib_out) = (best("raw", |r| r.withdraw_s), best("fib", |r| r.withdraw_s));
     let med_in = ["raw", "rawnh", "fib"].map(|w| median(w, |r| r.install_s));
-    let med_out = ["raw", "rawnh", "fib"].map(|w| median(w, |r| r.withdraw_s));
+    let med_out = ["raw", "rawnh", "fib", "nhdel"].map(|w| median(w, |r| r.withdraw_s));
     if a.json {
         let runs: Vec<_> = rows
             .iter()
@@ -664,7 +708,7 @@ fn main() -> Result<()> {
             "best_install_ratio": fib_in / raw_in,
             "best_withdraw_ratio": fib_out / raw_out,
             "median_install_routes_per_s": {"raw": med_in[0], "rawnh": med_in[1], "fib": med_in[2]},
-            "median_withdraw_routes_per_s": {"raw": med_out[0], "rawnh": med_out[1], "fib": med_out[2]},
+            "median_withdraw_routes_per_s": {"raw": med_out[0], "rawnh": med_out[1], "fib": med_out[2], "nhdel": med_out[3]},
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -708,14 +752,15 @@ fn main() -> Result<()> {
             100.0 * fib_out / raw_out
         );
         println!(
-            "median install r/s: raw {:.0}, rawnh {:.0} ({:.1}% of raw), fib {:.0}; withdraw r/s: raw {:.0}, rawnh {:.0}, fib {:.0}",
+            "median install r/s: raw {:.0}, rawnh {:.0} ({:.1}% of raw), fib {:.0}; withdraw r/s: raw {:.0}, rawnh {:.0}, fib {:.0}, nhdel {:.0}",
             med_in[0],
             med_in[1],
             100.0 * med_in[1] / med_in[0],
             med_in[2],
             med_out[0],
             med_out[1],
-            med_out[2]
+            med_out[2],
+            med_out[3]
         );
     }
     Ok(())
