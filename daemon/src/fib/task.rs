@@ -52,10 +52,13 @@ const COALESCE: usize = 4096;
 /// two thirds of a full table go one by one (docs/benchmarks/history.md).
 const HOLD_IDLE: Duration = Duration::from_millis(250);
 /// ... or once the oldest has waited this long: a withdrawal that never
-/// ends (routes of a next hop flapping without a pause) still reaches
-/// the kernel. Well above a full table's sweep by the speaker (1M routes:
-/// about a second on a quiet machine, more than 3 s on a loaded one).
-const HOLD_MAX: Duration = Duration::from_secs(10);
+/// ends (routes of a next hop flapping without a pause, or a full feed's
+/// steady churn, which can keep a hold going) still reaches the kernel
+/// soon. This bounds how long a withdrawn route may stay in the kernel
+/// behind the RIB. Above a full table's sweep by the speaker on a quiet
+/// machine (1M routes: about a second); on a loaded one (3 s and more)
+/// part of the table goes route by route, as before the hold existed.
+const HOLD_MAX: Duration = Duration::from_secs(2);
 /// Held deletes sent per turn of the loop once released: commands (the
 /// watchdog's ping) are answered between turns.
 const RELEASE_CHUNK: usize = 16384;
