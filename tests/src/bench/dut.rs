@@ -430,6 +430,17 @@ impl Dut {
                     }
                     None => &bin,
                 };
+                let mut env = vec![("PETREL_LOG", "warn".to_string())];
+                if let Some(dir) = heaptrack_dir() {
+                    // heaptrack's preload library writes its raw event
+                    // stream into the file; petreld stays the process the
+                    // bench measures and signals (heaptrack's own script
+                    // would sit between them).
+                    env.push(("LD_PRELOAD", HEAPTRACK_PRELOAD.to_string()));
+                    let n = dir.join(format!("heaptrack.petreld.{}.raw", std::process::id()));
+                    env.push(("DUMP_HEAPTRACK_OUTPUT", n.to_string_lossy().into_owned()));
+                }
+                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
                 let d = Daemon::spawn(
                     lab,
                     ns,
@@ -437,7 +448,7 @@ impl Dut {
                     &log("petreld"),
                     program,
                     &args,
-                    &[("PETREL_LOG", "warn")],
+                    &env,
                 )?;
                 let ctl = petrel_tests::bin("petrelctl")?;
                 wait_until("petrelctl to answer", &[&d], || {
@@ -622,8 +633,11 @@ impl Dut {
     /// cleaned up, its kernel routes stay.
     pub fn crash(&self) {
         for d in self.daemons.iter().rev() {
-            if self.kind == Kind::Petreld && callgrind_dir().is_some() {
-                // SIGTERM: callgrind writes its last part at exit only.
+            if self.kind == Kind::Petreld
+                && (callgrind_dir().is_some() || heaptrack_dir().is_some())
+            {
+                // SIGTERM: callgrind and heaptrack write their last part
+                // at exit only.
                 let _ = d.stop();
             } else {
                 d.kill9();
@@ -665,6 +679,18 @@ pub enum Callgrind {
 pub fn callgrind_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("PETREL_BENCH_CALLGRIND").map(std::path::PathBuf::from)
 }
+
+/// `PETREL_BENCH_HEAPTRACK=DIR`: petreld runs with heaptrack's preload
+/// library, its raw trace written to DIR/heaptrack.petreld.BENCHPID.raw
+/// (one file per bench process: use `--repeat 1`). Read it with
+/// `heaptrack_interpret < RAW | gzip > T.gz; heaptrack_print T.gz`.
+/// Allocation calls cost more under it, so queues may fill differently.
+pub fn heaptrack_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("PETREL_BENCH_HEAPTRACK").map(std::path::PathBuf::from)
+}
+
+/// Debian's path of heaptrack's preload library.
+const HEAPTRACK_PRELOAD: &str = "/usr/lib/heaptrack/libheaptrack_preload.so";
 
 /// Summed over processes.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
