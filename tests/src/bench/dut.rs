@@ -430,17 +430,26 @@ impl Dut {
                     }
                     None => &bin,
                 };
-                let mut env = vec![("PETREL_LOG", "warn".to_string())];
-                if let Some(dir) = heaptrack_dir() {
+                let ht = heaptrack_dir().map(|dir| {
+                    let raw = dir.join(format!("heaptrack.petreld.{}.raw", std::process::id()));
+                    [
+                        format!("LD_PRELOAD={HEAPTRACK_PRELOAD}"),
+                        format!("DUMP_HEAPTRACK_OUTPUT={}", raw.display()),
+                    ]
+                });
+                let program = match &ht {
                     // heaptrack's preload library writes its raw event
-                    // stream into the file; petreld stays the process the
-                    // bench measures and signals (heaptrack's own script
-                    // would sit between them).
-                    env.push(("LD_PRELOAD", HEAPTRACK_PRELOAD.to_string()));
-                    let n = dir.join(format!("heaptrack.petreld.{}.raw", std::process::id()));
-                    env.push(("DUMP_HEAPTRACK_OUTPUT", n.to_string_lossy().into_owned()));
-                }
-                let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    // stream into the file. Given through `env`, not to
+                    // `ip netns exec`, which would trace itself (the
+                    // library unsets the variable for what it execs);
+                    // petreld stays the process the bench measures and
+                    // signals, as `env` execs it.
+                    Some([preload, out]) => {
+                        args.splice(0..0, [preload.as_str(), out.as_str(), program]);
+                        "env"
+                    }
+                    None => program,
+                };
                 let d = Daemon::spawn(
                     lab,
                     ns,
@@ -448,7 +457,7 @@ impl Dut {
                     &log("petreld"),
                     program,
                     &args,
-                    &env,
+                    &[("PETREL_LOG", "warn")],
                 )?;
                 let ctl = petrel_tests::bin("petrelctl")?;
                 wait_until("petrelctl to answer", &[&d], || {
