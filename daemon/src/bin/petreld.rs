@@ -28,7 +28,7 @@ struct Args {
 /// per runtime thread by default: objects allocated on one worker and
 /// freed on another strand memory in each). Measured on 1M routes: peak
 /// RSS 150–179 -> 139 bytes per route with two arenas, no change in time;
-/// one instead of two: 100k IPv4 149–180 -> 122–139, 1M 93–96 -> 85–87
+/// one instead of two: 100k IPv4 149–150 -> 132–139, 1M 93–96 -> 85–87
 /// (docs/benchmarks/history.md, issue 17).
 #[cfg(target_env = "gnu")]
 fn tune_allocator() {
