@@ -49,8 +49,8 @@ use tracing::{debug, info, warn};
 /// Prefixes decided per step of a bulk withdrawal. A step's changes go
 /// out as batches of at most [`FIB_BATCH`].
 const SWEEP_STEP: usize = 512;
-/// Changes per FIB batch at most: with the driver's FIB queue of 256
-/// batches, at most 16k changes (about 1.4 MB) wait for the FIB however
+/// Changes per FIB batch at most: with the driver's FIB queue of 64
+/// batches, at most 4k changes (about 0.4 MB) wait for the FIB however
 /// large the table that went away. A whole step as one batch let 128k wait
 /// (a 100k table, 7 MB: the peak of petreld's heap in petrel-bench's 100k
 /// run, docs/benchmarks/history.md, issue 17). Smaller steps instead cost
