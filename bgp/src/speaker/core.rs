@@ -46,10 +46,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-/// Prefixes decided per step of a bulk withdrawal: with the driver's FIB
-/// queue of 256 batches in flight, at most 128k changes wait for the FIB
-/// (about 12 MB) however large the table that went away.
+/// Prefixes decided per step of a bulk withdrawal. A step's changes go
+/// out as batches of at most [`FIB_BATCH`].
 const SWEEP_STEP: usize = 512;
+/// Changes per FIB batch at most: with the driver's FIB queue of 64
+/// batches, at most 4k changes (about 0.4 MB) wait for the FIB however
+/// large the table that went away. A whole step as one batch let 128k wait
+/// (a 100k table, 7 MB: the peak of petreld's heap in petrel-bench's 100k
+/// run, docs/benchmarks/history.md, issue 17). Smaller steps instead cost
+/// the spread withdrawal's export memo its hits (+50% instructions).
+const FIB_BATCH: usize = 64;
 /// Prefixes decided per step of the decisions left for later: each step's
 /// changes are one FIB batch.
 pub(super) const UNDECIDED_STEP: usize = 64;
@@ -352,8 +358,15 @@ impl SpeakerCore {
             warn!(error = %e, "routes not advertised");
         }
         let mut outs = Vec::new();
-        if !out.changes.is_empty() {
-            outs.push(Output::Fib(out.changes));
+        if out.changes.len() <= FIB_BATCH {
+            if !out.changes.is_empty() {
+                outs.push(Output::Fib(out.changes));
+            }
+        } else {
+            let mut changes = out.changes.into_iter();
+            while changes.len() > 0 {
+                outs.push(Output::Fib(changes.by_ref().take(FIB_BATCH).collect()));
+            }
         }
         if !out.messages.is_empty() {
             let mut per_peer: HashMap<PeerId, Vec<Bytes>> = HashMap::new();
@@ -1583,7 +1596,8 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(batches.iter().all(|b| *b <= SWEEP_STEP), "{batches:?}");
+        // Bounded batches: the driver's bounded queue bounds memory.
+        assert!(batches.iter().all(|b| *b <= FIB_BATCH), "{batches:?}");
         assert_eq!(batches.iter().sum::<usize>(), n);
         assert!(core.routes(None).is_empty());
     }

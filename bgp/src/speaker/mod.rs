@@ -15,7 +15,7 @@
 //! - Commands to one session (encoded UPDATEs): capacity 256 batches; the
 //!   central task waits for a slow peer's socket, which in turn slows the
 //!   RIB (documented in docs/architecture.md).
-//! - Loc-RIB changes to the FIB consumer: capacity 256 batches; a slow
+//! - Loc-RIB changes to the FIB consumer: capacity 64 batches of at most 64 changes; a slow
 //!   consumer slows route processing rather than growing memory.
 //! - Prefixes of received UPDATEs not decided yet (in the core): at
 //!   most 256k entries; decisions run as the FIB consumer takes their
@@ -264,7 +264,12 @@ const API_QUEUE: usize = 64;
 /// fifth round); a session waiting for room stops reading its socket.
 const EVENT_QUEUE: usize = 64;
 const PEER_QUEUE: usize = 256;
-const FIB_QUEUE: usize = 256;
+/// Batches of at most 64 changes (`core::FIB_BATCH`): 4k changes, one
+/// netlink apply's worth, wait for the FIB writer. 256 held 16k (2.2 MB,
+/// 22 B/route of a 100k table's peak); 64 measured 105–110 instead of
+/// 119–124 B/route at 100k IPv4, 1M FIB time unchanged within the noise
+/// (docs/benchmarks/history.md, issue 17).
+const FIB_QUEUE: usize = 64;
 /// Prefix decisions left for later (see [`SpeakerCore::decide_some`])
 /// before they run whatever else is queued: the window in which a prefix
 /// several peers send is decided once.

@@ -24,10 +24,12 @@ struct Args {
 /// exists: a fixed mmap threshold (by default glibc raises it up to 32 MiB
 /// after the first large free, after which big transient buffers — a
 /// rebuilt B-tree's entries, a growing hash shard, a batch of changes —
-/// come from the heap and leave holes the RSS keeps), and two arenas (one
+/// come from the heap and leave holes the RSS keeps), and one arena (one
 /// per runtime thread by default: objects allocated on one worker and
 /// freed on another strand memory in each). Measured on 1M routes: peak
-/// RSS 150–179 -> 139 bytes per route, no change in time (docs/benchmarks/history.md).
+/// RSS 150–179 -> 139 bytes per route with two arenas, no change in time;
+/// one instead of two: 100k IPv4 149–150 -> 132–139, 1M 93–96 -> 85–87
+/// (docs/benchmarks/history.md, issue 17).
 #[cfg(target_env = "gnu")]
 fn tune_allocator() {
     // SAFETY: mallopt only sets allocator parameters; called before any
@@ -39,7 +41,7 @@ fn tune_allocator() {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
         }
         if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }

@@ -4,8 +4,9 @@
 //! Design. A full table is a million prefixes over a handful of distinct
 //! next-hop sets, so a route is stored as its packed prefix plus the `u32`
 //! id of a shared, reference-counted [`Installed`] set kept in [`Sets`].
-//! An IPv4 entry is one `u64` (address, length, id) and an IPv6 entry three;
-//! a [`PrefixMap`] keeps them in open-addressing tables (linear probing,
+//! An IPv4 entry is one `u64` (address, length, id), an IPv6 entry 12 bytes
+//! (the address's high half, length, id) when the prefix is /64 or shorter
+//! and 24 otherwise; a [`PrefixMap`] keeps them in open-addressing tables (linear probing,
 //! backward-shift deletion, so an empty slot is all a slot needs besides
 //! the entry) at most 80% full: about 17 B per IPv4 route at a million,
 //! where a `HashMap<Prefix, Installed>` took about 100. The map is split
@@ -17,10 +18,11 @@ use petrel_bgp::wire::Prefix;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Values are below this: the 26 bits an IPv4 entry keeps for them. A
-/// set is referenced by at least one route, so this many distinct sets
-/// would take a FIB of 67 million routes.
-pub const MAX_VALUE: u32 = 1 << 26;
+/// Values are below this: the 25 bits a short IPv6 entry keeps for them
+/// (an IPv4 entry has room for 26). A set is referenced by at least one
+/// route, so this many distinct sets would take a FIB of 33 million
+/// routes.
+pub const MAX_VALUE: u32 = 1 << 25;
 
 /// Tables per map (a power of two): a resize copies one of them.
 pub const SHARDS: usize = 64;
@@ -86,8 +88,51 @@ impl Slot for V4 {
     }
 }
 
-/// An IPv6 entry: address halves, then length + 1 (bits 39..32; never 0)
-/// and value (31..0).
+/// An IPv6 entry of a prefix no longer than /64 whose address has no bit
+/// set past the 64th (a routing table's IPv6 prefixes nearly all are):
+/// the address's high half, then length + 1 (bits 31..25; never 0) and
+/// value (24..0). 12 bytes at 4-byte alignment, where [`V6`] takes 24.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(C, packed(4))]
+struct V6Short {
+    hi: u64,
+    meta: u32,
+}
+
+impl V6Short {
+    /// `None` when the prefix needs a [`V6`].
+    fn new(addr: Ipv6Addr, len: u8, value: u32) -> Option<Self> {
+        debug_assert!(len <= 128 && value < MAX_VALUE);
+        let a = u128::from(addr);
+        (len <= 64 && a as u64 == 0).then_some(V6Short {
+            hi: (a >> 64) as u64,
+            meta: (len as u32 + 1) << 25 | value,
+        })
+    }
+    fn prefix(&self) -> Prefix {
+        Prefix::V6 {
+            addr: Ipv6Addr::from((self.hi as u128) << 64),
+            len: (self.meta >> 25) as u8 - 1,
+        }
+    }
+}
+
+impl Slot for V6Short {
+    const EMPTY: Self = V6Short { hi: 0, meta: 0 };
+    fn hash(&self) -> u64 {
+        (self.hi.wrapping_mul(K) ^ (self.meta >> 25) as u64).wrapping_mul(K)
+    }
+    fn same_key(&self, other: &Self) -> bool {
+        let (a, b) = (self.hi, other.hi);
+        a == b && self.meta >> 25 == other.meta >> 25
+    }
+    fn value(&self) -> u32 {
+        self.meta & (MAX_VALUE - 1)
+    }
+}
+
+/// Any other IPv6 entry: address halves, then length + 1 (bits 39..32;
+/// never 0) and value (31..0).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct V6 {
     hi: u64,
@@ -317,16 +362,19 @@ impl<S: Slot> Table<S> {
     }
 }
 
-/// Prefix → `u32` (below [`MAX_VALUE`]), both families.
+/// Prefix → `u32` (below [`MAX_VALUE`]), both families; an IPv6 prefix in
+/// `v6` when it fits a [`V6Short`], in `v6_long` otherwise (a prefix's
+/// table depends on the prefix alone, so each prefix is in one).
 #[derive(Clone, Default)]
 pub struct PrefixMap {
     v4: Table<V4>,
-    v6: Table<V6>,
+    v6: Table<V6Short>,
+    v6_long: Table<V6>,
 }
 
 impl PrefixMap {
     pub fn len(&self) -> usize {
-        self.v4.len + self.v6.len
+        self.v4.len + self.v6.len + self.v6_long.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -336,7 +384,10 @@ impl PrefixMap {
     pub fn get(&self, p: &Prefix) -> Option<u32> {
         match *p {
             Prefix::V4 { addr, len } => self.v4.get(&V4::new(addr, len, 0)),
-            Prefix::V6 { addr, len } => self.v6.get(&V6::new(addr, len, 0)),
+            Prefix::V6 { addr, len } => match V6Short::new(addr, len, 0) {
+                Some(k) => self.v6.get(&k),
+                None => self.v6_long.get(&V6::new(addr, len, 0)),
+            },
         }
     }
 
@@ -351,7 +402,10 @@ impl PrefixMap {
     pub fn prefetch(&self, p: &Prefix) {
         match *p {
             Prefix::V4 { addr, len } => self.v4.prefetch(&V4::new(addr, len, 0)),
-            Prefix::V6 { addr, len } => self.v6.prefetch(&V6::new(addr, len, 0)),
+            Prefix::V6 { addr, len } => match V6Short::new(addr, len, 0) {
+                Some(k) => self.v6.prefetch(&k),
+                None => self.v6_long.prefetch(&V6::new(addr, len, 0)),
+            },
         }
     }
 
@@ -359,14 +413,20 @@ impl PrefixMap {
     pub fn insert(&mut self, p: Prefix, value: u32) -> Option<u32> {
         match p {
             Prefix::V4 { addr, len } => self.v4.insert(V4::new(addr, len, value)),
-            Prefix::V6 { addr, len } => self.v6.insert(V6::new(addr, len, value)),
+            Prefix::V6 { addr, len } => match V6Short::new(addr, len, value) {
+                Some(k) => self.v6.insert(k),
+                None => self.v6_long.insert(V6::new(addr, len, value)),
+            },
         }
     }
 
     pub fn remove(&mut self, p: &Prefix) -> Option<u32> {
         match *p {
             Prefix::V4 { addr, len } => self.v4.remove(&V4::new(addr, len, 0)),
-            Prefix::V6 { addr, len } => self.v6.remove(&V6::new(addr, len, 0)),
+            Prefix::V6 { addr, len } => match V6Short::new(addr, len, 0) {
+                Some(k) => self.v6.remove(&k),
+                None => self.v6_long.remove(&V6::new(addr, len, 0)),
+            },
         }
     }
 
@@ -374,19 +434,22 @@ impl PrefixMap {
     pub fn iter(&self) -> impl Iterator<Item = (Prefix, u32)> + '_ {
         let v4 = self.v4.iter().map(|s| (s.prefix(), s.value()));
         let v6 = self.v6.iter().map(|s| (s.prefix(), s.value()));
-        v4.chain(v6)
+        let v6_long = self.v6_long.iter().map(|s| (s.prefix(), s.value()));
+        v4.chain(v6).chain(v6_long)
     }
 
     pub fn clear(&mut self) {
         self.v4.clear();
         self.v6.clear();
+        self.v6_long.clear();
     }
 
     /// Heap bytes of the tables.
     pub fn heap_bytes(&self) -> usize {
-        let shards = 2 * SHARDS * std::mem::size_of::<Shard<V4>>();
+        let shards = 3 * SHARDS * std::mem::size_of::<Shard<V4>>();
         self.v4.slots() * std::mem::size_of::<V4>()
-            + self.v6.slots() * std::mem::size_of::<V6>()
+            + self.v6.slots() * std::mem::size_of::<V6Short>()
+            + self.v6_long.slots() * std::mem::size_of::<V6>()
             + shards
     }
 }
@@ -592,6 +655,58 @@ mod tests {
         }
     }
 
+    /// IPv6 prefixes up to /64 with nothing set past the 64th bit take
+    /// the 12-byte entry; the rest, the 24-byte one. Both round trip, at
+    /// the edges of each.
+    #[test]
+    fn ipv6_entries_short_and_long() {
+        assert_eq!(std::mem::size_of::<V6Short>(), 12);
+        let short = [
+            "::/0",
+            "8000::/1",
+            "2001:db8::/32",
+            "2a00:0:1::/48",
+            "ffff:ffff:ffff:ffff::/64",
+        ];
+        let long = [
+            "ffff:ffff:ffff:ffff:8000::/65",
+            "2001:db8::1/128",
+            "::/128",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
+        ];
+        let mut m = PrefixMap::default();
+        for (i, s) in short.iter().chain(&long).enumerate() {
+            assert_eq!(m.insert(p(s), MAX_VALUE - 1 - i as u32), None, "{s}");
+        }
+        assert_eq!((m.v6.len, m.v6_long.len), (short.len(), long.len()));
+        for (i, s) in short.iter().chain(&long).enumerate() {
+            assert_eq!(m.get(&p(s)), Some(MAX_VALUE - 1 - i as u32), "{s}");
+        }
+        let mut all: Vec<_> = m.iter().map(|(p, _)| p).collect();
+        all.sort();
+        let mut want: Vec<_> = short.iter().chain(&long).map(|s| p(s)).collect();
+        want.sort();
+        assert_eq!(all, want);
+        // A /64 and a /65 of the same address are two keys in two tables.
+        assert_eq!(m.get(&p("ffff:ffff:ffff:ffff::/65")), None);
+        assert_eq!(m.insert(p("ffff:ffff:ffff:ffff::/65"), 7), None);
+        assert_eq!(m.get(&p("ffff:ffff:ffff:ffff::/64")), Some(MAX_VALUE - 5));
+        // A short length with bits set past the 64th (not a canonical
+        // prefix, but representable) keeps its address in the long table.
+        let odd = Prefix::V6 {
+            addr: "2001:db8::1".parse().unwrap(),
+            len: 32,
+        };
+        assert_eq!(m.insert(odd, 9), None);
+        assert_eq!(m.get(&odd), Some(9));
+        assert_eq!(m.get(&p("2001:db8::/32")), Some(MAX_VALUE - 3));
+        assert!(m.iter().any(|x| x == (odd, 9)));
+        for s in short.iter().chain(&long) {
+            assert!(m.remove(&p(s)).is_some(), "{s}");
+        }
+        assert_eq!(m.len(), 2);
+    }
+
     /// Same address, other length: another key (0.0.0.0/0 against /1 and
     /// /32 too, whose packed address is the same 0).
     #[test]
@@ -627,7 +742,9 @@ mod tests {
                 let r = next();
                 // A small key space, so keys collide and come back.
                 let k = (r >> 8) % 20_000;
-                let prefix = if k % 3 == 0 {
+                let prefix = if k % 6 == 0 {
+                    Prefix::new(IpAddr::from((k as u128).to_be_bytes()), 128).unwrap()
+                } else if k % 3 == 0 {
                     Prefix::new(IpAddr::from(((k as u128) << 80).to_be_bytes()), 48).unwrap()
                 } else {
                     Prefix::new(IpAddr::from(((k as u32) << 8).to_be_bytes()), 24).unwrap()
@@ -656,7 +773,7 @@ mod tests {
         }
         assert!(m.is_empty());
         // Emptied shards give their memory back.
-        assert_eq!(m.v4.slots() + m.v6.slots(), 0);
+        assert_eq!(m.v4.slots() + m.v6.slots() + m.v6_long.slots(), 0);
     }
 
     /// The point of the module: a million IPv4 routes in about 17 octets

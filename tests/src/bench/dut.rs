@@ -430,6 +430,26 @@ impl Dut {
                     }
                     None => &bin,
                 };
+                let ht = heaptrack_dir().map(|dir| {
+                    let raw = dir.join(format!("heaptrack.petreld.{}.raw", std::process::id()));
+                    [
+                        format!("LD_PRELOAD={HEAPTRACK_PRELOAD}"),
+                        format!("DUMP_HEAPTRACK_OUTPUT={}", raw.display()),
+                    ]
+                });
+                let program = match &ht {
+                    // heaptrack's preload library writes its raw event
+                    // stream into the file. Given through `env`, not to
+                    // `ip netns exec`, which would trace itself (the
+                    // library unsets the variable for what it execs);
+                    // petreld stays the process the bench measures and
+                    // signals, as `env` execs it.
+                    Some([preload, out]) => {
+                        args.splice(0..0, [preload.as_str(), out.as_str(), program]);
+                        "env"
+                    }
+                    None => program,
+                };
                 let d = Daemon::spawn(
                     lab,
                     ns,
@@ -627,8 +647,11 @@ impl Dut {
     /// cleaned up, its kernel routes stay.
     pub fn crash(&self) {
         for d in self.daemons.iter().rev() {
-            if self.kind == Kind::Petreld && callgrind_dir().is_some() {
-                // SIGTERM: callgrind writes its last part at exit only.
+            if self.kind == Kind::Petreld
+                && (callgrind_dir().is_some() || heaptrack_dir().is_some())
+            {
+                // SIGTERM: callgrind and heaptrack write their last part
+                // at exit only.
                 let _ = d.stop();
             } else {
                 d.kill9();
@@ -670,6 +693,18 @@ pub enum Callgrind {
 pub fn callgrind_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("PETREL_BENCH_CALLGRIND").map(std::path::PathBuf::from)
 }
+
+/// `PETREL_BENCH_HEAPTRACK=DIR`: petreld runs with heaptrack's preload
+/// library, its raw trace written to DIR/heaptrack.petreld.BENCHPID.raw
+/// (one file per bench process: use `--repeat 1`). Read it with
+/// `heaptrack_interpret < RAW | gzip > T.gz; heaptrack_print T.gz`.
+/// Allocation calls cost more under it, so queues may fill differently.
+pub fn heaptrack_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("PETREL_BENCH_HEAPTRACK").map(std::path::PathBuf::from)
+}
+
+/// Debian's path of heaptrack's preload library.
+const HEAPTRACK_PRELOAD: &str = "/usr/lib/heaptrack/libheaptrack_preload.so";
 
 /// Summed over processes.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
