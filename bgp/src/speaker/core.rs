@@ -1323,23 +1323,7 @@ mod tests {
         ));
 
         up(&mut core, t0, 2, None);
-        let mut u = Update::new(PathAttributes {
-            origin: Some(Origin::Igp),
-            as_path: Some(AsPath::from_sequence(&[65002])),
-            next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
-            ..Default::default()
-        });
-        u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &["10.9.0.0/24".parse().unwrap()]);
-        core.handle(
-            t0,
-            Input::Session(PeerEvent {
-                peer: a(2),
-                session: new,
-                kind: PeerEventKind::Update(Box::new(u)),
-            }),
-        );
-        core.decide_undecided();
-        drain(&mut core);
+        announce(&mut core, t0, 2);
         assert_eq!(core.routes(None).len(), 1);
 
         // The old task's last words, after the new session is up.
@@ -1501,21 +1485,7 @@ mod tests {
             core.handle(t0 + Duration::from_secs(120), Input::Timeout);
             drain(&mut core);
             up_f(&mut core, t0, 2, Some(0), f, Some(f));
-            let mut u = Update::new(PathAttributes {
-                origin: Some(Origin::Igp),
-                as_path: Some(AsPath::from_sequence(&[65002])),
-                next_hop: Some(Ipv4Addr::new(10, 0, 0, 2)),
-                ..Default::default()
-            });
-            u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &["10.9.0.0/24".parse().unwrap()]);
-            core.handle(
-                t0,
-                Input::Session(PeerEvent {
-                    peer: a(2),
-                    session: core.session_of(a(2)),
-                    kind: PeerEventKind::Update(Box::new(u)),
-                }),
-            );
+            announce(&mut core, t0, 2);
             core.handle(
                 t0,
                 Input::Session(PeerEvent {
