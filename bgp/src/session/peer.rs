@@ -1234,11 +1234,27 @@ mod tests {
             bfd: Some(bfd_rx),
             links: None,
         };
+        let (cmd_tx, events, ours) = start_established(cfg, &peer_listener, events).await;
+        (bfd_tx, cmd_tx, events, ours)
+    }
+
+    /// Spawns the session task of `cfg`, starts it and lets it reach
+    /// Established with a peer accepted on `listener`, whose socket is
+    /// returned; the speaker's event queue holds `events`.
+    async fn start_established(
+        cfg: SessionConfig,
+        listener: &TcpListener,
+        events: usize,
+    ) -> (
+        mpsc::Sender<PeerCommand>,
+        mpsc::Receiver<PeerEvent>,
+        TcpStream,
+    ) {
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, mut events) = mpsc::channel(events);
         let _task = spawn_peer(cfg, cmd_rx, ev_tx);
         cmd_tx.send(PeerCommand::Start).await.unwrap();
-        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let (mut ours, _) = listener.accept().await.unwrap();
         let mut buf = BytesMut::new();
         read_message(&mut ours, &mut buf).await;
         send(
@@ -1248,7 +1264,7 @@ mod tests {
         .await;
         send(&mut ours, Message::Keepalive).await;
         next_state(&mut events, State::Established).await;
-        (bfd_tx, cmd_tx, events, ours)
+        (cmd_tx, events, ours)
     }
 
     /// A hung peer stops reading: our UPDATEs fill its receive window and
@@ -1319,20 +1335,7 @@ mod tests {
             bfd: None,
             links: Some(links_rx),
         };
-        let (cmd_tx, cmd_rx) = mpsc::channel(8);
-        let (ev_tx, mut events) = mpsc::channel(64);
-        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
-        cmd_tx.send(PeerCommand::Start).await.unwrap();
-        let (mut ours, _) = peer_listener.accept().await.unwrap();
-        let mut buf = BytesMut::new();
-        read_message(&mut ours, &mut buf).await;
-        send(
-            &mut ours,
-            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
-        )
-        .await;
-        send(&mut ours, Message::Keepalive).await;
-        next_state(&mut events, State::Established).await;
+        let (cmd_tx, mut events, ours) = start_established(cfg, &peer_listener, 64).await;
 
         // The peer reads no more; 64 MB to send is far beyond the buffers.
         let feeder_tx = cmd_tx.clone();
