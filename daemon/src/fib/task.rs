@@ -44,6 +44,9 @@ const BURST: usize = 64;
 const BURST_HOLD: Duration = Duration::from_millis(5);
 /// Loc-RIB changes taken from the queue for one `Fib::apply` at most.
 const COALESCE: usize = 4096;
+/// Loc-RIB batches taken from the queue per receive at most (the
+/// speaker's queue holds 64).
+const COALESCE_BATCHES: usize = 64;
 /// Deletes the Fib holds back (a peer's routes going, to be removed with
 /// their nexthop object: `Fib::apply`) are sent one by one once no batch
 /// came for this long: the burst is over without every route of the next
@@ -212,6 +215,7 @@ async fn run(
     // When the Fib began holding deletes, and when the last batch came.
     let mut held_since: Option<tokio::time::Instant> = None;
     let mut last_batch = tokio::time::Instant::now();
+    let mut queued: Vec<Vec<LocRibChange>> = Vec::with_capacity(COALESCE_BATCHES);
     loop {
         let release_at =
             held_since.map_or(last_batch, |t| (last_batch + HOLD_IDLE).min(t + HOLD_MAX));
@@ -222,24 +226,33 @@ async fn run(
                     Err(e) => error!(error = %e, "netlink socket failed"),
                 }
             }
-            batch = loc_rib.recv() => {
-                let Some(mut batch) = batch else { return };
+            n = loc_rib.recv_many(&mut queued, COALESCE_BATCHES) => {
+                if n == 0 {
+                    return;
+                }
                 last_batch = tokio::time::Instant::now();
-                // Half the queue or more waiting: the writer is behind and
-                // the speaker is (about to be) blocked on it, so holding
-                // (below) would only idle both; the queue itself gathers
-                // the next batch meanwhile. Holding there cost a full
-                // table ~15% of its time (docs/benchmarks/history.md, fourth round).
-                let behind = loc_rib.len() * 2 >= loc_rib.max_capacity();
+                // Half the queue or more was waiting: the writer is behind
+                // and the speaker is (about to be) blocked on it, so
+                // holding (below) would only idle both; the queue itself
+                // gathers the next batch meanwhile. Holding there cost a
+                // full table ~15% of its time (docs/benchmarks/history.md,
+                // fourth round).
+                let behind = (n + loc_rib.len()) * 2 >= loc_rib.max_capacity();
                 // The speaker sends a batch per UPDATE (a handful of
                 // prefixes): take what else is queued too, so a netlink
                 // datagram carries hundreds of routes instead of one
                 // UPDATE's worth (`apply` keeps the last change per prefix).
-                while batch.len() < COALESCE {
-                    match loc_rib.try_recv() {
-                        Ok(more) => batch.extend(more),
-                        Err(_) => break,
-                    }
+                // Many batches per receive: the queue's room comes back in
+                // one go, so a speaker waiting for it is woken once, not
+                // once per batch (taking them one by one cost the writer
+                // ~0.3 s of a 1M-route load in wake-ups, ping-ponging with
+                // the speaker's thread: docs/benchmarks/history.md, sixth
+                // round).
+                let mut batch = Vec::with_capacity(queued.iter().map(Vec::len).sum());
+                queued.drain(..).for_each(|b| batch.extend(b));
+                while batch.len() < COALESCE && !loc_rib.is_empty() {
+                    loc_rib.recv_many(&mut queued, COALESCE_BATCHES).await;
+                    queued.drain(..).for_each(|b| batch.extend(b));
                 }
                 // In a burst (a table arriving, several peers racing for
                 // the best path), wait a moment for more: a prefix whose
@@ -249,8 +262,13 @@ async fn run(
                 if batch.len() >= BURST && !behind {
                     let deadline = tokio::time::Instant::now() + BURST_HOLD;
                     while batch.len() < COALESCE {
-                        match tokio::time::timeout_at(deadline, loc_rib.recv()).await {
-                            Ok(Some(more)) => batch.extend(more),
+                        match tokio::time::timeout_at(
+                            deadline,
+                            loc_rib.recv_many(&mut queued, COALESCE_BATCHES),
+                        )
+                        .await
+                        {
+                            Ok(n) if n > 0 => queued.drain(..).for_each(|b| batch.extend(b)),
                             _ => break,
                         }
                     }

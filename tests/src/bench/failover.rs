@@ -41,7 +41,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use petrel_bgp::wire::Prefix;
 use petrel_tests::lab::Lab;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,7 +142,7 @@ fn announce(t: &Table, asn: u32, nh: IpAddr, prepend: usize) -> Vec<u8> {
 fn via<'a>(
     prefixes: impl IntoIterator<Item = &'a Prefix>,
     gw: IpAddr,
-) -> HashMap<u128, Option<IpAddr>> {
+) -> super::fibwatch::KeyMap<Option<IpAddr>> {
     prefixes
         .into_iter()
         .map(|p| (encode::prefix_key(p), Some(gw)))
@@ -175,7 +174,7 @@ fn wait(
 }
 
 /// Waits for the FIB to equal `want` and then to stay quiet for [`QUIET`].
-fn load(fib: &FibWatch, dut: &Dut, want: HashMap<u128, Option<IpAddr>>, what: &str) -> Result<()> {
+fn load(fib: &FibWatch, dut: &Dut, want: super::fibwatch::KeyMap<Option<IpAddr>>, what: &str) -> Result<()> {
     fib.state.lock().unwrap().expect(want);
     wait(what, Duration::from_secs(600), Some(dut), || {
         let g = fib.state.lock().unwrap();
@@ -221,7 +220,7 @@ fn peer_death(kind: Kind, table: &Table, moved: bool) -> Result<Outcome> {
     let target = if moved {
         via(&table.prefixes, b)
     } else {
-        HashMap::new()
+        Default::default()
     };
     fib.state.lock().unwrap().expect(target);
     let load_before = load1();

@@ -11,11 +11,19 @@
 //! exact table ([`FibState::expect`]: these prefixes via these next hops
 //! and nothing else) and count, meanwhile, the most expected prefixes
 //! missing at once (the failover and restart scenarios).
+//!
+//! The watcher shares the DUT's machine (2 cores in CI), so it is kept
+//! cheap: a kernel notification per route, it reads them many datagrams
+//! per system call (`recvmmsg`), takes its lock once per such batch, and
+//! keys its maps with aHash, not SipHash. Reading them one `recv` at a
+//! time, with a lock and a SipHash insert each, cost it ~1.2 s of CPU
+//! during a 1M-route load, taken from the DUT's two cores (the kernel
+//! limit, written by one thread, does not feel that; a multi-threaded DUT
+//! does). docs/benchmarks/history.md, "The watcher's own cost".
 
 use super::encode::key;
 use anyhow::{bail, Result};
 use petrel_tests::lab::Netns;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +43,14 @@ const RTA_DST: u16 = 1;
 const RTA_GATEWAY: u16 = 5;
 const RTA_TABLE: u16 = 15;
 
+/// Daemon routes by [`key`]: to their gateway, or any value.
+pub type KeyMap<V> = std::collections::HashMap<u128, V, ahash::RandomState>;
+
+/// Notifications read per `recvmmsg`, and the largest one (a route
+/// notification is ~100 octets; a link's can be ~1.5 KiB).
+const BATCH: usize = 256;
+const MSG_MAX: usize = 8 << 10;
+
 /// What the watcher has seen.
 #[derive(Debug, Default)]
 pub struct FibState {
@@ -48,11 +64,11 @@ pub struct FibState {
     pub overruns: u64,
     pub error: Option<String>,
     /// The daemon routes now in the FIB: key (see [`key`]) to gateway.
-    pub routes: HashMap<u128, Option<IpAddr>>,
+    pub routes: KeyMap<Option<IpAddr>>,
     /// The table [`FibState::expect`] waits for, and how far the FIB is
     /// from it: expected prefixes absent, and routes present that it does
     /// not hold (another gateway, or a prefix it lacks).
-    pub want: Option<HashMap<u128, Option<IpAddr>>>,
+    pub want: Option<KeyMap<Option<IpAddr>>>,
     pub missing: usize,
     pub wrong: usize,
     /// The most expected prefixes missing at once since `expect`.
@@ -67,7 +83,7 @@ pub struct FibState {
 
 /// (missing, wrong) for one prefix: its route `have` against `want`.
 fn distance(
-    want: &HashMap<u128, Option<IpAddr>>,
+    want: &KeyMap<Option<IpAddr>>,
     k: u128,
     have: Option<Option<IpAddr>>,
 ) -> (usize, usize) {
@@ -88,7 +104,7 @@ impl FibState {
 
     /// Waits from now for the FIB to hold exactly `want` (key to
     /// gateway); `exact_at` is stamped at once if it already does.
-    pub fn expect(&mut self, want: HashMap<u128, Option<IpAddr>>) {
+    pub fn expect(&mut self, want: KeyMap<Option<IpAddr>>) {
         let missing = want.keys().filter(|k| !self.routes.contains_key(k)).count();
         let wrong = self
             .routes
@@ -128,7 +144,7 @@ impl FibState {
     }
 
     /// Takes the table as a dump found it (after lost notifications).
-    fn resync(&mut self, dumped: Result<HashMap<u128, Option<IpAddr>>>) {
+    fn resync(&mut self, dumped: Result<KeyMap<Option<IpAddr>>>) {
         match dumped {
             Ok(s) => {
                 let gone: Vec<u128> = self
@@ -319,9 +335,9 @@ fn for_each_msg(mut b: &[u8], mut f: impl FnMut(u16, &[u8])) {
 }
 
 /// The daemon routes now in the FIB, by a dump of both families.
-fn dump() -> Result<HashMap<u128, Option<IpAddr>>> {
+fn dump() -> Result<KeyMap<Option<IpAddr>>> {
     let fd = socket(0)?;
-    let mut set = HashMap::new();
+    let mut set = KeyMap::default();
     let mut buf = vec![0u8; 1 << 20];
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         let mut req = Vec::with_capacity(28);
@@ -356,6 +372,67 @@ fn dump() -> Result<HashMap<u128, Option<IpAddr>>> {
     Ok(set)
 }
 
+/// Receive buffers for up to [`BATCH`] datagrams at once.
+struct Batch {
+    bufs: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+// SAFETY: the raw pointers point into `bufs`, which moves with them.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    fn new() -> Batch {
+        let mut bufs = vec![0u8; BATCH * MSG_MAX];
+        let iovs: Vec<libc::iovec> = bufs
+            .chunks_mut(MSG_MAX)
+            .map(|c| libc::iovec {
+                iov_base: c.as_mut_ptr() as *mut libc::c_void,
+                iov_len: MSG_MAX,
+            })
+            .collect();
+        Batch {
+            bufs,
+            iovs,
+            hdrs: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Waits for one datagram (or the socket's timeout), then takes every
+    /// other one queued, up to [`BATCH`]; how many.
+    fn read(&mut self, fd: &OwnedFd) -> std::io::Result<usize> {
+        self.hdrs.clear();
+        for iov in &mut self.iovs {
+            // SAFETY: a zeroed msghdr is valid; only its iovec is set.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            self.hdrs.push(h);
+        }
+        // SAFETY: BATCH headers, each with one iovec into `bufs`.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Datagram `i` of the last read.
+    fn datagram(&self, i: usize) -> &[u8] {
+        let len = (self.hdrs[i].msg_len as usize).min(MSG_MAX);
+        &self.bufs[i * MSG_MAX..i * MSG_MAX + len]
+    }
+}
+
 impl FibWatch {
     /// Starts watching `ns`; returns once subscribed and the present
     /// routes are counted.
@@ -372,15 +449,13 @@ impl FibWatch {
         let (st, stop2, nsc) = (state.clone(), stop.clone(), ns.clone());
         std::thread::spawn(move || {
             let mut changes = Vec::new();
-            let mut buf = vec![0u8; 1 << 20];
+            let mut rx = Batch::new();
             while !stop2.load(Ordering::Relaxed) {
-                // SAFETY: writable buffer.
-                let n =
-                    unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+                let n = rx.read(&fd);
                 let now = Instant::now();
-                if n < 0 {
-                    let e = std::io::Error::last_os_error();
-                    match e.raw_os_error() {
+                let n = match n {
+                    Ok(n) => n,
+                    Err(e) => match e.raw_os_error() {
                         Some(libc::EAGAIN) | Some(libc::EINTR) => continue,
                         Some(libc::ENOBUFS) => {
                             // Events were lost: take the table as it is now.
@@ -393,20 +468,22 @@ impl FibWatch {
                             st.lock().unwrap().error = Some(format!("recv: {e}"));
                             return;
                         }
-                    }
-                }
+                    },
+                };
                 changes.clear();
                 let mut carrier_lost = false;
                 let mut object_gone = false;
-                for_each_msg(&buf[..n as usize], |ty, m| {
-                    if ty == RTM_NEWROUTE || ty == RTM_DELROUTE {
-                        changes.extend(route_change(ty, m));
-                    } else if ty == RTM_NEWLINK {
-                        carrier_lost |= lost_carrier(m);
-                    } else if ty == RTM_DELNEXTHOP {
-                        object_gone = true;
-                    }
-                });
+                for d in 0..n {
+                    for_each_msg(rx.datagram(d), |ty, m| {
+                        if ty == RTM_NEWROUTE || ty == RTM_DELROUTE {
+                            changes.extend(route_change(ty, m));
+                        } else if ty == RTM_NEWLINK {
+                            carrier_lost |= lost_carrier(m);
+                        } else if ty == RTM_DELNEXTHOP {
+                            object_gone = true;
+                        }
+                    });
+                }
                 if changes.is_empty() && !carrier_lost && !object_gone {
                     continue;
                 }
@@ -469,7 +546,7 @@ mod tests {
             s.apply(k, Some(Some(a)));
         }
         // Expected: 0..3 via b, 3 gone, 9 via b (not there yet).
-        s.expect([(0, Some(b)), (1, Some(b)), (2, Some(b)), (9, Some(b))].into());
+        s.expect([(0, Some(b)), (1, Some(b)), (2, Some(b)), (9, Some(b))].into_iter().collect());
         assert_eq!((s.missing, s.wrong, s.exact_at), (1, 4, None));
         s.apply(0, None);
         s.apply(1, Some(Some(b)));

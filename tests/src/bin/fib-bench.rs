@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener]
-//!           [--nexthop-objects] [--order sequential|scattered] [--repeat K] [--json]
+//!           [--nexthop-objects] [--order sequential|scattered|window:W] [--repeat K] [--json]
 //! ```
 //!
 //! `--order`: the order every writer installs and withdraws the routes in:
@@ -19,6 +19,9 @@
 //! `i·s mod N`-th, `s` ≈ 0.7·N and coprime to N: consecutive writes land far
 //! apart). Linux's LC-trie does far less rebalancing in the second
 //! (docs/benchmarks/history.md, "the kernel's cost depends on the order").
+//! `window:W` scatters only within each run of `W` consecutive routes, as
+//! a writer could that reorders a backlog of `W` (it gains nothing for
+//! installs: history.md, sixth round).
 //!
 //! `--nexthop-objects` has `Fib` use kernel nexthop objects (`[fib]
 //! nexthop_objects = "auto"`).
@@ -57,6 +60,8 @@ struct Args {
     listener: bool,
     nexthop_objects: bool,
     scattered: bool,
+    /// Scatter only within windows of this many consecutive routes.
+    window: u32,
     repeat: usize,
     json: bool,
 }
@@ -70,6 +75,7 @@ fn args() -> Result<Args> {
         listener: false,
         nexthop_objects: false,
         scattered: false,
+        window: 0,
         repeat: 1,
         json: false,
     };
@@ -94,11 +100,15 @@ fn args() -> Result<Args> {
                 a.scattered = match val()?.as_str() {
                     "sequential" => false,
                     "scattered" => true,
-                    o => bail!("--order {o}: sequential or scattered"),
+                    w if w.starts_with("window:") => {
+                        a.window = w["window:".len()..].parse()?;
+                        true
+                    }
+                    o => bail!("--order {o}: sequential, scattered or window:W"),
                 }
             }
             _ => bail!(
-                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--nexthop-objects] [--order sequential|scattered] [--repeat K] [--json]"
+                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--nexthop-objects] [--order sequential|scattered|window:W] [--repeat K] [--json]"
             ),
         }
     }
@@ -480,6 +490,18 @@ mod raw {
 /// The index of the `i`-th route written: `i` in address order, or spread
 /// by a stride coprime to `n` (a permutation of 0..n).
 fn order(i: u32, n: u32, scattered: bool) -> u32 {
+    let w = WINDOW.load(std::sync::atomic::Ordering::Relaxed);
+    if scattered && w > 0 && w < n {
+        let base = i / w * w;
+        return base + order_all(i - base, w.min(n - base), true);
+    }
+    order_all(i, n, scattered)
+}
+
+/// `--order window:W`.
+static WINDOW: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn order_all(i: u32, n: u32, scattered: bool) -> u32 {
     if !scattered || n < 3 {
         return i;
     }
@@ -635,6 +657,7 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
 
 fn main() -> Result<()> {
     let a = args()?;
+    WINDOW.store(a.window, std::sync::atomic::Ordering::Relaxed);
     if let Err(what) = lab::can_run(&[]) {
         bail!("fib-bench needs {what}");
     }
@@ -785,5 +808,16 @@ mod tests {
         }
         assert_eq!(order(1, 1000, true).abs_diff(order(0, 1000, true)), 701);
         assert_eq!(order(5, 1000, false), 5);
+        // window:W: a permutation of each window (the last one shorter).
+        WINDOW.store(300, std::sync::atomic::Ordering::Relaxed);
+        let n = 1000;
+        let mut seen = vec![false; n as usize];
+        for i in 0..n {
+            let k = order(i, n, true);
+            assert_eq!(k / 300, i / 300, "{i} left its window");
+            assert!(!seen[k as usize], "{k} twice");
+            seen[k as usize] = true;
+        }
+        WINDOW.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
