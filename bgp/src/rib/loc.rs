@@ -96,7 +96,11 @@ impl Route {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LocRibChange {
     /// A new best path or multipath set. `multipath` is the whole ECMP set,
-    /// best first (just the best when ECMP is off).
+    /// best first, when it holds more than the best; empty when the best
+    /// is alone (ECMP off, or one path), so that a change costs no
+    /// allocation of its own: a full table is a million of them, made on
+    /// the speaker's thread and freed on the FIB writer's.
+    /// [`LocRibChange::paths`] gives the set either way.
     Best {
         prefix: Prefix,
         best: Route,
@@ -110,6 +114,17 @@ impl LocRibChange {
     pub fn prefix(&self) -> Prefix {
         match self {
             LocRibChange::Best { prefix, .. } | LocRibChange::Unreachable { prefix } => *prefix,
+        }
+    }
+
+    /// The multipath set, best first; empty when unreachable.
+    pub fn paths(&self) -> &[Route] {
+        match self {
+            LocRibChange::Best {
+                best, multipath, ..
+            } if multipath.is_empty() => std::slice::from_ref(best),
+            LocRibChange::Best { multipath, .. } => multipath,
+            LocRibChange::Unreachable { .. } => &[],
         }
     }
 
@@ -417,14 +432,18 @@ fn decide_in(
     if unchanged {
         return None;
     }
-    let multipath: Vec<Route> = paths[..n].iter().map(|p| Route::of(prefix, p)).collect();
-    let change = match multipath.first() {
-        Some(best) => LocRibChange::Best {
+    let change = match n {
+        0 => LocRibChange::Unreachable { prefix },
+        1 => LocRibChange::Best {
             prefix,
-            best: best.clone(),
-            multipath,
+            best: Route::of(prefix, &paths[0]),
+            multipath: Vec::new(),
         },
-        None => LocRibChange::Unreachable { prefix },
+        _ => LocRibChange::Best {
+            prefix,
+            best: Route::of(prefix, &paths[0]),
+            multipath: paths[..n].iter().map(|p| Route::of(prefix, p)).collect(),
+        },
     };
     Some((change, was))
 }
@@ -571,7 +590,7 @@ mod tests {
                 Some(best) => LocRibChange::Best {
                     prefix,
                     best: best.clone(),
-                    multipath: new,
+                    multipath: if new.len() > 1 { new } else { Vec::new() },
                 },
                 None => LocRibChange::Unreachable { prefix },
             })

@@ -127,10 +127,9 @@ pub(crate) fn changes(out: &Output) -> Vec<String> {
     out.changes
         .iter()
         .map(|c| match c {
-            LocRibChange::Best {
-                prefix, multipath, ..
-            } => {
-                let via: Vec<String> = multipath
+            LocRibChange::Best { prefix, .. } => {
+                let via: Vec<String> = c
+                    .paths()
                     .iter()
                     .map(|r| format!("{:?}", r.peer.0))
                     .collect();
@@ -522,6 +521,40 @@ fn ecmp_multipath_set_in_changes() {
         &announce(attrs(&[65002, 7], [192, 0, 2, 4]), &["10.14.0.0/24"]),
     );
     assert!(out.changes.is_empty());
+}
+
+/// A change whose set is the best alone carries no multipath vector (no
+/// allocation per change); a set of two carries both, best first.
+#[test]
+fn a_lone_best_path_has_no_multipath_vector() {
+    let mut r = Rib::new(RibConfig {
+        decision: DecisionConfig {
+            max_paths: 4,
+            ..Default::default()
+        },
+        ..RibConfig::new(LOCAL_AS, ROUTER_ID)
+    });
+    let a = peer(&mut r, 2, 65001, |_| {});
+    let b = peer(&mut r, 3, 65001, |_| {});
+    let out = r.receive(
+        a,
+        &announce(attrs(&[65001, 9], [192, 0, 2, 2]), &["10.15.0.0/24"]),
+    );
+    let [c @ LocRibChange::Best { best, multipath, .. }] = &out.changes[..] else {
+        panic!("one best path: {:?}", out.changes);
+    };
+    assert!(multipath.is_empty() && multipath.capacity() == 0);
+    assert_eq!(c.paths(), std::slice::from_ref(best));
+    let out = r.receive(
+        b,
+        &announce(attrs(&[65001, 8], [192, 0, 2, 3]), &["10.15.0.0/24"]),
+    );
+    let [c @ LocRibChange::Best { best, multipath, .. }] = &out.changes[..] else {
+        panic!("one change: {:?}", out.changes);
+    };
+    assert_eq!(multipath.len(), 2);
+    assert_eq!(&c.paths()[0], best);
+    assert_eq!(c.paths(), &multipath[..]);
 }
 
 #[test]

@@ -184,9 +184,7 @@ impl FibState {
         // from there.
         self.unhold(&prefix);
         match change {
-            LocRibChange::Best {
-                best, multipath, ..
-            } => {
+            LocRibChange::Best { best, .. } => {
                 if best.peer == PeerId::LOCAL {
                     return if self.is_unicast(&prefix) {
                         Decision::Delete
@@ -194,11 +192,7 @@ impl FibState {
                         Decision::Unchanged
                     };
                 }
-                let set = if multipath.is_empty() {
-                    std::slice::from_ref(best)
-                } else {
-                    &multipath[..]
-                };
+                let set = change.paths();
                 let id = match self.resolve(set) {
                     Ok(id) => id,
                     Err(why) => return Decision::Refused(why),
