@@ -42,6 +42,10 @@ const NLMSG_ERROR: u16 = 2;
 const RTA_DST: u16 = 1;
 const RTA_GATEWAY: u16 = 5;
 const RTA_TABLE: u16 = 15;
+const RTA_NH_ID: u16 = 30;
+const RTM_NEWNEXTHOP: u16 = 104;
+const NHA_ID: u16 = 1;
+const NHA_GROUP: u16 = 2;
 
 /// Daemon routes by [`key`]: to their gateway, or any value.
 pub type KeyMap<V> = std::collections::HashMap<u128, V, ahash::RandomState>;
@@ -63,8 +67,14 @@ pub struct FibState {
     pub reached_at: Option<Instant>,
     pub overruns: u64,
     pub error: Option<String>,
-    /// The daemon routes now in the FIB: key (see [`key`]) to gateway.
-    pub routes: KeyMap<Option<IpAddr>>,
+    /// The daemon routes now in the FIB: key (see [`key`]) to gateway and
+    /// nexthop object.
+    pub routes: KeyMap<Via>,
+    /// Routes per nexthop object, and the members of each group object
+    /// (RTM_NEWNEXTHOP): deleting an object removes the routes using it,
+    /// and those of a group it leaves empty, without a route notification.
+    uses: std::collections::HashMap<u32, usize>,
+    groups: std::collections::HashMap<u32, Vec<u32>>,
     /// The table [`FibState::expect`] waits for, and how far the FIB is
     /// from it: expected prefixes absent, and routes present that it does
     /// not hold (another gateway, or a prefix it lacks).
@@ -79,6 +89,14 @@ pub struct FibState {
     /// lost its carrier (IFF_RUNNING off) since `expect`: the failover
     /// scenarios' clock.
     pub carrier_lost_at: Option<Instant>,
+}
+
+/// A route's next hop: its gateway (the first, for a multipath route)
+/// and the kernel nexthop object it points at (0: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Via {
+    pub gw: Option<IpAddr>,
+    pub nh: u32,
 }
 
 /// (missing, wrong) for one prefix: its route `have` against `want`.
@@ -109,7 +127,7 @@ impl FibState {
         let wrong = self
             .routes
             .iter()
-            .filter(|(k, gw)| want.get(k) != Some(gw))
+            .filter(|(k, v)| want.get(k) != Some(&v.gw))
             .count();
         self.want = Some(want);
         self.missing = missing;
@@ -120,14 +138,23 @@ impl FibState {
     }
 
     /// Records one route change, keeping the distance to `want`.
-    fn apply(&mut self, k: u128, new: Option<Option<IpAddr>>) {
+    fn apply(&mut self, k: u128, new: Option<Via>) {
         let old = match new {
-            Some(gw) => self.routes.insert(k, gw),
+            Some(v) => self.routes.insert(k, v),
             None => self.routes.remove(&k),
         };
+        for (v, up) in [(old, false), (new, true)] {
+            match v {
+                Some(Via { nh, .. }) if nh != 0 => {
+                    let n = self.uses.entry(nh).or_default();
+                    *n = if up { *n + 1 } else { n.saturating_sub(1) };
+                }
+                _ => {}
+            }
+        }
         if let Some(w) = &self.want {
-            let (m0, w0) = distance(w, k, old);
-            let (m1, w1) = distance(w, k, new);
+            let (m0, w0) = distance(w, k, old.map(|v| v.gw));
+            let (m1, w1) = distance(w, k, new.map(|v| v.gw));
             self.missing = self.missing + m1 - m0;
             self.wrong = self.wrong + w1 - w0;
         }
@@ -143,8 +170,40 @@ impl FibState {
         }
     }
 
+    /// A nexthop object is gone (RTM_DELNEXTHOP): so are the routes using
+    /// it, and those of every group it leaves empty (the kernel removes
+    /// them with no route notification: net/ipv4/nexthop.c). Whether
+    /// anything changed.
+    fn object_gone(&mut self, id: u32) -> bool {
+        let mut gone = vec![id];
+        let mut changed = false;
+        while let Some(id) = gone.pop() {
+            self.groups.remove(&id);
+            for (g, members) in &mut self.groups {
+                if members.contains(&id) {
+                    members.retain(|m| *m != id);
+                    if members.is_empty() {
+                        gone.push(*g);
+                    }
+                }
+            }
+            if self.uses.remove(&id).unwrap_or(0) == 0 {
+                continue;
+            }
+            let keys: Vec<u128> = self
+                .routes
+                .iter()
+                .filter(|(_, v)| v.nh == id)
+                .map(|(k, _)| *k)
+                .collect();
+            changed |= !keys.is_empty();
+            keys.into_iter().for_each(|k| self.apply(k, None));
+        }
+        changed
+    }
+
     /// Takes the table as a dump found it (after lost notifications).
-    fn resync(&mut self, dumped: Result<KeyMap<Option<IpAddr>>>) {
+    fn resync(&mut self, dumped: Result<KeyMap<Via>>) {
         match dumped {
             Ok(s) => {
                 let gone: Vec<u128> = self
@@ -154,7 +213,7 @@ impl FibState {
                     .copied()
                     .collect();
                 gone.into_iter().for_each(|k| self.apply(k, None));
-                s.into_iter().for_each(|(k, gw)| self.apply(k, Some(gw)));
+                s.into_iter().for_each(|(k, v)| self.apply(k, Some(v)));
                 let now = Instant::now();
                 self.settle_batch(now);
                 self.count = self.routes.len();
@@ -168,7 +227,7 @@ impl FibState {
 
     /// Routes whose gateway is `gw`.
     pub fn via(&self, gw: IpAddr) -> usize {
-        self.routes.values().filter(|g| **g == Some(gw)).count()
+        self.routes.values().filter(|v| v.gw == Some(gw)).count()
     }
 
     fn reached(&self) -> bool {
@@ -268,9 +327,9 @@ fn socket(groups: u32) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// One route message: `Some((key, is_add, gateway))` for a daemon route
-/// of the main table, `None` for anything else.
-pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool, Option<IpAddr>)> {
+/// One route message: `Some((key, is_add, via))` for a daemon route of
+/// the main table, `None` for anything else.
+pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool, Via)> {
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope,
     // type, flags (u32).
     let rt = msg.get(..12)?;
@@ -286,6 +345,7 @@ pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool, Option<IpAddr>)>
     };
     let mut dst: &[u8] = &[];
     let mut gw = None;
+    let mut nh = 0;
     let mut a = &msg[12..];
     while a.len() >= 4 {
         let len = u16::from_ne_bytes([a[0], a[1]]) as usize;
@@ -300,6 +360,7 @@ pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool, Option<IpAddr>)>
                 gw = Some(IpAddr::from(<[u8; 16]>::try_from(&a[4..20]).ok()?))
             }
             RTA_TABLE if len >= 8 => table = u32::from_ne_bytes(a[4..8].try_into().ok()?),
+            RTA_NH_ID if len >= 8 => nh = u32::from_ne_bytes(a[4..8].try_into().ok()?),
             _ => {}
         }
         a = &a[((len + 3) & !3).min(a.len())..];
@@ -308,7 +369,34 @@ pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool, Option<IpAddr>)>
         return None;
     }
     let n = (dst_len as usize).div_ceil(8);
-    Some((key(dst.get(..n)?, dst_len, v6), ty == RTM_NEWROUTE, gw))
+    Some((key(dst.get(..n)?, dst_len, v6), ty == RTM_NEWROUTE, Via { gw, nh }))
+}
+
+/// A nexthop message (struct nhmsg: family, scope, protocol, resvd,
+/// flags; then NHA_ID and, for a group, NHA_GROUP: {id u32, weight u8,
+/// resvd u8, resvd u16} per member): (id, members).
+fn nexthop_msg(msg: &[u8]) -> Option<(u32, Vec<u32>)> {
+    let (mut id, mut members) = (None, Vec::new());
+    let mut a = msg.get(8..)?;
+    while a.len() >= 4 {
+        let len = u16::from_ne_bytes([a[0], a[1]]) as usize;
+        let ty = u16::from_ne_bytes([a[2], a[3]]) & 0x3fff;
+        if len < 4 || len > a.len() {
+            break;
+        }
+        match ty {
+            NHA_ID if len >= 8 => id = Some(u32::from_ne_bytes(a[4..8].try_into().ok()?)),
+            NHA_GROUP => {
+                members = a[4..len]
+                    .chunks_exact(8)
+                    .map(|m| u32::from_ne_bytes([m[0], m[1], m[2], m[3]]))
+                    .collect()
+            }
+            _ => {}
+        }
+        a = &a[((len + 3) & !3).min(a.len())..];
+    }
+    Some((id?, members))
 }
 
 /// Whether an RTM_NEWLINK says the interface is administratively up but
@@ -335,7 +423,7 @@ fn for_each_msg(mut b: &[u8], mut f: impl FnMut(u16, &[u8])) {
 }
 
 /// The daemon routes now in the FIB, by a dump of both families.
-fn dump() -> Result<KeyMap<Option<IpAddr>>> {
+fn dump() -> Result<KeyMap<Via>> {
     let fd = socket(0)?;
     let mut set = KeyMap::default();
     let mut buf = vec![0u8; 1 << 20];
@@ -361,8 +449,8 @@ fn dump() -> Result<KeyMap<Option<IpAddr>>> {
             for_each_msg(&buf[..n as usize], |ty, m| match ty {
                 NLMSG_DONE | NLMSG_ERROR => done = true,
                 RTM_NEWROUTE => {
-                    if let Some((k, _, gw)) = route_change(ty, m) {
-                        set.insert(k, gw);
+                    if let Some((k, _, v)) = route_change(ty, m) {
+                        set.insert(k, v);
                     }
                 }
                 _ => {}
@@ -433,6 +521,13 @@ impl Batch {
     }
 }
 
+/// What one notification changed, in the order read.
+enum Change {
+    Route((u128, bool, Via)),
+    /// (id, group members, added).
+    Nexthop(u32, Vec<u32>, bool),
+}
+
 impl FibWatch {
     /// Starts watching `ns`; returns once subscribed and the present
     /// routes are counted.
@@ -452,7 +547,7 @@ impl FibWatch {
             let mut rx = Batch::new();
             while !stop2.load(Ordering::Relaxed) {
                 let n = rx.read(&fd);
-                let now = Instant::now();
+                let mut now = Instant::now();
                 let n = match n {
                     Ok(n) => n,
                     Err(e) => match e.raw_os_error() {
@@ -472,28 +567,49 @@ impl FibWatch {
                 };
                 changes.clear();
                 let mut carrier_lost = false;
-                let mut object_gone = false;
                 for d in 0..n {
                     for_each_msg(rx.datagram(d), |ty, m| {
                         if ty == RTM_NEWROUTE || ty == RTM_DELROUTE {
-                            changes.extend(route_change(ty, m));
+                            changes.extend(route_change(ty, m).map(Change::Route));
                         } else if ty == RTM_NEWLINK {
                             carrier_lost |= lost_carrier(m);
-                        } else if ty == RTM_DELNEXTHOP {
-                            object_gone = true;
+                        } else if ty == RTM_NEWNEXTHOP || ty == RTM_DELNEXTHOP {
+                            changes.extend(
+                                nexthop_msg(m).map(|(id, g)| Change::Nexthop(id, g, ty == RTM_NEWNEXTHOP)),
+                            );
                         }
                     });
                 }
-                if changes.is_empty() && !carrier_lost && !object_gone {
+                if changes.is_empty() && !carrier_lost {
                     continue;
                 }
                 let mut g = st.lock().unwrap();
-                g.events += changes.len() as u64;
-                for (k, add, gw) in changes.drain(..) {
-                    g.apply(k, add.then_some(gw));
+                // In order: a route may move to another object before the
+                // old one goes.
+                let (mut changed, mut silent) = (false, false);
+                for c in changes.drain(..) {
+                    match c {
+                        Change::Route((k, add, v)) => {
+                            g.events += 1;
+                            changed = true;
+                            g.apply(k, add.then_some(v));
+                        }
+                        Change::Nexthop(id, members, true) => {
+                            if members.is_empty() {
+                                g.groups.remove(&id);
+                            } else {
+                                g.groups.insert(id, members);
+                            }
+                        }
+                        Change::Nexthop(id, _, false) => silent |= g.object_gone(id),
+                    }
                 }
-                g.settle_batch(now);
-                g.count = g.routes.len();
+                changed |= silent;
+                if !changed && !carrier_lost {
+                    // Only objects came or went, no route with them: the
+                    // FIB did not change (not a FIB event).
+                    continue;
+                }
                 if carrier_lost {
                     g.carrier_lost_at.get_or_insert(now);
                     // The kernel removes the nexthop objects of a link
@@ -501,11 +617,15 @@ impl FibWatch {
                     // with no route notification (FRR's routes use
                     // objects): read the table as it now is.
                     g.resync(nsc.enter(dump));
-                } else if object_gone {
-                    // Its routes went silently. The kernel sends the
+                } else if silent {
+                    // An object with routes went: the kernel sends the
                     // notification before it removes them (remove_nexthop
-                    // in net/ipv4/nexthop.c, as read, not observed), and a
-                    // dump may run meanwhile: dump until two in a row agree.
+                    // in net/ipv4/nexthop.c), so the FIB holds what the
+                    // model says only once that is done. Dump until two in
+                    // a row agree, and stamp then. (Objects that no route
+                    // uses come and go without a dump: a dump per such
+                    // notification made the watcher seconds late in the
+                    // ten-peer load, and its "settled" with it.)
                     let mut last = usize::MAX;
                     for _ in 0..100 {
                         g.resync(nsc.enter(dump));
@@ -515,7 +635,10 @@ impl FibWatch {
                         last = g.count;
                         std::thread::sleep(std::time::Duration::from_millis(5));
                     }
+                    now = Instant::now();
                 }
+                g.settle_batch(now);
+                g.count = g.routes.len();
                 g.last_event = Some(now);
                 if g.reached_at.is_none() && g.reached() {
                     g.reached_at = Some(now);
@@ -530,6 +653,10 @@ impl FibWatch {
 mod tests {
     use super::*;
 
+    fn gw(a: IpAddr, nh: u32) -> Via {
+        Via { gw: Some(a), nh }
+    }
+
     fn rtmsg(family: u8, len: u8, proto: u8, table: u8, dst: &[u8]) -> Vec<u8> {
         let mut m = vec![family, len, 0, 0, table, proto, 0, 1, 0, 0, 0, 0];
         m.extend_from_slice(&((4 + dst.len()) as u16).to_ne_bytes());
@@ -543,17 +670,17 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.11".parse().unwrap(), "10.0.1.12".parse().unwrap());
         let mut s = FibState::default();
         for k in 0..4u128 {
-            s.apply(k, Some(Some(a)));
+            s.apply(k, Some(gw(a, 0)));
         }
         // Expected: 0..3 via b, 3 gone, 9 via b (not there yet).
         s.expect([(0, Some(b)), (1, Some(b)), (2, Some(b)), (9, Some(b))].into_iter().collect());
         assert_eq!((s.missing, s.wrong, s.exact_at), (1, 4, None));
         s.apply(0, None);
-        s.apply(1, Some(Some(b)));
+        s.apply(1, Some(gw(b, 0)));
         s.settle_batch(Instant::now());
         assert_eq!((s.missing, s.wrong, s.max_missing), (2, 2, 2));
         for k in [0, 2, 9] {
-            s.apply(k, Some(Some(b)));
+            s.apply(k, Some(gw(b, 0)));
         }
         s.apply(3, None);
         s.settle_batch(Instant::now());
@@ -567,13 +694,13 @@ mod tests {
         let mut bird = rtmsg(2, 24, 12, 254, &[16, 0, 1, 0]);
         assert_eq!(
             route_change(RTM_NEWROUTE, &bird),
-            Some((key(&[16, 0, 1], 24, false), true, None))
+            Some((key(&[16, 0, 1], 24, false), true, Via::default()))
         );
         bird.extend_from_slice(&8u16.to_ne_bytes());
         bird.extend_from_slice(&RTA_GATEWAY.to_ne_bytes());
         bird.extend_from_slice(&[10, 0, 0, 11]);
         assert_eq!(
-            route_change(RTM_NEWROUTE, &bird).and_then(|c| c.2),
+            route_change(RTM_NEWROUTE, &bird).and_then(|c| c.2.gw),
             Some("10.0.0.11".parse().unwrap())
         );
         assert_eq!(route_change(RTM_DELROUTE, &bird).map(|x| x.1), Some(false));
@@ -592,5 +719,48 @@ mod tests {
             route_change(RTM_NEWROUTE, &rtmsg(10, 48, 202, 254, &v6)).map(|x| x.0),
             Some(key(&[0x2a, 0, 0, 0, 0, 0], 48, true))
         );
+    }
+
+    /// Deleting a nexthop object takes the routes using it, and those of a
+    /// group it leaves empty; routes via other objects stay.
+    #[test]
+    fn a_deleted_object_takes_its_routes() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.11".parse().unwrap(), "10.0.0.12".parse().unwrap());
+        let mut s = FibState::default();
+        s.apply(1, Some(gw(a, 7)));
+        s.apply(2, Some(gw(a, 7)));
+        s.apply(3, Some(gw(b, 8)));
+        // Group 9 = {7, 8}; route 4 uses it.
+        s.groups.insert(9, vec![7, 8]);
+        s.apply(4, Some(gw(a, 9)));
+        // Route 2 moves to object 8 before 7 goes.
+        s.apply(2, Some(gw(b, 8)));
+        assert!(!s.object_gone(5), "an object no route uses");
+        assert!(s.object_gone(7));
+        let mut left: Vec<u128> = s.routes.keys().copied().collect();
+        left.sort();
+        assert_eq!(left, [2, 3, 4], "route 1 went with object 7; the group keeps 8");
+        assert!(s.object_gone(8));
+        assert!(s.routes.is_empty(), "8 went, and group 9 with it: {:?}", s.routes);
+    }
+
+    #[test]
+    fn nexthop_messages_give_id_and_group() {
+        let attr = |ty: u16, v: &[u8]| {
+            let mut a = ((4 + v.len()) as u16).to_ne_bytes().to_vec();
+            a.extend_from_slice(&ty.to_ne_bytes());
+            a.extend_from_slice(v);
+            a
+        };
+        let mut m = vec![2, 0, 202, 0, 0, 0, 0, 0];
+        m.extend(attr(NHA_ID, &9u32.to_ne_bytes()));
+        let mut grp = Vec::new();
+        for id in [7u32, 8] {
+            grp.extend_from_slice(&id.to_ne_bytes());
+            grp.extend_from_slice(&[1, 0, 0, 0]);
+        }
+        m.extend(attr(NHA_GROUP, &grp));
+        assert_eq!(nexthop_msg(&m), Some((9, vec![7, 8])));
+        assert_eq!(nexthop_msg(&m[..8]), None, "no NHA_ID");
     }
 }
