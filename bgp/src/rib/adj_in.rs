@@ -244,6 +244,7 @@ impl Rib {
             out.changes.extend(o.changes);
             out.messages.extend(o.messages);
             out.errors.extend(o.errors);
+            out.replaced += o.replaced;
         }
         out
     }
@@ -425,6 +426,7 @@ impl Rib {
         out.changes.extend(out_of_sweep.changes);
         out.messages.splice(0..0, out_of_sweep.messages);
         out.errors.extend(out_of_sweep.errors);
+        out.replaced += out_of_sweep.replaced;
         out
     }
 
