@@ -244,7 +244,6 @@ impl Rib {
             out.changes.extend(o.changes);
             out.messages.extend(o.messages);
             out.errors.extend(o.errors);
-            out.replaced += o.replaced;
         }
         out
     }
@@ -426,7 +425,6 @@ impl Rib {
         out.changes.extend(out_of_sweep.changes);
         out.messages.splice(0..0, out_of_sweep.messages);
         out.errors.extend(out_of_sweep.errors);
-        out.replaced += out_of_sweep.replaced;
         out
     }
 

@@ -240,10 +240,6 @@ pub struct Output {
     /// Routes that could not be encoded (attributes too large for one
     /// message); they are not advertised.
     pub errors: Vec<EncodeError>,
-    /// Of `changes`, those that replaced a best path the Loc-RIB already
-    /// had (not a prefix's first): how much the stream rewrites itself,
-    /// as when several peers race with the same table.
-    pub replaced: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -495,10 +491,7 @@ impl Rib {
                 was.push(w);
             }
         }
-        let mut out = Output {
-            replaced: was.iter().filter(|w| w.is_some()).count(),
-            ..Output::default()
-        };
+        let mut out = Output::default();
         self.advertise(&changes, &was, &dirty, &mut out);
         out.changes = changes;
         out

@@ -523,23 +523,6 @@ fn ecmp_multipath_set_in_changes() {
     assert!(out.changes.is_empty());
 }
 
-/// `Output::replaced` counts the changes that replaced a best path, not a
-/// prefix's first one nor its withdrawal.
-#[test]
-fn replaced_counts_rewritten_best_paths() {
-    let mut r = rib();
-    let a = peer(&mut r, 2, 65001, |_| {});
-    let b = peer(&mut r, 3, 65002, |_| {});
-    let out = r.receive(
-        a,
-        &announce(attrs(&[65001, 9, 9], [192, 0, 2, 2]), &["10.16.0.0/24", "10.16.1.0/24"]),
-    );
-    assert_eq!((out.changes.len(), out.replaced), (2, 0));
-    // b's shorter AS_PATH wins one of them.
-    let out = r.receive(b, &announce(attrs(&[65002], [192, 0, 2, 3]), &["10.16.0.0/24"]));
-    assert_eq!((out.changes.len(), out.replaced), (1, 1));
-}
-
 /// A change whose set is the best alone carries no multipath vector (no
 /// allocation per change); a set of two carries both, best first.
 #[test]

@@ -175,9 +175,6 @@ pub struct SpeakerCore {
     /// (see [`SpeakerCore::decide_some`]): while the FIB is busy, a prefix
     /// that several UPDATEs change is decided once.
     undecided: rib::Undecided,
-    /// The share of recent decisions that replaced a best path (moving
-    /// average): high while several peers race with the same table.
-    rewrites: f32,
     /// RFC 4724 §4.1 selection deferral after our own restart: until every
     /// configured peer has sent End-of-RIB, or this deadline, nothing is
     /// advertised, so peers keep our routes from before the restart.
@@ -211,7 +208,6 @@ impl SpeakerCore {
             cfg,
             peers: BTreeMap::new(),
             undecided: rib::Undecided::default(),
-            rewrites: 0.0,
             deferral_deadline: deferral,
             ready: VecDeque::new(),
             work: VecDeque::new(),
@@ -326,13 +322,6 @@ impl SpeakerCore {
         self.undecided.queued()
     }
 
-    /// Whether recent decisions mostly rewrote best paths already chosen
-    /// (a quarter or more): peers racing with the same prefixes, where
-    /// deciding later decides once on more of them.
-    pub fn rewriting(&self) -> bool {
-        self.rewrites >= 0.25
-    }
-
     pub fn has_undecided(&self) -> bool {
         !self.undecided.is_empty()
     }
@@ -347,10 +336,6 @@ impl SpeakerCore {
                 break;
             };
             left -= step;
-            if !out.changes.is_empty() {
-                let share = out.replaced as f32 / out.changes.len() as f32;
-                self.rewrites = self.rewrites * 0.75 + share * 0.25;
-            }
             self.emit(out);
         }
     }
@@ -1585,49 +1570,6 @@ mod tests {
         assert!(batches.iter().all(|b| *b <= FIB_BATCH), "{batches:?}");
         assert_eq!(batches.iter().sum::<usize>(), n);
         assert!(core.routes(None).is_empty());
-    }
-
-    /// Decisions that replace best paths (a second peer's better copy of
-    /// the same table) mark the stream as rewriting; a table's first
-    /// decisions do not.
-    #[test]
-    fn decisions_that_replace_best_paths_mark_a_race() {
-        let t0 = Instant::now();
-        let mut core = restarting_core(t0);
-        core.handle(t0 + Duration::from_secs(120), Input::Timeout);
-        drain(&mut core);
-        up(&mut core, t0, 2, None);
-        up(&mut core, t0, 3, None);
-        let prefixes: Vec<crate::wire::Prefix> = (0..256)
-            .map(|i| format!("10.20.{i}.0/24").parse().unwrap())
-            .collect();
-        let send = |core: &mut SpeakerCore, i: u8, path: &[u32]| {
-            let mut u = Update::new(PathAttributes {
-                origin: Some(Origin::Igp),
-                as_path: Some(AsPath::from_sequence(path)),
-                next_hop: Some(Ipv4Addr::new(10, 0, 0, i)),
-                ..Default::default()
-            });
-            u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &prefixes);
-            core.handle(
-                t0,
-                Input::Session(PeerEvent {
-                    peer: a(i),
-                    session: core.session_of(a(i)),
-                    kind: PeerEventKind::Update(Box::new(u)),
-                }),
-            );
-        };
-        send(&mut core, 2, &[65002, 1, 2]);
-        core.decide_some(256);
-        drain(&mut core);
-        assert!(!core.rewriting(), "a table's first decisions");
-        // Peer 3's shorter AS_PATH wins every prefix.
-        send(&mut core, 3, &[65003]);
-        core.decide_some(256);
-        drain(&mut core);
-        assert!(core.rewriting(), "every decision replaced a best path");
-        assert!(!core.has_undecided());
     }
 
     /// Peer `i` announces 10.9.0.0/24 and the decision runs.

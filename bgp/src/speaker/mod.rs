@@ -279,9 +279,6 @@ const UNDECIDED_MAX: usize = 1 << 18;
 const UNDECIDED_REFILL: usize = 2048;
 /// ... and all of them once no event has come for this long.
 const UNDECIDED_IDLE: Duration = Duration::from_millis(1);
-/// While decisions mostly rewrite best paths (peers racing), the FIB
-/// writer's queue being empty refills it at most this often.
-const RACE_WINDOW: Duration = Duration::from_millis(5);
 
 impl Speaker {
     /// Starts the speaker: binds the listeners and returns the handle and
@@ -305,7 +302,6 @@ impl Speaker {
             converged: converged_tx,
             bfd: None,
             links: links_rx,
-            refilled: std::time::Instant::now(),
         };
         tokio::spawn(driver.run(rx, ev_rx, accept_rx));
         let links = Arc::new(links_tx);
@@ -460,8 +456,6 @@ struct Driver {
     /// The links of directly connected peers; each session watches a
     /// clone.
     links: watch::Receiver<PeerLinks>,
-    /// When undecided prefixes were last decided for the FIB writer.
-    refilled: std::time::Instant,
 }
 
 impl Driver {
@@ -505,14 +499,10 @@ impl Driver {
                     // was given (it would idle otherwise), or when too many
                     // wait; meanwhile UPDATEs keep entering Adj-RIB-In, and a
                     // prefix several of them change is decided once.
-                    let fib_idle = self.fib_tx.capacity() == self.fib_tx.max_capacity();
                     if self.core.has_undecided()
                         && (self.core.undecided() >= UNDECIDED_MAX
-                            || fib_idle
-                                && (!self.core.rewriting()
-                                    || self.refilled.elapsed() >= RACE_WINDOW))
+                            || self.fib_tx.capacity() == self.fib_tx.max_capacity())
                     {
-                        self.refilled = std::time::Instant::now();
                         self.core.decide_some(UNDECIDED_REFILL);
                         self.flush().await;
                     }
