@@ -492,8 +492,8 @@ fn local_as_override_and_next_hop_modes() {
     );
 }
 
-#[test]
-fn ecmp_multipath_set_in_changes() {
+/// A RIB with ECMP (4 paths) and two eBGP peers of AS 65001.
+fn ecmp_rib() -> (Rib, PeerId, PeerId) {
     let mut r = Rib::new(RibConfig {
         decision: DecisionConfig {
             max_paths: 4,
@@ -503,6 +503,12 @@ fn ecmp_multipath_set_in_changes() {
     });
     let a = peer(&mut r, 2, 65001, |_| {});
     let b = peer(&mut r, 3, 65001, |_| {});
+    (r, a, b)
+}
+
+#[test]
+fn ecmp_multipath_set_in_changes() {
+    let (mut r, a, b) = ecmp_rib();
     let c = peer(&mut r, 4, 65002, |_| {});
     r.receive(
         a,
@@ -527,15 +533,7 @@ fn ecmp_multipath_set_in_changes() {
 /// allocation per change); a set of two carries both, best first.
 #[test]
 fn a_lone_best_path_has_no_multipath_vector() {
-    let mut r = Rib::new(RibConfig {
-        decision: DecisionConfig {
-            max_paths: 4,
-            ..Default::default()
-        },
-        ..RibConfig::new(LOCAL_AS, ROUTER_ID)
-    });
-    let a = peer(&mut r, 2, 65001, |_| {});
-    let b = peer(&mut r, 3, 65001, |_| {});
+    let (mut r, a, b) = ecmp_rib();
     let out = r.receive(
         a,
         &announce(attrs(&[65001, 9], [192, 0, 2, 2]), &["10.15.0.0/24"]),
