@@ -538,7 +538,10 @@ fn a_lone_best_path_has_no_multipath_vector() {
         a,
         &announce(attrs(&[65001, 9], [192, 0, 2, 2]), &["10.15.0.0/24"]),
     );
-    let [c @ LocRibChange::Best { best, multipath, .. }] = &out.changes[..] else {
+    let [c @ LocRibChange::Best {
+        best, multipath, ..
+    }] = &out.changes[..]
+    else {
         panic!("one best path: {:?}", out.changes);
     };
     assert!(multipath.is_empty() && multipath.capacity() == 0);
@@ -547,7 +550,10 @@ fn a_lone_best_path_has_no_multipath_vector() {
         b,
         &announce(attrs(&[65001, 8], [192, 0, 2, 3]), &["10.15.0.0/24"]),
     );
-    let [c @ LocRibChange::Best { best, multipath, .. }] = &out.changes[..] else {
+    let [c @ LocRibChange::Best {
+        best, multipath, ..
+    }] = &out.changes[..]
+    else {
         panic!("one change: {:?}", out.changes);
     };
     assert_eq!(multipath.len(), 2);

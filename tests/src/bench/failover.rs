@@ -174,7 +174,12 @@ fn wait(
 }
 
 /// Waits for the FIB to equal `want` and then to stay quiet for [`QUIET`].
-fn load(fib: &FibWatch, dut: &Dut, want: super::fibwatch::KeyMap<Option<IpAddr>>, what: &str) -> Result<()> {
+fn load(
+    fib: &FibWatch,
+    dut: &Dut,
+    want: super::fibwatch::KeyMap<Option<IpAddr>>,
+    what: &str,
+) -> Result<()> {
     fib.state.lock().unwrap().expect(want);
     wait(what, Duration::from_secs(600), Some(dut), || {
         let g = fib.state.lock().unwrap();

@@ -387,7 +387,11 @@ pub fn route_change(ty: u16, msg: &[u8]) -> Option<(u128, bool, Via)> {
         return None;
     }
     let n = (dst_len as usize).div_ceil(8);
-    Some((key(dst.get(..n)?, dst_len, v6), ty == RTM_NEWROUTE, Via { gw, nh }))
+    Some((
+        key(dst.get(..n)?, dst_len, v6),
+        ty == RTM_NEWROUTE,
+        Via { gw, nh },
+    ))
 }
 
 /// A nexthop message (struct nhmsg: family, scope, protocol, resvd,
@@ -617,7 +621,8 @@ impl FibWatch {
                             carrier_lost |= lost_carrier(m);
                         } else if ty == RTM_NEWNEXTHOP || ty == RTM_DELNEXTHOP {
                             changes.extend(
-                                nexthop_msg(m).map(|(id, g)| Change::Nexthop(id, g, ty == RTM_NEWNEXTHOP)),
+                                nexthop_msg(m)
+                                    .map(|(id, g)| Change::Nexthop(id, g, ty == RTM_NEWNEXTHOP)),
                             );
                         }
                     });
@@ -715,7 +720,11 @@ mod tests {
             s.apply(k, Some(gw(a, 0)));
         }
         // Expected: 0..3 via b, 3 gone, 9 via b (not there yet).
-        s.expect([(0, Some(b)), (1, Some(b)), (2, Some(b)), (9, Some(b))].into_iter().collect());
+        s.expect(
+            [(0, Some(b)), (1, Some(b)), (2, Some(b)), (9, Some(b))]
+                .into_iter()
+                .collect(),
+        );
         assert_eq!((s.missing, s.wrong, s.exact_at), (1, 4, None));
         s.apply(0, None);
         s.apply(1, Some(gw(b, 0)));
@@ -781,9 +790,17 @@ mod tests {
         assert!(s.object_gone(7));
         let mut left: Vec<u128> = s.routes.keys().copied().collect();
         left.sort();
-        assert_eq!(left, [2, 3, 4], "route 1 went with object 7; the group keeps 8");
+        assert_eq!(
+            left,
+            [2, 3, 4],
+            "route 1 went with object 7; the group keeps 8"
+        );
         assert!(s.object_gone(8));
-        assert!(s.routes.is_empty(), "8 went, and group 9 with it: {:?}", s.routes);
+        assert!(
+            s.routes.is_empty(),
+            "8 went, and group 9 with it: {:?}",
+            s.routes
+        );
     }
 
     #[test]
