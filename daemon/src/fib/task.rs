@@ -248,11 +248,9 @@ async fn run(
                 // datagram carries hundreds of routes instead of one
                 // UPDATE's worth (`apply` keeps the last change per prefix).
                 // Many batches per receive: the queue's room comes back in
-                // one go, so a speaker waiting for it is woken once, not
-                // once per batch (taking them one by one cost the writer
-                // ~0.3 s of a 1M-route load in wake-ups, ping-ponging with
-                // the speaker's thread: docs/benchmarks/history.md, sixth
-                // round).
+                // one release, so a speaker waiting for it is woken once,
+                // not once per batch (in A/B runs within the noise; it
+                // costs nothing: docs/benchmarks/history.md, sixth round).
                 let mut batch = Vec::with_capacity(queued.iter().map(Vec::len).sum());
                 queued.drain(..).for_each(|b| batch.extend(b));
                 while batch.len() < COALESCE && !loc_rib.is_empty() {
