@@ -2,7 +2,7 @@
 //! of its own: an interface `d0` (192.0.2.1/24, 2001:db8::1/64) and
 //! `d1` (198.51.100.1/24, 2001:db8:1::1/64) hold the next hops' networks.
 
-use petrel_bgp::rib::{AttrSet, LocRibChange, PeerId, Route};
+use petrel_bgp::rib::{AttrSet, FibChange, LocRibChange, PeerId, Route};
 use petrel_bgp::wire::attr::mp::NextHop;
 use petrel_bgp::wire::{PathAttributes, Prefix};
 use petrel_daemon::fib::{self, Event, Fib, FibConfig, Monitor, OnLink};
@@ -55,16 +55,17 @@ fn route(prefix: &str, peer: u16, nh: &str) -> Route {
     }
 }
 
-fn best(prefix: &str, nh: &str) -> LocRibChange {
+fn best(prefix: &str, nh: &str) -> FibChange {
     let r = route(prefix, 1, nh);
     LocRibChange::Best {
         prefix: p(prefix),
         best: r.clone(),
         multipath: vec![r],
     }
+    .into()
 }
 
-fn ecmp(prefix: &str, nhs: &[&str]) -> LocRibChange {
+fn ecmp(prefix: &str, nhs: &[&str]) -> FibChange {
     let set: Vec<Route> = nhs
         .iter()
         .enumerate()
@@ -75,10 +76,11 @@ fn ecmp(prefix: &str, nhs: &[&str]) -> LocRibChange {
         best: set[0].clone(),
         multipath: set,
     }
+    .into()
 }
 
-fn gone(prefix: &str) -> LocRibChange {
-    LocRibChange::Unreachable { prefix: p(prefix) }
+fn gone(prefix: &str) -> FibChange {
+    LocRibChange::Unreachable { prefix: p(prefix) }.into()
 }
 
 fn cfg() -> FibConfig {
@@ -274,7 +276,7 @@ fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
     ns.enter(move || {
         let mut fib = Fib::open(cfg_in(nh))?;
         let a = |i: usize| format!("10.2.{i}.0/24");
-        let mut load: Vec<LocRibChange> = (0..200).map(|i| best(&a(i), "192.0.2.2")).collect();
+        let mut load: Vec<FibChange> = (0..200).map(|i| best(&a(i), "192.0.2.2")).collect();
         load.extend((0..3).map(|i| best(&format!("10.3.{i}.0/24"), "192.0.2.3")));
         load.extend(
             (0..2).map(|i| ecmp(&format!("10.4.{i}.0/24"), &["192.0.2.2", "198.51.100.2"])),
@@ -284,7 +286,7 @@ fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
 
         // The first half of the dead hop's routes: held with objects (the
         // kernel still has them), deleted without.
-        let first: Vec<LocRibChange> = (0..100).map(|i| gone(&a(i))).collect();
+        let first: Vec<FibChange> = (0..100).map(|i| gone(&a(i))).collect();
         let r1 = fib.apply(&first)?;
         assert_eq!(r1.errors.len(), 0, "{r1:?}");
         assert_eq!(fib.held_deletes(), if nh { 100 } else { 0 });
@@ -292,7 +294,7 @@ fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
 
         // The rest; one held route and one of this batch move to another
         // next hop, and the ECMP routes lose the dead member.
-        let mut rest: Vec<LocRibChange> = (100..200)
+        let mut rest: Vec<FibChange> = (100..200)
             .filter(|i| *i != 150)
             .map(|i| gone(&a(i)))
             .collect();
@@ -372,7 +374,7 @@ fn held_deletes_are_released_as_plain_deletes(nh: bool) {
     ns.enter(move || {
         let mut fib = Fib::open(cfg_in(nh))?;
         let a = |i: usize| format!("10.2.{i}.0/24");
-        let load: Vec<LocRibChange> = (0..100).map(|i| best(&a(i), "192.0.2.2")).collect();
+        let load: Vec<FibChange> = (0..100).map(|i| best(&a(i), "192.0.2.2")).collect();
         fib.apply(&load)?;
         let mut mon = Monitor::open()?;
         let r = fib.apply(&(0..80).map(|i| gone(&a(i))).collect::<Vec<_>>())?;
@@ -507,7 +509,8 @@ fn blackhole_and_local_routes() {
             prefix: p("10.8.0.0/26"),
             best: local.clone(),
             multipath: vec![local],
-        }])?;
+        }
+        .into()])?;
         let k = kernel(&n, &["proto", "202", "type", "blackhole"]);
         assert!(find(&k, "10.8.0.0/26").is_some(), "{k:?}");
         assert!(find(&k, "fd00:8::/122").is_some(), "{k:?}");
@@ -837,7 +840,7 @@ fn monitor_filter_drops_our_own_notifications_only() {
         let quiet = mon.wait(Duration::from_millis(300))?;
         let ours = |e: &Event| {
             matches!(e, Event::Route { route, .. }
-                if changes.iter().any(|c| c.prefix() == route.prefix))
+                if changes.iter().any(|c| c.prefix == route.prefix))
         };
         assert!(
             !quiet.iter().any(ours),

@@ -136,6 +136,81 @@ impl LocRibChange {
     }
 }
 
+/// A Loc-RIB change in the form the FIB stream carries: the prefix and the
+/// next hops of its multipath set, nothing the kernel does not need. 48
+/// bytes against [`LocRibChange`]'s 88, so that the speaker can run well
+/// ahead of a FIB writer stalled in the kernel (Linux's FIB trie rebuilds a
+/// large node inside one insert: 0.6 s for a full table) without the
+/// changes in flight costing the memory the table itself does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FibChange {
+    pub prefix: Prefix,
+    pub via: Via,
+}
+
+/// Where a [`FibChange`]'s prefix goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// No usable path left.
+    Unreachable,
+    /// The best path is our own ([`PeerId::LOCAL`]): nothing to install
+    /// toward a peer.
+    Local,
+    /// One path: its attributes carry the next hop.
+    One(Arc<AttrSet>),
+    /// An ECMP set, best first, without our own paths: each one's
+    /// attributes carry a next hop.
+    Many(Box<[Arc<AttrSet>]>),
+}
+
+impl FibChange {
+    /// The attribute sets of the paths to install, best first.
+    pub fn paths(&self) -> &[Arc<AttrSet>] {
+        match &self.via {
+            Via::One(a) => std::slice::from_ref(a),
+            Via::Many(v) => v,
+            Via::Unreachable | Via::Local => &[],
+        }
+    }
+}
+
+impl From<LocRibChange> for FibChange {
+    fn from(c: LocRibChange) -> Self {
+        match c {
+            LocRibChange::Unreachable { prefix } => FibChange {
+                prefix,
+                via: Via::Unreachable,
+            },
+            LocRibChange::Best { prefix, best, .. } if best.peer == PeerId::LOCAL => FibChange {
+                prefix,
+                via: Via::Local,
+            },
+            LocRibChange::Best {
+                prefix,
+                best,
+                multipath,
+            } if multipath.is_empty() => FibChange {
+                prefix,
+                via: Via::One(best.attrs),
+            },
+            LocRibChange::Best {
+                prefix, multipath, ..
+            } => {
+                let v: Vec<Arc<AttrSet>> = multipath
+                    .into_iter()
+                    .filter(|r| r.peer != PeerId::LOCAL)
+                    .map(|r| r.attrs)
+                    .collect();
+                let via = match <[Arc<AttrSet>; 1]>::try_from(v) {
+                    Ok([one]) => Via::One(one),
+                    Err(v) => Via::Many(v.into_boxed_slice()),
+                };
+                FibChange { prefix, via }
+            }
+        }
+    }
+}
+
 /// What the decision process needs to know about a path's peer.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PeerView {

@@ -99,7 +99,7 @@ pub use adj_in::Undecided;
 pub use adj_out::{GroupInfo, NextHopMode};
 pub use attrs::{AttrSet, AttrTable};
 pub use decision::{DecisionConfig, PeerKind};
-pub use loc::{LocRibChange, Route};
+pub use loc::{FibChange, LocRibChange, Route, Via};
 
 use crate::policy::Policy;
 use crate::wire::attr::{AsPath, NextHop, Origin, PathAttributes};
@@ -381,6 +381,11 @@ impl Rib {
 
     pub fn peer_config(&self, id: PeerId) -> Option<&PeerConfig> {
         self.peer(id).ok().map(|p| &p.cfg)
+    }
+
+    /// Prefixes with at least one path in the table.
+    pub fn prefixes(&self) -> usize {
+        self.table.prefixes()
     }
 
     pub fn counters(&self, id: PeerId) -> Option<PeerCounters> {

@@ -561,6 +561,65 @@ fn a_lone_best_path_has_no_multipath_vector() {
     assert_eq!(c.paths(), &multipath[..]);
 }
 
+/// The FIB's form of a change keeps the next hops of the set, best first,
+/// and nothing else; our own best path installs nothing, our own path in
+/// an ECMP set is left out of it.
+#[test]
+fn a_fib_change_carries_the_next_hops_of_the_set() {
+    use super::loc::{FibChange, Via};
+    let (mut r, a, b) = ecmp_rib();
+    let one = r.receive(
+        a,
+        &announce(attrs(&[65001, 9], [192, 0, 2, 2]), &["10.16.0.0/24"]),
+    );
+    let [c] = &one.changes[..] else {
+        panic!("{:?}", one.changes)
+    };
+    let f = FibChange::from(c.clone());
+    assert_eq!(f.prefix, p("10.16.0.0/24"));
+    assert!(
+        matches!(&f.via, Via::One(a) if a.next_hop == crate::wire::attr::mp::NextHop::V4([192, 0, 2, 2].into()))
+    );
+    let two = r.receive(
+        b,
+        &announce(attrs(&[65001, 8], [192, 0, 2, 3]), &["10.16.0.0/24"]),
+    );
+    let [c] = &two.changes[..] else {
+        panic!("{:?}", two.changes)
+    };
+    let f = FibChange::from(c.clone());
+    let hops: Vec<_> = f.paths().iter().map(|a| a.next_hop.clone()).collect();
+    assert_eq!(hops.len(), 2);
+    assert!(matches!(f.via, Via::Many(_)));
+    assert_eq!(hops[0], c.best().unwrap().attrs.next_hop);
+    // Ours as the best: nothing to install; ours in a set: left out.
+    let ours = |peer: PeerId, nh: [u8; 4]| Route {
+        prefix: p("10.16.0.0/24"),
+        peer,
+        path_id: 0,
+        attrs: std::sync::Arc::new(AttrSet::new(attrs(&[], nh), None)),
+        llgr_stale: false,
+    };
+    let local = ours(PeerId::LOCAL, [0, 0, 0, 0]);
+    let f = FibChange::from(LocRibChange::Best {
+        prefix: local.prefix,
+        best: local.clone(),
+        multipath: vec![local.clone(), ours(a, [192, 0, 2, 2])],
+    });
+    assert_eq!(f.via, Via::Local);
+    let theirs = ours(a, [192, 0, 2, 2]);
+    let f = FibChange::from(LocRibChange::Best {
+        prefix: local.prefix,
+        best: theirs.clone(),
+        multipath: vec![theirs.clone(), local],
+    });
+    assert_eq!(f.via, Via::One(theirs.attrs));
+    let f = FibChange::from(LocRibChange::Unreachable {
+        prefix: p("10.16.0.0/24"),
+    });
+    assert_eq!((f.paths().len(), f.via), (0, Via::Unreachable));
+}
+
 #[test]
 fn undecided_prefixes_are_decided_once_on_all_paths() {
     let mut r = rib();

@@ -49,9 +49,9 @@ use tracing::{debug, info, warn};
 /// Prefixes decided per step of a bulk withdrawal. A step's changes go
 /// out as batches of at most [`FIB_BATCH`].
 const SWEEP_STEP: usize = 512;
-/// Changes per FIB batch at most: with the driver's FIB queue of 64
-/// batches, at most 4k changes (about 0.4 MB) wait for the FIB however
-/// large the table that went away. A whole step as one batch let 128k wait
+/// Changes per FIB batch at most: the driver's FIB queue bounds the
+/// changes in flight (`fib_queue`), which a batch per step would not
+/// hold to the bound. A whole step as one batch let 128k wait
 /// (a 100k table, 7 MB: the peak of petreld's heap in petrel-bench's 100k
 /// run, docs/benchmarks/history.md, issue 17). Smaller steps instead cost
 /// the spread withdrawal's export memo its hits (+50% instructions).
@@ -320,6 +320,11 @@ impl SpeakerCore {
     /// Prefix decisions left for later by plain UPDATEs.
     pub fn undecided(&self) -> usize {
         self.undecided.queued()
+    }
+
+    /// Prefixes with at least one path in the RIB.
+    pub fn prefixes(&self) -> usize {
+        self.rib.prefixes()
     }
 
     pub fn has_undecided(&self) -> bool {

@@ -15,7 +15,8 @@
 //! - Commands to one session (encoded UPDATEs): capacity 256 batches; the
 //!   central task waits for a slow peer's socket, which in turn slows the
 //!   RIB (documented in docs/architecture.md).
-//! - Loc-RIB changes to the FIB consumer: capacity 64 batches of at most 64 changes; a slow
+//! - Loc-RIB changes to the FIB consumer (`fib_queue`): 4k changes in
+//!   flight, growing to 256k with a full table (48 bytes each); a slow
 //!   consumer slows route processing rather than growing memory.
 //! - Prefixes of received UPDATEs not decided yet (in the core): at
 //!   most 256k entries; decisions run as the FIB consumer takes their
@@ -23,6 +24,7 @@
 //!   once.
 
 pub mod core;
+mod fib_queue;
 mod listen;
 #[cfg(test)]
 mod sim;
@@ -31,11 +33,13 @@ pub use self::core::{Input, Output, SessionCommand, SessionSetup, SpeakerCore};
 use crate::bfd::{self, Bfd, BfdConfig, PeerKey, SessionOptions, SessionSnapshot};
 use crate::fsm::State;
 use crate::policy::Policy;
-use crate::rib::{self, LocRibChange, NextHopMode};
+use crate::rib::{self, FibChange, NextHopMode};
 use crate::session::{spawn_peer, PeerCommand, PeerEvent, PeerLinks, SessionConfig};
 use crate::wire::attr::PathAttributes;
 use crate::wire::family::Family;
 use crate::wire::Prefix;
+use fib_queue::FibSender;
+pub use fib_queue::FibStream;
 use listen::Listeners;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -264,12 +268,6 @@ const API_QUEUE: usize = 64;
 /// fifth round); a session waiting for room stops reading its socket.
 const EVENT_QUEUE: usize = 64;
 const PEER_QUEUE: usize = 256;
-/// Batches of at most 64 changes (`core::FIB_BATCH`): 4k changes, one
-/// netlink apply's worth, wait for the FIB writer. 256 held 16k (2.2 MB,
-/// 22 B/route of a 100k table's peak); 64 measured 105–110 instead of
-/// 119–124 B/route at 100k IPv4, 1M FIB time unchanged within the noise
-/// (docs/benchmarks/history.md, issue 17).
-const FIB_QUEUE: usize = 64;
 /// Prefix decisions left for later (see [`SpeakerCore::decide_some`])
 /// before they run whatever else is queued: the window in which a prefix
 /// several peers send is decided once.
@@ -283,11 +281,9 @@ const UNDECIDED_IDLE: Duration = Duration::from_millis(1);
 impl Speaker {
     /// Starts the speaker: binds the listeners and returns the handle and
     /// the bounded stream of Loc-RIB changes (best paths and ECMP sets).
-    pub async fn start(
-        cfg: SpeakerConfig,
-    ) -> Result<(Speaker, mpsc::Receiver<Vec<LocRibChange>>), SpeakerError> {
+    pub async fn start(cfg: SpeakerConfig) -> Result<(Speaker, FibStream), SpeakerError> {
         let (tx, rx) = mpsc::channel(API_QUEUE);
-        let (fib_tx, fib_rx) = mpsc::channel(FIB_QUEUE);
+        let (fib_tx, fib_rx) = fib_queue::channel();
         let (listeners, accept_rx) = Listeners::bind(&cfg.listen)?;
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let core = SpeakerCore::new(cfg, Instant::now());
@@ -446,7 +442,7 @@ struct Driver {
     /// Each peer's session task.
     sessions: HashMap<IpAddr, mpsc::Sender<PeerCommand>>,
     ev_tx: mpsc::Sender<PeerEvent>,
-    fib_tx: mpsc::Sender<Vec<LocRibChange>>,
+    fib_tx: FibSender,
     listeners: Listeners,
     /// Set once selection deferral is over (at once without graceful
     /// restart): the Loc-RIB is as complete as it will get after a restart.
@@ -501,7 +497,7 @@ impl Driver {
                     // prefix several of them change is decided once.
                     if self.core.has_undecided()
                         && (self.core.undecided() >= UNDECIDED_MAX
-                            || self.fib_tx.capacity() == self.fib_tx.max_capacity())
+                            || self.fib_tx.is_drained())
                     {
                         self.core.decide_some(UNDECIDED_REFILL);
                         self.flush().await;
@@ -544,7 +540,9 @@ impl Driver {
         while let Some(o) = self.core.poll_output() {
             match o {
                 Output::Fib(changes) => {
-                    let _ = self.fib_tx.send(changes).await;
+                    self.fib_tx.fit(self.core.prefixes());
+                    let batch = changes.into_iter().map(FibChange::from).collect();
+                    self.fib_tx.send(batch).await;
                 }
                 Output::Session(addr, c) => {
                     let Some(tx) = self.sessions.get(&addr) else {

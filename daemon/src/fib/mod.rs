@@ -64,7 +64,7 @@
 //! fib.dump_own()?;                      // our routes of a previous run: stale
 //! for block in own_blocks { fib.install_blackhole(block)?; }
 //! // A dedicated thread (the Fib blocks in short system calls; never in a
-//! // tokio worker) owns `fib` and receives the speaker's Vec<LocRibChange>
+//! // tokio worker) owns `fib` and receives the speaker's Vec<FibChange>
 //! // batches from its bounded channel with `blocking_recv`:
 //! //     let report = fib.apply(&batch)?;   // log report.errors per prefix
 //! // When BGP has converged (End-of-RIB from every GR peer, or the timeout):
@@ -100,7 +100,7 @@ pub use msg::{Hop, KernelRoute, RouteParams};
 
 use ipnet::IpNet;
 use msg::RouteKind;
-use petrel_bgp::rib::LocRibChange;
+use petrel_bgp::rib::FibChange;
 #[cfg(doc)]
 use petrel_bgp::rib::PeerId;
 use petrel_bgp::wire::Prefix;
@@ -516,7 +516,7 @@ impl Fib {
     /// route-by-route deletes. Held routes stay in the kernel until then or
     /// until [`Fib::release_held`], which the caller must call when the
     /// burst is over ([`Fib::held_deletes`] > 0).
-    pub fn apply(&mut self, changes: &[LocRibChange]) -> io::Result<Report> {
+    pub fn apply(&mut self, changes: &[FibChange]) -> io::Result<Report> {
         let mut report = Report::default();
         let mut deletes = std::mem::take(&mut self.deletes);
         deletes.clear();
@@ -527,7 +527,7 @@ impl Fib {
 
     fn apply_into(
         &mut self,
-        changes: &[LocRibChange],
+        changes: &[FibChange],
         deletes: &mut Vec<Prefix>,
         report: &mut Report,
     ) -> io::Result<()> {
@@ -535,9 +535,9 @@ impl Fib {
         // Reverse order, skipping prefixes already seen: the last one wins.
         for (k, c) in changes.iter().enumerate().rev() {
             if let Some(ahead) = k.checked_sub(PREFETCH_AHEAD) {
-                self.state.prefetch(&changes[ahead].prefix());
+                self.state.prefetch(&changes[ahead].prefix);
             }
-            let prefix = c.prefix();
+            let prefix = c.prefix;
             match self.state.decide(c, coalesce) {
                 Decision::Superseded => {}
                 Decision::Unchanged => report.unchanged += 1,

@@ -30,10 +30,11 @@
 use super::msg::{self, ErrorMsg, KernelRoute};
 use super::table::{Installed, PrefixMap, PrefixSet, Sets, BLACKHOLE, MAX_VALUE};
 use super::{FibError, Hop, OnLink, Op, Report};
-use petrel_bgp::rib::{LocRibChange, PeerId, Route};
+use petrel_bgp::rib::{AttrSet, FibChange, Via};
 use petrel_bgp::wire::attr::mp::NextHop;
 use petrel_bgp::wire::Prefix;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// One route message sent and not answered yet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,8 +175,8 @@ impl FibState {
     /// (the batch's last); call [`FibState::end_batch`] after the batch.
     /// A best path of ours ([`PeerId::LOCAL`]) is not installed: a
     /// unicast route of ours goes, a blackhole stays.
-    pub fn decide(&mut self, change: &LocRibChange, coalesce: bool) -> Decision {
-        let prefix = change.prefix();
+    pub fn decide(&mut self, change: &FibChange, coalesce: bool) -> Decision {
+        let prefix = change.prefix;
         if coalesce && !self.seen.insert(prefix) {
             return Decision::Superseded;
         }
@@ -183,17 +184,16 @@ impl FibState {
         // route is still in the kernel, and what it needs now is decided
         // from there.
         self.unhold(&prefix);
-        match change {
-            LocRibChange::Best { best, .. } => {
-                if best.peer == PeerId::LOCAL {
-                    return if self.is_unicast(&prefix) {
-                        Decision::Delete
-                    } else {
-                        Decision::Unchanged
-                    };
+        match &change.via {
+            Via::Local => {
+                if self.is_unicast(&prefix) {
+                    Decision::Delete
+                } else {
+                    Decision::Unchanged
                 }
-                let set = change.paths();
-                let id = match self.resolve(set) {
+            }
+            Via::One(_) | Via::Many(_) => {
+                let id = match self.resolve(change.paths()) {
                     Ok(id) => id,
                     Err(why) => return Decision::Refused(why),
                 };
@@ -207,7 +207,7 @@ impl FibState {
                     Decision::Install(id)
                 }
             }
-            LocRibChange::Unreachable { .. } => {
+            Via::Unreachable => {
                 if let Some(old) = self.unresolved.remove(&prefix) {
                     self.sets.release(old);
                 }
@@ -231,10 +231,10 @@ impl FibState {
 
     /// The id of an ECMP set's kernel next hops, with a reference for the
     /// caller.
-    fn resolve(&mut self, set: &[Route]) -> Result<u32, &'static str> {
-        if let [r] = set {
+    fn resolve(&mut self, set: &[Arc<AttrSet>]) -> Result<u32, &'static str> {
+        if let [attrs] = set {
             if let Some((nh, id)) = &self.last_hop {
-                if *nh == r.attrs.next_hop && r.peer != PeerId::LOCAL {
+                if *nh == attrs.next_hop {
                     let id = *id;
                     self.sets.acquire(id);
                     return Ok(id);
@@ -254,9 +254,9 @@ impl FibState {
             self.sets.release(id);
             return Err("too many distinct next-hop sets");
         }
-        if let [r] = set {
+        if let [attrs] = set {
             self.sets.acquire(id);
-            if let Some((_, old)) = self.last_hop.replace((r.attrs.next_hop.clone(), id)) {
+            if let Some((_, old)) = self.last_hop.replace((attrs.next_hop.clone(), id)) {
                 self.sets.release(old);
             }
         }
@@ -264,13 +264,10 @@ impl FibState {
     }
 
     /// The kernel next hops of an ECMP set, in order, without duplicates.
-    fn resolve_hops(&mut self, set: &[Route]) {
+    fn resolve_hops(&mut self, set: &[Arc<AttrSet>]) {
         self.hops.clear();
-        for r in set {
-            if r.peer == PeerId::LOCAL {
-                continue;
-            }
-            let hop = match &r.attrs.next_hop {
+        for attrs in set {
+            let hop = match &attrs.next_hop {
                 NextHop::V4(a) if !a.is_unspecified() => self.hop(IpAddr::V4(*a), None),
                 NextHop::V6 { global, link_local } if !global.is_unspecified() => {
                     self.hop(IpAddr::V6(*global), link_local.map(IpAddr::V6))
@@ -686,10 +683,9 @@ impl FibState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use petrel_bgp::rib::AttrSet;
+    use petrel_bgp::rib::{LocRibChange, PeerId, Route};
     use petrel_bgp::wire::attr::PathAttributes;
     use std::net::Ipv4Addr;
-    use std::sync::Arc;
 
     fn p(s: &str) -> Prefix {
         s.parse().unwrap()
@@ -708,24 +704,25 @@ mod tests {
         }
     }
 
-    fn best(prefix: &str, gw: [u8; 4]) -> LocRibChange {
+    fn best(prefix: &str, gw: [u8; 4]) -> FibChange {
         let prefix = p(prefix);
         LocRibChange::Best {
             prefix,
             best: route(prefix, PeerId(1), gw),
             multipath: Vec::new(),
         }
+        .into()
     }
 
-    fn gone(prefix: &str) -> LocRibChange {
-        LocRibChange::Unreachable { prefix: p(prefix) }
+    fn gone(prefix: &str) -> FibChange {
+        LocRibChange::Unreachable { prefix: p(prefix) }.into()
     }
 
     /// Decides one change and settles its messages as the kernel would
     /// answer them (`errno` for every message, 0 for success).
-    fn apply(st: &mut FibState, c: &LocRibChange, errno: i32) -> (Decision, Report) {
+    fn apply(st: &mut FibState, c: &FibChange, errno: i32) -> (Decision, Report) {
         let d = st.decide(c, false);
-        let prefix = c.prefix();
+        let prefix = c.prefix;
         let pending: Vec<Pending> = match d {
             Decision::Delete => vec![Pending { prefix, new: None }],
             Decision::Install(id) => vec![Pending {
@@ -787,11 +784,11 @@ mod tests {
         apply(&mut st, &best("10.0.0.0/24", [192, 0, 2, 1]), 0);
         let ours = |prefix: &str| {
             let prefix = p(prefix);
-            LocRibChange::Best {
+            FibChange::from(LocRibChange::Best {
                 prefix,
                 best: route(prefix, PeerId::LOCAL, [0, 0, 0, 0]),
                 multipath: Vec::new(),
-            }
+            })
         };
         let (d, r) = apply(&mut st, &ours("10.0.0.0/24"), 0);
         assert_eq!((d, r.removed), (Decision::Delete, 1));
@@ -951,9 +948,9 @@ mod tests {
     }
 
     /// Decides `c` (a delete) and holds it back instead of sending it.
-    fn hold(st: &mut FibState, c: &LocRibChange) -> bool {
+    fn hold(st: &mut FibState, c: &FibChange) -> bool {
         assert_eq!(st.decide(c, false), Decision::Delete);
-        st.hold(c.prefix())
+        st.hold(c.prefix)
     }
 
     #[test]

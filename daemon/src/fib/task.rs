@@ -12,7 +12,8 @@ use super::msg::LinkInfo;
 use super::{Event, Fib, FibConfig, FibCounters, Held, Monitor};
 use crate::control::FibRow;
 use crate::health::Health;
-use petrel_bgp::rib::{self, LocRibChange};
+use petrel_bgp::rib::{FibChange, Via};
+use petrel_bgp::speaker::FibStream;
 use petrel_bgp::wire::Prefix;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -113,7 +114,7 @@ pub struct Settings {
 /// run, marks [`Health::set_fib_ok`], and spawns the task.
 pub fn spawn(
     settings: Settings,
-    loc_rib: mpsc::Receiver<Vec<LocRibChange>>,
+    loc_rib: FibStream,
     blackholes: Option<mpsc::Receiver<BTreeSet<Prefix>>>,
     health: Arc<Health>,
 ) -> anyhow::Result<FibTask> {
@@ -202,7 +203,7 @@ async fn run(
     mut fib: Fib,
     mut monitor: Monitor,
     sweep_after: Duration,
-    mut loc_rib: mpsc::Receiver<Vec<LocRibChange>>,
+    mut loc_rib: FibStream,
     mut commands: mpsc::Receiver<Command>,
     mut blackholes: Option<mpsc::Receiver<BTreeSet<Prefix>>>,
     routes: Arc<AtomicUsize>,
@@ -218,7 +219,7 @@ async fn run(
     // When the Fib began holding deletes, and when the last batch came.
     let mut held_since: Option<tokio::time::Instant> = None;
     let mut last_batch = tokio::time::Instant::now();
-    let mut queued: Vec<Vec<LocRibChange>> = Vec::with_capacity(COALESCE_BATCHES);
+    let mut queued: Vec<Vec<FibChange>> = Vec::with_capacity(COALESCE_BATCHES);
     // Whether the last batch mostly rewrote routes already installed.
     let mut rewriting = true;
     loop {
@@ -242,7 +243,7 @@ async fn run(
                 // gathers the next batch meanwhile. Holding there cost a
                 // full table ~15% of its time (docs/benchmarks/history.md,
                 // fourth round).
-                let behind = (n + loc_rib.len()) * 2 >= loc_rib.max_capacity();
+                let behind = loc_rib.behind(queued.iter().map(Vec::len).sum());
                 // The speaker sends a batch per UPDATE (a handful of
                 // prefixes): take what else is queued too, so a netlink
                 // datagram carries hundreds of routes instead of one
@@ -488,23 +489,26 @@ fn rows(fib: &Fib) -> Vec<FibRow> {
 /// The FIB disabled: the Loc-RIB is only counted, so the speaker is never
 /// blocked by nobody reading its stream.
 async fn count_only(
-    mut loc_rib: mpsc::Receiver<Vec<LocRibChange>>,
+    mut loc_rib: FibStream,
     mut commands: mpsc::Receiver<Command>,
     mut blackholes: Option<mpsc::Receiver<BTreeSet<Prefix>>>,
     routes: Arc<AtomicUsize>,
 ) {
     let mut live: HashSet<Prefix> = HashSet::new();
+    let mut batches = Vec::new();
     loop {
         tokio::select! {
-            batch = loc_rib.recv() => {
-                let Some(batch) = batch else { return };
-                for c in batch {
-                    match c {
-                        rib::LocRibChange::Best { prefix, .. } => {
-                            live.insert(prefix);
+            n = loc_rib.recv_many(&mut batches, COALESCE_BATCHES) => {
+                if n == 0 {
+                    return;
+                }
+                for c in batches.drain(..).flatten() {
+                    match c.via {
+                        Via::Unreachable => {
+                            live.remove(&c.prefix);
                         }
-                        rib::LocRibChange::Unreachable { prefix } => {
-                            live.remove(&prefix);
+                        Via::Local | Via::One(_) | Via::Many(_) => {
+                            live.insert(c.prefix);
                         }
                     }
                 }

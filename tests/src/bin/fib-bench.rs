@@ -36,7 +36,7 @@
 //! namespace the run creates; they go with it.
 
 use anyhow::{bail, Context, Result};
-use petrel_bgp::rib::{AttrSet, LocRibChange, PeerId, Route};
+use petrel_bgp::rib::{AttrSet, FibChange, Via};
 use petrel_bgp::wire::attr::mp::NextHop;
 use petrel_bgp::wire::{PathAttributes, Prefix};
 use petrel_daemon::fib::{Fib, FibConfig, NexthopObjects};
@@ -520,7 +520,7 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
-fn changes(n: u32, scattered: bool) -> (Vec<LocRibChange>, Vec<LocRibChange>) {
+fn changes(n: u32, scattered: bool) -> (Vec<FibChange>, Vec<FibChange>) {
     let attrs = Arc::new(AttrSet::new(
         PathAttributes::default(),
         Some(NextHop::V4(GATEWAY)),
@@ -532,19 +532,14 @@ fn changes(n: u32, scattered: bool) -> (Vec<LocRibChange>, Vec<LocRibChange>) {
             addr: prefix_addr(order(i, n, scattered)),
             len: 24,
         };
-        let best = Route {
+        add.push(FibChange {
             prefix,
-            peer: PeerId(1),
-            path_id: 0,
-            attrs: attrs.clone(),
-            llgr_stale: false,
-        };
-        add.push(LocRibChange::Best {
-            prefix,
-            best: best.clone(),
-            multipath: vec![best],
+            via: Via::One(attrs.clone()),
         });
-        del.push(LocRibChange::Unreachable { prefix });
+        del.push(FibChange {
+            prefix,
+            via: Via::Unreachable,
+        });
     }
     (add, del)
 }

@@ -1,0 +1,232 @@
+//! The speaker → FIB stream: batches of [`FibChange`]s, bounded by the
+//! changes in flight rather than by batches, with a bound that grows with
+//! the table.
+//!
+//! Why it grows: Linux's IPv4 FIB trie rebalances inside the insert that
+//! crosses a node's threshold, and for a full table one such insert takes
+//! 0.3–0.6 s. A speaker that can decide only 4k changes ahead then blocks
+//! on the full queue while the other core idles; one that can decide a
+//! quarter of a full table ahead overlaps the stall (1M IPv4: 2.96–3.15 s
+//! instead of 3.23–3.38 s to the FIB, docs/benchmarks/history.md, seventh
+//! round). A small table has short stalls and no room to spare in its
+//! memory per route, so the bound scales with the square of the table:
+//! 4k changes up to ~130k prefixes, 62k at 500k, 256k from 1M.
+
+use crate::rib::FibChange;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::{mpsc, Semaphore};
+
+/// Batches in the channel at most; the change bound below is the one that
+/// binds for batches of 64 (`core::FIB_BATCH`).
+const BATCHES: usize = 4096;
+/// Changes in flight at least: 64 batches of 64, the bound this stream
+/// had before it grew with the table (256 batches held 16k, 22 B/route of
+/// a 100k table's peak; 64 measured 105–110 instead of 119–124 B/route at
+/// 100k IPv4, docs/benchmarks/history.md, issue 17).
+const ROOM_MIN: usize = 4096;
+/// ... and at most (12 MB of 48-byte changes).
+const ROOM_MAX: usize = 1 << 18;
+
+/// The bound on changes in flight for a table of `prefixes`.
+fn room_for(prefixes: usize) -> usize {
+    let p = prefixes as u64;
+    let room = (p / 4).saturating_mul(p) / (1 << 20);
+    (room.min(ROOM_MAX as u64) as usize).max(ROOM_MIN)
+}
+
+/// Permits a batch of `len` changes takes (a batch larger than the
+/// smallest bound, which the core never makes, takes no more than that,
+/// so it cannot wait forever).
+fn permits(len: usize) -> u32 {
+    len.min(ROOM_MIN) as u32
+}
+
+pub(super) fn channel() -> (FibSender, FibStream) {
+    let (tx, rx) = mpsc::channel(BATCHES);
+    let room = Arc::new(Semaphore::new(ROOM_MIN));
+    let waiting = Arc::new(AtomicUsize::new(0));
+    (
+        FibSender {
+            tx,
+            room: room.clone(),
+            waiting: waiting.clone(),
+            granted: ROOM_MIN,
+        },
+        FibStream { rx, room, waiting },
+    )
+}
+
+pub(super) struct FibSender {
+    tx: mpsc::Sender<Vec<FibChange>>,
+    room: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    /// The bound now: permits handed to the semaphore so far.
+    granted: usize,
+}
+
+impl FibSender {
+    /// Waits for room for `batch`, then queues it; false once the FIB
+    /// side is gone.
+    pub async fn send(&mut self, batch: Vec<FibChange>) -> bool {
+        match self.room.acquire_many(permits(batch.len())).await {
+            Ok(p) => p.forget(),
+            Err(_) => return false,
+        }
+        let n = batch.len();
+        // Counted before it can be received (and subtracted).
+        self.waiting.fetch_add(n, Ordering::Relaxed);
+        if self.tx.send(batch).await.is_err() {
+            self.waiting.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// The consumer has taken everything it was given.
+    pub fn is_drained(&self) -> bool {
+        self.tx.capacity() == self.tx.max_capacity()
+    }
+
+    /// Raises the bound for a table of `prefixes` (it never shrinks: the
+    /// memory of a table once held is the process's anyway).
+    pub fn fit(&mut self, prefixes: usize) {
+        let want = room_for(prefixes);
+        if want > self.granted {
+            self.room.add_permits(want - self.granted);
+            self.granted = want;
+        }
+    }
+}
+
+/// The FIB's end of the stream.
+pub struct FibStream {
+    rx: mpsc::Receiver<Vec<FibChange>>,
+    room: Arc<Semaphore>,
+    /// Changes sent and not yet received.
+    waiting: Arc<AtomicUsize>,
+}
+
+impl FibStream {
+    /// Appends up to `limit` batches to `buf`, waiting for the first; 0
+    /// once the speaker is gone. Their room goes back to the speaker.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Vec<FibChange>>, limit: usize) -> usize {
+        let start = buf.len();
+        let n = self.rx.recv_many(buf, limit).await;
+        self.release(&buf[start..]);
+        n
+    }
+
+    /// The next batch; `None` once the speaker is gone.
+    pub async fn recv(&mut self) -> Option<Vec<FibChange>> {
+        let b = self.rx.recv().await?;
+        self.release(std::slice::from_ref(&b));
+        Some(b)
+    }
+
+    pub fn try_recv(&mut self) -> Result<Vec<FibChange>, TryRecvError> {
+        let b = self.rx.try_recv()?;
+        self.release(std::slice::from_ref(&b));
+        Ok(b)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Batches waiting.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Changes waiting.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Whether `taken` changes just received and those still waiting make
+    /// half the smallest bound or more: the writer is behind, and the
+    /// speaker is (about to be) blocked on it.
+    pub fn behind(&self, taken: usize) -> bool {
+        (taken + self.waiting()) * 2 >= ROOM_MIN
+    }
+
+    fn release(&self, batches: &[Vec<FibChange>]) {
+        let n: usize = batches.iter().map(Vec::len).sum();
+        self.waiting.fetch_sub(n, Ordering::Relaxed);
+        let permits: usize = batches.iter().map(|b| permits(b.len()) as usize).sum();
+        if permits > 0 {
+            self.room.add_permits(permits);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rib::Via;
+
+    fn batch(n: usize) -> Vec<FibChange> {
+        (0..n)
+            .map(|i| FibChange {
+                prefix: format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap(),
+                via: Via::Unreachable,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_bound_grows_with_the_square_of_the_table() {
+        assert_eq!(room_for(0), ROOM_MIN);
+        assert_eq!(room_for(100_000), ROOM_MIN);
+        assert!(room_for(500_000) > 50_000 && room_for(500_000) < 70_000);
+        assert_eq!(room_for(1 << 20), ROOM_MAX);
+        assert_eq!(room_for(usize::MAX / 2), ROOM_MAX);
+    }
+
+    #[tokio::test]
+    async fn a_sender_waits_for_room_in_changes_and_gets_it_back() {
+        let (mut tx, mut rx) = channel();
+        for _ in 0..ROOM_MIN / 64 {
+            assert!(tx.send(batch(64)).await);
+        }
+        assert_eq!(rx.waiting(), ROOM_MIN);
+        assert!(rx.behind(0));
+        // No room left: the next batch waits ...
+        let more = tokio::time::timeout(std::time::Duration::from_millis(50), tx.send(batch(1)));
+        assert!(more.await.is_err());
+        // ... until the consumer takes some.
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 2).await, 2);
+        assert_eq!(rx.waiting(), ROOM_MIN - 128);
+        assert!(tx.send(batch(64)).await);
+        assert!(tx.send(batch(64)).await);
+        assert!(!tx.is_drained());
+    }
+
+    #[tokio::test]
+    async fn a_larger_table_lets_the_sender_run_further_ahead() {
+        let (mut tx, mut rx) = channel();
+        tx.fit(1 << 20);
+        let fill = async {
+            for _ in 0..ROOM_MAX / 64 {
+                assert!(tx.send(batch(64)).await);
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), fill)
+            .await
+            .expect("room for 256k changes");
+        let more = tokio::time::timeout(std::time::Duration::from_millis(50), tx.send(batch(1)));
+        assert!(more.await.is_err());
+        let mut buf = Vec::new();
+        while !rx.is_empty() {
+            rx.recv_many(&mut buf, 64).await;
+        }
+        assert_eq!(buf.iter().map(Vec::len).sum::<usize>(), ROOM_MAX);
+        assert!(tx.is_drained());
+        // A smaller table later does not take room back.
+        tx.fit(10);
+        assert_eq!(rx.room.available_permits(), ROOM_MAX);
+    }
+}
