@@ -5,12 +5,15 @@
 //! Why it grows: Linux's IPv4 FIB trie rebalances inside the insert that
 //! crosses a node's threshold, and for a full table one such insert takes
 //! 0.3–0.6 s. A speaker that can decide only 4k changes ahead then blocks
-//! on the full queue while the other core idles; one that can decide a
-//! quarter of a full table ahead overlaps the stall (1M IPv4: 2.96–3.15 s
-//! instead of 3.23–3.38 s to the FIB, docs/benchmarks/history.md, seventh
-//! round). A small table has short stalls and no room to spare in its
+//! on the full queue while the other core idles; one that can decide an
+//! eighth of a full table ahead overlaps part of the stall (1M IPv4, A/B
+//! alternated, docs/benchmarks/history.md, seventh round: median ~3.1 s
+//! instead of ~3.26 s to the FIB). A quarter (256k) gained no more and
+//! cost 10–20 B/route of peak memory, since the speaker then also runs
+//! ahead of the peers' sessions and fills their queues with encoded
+//! UPDATEs. A small table has short stalls and no room to spare in its
 //! memory per route, so the bound scales with the square of the table:
-//! 4k changes up to ~130k prefixes, 62k at 500k, 256k from 1M.
+//! 4k changes up to ~185k prefixes, 30k at 500k, 128k from ~1M.
 
 use crate::rib::FibChange;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,13 +29,13 @@ const BATCHES: usize = 4096;
 /// a 100k table's peak; 64 measured 105–110 instead of 119–124 B/route at
 /// 100k IPv4, docs/benchmarks/history.md, issue 17).
 const ROOM_MIN: usize = 4096;
-/// ... and at most (12 MB of 48-byte changes).
-const ROOM_MAX: usize = 1 << 18;
+/// ... and at most (6 MB of 48-byte changes).
+const ROOM_MAX: usize = 1 << 17;
 
 /// The bound on changes in flight for a table of `prefixes`.
 fn room_for(prefixes: usize) -> usize {
     let p = prefixes as u64;
-    let room = (p / 4).saturating_mul(p) / (1 << 20);
+    let room = (p / 8).saturating_mul(p) / (1 << 20);
     (room.min(ROOM_MAX as u64) as usize).max(ROOM_MIN)
 }
 
@@ -180,7 +183,8 @@ mod tests {
     fn the_bound_grows_with_the_square_of_the_table() {
         assert_eq!(room_for(0), ROOM_MIN);
         assert_eq!(room_for(100_000), ROOM_MIN);
-        assert!(room_for(500_000) > 50_000 && room_for(500_000) < 70_000);
+        assert!(room_for(500_000) > 25_000 && room_for(500_000) < 35_000);
+        assert_eq!(room_for(180_000), ROOM_MIN);
         assert_eq!(room_for(1 << 20), ROOM_MAX);
         assert_eq!(room_for(usize::MAX / 2), ROOM_MAX);
     }
@@ -216,7 +220,7 @@ mod tests {
         };
         tokio::time::timeout(std::time::Duration::from_secs(10), fill)
             .await
-            .expect("room for 256k changes");
+            .expect("room for 128k changes");
         let more = tokio::time::timeout(std::time::Duration::from_millis(50), tx.send(batch(1)));
         assert!(more.await.is_err());
         let mut buf = Vec::new();
