@@ -226,6 +226,8 @@ pub enum SpeakerError {
     },
     #[error("{0}")]
     Rib(#[from] rib::RibError),
+    #[error("cannot start the speaker's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 enum Command {
@@ -281,7 +283,64 @@ const UNDECIDED_IDLE: Duration = Duration::from_millis(1);
 impl Speaker {
     /// Starts the speaker: binds the listeners and returns the handle and
     /// the bounded stream of Loc-RIB changes (best paths and ECMP sets).
+    ///
+    /// The speaker and its sessions run on a thread of their own, in a
+    /// single-threaded runtime, as BIRD's protocols share one loop: a
+    /// session decodes an UPDATE and the core decides it on the same core,
+    /// with the memory still in cache and no cross-thread wake-up per
+    /// event; the FIB writer and the daemon's other tasks (CNI requests,
+    /// the datastore) have the other cores. On the daemon's multi-threaded
+    /// runtime ten peers' tables took 1.33–1.56 s to a complete FIB and
+    /// 1.88–2.22 s of CPU; here 0.31–0.50 s and 1.49–1.87 s, the last best
+    /// path in the kernel as before (1.2–1.7 s); a full table from one peer
+    /// the same (docs/benchmarks/history.md, seventh round). The core
+    /// alone on a thread, its sessions on the runtime, took 2.2 s: each
+    /// event then crossed threads.
+    ///
+    /// Not fair between peers: one peer's table tends to go in whole
+    /// before the others', so its prefixes are all reachable early. Our
+    /// reading, not verified in tokio's code: a session whose events wait
+    /// for room in the core's queue is woken by the core and finds its
+    /// socket still full, while the others wait for the I/O driver's turn
+    /// (by default every 61 tasks run). Every session is still read at
+    /// least that often, so keepalives and hold timers are not starved.
     pub async fn start(cfg: SpeakerConfig) -> Result<(Speaker, FibStream), SpeakerError> {
+        let (started_tx, started) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("petrel-bgp".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(SpeakerError::Thread(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Self::build(cfg) {
+                        Ok((handle, run)) => {
+                            let _ = started_tx.send(Ok(handle));
+                            run.await;
+                        }
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(SpeakerError::Thread)?;
+        started.await.map_err(|_| SpeakerError::Stopped)?
+    }
+
+    /// The speaker's parts, made in the runtime that will run them (the
+    /// listeners' sockets register with it).
+    #[allow(clippy::type_complexity)]
+    fn build(
+        cfg: SpeakerConfig,
+    ) -> Result<((Speaker, FibStream), impl std::future::Future<Output = ()>), SpeakerError> {
         let (tx, rx) = mpsc::channel(API_QUEUE);
         let (fib_tx, fib_rx) = fib_queue::channel();
         let (listeners, accept_rx) = Listeners::bind(&cfg.listen)?;
@@ -299,15 +358,17 @@ impl Speaker {
             bfd: None,
             links: links_rx,
         };
-        tokio::spawn(driver.run(rx, ev_rx, accept_rx));
         let links = Arc::new(links_tx);
         Ok((
-            Speaker {
-                tx,
-                converged,
-                links,
-            },
-            fib_rx,
+            (
+                Speaker {
+                    tx,
+                    converged,
+                    links,
+                },
+                fib_rx,
+            ),
+            driver.run(rx, ev_rx, accept_rx),
         ))
     }
 
