@@ -34,6 +34,7 @@ async fn speaker(
         listen: vec![SocketAddr::new(local, bgp_port)],
         graceful_restart: None,
         max_paths: 1,
+        threads: 1,
         bfd: BfdConfig {
             listen: vec![local],
             single_hop_port: bfd_port,

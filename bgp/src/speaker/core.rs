@@ -1218,6 +1218,7 @@ mod tests {
             listen: Vec::new(),
             graceful_restart: Some(T0_GR),
             max_paths: 1,
+            threads: 1,
             bfd: Default::default(),
         };
         let mut core = SpeakerCore::new(cfg, now);

@@ -797,6 +797,7 @@ impl Sim {
                 listen: Vec::new(),
                 graceful_restart: restarting.contains(&i).then_some(GR),
                 max_paths: 1,
+                threads: 1,
                 bfd: Default::default(),
             };
             nodes.push(Node::new(i, cfg.clone(), start));

@@ -18,6 +18,8 @@ pub(super) struct RawBgp {
     pub(super) graceful_restart: Option<RawGr>,
     #[serde(default)]
     pub(super) max_paths: Option<usize>,
+    #[serde(default)]
+    pub(super) threads: Option<usize>,
     /// On unless turned off (`None` when absent, `[bgp]` included).
     #[serde(default)]
     pub(super) fast_external_failover: Option<bool>,
@@ -68,6 +70,9 @@ pub struct Bgp {
     pub cluster_id: Option<Ipv4Addr>,
     pub graceful_restart: Option<GracefulRestartSettings>,
     pub max_paths: usize,
+    /// Threads for the speaker and its sessions (see
+    /// `petrel_bgp::speaker::SpeakerConfig::threads`).
+    pub threads: usize,
     /// Drop the session of a directly connected peer (eBGP or iBGP) at
     /// once when the link it is reached through goes down (FRR's
     /// `fast-external-failover`, BIRD's `check link`).
@@ -155,6 +160,14 @@ pub(super) fn parse(
         ));
     }
 
+    let threads = raw.threads.unwrap_or(1);
+    if !(1..=16).contains(&threads) {
+        return Err(bad(
+            "bgp.threads".into(),
+            format!("{threads} is outside 1..=16"),
+        ));
+    }
+
     let mut peers = Vec::new();
     for (i, p) in raw.peers.into_iter().enumerate() {
         let p = peer::parse(i, p, node_asn, &peers, bad)?;
@@ -206,6 +219,7 @@ pub(super) fn parse(
         cluster_id,
         graceful_restart,
         max_paths,
+        threads,
         fast_external_failover: raw.fast_external_failover.unwrap_or(true),
         peers,
         originate,

@@ -408,6 +408,21 @@ large_communities = ["4200000001:1:2"]
     }
 
     #[test]
+    fn bgp_threads_default_to_one_and_are_bounded() {
+        let c = Config::parse("f.toml", GOOD).unwrap();
+        assert_eq!(c.bgp.threads, 1);
+        let two = GOOD.replace(
+            "cluster_id = \"10.99.1.1\"",
+            "cluster_id = \"10.99.1.1\"\nthreads = 2",
+        );
+        assert_eq!(Config::parse("f.toml", &two).unwrap().bgp.threads, 2);
+        let e = Config::parse("f.toml", &two.replace("threads = 2", "threads = 0"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "f.toml: bgp.threads: 0 is outside 1..=16");
+    }
+
+    #[test]
     fn fib_settings_and_defaults() {
         let c = Config::parse("f.toml", GOOD).unwrap();
         assert_eq!(

@@ -76,6 +76,7 @@ fn speaker_config(cfg: &Config) -> SpeakerConfig {
         listen: cfg.bgp.listen.clone(),
         graceful_restart: cfg.bgp.graceful_restart,
         max_paths: cfg.bgp.max_paths,
+        threads: cfg.bgp.threads,
         bfd: Default::default(),
     }
 }
