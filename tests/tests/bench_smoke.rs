@@ -45,7 +45,9 @@ fn petrel_bench_smoke_petreld_3000_prefixes() {
 }
 
 /// The route-reflection scenario (issue 17), small: 8 clients, 4 of them
-/// sources of the same 2000 prefixes; petreld and BIRD as the reflector,
+/// sources of the same 20,000 prefixes (with 2,000 petreld on one thread
+/// needed less than the 10 ms a CPU-time tick counts, and "cpu > 0"
+/// failed); petreld and BIRD as the reflector,
 /// best path only and with ADD-PATH. A run succeeds only when every client
 /// held exactly the paths it should (see `bench/rr.rs`); this checks that
 /// and the counts the report gives.
@@ -54,10 +56,11 @@ fn petrel_bench_route_reflector_8_clients_petreld_and_bird() {
     if !lab::require_lab(&["bird", "birdc"]) || !have_bin("petreld") || !have_bin("petrelctl") {
         return;
     }
-    let (clients, sources, n) = (8u64, 4u64, 2000u64);
+    let (clients, sources, n) = (8u64, 4u64, 20_000u64);
     for add_path in [false, true] {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_petrel-bench"));
-        cmd.args(["--scenario", "rr64", "--clients", "8", "--prefixes", "2000"])
+        cmd.args(["--scenario", "rr64", "--clients", "8", "--prefixes"])
+            .arg(n.to_string())
             .args([
                 "--dut",
                 "petreld,bird",
@@ -95,7 +98,10 @@ fn petrel_bench_route_reflector_8_clients_petreld_and_bird() {
             let received = rr["paths_received"].as_u64().unwrap();
             assert!(received >= (clients - sources) * n * per, "{run}");
             assert!(run["cpu_seconds"].as_f64().unwrap() > 0.0, "{run}");
-            assert!(rr["harness_cpu_seconds"].as_f64().unwrap() > 0.0, "{run}");
+            // The harness's clients only count what they read: it may be
+            // under one tick, but it is measured.
+            let harness = rr["harness_cpu_seconds"].as_f64().unwrap();
+            assert!(harness.is_finite() && harness >= 0.0, "{run}");
         }
     }
 }
