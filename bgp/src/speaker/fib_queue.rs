@@ -138,11 +138,6 @@ impl FibStream {
         self.rx.is_empty()
     }
 
-    /// Batches waiting.
-    pub fn len(&self) -> usize {
-        self.rx.len()
-    }
-
     /// Changes waiting.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
@@ -192,6 +187,7 @@ mod tests {
     #[tokio::test]
     async fn a_sender_waits_for_room_in_changes_and_gets_it_back() {
         let (mut tx, mut rx) = channel();
+        assert!(!rx.behind(0) && rx.behind(ROOM_MIN / 2));
         for _ in 0..ROOM_MIN / 64 {
             assert!(tx.send(batch(64)).await);
         }
