@@ -8,12 +8,17 @@
 //! on the full queue while the other core idles; one that can decide an
 //! eighth of a full table ahead overlaps part of the stall (1M IPv4, A/B
 //! alternated, docs/benchmarks/history.md, seventh round: median ~3.1 s
-//! instead of ~3.26 s to the FIB). A quarter (256k) gained no more and
-//! cost 10–20 B/route of peak memory, since the speaker then also runs
-//! ahead of the peers' sessions and fills their queues with encoded
+//! instead of ~3.26 s to the FIB). The longest stall comes late (a second
+//! and more at 600–800k routes on a slow machine), when a bound of an
+//! eighth of the table at 1M (57k at 700k) let the speaker run dry while
+//! the other core idled, and decide the rest afterwards against the
+//! kernel's inserts: a third of the table (320k at 1M, 156k at 700k) made
+//! the load ~10 % faster (medians 5.5 against 6.1 s, 6 alternated pairs,
+//! eighth round) for ~8 B/route of peak memory: the speaker then also
+//! runs ahead of the peers' sessions and fills their queues with encoded
 //! UPDATEs. A small table has short stalls and no room to spare in its
 //! memory per route, so the bound scales with the square of the table:
-//! 4k changes up to ~185k prefixes, 30k at 500k, 128k from ~1M.
+//! 4k changes up to ~110k prefixes, 80k at 500k, 320k from ~1M.
 
 use crate::rib::FibChange;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,19 +28,20 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// Batches in the channel at most; the change bound below is the one that
 /// binds for batches of 64 (`core::FIB_BATCH`).
-const BATCHES: usize = 4096;
+const BATCHES: usize = 2 * ROOM_MAX / 64;
 /// Changes in flight at least: 64 batches of 64, the bound this stream
 /// had before it grew with the table (256 batches held 16k, 22 B/route of
 /// a 100k table's peak; 64 measured 105–110 instead of 119–124 B/route at
 /// 100k IPv4, docs/benchmarks/history.md, issue 17).
 const ROOM_MIN: usize = 4096;
-/// ... and at most (6 MB of 48-byte changes).
-const ROOM_MAX: usize = 1 << 17;
+/// ... and at most (15 MB of 48-byte changes, about a third of a full
+/// table).
+const ROOM_MAX: usize = 320 * 1024;
 
 /// The bound on changes in flight for a table of `prefixes`.
 fn room_for(prefixes: usize) -> usize {
     let p = prefixes as u64;
-    let room = (p / 8).saturating_mul(p) / (1 << 20);
+    let room = (p / 3).saturating_mul(p) / (1 << 20);
     (room.min(ROOM_MAX as u64) as usize).max(ROOM_MIN)
 }
 
@@ -178,8 +184,9 @@ mod tests {
     fn the_bound_grows_with_the_square_of_the_table() {
         assert_eq!(room_for(0), ROOM_MIN);
         assert_eq!(room_for(100_000), ROOM_MIN);
-        assert!(room_for(500_000) > 25_000 && room_for(500_000) < 35_000);
-        assert_eq!(room_for(180_000), ROOM_MIN);
+        assert!(room_for(500_000) > 75_000 && room_for(500_000) < 85_000);
+        assert_eq!(room_for(110_000), ROOM_MIN);
+        assert!(room_for(180_000) > ROOM_MIN);
         assert_eq!(room_for(1 << 20), ROOM_MAX);
         assert_eq!(room_for(usize::MAX / 2), ROOM_MAX);
     }
@@ -216,7 +223,7 @@ mod tests {
         };
         tokio::time::timeout(std::time::Duration::from_secs(10), fill)
             .await
-            .expect("room for 128k changes");
+            .expect("room for a third of a full table");
         let more = tokio::time::timeout(std::time::Duration::from_millis(50), tx.send(batch(1)));
         assert!(more.await.is_err());
         let mut buf = Vec::new();

@@ -119,6 +119,10 @@ impl FibState {
     /// Sets a new goal: an empty FIB for 0, else at least `goal` routes;
     /// reached at once if the count is already there.
     pub fn arm(&mut self, goal: usize) {
+        // Room for the goal at once: growing a map of a million routes
+        // while the DUT installs them rehashed it on the harness's thread,
+        // CPU a DUT that uses both cores then lacked.
+        self.routes.reserve(goal.saturating_sub(self.routes.len()));
         self.goal = Some(goal);
         self.reached_at = self.reached().then(Instant::now);
     }
