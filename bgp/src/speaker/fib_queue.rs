@@ -14,11 +14,14 @@
 //! the other core idled, and decide the rest afterwards against the
 //! kernel's inserts: a third of the table (320k at 1M, 156k at 700k) made
 //! the load ~10 % faster (medians 5.5 against 6.1 s, 6 alternated pairs,
-//! eighth round) for ~8 B/route of peak memory: the speaker then also
-//! runs ahead of the peers' sessions and fills their queues with encoded
-//! UPDATEs. A small table has short stalls and no room to spare in its
-//! memory per route, so the bound scales with the square of the table:
-//! 4k changes up to ~110k prefixes, 80k at 500k, 320k from ~1M.
+//! eighth round), but its peak memory rose by 10–14 B/route (to 0.76–0.80×
+//! BIRD's): the speaker then also runs ahead of the peers' sessions and
+//! fills their queues with encoded UPDATEs. So the bound grows as fast
+//! (a third of the table squared over a million) and stops at 192k,
+//! reached at ~800k prefixes. A small table has short stalls and no room
+//! to spare in its memory per route, so the bound scales with the square
+//! of the table: 4k changes up to ~110k prefixes, 80k at 500k, 156k at
+//! 700k, 192k from ~800k.
 
 use crate::rib::FibChange;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,9 +37,8 @@ const BATCHES: usize = 2 * ROOM_MAX / 64;
 /// a 100k table's peak; 64 measured 105–110 instead of 119–124 B/route at
 /// 100k IPv4, docs/benchmarks/history.md, issue 17).
 const ROOM_MIN: usize = 4096;
-/// ... and at most (15 MB of 48-byte changes, about a third of a full
-/// table).
-const ROOM_MAX: usize = 320 * 1024;
+/// ... and at most (9 MB of 48-byte changes, a fifth of a full table).
+const ROOM_MAX: usize = 192 * 1024;
 
 /// The bound on changes in flight for a table of `prefixes`.
 fn room_for(prefixes: usize) -> usize {
