@@ -16,7 +16,7 @@
 //!   central task waits for a slow peer's socket, which in turn slows the
 //!   RIB (documented in docs/architecture.md).
 //! - Loc-RIB changes to the FIB consumer (`fib_queue`): 4k changes in
-//!   flight, growing to 128k with a full table (48 bytes each); a slow
+//!   flight, growing to 192k with a full table (48 bytes each); a slow
 //!   consumer slows route processing rather than growing memory.
 //! - Prefixes of received UPDATEs not decided yet (in the core): at
 //!   most 256k entries; decisions run as the FIB consumer takes their
