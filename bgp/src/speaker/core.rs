@@ -115,12 +115,22 @@ pub enum Output {
     /// Selection deferral is over (RFC 4724 §4.1): the Loc-RIB is as
     /// complete as it gets after a restart.
     Converged,
+    /// `true`: a peer's paths are being taken out (its session ended, its
+    /// link went down, it was removed), a step at a time; the withdrawals
+    /// follow. `false`: that is over, every change of it was output
+    /// before. A FIB writer may hold the deletes back in between: the
+    /// burst's end is then known rather than guessed from a pause.
+    Sweeping(bool),
 }
 
 /// Work in order: outputs ready, or bulk decisions run a step at a time.
 enum Work {
     Out(Output),
     Decide(rib::Undecided, usize),
+    /// A peer's paths taken out ([`rib::Rib::peer_down_in_steps`]), a
+    /// [`SWEEP_STEP`] at a time between [`Output::Sweeping`] marks; the
+    /// flag: the opening mark is out.
+    Sweep(rib::Undecided, bool),
     /// Removes a peer from the RIB once its withdrawal has run.
     ForgetPeer(PeerId, IpAddr),
     /// A peer whose session parameters changed, added again once the old
@@ -238,6 +248,19 @@ impl SpeakerCore {
                     if let Some(out) = self.rib.decide_undecided(&mut pending, step) {
                         self.work.push_front(Work::Decide(pending, step));
                         self.rib_output(out, true);
+                    }
+                }
+                Work::Sweep(pending, false) => {
+                    self.work.push_front(Work::Sweep(pending, true));
+                    return Some(Output::Sweeping(true));
+                }
+                Work::Sweep(mut pending, true) => {
+                    match self.rib.decide_undecided(&mut pending, SWEEP_STEP) {
+                        Some(out) => {
+                            self.work.push_front(Work::Sweep(pending, true));
+                            self.rib_output(out, true);
+                        }
+                        None => return Some(Output::Sweeping(false)),
                     }
                 }
                 Work::ForgetPeer(id, addr) => match self.rib.remove_peer(id) {
@@ -585,7 +608,7 @@ impl SpeakerCore {
         self.work
             .push_back(Work::Out(Output::RemoveSession(Box::new(p.settings))));
         let pending = self.rib.peer_down_in_steps(p.id, &[]);
-        self.work.push_back(Work::Decide(pending, SWEEP_STEP));
+        self.work.push_back(Work::Sweep(pending, false));
         self.work.push_back(Work::ForgetPeer(p.id, addr));
         Ok(())
     }
@@ -708,7 +731,7 @@ impl SpeakerCore {
             p.stale_families.clear();
             p.restart_deadline = None;
             let pending = self.rib.peer_down_in_steps(p.id, &[]);
-            self.work.push_back(Work::Decide(pending, SWEEP_STEP));
+            self.work.push_back(Work::Sweep(pending, false));
         }
         self.links = links.clone();
         self.maybe_end_deferral();
@@ -957,7 +980,7 @@ impl SpeakerCore {
                     }
                     p.stale_families = keep.clone();
                     let pending = self.rib.peer_down_in_steps(id, &keep);
-                    self.work.push_back(Work::Decide(pending, SWEEP_STEP));
+                    self.work.push_back(Work::Sweep(pending, false));
                 }
             }
             PeerEventKind::Update(u) => {
@@ -1565,7 +1588,8 @@ mod tests {
             }),
         );
         assert!(core.ready.is_empty(), "nothing decided before it is polled");
-        let batches: Vec<usize> = drain(&mut core)
+        let outs = drain(&mut core);
+        let batches: Vec<usize> = outs
             .iter()
             .filter_map(|o| match o {
                 Output::Fib(c) => Some(c.len()),
@@ -1576,6 +1600,18 @@ mod tests {
         assert!(batches.iter().all(|b| *b <= FIB_BATCH), "{batches:?}");
         assert_eq!(batches.iter().sum::<usize>(), n);
         assert!(core.routes(None).is_empty());
+        // The sweep is marked around its withdrawals, once.
+        let mark = |on: bool| {
+            outs.iter()
+                .position(|o| matches!(o, Output::Sweeping(b) if *b == on))
+                .unwrap()
+        };
+        let fib = |o: &Output| matches!(o, Output::Fib(_));
+        let (begin, end) = (mark(true), mark(false));
+        assert!(outs[..begin].iter().all(|o| !fib(o)));
+        assert!(outs[end..].iter().all(|o| !fib(o)));
+        let marks = outs.iter().filter(|o| matches!(o, Output::Sweeping(_)));
+        assert_eq!(marks.count(), 2);
     }
 
     /// Peer `i` announces 10.9.0.0/24 and the decision runs.

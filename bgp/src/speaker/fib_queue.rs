@@ -22,6 +22,12 @@
 //! to spare in its memory per route, so the bound scales with the square
 //! of the table: 4k changes up to ~110k prefixes, 80k at 500k, 156k at
 //! 700k, 192k from ~800k.
+//!
+//! The stream also carries the core's sweep marks (`Output::Sweeping`): a
+//! count of dead peers' sweeps under way, raised before a sweep's first
+//! batch and lowered after its last, then an empty batch to wake the
+//! consumer. The FIB writer holds a sweep's deletes until its end, to
+//! remove the peer's routes with their nexthop object in one kernel pass.
 
 use crate::rib::FibChange;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,14 +64,21 @@ pub(super) fn channel() -> (FibSender, FibStream) {
     let (tx, rx) = mpsc::channel(BATCHES);
     let room = Arc::new(Semaphore::new(ROOM_MIN));
     let waiting = Arc::new(AtomicUsize::new(0));
+    let sweeps = Arc::new(AtomicUsize::new(0));
     (
         FibSender {
             tx,
             room: room.clone(),
             waiting: waiting.clone(),
+            sweeps: sweeps.clone(),
             granted: ROOM_MIN,
         },
-        FibStream { rx, room, waiting },
+        FibStream {
+            rx,
+            room,
+            waiting,
+            sweeps,
+        },
     )
 }
 
@@ -73,6 +86,8 @@ pub(super) struct FibSender {
     tx: mpsc::Sender<Vec<FibChange>>,
     room: Arc<Semaphore>,
     waiting: Arc<AtomicUsize>,
+    /// Peers' sweeps under way (`Output::Sweeping`).
+    sweeps: Arc<AtomicUsize>,
     /// The bound now: permits handed to the semaphore so far.
     granted: usize,
 }
@@ -93,6 +108,24 @@ impl FibSender {
             return false;
         }
         true
+    }
+
+    /// A peer's sweep begins (`on`) or ends (`core::Output::Sweeping`).
+    /// The begin is visible to the consumer before the sweep's first
+    /// batch, the end only after its last; an end is followed by an empty
+    /// batch, which wakes a consumer waiting for the sweep to end.
+    pub async fn sweeping(&mut self, on: bool) {
+        if on {
+            self.sweeps.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let ended = self
+            .sweeps
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if ended {
+            let _ = self.tx.send(Vec::new()).await;
+        }
     }
 
     /// The consumer has taken everything it was given.
@@ -117,6 +150,7 @@ pub struct FibStream {
     room: Arc<Semaphore>,
     /// Changes sent and not yet received.
     waiting: Arc<AtomicUsize>,
+    sweeps: Arc<AtomicUsize>,
 }
 
 impl FibStream {
@@ -144,6 +178,12 @@ impl FibStream {
 
     pub fn is_empty(&self) -> bool {
         self.rx.is_empty()
+    }
+
+    /// Whether a peer's paths are being taken out: its withdrawals are
+    /// coming, and an empty batch follows the last of them.
+    pub fn sweeping(&self) -> bool {
+        self.sweeps.load(Ordering::Acquire) > 0
     }
 
     /// Changes waiting.
@@ -225,7 +265,7 @@ mod tests {
         };
         tokio::time::timeout(std::time::Duration::from_secs(10), fill)
             .await
-            .expect("room for a third of a full table");
+            .expect("room for a fifth of a full table");
         let more = tokio::time::timeout(std::time::Duration::from_millis(50), tx.send(batch(1)));
         assert!(more.await.is_err());
         let mut buf = Vec::new();
@@ -237,5 +277,32 @@ mod tests {
         // A smaller table later does not take room back.
         tx.fit(10);
         assert_eq!(rx.room.available_permits(), ROOM_MAX);
+    }
+
+    /// A sweep's begin is seen before its batches, its end only after
+    /// them, and an empty batch follows the end to wake the consumer.
+    #[tokio::test]
+    async fn a_sweep_is_marked_around_its_batches() {
+        let (mut tx, mut rx) = channel();
+        assert!(!rx.sweeping());
+        tx.sweeping(true).await;
+        assert!(rx.sweeping());
+        assert!(tx.send(batch(3)).await);
+        let mut buf = Vec::new();
+        assert_eq!(rx.recv_many(&mut buf, 8).await, 1);
+        assert!(rx.sweeping(), "batches of the sweep may follow");
+        // Two peers' sweeps overlap: the marks count.
+        tx.sweeping(true).await;
+        tx.sweeping(false).await;
+        assert!(rx.sweeping());
+        tx.sweeping(false).await;
+        assert!(!rx.sweeping());
+        buf.clear();
+        assert_eq!(rx.recv_many(&mut buf, 8).await, 2);
+        assert!(buf.iter().all(Vec::is_empty), "{buf:?}");
+        assert_eq!(rx.waiting(), 0);
+        // An end without a begin changes nothing and sends nothing.
+        tx.sweeping(false).await;
+        assert!(!rx.sweeping() && rx.is_empty());
     }
 }

@@ -654,6 +654,7 @@ impl Driver {
                 Output::Converged => {
                     self.converged.send_replace(true);
                 }
+                Output::Sweeping(on) => self.fib_tx.sweeping(on).await,
             }
         }
     }

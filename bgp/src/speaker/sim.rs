@@ -253,6 +253,8 @@ impl Node {
             Output::Converged => {
                 self.converged_at.get_or_insert(w.now);
             }
+            // Its FIB is a map: nothing to hold.
+            Output::Sweeping(_) => {}
         }
     }
 

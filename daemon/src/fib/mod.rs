@@ -70,7 +70,8 @@
 //! // When BGP has converged (End-of-RIB from every GR peer, or the timeout):
 //! //     fib.sweep_stale()?;
 //! // When no batch came for a moment and `fib.held_deletes() > 0` (deletes held
-//! // back in a burst, see below):
+//! // back in a burst, see below), unless the speaker marks a dead peer's
+//! // sweep as under way (`FibStream::sweeping`: its end is then waited for):
 //! //     fib.release_held(chunk)?;
 //! // The monitor runs in a tokio task: `monitor.next().await` yields
 //! // batches of events; forward them over a bounded channel to the Fib

@@ -66,6 +66,14 @@ const HOLD_IDLE: Duration = Duration::from_millis(250);
 /// machine (1M routes: about a second); on a loaded one (3 s and more)
 /// part of the table goes route by route, as before the hold existed.
 const HOLD_MAX: Duration = Duration::from_secs(2);
+/// ... except while the speaker marks a dead peer's sweep as under way
+/// (`FibStream::sweeping`): its end is then known, not guessed from a
+/// pause, and is waited for up to this long. On a loaded machine the
+/// sweep of a full table paused longer than `HOLD_IDLE`, or outlasted
+/// `HOLD_MAX`, in three of six runs, and the rest of the table went route
+/// by route (1M IPv4: ~6 s instead of ~2, docs/benchmarks/history.md,
+/// ninth round). The bound only guards against a mark that never comes.
+const HOLD_SWEEP_MAX: Duration = Duration::from_secs(10);
 /// Held deletes sent per turn of the loop once released: commands (the
 /// watchdog's ping) are answered between turns.
 const RELEASE_CHUNK: usize = 16384;
@@ -223,10 +231,9 @@ async fn run(
     // Whether the last batch mostly rewrote routes already installed.
     let mut rewriting = true;
     loop {
-        let release_at =
-            held_since.map_or(last_batch, |t| (last_batch + HOLD_IDLE).min(t + HOLD_MAX));
+        let release_at = release_at(held_since, last_batch, loc_rib.sweeping());
         tokio::select! {
-            _ = tokio::time::sleep_until(release_at), if held_since.is_some() => {
+            _ = tokio::time::sleep_until(release_at.unwrap_or(last_batch)), if release_at.is_some() => {
                 match fib.release_held(RELEASE_CHUNK) {
                     Ok(r) => log_report(&r),
                     Err(e) => error!(error = %e, "netlink socket failed"),
@@ -431,6 +438,22 @@ async fn run(
     }
 }
 
+/// When deletes held since `held_since` (the last batch came at
+/// `last_batch`) are to be sent as plain deletes; `None` when none are
+/// held. `sweeping`: the speaker marks a dead peer's sweep as under way.
+fn release_at(
+    held_since: Option<tokio::time::Instant>,
+    last_batch: tokio::time::Instant,
+    sweeping: bool,
+) -> Option<tokio::time::Instant> {
+    let t = held_since?;
+    Some(if sweeping {
+        t + HOLD_SWEEP_MAX
+    } else {
+        (last_batch + HOLD_IDLE).min(t + HOLD_MAX)
+    })
+}
+
 /// A receiver that may be absent: pends forever when it is.
 async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
@@ -552,5 +575,30 @@ mod tests {
         assert!(!link_came_back(&mut m, &link(false, true)), "set down");
         assert!(link_came_back(&mut m, &link(true, true)), "set up");
         assert!(!link_came_back(&mut m, &link(true, true)), "no change");
+    }
+
+    /// Held deletes go at a pause or after `HOLD_MAX`, except during a
+    /// dead peer's sweep, whose end is waited for (up to its own bound):
+    /// a sweep that pauses or runs long keeps its deletes held.
+    #[test]
+    fn a_sweep_keeps_its_deletes_held_until_it_ends() {
+        let t0 = tokio::time::Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(release_at(None, t0, false), None);
+        assert_eq!(release_at(None, t0, true), None);
+        // A burst: released at the first pause ...
+        assert_eq!(
+            release_at(Some(t0), t0 + ms(100), false),
+            Some(t0 + ms(100) + HOLD_IDLE)
+        );
+        // ... or once it has lasted HOLD_MAX.
+        let late = t0 + HOLD_MAX;
+        assert_eq!(release_at(Some(t0), late, false), Some(t0 + HOLD_MAX));
+        // A sweep: neither; only its own bound.
+        for last in [t0 + ms(100), late] {
+            let at = release_at(Some(t0), last, true).unwrap();
+            assert_eq!(at, t0 + HOLD_SWEEP_MAX);
+            assert!(at > last + HOLD_IDLE && at > t0 + HOLD_MAX);
+        }
     }
 }
