@@ -362,6 +362,35 @@ fn a_dead_next_hops_routes_go_with_its_object(nh: bool) {
     .unwrap();
 }
 
+// IPv6 deletes are never held: the kernel would delete an object's IPv6
+// routes one at a time anyway (slower than our datagrams of deletes), so
+// a burst of them goes at once, with or without nexthop objects.
+both_paths!(ipv6_deletes_go_at_once);
+fn ipv6_deletes_go_at_once(nh: bool) {
+    let Some((_lab, ns)) = lab("fib-v6-burst") else {
+        return;
+    };
+    let n = ns.clone();
+    ns.enter(move || {
+        let mut fib = Fib::open(cfg_in(nh))?;
+        let a = |i: usize| format!("fd00:7:{i:x}::/48");
+        let load: Vec<FibChange> = (0..100).map(|i| best(&a(i), "2001:db8::2")).collect();
+        let r = fib.apply(&load)?;
+        assert_eq!((r.installed, r.errors.len()), (100, 0), "{r:?}");
+        let r = fib.apply(&(0..80).map(|i| gone(&a(i))).collect::<Vec<_>>())?;
+        assert_eq!((r.removed, r.errors.len()), (80, 0), "{r:?}");
+        assert_eq!(fib.held_deletes(), 0);
+        let k = ours(&n);
+        assert_eq!(k.len(), 20, "{k:?}");
+        assert!((80..100).all(|i| find(&k, &a(i)).is_some()));
+        for r in &k {
+            assert_mode(r, nh);
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
 // Held deletes that never add up to a whole next hop are sent as plain
 // deletes by `release_held`; a held route someone else deletes meanwhile
 // is simply gone.

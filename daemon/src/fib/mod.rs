@@ -30,9 +30,10 @@
 //! when every route of it is to go, one RTM_DELNEXTHOP that the kernel
 //! carries out in a single pass over its trie (~0.2 s of system time for
 //! a million routes, against ~2.3 s deleted one by one: the trie's
-//! rebalancing after each delete). What a burst leaves held is sent as
-//! plain deletes when it ends ([`Fib::release_held`]). The rules are
-//! [`state`]'s.
+//! rebalancing after each delete). IPv4 only: the kernel deletes an
+//! object's IPv6 routes one by one, slower than our own deletes
+//! (`Fib::hold_delete`). What a burst leaves held is sent as plain deletes
+//! when it ends ([`Fib::release_held`]). The rules are [`state`]'s.
 //!
 //! # Kernel behaviour relied on
 //!
@@ -572,8 +573,20 @@ impl Fib {
         self.flush_by_objects(report)
     }
 
-    /// Holds `prefix`'s delete back if its route is by a nexthop object.
+    /// Holds `prefix`'s delete back if its route is an IPv4 route by a
+    /// nexthop object.
+    ///
+    /// Not IPv6: deleting a nexthop object removes IPv4 routes in one pass
+    /// over the trie without a notification each, but IPv6 routes one at a
+    /// time, each notified to every listener (`ip6_del_rt`,
+    /// `inet6_rt_notify`): 200k IPv6 routes took 0.85 s of the writer's
+    /// system time that way, after the speaker's sweep, against 0.54 s for
+    /// plain deletes in datagrams, which overlap the sweep
+    /// (docs/benchmarks/history.md, ninth round).
     fn hold_delete(&mut self, prefix: Prefix) -> bool {
+        if !matches!(prefix, Prefix::V4 { .. }) {
+            return false;
+        }
         let by_object = self
             .state
             .installed(&prefix)
