@@ -618,8 +618,12 @@ struct Cursor {
     last: Option<Prefix>,
 }
 
-/// Cuts the table into up to [`SPREAD_CURSORS`] segments of equal count:
-/// one pass over the keys, once per session drop.
+/// Cuts the table's IPv4 part into up to [`SPREAD_CURSORS`] segments of
+/// equal count (reckoned on the whole table): one pass over the IPv4 keys,
+/// once per session drop. The IPv6 part (after IPv4 in the table's order)
+/// is walked in address order, as the last segment's tail: Linux's IPv6
+/// FIB is a radix tree without the IPv4 trie's halving, and deletes in
+/// address order touch the nodes the previous one warmed.
 fn spread_cursors(table: &super::loc::Table) -> Vec<Cursor> {
     let n = table.prefixes();
     let k = (n / SPREAD_MIN_SEGMENT).clamp(1, SPREAD_CURSORS);
@@ -627,6 +631,9 @@ fn spread_cursors(table: &super::loc::Table) -> Vec<Cursor> {
     let mut cursors = Vec::with_capacity(k);
     let mut after = None;
     for (i, (prefix, _)) in table.iter().enumerate() {
+        if !matches!(prefix, Prefix::V4 { .. }) {
+            break;
+        }
         if (i + 1) % per == 0 && i + 1 < n {
             cursors.push(Cursor {
                 after,

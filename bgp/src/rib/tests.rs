@@ -1301,6 +1301,60 @@ fn a_large_session_drop_is_walked_spread_over_the_table() {
     assert!(r.best_routes().all(|(_, set)| set[0].peer == b));
 }
 
+/// The IPv6 part of a dropped table is walked in address order (Linux's
+/// IPv6 FIB deletes fastest that way), after IPv4's spread walk.
+#[test]
+fn a_dropped_ipv6_table_is_walked_in_address_order() {
+    let v4: Vec<String> = (0..1000)
+        .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+        .collect();
+    let v6: Vec<Prefix> = (0..1000)
+        .map(|i| p(&format!("2001:db8:{:x}::/48", i)))
+        .collect();
+    let mut r = rib();
+    let a = peer(&mut r, 2, 65002, |_| {});
+    let refs: Vec<&str> = v4.iter().map(String::as_str).collect();
+    for chunk in refs.chunks(100) {
+        r.receive(a, &announce(attrs(&[65002], [192, 0, 2, 2]), chunk));
+    }
+    for chunk in v6.chunks(100) {
+        let mut u = Update::new(PathAttributes {
+            next_hop: None,
+            ..attrs(&[65002], [0, 0, 0, 0])
+        });
+        u.mp_reach = Some(crate::wire::attr::MpReach {
+            family: Family::IPV6_UNICAST,
+            next_hop: NextHop::V6 {
+                global: "2001:db8::2".parse().unwrap(),
+                link_local: None,
+            },
+            nlri: Nlri::from_prefixes(Family::IPV6_UNICAST, chunk),
+        });
+        r.receive(a, &u);
+    }
+    assert_eq!(r.best_routes().count(), 2000);
+    let mut undecided = r.peer_down_in_steps(a, &[]);
+    let mut order: Vec<Prefix> = Vec::new();
+    while let Some(out) = r.decide_undecided(&mut undecided, 50) {
+        order.extend(out.changes.iter().map(|c| c.prefix()));
+    }
+    assert_eq!(order.len(), 2000);
+    let gone6: Vec<Prefix> = order
+        .iter()
+        .copied()
+        .filter(|p| matches!(p, Prefix::V6 { .. }))
+        .collect();
+    assert_eq!(gone6, v6, "IPv6 in address order");
+    let gone4: Vec<Prefix> = order
+        .iter()
+        .copied()
+        .filter(|p| matches!(p, Prefix::V4 { .. }))
+        .collect();
+    assert_eq!(gone4.len(), 1000);
+    assert!(!gone4.is_sorted(), "IPv4 spread");
+    assert_eq!(r.best_routes().count(), 0);
+}
+
 /// A session drop decided in steps gives the same changes and UPDATEs as in
 /// one go, each step bounded, and leaves the RIB as `peer_down` does: the
 /// other peer's route takes over where it had one, the rest is unreachable.
