@@ -300,6 +300,10 @@ impl SpeakerCore {
         let plain_update = matches!(&input,
             Input::Session(PeerEvent { kind: PeerEventKind::Update(u), .. })
                 if u.end_of_rib_family().is_none());
+        if self.joins_sweep(&input) {
+            self.process(now, input);
+            return;
+        }
         if !plain_update {
             self.decide_undecided();
         }
@@ -378,6 +382,48 @@ impl SpeakerCore {
         // A fresh queue each time: a burst's buffer goes with it.
         let pending = std::mem::take(&mut self.undecided);
         self.work.push_back(Work::Decide(pending, UNDECIDED_STEP));
+    }
+
+    /// Queues the sweep of `id`'s paths (its session ended): into the
+    /// sweep queued last, begun or not, so that sessions ending together
+    /// are walked once and each prefix decided once
+    /// (`Rib::merge_peer_down`), else as a sweep of its own.
+    fn sweep_peer(&mut self, id: PeerId, keep: &[Family]) {
+        if let Some(Work::Sweep(pending, _)) = self.work.back_mut() {
+            if self.rib.merge_peer_down(pending, id, keep) {
+                debug!(peer = ?id, "the session's end joins the sweep queued last");
+                return;
+            }
+        }
+        let pending = self.rib.peer_down_in_steps(id, keep);
+        self.work.push_back(Work::Sweep(pending, false));
+    }
+
+    /// Whether `input`, a session's end (or a state change, which ends
+    /// come with), can act now, ahead of bulk work, to join the sweep
+    /// queued last: only outputs and sweeps are queued, and no decision is
+    /// left for later, so no input is overtaken and the session ends on a
+    /// Loc-RIB as it would after the bulk work (the paths it takes out are
+    /// the same; the decisions are made once).
+    fn joins_sweep(&self, input: &Input) -> bool {
+        matches!(
+            input,
+            Input::Session(PeerEvent {
+                kind: PeerEventKind::Down { .. } | PeerEventKind::State(_),
+                ..
+            })
+        ) && !self.has_undecided()
+            && matches!(self.work.back(), Some(Work::Sweep(..)))
+            && self
+                .work
+                .iter()
+                .all(|w| matches!(w, Work::Out(_) | Work::Sweep(..)))
+    }
+
+    /// Whether a dead peer's sweep is queued or under way: a session's end
+    /// fed now joins it (see [`SpeakerCore::handle`]).
+    pub fn sweeping(&self) -> bool {
+        self.work.iter().any(|w| matches!(w, Work::Sweep(..)))
     }
 
     /// A RIB output into outputs: FIB changes, then UPDATEs per peer.
@@ -730,8 +776,8 @@ impl SpeakerCore {
             info!(peer = %addr, "link down: removing the peer's stale routes (fast external failover)");
             p.stale_families.clear();
             p.restart_deadline = None;
-            let pending = self.rib.peer_down_in_steps(p.id, &[]);
-            self.work.push_back(Work::Sweep(pending, false));
+            let id = p.id;
+            self.sweep_peer(id, &[]);
         }
         self.links = links.clone();
         self.maybe_end_deferral();
@@ -979,8 +1025,7 @@ impl SpeakerCore {
                         p.restart_deadline = Some(now + Duration::from_secs(t as u64));
                     }
                     p.stale_families = keep.clone();
-                    let pending = self.rib.peer_down_in_steps(id, &keep);
-                    self.work.push_back(Work::Sweep(pending, false));
+                    self.sweep_peer(id, &keep);
                 }
             }
             PeerEventKind::Update(u) => {
@@ -1612,6 +1657,99 @@ mod tests {
         assert!(outs[end..].iter().all(|o| !fib(o)));
         let marks = outs.iter().filter(|o| matches!(o, Output::Sweeping(_)));
         assert_eq!(marks.count(), 2);
+    }
+
+    /// Peer `i` announces `prefixes` with an AS path of `len` ASNs.
+    fn announce_all(
+        core: &mut SpeakerCore,
+        now: Instant,
+        i: u8,
+        len: u32,
+        prefixes: &[crate::wire::Prefix],
+    ) {
+        let path: Vec<u32> = (0..len).map(|_| 65000 + i as u32).collect();
+        let mut u = Update::new(PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::from_sequence(&path)),
+            next_hop: Some(Ipv4Addr::new(10, 0, 0, i)),
+            ..Default::default()
+        });
+        u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, prefixes);
+        core.handle(
+            now,
+            Input::Session(PeerEvent {
+                peer: a(i),
+                session: core.session_of(a(i)),
+                kind: PeerEventKind::Update(Box::new(u)),
+            }),
+        );
+        core.decide_undecided();
+        drain(core);
+    }
+
+    fn down_event(core: &SpeakerCore, i: u8) -> Input {
+        let cease = Notification::bare(ErrorCode::Cease(CeaseError::AdministrativeReset));
+        Input::Session(PeerEvent {
+            peer: a(i),
+            session: core.session_of(a(i)),
+            kind: PeerEventKind::Down {
+                reason: DownReason::NotificationReceived(cease),
+                was_established: true,
+            },
+        })
+    }
+
+    /// Two peers' sessions end together: the second joins the first one's
+    /// sweep, before it begins or while it runs, and every prefix goes
+    /// once, straight to unreachable, instead of first moving to the
+    /// second peer's path.
+    #[test]
+    fn sessions_ending_together_are_swept_once() {
+        for polled_between in [0, 3] {
+            let t0 = Instant::now();
+            let mut core = restarting_core(t0);
+            core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+            drain(&mut core);
+            up(&mut core, t0, 2, None);
+            up(&mut core, t0, 3, None);
+            let n = 4 * SWEEP_STEP;
+            let prefixes: Vec<crate::wire::Prefix> = (0..n)
+                .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
+                .collect();
+            // 2's path is shorter: best everywhere; 3's the backup.
+            announce_all(&mut core, t0, 2, 1, &prefixes);
+            announce_all(&mut core, t0, 3, 2, &prefixes);
+            assert_eq!(core.routes(None).len(), 2 * n, "both peers' paths");
+
+            let d2 = down_event(&core, 2);
+            core.handle(t0, d2);
+            // The driver may have carried out a few outputs (the walk
+            // begun) before the second end is read.
+            let mut outs: Vec<Output> = (0..polled_between)
+                .filter_map(|_| core.poll_output())
+                .collect();
+            assert!(core.sweeping());
+            let d3 = down_event(&core, 3);
+            core.handle(t0, d3);
+            outs.extend(drain(&mut core));
+            let changes: Vec<&LocRibChange> = outs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Fib(c) => Some(c.iter()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            let moved = changes.iter().filter(|c| c.best().is_some()).count();
+            let gone = changes.iter().filter(|c| c.best().is_none()).count();
+            // Begun: the prefixes of its first step had moved to 3's path.
+            let early = if polled_between > 0 { SWEEP_STEP } else { 0 };
+            assert_eq!(moved, early, "polled {polled_between}");
+            assert_eq!(gone, n, "polled {polled_between}");
+            assert!(core.routes(None).is_empty());
+            let marks = outs.iter().filter(|o| matches!(o, Output::Sweeping(_)));
+            assert_eq!(marks.count(), 2, "one sweep");
+        }
     }
 
     /// Peer `i` announces 10.9.0.0/24 and the decision runs.

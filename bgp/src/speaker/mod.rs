@@ -34,7 +34,7 @@ use crate::bfd::{self, Bfd, BfdConfig, PeerKey, SessionOptions, SessionSnapshot}
 use crate::fsm::State;
 use crate::policy::Policy;
 use crate::rib::{self, FibChange, NextHopMode};
-use crate::session::{spawn_peer, PeerCommand, PeerEvent, PeerLinks, SessionConfig};
+use crate::session::{spawn_peer, PeerCommand, PeerEvent, PeerEventKind, PeerLinks, SessionConfig};
 use crate::wire::attr::PathAttributes;
 use crate::wire::family::Family;
 use crate::wire::Prefix;
@@ -265,6 +265,15 @@ pub struct Speaker {
     /// `watch`, never a queue, so that a link going down reaches the
     /// session at once even while the speaker waits for a slow peer.
     links: Arc<watch::Sender<PeerLinks>>,
+}
+
+/// A session's end, or a state change (which come with ends): what joins
+/// a dead peer's sweep under way (`SpeakerCore::handle`).
+fn ends(ev: &PeerEvent) -> bool {
+    matches!(
+        ev.kind,
+        PeerEventKind::Down { .. } | PeerEventKind::State(_)
+    )
 }
 
 /// Capacities of the bounded channels (see the module docs).
@@ -566,8 +575,19 @@ impl Driver {
                     None => return,
                 },
                 Some(ev) = events.recv() => {
+                    let mut ended = ends(&ev);
                     self.core.handle(Instant::now(), Input::Session(ev));
-                    self.flush().await;
+                    // Sessions ending together (a link, a ToR, a node
+                    // going away): the ends already queued join the first
+                    // one's sweep before it begins (`SpeakerCore::handle`),
+                    // so each prefix is decided, and written to the
+                    // kernel, once rather than once per peer.
+                    while ended {
+                        let Ok(ev) = events.try_recv() else { break };
+                        ended = ends(&ev);
+                        self.core.handle(Instant::now(), Input::Session(ev));
+                    }
+                    self.flush_joining(&mut events).await;
                     // Decisions run when the FIB consumer has taken all it
                     // was given (it would idle otherwise), or when too many
                     // wait; meanwhile UPDATEs keep entering Adj-RIB-In, and a
@@ -615,47 +635,68 @@ impl Driver {
     /// in its bounded channel before the core computes the next.
     async fn flush(&mut self) {
         while let Some(o) = self.core.poll_output() {
-            match o {
-                Output::Fib(changes) => {
-                    self.fib_tx.fit(self.core.prefixes());
-                    let batch = changes.into_iter().map(FibChange::from).collect();
-                    self.fib_tx.send(batch).await;
-                }
-                Output::Session(addr, c) => {
-                    let Some(tx) = self.sessions.get(&addr) else {
-                        continue;
-                    };
-                    let c = match c {
-                        SessionCommand::Start => PeerCommand::Start,
-                        SessionCommand::Stop { communication } => {
-                            PeerCommand::Stop { communication }
-                        }
-                        SessionCommand::AdminDown { notification, idle } => {
-                            PeerCommand::AdminDown { notification, idle }
-                        }
-                        SessionCommand::Send(m) => PeerCommand::Send(m),
-                        SessionCommand::SendMessage(m) => PeerCommand::SendMessage(*m),
-                        SessionCommand::RestartState(on) => PeerCommand::RestartState(on),
-                    };
-                    let _ = tx.send(c).await;
-                }
-                Output::AddSession(setup) => self.add_session(*setup).await,
-                Output::RemoveSession(settings) => {
-                    let addr = settings.address;
-                    if settings.password.is_some() {
-                        self.listeners.remove_key(addr);
-                    }
-                    if let (Some(b), Some(h)) = (settings.bfd, self.bfd.as_ref()) {
-                        let _ = h.remove_session(b.key(addr)).await;
-                    }
-                    // The session task ends with its command channel.
-                    self.sessions.remove(&addr);
-                }
-                Output::Converged => {
-                    self.converged.send_replace(true);
-                }
-                Output::Sweeping(on) => self.fib_tx.sweeping(on).await,
+            self.carry_out(o).await;
+        }
+    }
+
+    /// [`Driver::flush`], taking the sessions' ends already queued while a
+    /// dead peer's sweep runs: they join it (`SpeakerCore::handle`), so
+    /// that sessions ending a few milliseconds apart (a ToR, a link, a
+    /// restarting node's sessions) have their paths taken out in one walk
+    /// and each prefix decided, and written to the kernel, once. The first
+    /// other event taken is fed too (it waits behind the sweep, as any
+    /// would) and ends the taking: at most one UPDATE is held that way.
+    async fn flush_joining(&mut self, events: &mut mpsc::Receiver<PeerEvent>) {
+        let mut joining = true;
+        while let Some(o) = self.core.poll_output() {
+            self.carry_out(o).await;
+            while joining && self.core.sweeping() {
+                let Ok(ev) = events.try_recv() else { break };
+                joining = ends(&ev);
+                self.core.handle(Instant::now(), Input::Session(ev));
             }
+        }
+    }
+
+    async fn carry_out(&mut self, o: Output) {
+        match o {
+            Output::Fib(changes) => {
+                self.fib_tx.fit(self.core.prefixes());
+                let batch = changes.into_iter().map(FibChange::from).collect();
+                self.fib_tx.send(batch).await;
+            }
+            Output::Session(addr, c) => {
+                let Some(tx) = self.sessions.get(&addr) else {
+                    return;
+                };
+                let c = match c {
+                    SessionCommand::Start => PeerCommand::Start,
+                    SessionCommand::Stop { communication } => PeerCommand::Stop { communication },
+                    SessionCommand::AdminDown { notification, idle } => {
+                        PeerCommand::AdminDown { notification, idle }
+                    }
+                    SessionCommand::Send(m) => PeerCommand::Send(m),
+                    SessionCommand::SendMessage(m) => PeerCommand::SendMessage(*m),
+                    SessionCommand::RestartState(on) => PeerCommand::RestartState(on),
+                };
+                let _ = tx.send(c).await;
+            }
+            Output::AddSession(setup) => self.add_session(*setup).await,
+            Output::RemoveSession(settings) => {
+                let addr = settings.address;
+                if settings.password.is_some() {
+                    self.listeners.remove_key(addr);
+                }
+                if let (Some(b), Some(h)) = (settings.bfd, self.bfd.as_ref()) {
+                    let _ = h.remove_session(b.key(addr)).await;
+                }
+                // The session task ends with its command channel.
+                self.sessions.remove(&addr);
+            }
+            Output::Converged => {
+                self.converged.send_replace(true);
+            }
+            Output::Sweeping(on) => self.fib_tx.sweeping(on).await,
         }
     }
 
