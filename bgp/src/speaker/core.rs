@@ -1754,23 +1754,7 @@ mod tests {
 
     /// Peer `i` announces 10.9.0.0/24 and the decision runs.
     fn announce(core: &mut SpeakerCore, now: Instant, i: u8) {
-        let mut u = Update::new(PathAttributes {
-            origin: Some(Origin::Igp),
-            as_path: Some(AsPath::from_sequence(&[65000 + i as u32])),
-            next_hop: Some(Ipv4Addr::new(10, 0, 0, i)),
-            ..Default::default()
-        });
-        u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, &["10.9.0.0/24".parse().unwrap()]);
-        core.handle(
-            now,
-            Input::Session(PeerEvent {
-                peer: a(i),
-                session: core.session_of(a(i)),
-                kind: PeerEventKind::Update(Box::new(u)),
-            }),
-        );
-        core.decide_undecided();
-        drain(core);
+        announce_all(core, now, i, 1, &["10.9.0.0/24".parse().unwrap()]);
     }
 
     fn session_down(
