@@ -13,7 +13,8 @@
 //! | Idle                   | refused, unless the peer just won a collision     |
 //! | Connect, Active        | becomes the FSM's connection (no collision yet)    |
 //! | OpenSent, OpenConfirm  | held as the second; the BGP Identifiers decide     |
-//! | Established            | closed with Cease 6/7 (a restart under GR: taken)  |
+//! | Established            | closed with Cease 6/7 (a restart under GR: taken,  |
+//! |                        | unless the session came up a moment ago)           |
 //!
 //! Both speakers apply the same rule to the same two connections, so they
 //! keep the same one.
@@ -30,6 +31,15 @@ pub const SECOND_OPEN_WAIT: Duration = Duration::from_secs(30);
 /// How long after losing a collision the peer's own connection is still
 /// accepted in Idle.
 pub const COLLISION_ACCEPT_WAIT: Duration = Duration::from_secs(10);
+
+/// How long after the session reached Established a new connection from
+/// a graceful-restart peer is still taken for the other half of a §6.8
+/// collision rather than for a restart (RFC 4724 §4.2). Both sides'
+/// connection attempts crossed; the one that lost the race is only being
+/// handed over from the listener, which takes milliseconds. A peer that
+/// really restarts closes its old connection as it goes down (seen first),
+/// or takes far longer than this to come back.
+pub const RESTART_AFTER_UP: Duration = Duration::from_secs(2);
 
 /// The NOTIFICATION that closes a collision's loser (RFC 4271 §6.8).
 pub const COLLISION_CEASE: ErrorCode = ErrorCode::Cease(CeaseError::ConnectionCollisionResolution);
@@ -98,6 +108,8 @@ pub struct Arbiter {
     /// OpenConfirm with Cease / Connection Collision Resolution: it keeps
     /// the connection it initiated, which may still be on its way here.
     lost_at: Option<Instant>,
+    /// When the session last reached Established.
+    up_at: Option<Instant>,
 }
 
 impl Arbiter {
@@ -106,7 +118,13 @@ impl Arbiter {
             local_id,
             second: None,
             lost_at: None,
+            up_at: None,
         }
+    }
+
+    /// The session reached Established at `now`.
+    pub fn session_up(&mut self, now: Instant) {
+        self.up_at = Some(now);
     }
 
     /// A connection from the peer was accepted while the FSM is in `state`;
@@ -135,8 +153,20 @@ impl Arbiter {
             // accepted it.
             State::Connect | State::Active => Admit::Accept,
             // RFC 4724 §4.2: a new connection from a peer that negotiated
-            // graceful restart means it restarted.
-            State::Established if peer_gr => Admit::ReplaceRestarted,
+            // graceful restart means it restarted -- unless the session
+            // came up a moment ago: then it is the peer's half of a
+            // collision (both speakers connected at once, ours won the
+            // race), closed as §6.8 says for Established. Taking it for a
+            // restart would end the fresh session, and the peer, seeing
+            // that, takes us for restarting in turn.
+            State::Established
+                if peer_gr
+                    && !self
+                        .up_at
+                        .is_some_and(|t| now.saturating_duration_since(t) < RESTART_AFTER_UP) =>
+            {
+                Admit::ReplaceRestarted
+            }
             State::Established | State::OpenSent | State::OpenConfirm => {
                 self.second_connection(now, state, false)
             }
@@ -219,6 +249,7 @@ impl Arbiter {
     pub fn reset(&mut self) {
         self.second = None;
         self.lost_at = None;
+        self.up_at = None;
     }
 }
 
@@ -361,6 +392,27 @@ mod tests {
         a.notification(t0, State::OpenSent, &Notification::bare(COLLISION_CEASE));
         a.reset();
         assert_eq!(a.incoming(t0, State::Idle, false), Admit::Refuse);
+    }
+
+    /// The race seen in CI with BIRD restarting: both speakers connected
+    /// at once, ours reached Established, and the peer's connection was
+    /// handed over just after. It is the collision's loser (Cease 6/7), not
+    /// a second restart; a connection that comes later is a restart.
+    #[test]
+    fn a_connection_just_after_established_is_a_collision_not_a_restart() {
+        let t0 = Instant::now();
+        let mut a = Arbiter::new(LOW);
+        a.session_up(t0);
+        let soon = t0 + Duration::from_millis(5);
+        assert_eq!(a.incoming(soon, State::Established, true), Admit::Reject);
+        assert!(!a.has_second());
+        let late = t0 + RESTART_AFTER_UP;
+        assert_eq!(
+            a.incoming(late, State::Established, true),
+            Admit::ReplaceRestarted
+        );
+        // Without graceful restart, Established always keeps what it has.
+        assert_eq!(a.incoming(soon, State::Established, false), Admit::Reject);
     }
 
     #[test]

@@ -983,6 +983,7 @@ impl Task {
                     .capabilities()
                     .any(|c| matches!(c, Capability::GracefulRestart(_)));
                 self.established_at = Some(Instant::now());
+                self.collision.session_up(std::time::Instant::now());
                 info!(%peer, asn = remote.asn(), id = %remote.bgp_id, hold = self.fsm.negotiated_hold_time(), "session established");
                 let local = self.conn.as_ref().and_then(|c| c.stream.local_addr().ok());
                 self.deliver(PeerEvent {
@@ -1489,6 +1490,65 @@ mod tests {
             reason,
             DownReason::NotificationSent(Notification::bare(ErrorCode::Cease(CeaseError::BfdDown)))
         );
+    }
+
+    /// RFC 4271 §6.8 against RFC 4724 §4.2 (a race seen in CI with BIRD
+    /// restarting): a graceful-restart peer and we connected at once, our
+    /// connection reached Established first, and the peer's is handed over
+    /// just after. It is closed with Cease 6/7 and the session stays up;
+    /// taking it for a restart ended the fresh session.
+    #[tokio::test]
+    async fn the_peers_connection_just_after_established_is_a_collision() {
+        use crate::wire::capability::GracefulRestart;
+        let peer_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = SessionConfig {
+            address: "127.0.0.1".parse().unwrap(),
+            id: SessionId(1),
+            port: peer_listener.local_addr().unwrap().port(),
+            fsm: FsmConfig::new(65001, LOCAL_ID, 65002, vec![]),
+            connect: ConnectOptions::default(),
+            bfd: None,
+            links: None,
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, mut events) = mpsc::channel(64);
+        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
+        cmd_tx.send(PeerCommand::Start).await.unwrap();
+        let (mut ours, _) = peer_listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        read_message(&mut ours, &mut buf).await;
+        let gr = Capability::GracefulRestart(GracefulRestart {
+            flags: GracefulRestart::RESTART_STATE,
+            restart_time: 120,
+            families: vec![],
+        });
+        send(
+            &mut ours,
+            Message::Open(Open::new(65002, 90, PEER_ID, vec![gr])),
+        )
+        .await;
+        send(&mut ours, Message::Keepalive).await;
+        next_state(&mut events, State::Established).await;
+
+        let mut theirs = incoming(&cmd_tx).await;
+        let mut tbuf = BytesMut::new();
+        match read_message(&mut theirs, &mut tbuf).await {
+            Some(Message::Notification(n)) => assert_eq!(
+                n.error,
+                ErrorCode::Cease(CeaseError::ConnectionCollisionResolution)
+            ),
+            other => panic!("the peer's connection was taken for a restart: {other:?}"),
+        }
+        // The session on our connection carries on.
+        send(&mut ours, Message::Keepalive).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Ok(e) = events.try_recv() {
+            assert!(
+                !matches!(e.kind, PeerEventKind::Down { .. } | PeerEventKind::State(_)),
+                "the session changed: {:?}",
+                e.kind
+            );
+        }
     }
 
     /// Outside that window an Idle peer still refuses connections (§8.2.2

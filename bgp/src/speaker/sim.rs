@@ -385,6 +385,7 @@ impl Node {
                 s.peer_gr = remote
                     .capabilities()
                     .any(|c| matches!(c, Capability::GracefulRestart(_)));
+                s.arbiter.session_up(w.now);
                 let local = Some(SocketAddr::new(w.addrs[me], 179));
                 self.inbox.push_back(PeerEvent {
                     peer: addr,
