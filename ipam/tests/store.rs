@@ -38,6 +38,45 @@ async fn etcd_backend_conforms() {
     }
 }
 
+/// Members that accept connections and never answer (an etcd member whose
+/// links are down looks like that to the client: its connection stays
+/// "ready" until the keepalive gives up). With two of three endpoints such
+/// black holes, every request still succeeds: its retries go to each
+/// member in turn. Through the balancer alone, each of the four attempts
+/// could land on a black hole (a CNI ADD failed so in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_get_past_members_that_never_answer() {
+    if !require("etcd (Debian: etcd-server)", etcd_binary().is_some()) {
+        return;
+    }
+    let etcd = EtcdServer::start().expect("start etcd");
+    // Listening, never accepting: the kernel completes the handshakes, and
+    // nothing ever answers on them.
+    let holes: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let mut endpoints: Vec<String> = holes
+        .iter()
+        .map(|l| format!("http://{}", l.local_addr().unwrap()))
+        .collect();
+    endpoints.push(etcd.endpoint.clone());
+    let mut cfg = EtcdConfig::new(endpoints);
+    cfg.timeout = Duration::from_millis(400);
+    let store = EtcdStore::connect(&cfg).await.expect("connect");
+    for i in 0..10 {
+        let key = format!("/petrel-test/holes/{i}");
+        store
+            .create(&key, b"x".to_vec())
+            .await
+            .unwrap_or_else(|e| panic!("write {i} failed: {e}"));
+        let kv = store
+            .get(&key)
+            .await
+            .unwrap_or_else(|e| panic!("read {i} failed: {e}"));
+        assert_eq!(kv.map(|kv| kv.value), Some(b"x".to_vec()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_backend_conforms_and_persists() {
     let dir = tempfile::tempdir().expect("tempdir");

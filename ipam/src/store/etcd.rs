@@ -49,7 +49,14 @@ impl EtcdConfig {
 
 #[derive(Clone)]
 pub struct EtcdStore {
+    /// Balanced over every endpoint: a request's first attempt.
     client: Client,
+    /// With several endpoints, one client per member: a request's retries
+    /// go to each member in turn (see [`EtcdStore::retry_counted`]).
+    members: std::sync::Arc<[Client]>,
+    /// Where the next request's retries start among `members`, so that
+    /// requests spread their retries over the cluster.
+    rotor: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     endpoints: String,
     /// How many endpoints: a refused connection is retried this many
     /// times more (see [`EtcdStore::retry_counted`]).
@@ -92,17 +99,30 @@ impl EtcdStore {
             }
             opts = opts.with_tls(tls);
         }
-        let client = Client::connect(&cfg.endpoints, Some(opts))
+        let client = Client::connect(&cfg.endpoints, Some(opts.clone()))
             .await
             .map_err(|e| classify(&endpoints, e))?;
+        // Lazily connected, like the balanced one: a member that is down
+        // costs nothing until a retry picks it.
+        let mut members = Vec::new();
+        if cfg.endpoints.len() > 1 {
+            for e in &cfg.endpoints {
+                let c = Client::connect([e], Some(opts.clone()))
+                    .await
+                    .map_err(|err| classify(e, err))?;
+                members.push(c);
+            }
+        }
         Ok(EtcdStore {
             client,
+            members: members.into(),
+            rotor: Default::default(),
             endpoints,
             endpoint_count: cfg.endpoints.len() as u32,
             // With several endpoints, one more attempt than there are
-            // members: the balancer picks among them at random and knows
-            // nothing of a member that lost its leader (it accepts the
-            // request and times out), so each attempt may pick it again.
+            // members: the first through the balancer, then one on each
+            // member in turn, so a member that lost its leader or its link
+            // (it accepts the request and times out) cannot take them all.
             attempts: cfg.attempts.max(1).max(cfg.endpoints.len() as u32 + 1),
             quorum: Default::default(),
         })
@@ -121,6 +141,25 @@ impl EtcdStore {
         self.retry_counted(op).await.map(|(v, _)| v)
     }
 
+    /// Where a request's retries start among the members.
+    fn next_start(&self) -> usize {
+        self.rotor
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The client for a request's try number `tries` (0 first). The first
+    /// goes through the balancer. That picks a member per request and knows
+    /// nothing of one whose link is down (its connection looks ready until
+    /// the keepalive gives up, 15 s), so it may pick that one again and
+    /// again: every later try goes to the next member in turn instead.
+    fn pick(&self, start: usize, tries: usize) -> &Client {
+        match tries {
+            0 => &self.client,
+            _ if self.members.is_empty() => &self.client,
+            t => &self.members[(start + t - 1) % self.members.len()],
+        }
+    }
+
     /// [`Self::retry`], also saying whether an earlier attempt failed (and
     /// so may have been applied without an answer).
     async fn retry_counted<T, F, Fut>(&self, mut op: F) -> Result<(T, bool), StoreError>
@@ -131,8 +170,12 @@ impl EtcdStore {
         let mut pause = Duration::from_millis(50);
         let mut attempt = 1;
         let mut refused = 0;
+        let mut tries = 0;
+        let start = self.next_start();
         loop {
-            match op(self.client.clone()).await {
+            let client = self.pick(start, tries);
+            tries += 1;
+            match op(client.clone()).await {
                 Ok(v) => return Ok((v, attempt > 1 || refused > 0)),
                 Err(e) => {
                     // A refused connection sent nothing and costs nothing:
@@ -292,7 +335,8 @@ const PROGRESS_DELAY: Duration = Duration::from_secs(5);
 
 /// A quorum read is tried this many times, each bounded by
 /// [`QUORUM_READ_TIMEOUT`]: the balancer may send it to the very member
-/// that lost its quorum, which cannot answer it.
+/// that lost its quorum, which cannot answer it; the retries go to each
+/// member in turn (three members).
 const QUORUM_READ_ATTEMPTS: u32 = 4;
 const QUORUM_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -308,8 +352,9 @@ impl EtcdStore {
                 }
             }
         }
-        for _ in 0..QUORUM_READ_ATTEMPTS {
-            let mut c = self.client.clone();
+        let start = self.next_start();
+        for tries in 0..QUORUM_READ_ATTEMPTS as usize {
+            let mut c = self.pick(start, tries).clone();
             let read = c.get("/petrel/ping", Some(GetOptions::new().with_count_only()));
             let Ok(Ok(resp)) = tokio::time::timeout(QUORUM_READ_TIMEOUT, read).await else {
                 continue;
