@@ -161,9 +161,9 @@ impl Arbiter {
             // that, takes us for restarting in turn.
             State::Established
                 if peer_gr
-                    && !self
+                    && self
                         .up_at
-                        .is_some_and(|t| now.saturating_duration_since(t) < RESTART_AFTER_UP) =>
+                        .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_AFTER_UP) =>
             {
                 Admit::ReplaceRestarted
             }
