@@ -426,6 +426,28 @@ impl SpeakerCore {
         self.work.iter().any(|w| matches!(w, Work::Sweep(..)))
     }
 
+    /// While a dead peer's sweep is queued or runs, feeds the events
+    /// `next` has ready (the driver's queue) as long as they are sessions'
+    /// ends or state changes (which come with ends): they join the sweep,
+    /// before its walk begins if they were queued already. The first other
+    /// event is fed too (it waits behind the sweep, as any would) and
+    /// clears `joining`, ending the taking for this flush.
+    pub fn take_ends(
+        &mut self,
+        now: Instant,
+        joining: &mut bool,
+        mut next: impl FnMut() -> Option<PeerEvent>,
+    ) {
+        while *joining && self.sweeping() {
+            let Some(ev) = next() else { break };
+            *joining = matches!(
+                ev.kind,
+                PeerEventKind::Down { .. } | PeerEventKind::State(_)
+            );
+            self.handle(now, Input::Session(ev));
+        }
+    }
+
     /// A RIB output into outputs: FIB changes, then UPDATEs per peer.
     fn rib_output(&mut self, out: rib::Output, front: bool) {
         for e in &out.errors {
@@ -1667,6 +1689,19 @@ mod tests {
         len: u32,
         prefixes: &[crate::wire::Prefix],
     ) {
+        let ev = update_event(core, i, len, prefixes);
+        core.handle(now, Input::Session(ev));
+        core.decide_undecided();
+        drain(core);
+    }
+
+    /// Peer `i`'s UPDATE announcing `prefixes` with an AS path of `len`.
+    fn update_event(
+        core: &SpeakerCore,
+        i: u8,
+        len: u32,
+        prefixes: &[crate::wire::Prefix],
+    ) -> PeerEvent {
         let path: Vec<u32> = (0..len).map(|_| 65000 + i as u32).collect();
         let mut u = Update::new(PathAttributes {
             origin: Some(Origin::Igp),
@@ -1675,16 +1710,11 @@ mod tests {
             ..Default::default()
         });
         u.nlri = Nlri::from_prefixes(Family::IPV4_UNICAST, prefixes);
-        core.handle(
-            now,
-            Input::Session(PeerEvent {
-                peer: a(i),
-                session: core.session_of(a(i)),
-                kind: PeerEventKind::Update(Box::new(u)),
-            }),
-        );
-        core.decide_undecided();
-        drain(core);
+        PeerEvent {
+            peer: a(i),
+            session: core.session_of(a(i)),
+            kind: PeerEventKind::Update(Box::new(u)),
+        }
     }
 
     fn down_event(core: &SpeakerCore, i: u8) -> Input {
@@ -1750,6 +1780,72 @@ mod tests {
             let marks = outs.iter().filter(|o| matches!(o, Output::Sweeping(_)));
             assert_eq!(marks.count(), 2, "one sweep");
         }
+    }
+
+    /// What the driver does with its queue after reading a session's end
+    /// (`take_ends` between outputs): the ends and state changes queued
+    /// behind it join the sweep before its walk begins; the first other
+    /// event (an UPDATE) is fed and ends the taking, so an end queued after
+    /// it waits for the next read.
+    #[test]
+    fn ends_queued_behind_an_end_join_its_sweep_before_the_walk() {
+        let t0 = Instant::now();
+        let mut core = restarting_core(t0);
+        core.add_peer(t0, PeerSettings::new(a(4), 65004)).unwrap();
+        core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+        drain(&mut core);
+        for i in [2, 3, 4] {
+            up(&mut core, t0, i, None);
+        }
+        let n = 4 * SWEEP_STEP;
+        let prefixes: Vec<crate::wire::Prefix> = (0..n)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap())
+            .collect();
+        announce_all(&mut core, t0, 2, 1, &prefixes);
+        announce_all(&mut core, t0, 3, 2, &prefixes);
+        let event = |input: Input| match input {
+            Input::Session(e) => e,
+            _ => unreachable!(),
+        };
+        let late: crate::wire::Prefix = "10.200.0.0/24".parse().unwrap();
+        let mut queue: std::collections::VecDeque<PeerEvent> = [
+            PeerEvent {
+                peer: a(3),
+                session: core.session_of(a(3)),
+                kind: PeerEventKind::State(crate::fsm::State::Idle),
+            },
+            event(down_event(&core, 3)),
+            update_event(&core, 4, 1, &[late]),
+            event(down_event(&core, 4)),
+        ]
+        .into();
+        let d2 = down_event(&core, 2);
+        core.handle(t0, d2);
+        let mut joining = true;
+        let mut outs = Vec::new();
+        loop {
+            core.take_ends(t0, &mut joining, || queue.pop_front());
+            let Some(o) = core.poll_output() else { break };
+            outs.push(o);
+        }
+        assert_eq!(queue.len(), 1, "4's end waits behind its UPDATE");
+        let changes: Vec<&LocRibChange> = outs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Fib(c) => Some(c.iter()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        // Joined before the walk: nothing moved to 3's path on the way.
+        assert_eq!(changes.iter().filter(|c| c.best().is_some()).count(), 0);
+        assert_eq!(changes.iter().filter(|c| c.best().is_none()).count(), n);
+        let marks = outs.iter().filter(|o| matches!(o, Output::Sweeping(_)));
+        assert_eq!(marks.count(), 2, "one sweep");
+        // The UPDATE fed behind the sweep is in.
+        core.decide_undecided();
+        drain(&mut core);
+        assert_eq!(core.routes(None).len(), 1);
     }
 
     /// Peer `i` announces 10.9.0.0/24 and the decision runs.

@@ -34,7 +34,7 @@ use crate::bfd::{self, Bfd, BfdConfig, PeerKey, SessionOptions, SessionSnapshot}
 use crate::fsm::State;
 use crate::policy::Policy;
 use crate::rib::{self, FibChange, NextHopMode};
-use crate::session::{spawn_peer, PeerCommand, PeerEvent, PeerEventKind, PeerLinks, SessionConfig};
+use crate::session::{spawn_peer, PeerCommand, PeerEvent, PeerLinks, SessionConfig};
 use crate::wire::attr::PathAttributes;
 use crate::wire::family::Family;
 use crate::wire::Prefix;
@@ -265,15 +265,6 @@ pub struct Speaker {
     /// `watch`, never a queue, so that a link going down reaches the
     /// session at once even while the speaker waits for a slow peer.
     links: Arc<watch::Sender<PeerLinks>>,
-}
-
-/// A session's end, or a state change (which come with ends): what joins
-/// a dead peer's sweep under way (`SpeakerCore::handle`).
-fn ends(ev: &PeerEvent) -> bool {
-    matches!(
-        ev.kind,
-        PeerEventKind::Down { .. } | PeerEventKind::State(_)
-    )
 }
 
 /// Capacities of the bounded channels (see the module docs).
@@ -575,18 +566,7 @@ impl Driver {
                     None => return,
                 },
                 Some(ev) = events.recv() => {
-                    let mut ended = ends(&ev);
                     self.core.handle(Instant::now(), Input::Session(ev));
-                    // Sessions ending together (a link, a ToR, a node
-                    // going away): the ends already queued join the first
-                    // one's sweep before it begins (`SpeakerCore::handle`),
-                    // so each prefix is decided, and written to the
-                    // kernel, once rather than once per peer.
-                    while ended {
-                        let Ok(ev) = events.try_recv() else { break };
-                        ended = ends(&ev);
-                        self.core.handle(Instant::now(), Input::Session(ev));
-                    }
                     self.flush_joining(&mut events).await;
                     // Decisions run when the FIB consumer has taken all it
                     // was given (it would idle otherwise), or when too many
@@ -640,21 +620,23 @@ impl Driver {
     }
 
     /// [`Driver::flush`], taking the sessions' ends already queued while a
-    /// dead peer's sweep runs: they join it (`SpeakerCore::handle`), so
-    /// that sessions ending a few milliseconds apart (a ToR, a link, a
-    /// restarting node's sessions) have their paths taken out in one walk
-    /// and each prefix decided, and written to the kernel, once. The first
+    /// dead peer's sweep is queued or runs: they join it
+    /// (`SpeakerCore::handle`), so that sessions ending together or a few
+    /// milliseconds apart (a ToR, a link, a restarting node's sessions)
+    /// have their paths taken out in one walk and each prefix decided, and
+    /// written to the kernel, once rather than once per peer. Ends queued
+    /// before the walk begins join it before its first step. The first
     /// other event taken is fed too (it waits behind the sweep, as any
     /// would) and ends the taking: at most one UPDATE is held that way.
     async fn flush_joining(&mut self, events: &mut mpsc::Receiver<PeerEvent>) {
         let mut joining = true;
-        while let Some(o) = self.core.poll_output() {
+        loop {
+            self.core
+                .take_ends(Instant::now(), &mut joining, || events.try_recv().ok());
+            let Some(o) = self.core.poll_output() else {
+                return;
+            };
             self.carry_out(o).await;
-            while joining && self.core.sweeping() {
-                let Ok(ev) = events.try_recv() else { break };
-                joining = ends(&ev);
-                self.core.handle(Instant::now(), Input::Session(ev));
-            }
         }
     }
 
