@@ -23,6 +23,11 @@
 //! of the table: 4k changes up to ~110k prefixes, 80k at 500k, 156k at
 //! 700k, 192k from ~800k.
 //!
+//! A consumer that writes nothing (the FIB disabled: a route reflector, a
+//! speaker that forwards nothing) says so ([`FibStream::unpaced`]): the
+//! speaker then does not pace its decisions on it (see `Driver` in
+//! `speaker/mod.rs`).
+//!
 //! The stream also carries the core's sweep marks (`Output::Sweeping`): a
 //! count of dead peers' sweeps under way, raised before a sweep's first
 //! batch and lowered after its last, then an empty batch to wake the
@@ -30,7 +35,7 @@
 //! remove the peer's routes with their nexthop object in one kernel pass.
 
 use crate::rib::FibChange;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, Semaphore};
@@ -65,12 +70,14 @@ pub(super) fn channel() -> (FibSender, FibStream) {
     let room = Arc::new(Semaphore::new(ROOM_MIN));
     let waiting = Arc::new(AtomicUsize::new(0));
     let sweeps = Arc::new(AtomicUsize::new(0));
+    let unpaced = Arc::new(AtomicBool::new(false));
     (
         FibSender {
             tx,
             room: room.clone(),
             waiting: waiting.clone(),
             sweeps: sweeps.clone(),
+            unpaced: unpaced.clone(),
             granted: ROOM_MIN,
         },
         FibStream {
@@ -78,6 +85,7 @@ pub(super) fn channel() -> (FibSender, FibStream) {
             room,
             waiting,
             sweeps,
+            unpaced,
         },
     )
 }
@@ -88,6 +96,8 @@ pub(super) struct FibSender {
     waiting: Arc<AtomicUsize>,
     /// Peers' sweeps under way (`Output::Sweeping`).
     sweeps: Arc<AtomicUsize>,
+    /// Set by a consumer that writes nothing ([`FibStream::unpaced`]).
+    unpaced: Arc<AtomicBool>,
     /// The bound now: permits handed to the semaphore so far.
     granted: usize,
 }
@@ -133,6 +143,12 @@ impl FibSender {
         self.tx.capacity() == self.tx.max_capacity()
     }
 
+    /// Whether the consumer writes what it is given (a FIB), so that
+    /// decisions are worth making as soon as it has taken the last ones.
+    pub fn paces(&self) -> bool {
+        !self.unpaced.load(Ordering::Relaxed)
+    }
+
     /// Raises the bound for a table of `prefixes` (it never shrinks: the
     /// memory of a table once held is the process's anyway).
     pub fn fit(&mut self, prefixes: usize) {
@@ -151,9 +167,16 @@ pub struct FibStream {
     /// Changes sent and not yet received.
     waiting: Arc<AtomicUsize>,
     sweeps: Arc<AtomicUsize>,
+    unpaced: Arc<AtomicBool>,
 }
 
 impl FibStream {
+    /// This consumer only counts what it is given (the FIB disabled): the
+    /// speaker need not decide early to keep it busy.
+    pub fn unpaced(&self) {
+        self.unpaced.store(true, Ordering::Relaxed);
+    }
+
     /// Appends up to `limit` batches to `buf`, waiting for the first; 0
     /// once the speaker is gone. Their room goes back to the speaker.
     pub async fn recv_many(&mut self, buf: &mut Vec<Vec<FibChange>>, limit: usize) -> usize {
@@ -220,6 +243,15 @@ mod tests {
                 via: Via::Unreachable,
             })
             .collect()
+    }
+
+    /// A consumer that only counts says so, and the speaker sees it.
+    #[test]
+    fn a_counting_consumer_does_not_pace_decisions() {
+        let (tx, rx) = channel();
+        assert!(tx.paces());
+        rx.unpaced();
+        assert!(!tx.paces());
     }
 
     #[test]

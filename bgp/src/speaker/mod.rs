@@ -284,6 +284,35 @@ const UNDECIDED_MAX: usize = 1 << 18;
 const UNDECIDED_REFILL: usize = 2048;
 /// ... and all of them once no event has come for this long.
 const UNDECIDED_IDLE: Duration = Duration::from_millis(1);
+/// With a consumer that writes nothing (the FIB disabled: a route
+/// reflector), decisions wait for a longer pause (a table arriving from
+/// several sources has gaps of a millisecond or more, at its start above
+/// all) ...
+const UNPACED_IDLE: Duration = Duration::from_millis(50);
+/// ... and at most this long under a steady stream of UPDATEs ...
+const UNDECIDED_WAIT: Duration = Duration::from_millis(200);
+/// ... and a backlog as large as this (8 MiB of IPv4 keys, 17 of IPv6):
+/// deciding once what several sources' tables bring needs all of them in.
+const UNPACED_MAX: usize = 4 * UNDECIDED_MAX;
+
+/// Whether the decisions left for later are due while UPDATEs keep coming:
+/// `queued` of them, the oldest waiting for `waited`; `paced`: the FIB
+/// consumer writes what it is given and has taken it all (`drained`).
+///
+/// With a FIB, decisions run as soon as it has taken the last ones, so that
+/// it never idles; meanwhile UPDATEs keep entering Adj-RIB-In and a prefix
+/// several of them change is decided once. Without one nothing idles, and
+/// deciding early only sends peers interim best paths: a route reflector
+/// whose sources' tables arrive together would reflect one source's path
+/// and then the next's as each arrives (15.6 M paths to 64 clients for 6.3 M
+/// final ones, docs/benchmarks/history.md, tenth round).
+fn decisions_due(queued: usize, paced: bool, drained: bool, waited: Duration) -> bool {
+    if paced {
+        queued >= UNDECIDED_MAX || drained
+    } else {
+        queued >= UNPACED_MAX || waited >= UNDECIDED_WAIT
+    }
+}
 
 impl Speaker {
     /// Starts the speaker: binds the listeners and returns the handle and
@@ -373,6 +402,7 @@ impl Speaker {
             converged: converged_tx,
             bfd: None,
             links: links_rx,
+            undecided_since: None,
         };
         let links = Arc::new(links_tx);
         Ok((
@@ -529,6 +559,9 @@ struct Driver {
     /// The links of directly connected peers; each session watches a
     /// clone.
     links: watch::Receiver<PeerLinks>,
+    /// Since when decisions have been left for later (see
+    /// [`decisions_due`]).
+    undecided_since: Option<Instant>,
 }
 
 impl Driver {
@@ -541,6 +574,11 @@ impl Driver {
         let mut links = self.links.clone();
         loop {
             let timeout = self.core.poll_timeout();
+            let idle = if self.fib_tx.paces() {
+                UNDECIDED_IDLE
+            } else {
+                UNPACED_IDLE
+            };
             let core_timer = async {
                 match timeout {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -566,22 +604,26 @@ impl Driver {
                     None => return,
                 },
                 Some(ev) = events.recv() => {
+                    if !self.core.has_undecided() {
+                        self.undecided_since = None;
+                    }
                     self.core.handle(Instant::now(), Input::Session(ev));
                     self.flush_joining(&mut events).await;
-                    // Decisions run when the FIB consumer has taken all it
-                    // was given (it would idle otherwise), or when too many
-                    // wait; meanwhile UPDATEs keep entering Adj-RIB-In, and a
-                    // prefix several of them change is decided once.
-                    if self.core.has_undecided()
-                        && (self.core.undecided() >= UNDECIDED_MAX
-                            || self.fib_tx.is_drained())
-                    {
-                        self.core.decide_some(UNDECIDED_REFILL);
-                        self.flush().await;
+                    if self.core.has_undecided() {
+                        let since = *self.undecided_since.get_or_insert_with(Instant::now);
+                        if decisions_due(
+                            self.core.undecided(),
+                            self.fib_tx.paces(),
+                            self.fib_tx.is_drained(),
+                            since.elapsed(),
+                        ) {
+                            self.core.decide_some(UNDECIDED_REFILL);
+                            self.flush().await;
+                        }
                     }
                 }
                 // No UPDATE for a moment: decide the rest.
-                _ = tokio::time::sleep(UNDECIDED_IDLE), if self.core.has_undecided() => {
+                _ = tokio::time::sleep(idle), if self.core.has_undecided() => {
                     self.decided().await;
                 }
                 Some((stream, from)) = accepts.recv() => {
@@ -609,6 +651,7 @@ impl Driver {
     async fn decided(&mut self) {
         self.core.decide_undecided();
         self.flush().await;
+        self.undecided_since = None;
     }
 
     /// Carries out the core's outputs, one at a time: each waits for room
@@ -860,5 +903,27 @@ impl Driver {
                 drop(stream);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With a FIB writing, decisions run as soon as it has taken the last
+    /// ones; without one, after a pause (the idle branch) or
+    /// [`UNDECIDED_WAIT`] under a steady stream; a backlog at the bound
+    /// is decided either way.
+    #[test]
+    fn decisions_wait_for_the_fib_or_a_while_without_one() {
+        let zero = Duration::ZERO;
+        assert!(decisions_due(1, true, true, zero));
+        assert!(!decisions_due(1, true, false, Duration::from_secs(10)));
+        assert!(!decisions_due(1, false, true, zero));
+        let just_before = UNDECIDED_WAIT - Duration::from_millis(1);
+        assert!(!decisions_due(UNPACED_MAX - 1, false, true, just_before));
+        assert!(decisions_due(1, false, true, UNDECIDED_WAIT));
+        assert!(decisions_due(UNPACED_MAX, false, true, zero));
+        assert!(decisions_due(UNDECIDED_MAX, true, false, zero));
     }
 }

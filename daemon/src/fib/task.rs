@@ -134,6 +134,7 @@ pub fn spawn(
             counters: Arc::default(),
             routes: routes.clone(),
         };
+        loc_rib.unpaced();
         tokio::spawn(count_only(loc_rib, rx, blackholes, routes));
         health.set_fib_ok();
         return Ok(h);
