@@ -1266,6 +1266,20 @@ mod tests {
         mpsc::Receiver<PeerEvent>,
         TcpStream,
     ) {
+        start_established_offering(cfg, listener, events, vec![]).await
+    }
+
+    /// [`start_established`] with the peer's OPEN offering `caps`.
+    async fn start_established_offering(
+        cfg: SessionConfig,
+        listener: &TcpListener,
+        events: usize,
+        caps: Vec<Capability>,
+    ) -> (
+        mpsc::Sender<PeerCommand>,
+        mpsc::Receiver<PeerEvent>,
+        TcpStream,
+    ) {
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, mut events) = mpsc::channel(events);
         let _task = spawn_peer(cfg, cmd_rx, ev_tx);
@@ -1275,7 +1289,7 @@ mod tests {
         read_message(&mut ours, &mut buf).await;
         send(
             &mut ours,
-            Message::Open(Open::new(65002, 90, PEER_ID, vec![])),
+            Message::Open(Open::new(65002, 90, PEER_ID, caps)),
         )
         .await;
         send(&mut ours, Message::Keepalive).await;
@@ -1525,25 +1539,13 @@ mod tests {
             bfd: None,
             links: None,
         };
-        let (cmd_tx, cmd_rx) = mpsc::channel(8);
-        let (ev_tx, mut events) = mpsc::channel(64);
-        let _task = spawn_peer(cfg, cmd_rx, ev_tx);
-        cmd_tx.send(PeerCommand::Start).await.unwrap();
-        let (mut ours, _) = peer_listener.accept().await.unwrap();
-        let mut buf = BytesMut::new();
-        read_message(&mut ours, &mut buf).await;
         let gr = Capability::GracefulRestart(GracefulRestart {
             flags: GracefulRestart::RESTART_STATE,
             restart_time: 120,
             families: vec![],
         });
-        send(
-            &mut ours,
-            Message::Open(Open::new(65002, 90, PEER_ID, vec![gr])),
-        )
-        .await;
-        send(&mut ours, Message::Keepalive).await;
-        next_state(&mut events, State::Established).await;
+        let (cmd_tx, mut events, mut ours) =
+            start_established_offering(cfg, &peer_listener, 64, vec![gr]).await;
 
         let mut theirs = incoming(&cmd_tx).await;
         let mut tbuf = BytesMut::new();
