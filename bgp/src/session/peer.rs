@@ -518,6 +518,10 @@ impl Task {
             return;
         }
         match cmd {
+            // One message (most of a node's sends): written as it is.
+            PeerCommand::Send(msgs) if msgs.len() == 1 => {
+                self.write(&msgs[0]).await;
+            }
             PeerCommand::Send(msgs) => {
                 // Messages go out in writes of up to WRITE_BATCH octets, not
                 // one system call each: a route reflector sends millions of

@@ -90,6 +90,16 @@ pub(super) fn channel() -> (FibSender, FibStream) {
     )
 }
 
+/// Whether the FIB's consumer paces decisions ([`FibSender::paces`]).
+#[derive(Clone, Debug)]
+pub(super) struct Paced(Arc<AtomicBool>);
+
+impl Paced {
+    pub fn get(&self) -> bool {
+        !self.0.load(Ordering::Relaxed)
+    }
+}
+
 pub(super) struct FibSender {
     tx: mpsc::Sender<Vec<FibChange>>,
     room: Arc<Semaphore>,
@@ -147,6 +157,11 @@ impl FibSender {
     /// decisions are worth making as soon as it has taken the last ones.
     pub fn paces(&self) -> bool {
         !self.unpaced.load(Ordering::Relaxed)
+    }
+
+    /// A reader of [`FibSender::paces`] for other threads.
+    pub fn paced(&self) -> Paced {
+        Paced(self.unpaced.clone())
     }
 
     /// Raises the bound for a table of `prefixes` (it never shrinks: the

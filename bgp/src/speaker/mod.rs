@@ -265,6 +265,9 @@ pub struct Speaker {
     /// `watch`, never a queue, so that a link going down reaches the
     /// session at once even while the speaker waits for a slow peer.
     links: Arc<watch::Sender<PeerLinks>>,
+    /// Whether the FIB's consumer writes what it is given (see
+    /// [`Speaker::fib_paced`]).
+    fib_paced: fib_queue::Paced,
 }
 
 /// Capacities of the bounded channels (see the module docs).
@@ -388,6 +391,7 @@ impl Speaker {
     ) -> Result<((Speaker, FibStream), impl std::future::Future<Output = ()>), SpeakerError> {
         let (tx, rx) = mpsc::channel(API_QUEUE);
         let (fib_tx, fib_rx) = fib_queue::channel();
+        let fib_paced = fib_tx.paced();
         let (listeners, accept_rx) = Listeners::bind(&cfg.listen)?;
         let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
         let core = SpeakerCore::new(cfg, Instant::now());
@@ -411,6 +415,7 @@ impl Speaker {
                     tx,
                     converged,
                     links,
+                    fib_paced,
                 },
                 fib_rx,
             ),
@@ -423,6 +428,14 @@ impl Speaker {
     /// what a FIB writer waits for before sweeping routes of a previous run.
     pub fn converged(&self) -> tokio::sync::watch::Receiver<bool> {
         self.converged.clone()
+    }
+
+    /// Whether decisions are paced by a FIB writer (made as soon as it has
+    /// taken the last ones) rather than coalesced for a consumer that only
+    /// counts them ([`FibStream::unpaced`]: a route reflector without a
+    /// FIB).
+    pub fn fib_paced(&self) -> bool {
+        self.fib_paced.get()
     }
 
     async fn ask<T>(

@@ -602,4 +602,32 @@ mod tests {
             assert!(at > last + HOLD_IDLE && at > t0 + HOLD_MAX);
         }
     }
+
+    /// With the FIB disabled (a route reflector) the speaker must not make
+    /// its decisions as if a writer were waiting for them: the count-only
+    /// consumer says so, and the speaker then coalesces (its rule is tested
+    /// in the speaker; this is the daemon's half of it).
+    #[tokio::test]
+    async fn a_disabled_fib_leaves_decisions_unpaced() {
+        use petrel_bgp::speaker::{Speaker, SpeakerConfig};
+        let cfg = SpeakerConfig {
+            local_as: 64512,
+            router_id: std::net::Ipv4Addr::new(192, 0, 2, 1),
+            cluster_id: None,
+            listen: Vec::new(),
+            graceful_restart: None,
+            max_paths: 1,
+            threads: 1,
+            bfd: Default::default(),
+        };
+        let (speaker, loc_rib) = Speaker::start(cfg).await.unwrap();
+        assert!(speaker.fib_paced(), "a FIB writer paces by default");
+        let settings = Settings {
+            fib: None,
+            sweep_after: Duration::from_secs(60),
+        };
+        let task = spawn(settings, loc_rib, None, Arc::new(Health::new())).unwrap();
+        assert!(!speaker.fib_paced());
+        assert!(task.ping().await, "the count-only task answers");
+    }
 }

@@ -48,7 +48,7 @@ const NHA_ID: u16 = 1;
 const NHA_GROUP: u16 = 2;
 
 /// Daemon routes by [`key`]: to their gateway, or any value.
-pub type KeyMap<V> = std::collections::HashMap<u128, V, ahash::RandomState>;
+pub type KeyMap<V> = std::collections::HashMap<u128, V, super::encode::KeyHash>;
 
 /// Notifications read per `recvmmsg`, and the largest one (a route
 /// notification is ~100 octets; a link's can be ~1.5 KiB).

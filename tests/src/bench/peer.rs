@@ -227,7 +227,7 @@ impl Monitor {
         drop(keepalives(stream.try_clone()?, stop.clone()));
         let (st, mut s) = (state.clone(), stream.try_clone()?);
         std::thread::spawn(move || {
-            let mut have: HashSet<u128, ahash::RandomState> = HashSet::default();
+            let mut have: HashSet<u128, super::encode::KeyHash> = HashSet::default();
             let mut r = std::io::BufReader::with_capacity(1 << 20, &mut s);
             let (mut adv, mut wd) = (Vec::new(), Vec::new());
             loop {

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener]
-//!           [--nexthop-objects] [--order sequential|scattered|window:W] [--repeat K] [--json]
+//!           [--nexthop-objects] [--monitor] [--order sequential|scattered|window:W] [--repeat K] [--json]
 //! ```
 //!
 //! `--order`: the order every writer installs and withdraws the routes in:
@@ -24,7 +24,10 @@
 //! installs: history.md, sixth round).
 //!
 //! `--nexthop-objects` has `Fib` use kernel nexthop objects (`[fib]
-//! nexthop_objects = "auto"`).
+//! nexthop_objects = "auto"`). `--monitor` opens petreld's own netlink
+//! monitor beside `Fib`, filtering out `Fib`'s notifications as petreld
+//! does (the kernel still copies each to the socket and runs the filter,
+//! in the writer's `sendmsg`): what petreld's listener costs its writer.
 //!
 //! `--chunk` is how many Loc-RIB changes one `Fib::apply` call gets (the
 //! speaker's batch); `--batch-bytes` the netlink datagram size of both
@@ -39,7 +42,7 @@ use anyhow::{bail, Context, Result};
 use petrel_bgp::rib::{AttrSet, FibChange, Via};
 use petrel_bgp::wire::attr::mp::NextHop;
 use petrel_bgp::wire::{PathAttributes, Prefix};
-use petrel_daemon::fib::{Fib, FibConfig, NexthopObjects};
+use petrel_daemon::fib::{Fib, FibConfig, Monitor, NexthopObjects};
 use petrel_tests::lab::{self, Lab, Netns};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -59,6 +62,7 @@ struct Args {
     mtu: Option<u32>,
     listener: bool,
     nexthop_objects: bool,
+    monitor: bool,
     scattered: bool,
     /// Scatter only within windows of this many consecutive routes.
     window: u32,
@@ -74,6 +78,7 @@ fn args() -> Result<Args> {
         mtu: MTU,
         listener: false,
         nexthop_objects: false,
+        monitor: false,
         scattered: false,
         window: 0,
         repeat: 1,
@@ -96,6 +101,7 @@ fn args() -> Result<Args> {
             "--json" => a.json = true,
             "--listener" => a.listener = true,
             "--nexthop-objects" => a.nexthop_objects = true,
+            "--monitor" => a.monitor = true,
             "--order" => {
                 a.scattered = match val()?.as_str() {
                     "sequential" => false,
@@ -108,7 +114,7 @@ fn args() -> Result<Args> {
                 }
             }
             _ => bail!(
-                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--nexthop-objects] [--order sequential|scattered|window:W] [--repeat K] [--json]"
+                "usage: fib-bench [--routes N] [--chunk C] [--batch-bytes B] [--mtu M|none] [--listener] [--nexthop-objects] [--monitor] [--order sequential|scattered|window:W] [--repeat K] [--json]"
             ),
         }
     }
@@ -598,6 +604,7 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
     let a_nh = a.nexthop_objects;
     let (add, del) = changes(a.routes, a.scattered);
     let (chunk, bb, mtu, l) = (a.chunk.max(1), a.batch_bytes, a.mtu, a.listener);
+    let with_monitor = a.monitor;
     let nexthop_objects = if a.nexthop_objects {
         NexthopObjects::Auto
     } else {
@@ -614,13 +621,22 @@ fn run_fib(lab: &Lab, a: &Args) -> Result<Run> {
         if a_nh && !fib.nexthop_objects() {
             bail!("--nexthop-objects: this kernel has no nexthop objects");
         }
-        timed(move || {
+        let monitor = if with_monitor {
+            let m = Monitor::open()?;
+            m.ignore_sender(fib.port())?;
+            Some(m)
+        } else {
+            None
+        };
+        let r = timed(move || {
             let mut errors = 0;
             for c in add.chunks(chunk) {
                 errors += fib.apply(c)?.errors.len();
             }
             Ok((fib, errors))
-        })
+        });
+        drop(monitor);
+        r
     })?;
     let in_fib = count_routes(&ns)?;
     let (e2, withdraw_s, withdraw_cpu) = ns.enter(move || {
