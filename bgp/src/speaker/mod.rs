@@ -26,6 +26,7 @@
 pub mod core;
 mod fib_queue;
 mod listen;
+mod pace;
 #[cfg(test)]
 mod sim;
 
@@ -34,13 +35,14 @@ use crate::bfd::{self, Bfd, BfdConfig, PeerKey, SessionOptions, SessionSnapshot}
 use crate::fsm::State;
 use crate::policy::Policy;
 use crate::rib::{self, FibChange, NextHopMode};
-use crate::session::{spawn_peer, PeerCommand, PeerEvent, PeerLinks, SessionConfig};
+use crate::session::{spawn_peer, PeerCommand, PeerEvent, PeerEventKind, PeerLinks, SessionConfig};
 use crate::wire::attr::PathAttributes;
 use crate::wire::family::Family;
 use crate::wire::Prefix;
 use fib_queue::FibSender;
 pub use fib_queue::FibStream;
 use listen::Listeners;
+use pace::{decisions_due, Senders, UNDECIDED_IDLE, UNDECIDED_REFILL, UNPACED_IDLE};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -278,45 +280,6 @@ const API_QUEUE: usize = 64;
 /// fifth round); a session waiting for room stops reading its socket.
 const EVENT_QUEUE: usize = 64;
 const PEER_QUEUE: usize = 256;
-/// Prefix decisions left for later (see [`SpeakerCore::decide_some`])
-/// before they run whatever else is queued: the window in which a prefix
-/// several peers send is decided once.
-const UNDECIDED_MAX: usize = 1 << 18;
-/// Prefix decisions run at once when the FIB consumer's queue is empty
-/// (about one netlink apply's worth) ...
-const UNDECIDED_REFILL: usize = 2048;
-/// ... and all of them once no event has come for this long.
-const UNDECIDED_IDLE: Duration = Duration::from_millis(1);
-/// With a consumer that writes nothing (the FIB disabled: a route
-/// reflector), decisions wait for a longer pause (a table arriving from
-/// several sources has gaps of a millisecond or more, at its start above
-/// all) ...
-const UNPACED_IDLE: Duration = Duration::from_millis(50);
-/// ... and at most this long under a steady stream of UPDATEs ...
-const UNDECIDED_WAIT: Duration = Duration::from_millis(200);
-/// ... and a backlog as large as this (8 MiB of IPv4 keys, 17 of IPv6):
-/// deciding once what several sources' tables bring needs all of them in.
-const UNPACED_MAX: usize = 4 * UNDECIDED_MAX;
-
-/// Whether the decisions left for later are due while UPDATEs keep coming:
-/// `queued` of them, the oldest waiting for `waited`; `paced`: the FIB
-/// consumer writes what it is given and has taken it all (`drained`).
-///
-/// With a FIB, decisions run as soon as it has taken the last ones, so that
-/// it never idles; meanwhile UPDATEs keep entering Adj-RIB-In and a prefix
-/// several of them change is decided once. Without one nothing idles, and
-/// deciding early only sends peers interim best paths: a route reflector
-/// whose sources' tables arrive together would reflect one source's path
-/// and then the next's as each arrives (15.6 M paths to 64 clients for 6.3 M
-/// final ones, docs/benchmarks/history.md, tenth round).
-fn decisions_due(queued: usize, paced: bool, drained: bool, waited: Duration) -> bool {
-    if paced {
-        queued >= UNDECIDED_MAX || drained
-    } else {
-        queued >= UNPACED_MAX || waited >= UNDECIDED_WAIT
-    }
-}
-
 impl Speaker {
     /// Starts the speaker: binds the listeners and returns the handle and
     /// the bounded stream of Loc-RIB changes (best paths and ECMP sets).
@@ -407,6 +370,7 @@ impl Speaker {
             bfd: None,
             links: links_rx,
             undecided_since: None,
+            senders: Senders::default(),
         };
         let links = Arc::new(links_tx);
         Ok((
@@ -575,6 +539,8 @@ struct Driver {
     /// Since when decisions have been left for later (see
     /// [`decisions_due`]).
     undecided_since: Option<Instant>,
+    /// Who sent the last UPDATEs (see [`Driver::paced`]).
+    senders: Senders,
 }
 
 impl Driver {
@@ -587,7 +553,7 @@ impl Driver {
         let mut links = self.links.clone();
         loop {
             let timeout = self.core.poll_timeout();
-            let idle = if self.fib_tx.paces() {
+            let idle = if self.paced(Instant::now()) {
                 UNDECIDED_IDLE
             } else {
                 UNPACED_IDLE
@@ -620,13 +586,21 @@ impl Driver {
                     if !self.core.has_undecided() {
                         self.undecided_since = None;
                     }
-                    self.core.handle(Instant::now(), Input::Session(ev));
+                    let now = Instant::now();
+                    // Announcements only: an End-of-RIB or a withdrawal
+                    // brings no competing path.
+                    if let PeerEventKind::Update(u) = &ev.kind {
+                        if u.announced().next().is_some() {
+                            self.senders.update_from(ev.peer, now);
+                        }
+                    }
+                    self.core.handle(now, Input::Session(ev));
                     self.flush_joining(&mut events).await;
                     if self.core.has_undecided() {
                         let since = *self.undecided_since.get_or_insert_with(Instant::now);
                         if decisions_due(
                             self.core.undecided(),
-                            self.fib_tx.paces(),
+                            self.paced(now),
                             self.fib_tx.is_drained(),
                             since.elapsed(),
                         ) {
@@ -657,6 +631,13 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Whether decisions are paced by the FIB writer rather than coalesced
+    /// (see the `pace` module): a FIB consumes them and no more than one
+    /// peer is sending UPDATEs.
+    fn paced(&self, now: Instant) -> bool {
+        self.fib_tx.paces() && !self.senders.several(now)
     }
 
     /// Runs the decisions left for later, before anything other than a
@@ -916,27 +897,5 @@ impl Driver {
                 drop(stream);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// With a FIB writing, decisions run as soon as it has taken the last
-    /// ones; without one, after a pause (the idle branch) or
-    /// [`UNDECIDED_WAIT`] under a steady stream; a backlog at the bound
-    /// is decided either way.
-    #[test]
-    fn decisions_wait_for_the_fib_or_a_while_without_one() {
-        let zero = Duration::ZERO;
-        assert!(decisions_due(1, true, true, zero));
-        assert!(!decisions_due(1, true, false, Duration::from_secs(10)));
-        assert!(!decisions_due(1, false, true, zero));
-        let just_before = UNDECIDED_WAIT - Duration::from_millis(1);
-        assert!(!decisions_due(UNPACED_MAX - 1, false, true, just_before));
-        assert!(decisions_due(1, false, true, UNDECIDED_WAIT));
-        assert!(decisions_due(UNPACED_MAX, false, true, zero));
-        assert!(decisions_due(UNDECIDED_MAX, true, false, zero));
     }
 }
