@@ -96,6 +96,9 @@ pub struct Layout {
 pub struct Reflector {
     /// Send every path to every client (RFC 7911), not the best alone.
     pub add_path: bool,
+    /// petreld's FIB enabled (a node that reflects and forwards); the
+    /// other daemons' reflectors export nothing to the kernel either way.
+    pub fib: bool,
 }
 
 /// The reflector's cluster id (RFC 4456 §7): its router id, as the daemons
@@ -103,12 +106,12 @@ pub struct Reflector {
 const CLUSTER_ID: &str = "10.0.0.1";
 
 /// petreld as a reflector: `route_reflector_client` peers, `add_path` send
-/// `all` with ADD-PATH, and `fib.enabled = false`.
+/// `all` with ADD-PATH, and `fib.enabled = false` unless `fib`.
 pub fn petreld_rr_toml(l: &Layout, r: Reflector, socket: &str) -> String {
     let mut c = format!(
         "[node]\nname = \"bench\"\nrouter_id = \"{}\"\nasn = {}\n\n[control]\nsocket = {socket:?}\n\n\
-         [fib]\nenabled = false\n\n[bgp]\nlisten = [\"0.0.0.0:179\"]\ncluster_id = \"{CLUSTER_ID}\"\nmax_paths = 1\n",
-        l.router_id, l.asn
+         [fib]\nenabled = {}\n\n[bgp]\nlisten = [\"0.0.0.0:179\"]\ncluster_id = \"{CLUSTER_ID}\"\nmax_paths = 1\n",
+        l.router_id, l.asn, r.fib
     );
     let ap = if r.add_path {
         "add_path = { send = \"all\" }\n"
@@ -880,8 +883,13 @@ mod tests {
             ..layout()
         };
         for add_path in [false, true] {
-            let r = Reflector { add_path };
+            let r = Reflector {
+                add_path,
+                fib: false,
+            };
             let p = petreld_rr_toml(&l, r, "/s");
+            let forwarding = petreld_rr_toml(&l, Reflector { fib: true, ..r }, "/s");
+            assert!(forwarding.contains("[fib]\nenabled = true"));
             assert_eq!(p.matches("route_reflector_client = true").count(), 2);
             assert_eq!(
                 p.matches("add_path = { send = \"all\" }").count(),

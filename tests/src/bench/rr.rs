@@ -339,7 +339,7 @@ fn read_loop(c: usize, s: TcpStream, e: &Expect, p: &Progress) {
 }
 
 /// The DUT's layout for route reflection: every client an iBGP peer.
-pub fn layout(clients: usize, add_path: bool) -> Layout {
+pub fn layout(clients: usize, add_path: bool, fib: bool) -> Layout {
     Layout {
         asn: scenario::DUT_AS,
         router_id: "10.0.0.1".into(),
@@ -352,7 +352,7 @@ pub fn layout(clients: usize, add_path: bool) -> Layout {
         hold: None,
         graceful_restart: None,
         bfd: false,
-        reflector: Some(super::dut::Reflector { add_path }),
+        reflector: Some(super::dut::Reflector { add_path, fib }),
     }
 }
 
@@ -370,6 +370,7 @@ pub fn rr_run(
     table: &Table,
     streams: &[Arc<Vec<u8>>],
     add_path: bool,
+    fib: bool,
 ) -> Result<Measured> {
     let clients = sc.rr_clients.context("not a route-reflection scenario")?;
     // A bit per source in a byte, a path id slot per source.
@@ -384,7 +385,7 @@ pub fn rr_run(
         .collect();
     let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
     lab.link(&dut_ns, &["10.0.0.1/24"], &inj_ns, &refs)?;
-    let l = layout(clients, add_path);
+    let l = layout(clients, add_path, fib);
     let dut = Dut::start(kind, &lab, &dut_ns, &l)?;
     let e = Arc::new(Expect {
         best: scenario::rr_best(table, sc.peers),

@@ -4,13 +4,14 @@
 //! ```text
 //! petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp
 //!              [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd]
-//!              [--clients C] [--add-path]
+//!              [--clients C] [--add-path] [--rr-fib]
 //! ```
 //!
 //! `--scenario rr64`: the DUT as a route reflector for C (64) iBGP clients,
 //! 4 of which send the same N prefixes with different paths; the time is
 //! until every client holds every path it should (the best, or with
-//! `--add-path` all of them). No kernel FIB; see `bench/rr.rs`.
+//! `--add-path` all of them). No kernel FIB, except petreld's with
+//! `--rr-fib` (a node that reflects and forwards); see `bench/rr.rs`.
 //!
 //! `--scenario peer-death` and `--scenario restart` measure failover
 //! instead of a load (issue 17; see `bench/failover.rs`): per repetition
@@ -59,11 +60,12 @@ struct Args {
     bfd: bool,
     clients: Option<usize>,
     add_path: bool,
+    rr_fib: bool,
 }
 
 fn usage() -> String {
     let mut s = "usage: petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp \
-                 [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd] [--clients C] [--add-path]\nscenarios:\n"
+                 [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd] [--clients C] [--add-path] [--rr-fib]\nscenarios:\n"
         .to_string();
     for (n, d) in SCENARIOS {
         s += &format!("  {n:<11} {d}\n");
@@ -83,6 +85,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         bfd: false,
         clients: None,
         add_path: false,
+        rr_fib: false,
     };
     let mut it = argv.iter();
     while let Some(k) = it.next() {
@@ -98,6 +101,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
             "--bfd" => a.bfd = true,
             "--clients" => a.clients = Some(val()?.parse()?),
             "--add-path" => a.add_path = true,
+            "--rr-fib" => a.rr_fib = true,
             _ => bail!("{}", usage()),
         }
     }
@@ -108,8 +112,8 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         bail!("--bfd: petreld only (BFD on its injector sessions, BIRD as the endpoint)");
     }
     let rr = a.scenario == "rr64";
-    if (a.clients.is_some() || a.add_path) && !rr {
-        bail!("--clients and --add-path are for --scenario rr64");
+    if (a.clients.is_some() || a.add_path || a.rr_fib) && !rr {
+        bail!("--clients, --add-path and --rr-fib are for --scenario rr64");
     }
     if a.clients
         .is_some_and(|c| !(scenario::RR_SOURCES..=240).contains(&c))
@@ -239,7 +243,7 @@ fn main() -> Result<()> {
         for j in 0..k {
             let kind = a.duts[(j + rep) % k];
             let r = if sc.rr_clients.is_some() {
-                bench::rr::rr_run(kind, &sc, &table, &streams, a.add_path)
+                bench::rr::rr_run(kind, &sc, &table, &streams, a.add_path, a.rr_fib)
             } else {
                 run::dut_run(kind, &sc, &table, &streams, &churn, a.bfd)
             };
@@ -406,7 +410,7 @@ fn main() -> Result<()> {
             .collect();
         let out = json!({
             "scenario": sc.name, "peers": sc.peers, "prefixes": n, "v6": sc.v6,
-            "clients": sc.rr_clients, "add_path": a.add_path,
+            "clients": sc.rr_clients, "add_path": a.add_path, "rr_fib": a.rr_fib,
             "table": {"attribute_sets": table.attrs.len(), "distinct_as_paths": paths,
                       "distinct_community_sets": comms, "update_bytes": bytes},
             "machine": {"cpus": std::thread::available_parallelism().map(|x| x.get()).unwrap_or(0),
