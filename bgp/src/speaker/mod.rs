@@ -394,10 +394,12 @@ impl Speaker {
         self.converged.clone()
     }
 
-    /// Whether decisions are paced by a FIB writer (made as soon as it has
-    /// taken the last ones) rather than coalesced for a consumer that only
-    /// counts them ([`FibStream::unpaced`]: a route reflector without a
-    /// FIB).
+    /// Whether the FIB consumer writes what it is given, so that a lone
+    /// peer's UPDATEs are decided as soon as it has taken the last
+    /// decisions; false for a consumer that only counts them
+    /// ([`FibStream::unpaced`]: a route reflector without a FIB), whose
+    /// decisions are always coalesced. While several peers announce at
+    /// once, decisions are coalesced either way (the `pace` module).
     pub fn fib_paced(&self) -> bool {
         self.fib_paced.get()
     }
