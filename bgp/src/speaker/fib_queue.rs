@@ -77,7 +77,7 @@ pub(super) fn channel() -> (FibSender, FibStream) {
             room: room.clone(),
             waiting: waiting.clone(),
             sweeps: sweeps.clone(),
-            unpaced: unpaced.clone(),
+            paced: Paced(unpaced.clone()),
             granted: ROOM_MIN,
         },
         FibStream {
@@ -106,8 +106,8 @@ pub(super) struct FibSender {
     waiting: Arc<AtomicUsize>,
     /// Peers' sweeps under way (`Output::Sweeping`).
     sweeps: Arc<AtomicUsize>,
-    /// Set by a consumer that writes nothing ([`FibStream::unpaced`]).
-    unpaced: Arc<AtomicBool>,
+    /// Cleared by a consumer that writes nothing ([`FibStream::unpaced`]).
+    paced: Paced,
     /// The bound now: permits handed to the semaphore so far.
     granted: usize,
 }
@@ -156,12 +156,12 @@ impl FibSender {
     /// Whether the consumer writes what it is given (a FIB), so that
     /// decisions are worth making as soon as it has taken the last ones.
     pub fn paces(&self) -> bool {
-        !self.unpaced.load(Ordering::Relaxed)
+        self.paced.get()
     }
 
     /// A reader of [`FibSender::paces`] for other threads.
     pub fn paced(&self) -> Paced {
-        Paced(self.unpaced.clone())
+        self.paced.clone()
     }
 
     /// Raises the bound for a table of `prefixes` (it never shrinks: the
