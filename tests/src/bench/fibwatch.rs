@@ -92,6 +92,9 @@ pub struct FibState {
     /// lost its carrier (IFF_RUNNING off) since `expect`: the failover
     /// scenarios' clock.
     pub carrier_lost_at: Option<Instant>,
+    /// While `Some`: every daemon route change, (key, when read), for the
+    /// churn scenarios' per-update latency.
+    pub trace: Option<Vec<(u128, Instant)>>,
 }
 
 /// A route's next hop: its gateway (the first, for a multipath route)
@@ -642,6 +645,9 @@ impl FibWatch {
                     match c {
                         Change::Route((k, add, v)) => {
                             g.events += 1;
+                            if let Some(t) = g.trace.as_mut() {
+                                t.push((k, now));
+                            }
                             changed = true;
                             g.apply(k, add.then_some(v));
                         }

@@ -173,12 +173,14 @@ impl Injector {
     }
 
     /// Writes `msgs` at `per_second` messages per second, in bursts every
-    /// 10 ms; returns (messages sent, the instant the last went out).
-    pub fn paced(&mut self, msgs: &[Vec<u8>], per_second: u32) -> Result<(usize, Instant)> {
+    /// 10 ms; returns when each message was handed to the kernel's socket
+    /// (the instant its burst's write began).
+    pub fn paced(&mut self, msgs: &[Vec<u8>], per_second: u32) -> Result<Vec<Instant>> {
         let tick = Duration::from_millis(10);
         let per_tick = (per_second as usize / 100).max(1);
         let start = Instant::now();
         let mut buf = Vec::new();
+        let mut sent = Vec::with_capacity(msgs.len());
         for (k, chunk) in msgs.chunks(per_tick).enumerate() {
             let at = start + tick * k as u32;
             if let Some(d) = at.checked_duration_since(Instant::now()) {
@@ -186,9 +188,11 @@ impl Injector {
             }
             buf.clear();
             chunk.iter().for_each(|m| buf.extend_from_slice(m));
+            let now = Instant::now();
             self.stream.write_all(&buf)?;
+            sent.extend(std::iter::repeat_n(now, chunk.len()));
         }
-        Ok((msgs.len(), Instant::now()))
+        Ok(sent)
     }
 
     /// Drops the session: the TCP connection goes (FIN), no NOTIFICATION,

@@ -158,7 +158,7 @@ pub fn dut_run(
     sc: &Scenario,
     table: &Table,
     streams: &[Arc<Vec<u8>>],
-    churn: &[Vec<u8>],
+    churn: &[scenario::Churn],
     bfd: bool,
 ) -> Result<Measured> {
     let n = table.len();
@@ -260,26 +260,59 @@ pub fn dut_run(
 
     if !churn.is_empty() {
         let (rate, secs) = sc.churn.unwrap_or((10_000, 60));
-        let ev0 = fib.state.lock().unwrap().events;
+        let ev0 = {
+            let mut f = fib.state.lock().unwrap();
+            f.trace = Some(Vec::new());
+            f.events
+        };
         let c0 = dut.stats()?;
-        let (sent, last) = injectors[0].paced(churn, rate)?;
+        // Every injector churns at once, each on a thread of its own.
+        let sent: Vec<Vec<Instant>> = std::thread::scope(|s| {
+            let runs: Vec<_> = injectors
+                .iter_mut()
+                .zip(churn)
+                .map(|(inj, c)| s.spawn(move || inj.paced(&c.msgs, rate)))
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().map_err(|_| anyhow::anyhow!("churn writer panicked"))?)
+                .collect::<Result<_>>()
+        })?;
+        let last = sent.iter().flatten().max().copied().unwrap_or(t0);
         let c_sent = dut.stats()?;
         settle(&dut, &fib, &mon)?;
         let c1 = dut.stats()?;
         dut.callgrind(Callgrind::Dump("churn"))?;
-        let f = fib.state.lock().unwrap();
+        let mut f = fib.state.lock().unwrap();
+        let changes = f.trace.take().unwrap_or_default();
+        let probes: Vec<(u128, Instant)> = churn
+            .iter()
+            .zip(&sent)
+            .flat_map(|(c, at)| c.probes.iter().zip(at).filter_map(|(p, t)| p.map(|k| (k, *t))))
+            .collect();
+        let mut lat = scenario::latencies(&probes, &changes);
+        lat.sort();
+        let pct = |q: f64| {
+            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
+                .map(|d| d.as_secs_f64() * 1e3)
+                .unwrap_or(f64::NAN)
+        };
         let lag = f
             .last_event
             .map(|t| t.saturating_duration_since(last).as_secs_f64())
             .unwrap_or(f64::NAN);
         m.churn = Some(json!({
-            "updates": sent, "rate": rate, "seconds": secs,
+            "updates": sent.iter().map(Vec::len).sum::<usize>(), "rate_per_peer": rate,
+            "peers": churn.len(), "seconds": secs,
             "cpu_seconds_during": c_sent.cpu_seconds - c0.cpu_seconds,
             "cpu_seconds_total": c1.cpu_seconds - c0.cpu_seconds,
             "cpu_fraction_of_one_core": (c_sent.cpu_seconds - c0.cpu_seconds) / secs as f64,
             "fib_changes": f.events - ev0,
             "fib_lag_after_last_update_seconds": lag,
             "fib_count_after": f.count,
+            "latency_probes": probes.len(),
+            "latency_matched": lat.len(),
+            "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
+                           "max": lat.last().map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN)},
         }));
     }
 

@@ -49,6 +49,11 @@ pub const SCENARIOS: &[(&str, &str)] = &[
         "1 peer x N IPv4, then 10k single-prefix updates/s for 60 s (next hop flips)",
     ),
     (
+        "churn2",
+        "2 peers x the same N IPv4 (each best for some), then each sends 5k single-prefix \
+         updates/s for 30 s: per-update latency to the FIB while several peers announce",
+    ),
+    (
         "rr64",
         "route reflector: 64 iBGP clients, 4 of them send the same N IPv4 prefixes \
          with different paths; every client must get the best (or with --add-path all 4)",
@@ -93,6 +98,7 @@ impl Scenario {
             "v4-10peers" => s(10, false, None, None),
             "v6" => s(1, true, None, None),
             "churn" => s(1, false, Some((10_000, 60)), None),
+            "churn2" => s(2, false, Some((5_000, 30)), None),
             "rr64" => Scenario {
                 rr_clients: Some(64),
                 ..s(RR_SOURCES, false, None, None)
@@ -211,37 +217,79 @@ pub fn streams(sc: &Scenario, t: &Table) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The churn messages: `rate * secs` one-prefix UPDATEs, walking the table
-/// with a stride, each flipping the prefix's next hop between the
-/// injector's two addresses (so every one is a FIB change).
-pub fn churn_messages(sc: &Scenario, t: &Table, rate: u32, secs: u32) -> Vec<Vec<u8>> {
+/// One injector's churn: its messages, and for each the key (as the FIB
+/// watcher's) of the prefix whose route it changes in the DUT's FIB, when
+/// it does (this injector's path is the prefix's best).
+pub struct Churn {
+    pub msgs: Vec<Vec<u8>>,
+    pub probes: Vec<Option<u128>>,
+}
+
+/// The churn messages of every injector: `rate * secs` one-prefix UPDATEs
+/// each, walking the table with a stride (each injector from another
+/// place), each flipping the prefix's next hop between the injector's
+/// address and a second one. Every flip of the best path is a FIB change;
+/// with several injectors the others' flips change only a losing path,
+/// and keep the DUT hearing several peers announce at once.
+pub fn churn_messages(sc: &Scenario, t: &Table, rate: u32, secs: u32) -> Vec<Churn> {
     let total = rate as usize * secs as usize;
     let n = t.len();
-    let pre = prepend(1, 0);
-    let views = [injector_addr(0, sc.v6), churn_next_hop(sc.v6)];
+    let best = rr_best(t, sc.peers);
     // A stride coprime with n visits every prefix before repeating.
     let stride = (1..)
         .map(|s: usize| 7919 * s)
         .find(|s| gcd(*s, n) == 1)
         .unwrap_or(1);
-    let mut flips = vec![false; n];
-    (0..total)
-        .map(|j| {
-            let i = (j * stride) % n;
-            flips[i] = !flips[i];
-            let nh = views[flips[i] as usize];
-            let id = t.attr_of[i];
-            encode::announce_one(
-                &t.prefixes[i],
-                &t.attrs[id as usize],
-                &PeerView {
-                    asn: injector_as(0),
-                    local_pref: None,
-                    next_hop: nh,
-                    prepend: &pre,
-                },
-                id,
-            )
+    (0..sc.peers)
+        .map(|k| {
+            let pre = prepend(sc.peers, k);
+            let views = [injector_addr(k, sc.v6), churn_next_hop(sc.v6)];
+            let mut flips = vec![false; n];
+            let (msgs, probes) = (0..total)
+                .map(|j| {
+                    let i = (j * stride + k * n / sc.peers) % n;
+                    flips[i] = !flips[i];
+                    let nh = views[flips[i] as usize];
+                    let id = t.attr_of[i];
+                    let msg = encode::announce_one(
+                        &t.prefixes[i],
+                        &t.attrs[id as usize],
+                        &PeerView {
+                            asn: injector_as(k),
+                            local_pref: None,
+                            next_hop: nh,
+                            prepend: &pre,
+                        },
+                        id,
+                    );
+                    let probe = (best[i] as usize == k).then(|| encode::prefix_key(&t.prefixes[i]));
+                    (msg, probe)
+                })
+                .unzip();
+            Churn { msgs, probes }
+        })
+        .collect()
+}
+
+/// Per-update latency: for each probe (key, sent), the time from `sent` to
+/// the first change of that key's route the FIB watcher read at or after
+/// it (`changes`, in any order); probes with no such change are left out.
+pub fn latencies(
+    probes: &[(u128, std::time::Instant)],
+    changes: &[(u128, std::time::Instant)],
+) -> Vec<std::time::Duration> {
+    let mut by_key: std::collections::HashMap<u128, Vec<std::time::Instant>> =
+        std::collections::HashMap::new();
+    for (k, t) in changes {
+        by_key.entry(*k).or_default().push(*t);
+    }
+    by_key.values_mut().for_each(|v| v.sort());
+    probes
+        .iter()
+        .filter_map(|(k, sent)| {
+            let v = by_key.get(k)?;
+            let i = v.partition_point(|t| t < sent);
+            v.get(i).map(|t| *t - *sent)
         })
         .collect()
 }
@@ -295,13 +343,70 @@ mod tests {
     fn churn_flips_next_hops_over_the_whole_table() {
         let sc = Scenario::parse("churn", std::path::Path::new("/")).unwrap();
         let t = table::synthetic(1000, false, 1);
-        let m = churn_messages(&sc, &t, 100, 20);
-        assert_eq!(m.len(), 2000);
+        let c = churn_messages(&sc, &t, 100, 20);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].msgs.len(), 2000);
         let (mut adv, mut wd) = (Vec::new(), Vec::new());
-        for x in &m {
+        for (x, probe) in c[0].msgs.iter().zip(&c[0].probes) {
+            adv.clear();
             encode::update_prefixes(&x[19..], &mut adv, &mut wd).unwrap();
+            // One peer: every update changes the FIB.
+            assert_eq!(*probe, Some(adv[0]));
         }
-        let distinct: std::collections::HashSet<_> = adv.iter().collect();
+        let distinct: std::collections::HashSet<_> = c[0]
+            .probes
+            .iter()
+            .collect();
         assert_eq!(distinct.len(), 1000);
+    }
+
+    /// Two peers: each churns every prefix, and an update is a probe (a
+    /// FIB change) exactly where its sender's path is the best: each
+    /// prefix is probed by one of the two.
+    #[test]
+    fn two_peers_churn_and_only_the_best_paths_flips_are_probes() {
+        let sc = Scenario::parse("churn2", std::path::Path::new("/")).unwrap();
+        let t = table::synthetic(1000, false, 1);
+        let c = churn_messages(&sc, &t, 100, 10);
+        assert_eq!(c.len(), 2);
+        let best = rr_best(&t, 2);
+        let index: std::collections::HashMap<u128, usize> = t
+            .prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (encode::prefix_key(p), i))
+            .collect();
+        let mut probed_by = std::collections::HashMap::new();
+        for (k, churn) in c.iter().enumerate() {
+            assert_eq!(churn.msgs.len(), 1000);
+            let (mut adv, mut wd) = (Vec::new(), Vec::new());
+            for (x, probe) in churn.msgs.iter().zip(&churn.probes) {
+                adv.clear();
+                encode::update_prefixes(&x[19..], &mut adv, &mut wd).unwrap();
+                let key = adv[0];
+                let i = index[&key];
+                assert_eq!(probe.is_some(), best[i] as usize == k);
+                if probe.is_some() {
+                    assert_eq!(*probe, Some(key));
+                    assert_eq!(*probed_by.entry(key).or_insert(k), k);
+                }
+            }
+        }
+        assert_eq!(probed_by.len(), 1000);
+        let by_first = probed_by.values().filter(|k| **k == 0).count();
+        // prepend(2, k): peer 0's path is the shorter for a quarter.
+        assert!((150..350).contains(&by_first), "{by_first} of 1000 by peer 0");
+    }
+
+    /// A probe's latency is to the first change of its prefix at or after
+    /// it was sent; earlier changes and other prefixes do not count.
+    #[test]
+    fn latency_is_to_the_first_change_after_the_send() {
+        let t0 = std::time::Instant::now();
+        let ms = |n| t0 + std::time::Duration::from_millis(n);
+        let changes = [(1, ms(5)), (2, ms(12)), (1, ms(30)), (1, ms(110))];
+        let probes = [(1, ms(10)), (1, ms(100)), (2, ms(11)), (3, ms(0)), (2, ms(50))];
+        let l: Vec<u128> = latencies(&probes, &changes).iter().map(|d| d.as_millis()).collect();
+        assert_eq!(l, vec![20, 10, 1]);
     }
 }
