@@ -592,8 +592,9 @@ impl Driver {
                     // Announcements only: an End-of-RIB or a withdrawal
                     // brings no competing path.
                     if let PeerEventKind::Update(u) = &ev.kind {
-                        if u.announced().next().is_some() {
-                            self.senders.update_from(ev.peer, now);
+                        let announced = u.announced().count();
+                        if announced > 0 {
+                            self.senders.update_from(ev.peer, now, announced);
                         }
                     }
                     self.core.handle(now, Input::Session(ev));

@@ -15,8 +15,11 @@
 //!   (docs/benchmarks/history.md, tenth and eleventh rounds).
 //!
 //! Coalesced when no FIB consumes the decisions (a reflector with its FIB
-//! disabled), or when more than one peer's UPDATEs announce routes within
-//! [`SEVERAL_WITHIN`] of each other ([`Senders`]); paced otherwise.
+//! disabled), or when more than one peer is sending a table (each has
+//! announced [`SENDING_A_TABLE`] prefixes within [`SEVERAL_WITHIN`], see
+//! [`Senders`]); paced otherwise. Churn from several peers, a few
+//! thousand prefixes a second each, is paced: coalescing it would only
+//! hold each change back.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -56,30 +59,94 @@ pub(super) fn decisions_due(queued: usize, paced: bool, drained: bool, waited: D
     }
 }
 
-/// The last two distinct peers that announced routes, and when.
+/// Prefixes one peer announces within [`SEVERAL_WITHIN`] (20,000 a
+/// second) at which it counts as sending a table (a session's start, a
+/// reflector's source, a ToR after a restart), not churn. Two peers
+/// churning a few thousand prefixes a second each (a cluster's blocks and
+/// Service addresses) are not several senders: coalescing them held every
+/// change 50–200 ms (p50 127 ms, p99 229 ms at 5,000 a second each,
+/// against BIRD's 1.2 / 2.5 ms; docs/benchmarks/history.md, twelfth
+/// round), for no interim paths saved, since they announce different
+/// prefixes at a time.
+pub(super) const SENDING_A_TABLE: usize = 1000;
+
+/// Peers tracked at once (the most recently heard): enough that peers
+/// interleaving their tables are each counted, bounded so that a
+/// cluster's thousands of peers cost nothing per UPDATE.
+const TRACKED: usize = 16;
+
+/// One peer's announcements, counted per [`SEVERAL_WITHIN`] window.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    peer: IpAddr,
+    /// When it last announced.
+    seen: Instant,
+    /// The start of its current window, and the prefixes announced in it.
+    window: Instant,
+    announced: usize,
+    /// When its window last reached [`SENDING_A_TABLE`].
+    table_at: Option<Instant>,
+}
+
+/// The peers that recently announced routes, and which of them are
+/// sending tables.
 #[derive(Debug, Default)]
 pub(super) struct Senders {
-    last: Option<(IpAddr, Instant)>,
-    before: Option<(IpAddr, Instant)>,
+    recent: Vec<Sender>,
 }
 
 impl Senders {
-    /// An UPDATE announcing routes from `peer` at `now`.
-    pub fn update_from(&mut self, peer: IpAddr, now: Instant) {
-        match self.last {
-            Some((p, _)) if p == peer => {}
-            last => self.before = last,
+    /// An UPDATE from `peer` at `now` announcing `prefixes` routes.
+    pub fn update_from(&mut self, peer: IpAddr, now: Instant, prefixes: usize) {
+        let i = match self.recent.iter().position(|s| s.peer == peer) {
+            Some(i) => i,
+            None => {
+                let fresh = Sender {
+                    peer,
+                    seen: now,
+                    window: now,
+                    announced: 0,
+                    table_at: None,
+                };
+                if self.recent.len() < TRACKED {
+                    self.recent.push(fresh);
+                    self.recent.len() - 1
+                } else {
+                    // The least recently heard makes room.
+                    let (i, _) = self
+                        .recent
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, s)| s.seen)
+                        .expect("TRACKED > 0");
+                    self.recent[i] = fresh;
+                    i
+                }
+            }
+        };
+        let s = &mut self.recent[i];
+        if now.saturating_duration_since(s.window) >= SEVERAL_WITHIN {
+            s.window = now;
+            s.announced = 0;
         }
-        self.last = Some((peer, now));
+        s.seen = now;
+        s.announced += prefixes;
+        if s.announced >= SENDING_A_TABLE {
+            s.table_at = Some(now);
+        }
     }
 
-    /// Whether two peers have sent UPDATEs within [`SEVERAL_WITHIN`] of
-    /// `now`.
+    /// Whether at least two peers have been sending tables within
+    /// [`SEVERAL_WITHIN`] of `now`.
     pub fn several(&self, now: Instant) -> bool {
-        let recent = |s: Option<(IpAddr, Instant)>| {
-            s.is_some_and(|(_, t)| now.saturating_duration_since(t) < SEVERAL_WITHIN)
-        };
-        recent(self.last) && recent(self.before)
+        self.recent
+            .iter()
+            .filter(|s| {
+                s.table_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < SEVERAL_WITHIN)
+            })
+            .nth(1)
+            .is_some()
     }
 }
 
@@ -104,28 +171,76 @@ mod tests {
         assert!(decisions_due(UNDECIDED_MAX, true, false, zero));
     }
 
-    /// One peer's table, however long, is one sender; a second peer's
-    /// UPDATE makes several until one of the two has been quiet for
-    /// `SEVERAL_WITHIN`.
+    /// One peer's table, however long, is one sender; a second peer
+    /// sending a table makes several until one of the two has been quiet
+    /// for `SEVERAL_WITHIN`.
     #[test]
-    fn several_senders_are_two_peers_within_the_window() {
+    fn several_senders_are_two_peers_sending_tables() {
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let t0 = Instant::now();
         let ms = Duration::from_millis;
+        let table = SENDING_A_TABLE;
         let mut s = Senders::default();
         assert!(!s.several(t0));
         for i in 0..100 {
-            s.update_from(a, t0 + ms(i));
+            s.update_from(a, t0 + ms(i), table);
             assert!(!s.several(t0 + ms(i)), "one peer alone");
         }
-        s.update_from(b, t0 + ms(100));
+        s.update_from(b, t0 + ms(100), table);
         assert!(s.several(t0 + ms(100)));
-        s.update_from(b, t0 + ms(120));
+        s.update_from(b, t0 + ms(120), table);
         assert!(s.several(t0 + ms(120)), "a sent 21 ms ago");
         assert!(!s.several(t0 + ms(99) + SEVERAL_WITHIN), "a quiet too long");
-        s.update_from(b, t0 + ms(200));
+        s.update_from(b, t0 + ms(200), table);
         assert!(!s.several(t0 + ms(200)), "b alone again");
-        s.update_from(a, t0 + ms(210));
+        s.update_from(a, t0 + ms(210), table);
         assert!(s.several(t0 + ms(210)), "a is back");
+    }
+
+    /// A table in UPDATEs of a few hundred prefixes counts once they add
+    /// up within the window; two peers churning single prefixes at 5,000
+    /// a second each (the churn2 benchmark) never do.
+    #[test]
+    fn churn_from_two_peers_is_not_several_senders() {
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let mut s = Senders::default();
+        for i in 0..10_000u64 {
+            let t = t0 + us(100 * i);
+            s.update_from(if i % 2 == 0 { a } else { b }, t, 1);
+            assert!(!s.several(t), "churn at update {i}");
+        }
+        // The same two peers now send tables, 250 prefixes per UPDATE.
+        let t1 = t0 + us(100 * 10_000);
+        for i in 0..8u64 {
+            s.update_from(a, t1 + us(1000 * i), 250);
+            s.update_from(b, t1 + us(1000 * i + 500), 250);
+        }
+        assert!(s.several(t1 + us(8000)));
+    }
+
+    /// Ten peers interleaving their tables are all counted; a cluster's
+    /// thousands of peers announcing one prefix each are tracked within
+    /// the bound and are not several senders.
+    #[test]
+    fn many_peers_are_tracked_within_the_bound() {
+        let t0 = Instant::now();
+        let us = Duration::from_micros;
+        let peer = |k: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + k));
+        let mut s = Senders::default();
+        for i in 0..50u64 {
+            for k in 0..10u32 {
+                s.update_from(peer(k), t0 + us(i * 1000 + k as u64 * 100), 100);
+            }
+        }
+        assert!(s.several(t0 + us(50_000)));
+        let mut s = Senders::default();
+        for k in 0..5000u32 {
+            let t = t0 + us(k as u64 * 50);
+            s.update_from(peer(k), t, 1);
+            assert!(!s.several(t));
+        }
+        assert_eq!(s.recent.len(), TRACKED);
     }
 }

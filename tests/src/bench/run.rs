@@ -274,7 +274,10 @@ pub fn dut_run(
                 .map(|(inj, c)| s.spawn(move || inj.paced(&c.msgs, rate)))
                 .collect();
             runs.into_iter()
-                .map(|r| r.join().map_err(|_| anyhow::anyhow!("churn writer panicked"))?)
+                .map(|r| {
+                    r.join()
+                        .map_err(|_| anyhow::anyhow!("churn writer panicked"))?
+                })
                 .collect::<Result<_>>()
         })?;
         let last = sent.iter().flatten().max().copied().unwrap_or(t0);
@@ -287,7 +290,12 @@ pub fn dut_run(
         let probes: Vec<(u128, Instant)> = churn
             .iter()
             .zip(&sent)
-            .flat_map(|(c, at)| c.probes.iter().zip(at).filter_map(|(p, t)| p.map(|k| (k, *t))))
+            .flat_map(|(c, at)| {
+                c.probes
+                    .iter()
+                    .zip(at)
+                    .filter_map(|(p, t)| p.map(|k| (k, *t)))
+            })
             .collect();
         let mut lat = scenario::latencies(&probes, &changes);
         lat.sort();

@@ -353,10 +353,7 @@ mod tests {
             // One peer: every update changes the FIB.
             assert_eq!(*probe, Some(adv[0]));
         }
-        let distinct: std::collections::HashSet<_> = c[0]
-            .probes
-            .iter()
-            .collect();
+        let distinct: std::collections::HashSet<_> = c[0].probes.iter().collect();
         assert_eq!(distinct.len(), 1000);
     }
 
@@ -395,7 +392,10 @@ mod tests {
         assert_eq!(probed_by.len(), 1000);
         let by_first = probed_by.values().filter(|k| **k == 0).count();
         // prepend(2, k): peer 0's path is the shorter for a quarter.
-        assert!((150..350).contains(&by_first), "{by_first} of 1000 by peer 0");
+        assert!(
+            (150..350).contains(&by_first),
+            "{by_first} of 1000 by peer 0"
+        );
     }
 
     /// A probe's latency is to the first change of its prefix at or after
@@ -405,8 +405,17 @@ mod tests {
         let t0 = std::time::Instant::now();
         let ms = |n| t0 + std::time::Duration::from_millis(n);
         let changes = [(1, ms(5)), (2, ms(12)), (1, ms(30)), (1, ms(110))];
-        let probes = [(1, ms(10)), (1, ms(100)), (2, ms(11)), (3, ms(0)), (2, ms(50))];
-        let l: Vec<u128> = latencies(&probes, &changes).iter().map(|d| d.as_millis()).collect();
+        let probes = [
+            (1, ms(10)),
+            (1, ms(100)),
+            (2, ms(11)),
+            (3, ms(0)),
+            (2, ms(50)),
+        ];
+        let l: Vec<u128> = latencies(&probes, &changes)
+            .iter()
+            .map(|d| d.as_millis())
+            .collect();
         assert_eq!(l, vec![20, 10, 1]);
     }
 }
