@@ -15,11 +15,20 @@
 //!   (docs/benchmarks/history.md, tenth and eleventh rounds).
 //!
 //! Coalesced when no FIB consumes the decisions (a reflector with its FIB
-//! disabled), or when more than one peer is sending a table (each has
-//! announced [`SENDING_A_TABLE`] prefixes within [`SEVERAL_WITHIN`], see
+//! disabled), or when more than one peer announces routes within
+//! [`SEVERAL_WITHIN`] of each other while at least one of them is sending
+//! a table ([`SENDING_A_TABLE`] prefixes within [`SEVERAL_WITHIN`]; see
 //! [`Senders`]); paced otherwise. Churn from several peers, a few
 //! thousand prefixes a second each, is paced: coalescing it would only
 //! hold each change back.
+//!
+//! Why one table and not two: the driver does not serve peers in turn,
+//! and under a burst one peer's UPDATEs tend to be read for a while
+//! before another's, so a second source's rate as the driver sees it can
+//! fall short in the middle of its table. Requiring two tables coalesced
+//! less in the ten-peer race (settled 1.27–1.54 s in five runs against
+//! 0.83–1.36 s with the old rule, alternated; docs/benchmarks/history.md,
+//! twelfth round).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -43,9 +52,8 @@ pub(super) const UNDECIDED_WAIT: Duration = Duration::from_millis(200);
 /// ... and a backlog as large as this (8 MiB of IPv4 keys, 17 of IPv6):
 /// deciding once what several sources' tables bring needs all of them in.
 pub(super) const UNPACED_MAX: usize = 4 * UNDECIDED_MAX;
-/// UPDATEs from two peers this close together: several peers are sending.
-/// As long as the coalesced pause, so that sources whose tables start a
-/// few milliseconds apart are seen together.
+/// The window in which a peer's announced prefixes are counted (see
+/// [`SENDING_A_TABLE`]): as long as the coalesced pause.
 pub(super) const SEVERAL_WITHIN: Duration = UNPACED_IDLE;
 
 /// Whether the decisions left for later are due while UPDATEs keep coming:
@@ -61,14 +69,23 @@ pub(super) fn decisions_due(queued: usize, paced: bool, drained: bool, waited: D
 
 /// Prefixes one peer announces within [`SEVERAL_WITHIN`] (20,000 a
 /// second) at which it counts as sending a table (a session's start, a
-/// reflector's source, a ToR after a restart), not churn. Two peers
-/// churning a few thousand prefixes a second each (a cluster's blocks and
-/// Service addresses) are not several senders: coalescing them held every
-/// change 50–200 ms (p50 127 ms, p99 229 ms at 5,000 a second each,
-/// against BIRD's 1.2 / 2.5 ms; docs/benchmarks/history.md, twelfth
-/// round), for no interim paths saved, since they announce different
-/// prefixes at a time.
+/// reflector's source, a ToR after a restart), not churn. Peers churning
+/// a few thousand prefixes a second each (a cluster's blocks and Service
+/// addresses) do not make decisions coalesced: under the eleventh stop's
+/// rule (any two peers announcing within 50 ms) every change was held
+/// 50–200 ms (p50 127 ms, p99 229 ms at 5,000 a second from each of two
+/// peers, against BIRD's 1.2 / 2.5 ms; docs/benchmarks/history.md,
+/// twelfth round), for no interim paths saved, since they announce
+/// different prefixes at a time.
 pub(super) const SENDING_A_TABLE: usize = 1000;
+
+/// How long a peer counts as sending a table after its last window that
+/// reached [`SENDING_A_TABLE`]: longer than the speaker's own pauses (a
+/// flush waiting for room in the FIB's or a session's queue, a burst of
+/// exports), in which few UPDATEs are read and a window falls short
+/// without the table having ended. After the tables, churn is coalesced
+/// for this long at most.
+pub(super) const TABLE_HOLD: Duration = Duration::from_secs(1);
 
 /// Peers tracked at once (the most recently heard): enough that peers
 /// interleaving their tables are each counted, bounded so that a
@@ -136,17 +153,22 @@ impl Senders {
         }
     }
 
-    /// Whether at least two peers have been sending tables within
-    /// [`SEVERAL_WITHIN`] of `now`.
+    /// Whether at least two peers have announced routes within
+    /// [`SEVERAL_WITHIN`] of `now`, one of them sending a table within
+    /// [`TABLE_HOLD`].
     pub fn several(&self, now: Instant) -> bool {
-        self.recent
+        let since = |t: Instant| now.saturating_duration_since(t);
+        let mut announcing = self
+            .recent
             .iter()
-            .filter(|s| {
-                s.table_at
-                    .is_some_and(|t| now.saturating_duration_since(t) < SEVERAL_WITHIN)
-            })
-            .nth(1)
-            .is_some()
+            .filter(|s| since(s.seen) < SEVERAL_WITHIN);
+        let (Some(a), Some(b)) = (announcing.next(), announcing.next()) else {
+            return false;
+        };
+        [a, b]
+            .into_iter()
+            .chain(announcing)
+            .any(|s| s.table_at.is_some_and(|t| since(t) < TABLE_HOLD))
     }
 }
 
@@ -172,10 +194,11 @@ mod tests {
     }
 
     /// One peer's table, however long, is one sender; a second peer
-    /// sending a table makes several until one of the two has been quiet
-    /// for `SEVERAL_WITHIN`.
+    /// announcing meanwhile, even a little, makes several until one of the
+    /// two has been quiet for `SEVERAL_WITHIN`, or no table has come for
+    /// `TABLE_HOLD`.
     #[test]
-    fn several_senders_are_two_peers_sending_tables() {
+    fn several_senders_are_two_peers_announcing_while_a_table_comes() {
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let t0 = Instant::now();
         let ms = Duration::from_millis;
@@ -186,15 +209,27 @@ mod tests {
             s.update_from(a, t0 + ms(i), table);
             assert!(!s.several(t0 + ms(i)), "one peer alone");
         }
-        s.update_from(b, t0 + ms(100), table);
-        assert!(s.several(t0 + ms(100)));
-        s.update_from(b, t0 + ms(120), table);
+        s.update_from(b, t0 + ms(100), 1);
+        assert!(s.several(t0 + ms(100)), "b announces while a sends a table");
+        s.update_from(b, t0 + ms(120), 1);
         assert!(s.several(t0 + ms(120)), "a sent 21 ms ago");
         assert!(!s.several(t0 + ms(99) + SEVERAL_WITHIN), "a quiet too long");
-        s.update_from(b, t0 + ms(200), table);
+        s.update_from(b, t0 + ms(200), 1);
         assert!(!s.several(t0 + ms(200)), "b alone again");
-        s.update_from(a, t0 + ms(210), table);
-        assert!(s.several(t0 + ms(210)), "a is back");
+        s.update_from(a, t0 + ms(210), 1);
+        assert!(s.several(t0 + ms(210)), "a is back, its table 111 ms ago");
+        // Both keep announcing a prefix at a time: several while a's table
+        // is less than TABLE_HOLD old, then churn.
+        let mut t = t0 + ms(300);
+        while t < t0 + ms(99) + TABLE_HOLD {
+            s.update_from(a, t, 1);
+            s.update_from(b, t + ms(5), 1);
+            assert!(s.several(t + ms(5)), "a's table {:?} ago", t - t0);
+            t += ms(10);
+        }
+        s.update_from(a, t, 1);
+        s.update_from(b, t + ms(5), 1);
+        assert!(!s.several(t + ms(5)), "no table for TABLE_HOLD: churn");
     }
 
     /// A table in UPDATEs of a few hundred prefixes counts once they add
