@@ -229,13 +229,6 @@ impl FibStream {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// Whether `taken` changes just received and those still waiting make
-    /// half the smallest bound or more: the writer is behind, and the
-    /// speaker is (about to be) blocked on it.
-    pub fn behind(&self, taken: usize) -> bool {
-        (taken + self.waiting()) * 2 >= ROOM_MIN
-    }
-
     fn release(&self, batches: &[Vec<FibChange>]) {
         let n: usize = batches.iter().map(Vec::len).sum();
         self.waiting.fetch_sub(n, Ordering::Relaxed);
@@ -283,12 +276,10 @@ mod tests {
     #[tokio::test]
     async fn a_sender_waits_for_room_in_changes_and_gets_it_back() {
         let (mut tx, mut rx) = channel();
-        assert!(!rx.behind(0) && rx.behind(ROOM_MIN / 2));
         for _ in 0..ROOM_MIN / 64 {
             assert!(tx.send(batch(64)).await);
         }
         assert_eq!(rx.waiting(), ROOM_MIN);
-        assert!(rx.behind(0));
         // No room left: the next batch waits ...
         let more = tokio::time::timeout(std::time::Duration::from_millis(50), tx.send(batch(1)));
         assert!(more.await.is_err());

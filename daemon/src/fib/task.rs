@@ -39,13 +39,6 @@ pub enum Command {
 
 /// Commands waiting for the task; senders wait when it is full.
 const COMMANDS: usize = 16;
-/// A batch at least this large means a burst is on (see the FIB task).
-const BURST: usize = 64;
-/// A burst is held only if, of the last batch's installs, at least one in
-/// this many rewrote a route of ours.
-const REWRITING_SHARE: usize = 8;
-/// How long a burst's batch waits for more changes.
-const BURST_HOLD: Duration = Duration::from_millis(5);
 /// Loc-RIB changes taken from the queue for one `Fib::apply` at most.
 const COALESCE: usize = 4096;
 /// Loc-RIB batches taken from the queue per receive at most (the
@@ -229,8 +222,6 @@ async fn run(
     let mut held_since: Option<tokio::time::Instant> = None;
     let mut last_batch = tokio::time::Instant::now();
     let mut queued: Vec<Vec<FibChange>> = Vec::with_capacity(COALESCE_BATCHES);
-    // Whether the last batch mostly rewrote routes already installed.
-    let mut rewriting = true;
     loop {
         let release_at = release_at(held_since, last_batch, loc_rib.sweeping());
         tokio::select! {
@@ -245,13 +236,6 @@ async fn run(
                     return;
                 }
                 last_batch = tokio::time::Instant::now();
-                // Half the queue or more was waiting: the writer is behind
-                // and the speaker is (about to be) blocked on it, so
-                // holding (below) would only idle both; the queue itself
-                // gathers the next batch meanwhile. Holding there cost a
-                // full table ~15% of its time (docs/benchmarks/history.md,
-                // fourth round).
-                let behind = loc_rib.behind(queued.iter().map(Vec::len).sum());
                 // The speaker sends a batch per UPDATE (a handful of
                 // prefixes): take what else is queued too, so a netlink
                 // datagram carries hundreds of routes instead of one
@@ -266,38 +250,14 @@ async fn run(
                     loc_rib.recv_many(&mut queued, COALESCE_BATCHES).await;
                     queued.drain(..).for_each(|b| batch.extend(b));
                 }
-                // In a burst of rewrites (several peers racing for the best
-                // path), wait a moment for more: a prefix whose best path
-                // changes again within the window is written once, not once
-                // per change. A lone change goes at once, and so does a
-                // batch while the writer is behind, and a table arriving
-                // (new prefixes: nothing to write twice; holding it only
-                // idled the writer, ~0.2 s of a 1M-route load).
-                if batch.len() >= BURST && !behind && rewriting {
-                    let deadline = tokio::time::Instant::now() + BURST_HOLD;
-                    while batch.len() < COALESCE {
-                        match tokio::time::timeout_at(
-                            deadline,
-                            loc_rib.recv_many(&mut queued, COALESCE_BATCHES),
-                        )
-                        .await
-                        {
-                            Ok(n) if n > 0 => queued.drain(..).for_each(|b| batch.extend(b)),
-                            _ => break,
-                        }
-                    }
-                }
-                let before = fib.len();
+                // No hold for more: a burst of rewrites (several peers
+                // racing for the best path) is coalesced by the speaker
+                // before it gets here (`speaker::pace`), and holding a
+                // batch of churn for 5 ms only delayed it (one peer's
+                // 10k updates/s: p50 9.6 -> 3.3-4.3 ms;
+                // docs/benchmarks/history.md, twelfth round).
                 match fib.apply(&batch) {
-                    Ok(report) => {
-                        log_report(&report);
-                        // Routes written over routes of ours: the installs
-                        // beyond what the FIB grew by (an estimate, high
-                        // when the batch also deleted).
-                        let new = fib.len().saturating_sub(before);
-                        let rewrites = report.installed.saturating_sub(new);
-                        rewriting = rewrites * REWRITING_SHARE >= report.installed.max(1);
-                    }
+                    Ok(report) => log_report(&report),
                     Err(e) => error!(error = %e, "netlink socket failed"),
                 }
             }
