@@ -733,6 +733,17 @@ impl Undecided {
     pub fn queued(&self) -> usize {
         self.prefixes.len()
     }
+
+    /// Prefix decisions ever queued here ...
+    pub fn pushed(&self) -> u64 {
+        self.prefixes.pushed()
+    }
+
+    /// ... and of those, taken (run or being run): IPv4 before IPv6, each
+    /// in the order queued.
+    pub fn taken(&self) -> u64 {
+        self.prefixes.pushed() - self.prefixes.len() as u64
+    }
 }
 
 pub(crate) enum Keep {

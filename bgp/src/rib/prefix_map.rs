@@ -236,6 +236,8 @@ pub(crate) struct PrefixQueue {
     v6: Vec<V6Key>,
     /// How many of each were taken.
     taken: (usize, usize),
+    /// Prefixes ever pushed (the position of the next one).
+    pushed: u64,
 }
 
 /// Taken prefixes below this many stay in the queue's vectors.
@@ -243,6 +245,7 @@ const COMPACT_FLOOR: usize = 4096;
 
 impl PrefixQueue {
     pub fn push(&mut self, p: Prefix) {
+        self.pushed += 1;
         match p {
             Prefix::V4 { addr, len } => self.v4.push(v4_key(addr, len)),
             Prefix::V6 { addr, len } => self.v6.push(V6Key::new(addr, len)),
@@ -251,6 +254,12 @@ impl PrefixQueue {
 
     pub fn len(&self) -> usize {
         self.v4.len() + self.v6.len() - self.taken.0 - self.taken.1
+    }
+
+    /// Prefixes ever pushed: the next one's position, counted from the
+    /// queue's start (what was taken counts too).
+    pub fn pushed(&self) -> u64 {
+        self.pushed
     }
 
     /// Takes up to `n` prefixes.

@@ -185,6 +185,8 @@ pub struct SpeakerCore {
     /// (see [`SpeakerCore::decide_some`]): while the FIB is busy, a prefix
     /// that several UPDATEs change is decided once.
     undecided: rib::Undecided,
+    /// When the decisions in `undecided` were queued.
+    ages: super::pace::Ages,
     /// RFC 4724 §4.1 selection deferral after our own restart: until every
     /// configured peer has sent End-of-RIB, or this deadline, nothing is
     /// advertised, so peers keep our routes from before the restart.
@@ -218,6 +220,7 @@ impl SpeakerCore {
             cfg,
             peers: BTreeMap::new(),
             undecided: rib::Undecided::default(),
+            ages: Default::default(),
             deferral_deadline: deferral,
             ready: VecDeque::new(),
             work: VecDeque::new(),
@@ -358,6 +361,19 @@ impl SpeakerCore {
         !self.undecided.is_empty()
     }
 
+    /// When the oldest decision left for later was queued (to within a
+    /// few milliseconds).
+    pub fn undecided_since(&self) -> Option<Instant> {
+        self.ages.oldest()
+    }
+
+    /// Runs up to `n` of the decisions left for later that were queued at
+    /// or before `by`, oldest first.
+    pub fn decide_queued_by(&mut self, by: Instant, n: usize) {
+        let due = self.ages.queued_by(self.undecided.taken(), by);
+        self.decide_some(due.min(n));
+    }
+
     /// Runs up to `n` of the decisions left for later, oldest first (the
     /// driver calls this when its FIB consumer has taken all it was given).
     pub fn decide_some(&mut self, n: usize) {
@@ -370,6 +386,7 @@ impl SpeakerCore {
             left -= step;
             self.emit(out);
         }
+        self.ages.taken(self.undecided.taken());
     }
 
     /// Queues every decision left for later, run a step per
@@ -381,6 +398,7 @@ impl SpeakerCore {
         }
         // A fresh queue each time: a burst's buffer goes with it.
         let pending = std::mem::take(&mut self.undecided);
+        self.ages.clear();
         self.work.push_back(Work::Decide(pending, UNDECIDED_STEP));
     }
 
@@ -1057,7 +1075,9 @@ impl SpeakerCore {
                     }
                 }
                 let out = if plain_update {
-                    self.rib.receive_undecided(id, &u, &mut self.undecided)
+                    let out = self.rib.receive_undecided(id, &u, &mut self.undecided);
+                    self.ages.queued(now, self.undecided.pushed());
+                    out
                 } else {
                     self.rib.receive(id, &u)
                 };
@@ -1771,6 +1791,71 @@ mod tests {
             let marks = outs.iter().filter(|o| matches!(o, Output::Sweeping(_)));
             assert_eq!(marks.count(), 2, "one sweep");
         }
+    }
+
+    /// Under a steady stream (coalesced decisions), what was queued by a
+    /// given instant is decided and nothing queued after it: a prefix only
+    /// one source has sent so far waits for the others, so no interim best
+    /// goes out. 2 sends A, then B 100 ms later; 3 sends A, its path the
+    /// better one, 150 ms after the start. Deciding what was queued by
+    /// 50 ms decides A once, on both paths, and leaves B.
+    #[test]
+    fn decisions_due_by_an_instant_take_only_what_was_queued_by_then() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut core = restarting_core(t0);
+        core.handle(t0 + Duration::from_secs(120), Input::Timeout);
+        drain(&mut core);
+        up(&mut core, t0, 2, None);
+        up(&mut core, t0, 3, None);
+        let p = |i: usize| -> crate::wire::Prefix {
+            format!("10.{}.{}.0/24", i / 256, i % 256).parse().unwrap()
+        };
+        let via3 = Some(a(3));
+        let a: Vec<_> = (0..100).map(p).collect();
+        let b: Vec<_> = (100..200).map(p).collect();
+        let feed = |core: &mut SpeakerCore, at: Duration, i: u8, len: u32, ps: &[crate::wire::Prefix]| {
+            let ev = update_event(core, i, len, ps);
+            core.handle(t0 + at, Input::Session(ev));
+        };
+        feed(&mut core, ms(0), 2, 2, &a);
+        feed(&mut core, ms(100), 2, 2, &b);
+        feed(&mut core, ms(150), 3, 1, &a);
+        assert!(drain(&mut core).iter().all(|o| !matches!(o, Output::Fib(_))));
+        assert_eq!(core.undecided(), 300);
+        assert_eq!(core.undecided_since(), Some(t0));
+
+        core.decide_queued_by(t0 + ms(50), usize::MAX);
+        let outs = drain(&mut core);
+        let best: Vec<_> = outs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Fib(c) => Some(c.iter()),
+                _ => None,
+            })
+            .flatten()
+            .map(|c| (c.prefix(), c.best().and_then(|r| r.attrs.next_hop_addr())))
+            .collect();
+        assert_eq!(best.len(), 100, "A, once each");
+        assert!(best.iter().all(|(pfx, nh)| a.contains(pfx) && *nh == via3));
+        assert_eq!(core.undecided(), 200, "B and 3's A are left");
+        assert_eq!(core.undecided_since(), Some(t0 + ms(100)));
+
+        // Nothing more was queued by 50 ms.
+        core.decide_queued_by(t0 + ms(50), usize::MAX);
+        assert_eq!(core.undecided(), 200);
+        // The rest: B on 2's path; A again, unchanged.
+        core.decide_queued_by(t0 + ms(150), usize::MAX);
+        let changes: usize = drain(&mut core)
+            .iter()
+            .filter_map(|o| match o {
+                Output::Fib(c) => Some(c.len()),
+                _ => None,
+            })
+            .sum();
+        assert_eq!(changes, 100);
+        assert!(!core.has_undecided());
+        assert_eq!(core.undecided_since(), None);
     }
 
     /// FIB changes among `outs` that moved a prefix to another path, and

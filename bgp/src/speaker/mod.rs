@@ -42,7 +42,7 @@ use crate::wire::Prefix;
 use fib_queue::FibSender;
 pub use fib_queue::FibStream;
 use listen::Listeners;
-use pace::{decisions_due, Senders, UNDECIDED_IDLE, UNDECIDED_REFILL, UNPACED_IDLE};
+use pace::{due, Due, Senders, UNDECIDED_IDLE, UNPACED_IDLE};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -369,7 +369,6 @@ impl Speaker {
             converged: converged_tx,
             bfd: None,
             links: links_rx,
-            undecided_since: None,
             senders: Senders::default(),
         };
         let links = Arc::new(links_tx);
@@ -538,9 +537,6 @@ struct Driver {
     /// The links of directly connected peers; each session watches a
     /// clone.
     links: watch::Receiver<PeerLinks>,
-    /// Since when decisions have been left for later (see
-    /// [`decisions_due`]).
-    undecided_since: Option<Instant>,
     /// Who sent the last UPDATEs (see [`Driver::paced`]).
     senders: Senders,
 }
@@ -585,9 +581,6 @@ impl Driver {
                     None => return,
                 },
                 Some(ev) = events.recv() => {
-                    if !self.core.has_undecided() {
-                        self.undecided_since = None;
-                    }
                     let now = Instant::now();
                     // Announcements only: an End-of-RIB or a withdrawal
                     // brings no competing path.
@@ -599,17 +592,21 @@ impl Driver {
                     }
                     self.core.handle(now, Input::Session(ev));
                     self.flush_joining(&mut events).await;
-                    if self.core.has_undecided() {
-                        let since = *self.undecided_since.get_or_insert_with(Instant::now);
-                        if decisions_due(
-                            self.core.undecided(),
-                            self.paced(now),
-                            self.fib_tx.is_drained(),
-                            since.elapsed(),
-                        ) {
-                            self.core.decide_some(UNDECIDED_REFILL);
-                            self.flush().await;
-                        }
+                    let now = Instant::now();
+                    let decide = due(
+                        self.core.undecided(),
+                        self.core.undecided_since(),
+                        self.paced(now),
+                        self.fib_tx.is_drained(),
+                        now,
+                    );
+                    match decide {
+                        None => {}
+                        Some(Due::Oldest(n)) => self.core.decide_some(n),
+                        Some(Due::QueuedBy(by)) => self.core.decide_queued_by(by, pace::UNDECIDED_REFILL),
+                    }
+                    if decide.is_some() {
+                        self.flush().await;
                     }
                 }
                 // No UPDATE for a moment: decide the rest.
@@ -648,7 +645,6 @@ impl Driver {
     async fn decided(&mut self) {
         self.core.decide_undecided();
         self.flush().await;
-        self.undecided_since = None;
     }
 
     /// Carries out the core's outputs, one at a time: each waits for room

@@ -5,8 +5,8 @@
 //! - *Paced by the FIB*: decide as soon as the FIB writer has taken the
 //!   last decisions, so that it never idles while a table arrives (one
 //!   peer's full table: the writer is the bottleneck).
-//! - *Coalesced*: decide after a pause in the UPDATEs, or a while under a
-//!   steady stream. When several peers send the same prefixes at once (a
+//! - *Coalesced*: decide after a pause in the UPDATEs, or, under a steady
+//!   stream, each prefix once it has waited a while ([`Ages`]). When several peers send the same prefixes at once (a
 //!   route reflector's sources, a node's ToRs after a restart), deciding
 //!   early picks one source's path, then the next's as it arrives, and
 //!   every interim best goes to every peer the prefix is exported to: 64
@@ -30,6 +30,7 @@
 //! 0.83–1.36 s with the old rule, alternated; docs/benchmarks/history.md,
 //! twelfth round).
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,8 @@ pub(super) const UNDECIDED_IDLE: Duration = Duration::from_millis(1);
 /// several sources has gaps of a millisecond or more, at its start above
 /// all) ...
 pub(super) const UNPACED_IDLE: Duration = Duration::from_millis(50);
-/// ... and at most this long under a steady stream of UPDATEs ...
+/// ... and, under a steady stream of UPDATEs, each decision once it has
+/// waited this long (only those: see [`due`]) ...
 pub(super) const UNDECIDED_WAIT: Duration = Duration::from_millis(200);
 /// ... and a backlog as large as this (8 MiB of IPv4 keys, 17 of IPv6):
 /// deciding once what several sources' tables bring needs all of them in.
@@ -56,14 +58,124 @@ pub(super) const UNPACED_MAX: usize = 4 * UNDECIDED_MAX;
 /// [`SENDING_A_TABLE`]): as long as the coalesced pause.
 pub(super) const SEVERAL_WITHIN: Duration = UNPACED_IDLE;
 
-/// Whether the decisions left for later are due while UPDATEs keep coming:
-/// `queued` of them, the oldest waiting for `waited`; `paced`: paced by
-/// the FIB, whose writer has taken all it was given when `drained`.
-pub(super) fn decisions_due(queued: usize, paced: bool, drained: bool, waited: Duration) -> bool {
+/// Which of the decisions left for later to run now, while UPDATEs keep
+/// coming ([`due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Due {
+    /// Up to this many, oldest first.
+    Oldest(usize),
+    /// Up to [`UNDECIDED_REFILL`] of those queued at or before this
+    /// instant, oldest first.
+    QueuedBy(Instant),
+}
+
+/// Whether decisions left for later are due while UPDATEs keep coming:
+/// `queued` of them, the oldest queued at `oldest`; `paced`: paced by the
+/// FIB, whose writer has taken all it was given when `drained`.
+///
+/// Coalesced, only those that have waited [`UNDECIDED_WAIT`] run: under
+/// a steady stream of several sources' tables, a prefix queued a moment
+/// ago has one source's path so far, and deciding it would send that
+/// path to every peer the prefix goes to, then the next source's (the
+/// twelfth stop's rule decided every queued prefix once the oldest had
+/// waited, and a route reflector sent its 64 clients 7.3–8.6 M paths
+/// where 6.3 M is one per client and prefix; docs/benchmarks/history.md,
+/// thirteenth round).
+pub(super) fn due(
+    queued: usize,
+    oldest: Option<Instant>,
+    paced: bool,
+    drained: bool,
+    now: Instant,
+) -> Option<Due> {
+    if queued == 0 {
+        return None;
+    }
     if paced {
-        queued >= UNDECIDED_MAX || drained
-    } else {
-        queued >= UNPACED_MAX || waited >= UNDECIDED_WAIT
+        return (queued >= UNDECIDED_MAX || drained).then_some(Due::Oldest(UNDECIDED_REFILL));
+    }
+    if queued >= UNPACED_MAX {
+        return Some(Due::Oldest(UNDECIDED_REFILL));
+    }
+    let by = now.checked_sub(UNDECIDED_WAIT)?;
+    oldest.filter(|t| *t <= by).map(|_| Due::QueuedBy(by))
+}
+
+/// The instants at which the decisions left for later were queued,
+/// coarsely: runs of queue positions, each with the instant its first
+/// one came. The queue is taken from its front (see
+/// [`super::core::SpeakerCore::decide_some`]), so the front run is the
+/// oldest still queued. IPv4 is taken before IPv6, so with both queued
+/// the ages are those of positions, not exactly of the prefixes taken.
+#[derive(Debug, Default)]
+pub(super) struct Ages {
+    runs: VecDeque<Run>,
+    /// The positions recorded so far.
+    seen: u64,
+}
+
+/// Queue positions below `end` (and from the previous run's `end`) were
+/// queued from `start` on, within [`AGE_GRAIN`] of it.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    start: Instant,
+    end: u64,
+}
+
+/// How finely [`Ages`] tells queueing instants apart ...
+const AGE_GRAIN: Duration = Duration::from_millis(5);
+/// ... and the runs it keeps at most (past that, the newest run grows:
+/// its positions then count as older than they are, and are decided
+/// sooner, never later).
+const AGE_RUNS: usize = 256;
+
+impl Ages {
+    /// Positions below `pushed` were queued by `now`.
+    pub fn queued(&mut self, now: Instant, pushed: u64) {
+        if pushed <= self.seen {
+            return;
+        }
+        self.seen = pushed;
+        let full = self.runs.len() >= AGE_RUNS;
+        if let Some(last) = self.runs.back_mut() {
+            if now.saturating_duration_since(last.start) < AGE_GRAIN || full {
+                last.end = pushed;
+                return;
+            }
+        }
+        self.runs.push_back(Run {
+            start: now,
+            end: pushed,
+        });
+    }
+
+    /// Positions below `taken` were taken off the queue.
+    pub fn taken(&mut self, taken: u64) {
+        while self.runs.front().is_some_and(|r| r.end <= taken) {
+            self.runs.pop_front();
+        }
+    }
+
+    /// When the oldest position still queued was queued.
+    pub fn oldest(&self) -> Option<Instant> {
+        self.runs.front().map(|r| r.start)
+    }
+
+    /// How many positions from `taken` on were queued at or before `by`.
+    pub fn queued_by(&self, taken: u64, by: Instant) -> usize {
+        let end = self
+            .runs
+            .iter()
+            .take_while(|r| r.start <= by)
+            .last()
+            .map_or(taken, |r| r.end);
+        end.saturating_sub(taken) as usize
+    }
+
+    /// The queue was taken whole.
+    pub fn clear(&mut self) {
+        self.runs.clear();
+        self.seen = 0;
     }
 }
 
@@ -177,20 +289,81 @@ mod tests {
     use super::*;
 
     /// Paced by a FIB, decisions run as soon as it has taken the last ones;
-    /// coalesced, after a pause (the driver's idle branch) or
-    /// [`UNDECIDED_WAIT`] under a steady stream; a backlog at the bound is
-    /// decided either way.
+    /// coalesced, those that waited [`UNDECIDED_WAIT`] run under a steady
+    /// stream (the rest after a pause: the driver's idle branch); a
+    /// backlog at the bound is decided either way.
     #[test]
     fn decisions_wait_for_the_fib_or_a_while_when_coalesced() {
-        let zero = Duration::ZERO;
-        assert!(decisions_due(1, true, true, zero));
-        assert!(!decisions_due(1, true, false, Duration::from_secs(10)));
-        assert!(!decisions_due(1, false, true, zero));
-        let just_before = UNDECIDED_WAIT - Duration::from_millis(1);
-        assert!(!decisions_due(UNPACED_MAX - 1, false, true, just_before));
-        assert!(decisions_due(1, false, true, UNDECIDED_WAIT));
-        assert!(decisions_due(UNPACED_MAX, false, true, zero));
-        assert!(decisions_due(UNDECIDED_MAX, true, false, zero));
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(10);
+        let fresh = Some(now);
+        assert_eq!(due(0, None, true, true, now), None);
+        assert_eq!(
+            due(1, fresh, true, true, now),
+            Some(Due::Oldest(UNDECIDED_REFILL))
+        );
+        assert_eq!(due(1, Some(t0), true, false, now), None);
+        assert_eq!(due(1, fresh, false, true, now), None);
+        let just_after = Some(now - UNDECIDED_WAIT + Duration::from_millis(1));
+        assert_eq!(due(UNPACED_MAX - 1, just_after, false, true, now), None);
+        let by = now - UNDECIDED_WAIT;
+        assert_eq!(due(1, Some(by), false, true, now), Some(Due::QueuedBy(by)));
+        assert_eq!(
+            due(UNPACED_MAX, fresh, false, true, now),
+            Some(Due::Oldest(UNDECIDED_REFILL))
+        );
+        assert_eq!(
+            due(UNDECIDED_MAX, fresh, true, false, now),
+            Some(Due::Oldest(UNDECIDED_REFILL))
+        );
+    }
+
+    /// A steady stream queued over 300 ms: at the wait, only what was
+    /// queued by then is due, and after it is taken the oldest is younger.
+    #[test]
+    fn only_what_waited_is_due() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut a = Ages::default();
+        assert_eq!(a.oldest(), None);
+        // 100 positions a millisecond for 300 ms.
+        for i in 0..=300u64 {
+            a.queued(t0 + ms(i), (i + 1) * 100);
+        }
+        assert_eq!(a.oldest(), Some(t0));
+        let now = t0 + ms(300);
+        let by = now - UNDECIDED_WAIT;
+        let n = a.queued_by(0, by);
+        // Queued by 100 ms: 10,100 positions, give or take a grain.
+        assert!((10_100..10_100 + 500).contains(&n), "{n}");
+        assert!(a.queued_by(0, t0 + ms(400)) == 30_100);
+        a.taken(n as u64);
+        let oldest = a.oldest().unwrap();
+        assert!(oldest > by && oldest <= by + AGE_GRAIN, "{:?}", oldest - t0);
+        assert_eq!(a.queued_by(n as u64, by), 0);
+        // Taken from the middle of a run: the run stays until its end.
+        a.taken(n as u64 + 1);
+        assert_eq!(a.oldest(), Some(oldest));
+        a.taken(30_100);
+        assert_eq!(a.oldest(), None);
+        // Pushes that add nothing (the same count) leave no run behind.
+        a.queued(now, 30_100);
+        assert_eq!(a.oldest(), None);
+    }
+
+    /// The runs kept are bounded: past the bound the newest run grows, so
+    /// its positions count as older (decided sooner), never younger.
+    #[test]
+    fn ages_are_bounded() {
+        let t0 = Instant::now();
+        let mut a = Ages::default();
+        for i in 0..10_000u64 {
+            a.queued(t0 + AGE_GRAIN * i as u32, i + 1);
+        }
+        assert_eq!(a.runs.len(), AGE_RUNS);
+        assert_eq!(a.queued_by(0, t0 + AGE_GRAIN * 10_000), 10_000);
+        let last = a.runs.back().unwrap();
+        assert!(last.start < t0 + AGE_GRAIN * 300);
     }
 
     /// One peer's table, however long, is one sender; a second peer
