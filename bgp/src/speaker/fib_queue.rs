@@ -38,7 +38,7 @@ use crate::rib::FibChange;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 /// Batches in the channel at most; the change bound below is the one that
 /// binds for batches of 64 (`core::FIB_BATCH`).
@@ -71,6 +71,7 @@ pub(super) fn channel() -> (FibSender, FibStream) {
     let waiting = Arc::new(AtomicUsize::new(0));
     let sweeps = Arc::new(AtomicUsize::new(0));
     let unpaced = Arc::new(AtomicBool::new(false));
+    let drained = Arc::new(Notify::new());
     (
         FibSender {
             tx,
@@ -79,6 +80,7 @@ pub(super) fn channel() -> (FibSender, FibStream) {
             sweeps: sweeps.clone(),
             paced: Paced(unpaced.clone()),
             granted: ROOM_MIN,
+            drained: drained.clone(),
         },
         FibStream {
             rx,
@@ -86,6 +88,7 @@ pub(super) fn channel() -> (FibSender, FibStream) {
             waiting,
             sweeps,
             unpaced,
+            drained,
         },
     )
 }
@@ -110,6 +113,8 @@ pub(super) struct FibSender {
     paced: Paced,
     /// The bound now: permits handed to the semaphore so far.
     granted: usize,
+    /// Told when the consumer has taken everything it was given.
+    drained: Arc<Notify>,
 }
 
 impl FibSender {
@@ -153,6 +158,15 @@ impl FibSender {
         self.tx.capacity() == self.tx.max_capacity()
     }
 
+    /// Wakes a waiter once the consumer has taken everything it was given
+    /// (or at once, if it did since the last waiter was woken: check
+    /// [`FibSender::is_drained`] after waking). Paced decisions then run
+    /// as soon as the writer is free, not when the next UPDATE or a pause
+    /// comes.
+    pub fn drained(&self) -> Arc<Notify> {
+        self.drained.clone()
+    }
+
     /// Whether the consumer writes what it is given (a FIB), so that
     /// decisions are worth making as soon as it has taken the last ones.
     pub fn paces(&self) -> bool {
@@ -183,6 +197,7 @@ pub struct FibStream {
     waiting: Arc<AtomicUsize>,
     sweeps: Arc<AtomicUsize>,
     unpaced: Arc<AtomicBool>,
+    drained: Arc<Notify>,
 }
 
 impl FibStream {
@@ -235,6 +250,9 @@ impl FibStream {
         let permits: usize = batches.iter().map(|b| permits(b.len()) as usize).sum();
         if permits > 0 {
             self.room.add_permits(permits);
+        }
+        if self.rx.is_empty() {
+            self.drained.notify_one();
         }
     }
 }
@@ -342,5 +360,31 @@ mod tests {
         // An end without a begin changes nothing and sends nothing.
         tx.sweeping(false).await;
         assert!(!rx.sweeping() && rx.is_empty());
+    }
+
+    /// The sender is woken when the consumer has taken the last batch, not
+    /// when it takes one of several.
+    #[tokio::test]
+    async fn the_sender_is_told_when_the_consumer_has_taken_everything() {
+        let (mut tx, mut rx) = channel();
+        let drained = tx.drained();
+        assert!(tx.send(batch(1)).await);
+        assert!(tx.send(batch(1)).await);
+        let short = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(short, drained.notified()).await.is_err());
+        let waiter = tokio::spawn({
+            let drained = drained.clone();
+            async move { drained.notified().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(rx.recv().await.is_some());
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "one batch still queued");
+        assert!(rx.recv().await.is_some());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken once drained")
+            .unwrap();
+        assert!(tx.is_drained());
     }
 }

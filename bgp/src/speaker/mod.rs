@@ -549,13 +549,18 @@ impl Driver {
         mut accepts: mpsc::Receiver<(TcpStream, SocketAddr)>,
     ) {
         let mut links = self.links.clone();
+        let drained = self.fib_tx.drained();
         loop {
             let timeout = self.core.poll_timeout();
-            let idle = if self.paced(Instant::now()) {
-                UNDECIDED_IDLE
-            } else {
-                UNPACED_IDLE
-            };
+            let paced = self.paced(Instant::now());
+            let idle = if paced { UNDECIDED_IDLE } else { UNPACED_IDLE };
+            // Paced, decisions left for later are due when the FIB writer
+            // has taken the last ones: without this, a burst's UPDATEs read
+            // while it wrote the first waited for the next UPDATE or the
+            // idle pause (one peer's churn, bursts of 100 one-prefix
+            // UPDATEs: 3.0 ms from send to kernel at p50, BIRD 1.3;
+            // docs/benchmarks/history.md, thirteenth round).
+            let wait_drain = paced && self.core.has_undecided() && !self.fib_tx.is_drained();
             let core_timer = async {
                 match timeout {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -607,6 +612,21 @@ impl Driver {
                     }
                     if decide.is_some() {
                         self.flush().await;
+                    }
+                }
+                _ = drained.notified(), if wait_drain => {
+                    if self.fib_tx.is_drained() {
+                        let now = Instant::now();
+                        if let Some(Due::Oldest(n)) = due(
+                            self.core.undecided(),
+                            self.core.undecided_since(),
+                            self.paced(now),
+                            true,
+                            now,
+                        ) {
+                            self.core.decide_some(n);
+                            self.flush().await;
+                        }
                     }
                 }
                 // No UPDATE for a moment: decide the rest.
