@@ -260,6 +260,18 @@ pub fn announce_one(p: &Prefix, a: &Attrs, peer: &PeerView, id: u32) -> Vec<u8> 
     }
 }
 
+/// One UPDATE withdrawing a single IPv4 prefix (RFC 4271 §4.3: Withdrawn
+/// Routes, no attributes).
+pub fn withdraw_one_v4(p: &Prefix) -> Vec<u8> {
+    let mut w = Vec::new();
+    put_prefix(&mut w, p);
+    let mut b = Vec::with_capacity(4 + w.len());
+    b.extend_from_slice(&(w.len() as u16).to_be_bytes());
+    b.extend_from_slice(&w);
+    b.extend_from_slice(&[0, 0]);
+    message(2, &b)
+}
+
 /// What one UPDATE body changes: prefixes announced and withdrawn, as
 /// compact keys (see [`key`]). Only what the monitor needs: IPv4 fields
 /// and MP_REACH/MP_UNREACH of IPv4/IPv6 unicast; `None` if malformed.
@@ -576,5 +588,16 @@ mod tests {
             vec![key(&[10, 1], 16, false), key(&[0x2a, 0], 16, true)]
         );
         assert_ne!(key(&[10, 1], 16, false), key(&[10, 1], 17, false));
+    }
+
+    #[test]
+    fn a_one_prefix_withdrawal_reads_back() {
+        let p: Prefix = "16.0.3.0/24".parse().unwrap();
+        let m = withdraw_one_v4(&p);
+        assert_eq!(m.len(), 19 + 2 + 4 + 2);
+        let (mut adv, mut wd) = (Vec::new(), Vec::new());
+        update_prefixes(&m[19..], &mut adv, &mut wd).unwrap();
+        assert!(adv.is_empty());
+        assert_eq!(wd, vec![key(&[16, 0, 3], 24, false)]);
     }
 }

@@ -176,23 +176,7 @@ impl Injector {
     /// 10 ms; returns when each message was handed to the kernel's socket
     /// (the instant its burst's write began).
     pub fn paced(&mut self, msgs: &[Vec<u8>], per_second: u32) -> Result<Vec<Instant>> {
-        let tick = Duration::from_millis(10);
-        let per_tick = (per_second as usize / 100).max(1);
-        let start = Instant::now();
-        let mut buf = Vec::new();
-        let mut sent = Vec::with_capacity(msgs.len());
-        for (k, chunk) in msgs.chunks(per_tick).enumerate() {
-            let at = start + tick * k as u32;
-            if let Some(d) = at.checked_duration_since(Instant::now()) {
-                std::thread::sleep(d);
-            }
-            buf.clear();
-            chunk.iter().for_each(|m| buf.extend_from_slice(m));
-            let now = Instant::now();
-            self.stream.write_all(&buf)?;
-            sent.extend(std::iter::repeat_n(now, chunk.len()));
-        }
-        Ok(sent)
+        write_paced(&mut self.stream, msgs, per_second)
     }
 
     /// Drops the session: the TCP connection goes (FIN), no NOTIFICATION,
@@ -316,4 +300,27 @@ pub fn sink(
         }
         Ok(Instant::now())
     }))
+}
+
+/// Writes `msgs` at `per_second` messages per second, in bursts every
+/// 10 ms; returns when each message was handed to the kernel's socket
+/// (the instant its burst's write began).
+pub fn write_paced(w: &mut impl Write, msgs: &[Vec<u8>], per_second: u32) -> Result<Vec<Instant>> {
+    let tick = Duration::from_millis(10);
+    let per_tick = (per_second as usize / 100).max(1);
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let mut sent = Vec::with_capacity(msgs.len());
+    for (k, chunk) in msgs.chunks(per_tick).enumerate() {
+        let at = start + tick * k as u32;
+        if let Some(d) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        buf.clear();
+        chunk.iter().for_each(|m| buf.extend_from_slice(m));
+        let now = Instant::now();
+        w.write_all(&buf)?;
+        sent.extend(std::iter::repeat_n(now, chunk.len()));
+    }
+    Ok(sent)
 }

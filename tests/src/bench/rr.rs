@@ -50,6 +50,11 @@ const LIMIT: Duration = Duration::from_secs(1200);
 const QUIET: Duration = Duration::from_secs(2);
 /// No path held for a prefix (without ADD-PATH).
 const NONE: u8 = 0xff;
+/// Reflected churn (`--rr-churn`): prefixes source 0 withdraws and then
+/// announces again, and the one-prefix UPDATEs a second it sends them at
+/// (10 s in all).
+const CHURN_PREFIXES: usize = 5000;
+const CHURN_RATE: u32 = 1000;
 
 /// What a client should hold, shared by all.
 pub struct Expect {
@@ -90,6 +95,10 @@ pub struct Progress {
     pub complete_at: Mutex<Option<Instant>>,
     pub last_update: Mutex<Option<Instant>>,
     pub error: Mutex<Option<String>>,
+    /// While set, the reader stamps each prefix whose path it holds
+    /// changes (`trace`: prefix index, read instant): the reflected churn.
+    pub tracing: AtomicBool,
+    pub trace: Mutex<Vec<(u128, Instant)>>,
 }
 
 /// Per-client state of the reader: what it holds per prefix.
@@ -99,6 +108,9 @@ struct Held {
     /// With ADD-PATH: the path id of each source's path per prefix.
     ids: Vec<[u32; 4]>,
     good: usize,
+    /// Prefixes whose value changed, while tracing.
+    tracing: bool,
+    changed: Vec<usize>,
 }
 
 impl Held {
@@ -116,11 +128,16 @@ impl Held {
                 Vec::new()
             },
             good,
+            tracing: false,
+            changed: Vec::new(),
         }
     }
 
     fn set(&mut self, e: &Expect, i: usize, v: u8) {
         let was = e.ok(self.c, i, self.v[i]);
+        if self.tracing && self.v[i] != v {
+            self.changed.push(i);
+        }
         self.v[i] = v;
         let is = e.ok(self.c, i, v);
         self.good = self.good + is as usize - was as usize;
@@ -288,6 +305,13 @@ impl Client {
         }))
     }
 
+    /// Writes `msgs` paced ([`peer::write_paced`]) beside the keepalives
+    /// [`Client::send`] left running: each is one `write` of a burst or
+    /// a KEEPALIVE, which the kernel queues whole on a socket with room.
+    pub fn paced(&self, msgs: &[Vec<u8>], per_second: u32) -> Result<Vec<Instant>> {
+        peer::write_paced(&mut self.stream.try_clone()?, msgs, per_second)
+    }
+
     pub fn close(self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
@@ -320,6 +344,7 @@ fn read_loop(c: usize, s: TcpStream, e: &Expect, p: &Progress) {
             _ => continue,
         }
         let was_complete = h.good == n;
+        h.tracing = p.tracing.load(Ordering::Relaxed);
         let mut back = 0;
         match apply(&mut h, e, &body, &mut back) {
             Ok(k) => {
@@ -328,6 +353,11 @@ fn read_loop(c: usize, s: TcpStream, e: &Expect, p: &Progress) {
             Err(m) => return fail(format!("client {c}: {m}")),
         }
         let now = Instant::now();
+        if !h.changed.is_empty() {
+            let mut t = p.trace.lock().unwrap();
+            t.extend(h.changed.iter().map(|&i| (i as u128, now)));
+            h.changed.clear();
+        }
         p.reflected_back.fetch_add(back, Ordering::Relaxed);
         p.updates.fetch_add(1, Ordering::Relaxed);
         p.good.store(h.good, Ordering::Relaxed);
@@ -371,6 +401,7 @@ pub fn rr_run(
     streams: &[Arc<Vec<u8>>],
     add_path: bool,
     fib: bool,
+    churn: bool,
 ) -> Result<Measured> {
     let clients = sc.rr_clients.context("not a route-reflection scenario")?;
     // A bit per source in a byte, a path id slot per source.
@@ -458,7 +489,7 @@ pub fn rr_run(
     for w in writers {
         sent_at.push(w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??);
     }
-    wait("quiet", &mut || {
+    let quiet = || {
         Ok(cs.iter().all(|c| {
             c.progress
                 .last_update
@@ -466,7 +497,8 @@ pub fn rr_run(
                 .unwrap()
                 .is_none_or(|t| t.elapsed() >= QUIET)
         }))
-    })?;
+    };
+    wait("quiet", &mut || quiet())?;
     let cpu1 = own_cpu();
     // Still complete once quiet: the last completion instant is the time.
     if !check(&cs)? {
@@ -516,12 +548,83 @@ pub fn rr_run(
         "reflected_back": sum(&|p| p.reflected_back.load(Ordering::Relaxed)),
         "harness_cpu_seconds": cpu1 - cpu0,
     }));
+    if churn {
+        let report = reflected_churn(&cs, &e, table, sc, &dut, &mut |what, done| wait(what, done), &quiet)?;
+        if let Some(r) = m.rr.as_mut() {
+            r["churn"] = report;
+        }
+    }
     for c in cs {
         c.close();
     }
     dut.stop();
     drop(lab);
     Ok(m)
+}
+
+/// Reflected churn, after the tables: source 0 withdraws
+/// [`CHURN_PREFIXES`] prefixes whose best path is its own, then announces
+/// them again, one prefix per UPDATE at [`CHURN_RATE`] a second. Each
+/// UPDATE moves the prefix's best path at every client (RFC 4456 §6: a
+/// client's route is reflected to all clients). Latency: from the write
+/// of an UPDATE's 10 ms burst to the last client's (not a source) read of
+/// that prefix's change; what a node behind a reflector waits for a
+/// change another node makes.
+#[allow(clippy::type_complexity)]
+fn reflected_churn(
+    cs: &[Client],
+    e: &Expect,
+    table: &Table,
+    sc: &Scenario,
+    dut: &Dut,
+    wait: &mut dyn FnMut(&str, &mut dyn FnMut() -> Result<bool>) -> Result<()>,
+    quiet: &dyn Fn() -> Result<bool>,
+) -> Result<serde_json::Value> {
+    let n = table.len();
+    let picked: Vec<usize> = (0..n)
+        .filter(|&i| e.best[i] == 0)
+        .take(CHURN_PREFIXES)
+        .collect();
+    let pre = scenario::prepend(sc.peers, 0);
+    let view = encode::PeerView {
+        asn: scenario::injector_as(0),
+        local_pref: Some(scenario::RR_LOCAL_PREF),
+        next_hop: scenario::injector_addr(0, false),
+        prepend: &pre,
+    };
+    let mut msgs: Vec<Vec<u8>> = picked
+        .iter()
+        .map(|&i| encode::withdraw_one_v4(&table.prefixes[i]))
+        .collect();
+    msgs.extend(picked.iter().map(|&i| {
+        let id = table.attr_of[i];
+        encode::announce_one(&table.prefixes[i], &table.attrs[id as usize], &view, id)
+    }));
+    let watch = &cs.last().context("no client")?.progress;
+    watch.tracing.store(true, Ordering::Relaxed);
+    let c0 = dut.stats()?;
+    let sent = cs[0].paced(&msgs, CHURN_RATE)?;
+    wait("quiet after the churn", &mut || quiet())?;
+    let c1 = dut.stats()?;
+    watch.tracing.store(false, Ordering::Relaxed);
+    let all = cs.iter().all(|c| c.progress.good.load(Ordering::Relaxed) == n);
+    if !all {
+        bail!("a client does not hold the tables again after the churn");
+    }
+    let trace = std::mem::take(&mut *watch.trace.lock().unwrap());
+    let keys = picked.iter().chain(&picked).map(|&i| i as u128);
+    let probes: Vec<(u128, Instant)> = keys.zip(sent).collect();
+    let lat = scenario::latencies(&probes, &trace);
+    Ok(json!({
+        "source": 0,
+        "updates": msgs.len(),
+        "rate": CHURN_RATE,
+        "changes_seen": trace.len(),
+        "latency_probes": probes.len(),
+        "latency_matched": lat.len(),
+        "latency_ms": scenario::latency_ms(lat),
+        "cpu_seconds": c1.cpu_seconds - c0.cpu_seconds,
+    }))
 }
 
 #[cfg(test)]

@@ -297,13 +297,7 @@ pub fn dut_run(
                     .filter_map(|(p, t)| p.map(|k| (k, *t)))
             })
             .collect();
-        let mut lat = scenario::latencies(&probes, &changes);
-        lat.sort();
-        let pct = |q: f64| {
-            lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1)))
-                .map(|d| d.as_secs_f64() * 1e3)
-                .unwrap_or(f64::NAN)
-        };
+        let lat = scenario::latencies(&probes, &changes);
         let lag = f
             .last_event
             .map(|t| t.saturating_duration_since(last).as_secs_f64())
@@ -319,8 +313,7 @@ pub fn dut_run(
             "fib_count_after": f.count,
             "latency_probes": probes.len(),
             "latency_matched": lat.len(),
-            "latency_ms": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99),
-                           "max": lat.last().map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN)},
+            "latency_ms": scenario::latency_ms(lat),
         }));
     }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp
 //!              [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd]
-//!              [--clients C] [--add-path] [--rr-fib]
+//!              [--clients C] [--add-path] [--rr-fib] [--rr-churn]
 //! ```
 //!
 //! `--scenario rr64`: the DUT as a route reflector for C (64) iBGP clients,
@@ -12,6 +12,9 @@
 //! until every client holds every path it should (the best, or with
 //! `--add-path` all of them). No kernel FIB, except petreld's with
 //! `--rr-fib` (a node that reflects and forwards); see `bench/rr.rs`.
+//! `--rr-churn` adds, after the tables, one source's churn (5,000
+//! prefixes withdrawn and announced again, 1,000 UPDATEs a second) and
+//! reports each change's latency to a client.
 //!
 //! `--scenario peer-death` and `--scenario restart` measure failover
 //! instead of a load (issue 17; see `bench/failover.rs`): per repetition
@@ -61,11 +64,12 @@ struct Args {
     clients: Option<usize>,
     add_path: bool,
     rr_fib: bool,
+    rr_churn: bool,
 }
 
 fn usage() -> String {
     let mut s = "usage: petrel-bench --scenario NAME --prefixes N --dut petreld,bird,frr,gobgp \
-                 [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd] [--clients C] [--add-path] [--rr-fib]\nscenarios:\n"
+                 [--repeat K] [--json] [--no-kernel] [--no-sink] [--bfd] [--clients C] [--add-path] [--rr-fib] [--rr-churn]\nscenarios:\n"
         .to_string();
     for (n, d) in SCENARIOS {
         s += &format!("  {n:<11} {d}\n");
@@ -86,6 +90,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         clients: None,
         add_path: false,
         rr_fib: false,
+        rr_churn: false,
     };
     let mut it = argv.iter();
     while let Some(k) = it.next() {
@@ -102,6 +107,7 @@ fn parse_args(argv: &[String]) -> Result<Args> {
             "--clients" => a.clients = Some(val()?.parse()?),
             "--add-path" => a.add_path = true,
             "--rr-fib" => a.rr_fib = true,
+            "--rr-churn" => a.rr_churn = true,
             _ => bail!("{}", usage()),
         }
     }
@@ -112,8 +118,8 @@ fn parse_args(argv: &[String]) -> Result<Args> {
         bail!("--bfd: petreld only (BFD on its injector sessions, BIRD as the endpoint)");
     }
     let rr = a.scenario == "rr64";
-    if (a.clients.is_some() || a.add_path || a.rr_fib) && !rr {
-        bail!("--clients, --add-path and --rr-fib are for --scenario rr64");
+    if (a.clients.is_some() || a.add_path || a.rr_fib || a.rr_churn) && !rr {
+        bail!("--clients, --add-path, --rr-fib and --rr-churn are for --scenario rr64");
     }
     if a.clients
         .is_some_and(|c| !(scenario::RR_SOURCES..=240).contains(&c))
@@ -243,7 +249,7 @@ fn main() -> Result<()> {
         for j in 0..k {
             let kind = a.duts[(j + rep) % k];
             let r = if sc.rr_clients.is_some() {
-                bench::rr::rr_run(kind, &sc, &table, &streams, a.add_path, a.rr_fib)
+                bench::rr::rr_run(kind, &sc, &table, &streams, a.add_path, a.rr_fib, a.rr_churn)
             } else {
                 run::dut_run(kind, &sc, &table, &streams, &churn, a.bfd)
             };
@@ -410,7 +416,7 @@ fn main() -> Result<()> {
             .collect();
         let out = json!({
             "scenario": sc.name, "peers": sc.peers, "prefixes": n, "v6": sc.v6,
-            "clients": sc.rr_clients, "add_path": a.add_path, "rr_fib": a.rr_fib,
+            "clients": sc.rr_clients, "add_path": a.add_path, "rr_fib": a.rr_fib, "rr_churn": a.rr_churn,
             "table": {"attribute_sets": table.attrs.len(), "distinct_as_paths": paths,
                       "distinct_community_sets": comms, "update_bytes": bytes},
             "machine": {"cpus": std::thread::available_parallelism().map(|x| x.get()).unwrap_or(0),
