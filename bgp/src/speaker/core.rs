@@ -1814,14 +1814,17 @@ mod tests {
         let via3 = Some(a(3));
         let a: Vec<_> = (0..100).map(p).collect();
         let b: Vec<_> = (100..200).map(p).collect();
-        let feed = |core: &mut SpeakerCore, at: Duration, i: u8, len: u32, ps: &[crate::wire::Prefix]| {
-            let ev = update_event(core, i, len, ps);
-            core.handle(t0 + at, Input::Session(ev));
-        };
+        let feed =
+            |core: &mut SpeakerCore, at: Duration, i: u8, len: u32, ps: &[crate::wire::Prefix]| {
+                let ev = update_event(core, i, len, ps);
+                core.handle(t0 + at, Input::Session(ev));
+            };
         feed(&mut core, ms(0), 2, 2, &a);
         feed(&mut core, ms(100), 2, 2, &b);
         feed(&mut core, ms(150), 3, 1, &a);
-        assert!(drain(&mut core).iter().all(|o| !matches!(o, Output::Fib(_))));
+        assert!(drain(&mut core)
+            .iter()
+            .all(|o| !matches!(o, Output::Fib(_))));
         assert_eq!(core.undecided(), 300);
         assert_eq!(core.undecided_since(), Some(t0));
 

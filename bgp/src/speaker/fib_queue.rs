@@ -371,7 +371,9 @@ mod tests {
         assert!(tx.send(batch(1)).await);
         assert!(tx.send(batch(1)).await);
         let short = std::time::Duration::from_millis(50);
-        assert!(tokio::time::timeout(short, drained.notified()).await.is_err());
+        assert!(tokio::time::timeout(short, drained.notified())
+            .await
+            .is_err());
         let waiter = tokio::spawn({
             let drained = drained.clone();
             async move { drained.notified().await }

@@ -653,11 +653,16 @@ impl Driver {
         }
     }
 
-    /// Whether decisions are paced by the FIB writer rather than coalesced
-    /// (see the `pace` module): a FIB consumes them and no more than one
-    /// peer is sending UPDATEs.
+    /// Whether decisions are paced by the FIB writer (or, without a FIB,
+    /// made as UPDATEs come) rather than coalesced (see the `pace`
+    /// module): with a FIB, unless several peers announce while one sends
+    /// a table; without one, unless a peer sends a table.
     fn paced(&self, now: Instant) -> bool {
-        self.fib_tx.paces() && !self.senders.several(now)
+        if self.fib_tx.paces() {
+            !self.senders.several(now)
+        } else {
+            !self.senders.table(now)
+        }
     }
 
     /// Runs the decisions left for later, before anything other than a

@@ -549,7 +549,15 @@ pub fn rr_run(
         "harness_cpu_seconds": cpu1 - cpu0,
     }));
     if churn {
-        let report = reflected_churn(&cs, &e, table, sc, &dut, &mut |what, done| wait(what, done), &quiet)?;
+        let report = reflected_churn(
+            &cs,
+            &e,
+            table,
+            sc,
+            &dut,
+            &mut |what, done| wait(what, done),
+            &quiet,
+        )?;
         if let Some(r) = m.rr.as_mut() {
             r["churn"] = report;
         }
@@ -607,7 +615,9 @@ fn reflected_churn(
     wait("quiet after the churn", &mut || quiet())?;
     let c1 = dut.stats()?;
     watch.tracing.store(false, Ordering::Relaxed);
-    let all = cs.iter().all(|c| c.progress.good.load(Ordering::Relaxed) == n);
+    let all = cs
+        .iter()
+        .all(|c| c.progress.good.load(Ordering::Relaxed) == n);
     if !all {
         bail!("a client does not hold the tables again after the churn");
     }

@@ -299,7 +299,8 @@ pub fn latencies(
 pub fn latency_ms(mut lat: Vec<std::time::Duration>) -> serde_json::Value {
     lat.sort();
     let ms = |d: Option<&std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN);
-    let pct = |q: f64| ms(lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))));
+    let pct =
+        |q: f64| ms(lat.get(((lat.len() as f64 * q) as usize).min(lat.len().saturating_sub(1))));
     serde_json::json!({"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": ms(lat.last())})
 }
 

@@ -249,7 +249,9 @@ fn main() -> Result<()> {
         for j in 0..k {
             let kind = a.duts[(j + rep) % k];
             let r = if sc.rr_clients.is_some() {
-                bench::rr::rr_run(kind, &sc, &table, &streams, a.add_path, a.rr_fib, a.rr_churn)
+                bench::rr::rr_run(
+                    kind, &sc, &table, &streams, a.add_path, a.rr_fib, a.rr_churn,
+                )
             } else {
                 run::dut_run(kind, &sc, &table, &streams, &churn, a.bfd)
             };
