@@ -597,38 +597,11 @@ impl Driver {
                     }
                     self.core.handle(now, Input::Session(ev));
                     self.flush_joining(&mut events).await;
-                    let now = Instant::now();
-                    let decide = due(
-                        self.core.undecided(),
-                        self.core.undecided_since(),
-                        self.paced(now),
-                        self.fib_tx.is_drained(),
-                        now,
-                    );
-                    match decide {
-                        None => {}
-                        Some(Due::Oldest(n)) => self.core.decide_some(n),
-                        Some(Due::QueuedBy(by)) => self.core.decide_queued_by(by, pace::UNDECIDED_REFILL),
-                    }
-                    if decide.is_some() {
-                        self.flush().await;
-                    }
+                    self.decide_due().await;
                 }
-                _ = drained.notified(), if wait_drain => {
-                    if self.fib_tx.is_drained() {
-                        let now = Instant::now();
-                        if let Some(Due::Oldest(n)) = due(
-                            self.core.undecided(),
-                            self.core.undecided_since(),
-                            self.paced(now),
-                            true,
-                            now,
-                        ) {
-                            self.core.decide_some(n);
-                            self.flush().await;
-                        }
-                    }
-                }
+                // A stored permit can wake this early: `decide_due` asks
+                // the writer again.
+                _ = drained.notified(), if wait_drain => self.decide_due().await,
                 // No UPDATE for a moment: decide the rest.
                 _ = tokio::time::sleep(idle), if self.core.has_undecided() => {
                     self.decided().await;
@@ -663,6 +636,26 @@ impl Driver {
         } else {
             !self.senders.table(now)
         }
+    }
+
+    /// Runs the decisions that are due now (see [`due`]): paced, as many
+    /// as the FIB writer has room for once it has taken the last ones;
+    /// coalesced, what has waited long enough.
+    async fn decide_due(&mut self) {
+        let now = Instant::now();
+        let decide = due(
+            self.core.undecided(),
+            self.core.undecided_since(),
+            self.paced(now),
+            self.fib_tx.is_drained(),
+            now,
+        );
+        match decide {
+            None => return,
+            Some(Due::Oldest(n)) => self.core.decide_some(n),
+            Some(Due::QueuedBy(by)) => self.core.decide_queued_by(by, pace::UNDECIDED_REFILL),
+        }
+        self.flush().await;
     }
 
     /// Runs the decisions left for later, before anything other than a
