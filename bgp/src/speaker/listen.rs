@@ -47,6 +47,16 @@ impl Listeners {
                 loop {
                     match l.accept().await {
                         Ok((s, from)) => {
+                            // As on the connections we open: an UPDATE
+                            // written while the last is unacknowledged
+                            // waited for the peer's delayed ACK (Nagle),
+                            // up to 40 ms (a reflector's churn to its
+                            // clients, which connect to it: p90 22 ms,
+                            // BIRD 2; docs/benchmarks/history.md,
+                            // fourteenth round).
+                            if let Err(e) = s.set_nodelay(true) {
+                                warn!(listen = %addr, %from, error = %e, "cannot set TCP_NODELAY on an accepted connection");
+                            }
                             if accept_tx.send((s, from)).await.is_err() {
                                 return;
                             }
@@ -81,5 +91,25 @@ impl Listeners {
                 let _ = socket::set_md5(sock, peer, &[]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepted connections write at once, as those we open do.
+    #[tokio::test]
+    async fn accepted_connections_do_not_wait_for_acks() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let probe = std::net::TcpListener::bind(any).unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let (_l, mut accepted) = Listeners::bind(&[addr]).unwrap();
+        let ours = TcpStream::connect(addr).await.unwrap();
+        ours.set_nodelay(false).unwrap();
+        let (s, from) = accepted.recv().await.unwrap();
+        assert_eq!(from, ours.local_addr().unwrap());
+        assert!(s.nodelay().unwrap(), "TCP_NODELAY on the accepted side");
     }
 }
