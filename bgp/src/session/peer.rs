@@ -512,40 +512,73 @@ impl Task {
     }
 
     /// Writes the messages of a `Send` or `SendMessage` command while
-    /// Established (nothing else).
+    /// Established (nothing else), with those of the sends queued behind
+    /// it: a route reflector's change goes to every client as its own
+    /// command, and a burst of changes (a source's UPDATEs read together)
+    /// made one write per change and client, each waking the client's
+    /// reader (10 one-prefix UPDATEs per 10 ms reflected to 63 clients:
+    /// 29k writes a second, twice BIRD's system calls and CPU;
+    /// docs/benchmarks/history.md, fourteenth round). The first command
+    /// of another kind ends the taking and is carried out next.
     async fn send_now(&mut self, cmd: PeerCommand) {
         if self.fsm.state() != State::Established {
             return;
         }
-        match cmd {
-            // One message (most of a node's sends): written as it is.
-            PeerCommand::Send(msgs) if msgs.len() == 1 => {
-                self.write(&msgs[0]).await;
-            }
-            PeerCommand::Send(msgs) => {
-                // Messages go out in writes of up to WRITE_BATCH octets, not
-                // one system call each: a route reflector sends millions of
-                // UPDATEs, and one write per message was most of its CPU.
-                let mut buf = Vec::new();
-                for m in msgs {
-                    if !buf.is_empty() && buf.len() + m.len() > WRITE_BATCH {
-                        if !self.write(&buf).await {
-                            return;
-                        }
-                        buf.clear();
+        let mut first = Some(cmd);
+        let mut buf = Vec::new();
+        // Octets of the commands taken from the queue: bounded, so that a
+        // steady stream of sends cannot keep the task from its socket and
+        // timers.
+        let mut taken = 0;
+        loop {
+            let cmd = match first.take() {
+                Some(c) => c,
+                None if taken >= WRITE_BATCH => break,
+                None => match self.commands.try_recv() {
+                    Ok(c @ (PeerCommand::Send(_) | PeerCommand::SendMessage(_))) => c,
+                    Ok(other) => {
+                        self.deferred.push_back(other);
+                        break;
                     }
-                    buf.extend_from_slice(&m);
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        self.commands_closed = true;
+                        break;
+                    }
+                },
+            };
+            let msgs = match cmd {
+                PeerCommand::Send(msgs) => msgs,
+                PeerCommand::SendMessage(m) => match m.to_bytes(self.fsm.codec()) {
+                    Ok(b) => vec![b],
+                    Err(_) => continue,
+                },
+                _ => continue,
+            };
+            taken += msgs.iter().map(Bytes::len).sum::<usize>();
+            // One message with nothing queued behind it (most of a node's
+            // sends): written as it is, not copied.
+            if buf.is_empty() && msgs.len() == 1 && self.commands.is_empty() {
+                if !self.write(&msgs[0]).await {
+                    return;
                 }
-                if !buf.is_empty() {
-                    self.write(&buf).await;
-                }
+                continue;
             }
-            PeerCommand::SendMessage(m) => {
-                if let Ok(b) = m.to_bytes(self.fsm.codec()) {
-                    self.write(&b).await;
+            // Messages go out in writes of up to WRITE_BATCH octets, not
+            // one system call each: a route reflector sends millions of
+            // UPDATEs, and one write per message was most of its CPU.
+            for m in msgs {
+                if !buf.is_empty() && buf.len() + m.len() > WRITE_BATCH {
+                    if !self.write(&buf).await {
+                        return;
+                    }
+                    buf.clear();
                 }
+                buf.extend_from_slice(&m);
             }
-            _ => {}
+        }
+        if !buf.is_empty() {
+            self.write(&buf).await;
         }
     }
 
