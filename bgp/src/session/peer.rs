@@ -1605,6 +1605,58 @@ mod tests {
         }
     }
 
+    /// Sends queued behind a send go out with it, and a command of another
+    /// kind among them keeps its place: what was queued before a stop is
+    /// written, then the stop's NOTIFICATION, and nothing queued after it.
+    #[tokio::test]
+    async fn queued_sends_keep_their_order_around_a_stop() {
+        let (_bfd_tx, cmd_tx, _events, mut ours) = established_with_bfd(64).await;
+        let withdraw = |x: u8| {
+            let mut u = vec![0xff; 16];
+            u.extend_from_slice(&[0, 27, 2, 0, 4, 24, 10, x, 0, 0, 0]);
+            Bytes::from(u)
+        };
+        // Queued at once: the task runs only when this test waits.
+        for c in [
+            PeerCommand::Send(vec![withdraw(1), withdraw(2)]),
+            PeerCommand::Send(vec![withdraw(3)]),
+            PeerCommand::SendMessage(Message::RouteRefresh(RouteRefresh::request(
+                crate::wire::Family::IPV4_UNICAST,
+            ))),
+            PeerCommand::Send(vec![withdraw(4)]),
+            PeerCommand::Stop {
+                communication: None,
+            },
+            PeerCommand::Send(vec![withdraw(5)]),
+        ] {
+            cmd_tx.try_send(c).unwrap();
+        }
+        let mut buf = BytesMut::new();
+        let mut seen = Vec::new();
+        loop {
+            match read_message(&mut ours, &mut buf).await {
+                Some(Message::Update(u)) => {
+                    seen.extend(u.withdrawals().map(|(_, w)| w.prefix.to_string()))
+                }
+                Some(Message::Notification(_)) => seen.push("NOTIFICATION".into()),
+                Some(Message::RouteRefresh(_)) => seen.push("ROUTE-REFRESH".into()),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                "10.1.0.0/24",
+                "10.2.0.0/24",
+                "10.3.0.0/24",
+                "ROUTE-REFRESH",
+                "10.4.0.0/24",
+                "NOTIFICATION"
+            ]
+        );
+    }
+
     /// One `Send` of many messages, more octets than one write takes, small
     /// and large mixed: all reach the peer whole and in order.
     #[tokio::test]
