@@ -625,6 +625,7 @@ fn reflected_churn(
     let keys = picked.iter().chain(&picked).map(|&i| i as u128);
     let probes: Vec<(u128, Instant)> = keys.zip(sent).collect();
     let lat = scenario::latencies(&probes, &trace);
+    scenario::dump_latencies(&probes, &trace);
     Ok(json!({
         "source": 0,
         "updates": msgs.len(),

@@ -298,6 +298,7 @@ pub fn dut_run(
             })
             .collect();
         let lat = scenario::latencies(&probes, &changes);
+        scenario::dump_latencies(&probes, &changes);
         let lag = f
             .last_event
             .map(|t| t.saturating_duration_since(last).as_secs_f64())

@@ -278,6 +278,17 @@ pub fn latencies(
     probes: &[(u128, std::time::Instant)],
     changes: &[(u128, std::time::Instant)],
 ) -> Vec<std::time::Duration> {
+    each_latency(probes, changes)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// [`latencies`], one per probe: `None` where no change came.
+fn each_latency(
+    probes: &[(u128, std::time::Instant)],
+    changes: &[(u128, std::time::Instant)],
+) -> Vec<Option<std::time::Duration>> {
     let mut by_key: std::collections::HashMap<u128, Vec<std::time::Instant>> =
         std::collections::HashMap::new();
     for (k, t) in changes {
@@ -286,12 +297,34 @@ pub fn latencies(
     by_key.values_mut().for_each(|v| v.sort());
     probes
         .iter()
-        .filter_map(|(k, sent)| {
+        .map(|(k, sent)| {
             let v = by_key.get(k)?;
             let i = v.partition_point(|t| t < sent);
             v.get(i).map(|t| *t - *sent)
         })
         .collect()
+}
+
+/// With `PETREL_BENCH_LAT_DUMP=FILE`, writes each probe's send instant
+/// (ms from the first) and latency (ms; NaN if no change came) to FILE,
+/// one per line: periodic stalls show there that percentiles hide (the
+/// fourteenth round's delayed ACKs).
+pub fn dump_latencies(
+    probes: &[(u128, std::time::Instant)],
+    changes: &[(u128, std::time::Instant)],
+) {
+    let (Ok(file), Some(t0)) = (std::env::var("PETREL_BENCH_LAT_DUMP"), probes.first()) else {
+        return;
+    };
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let lines: String = probes
+        .iter()
+        .zip(each_latency(probes, changes))
+        .map(|((_, sent), l)| format!("{:.3} {:.3}\n", ms(*sent - t0.1), l.map_or(f64::NAN, ms)))
+        .collect();
+    if let Err(e) = std::fs::write(&file, lines) {
+        eprintln!("PETREL_BENCH_LAT_DUMP {file}: {e}");
+    }
 }
 
 /// Percentiles of `lat` in milliseconds, for a report:
