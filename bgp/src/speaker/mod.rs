@@ -586,17 +586,23 @@ impl Driver {
                     None => return,
                 },
                 Some(ev) = events.recv() => {
-                    let now = Instant::now();
-                    // Announcements only: an End-of-RIB or a withdrawal
-                    // brings no competing path.
-                    if let PeerEventKind::Update(u) = &ev.kind {
-                        let announced = u.announced().count();
-                        if announced > 0 {
-                            self.senders.update_from(ev.peer, now, announced);
-                        }
-                    }
-                    self.core.handle(now, Input::Session(ev));
+                    self.feed(ev);
                     self.flush_joining(&mut events).await;
+                    // The events already queued join this decision run: a
+                    // burst of UPDATEs read together (ten one-prefix
+                    // UPDATEs from a reflector's client) was decided one
+                    // UPDATE at a time, and each decision went to every
+                    // client as its own write (4.5 writes per burst and
+                    // client, twice BIRD's system calls and CPU;
+                    // docs/benchmarks/history.md, fourteenth round).
+                    // Bounded by the queue and by a decision batch.
+                    let mut taken = 1;
+                    while taken < EVENT_QUEUE && self.core.undecided() < pace::UNDECIDED_REFILL {
+                        let Ok(ev) = events.try_recv() else { break };
+                        self.feed(ev);
+                        self.flush_joining(&mut events).await;
+                        taken += 1;
+                    }
                     self.decide_due().await;
                 }
                 // A stored permit can wake this early: `decide_due` asks
@@ -636,6 +642,20 @@ impl Driver {
         } else {
             !self.senders.table(now)
         }
+    }
+
+    /// Feeds a session's event to the core, counting who announces.
+    fn feed(&mut self, ev: PeerEvent) {
+        let now = Instant::now();
+        // Announcements only: an End-of-RIB or a withdrawal brings no
+        // competing path.
+        if let PeerEventKind::Update(u) = &ev.kind {
+            let announced = u.announced().count();
+            if announced > 0 {
+                self.senders.update_from(ev.peer, now, announced);
+            }
+        }
+        self.core.handle(now, Input::Session(ev));
     }
 
     /// Runs the decisions that are due now (see [`due`]): paced, as many
