@@ -20,10 +20,6 @@ const RECEIVER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 /// UPDATEs in the burst.
 const BURST: u8 = 10;
 
-fn port() -> u16 {
-    30_000 + (std::process::id() % 3000) as u16 * 2
-}
-
 /// One whole message from a raw peer's stream, or `None` after 10 s.
 async fn read_message(s: &mut TcpStream, buf: &mut BytesMut) -> Option<Message> {
     loop {
@@ -93,14 +89,15 @@ fn update(i: u8) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_updates_goes_on_as_one_decision() {
-    let port = port();
-    let source = TcpListener::bind((SOURCE, port)).await.unwrap();
-    let receiver = TcpListener::bind((RECEIVER, port)).await.unwrap();
+    // Ports the system picks: the speaker dials the raw peers, and nobody
+    // dials it.
+    let source = TcpListener::bind((SOURCE, 0)).await.unwrap();
+    let receiver = TcpListener::bind((RECEIVER, 0)).await.unwrap();
     let cfg = SpeakerConfig {
         local_as: 65000,
         router_id: DUT,
         cluster_id: None,
-        listen: vec![SocketAddr::new(DUT.into(), port + 1)],
+        listen: vec![SocketAddr::new(DUT.into(), 0)],
         graceful_restart: None,
         max_paths: 1,
         threads: 1,
@@ -109,9 +106,10 @@ async fn a_burst_of_updates_goes_on_as_one_decision() {
     let (dut, mut fib) = Speaker::start(cfg).await.unwrap();
     // A speaker whose FIB stream nobody reads stops once it is full.
     tokio::spawn(async move { while fib.recv().await.is_some() {} });
-    for (addr, asn) in [(SOURCE, 65001), (RECEIVER, 65002)] {
-        let mut p = PeerSettings::new(addr.into(), asn);
-        p.port = port;
+    for (l, asn) in [(&source, 65001), (&receiver, 65002)] {
+        let at = l.local_addr().unwrap();
+        let mut p = PeerSettings::new(at.ip(), asn);
+        p.port = at.port();
         p.local_address = Some(DUT.into());
         dut.add_peer(p).await.unwrap();
     }
