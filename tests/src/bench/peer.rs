@@ -303,11 +303,18 @@ pub fn sink(
 }
 
 /// Writes `msgs` at `per_second` messages per second, in bursts every
-/// 10 ms; returns when each message was handed to the kernel's socket
-/// (the instant its burst's write began).
+/// 10 ms (every `PETREL_BENCH_CHURN_TICK_US` µs if set: 1000 at 1,000
+/// messages a second writes each on its own); returns when each message
+/// was handed to the kernel's socket (the instant its burst's write
+/// began).
 pub fn write_paced(w: &mut impl Write, msgs: &[Vec<u8>], per_second: u32) -> Result<Vec<Instant>> {
-    let tick = Duration::from_millis(10);
-    let per_tick = (per_second as usize / 100).max(1);
+    let tick_us: u64 = std::env::var("PETREL_BENCH_CHURN_TICK_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&t| t > 0)
+        .unwrap_or(10_000);
+    let tick = Duration::from_micros(tick_us);
+    let per_tick = ((per_second as u64 * tick_us / 1_000_000) as usize).max(1);
     let start = Instant::now();
     let mut buf = Vec::new();
     let mut sent = Vec::with_capacity(msgs.len());
