@@ -185,50 +185,55 @@ fn attrs(four_octet: bool) -> impl Strategy<Value = PathAttributes> {
                 (origin, path, nh, med, lp, atomic, aggr),
                 (comm, orig, cl, ext, large, other),
                 communities_partial,
-            )| PathAttributes {
+            )| {
                 // Partial bits only on typed optional transitive attributes present.
-                partial: if communities_partial && comm.is_some() {
+                let partial = if communities_partial && comm.is_some() {
                     1 << 8
                 } else {
                     0
-                },
-                origin: Some(origin),
-                as_path: Some(path),
-                next_hop: Some(nh),
-                med,
-                local_pref: lp,
-                atomic_aggregate: atomic,
-                communities: comm.map(|v| v.into_iter().map(Community).collect()),
-                originator_id: orig.map(Ipv4Addr::from),
-                cluster_list: cl.map(|v| v.into_iter().map(Ipv4Addr::from).collect()),
-                rare: Some(Box::new(RareAttributes {
-                    aggregator: aggr.map(|(asn, a)| Aggregator {
-                        asn,
-                        addr: Ipv4Addr::from(a),
-                    }),
-                    ext_communities: ext.map(|v| v.into_iter().map(ExtCommunity).collect()),
-                    as4_path: None,
-                    as4_aggregator: None,
-                    ipv6_ext_communities: None,
-                    large_communities: large.map(|v| {
-                        v.into_iter()
-                            .map(|(global, local1, local2)| LargeCommunity {
-                                global,
-                                local1,
-                                local2,
+                };
+                PathAttributes {
+                    origin: Some(origin),
+                    as_path: Some(path),
+                    next_hop: Some(nh),
+                    med,
+                    local_pref: lp,
+                    atomic_aggregate: atomic,
+                    communities: comm.map(|v| v.into_iter().map(Community).collect()),
+                    originator_id: orig.map(Ipv4Addr::from),
+                    cluster_list: cl.map(|v| v.into_iter().map(Ipv4Addr::from).collect()),
+                    rare: Some(Box::new(RareAttributes {
+                        aggregator: aggr.map(|(asn, a)| Aggregator {
+                            asn,
+                            addr: Ipv4Addr::from(a),
+                        }),
+                        ext_communities: ext.map(|v| v.into_iter().map(ExtCommunity).collect()),
+                        as4_path: None,
+                        as4_aggregator: None,
+                        ipv6_ext_communities: None,
+                        large_communities: large.map(|v| {
+                            v.into_iter()
+                                .map(|(global, local1, local2)| LargeCommunity {
+                                    global,
+                                    local1,
+                                    local2,
+                                })
+                                .collect()
+                        }),
+                        other: other
+                            .into_iter()
+                            .filter(|(code, _)| ![petrel_bgp::wire::attr::ATTR_SET].contains(code))
+                            .map(|(code, (t, p, v))| RawAttribute {
+                                flags: 0x80
+                                    | if t { 0x40 } else { 0 }
+                                    | if p && t { 0x20 } else { 0 },
+                                type_code: code,
+                                value: Bytes::from(v),
                             })
-                            .collect()
-                    }),
-                    other: other
-                        .into_iter()
-                        .filter(|(code, _)| ![petrel_bgp::wire::attr::ATTR_SET].contains(code))
-                        .map(|(code, (t, p, v))| RawAttribute {
-                            flags: 0x80 | if t { 0x40 } else { 0 } | if p && t { 0x20 } else { 0 },
-                            type_code: code,
-                            value: Bytes::from(v),
-                        })
-                        .collect(),
-                })),
+                            .collect(),
+                        partial,
+                    })),
+                }
             },
         )
 }

@@ -21,6 +21,7 @@ fn route(path: &[u32], communities: &[&str]) -> AttrSet {
         },
         next_hop: NextHop::V4(Ipv4Addr::new(192, 0, 2, 1)),
         pre: None,
+        facts: Default::default(),
     }
 }
 

@@ -272,6 +272,7 @@ fn export_route(
             attrs: a,
             next_hop,
             pre: None,
+            facts: Default::default(),
         }),
         exclude: (src.kind != PeerKind::Local).then_some(src.id),
     })

@@ -138,7 +138,7 @@ impl Ranked {
     #[inline(always)]
     pub fn new(c: &Candidate, index: usize, cfg: &DecisionConfig) -> Self {
         let a = &c.attrs.attrs;
-        let (as_path_len, neighbour_as) = a.as_path.as_ref().map_or((0, None), path_facts);
+        let (as_path_len, neighbour_as) = c.attrs.path_facts();
         let local_pref = a.local_pref.unwrap_or(cfg.default_local_pref);
         // A route without ORIGIN never passes the codec's mandatory-attribute
         // check; a local one without it is treated as INCOMPLETE.
@@ -168,7 +168,7 @@ impl Ranked {
 /// The AS_PATH length (RFC 4271 §9.1.2.2 (a): an AS_SET counts 1,
 /// confederation segments 0, RFC 5065 §5.3) and the neighbour AS (see
 /// [`Candidate::neighbour_as`]), in one walk over the segments.
-fn path_facts(p: &AsPath) -> (usize, Option<u32>) {
+pub(crate) fn path_facts(p: &AsPath) -> (usize, Option<u32>) {
     let mut len = 0;
     let mut first = None;
     for s in p.segments() {

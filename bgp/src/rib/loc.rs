@@ -13,8 +13,6 @@ use super::attrs::AttrSet;
 use super::decision::{self, Candidate, DecisionConfig, PeerKind, Ranked};
 use super::prefix_map::PrefixMap;
 use super::PeerId;
-use crate::wire::attr::community::LLGR_STALE as LLGR_STALE_COMMUNITY;
-use crate::wire::attr::Community;
 use crate::wire::nlri::Prefix;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -53,13 +51,7 @@ impl Path {
     /// RFC 9494 §4.3: stale by our own timer, or received with the
     /// LLGR_STALE community from a helper that kept it.
     pub fn llgr_stale(&self) -> bool {
-        self.has(LLGR_STALE)
-            || self
-                .attrs
-                .attrs
-                .communities
-                .as_ref()
-                .is_some_and(|c| c.contains(&Community(LLGR_STALE_COMMUNITY)))
+        self.has(LLGR_STALE) || self.attrs.llgr_stale()
     }
 
     fn same_path(&self, peer: PeerId, path_id: u32) -> bool {
@@ -534,7 +526,8 @@ fn same_route(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::attr::{AsPath, Origin, PathAttributes};
+    use crate::wire::attr::community::LLGR_STALE as LLGR_STALE_COMMUNITY;
+    use crate::wire::attr::{AsPath, Community, Origin, PathAttributes};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 

@@ -54,6 +54,7 @@ impl C {
             },
             next_hop: NextHop::V4(Ipv4Addr::from(self.peer)),
             pre: None,
+            facts: Default::default(),
         }
     }
 }

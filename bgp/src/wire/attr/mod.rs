@@ -87,12 +87,8 @@ pub struct PathAttributes {
     pub originator_id: Option<Ipv4Addr>,
     pub cluster_list: Option<Vec<Ipv4Addr>>,
     /// AGGREGATOR, extended and large communities, AS4_*, unknown
-    /// attributes: read with [`PathAttributes::rare`].
+    /// attributes, Partial bits: read with [`PathAttributes::rare`].
     pub rare: Option<Box<RareAttributes>>,
-    /// Typed optional transitive attributes that arrived with the Partial
-    /// bit: bit `n` for type code `n` (all such codes are below 64). RFC 4271
-    /// §5: once set, the Partial bit stays set when the attribute is passed on.
-    pub partial: u64,
 }
 
 /// The less common path attributes (see [`PathAttributes`]).
@@ -106,6 +102,12 @@ pub struct RareAttributes {
     pub large_communities: Option<Vec<LargeCommunity>>,
     /// Other attributes, in the order received.
     pub other: Vec<RawAttribute>,
+    /// Typed optional transitive attributes that arrived with the Partial
+    /// bit: bit `n` for type code `n` (all such codes are below 64). RFC 4271
+    /// §5: once set, the Partial bit stays set when the attribute is passed on.
+    /// Here rather than beside the common attributes: few routes carry one,
+    /// and the 8 bytes are the room an interned set's decision facts need.
+    pub partial: u64,
 }
 
 static NO_RARE: RareAttributes = RareAttributes {
@@ -116,6 +118,7 @@ static NO_RARE: RareAttributes = RareAttributes {
     ipv6_ext_communities: None,
     large_communities: None,
     other: Vec::new(),
+    partial: 0,
 };
 
 impl PathAttributes {
@@ -161,7 +164,6 @@ impl PartialEq for PathAttributes {
             originator_id,
             cluster_list,
             rare: _,
-            partial,
         } = self;
         *origin == o.origin
             && *as_path == o.as_path
@@ -172,7 +174,6 @@ impl PartialEq for PathAttributes {
             && *communities == o.communities
             && *originator_id == o.originator_id
             && *cluster_list == o.cluster_list
-            && *partial == o.partial
             && self.rare() == o.rare()
     }
 }
@@ -192,7 +193,6 @@ impl std::hash::Hash for PathAttributes {
             originator_id,
             cluster_list,
             rare: _,
-            partial,
         } = self;
         origin.hash(h);
         as_path.hash(h);
@@ -203,7 +203,6 @@ impl std::hash::Hash for PathAttributes {
         communities.hash(h);
         originator_id.hash(h);
         cluster_list.hash(h);
-        partial.hash(h);
         self.rare().hash(h);
     }
 }
@@ -458,11 +457,11 @@ pub(crate) fn decode_attributes_in(
         // RFC 4271 §5: remember a Partial bit on typed optional transitive
         // attributes so that it is sent on as received.
         if flags & FLAG_PARTIAL != 0 && code < 64 && t.category == Category::OptionalTransitive {
-            out.attrs.partial |= 1 << code;
+            out.attrs.rare_mut().partial |= 1 << code;
         }
         if let Err(kind) = decode_one(ctx, actx, flags, code, buf, base + start..end, &mut out) {
-            if code < 64 {
-                out.attrs.partial &= !(1 << code);
+            if let Some(r) = out.attrs.rare.as_deref_mut().filter(|_| code < 64) {
+                r.partial &= !(1 << code);
             }
             if t.malformed == Action::SessionReset {
                 return Err(reset(reset_subcode(t.category), whole()));
@@ -747,7 +746,7 @@ fn header_len(len: usize) -> usize {
 
 impl PathAttributes {
     fn partial_flag(&self, code: u8) -> u8 {
-        if code < 64 && self.partial & (1 << code) != 0 {
+        if code < 64 && self.rare().partial & (1 << code) != 0 {
             FLAG_PARTIAL
         } else {
             0
