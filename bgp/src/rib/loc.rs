@@ -16,6 +16,7 @@ use super::PeerId;
 use crate::wire::nlri::Prefix;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use thin_vec::ThinVec;
 
 /// Import policy or loop detection refused the path.
 pub(crate) const REJECTED: u8 = 1;
@@ -236,8 +237,12 @@ pub(crate) enum Paths {
 const _: () = assert!(std::mem::size_of::<Paths>() == std::mem::size_of::<Path>());
 
 impl Default for Paths {
+    /// No paths; allocates nothing (an empty `ThinVec` points at a shared
+    /// static header). The old `Box<Vec>` allocated here, and every
+    /// `mem::take` of a prefix's paths (each push) paid a malloc and a free
+    /// for it.
     fn default() -> Self {
-        Paths::Many(Box::default())
+        Paths::Many(ThinVec::new())
     }
 }
 
@@ -261,20 +266,15 @@ impl std::ops::DerefMut for Paths {
 }
 
 impl Paths {
-    fn from_vec(mut v: Vec<Path>) -> Self {
+    /// Back to the inline form when one path is left.
+    fn settle(v: Many) -> Self {
+        let mut v = v;
         if v.len() == 1 {
             if let Some(p) = v.pop() {
                 return Paths::One(p);
             }
         }
-        Paths::Many(Box::new(v))
-    }
-
-    fn into_vec(self) -> Vec<Path> {
-        match self {
-            Paths::One(p) => vec![p],
-            Paths::Many(v) => *v,
-        }
+        Paths::Many(v)
     }
 
     /// Appends. The array grows by half its length at a time: best-path
@@ -283,9 +283,10 @@ impl Paths {
         *self = match std::mem::take(self) {
             Paths::Many(v) if v.is_empty() => Paths::One(p),
             Paths::One(first) => {
-                let mut v = Vec::with_capacity(2);
-                v.extend([first, p]);
-                Paths::Many(Box::new(v))
+                let mut v = ThinVec::with_capacity(2);
+                v.push(first);
+                v.push(p);
+                Paths::Many(v)
             }
             Paths::Many(mut v) => {
                 if v.len() == v.capacity() {
@@ -298,23 +299,35 @@ impl Paths {
     }
 
     fn remove(&mut self, i: usize) -> Path {
-        let mut v = std::mem::take(self).into_vec();
-        let p = v.remove(i);
-        *self = Paths::from_vec(v);
-        p
+        match std::mem::take(self) {
+            Paths::One(p) => p,
+            Paths::Many(mut v) => {
+                let p = v.remove(i);
+                *self = Paths::settle(v);
+                p
+            }
+        }
     }
 
     /// Drops the paths marked withdrawn.
     fn retain_live(&mut self) {
-        let mut v = std::mem::take(self).into_vec();
-        v.retain(|p| !p.has(WITHDRAWN));
-        *self = Paths::from_vec(v);
+        *self = match std::mem::take(self) {
+            Paths::One(p) if p.has(WITHDRAWN) => Paths::default(),
+            Paths::One(p) => Paths::One(p),
+            Paths::Many(mut v) => {
+                v.retain(|p| !p.has(WITHDRAWN));
+                Paths::settle(v)
+            }
+        }
     }
 }
 
-/// Several paths: a boxed vector, so that [`Paths`] is no larger than the
-/// one path it usually holds (the box fits beside the path's niche).
-type Many = Box<Vec<Path>>;
+/// Several paths: a thin vector (length and capacity live in its heap
+/// block), so that [`Paths`] is no larger than the one path it usually
+/// holds (the pointer fits beside the path's niche), and reaching the
+/// paths is one pointer, not two as through a `Box<Vec>`: in a ten-peer
+/// table each arrival and each decision follows it.
+type Many = ThinVec<Path>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Table {
