@@ -77,10 +77,7 @@ impl RankFacts {
         let Ok(len @ 0..=30) = u8::try_from(len) else {
             return Self::default();
         };
-        let llgr = a
-            .communities
-            .as_ref()
-            .is_some_and(|c| c.contains(&Community(LLGR_STALE)));
+        let llgr = llgr_community(a);
         Self {
             neighbour_as: neighbour_as.unwrap_or(0),
             bits: Self::KNOWN
@@ -93,6 +90,13 @@ impl RankFacts {
                 | len,
         }
     }
+}
+
+/// RFC 9494 §4.3: the LLGR_STALE community is present.
+fn llgr_community(a: &PathAttributes) -> bool {
+    a.communities
+        .as_ref()
+        .is_some_and(|c| c.contains(&Community(LLGR_STALE)))
 }
 
 impl Clone for RankFacts {
@@ -158,10 +162,7 @@ impl AttrSet {
         if bits & RankFacts::KNOWN != 0 {
             return bits & RankFacts::LLGR_STALE != 0;
         }
-        self.attrs
-            .communities
-            .as_ref()
-            .is_some_and(|c| c.contains(&Community(LLGR_STALE)))
+        llgr_community(&self.attrs)
     }
 
     /// The address to forward to (`None` for next hops of other families).
@@ -193,7 +194,7 @@ impl AttrTable {
     }
 
     /// The shared copy of `a`.
-    pub fn intern(&mut self, a: AttrSet) -> Arc<AttrSet> {
+    pub fn intern(&mut self, mut a: AttrSet) -> Arc<AttrSet> {
         let hash = self.keys.hash_one(&a);
         if let Some(found) = self.set.find(hash, |s| **s == a) {
             return found.clone();
@@ -201,7 +202,6 @@ impl AttrTable {
         if self.set.len() >= SWEEP_FLOOR.max(2 * self.after_sweep) {
             self.sweep();
         }
-        let mut a = a;
         a.facts = RankFacts::of(&a.attrs);
         let arc = Arc::new(a);
         let keys = &self.keys;

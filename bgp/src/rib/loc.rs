@@ -267,8 +267,7 @@ impl std::ops::DerefMut for Paths {
 
 impl Paths {
     /// Back to the inline form when one path is left.
-    fn settle(v: Many) -> Self {
-        let mut v = v;
+    fn settle(mut v: Many) -> Self {
         if v.len() == 1 {
             if let Some(p) = v.pop() {
                 return Paths::One(p);
